@@ -1,0 +1,179 @@
+"""Process settings from the environment (12-factor): one frozen Settings per process."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+__all__ = ["Settings", "DEFAULT_PORTS", "SERVICES"]
+
+DEFAULT_PORTS: dict[str, int] = {"gateway": 50050, "card": 50051, "catalog": 50052, "order": 50053, "lottery": 50054}
+SERVICES = tuple(DEFAULT_PORTS)
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    service: str
+    host: str = "127.0.0.1"
+    port: int = 0
+    # None = no /metrics endpoint.
+    metrics_port: int | None = None
+    data_dir: Path = Path("data")
+    grace_seconds: float = 5.0
+    internal_token: str = "dev-internal-token"
+    admin_token: str = "dev-admin-token"
+    merchant_token: str = "dev-merchant-token"
+    jwt_secret: str = "dev-jwt-secret-change-me"
+    jwt_issuer: str = "miandan"
+    jwt_algorithm: str = "HS256"
+    jwt_public_key_file: Path | None = None
+    jwt_private_key_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
+    gateway_addr: str = "127.0.0.1:50050"
+    card_addr: str = "127.0.0.1:50051"
+    catalog_addr: str = "127.0.0.1:50052"
+    order_addr: str = "127.0.0.1:50053"
+    lottery_addr: str = "127.0.0.1:50054"
+    log_level: str = "INFO"
+    max_concurrency: int = 64
+    max_wait_ms: float = 50.0
+    log_calls: bool = True
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / f"{self.service}.db"
+
+    @property
+    def tls_enabled(self) -> bool:
+        return self.tls_cert is not None and self.tls_key is not None
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @classmethod
+    def from_env(cls, service: str, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read MIANDAN_* variables; env=None means os.environ (pass {} in tests for pure defaults).
+        Raises ValueError naming the offending variable."""
+        if service not in DEFAULT_PORTS:
+            raise ValueError(f"unknown service {service!r}; expected one of {', '.join(SERVICES)}")
+        e = os.environ if env is None else env
+        svc = service.upper()
+
+        port_var = f"MIANDAN_{svc}_PORT"
+        port = _port(e, port_var, DEFAULT_PORTS[service], allow_zero=True)
+        metrics_var = f"MIANDAN_{svc}_METRICS_PORT"
+        raw_metrics = e.get(metrics_var)
+        if raw_metrics is None or raw_metrics.strip() == "":
+            # Port 0 (ephemeral, tests) has no meaningful "+1000" neighbour.
+            metrics_port = port + 1000 if port else None
+        elif raw_metrics.strip().lower() == "off":
+            metrics_port = None
+        else:
+            metrics_port = _port(e, metrics_var, 0, allow_zero=True) or None
+
+        tls_cert, tls_key = _path(e, "MIANDAN_TLS_CERT"), _path(e, "MIANDAN_TLS_KEY")
+        if (tls_cert is None) != (tls_key is None):
+            raise ValueError("MIANDAN_TLS_CERT and MIANDAN_TLS_KEY must be set together")
+
+        log_level = e.get("MIANDAN_LOG_LEVEL", "INFO").strip().upper()
+        if log_level not in _LOG_LEVELS:
+            raise ValueError(f"MIANDAN_LOG_LEVEL={log_level!r} is not one of {', '.join(_LOG_LEVELS)}")
+        algorithm = e.get("MIANDAN_JWT_ALGORITHM", "HS256").strip()
+        if algorithm not in _JWT_ALGORITHMS:
+            raise ValueError(f"MIANDAN_JWT_ALGORITHM={algorithm!r} is not one of {', '.join(_JWT_ALGORITHMS)}")
+
+        host = e.get("MIANDAN_HOST", "127.0.0.1").strip()
+        if not host:
+            raise ValueError("MIANDAN_HOST must not be empty")
+
+        return cls(
+            service=service,
+            host=host,
+            port=port,
+            metrics_port=metrics_port,
+            data_dir=Path(e.get("MIANDAN_DATA") or "data"),
+            grace_seconds=_number(e, "MIANDAN_GRACE_SECONDS", 5.0, float, minimum=0),
+            internal_token=_secret(e, "MIANDAN_INTERNAL_TOKEN", "dev-internal-token"),
+            admin_token=_secret(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
+            merchant_token=_secret(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
+            jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me"),
+            jwt_issuer=e.get("MIANDAN_JWT_ISSUER", "miandan"),
+            jwt_algorithm=algorithm,
+            jwt_public_key_file=_path(e, "MIANDAN_JWT_PUBLIC_KEY_FILE"),
+            jwt_private_key_file=_path(e, "MIANDAN_JWT_PRIVATE_KEY_FILE"),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            tls_ca=_path(e, "MIANDAN_TLS_CA"),
+            gateway_addr=_addr(e, "MIANDAN_GATEWAY_ADDR", "gateway"),
+            card_addr=_addr(e, "MIANDAN_CARD_ADDR", "card"),
+            catalog_addr=_addr(e, "MIANDAN_CATALOG_ADDR", "catalog"),
+            order_addr=_addr(e, "MIANDAN_ORDER_ADDR", "order"),
+            lottery_addr=_addr(e, "MIANDAN_LOTTERY_ADDR", "lottery"),
+            log_level=log_level,
+            max_concurrency=int(_number(e, "MIANDAN_MAX_CONCURRENCY", 64, int, minimum=1)),
+            max_wait_ms=_number(e, "MIANDAN_MAX_WAIT_MS", 50.0, float, minimum=0),
+            log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
+        )
+
+
+def _number(e: Mapping[str, str], var: str, default: float, kind: type, *, minimum: float) -> float:
+    raw = e.get(var)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+    if value < minimum or value != value:  # value != value catches NaN
+        raise ValueError(f"{var}={raw!r} must be >= {minimum}")
+    return value
+
+
+def _port(e: Mapping[str, str], var: str, default: int, *, allow_zero: bool) -> int:
+    value = int(_number(e, var, default, int, minimum=0 if allow_zero else 1))
+    if value > 65535:
+        raise ValueError(f"{var}={value} is not a valid TCP port (0-65535)")
+    return value
+
+
+def _bool(e: Mapping[str, str], var: str, default: bool) -> bool:
+    raw = e.get(var)
+    if raw is None:
+        return default
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError(f"{var}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
+
+
+def _path(e: Mapping[str, str], var: str) -> Path | None:
+    raw = e.get(var)
+    return Path(raw) if raw and raw.strip() else None
+
+
+def _secret(e: Mapping[str, str], var: str, default: str) -> str:
+    value = e.get(var, default)
+    if not value:
+        # An empty token would let any caller that sends an empty header through.
+        raise ValueError(f"{var} must not be empty")
+    return value
+
+
+def _addr(e: Mapping[str, str], var: str, service: str) -> str:
+    raw = (e.get(var) or f"127.0.0.1:{DEFAULT_PORTS[service]}").strip()
+    if raw.startswith(("unix:", "unix-abstract:")):
+        return raw
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{var}={raw!r} is not host:port")
+    return raw

@@ -1,0 +1,242 @@
+"""SQLite (WAL) access with one group-committing writer and snapshot readers.
+
+Why this shape:
+* SQLite allows one writer at a time; many connections writing only contend on the file lock.
+  So each database has ONE writer connection and concurrent `write()` calls are batched into one
+  transaction (group commit): one fsync and one thread hop per batch instead of per call.
+* Each write fn runs inside its own SAVEPOINT, so a failing call (e.g. a unique-constraint
+  violation that means "already exists") rolls back only its own changes.
+* Callers' futures resolve only after COMMIT returns: a write is acknowledged once durable at
+  the chosen `synchronous` level.
+* Reads go to separate connections; in WAL mode they see a consistent snapshot and never block
+  the writer.
+
+Threading: we use aiosqlite for its connection thread, but hand it ONE synchronous callable per
+batch through `aiosqlite.Connection._execute(fn, *args)` (a private method; aiosqlite is pinned
+to 0.22.1 in pyproject.toml for this reason). Its public API would cost a thread hop per
+statement, which is what group commit exists to avoid. The sqlite3.Connection itself is
+reached as `_conn` only from inside that thread.
+
+`synchronous` trade-off (each store states its choice):
+* "FULL"   — the WAL is fsynced at every commit: an acknowledged write survives power loss / OS crash.
+* "NORMAL" — in WAL mode fsync happens only at checkpoints: an acknowledged write survives
+             kill -9 of the process (the WAL is in the OS page cache) but the last commits may
+             be lost on power loss. Much cheaper per commit.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sqlite3
+from collections import deque
+from pathlib import Path
+from typing import Any, Callable, Sequence, TypeVar
+
+import aiosqlite
+
+from .clock import Clock, SystemClock
+
+__all__ = ["Database", "MAX_BATCH"]
+
+T = TypeVar("T")
+MAX_BATCH = 128
+_SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+class Database:
+    """Use `await Database.open(...)`; see module docstring for the design."""
+
+    def __init__(self) -> None:  # use open()
+        self.path: Path
+        self.clock: Clock
+        self._writer: aiosqlite.Connection
+        self._readers: list[aiosqlite.Connection] = []
+        self._reader_cycle: Any = None
+        self._pending: deque[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = deque()
+        self._wakeup = asyncio.Event()
+        self._writer_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self.max_batch = MAX_BATCH
+        self.batches = 0  # observability/tests: how many transactions were committed
+
+    @classmethod
+    async def open(
+        cls,
+        path: str | Path,
+        migrations: Sequence[str],
+        *,
+        synchronous: str = "FULL",
+        clock: Clock | None = None,
+        readers: int = 1,
+        max_batch: int = MAX_BATCH,
+    ) -> "Database":
+        sync = synchronous.upper()
+        if sync not in _SYNC_LEVELS:
+            raise ValueError(f"synchronous must be one of {_SYNC_LEVELS}, got {synchronous!r}")
+        self = cls()
+        self.path = Path(path)
+        self.clock = clock or SystemClock()
+        self.max_batch = max_batch
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: sqlite3 must not open transactions behind our back; we issue
+        # BEGIN/SAVEPOINT/COMMIT ourselves.
+        self._writer = await aiosqlite.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            await self._writer._execute(_setup_writer, self._writer._conn, sync, list(migrations))
+            for _ in range(max(1, readers)):
+                reader = await aiosqlite.connect(str(self.path), isolation_level=None, check_same_thread=False)
+                self._readers.append(reader)
+                await reader._execute(_setup_reader, reader._conn)
+        except BaseException:
+            await self._close_connections()
+            raise
+        self._reader_cycle = itertools.cycle(self._readers)
+        self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"db-writer:{self.path.name}")
+        return self
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` in the writer thread inside a transaction (group-committed with
+        other concurrent writes); returns fn's result after COMMIT, or raises fn's exception
+        (only fn's own changes are rolled back). fn must be synchronous and must not
+        commit/rollback itself."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((fn, args, fut))
+        if len(self._pending) == 1:
+            self._wakeup.set()
+        return await fut
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(conn, *args)` on a read-only connection within one snapshot (read transaction)."""
+        if self._closed:
+            raise RuntimeError("database is closed")
+        reader = next(self._reader_cycle)
+        return await reader._execute(_run_read, reader._conn, fn, args)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._wakeup.set()
+        if self._writer_task is not None:
+            # The loop drains already-queued writes before exiting, so nothing accepted is dropped.
+            await self._writer_task
+        await self._close_connections()
+
+    async def _close_connections(self) -> None:
+        for conn in [*self._readers, getattr(self, "_writer", None)]:
+            if conn is not None:
+                try:
+                    await conn.close()
+                except Exception:
+                    pass
+        self._readers.clear()
+
+    async def _write_loop(self) -> None:
+        pending = self._pending
+        while True:
+            if not pending:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            batch = []
+            while pending and len(batch) < self.max_batch:
+                item = pending.popleft()
+                # A caller that already gave up (cancelled, e.g. its deadline passed) is not run.
+                if not item[2].done():
+                    batch.append(item)
+            if not batch:
+                continue
+            try:
+                outcomes = await self._writer._execute(_run_batch, self._writer._conn, batch)
+            except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                if isinstance(exc, asyncio.CancelledError):
+                    raise
+                continue
+            self.batches += 1
+            for (_, _, fut), (ok, value) in zip(batch, outcomes):
+                if fut.done():  # caller cancelled while the batch ran; its write is committed anyway
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
+
+
+# --- functions below run in the connection threads -------------------------------------------
+
+
+def _setup_writer(conn: sqlite3.Connection, synchronous: str, migrations: list[str]) -> None:
+    conn.row_factory = sqlite3.Row
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise RuntimeError(f"could not enable WAL mode (got {mode!r})")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    _migrate(conn, migrations)
+
+
+def _migrate(conn: sqlite3.Connection, migrations: list[str]) -> None:
+    """Migration i (1-based) is applied iff PRAGMA user_version < i; each in its own transaction
+    together with the user_version bump, so a crash never leaves a half-applied version."""
+    current = conn.execute("PRAGMA user_version").fetchone()[0]
+    if current > len(migrations):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this code knows ({len(migrations)}); refusing to run"
+        )
+    for version, script in enumerate(migrations, start=1):
+        if version <= current:
+            continue
+        try:
+            # executescript runs the whole script; BEGIN..COMMIT inside it keeps it atomic.
+            conn.executescript(f"BEGIN IMMEDIATE;\n{script}\n;PRAGMA user_version={version};\nCOMMIT;")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+
+def _setup_reader(conn: sqlite3.Connection) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA busy_timeout=5000")
+    conn.execute("PRAGMA foreign_keys=ON")
+    # A read() fn that tries to write fails loudly instead of racing the single writer.
+    conn.execute("PRAGMA query_only=ON")
+
+
+def _run_read(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    conn.execute("BEGIN")
+    try:
+        return fn(conn, *args)
+    finally:
+        conn.execute("ROLLBACK")
+
+
+def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list[tuple[bool, Any]]:
+    outcomes: list[tuple[bool, Any]] = []
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for fn, args, _ in batch:
+            conn.execute("SAVEPOINT w")
+            try:
+                result = fn(conn, *args)
+            except Exception as exc:
+                conn.execute("ROLLBACK TO w")
+                conn.execute("RELEASE w")
+                outcomes.append((False, exc))
+            else:
+                conn.execute("RELEASE w")
+                outcomes.append((True, result))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return outcomes
