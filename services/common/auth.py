@@ -1,0 +1,180 @@
+"""Service-to-service credentials: who may call which RPC, and client channels that carry them.
+
+Metadata keys (lower-case, as gRPC requires):
+  x-miandan-internal-token  every call into an internal service (or a verified mTLS client cert)
+  x-miandan-admin-token     admin RPCs, in addition to the internal credential
+  x-miandan-merchant-token  merchant RPCs (admin also qualifies), in addition to the internal credential
+"""
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+from typing import Any, Mapping, Sequence
+
+from .errors import DomainError, PermissionDenied, Unauthenticated
+
+__all__ = [
+    "Role",
+    "PUBLIC",
+    "INTERNAL",
+    "ADMIN",
+    "MERCHANT",
+    "INTERNAL_TOKEN_KEY",
+    "ADMIN_TOKEN_KEY",
+    "MERCHANT_TOKEN_KEY",
+    "AccessPolicy",
+    "internal_metadata",
+    "channel_credentials",
+    "channel_options",
+    "open_channel",
+]
+
+INTERNAL_TOKEN_KEY = "x-miandan-internal-token"
+ADMIN_TOKEN_KEY = "x-miandan-admin-token"
+MERCHANT_TOKEN_KEY = "x-miandan-merchant-token"
+
+
+class Role(str, enum.Enum):
+    PUBLIC = "PUBLIC"  # no service credential (health, reflection, the gateway's end-user RPCs)
+    INTERNAL = "INTERNAL"
+    ADMIN = "ADMIN"
+    MERCHANT = "MERCHANT"  # merchant or admin
+
+
+PUBLIC, INTERNAL, ADMIN, MERCHANT = Role.PUBLIC, Role.INTERNAL, Role.ADMIN, Role.MERCHANT
+
+# Rejections are constants: building them per call would cost more than the check itself.
+CREDENTIAL_MISSING = Unauthenticated(
+    "CREDENTIAL_MISSING", "缺少服务凭证 / missing service credential (x-miandan-internal-token)"
+)
+CREDENTIAL_INVALID = Unauthenticated("CREDENTIAL_INVALID", "服务凭证无效 / invalid service credential")
+ADMIN_REQUIRED = PermissionDenied("ADMIN_REQUIRED", "需要管理员凭证 / admin credential required")
+MERCHANT_REQUIRED = PermissionDenied("MERCHANT_REQUIRED", "需要商户或管理员凭证 / merchant or admin credential required")
+
+
+def _eq(given: str | bytes | None, expected: bytes) -> bool:
+    if given is None:
+        return False
+    if isinstance(given, str):
+        given = given.encode()
+    return hmac.compare_digest(given, expected)
+
+
+class AccessPolicy:
+    """Per-service map full method name ("/miandan.card.v1.CardService/CreateCampaign") -> Role.
+    Methods not listed get `default` (INTERNAL for internal services, PUBLIC for the gateway)."""
+
+    def __init__(self, settings: Any, roles: Mapping[str, Role] | None = None, *, default: Role = INTERNAL) -> None:
+        self.roles = {k: Role(v) for k, v in (roles or {}).items()}
+        self.default = Role(default)
+        self._internal = settings.internal_token.encode()
+        self._admin = settings.admin_token.encode()
+        self._merchant = settings.merchant_token.encode()
+        self._mtls = bool(getattr(settings, "tls_enabled", False) and getattr(settings, "tls_ca", None))
+
+    def role(self, method: str) -> Role:
+        return self.roles.get(method, self.default)
+
+    def check(self, role: Role, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> DomainError | None:
+        """None when allowed, else the error to abort with. Returned, not raised: rejection is
+        a normal outcome under attack and exceptions cost more."""
+        if role is PUBLIC:
+            return None
+        internal = admin = merchant = None
+        for key, value in metadata or ():
+            if key == INTERNAL_TOKEN_KEY:
+                internal = value
+            elif key == ADMIN_TOKEN_KEY:
+                admin = value
+            elif key == MERCHANT_TOKEN_KEY:
+                merchant = value
+        if internal is not None:
+            if not _eq(internal, self._internal):
+                return CREDENTIAL_INVALID
+        elif not self._peer_verified(context):
+            return CREDENTIAL_MISSING
+        if role is INTERNAL:
+            return None
+        if admin is not None and _eq(admin, self._admin):
+            return None
+        if role is MERCHANT:
+            if merchant is not None and _eq(merchant, self._merchant):
+                return None
+            return CREDENTIAL_INVALID if merchant is not None or admin is not None else MERCHANT_REQUIRED
+        return CREDENTIAL_INVALID if admin is not None else ADMIN_REQUIRED
+
+    def is_internal(self, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> bool:
+        for key, value in metadata or ():
+            if key == INTERNAL_TOKEN_KEY:
+                return _eq(value, self._internal)
+        return self._peer_verified(context)
+
+    def _peer_verified(self, context: Any) -> bool:
+        # With mTLS the server requires and verifies a client certificate against tls_ca during
+        # the handshake, so an x509 identity in the auth context is a proven internal peer.
+        if not self._mtls or context is None:
+            return False
+        try:
+            auth = context.auth_context()
+        except Exception:
+            return False
+        return bool(auth.get("x509_common_name") or auth.get("x509_subject_alternative_name") or auth.get("x509_pem_cert"))
+
+
+# --- client side -----------------------------------------------------------------------------
+
+
+def internal_metadata(settings: Any, admin: bool = False, merchant: bool = False) -> tuple[tuple[str, str], ...]:
+    """Metadata to pass as `metadata=` on calls into internal services."""
+    md: tuple[tuple[str, str], ...] = ((INTERNAL_TOKEN_KEY, settings.internal_token),)
+    if admin:
+        md += ((ADMIN_TOKEN_KEY, settings.admin_token),)
+    if merchant:
+        md += ((MERCHANT_TOKEN_KEY, settings.merchant_token),)
+    return md
+
+
+def channel_credentials(settings: Any) -> Any:
+    """mTLS client credentials when TLS is configured, else None (use an insecure channel)."""
+    import grpc
+
+    if not settings.tls_enabled:
+        return None
+    root = settings.tls_ca.read_bytes() if settings.tls_ca else None
+    return grpc.ssl_channel_credentials(
+        root_certificates=root,
+        private_key=settings.tls_key.read_bytes(),
+        certificate_chain=settings.tls_cert.read_bytes(),
+    )
+
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def channel_options(service_config: dict[str, Any] | None = None) -> list[tuple[str, Any]]:
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Detect dead peers on idle long-lived channels (and WatchOrder streams) within ~40 s.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.enable_retries", 1),
+    ]
+    if service_config is not None:
+        options.append(("grpc.service_config", json.dumps(service_config)))
+    return options
+
+
+def open_channel(settings: Any, target: str, service_config: dict[str, Any] | None = None) -> Any:
+    """A grpc.aio channel to another miandan service: mTLS when configured, else insecure.
+    Open one per upstream per process and reuse it (channels multiplex calls)."""
+    import grpc
+
+    options = channel_options(service_config)
+    creds = channel_credentials(settings)
+    if creds is None:
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, creds, options=options)

@@ -1,0 +1,196 @@
+"""Server wiring shared by every service: interceptor, health, reflection, TLS, graceful stop.
+
+Start order (BentoML / grpc examples): on_start -> create server with the CallPipeline ->
+register servicers -> health + reflection -> bind -> start -> mark SERVING.
+Stop order: mark NOT_SERVING (enter_graceful_shutdown, so load balancers and probes stop
+sending new work) -> server.stop(grace) drains in-flight calls -> on_stop. on_stop runs AFTER the
+drain on purpose: it typically closes the store / upstream channels that in-flight calls still use.
+"""
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .admission import AdmissionController
+from .auth import MAX_MESSAGE_BYTES, AccessPolicy
+from .config import Settings
+from .interceptors import CallPipeline
+from .logging import configure_logging, get_logger
+from .metrics import RpcMetrics, default_metrics, start_metrics_server
+
+__all__ = ["Server", "build_server", "serve", "run", "server_options", "HEALTH_SERVICE_NAME"]
+
+T = TypeVar("T")
+HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+
+
+def server_options() -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        # Accept the clients' 30 s keepalive pings (open_channel) instead of answering GOAWAY.
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        # Two processes silently sharing a port would split traffic between old and new code.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Server:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        service_names: Sequence[str],
+        register: Callable[[grpc.aio.Server], None],
+        policy: AccessPolicy,
+        criticality: dict[str, str] | None = None,
+        on_start: Callable[[], Awaitable[Any]] | None = None,
+        on_stop: Callable[[], Awaitable[Any]] | None = None,
+        admission: AdmissionController | None = None,
+        metrics: RpcMetrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service_names = tuple(service_names)
+        self._register = register
+        self.policy = policy
+        self.criticality = dict(criticality or {})
+        self._on_start, self._on_stop = on_start, on_stop
+        self.admission = admission or AdmissionController(
+            settings.max_concurrency,
+            min_limit=min(4, settings.max_concurrency),
+            max_limit=max(1000, settings.max_concurrency),
+            max_wait_ms=settings.max_wait_ms,
+        )
+        self.metrics = metrics if metrics is not None else default_metrics()
+        self.logger = get_logger(settings.service)
+        self.health = health.aio.HealthServicer()
+        self.port: int | None = None
+        self._server: grpc.aio.Server | None = None
+        self._stopping: asyncio.Task[None] | None = None
+
+    @property
+    def grpc_server(self) -> grpc.aio.Server | None:
+        return self._server
+
+    async def start(self) -> int:
+        """Start serving; returns the bound port (settings.port 0 = an ephemeral port)."""
+        s = self.settings
+        if self._on_start is not None:
+            await self._on_start()
+        pipeline = CallPipeline(
+            s.service, s, self.policy, self.admission, self.criticality, self.metrics, self.logger
+        )
+        server = grpc.aio.server(interceptors=[pipeline], options=server_options())
+        self._register(server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+        address = f"{s.host}:{s.port}"
+        if s.tls_enabled:
+            creds = grpc.ssl_server_credentials(
+                [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],  # type: ignore[union-attr]
+                root_certificates=s.tls_ca.read_bytes() if s.tls_ca else None,
+                # A CA means mutual TLS: the verified client cert is the internal credential.
+                require_client_auth=s.tls_ca is not None,
+            )
+            port = server.add_secure_port(address, creds)
+        else:
+            port = server.add_insecure_port(address)
+        if port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        await server.start()
+        self._server, self.port = server, port
+        for name in (*self.service_names, ""):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return port
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop; safe to call more than once (later calls wait for the first)."""
+        if self._stopping is None:
+            self._stopping = asyncio.ensure_future(self._stop(self.settings.grace_seconds if grace is None else grace))
+        await asyncio.shield(self._stopping)
+
+    async def _stop(self, grace: float) -> None:
+        await self.health.enter_graceful_shutdown()
+        if self._server is not None:
+            await self._server.stop(grace)
+        if self._on_stop is not None:
+            await self._on_stop()
+
+    async def wait(self) -> None:
+        if self._server is not None:
+            await self._server.wait_for_termination()
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+
+
+def build_server(
+    settings: Settings,
+    *,
+    service_names: Sequence[str],
+    register: Callable[[grpc.aio.Server], None],
+    policy: AccessPolicy,
+    criticality: dict[str, str] | None = None,
+    on_start: Callable[[], Awaitable[Any]] | None = None,
+    on_stop: Callable[[], Awaitable[Any]] | None = None,
+    admission: AdmissionController | None = None,
+    metrics: RpcMetrics | None = None,
+) -> Server:
+    return Server(
+        settings,
+        service_names=service_names,
+        register=register,
+        policy=policy,
+        criticality=criticality,
+        on_start=on_start,
+        on_stop=on_stop,
+        admission=admission,
+        metrics=metrics,
+    )
+
+
+async def serve(settings: Settings, **kwargs: Any) -> None:
+    """Run a service until SIGTERM/SIGINT, then stop gracefully (the process then exits 0)."""
+    logger = configure_logging(settings)
+    if settings.metrics_port:
+        start_metrics_server(settings.metrics_port)
+    server = build_server(settings, **kwargs)
+    port = await server.start()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop_requested.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / not POSIX
+            pass
+    logger.info("started", extra={"port": port, "metrics_port": settings.metrics_port})
+    print(f"miandan {settings.service} listening on {settings.host}:{port}", flush=True)
+    waiter = asyncio.ensure_future(server.wait())
+    stopper = asyncio.ensure_future(stop_requested.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if stopper.done():
+        logger.info("stopping", extra={"grace_seconds": settings.grace_seconds})
+        await server.stop()
+    else:
+        stopper.cancel()
+    await waiter
+    logger.info("stopped")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Entry point for `python -m services.<svc>`: asyncio.run, with uvloop if it is installed."""
+    try:
+        import uvloop  # type: ignore[import-not-found]
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)  # pragma: no cover - uvloop is not a dependency
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("services.common.server is a library; run a service, e.g. python -m services.card")

@@ -1,0 +1,224 @@
+"""`make run`: the whole miandan suite on one machine, one OS process per service.
+
+Starts card, catalog, order, lottery and the gateway as `python -m ...` children (each owns its
+store under MIANDAN_DATA, exactly as separate deployments would), waits until each reports
+SERVING over grpc.health.v1, seeds the demo campaign and catalog on first start, prints one line
+per server, and stops them all gracefully on Ctrl-C / SIGTERM. A child that dies is restarted,
+so a kill -9 drill against `make run` behaves like a supervised deployment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.common.config import Settings
+
+# Start order: the gateway last, so its upstreams are up when it starts taking calls.
+SERVICES = ("card", "catalog", "order", "lottery", "gateway")
+MODULES = {name: ("gateway" if name == "gateway" else f"services.{name}") for name in SERVICES}
+PROTO_SERVICE = {
+    "card": "miandan.card.v1.CardService",
+    "catalog": "miandan.catalog.v1.CatalogService",
+    "order": "miandan.order.v1.OrderService",
+    "lottery": "miandan.lottery.v1.LotteryService",
+    "gateway": "miandan.gateway.v1.GatewayService",
+}
+DEFAULT_CAMPAIGN_ID = "spring-2026"
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+
+
+def suite_env(base: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment every child gets: one data dir, and upstream addresses that follow the
+    ports actually configured, so overriding a port never leaves a caller pointing elsewhere."""
+    env = dict(os.environ if base is None else base)
+    root = Path(__file__).resolve().parent.parent
+    env["PYTHONPATH"] = os.pathsep.join([str(root / "protos"), str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env["MIANDAN_DATA"] = str(Path(env.get("MIANDAN_DATA", "data")).resolve())
+    env.setdefault("MIANDAN_CAMPAIGN_ID", DEFAULT_CAMPAIGN_ID)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    for name in SERVICES:
+        s = Settings.from_env(name, env)
+        env.setdefault(f"MIANDAN_{name.upper()}_ADDR", f"{s.host}:{s.port}")
+    return env
+
+
+@dataclass
+class Child:
+    name: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    settings: Settings = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings = Settings.from_env(self.name, self.env)
+
+    @property
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", MODULES[self.name]]
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")
+        # Own process group: Ctrl-C in the terminal reaches only the suite, which then stops
+        # the children in order with SIGTERM instead of every process racing at once.
+        self.process = subprocess.Popen(
+            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+
+    @property
+    def address(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+
+def process_specs(env: dict[str, str] | None = None) -> list[Child]:
+    """The children of a suite, not started: used by `make run` and by the kill -9 drill."""
+    env = suite_env(env)
+    logs = Path(env["MIANDAN_DATA"]) / "logs"
+    return [Child(name, env, logs / f"{name}.log") for name in SERVICES]
+
+
+async def wait_serving(child: Child, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(child.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child.process is not None and child.process.poll() is not None:
+                raise RuntimeError(f"{child.name} exited with code {child.process.returncode}; see {child.log_path}")
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=PROTO_SERVICE[child.name]), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not become SERVING within {timeout:.0f}s; see {child.log_path}")
+            await asyncio.sleep(0.1)
+
+
+async def seed_demo_data(env: dict[str, str]) -> None:
+    """First-start data: the story's campaign and the demo catalog. Both go through the admin
+    API, so they obey the same validation as any operator's call, and both are idempotent."""
+    from services.common.auth import internal_metadata, open_channel
+    from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
+    from miandan.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
+
+    settings = Settings.from_env("gateway", env)
+    admin = internal_metadata(settings, admin=True)
+    campaign_id = env["MIANDAN_CAMPAIGN_ID"]
+
+    async with open_channel(settings, env["MIANDAN_CARD_ADDR"]) as channel:
+        cards = card_service_pb2_grpc.CardServiceStub(channel)
+        try:
+            await cards.GetCampaign(card_service_pb2.GetCampaignRequest(campaign_id=campaign_id), metadata=admin, timeout=5)
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.NOT_FOUND:
+                raise
+            request = card_service_pb2.CreateCampaignRequest(
+                request_id=f"suite-seed-{campaign_id}",
+                campaign_id=campaign_id,
+                name="春节30亿免单 Spring Festival free orders",
+                rules=card_pb2.CampaignRules(budget_fen=3_000_000_000 * 100),
+            )
+            request.start_time.FromDatetime(dt.datetime(2026, 1, 1, tzinfo=SHANGHAI).astimezone(dt.timezone.utc))
+            request.end_time.FromDatetime(dt.datetime(2028, 1, 1, tzinfo=SHANGHAI).astimezone(dt.timezone.utc))
+            await cards.CreateCampaign(request, metadata=admin, timeout=10)
+
+    async with open_channel(settings, env["MIANDAN_CATALOG_ADDR"]) as channel:
+        catalog = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        brands = await catalog.ListBrands(catalog_service_pb2.ListBrandsRequest(page_size=1), metadata=admin, timeout=5)
+        if not brands.brands:
+            from services.catalog.demo import load_demo
+
+            await load_demo(catalog, admin)
+
+
+class Suite:
+    def __init__(self, children: list[Child]) -> None:
+        self.children = children
+        self.stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        for child in self.children:
+            child.start()
+        for child in self.children:
+            await wait_serving(child)
+
+    async def supervise(self) -> None:
+        while not self.stopping.is_set():
+            for child in self.children:
+                if child.process is not None and child.process.poll() is not None and not self.stopping.is_set():
+                    child.restarts += 1
+                    print(f"{child.name:8} exited with code {child.process.returncode}; restarting", flush=True)
+                    child.start()
+            try:
+                await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
+            except asyncio.TimeoutError:
+                pass
+
+    async def stop(self) -> int:
+        self.stopping.set()
+        # Reverse order: the gateway stops taking user calls before its upstreams go away.
+        for child in reversed(self.children):
+            if child.process is not None and child.process.poll() is None:
+                child.process.send_signal(signal.SIGTERM)
+        worst = 0
+        for child in reversed(self.children):
+            if child.process is None:
+                continue
+            try:
+                code = await asyncio.to_thread(child.process.wait, child.settings.grace_seconds + 5)
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                code = await asyncio.to_thread(child.process.wait)
+                print(f"{child.name:8} did not stop in time; killed", flush=True)
+            worst = worst or code
+        return worst
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    env = suite_env()
+    suite = Suite(process_specs(env))
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, suite.stopping.set)
+    try:
+        await suite.start()
+        if not args.no_seed:
+            await seed_demo_data(env)
+    except Exception as exc:  # a failed start must not leave orphans behind
+        print(f"miandan suite failed to start: {exc}", file=sys.stderr, flush=True)
+        await suite.stop()
+        return 1
+    for child in suite.children:
+        metrics = f", metrics http://{child.settings.host}:{child.settings.metrics_port}/metrics" if child.settings.metrics_port else ""
+        print(f"{child.name:8} {MODULES[child.name]:17} listening on {child.address}{metrics}", flush=True)
+    print(f"miandan suite ready: data in {env['MIANDAN_DATA']}, logs in {env['MIANDAN_DATA']}/logs; Ctrl-C stops", flush=True)
+    await suite.supervise()
+    code = await suite.stop()
+    print("miandan suite stopped", flush=True)
+    return 0 if code in (0, -signal.SIGTERM) else code
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m services.suite", description=__doc__)
+    parser.add_argument("--no-seed", action="store_true", help="do not create the demo campaign and catalog")
+    sys.exit(asyncio.run(main_async(parser.parse_args())))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,130 @@
+import asyncio
+
+import pytest
+
+from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE, AdmissionController, Overloaded
+from services.common.errors import DomainError
+
+
+class FakeTime:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def controller(limit=20, **kw):
+    now = FakeTime()
+    kw.setdefault("max_wait_ms", 0)
+    return AdmissionController(limit, min_limit=2, max_limit=200, time_source=now, **kw), now
+
+
+def drive(ctl, now, latency, rounds=50, concurrency=None):
+    """Simulate `rounds` update intervals with the limit fully used at the given latency."""
+    for _ in range(rounds):
+        n = concurrency or int(ctl.limit)
+        taken = sum(ctl.try_enter(CRITICAL) for _ in range(n))
+        now.t += ctl.update_interval
+        for _ in range(taken):
+            ctl.release(latency)
+
+
+def test_limit_grows_while_latency_stays_near_its_minimum():
+    ctl, now = controller(20)
+    drive(ctl, now, 0.010)
+    assert ctl.limit > 40
+
+
+def test_limit_does_not_grow_when_it_is_not_being_used():
+    ctl, now = controller(20)
+    drive(ctl, now, 0.010, concurrency=2)
+    assert ctl.limit == 20
+
+
+def test_limit_shrinks_when_latency_rises_well_above_the_minimum():
+    ctl, now = controller(50)
+    drive(ctl, now, 0.010, rounds=5)
+    before = ctl.limit
+    drive(ctl, now, 0.100, rounds=20)
+    assert ctl.limit < before / 3
+    assert ctl.limit >= ctl.min_limit
+
+
+def test_deadline_misses_back_off_the_limit():
+    ctl, now = controller(50)
+    for _ in range(10):
+        assert ctl.try_enter(DEFAULT)
+        now.t += 0.05
+        ctl.release(0.01, ok=False)
+    assert ctl.limit < 50
+
+
+def test_sheddable_is_refused_first_then_default_then_critical():
+    ctl, _ = controller(10)
+    admitted = {SHEDDABLE: 0, DEFAULT: 0, CRITICAL: 0}
+    for level in (SHEDDABLE, DEFAULT, CRITICAL):
+        while ctl.try_enter(level):
+            admitted[level] += 1
+    # sheddable filled to 50 %, default to 80 %, critical the rest
+    assert admitted == {SHEDDABLE: 5, DEFAULT: 3, CRITICAL: 2}
+    assert ctl.in_flight == 10
+
+
+def test_rejection_when_full_raises_overloaded_with_retry_after():
+    ctl, _ = controller(4)
+    permits = [ctl.try_acquire(CRITICAL) for _ in range(4)]
+    with pytest.raises(Overloaded) as info:
+        ctl.try_acquire(CRITICAL)
+    err = info.value
+    assert isinstance(err, DomainError)
+    assert (err.code, err.reason) == ("UNAVAILABLE", "OVERLOADED")
+    assert err.retry_after_ms == 1000 and "1 秒" in err.message and "retry in 1 s" in err.message
+    permits[0].release()
+    assert ctl.try_acquire(CRITICAL)
+
+
+async def test_a_critical_call_waits_briefly_for_a_slot_freed_by_release():
+    ctl, _ = controller(2, max_wait_ms=200)
+    a, b = ctl.try_acquire(CRITICAL), ctl.try_acquire(CRITICAL)
+    waiter = asyncio.ensure_future(ctl.acquire(CRITICAL))
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    a.release()
+    permit = await asyncio.wait_for(waiter, 1)
+    assert ctl.in_flight == 2
+    permit.release()
+    b.release()
+    assert ctl.in_flight == 0
+
+
+async def test_the_wait_is_bounded_and_sheddable_never_waits():
+    ctl, _ = controller(2, max_wait_ms=20)
+    ctl.try_acquire(CRITICAL), ctl.try_acquire(CRITICAL)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    with pytest.raises(Overloaded):
+        await ctl.acquire(CRITICAL)
+    assert 0.015 <= loop.time() - start < 0.5
+    start = loop.time()
+    with pytest.raises(Overloaded):
+        await ctl.acquire(SHEDDABLE)
+    assert loop.time() - start < 0.005
+
+
+async def test_admit_context_manager_returns_the_slot():
+    ctl, _ = controller(4)
+    async with ctl.admit(DEFAULT):
+        assert ctl.in_flight == 1
+    assert ctl.in_flight == 0
+
+
+def test_rejection_costs_microseconds():
+    import time
+
+    ctl, _ = controller(2)
+    ctl.try_enter(CRITICAL), ctl.try_enter(CRITICAL)
+    start = time.perf_counter()
+    for _ in range(10000):
+        ctl.try_enter(SHEDDABLE)
+    assert (time.perf_counter() - start) / 10000 < 5e-6

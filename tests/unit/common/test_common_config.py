@@ -1,0 +1,71 @@
+from pathlib import Path
+
+import pytest
+
+from services.common.config import Settings
+
+
+def test_defaults_follow_the_documented_ports_and_tokens():
+    s = Settings.from_env("card", {})
+    assert (s.host, s.port, s.metrics_port) == ("127.0.0.1", 50051, 51051)
+    assert s.db_path == Path("data") / "card.db"
+    assert s.grace_seconds == 5.0 and s.max_concurrency == 64 and s.max_wait_ms == 50.0
+    assert s.internal_token == "dev-internal-token" and s.jwt_algorithm == "HS256"
+    assert s.order_addr == "127.0.0.1:50053" and s.lottery_addr == "127.0.0.1:50054"
+    assert s.log_level == "INFO" and s.log_calls is True and not s.tls_enabled
+
+
+def test_environment_overrides_each_field():
+    env = {
+        "MIANDAN_HOST": "0.0.0.0",
+        "MIANDAN_ORDER_PORT": "6000",
+        "MIANDAN_ORDER_METRICS_PORT": "off",
+        "MIANDAN_DATA": "/tmp/x",
+        "MIANDAN_GRACE_SECONDS": "1.5",
+        "MIANDAN_INTERNAL_TOKEN": "s3cret",
+        "MIANDAN_CARD_ADDR": "card.internal:7000",
+        "MIANDAN_LOG_LEVEL": "debug",
+        "MIANDAN_MAX_CONCURRENCY": "8",
+        "MIANDAN_MAX_WAIT_MS": "0",
+        "MIANDAN_LOG_CALLS": "0",
+        "MIANDAN_TLS_CERT": "/c.pem",
+        "MIANDAN_TLS_KEY": "/k.pem",
+    }
+    s = Settings.from_env("order", env)
+    assert (s.host, s.port, s.metrics_port) == ("0.0.0.0", 6000, None)
+    assert s.db_path == Path("/tmp/x/order.db")
+    assert s.grace_seconds == 1.5 and s.internal_token == "s3cret"
+    assert s.card_addr == "card.internal:7000" and s.log_level == "DEBUG"
+    assert s.max_concurrency == 8 and s.max_wait_ms == 0 and s.log_calls is False
+    assert s.tls_enabled
+
+
+def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
+    assert Settings.from_env("catalog", {"MIANDAN_CATALOG_METRICS_PORT": "0"}).metrics_port is None
+    s = Settings.from_env("catalog", {"MIANDAN_CATALOG_PORT": "0"})
+    assert s.port == 0 and s.metrics_port is None
+
+
+@pytest.mark.parametrize(
+    "env, variable",
+    [
+        ({"MIANDAN_CARD_PORT": "abc"}, "MIANDAN_CARD_PORT"),
+        ({"MIANDAN_CARD_PORT": "70000"}, "MIANDAN_CARD_PORT"),
+        ({"MIANDAN_GRACE_SECONDS": "-1"}, "MIANDAN_GRACE_SECONDS"),
+        ({"MIANDAN_MAX_CONCURRENCY": "0"}, "MIANDAN_MAX_CONCURRENCY"),
+        ({"MIANDAN_LOG_LEVEL": "LOUD"}, "MIANDAN_LOG_LEVEL"),
+        ({"MIANDAN_LOG_CALLS": "maybe"}, "MIANDAN_LOG_CALLS"),
+        ({"MIANDAN_ORDER_ADDR": "nohost"}, "MIANDAN_ORDER_ADDR"),
+        ({"MIANDAN_INTERNAL_TOKEN": ""}, "MIANDAN_INTERNAL_TOKEN"),
+        ({"MIANDAN_TLS_CERT": "/c.pem"}, "MIANDAN_TLS_KEY"),
+        ({"MIANDAN_JWT_ALGORITHM": "none"}, "MIANDAN_JWT_ALGORITHM"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_the_variable(env, variable):
+    with pytest.raises(ValueError, match=variable):
+        Settings.from_env("card", env)
+
+
+def test_unknown_service_is_rejected():
+    with pytest.raises(ValueError, match="unknown service"):
+        Settings.from_env("payments", {})

@@ -1,0 +1,105 @@
+import subprocess
+import sys
+
+import grpc
+import pytest
+
+from services.common.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    DeadlineExceeded,
+    error_details,
+    to_rpc_status,
+)
+
+
+class _FakeRpcError:
+    """What a client sees: code, details and trailing metadata of a failed call."""
+
+    def __init__(self, status):
+        self._status = status
+
+    def code(self):
+        return self._status.code
+
+    def details(self):
+        return self._status.details
+
+    def trailing_metadata(self):
+        return self._status.trailing_metadata
+
+
+def roundtrip(err):
+    return error_details(_FakeRpcError(to_rpc_status(err)))
+
+
+def test_failed_precondition_round_trips_code_reason_message_and_domain():
+    d = roundtrip(FailedPrecondition("CARD_CAP_REACHED", "已达上限 / cap reached", metadata={"cap": "21"}))
+    assert d["code"] == "FAILED_PRECONDITION"
+    assert d["reason"] == "CARD_CAP_REACHED"
+    assert d["domain"] == "miandan"
+    assert d["metadata"] == {"cap": "21"}
+    assert d["message"] == "已达上限 / cap reached"
+    assert d["violations"] == [] and d["retry_after_ms"] is None
+
+
+def test_invalid_argument_carries_every_field_violation():
+    err = InvalidArgument("quantity", "must be positive", violations=[("store_id", "required")])
+    d = roundtrip(err)
+    assert d["code"] == "INVALID_ARGUMENT" and d["reason"] == "INVALID_ARGUMENT"
+    assert d["violations"] == [("quantity", "must be positive"), ("store_id", "required")]
+
+
+def test_retry_after_becomes_retry_info_and_pushback_metadata():
+    status = to_rpc_status(Unavailable("OVERLOADED", "busy", retry_after_ms=1500))
+    assert status.code is grpc.StatusCode.UNAVAILABLE
+    assert ("grpc-retry-pushback-ms", "1500") in status.trailing_metadata
+    d = error_details(_FakeRpcError(status))
+    assert d["retry_after_ms"] == 1500 and d["pushback_ms"] == 1500
+
+
+@pytest.mark.parametrize(
+    "err, code",
+    [
+        (NotFound("ORDER_NOT_FOUND", "x"), "NOT_FOUND"),
+        (AlreadyExists("DUP", "x"), "ALREADY_EXISTS"),
+        (PermissionDenied("ADMIN_REQUIRED", "x"), "PERMISSION_DENIED"),
+        (Unauthenticated("CREDENTIAL_MISSING", "x"), "UNAUTHENTICATED"),
+        (ResourceExhausted("BUDGET_EXHAUSTED", "x"), "RESOURCE_EXHAUSTED"),
+        (DeadlineExceeded("DEADLINE_PASSED", "x"), "DEADLINE_EXCEEDED"),
+    ],
+)
+def test_each_constructor_maps_to_its_status_code(err, code):
+    assert isinstance(err, DomainError)
+    assert err.code == code
+    assert to_rpc_status(err).code is grpc.StatusCode[code]
+    assert roundtrip(err)["reason"] == err.reason
+
+
+def test_error_details_of_a_plain_error_has_no_reason():
+    class Plain:
+        def code(self):
+            return grpc.StatusCode.INTERNAL
+
+        def details(self):
+            return "boom"
+
+        def trailing_metadata(self):
+            return None
+
+    d = error_details(Plain())
+    assert d["code"] == "INTERNAL" and d["reason"] is None
+
+
+def test_errors_module_does_not_import_grpc():
+    code = "import sys; import services.common.errors; print('grpc' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": "protos:."})
+    assert out.stdout.strip() == "False"
