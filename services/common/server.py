@@ -157,10 +157,19 @@ def build_server(
 
 async def serve(settings: Settings, **kwargs: Any) -> None:
     """Run a service until SIGTERM/SIGINT, then stop gracefully (the process then exits 0)."""
+    await serve_server(settings, build_server(settings, **kwargs))
+
+
+async def serve_built(build: Callable[[Settings], Awaitable[Server]], settings: Settings) -> None:
+    """`__main__` of every service: the same `wiring.build` the tests use, served until a signal."""
+    configure_logging(settings)  # before build, so store migrations are logged too
+    await serve_server(settings, await build(settings))
+
+
+async def serve_server(settings: Settings, server: Server) -> None:
     logger = configure_logging(settings)
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port)
-    server = build_server(settings, **kwargs)
     port = await server.start()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
