@@ -25,17 +25,17 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n miandan/lottery/v1/lottery.proto\x12\x12miandan.lottery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb9\x03\n\x04\x44raw\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x12\n\nprize_name\x18\x03 \x01(\t\x12\x17\n\x0fprize_value_fen\x18\x04 \x01(\x03\x12\x14\n\x0cwinner_count\x18\x05 \x01(\x05\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.miandan.lottery.v1.DrawStatus\x12\x12\n\ncommitment\x18\x07 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63utoff_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rentrant_count\x18\n \x01(\x03\x12\x0f\n\x07winners\x18\x0b \x03(\t\x12-\n\tdraw_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04seed\x18\r \x01(\t\x12\x15\n\rbeacon_source\x18\x0e \x01(\t\x12\x14\n\x0c\x62\x65\x61\x63on_round\x18\x0f \x01(\t\x12\x14\n\x0c\x62\x65\x61\x63on_value\x18\x10 \x01(\t\"\x86\x01\n\x05\x45ntry\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12.\n\nentry_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64rawn\x18\x05 \x01(\x08\x12\x0b\n\x03won\x18\x06 \x01(\x08*n\n\nDrawStatus\x12\x1b\n\x17\x44RAW_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44RAW_STATUS_OPEN\x10\x01\x12\x16\n\x12\x44RAW_STATUS_CLOSED\x10\x02\x12\x15\n\x11\x44RAW_STATUS_DRAWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n miandan/lottery/v1/lottery.proto\x12\x12miandan.lottery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd0\x03\n\x04\x44raw\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x12\n\nprize_name\x18\x03 \x01(\t\x12\x17\n\x0fprize_value_fen\x18\x04 \x01(\x03\x12\x14\n\x0cwinner_count\x18\x05 \x01(\x05\x12.\n\x06status\x18\x06 \x01(\x0e\x32\x1e.miandan.lottery.v1.DrawStatus\x12\x12\n\ncommitment\x18\x07 \x01(\t\x12/\n\x0b\x63ommit_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63utoff_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rentrant_count\x18\n \x01(\x03\x12\x0f\n\x07winners\x18\x0b \x03(\t\x12-\n\tdraw_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04seed\x18\r \x01(\t\x12\x15\n\rbeacon_source\x18\x0e \x01(\t\x12\x14\n\x0c\x62\x65\x61\x63on_round\x18\x0f \x01(\t\x12\x14\n\x0c\x62\x65\x61\x63on_value\x18\x10 \x01(\t\x12\x15\n\rentrants_hash\x18\x11 \x01(\t\"\x86\x01\n\x05\x45ntry\x12\x13\n\x0b\x63\x61mpaign_id\x18\x01 \x01(\t\x12\x0b\n\x03\x64\x61y\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12.\n\nentry_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x64rawn\x18\x05 \x01(\x08\x12\x0b\n\x03won\x18\x06 \x01(\x08*n\n\nDrawStatus\x12\x1b\n\x17\x44RAW_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44RAW_STATUS_OPEN\x10\x01\x12\x16\n\x12\x44RAW_STATUS_CLOSED\x10\x02\x12\x15\n\x11\x44RAW_STATUS_DRAWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'miandan.lottery.v1.lottery_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DRAWSTATUS']._serialized_start=670
-  _globals['_DRAWSTATUS']._serialized_end=780
+  _globals['_DRAWSTATUS']._serialized_start=693
+  _globals['_DRAWSTATUS']._serialized_end=803
   _globals['_DRAW']._serialized_start=90
-  _globals['_DRAW']._serialized_end=531
-  _globals['_ENTRY']._serialized_start=534
-  _globals['_ENTRY']._serialized_end=668
+  _globals['_DRAW']._serialized_end=554
+  _globals['_ENTRY']._serialized_start=557
+  _globals['_ENTRY']._serialized_end=691
 # @@protoc_insertion_point(module_scope)

@@ -3,16 +3,28 @@
 isort:skip_file
 Resources of the lottery service: daily draws and their entries.
 
-The draw algorithm, "miandan-draw-hmac-sha256" version 1, so anyone can write a checker:
+The draw algorithm, "miandan-draw-hmac-sha256" version 1, so anyone can write a checker
+(services/lottery/verify.py is one, written independently of the service's code):
   1. At commit the service draws a 32-byte secret seed from a CSPRNG and publishes
-     commitment = lowercase hex SHA-256(seed bytes), together with the beacon round that will
-     be used (when a beacon is configured) before entries close.
-  2. After the cut-off, entrants are the entered user ids sorted by their UTF-8 bytes;
-     entrants_hash = hex SHA-256 of the entrant ids joined with "\\n".
-  3. key = seed bytes || beacon value bytes (UTF-8 of beacon_value; empty when no beacon);
-     each entrant's score = HMAC-SHA256(key, user id UTF-8) as a big-endian integer.
-  4. Winners are the winner_count entrants with the smallest scores, ties broken by user id;
-     all entrants win when there are fewer than winner_count. Winners are listed by score.
+     commitment = lowercase hex SHA-256(seed bytes), together with the beacon source and round
+     that will be used (when a beacon is bound) before entries close. The seed is revealed
+     (Draw.seed, VerifyDrawResponse.seed: 64 lowercase hex characters) only once drawn.
+  2. After the cut-off, entrants are the entered user ids sorted by their UTF-8 bytes
+     (unsigned byte-wise comparison; each id appears once and never contains a control
+     character such as "\\n"); entrants_hash = lowercase hex SHA-256 of the UTF-8 of the
+     entrant ids joined with "\\n" (no trailing newline; no entrants hashes the empty string).
+  3. key = seed bytes || beacon value bytes (the UTF-8 of the beacon_value string exactly as
+     given, e.g. drand's hex "randomness" text, not decoded; empty when no beacon is bound);
+     each entrant's score = HMAC-SHA256(key, user id UTF-8), read as an unsigned 256-bit
+     big-endian integer.
+  4. Winners are the Draw.winner_count entrants with the smallest scores, ties (practically
+     impossible) broken by the user id's UTF-8 bytes; all entrants win when there are fewer
+     than winner_count. Winners are listed by ascending score.
+Why a beacon: the operator knows its own seed before the cut-off and could otherwise steer
+the result by adding entrants. With a beacon round published at commit whose value appears
+only after the cut-off, nobody can predict the scores while entries are open. Without a beacon
+(the offline default) VerifyDrawResponse.beacon_configured is false and the note says so.
+A commitment counts only if commit_time < cutoff_time <= draw_time.
 """
 
 from collections import abc as _abc
@@ -82,6 +94,7 @@ class Draw(_message.Message):
     BEACON_SOURCE_FIELD_NUMBER: _builtins.int
     BEACON_ROUND_FIELD_NUMBER: _builtins.int
     BEACON_VALUE_FIELD_NUMBER: _builtins.int
+    ENTRANTS_HASH_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     """Campaign."""
     day: _builtins.str
@@ -106,6 +119,8 @@ class Draw(_message.Message):
     """Beacon round fixed at commit (e.g. the drand round due after the cut-off)."""
     beacon_value: _builtins.str
     """The beacon value used by the draw; empty when none."""
+    entrants_hash: _builtins.str
+    """Hex SHA-256 of the sorted entrant ids joined with "\\n" (algorithm step 2); set once drawn."""
     @_builtins.property
     def commit_time(self) -> _timestamp_pb2.Timestamp:
         """When the commitment was published."""
@@ -141,10 +156,11 @@ class Draw(_message.Message):
         beacon_source: _builtins.str = ...,
         beacon_round: _builtins.str = ...,
         beacon_value: _builtins.str = ...,
+        entrants_hash: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["commit_time", b"commit_time", "cutoff_time", b"cutoff_time", "draw_time", b"draw_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["beacon_round", b"beacon_round", "beacon_source", b"beacon_source", "beacon_value", b"beacon_value", "campaign_id", b"campaign_id", "commit_time", b"commit_time", "commitment", b"commitment", "cutoff_time", b"cutoff_time", "day", b"day", "draw_time", b"draw_time", "entrant_count", b"entrant_count", "prize_name", b"prize_name", "prize_value_fen", b"prize_value_fen", "seed", b"seed", "status", b"status", "winner_count", b"winner_count", "winners", b"winners"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["beacon_round", b"beacon_round", "beacon_source", b"beacon_source", "beacon_value", b"beacon_value", "campaign_id", b"campaign_id", "commit_time", b"commit_time", "commitment", b"commitment", "cutoff_time", b"cutoff_time", "day", b"day", "draw_time", b"draw_time", "entrant_count", b"entrant_count", "entrants_hash", b"entrants_hash", "prize_name", b"prize_name", "prize_value_fen", b"prize_value_fen", "seed", b"seed", "status", b"status", "winner_count", b"winner_count", "winners", b"winners"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -3,16 +3,28 @@
 isort:skip_file
 Resources of the lottery service: daily draws and their entries.
 
-The draw algorithm, "miandan-draw-hmac-sha256" version 1, so anyone can write a checker:
+The draw algorithm, "miandan-draw-hmac-sha256" version 1, so anyone can write a checker
+(services/lottery/verify.py is one, written independently of the service's code):
   1. At commit the service draws a 32-byte secret seed from a CSPRNG and publishes
-     commitment = lowercase hex SHA-256(seed bytes), together with the beacon round that will
-     be used (when a beacon is configured) before entries close.
-  2. After the cut-off, entrants are the entered user ids sorted by their UTF-8 bytes;
-     entrants_hash = hex SHA-256 of the entrant ids joined with "\\n".
-  3. key = seed bytes || beacon value bytes (UTF-8 of beacon_value; empty when no beacon);
-     each entrant's score = HMAC-SHA256(key, user id UTF-8) as a big-endian integer.
-  4. Winners are the winner_count entrants with the smallest scores, ties broken by user id;
-     all entrants win when there are fewer than winner_count. Winners are listed by score.
+     commitment = lowercase hex SHA-256(seed bytes), together with the beacon source and round
+     that will be used (when a beacon is bound) before entries close. The seed is revealed
+     (Draw.seed, VerifyDrawResponse.seed: 64 lowercase hex characters) only once drawn.
+  2. After the cut-off, entrants are the entered user ids sorted by their UTF-8 bytes
+     (unsigned byte-wise comparison; each id appears once and never contains a control
+     character such as "\\n"); entrants_hash = lowercase hex SHA-256 of the UTF-8 of the
+     entrant ids joined with "\\n" (no trailing newline; no entrants hashes the empty string).
+  3. key = seed bytes || beacon value bytes (the UTF-8 of the beacon_value string exactly as
+     given, e.g. drand's hex "randomness" text, not decoded; empty when no beacon is bound);
+     each entrant's score = HMAC-SHA256(key, user id UTF-8), read as an unsigned 256-bit
+     big-endian integer.
+  4. Winners are the Draw.winner_count entrants with the smallest scores, ties (practically
+     impossible) broken by the user id's UTF-8 bytes; all entrants win when there are fewer
+     than winner_count. Winners are listed by ascending score.
+Why a beacon: the operator knows its own seed before the cut-off and could otherwise steer
+the result by adding entrants. With a beacon round published at commit whose value appears
+only after the cut-off, nobody can predict the scores while entries are open. Without a beacon
+(the offline default) VerifyDrawResponse.beacon_configured is false and the note says so.
+A commitment counts only if commit_time < cutoff_time <= draw_time.
 """
 
 from collections import abc as _abc

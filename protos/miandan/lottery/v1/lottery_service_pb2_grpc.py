@@ -78,8 +78,10 @@ class LotteryServiceServicer:
 
     def EnterDraw(self, request, context):
         """Enters the user in the day's draw if the card service says they invited enough new users
-        by the cut-off. One entry per user per day (idempotent). Errors: NOT_QUALIFIED,
-        ENTRIES_CLOSED.
+        by the cut-off. One entry per user per day (idempotent). Errors (ErrorInfo reason):
+        NOT_QUALIFIED (FAILED_PRECONDITION; metadata invited_count and threshold), ENTRIES_CLOSED,
+        ENTRIES_NOT_OPEN (a future day), DRAW_NOT_FOUND (day outside the campaign window),
+        CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,22 +96,28 @@ class LotteryServiceServicer:
 
     def CommitDraw(self, request, context):
         """Generates and stores the day's secret seed and publishes its commitment (admin; also
-        automatic at the start of the day). Idempotent: never replaces a seed.
+        automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
+        it may still set the prize, winner count and (once) the beacon; after it only a retry
+        asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
+        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RunDraw(self, request, context):
-        """Reveals the seed and draws the winners (admin; also automatic after the cut-off). Never
-        before the cut-off; running again returns the same result. Errors: DRAW_NOT_CLOSED.
+        """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
+        beacon was bound, then it waits for this call with the beacon value). Never before the
+        cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
+        DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def VerifyDraw(self, request, context):
-        """Everything needed to recompute a drawn day independently.
+        """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
+        (FAILED_PRECONDITION: the seed stays secret until then), DRAW_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

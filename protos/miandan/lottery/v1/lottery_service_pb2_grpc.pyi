@@ -37,21 +37,30 @@ class LotteryServiceStub:
     def __new__(cls, channel: _aio.Channel) -> LotteryServiceAsyncStub: ...
     EnterDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.EnterDrawRequest, _lottery_service_pb2.EnterDrawResponse]
     """Enters the user in the day's draw if the card service says they invited enough new users
-    by the cut-off. One entry per user per day (idempotent). Errors: NOT_QUALIFIED,
-    ENTRIES_CLOSED.
+    by the cut-off. One entry per user per day (idempotent). Errors (ErrorInfo reason):
+    NOT_QUALIFIED (FAILED_PRECONDITION; metadata invited_count and threshold), ENTRIES_CLOSED,
+    ENTRIES_NOT_OPEN (a future day), DRAW_NOT_FOUND (day outside the campaign window),
+    CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
     """
     GetDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.GetDrawRequest, _lottery_service_pb2.GetDrawResponse]
     """A day's draw: status, commitment, entrant count, winners once drawn."""
     CommitDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.CommitDrawRequest, _lottery_service_pb2.CommitDrawResponse]
     """Generates and stores the day's secret seed and publishes its commitment (admin; also
-    automatic at the start of the day). Idempotent: never replaces a seed.
+    automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
+    it may still set the prize, winner count and (once) the beacon; after it only a retry
+    asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
+    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
     """
     RunDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]
-    """Reveals the seed and draws the winners (admin; also automatic after the cut-off). Never
-    before the cut-off; running again returns the same result. Errors: DRAW_NOT_CLOSED.
+    """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
+    beacon was bound, then it waits for this call with the beacon value). Never before the
+    cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
+    DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
     """
     VerifyDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.VerifyDrawRequest, _lottery_service_pb2.VerifyDrawResponse]
-    """Everything needed to recompute a drawn day independently."""
+    """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
+    (FAILED_PRECONDITION: the seed stays secret until then), DRAW_NOT_FOUND.
+    """
     ListMyEntries: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.ListMyEntriesRequest, _lottery_service_pb2.ListMyEntriesResponse]
     """A user's entries and wins, newest first."""
     ListDraws: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawsRequest, _lottery_service_pb2.ListDrawsResponse]
@@ -64,21 +73,30 @@ class LotteryServiceAsyncStub(LotteryServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     EnterDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.EnterDrawRequest, _lottery_service_pb2.EnterDrawResponse]  # type: ignore[assignment]
     """Enters the user in the day's draw if the card service says they invited enough new users
-    by the cut-off. One entry per user per day (idempotent). Errors: NOT_QUALIFIED,
-    ENTRIES_CLOSED.
+    by the cut-off. One entry per user per day (idempotent). Errors (ErrorInfo reason):
+    NOT_QUALIFIED (FAILED_PRECONDITION; metadata invited_count and threshold), ENTRIES_CLOSED,
+    ENTRIES_NOT_OPEN (a future day), DRAW_NOT_FOUND (day outside the campaign window),
+    CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
     """
     GetDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.GetDrawRequest, _lottery_service_pb2.GetDrawResponse]  # type: ignore[assignment]
     """A day's draw: status, commitment, entrant count, winners once drawn."""
     CommitDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.CommitDrawRequest, _lottery_service_pb2.CommitDrawResponse]  # type: ignore[assignment]
     """Generates and stores the day's secret seed and publishes its commitment (admin; also
-    automatic at the start of the day). Idempotent: never replaces a seed.
+    automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
+    it may still set the prize, winner count and (once) the beacon; after it only a retry
+    asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
+    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
     """
     RunDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]  # type: ignore[assignment]
-    """Reveals the seed and draws the winners (admin; also automatic after the cut-off). Never
-    before the cut-off; running again returns the same result. Errors: DRAW_NOT_CLOSED.
+    """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
+    beacon was bound, then it waits for this call with the beacon value). Never before the
+    cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
+    DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
     """
     VerifyDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.VerifyDrawRequest, _lottery_service_pb2.VerifyDrawResponse]  # type: ignore[assignment]
-    """Everything needed to recompute a drawn day independently."""
+    """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
+    (FAILED_PRECONDITION: the seed stays secret until then), DRAW_NOT_FOUND.
+    """
     ListMyEntries: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.ListMyEntriesRequest, _lottery_service_pb2.ListMyEntriesResponse]  # type: ignore[assignment]
     """A user's entries and wins, newest first."""
     ListDraws: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawsRequest, _lottery_service_pb2.ListDrawsResponse]  # type: ignore[assignment]
@@ -94,8 +112,10 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.EnterDrawResponse, _abc.Awaitable[_lottery_service_pb2.EnterDrawResponse]]:
         """Enters the user in the day's draw if the card service says they invited enough new users
-        by the cut-off. One entry per user per day (idempotent). Errors: NOT_QUALIFIED,
-        ENTRIES_CLOSED.
+        by the cut-off. One entry per user per day (idempotent). Errors (ErrorInfo reason):
+        NOT_QUALIFIED (FAILED_PRECONDITION; metadata invited_count and threshold), ENTRIES_CLOSED,
+        ENTRIES_NOT_OPEN (a future day), DRAW_NOT_FOUND (day outside the campaign window),
+        CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
         """
 
     @_abc_1.abstractmethod
@@ -113,7 +133,10 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.CommitDrawResponse, _abc.Awaitable[_lottery_service_pb2.CommitDrawResponse]]:
         """Generates and stores the day's secret seed and publishes its commitment (admin; also
-        automatic at the start of the day). Idempotent: never replaces a seed.
+        automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
+        it may still set the prize, winner count and (once) the beacon; after it only a retry
+        asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
+        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
         """
 
     @_abc_1.abstractmethod
@@ -122,8 +145,10 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lottery_service_pb2.RunDrawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.RunDrawResponse, _abc.Awaitable[_lottery_service_pb2.RunDrawResponse]]:
-        """Reveals the seed and draws the winners (admin; also automatic after the cut-off). Never
-        before the cut-off; running again returns the same result. Errors: DRAW_NOT_CLOSED.
+        """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
+        beacon was bound, then it waits for this call with the beacon value). Never before the
+        cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
+        DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
         """
 
     @_abc_1.abstractmethod
@@ -132,7 +157,9 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lottery_service_pb2.VerifyDrawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.VerifyDrawResponse, _abc.Awaitable[_lottery_service_pb2.VerifyDrawResponse]]:
-        """Everything needed to recompute a drawn day independently."""
+        """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
+        (FAILED_PRECONDITION: the seed stays secret until then), DRAW_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ListMyEntries(

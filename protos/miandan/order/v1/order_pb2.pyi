@@ -233,6 +233,7 @@ class Payment(_message.Message):
     PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     REFUNDED_FEN_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     """Provider-side identifier of the payment intent."""
     provider: _builtins.str
@@ -245,6 +246,8 @@ class Payment(_message.Message):
     """Reference the client pays with (the sandbox approves only references it issued)."""
     refunded_fen: _builtins.int
     """Amount given back in fen."""
+    note: _builtins.str
+    """Why the money moved unusually, e.g. LATE_PAYMENT_REFUNDED (paid after the order lapsed)."""
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the order is cancelled if not paid."""
@@ -259,10 +262,11 @@ class Payment(_message.Message):
         payment_reference: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         refunded_fen: _builtins.int = ...,
+        note: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "expire_time", b"expire_time", "payment_id", b"payment_id", "payment_reference", b"payment_reference", "provider", b"provider", "refunded_fen", b"refunded_fen", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "expire_time", b"expire_time", "note", b"note", "payment_id", b"payment_id", "payment_reference", b"payment_reference", "provider", b"provider", "refunded_fen", b"refunded_fen", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

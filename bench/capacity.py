@@ -1,0 +1,115 @@
+"""`make bench`: the capacity figure.
+
+Measures, in one run on this machine: (1) an empty gRPC call (one Python grpc.aio server with an
+empty unary method, driven by the same load-generator processes) — the ceiling of this hardware
+and language; (2) the story's scenario through the gateway of a fresh suite started as `make run`
+starts it. Prints per-RPC throughput, latency percentiles and status codes, orders/s, and the
+ratio orders/s / empty calls/s (target >= 0.15 with p99 < 200 ms).
+
+    python -m bench.capacity [--seconds N] [--procs P] [--concurrency C] [--smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from pathlib import Path
+
+from bench.loadgen import (
+    RPC_HEADERS,
+    EmptyServer,
+    SuiteProcess,
+    addr_of,
+    bench_env,
+    codes_text,
+    discover_fixture,
+    machine,
+    percentile,
+    rpc_rows,
+    run_workers,
+    specs_for,
+    table,
+    temp_data_dir,
+)
+
+ORDER_RPCS = ("PlaceOrder", "OrderByText")
+TARGET_RATIO = 0.15
+TARGET_P99_MS = 200.0
+
+
+def measure_empty(procs: int, concurrency: int, seconds: float) -> tuple[float, float]:
+    """(empty calls/s, p99 ms)."""
+    with EmptyServer() as server:
+        result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0))
+    ok = result.calls.get(("EmptyCall", "OK"), [])
+    if result.errors:
+        print("empty-call workers reported: " + "; ".join(result.errors[:3]), file=sys.stderr)
+    return len(ok) / seconds, percentile(ok, 0.99)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.splitlines()[0])
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds of the scenario (default 20)")
+    p.add_argument("--empty-seconds", type=float, default=None, help="measured seconds of the empty call (default: --seconds / 2)")
+    p.add_argument("--procs", type=int, default=3, help="load-generator processes (default 3)")
+    p.add_argument("--concurrency", type=int, default=16, help="concurrent users per process (default 16)")
+    p.add_argument("--default-ports", action="store_true", help="run the suite on the default ports instead of free ones")
+    p.add_argument("--smoke", action="store_true", help="a few seconds in total, for CI")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.seconds, args.empty_seconds, args.procs, args.concurrency = 2.0, 1.0, 2, 8
+    empty_seconds = args.empty_seconds or max(1.0, args.seconds / 2)
+
+    print(f"machine: {machine()}")
+    empty_rate, empty_p99 = measure_empty(args.procs, args.concurrency, empty_seconds)
+    print(f"empty gRPC call: {empty_rate:,.0f} calls/s, p99 {empty_p99:.1f} ms ({args.procs} procs x {args.concurrency} in flight)")
+
+    with temp_data_dir("miandan-bench-") as data:
+        env = bench_env(Path(data), free_ports=not args.default_ports)
+        suite = SuiteProcess(env)
+        t = time.monotonic()
+        suite.start()
+        print(f"suite up in {time.monotonic() - t:.1f} s (data {data})")
+        try:
+            fixture = asyncio.run(discover_fixture(env))
+            print(f"ordering at store {fixture.store_id} item {fixture.item_id} ({fixture.brand_name} {fixture.item_name}, {fixture.price_fen} fen); text {fixture.text!r}")
+            result = run_workers(
+                specs_for("scenario", addr_of(env, "gateway"), env, args.procs, args.concurrency, args.seconds, fixture=fixture, deadline_s=5.0)
+            )
+        finally:
+            restarts = suite.restarts
+            code = suite.stop()
+
+    seconds = args.seconds
+    print()
+    print(table(RPC_HEADERS, rpc_rows(result, seconds)))
+    order_lat = [ms for rpc in ORDER_RPCS for ms in result.calls.get((rpc, "OK"), [])]
+    all_ok = [ms for (rpc, c), v in result.calls.items() if c == "OK" for ms in v]
+    orders_per_s = result.orders / seconds
+    ratio = orders_per_s / empty_rate if empty_rate else float("nan")
+    p99_orders, p99_all = percentile(order_lat, 0.99), percentile(all_ok, 0.99)
+    print()
+    print(f"orders placed: {result.orders:,} in {seconds:.0f} s = {orders_per_s:,.1f} orders/s (p99 of order calls {p99_orders:.1f} ms, of all calls {p99_all:.1f} ms)")
+    print(f"empty gRPC call: {empty_rate:,.0f} calls/s")
+    print(f"ratio orders/s / empty calls/s = {ratio:.3f} (target >= {TARGET_RATIO}); p99 target < {TARGET_P99_MS:.0f} ms")
+    print(f"all status codes: {codes_text(result.codes())}")
+    problems = []
+    if result.errors:
+        problems.append("load-generator errors: " + "; ".join(result.errors[:5]))
+    if result.hung:
+        problems.append(f"{result.hung} hung calls")
+    if restarts:
+        problems.append("service processes died: " + "; ".join(restarts))
+    bad = {k: v for k, v in result.codes(reasons=False).items() if k in ("INTERNAL", "UNKNOWN")}
+    if bad:
+        problems.append(f"INTERNAL/UNKNOWN answers: {bad}")
+    if code not in (0, None):
+        problems.append(f"suite exited with code {code}")
+    verdict = "MET" if ratio >= TARGET_RATIO and p99_all < TARGET_P99_MS else "NOT MET"
+    print(f"target {verdict}" + ("" if not problems else "; problems: " + " | ".join(problems)))
+    return 1 if problems or result.orders == 0 else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,750 @@
+"""Shared pieces of the flash-crowd benchmarks: the suite under test, an empty gRPC server (the
+ceiling of this machine and language), load-generator worker processes (closed loop, open loop,
+scenario with retries), latency recording and table printing.
+
+Workers are separate processes (multiprocessing, spawn) each running one grpc.aio client with
+many concurrent tasks, so the client's own event loop is not the bottleneck. All workers start
+measuring at the same wall-clock instant and stop at a fixed end: every run is bounded in time.
+"""
+from __future__ import annotations
+
+import asyncio
+import multiprocessing as mp
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("card", "catalog", "order", "lottery", "gateway")
+PROTO_SERVICE = {
+    "card": "miandan.card.v1.CardService",
+    "catalog": "miandan.catalog.v1.CatalogService",
+    "order": "miandan.order.v1.OrderService",
+    "lottery": "miandan.lottery.v1.LotteryService",
+    "gateway": "miandan.gateway.v1.GatewayService",
+}
+EMPTY_METHOD = "/miandan.bench.Empty/Call"
+# Places the demo catalog may be in; the first one with stores is used.
+SEARCH_POINTS = ((30.2741, 120.1551), (31.2304, 121.4737), (39.9042, 116.4074), (22.5431, 114.0579), (23.1291, 113.2644))
+RETRY_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# The demo brands open latest in the evening (KFC to midnight, Mixue to 23:00).
+PREFERRED_BRANDS = ("kfc", "mixue")
+
+
+def _ensure_path() -> None:
+    for p in (str(ROOT / "protos"), str(ROOT)):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+
+
+_ensure_path()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> dict[str, str]:
+    """The environment of a benchmark suite: fresh data, loopback, no per-call log lines (they
+    would measure the disk, not the service), free ports unless the defaults are wanted."""
+    env = dict(os.environ)
+    env.update(
+        PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}",
+        MIANDAN_DATA=str(data_dir),
+        MIANDAN_HOST="127.0.0.1",
+        MIANDAN_LOG_CALLS="0",
+        PYTHONUNBUFFERED="1",
+    )
+    for name in SERVICES:
+        env.pop(f"MIANDAN_{name.upper()}_ADDR", None)
+        if free_ports:
+            env[f"MIANDAN_{name.upper()}_PORT"] = str(free_port())
+            env[f"MIANDAN_{name.upper()}_METRICS_PORT"] = str(free_port())
+    env.update(overrides)
+    return env
+
+
+def addr_of(env: dict[str, str], name: str) -> str:
+    from services.common.config import Settings
+
+    s = Settings.from_env(name, env)
+    return f"{s.host}:{s.port}"
+
+
+# --- the suite under test ----------------------------------------------------------------------
+
+
+class SuiteProcess:
+    """`python -m services.suite` exactly as `make run` starts it, on a fresh data directory."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen | None = None
+        self.lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader: threading.Thread | None = None
+
+    def start(self, timeout: float = 120.0) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "services.suite"], cwd=ROOT, env=self.env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._ready.wait(timeout) or self.process.poll() is not None:
+            self.stop()
+            raise RuntimeError("suite did not start:\n" + "\n".join(self.lines[-30:]) + self._log_tails())
+        asyncio.run(wait_all_serving(self.env))
+
+    def _read(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line.rstrip())
+            if line.startswith("miandan suite ready"):
+                self._ready.set()
+        self._ready.set()
+
+    @property
+    def restarts(self) -> list[str]:
+        """Lines where the supervisor saw a child die (a benchmark wants none)."""
+        return [line for line in self.lines if "restarting" in line or "did not stop" in line]
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def _log_tails(self) -> str:
+        out = ""
+        for log in sorted((Path(self.env["MIANDAN_DATA"]) / "logs").glob("*.log")):
+            out += f"\n--- {log.name}\n" + log.read_text(errors="replace")[-2000:]
+        return out
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+async def wait_serving(addr: str, service: str, timeout: float = 30.0) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{service} at {addr} not SERVING within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+
+
+async def wait_all_serving(env: dict[str, str], timeout: float = 30.0) -> None:
+    await asyncio.gather(*(wait_serving(addr_of(env, n), PROTO_SERVICE[n], timeout) for n in SERVICES))
+
+
+async def health_status(env: dict[str, str]) -> dict[str, str]:
+    """SERVING / NOT_SERVING / the error code, per service (a dead process shows UNAVAILABLE)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async def one(name: str) -> tuple[str, str]:
+        async with grpc.aio.insecure_channel(addr_of(env, name)) as channel:
+            try:
+                reply = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(service=PROTO_SERVICE[name]), timeout=2.0
+                )
+                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as err:
+                return name, err.code().name
+
+    return dict(await asyncio.gather(*(one(n) for n in SERVICES)))
+
+
+# --- the empty server: this machine's ceiling --------------------------------------------------
+
+
+def _empty_server_main(port: int) -> None:
+    import grpc
+
+    async def main() -> None:
+        async def call(request: bytes, context: Any) -> bytes:
+            return b""
+
+        handler = grpc.method_handlers_generic_handler(
+            "miandan.bench.Empty", {"Call": grpc.unary_unary_rpc_method_handler(call)}
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        server.add_insecure_port(f"127.0.0.1:{port}")
+        await server.start()
+        await server.wait_for_termination()
+
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    asyncio.run(main())
+
+
+class EmptyServer:
+    """One process with one empty unary method: what a single Python gRPC server does when the
+    handler does nothing. Same process model as every miandan service."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = mp.get_context("spawn").Process(target=_empty_server_main, args=(self.port,), daemon=True)
+
+    @property
+    def addr(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "EmptyServer":
+        self.process.start()
+        asyncio.run(self._wait())
+        return self
+
+    async def _wait(self, timeout: float = 20.0) -> None:
+        import grpc
+
+        deadline = time.monotonic() + timeout
+        async with grpc.aio.insecure_channel(self.addr) as ch:
+            call = ch.unary_unary(EMPTY_METHOD)
+            while True:
+                try:
+                    await call(b"", timeout=1.0)
+                    return
+                except grpc.aio.AioRpcError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("empty server did not answer")
+                    await asyncio.sleep(0.1)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.process.terminate()
+        self.process.join(5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+# --- what the workers do -----------------------------------------------------------------------
+
+
+@dataclass
+class Fixture:
+    """The demo store and item the scenario orders, found once via SearchStores + GetMenu."""
+
+    store_id: str
+    item_id: str
+    item_name: str
+    brand_name: str
+    latitude: float
+    longitude: float
+    price_fen: int
+
+    @property
+    def text(self) -> str:
+        return f"{self.brand_name}的{self.item_name}一份"
+
+
+@dataclass
+class WorkerSpec:
+    kind: str  # "empty" | "scenario" | "place" | "open"
+    target: str
+    env: dict[str, str]
+    index: int
+    concurrency: int
+    start_at: float  # time.time() when measuring starts
+    seconds: float
+    fixture: Fixture | None = None
+    rate: float = 0.0  # open loop: arrivals per second for this worker
+    deadline_s: float = 2.0
+    retry: bool = False  # drill: retry UNAVAILABLE / DEADLINE_EXCEEDED with the same request_id
+    retry_for_s: float = 30.0
+    users_per_task: int = 0  # "place"/"open": pre-joined users each task cycles through
+    tag: str = ""
+
+
+@dataclass
+class Result:
+    # (rpc, code) -> latencies in ms
+    calls: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
+    orders: int = 0
+    placed: list[tuple[str, str]] = field(default_factory=list)  # (user, order_id) seen succeed
+    hung: int = 0
+    sent: int = 0
+    retries: int = 0
+    lag_ms_max: float = 0.0  # open loop: how late the client itself sent (its own saturation)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, rpc: str, code: str, ms: float) -> None:
+        self.calls[(rpc, code)].append(ms)
+
+    def merge(self, other: "Result") -> None:
+        for key, values in other.calls.items():
+            self.calls[key].extend(values)
+        self.orders += other.orders
+        self.placed.extend(other.placed)
+        self.hung += other.hung
+        self.sent += other.sent
+        self.retries += other.retries
+        self.lag_ms_max = max(self.lag_ms_max, other.lag_ms_max)
+        self.errors.extend(other.errors)
+        self.seconds = max(self.seconds, other.seconds)
+
+    def to_wire(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["calls"] = dict(self.calls)
+        return d
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> "Result":
+        r = cls()
+        for k, v in d.items():
+            if k == "calls":
+                for key, values in v.items():
+                    r.calls[key].extend(values)
+            else:
+                setattr(r, k, v)
+        return r
+
+    def codes(self, rpc: str | None = None, *, reasons: bool = True) -> Counter[str]:
+        """Status-code counts; labels are CODE or CODE/REASON (reasons=False folds reasons)."""
+        c: Counter[str] = Counter()
+        for (r, code), values in self.calls.items():
+            if rpc is None or r == rpc:
+                c[code if reasons else code.split("/")[0]] += len(values)
+        return c
+
+    def latencies(self, rpc: str, codes: Iterable[str]) -> list[float]:
+        """Latencies of the calls of `rpc` whose code (without reason) is one of `codes`."""
+        wanted = set(codes)
+        return [ms for (r, code), v in self.calls.items() if r == rpc and code.split("/")[0] in wanted for ms in v]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+class _Client:
+    """One channel to the gateway (or the empty server), recording every call."""
+
+    def __init__(self, spec: WorkerSpec, result: Result) -> None:
+        import grpc
+        from miandan.gateway.v1 import gateway_service_pb2_grpc
+
+        from services.common.config import Settings
+
+        self.grpc = grpc
+        self.spec = spec
+        self.result = result
+        self.settings = Settings.from_env("gateway", spec.env)
+        # One connection per worker process, like one app server talking to one front.
+        self.channel = grpc.aio.insecure_channel(spec.target, options=[("grpc.enable_retries", 0)])
+        self.stub = gateway_service_pb2_grpc.GatewayServiceStub(self.channel)
+        self.empty = self.channel.unary_unary(EMPTY_METHOD)
+        self.measuring = False
+
+    def token_md(self, user: str) -> tuple[tuple[str, str], ...]:
+        from gateway.token import mint
+
+        return (("authorization", f"Bearer {mint(self.settings, user, ttl=3600)}"),)
+
+    async def call(self, rpc: str, request: Any, md: Any, *, timeout: float | None = None) -> tuple[Any, Any]:
+        """(response, None) or (None, error). With spec.retry, UNAVAILABLE / DEADLINE_EXCEEDED
+        are retried with the same request (same request_id), as a real app would."""
+        fn = getattr(self.stub, rpc)
+        timeout = timeout or self.spec.deadline_s
+        give_up = time.monotonic() + self.spec.retry_for_s
+        delay = 0.05
+        while True:
+            t = time.perf_counter()
+            try:
+                reply = await fn(request, metadata=md, timeout=timeout)
+                if self.measuring:
+                    self.result.add(rpc, "OK", (time.perf_counter() - t) * 1000)
+                return reply, None
+            except self.grpc.aio.AioRpcError as err:
+                code = err.code().name
+                if self.measuring:
+                    self.result.add(rpc, _label(code, err), (time.perf_counter() - t) * 1000)
+                if not self.spec.retry or code not in RETRY_CODES or time.monotonic() + delay > give_up:
+                    return None, err
+                pushback = _pushback_ms(err)
+                self.result.retries += 1
+                await asyncio.sleep(max(delay, (pushback or 0) / 1000) * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+
+
+def _label(code: str, err: Any) -> str:
+    """CODE/REASON, e.g. UNAVAILABLE/OVERLOADED: the reason says whether a rejection was polite."""
+    from services.common.errors import error_details
+
+    try:
+        reason = error_details(err).get("reason")
+    except Exception:
+        reason = None
+    return f"{code}/{reason}" if reason else code
+
+
+def _pushback_ms(err: Any) -> int | None:
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-retry-pushback-ms":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _order_request(fixture: Fixture, request_id: str) -> Any:
+    from miandan.catalog.v1 import catalog_pb2
+    from miandan.gateway.v1 import gateway_service_pb2 as g
+    from miandan.order.v1 import order_pb2
+
+    return g.PlaceOrderRequest(
+        request_id=request_id,
+        store_id=fixture.store_id,
+        lines=[catalog_pb2.LineSelection(item_id=fixture.item_id, quantity=1)],
+        card_use=order_pb2.CARD_USE_BEST,
+    )
+
+
+class _Scenario:
+    """The story: users join (half of them with an earlier user's pass-phrase), look at their
+    wallet, order with their cards by sentence and by structured request, cancel a few, and try
+    the lottery."""
+
+    def __init__(self, client: _Client, spec: WorkerSpec) -> None:
+        from miandan.common.v1 import common_pb2
+
+        self.c = client
+        self.spec = spec
+        self.fixture = spec.fixture
+        self.phrases: list[str] = []
+        self.location = common_pb2.GeoPoint(latitude=spec.fixture.latitude, longitude=spec.fixture.longitude) if spec.fixture else None
+        self.n = 0
+
+    async def journey(self, task: int, rng: random.Random) -> None:
+        from miandan.gateway.v1 import gateway_service_pb2 as g
+
+        c, result = self.c, self.c.result
+        self.n += 1
+        user = f"{self.spec.tag}-{self.spec.index}-{task}-{self.n}"
+        md = c.token_md(user)
+        phrase = rng.choice(self.phrases) if self.phrases and rng.random() < 0.5 else ""
+        joined, err = await c.call("Join", g.JoinRequest(request_id=f"join-{user}", pass_phrase_text=phrase), md)
+        if joined is None:
+            return
+        own = joined.wallet.wallet.pass_phrase_text
+        if own:
+            self.phrases.append(own)
+            if len(self.phrases) > 300:
+                del self.phrases[:100]
+        await c.call("GetWallet", g.GetWalletRequest(), md)
+        orders = 2 if joined.invite_accepted else 1
+        for i in range(orders):
+            request_id = f"order-{user}-{i}"
+            if rng.random() < 0.3:
+                reply, err = await c.call(
+                    "OrderByText",
+                    g.OrderByTextRequest(request_id=request_id, text=self.fixture.text, location=self.location, confirm=True),
+                    md,
+                )
+                order = reply.order if reply is not None and reply.HasField("order") else None
+            else:
+                reply, err = await c.call("PlaceOrder", _order_request(self.fixture, request_id), md)
+                order = reply.order if reply is not None else None
+            if order is None or not order.order_id:
+                continue
+            if c.measuring:
+                result.orders += 1
+            result.placed.append((user, order.order_id))
+            if rng.random() < 0.1:
+                await c.call("CancelOrder", g.CancelOrderRequest(request_id=f"cancel-{request_id}", order_id=order.order_id, reason="bench"), md)
+        if rng.random() < 0.2:
+            await c.call("EnterLottery", g.EnterLotteryRequest(request_id=f"lottery-{user}"), md)
+
+
+async def _join_users(client: _Client, spec: WorkerSpec, count: int) -> list[tuple[str, Any]]:
+    """Users for the order-only loads, joined before measuring (each gets its sign-up card)."""
+    from miandan.gateway.v1 import gateway_service_pb2 as g
+
+    users = [f"{spec.tag}-{spec.index}-p{i}" for i in range(count)]
+    mds = [client.token_md(u) for u in users]
+    gate = asyncio.Semaphore(16)
+
+    async def join(u: str, md: Any) -> None:
+        async with gate:
+            await client.call("Join", g.JoinRequest(request_id=f"join-{u}"), md, timeout=10)
+
+    await asyncio.gather(*(join(u, md) for u, md in zip(users, mds)))
+    return list(zip(users, mds))
+
+
+async def _worker(spec: WorkerSpec) -> Result:
+    result = Result()
+    client = _Client(spec, result)
+    rng = random.Random(spec.index * 7919 + int(spec.start_at))
+    users: list[tuple[str, Any]] = []
+    if spec.kind in ("place", "open") and spec.users_per_task:
+        users = await _join_users(client, spec, max(1, spec.users_per_task * max(1, spec.concurrency)))
+    scenario = _Scenario(client, spec) if spec.kind == "scenario" else None
+    counter = iter(range(10**12))
+
+    async def one_order(user: str, md: Any) -> None:
+        n = next(counter)
+        reply, _ = await client.call("PlaceOrder", _order_request(spec.fixture, f"o-{spec.tag}-{spec.index}-{n}"), md)
+        if reply is not None and reply.order.order_id:
+            if client.measuring:
+                result.orders += 1
+            result.placed.append((user, reply.order.order_id))
+
+    async def empty_call() -> None:
+        t = time.perf_counter()
+        try:
+            await client.empty(b"", timeout=spec.deadline_s)
+            code = "OK"
+        except client.grpc.aio.AioRpcError as err:
+            code = err.code().name
+        if client.measuring:
+            result.add("EmptyCall", code, (time.perf_counter() - t) * 1000)
+
+    end = spec.start_at + spec.seconds
+    # Warm the connection before the clock starts.
+    if spec.kind == "empty":
+        await empty_call()
+    await asyncio.sleep(max(0.0, spec.start_at - time.time()))
+    client.measuring = True
+    started = time.perf_counter()
+
+    if spec.kind == "open":
+        await _open_loop(spec, client, result, users, one_order, end)
+    else:
+
+        async def loop(task: int) -> None:
+            i = task
+            while time.time() < end:
+                if spec.kind == "empty":
+                    await empty_call()
+                elif spec.kind == "scenario":
+                    await scenario.journey(task, rng)  # type: ignore[union-attr]
+                else:
+                    user, md = users[i % len(users)]
+                    i += spec.concurrency
+                    await one_order(user, md)
+
+        tasks = [asyncio.ensure_future(loop(t)) for t in range(spec.concurrency)]
+        # Closed-loop tasks finish their current call after `end`; bounded by the call deadlines
+        # (times the retry budget in a drill).
+        done, pending = await asyncio.wait(tasks, timeout=spec.seconds + spec.deadline_s * 3 + (spec.retry_for_s if spec.retry else 0) + 5)
+        for t in pending:
+            t.cancel()
+            result.hung += 1
+        for t in done:
+            if t.exception() is not None:
+                result.errors.append(repr(t.exception()))
+    client.measuring = False
+    result.seconds = time.perf_counter() - started
+    await client.channel.close()
+    return result
+
+
+async def _open_loop(spec: WorkerSpec, client: _Client, result: Result, users: list[tuple[str, Any]], one_order: Any, end: float) -> None:
+    """Arrivals on a fixed schedule, never waiting for answers: the load a crowd offers."""
+    interval = 1.0 / spec.rate
+    outstanding: set[asyncio.Task] = set()
+    t0 = time.perf_counter()
+    wall0 = time.time()
+    i = 0
+    while True:
+        due = t0 + i * interval
+        if wall0 + i * interval >= end:
+            break
+        now = time.perf_counter()
+        if due > now:
+            await asyncio.sleep(due - now)
+        else:
+            result.lag_ms_max = max(result.lag_ms_max, (now - due) * 1000)
+        user, md = users[i % len(users)]
+        task = asyncio.ensure_future(one_order(user, md))
+        outstanding.add(task)
+        task.add_done_callback(outstanding.discard)
+        result.sent += 1
+        i += 1
+    if outstanding:
+        # Every call has a deadline; anything still open well past it is a hung call.
+        _, pending = await asyncio.wait(set(outstanding), timeout=spec.deadline_s + 2.0)
+        result.hung += len(pending)
+        for t in pending:
+            t.cancel()
+
+
+def _worker_entry(spec: WorkerSpec, queue: Any) -> None:
+    _ensure_path()
+    try:
+        result = asyncio.run(_worker(spec))
+        queue.put(result.to_wire())
+    except BaseException as exc:  # report, never hang the parent
+        r = Result()
+        r.errors.append(f"worker {spec.index} failed: {exc!r}")
+        queue.put(r.to_wire())
+
+
+def run_workers(specs: Sequence[WorkerSpec], *, setup_s: float = 30.0) -> Result:
+    """Run the specs in parallel processes; returns the merged result. Bounded: workers that do
+    not report in time are killed and counted as errors."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_worker_entry, args=(spec, queue), daemon=True) for spec in specs]
+    for p in procs:
+        p.start()
+    longest = max(s.start_at - time.time() + s.seconds + s.deadline_s * 3 + (s.retry_for_s if s.retry else 0) for s in specs)
+    deadline = time.monotonic() + max(0.0, longest) + setup_s + 15
+    merged = Result()
+    got = 0
+    while got < len(procs) and time.monotonic() < deadline:
+        try:
+            merged.merge(Result.from_wire(queue.get(timeout=0.5)))
+            got += 1
+        except Exception:
+            if not any(p.is_alive() for p in procs) and queue.empty():
+                break
+    for p in procs:
+        p.join(2)
+        if p.is_alive():
+            p.kill()
+            p.join(2)
+    if got < len(procs):
+        merged.errors.append(f"{len(procs) - got} worker(s) did not report")
+    return merged
+
+
+def specs_for(
+    kind: str, target: str, env: dict[str, str], procs: int, concurrency: int, seconds: float, *, lead_s: float = 3.0, **kw: Any
+) -> list[WorkerSpec]:
+    start_at = time.time() + lead_s
+    tag = kw.pop("tag", None) or uuid.uuid4().hex[:6]
+    return [WorkerSpec(kind, target, env, i, concurrency, start_at, seconds, tag=tag, **kw) for i in range(procs)]
+
+
+# --- finding the demo store --------------------------------------------------------------------
+
+
+async def discover_fixture(env: dict[str, str]) -> Fixture:
+    """A store of the demo catalog that is open and an available item on its menu, found the
+    way an app finds them: SearchStores near a city, then GetMenu, through the gateway."""
+    import grpc
+    from miandan.catalog.v1 import catalog_service_pb2 as cs
+    from miandan.common.v1 import common_pb2
+    from miandan.gateway.v1 import gateway_service_pb2 as g, gateway_service_pb2_grpc
+
+    from gateway.token import mint
+    from services.common.config import Settings
+
+    md = (("authorization", f"Bearer {mint(Settings.from_env('gateway', env), 'bench-setup')}"),)
+    async with grpc.aio.insecure_channel(addr_of(env, "gateway")) as ch:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(ch)
+        for lat, lng in SEARCH_POINTS:
+            search = cs.SearchStoresRequest(location=common_pb2.GeoPoint(latitude=lat, longitude=lng), radius_meters=50_000, open_now=True, page_size=50)
+            reply = await stub.SearchStores(g.SearchStoresRequest(search=search), metadata=md, timeout=10)
+            # Brands open late first: a benchmark run in the evening must not see its store close.
+            hits = sorted(reply.stores, key=lambda h: (PREFERRED_BRANDS.index(h.brand.brand_id) if h.brand.brand_id in PREFERRED_BRANDS else 99, h.distance_meters))
+            for hit in hits:
+                menu = (await stub.GetMenu(g.GetMenuRequest(store_id=hit.store.store_id), metadata=md, timeout=10)).menu
+                # The cheapest available item: a card covers it fully (the story's free order).
+                entries = sorted((e for e in menu.entries if e.available), key=lambda e: e.item.price_fen)
+                if entries:
+                    entry = entries[0]
+                    return Fixture(
+                        store_id=hit.store.store_id,
+                        item_id=entry.item.item_id,
+                        item_name=entry.item.name,
+                        brand_name=hit.brand.name,
+                        latitude=hit.store.location.latitude,
+                        longitude=hit.store.location.longitude,
+                        price_fen=entry.item.price_fen,
+                    )
+    raise RuntimeError("no open demo store with an available item was found near " + ", ".join(map(str, SEARCH_POINTS)))
+
+
+# --- printing ----------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    rows = [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    line = "  ".join(str(h).rjust(w) if i else str(h).ljust(w) for i, (h, w) in enumerate(zip(headers, widths)))
+    out = [line, "  ".join("-" * w for w in widths)]
+    for r in rows:
+        out.append("  ".join(v.rjust(w) if i else v.ljust(w) for i, (v, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        if v != v:
+            return "-"
+        return f"{v:,.1f}" if abs(v) < 1000 else f"{v:,.0f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def codes_text(codes: Counter[str]) -> str:
+    return " ".join(f"{k}={v}" for k, v in sorted(codes.items(), key=lambda kv: (kv[0] != "OK", kv[0])))
+
+
+def rpc_rows(result: Result, seconds: float) -> list[list[Any]]:
+    rows = []
+    for rpc in sorted({r for r, _ in result.calls}):
+        ok = result.calls.get((rpc, "OK"), [])
+        total = sum(len(v) for (r, _), v in result.calls.items() if r == rpc)
+        rows.append([rpc, total / seconds, len(ok) / seconds, percentile(ok, 0.5), percentile(ok, 0.95), percentile(ok, 0.99), codes_text(result.codes(rpc))])
+    return rows
+
+
+RPC_HEADERS = ("rpc", "calls/s", "ok/s", "p50 ms", "p95 ms", "p99 ms", "status codes")
+
+
+def machine() -> str:
+    import platform
+
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg() if hasattr(os, "getloadavg") else ()
+    return f"{platform.node()} {os.cpu_count()} CPU {cpu}; Python {platform.python_version()}; load avg {' '.join(f'{x:.1f}' for x in load)}"
+
+
+def temp_data_dir(prefix: str) -> tempfile.TemporaryDirectory:
+    return tempfile.TemporaryDirectory(prefix=prefix)

@@ -1,0 +1,184 @@
+"""`make bench-overload`: the overload curve the story never had.
+
+Open-loop arrivals of PlaceOrder through the gateway (sent on a schedule, never waiting for the
+answers, every call with a deadline) stepping from 0.5x to 5x the measured capacity. Per step:
+offered rate, goodput, shed rate, p99 of successful calls, p99 of rejections, every status code,
+hung calls; and after each step, whether every service is still SERVING and no process died.
+Writes the table to the terminal and bench-out/overload.txt, and the curve to
+bench-out/overload.png.
+
+Targets: goodput at 3x and 5x >= 90% of peak; p99 of successes < 500 ms; rejections < 50 ms p99;
+zero INTERNAL / UNKNOWN, zero hung calls, no process dies.
+
+    python -m bench.overload [--capacity N] [--step-seconds S] [--procs P] [--smoke]
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from bench.loadgen import (
+    ROOT,
+    SuiteProcess,
+    addr_of,
+    bench_env,
+    codes_text,
+    discover_fixture,
+    health_status,
+    machine,
+    percentile,
+    run_workers,
+    specs_for,
+    table,
+    temp_data_dir,
+)
+
+MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
+SMOKE_MULTIPLIERS = (0.5, 1.0, 3.0, 5.0)
+REJECTION_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
+HEADERS = ("x cap", "offered/s", "goodput/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms", "status codes")
+
+
+def measure_capacity(env: dict[str, str], fixture, procs: int, concurrency: int, seconds: float, tag: str) -> float:
+    result = run_workers(
+        specs_for("place", addr_of(env, "gateway"), env, procs, concurrency, seconds, fixture=fixture, users_per_task=4, tag=tag, lead_s=5.0)
+    )
+    ok = result.calls.get(("PlaceOrder", "OK"), [])
+    print(f"closed-loop capacity: {len(ok) / seconds:,.1f} orders/s, p99 {percentile(ok, 0.99):.1f} ms; codes {codes_text(result.codes())}")
+    return len(ok) / seconds
+
+
+def plot(rows: list[dict], capacity: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    offered = [r["offered"] for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    ax.plot(offered, [r["goodput"] for r in rows], "o-", label="goodput (orders/s)")
+    ax.plot(offered, [r["shed"] for r in rows], "s--", label="shed (rejections/s)", alpha=0.6)
+    ax.plot(offered, offered, ":", color="grey", label="offered")
+    ax.axvline(capacity, color="grey", linewidth=0.8)
+    ax.set_xlabel("offered load (orders/s)")
+    ax.set_ylabel("orders/s")
+    ax2 = ax.twinx()
+    ax2.plot(offered, [r["p99_ok"] for r in rows], "^-", color="tab:red", label="p99 success (ms)")
+    ax2.plot(offered, [r["p99_rej"] for r in rows], "v-", color="tab:purple", label="p99 rejection (ms)")
+    ax2.set_ylabel("latency p99 (ms)")
+    lines = ax.get_legend_handles_labels()[0] + ax2.get_legend_handles_labels()[0]
+    labels = ax.get_legend_handles_labels()[1] + ax2.get_legend_handles_labels()[1]
+    ax.legend(lines, labels, loc="upper left", fontsize=8)
+    ax.set_title(f"miandan PlaceOrder under open-loop overload (capacity {capacity:,.0f}/s)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.overload", description=__doc__.splitlines()[0])
+    p.add_argument("--capacity", type=float, default=None, help="orders/s taken as 1x (default: measure closed-loop first)")
+    p.add_argument("--capacity-seconds", type=float, default=8.0)
+    p.add_argument("--step-seconds", type=float, default=10.0)
+    p.add_argument("--procs", type=int, default=2, help="load-generator processes (default 2)")
+    p.add_argument("--concurrency", type=int, default=16, help="closed-loop concurrency per process for the capacity run")
+    p.add_argument("--deadline", type=float, default=2.0, help="deadline of every call in seconds (default 2)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="where overload.png/.txt go")
+    p.add_argument("--smoke", action="store_true", help="short steps, for CI")
+    args = p.parse_args(argv)
+    multipliers = SMOKE_MULTIPLIERS if args.smoke else MULTIPLIERS
+    if args.smoke:
+        args.capacity_seconds, args.step_seconds = 2.0, 1.5
+
+    print(f"machine: {machine()}")
+    rows: list[dict] = []
+    problems: list[str] = []
+    tag = uuid.uuid4().hex[:6]
+    capacity = 0.0
+    with temp_data_dir("miandan-overload-") as data:
+        env = bench_env(Path(data))
+        suite = SuiteProcess(env)
+        suite.start()
+        try:
+            fixture = asyncio.run(discover_fixture(env))
+            capacity = args.capacity or measure_capacity(env, fixture, args.procs, args.concurrency, args.capacity_seconds, tag)
+            if capacity <= 0:
+                raise RuntimeError("measured capacity is zero: PlaceOrder does not succeed")
+            for m in multipliers:
+                rate = capacity * m
+                result = run_workers(
+                    specs_for(
+                        "open", addr_of(env, "gateway"), env, args.procs, 1, args.step_seconds,
+                        fixture=fixture, rate=rate / args.procs, deadline_s=args.deadline, users_per_task=100, tag=tag, lead_s=4.0,
+                    )
+                )
+                codes = result.codes("PlaceOrder")
+                ok = result.calls.get(("PlaceOrder", "OK"), [])
+                rejected = result.latencies("PlaceOrder", REJECTION_CODES)
+                row = dict(
+                    mult=m,
+                    offered=result.sent / args.step_seconds,
+                    goodput=len(ok) / args.step_seconds,
+                    shed=len(rejected) / args.step_seconds,
+                    p99_ok=percentile(ok, 0.99),
+                    p99_rej=percentile(rejected, 0.99),
+                    hung=result.hung,
+                    lag=result.lag_ms_max,
+                    codes=codes,
+                )
+                rows.append(row)
+                health = asyncio.run(health_status(env))
+                down = {k: v for k, v in health.items() if v != "SERVING"}
+                print(
+                    f"step {m}x: offered {row['offered']:,.0f}/s goodput {row['goodput']:,.0f}/s shed {row['shed']:,.0f}/s "
+                    f"p99 ok {row['p99_ok']:.0f} ms p99 rej {row['p99_rej']:.0f} ms; {codes_text(codes)}"
+                    + (f"; NOT SERVING: {down}" if down else ""),
+                    flush=True,
+                )
+                if down:
+                    problems.append(f"at {m}x not serving: {down}")
+                if result.errors:
+                    problems.append(f"at {m}x load-generator errors: " + "; ".join(result.errors[:3]))
+        finally:
+            restarts = suite.restarts
+            suite.stop()
+
+    lines = [table(HEADERS, [[r["mult"], r["offered"], r["goodput"], r["shed"], r["p99_ok"], r["p99_rej"], r["hung"], r["lag"], codes_text(r["codes"])] for r in rows])]
+    peak = max((r["goodput"] for r in rows), default=0.0)
+    verdicts = []
+    for r in rows:
+        if r["mult"] >= 3.0:
+            verdicts.append(f"goodput at {r['mult']}x = {r['goodput'] / peak:.0%} of peak {peak:,.0f}/s (target >= 90%)" if peak else "no goodput")
+            if peak and r["goodput"] < 0.9 * peak:
+                problems.append(f"goodput at {r['mult']}x below 90% of peak")
+        if r["p99_ok"] == r["p99_ok"] and r["p99_ok"] >= 500:
+            problems.append(f"p99 of successes {r['p99_ok']:.0f} ms at {r['mult']}x (target < 500)")
+        if r["p99_rej"] == r["p99_rej"] and r["p99_rej"] >= 50:
+            problems.append(f"p99 of rejections {r['p99_rej']:.0f} ms at {r['mult']}x (target < 50)")
+        bad = {k: v for k, v in r["codes"].items() if k.split("/")[0] in ("INTERNAL", "UNKNOWN")}
+        if bad:
+            problems.append(f"{bad} at {r['mult']}x")
+        if r["hung"]:
+            problems.append(f"{r['hung']} hung calls at {r['mult']}x")
+    if restarts:
+        problems.append("processes died: " + "; ".join(restarts))
+    lines += verdicts
+    lines.append("targets MET" if not problems else "targets NOT MET: " + " | ".join(problems))
+    report = "\n".join(lines)
+    print()
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "overload.txt").write_text(f"machine: {machine()}\n{time.strftime('%Y-%m-%d %H:%M:%S')}\n{report}\n")
+    if rows:
+        plot(rows, capacity, args.out / "overload.png")
+        print(f"plot: {args.out / 'overload.png'}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""End-user bearer tokens: JWT verification with a small cache of verified tokens.
+
+Why a cache: an HS256 check is a few microseconds but RS256/EdDSA verifications cost tens to
+hundreds of microseconds of CPU on the hot path, and a client sends the same token on every call
+for an hour. The cache is keyed by the exact token string (so a tampered token never hits it),
+bounded (LRU), and every hit re-checks `exp` against the injected clock, so a cached token
+stops working the moment it expires.
+"""
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Sequence
+
+import jwt
+
+from services.common.clock import Clock, SystemClock
+from services.common.errors import Unauthenticated
+
+__all__ = [
+    "AUTHORIZATION_KEY",
+    "TokenVerifier",
+    "signing_key",
+    "verification_key",
+    "bearer_token",
+]
+
+AUTHORIZATION_KEY = "authorization"
+DEV_JWT_SECRET = "dev-jwt-secret-change-me"  # services.common.config's development default
+_HMAC = ("HS256", "HS384", "HS512")
+_CLAIMS = ["sub", "exp", "iss", "iat"]
+# Tolerated clock skew between the token issuer and this gateway, in seconds.
+LEEWAY_S = 30
+
+TOKEN_MISSING = Unauthenticated(
+    "TOKEN_MISSING", "请先登录 / missing bearer token (authorization: Bearer <token>)"
+)
+TOKEN_MALFORMED = Unauthenticated(
+    "TOKEN_INVALID", "登录凭证格式错误 / malformed authorization header, expected 'Bearer <token>'"
+)
+
+
+def quiet_dev_key_warning() -> None:
+    """The known development secret is short on purpose; PyJWT would warn on every call. Only
+    done when that default is in use, so a short real secret still warns."""
+    category = getattr(getattr(jwt, "warnings", None), "InsecureKeyLengthWarning", None)
+    if category is not None:
+        warnings.filterwarnings("ignore", category=category)
+
+
+def _invalid(why: str) -> Unauthenticated:
+    return Unauthenticated("TOKEN_INVALID", f"登录凭证无效 / invalid token: {why}")
+
+
+def _expired() -> Unauthenticated:
+    return Unauthenticated("TOKEN_EXPIRED", "登录已过期，请重新登录 / token expired, sign in again")
+
+
+def _wrong_issuer() -> Unauthenticated:
+    return Unauthenticated("TOKEN_WRONG_ISSUER", "登录凭证签发方不符 / token issued by someone else")
+
+
+def _read(path: Path | None, what: str) -> bytes:
+    if path is None:
+        raise ValueError(f"JWT algorithm needs {what} (MIANDAN_JWT_{what.upper().replace(' ', '_')}_FILE)")
+    return Path(path).read_bytes()
+
+
+def signing_key(settings: Any, algorithm: str | None = None) -> Any:
+    """Key that signs tokens: the shared secret for HS*, the private key file otherwise."""
+    algorithm = algorithm or settings.jwt_algorithm
+    if algorithm in _HMAC:
+        return settings.jwt_secret
+    return _read(settings.jwt_private_key_file, "private key")
+
+
+def verification_key(settings: Any, algorithm: str | None = None) -> Any:
+    """Key that verifies tokens: the shared secret for HS*, the public key file otherwise."""
+    algorithm = algorithm or settings.jwt_algorithm
+    if algorithm in _HMAC:
+        return settings.jwt_secret
+    return _read(settings.jwt_public_key_file, "public key")
+
+
+def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
+    for key, value in metadata or ():
+        if key == AUTHORIZATION_KEY:
+            if isinstance(value, bytes):
+                value = value.decode("latin-1")
+            scheme, _, token = value.strip().partition(" ")
+            token = token.strip()
+            if scheme.lower() != "bearer" or not token:
+                raise TOKEN_MALFORMED
+            return token
+    raise TOKEN_MISSING
+
+
+class TokenVerifier:
+    """Turns an `authorization: Bearer <jwt>` header into a user id, or raises Unauthenticated
+    with reason TOKEN_MISSING / TOKEN_EXPIRED / TOKEN_INVALID / TOKEN_WRONG_ISSUER."""
+
+    def __init__(
+        self,
+        settings: Any,
+        *,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+    ) -> None:
+        self.algorithm = settings.jwt_algorithm
+        self.issuer = settings.jwt_issuer
+        self._key = verification_key(settings)
+        if self.algorithm not in _HMAC:
+            # Parse the PEM once, not per verification.
+            self._key = jwt.get_algorithm_by_name(self.algorithm).prepare_key(self._key)
+        elif self._key == DEV_JWT_SECRET:
+            quiet_dev_key_warning()
+        self.clock = clock or SystemClock()
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self.verifications = 0  # signature checks actually performed (the cache's effect)
+
+    def user_of(self, metadata: Sequence[tuple[str, Any]] | None) -> str:
+        return self.verify(bearer_token(metadata))
+
+    def verify(self, token: str) -> str:
+        now = self.clock.now().timestamp()
+        hit = self._cache.get(token)
+        if hit is not None:
+            user, exp = hit
+            if now >= exp + LEEWAY_S:
+                del self._cache[token]
+                raise _expired()
+            self._cache.move_to_end(token)
+            return user
+        user, exp = self._decode(token, now)
+        self._cache[token] = (user, exp)
+        if len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return user
+
+    def _decode(self, token: str, now: float) -> tuple[str, float]:
+        self.verifications += 1
+        try:
+            # Time claims are checked below against the injected clock, not PyJWT's wall clock.
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self.algorithm],
+                issuer=self.issuer,
+                options={"require": _CLAIMS, "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+            )
+        except jwt.InvalidIssuerError:
+            raise _wrong_issuer() from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise _invalid(f"missing claim {exc.claim}") from None
+        except jwt.InvalidSignatureError:
+            raise _invalid("bad signature") from None
+        except jwt.InvalidAlgorithmError:
+            raise _invalid("algorithm not accepted") from None
+        except jwt.PyJWTError as exc:
+            raise _invalid(type(exc).__name__) from None
+        sub, exp, iat = claims.get("sub"), claims.get("exp"), claims.get("iat")
+        if not isinstance(sub, str) or not sub or len(sub) > 128:
+            raise _invalid("sub must be a user id of 1..128 characters")
+        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+            raise _invalid("exp must be a number")
+        if not isinstance(iat, (int, float)) or isinstance(iat, bool):
+            raise _invalid("iat must be a number")
+        if now >= exp + LEEWAY_S:
+            raise _expired()
+        if iat > now + LEEWAY_S:
+            raise _invalid("issued in the future")
+        return sub, float(exp)

@@ -1,0 +1,403 @@
+"""The gateway's cross-service flows. The rules live in the services; this module only decides
+which upstream calls one end-user call makes, runs the independent ones concurrently, and shapes
+the answer. The user id is always the token's subject, passed in by the servicer.
+
+Upstream failures are not translated here: an AioRpcError escapes and the kit's CallPipeline
+forwards its status with ErrorInfo/RetryInfo (so an upstream OVERLOADED reaches the client as
+OVERLOADED). Exceptions to that rule are written down where they happen (Join's invite problem,
+the lottery part of the wallet).
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any, AsyncIterator, Awaitable, Sequence
+from zoneinfo import ZoneInfo
+
+import grpc
+
+from miandan.card.v1 import card_pb2, card_service_pb2
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2
+from miandan.gateway.v1 import gateway_pb2, gateway_service_pb2
+from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
+from miandan.order.v1 import order_pb2, order_service_pb2
+from services.common.clock import Clock, SystemClock
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, error_details
+
+from .clients import CallOptions
+from .draw_verification import DrawCheck, check_draw
+from .preview import PreviewRecord, PreviewStore
+
+__all__ = ["Gateway", "gather_all", "scoped_request_id"]
+
+log = logging.getLogger("miandan.gateway")
+
+_Code = grpc.StatusCode
+# AcceptInvite failures that are about the pass-phrase, not about the join: the user still joins
+# and is told why the invite did not count.
+_INVITE_PROBLEM_CODES = (
+    _Code.FAILED_PRECONDITION,
+    _Code.NOT_FOUND,
+    _Code.ALREADY_EXISTS,
+    _Code.RESOURCE_EXHAUSTED,
+    _Code.PERMISSION_DENIED,
+)
+# Lottery failures after which the wallet is still worth showing (degraded lottery standing).
+_LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND)
+MAX_TEXT_CHARS = 500
+VERIFY_PAGE_SIZE = 10_000
+VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
+
+
+async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
+    """asyncio.gather that cancels the siblings when one fails: a wallet whose card half failed
+    must not leave its lottery half running against a deadline nobody waits for."""
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        raise
+
+
+def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
+    """An upstream idempotency key owned by this user: two users who pick the same client
+    request_id never collide upstream, and the key stays short whatever the user id."""
+    digest = hashlib.sha256(f"{kind}\0{user_id}\0{request_id}".encode()).hexdigest()[:40]
+    return f"gw-{kind}-{digest}"
+
+
+class Gateway:
+    def __init__(
+        self,
+        *,
+        card: Any,
+        catalog: Any,
+        order: Any,
+        lottery: Any,
+        campaign_id: str,
+        previews: PreviewStore | None = None,
+        clock: Clock | None = None,
+        time_zone: str = "Asia/Shanghai",
+    ) -> None:
+        self.card, self.catalog, self.order, self.lottery = card, catalog, order, lottery
+        self.campaign_id = campaign_id
+        self.clock = clock or SystemClock()
+        self.previews = previews or PreviewStore(clock=self.clock)
+        self.zone = ZoneInfo(time_zone)
+        # A drawn day never changes, so its verification is done once per process.
+        self._verified: OrderedDict[tuple[str, str], DrawCheck] = OrderedDict()
+
+    # --- Join / wallet ----------------------------------------------------------------------
+
+    async def join(self, user: str, request_id: str, pass_phrase_text: str, o: CallOptions) -> gateway_service_pb2.JoinResponse:
+        if len(pass_phrase_text) > 4096:
+            raise InvalidArgument("pass_phrase_text", "at most 4 KB / 口令文本过长")
+        # Joining is idempotent per user upstream, so a missing request_id is harmless.
+        rid = request_id or uuid.uuid4().hex
+        signup = await self.card.ClaimSignupCard(
+            card_service_pb2.ClaimSignupCardRequest(
+                request_id=scoped_request_id("join", user, rid), campaign_id=self.campaign_id, user_id=user
+            ),
+            **o.kw(),
+        )
+        accepted, problem = False, ""
+        if pass_phrase_text.strip():
+            try:
+                await self.card.AcceptInvite(
+                    card_service_pb2.AcceptInviteRequest(
+                        request_id=scoped_request_id("invite", user, rid),
+                        campaign_id=self.campaign_id,
+                        invitee_user_id=user,
+                        text=pass_phrase_text,
+                    ),
+                    **o.kw(),
+                )
+                # Also true on an idempotent replay: the pass-phrase stands accepted for this user.
+                accepted = True
+            except grpc.aio.AioRpcError as err:
+                if err.code() == _Code.INVALID_ARGUMENT:
+                    # Bad input fails the call, named in the gateway's own terms. The sign-up
+                    # card is already granted; a retry with a good pass-phrase still counts.
+                    d = error_details(err)
+                    why = d["violations"][0][1] if d["violations"] else d["message"]
+                    raise InvalidArgument(
+                        "pass_phrase_text",
+                        why or "no pass-phrase found / 未找到口令",
+                        reason=d["reason"] or "INVALID_ARGUMENT",
+                    ) from None
+                if err.code() not in _INVITE_PROBLEM_CODES:
+                    raise  # overload, deadline, outage: the caller must see it and retry
+                problem = error_details(err)["reason"] or err.code().name
+        wallet = await self.wallet_view(user, o)
+        return gateway_service_pb2.JoinResponse(
+            wallet=wallet, newly_joined=signup.newly_granted, invite_accepted=accepted, invite_problem=problem
+        )
+
+    async def wallet_view(self, user: str, o: CallOptions) -> gateway_pb2.WalletView:
+        wallet_reply, cards_reply, (draw, entries) = await gather_all(
+            self.card.GetWallet(card_service_pb2.GetWalletRequest(campaign_id=self.campaign_id, user_id=user), **o.kw()),
+            self.card.ListCards(
+                card_service_pb2.ListCardsRequest(
+                    campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=100
+                ),
+                **o.kw(),
+            ),
+            self._lottery_today(user, o),
+        )
+        wallet = wallet_reply.wallet
+        day = draw.day if draw is not None else self.today()
+        lottery = gateway_pb2.LotteryStatus(
+            day=day,
+            invites=wallet.lottery_progress or wallet.invites_made,
+            threshold=wallet.lottery_threshold,
+            qualified=wallet.lottery_qualified,
+            entered_today=any(e.day == day for e in entries),
+        )
+        return gateway_pb2.WalletView(wallet=wallet, cards=cards_reply.cards, lottery=lottery)
+
+    async def _lottery_today(self, user: str, o: CallOptions) -> tuple[lottery_pb2.Draw | None, Sequence[lottery_pb2.Entry]]:
+        """Today's draw and the user's latest entries. The lottery is the least important part of
+        a wallet: when it is down or slow the wallet is still shown, without today's entry."""
+        try:
+            draw_reply, entries_reply = await gather_all(
+                self.lottery.GetDraw(lottery_service_pb2.GetDrawRequest(campaign_id=self.campaign_id), **o.kw()),
+                self.lottery.ListMyEntries(
+                    lottery_service_pb2.ListMyEntriesRequest(campaign_id=self.campaign_id, user_id=user, page_size=3),
+                    **o.kw(),
+                ),
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in _LOTTERY_DEGRADE_CODES:
+                raise
+            log.warning("wallet shown without lottery standing", extra={"code": err.code().name})
+            return None, ()
+        return draw_reply.draw, entries_reply.entries
+
+    def today(self) -> str:
+        return self.clock.now().astimezone(self.zone).date().isoformat()
+
+    # --- OrderByText ------------------------------------------------------------------------
+
+    async def order_by_text(self, user: str, req: gateway_service_pb2.OrderByTextRequest, o: CallOptions) -> gateway_service_pb2.OrderByTextResponse:
+        if req.confirm and not req.request_id:
+            raise InvalidArgument("request_id", "required with confirm / 确认下单需要 request_id")
+        if req.preview_id:
+            record = self.previews.get(req.preview_id, user)
+            if record is None:
+                raise NotFound("PREVIEW_NOT_FOUND", "预览不存在或已过期，请重新输入 / preview not found or expired")
+            preview = gateway_pb2.OrderPreview.FromString(record.preview)
+            store_id = record.store_id
+            lines = catalog_service_pb2.QuoteRequest.FromString(record.lines).lines
+        else:
+            text = req.text.strip()
+            if not text:
+                raise InvalidArgument("text", "say what to order, e.g. 两杯生椰拿铁 / 请输入想点的内容")
+            if len(text) > MAX_TEXT_CHARS:
+                raise InvalidArgument("text", f"at most {MAX_TEXT_CHARS} characters / 最多 {MAX_TEXT_CHARS} 字")
+            preview, store_id, lines = await self._preview(user, text, req, o)
+        if not req.confirm:
+            return gateway_service_pb2.OrderByTextResponse(preview=preview)
+        if not store_id:
+            raise FailedPrecondition(
+                "INTENT_NEEDS_CLARIFICATION",
+                preview.clarification or "没有听懂，请说得更具体 / please say more precisely what to order",
+            )
+        placed = await self.order.PlaceOrder(
+            order_service_pb2.PlaceOrderRequest(
+                request_id=req.request_id,
+                user_id=user,
+                store_id=store_id,
+                lines=lines,
+                card_use=order_pb2.CARD_USE_BEST,
+                campaign_id=self.campaign_id,
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.OrderByTextResponse(preview=preview, order=placed.order)
+
+    async def _preview(
+        self, user: str, text: str, req: gateway_service_pb2.OrderByTextRequest, o: CallOptions
+    ) -> tuple[gateway_pb2.OrderPreview, str, Sequence[catalog_pb2.LineSelection]]:
+        # The best card is looked up alongside the parse: what it covers is computed here from
+        # its own face value, so the catalog needs no card input.
+        match, cards = await gather_all(
+            self.catalog.MatchIntent(
+                catalog_service_pb2.MatchIntentRequest(text=text, location=req.location, max_alternatives=2), **o.kw()
+            ),
+            self.card.ListCards(
+                card_service_pb2.ListCardsRequest(
+                    campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
+                ),
+                **o.kw(),
+            ),
+        )
+        card = cards.cards[0] if cards.cards else None
+        preview = gateway_pb2.OrderPreview(text=text, alternatives=match.alternatives, clarification=match.clarification)
+        if match.status != catalog_pb2.INTENT_STATUS_MATCHED or not match.HasField("proposal"):
+            if not preview.clarification:
+                preview.clarification = "没有找到可以下单的商品，请换个说法 / nothing to order was found, please rephrase"
+            return preview, "", ()
+        proposal = match.proposal
+        total = proposal.quote.total_fen
+        covered = min(total, card.face_value_fen) if card is not None else 0
+        preview.proposal.CopyFrom(proposal)
+        preview.total_fen = total
+        preview.card_covered_fen = covered
+        preview.payable_fen = total - covered
+        preview.card_id = card.card_id if card is not None else ""
+        preview.preview_id = self.previews.new_id()
+        expire = self.previews.expiry()
+        preview.expire_time.FromDatetime(expire)
+        store_id = proposal.store.store.store_id or proposal.quote.store_id
+        self.previews.put(
+            PreviewRecord(
+                preview_id=preview.preview_id,
+                user_id=user,
+                text=text,
+                preview=preview.SerializeToString(),
+                store_id=store_id,
+                lines=catalog_service_pb2.QuoteRequest(lines=proposal.lines).SerializeToString(),
+                expire_time=expire,
+            )
+        )
+        return preview, store_id, proposal.lines
+
+    # --- orders -----------------------------------------------------------------------------
+
+    async def place_order(self, user: str, req: gateway_service_pb2.PlaceOrderRequest, o: CallOptions) -> gateway_service_pb2.PlaceOrderResponse:
+        reply = await self.order.PlaceOrder(
+            order_service_pb2.PlaceOrderRequest(
+                request_id=req.request_id,
+                user_id=user,
+                store_id=req.store_id,
+                lines=req.lines,
+                card_use=req.card_use or order_pb2.CARD_USE_BEST,
+                card_id=req.card_id,
+                campaign_id=self.campaign_id,
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.PlaceOrderResponse(order=reply.order)
+
+    async def confirm_payment(self, user: str, req: gateway_service_pb2.ConfirmPaymentRequest, o: CallOptions) -> gateway_service_pb2.ConfirmPaymentResponse:
+        reply = await self.order.ConfirmPayment(
+            order_service_pb2.ConfirmPaymentRequest(
+                request_id=req.request_id, order_id=req.order_id, user_id=user, payment_reference=req.payment_reference
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.ConfirmPaymentResponse(order=reply.order)
+
+    async def get_order(self, user: str, order_id: str, o: CallOptions) -> gateway_service_pb2.GetOrderResponse:
+        reply = await self.order.GetOrder(order_service_pb2.GetOrderRequest(order_id=order_id, user_id=user), **o.kw())
+        return gateway_service_pb2.GetOrderResponse(order=reply.order)
+
+    async def list_orders(self, user: str, req: gateway_service_pb2.ListOrdersRequest, o: CallOptions) -> gateway_service_pb2.ListOrdersResponse:
+        reply = await self.order.ListOrders(
+            order_service_pb2.ListOrdersRequest(user_id=user, page_size=req.page_size, page_token=req.page_token), **o.kw()
+        )
+        return gateway_service_pb2.ListOrdersResponse(orders=reply.orders, next_page_token=reply.next_page_token)
+
+    async def cancel_order(self, user: str, req: gateway_service_pb2.CancelOrderRequest, o: CallOptions) -> gateway_service_pb2.CancelOrderResponse:
+        reply = await self.order.CancelOrder(
+            order_service_pb2.CancelOrderRequest(
+                request_id=req.request_id, order_id=req.order_id, user_id=user, reason=req.reason
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.CancelOrderResponse(order=reply.order)
+
+    async def watch_order(self, user: str, order_id: str, o: CallOptions) -> AsyncIterator[gateway_service_pb2.WatchOrderResponse]:
+        call = self.order.WatchOrder(order_service_pb2.WatchOrderRequest(order_id=order_id, user_id=user), **o.kw())
+        try:
+            async for update in call:
+                yield gateway_service_pb2.WatchOrderResponse(order=update.order)
+        finally:
+            # The client went away (or the stream ended): stop the upstream stream too, so the
+            # order service does not keep a watcher for nobody.
+            call.cancel()
+
+    # --- catalog ----------------------------------------------------------------------------
+
+    async def search_stores(self, req: gateway_service_pb2.SearchStoresRequest, o: CallOptions) -> gateway_service_pb2.SearchStoresResponse:
+        reply = await self.catalog.SearchStores(req.search, **o.kw())
+        return gateway_service_pb2.SearchStoresResponse(stores=reply.stores, next_page_token=reply.next_page_token)
+
+    async def get_menu(self, store_id: str, o: CallOptions) -> gateway_service_pb2.GetMenuResponse:
+        reply = await self.catalog.GetMenu(catalog_service_pb2.GetMenuRequest(store_id=store_id), **o.kw())
+        return gateway_service_pb2.GetMenuResponse(menu=reply)
+
+    # --- lottery ----------------------------------------------------------------------------
+
+    async def enter_lottery(self, user: str, request_id: str, o: CallOptions) -> gateway_service_pb2.EnterLotteryResponse:
+        rid = request_id or uuid.uuid4().hex  # idempotent per user and day upstream anyway
+        reply = await self.lottery.EnterDraw(
+            lottery_service_pb2.EnterDrawRequest(
+                request_id=scoped_request_id("lottery", user, rid), campaign_id=self.campaign_id, user_id=user
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.EnterLotteryResponse(entry=reply.entry, draw=reply.draw)
+
+    async def draw_results(self, user: str, day: str, o: CallOptions) -> gateway_service_pb2.GetDrawResultsResponse:
+        if day:
+            try:
+                datetime.strptime(day, "%Y-%m-%d")
+            except ValueError:
+                raise InvalidArgument("day", "YYYY-MM-DD, e.g. 2026-02-01") from None
+        draw = (await self.lottery.GetDraw(lottery_service_pb2.GetDrawRequest(campaign_id=self.campaign_id, day=day), **o.kw())).draw
+        results = gateway_pb2.DrawResults(draw=draw, caller_won=user in draw.winners)
+        if draw.status == lottery_pb2.DRAW_STATUS_DRAWN:
+            check = await self._check(draw, o)
+            results.verified, results.verification_note = check.verified, check.note
+        else:
+            results.verification_note = "尚未开奖，开奖后可验证 / not drawn yet; verifiable once drawn"
+        return gateway_service_pb2.GetDrawResultsResponse(results=results)
+
+    async def _check(self, draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
+        key = (draw.campaign_id or self.campaign_id, draw.day)
+        cached = self._verified.get(key)
+        if cached is not None:
+            return cached
+        entrants: list[str] = []
+        token = ""
+        first: lottery_service_pb2.VerifyDrawResponse | None = None
+        for _ in range(VERIFY_MAX_PAGES):
+            page = await self.lottery.VerifyDraw(
+                lottery_service_pb2.VerifyDrawRequest(
+                    campaign_id=key[0], day=draw.day, page_size=VERIFY_PAGE_SIZE, page_token=token
+                ),
+                **o.kw(),
+            )
+            first = first or page
+            entrants.extend(page.entrants)
+            token = page.next_page_token
+            if not token:
+                break
+        else:
+            return DrawCheck(False, "too many entrants to verify here; use VerifyDraw directly")
+        assert first is not None
+        check = check_draw(
+            seed_hex=first.seed,
+            commitment=draw.commitment or first.commitment,
+            beacon_value=first.beacon_value,
+            entrants=entrants,
+            published_entrants_hash=first.entrants_hash,
+            entrant_count=int(first.entrant_count),
+            winner_count=draw.winner_count,
+            winners=list(draw.winners),
+            algorithm=first.algorithm,
+            algorithm_version=first.algorithm_version,
+        )
+        if check.verified:
+            # Only a success is final; a failure is re-checked next time (it may be our bug).
+            self._verified[key] = check
+            while len(self._verified) > 64:
+                self._verified.popitem(last=False)
+        return check

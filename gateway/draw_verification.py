@@ -1,0 +1,73 @@
+"""An independent check of a drawn day, written from the algorithm published in
+miandan/lottery/v1/lottery.proto ("miandan-draw-hmac-sha256" v1), not from the lottery's code:
+if the two ever disagree, one of them is wrong and the user is told."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Sequence
+
+__all__ = ["ALGORITHM", "ALGORITHM_VERSION", "DrawCheck", "winners_of", "entrants_hash", "check_draw"]
+
+ALGORITHM = "miandan-draw-hmac-sha256"
+ALGORITHM_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DrawCheck:
+    verified: bool
+    note: str
+
+
+def _sorted_entrants(entrants: Sequence[str]) -> list[str]:
+    return sorted(entrants, key=lambda u: u.encode("utf-8"))
+
+
+def entrants_hash(entrants: Sequence[str]) -> str:
+    return hashlib.sha256("\n".join(_sorted_entrants(entrants)).encode("utf-8")).hexdigest()
+
+
+def winners_of(seed: bytes, beacon_value: str, entrants: Sequence[str], winner_count: int) -> list[str]:
+    key = seed + beacon_value.encode("utf-8")
+    scored = sorted(
+        (int.from_bytes(hmac.new(key, u.encode("utf-8"), hashlib.sha256).digest(), "big"), u.encode("utf-8"), u)
+        for u in set(entrants)
+    )
+    return [u for _, _, u in scored[: max(0, winner_count)]]
+
+
+def check_draw(
+    *,
+    seed_hex: str,
+    commitment: str,
+    beacon_value: str,
+    entrants: Sequence[str],
+    published_entrants_hash: str,
+    entrant_count: int,
+    winner_count: int,
+    winners: Sequence[str],
+    algorithm: str = ALGORITHM,
+    algorithm_version: int = ALGORITHM_VERSION,
+) -> DrawCheck:
+    if algorithm != ALGORITHM or algorithm_version != ALGORITHM_VERSION:
+        return DrawCheck(False, f"unknown algorithm {algorithm} v{algorithm_version}; cannot recompute")
+    try:
+        seed = bytes.fromhex(seed_hex)
+    except ValueError:
+        return DrawCheck(False, "revealed seed is not hex")
+    if hashlib.sha256(seed).hexdigest() != commitment.lower():
+        return DrawCheck(False, "revealed seed does not match the published commitment")
+    if len(entrants) != entrant_count or len(set(entrants)) != len(entrants):
+        return DrawCheck(False, f"entrant list has {len(entrants)} ids, {entrant_count} announced")
+    if published_entrants_hash and entrants_hash(entrants) != published_entrants_hash.lower():
+        return DrawCheck(False, "entrant list does not match its published hash")
+    expected = winners_of(seed, beacon_value, entrants, winner_count)
+    if list(winners) != expected:
+        return DrawCheck(False, "recomputed winners differ from the announced winners")
+    beacon = "with public beacon" if beacon_value else "without a public beacon (the operator's seed alone decided)"
+    return DrawCheck(
+        True,
+        f"已独立验证 / verified: seed matches commitment, {entrant_count} entrants, "
+        f"{len(expected)} winners recomputed, {beacon}",
+    )

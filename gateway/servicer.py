@@ -1,0 +1,108 @@
+"""grpc.aio servicer of miandan.gateway.v1.GatewayService: authenticate, set the upstream
+deadline and criticality, delegate to compose.Gateway. Nothing else.
+
+The kit's AccessPolicy marks these RPCs PUBLIC (no service credential); the end user is
+authenticated here, once per call, from `authorization: Bearer <jwt>`. The user id comes from the
+token only: no request field can name another user.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, AsyncIterator
+
+from miandan.gateway.v1 import gateway_service_pb2 as pb, gateway_service_pb2_grpc
+from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
+from services.common.deadline import remaining
+
+from .auth import TokenVerifier
+from .clients import CallOptions
+from .compose import Gateway
+
+__all__ = ["CRITICALITY", "GatewayServicer"]
+
+# What is shed first when the crowd is bigger than capacity: browsing before wallets, wallets
+# before money. Short names; the kit's CallPipeline reads this map.
+CRITICALITY: dict[str, str] = {
+    "PlaceOrder": CRITICAL,
+    "ConfirmPayment": CRITICAL,
+    "CancelOrder": CRITICAL,
+    "Join": DEFAULT,
+    "GetWallet": DEFAULT,
+    "OrderByText": DEFAULT,
+    "GetOrder": DEFAULT,
+    "ListOrders": DEFAULT,
+    "WatchOrder": DEFAULT,
+    "EnterLottery": DEFAULT,
+    "SearchStores": SHEDDABLE,
+    "GetMenu": SHEDDABLE,
+    "GetDrawResults": SHEDDABLE,
+}
+
+
+class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
+    def __init__(self, gateway: Gateway, verifier: TokenVerifier, metadata: Any) -> None:
+        """metadata(criticality) -> the upstream call metadata (internal credential + criticality)."""
+        self.gateway = gateway
+        self.verifier = verifier
+        self._metadata = metadata
+
+    def _begin(self, context: Any, criticality: str) -> tuple[str, CallOptions]:
+        user = self.verifier.user_of(context.invocation_metadata())
+        return user, CallOptions(time.monotonic() + remaining(context), self._metadata(criticality))
+
+    async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
+        user, o = self._begin(context, DEFAULT)
+        return await self.gateway.join(user, request.request_id, request.pass_phrase_text, o)
+
+    async def GetWallet(self, request: pb.GetWalletRequest, context: Any) -> pb.GetWalletResponse:
+        user, o = self._begin(context, DEFAULT)
+        return pb.GetWalletResponse(wallet=await self.gateway.wallet_view(user, o))
+
+    async def OrderByText(self, request: pb.OrderByTextRequest, context: Any) -> pb.OrderByTextResponse:
+        # Placing the order is the money path; a preview is DEFAULT (the RPC's admission level).
+        user, o = self._begin(context, CRITICAL if request.confirm else DEFAULT)
+        return await self.gateway.order_by_text(user, request, o)
+
+    async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: Any) -> pb.PlaceOrderResponse:
+        user, o = self._begin(context, CRITICAL)
+        return await self.gateway.place_order(user, request, o)
+
+    async def ConfirmPayment(self, request: pb.ConfirmPaymentRequest, context: Any) -> pb.ConfirmPaymentResponse:
+        user, o = self._begin(context, CRITICAL)
+        return await self.gateway.confirm_payment(user, request, o)
+
+    async def GetOrder(self, request: pb.GetOrderRequest, context: Any) -> pb.GetOrderResponse:
+        user, o = self._begin(context, DEFAULT)
+        return await self.gateway.get_order(user, request.order_id, o)
+
+    async def ListOrders(self, request: pb.ListOrdersRequest, context: Any) -> pb.ListOrdersResponse:
+        user, o = self._begin(context, DEFAULT)
+        return await self.gateway.list_orders(user, request, o)
+
+    async def CancelOrder(self, request: pb.CancelOrderRequest, context: Any) -> pb.CancelOrderResponse:
+        user, o = self._begin(context, CRITICAL)
+        return await self.gateway.cancel_order(user, request, o)
+
+    async def WatchOrder(self, request: pb.WatchOrderRequest, context: Any) -> AsyncIterator[pb.WatchOrderResponse]:
+        user = self.verifier.user_of(context.invocation_metadata())
+        # A stream lives as long as the client wants: bounded only by the client's own deadline.
+        left = context.time_remaining()
+        o = CallOptions(None if left is None else time.monotonic() + left, self._metadata(DEFAULT))
+        async for update in self.gateway.watch_order(user, request.order_id, o):
+            yield update
+
+    async def SearchStores(self, request: pb.SearchStoresRequest, context: Any) -> pb.SearchStoresResponse:
+        _, o = self._begin(context, SHEDDABLE)
+        return await self.gateway.search_stores(request, o)
+
+    async def GetMenu(self, request: pb.GetMenuRequest, context: Any) -> pb.GetMenuResponse:
+        _, o = self._begin(context, SHEDDABLE)
+        return await self.gateway.get_menu(request.store_id, o)
+
+    async def EnterLottery(self, request: pb.EnterLotteryRequest, context: Any) -> pb.EnterLotteryResponse:
+        user, o = self._begin(context, DEFAULT)
+        return await self.gateway.enter_lottery(user, request.request_id, o)
+
+    async def GetDrawResults(self, request: pb.GetDrawResultsRequest, context: Any) -> pb.GetDrawResultsResponse:
+        user, o = self._begin(context, SHEDDABLE)
+        return await self.gateway.draw_results(user, request.day, o)

@@ -1,0 +1,1 @@
+"""Developer scripts: proto generation, the demo."""

@@ -1,0 +1,298 @@
+"""Reads every service through its public API with the admin + internal credential and turns the
+answers into the plain facts of services.audit.model.
+
+Only list and read RPCs are called; nothing is written. Paging follows next_page_token until it
+is empty. Calls that are shed (UNAVAILABLE, e.g. OVERLOADED after a benchmark) are retried with
+a short backoff, because an operator audit must not fail just because the suite is still busy.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+
+import grpc
+
+from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
+from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2, lottery_service_pb2_grpc
+from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.common.auth import internal_metadata, open_channel
+from services.common.config import Settings
+
+from .model import (
+    AuditFacts,
+    BudgetFacts,
+    CampaignFacts,
+    CardFacts,
+    DrawFacts,
+    InviteFacts,
+    InviterFacts,
+    OrderFacts,
+)
+
+__all__ = ["Targets", "fetch_facts"]
+
+T = TypeVar("T")
+_RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Where the services are and the credentials to present."""
+
+    settings: Settings
+    card: str
+    order: str
+    lottery: str
+
+    @classmethod
+    def resolve(cls, settings_or_addrs: Settings | Mapping[str, str] | None) -> "Targets":
+        """A Settings (its *_addr fields), or a mapping {"card": "host:port", ...} whose missing
+        entries and credentials come from the environment (MIANDAN_* as every service reads them)."""
+        if isinstance(settings_or_addrs, Settings):
+            s = settings_or_addrs
+            return cls(s, s.card_addr, s.order_addr, s.lottery_addr)
+        s = Settings.from_env("gateway")
+        addrs = dict(settings_or_addrs or {})
+        return cls(s, addrs.get("card", s.card_addr), addrs.get("order", s.order_addr), addrs.get("lottery", s.lottery_addr))
+
+
+def _ms(ts: Any) -> int:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
+
+
+def _suffix(enum_descriptor: Any, value: int, prefix: str) -> str:
+    return enum_descriptor.values_by_number[value].name.removeprefix(prefix) if value in enum_descriptor.values_by_number else str(value)
+
+
+_CARD_STATE = card_pb2.CardState.DESCRIPTOR
+_CARD_SOURCE = card_pb2.CardSource.DESCRIPTOR
+_ORDER_STATUS = order_pb2.OrderStatus.DESCRIPTOR
+_DRAW_STATUS = lottery_pb2.DrawStatus.DESCRIPTOR
+
+
+def card_facts(card: Any) -> CardFacts:
+    return CardFacts(
+        card_id=card.card_id,
+        campaign_id=card.campaign_id,
+        user_id=card.user_id,
+        state=_suffix(_CARD_STATE, card.state, "CARD_STATE_"),
+        source=_suffix(_CARD_SOURCE, card.source, "CARD_SOURCE_"),
+        face_value_fen=card.face_value_fen,
+        order_id=card.order_id,
+        reserved_until_ms=_ms(card.reserved_until_time) if card.HasField("reserved_until_time") else 0,
+    )
+
+
+def order_facts(order: Any) -> OrderFacts:
+    return OrderFacts(
+        order_id=order.order_id,
+        user_id=order.user_id,
+        status=_suffix(_ORDER_STATUS, order.status, "ORDER_STATUS_"),
+        card_id=order.card_id,
+        campaign_id=order.campaign_id,
+        card_discount_fen=order.card_discount_fen,
+        subtotal_fen=order.subtotal_fen,
+    )
+
+
+def campaign_facts(c: Any) -> CampaignFacts:
+    r = c.rules
+    return CampaignFacts(
+        campaign_id=c.campaign_id,
+        budget_fen=r.budget_fen,
+        per_user_card_cap=r.per_user_card_cap,
+        signup_grant=r.signup_grant,
+        inviter_grant=r.inviter_grant,
+        invitee_grant=r.invitee_grant,
+        reservation_ttl_seconds=r.reservation_ttl_seconds,
+        lottery_invite_threshold=r.lottery_invite_threshold,
+    )
+
+
+class _Reader:
+    def __init__(self, targets: Targets, *, concurrency: int, timeout: float, retry_for: float) -> None:
+        self.targets = targets
+        self.metadata = internal_metadata(targets.settings, admin=True)
+        self.gate = asyncio.Semaphore(concurrency)
+        self.timeout = timeout
+        self.retry_for = retry_for
+
+    async def call(self, fn: Callable[..., Awaitable[T]], request: Any) -> T:
+        give_up = time.monotonic() + self.retry_for
+        delay = 0.05
+        async with self.gate:
+            while True:
+                try:
+                    return await fn(request, metadata=self.metadata, timeout=self.timeout)
+                except grpc.aio.AioRpcError as err:
+                    if err.code() not in _RETRYABLE or time.monotonic() + delay > give_up:
+                        raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+async def _pages(reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Callable[[str], Any], items: str) -> list[Any]:
+    out: list[Any] = []
+    token = ""
+    seen: set[str] = set()
+    while True:
+        reply = await reader.call(fn, make(token))
+        out.extend(getattr(reply, items))
+        token = reply.next_page_token
+        if not token:
+            return out
+        if token in seen:  # a server bug must not turn the audit into an endless loop
+            raise RuntimeError(f"{fn} returned page token {token!r} twice")
+        seen.add(token)
+
+
+async def fetch_facts(
+    targets: Targets,
+    campaign_id: str | None = None,
+    *,
+    concurrency: int = 16,
+    timeout: float = 10.0,
+    retry_for: float = 30.0,
+) -> AuditFacts:
+    reader = _Reader(targets, concurrency=concurrency, timeout=timeout, retry_for=retry_for)
+    settings = targets.settings
+    async with open_channel(settings, targets.card) as card_ch, open_channel(settings, targets.order) as order_ch, open_channel(
+        settings, targets.lottery
+    ) as lottery_ch:
+        cards = card_service_pb2_grpc.CardServiceStub(card_ch)
+        orders = order_service_pb2_grpc.OrderServiceStub(order_ch)
+        lottery = lottery_service_pb2_grpc.LotteryServiceStub(lottery_ch)
+        facts = AuditFacts(now_ms=int(time.time() * 1000))
+
+        if campaign_id:
+            reply = await reader.call(cards.GetCampaign, card_service_pb2.GetCampaignRequest(campaign_id=campaign_id))
+            campaigns = [reply.campaign]
+        else:
+            campaigns = await _pages(
+                reader, cards.ListCampaigns, lambda t: card_service_pb2.ListCampaignsRequest(page_size=100, page_token=t), "campaigns"
+            )
+        facts.campaigns = [campaign_facts(c) for c in campaigns]
+        ids = [c.campaign_id for c in facts.campaigns]
+
+        async def one_campaign(cid: str) -> None:
+            budget = (await reader.call(cards.GetBudget, card_service_pb2.GetBudgetRequest(campaign_id=cid))).budget
+            facts.budgets[cid] = BudgetFacts(
+                campaign_id=cid,
+                budget_fen=budget.budget_fen,
+                issued_fen=budget.issued_fen,
+                reserved_fen=budget.reserved_fen,
+                redeemed_fen=budget.redeemed_fen,
+                remaining_fen=budget.remaining_fen,
+                cards_issued=budget.cards_issued,
+                expired_fen=budget.expired_fen,
+            )
+            listed = await _pages(
+                reader,
+                cards.ListCampaignCards,
+                lambda t: card_service_pb2.ListCampaignCardsRequest(campaign_id=cid, page_size=1000, page_token=t),
+                "cards",
+            )
+            facts.cards.extend(card_facts(c) for c in listed)
+            draws = await _pages(
+                reader, lottery.ListDraws, lambda t: lottery_service_pb2.ListDrawsRequest(campaign_id=cid, page_size=100, page_token=t), "draws"
+            )
+            for d in draws:
+                facts.draws.append(await _draw(reader, lottery, d))
+
+        await asyncio.gather(*(one_campaign(cid) for cid in ids))
+
+        all_orders = await _pages(
+            reader, orders.ListAllOrders, lambda t: order_service_pb2.ListAllOrdersRequest(page_size=1000, page_token=t), "orders"
+        )
+        own_cards = {c.card_id for c in facts.cards}
+        wanted = set(ids)
+        # Orders of other campaigns are out of scope when one campaign is audited; an order
+        # that names one of our cards is always in (whatever its campaign_id says).
+        facts.orders = [
+            order_facts(o) for o in all_orders if o.campaign_id in wanted or o.card_id in own_cards or (not o.campaign_id and not o.card_id)
+        ]
+
+        # Invites have no campaign-wide listing: ask for every user the audit knows of.
+        for cid in ids:
+            users = {c.user_id for c in facts.cards if c.campaign_id == cid}
+            users |= {o.user_id for o in facts.orders if o.campaign_id == cid}
+            for d in facts.draws:
+                if d.campaign_id == cid:
+                    users |= set(d.entrants)
+            stats = await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(users)))
+            facts.inviters[cid] = [s for s in stats if s.invited_count or s.invites]
+        return facts
+
+
+async def _invite_stats(reader: _Reader, cards: Any, campaign_id: str, user_id: str) -> InviterFacts:
+    invites: list[Any] = []
+    token = ""
+    count = 0
+    while True:
+        reply = await reader.call(
+            cards.GetInviteStats,
+            card_service_pb2.GetInviteStatsRequest(campaign_id=campaign_id, user_id=user_id, page_size=100, page_token=token),
+        )
+        count = reply.invited_count
+        invites.extend(reply.invites)
+        token = reply.next_page_token
+        if not token:
+            break
+    return InviterFacts(
+        user_id=user_id,
+        invited_count=count,
+        invites=tuple(
+            InviteFacts(
+                inviter_user_id=i.inviter_user_id,
+                invitee_user_id=i.invitee_user_id,
+                inviter_rewarded=i.inviter_rewarded,
+                invitee_rewarded=i.invitee_rewarded,
+                accept_time_ms=_ms(i.accept_time),
+            )
+            for i in invites
+        ),
+    )
+
+
+async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:
+    status = _suffix(_DRAW_STATUS, draw.status, "DRAW_STATUS_")
+    base = dict(
+        campaign_id=draw.campaign_id,
+        day=draw.day,
+        status=status,
+        winner_count=draw.winner_count,
+        winners=tuple(draw.winners),
+        commitment=draw.commitment,
+        seed=draw.seed,
+        beacon_value=draw.beacon_value,
+        entrant_count=draw.entrant_count,
+    )
+    if status != "DRAWN":
+        return DrawFacts(**base)
+    entrants: list[str] = []
+    token = ""
+    first = None
+    while True:
+        reply = await reader.call(
+            lottery.VerifyDraw,
+            lottery_service_pb2.VerifyDrawRequest(campaign_id=draw.campaign_id, day=draw.day, page_size=10_000, page_token=token),
+        )
+        first = first or reply
+        entrants.extend(reply.entrants)
+        token = reply.next_page_token
+        if not token:
+            break
+    base.update(
+        seed=first.seed,
+        commitment=first.commitment or draw.commitment,
+        beacon_value=first.beacon_value,
+        entrants=tuple(entrants),
+        entrants_hash=first.entrants_hash,
+        entrant_count=first.entrant_count,
+        verify_winners=tuple(first.winners),
+        algorithm=first.algorithm,
+        algorithm_version=first.algorithm_version,
+    )
+    return DrawFacts(**base)

@@ -1,0 +1,520 @@
+"""The cross-service invariants of miandan as pure checks over facts fetched from the services.
+
+Each service enforces its own invariants inside its store transactions; what none of them can
+see alone is whether their records agree with each other (a card REDEEMED for an order the order
+service cancelled, an invite counted twice, a draw whose winners do not follow from its seed).
+These checks take plain facts (no grpc, no sqlite) so each can be proven with hand-made data, and
+return Findings instead of raising: an operator wants every problem in one run, not the first.
+
+The facts describe a quiescent system: run the audit after the load stops. Under live traffic a
+card can legitimately be REDEEMED a moment before its order is written PAID.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+__all__ = [
+    "Finding",
+    "CampaignFacts",
+    "BudgetFacts",
+    "CardFacts",
+    "OrderFacts",
+    "InviteFacts",
+    "InviterFacts",
+    "DrawFacts",
+    "AuditFacts",
+    "LIVE_PAID_STATUSES",
+    "check_budget",
+    "check_user_cap",
+    "check_redemptions",
+    "check_reservations",
+    "check_invites",
+    "check_draws",
+    "recompute_winners",
+    "audit",
+]
+
+# Card and order states as the proto enum names minus their prefix, so facts read naturally and
+# tests need no generated code.
+AVAILABLE, RESERVED, REDEEMED, EXPIRED = "AVAILABLE", "RESERVED", "REDEEMED", "EXPIRED"
+SIGNUP, INVITER, INVITEE = "SIGNUP", "INVITER", "INVITEE"
+LIVE_PAID_STATUSES = frozenset({"PAID", "ACCEPTED", "PREPARING", "READY", "COMPLETED"})
+CANCELLED = "CANCELLED"
+DRAWN = "DRAWN"
+DRAW_ALGORITHM = "miandan-draw-hmac-sha256"
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One violated invariant. `check` is a stable machine code; `ids` names the records."""
+
+    check: str
+    message: str
+    ids: Mapping[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        where = " ".join(f"{k}={v}" for k, v in self.ids.items())
+        return f"{self.check}: {self.message}" + (f" [{where}]" if where else "")
+
+
+@dataclass(frozen=True)
+class CampaignFacts:
+    campaign_id: str
+    budget_fen: int
+    per_user_card_cap: int
+    signup_grant: int = 1
+    inviter_grant: int = 1
+    invitee_grant: int = 1
+    reservation_ttl_seconds: int = 900
+    lottery_invite_threshold: int = 3
+
+
+@dataclass(frozen=True)
+class BudgetFacts:
+    """What the card service reports (GetBudget)."""
+
+    campaign_id: str
+    budget_fen: int
+    issued_fen: int
+    reserved_fen: int
+    redeemed_fen: int
+    remaining_fen: int
+    cards_issued: int
+    expired_fen: int = 0
+
+
+@dataclass(frozen=True)
+class CardFacts:
+    card_id: str
+    campaign_id: str
+    user_id: str
+    state: str
+    source: str
+    face_value_fen: int
+    order_id: str = ""
+    reserved_until_ms: int = 0
+
+
+@dataclass(frozen=True)
+class OrderFacts:
+    order_id: str
+    user_id: str
+    status: str
+    card_id: str = ""
+    campaign_id: str = ""
+    card_discount_fen: int = 0
+    subtotal_fen: int = 0
+
+
+@dataclass(frozen=True)
+class InviteFacts:
+    inviter_user_id: str
+    invitee_user_id: str
+    inviter_rewarded: bool
+    invitee_rewarded: bool
+    accept_time_ms: int = 0
+
+
+@dataclass(frozen=True)
+class InviterFacts:
+    """GetInviteStats of one user: the count it reports and the invites it lists."""
+
+    user_id: str
+    invited_count: int
+    invites: tuple[InviteFacts, ...]
+
+
+@dataclass(frozen=True)
+class DrawFacts:
+    campaign_id: str
+    day: str
+    status: str
+    winner_count: int
+    winners: tuple[str, ...]
+    commitment: str = ""
+    seed: str = ""
+    beacon_value: str = ""
+    entrants: tuple[str, ...] = ()
+    entrants_hash: str = ""
+    entrant_count: int = 0
+    algorithm: str = DRAW_ALGORITHM
+    algorithm_version: int = 1
+    # Winners as VerifyDraw reports them, when they were read from there too; must equal winners.
+    verify_winners: tuple[str, ...] | None = None
+
+
+@dataclass
+class AuditFacts:
+    """Everything one audit run looked at, for one or more campaigns."""
+
+    campaigns: list[CampaignFacts] = field(default_factory=list)
+    budgets: dict[str, BudgetFacts] = field(default_factory=dict)
+    cards: list[CardFacts] = field(default_factory=list)
+    orders: list[OrderFacts] = field(default_factory=list)
+    inviters: dict[str, list[InviterFacts]] = field(default_factory=dict)  # by campaign
+    draws: list[DrawFacts] = field(default_factory=list)
+    now_ms: int = 0
+
+
+# --- budget ------------------------------------------------------------------------------------
+
+
+def check_budget(campaign: CampaignFacts, budget: BudgetFacts | None, cards: Sequence[CardFacts]) -> list[Finding]:
+    """Issued face value never above the budget, and equal to the sum of the cards that exist."""
+    ids = {"campaign_id": campaign.campaign_id}
+    out: list[Finding] = []
+    own = [c for c in cards if c.campaign_id == campaign.campaign_id]
+    issued = sum(c.face_value_fen for c in own)
+    if issued > campaign.budget_fen:
+        out.append(Finding("BUDGET_EXCEEDED", f"cards worth {issued} fen exist, budget is {campaign.budget_fen} fen", ids))
+    if budget is None:
+        out.append(Finding("BUDGET_MISSING", "the card service reported no budget for the campaign", ids))
+        return out
+    if budget.issued_fen > budget.budget_fen or budget.issued_fen > campaign.budget_fen:
+        out.append(
+            Finding("BUDGET_EXCEEDED", f"issued_fen {budget.issued_fen} is above budget_fen {budget.budget_fen}", ids)
+        )
+    if budget.budget_fen != campaign.budget_fen:
+        out.append(
+            Finding(
+                "BUDGET_MISMATCH",
+                f"GetBudget says budget {budget.budget_fen} fen, the campaign rules say {campaign.budget_fen}",
+                ids,
+            )
+        )
+    if budget.issued_fen != issued:
+        out.append(
+            Finding("ISSUED_MISMATCH", f"issued_fen {budget.issued_fen} but the {len(own)} cards sum to {issued} fen", ids)
+        )
+    if budget.cards_issued != len(own):
+        out.append(Finding("ISSUED_COUNT_MISMATCH", f"cards_issued {budget.cards_issued} but {len(own)} cards exist", ids))
+    if budget.remaining_fen != budget.budget_fen - budget.issued_fen:
+        out.append(
+            Finding(
+                "REMAINING_MISMATCH",
+                f"remaining_fen {budget.remaining_fen} != budget {budget.budget_fen} - issued {budget.issued_fen}",
+                ids,
+            )
+        )
+    for state, reported in ((RESERVED, budget.reserved_fen), (REDEEMED, budget.redeemed_fen)):
+        actual = sum(c.face_value_fen for c in own if c.state == state)
+        if reported != actual:
+            out.append(
+                Finding(
+                    f"{state}_VALUE_MISMATCH",
+                    f"GetBudget says {reported} fen {state}, the {state} cards sum to {actual} fen",
+                    ids,
+                )
+            )
+    return out
+
+
+def check_user_cap(campaign: CampaignFacts, cards: Sequence[CardFacts]) -> list[Finding]:
+    """No user was ever granted more cards than the per-user cap, nor more than one sign-up grant."""
+    per_user: Counter[str] = Counter()
+    signup: Counter[str] = Counter()
+    for c in cards:
+        if c.campaign_id == campaign.campaign_id:
+            per_user[c.user_id] += 1
+            if c.source == SIGNUP:
+                signup[c.user_id] += 1
+    out = [
+        Finding(
+            "USER_CAP_EXCEEDED",
+            f"user holds {n} cards, the cap is {campaign.per_user_card_cap}",
+            {"campaign_id": campaign.campaign_id, "user_id": user},
+        )
+        for user, n in sorted(per_user.items())
+        if n > campaign.per_user_card_cap
+    ]
+    out += [
+        Finding(
+            "SIGNUP_GRANTED_TWICE",
+            f"user got {n} sign-up cards, the grant is {campaign.signup_grant}",
+            {"campaign_id": campaign.campaign_id, "user_id": user},
+        )
+        for user, n in sorted(signup.items())
+        if n > campaign.signup_grant
+    ]
+    return out
+
+
+# --- cards <-> orders --------------------------------------------------------------------------
+
+
+def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) -> list[Finding]:
+    """card.order_id <-> order.card_id: every REDEEMED card is spent on exactly one live paid order
+    (PAID or later, not CANCELLED), and every such order that used a card holds exactly that one
+    REDEEMED card, owned by the order's user."""
+    out: list[Finding] = []
+    cards_by_id: dict[str, list[CardFacts]] = defaultdict(list)
+    for c in cards:
+        cards_by_id[c.card_id].append(c)
+    for card_id, same in cards_by_id.items():
+        if len(same) > 1:
+            out.append(Finding("CARD_ID_DUPLICATED", f"{len(same)} cards share one id", {"card_id": card_id}))
+    orders_by_id = {o.order_id: o for o in orders}
+    live_by_card: dict[str, list[OrderFacts]] = defaultdict(list)
+    for o in orders:
+        if o.card_id and o.status in LIVE_PAID_STATUSES:
+            live_by_card[o.card_id].append(o)
+
+    for c in cards:
+        if c.state != REDEEMED:
+            continue
+        ids = {"card_id": c.card_id, "user_id": c.user_id, "order_id": c.order_id}
+        spent_on = live_by_card.get(c.card_id, [])
+        if not spent_on:
+            owner = orders_by_id.get(c.order_id)
+            if owner is None:
+                out.append(Finding("REDEEMED_CARD_WITHOUT_ORDER", "card is REDEEMED for an order that does not exist", ids))
+            else:
+                out.append(
+                    Finding(
+                        "REDEEMED_CARD_ORDER_NOT_PAID",
+                        f"card is REDEEMED but its order is {owner.status}"
+                        + ("" if owner.card_id == c.card_id else f" and names card {owner.card_id or '(none)'}"),
+                        ids,
+                    )
+                )
+        elif len(spent_on) > 1:
+            out.append(
+                Finding(
+                    "CARD_DOUBLE_SPENT",
+                    f"card is spent on {len(spent_on)} live orders: {', '.join(sorted(o.order_id for o in spent_on))}",
+                    ids,
+                )
+            )
+        elif spent_on[0].order_id != c.order_id:
+            out.append(
+                Finding(
+                    "CARD_ORDER_LINK_MISMATCH",
+                    f"card says order {c.order_id or '(none)'}, order {spent_on[0].order_id} says this card",
+                    ids,
+                )
+            )
+
+    for o in orders:
+        ids = {"order_id": o.order_id, "user_id": o.user_id, "card_id": o.card_id}
+        if o.card_discount_fen > 0 and not o.card_id:
+            out.append(Finding("DISCOUNT_WITHOUT_CARD", f"order has a card discount of {o.card_discount_fen} fen but no card", ids))
+        if not o.card_id or o.status not in LIVE_PAID_STATUSES:
+            continue
+        found = cards_by_id.get(o.card_id, [])
+        if not found:
+            out.append(Finding("ORDER_CARD_MISSING", f"{o.status} order names a card the card service does not have", ids))
+            continue
+        card = found[0]
+        if card.state != REDEEMED:
+            out.append(Finding("ORDER_CARD_NOT_REDEEMED", f"{o.status} order's card is {card.state}", ids))
+        elif card.order_id != o.order_id and len(live_by_card.get(o.card_id, [])) <= 1:
+            # (the double-spend case was reported once per card above)
+            out.append(
+                Finding("CARD_ORDER_LINK_MISMATCH", f"order names the card, the card names order {card.order_id or '(none)'}", ids)
+            )
+        if card.user_id != o.user_id:
+            out.append(Finding("CARD_OWNER_MISMATCH", f"order of {o.user_id} spent a card of {card.user_id}", ids))
+        if o.card_discount_fen > card.face_value_fen:
+            out.append(
+                Finding(
+                    "DISCOUNT_ABOVE_FACE_VALUE",
+                    f"card discount {o.card_discount_fen} fen is above the card's face value {card.face_value_fen}",
+                    ids,
+                )
+            )
+    return out
+
+
+def check_reservations(cards: Sequence[CardFacts], now_ms: int, grace_ms: int = 0) -> list[Finding]:
+    """No card is still RESERVED after its hold lapsed (plus `grace_ms`, the sweeper's period)."""
+    out: list[Finding] = []
+    for c in cards:
+        if c.state != RESERVED:
+            continue
+        ids = {"card_id": c.card_id, "user_id": c.user_id, "order_id": c.order_id}
+        if not c.reserved_until_ms:
+            out.append(Finding("RESERVATION_WITHOUT_TTL", "card is RESERVED with no reserved_until_time", ids))
+        elif c.reserved_until_ms + grace_ms < now_ms:
+            late = (now_ms - c.reserved_until_ms) / 1000
+            out.append(Finding("RESERVATION_PAST_TTL", f"card is still RESERVED {late:.1f} s after its hold lapsed", ids))
+    return out
+
+
+# --- invites -----------------------------------------------------------------------------------
+
+
+def check_invites(
+    campaign: CampaignFacts, inviters: Sequence[InviterFacts], cards: Sequence[CardFacts]
+) -> list[Finding]:
+    """Every invite counted once: each inviter's count equals the invites it lists, no invitee
+    was invited twice, nobody invited itself, and invite cards match the rewards recorded."""
+    cid = campaign.campaign_id
+    out: list[Finding] = []
+    invitee_of: dict[str, list[str]] = defaultdict(list)
+    rewarded_as_invitee: set[str] = set()
+    for stats in inviters:
+        listed = len(stats.invites)
+        if stats.invited_count != listed:
+            out.append(
+                Finding(
+                    "INVITE_COUNT_MISMATCH",
+                    f"GetInviteStats counts {stats.invited_count} invites but lists {listed}",
+                    {"campaign_id": cid, "user_id": stats.user_id},
+                )
+            )
+        for inv in stats.invites:
+            if inv.inviter_user_id != stats.user_id:
+                out.append(
+                    Finding(
+                        "INVITE_LISTED_UNDER_WRONG_INVITER",
+                        f"invite of {inv.inviter_user_id} listed under {stats.user_id}",
+                        {"campaign_id": cid, "user_id": stats.user_id, "invitee_user_id": inv.invitee_user_id},
+                    )
+                )
+            if inv.invitee_user_id == inv.inviter_user_id:
+                out.append(Finding("SELF_INVITE", "user accepted its own invite", {"campaign_id": cid, "user_id": stats.user_id}))
+            invitee_of[inv.invitee_user_id].append(inv.inviter_user_id)
+            if inv.invitee_rewarded:
+                rewarded_as_invitee.add(inv.invitee_user_id)
+
+    for invitee, by in sorted(invitee_of.items()):
+        if len(by) > 1:
+            out.append(
+                Finding(
+                    "INVITEE_COUNTED_TWICE",
+                    f"invitee appears in {len(by)} invites, by {', '.join(sorted(by))}",
+                    {"campaign_id": cid, "invitee_user_id": invitee},
+                )
+            )
+
+    inviter_cards: Counter[str] = Counter()
+    invitee_cards: Counter[str] = Counter()
+    for c in cards:
+        if c.campaign_id != cid:
+            continue
+        if c.source == INVITER:
+            inviter_cards[c.user_id] += 1
+        elif c.source == INVITEE:
+            invitee_cards[c.user_id] += 1
+    for stats in inviters:
+        rewarded = sum(1 for inv in stats.invites if inv.inviter_rewarded)
+        expected = rewarded * campaign.inviter_grant
+        if inviter_cards[stats.user_id] != expected:
+            out.append(
+                Finding(
+                    "INVITER_CARDS_MISMATCH",
+                    f"{rewarded} rewarded invites should give {expected} inviter cards, user has {inviter_cards[stats.user_id]}",
+                    {"campaign_id": cid, "user_id": stats.user_id},
+                )
+            )
+    for user, n in sorted(invitee_cards.items()):
+        if user not in invitee_of:
+            out.append(
+                Finding("INVITEE_CARD_WITHOUT_INVITE", f"user has {n} invitee cards but accepted no invite", {"campaign_id": cid, "user_id": user})
+            )
+        elif user in rewarded_as_invitee and n != campaign.invitee_grant:
+            out.append(
+                Finding(
+                    "INVITEE_CARDS_MISMATCH",
+                    f"invitee has {n} invitee cards, the grant is {campaign.invitee_grant}",
+                    {"campaign_id": cid, "user_id": user},
+                )
+            )
+        elif user not in rewarded_as_invitee:
+            out.append(
+                Finding("INVITEE_CARDS_MISMATCH", f"invite records no invitee reward but user has {n} invitee cards", {"campaign_id": cid, "user_id": user})
+            )
+    for user in sorted(rewarded_as_invitee):
+        if invitee_cards[user] == 0:
+            out.append(Finding("INVITEE_CARDS_MISMATCH", "invite records an invitee reward but user has no invitee card", {"campaign_id": cid, "user_id": user}))
+    return out
+
+
+# --- draws -------------------------------------------------------------------------------------
+
+
+def _score(key: bytes, user_id: str) -> int:
+    return int.from_bytes(hmac.new(key, user_id.encode(), hashlib.sha256).digest(), "big")
+
+
+def recompute_winners(seed_hex: str, beacon_value: str, entrants: Iterable[str], winner_count: int) -> list[str]:
+    """Winners per "miandan-draw-hmac-sha256" v1 (lottery.proto): the winner_count entrants with
+    the smallest HMAC-SHA256(seed || beacon, user id), ties broken by user id, in score order."""
+    key = bytes.fromhex(seed_hex) + beacon_value.encode()
+    ranked = sorted(entrants, key=lambda u: (_score(key, u), u.encode()))
+    return ranked[: max(0, winner_count)]
+
+
+def check_draws(draws: Sequence[DrawFacts]) -> list[Finding]:
+    """At most winner_count distinct winners per draw, and each DRAWN draw recomputes from its
+    revealed seed: the commitment, the entrant list and hash, and the winners themselves."""
+    out: list[Finding] = []
+    for d in draws:
+        ids = {"campaign_id": d.campaign_id, "day": d.day}
+        if len(d.winners) > d.winner_count:
+            out.append(Finding("TOO_MANY_WINNERS", f"{len(d.winners)} winners, at most {d.winner_count} allowed", ids))
+        if len(set(d.winners)) != len(d.winners):
+            out.append(Finding("WINNER_REPEATED", "a user is listed as winner more than once", ids))
+        if d.status != DRAWN:
+            if d.winners:
+                out.append(Finding("WINNERS_BEFORE_DRAW", f"draw is {d.status} but lists winners", ids))
+            if d.seed:
+                out.append(Finding("SEED_REVEALED_EARLY", f"draw is {d.status} but its seed is revealed", ids))
+            continue
+        if d.algorithm != DRAW_ALGORITHM or d.algorithm_version != 1:
+            out.append(Finding("DRAW_ALGORITHM_UNKNOWN", f"cannot verify algorithm {d.algorithm} v{d.algorithm_version}", ids))
+            continue
+        try:
+            seed = bytes.fromhex(d.seed)
+        except ValueError:
+            out.append(Finding("DRAW_SEED_INVALID", "revealed seed is not hex", ids))
+            continue
+        if not seed:
+            out.append(Finding("DRAW_SEED_MISSING", "draw is DRAWN but no seed is revealed", ids))
+            continue
+        if hashlib.sha256(seed).hexdigest() != d.commitment.lower():
+            out.append(Finding("DRAW_COMMITMENT_MISMATCH", "SHA-256 of the revealed seed is not the published commitment", ids))
+        entrants = list(d.entrants)
+        if entrants != sorted(set(entrants), key=lambda u: u.encode()):
+            out.append(Finding("DRAW_ENTRANTS_NOT_SORTED", "entrants are not unique and sorted by UTF-8 bytes", ids))
+        if len(entrants) != d.entrant_count:
+            out.append(Finding("DRAW_ENTRANT_COUNT_MISMATCH", f"{len(entrants)} entrants listed, entrant_count {d.entrant_count}", ids))
+        if d.entrants_hash and hashlib.sha256("\n".join(entrants).encode()).hexdigest() != d.entrants_hash.lower():
+            out.append(Finding("DRAW_ENTRANTS_HASH_MISMATCH", "hash of the listed entrants is not entrants_hash", ids))
+        if d.verify_winners is not None and tuple(d.verify_winners) != tuple(d.winners):
+            out.append(Finding("DRAW_WINNERS_DISAGREE", "VerifyDraw and the published draw list different winners", ids))
+        stray = sorted(set(d.winners) - set(entrants))
+        if stray:
+            out.append(Finding("WINNER_NOT_ENTRANT", f"winners who did not enter: {', '.join(stray[:10])}", ids))
+        expected = recompute_winners(d.seed, d.beacon_value, sorted(set(entrants), key=lambda u: u.encode()), d.winner_count)
+        if list(d.winners) != expected:
+            out.append(
+                Finding(
+                    "DRAW_DOES_NOT_VERIFY",
+                    f"recomputed winners {expected[:5]}{'...' if len(expected) > 5 else ''} differ from published {list(d.winners)[:5]}",
+                    ids,
+                )
+            )
+    return out
+
+
+# --- all of it ---------------------------------------------------------------------------------
+
+
+def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
+    """Every check over everything fetched, campaign by campaign."""
+    out: list[Finding] = []
+    for campaign in facts.campaigns:
+        cid = campaign.campaign_id
+        cards = [c for c in facts.cards if c.campaign_id == cid]
+        out += check_budget(campaign, facts.budgets.get(cid), cards)
+        out += check_user_cap(campaign, cards)
+        out += check_invites(campaign, facts.inviters.get(cid, []), cards)
+    out += check_redemptions(facts.cards, facts.orders)
+    out += check_reservations(facts.cards, facts.now_ms, reservation_grace_ms)
+    out += check_draws(facts.draws)
+    return out

@@ -1,0 +1,241 @@
+"""Use cases of the card service: validate input, resolve the campaign, one store call each."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import secrets
+from dataclasses import dataclass
+from typing import Sequence
+
+from services.common.clock import Clock, now_ms
+from services.common.errors import InvalidArgument
+
+from . import invite_code as codes
+from .model import (
+    Campaign,
+    Card,
+    CardState,
+    Rules,
+    campaign_not_found,
+    card_not_found,
+    check_amount,
+    check_campaign_id,
+    check_id,
+    check_ttl,
+    new_campaign,
+    page_size,
+)
+from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, LedgerRow, RefundResult
+
+log = logging.getLogger("miandan.card")
+
+
+@dataclass(frozen=True)
+class WalletView:
+    campaign: Campaign
+    user_id: str
+    cards: list[Card]  # as they are now
+    cards_granted: int
+    invites_made: int
+    invite_code: str
+    invited_by: str
+
+
+def _encode_token(*parts: object) -> str:
+    return base64.urlsafe_b64encode("\x1f".join(str(p) for p in parts).encode()).decode().rstrip("=")
+
+
+def _decode_token(token: str, arity: int) -> list[str]:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidArgument("page_token", "not a token returned by this service") from None
+    parts = raw.split("\x1f")
+    if len(parts) != arity:
+        raise InvalidArgument("page_token", "not a token returned by this service")
+    return parts
+
+
+class CardHandlers:
+    def __init__(self, store: CardStore, clock: Clock) -> None:
+        self.store = store
+        self.clock = clock
+
+    def now(self) -> int:
+        return now_ms(self.clock)
+
+    async def campaign(self, campaign_id: str) -> Campaign:
+        check_campaign_id(campaign_id)
+        found = await self.store.get_campaign(campaign_id)
+        if found is None:
+            raise campaign_not_found(campaign_id)
+        return found
+
+    # --- campaigns ---------------------------------------------------------------------------
+
+    async def create_campaign(
+        self, request_id: str, campaign_id: str, name: str, start_ms: int | None, end_ms: int | None, rules: Rules
+    ) -> Campaign:
+        check_id(request_id, "request_id", required=False)
+        campaign = new_campaign(campaign_id, name, start_ms, end_ms, rules, self.now(), secrets.token_bytes(32))
+        return await self.store.create_campaign(campaign, request_id)
+
+    async def list_campaigns(self, size: int, token: str) -> tuple[list[Campaign], str]:
+        limit = page_size(size, 50, 100)
+        after = _decode_token(token, 1)[0] if token else ""
+        found = await self.store.list_campaigns(after, limit + 1)
+        more = len(found) > limit
+        found = found[:limit]
+        return found, _encode_token(found[-1].campaign_id) if more else ""
+
+    # --- cards -------------------------------------------------------------------------------
+
+    async def claim_signup(self, request_id: str, campaign_id: str, user_id: str) -> tuple[list[Card], bool]:
+        check_id(request_id, "request_id", required=False)
+        check_id(user_id, "user_id")
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        cards, newly = await self.store.claim_signup(c, user_id, request_id, now)
+        return [card.at(now) for card in cards], newly
+
+    async def invite_code(self, campaign_id: str, user_id: str) -> tuple[Campaign, str]:
+        check_id(user_id, "user_id")
+        c = await self.campaign(campaign_id)
+        return c, await self.store.invite_code(c, user_id)
+
+    async def accept_invite(self, request_id: str, campaign_id: str, invitee: str, text: str) -> AcceptResult:
+        check_id(request_id, "request_id", required=False)
+        check_id(invitee, "invitee_user_id")
+        candidates = codes.extract_codes(text)
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        result = await self.store.accept_invite(c, invitee, candidates, request_id, now)
+        return AcceptResult(result.invite, [card.at(now) for card in result.invitee_cards], result.newly_accepted)
+
+    async def list_cards(self, campaign_id: str, user_id: str, state: int, size: int, token: str) -> tuple[list[Card], str]:
+        check_id(user_id, "user_id")
+        limit = page_size(size, 50, 100)
+        state = _check_state(state)
+        after: tuple[int, str] | None = None
+        if token:
+            ms, card_id = _decode_token(token, 2)
+            if not ms.lstrip("-").isdigit():
+                raise InvalidArgument("page_token", "not a token returned by this service")
+            after = (int(ms), card_id)
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        cards = [card.at(now) for card in await self.store.user_cards(c.campaign_id, user_id)]
+        if state:
+            cards = [card for card in cards if card.state == state]
+        if after is not None:
+            cards = [card for card in cards if (card.expire_ms, card.card_id) > after]
+        page = cards[:limit]
+        more = len(cards) > limit
+        return page, _encode_token(page[-1].expire_ms, page[-1].card_id) if more else ""
+
+    async def wallet(self, campaign_id: str, user_id: str) -> WalletView:
+        check_id(user_id, "user_id")
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        data = await self.store.wallet(c, user_id)
+        return WalletView(
+            c, user_id, [card.at(now) for card in data.cards], data.cards_granted, data.invites_made,
+            data.invite_code or "", data.invited_by,
+        )
+
+    # --- reservations ------------------------------------------------------------------------
+
+    async def reserve(
+        self, request_id: str, campaign_id: str, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_seconds: int
+    ) -> Hold:
+        check_id(request_id, "request_id", required=False)
+        check_id(user_id, "user_id")
+        check_id(order_id, "order_id")
+        check_id(card_id, "card_id", required=False)
+        check_amount(amount_fen)
+        check_ttl(ttl_seconds)
+        c = await self.campaign(campaign_id)
+        ttl = ttl_seconds or c.rules.reservation_ttl_seconds
+        return await self.store.reserve(c, user_id, order_id, amount_fen, card_id, ttl, request_id, self.now())
+
+    async def confirm(self, request_id: str, order_id: str) -> Hold:
+        check_id(request_id, "request_id", required=False)
+        check_id(order_id, "order_id")
+        return await self.store.confirm(order_id, request_id, self.now())
+
+    async def release(self, request_id: str, order_id: str) -> Hold:
+        check_id(request_id, "request_id", required=False)
+        check_id(order_id, "order_id")
+        return await self.store.release(order_id, request_id, self.now())
+
+    async def refund(self, request_id: str, order_id: str) -> RefundResult:
+        check_id(request_id, "request_id", required=False)
+        check_id(order_id, "order_id")
+        return await self.store.refund(order_id, request_id, self.now())
+
+    # --- reports -----------------------------------------------------------------------------
+
+    async def invite_stats(
+        self, campaign_id: str, user_id: str, size: int, token: str, before_ms: int | None
+    ) -> tuple[Campaign, int, list[Invite], str]:
+        check_id(user_id, "user_id")
+        limit = page_size(size, 50, 100)
+        after: tuple[int, str] | None = None
+        if token:
+            ms, invitee = _decode_token(token, 2)
+            if not ms.isdigit():
+                raise InvalidArgument("page_token", "not a token returned by this service")
+            after = (int(ms), invitee)
+        c = await self.campaign(campaign_id)
+        count, invites = await self.store.invite_stats(c.campaign_id, user_id, before_ms, after, limit + 1)
+        more = len(invites) > limit
+        invites = invites[:limit]
+        next_token = _encode_token(invites[-1].accept_ms, invites[-1].invitee_user_id) if more else ""
+        return c, count, invites, next_token
+
+    async def budget(self, campaign_id: str) -> tuple[Campaign, BudgetData]:
+        c = await self.campaign(campaign_id)
+        return c, await self.store.budget(c, self.now())
+
+    async def campaign_cards(self, campaign_id: str, state: int, size: int, token: str) -> tuple[list[Card], str]:
+        limit = page_size(size, 500, 1000)
+        state = _check_state(state)
+        after = _decode_token(token, 1)[0] if token else ""
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        cards = await self.store.campaign_cards(c.campaign_id, state, after, limit + 1, now)
+        more = len(cards) > limit
+        cards = cards[:limit]
+        return [card.at(now) for card in cards], _encode_token(cards[-1].card_id) if more else ""
+
+    async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]]:
+        check_id(card_id, "card_id")
+        found = await self.store.card_history(card_id)
+        if found is None:
+            raise card_not_found()
+        card, rows = found
+        return card.at(self.now()), rows
+
+    # --- background --------------------------------------------------------------------------
+
+    async def sweep_forever(self, interval_s: float, batch: int = 500) -> None:
+        """Release lapsed holds and expire cards even for users nobody reads (the reads and
+        writes already look through them; this makes the stored state and ledger catch up)."""
+        while True:
+            try:
+                while True:
+                    counts = await self.store.sweep(self.now(), batch)
+                    if counts.released < batch and counts.expired < batch:
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed sweep must not kill the service; the next one retries
+                log.exception("card sweep failed")
+            await asyncio.sleep(interval_s)
+
+
+def _check_state(state: int) -> int:
+    if state and state not in tuple(CardState):
+        raise InvalidArgument("state", "unknown card state")
+    return state

@@ -1,0 +1,202 @@
+"""grpc.aio servicer of miandan.card.v1.CardService: proto <-> model, nothing else."""
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+
+from miandan.card.v1 import card_pb2, card_service_pb2 as pb, card_service_pb2_grpc
+
+from . import invite_code as codes
+from .handlers import CardHandlers
+from .model import Campaign, Card, CardState, Reservation, Rules
+from .store import Invite
+
+_STATES = tuple(CardState)
+
+
+def _ts(ms: int | None) -> timestamp_pb2.Timestamp | None:
+    if ms is None:
+        return None
+    t = timestamp_pb2.Timestamp()
+    t.FromMilliseconds(ms)
+    return t
+
+
+def _ms(ts: timestamp_pb2.Timestamp, present: bool) -> int | None:
+    return ts.seconds * 1000 + ts.nanos // 1_000_000 if present else None
+
+
+def campaign_pb(c: Campaign) -> card_pb2.Campaign:
+    r = c.rules
+    return card_pb2.Campaign(
+        campaign_id=c.campaign_id, name=c.name, start_time=_ts(c.start_ms), end_time=_ts(c.end_ms),
+        create_time=_ts(c.create_ms),
+        rules=card_pb2.CampaignRules(
+            card_face_value_fen=r.card_face_value_fen, per_user_card_cap=r.per_user_card_cap,
+            signup_grant=r.signup_grant, inviter_grant=r.inviter_grant, invitee_grant=r.invitee_grant,
+            card_validity_days=r.card_validity_days, budget_fen=r.budget_fen,
+            lottery_invite_threshold=r.lottery_invite_threshold, reservation_ttl_seconds=r.reservation_ttl_seconds,
+            time_zone=r.time_zone,
+        ),
+    )
+
+
+def card_pb(c: Card) -> card_pb2.Card:
+    msg = card_pb2.Card(
+        card_id=c.card_id, campaign_id=c.campaign_id, user_id=c.user_id, state=int(c.state), source=int(c.source),
+        face_value_fen=c.face_value_fen, grant_time=_ts(c.grant_ms), expire_time=_ts(c.expire_ms), order_id=c.order_id,
+    )
+    if c.state == CardState.RESERVED and c.reserved_until_ms is not None:
+        msg.reserved_until_time.FromMilliseconds(c.reserved_until_ms)
+    return msg
+
+
+def reservation_pb(r: Reservation) -> card_pb2.Reservation:
+    return card_pb2.Reservation(
+        order_id=r.order_id, card_id=r.card_id, user_id=r.user_id, state=int(r.state), amount_fen=r.amount_fen,
+        covered_fen=r.covered_fen, expire_time=_ts(r.expire_ms), campaign_id=r.campaign_id,
+    )
+
+
+def invite_pb(i: Invite) -> card_pb2.Invite:
+    return card_pb2.Invite(
+        campaign_id=i.campaign_id, inviter_user_id=i.inviter_user_id, invitee_user_id=i.invitee_user_id,
+        accept_time=_ts(i.accept_ms), inviter_rewarded=i.inviter_rewarded, invitee_rewarded=i.invitee_rewarded,
+    )
+
+
+class CardServicer(card_service_pb2_grpc.CardServiceServicer):
+    def __init__(self, handlers: CardHandlers) -> None:
+        self.h = handlers
+
+    async def CreateCampaign(self, request: pb.CreateCampaignRequest, context: Any) -> pb.CreateCampaignResponse:
+        r = request.rules
+        rules = Rules(
+            r.card_face_value_fen, r.per_user_card_cap, r.signup_grant, r.inviter_grant, r.invitee_grant,
+            r.card_validity_days, r.budget_fen, r.lottery_invite_threshold, r.reservation_ttl_seconds, r.time_zone,
+        )
+        c = await self.h.create_campaign(
+            request.request_id, request.campaign_id, request.name,
+            _ms(request.start_time, request.HasField("start_time")), _ms(request.end_time, request.HasField("end_time")),
+            rules,
+        )
+        return pb.CreateCampaignResponse(campaign=campaign_pb(c))
+
+    async def GetCampaign(self, request: pb.GetCampaignRequest, context: Any) -> pb.GetCampaignResponse:
+        return pb.GetCampaignResponse(campaign=campaign_pb(await self.h.campaign(request.campaign_id)))
+
+    async def ListCampaigns(self, request: pb.ListCampaignsRequest, context: Any) -> pb.ListCampaignsResponse:
+        found, token = await self.h.list_campaigns(request.page_size, request.page_token)
+        return pb.ListCampaignsResponse(campaigns=[campaign_pb(c) for c in found], next_page_token=token)
+
+    async def ClaimSignupCard(self, request: pb.ClaimSignupCardRequest, context: Any) -> pb.ClaimSignupCardResponse:
+        cards, newly = await self.h.claim_signup(request.request_id, request.campaign_id, request.user_id)
+        return pb.ClaimSignupCardResponse(cards=[card_pb(c) for c in cards], newly_granted=newly)
+
+    async def GetInviteCode(self, request: pb.GetInviteCodeRequest, context: Any) -> pb.GetInviteCodeResponse:
+        c, code = await self.h.invite_code(request.campaign_id, request.user_id)
+        return pb.GetInviteCodeResponse(
+            invite_code=card_pb2.InviteCode(
+                campaign_id=c.campaign_id, user_id=request.user_id, code=code,
+                pass_phrase_text=codes.pass_phrase(code, c.rules.card_face_value_fen),
+            )
+        )
+
+    async def AcceptInvite(self, request: pb.AcceptInviteRequest, context: Any) -> pb.AcceptInviteResponse:
+        result = await self.h.accept_invite(request.request_id, request.campaign_id, request.invitee_user_id, request.text)
+        i = result.invite
+        return pb.AcceptInviteResponse(
+            invite=invite_pb(i), invitee_cards=[card_pb(c) for c in result.invitee_cards],
+            inviter_not_rewarded_reason=i.inviter_reason, invitee_not_rewarded_reason=i.invitee_reason,
+            newly_accepted=result.newly_accepted,
+        )
+
+    async def ListCards(self, request: pb.ListCardsRequest, context: Any) -> pb.ListCardsResponse:
+        cards, token = await self.h.list_cards(
+            request.campaign_id, request.user_id, request.state, request.page_size, request.page_token
+        )
+        return pb.ListCardsResponse(cards=[card_pb(c) for c in cards], next_page_token=token)
+
+    async def GetWallet(self, request: pb.GetWalletRequest, context: Any) -> pb.GetWalletResponse:
+        w = await self.h.wallet(request.campaign_id, request.user_id)
+        rules = w.campaign.rules
+        totals = []
+        for state in _STATES:
+            in_state = [c for c in w.cards if c.state == state]
+            totals.append(card_pb2.StateTotal(
+                state=int(state), count=len(in_state), value_fen=sum(c.face_value_fen for c in in_state)
+            ))
+        spendable = sum(c.face_value_fen for c in w.cards if c.state == CardState.AVAILABLE)
+        return pb.GetWalletResponse(
+            wallet=card_pb2.Wallet(
+                campaign_id=w.campaign.campaign_id, user_id=w.user_id, totals=totals, cards_granted=w.cards_granted,
+                spendable_fen=spendable, invite_code=w.invite_code,
+                pass_phrase_text=codes.pass_phrase(w.invite_code, rules.card_face_value_fen) if w.invite_code else "",
+                invites_made=w.invites_made,
+                cards_obtainable=max(0, rules.per_user_card_cap - w.cards_granted), card_cap=rules.per_user_card_cap,
+                lottery_progress=w.invites_made, lottery_threshold=rules.lottery_invite_threshold,
+                lottery_qualified=w.invites_made >= rules.lottery_invite_threshold, invited_by_user_id=w.invited_by,
+            )
+        )
+
+    async def ReserveCard(self, request: pb.ReserveCardRequest, context: Any) -> pb.ReserveCardResponse:
+        hold = await self.h.reserve(
+            request.request_id, request.campaign_id, request.user_id, request.order_id, request.amount_fen,
+            request.card_id, request.ttl_seconds,
+        )
+        return pb.ReserveCardResponse(reservation=reservation_pb(hold.reservation), card=card_pb(hold.card))
+
+    async def ConfirmReservation(self, request: pb.ConfirmReservationRequest, context: Any) -> pb.ConfirmReservationResponse:
+        hold = await self.h.confirm(request.request_id, request.order_id)
+        return pb.ConfirmReservationResponse(reservation=reservation_pb(hold.reservation), card=card_pb(hold.card))
+
+    async def ReleaseReservation(self, request: pb.ReleaseReservationRequest, context: Any) -> pb.ReleaseReservationResponse:
+        hold = await self.h.release(request.request_id, request.order_id)
+        return pb.ReleaseReservationResponse(reservation=reservation_pb(hold.reservation), card=card_pb(hold.card))
+
+    async def RefundCard(self, request: pb.RefundCardRequest, context: Any) -> pb.RefundCardResponse:
+        r = await self.h.refund(request.request_id, request.order_id)
+        return pb.RefundCardResponse(
+            reservation=reservation_pb(r.reservation), card=card_pb(r.card), returned=r.returned,
+            not_returned_reason=r.not_returned_reason,
+        )
+
+    async def GetInviteStats(self, request: pb.GetInviteStatsRequest, context: Any) -> pb.GetInviteStatsResponse:
+        before = _ms(request.before_time, request.HasField("before_time"))
+        c, count, invites, token = await self.h.invite_stats(
+            request.campaign_id, request.user_id, request.page_size, request.page_token, before
+        )
+        threshold = c.rules.lottery_invite_threshold
+        return pb.GetInviteStatsResponse(
+            invited_count=count, invites=[invite_pb(i) for i in invites], next_page_token=token,
+            lottery_threshold=threshold, lottery_qualified=count >= threshold,
+        )
+
+    async def GetBudget(self, request: pb.GetBudgetRequest, context: Any) -> pb.GetBudgetResponse:
+        c, b = await self.h.budget(request.campaign_id)
+        return pb.GetBudgetResponse(
+            budget=card_pb2.Budget(
+                campaign_id=c.campaign_id, budget_fen=b.budget_fen, issued_fen=b.issued_fen,
+                reserved_fen=b.by_state.get(CardState.RESERVED, 0), redeemed_fen=b.by_state.get(CardState.REDEEMED, 0),
+                remaining_fen=b.budget_fen - b.issued_fen, cards_issued=b.cards_issued,
+                expired_fen=b.by_state.get(CardState.EXPIRED, 0),
+            )
+        )
+
+    async def ListCampaignCards(self, request: pb.ListCampaignCardsRequest, context: Any) -> pb.ListCampaignCardsResponse:
+        cards, token = await self.h.campaign_cards(request.campaign_id, request.state, request.page_size, request.page_token)
+        return pb.ListCampaignCardsResponse(cards=[card_pb(c) for c in cards], next_page_token=token)
+
+    async def GetCardHistory(self, request: pb.GetCardHistoryRequest, context: Any) -> pb.GetCardHistoryResponse:
+        card, rows = await self.h.card_history(request.card_id)
+        return pb.GetCardHistoryResponse(
+            card=card_pb(card),
+            entries=[
+                card_pb2.LedgerEntry(
+                    sequence=r.sequence, card_id=r.card_id, from_state=r.from_state, to_state=r.to_state,
+                    order_id=r.order_id, time=_ts(r.time_ms), cause=r.cause,
+                )
+                for r in rows
+            ],
+        )

@@ -1,0 +1,941 @@
+"""The card service's store: a Protocol of async use-case operations and its SQLite implementation.
+
+synchronous=FULL: this database holds money (issued budget, cards, redemptions). With FULL the
+WAL is fsynced at every commit, so an acknowledged grant or redemption survives not only kill -9
+but also power loss / OS crash; NORMAL could silently lose the last acknowledged commits, i.e.
+hand out a card (or accept a payment against one) that the ledger no longer knows about. The
+cost is one fsync per *batch*: Database group-commits concurrent writes, so under load the fsync
+is shared by every call in the batch.
+
+Every mutating RPC is exactly one `db.write(fn)`; each fn below runs inside the writer's
+transaction (its own savepoint), so the rules it checks and the rows it changes are one atomic
+step. Invariants are also enforced by the schema where SQL can express them: conditional UPDATEs
+for budget (`issued_fen + v <= budget_fen`, plus a CHECK) and cap (`cards_granted + n <= cap`),
+state-guarded card moves (`WHERE state = <from>`), a unique partial index allowing one HELD
+reservation per card, and triggers that make the ledger append-only.
+
+A fn that must persist side effects while failing (a wrong invite code counts an attempt; a
+confirm of a lapsed hold releases the card) *returns* the DomainError instead of raising it (a
+raise rolls its savepoint back); the store raises it after COMMIT.
+"""
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import AlreadyExists, DomainError
+
+from . import invite_code as codes
+from .model import (
+    CAMPAIGN_BUDGET_EXHAUSTED,
+    CARD_CAP_REACHED,
+    CONFIRM,
+    EXPIRE,
+    GRANT_CAUSE,
+    REFUND,
+    RELEASE,
+    RESERVATION_TIMEOUT,
+    RESERVE,
+    AttemptPolicy,
+    Campaign,
+    Card,
+    CardSource,
+    CardState,
+    InviteeActivity,
+    Reservation,
+    ReservationState,
+    Rules,
+    already_accepted,
+    attempts_blocked,
+    attempts_exceeded,
+    budget_exhausted,
+    campaign_not_active,
+    cap_reached,
+    card_not_available,
+    card_not_found,
+    card_not_owned,
+    covered_fen,
+    grant_size,
+    invite_code_not_found,
+    invitee_not_new,
+    is_new_invitee,
+    no_card_available,
+    not_held_error,
+    order_id_conflict,
+    request_id_reused,
+    reservation_not_found,
+    self_invite,
+)
+
+SYNCHRONOUS = "FULL"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE campaigns (
+      campaign_id TEXT PRIMARY KEY,
+      name TEXT NOT NULL,
+      start_ms INTEGER NOT NULL,
+      end_ms INTEGER NOT NULL,
+      face_value_fen INTEGER NOT NULL,
+      per_user_card_cap INTEGER NOT NULL,
+      signup_grant INTEGER NOT NULL,
+      inviter_grant INTEGER NOT NULL,
+      invitee_grant INTEGER NOT NULL,
+      card_validity_days INTEGER NOT NULL,
+      budget_fen INTEGER NOT NULL,
+      lottery_invite_threshold INTEGER NOT NULL,
+      reservation_ttl_seconds INTEGER NOT NULL,
+      time_zone TEXT NOT NULL,
+      create_ms INTEGER NOT NULL,
+      secret BLOB NOT NULL,
+      request_id TEXT NOT NULL DEFAULT '',
+      issued_fen INTEGER NOT NULL DEFAULT 0,
+      cards_issued INTEGER NOT NULL DEFAULT 0,
+      CHECK (issued_fen >= 0 AND issued_fen <= budget_fen)
+    );
+    -- One row per user who ever took part in a campaign: the cap counter and the invite code.
+    CREATE TABLE members (
+      campaign_id TEXT NOT NULL,
+      user_id TEXT NOT NULL,
+      cards_granted INTEGER NOT NULL DEFAULT 0,
+      signup_ms INTEGER,
+      invites_made INTEGER NOT NULL DEFAULT 0,
+      invite_code TEXT,
+      PRIMARY KEY (campaign_id, user_id)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX members_code ON members(campaign_id, invite_code);
+    CREATE TABLE cards (
+      card_id TEXT PRIMARY KEY,
+      campaign_id TEXT NOT NULL,
+      user_id TEXT NOT NULL,
+      state INTEGER NOT NULL,
+      source INTEGER NOT NULL,
+      face_value_fen INTEGER NOT NULL,
+      grant_ms INTEGER NOT NULL,
+      expire_ms INTEGER NOT NULL,
+      order_id TEXT NOT NULL DEFAULT '',
+      reserved_until_ms INTEGER
+    );
+    CREATE INDEX cards_owner ON cards(campaign_id, user_id, state, expire_ms);
+    CREATE INDEX cards_campaign ON cards(campaign_id, card_id);
+    CREATE INDEX cards_expiring ON cards(expire_ms) WHERE state = 1;
+    CREATE INDEX cards_held ON cards(reserved_until_ms) WHERE state = 2;
+    CREATE TABLE ledger (
+      seq INTEGER PRIMARY KEY,
+      card_id TEXT NOT NULL,
+      from_state INTEGER NOT NULL,
+      to_state INTEGER NOT NULL,
+      order_id TEXT NOT NULL DEFAULT '',
+      time_ms INTEGER NOT NULL,
+      cause TEXT NOT NULL
+    );
+    CREATE INDEX ledger_card ON ledger(card_id, seq);
+    CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+    CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
+    CREATE TABLE reservations (
+      order_id TEXT PRIMARY KEY,
+      card_id TEXT NOT NULL,
+      user_id TEXT NOT NULL,
+      campaign_id TEXT NOT NULL,
+      state INTEGER NOT NULL,
+      amount_fen INTEGER NOT NULL,
+      covered_fen INTEGER NOT NULL,
+      expire_ms INTEGER NOT NULL,
+      end_cause TEXT NOT NULL DEFAULT '',
+      refund_returned INTEGER NOT NULL DEFAULT 0,
+      create_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX reservations_user ON reservations(campaign_id, user_id);
+    -- A card is held by at most one order at a time, whatever the code above does.
+    CREATE UNIQUE INDEX reservations_one_hold ON reservations(card_id) WHERE state = 1;
+    CREATE TABLE invites (
+      campaign_id TEXT NOT NULL,
+      invitee_user_id TEXT NOT NULL,
+      inviter_user_id TEXT NOT NULL,
+      code TEXT NOT NULL,
+      accept_ms INTEGER NOT NULL,
+      inviter_rewarded INTEGER NOT NULL,
+      invitee_rewarded INTEGER NOT NULL,
+      inviter_reason TEXT NOT NULL DEFAULT '',
+      invitee_reason TEXT NOT NULL DEFAULT '',
+      PRIMARY KEY (campaign_id, invitee_user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX invites_inviter ON invites(campaign_id, inviter_user_id, accept_ms, invitee_user_id);
+    CREATE TABLE invite_attempts (
+      campaign_id TEXT NOT NULL,
+      user_id TEXT NOT NULL,
+      window_start_ms INTEGER NOT NULL,
+      failures INTEGER NOT NULL,
+      PRIMARY KEY (campaign_id, user_id)
+    ) WITHOUT ROWID;
+    -- request_id -> what it was used for, so a reused id with different content is refused.
+    CREATE TABLE requests (
+      request_id TEXT PRIMARY KEY,
+      fingerprint TEXT NOT NULL,
+      create_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Invite:
+    campaign_id: str
+    inviter_user_id: str
+    invitee_user_id: str
+    accept_ms: int
+    inviter_rewarded: bool
+    invitee_rewarded: bool
+    inviter_reason: str = ""
+    invitee_reason: str = ""
+
+
+@dataclass(frozen=True)
+class AcceptResult:
+    invite: Invite
+    invitee_cards: list[Card]
+    newly_accepted: bool
+
+
+@dataclass(frozen=True)
+class Hold:
+    reservation: Reservation
+    card: Card
+
+
+@dataclass(frozen=True)
+class RefundResult:
+    reservation: Reservation
+    card: Card
+    returned: bool
+    not_returned_reason: str
+
+
+@dataclass(frozen=True)
+class WalletData:
+    cards: list[Card]
+    cards_granted: int
+    invites_made: int
+    invite_code: str | None
+    invited_by: str
+
+
+@dataclass(frozen=True)
+class BudgetData:
+    budget_fen: int
+    issued_fen: int
+    cards_issued: int
+    by_state: dict[CardState, int]
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    sequence: int
+    card_id: str
+    from_state: int
+    to_state: int
+    order_id: str
+    time_ms: int
+    cause: str
+
+
+@dataclass
+class SweepCounts:
+    released: int = 0
+    expired: int = 0
+
+
+class CardStore(Protocol):
+    """What the handlers need; SqliteCardStore is the implementation (PostgreSQL could be another)."""
+
+    async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign: ...
+    async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
+    async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]: ...
+    async def claim_signup(self, campaign: Campaign, user_id: str, request_id: str, now_ms: int) -> tuple[list[Card], bool]: ...
+    async def invite_code(self, campaign: Campaign, user_id: str) -> str: ...
+    async def accept_invite(
+        self, campaign: Campaign, invitee: str, candidates: Sequence[str], request_id: str, now_ms: int
+    ) -> AcceptResult: ...
+    async def user_cards(self, campaign_id: str, user_id: str) -> list[Card]: ...
+    async def wallet(self, campaign: Campaign, user_id: str) -> WalletData: ...
+    async def reserve(
+        self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
+        request_id: str, now_ms: int,
+    ) -> Hold: ...
+    async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
+    async def release(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
+    async def refund(self, order_id: str, request_id: str, now_ms: int) -> RefundResult: ...
+    async def invite_stats(
+        self, campaign_id: str, inviter: str, before_ms: int | None, after: tuple[int, str] | None, limit: int
+    ) -> tuple[int, list[Invite]]: ...
+    async def budget(self, campaign: Campaign, now_ms: int) -> BudgetData: ...
+    async def campaign_cards(self, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]: ...
+    async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]] | None: ...
+    async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts: ...
+    async def close(self) -> None: ...
+
+
+class SqliteCardStore:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        attempts: AttemptPolicy = AttemptPolicy(),
+        new_user_window_ms: int = 10 * 60 * 1000,
+    ) -> None:
+        self.db = db
+        self.attempts = attempts
+        self.new_user_window_ms = new_user_window_ms
+        # Campaigns never change after creation (only their counters, which are not cached).
+        self._campaigns: dict[str, Campaign] = {}
+
+    @classmethod
+    async def open(cls, path: str | Path, *, clock: Clock | None = None, **kwargs: Any) -> "SqliteCardStore":
+        db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2)
+        return cls(db, **kwargs)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _write(self, fn: Any, *args: Any) -> Any:
+        result = await self.db.write(fn, *args)
+        if isinstance(result, DomainError):
+            raise result
+        return result
+
+    # --- campaigns ---------------------------------------------------------------------------
+
+    async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign:
+        stored = await self._write(_create_campaign, campaign, request_id)
+        self._campaigns[stored.campaign_id] = stored
+        return stored
+
+    async def get_campaign(self, campaign_id: str) -> Campaign | None:
+        cached = self._campaigns.get(campaign_id)
+        if cached is not None:
+            return cached
+        found = await self.db.read(_load_campaign, campaign_id)
+        if found is not None:
+            self._campaigns[campaign_id] = found
+        return found
+
+    async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]:
+        return await self.db.read(_list_campaigns, after_id, limit)
+
+    # --- cards and invites -------------------------------------------------------------------
+
+    async def claim_signup(self, campaign: Campaign, user_id: str, request_id: str, now_ms: int) -> tuple[list[Card], bool]:
+        return await self._write(_claim_signup, campaign, user_id, request_id, now_ms)
+
+    async def invite_code(self, campaign: Campaign, user_id: str) -> str:
+        code = await self.db.read(_stored_code, campaign.campaign_id, user_id)
+        if code is None:
+            code = await self._write(_ensure_code_fn, campaign, user_id)
+        return code
+
+    async def accept_invite(
+        self, campaign: Campaign, invitee: str, candidates: Sequence[str], request_id: str, now_ms: int
+    ) -> AcceptResult:
+        return await self._write(
+            _accept_invite, campaign, invitee, list(candidates), request_id, now_ms, self.attempts, self.new_user_window_ms
+        )
+
+    async def user_cards(self, campaign_id: str, user_id: str) -> list[Card]:
+        return await self.db.read(_user_cards, campaign_id, user_id)
+
+    async def wallet(self, campaign: Campaign, user_id: str) -> WalletData:
+        data: WalletData = await self.db.read(_wallet, campaign.campaign_id, user_id)
+        if data.invite_code is None:
+            code = await self._write(_ensure_code_fn, campaign, user_id)
+            data = WalletData(data.cards, data.cards_granted, data.invites_made, code, data.invited_by)
+        return data
+
+    # --- reservations ------------------------------------------------------------------------
+
+    async def reserve(
+        self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
+        request_id: str, now_ms: int,
+    ) -> Hold:
+        return await self._write(_reserve, campaign, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms)
+
+    async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold:
+        return await self._write(_confirm, order_id, request_id, now_ms)
+
+    async def release(self, order_id: str, request_id: str, now_ms: int) -> Hold:
+        return await self._write(_release, order_id, request_id, now_ms)
+
+    async def refund(self, order_id: str, request_id: str, now_ms: int) -> RefundResult:
+        return await self._write(_refund, order_id, request_id, now_ms)
+
+    # --- reports -----------------------------------------------------------------------------
+
+    async def invite_stats(
+        self, campaign_id: str, inviter: str, before_ms: int | None, after: tuple[int, str] | None, limit: int
+    ) -> tuple[int, list[Invite]]:
+        return await self.db.read(_invite_stats, campaign_id, inviter, before_ms, after, limit)
+
+    async def budget(self, campaign: Campaign, now_ms: int) -> BudgetData:
+        return await self.db.read(_budget, campaign.campaign_id, now_ms)
+
+    async def campaign_cards(self, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]:
+        return await self.db.read(_campaign_cards, campaign_id, state, after_id, limit, now_ms)
+
+    async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]] | None:
+        return await self.db.read(_card_history, card_id)
+
+    async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts:
+        return await self.db.write(_sweep, now_ms, limit)
+
+
+# === functions below run inside the writer / reader threads =================================
+
+_CAMPAIGN_COLS = (
+    "campaign_id, name, start_ms, end_ms, face_value_fen, per_user_card_cap, signup_grant, inviter_grant,"
+    " invitee_grant, card_validity_days, budget_fen, lottery_invite_threshold, reservation_ttl_seconds,"
+    " time_zone, create_ms, secret"
+)
+_CARD_COLS = "card_id, campaign_id, user_id, state, source, face_value_fen, grant_ms, expire_ms, order_id, reserved_until_ms"
+_RES_COLS = "order_id, card_id, user_id, campaign_id, state, amount_fen, covered_fen, expire_ms, end_cause, refund_returned"
+_INVITE_COLS = (
+    "campaign_id, inviter_user_id, invitee_user_id, accept_ms, inviter_rewarded, invitee_rewarded,"
+    " inviter_reason, invitee_reason"
+)
+
+
+def _campaign_from(row: Sequence[Any]) -> Campaign:
+    rules = Rules(
+        card_face_value_fen=row[4], per_user_card_cap=row[5], signup_grant=row[6], inviter_grant=row[7],
+        invitee_grant=row[8], card_validity_days=row[9], budget_fen=row[10], lottery_invite_threshold=row[11],
+        reservation_ttl_seconds=row[12], time_zone=row[13],
+    )
+    return Campaign(row[0], row[1], row[2], row[3], rules, row[14], bytes(row[15]))
+
+
+def _card_from(row: Sequence[Any]) -> Card:
+    return Card(row[0], row[1], row[2], CardState(row[3]), CardSource(row[4]), row[5], row[6], row[7], row[8], row[9])
+
+
+def _reservation_from(row: Sequence[Any]) -> Reservation:
+    return Reservation(row[0], row[1], row[2], row[3], ReservationState(row[4]), row[5], row[6], row[7], row[8], bool(row[9]))
+
+
+def _invite_from(row: Sequence[Any]) -> Invite:
+    return Invite(row[0], row[1], row[2], row[3], bool(row[4]), bool(row[5]), row[6], row[7])
+
+
+def _load_campaign(conn: sqlite3.Connection, campaign_id: str) -> Campaign | None:
+    row = conn.execute(f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
+    return _campaign_from(row) if row else None
+
+
+def _list_campaigns(conn: sqlite3.Connection, after_id: str, limit: int) -> list[Campaign]:
+    rows = conn.execute(
+        f"SELECT {_CAMPAIGN_COLS} FROM campaigns WHERE campaign_id > ? ORDER BY campaign_id LIMIT ?", (after_id, limit)
+    ).fetchall()
+    return [_campaign_from(r) for r in rows]
+
+
+def _check_request(conn: sqlite3.Connection, request_id: str, fingerprint: str, now_ms: int) -> None:
+    """A request_id names one request: replaying it is fine, reusing it for another is refused."""
+    if not request_id:
+        return
+    cur = conn.execute(
+        "INSERT OR IGNORE INTO requests (request_id, fingerprint, create_ms) VALUES (?, ?, ?)",
+        (request_id, fingerprint, now_ms),
+    )
+    if cur.rowcount == 0:
+        row = conn.execute("SELECT fingerprint FROM requests WHERE request_id = ?", (request_id,)).fetchone()
+        if row[0] != fingerprint:
+            raise request_id_reused()
+
+
+def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> Campaign:
+    existing = _load_campaign(conn, c.campaign_id)
+    if existing is not None:
+        stored_request = conn.execute(
+            "SELECT request_id FROM campaigns WHERE campaign_id = ?", (c.campaign_id,)
+        ).fetchone()[0]
+        if (request_id and request_id == stored_request) or existing.same_definition(c):
+            return existing
+        raise AlreadyExists("CAMPAIGN_EXISTS", f"活动已存在 / campaign {c.campaign_id!r} already exists")
+    _check_request(conn, request_id, f"CreateCampaign|{c.campaign_id}", c.create_ms)
+    r = c.rules
+    conn.execute(
+        f"INSERT INTO campaigns ({_CAMPAIGN_COLS}, request_id) VALUES ({', '.join('?' * 17)})",
+        (
+            c.campaign_id, c.name, c.start_ms, c.end_ms, r.card_face_value_fen, r.per_user_card_cap, r.signup_grant,
+            r.inviter_grant, r.invitee_grant, r.card_validity_days, r.budget_fen, r.lottery_invite_threshold,
+            r.reservation_ttl_seconds, r.time_zone, c.create_ms, c.secret, request_id,
+        ),
+    )
+    return c
+
+
+# --- card moves and grants -------------------------------------------------------------------
+
+
+def _ledger(conn: sqlite3.Connection, card_id: str, from_state: int, to_state: int, order_id: str, now_ms: int, cause: str) -> None:
+    conn.execute(
+        "INSERT INTO ledger (card_id, from_state, to_state, order_id, time_ms, cause) VALUES (?, ?, ?, ?, ?, ?)",
+        (card_id, from_state, to_state, order_id, now_ms, cause),
+    )
+
+
+def _move(
+    conn: sqlite3.Connection, card_id: str, from_state: CardState, to_state: CardState, order_id: str, now_ms: int,
+    cause: str, *, hold_order: str = "", hold_until: int | None = None,
+) -> None:
+    """One state transition of one card, guarded by its current state, with its ledger row."""
+    cur = conn.execute(
+        "UPDATE cards SET state = ?, order_id = ?, reserved_until_ms = ? WHERE card_id = ? AND state = ?",
+        (int(to_state), hold_order, hold_until, card_id, int(from_state)),
+    )
+    if cur.rowcount != 1:
+        # Only reachable through a bug: roll the whole call back rather than write a lie.
+        raise RuntimeError(f"card {card_id} is not {from_state.name}")
+    _ledger(conn, card_id, int(from_state), int(to_state), order_id, now_ms, cause)
+
+
+def _ensure_member(conn: sqlite3.Connection, c: Campaign, user_id: str) -> tuple[int, int | None, int, str]:
+    """The member row (created on first sight, with its invite code): (cards_granted, signup_ms,
+    invites_made, invite_code)."""
+    row = conn.execute(
+        "SELECT cards_granted, signup_ms, invites_made, invite_code FROM members WHERE campaign_id = ? AND user_id = ?",
+        (c.campaign_id, user_id),
+    ).fetchone()
+    if row is not None and row[3] is not None:
+        return row[0], row[1], row[2], row[3]
+    if row is None:
+        conn.execute("INSERT INTO members (campaign_id, user_id) VALUES (?, ?)", (c.campaign_id, user_id))
+        row = (0, None, 0, None)
+    for n in range(64):
+        code = codes.code_for(c.secret, user_id, n)
+        try:
+            conn.execute(
+                "UPDATE members SET invite_code = ? WHERE campaign_id = ? AND user_id = ? AND invite_code IS NULL",
+                (code, c.campaign_id, user_id),
+            )
+        except sqlite3.IntegrityError:
+            continue  # another user's code; the statement alone was undone, try the next
+        return row[0], row[1], row[2], code
+    raise RuntimeError("no free invite code after 64 tries")
+
+
+def _ensure_code_fn(conn: sqlite3.Connection, c: Campaign, user_id: str) -> str:
+    return _ensure_member(conn, c, user_id)[3]
+
+
+def _stored_code(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> str | None:
+    row = conn.execute(
+        "SELECT invite_code FROM members WHERE campaign_id = ? AND user_id = ?", (campaign_id, user_id)
+    ).fetchone()
+    return row[0] if row else None
+
+
+def _grant(conn: sqlite3.Connection, c: Campaign, user_id: str, source: CardSource, wanted: int, now_ms: int) -> tuple[list[Card], str]:
+    """Grant up to `wanted` cards within the cap and the budget: (cards, "") or ([], reason).
+    The member row must exist."""
+    rules = c.rules
+    granted = conn.execute(
+        "SELECT cards_granted FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
+    ).fetchone()[0]
+    n = grant_size(wanted, granted, rules.per_user_card_cap)
+    if n == 0:
+        return [], CARD_CAP_REACHED
+    value = n * rules.card_face_value_fen
+    cur = conn.execute(
+        "UPDATE campaigns SET issued_fen = issued_fen + ?, cards_issued = cards_issued + ?"
+        " WHERE campaign_id = ? AND issued_fen + ? <= budget_fen",
+        (value, n, c.campaign_id, value),
+    )
+    if cur.rowcount == 0:
+        return [], CAMPAIGN_BUDGET_EXHAUSTED
+    cur = conn.execute(
+        "UPDATE members SET cards_granted = cards_granted + ? WHERE campaign_id = ? AND user_id = ? AND cards_granted + ? <= ?",
+        (n, c.campaign_id, user_id, n, rules.per_user_card_cap),
+    )
+    if cur.rowcount != 1:
+        raise RuntimeError("cap check disagrees with the member row")
+    expire_ms = c.card_expiry_ms(now_ms)
+    cards = []
+    for _ in range(n):
+        card = Card(
+            "cd" + secrets.token_hex(8), c.campaign_id, user_id, CardState.AVAILABLE, source,
+            rules.card_face_value_fen, now_ms, expire_ms,
+        )
+        conn.execute(
+            f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', NULL)",
+            (card.card_id, card.campaign_id, user_id, int(card.state), int(source), card.face_value_fen, now_ms, expire_ms),
+        )
+        _ledger(conn, card.card_id, 0, int(CardState.AVAILABLE), "", now_ms, GRANT_CAUSE[source])
+        cards.append(card)
+    return cards, ""
+
+
+def _claim_signup(conn: sqlite3.Connection, c: Campaign, user_id: str, request_id: str, now_ms: int) -> tuple[list[Card], bool]:
+    _check_request(conn, request_id, f"ClaimSignupCard|{c.campaign_id}|{user_id}", now_ms)
+    row = conn.execute(
+        "SELECT signup_ms FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
+    ).fetchone()
+    if row is not None and row[0] is not None:
+        rows = conn.execute(
+            f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND source = ? ORDER BY grant_ms, card_id",
+            (c.campaign_id, user_id, int(CardSource.SIGNUP)),
+        ).fetchall()
+        return [_card_from(r) for r in rows], False
+    if not c.is_active(now_ms):
+        raise campaign_not_active()
+    _ensure_member(conn, c, user_id)
+    cards, reason = _grant(conn, c, user_id, CardSource.SIGNUP, c.rules.signup_grant, now_ms)
+    if reason == CAMPAIGN_BUDGET_EXHAUSTED:
+        raise budget_exhausted()
+    if reason == CARD_CAP_REACHED:
+        raise cap_reached(c.rules.per_user_card_cap)
+    conn.execute("UPDATE members SET signup_ms = ? WHERE campaign_id = ? AND user_id = ?", (now_ms, c.campaign_id, user_id))
+    return cards, True
+
+
+def _accept_invite(
+    conn: sqlite3.Connection, c: Campaign, invitee: str, candidates: list[str], request_id: str, now_ms: int,
+    policy: AttemptPolicy, window_ms: int,
+) -> AcceptResult | DomainError:
+    cid = c.campaign_id
+    _check_request(conn, request_id, f"AcceptInvite|{cid}|{invitee}|{','.join(candidates)}", now_ms)
+    attempt = conn.execute(
+        "SELECT window_start_ms, failures FROM invite_attempts WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+    ).fetchone()
+    if attempt is not None:
+        wait_ms = attempts_blocked(attempt[1], attempt[0], now_ms, policy)
+        if wait_ms:
+            return attempts_exceeded(wait_ms)
+    marks = ", ".join("?" * len(candidates))
+    owners = dict(
+        conn.execute(
+            f"SELECT invite_code, user_id FROM members WHERE campaign_id = ? AND invite_code IN ({marks})", (cid, *candidates)
+        ).fetchall()
+    )
+    code = next((cand for cand in candidates if cand in owners), None)
+    if code is None:
+        if attempt is None or now_ms >= attempt[0] + policy.window_ms:
+            conn.execute(
+                "INSERT OR REPLACE INTO invite_attempts (campaign_id, user_id, window_start_ms, failures) VALUES (?, ?, ?, 1)",
+                (cid, invitee, now_ms),
+            )
+        else:
+            conn.execute(
+                "UPDATE invite_attempts SET failures = failures + 1 WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+            )
+        # Committed on purpose: the failure must count even though the call fails.
+        return invite_code_not_found()
+    inviter = owners[code]
+    row = conn.execute(
+        f"SELECT {_INVITE_COLS} FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (cid, invitee)
+    ).fetchone()
+    if row is not None:
+        existing = _invite_from(row)
+        if existing.inviter_user_id != inviter:
+            raise already_accepted()
+        cards = conn.execute(
+            f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND source = ? ORDER BY grant_ms, card_id",
+            (cid, invitee, int(CardSource.INVITEE)),
+        ).fetchall()
+        return AcceptResult(existing, [_card_from(r) for r in cards], False)
+    if inviter == invitee:
+        raise self_invite()
+    if not c.is_active(now_ms):
+        raise campaign_not_active()
+    owned = conn.execute(
+        "SELECT source, grant_ms FROM cards WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+    ).fetchall()
+    has_reservations = conn.execute(
+        "SELECT 1 FROM reservations WHERE campaign_id = ? AND user_id = ? LIMIT 1", (cid, invitee)
+    ).fetchone() is not None
+    member = conn.execute(
+        "SELECT invites_made FROM members WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+    ).fetchone()
+    activity = InviteeActivity(
+        cards=[(CardSource(s), g) for s, g in owned],
+        has_reservations=has_reservations,
+        has_invited=bool(member and member[0]),
+    )
+    if not is_new_invitee(activity, now_ms, window_ms):
+        raise invitee_not_new()
+    _ensure_member(conn, c, invitee)
+    invitee_cards, invitee_reason = _grant(conn, c, invitee, CardSource.INVITEE, c.rules.invitee_grant, now_ms)
+    inviter_cards, inviter_reason = _grant(conn, c, inviter, CardSource.INVITER, c.rules.inviter_grant, now_ms)
+    invite = Invite(cid, inviter, invitee, now_ms, bool(inviter_cards), bool(invitee_cards), inviter_reason, invitee_reason)
+    conn.execute(
+        f"INSERT INTO invites ({_INVITE_COLS}, code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (cid, inviter, invitee, now_ms, int(invite.inviter_rewarded), int(invite.invitee_rewarded),
+         inviter_reason, invitee_reason, code),
+    )
+    conn.execute(
+        "UPDATE members SET invites_made = invites_made + 1 WHERE campaign_id = ? AND user_id = ?", (cid, inviter)
+    )
+    return AcceptResult(invite, invitee_cards, True)
+
+
+# --- reads of cards --------------------------------------------------------------------------
+
+
+def _user_cards(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> list[Card]:
+    rows = conn.execute(
+        f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? ORDER BY expire_ms, card_id",
+        (campaign_id, user_id),
+    ).fetchall()
+    return [_card_from(r) for r in rows]
+
+
+def _wallet(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> WalletData:
+    member = conn.execute(
+        "SELECT cards_granted, invites_made, invite_code FROM members WHERE campaign_id = ? AND user_id = ?",
+        (campaign_id, user_id),
+    ).fetchone()
+    invited_by = conn.execute(
+        "SELECT inviter_user_id FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (campaign_id, user_id)
+    ).fetchone()
+    cards = _user_cards(conn, campaign_id, user_id)
+    if member is None:
+        return WalletData(cards, 0, 0, None, invited_by[0] if invited_by else "")
+    return WalletData(cards, member[0], member[1], member[2], invited_by[0] if invited_by else "")
+
+
+# --- reservations ----------------------------------------------------------------------------
+
+
+def _card(conn: sqlite3.Connection, card_id: str) -> Card | None:
+    row = conn.execute(f"SELECT {_CARD_COLS} FROM cards WHERE card_id = ?", (card_id,)).fetchone()
+    return _card_from(row) if row else None
+
+
+def _reservation(conn: sqlite3.Connection, order_id: str) -> Reservation | None:
+    row = conn.execute(f"SELECT {_RES_COLS} FROM reservations WHERE order_id = ?", (order_id,)).fetchone()
+    return _reservation_from(row) if row else None
+
+
+def _end_hold(conn: sqlite3.Connection, card_id: str, order_id: str, expire_ms: int, now_ms: int, cause: str) -> None:
+    """RESERVED -> AVAILABLE (-> EXPIRED when the card's validity has passed meanwhile)."""
+    _move(conn, card_id, CardState.RESERVED, CardState.AVAILABLE, order_id, now_ms, cause)
+    conn.execute(
+        "UPDATE reservations SET state = ?, end_cause = ? WHERE order_id = ? AND state = ?",
+        (int(ReservationState.RELEASED), cause, order_id, int(ReservationState.HELD)),
+    )
+    if expire_ms <= now_ms:
+        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
+
+
+def _settle_user(conn: sqlite3.Connection, campaign_id: str, user_id: str, now_ms: int) -> None:
+    """Apply, for one user, what time did since the last write: lapsed holds and passed validity."""
+    for card_id, order_id, expire_ms in conn.execute(
+        "SELECT card_id, order_id, expire_ms FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 2"
+        " AND reserved_until_ms <= ?",
+        (campaign_id, user_id, now_ms),
+    ).fetchall():
+        _end_hold(conn, card_id, order_id, expire_ms, now_ms, RESERVATION_TIMEOUT)
+    for (card_id,) in conn.execute(
+        "SELECT card_id FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1 AND expire_ms <= ?",
+        (campaign_id, user_id, now_ms),
+    ).fetchall():
+        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
+
+
+def _reserve(
+    conn: sqlite3.Connection, c: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
+    request_id: str, now_ms: int,
+) -> Hold:
+    _check_request(conn, request_id, f"ReserveCard|{c.campaign_id}|{user_id}|{order_id}|{amount_fen}|{card_id}", now_ms)
+    _settle_user(conn, c.campaign_id, user_id, now_ms)
+    existing = _reservation(conn, order_id)
+    if existing is not None:
+        if existing.user_id != user_id or existing.campaign_id != c.campaign_id:
+            raise order_id_conflict()
+        if existing.state != ReservationState.RELEASED:
+            # The same order asking again (a retry): the same reservation.
+            return Hold(existing, _card(conn, existing.card_id))  # type: ignore[arg-type]
+    if card_id:
+        card = _card(conn, card_id)
+        if card is None or card.campaign_id != c.campaign_id:
+            raise card_not_found()
+        if card.user_id != user_id:
+            raise card_not_owned()
+        if card.state != CardState.AVAILABLE:
+            raise card_not_available()
+    else:
+        row = conn.execute(
+            f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1 AND expire_ms > ?"
+            " ORDER BY expire_ms, card_id LIMIT 1",
+            (c.campaign_id, user_id, now_ms),
+        ).fetchone()
+        if row is None:
+            raise no_card_available()
+        card = _card_from(row)
+    until = now_ms + ttl_s * 1000
+    _move(conn, card.card_id, CardState.AVAILABLE, CardState.RESERVED, order_id, now_ms, RESERVE,
+          hold_order=order_id, hold_until=until)
+    reservation = Reservation(
+        order_id, card.card_id, user_id, c.campaign_id, ReservationState.HELD, amount_fen,
+        covered_fen(amount_fen, card.face_value_fen), until,
+    )
+    conn.execute(
+        f"INSERT OR REPLACE INTO reservations ({_RES_COLS}, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)",
+        (order_id, card.card_id, user_id, c.campaign_id, int(ReservationState.HELD), amount_fen,
+         reservation.covered_fen, until, now_ms),
+    )
+    held = Card(card.card_id, card.campaign_id, user_id, CardState.RESERVED, card.source, card.face_value_fen,
+                card.grant_ms, card.expire_ms, order_id, until)
+    return Hold(reservation, held)
+
+
+def _held(conn: sqlite3.Connection, order_id: str) -> Reservation:
+    r = _reservation(conn, order_id)
+    if r is None:
+        raise reservation_not_found()
+    return r
+
+
+def _confirm(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold | DomainError:
+    _check_request(conn, request_id, f"ConfirmReservation|{order_id}", now_ms)
+    r = _held(conn, order_id)
+    if r.state == ReservationState.HELD and r.is_lapsed(now_ms):
+        card = _card(conn, r.card_id)
+        assert card is not None
+        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, RESERVATION_TIMEOUT)
+        # Committed: the card is free again even though this confirm fails.
+        return not_held_error(r.at(now_ms))
+    if r.state == ReservationState.CONFIRMED:
+        return Hold(r, _card(conn, r.card_id))  # type: ignore[arg-type]
+    if r.state != ReservationState.HELD:
+        raise not_held_error(r)
+    _move(conn, r.card_id, CardState.RESERVED, CardState.REDEEMED, order_id, now_ms, CONFIRM, hold_order=order_id)
+    conn.execute(
+        "UPDATE reservations SET state = ? WHERE order_id = ? AND state = ?",
+        (int(ReservationState.CONFIRMED), order_id, int(ReservationState.HELD)),
+    )
+    r2 = Reservation(r.order_id, r.card_id, r.user_id, r.campaign_id, ReservationState.CONFIRMED, r.amount_fen,
+                     r.covered_fen, r.expire_ms)
+    return Hold(r2, _card(conn, r.card_id))  # type: ignore[arg-type]
+
+
+def _release(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold:
+    _check_request(conn, request_id, f"ReleaseReservation|{order_id}", now_ms)
+    r = _held(conn, order_id)
+    if r.state == ReservationState.HELD:
+        card = _card(conn, r.card_id)
+        assert card is not None
+        cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
+        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, cause)
+        r = _held(conn, order_id)
+    return Hold(r, _card(conn, r.card_id))  # type: ignore[arg-type]
+
+
+def _refund(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> RefundResult:
+    _check_request(conn, request_id, f"RefundCard|{order_id}", now_ms)
+    r = _held(conn, order_id)
+    card = _card(conn, r.card_id)
+    assert card is not None
+    if r.state == ReservationState.HELD:
+        # Cancelled before payment: the hold simply ends.
+        cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
+        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, cause)
+    elif r.state == ReservationState.CONFIRMED:
+        returned = card.expire_ms > now_ms
+        to_state = CardState.AVAILABLE if returned else CardState.EXPIRED
+        _move(conn, r.card_id, CardState.REDEEMED, to_state, order_id, now_ms, REFUND)
+        conn.execute(
+            "UPDATE reservations SET state = ?, end_cause = ?, refund_returned = ? WHERE order_id = ? AND state = ?",
+            (int(ReservationState.REFUNDED), REFUND, int(returned), order_id, int(ReservationState.CONFIRMED)),
+        )
+    r = _held(conn, order_id)
+    card = _card(conn, r.card_id)
+    assert card is not None
+    if r.state == ReservationState.REFUNDED:
+        return RefundResult(r, card, r.refund_returned, "" if r.refund_returned else "CARD_EXPIRED")
+    now_card = card.at(now_ms)
+    spendable = now_card.state == CardState.AVAILABLE
+    return RefundResult(r, card, spendable, "" if spendable else ("CARD_EXPIRED" if now_card.state == CardState.EXPIRED else "CARD_IN_USE"))
+
+
+# --- reports ---------------------------------------------------------------------------------
+
+
+def _invite_stats(
+    conn: sqlite3.Connection, campaign_id: str, inviter: str, before_ms: int | None, after: tuple[int, str] | None, limit: int
+) -> tuple[int, list[Invite]]:
+    bound = before_ms if before_ms is not None else 2**62
+    count = conn.execute(
+        "SELECT COUNT(*) FROM invites WHERE campaign_id = ? AND inviter_user_id = ? AND accept_ms < ?",
+        (campaign_id, inviter, bound),
+    ).fetchone()[0]
+    after_ms, after_user = after if after is not None else (-1, "")
+    rows = conn.execute(
+        f"SELECT {_INVITE_COLS} FROM invites WHERE campaign_id = ? AND inviter_user_id = ? AND accept_ms < ?"
+        " AND (accept_ms > ? OR (accept_ms = ? AND invitee_user_id > ?))"
+        " ORDER BY accept_ms, invitee_user_id LIMIT ?",
+        (campaign_id, inviter, bound, after_ms, after_ms, after_user, limit),
+    ).fetchall()
+    return count, [_invite_from(r) for r in rows]
+
+
+# The state a card is really in at :now (see model.effective_state), as SQL.
+_EFFECTIVE_STATE = (
+    "CASE WHEN state = 2 AND reserved_until_ms > :now THEN 2"
+    " WHEN state IN (1, 2) AND expire_ms <= :now THEN 4"
+    " WHEN state = 2 THEN 1 ELSE state END"
+)
+
+
+def _budget(conn: sqlite3.Connection, campaign_id: str, now_ms: int) -> BudgetData:
+    budget_fen, issued, count = conn.execute(
+        "SELECT budget_fen, issued_fen, cards_issued FROM campaigns WHERE campaign_id = ?", (campaign_id,)
+    ).fetchone()
+    by_state = {CardState(s): v for s, v in conn.execute(
+        f"SELECT {_EFFECTIVE_STATE} AS s, SUM(face_value_fen) FROM cards WHERE campaign_id = :cid GROUP BY s",
+        {"now": now_ms, "cid": campaign_id},
+    ).fetchall()}
+    return BudgetData(budget_fen, issued, count, by_state)
+
+
+def _campaign_cards(conn: sqlite3.Connection, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]:
+    params = {"now": now_ms, "cid": campaign_id, "after": after_id, "limit": limit, "state": state}
+    where = f" AND ({_EFFECTIVE_STATE}) = :state" if state else ""
+    rows = conn.execute(
+        f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = :cid AND card_id > :after{where} ORDER BY card_id LIMIT :limit",
+        params,
+    ).fetchall()
+    return [_card_from(r) for r in rows]
+
+
+def _card_history(conn: sqlite3.Connection, card_id: str) -> tuple[Card, list[LedgerRow]] | None:
+    card = _card(conn, card_id)
+    if card is None:
+        return None
+    rows = conn.execute(
+        "SELECT seq, card_id, from_state, to_state, order_id, time_ms, cause FROM ledger WHERE card_id = ? ORDER BY seq",
+        (card_id,),
+    ).fetchall()
+    return card, [LedgerRow(*r) for r in rows]
+
+
+def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int) -> SweepCounts:
+    """Release lapsed holds and expire cards past validity, service-wide, at most `limit` each."""
+    counts = SweepCounts()
+    for card_id, order_id, expire_ms in conn.execute(
+        "SELECT card_id, order_id, expire_ms FROM cards WHERE state = 2 AND reserved_until_ms <= ? LIMIT ?",
+        (now_ms, limit),
+    ).fetchall():
+        _end_hold(conn, card_id, order_id, expire_ms, now_ms, RESERVATION_TIMEOUT)
+        counts.released += 1
+    for (card_id,) in conn.execute(
+        "SELECT card_id FROM cards WHERE state = 1 AND expire_ms <= ? LIMIT ?", (now_ms, limit)
+    ).fetchall():
+        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
+        counts.expired += 1
+    return counts

@@ -1,0 +1,79 @@
+"""Production wiring of the card service, shared by `python -m services.card` and the tests."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
+
+from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
+from services.common.auth import ADMIN, AccessPolicy
+from services.common.clock import Clock, SystemClock
+from services.common.config import Settings
+from services.common.server import Server, build_server
+
+from .handlers import CardHandlers
+from .model import AttemptPolicy
+from .servicer import CardServicer
+from .store import SqliteCardStore
+
+SERVICE_NAME = card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
+_M = f"/{SERVICE_NAME}/"
+
+ROLES = {_M + name: ADMIN for name in ("CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory")}
+# The order path (a card held and spent for a paid order) is the last thing to shed; wallet
+# headroom and lottery counters are the first.
+CRITICALITY = {
+    **{_M + name: CRITICAL for name in ("ReserveCard", "ConfirmReservation", "ReleaseReservation", "RefundCard")},
+    **{_M + name: SHEDDABLE for name in ("GetBudget", "GetInviteStats")},
+    **{
+        _M + name: DEFAULT
+        for name in (
+            "CreateCampaign", "GetCampaign", "ClaimSignupCard", "GetInviteCode", "AcceptInvite", "ListCards",
+            "GetWallet", "ListCampaigns", "ListCampaignCards", "GetCardHistory",
+        )
+    },
+}
+
+
+async def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    sweep_interval_s: float = 5.0,
+    attempts: AttemptPolicy = AttemptPolicy(),
+    new_user_window_ms: int = 10 * 60 * 1000,
+) -> Server:
+    clock = clock or SystemClock()
+    store = await SqliteCardStore.open(
+        settings.db_path, clock=clock, attempts=attempts, new_user_window_ms=new_user_window_ms
+    )
+    handlers = CardHandlers(store, clock)
+    servicer = CardServicer(handlers)
+    sweeper: list[asyncio.Task[None]] = []
+
+    def register(server) -> None:  # type: ignore[no-untyped-def]
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
+
+    async def on_start() -> None:
+        sweeper.append(asyncio.get_running_loop().create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
+
+    async def on_stop() -> None:
+        for task in sweeper:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await store.close()
+
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=AccessPolicy(settings, ROLES),
+        criticality=CRITICALITY,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+    server.card_store = store  # type: ignore[attr-defined]  # tests and benches inspect the store
+    server.card_handlers = handlers  # type: ignore[attr-defined]
+    return server

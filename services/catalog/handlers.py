@@ -1,0 +1,569 @@
+"""Catalog use cases over the model, the in-memory state and the store.
+
+The whole catalog lives in memory (brands, menus, 300,000 store records in a grid index,
+sold-out sets) and SQLite is its durable copy: every write goes to SQLite first and is applied
+to memory only after COMMIT, so memory never shows data that could be lost. Reads, Quote and
+MatchIntent are then pure CPU over dicts, which keeps them off the database entirely except for
+the address/city columns needed to render a result page (one read per call).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+from services.common.clock import Clock, SystemClock, now_ms
+from services.common.errors import InvalidArgument, NotFound
+
+from .geo import GeoIndex
+from .model import (
+    MAX_QUOTE_LINES,
+    MAX_TEXT_CHARS,
+    Brand,
+    MenuItem,
+    OpenClock,
+    QuoteResult,
+    Rejection,
+    StoreDetails,
+    StoreRecord,
+    StoreRow,
+    WantedLine,
+    card_cover,
+    quote,
+    valid_location,
+    validate_brand,
+    validate_item,
+)
+from .store import CatalogStore
+
+DEFAULT_CARD_FACE_FEN = 2_500
+DEFAULT_SEARCH_RADIUS_M = 3_000.0
+MAX_SEARCH_RADIUS_M = 50_000.0
+MAX_SEARCH_OFFSET = 1_000
+NEAR_RADIUS_M = 5_000.0  # MatchIntent looks this far first...
+WIDE_RADIUS_M = 20_000.0  # ...and widens to this when no store of the brand is near
+MAX_ALTERNATIVES = 5
+MAX_REJECTIONS_REPORTED = 1_000
+CLARIFY_BRANDS = 8
+REBUILD_QUIET_S = 0.05
+
+STORE_NOT_FOUND = "STORE_NOT_FOUND"
+BRAND_NOT_FOUND = "BRAND_NOT_FOUND"
+ITEM_NOT_FOUND = "ITEM_NOT_FOUND"
+
+
+# --- resolver seam -----------------------------------------------------------------------
+
+
+class Resolver(Protocol):
+    def resolve(self, text: str, card_face_value_fen: int = DEFAULT_CARD_FACE_FEN) -> Any:
+        """A Reading: .candidates (each .brand_id, .lines of (.item_id, .quantity, .options),
+        .confidence, .explanation), .clarification, .mentioned_unknown_brand."""
+        ...
+
+
+ResolverFactory = Callable[[Sequence[Brand], Mapping[str, Sequence[MenuItem]]], Resolver]
+
+
+def default_resolver_factory(brands: Sequence[Brand], menus: Mapping[str, Sequence[MenuItem]]) -> Resolver:
+    """The offline resolver of services.catalog.intent, built from the catalog as it is now."""
+    from services.catalog.intent import BrandSpec, GroupSpec, ItemSpec, OptionSpec, build_resolver
+
+    brand_specs = [BrandSpec(b.brand_id, b.name, tuple(b.aliases), b.category) for b in brands]
+    item_specs = [
+        ItemSpec(
+            item_id=it.item_id,
+            brand_id=it.brand_id,
+            name=it.name,
+            aliases=tuple(it.aliases),
+            category=it.category,
+            price_fen=it.price_fen,
+            groups=tuple(
+                GroupSpec(
+                    group_id=g.group_id,
+                    name=g.name,
+                    default_option_id=g.default.option_id,
+                    options=tuple(OptionSpec(g.group_id, o.option_id, o.name, tuple(o.aliases)) for o in g.options),
+                )
+                for g in it.option_groups
+            ),
+        )
+        for b in brands
+        for it in menus.get(b.brand_id, ())
+    ]
+    return build_resolver(brand_specs, item_specs)
+
+
+# --- results -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreHit:
+    store: StoreRecord
+    brand: Brand
+    distance_m: float
+    open_now: bool
+    details: StoreDetails
+
+
+@dataclass(frozen=True)
+class Proposal:
+    brand: Brand
+    hit: StoreHit
+    lines: tuple[WantedLine, ...]
+    quote: QuoteResult
+    card_covered_fen: int
+    payable_with_card_fen: int
+    confidence: float
+    explanation: str
+
+
+@dataclass(frozen=True)
+class IntentOutcome:
+    proposals: tuple[Proposal, ...]  # first is the proposal, the rest alternatives
+    clarification: str
+    available_brands: tuple[str, ...]
+
+    @property
+    def matched(self) -> bool:
+        return bool(self.proposals)
+
+
+@dataclass
+class ImportResult:
+    accepted: int = 0
+    rejected: int = 0
+    rejections: list[Rejection] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class MenuView:
+    store: StoreRecord
+    details: StoreDetails
+    brand: Brand
+    entries: tuple[tuple[MenuItem, bool], ...]
+    open_now: bool
+
+
+# --- page tokens ---------------------------------------------------------------------------
+
+
+def _encode_token(kind: str, value: str) -> str:
+    return base64.urlsafe_b64encode(f"{kind}:{value}".encode()).decode().rstrip("=")
+
+
+def _decode_token(kind: str, token: str) -> str:
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        raw = ""
+    prefix, _, value = raw.partition(":")
+    if prefix != kind or not _:
+        raise InvalidArgument("page_token", "无效的分页令牌 / not a page token of this request", reason="INVALID_PAGE_TOKEN")
+    return value
+
+
+def _page_size(page_size: int, default: int, maximum: int) -> int:
+    if page_size < 0:
+        raise InvalidArgument("page_size", f"不能为负数 / must be 0..{maximum} (0 means {default})")
+    return default if page_size == 0 else min(page_size, maximum)
+
+
+def _check_location(lat: float, lng: float, present: bool, field_name: str = "location") -> None:
+    if not present:
+        raise InvalidArgument(field_name, "需要位置 / location is required")
+    if not valid_location(lat, lng):
+        raise InvalidArgument(
+            field_name, f"坐标超出范围 / latitude must be -90..90 and longitude -180..180, got ({lat}, {lng})",
+            reason="LOCATION_OUT_OF_RANGE",
+        )
+
+
+# --- the catalog ---------------------------------------------------------------------------
+
+
+class Catalog:
+    def __init__(self, store: CatalogStore, *, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None) -> None:
+        self.store = store
+        self.clock = clock or SystemClock()
+        self.resolver_factory = resolver_factory or default_resolver_factory
+        self.brands: dict[str, Brand] = {}
+        self.menus: dict[str, dict[str, MenuItem]] = {}
+        self.stores: dict[str, StoreRecord] = {}
+        self.index = GeoIndex()
+        self.sold_out: dict[str, set[str]] = {}
+        # Bumped by every brand or menu change; the resolver is rebuilt when it moves.
+        self.version = 0
+        self._resolver: tuple[int, Resolver] | None = None
+        self._build_lock = asyncio.Lock()
+        self._rebuild_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        snap = await self.store.load()
+        for b in snap.brands:
+            self.brands[b.brand_id] = b
+            self.menus.setdefault(b.brand_id, {})
+        for it in snap.items:
+            self.menus.setdefault(it.brand_id, {})[it.item_id] = it
+        for s in snap.stores:
+            self.stores[s.store_id] = s
+            self.index.put(s)
+        for store_id, item_id in snap.sold_out:
+            self.sold_out.setdefault(store_id, set()).add(item_id)
+        self.version += 1
+
+    # --- writes ----------------------------------------------------------------------------
+
+    async def upsert_brand(self, request_id: str, brand: Brand) -> tuple[Brand, bool]:
+        validate_brand(brand)
+        created, replayed = await self.store.upsert_brand(request_id, brand, now_ms(self.clock))
+        if not replayed:
+            self.brands[brand.brand_id] = brand
+            self.menus.setdefault(brand.brand_id, {})
+            self._catalog_changed()
+        return self.brands[brand.brand_id], created
+
+    async def upsert_item(self, request_id: str, item: MenuItem) -> tuple[MenuItem, bool]:
+        validate_item(item)
+        if item.brand_id not in self.brands:
+            raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {item.brand_id!r}")
+        created, replayed = await self.store.upsert_item(request_id, item, now_ms(self.clock))
+        if not replayed:
+            self.menus[item.brand_id][item.item_id] = item
+            self._catalog_changed()
+        return self.menus[item.brand_id][item.item_id], created
+
+    def begin_import(self) -> "StoreImport":
+        return StoreImport(self)
+
+    async def _apply_rows(self, rows: list[StoreRow]) -> None:
+        await self.store.upsert_stores(rows, now_ms(self.clock))
+        stores, index = self.stores, self.index
+        for row in rows:
+            record = row.record()
+            stores[row.store_id] = record
+            index.put(record)
+
+    async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool) -> bool:
+        if not store_id:
+            raise InvalidArgument("store_id", "必填 / required")
+        if not item_id:
+            raise InvalidArgument("item_id", "必填 / required")
+        store = self._store(store_id)
+        if item_id not in self.menus.get(store.brand_id, {}):
+            raise NotFound(ITEM_NOT_FOUND, f"该门店菜单上没有 / no item {item_id!r} on the menu of {store_id!r}")
+        replayed = await self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock))
+        if not replayed:
+            if available:
+                sold = self.sold_out.get(store_id)
+                if sold is not None:
+                    sold.discard(item_id)
+                    if not sold:
+                        del self.sold_out[store_id]
+            else:
+                self.sold_out.setdefault(store_id, set()).add(item_id)
+        return item_id not in self.sold_out.get(store_id, ())
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def list_brands(self, category: str, page_size: int, page_token: str) -> tuple[list[Brand], str]:
+        size = _page_size(page_size, 50, 100)
+        after = _decode_token("brands", page_token) if page_token else ""
+        ids = sorted(b for b, brand in self.brands.items() if (not category or brand.category == category) and b > after)
+        page = ids[:size]
+        token = _encode_token("brands", page[-1]) if len(ids) > size else ""
+        return [self.brands[b] for b in page], token
+
+    async def search_stores(
+        self,
+        lat: float,
+        lng: float,
+        *,
+        location_present: bool = True,
+        radius_m: float = 0.0,
+        brand_id: str = "",
+        category: str = "",
+        open_now: bool = False,
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> tuple[list[StoreHit], str]:
+        _check_location(lat, lng, location_present)
+        if radius_m != radius_m or radius_m < 0 or radius_m > MAX_SEARCH_RADIUS_M:
+            raise InvalidArgument("radius_meters", f"须为 0..{MAX_SEARCH_RADIUS_M:.0f} 米 / must be 0..50,000 (0 means 3,000)")
+        radius = radius_m or DEFAULT_SEARCH_RADIUS_M
+        size = _page_size(page_size, 10, 100)
+        offset = 0
+        if page_token:
+            raw = _decode_token("stores", page_token)
+            if not raw.isdigit() or int(raw) > MAX_SEARCH_OFFSET:
+                raise InvalidArgument("page_token", "无效的分页令牌 / bad page token", reason="INVALID_PAGE_TOKEN")
+            offset = int(raw)
+        if brand_id and brand_id not in self.brands:
+            raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {brand_id!r}")
+        clock = OpenClock(self.clock.now())
+        keep = self._store_filter(brand_id, category, clock if open_now else None)
+        found = self.index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
+        page = found[offset : offset + size]
+        more = len(found) > offset + size and offset + size <= MAX_SEARCH_OFFSET
+        details = await self.store.store_details([s.store_id for _, s in page])
+        hits = [StoreHit(s, self.brands[s.brand_id], d, clock.is_open(s), details.get(s.store_id, StoreDetails())) for d, s in page]
+        return hits, _encode_token("stores", str(offset + size)) if more else ""
+
+    def _store_filter(self, brand_id: str, category: str, clock: OpenClock | None) -> Callable[[StoreRecord], bool] | None:
+        brand_ok: set[str] | None = None
+        if brand_id:
+            brand_ok = {brand_id}
+        if category:
+            in_cat = {b for b, brand in self.brands.items() if brand.category == category}
+            brand_ok = in_cat if brand_ok is None else brand_ok & in_cat
+        if brand_ok is None and clock is None:
+            return None
+        if clock is None:
+            assert brand_ok is not None
+            return lambda s: s.brand_id in brand_ok
+        if brand_ok is None:
+            return clock.is_open
+        return lambda s: s.brand_id in brand_ok and clock.is_open(s)
+
+    async def get_menu(self, store_id: str) -> MenuView:
+        if not store_id:
+            raise InvalidArgument("store_id", "必填 / required")
+        store = self._store(store_id)
+        sold = self.sold_out.get(store_id, ())
+        entries = tuple((it, it.item_id not in sold) for it in self.menus.get(store.brand_id, {}).values())
+        details = await self.store.store_details([store_id])
+        is_open = OpenClock(self.clock.now()).is_open(store)
+        return MenuView(store, details.get(store_id, StoreDetails()), self.brands[store.brand_id], entries, is_open)
+
+    def quote(self, store_id: str, lines: Sequence[WantedLine]) -> QuoteResult:
+        if not store_id:
+            raise InvalidArgument("store_id", "必填 / required")
+        if not 1 <= len(lines) <= MAX_QUOTE_LINES:
+            raise InvalidArgument("lines", f"须为 1..{MAX_QUOTE_LINES} 行 / need 1..50 lines, got {len(lines)}")
+        store = self._store(store_id)
+        now = self.clock.now()
+        return quote(
+            store, self.menus.get(store.brand_id, {}), self.sold_out.get(store_id, frozenset()), lines, now,
+            is_open=OpenClock(now).is_open(store),
+        )
+
+    def _store(self, store_id: str) -> StoreRecord:
+        store = self.stores.get(store_id)
+        if store is None:
+            raise NotFound(STORE_NOT_FOUND, f"门店不存在 / no store {store_id!r}")
+        return store
+
+    # --- natural language ------------------------------------------------------------------
+
+    def resolver(self) -> Resolver:
+        """The resolver for the current catalog version, built here if stale (blocking)."""
+        cached = self._resolver
+        if cached is None or cached[0] != self.version:
+            version, brands, menus = self._resolver_inputs()
+            cached = self._resolver = (version, self.resolver_factory(brands, menus))
+        return cached[1]
+
+    async def current_resolver(self) -> Resolver:
+        """Like resolver(), but a stale one is rebuilt in a worker thread (concurrent callers
+        share one build) so the event loop keeps serving Quote while menus are re-indexed."""
+        cached = self._resolver
+        if cached is not None and cached[0] == self.version:
+            return cached[1]
+        async with self._build_lock:
+            cached = self._resolver
+            if cached is None or cached[0] != self.version:
+                version, brands, menus = self._resolver_inputs()
+                built = await asyncio.to_thread(self.resolver_factory, brands, menus)
+                cached = (version, built)
+                if self._resolver is None or self._resolver[0] < version:
+                    self._resolver = cached
+        return cached[1]
+
+    def _resolver_inputs(self) -> tuple[int, list[Brand], dict[str, list[MenuItem]]]:
+        brands = sorted(self.brands.values(), key=lambda b: b.brand_id)
+        return self.version, brands, {b: list(items.values()) for b, items in self.menus.items()}
+
+    def _catalog_changed(self) -> None:
+        """Brands or menus changed: rebuild the resolver soon, in the background, once the burst
+        of writes (e.g. a menu import of dozens of items) is over."""
+        self.version += 1
+        if self._rebuild_task is None or self._rebuild_task.done():
+            self._rebuild_task = asyncio.get_running_loop().create_task(self._rebuild_when_quiet())
+
+    async def _rebuild_when_quiet(self) -> None:
+        while True:
+            seen = self.version
+            await asyncio.sleep(REBUILD_QUIET_S)
+            if self.version == seen:
+                break
+        try:
+            await self.current_resolver()
+        except Exception:  # a broken resolver shows up on the next MatchIntent instead
+            pass
+
+    async def close(self) -> None:
+        if self._rebuild_task is not None:
+            self._rebuild_task.cancel()
+            try:
+                await self._rebuild_task
+            except BaseException:
+                pass
+
+    async def match_intent(
+        self,
+        text: str,
+        lat: float,
+        lng: float,
+        *,
+        location_present: bool = True,
+        card_face_value_fen: int = 0,
+        max_alternatives: int = 0,
+    ) -> IntentOutcome:
+        if not text.strip():
+            raise InvalidArgument("text", "请输入想点的内容 / text is required (1..500 characters)", reason="EMPTY_TEXT")
+        if len(text) > MAX_TEXT_CHARS:
+            raise InvalidArgument("text", f"最多 {MAX_TEXT_CHARS} 字 / text is longer than 500 characters ({len(text)})", reason="TEXT_TOO_LONG")
+        _check_location(lat, lng, location_present)
+        if card_face_value_fen < 0:
+            raise InvalidArgument("card_face_value_fen", "不能为负数 / must be >= 0 (0 means 2,500)")
+        if max_alternatives < 0:
+            raise InvalidArgument("max_alternatives", "须为 0..5 / must be 0..5")
+        face = card_face_value_fen or DEFAULT_CARD_FACE_FEN
+        wanted = 1 + min(max_alternatives, MAX_ALTERNATIVES)
+
+        reading = (await self.current_resolver()).resolve(text, card_face_value_fen=face)
+        clock = OpenClock(self.clock.now())
+        chosen: list[tuple[Any, float, StoreRecord, tuple[WantedLine, ...], QuoteResult]] = []
+        seen: set[tuple[str, tuple[Any, ...]]] = set()
+        unavailable_brands: list[str] = []
+        for cand in reading.candidates:
+            if len(chosen) >= wanted:
+                break
+            lines = tuple(WantedLine(l.item_id, int(l.quantity), dict(l.options)) for l in cand.lines)
+            menu = self.menus.get(cand.brand_id)
+            if not lines or cand.brand_id not in self.brands or menu is None or any(l.item_id not in menu for l in lines):
+                continue
+            found = self._nearest_orderable(cand.brand_id, {l.item_id for l in lines}, lat, lng, clock)
+            if found is None:
+                unavailable_brands.append(self.brands[cand.brand_id].name)
+                continue
+            distance, store = found
+            key = (store.store_id, tuple((l.item_id, l.quantity, tuple(sorted(l.options.items()))) for l in lines))
+            if key in seen:
+                continue
+            result = quote(store, menu, self.sold_out.get(store.store_id, frozenset()), lines, clock.now, is_open=True)
+            if not result.orderable:
+                continue
+            seen.add(key)
+            chosen.append((cand, distance, store, lines, result))
+
+        if chosen:
+            details = await self.store.store_details([c[2].store_id for c in chosen])
+            proposals = []
+            for cand, distance, store, lines, result in chosen:
+                covered, payable = card_cover(result.total_fen, face)
+                brand = self.brands[store.brand_id]
+                hit = StoreHit(store, brand, distance, True, details.get(store.store_id, StoreDetails()))
+                explanation = f"{cand.explanation}；{store.name}，距离约 {_distance_text(distance)}"
+                confidence = max(0.0, min(1.0, float(cand.confidence)))
+                proposals.append(Proposal(brand, hit, lines, result, covered, payable, confidence, explanation))
+            return IntentOutcome(tuple(proposals), "", ())
+
+        nearby = self._brands_nearby(lat, lng, clock)
+        return IntentOutcome((), self._clarification(reading, nearby, unavailable_brands), tuple(nearby))
+
+    def _nearest_orderable(self, brand_id: str, items: set[str], lat: float, lng: float, clock: OpenClock) -> tuple[float, StoreRecord] | None:
+        sold_out = self.sold_out
+
+        def keep(s: StoreRecord) -> bool:
+            if s.brand_id != brand_id or not clock.is_open(s):
+                return False
+            sold = sold_out.get(s.store_id)
+            return not sold or not (sold & items)
+
+        for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
+            found = self.index.nearest(lat, lng, radius, keep, limit=1)
+            if found:
+                return found[0]
+        return None
+
+    def _brands_nearby(self, lat: float, lng: float, clock: OpenClock) -> list[str]:
+        """Names of brands with an open store near the user, nearest brand first."""
+        for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
+            names: list[str] = []
+            seen: set[str] = set()
+            # One nearest store per brand: ask for one store of each brand not seen yet.
+            while len(seen) < len(self.brands):
+                found = self.index.nearest(lat, lng, radius, lambda s: s.brand_id not in seen and clock.is_open(s), limit=1)
+                if not found:
+                    break
+                brand_id = found[0][1].brand_id
+                seen.add(brand_id)
+                names.append(self.brands[brand_id].name)
+                if len(names) >= CLARIFY_BRANDS:
+                    break
+            if names:
+                return names
+        return []
+
+    @staticmethod
+    def _clarification(reading: Any, nearby: list[str], unavailable: list[str]) -> str:
+        options = "、".join(nearby)
+        offer = f"附近可以点：{options}。/ Nearby you can order from: {', '.join(nearby)}." if nearby else "附近暂时没有营业中的门店。/ No store is open near you right now."
+        unknown = getattr(reading, "mentioned_unknown_brand", "") or ""
+        if unknown:
+            return f"暂不支持「{unknown}」。/ We do not carry {unknown}. {offer}"
+        if unavailable:
+            name = unavailable[0]
+            return f"附近没有营业中且有货的{name}门店。/ No open {name} store near you has everything in stock. {offer}"
+        asked = getattr(reading, "clarification", "") or ""
+        if asked:
+            return f"{asked} {offer}"
+        return f"没太明白您想点什么，可以说说品牌或饮品名吗？/ Sorry, what would you like to order? {offer}"
+
+
+def _distance_text(metres: float) -> str:
+    return f"{metres:.0f} 米" if metres < 1000 else f"{metres / 1000:.1f} 公里"
+
+
+class StoreImport:
+    """One ImportStores stream: rows are validated by the caller (model.validate_store_row),
+    valid ones are written one batch per transaction and indexed after COMMIT."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.result = ImportResult()
+        self.rows_seen = 0
+
+    @property
+    def known_brands(self) -> Mapping[str, Brand]:
+        return self.catalog.brands
+
+    async def add(self, outcomes: Iterable[StoreRow | Rejection]) -> None:
+        rows: list[StoreRow] = []
+        for outcome in outcomes:
+            self.rows_seen += 1
+            if isinstance(outcome, Rejection):
+                self.result.rejected += 1
+                if len(self.result.rejections) < MAX_REJECTIONS_REPORTED:
+                    self.result.rejections.append(outcome)
+            else:
+                rows.append(outcome)
+        if rows:
+            await self.catalog._apply_rows(rows)
+            self.result.accepted += len(rows)
+
+
+__all__ = [
+    "Catalog",
+    "StoreImport",
+    "ImportResult",
+    "IntentOutcome",
+    "Proposal",
+    "StoreHit",
+    "MenuView",
+    "Resolver",
+    "ResolverFactory",
+    "default_resolver_factory",
+]

@@ -1,0 +1,121 @@
+"""Language knowledge that is not catalog data: category words, brands we do not carry, connectives,
+and the text normalisation and pinyin helpers every index shares."""
+from __future__ import annotations
+
+import re
+import unicodedata
+from functools import lru_cache
+
+from pypinyin import Style, lazy_pinyin, pinyin
+
+# Category words -> item categories they ask for (item categories are the catalog's own; brand
+# categories such as 茶饮 and the item categories themselves are added from the data at build time).
+DRINK_CATEGORIES = frozenset({"奶茶", "果茶", "纯茶", "奶昔", "咖啡", "汽水"})
+CATEGORY_TERMS: dict[str, frozenset[str]] = {
+    "奶茶": frozenset({"奶茶"}), "milk tea": frozenset({"奶茶"}), "milktea": frozenset({"奶茶"}),
+    "boba": frozenset({"奶茶"}), "珍奶": frozenset({"奶茶"}),
+    "果茶": frozenset({"果茶"}), "fruit tea": frozenset({"果茶"}), "水果茶": frozenset({"果茶"}),
+    "茶": frozenset({"奶茶", "果茶", "纯茶"}), "tea": frozenset({"奶茶", "果茶", "纯茶"}),
+    "茶饮": frozenset({"奶茶", "果茶", "纯茶"}), "饮品": DRINK_CATEGORIES,
+    "咖啡": frozenset({"咖啡"}), "coffee": frozenset({"咖啡"}), "kafei": frozenset({"咖啡"}),
+    "汉堡": frozenset({"汉堡"}), "汉堡包": frozenset({"汉堡"}), "堡": frozenset({"汉堡"}),
+    "burger": frozenset({"汉堡"}), "hamburger": frozenset({"汉堡"}),
+    "炸鸡": frozenset({"炸鸡"}), "fried chicken": frozenset({"炸鸡"}), "chicken": frozenset({"炸鸡", "汉堡"}),
+    "小吃": frozenset({"小食", "甜品"}), "小食": frozenset({"小食", "甜品"}), "snack": frozenset({"小食", "甜品"}),
+    "甜品": frozenset({"甜品", "冰淇淋"}), "甜点": frozenset({"甜品", "冰淇淋"}),
+    "dessert": frozenset({"甜品", "冰淇淋"}), "sweets": frozenset({"甜品", "冰淇淋"}),
+    "饮料": DRINK_CATEGORIES, "喝的": DRINK_CATEGORIES, "drink": DRINK_CATEGORIES,
+    "beverage": DRINK_CATEGORIES, "something to drink": DRINK_CATEGORIES,
+    "水果": frozenset({"水果"}), "fruit": frozenset({"水果"}),
+    "吃的": frozenset({"汉堡", "炸鸡", "小食", "甜品"}), "food": frozenset({"汉堡", "炸鸡", "小食", "甜品"}),
+    "something to eat": frozenset({"汉堡", "炸鸡", "小食", "甜品"}),
+    "快餐": frozenset({"汉堡", "炸鸡", "小食"}), "fast food": frozenset({"汉堡", "炸鸡", "小食"}),
+    "奶昔": frozenset({"奶昔"}), "milkshake": frozenset({"奶昔"}), "shake": frozenset({"奶昔"}),
+    "年货": frozenset({"礼盒"}), "礼盒": frozenset({"礼盒"}), "gift box": frozenset({"礼盒"}),
+    "生鲜": frozenset({"水果", "蛋品"}), "groceries": frozenset({"水果", "蛋品"}),
+}
+
+# Well-known brands we do not carry: naming them lets the clarification say so instead of guessing.
+UNKNOWN_BRANDS: dict[str, str] = {}
+for _canonical, _names in {
+    "星巴克": ["星巴克", "starbucks", "星爸爸", "sbux"],
+    "麦当劳": ["麦当劳", "mcdonald's", "mcdonalds", "mcdonald", "金拱门", "麦记", "mcd"],
+    "Costa": ["costa", "咖世家"],
+    "必胜客": ["必胜客", "pizza hut", "pizzahut"],
+    "汉堡王": ["汉堡王", "burger king"],
+    "奈雪的茶": ["奈雪的茶", "奈雪", "nayuki"],
+    "茶百道": ["茶百道", "chabaidao"],
+    "古茗": ["古茗", "goodme"],
+    "CoCo都可": ["coco都可", "coco"],
+    "库迪咖啡": ["库迪", "cotti", "cotti coffee"],
+    "Manner": ["manner"],
+    "Tims": ["tims", "tim hortons", "天好咖啡"],
+    "塔斯汀": ["塔斯汀"],
+    "华莱士": ["华莱士", "wallace"],
+    "德克士": ["德克士", "dicos"],
+    "沪上阿姨": ["沪上阿姨"],
+    "书亦烧仙草": ["书亦烧仙草", "书亦"],
+    "霸王茶姬": ["霸王茶姬", "chagee"],
+    "赛百味": ["赛百味", "subway"],
+    "达美乐": ["达美乐", "domino's", "dominos"],
+    "海底捞": ["海底捞", "haidilao"],
+    "山姆": ["山姆", "sam's club", "sams club"],
+    "永辉": ["永辉超市", "永辉"],
+    "叮咚买菜": ["叮咚买菜", "叮咚"],
+    "Peet's": ["peet's", "peets"],
+    "茶颜悦色": ["茶颜悦色", "sexy tea"],
+}.items():
+    for _n in _names:
+        UNKNOWN_BRANDS[_n] = _canonical
+
+# Words that join two order lines ("两杯拿铁和一杯美式", "a zinger and a pepsi").
+SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要", "再加", "另外", "外加", "加上", "加", "再",
+              "and", "plus", "also", "then", "&", "+")
+# Words that make the option after them apply to every line ("都要大杯", "all large").
+GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "all", "both", "each", "every")
+# Words never worth a fuzzy match (fillers of an order sentence).
+STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would like love get give order buy
+have take need some the a an of for to from at with and or please thanks thank can could may just
+one two three four five six seven eight nine ten cup cups box boxes bottle bottles piece pieces
+large medium small hot cold iced ice sugar less no not without more extra also then it them this that
+size regular normal half light sweet make let's lets let is are be do does""".split())
+
+# Two-character pieces of item names too generic to name an item by themselves.
+GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "年货", "中杯", "大杯", "满杯", "香辣",
+                            "多肉", "鲜橙", "四季", "冰鲜", "鸡腿", "奥尔", "尔良", "鲜鸡", "丹东", "智利"})
+
+# Characters of an order sentence that carry no order of their own ("帮我点个", "有什么推荐吗"): what
+# is left after them and after every known phrase is something we did not understand (全家桶).
+FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀嘛吗下想喝吃买整请麻烦谢谢好了在去附近家店外卖单"
+                         "有什么推荐哪些啥样个款就再也还和跟今天现在马上先", )
+# A size said as one character right before the item: 大可乐, 中薯.
+SIZE_PREFIXES = {"大": "大杯", "中": "中杯"}
+
+_SPACE = re.compile(r"\s+")
+_CONTROL = dict.fromkeys(c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))
+
+
+def normalize(text: str) -> str:
+    """NFKC (full-width -> half-width), lower case, control characters dropped, runs of space as one."""
+    text = unicodedata.normalize("NFKC", text).translate(_CONTROL).lower()
+    text = text.replace("’", "'").replace("`", "'")
+    return _SPACE.sub(" ", text).strip()
+
+
+def is_cjk(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff" or "\u3400" <= ch <= "\u4dbf"
+
+
+@lru_cache(maxsize=65536)
+def readings(ch: str) -> frozenset[str]:
+    """Toneless pinyin of one CJK character, its usual reading only: with every rare reading of a
+    polyphone (波 bo/bei/bi) unrelated words start to sound alike."""
+    if not is_cjk(ch):
+        return frozenset((ch,))
+    got = pinyin(ch, style=Style.NORMAL, heteronym=False, errors="ignore")
+    return frozenset(got[0]) if got and got[0] else frozenset((ch,))
+
+
+def pinyin_words(text: str) -> list[str]:
+    """Toneless pinyin of the CJK characters of a name, read as a phrase (多肉葡萄 -> duo rou pu tao)."""
+    return lazy_pinyin("".join(ch for ch in text if is_cjk(ch)), style=Style.NORMAL, errors="ignore")

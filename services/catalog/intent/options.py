@@ -1,0 +1,94 @@
+"""Options: what people say (不要冰, no ice, 热的, 超大杯) -> the option an item offers.
+
+An option mention carries *keys* (the words that name it); each item has a table from key to its own
+(group_id, option_id). So a key is only ever applied to an item that offers it: 少冰 on a burger or
+少糖 on a KFC cola (size only) is dropped, not forced.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .lexicon import normalize
+from .specs import ItemSpec
+
+# Colloquial ways to say an option that a catalog would not list as an alias, keyed by the option's
+# canonical name (the name used in the demo menu). Negations are whole phrases on purpose: "冰" or
+# "糖" alone are parts of item names (冰鲜柠檬水, 黑糖) and never an option by themselves.
+COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "大杯": ("大一点", "加大", "大份的", "大杯的", "超大杯的", "large one", "large cup", "big cup", "upsize",
+             "venti", "grande", "xl"),
+    "中杯": ("中杯的", "中份的", "medium cup", "regular cup", "tall"),
+    "标准糖": ("正常甜", "正常糖的", "全糖的", "normal sugar", "normal sweet", "regular sweet"),
+    "少糖": ("少放糖", "糖少点", "糖少一点", "少一点糖", "少点糖", "不要太甜", "别太甜", "不太甜", "less sweetness",
+             "not too sweet", "low sugar"),
+    "半糖": ("半分糖", "一半糖", "50%糖", "50% sugar", "half sweetness"),
+    "微糖": ("一点点糖", "一点糖", "微微甜", "slight sugar", "little sugar", "30%糖", "30% sugar"),
+    "不另外加糖": ("不放糖", "别加糖", "不要加糖", "不用加糖", "不用糖", "无糖的", "不加糖的", "without sugar",
+                "zero sugar", "0 sugar", "sugarless", "no sweetener"),
+    "正常冰": ("正常冰的", "要冰的", "冰镇", "冷的", "cold", "with normal ice", "full ice"),
+    "少冰": ("少放冰", "冰少点", "冰少一点", "少一点冰", "少点冰", "不要太冰", "别太冰", "less cold", "easy ice"),
+    "去冰": ("去冰的", "不放冰", "别加冰", "不要加冰", "不用冰", "不要冰块", "冰不要", "无冰的", "hold the ice",
+             "no ice please", "ice-free"),
+    "常温": ("常温的", "室温", "不冰不热", "不要冰的也不要热的", "room-temperature"),
+    "热": ("热饮的", "热一点", "烫的", "温热", "热乎的", "hot one", "warm one", "heated"),
+}
+
+
+@dataclass(frozen=True)
+class ItemOptions:
+    """One item's option table: key (normalised name, alias or colloquial phrase) -> (group, option)."""
+    by_key: dict[str, tuple[str, str]]
+    names: dict[tuple[str, str], str]  # (group, option) -> display name, for explanations
+
+    def lookup(self, keys: tuple[str, ...]) -> tuple[str, str] | None:
+        for key in keys:
+            hit = self.by_key.get(key)
+            if hit is not None:
+                return hit
+        return None
+
+
+def option_table(item: ItemSpec) -> ItemOptions:
+    by_key: dict[str, tuple[str, str]] = {}
+    names: dict[tuple[str, str], str] = {}
+    for group in item.groups:
+        for opt in group.options:
+            target = (group.group_id, opt.option_id)
+            names[target] = opt.name
+            for word in (opt.name, *opt.aliases, opt.option_id):
+                by_key.setdefault(normalize(word), target)
+                by_key.setdefault(normalize(word) + "的", target)
+    return ItemOptions(by_key=by_key, names=names)
+
+
+def option_surfaces(items: list[ItemSpec]) -> dict[str, tuple[str, ...]]:
+    """Every phrase that names an option -> the keys to look it up with in an item's table.
+
+    The keys are the phrase itself plus the canonical option names it stands for, so a colloquial
+    phrase ("不要冰") resolves through the option's name (去冰) in whichever item offers it.
+    """
+    surfaces: dict[str, list[str]] = {}
+
+    def add(surface: str, key: str) -> None:
+        s = normalize(surface)
+        if not s:
+            return
+        keys = surfaces.setdefault(s, [s])
+        k = normalize(key)
+        if k not in keys:
+            keys.append(k)
+
+    for item in items:
+        for group in item.groups:
+            for opt in group.options:
+                for word in (opt.name, *opt.aliases):
+                    add(word, opt.name)
+    for canonical, phrases in COLLOQUIAL_OPTIONS.items():
+        for phrase in phrases:
+            add(phrase, canonical)
+    # "少冰的" must read as 少冰, not as 少 + 冰的 (正常冰): every Chinese option also with 的.
+    for surface, keys in list(surfaces.items()):
+        if not surface.isascii() and not surface.endswith("的"):
+            for key in keys[1:] or keys:
+                add(surface + "的", key)
+    return {s: tuple(keys) for s, keys in surfaces.items()}

@@ -1,0 +1,732 @@
+"""The default, offline, rule-based resolver.
+
+How a sentence is read:
+1. normalise (NFKC, lower case) and cap its length;
+2. find every phrase the catalog knows (brand, item name / alias / piece of a name, option, category
+   word, brand we do not carry, connective), exact or by pinyin (homophones and typos such as
+   生耶拿铁), and keep the set of non-overlapping phrases that explains most of the sentence
+   (weighted interval scheduling, so 生耶拿铁 beats the piece 拿铁);
+3. in what is left, find quantities (两杯, 俩, x2, a couple of), punctuation, and fuzzy English
+   words (amercano);
+4. walk the phrases left to right into order lines: a quantity before an item is its count, one after
+   it too, later quantities with options split it (两杯，一杯少冰一杯去冰); options go to the item of
+   their clause;
+5. pick the brand that can serve every line (a named brand first), the best item per line within it,
+   and turn option words into the options that item offers.
+Everything that depends only on the catalog is indexed once in __init__.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from rapidfuzz import fuzz, process
+
+from .lexicon import CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES
+from .lexicon import STOPWORDS, UNKNOWN_BRANDS
+from .lexicon import is_cjk, normalize, pinyin_words, readings
+from .numbers import scan_quantities
+from .options import ItemOptions, option_surfaces, option_table
+from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
+
+# Sentences longer than this are read only this far: an order is a sentence, not an essay, and it
+# bounds the work per call whatever a client sends.
+MAX_CHARS = 240
+MAX_CANDIDATES = 8
+
+BRAND, ITEM, CAT, OPT, UNKNOWN, SEP, GLOBAL, QTY = "brand", "item", "cat", "opt", "unknown", "sep", "global", "qty"
+# Quality of a phrase per kind when lengths tie: a category word beats a piece of an item name
+# (奶茶 is a category, not 珍珠奶茶), a connective is worth little.
+_KIND_QUALITY = {BRAND: 1.0, UNKNOWN: 1.0, OPT: 1.0, CAT: 0.9, SEP: 0.3, GLOBAL: 0.4}
+_STANDARD_MARKERS = ("标准", "经典", "原味", "招牌", "standard", "classic", "original")
+_PUNCT = re.compile(r"[,，、;；。.!！?？/|~～\n]+")
+_SIZE_SUFFIX = re.compile(r"\s*(\([^)]*\)|\d+(\.\d+)?\s*(g|kg|ml|l|枚|个|只|斤|克|片)?)\s*$")
+_WORD = re.compile(r"[a-z][a-z'\-]*")
+
+
+@dataclass
+class _Meaning:
+    """What one surface phrase can mean (a phrase may name several items: 美式, 拿铁)."""
+    items: dict[str, float] = field(default_factory=dict)   # item_id -> quality
+    item_how: dict[str, str] = field(default_factory=dict)  # item_id -> name/alias/piece
+    brand: tuple[str, float] | None = None
+    option_keys: tuple[str, ...] = ()
+    cats: frozenset[str] | None = None
+    unknown: str = ""
+    sep: bool = False
+    glob: bool = False
+
+    def best(self) -> tuple[str, float]:
+        """The kind this phrase is read as, with its quality."""
+        best_kind, best_q = "", 0.0
+        if self.items:
+            best_kind, best_q = ITEM, max(self.items.values())
+        for kind, present in ((BRAND, self.brand is not None), (UNKNOWN, bool(self.unknown)),
+                              (OPT, bool(self.option_keys)), (CAT, self.cats is not None),
+                              (GLOBAL, self.glob), (SEP, self.sep)):
+            if present:
+                q = self.brand[1] if kind == BRAND and self.brand else _KIND_QUALITY[kind]
+                if q > best_q:
+                    best_kind, best_q = kind, q
+        return best_kind, best_q
+
+
+@dataclass
+class _Token:
+    kind: str
+    start: int
+    end: int
+    quality: float
+    surface: str
+    meaning: _Meaning | None = None
+    quantity: int = 0
+    how: str = ""
+    items: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _Seg:
+    quantity: int
+    opts: list[_Token] = field(default_factory=list)
+    pre: bool = False
+
+
+@dataclass
+class _Draft:
+    """One thing the sentence asks for, before the brand is chosen."""
+    token: _Token
+    shared: list[_Token] = field(default_factory=list)
+    segs: list[_Seg] = field(default_factory=list)
+
+    def portions(self, global_opts: list[_Token]) -> list[tuple[int, list[_Token]]]:
+        """(quantity, option words) per order line this draft becomes."""
+        base = global_opts + self.shared
+        if not self.segs:
+            return [(1, base)]
+        if len(self.segs) == 1:
+            return [(self.segs[0].quantity, base + self.segs[0].opts)]
+        head, rest = self.segs[0], self.segs[1:]
+        rest_total = sum(s.quantity for s in rest)
+        if not head.opts and head.quantity >= rest_total:
+            # 两杯，一杯少冰一杯去冰: the first count is the total, the others split it.
+            out = [(s.quantity, base + s.opts) for s in rest]
+            if head.quantity > rest_total:
+                out.append((head.quantity - rest_total, base))
+            return out
+        return [(s.quantity, base + s.opts) for s in self.segs]
+
+
+@dataclass(frozen=True)
+class _Pick:
+    item: ItemSpec
+    confidence: float
+    note: str
+
+
+class RuleBasedResolver:
+    def __init__(self, brands: Sequence[BrandSpec], items: Sequence[ItemSpec]) -> None:
+        self._brands = {b.brand_id: b for b in brands}
+        self._brand_order = [b.brand_id for b in brands]
+        self._items = {i.item_id: i for i in items if i.brand_id in self._brands}
+        self._menu_index = {item_id: n for n, item_id in enumerate(self._items)}
+        self._items_by_brand: dict[str, list[ItemSpec]] = {b: [] for b in self._brands}
+        for item in self._items.values():
+            self._items_by_brand[item.brand_id].append(item)
+        self._options: dict[str, ItemOptions] = {i.item_id: option_table(i) for i in self._items.values()}
+        self._core = {i.item_id: _core_name(i.name) for i in self._items.values()}
+        self._surfaces: dict[str, _Meaning] = {}
+        self._index_catalog()
+        self._by_first: dict[str, list[tuple[str, _Meaning, bool, bool]]] = {}
+        self._by_reading: dict[str, list[tuple[str, tuple[frozenset[str], ...], _Meaning]]] = {}
+        self._index_surfaces()
+        self._fuzzy_choices = [s for s in self._surfaces if s.isascii() and len(s) >= 4
+                               and s not in STOPWORDS and not self._surfaces[s].sep]
+
+    # ----------------------------------------------------------------------------------- indexing
+    def _meaning(self, surface: str) -> _Meaning | None:
+        s = normalize(surface)
+        if not s:
+            return None
+        return self._surfaces.setdefault(s, _Meaning())
+
+    def _add_item(self, surface: str, item_id: str, quality: float, how: str) -> None:
+        m = self._meaning(surface)
+        if m is not None and quality > m.items.get(item_id, 0.0):
+            m.items[item_id] = quality
+            m.item_how[item_id] = how
+
+    def _index_catalog(self) -> None:
+        for brand in self._brands.values():
+            for word, q in [(brand.name, 1.0)] + [(a, 0.99) for a in brand.aliases]:
+                m = self._meaning(word)
+                if m is not None and (m.brand is None or m.brand[1] < q):
+                    m.brand = (brand.brand_id, q)
+            py = pinyin_words(brand.name)
+            if len(py) >= 2:
+                for word in (" ".join(py), "".join(py)):
+                    m = self._meaning(word)
+                    if m is not None and m.brand is None:
+                        m.brand = (brand.brand_id, 0.9)
+        generic = set(GENERIC_PIECES) | set(CATEGORY_TERMS) | set(UNKNOWN_BRANDS)
+        generic |= {normalize(w) for b in self._brands.values() for w in (b.name, *b.aliases)}
+        generic |= {normalize(i.category) for i in self._items.values()}
+        for item in self._items.values():
+            core = self._core[item.item_id]
+            self._add_item(item.name, item.item_id, 1.0, "name")
+            self._add_item(core, item.item_id, 0.99, "name")
+            for alias in item.aliases:
+                self._add_item(alias, item.item_id, 0.97, "alias")
+                a = normalize(alias)
+                if a.isascii():
+                    self._add_item(_plural(a), item.item_id, 0.95, "alias")
+                    words = a.split()
+                    if len(words) >= 2 and words[-1] not in STOPWORDS and len(words[-1]) >= 4:
+                        # "latte" for every ... latte: the head noun names the kind, weakly.
+                        for head in (words[-1], _plural(words[-1])):
+                            if head not in CATEGORY_TERMS:
+                                self._add_item(head, item.item_id, 0.6, "piece")
+            py = pinyin_words(core)
+            if len(py) >= 2:
+                self._add_item(" ".join(py), item.item_id, 0.9, "pinyin")
+                self._add_item("".join(py), item.item_id, 0.9, "pinyin")
+            # Pieces of the Chinese name and aliases: 柠檬水 -> 冰鲜柠檬水, 草莓奶昔 -> 草莓摇摇奶昔.
+            for word in {core, *(normalize(a) for a in item.aliases if any(is_cjk(c) for c in a))}:
+                for piece, share in _pieces(word):
+                    if piece in generic or piece == word:
+                        continue
+                    self._add_item(piece, item.item_id, 0.5 + 0.35 * share, "piece")
+        for surface, keys in option_surfaces(list(self._items.values())).items():
+            m = self._meaning(surface)
+            if m is not None:
+                m.option_keys = keys
+        brand_cats: dict[str, set[str]] = {}
+        for item in self._items.values():
+            brand_cats.setdefault(self._brands[item.brand_id].category, set()).add(item.category)
+        terms: dict[str, set[str]] = {t: set(c) for t, c in CATEGORY_TERMS.items()}
+        for item in self._items.values():
+            terms.setdefault(item.category, set()).add(item.category)
+        for bcat, icats in brand_cats.items():
+            terms.setdefault(bcat, set()).update(icats)
+        for term, cats in terms.items():
+            for word in {term, _plural(term) if term.isascii() else term}:
+                m = self._meaning(word)
+                if m is not None:
+                    m.cats = frozenset(cats)
+        for word, canonical in UNKNOWN_BRANDS.items():
+            m = self._meaning(word)
+            if m is not None and m.brand is None:
+                m.unknown = canonical
+        for word in SEPARATORS:
+            m = self._meaning(word)
+            if m is not None:
+                m.sep = True
+        for word in GLOBAL_MARKERS:
+            m = self._meaning(word)
+            if m is not None:
+                m.glob = True
+
+    def _index_surfaces(self) -> None:
+        for surface, meaning in self._surfaces.items():
+            left = surface[0].isascii() and surface[0].isalnum()
+            right = surface[-1].isascii() and surface[-1].isalnum()
+            self._by_first.setdefault(surface[0], []).append((surface, meaning, left, right))
+            # Homophones only for names of 3+ Chinese characters: two-character homophones are
+            # everywhere in ordinary speech.
+            # Homophones only for whole names and aliases of 3+ Chinese characters: two-character
+            # homophones and pieces of names are everywhere in ordinary speech.
+            named = meaning.brand is not None or any(h != "piece" for h in meaning.item_how.values())
+            if len(surface) >= 3 and all(is_cjk(c) for c in surface) and named:
+                rd = tuple(readings(c) for c in surface)
+                for r in rd[0]:
+                    self._by_reading.setdefault(r, []).append((surface, rd, meaning))
+        for bucket in self._by_first.values():
+            bucket.sort(key=lambda e: -len(e[0]))
+
+    # ----------------------------------------------------------------------------------- reading
+    def resolve(self, text: str, *, card_face_value_fen: int = 2500) -> Reading:
+        try:
+            return self._resolve(text, card_face_value_fen)
+        except Exception:  # pragma: no cover - a sentence must never crash the RPC
+            return self._clarify_nothing()
+
+    def _resolve(self, text: str, face: int) -> Reading:
+        norm = normalize(text if isinstance(text, str) else str(text))[:MAX_CHARS]
+        tokens, unexplained = self._tokens(norm)
+        drafts, global_opts = _parse(tokens)
+        known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
+                                   if t.kind == BRAND and t.meaning and t.meaning.brand))
+        unknown = next((t.meaning.unknown for t in tokens if t.kind == UNKNOWN and t.meaning), "")
+        if unknown and not known:
+            return self._clarify_unknown(unknown)
+        if not drafts:
+            if known and not unexplained:
+                return self._brand_only(known, face)
+            if known:
+                return self._clarify_mismatch([], known, unexplained)
+            return self._clarify_nothing()
+        return self._candidates(drafts, global_opts, known, face)
+
+    # tokens ------------------------------------------------------------------------------------
+    def _tokens(self, text: str) -> tuple[list[_Token], str]:
+        """The phrases of the sentence in order, and its Chinese characters nothing explained."""
+        n = len(text)
+        matches: list[list[tuple[int, float, _Meaning, str, float]]] = [[] for _ in range(n)]
+        for i, ch in enumerate(text):
+            for surface, meaning, left, right in self._by_first.get(ch, ()):
+                j = i + len(surface)
+                if j > n or not text.startswith(surface, i):
+                    continue
+                if left and i > 0 and _is_word_char(text[i - 1]):
+                    continue
+                if right and j < n and _is_word_char(text[j]):
+                    continue
+                kind, q = meaning.best()
+                if kind:
+                    matches[i].append((j, q, meaning, "exact", 1.0))
+            if is_cjk(ch):
+                seen: set[str] = set()
+                for r in readings(ch):
+                    for surface, rd, meaning in self._by_reading.get(r, ()):
+                        if surface in seen:
+                            continue
+                        seen.add(surface)
+                        j = i + len(surface)
+                        if j > n:
+                            continue
+                        exact = 0
+                        for k in range(len(surface)):
+                            c = text[i + k]
+                            if c == surface[k]:
+                                exact += 1
+                            elif not is_cjk(c) or not (readings(c) & rd[k]):
+                                break
+                        else:
+                            if exact < len(surface) and exact * 2 >= len(surface):
+                                kind, q = meaning.best()
+                                scale = 0.6 + 0.3 * exact / len(surface)
+                                matches[i].append((j, q * scale, meaning, "sound", scale))
+        # Weighted interval scheduling: the reading that explains the most of the sentence.
+        best = [0.0] * (n + 1)
+        choice: list[tuple[int, float, _Meaning, str, float] | None] = [None] * (n + 1)
+        for i in range(n - 1, -1, -1):
+            best[i], choice[i] = best[i + 1], None
+            for m in matches[i]:
+                score = (m[0] - i) * m[1] + best[m[0]]
+                if score > best[i] + 1e-9:
+                    best[i], choice[i] = score, m
+        tokens: list[_Token] = []
+        gaps: list[tuple[int, int]] = []
+        i, gap_start = 0, 0
+        while i < n:
+            m = choice[i]
+            if m is None:
+                i += 1
+                continue
+            if gap_start < i:
+                gaps.append((gap_start, i))
+            j, q, meaning, how, scale = m
+            tokens.append(self._token(text, i, j, meaning, how, scale))
+            i = gap_start = j
+        if gap_start < n:
+            gaps.append((gap_start, n))
+        for a, b in gaps:
+            tokens.extend(self._gap_tokens(text, a, b))
+        tokens.sort(key=lambda t: t.start)
+        covered = {c for t in tokens for c in range(t.start, t.end)}
+        for t in list(tokens):
+            p = t.start - 1
+            if t.kind == ITEM and p >= 0 and p not in covered and text[p] in SIZE_PREFIXES:
+                size = self._surfaces.get(SIZE_PREFIXES[text[p]])
+                if size is not None and size.option_keys:
+                    tokens.append(_Token(kind=OPT, start=p, end=p + 1, quality=1.0, surface=text[p], meaning=size))
+                    covered.add(p)
+        tokens.sort(key=lambda t: t.start)
+        runs, run = [], ""
+        for c in range(n + 1):
+            if c < n and c not in covered and is_cjk(text[c]):
+                run += text[c]
+            elif run:
+                runs.append(run.strip("".join(FILLER_CHARS)))
+                run = ""
+        unexplained = "、".join(r for r in runs if sum(ch not in FILLER_CHARS for ch in r) >= 2)
+        return tokens, unexplained
+
+    def _token(self, text: str, i: int, j: int, meaning: _Meaning, how: str, scale: float) -> _Token:
+        kind, q = meaning.best()
+        tok = _Token(kind=kind, start=i, end=j, quality=q, surface=text[i:j], meaning=meaning, how=how)
+        if kind == ITEM:
+            tok.items = {item_id: iq * scale for item_id, iq in meaning.items.items()}
+            if len(tok.items) > 1:
+                # Context: 椰子拿铁 -> the latte whose name shares 椰 with the words around it.
+                near = text[max(0, i - 3):i] + text[j:j + 3]
+                for item_id in tok.items:
+                    extra = sum(1 for c in set(self._core[item_id]) if is_cjk(c) and c in near and c not in tok.surface)
+                    tok.items[item_id] += 0.04 * extra
+            best_item = max(tok.items, key=tok.items.__getitem__)
+            tok.how = "sound" if how == "sound" else meaning.item_how.get(best_item, how)
+        return tok
+
+    def _gap_tokens(self, text: str, a: int, b: int) -> list[_Token]:
+        gap = text[a:b]
+        out: list[_Token] = []
+        masked = list(gap)
+        # Fuzzy English words (typos): longest word windows first.
+        words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(gap)]
+        used = [False] * len(words)
+        for size in (3, 2, 1):
+            for k in range(len(words) - size + 1):
+                if any(used[k:k + size]):
+                    continue
+                window = words[k:k + size]
+                if window[0][2] in STOPWORDS or window[-1][2] in STOPWORDS:
+                    continue
+                phrase = gap[window[0][0]:window[-1][1]]
+                if len(phrase) < 4:
+                    continue
+                hit = process.extractOne(phrase, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=84)
+                if hit is None:
+                    continue
+                surface, score, _ = hit
+                meaning = self._surfaces[surface]
+                scale = 0.55 + 0.3 * (score - 84) / 16
+                tok = self._token(text, a + window[0][0], a + window[-1][1], meaning, "fuzzy", scale)
+                tok.quality *= scale
+                tok.how = "fuzzy"
+                out.append(tok)
+                for u in range(k, k + size):
+                    used[u] = True
+                for c in range(window[0][0], window[-1][1]):
+                    masked[c] = " "
+        rest = "".join(masked)
+        for q in scan_quantities(rest):
+            out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0,
+                              surface=gap[q.start:q.end], quantity=q.quantity))
+            for c in range(q.start, q.end):
+                masked[c] = " "
+        for m in _PUNCT.finditer("".join(masked)):
+            out.append(_Token(kind=SEP, start=a + m.start(), end=a + m.end(), quality=1.0, surface=m.group()))
+        return out
+
+    # choosing ----------------------------------------------------------------------------------
+    def _candidates(self, drafts: list[_Draft], global_opts: list[_Token], known: list[str], face: int) -> Reading:
+        brands = known or self._brands_for(drafts)
+        per_brand: list[tuple[float, str, list[list[_Pick]]]] = []
+        for brand_id in brands:
+            choices = [self._choices(d, brand_id, face) for d in drafts]
+            if all(choices):
+                conf = min(c[0].confidence for c in choices)
+                per_brand.append((conf, brand_id, choices))
+        dropped: list[_Draft] = []
+        if not per_brand and not known:
+            # A weak piece-of-a-name match from another brand should not sink a clear order.
+            strong = [d for d in drafts if d.token.kind == CAT or max(d.token.items.values()) >= 0.75]
+            if strong and len(strong) < len(drafts):
+                dropped = [d for d in drafts if d not in strong]
+                drafts = strong
+                for brand_id in self._brands_for(drafts):
+                    choices = [self._choices(d, brand_id, face) for d in drafts]
+                    if all(choices):
+                        per_brand.append((min(c[0].confidence for c in choices) * 0.8, brand_id, choices))
+        if not per_brand:
+            return self._clarify_mismatch(drafts, known)
+        if not known:
+            per_brand.sort(key=lambda e: -e[0])
+        all_category = all(d.token.kind == CAT for d in drafts)
+        out: list[Candidate] = []
+        if all_category:
+            # One candidate per good pick, best pick of every brand first, so the service can take
+            # the nearest store that has any of them.
+            ranked = []
+            for conf, brand_id, choices in per_brand:
+                for rank, pick in enumerate(choices[0]):
+                    ranked.append((rank, -pick.confidence, self._menu_index[pick.item.item_id], brand_id, pick))
+            ranked.sort(key=lambda r: r[:3])
+            for rank, _, _, brand_id, pick in ranked[:MAX_CANDIDATES]:
+                picks = [pick] + [c[0] for c in next(e[2] for e in per_brand if e[1] == brand_id)[1:]]
+                out.append(self._candidate(brand_id, drafts, picks, global_opts, True, dropped, rank))
+        else:
+            for conf, brand_id, choices in per_brand:
+                by_cat = any(d.token.kind == CAT for d in drafts)
+                out.append(self._candidate(brand_id, drafts, [c[0] for c in choices], global_opts, by_cat, dropped, 0))
+                # Alternatives for an ambiguous line (拿铁: which latte?).
+                for li, c in enumerate(choices):
+                    for alt in c[1:3]:
+                        if alt.confidence < c[0].confidence * 0.8 and c[0].confidence >= 0.9:
+                            continue  # 美式 is 标准美式: 橙C美式 is not an alternative worth a store search
+                        picks = [cc[0] for cc in choices]
+                        picks[li] = alt
+                        out.append(self._candidate(brand_id, drafts, picks, global_opts, by_cat, dropped, 1))
+        if not all_category and not known:
+            out.sort(key=lambda c: -c.confidence)
+        return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
+
+    def _brands_for(self, drafts: list[_Draft]) -> list[str]:
+        seen: dict[str, float] = {}
+        for d in drafts:
+            if d.token.kind == ITEM:
+                for item_id, q in d.token.items.items():
+                    b = self._items[item_id].brand_id
+                    seen[b] = max(seen.get(b, 0.0), q)
+        if not seen:
+            return list(self._brand_order)
+        return sorted(seen, key=lambda b: -seen[b])
+
+    def _choices(self, draft: _Draft, brand_id: str, face: int) -> list[_Pick]:
+        tok = draft.token
+        qty = max(1, max((s.quantity for s in draft.segs), default=1))
+        if tok.kind == ITEM:
+            mine = [(q, self._items[i]) for i, q in tok.items.items() if self._items[i].brand_id == brand_id]
+            if not mine:
+                return []
+            mine.sort(key=lambda e: (-round(e[0], 3), e[1].price_fen > face, not _is_standard(e[1].name),
+                                     self._menu_index[e[1].item_id]))
+            top = mine[0][0]
+            picks = []
+            for rank, (q, item) in enumerate(mine):
+                conf = min(0.97, q)
+                if rank == 0 and len(mine) > 1 and mine[1][0] >= top - 0.05:
+                    conf *= 0.75  # a tie: 拿铁 could be any latte
+                note = _how_note(tok, item)
+                picks.append(_Pick(item, conf if rank == 0 else conf * 0.8, note))
+            return picks[:4]
+        cats = tok.meaning.cats if tok.meaning and tok.meaning.cats else frozenset()
+        pool = [i for i in self._items_by_brand.get(brand_id, ()) if i.category in cats]
+        if not pool:
+            return []
+        words = tok.surface
+
+        def key(item: ItemSpec) -> tuple:
+            return (item.price_fen * qty > face, item.price_fen > face, words not in item.name,
+                    not _is_standard(item.name), self._menu_index[item.item_id])
+
+        pool.sort(key=key)
+        if pool[0].price_fen <= face:
+            # A pick the card covers in full exists: offer only such picks.
+            pool = [i for i in pool if i.price_fen <= face]
+        picks = []
+        for rank, item in enumerate(pool[:4]):
+            conf = 0.7 if item.price_fen <= face else 0.45
+            note = f"「{tok.surface}」→ {item.name}" + ("" if item.price_fen <= face else " (over the card)")
+            picks.append(_Pick(item, conf * (0.95 ** rank), note))
+        return picks
+
+    def _candidate(self, brand_id: str, drafts: list[_Draft], picks: list[_Pick], global_opts: list[_Token],
+                   by_category: bool, dropped: list[_Draft], rank: int) -> Candidate:
+        lines: list[WantedLine] = []
+        notes: list[str] = []
+        ignored: list[str] = []
+        for draft, pick in zip(drafts, picks):
+            table = self._options[pick.item.item_id]
+            for qty, opts in draft.portions(global_opts):
+                chosen: dict[str, str] = {}
+                for o in opts:
+                    hit = table.lookup(o.meaning.option_keys if o.meaning else ())
+                    if hit is None:
+                        ignored.append(f"{o.surface} ({pick.item.name})")
+                    else:
+                        chosen[hit[0]] = hit[1]
+                for n, line in enumerate(lines):
+                    if line.item_id == pick.item.item_id and line.options == chosen:
+                        lines[n] = WantedLine(line.item_id, line.quantity + qty, line.options)
+                        break
+                else:
+                    lines.append(WantedLine(pick.item.item_id, qty, chosen))
+            notes.append(pick.note)
+        conf = min(p.confidence for p in picks) if picks else 0.0
+        if dropped:
+            notes.append("ignored " + ", ".join(f"「{d.token.surface}」" for d in dropped))
+        if ignored:
+            notes.append("options not offered, ignored: " + ", ".join(dict.fromkeys(ignored)))
+        brand = self._brands[brand_id]
+        parts = ", ".join(f"{ln.quantity}×{self._items[ln.item_id].name}"
+                          + (" [" + ",".join(self._options[ln.item_id].names[(g, o)] for g, o in ln.options.items()) + "]"
+                             if ln.options else "") for ln in lines)
+        explanation = f"{brand.name}: {parts}; " + "; ".join(n for n in notes if n)
+        return Candidate(brand_id=brand_id, lines=tuple(lines), confidence=round(conf * (0.9 ** rank), 3),
+                         explanation=explanation, by_category=by_category)
+
+    def _brand_only(self, known: list[str], face: int) -> Reading:
+        out = []
+        for brand_id in known:
+            pool = sorted(self._items_by_brand.get(brand_id, ()),
+                          key=lambda i: (i.price_fen > face, not _is_standard(i.name), self._menu_index[i.item_id]))
+            if pool and pool[0].price_fen <= face:
+                pool = [i for i in pool if i.price_fen <= face]
+            for rank, item in enumerate(pool[:3]):
+                out.append(Candidate(brand_id=brand_id, lines=(WantedLine(item.item_id, 1, {}),),
+                                     confidence=round(0.4 * 0.9 ** rank, 3), by_category=True,
+                                     explanation=f"{self._brands[brand_id].name}: no item named; suggesting {item.name}"))
+        return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
+
+    # clarifications ----------------------------------------------------------------------------
+    def _carried(self) -> tuple[str, str]:
+        zh = "、".join(self._brands[b].name for b in self._brand_order)
+        en = ", ".join(_english_name(self._brands[b]) for b in self._brand_order)
+        return zh, en
+
+    def _clarify_unknown(self, unknown: str) -> Reading:
+        zh, en = self._carried()
+        return Reading(candidates=(), mentioned_unknown_brand=unknown,
+                       clarification=f"抱歉，暂不支持{unknown}。可以选：{zh}，想点哪家？ / "
+                                     f"Sorry, we don't carry {unknown}. We have {en}: which would you like?")
+
+    def _clarify_nothing(self) -> Reading:
+        zh, en = self._carried()
+        return Reading(candidates=(),
+                       clarification=f"没听懂想点什么。可以选：{zh}，比如“来一杯生椰拿铁”。 / "
+                                     f"Sorry, I couldn't find an order in that. We have {en}; "
+                                     f"try e.g. \"a coconut latte from luckin\".")
+
+    def _clarify_mismatch(self, drafts: list[_Draft], known: list[str], words: str = "") -> Reading:
+        where = [words] if words else []
+        for d in drafts:
+            if d.token.kind == ITEM:
+                best = max(d.token.items, key=d.token.items.__getitem__)
+                where.append(f"{self._items[best].name}（{self._brands[self._items[best].brand_id].name}）")
+            else:
+                where.append(d.token.surface)
+        listing = "、".join(where)
+        if known:
+            names = "、".join(self._brands[b].name for b in known)
+            return Reading(candidates=(),
+                           clarification=f"{names}没有：{listing}。要换一家吗？ / "
+                                         f"{names} doesn't sell {listing}. Order from another brand?")
+        return Reading(candidates=(),
+                       clarification=f"一单只能来自一家：{listing}。先点哪家？ / "
+                                     f"One order comes from one brand: {listing}. Which one first?")
+
+
+# ------------------------------------------------------------------------------------- parsing
+def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
+    """Order lines from the phrase sequence (see the module docstring, step 4)."""
+    drafts: list[_Draft] = []
+    global_opts: list[_Token] = []
+    pending_qty: int | None = None
+    pending_opts: list[_Token] = []
+    cur: _Draft | None = None
+    seg_open: _Seg | None = None
+    clause_break = False
+    global_next = False
+    skip = (OPT, BRAND, UNKNOWN, GLOBAL)
+
+    def ahead(k: int) -> int | None:
+        """Index of the next line-making token in this clause after k (None if a clause ends first)."""
+        for x in range(k + 1, len(tokens)):
+            if tokens[x].kind in skip:
+                continue
+            if tokens[x].kind in (ITEM, CAT):
+                return x
+            if tokens[x].kind == SEP:
+                return None
+            return None  # another count comes first: this one is not the next item's
+        return None
+
+    def has_post_count(x: int) -> bool:
+        for y in range(x + 1, len(tokens)):
+            if tokens[y].kind in skip:
+                continue
+            return tokens[y].kind == QTY
+        return False
+
+    for k, t in enumerate(tokens):
+        if t.kind == SEP:
+            clause_break, seg_open, global_next = True, None, False
+        elif t.kind == GLOBAL:
+            global_next = True
+        elif t.kind in (ITEM, CAT):
+            d = _Draft(t)
+            if pending_qty is not None:
+                d.segs.append(_Seg(pending_qty, pre=True))
+            d.shared.extend(pending_opts)
+            pending_qty, pending_opts = None, []
+            drafts.append(d)
+            cur, seg_open, clause_break = d, None, False
+        elif t.kind == QTY:
+            nxt = ahead(k)
+            pre = nxt is not None
+            if pre and cur is not None and not cur.segs and not clause_break and has_post_count(nxt):
+                pre = False  # 鸡腿堡两个薯条一份: the count follows its item here
+            if pre or cur is None:
+                pending_qty = t.quantity
+            else:
+                seg_open = _Seg(t.quantity)
+                cur.segs.append(seg_open)
+        elif t.kind == OPT:
+            if global_next:
+                global_opts.append(t)
+            elif cur is None or ((clause_break or pending_qty is not None) and ahead(k) is not None):
+                pending_opts.append(t)
+            elif seg_open is not None:
+                seg_open.opts.append(t)
+            else:
+                cur.shared.append(t)
+    if pending_opts and cur is not None:
+        cur.shared.extend(pending_opts)
+    return drafts, global_opts
+
+
+# ------------------------------------------------------------------------------------- helpers
+def _core_name(name: str) -> str:
+    """丹东草莓500g -> 丹东草莓, 薯条(中) -> 薯条: the part people say."""
+    s = normalize(name)
+    prev = None
+    while prev != s:
+        prev, s = s, _SIZE_SUFFIX.sub("", s)
+    return s or normalize(name)
+
+
+def _pieces(word: str) -> list[tuple[str, float]]:
+    """Contiguous pieces (2+ chars) and one-gap pieces (3+ chars) of a Chinese name, with the share
+    of the name each keeps. Only the CJK part is cut."""
+    w = "".join(c for c in word if is_cjk(c))
+    n = len(w)
+    if n < 3:
+        return []
+    out: dict[str, float] = {}
+    for i in range(n):
+        for j in range(i + 2, n + 1):
+            if j - i < n:
+                out[w[i:j]] = max(out.get(w[i:j], 0.0), (j - i) / n)
+    if n <= 8:
+        for a in range(1, n - 1):
+            for b in range(a + 1, n):
+                piece = w[:a] + w[b:]
+                if len(piece) >= 3:
+                    out[piece] = max(out.get(piece, 0.0), len(piece) / n)
+    return list(out.items())
+
+
+def _plural(word: str) -> str:
+    if not word or not word[-1].isalpha():
+        return word
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    return word + "s"
+
+
+def _is_word_char(c: str) -> bool:
+    return c.isascii() and (c.isalnum() or c == "'")
+
+
+def _is_standard(name: str) -> bool:
+    return any(m in name.lower() for m in _STANDARD_MARKERS)
+
+
+def _english_name(brand: BrandSpec) -> str:
+    for a in brand.aliases:
+        if a.isascii():
+            return a
+    return brand.name
+
+
+def _how_note(tok: _Token, item: ItemSpec) -> str:
+    if tok.surface == normalize(item.name):
+        return ""
+    how = {"sound": "sounds like", "fuzzy": "close to", "piece": "part of", "pinyin": "pinyin of"}.get(tok.how, "=")
+    return f"「{tok.surface}」{how} {item.name}"
+
+
+__all__ = ["RuleBasedResolver", "MAX_CHARS"]

@@ -1,0 +1,469 @@
+"""Catalog rules as plain data and functions: brands, menus, stores, opening hours, quotes.
+
+Imports neither grpc nor sqlite. Everything the order path needs (Quote) is answered from these
+in-memory structures: a menu per brand and a sold-out set per store, so pricing a line is one
+dict lookup and never touches the database.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import lru_cache
+from typing import Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.common.errors import InvalidArgument
+
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+MIN_QUANTITY, MAX_QUANTITY = 1, 99
+MAX_QUOTE_LINES = 50
+MAX_TEXT_CHARS = 500
+MAX_ID_CHARS = 128
+MAX_NAME_CHARS = 200
+MAX_PRICE_FEN = 10_000_000  # 100,000 yuan per unit: anything above is a typo, not a menu price
+
+# Quote problem reasons (QuoteProblem.reason).
+UNKNOWN_ITEM = "UNKNOWN_ITEM"
+ITEM_SOLD_OUT = "ITEM_SOLD_OUT"
+OPTION_NOT_OFFERED = "OPTION_NOT_OFFERED"
+QUANTITY_OUT_OF_RANGE = "QUANTITY_OUT_OF_RANGE"
+STORE_CLOSED = "STORE_CLOSED"
+
+# ImportStores rejection reasons.
+MISSING_STORE_ID = "MISSING_STORE_ID"
+MISSING_NAME = "MISSING_NAME"
+UNKNOWN_BRAND = "UNKNOWN_BRAND"
+LOCATION_OUT_OF_RANGE = "LOCATION_OUT_OF_RANGE"
+BAD_OPENING_HOURS = "BAD_OPENING_HOURS"
+BAD_TIME_ZONE = "BAD_TIME_ZONE"
+FIELD_TOO_LONG = "FIELD_TOO_LONG"
+
+
+# --- resources -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Brand:
+    brand_id: str
+    name: str
+    aliases: tuple[str, ...] = ()
+    category: str = ""
+    logo_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    option_id: str
+    name: str
+    price_delta_fen: int = 0
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class OptionGroup:
+    group_id: str
+    name: str
+    options: tuple[Option, ...]
+    default_option_id: str = ""
+
+    def option(self, option_id: str) -> Option | None:
+        for opt in self.options:
+            if opt.option_id == option_id:
+                return opt
+        return None
+
+    @property
+    def default(self) -> Option:
+        return self.option(self.default_option_id) or self.options[0]
+
+
+@dataclass(frozen=True, slots=True)
+class MenuItem:
+    item_id: str
+    brand_id: str
+    name: str
+    price_fen: int
+    aliases: tuple[str, ...] = ()
+    category: str = ""
+    option_groups: tuple[OptionGroup, ...] = ()
+
+    def group(self, group_id: str) -> OptionGroup | None:
+        for g in self.option_groups:
+            if g.group_id == group_id:
+                return g
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class OpeningPeriod:
+    weekday: int  # ISO 1..7
+    open_minute: int  # 0..1439
+    close_minute: int  # open+1..2880; > 1440 runs past midnight into the next day
+
+
+Hours = tuple[OpeningPeriod, ...]
+
+
+@dataclass(slots=True)
+class StoreRecord:
+    """What the server keeps in memory per store (300,000 of them): enough to search, filter by
+    open-now and quote. Address and city stay in SQLite and are read only to render results."""
+
+    store_id: str
+    brand_id: str
+    name: str
+    lat: float
+    lng: float
+    hours: Hours  # interned: stores with the same timetable share one tuple
+    closed: bool
+    time_zone: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoreDetails:
+    """The rarely-needed columns, read from the store when rendering a Store."""
+
+    address: str = ""
+    city: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreRow:
+    """One validated import row, everything needed to persist it."""
+
+    store_id: str
+    brand_id: str
+    name: str
+    address: str
+    city: str
+    lat: float
+    lng: float
+    hours: Hours
+    closed: bool
+    time_zone: str
+
+    def record(self) -> StoreRecord:
+        return StoreRecord(
+            self.store_id, self.brand_id, self.name, self.lat, self.lng,
+            intern_hours(self.hours), self.closed, self.time_zone,
+        )
+
+
+# --- opening hours ---------------------------------------------------------------------------
+
+_HOURS_INTERN: dict[Hours, Hours] = {}
+
+
+def intern_hours(hours: Hours) -> Hours:
+    """One shared tuple per distinct timetable: chains repeat a handful of timetables across
+    hundreds of thousands of stores, so this is most of the memory saved on hours."""
+    return _HOURS_INTERN.setdefault(hours, hours)
+
+
+def validate_hours(periods: Iterable[tuple[int, int, int]]) -> tuple[Hours | None, str]:
+    """(hours, "") or (None, why)."""
+    out = []
+    for wd, open_m, close_m in periods:
+        if not 1 <= wd <= 7:
+            return None, f"weekday {wd} is not 1..7"
+        if not 0 <= open_m <= 1439:
+            return None, f"open_minute {open_m} is not 0..1439"
+        if not open_m < close_m <= 2880:
+            return None, f"close_minute {close_m} must be in open_minute+1..2880"
+        out.append(OpeningPeriod(wd, open_m, close_m))
+    out.sort(key=lambda p: (p.weekday, p.open_minute))
+    return tuple(out), ""
+
+
+def encode_hours(hours: Hours) -> str:
+    """Compact text form stored in SQLite: "1:420-1320;2:420-1320"."""
+    return ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
+
+
+@lru_cache(maxsize=4096)
+def decode_hours(text: str) -> Hours:
+    if not text:
+        return ()
+    out = []
+    for part in text.split(";"):
+        wd, span = part.split(":")
+        o, c = span.split("-")
+        out.append(OpeningPeriod(int(wd), int(o), int(c)))
+    return intern_hours(tuple(out))
+
+
+@lru_cache(maxsize=64)
+def zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name or DEFAULT_TIME_ZONE)
+
+
+def valid_time_zone(name: str) -> bool:
+    if not name:
+        return True
+    try:
+        zone(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+def local_weekday_minute(now: datetime, time_zone: str) -> tuple[int, int]:
+    local = now.astimezone(zone(time_zone))
+    return local.isoweekday(), local.hour * 60 + local.minute
+
+
+def open_at(hours: Hours, weekday: int, minute: int) -> bool:
+    """Whether a timetable is open at a local weekday/minute. Empty timetable = always open.
+    A period closing after 1440 also covers the early minutes of the next weekday."""
+    if not hours:
+        return True
+    yesterday = 7 if weekday == 1 else weekday - 1
+    for p in hours:
+        if p.weekday == weekday and p.open_minute <= minute < p.close_minute:
+            return True
+        if p.weekday == yesterday and p.close_minute > 1440 and minute < p.close_minute - 1440:
+            return True
+    return False
+
+
+class OpenClock:
+    """Open-now checks for many stores at one instant: local time is computed once per zone."""
+
+    __slots__ = ("now", "_local", "_memo")
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+        self._local: dict[str, tuple[int, int]] = {}
+        self._memo: dict[tuple[int, str], bool] = {}
+
+    def is_open(self, store: StoreRecord) -> bool:
+        if store.closed:
+            return False
+        key = (id(store.hours), store.time_zone)
+        hit = self._memo.get(key)
+        if hit is None:
+            local = self._local.get(store.time_zone)
+            if local is None:
+                local = self._local[store.time_zone] = local_weekday_minute(self.now, store.time_zone)
+            hit = self._memo[key] = open_at(store.hours, *local)
+        return hit
+
+
+# --- geometry --------------------------------------------------------------------------------
+
+EARTH_RADIUS_M = 6_371_008.8
+
+
+def haversine_m(lat1: float, lng1: float, lat2: float, lng2: float) -> float:
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lng2 - lng1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+
+
+def valid_location(lat: float, lng: float) -> bool:
+    # NaN fails every comparison, so it is rejected too.
+    return -90.0 <= lat <= 90.0 and -180.0 <= lng <= 180.0
+
+
+# --- validation of writes --------------------------------------------------------------------
+
+
+def _id_ok(value: str) -> bool:
+    return 0 < len(value) <= MAX_ID_CHARS and value == value.strip()
+
+
+def validate_brand(brand: Brand) -> None:
+    problems = []
+    if not _id_ok(brand.brand_id):
+        problems.append(("brand.brand_id", "required, 1..128 characters without surrounding spaces"))
+    if not brand.name.strip() or len(brand.name) > MAX_NAME_CHARS:
+        problems.append(("brand.name", "required, 1..200 characters"))
+    if len(brand.aliases) > 100 or any(not a.strip() or len(a) > MAX_NAME_CHARS for a in brand.aliases):
+        problems.append(("brand.aliases", "at most 100 non-empty aliases of up to 200 characters"))
+    if problems:
+        raise InvalidArgument(violations=problems)
+
+
+def validate_item(item: MenuItem) -> None:
+    problems = []
+    if not _id_ok(item.item_id):
+        problems.append(("item.item_id", "required, 1..128 characters without surrounding spaces"))
+    if not _id_ok(item.brand_id):
+        problems.append(("item.brand_id", "required"))
+    if not item.name.strip() or len(item.name) > MAX_NAME_CHARS:
+        problems.append(("item.name", "required, 1..200 characters"))
+    if not 0 < item.price_fen <= MAX_PRICE_FEN:
+        problems.append(("item.price_fen", f"required, 1..{MAX_PRICE_FEN} fen"))
+    if any(not a.strip() or len(a) > MAX_NAME_CHARS for a in item.aliases):
+        problems.append(("item.aliases", "aliases must be non-empty, up to 200 characters"))
+    seen_groups = set()
+    for gi, g in enumerate(item.option_groups):
+        where = f"item.option_groups[{gi}]"
+        if not _id_ok(g.group_id) or g.group_id in seen_groups:
+            problems.append((f"{where}.group_id", "required and unique within the item"))
+        seen_groups.add(g.group_id)
+        if not g.options:
+            problems.append((f"{where}.options", "a group needs at least one option"))
+        ids = [o.option_id for o in g.options]
+        if len(set(ids)) != len(ids) or not all(_id_ok(i) for i in ids):
+            problems.append((f"{where}.options", "option_id required and unique within the group"))
+        if g.default_option_id and g.default_option_id not in ids:
+            problems.append((f"{where}.default_option_id", f"{g.default_option_id!r} is not one of the options"))
+        for o in g.options:
+            if not -MAX_PRICE_FEN <= o.price_delta_fen <= MAX_PRICE_FEN:
+                problems.append((f"{where}.options", f"price_delta_fen of {o.option_id!r} out of range"))
+            if item.price_fen + o.price_delta_fen < 0:
+                problems.append((f"{where}.options", f"option {o.option_id!r} would make the price negative"))
+    if problems:
+        raise InvalidArgument(violations=problems)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    row_index: int
+    store_id: str
+    reason: str
+    message: str
+
+
+def validate_store_row(
+    row_index: int,
+    store_id: str,
+    brand_id: str,
+    name: str,
+    address: str,
+    city: str,
+    lat: float,
+    lng: float,
+    periods: Sequence[tuple[int, int, int]],
+    closed: bool,
+    time_zone: str,
+    known_brands: Mapping[str, object],
+) -> StoreRow | Rejection:
+    def reject(reason: str, message: str) -> Rejection:
+        return Rejection(row_index, store_id, reason, message)
+
+    if not store_id.strip():
+        return reject(MISSING_STORE_ID, "缺少门店编号 / store_id is required")
+    if len(store_id) > MAX_ID_CHARS or len(name) > MAX_NAME_CHARS or len(address) > 500 or len(city) > 100:
+        return reject(FIELD_TOO_LONG, "字段过长 / a field is too long (store_id 128, name 200, address 500, city 100)")
+    if not name.strip():
+        return reject(MISSING_NAME, "缺少门店名称 / name is required")
+    if brand_id not in known_brands:
+        return reject(UNKNOWN_BRAND, f"未知品牌 / unknown brand {brand_id!r}")
+    if not valid_location(lat, lng) or (lat == 0.0 and lng == 0.0):
+        return reject(LOCATION_OUT_OF_RANGE, f"坐标无效 / location ({lat}, {lng}) is out of range or missing")
+    hours, why = validate_hours(periods)
+    if hours is None:
+        return reject(BAD_OPENING_HOURS, f"营业时间无效 / bad opening hours: {why}")
+    if not valid_time_zone(time_zone):
+        return reject(BAD_TIME_ZONE, f"未知时区 / unknown time zone {time_zone!r}")
+    return StoreRow(store_id, brand_id, name, address, city, lat, lng, hours, closed, time_zone or DEFAULT_TIME_ZONE)
+
+
+# --- quotes ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WantedLine:
+    item_id: str
+    quantity: int
+    options: Mapping[str, str] = field(default_factory=dict)  # group_id -> option_id
+
+
+@dataclass(frozen=True, slots=True)
+class PricedOption:
+    group_id: str
+    option_id: str
+    name: str
+    price_delta_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedLine:
+    line_index: int
+    item_id: str
+    item_name: str
+    quantity: int
+    options: tuple[PricedOption, ...]
+    unit_price_fen: int
+    line_total_fen: int
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteProblem:
+    line_index: int
+    item_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class QuoteResult:
+    store_id: str
+    brand_id: str
+    store_name: str
+    lines: tuple[QuotedLine, ...]
+    problems: tuple[QuoteProblem, ...]
+    total_fen: int
+    quote_time: datetime
+
+    @property
+    def orderable(self) -> bool:
+        return not self.problems
+
+
+def quote(
+    store: StoreRecord,
+    menu: Mapping[str, MenuItem],
+    sold_out: frozenset[str] | set[str],
+    lines: Sequence[WantedLine],
+    now: datetime,
+    *,
+    is_open: bool,
+) -> QuoteResult:
+    """Authoritative price of `lines` at `store`: every line is checked independently so the
+    caller learns all problems at once, not one per round trip."""
+    priced: list[QuotedLine] = []
+    problems: list[QuoteProblem] = []
+    if not is_open:
+        problems.append(QuoteProblem(-1, "", STORE_CLOSED, "门店当前未营业 / the store is closed now"))
+    total = 0
+    for index, line in enumerate(lines):
+        item = menu.get(line.item_id)
+        if item is None:
+            problems.append(QuoteProblem(index, line.item_id, UNKNOWN_ITEM, f"菜单上没有该商品 / no item {line.item_id!r} on this menu"))
+            continue
+        line_problems = len(problems)
+        if not MIN_QUANTITY <= line.quantity <= MAX_QUANTITY:
+            problems.append(QuoteProblem(index, item.item_id, QUANTITY_OUT_OF_RANGE, f"数量须为 1..99 / quantity {line.quantity} is not 1..99"))
+        if item.item_id in sold_out:
+            problems.append(QuoteProblem(index, item.item_id, ITEM_SOLD_OUT, f"{item.name} 已售罄 / {item.name} is sold out"))
+        chosen: list[PricedOption] = []
+        for group_id, option_id in line.options.items():
+            group = item.group(group_id)
+            if group is None or group.option(option_id) is None:
+                problems.append(QuoteProblem(
+                    index, item.item_id, OPTION_NOT_OFFERED,
+                    f"{item.name} 不提供该选项 / {item.name} does not offer {group_id}={option_id}",
+                ))
+        if len(problems) > line_problems:
+            continue
+        unit = item.price_fen
+        for group in item.option_groups:
+            opt = group.option(line.options[group.group_id]) if group.group_id in line.options else group.default
+            assert opt is not None
+            chosen.append(PricedOption(group.group_id, opt.option_id, opt.name, opt.price_delta_fen))
+            unit += opt.price_delta_fen
+        line_total = unit * line.quantity
+        total += line_total
+        priced.append(QuotedLine(index, item.item_id, item.name, line.quantity, tuple(chosen), unit, line_total))
+    return QuoteResult(store.store_id, store.brand_id, store.name, tuple(priced), tuple(problems), total, now)
+
+
+def card_cover(total_fen: int, face_value_fen: int) -> tuple[int, int]:
+    """(covered by one card, left to pay): a card pays min(total, face value), no threshold."""
+    covered = min(total_fen, face_value_fen)
+    return covered, total_fen - covered

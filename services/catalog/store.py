@@ -1,0 +1,295 @@
+"""The catalog's own SQLite database: brands, menu items, stores, sold-out marks, request ids.
+
+synchronous=NORMAL, deliberately: every write here is re-importable catalog data (ImportStores
+is an upsert, menus and brands are replaced whole, sold-out marks are re-set by merchants). WAL
+with NORMAL still survives kill -9 of the process (the WAL sits in the OS page cache); only an
+OS crash or power loss could drop the last commits, and re-running the import restores them.
+No money or user state lives here, while a 300,000-store import benefits from not fsyncing
+each of its ~60 transactions.
+
+The server serves reads from memory (see handlers.CatalogState); SQLite is the durable copy,
+loaded once at start, plus the rarely-read address/city columns.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+from services.common.clock import Clock
+from services.common.db import Database
+
+from .model import (
+    Brand,
+    MenuItem,
+    Option,
+    OptionGroup,
+    StoreDetails,
+    StoreRecord,
+    StoreRow,
+    decode_hours,
+    encode_hours,
+)
+
+SYNCHRONOUS = "NORMAL"
+
+MIGRATIONS: list[str] = [
+    """
+    CREATE TABLE brands (
+        brand_id   TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        aliases    TEXT NOT NULL DEFAULT '[]',
+        category   TEXT NOT NULL DEFAULT '',
+        logo_url   TEXT NOT NULL DEFAULT '',
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE menu_items (
+        brand_id      TEXT NOT NULL REFERENCES brands(brand_id),
+        item_id       TEXT NOT NULL,
+        name          TEXT NOT NULL,
+        aliases       TEXT NOT NULL DEFAULT '[]',
+        category      TEXT NOT NULL DEFAULT '',
+        price_fen     INTEGER NOT NULL CHECK (price_fen > 0),
+        option_groups TEXT NOT NULL DEFAULT '[]',
+        updated_ms    INTEGER NOT NULL,
+        PRIMARY KEY (brand_id, item_id)
+    );
+    CREATE TABLE stores (
+        store_id   TEXT PRIMARY KEY,
+        brand_id   TEXT NOT NULL REFERENCES brands(brand_id),
+        name       TEXT NOT NULL,
+        address    TEXT NOT NULL DEFAULT '',
+        city       TEXT NOT NULL DEFAULT '',
+        latitude   REAL NOT NULL CHECK (latitude BETWEEN -90 AND 90),
+        longitude  REAL NOT NULL CHECK (longitude BETWEEN -180 AND 180),
+        hours      TEXT NOT NULL DEFAULT '',
+        closed     INTEGER NOT NULL DEFAULT 0,
+        time_zone  TEXT NOT NULL DEFAULT 'Asia/Shanghai',
+        updated_ms INTEGER NOT NULL
+    );
+    CREATE TABLE sold_out (
+        store_id   TEXT NOT NULL REFERENCES stores(store_id),
+        item_id    TEXT NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (store_id, item_id)
+    ) WITHOUT ROWID;
+    -- Idempotency of retried admin writes: the first outcome is returned to every retry.
+    CREATE TABLE requests (
+        kind       TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        created    INTEGER NOT NULL,
+        at_ms      INTEGER NOT NULL,
+        PRIMARY KEY (kind, request_id)
+    ) WITHOUT ROWID;
+    """,
+]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    brands: list[Brand]
+    items: list[MenuItem]
+    stores: list[StoreRecord]
+    sold_out: list[tuple[str, str]]
+
+
+class CatalogStore(Protocol):
+    async def load(self) -> Snapshot: ...
+    async def upsert_brand(self, request_id: str, brand: Brand, now_ms: int) -> tuple[bool, bool]: ...
+    async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]: ...
+    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> None: ...
+    async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool: ...
+    async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]: ...
+    async def close(self) -> None: ...
+
+
+# --- (de)serialisation of nested menu data ---------------------------------------------------
+
+
+def groups_to_json(groups: Iterable[OptionGroup]) -> str:
+    return json.dumps(
+        [
+            {
+                "group_id": g.group_id,
+                "name": g.name,
+                "default_option_id": g.default_option_id,
+                "options": [
+                    {"option_id": o.option_id, "name": o.name, "price_delta_fen": o.price_delta_fen, "aliases": list(o.aliases)}
+                    for o in g.options
+                ],
+            }
+            for g in groups
+        ],
+        ensure_ascii=False,
+    )
+
+
+def groups_from_json(text: str) -> tuple[OptionGroup, ...]:
+    return tuple(
+        OptionGroup(
+            g["group_id"],
+            g["name"],
+            tuple(Option(o["option_id"], o["name"], int(o["price_delta_fen"]), tuple(o.get("aliases", ()))) for o in g["options"]),
+            g.get("default_option_id", ""),
+        )
+        for g in json.loads(text)
+    )
+
+
+# --- SQLite implementation -------------------------------------------------------------------
+
+
+class SqliteCatalogStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: str | Path, *, clock: Clock | None = None) -> "SqliteCatalogStore":
+        return cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def load(self) -> Snapshot:
+        return await self.db.read(_load)
+
+    async def upsert_brand(self, request_id: str, brand: Brand, now_ms: int) -> tuple[bool, bool]:
+        """(created, replayed): replayed means request_id was seen and nothing was written."""
+        return await self.db.write(_upsert_brand, request_id, brand, now_ms)
+
+    async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]:
+        return await self.db.write(_upsert_item, request_id, item, now_ms)
+
+    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> None:
+        await self.db.write(_upsert_stores, rows, now_ms)
+
+    async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
+        """True when this call changed nothing because request_id was already applied."""
+        return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms)
+
+    async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]:
+        if not store_ids:
+            return {}
+        return await self.db.read(_store_details, list(store_ids))
+
+
+def _load(conn: sqlite3.Connection) -> Snapshot:
+    cur = conn.cursor()
+    cur.row_factory = None  # plain tuples: 300,000 rows load noticeably faster than sqlite3.Row
+    brands = [
+        Brand(b, n, tuple(json.loads(a)), c, u)
+        for b, n, a, c, u in cur.execute("SELECT brand_id, name, aliases, category, logo_url FROM brands ORDER BY brand_id")
+    ]
+    items = [
+        MenuItem(i, b, n, p, tuple(json.loads(a)), c, groups_from_json(g))
+        for b, i, n, a, c, p, g in cur.execute(
+            "SELECT brand_id, item_id, name, aliases, category, price_fen, option_groups FROM menu_items ORDER BY rowid"
+        )
+    ]
+    brand_ids: dict[str, str] = {b.brand_id: b.brand_id for b in brands}
+    zones: dict[str, str] = {}
+    stores = [
+        StoreRecord(s, brand_ids.get(b, b), n, lat, lng, decode_hours(h), bool(cl), zones.setdefault(tz, tz))
+        for s, b, n, lat, lng, h, cl, tz in cur.execute(
+            "SELECT store_id, brand_id, name, latitude, longitude, hours, closed, time_zone FROM stores"
+        )
+    ]
+    sold = list(cur.execute("SELECT store_id, item_id FROM sold_out"))
+    return Snapshot(brands, items, stores, sold)
+
+
+def _seen(conn: sqlite3.Connection, request_id: str, kind: str) -> int | None:
+    if not request_id:
+        return None
+    row = conn.execute("SELECT created FROM requests WHERE kind = ? AND request_id = ?", (kind, request_id)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _remember(conn: sqlite3.Connection, request_id: str, kind: str, created: bool, now_ms: int) -> None:
+    if request_id:
+        conn.execute(
+            "INSERT INTO requests (request_id, kind, created, at_ms) VALUES (?, ?, ?, ?)",
+            (request_id, kind, int(created), now_ms),
+        )
+
+
+def _upsert_brand(conn: sqlite3.Connection, request_id: str, b: Brand, now_ms: int) -> tuple[bool, bool]:
+    seen = _seen(conn, request_id, "brand")
+    if seen is not None:
+        return bool(seen), True
+    cur = conn.execute(
+        "INSERT INTO brands (brand_id, name, aliases, category, logo_url, updated_ms) VALUES (?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (brand_id) DO NOTHING",
+        (b.brand_id, b.name, json.dumps(list(b.aliases), ensure_ascii=False), b.category, b.logo_url, now_ms),
+    )
+    created = cur.rowcount == 1
+    if not created:
+        conn.execute(
+            "UPDATE brands SET name = ?, aliases = ?, category = ?, logo_url = ?, updated_ms = ? WHERE brand_id = ?",
+            (b.name, json.dumps(list(b.aliases), ensure_ascii=False), b.category, b.logo_url, now_ms, b.brand_id),
+        )
+    _remember(conn, request_id, "brand", created, now_ms)
+    return created, False
+
+
+def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms: int) -> tuple[bool, bool]:
+    seen = _seen(conn, request_id, "item")
+    if seen is not None:
+        return bool(seen), True
+    values = (it.name, json.dumps(list(it.aliases), ensure_ascii=False), it.category, it.price_fen, groups_to_json(it.option_groups), now_ms)
+    cur = conn.execute(
+        "INSERT INTO menu_items (brand_id, item_id, name, aliases, category, price_fen, option_groups, updated_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (brand_id, item_id) DO NOTHING",
+        (it.brand_id, it.item_id, *values),
+    )
+    created = cur.rowcount == 1
+    if not created:
+        conn.execute(
+            "UPDATE menu_items SET name = ?, aliases = ?, category = ?, price_fen = ?, option_groups = ?, updated_ms = ? "
+            "WHERE brand_id = ? AND item_id = ?",
+            (*values, it.brand_id, it.item_id),
+        )
+    _remember(conn, request_id, "item", created, now_ms)
+    return created, False
+
+
+def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: int) -> None:
+    conn.executemany(
+        "INSERT INTO stores (store_id, brand_id, name, address, city, latitude, longitude, hours, closed, time_zone, updated_ms) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+        "ON CONFLICT (store_id) DO UPDATE SET brand_id = excluded.brand_id, name = excluded.name, "
+        "address = excluded.address, city = excluded.city, latitude = excluded.latitude, "
+        "longitude = excluded.longitude, hours = excluded.hours, closed = excluded.closed, "
+        "time_zone = excluded.time_zone, updated_ms = excluded.updated_ms",
+        [
+            (r.store_id, r.brand_id, r.name, r.address, r.city, r.lat, r.lng, encode_hours(r.hours), int(r.closed), r.time_zone, now_ms)
+            for r in rows
+        ],
+    )
+
+
+def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
+    if _seen(conn, request_id, "availability") is not None:
+        return True
+    if available:
+        conn.execute("DELETE FROM sold_out WHERE store_id = ? AND item_id = ?", (store_id, item_id))
+    else:
+        conn.execute(
+            "INSERT INTO sold_out (store_id, item_id, updated_ms) VALUES (?, ?, ?) "
+            "ON CONFLICT (store_id, item_id) DO UPDATE SET updated_ms = excluded.updated_ms",
+            (store_id, item_id, now_ms),
+        )
+    _remember(conn, request_id, "availability", available, now_ms)
+    return False
+
+
+def _store_details(conn: sqlite3.Connection, ids: list[str]) -> dict[str, StoreDetails]:
+    out: dict[str, StoreDetails] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for sid, address, city in conn.execute(f"SELECT store_id, address, city FROM stores WHERE store_id IN ({marks})", chunk):
+            out[sid] = StoreDetails(address, city)
+    return out

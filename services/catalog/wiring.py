@@ -1,0 +1,73 @@
+"""Production wiring of the catalog: store -> catalog (in memory) -> servicer -> kit server."""
+from __future__ import annotations
+
+from miandan.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
+
+from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
+from services.common.auth import ADMIN, INTERNAL, MERCHANT, AccessPolicy
+from services.common.clock import Clock, SystemClock
+from services.common.config import Settings
+from services.common.server import Server, build_server
+
+from .handlers import Catalog, ResolverFactory
+from .servicer import CatalogServicer
+from .store import SqliteCatalogStore
+
+SERVICE_NAME = catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"].full_name
+
+
+def _method(name: str) -> str:
+    return f"/{SERVICE_NAME}/{name}"
+
+
+ROLES = {
+    _method("ImportStores"): ADMIN,
+    _method("UpsertBrand"): ADMIN,
+    _method("UpsertMenuItem"): ADMIN,
+    _method("SetItemAvailability"): MERCHANT,
+}
+
+# Quote prices every order, so it is the last thing to shed; browsing goes first.
+CRITICALITY = {
+    _method("Quote"): CRITICAL,
+    _method("MatchIntent"): DEFAULT,
+    _method("SearchStores"): SHEDDABLE,
+    _method("GetMenu"): SHEDDABLE,
+    _method("ListBrands"): SHEDDABLE,
+}
+
+
+async def build(settings: Settings, *, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None) -> Server:
+    clock = clock or SystemClock()
+    store = await SqliteCatalogStore.open(settings.db_path, clock=clock)
+    try:
+        catalog = Catalog(store, clock=clock, resolver_factory=resolver_factory)
+        await catalog.start()
+    except BaseException:
+        await store.close()
+        raise
+    servicer = CatalogServicer(catalog)
+
+    def register(server) -> None:  # type: ignore[no-untyped-def]
+        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
+
+    async def warm_up() -> None:
+        # Build the resolver before the first MatchIntent instead of during it.
+        if catalog.brands:
+            await catalog.current_resolver()
+
+    async def close() -> None:
+        await catalog.close()
+        await store.close()
+
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=AccessPolicy(settings, ROLES, default=INTERNAL),
+        criticality=CRITICALITY,
+        on_start=warm_up,
+        on_stop=close,
+    )
+    server.catalog = catalog  # type: ignore[attr-defined]  # tests and benchmarks inspect it
+    return server

@@ -1,0 +1,1 @@
+"""The lottery service: daily commit-reveal draws anyone can verify."""

@@ -1,0 +1,329 @@
+"""Use cases of the lottery: one method per RPC, plus the day scheduler's tick."""
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from dataclasses import dataclass, replace
+from datetime import date
+
+from services.common.clock import Clock, to_ms
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+
+from . import model
+from .card_client import CardDirectory
+from .model import Campaign, DrawRecord, DrawSettings, EntryRecord
+from .store import LotteryStore
+
+__all__ = ["Lottery", "VerifyPage", "DrawScheduler"]
+
+log = logging.getLogger("miandan.lottery")
+
+VERIFY_PAGE_DEFAULT, VERIFY_PAGE_MAX = 1000, 10_000
+LIST_PAGE_DEFAULT, LIST_PAGE_MAX = 30, 100
+MAX_PRIZE_NAME_CHARS = 100
+MAX_BEACON_SOURCE_CHARS = 64
+MAX_REQUEST_ID_CHARS = 128
+
+
+@dataclass(frozen=True)
+class VerifyPage:
+    draw: DrawRecord
+    entrants: list[str]
+    next_page_token: str
+    note: str
+
+
+def _encode_token(value: str) -> str:
+    return base64.urlsafe_b64encode(value.encode("utf-8")).decode("ascii").rstrip("=")
+
+
+def _decode_token(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        value = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("utf-8")
+    except (binascii.Error, ValueError):
+        value = ""
+    if not value:
+        raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+    return value
+
+
+def _day_token(token: str) -> str:
+    value = _decode_token(token)
+    if value:
+        try:
+            model.parse_day(value, "page_token")
+        except InvalidArgument:
+            raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN") from None
+    return value
+
+
+def _check_request_id(request_id: str) -> None:
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID_CHARS} characters", reason="INVALID_REQUEST_ID")
+
+
+def _require_day(text: str) -> date:
+    if not text:
+        raise InvalidArgument("day", "required (YYYY-MM-DD)", reason="MISSING_FIELD")
+    return model.parse_day(text)
+
+
+class Lottery:
+    def __init__(self, store: LotteryStore, cards: CardDirectory, clock: Clock, settings: DrawSettings | None = None) -> None:
+        self.store = store
+        self.cards = cards
+        self.clock = clock
+        self.settings = settings or DrawSettings()
+
+    def now_ms(self) -> int:
+        return to_ms(self.clock.now())
+
+    def _fresh_draw(self, campaign: Campaign, day: date, now_ms: int, **overrides: object) -> DrawRecord:
+        beacon = self.settings.beacon_source or ""
+        kwargs: dict[str, object] = {"beacon_source": beacon}
+        kwargs.update(overrides)
+        return model.new_draw(campaign, day, self.settings.cutoff, now_ms, **kwargs)  # type: ignore[arg-type]
+
+    # --- EnterDraw ------------------------------------------------------------------------
+
+    async def enter_draw(
+        self, request_id: str, campaign_id: str, user_id: str, day_text: str, *, timeout: float
+    ) -> tuple[EntryRecord, DrawRecord, bool]:
+        _check_request_id(request_id)
+        model.check_id(campaign_id, "campaign_id")
+        model.check_id(user_id, "user_id")
+        if day_text:
+            model.parse_day(day_text)
+        campaign = await self.cards.get_campaign(campaign_id, timeout=timeout)
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        day = model.resolve_day(day_text, campaign, now)
+        model.require_in_window(day, campaign)
+        entry, draw = await self.store.entry_and_draw(campaign_id, day.isoformat(), user_id)
+        if entry is not None and draw is not None:
+            return entry, draw, False
+        if now_ms < model.day_start_ms(day, campaign.zone):
+            raise FailedPrecondition(
+                "ENTRIES_NOT_OPEN", f"{day.isoformat()} 的抽奖尚未开始报名 / entries for {day.isoformat()} open at the start of that day"
+            )
+        cutoff_at = draw.cutoff_ms if draw is not None else model.cutoff_ms(day, campaign.zone, self.settings.cutoff)
+        if now_ms >= cutoff_at:
+            raise FailedPrecondition(
+                "ENTRIES_CLOSED", f"{day.isoformat()} 的抽奖报名已截止 / entries for the {day.isoformat()} draw are closed"
+            )
+        count = await self.cards.invited_count(campaign_id, user_id, cutoff_at, timeout=timeout)
+        if count < campaign.invite_threshold:
+            raise FailedPrecondition(
+                "NOT_QUALIFIED",
+                f"已邀请 {count} 位新用户,需要 {campaign.invite_threshold} 位才能参与抽奖 / "
+                f"invited {count} new users; {campaign.invite_threshold} are needed to enter the draw",
+                metadata={"invited_count": str(count), "threshold": str(campaign.invite_threshold)},
+            )
+        # Re-read the clock: the card call took time, and the store's cut-off check must judge
+        # the moment of the write, not the moment the request arrived.
+        now_ms = self.now_ms()
+        return await self.store.enter(self._fresh_draw(campaign, day, now_ms), user_id, now_ms, request_id)
+
+    # --- GetDraw ------------------------------------------------------------------------
+
+    async def get_draw(self, campaign_id: str, day_text: str, *, timeout: float) -> DrawRecord:
+        model.check_id(campaign_id, "campaign_id")
+        if day_text:
+            draw = await self.store.get_draw(campaign_id, model.parse_day(day_text).isoformat())
+            if draw is not None:
+                return draw
+        campaign = await self.cards.get_campaign(campaign_id, timeout=timeout)
+        now = self.clock.now()
+        day = model.resolve_day(day_text, campaign, now)
+        if not day_text:
+            draw = await self.store.get_draw(campaign_id, day.isoformat())
+            if draw is not None:
+                return draw
+        model.require_in_window(day, campaign)
+        # A campaign day nobody committed yet: its schedule is known, its commitment is not.
+        return replace(self._fresh_draw(campaign, day, 0, seed=b""), commitment="", commit_ms=0, beacon_source="", beacon_round="")
+
+    # --- CommitDraw ---------------------------------------------------------------------
+
+    async def commit_draw(
+        self,
+        request_id: str,
+        campaign_id: str,
+        day_text: str,
+        *,
+        prize_name: str = "",
+        prize_value_fen: int = 0,
+        winner_count: int = 0,
+        beacon_source: str = "",
+        beacon_round: str = "",
+        timeout: float,
+    ) -> DrawRecord:
+        _check_request_id(request_id)
+        model.check_id(campaign_id, "campaign_id")
+        violations = []
+        if len(prize_name) > MAX_PRIZE_NAME_CHARS:
+            violations.append(("prize_name", f"at most {MAX_PRIZE_NAME_CHARS} characters"))
+        if prize_value_fen < 0:
+            violations.append(("prize_value_fen", "must be >= 0 (0 means the default 1,000,000)"))
+        if winner_count < 0 or winner_count > model.MAX_WINNER_COUNT:
+            violations.append(("winner_count", f"must be 0..{model.MAX_WINNER_COUNT} (0 means the default 15)"))
+        if len(beacon_source) > MAX_BEACON_SOURCE_CHARS or any(ord(c) < 33 for c in beacon_source):
+            violations.append(("beacon_source", f"1..{MAX_BEACON_SOURCE_CHARS} printable characters without spaces"))
+        if beacon_round and not beacon_source:
+            violations.append(("beacon_round", "given without beacon_source"))
+        if len(beacon_round) > MAX_BEACON_SOURCE_CHARS:
+            violations.append(("beacon_round", f"at most {MAX_BEACON_SOURCE_CHARS} characters"))
+        if violations:
+            raise InvalidArgument(violations=violations)
+        if day_text:
+            model.parse_day(day_text)
+        campaign = await self.cards.get_campaign(campaign_id, timeout=timeout)
+        now = self.clock.now()
+        now_ms = to_ms(now)
+        day = model.resolve_day(day_text, campaign, now)
+        model.require_in_window(day, campaign)
+        source = beacon_source or self.settings.beacon_source or ""
+        if source and beacon_round:
+            model.check_beacon_round(source, beacon_round, model.cutoff_ms(day, campaign.zone, self.settings.cutoff))
+        wanted = model.new_draw(
+            campaign, day, self.settings.cutoff, now_ms,
+            prize_name=prize_name, prize_value_fen=prize_value_fen, winner_count=winner_count,
+            beacon_source=source, beacon_round=beacon_round,
+        )
+        explicit = {
+            name for name, value in (
+                ("prize_name", prize_name), ("prize_value_fen", prize_value_fen), ("winner_count", winner_count),
+                ("beacon_source", beacon_source),
+            ) if value
+        }
+        return await self.store.commit_draw(wanted, explicit, now_ms)
+
+    # --- RunDraw ------------------------------------------------------------------------
+
+    async def run_draw(self, request_id: str, campaign_id: str, day_text: str, beacon_value: str) -> DrawRecord:
+        _check_request_id(request_id)
+        model.check_id(campaign_id, "campaign_id")
+        day = _require_day(day_text)
+        model.check_beacon_value(beacon_value)
+        draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value)
+        if draw is None:
+            raise _no_draw(campaign_id, day)
+        return draw
+
+    # --- VerifyDraw ---------------------------------------------------------------------
+
+    async def verify_draw(self, campaign_id: str, day_text: str, page_size: int, page_token: str) -> VerifyPage:
+        model.check_id(campaign_id, "campaign_id")
+        day = _require_day(day_text)
+        limit = model.check_page_size(page_size, VERIFY_PAGE_DEFAULT, VERIFY_PAGE_MAX)
+        after = _decode_token(page_token)
+        draw = await self.store.get_draw(campaign_id, day.isoformat())
+        if draw is None:
+            raise _no_draw(campaign_id, day)
+        if not draw.drawn:
+            raise FailedPrecondition(
+                "DRAW_NOT_DRAWN", f"{day.isoformat()} 尚未开奖,种子仍保密 / the {day.isoformat()} draw has not run yet; the seed is still secret"
+            )
+        ids = await self.store.entrants_page(campaign_id, day.isoformat(), after, limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        return VerifyPage(draw, ids, _encode_token(ids[-1]) if more else "", model.verify_note(draw))
+
+    # --- ListMyEntries / ListDraws ------------------------------------------------------
+
+    async def list_my_entries(self, campaign_id: str, user_id: str, page_size: int, page_token: str) -> tuple[list[EntryRecord], str]:
+        model.check_id(campaign_id, "campaign_id")
+        model.check_id(user_id, "user_id")
+        limit = model.check_page_size(page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
+        before = _day_token(page_token)
+        rows = await self.store.user_entries(campaign_id, user_id, before, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, _encode_token(rows[-1].day) if more else ""
+
+    async def list_draws(self, campaign_id: str, page_size: int, page_token: str) -> tuple[list[DrawRecord], str]:
+        model.check_id(campaign_id, "campaign_id")
+        limit = model.check_page_size(page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
+        before = _day_token(page_token)
+        rows = await self.store.draws_page(campaign_id, before, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, _encode_token(rows[-1].day) if more else ""
+
+
+def _no_draw(campaign_id: str, day: date) -> NotFound:
+    return NotFound(
+        "DRAW_NOT_FOUND",
+        f"{campaign_id} 在 {day.isoformat()} 没有已承诺的抽奖 / no draw was committed for {campaign_id} on {day.isoformat()}",
+    )
+
+
+class DrawScheduler:
+    """Commits each campaign's draw at the start of its day and runs it after the cut-off.
+
+    Time comes from the injected clock; `tick()` does one pass and is what tests call after
+    moving a FakeClock. The background loop only repeats tick() every few seconds, so a
+    restart or a missed tick is caught up by the next one (both steps are idempotent). Days bound
+    to a public beacon are left for an admin RunDraw that supplies the beacon value.
+    """
+
+    def __init__(self, lottery: Lottery, *, timeout: float = 5.0) -> None:
+        self.lottery = lottery
+        self.timeout = timeout
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> dict[str, list[str]]:
+        lottery = self.lottery
+        done: dict[str, list[str]] = {"committed": [], "drawn": [], "waiting_for_beacon": []}
+        now = lottery.clock.now()
+        now_ms = to_ms(now)
+        campaign_ids = sorted(set(lottery.settings.campaigns) | set(await lottery.store.campaign_ids()))
+        for campaign_id in campaign_ids:
+            try:
+                campaign = await lottery.cards.get_campaign(campaign_id, timeout=self.timeout)
+            except DomainError as exc:
+                log.debug("scheduler: campaign unavailable", extra={"campaign_id": campaign_id, "reason": exc.reason})
+                continue
+            day = model.today(now, campaign.zone)
+            if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
+                draw = await lottery.store.ensure_draw(lottery._fresh_draw(campaign, day, now_ms))
+                if draw.commit_ms == now_ms:
+                    done["committed"].append(f"{campaign_id}/{draw.day}")
+        for draw in await lottery.store.due_draws(now_ms):
+            key = f"{draw.campaign_id}/{draw.day}"
+            if draw.beacon_committed:
+                done["waiting_for_beacon"].append(key)
+                continue
+            try:
+                await lottery.store.run_draw(draw.campaign_id, draw.day, now_ms, "")
+                done["drawn"].append(key)
+            except DomainError as exc:
+                log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})
+        return done
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._loop(), name="lottery-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bad tick must not end the schedule; the next one retries
+                log.exception("scheduler tick failed")
+            await asyncio.sleep(self.lottery.settings.tick_seconds)

@@ -1,0 +1,393 @@
+"""Rules of the daily draw: days and cut-offs, the commit-reveal algorithm, input validation.
+
+The selection algorithm ("miandan-draw-hmac-sha256" v1) is specified in
+protos/miandan/lottery/v1/lottery.proto; this module is the service's implementation of it.
+services/lottery/verify.py holds an independent one on purpose (a checker that imported this
+file would only prove the code agrees with itself).
+
+Imports neither grpc nor sqlite.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+import secrets
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+
+ALGORITHM = "miandan-draw-hmac-sha256"
+ALGORITHM_VERSION = 1
+SEED_BYTES = 32
+
+DEFAULT_PRIZE_NAME = "AI生活卡"
+DEFAULT_PRIZE_VALUE_FEN = 1_000_000
+DEFAULT_WINNER_COUNT = 15
+MAX_WINNER_COUNT = 10_000
+DEFAULT_TIME_ZONE = "Asia/Shanghai"
+DEFAULT_THRESHOLD = 3
+DEFAULT_CUTOFF = time(20, 0)
+
+MAX_ID_CHARS = 128
+MAX_BEACON_CHARS = 1024
+
+NO_BEACON_NOTE = "no public beacon: the operator's seed alone decides; trust rests on the commitment"
+BEACON_NOTE = (
+    "winners depend on the secret seed (committed before entries closed), the public beacon value of "
+    "the committed round and the entrant list; check the beacon value against its source yourself"
+)
+
+# First round published at or after a given time: round r appears at genesis + (r - 1) * period.
+# Published chain parameters of the League of Entropy drand networks.
+DRAND_CHAINS: dict[str, tuple[int, int]] = {
+    "drand:quicknet": (1692803367, 3),
+    "drand:default": (1595431050, 30),
+}
+
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+# --- records -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """What the lottery needs to know about a card campaign."""
+
+    campaign_id: str
+    time_zone: str = DEFAULT_TIME_ZONE
+    invite_threshold: int = DEFAULT_THRESHOLD
+    start_ms: int = 0
+    end_ms: int = 2**62
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_of(self.time_zone)
+
+
+@dataclass(frozen=True)
+class DrawRecord:
+    campaign_id: str
+    day: str
+    prize_name: str
+    prize_value_fen: int
+    winner_count: int
+    time_zone: str
+    seed: bytes
+    commitment: str
+    commit_ms: int
+    cutoff_ms: int
+    beacon_source: str = ""
+    beacon_round: str = ""
+    beacon_value: str = ""
+    entrant_count: int = 0
+    drawn_ms: int | None = None
+    winners: tuple[str, ...] = ()
+    entrants_hash: str = ""
+
+    @property
+    def drawn(self) -> bool:
+        return self.drawn_ms is not None
+
+    @property
+    def beacon_committed(self) -> bool:
+        return bool(self.beacon_source)
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    campaign_id: str
+    day: str
+    user_id: str
+    entry_ms: int
+    drawn: bool = False
+    won: bool = False
+
+
+class Status:
+    OPEN = "OPEN"
+    CLOSED = "CLOSED"
+    DRAWN = "DRAWN"
+
+
+def status_of(draw: DrawRecord, now_ms: int) -> str:
+    if draw.drawn:
+        return Status.DRAWN
+    return Status.OPEN if now_ms < draw.cutoff_ms else Status.CLOSED
+
+
+@dataclass(frozen=True)
+class DrawSettings:
+    """Per-process lottery settings (env MIANDAN_LOTTERY_*)."""
+
+    cutoff: time = DEFAULT_CUTOFF
+    # None: draws use no public beacon unless CommitDraw binds one.
+    beacon_source: str | None = None
+    campaigns: tuple[str, ...] = ("spring-2026",)
+    tick_seconds: float = 5.0
+
+
+# --- the algorithm -------------------------------------------------------------------------
+
+
+def new_seed() -> bytes:
+    return secrets.token_bytes(SEED_BYTES)
+
+
+def commitment_of(seed: bytes) -> str:
+    return hashlib.sha256(seed).hexdigest()
+
+
+def sort_entrants(user_ids: list[str] | tuple[str, ...]) -> list[str]:
+    # Byte order of UTF-8 equals code point order, and SQLite's BINARY collation is memcmp on
+    # UTF-8: all three agree, so the store may hand over ids already sorted.
+    return sorted(user_ids, key=lambda u: u.encode("utf-8"))
+
+
+def entrants_hash(sorted_ids: list[str] | tuple[str, ...]) -> str:
+    return hashlib.sha256("\n".join(sorted_ids).encode("utf-8")).hexdigest()
+
+
+def score(key: bytes, user_id: str) -> int:
+    return int.from_bytes(hmac.new(key, user_id.encode("utf-8"), hashlib.sha256).digest(), "big")
+
+
+def select_winners(seed: bytes, beacon_value: str, entrants: list[str] | tuple[str, ...], winner_count: int) -> list[str]:
+    """The winner_count entrants with the smallest HMAC-SHA256(seed || beacon, user id), in
+    score order; everyone when there are fewer entrants. Duplicate ids count once."""
+    if winner_count < 0:
+        raise ValueError("winner_count must be >= 0")
+    key = seed + beacon_value.encode("utf-8")
+    unique = set(entrants)
+    ranked = sorted(unique, key=lambda u: (score(key, u), u.encode("utf-8")))
+    return ranked[:winner_count]
+
+
+# --- days and cut-offs ----------------------------------------------------------------------
+
+
+def zone_of(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name or DEFAULT_TIME_ZONE)
+    except (ZoneInfoNotFoundError, ValueError):
+        # A campaign with an unknown zone is a card-service data problem; Shanghai is the
+        # documented default and keeps the draw usable.
+        return ZoneInfo(DEFAULT_TIME_ZONE)
+
+
+def parse_day(text: str, field_name: str = "day") -> date:
+    if not _DAY_RE.match(text):
+        raise InvalidArgument(field_name, f"must be YYYY-MM-DD, got {text[:40]!r}", reason="INVALID_DAY")
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise InvalidArgument(field_name, f"{text!r} is not a calendar date", reason="INVALID_DAY") from None
+
+
+def today(now: datetime, zone: ZoneInfo) -> date:
+    return now.astimezone(zone).date()
+
+
+def day_start_ms(day: date, zone: ZoneInfo) -> int:
+    return _ms(datetime.combine(day, time(0, 0), tzinfo=zone))
+
+
+def day_end_ms(day: date, zone: ZoneInfo) -> int:
+    return day_start_ms(day + timedelta(days=1), zone)
+
+
+def cutoff_ms(day: date, zone: ZoneInfo, cutoff: time) -> int:
+    return _ms(datetime.combine(day, cutoff, tzinfo=zone))
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.astimezone(timezone.utc).timestamp() * 1000)
+
+
+def in_window(day: date, campaign: Campaign) -> bool:
+    """A day belongs to the campaign when it overlaps [start, end)."""
+    zone = campaign.zone
+    return day_start_ms(day, zone) < campaign.end_ms and day_end_ms(day, zone) > campaign.start_ms
+
+
+def resolve_day(text: str, campaign: Campaign, now: datetime) -> date:
+    return today(now, campaign.zone) if not text else parse_day(text)
+
+
+def require_in_window(day: date, campaign: Campaign) -> None:
+    if not in_window(day, campaign):
+        raise NotFound(
+            "DRAW_NOT_FOUND",
+            f"活动 {campaign.campaign_id} 在 {day.isoformat()} 没有抽奖 / campaign {campaign.campaign_id} "
+            f"has no draw on {day.isoformat()} (outside the campaign window)",
+        )
+
+
+def parse_cutoff(text: str) -> time:
+    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
+        raise ValueError(f"MIANDAN_LOTTERY_CUTOFF={text!r} is not HH:MM (00:00..23:59)")
+    return time(int(m.group(1)), int(m.group(2)))
+
+
+# --- beacons --------------------------------------------------------------------------------
+
+
+def beacon_round_for(source: str, cutoff_at_ms: int) -> str:
+    """The round of `source` whose value nobody (operator included) can know before the cut-off:
+    the first one published at or after it. Unknown sources name the cut-off instant instead
+    ("the first value published at or after ...")."""
+    chain = DRAND_CHAINS.get(source)
+    if chain is None:
+        return datetime.fromtimestamp(cutoff_at_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    genesis, period = chain
+    return str(max(1, math.ceil((cutoff_at_ms / 1000 - genesis) / period) + 1))
+
+
+def check_beacon_round(source: str, round_text: str, cutoff_at_ms: int) -> None:
+    chain = DRAND_CHAINS.get(source)
+    if chain is None:
+        return
+    if not round_text.isdigit():
+        raise InvalidArgument("beacon_round", f"a {source} round is a positive integer", reason="INVALID_BEACON_ROUND")
+    earliest = int(beacon_round_for(source, cutoff_at_ms))
+    if int(round_text) < earliest:
+        raise InvalidArgument(
+            "beacon_round",
+            f"round {round_text} of {source} is published before entries close; use {earliest} or later",
+            reason="BEACON_ROUND_TOO_EARLY",
+        )
+
+
+# --- validation -----------------------------------------------------------------------------
+
+
+def check_id(value: str, field_name: str) -> str:
+    if not value:
+        raise InvalidArgument(field_name, "must not be empty", reason="MISSING_FIELD")
+    if len(value) > MAX_ID_CHARS:
+        raise InvalidArgument(field_name, f"at most {MAX_ID_CHARS} characters", reason="INVALID_ID")
+    # "\n" joins the entrant list in the published hash; a control character in an id would
+    # make that encoding ambiguous.
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidArgument(field_name, "must not contain control characters", reason="INVALID_ID")
+    return value
+
+
+def check_page_size(value: int, default: int, maximum: int, field_name: str = "page_size") -> int:
+    if value < 0 or value > maximum:
+        raise InvalidArgument(field_name, f"must be 0..{maximum} (0 means {default}), got {value}", reason="INVALID_PAGE_SIZE")
+    return value or default
+
+
+def check_beacon_value(value: str) -> str:
+    if len(value) > MAX_BEACON_CHARS:
+        raise InvalidArgument("beacon_value", f"at most {MAX_BEACON_CHARS} characters", reason="INVALID_BEACON_VALUE")
+    return value
+
+
+# --- state transitions ----------------------------------------------------------------------
+
+
+def new_draw(
+    campaign: Campaign,
+    day: date,
+    cutoff: time,
+    now_ms: int,
+    *,
+    prize_name: str = "",
+    prize_value_fen: int = 0,
+    winner_count: int = 0,
+    beacon_source: str = "",
+    beacon_round: str = "",
+    seed: bytes | None = None,
+) -> DrawRecord:
+    zone = campaign.zone
+    seed = seed if seed is not None else new_seed()
+    cut = cutoff_ms(day, zone, cutoff)
+    if beacon_source and not beacon_round:
+        beacon_round = beacon_round_for(beacon_source, cut)
+    return DrawRecord(
+        campaign_id=campaign.campaign_id,
+        day=day.isoformat(),
+        prize_name=prize_name or DEFAULT_PRIZE_NAME,
+        prize_value_fen=prize_value_fen or DEFAULT_PRIZE_VALUE_FEN,
+        winner_count=winner_count or DEFAULT_WINNER_COUNT,
+        time_zone=campaign.time_zone or DEFAULT_TIME_ZONE,
+        seed=seed,
+        commitment=commitment_of(seed),
+        commit_ms=now_ms,
+        cutoff_ms=cut,
+        beacon_source=beacon_source,
+        beacon_round=beacon_round,
+    )
+
+
+def amend_commit(existing: DrawRecord, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord:
+    """CommitDraw on a day that already has a commitment: the seed is never replaced. Before the
+    cut-off the prize, winner count and (once) the beacon may still be set; afterwards only a
+    request asking for what is already there succeeds (a retry)."""
+    changes: dict[str, object] = {}
+    for name in ("prize_name", "prize_value_fen", "winner_count"):
+        if name in explicit and getattr(wanted, name) != getattr(existing, name):
+            changes[name] = getattr(wanted, name)
+    if "beacon_source" in explicit and (
+        wanted.beacon_source != existing.beacon_source or wanted.beacon_round != existing.beacon_round
+    ):
+        if existing.beacon_source:
+            raise FailedPrecondition(
+                "BEACON_ALREADY_BOUND",
+                f"该日已绑定信标 {existing.beacon_source}#{existing.beacon_round} / this day is already bound "
+                f"to beacon {existing.beacon_source} round {existing.beacon_round}; it can never change",
+            )
+        changes["beacon_source"] = wanted.beacon_source
+        changes["beacon_round"] = wanted.beacon_round
+    if not changes:
+        return existing
+    if existing.drawn or now_ms >= existing.cutoff_ms:
+        raise FailedPrecondition(
+            "ENTRIES_CLOSED",
+            "报名已截止,抽奖参数不可再改 / entries are closed: the draw's parameters can no longer change",
+        )
+    return replace(existing, **changes)  # type: ignore[arg-type]
+
+
+def check_runnable(draw: DrawRecord, now_ms: int, beacon_value: str) -> None:
+    """Preconditions of revealing the seed (the caller has checked it is not drawn yet)."""
+    if now_ms < draw.cutoff_ms:
+        raise FailedPrecondition(
+            "DRAW_NOT_CLOSED",
+            f"{draw.day} 的报名尚未截止 / entries for {draw.day} are still open; the draw runs after the cut-off",
+        )
+    if draw.beacon_committed and not beacon_value:
+        raise InvalidArgument(
+            "beacon_value",
+            f"the value of {draw.beacon_source} round {draw.beacon_round} is required",
+            reason="BEACON_VALUE_REQUIRED",
+        )
+    if not draw.beacon_committed and beacon_value:
+        # A value chosen after the fact would hand the operator a free re-roll.
+        raise InvalidArgument(
+            "beacon_value",
+            "no beacon was committed for this day; a value not fixed in advance cannot be used",
+            reason="BEACON_NOT_COMMITTED",
+        )
+
+
+def reveal(draw: DrawRecord, sorted_entrants: list[str], beacon_value: str, now_ms: int) -> DrawRecord:
+    return replace(
+        draw,
+        beacon_value=beacon_value,
+        drawn_ms=now_ms,
+        winners=tuple(select_winners(draw.seed, beacon_value, sorted_entrants, draw.winner_count)),
+        entrants_hash=entrants_hash(sorted_entrants),
+        entrant_count=len(sorted_entrants),
+    )
+
+
+def verify_note(draw: DrawRecord) -> str:
+    return BEACON_NOTE if draw.beacon_committed else NO_BEACON_NOTE

@@ -1,0 +1,312 @@
+"""The lottery's own store: draws (with their secret seeds) and entries.
+
+synchronous=FULL: the seed of a committed day lives only here. If a power loss dropped the
+commit that stored it after the commitment was published, the day could never be revealed and
+would be void; an fsync per commit is cheap at the lottery's write rate (a few entries per user
+per day, one commit and one run per day).
+
+Invariants enforced inside write transactions:
+* one entry per (campaign, day, user): PRIMARY KEY + INSERT OR IGNORE;
+* no entry after the cut-off or after the draw: checked against the stored draw row in the same
+  transaction that inserts the entry;
+* a seed is never replaced: draws are created with INSERT OR IGNORE and seed is never UPDATEd;
+* a draw is revealed once: UPDATE ... WHERE drawn_ms IS NULL, results are stored and re-read.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Protocol
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import FailedPrecondition
+
+from . import model
+from .model import DrawRecord, EntryRecord
+
+__all__ = ["LotteryStore", "SqliteLotteryStore", "MIGRATIONS", "SYNCHRONOUS"]
+
+SYNCHRONOUS = "FULL"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE draws (
+        campaign_id     TEXT    NOT NULL,
+        day             TEXT    NOT NULL,          -- YYYY-MM-DD in the campaign's time zone
+        prize_name      TEXT    NOT NULL,
+        prize_value_fen INTEGER NOT NULL,
+        winner_count    INTEGER NOT NULL,
+        time_zone       TEXT    NOT NULL,
+        seed            BLOB    NOT NULL,          -- secret until drawn_ms is set
+        commitment      TEXT    NOT NULL,
+        commit_ms       INTEGER NOT NULL,
+        cutoff_ms       INTEGER NOT NULL,          -- fixed at commit: a config change never moves it
+        beacon_source   TEXT    NOT NULL DEFAULT '',
+        beacon_round    TEXT    NOT NULL DEFAULT '',
+        beacon_value    TEXT    NOT NULL DEFAULT '',
+        entrant_count   INTEGER NOT NULL DEFAULT 0,
+        drawn_ms        INTEGER,
+        winners         TEXT    NOT NULL DEFAULT '[]',
+        entrants_hash   TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (campaign_id, day)
+    );
+    CREATE INDEX draws_pending ON draws (drawn_ms, cutoff_ms);
+    CREATE TABLE entries (
+        campaign_id TEXT    NOT NULL,
+        day         TEXT    NOT NULL,
+        user_id     TEXT    NOT NULL,
+        entry_ms    INTEGER NOT NULL,
+        won         INTEGER NOT NULL DEFAULT 0,
+        request_id  TEXT    NOT NULL DEFAULT '',
+        PRIMARY KEY (campaign_id, day, user_id),
+        FOREIGN KEY (campaign_id, day) REFERENCES draws (campaign_id, day)
+    );
+    CREATE INDEX entries_by_user ON entries (campaign_id, user_id, day);
+    """,
+]
+
+_DRAW_COLUMNS = (
+    "campaign_id, day, prize_name, prize_value_fen, winner_count, time_zone, seed, commitment, commit_ms, "
+    "cutoff_ms, beacon_source, beacon_round, beacon_value, entrant_count, drawn_ms, winners, entrants_hash"
+)
+
+
+class LotteryStore(Protocol):
+    async def get_draw(self, campaign_id: str, day: str) -> DrawRecord | None: ...
+    async def ensure_draw(self, draw: DrawRecord) -> DrawRecord: ...
+    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord: ...
+    async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]: ...
+    async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]: ...
+    async def run_draw(self, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None: ...
+    async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]: ...
+    async def user_entries(self, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]: ...
+    async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]: ...
+    async def due_draws(self, now_ms: int) -> list[DrawRecord]: ...
+    async def campaign_ids(self) -> list[str]: ...
+    async def close(self) -> None: ...
+
+
+class SqliteLotteryStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    @classmethod
+    async def open(cls, path: str | Path, *, clock: Clock | None = None) -> "SqliteLotteryStore":
+        return cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def get_draw(self, campaign_id: str, day: str) -> DrawRecord | None:
+        return await self.db.read(_select_draw, campaign_id, day)
+
+    async def ensure_draw(self, draw: DrawRecord) -> DrawRecord:
+        return await self.db.write(_ensure_draw, draw)
+
+    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord:
+        return await self.db.write(_commit_draw, wanted, frozenset(explicit), now_ms)
+
+    async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
+        return await self.db.write(_enter, draw_if_new, user_id, now_ms, request_id)
+
+    async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:
+        return await self.db.read(_select_entry_and_draw, campaign_id, day, user_id)
+
+    async def run_draw(self, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
+        return await self.db.write(_run_draw, campaign_id, day, now_ms, beacon_value)
+
+    async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]:
+        return await self.db.read(_entrants_page, campaign_id, day, after, limit)
+
+    async def user_entries(self, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]:
+        return await self.db.read(_user_entries, campaign_id, user_id, before_day, limit)
+
+    async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]:
+        return await self.db.read(_draws_page, campaign_id, before_day, limit)
+
+    async def due_draws(self, now_ms: int) -> list[DrawRecord]:
+        return await self.db.read(_due_draws, now_ms)
+
+    async def campaign_ids(self) -> list[str]:
+        return await self.db.read(_campaign_ids)
+
+
+# --- functions below run in the connection threads -------------------------------------------
+
+
+def _draw(row: sqlite3.Row) -> DrawRecord:
+    return DrawRecord(
+        campaign_id=row["campaign_id"],
+        day=row["day"],
+        prize_name=row["prize_name"],
+        prize_value_fen=row["prize_value_fen"],
+        winner_count=row["winner_count"],
+        time_zone=row["time_zone"],
+        seed=bytes(row["seed"]),
+        commitment=row["commitment"],
+        commit_ms=row["commit_ms"],
+        cutoff_ms=row["cutoff_ms"],
+        beacon_source=row["beacon_source"],
+        beacon_round=row["beacon_round"],
+        beacon_value=row["beacon_value"],
+        entrant_count=row["entrant_count"],
+        drawn_ms=row["drawn_ms"],
+        winners=tuple(json.loads(row["winners"])),
+        entrants_hash=row["entrants_hash"],
+    )
+
+
+def _select_draw(conn: sqlite3.Connection, campaign_id: str, day: str) -> DrawRecord | None:
+    row = conn.execute(f"SELECT {_DRAW_COLUMNS} FROM draws WHERE campaign_id = ? AND day = ?", (campaign_id, day)).fetchone()
+    return _draw(row) if row is not None else None
+
+
+def _insert_draw_if_absent(conn: sqlite3.Connection, d: DrawRecord) -> bool:
+    cur = conn.execute(
+        f"INSERT OR IGNORE INTO draws ({_DRAW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (
+            d.campaign_id, d.day, d.prize_name, d.prize_value_fen, d.winner_count, d.time_zone, d.seed,
+            d.commitment, d.commit_ms, d.cutoff_ms, d.beacon_source, d.beacon_round, "", 0, None, "[]", "",
+        ),
+    )
+    return cur.rowcount == 1
+
+
+def _ensure_draw(conn: sqlite3.Connection, draw: DrawRecord) -> DrawRecord:
+    _insert_draw_if_absent(conn, draw)
+    stored = _select_draw(conn, draw.campaign_id, draw.day)
+    assert stored is not None
+    return stored
+
+
+def _commit_draw(conn: sqlite3.Connection, wanted: DrawRecord, explicit: frozenset[str], now_ms: int) -> DrawRecord:
+    existing = _select_draw(conn, wanted.campaign_id, wanted.day)
+    if existing is None:
+        if now_ms >= wanted.cutoff_ms:
+            raise FailedPrecondition(
+                "ENTRIES_CLOSED",
+                f"{wanted.day} 的报名已截止,截止后发布的承诺没有意义 / entries for {wanted.day} are closed: "
+                "a commitment published after the cut-off proves nothing",
+            )
+        _insert_draw_if_absent(conn, wanted)
+        return wanted
+    amended = model.amend_commit(existing, wanted, set(explicit), now_ms)
+    if amended is existing:
+        return existing
+    # The seed and commitment are deliberately absent from this UPDATE.
+    conn.execute(
+        "UPDATE draws SET prize_name = ?, prize_value_fen = ?, winner_count = ?, beacon_source = ?, beacon_round = ? "
+        "WHERE campaign_id = ? AND day = ? AND drawn_ms IS NULL AND cutoff_ms > ?",
+        (
+            amended.prize_name, amended.prize_value_fen, amended.winner_count, amended.beacon_source,
+            amended.beacon_round, amended.campaign_id, amended.day, now_ms,
+        ),
+    )
+    stored = _select_draw(conn, wanted.campaign_id, wanted.day)
+    assert stored is not None
+    return stored
+
+
+def _closed(day: str) -> FailedPrecondition:
+    return FailedPrecondition("ENTRIES_CLOSED", f"{day} 的抽奖报名已截止 / entries for the {day} draw are closed")
+
+
+def _enter(conn: sqlite3.Connection, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
+    _insert_draw_if_absent(conn, draw_if_new)
+    draw = _select_draw(conn, draw_if_new.campaign_id, draw_if_new.day)
+    assert draw is not None
+    existing = conn.execute(
+        "SELECT entry_ms FROM entries WHERE campaign_id = ? AND day = ? AND user_id = ?",
+        (draw.campaign_id, draw.day, user_id),
+    ).fetchone()
+    if existing is not None:
+        # Checked before the cut-off test: a retry after the cut-off still gets its entry back.
+        return EntryRecord(draw.campaign_id, draw.day, user_id, existing["entry_ms"], draw.drawn, user_id in draw.winners), draw, False
+    if draw.drawn or now_ms >= draw.cutoff_ms:
+        raise _closed(draw.day)
+    conn.execute(
+        "INSERT INTO entries (campaign_id, day, user_id, entry_ms, request_id) VALUES (?, ?, ?, ?, ?)",
+        (draw.campaign_id, draw.day, user_id, now_ms, request_id),
+    )
+    conn.execute(
+        "UPDATE draws SET entrant_count = entrant_count + 1 WHERE campaign_id = ? AND day = ?",
+        (draw.campaign_id, draw.day),
+    )
+    return EntryRecord(draw.campaign_id, draw.day, user_id, now_ms), replace(draw, entrant_count=draw.entrant_count + 1), True
+
+
+def _select_entry_and_draw(conn: sqlite3.Connection, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:
+    draw = _select_draw(conn, campaign_id, day)
+    if draw is None:
+        return None, None
+    row = conn.execute(
+        "SELECT entry_ms, won FROM entries WHERE campaign_id = ? AND day = ? AND user_id = ?", (campaign_id, day, user_id)
+    ).fetchone()
+    if row is None:
+        return None, draw
+    return EntryRecord(campaign_id, day, user_id, row["entry_ms"], draw.drawn, bool(row["won"])), draw
+
+
+def _run_draw(conn: sqlite3.Connection, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
+    draw = _select_draw(conn, campaign_id, day)
+    if draw is None or draw.drawn:
+        return draw
+    model.check_runnable(draw, now_ms, beacon_value)
+    entrants = [r[0] for r in conn.execute(
+        "SELECT user_id FROM entries WHERE campaign_id = ? AND day = ? ORDER BY user_id", (campaign_id, day)
+    )]
+    result = model.reveal(draw, entrants, beacon_value, now_ms)
+    cur = conn.execute(
+        "UPDATE draws SET beacon_value = ?, drawn_ms = ?, winners = ?, entrants_hash = ?, entrant_count = ? "
+        "WHERE campaign_id = ? AND day = ? AND drawn_ms IS NULL",
+        (
+            result.beacon_value, result.drawn_ms, json.dumps(list(result.winners), ensure_ascii=False),
+            result.entrants_hash, result.entrant_count, campaign_id, day,
+        ),
+    )
+    if cur.rowcount != 1:  # cannot happen under the single writer; never overwrite a result
+        return _select_draw(conn, campaign_id, day)
+    conn.executemany(
+        "UPDATE entries SET won = 1 WHERE campaign_id = ? AND day = ? AND user_id = ?",
+        [(campaign_id, day, w) for w in result.winners],
+    )
+    return result
+
+
+def _entrants_page(conn: sqlite3.Connection, campaign_id: str, day: str, after: str, limit: int) -> list[str]:
+    return [r[0] for r in conn.execute(
+        "SELECT user_id FROM entries WHERE campaign_id = ? AND day = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+        (campaign_id, day, after, limit),
+    )]
+
+
+def _user_entries(conn: sqlite3.Connection, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]:
+    rows = conn.execute(
+        "SELECT e.day, e.entry_ms, e.won, d.drawn_ms FROM entries e JOIN draws d "
+        "ON d.campaign_id = e.campaign_id AND d.day = e.day "
+        "WHERE e.campaign_id = ? AND e.user_id = ? AND (? = '' OR e.day < ?) ORDER BY e.day DESC LIMIT ?",
+        (campaign_id, user_id, before_day, before_day, limit),
+    )
+    return [EntryRecord(campaign_id, r["day"], user_id, r["entry_ms"], r["drawn_ms"] is not None, bool(r["won"])) for r in rows]
+
+
+def _draws_page(conn: sqlite3.Connection, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]:
+    rows = conn.execute(
+        f"SELECT {_DRAW_COLUMNS} FROM draws WHERE campaign_id = ? AND (? = '' OR day < ?) ORDER BY day DESC LIMIT ?",
+        (campaign_id, before_day, before_day, limit),
+    )
+    return [_draw(r) for r in rows]
+
+
+def _due_draws(conn: sqlite3.Connection, now_ms: int) -> list[DrawRecord]:
+    rows = conn.execute(
+        f"SELECT {_DRAW_COLUMNS} FROM draws WHERE drawn_ms IS NULL AND cutoff_ms <= ? ORDER BY cutoff_ms", (now_ms,)
+    )
+    return [_draw(r) for r in rows]
+
+
+def _campaign_ids(conn: sqlite3.Connection) -> list[str]:
+    return [r[0] for r in conn.execute("SELECT DISTINCT campaign_id FROM draws ORDER BY campaign_id")]

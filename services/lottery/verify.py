@@ -1,0 +1,218 @@
+"""Independent checker of a drawn day ("miandan-draw-hmac-sha256" v1, see lottery.proto).
+
+    python -m services.lottery.verify --file result.json
+    python -m services.lottery.verify --target 127.0.0.1:50054 --campaign spring-2026 --day 2026-01-28 [--dump result.json]
+
+--file reads the JSON of a VerifyDrawResponse with every page of entrants concatenated into
+"entrants" (what --dump writes; protobuf JSON, field names as in the .proto or lowerCamelCase).
+Live mode pages VerifyDraw with the internal credential from MIANDAN_INTERNAL_TOKEN.
+
+This file deliberately re-implements the algorithm from its published description with the
+standard library only and imports nothing from the service, so it checks the service instead
+of agreeing with it. Exit status: 0 every check passed, 1 a check failed, 2 could not check.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import itertools
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+ALGORITHM = "miandan-draw-hmac-sha256"
+VERSION = 1
+
+
+def _get(obj: dict[str, Any], name: str, default: Any = None) -> Any:
+    """protobuf JSON may use proto names or lowerCamelCase."""
+    if name in obj:
+        return obj[name]
+    parts = name.split("_")
+    camel = parts[0] + "".join(p.title() for p in parts[1:])
+    return obj.get(camel, default)
+
+
+def _rfc3339(value: Any) -> datetime | None:
+    if not value:
+        return None
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python < 3.11 cannot parse more than 6 fractional digits; protobuf may emit 9.
+    if "." in text:
+        head, _, rest = text.partition(".")
+        digits = "".join(itertools.takewhile(str.isdigit, rest))
+        tz = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{tz}"
+    parsed = datetime.fromisoformat(text)
+    # A timestamp without an offset would compare wrong (or not at all); protobuf JSON is UTC.
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=timezone.utc)
+
+
+def _rank(key: bytes, ids: list[str], count: int) -> list[str]:
+    scored = []
+    for uid in ids:
+        raw = uid.encode("utf-8")
+        digest = hmac.new(key, raw, hashlib.sha256).digest()
+        scored.append((digest, raw, uid))  # big-endian unsigned compare == byte-wise compare of equal-length digests
+    scored.sort()
+    return [uid for _, _, uid in scored[:count]]
+
+
+def check(result: dict[str, Any]) -> list[tuple[bool, str]]:
+    """Every check as (passed, human line)."""
+    out: list[tuple[bool, str]] = []
+    draw = _get(result, "draw", {}) or {}
+
+    algorithm, version = _get(result, "algorithm", ""), int(_get(result, "algorithm_version", 0) or 0)
+    known = algorithm == ALGORITHM and version == VERSION
+    out.append((known, f"algorithm {algorithm!r} v{version} is {ALGORITHM} v{VERSION}"))
+    if not known:
+        return out
+
+    seed_hex = str(_get(result, "seed", "") or "")
+    try:
+        seed = bytes.fromhex(seed_hex)
+        seed_ok = len(seed) == 32
+    except ValueError:
+        seed, seed_ok = b"", False
+    out.append((seed_ok, "seed is 32 bytes of hex"))
+    if not seed_ok:
+        return out
+
+    commitment = str(_get(result, "commitment", "") or "")
+    published = str(_get(draw, "commitment", commitment) or "")
+    recomputed = hashlib.sha256(seed).hexdigest()
+    out.append((recomputed == commitment.lower() and recomputed == published.lower(),
+                f"SHA-256(seed) = {recomputed} matches the published commitment {published or commitment}"))
+
+    commit_t, cutoff_t, draw_t = (_rfc3339(_get(draw, k)) for k in ("commit_time", "cutoff_time", "draw_time"))
+    if commit_t and cutoff_t and draw_t:
+        out.append((commit_t < cutoff_t <= draw_t, f"committed {commit_t.isoformat()} < cut-off {cutoff_t.isoformat()} <= drawn {draw_t.isoformat()}"))
+    else:
+        out.append((False, "commit_time, cutoff_time and draw_time are all present"))
+
+    entrants = [str(e) for e in (_get(result, "entrants", []) or [])]
+    encoded = [e.encode("utf-8") for e in entrants]
+    ordered = all(a < b for a, b in zip(encoded, encoded[1:]))
+    out.append((ordered, f"{len(entrants)} entrants strictly ascending by UTF-8 bytes (sorted, no duplicates)"))
+    clean = not any(any(ord(c) < 32 or ord(c) == 127 for c in e) for e in entrants)
+    out.append((clean, "no entrant id contains a control character"))
+    count = int(_get(result, "entrant_count", 0) or 0)
+    out.append((count == len(entrants), f"entrant_count {count} equals the entrants listed ({len(entrants)})"))
+    listed_hash = str(_get(result, "entrants_hash", "") or "")
+    entrants_digest = hashlib.sha256(b"\n".join(encoded)).hexdigest()
+    draw_hash = str(_get(draw, "entrants_hash", listed_hash) or listed_hash)
+    out.append((entrants_digest == listed_hash.lower() == draw_hash.lower(),
+                f"SHA-256 of the entrant list = {entrants_digest} matches entrants_hash {listed_hash}"))
+
+    beacon_value = str(_get(result, "beacon_value", "") or "")
+    configured = bool(_get(result, "beacon_configured", False))
+    source, round_ = str(_get(draw, "beacon_source", "") or ""), str(_get(draw, "beacon_round", "") or "")
+    if configured or source:
+        out.append((bool(beacon_value) and bool(source) and configured,
+                    f"beacon {source} round {round_} was committed and its value {beacon_value[:24]!r}... was used "
+                    "(check that value against the beacon's own record)"))
+    else:
+        out.append((not beacon_value, "no beacon was committed and none was used"))
+    if str(_get(draw, "beacon_value", beacon_value) or "") != beacon_value:
+        out.append((False, "the draw's beacon_value equals the response's beacon_value"))
+
+    try:
+        winner_count = int(_get(draw, "winner_count", 0) or 0)
+    except (TypeError, ValueError):
+        winner_count = 0
+    out.append((winner_count > 0, f"winner_count {winner_count} is positive"))
+    expected = _rank(seed + beacon_value.encode("utf-8"), entrants, winner_count)
+    winners = [str(w) for w in (_get(result, "winners", []) or [])]
+    out.append((winners == expected, f"winners recomputed ({len(expected)}) equal the published winners ({len(winners)})"))
+    draw_winners = [str(w) for w in (_get(draw, "winners", winners) or [])]
+    out.append((draw_winners == winners, "the draw's winner list equals the response's"))
+    return out
+
+
+def report(result: dict[str, Any], stream: Any = None) -> bool:
+    stream = stream or sys.stdout
+    checks = check(result)
+    for ok, line in checks:
+        print(("PASS  " if ok else "FAIL  ") + line, file=stream)
+    note = _get(result, "note", "")
+    if note:
+        print(f"note: {note}", file=stream)
+    passed = all(ok for ok, _ in checks)
+    draw = _get(result, "draw", {}) or {}
+    label = f"{_get(draw, 'campaign_id', '?')} {_get(draw, 'day', '?')}"
+    print(f"VERDICT {label}: " + ("VERIFIED - the published winners follow from the committed seed" if passed else "NOT VERIFIED"), file=stream)
+    return passed
+
+
+def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.0) -> dict[str, Any]:
+    """All pages of VerifyDraw as one JSON-ready dict (grpc imported only here)."""
+    import grpc
+    from google.protobuf import json_format
+
+    from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
+
+    metadata = (("x-miandan-internal-token", token),)
+    with grpc.insecure_channel(target) as channel:
+        stub = lottery_service_pb2_grpc.LotteryServiceStub(channel)
+        entrants: list[str] = []
+        page_token = ""
+        first = None
+        while True:
+            resp = stub.VerifyDraw(
+                lottery_service_pb2.VerifyDrawRequest(campaign_id=campaign, day=day, page_size=10_000, page_token=page_token),
+                metadata=metadata,
+                timeout=timeout,
+            )
+            first = first or resp
+            entrants.extend(resp.entrants)
+            page_token = resp.next_page_token
+            if not page_token:
+                break
+    assert first is not None
+    out = json_format.MessageToDict(first, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    out["entrants"] = entrants
+    out.pop("next_page_token", None)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.lottery.verify", description=__doc__.split("\n\n")[0])
+    src = parser.add_mutually_exclusive_group(required=True)
+    src.add_argument("--file", help="JSON of a VerifyDraw response with all entrants ('-' for stdin)")
+    src.add_argument("--target", help="host:port of the lottery service (live)")
+    parser.add_argument("--campaign", help="campaign id (live)")
+    parser.add_argument("--day", help="YYYY-MM-DD (live)")
+    parser.add_argument("--dump", help="also write the fetched result as JSON to this file (live)")
+    args = parser.parse_args(argv)
+    try:
+        if args.file:
+            text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
+            result = json.loads(text)
+            if not isinstance(result, dict):
+                raise ValueError("the JSON must be an object")
+        else:
+            if not args.campaign or not args.day:
+                parser.error("--target needs --campaign and --day")
+            token = os.environ.get("MIANDAN_INTERNAL_TOKEN", "dev-internal-token")
+            result = fetch(args.target, args.campaign, args.day, token)
+            if args.dump:
+                with open(args.dump, "w", encoding="utf-8") as f:
+                    json.dump(result, f, ensure_ascii=False, indent=2)
+    except (OSError, ValueError) as exc:
+        print(f"cannot check: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # grpc.RpcError and friends: the draw could not be fetched
+        details = getattr(exc, "details", None)
+        print(f"cannot check: {details() if callable(details) else exc}", file=sys.stderr)
+        return 2
+    return 0 if report(result) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

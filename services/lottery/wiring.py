@@ -1,0 +1,109 @@
+"""Builds the lottery server: store, card client, scheduler, servicer, policy. Tests and
+`python -m services.lottery` share this."""
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
+from services.common.auth import ADMIN, INTERNAL, AccessPolicy
+from services.common.clock import Clock, SystemClock
+from services.common.config import Settings
+from services.common.server import Server, build_server
+
+from . import model
+from .card_client import CardDirectory, GrpcCardDirectory
+from .handlers import DrawScheduler, Lottery
+from .model import DrawSettings
+from .servicer import LotteryServicer
+from .store import SqliteLotteryStore
+
+__all__ = ["build", "draw_settings_from_env", "SERVICE_NAME"]
+
+SERVICE_NAME = lottery_service_pb2.DESCRIPTOR.services_by_name["LotteryService"].full_name
+_M = f"/{SERVICE_NAME}/"
+
+ROLES = {
+    _M + "EnterDraw": INTERNAL,
+    _M + "GetDraw": INTERNAL,
+    _M + "CommitDraw": ADMIN,
+    _M + "RunDraw": ADMIN,
+    _M + "VerifyDraw": INTERNAL,
+    _M + "ListMyEntries": INTERNAL,
+    _M + "ListDraws": INTERNAL,
+}
+# Entering is a user action worth keeping under load; views of draws can be retried later.
+CRITICALITY = {
+    _M + "EnterDraw": "DEFAULT",
+    _M + "CommitDraw": "DEFAULT",
+    _M + "RunDraw": "DEFAULT",
+    _M + "GetDraw": "SHEDDABLE",
+    _M + "VerifyDraw": "SHEDDABLE",
+    _M + "ListMyEntries": "SHEDDABLE",
+    _M + "ListDraws": "SHEDDABLE",
+}
+
+
+def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings:
+    """MIANDAN_LOTTERY_CUTOFF ("HH:MM", default 20:00, campaign-local), MIANDAN_LOTTERY_BEACON_SOURCE
+    (e.g. "drand:quicknet"; unset = no beacon), MIANDAN_LOTTERY_CAMPAIGNS (comma list of
+    campaigns the scheduler commits and runs; default MIANDAN_CAMPAIGN_ID or spring-2026),
+    MIANDAN_LOTTERY_TICK_SECONDS (default 5). Raises ValueError naming the variable."""
+    e = os.environ if env is None else env
+    cutoff_text = (e.get("MIANDAN_LOTTERY_CUTOFF") or "").strip()
+    cutoff = model.parse_cutoff(cutoff_text) if cutoff_text else model.DEFAULT_CUTOFF
+    beacon = (e.get("MIANDAN_LOTTERY_BEACON_SOURCE") or "").strip() or None
+    if beacon is not None and (len(beacon) > 64 or any(ord(c) < 33 for c in beacon)):
+        raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable characters")
+    raw = e.get("MIANDAN_LOTTERY_CAMPAIGNS") or e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026"
+    campaigns = tuple(c.strip() for c in raw.split(",") if c.strip())
+    tick_raw = (e.get("MIANDAN_LOTTERY_TICK_SECONDS") or "5").strip()
+    try:
+        tick = float(tick_raw)
+    except ValueError:
+        raise ValueError(f"MIANDAN_LOTTERY_TICK_SECONDS={tick_raw!r} is not a number") from None
+    if not tick > 0:
+        raise ValueError(f"MIANDAN_LOTTERY_TICK_SECONDS={tick_raw!r} must be > 0")
+    return DrawSettings(cutoff=cutoff, beacon_source=beacon, campaigns=campaigns, tick_seconds=tick)
+
+
+async def build(
+    settings: Settings,
+    *,
+    clock: Clock | None = None,
+    cards: CardDirectory | None = None,
+    draw_settings: DrawSettings | None = None,
+) -> Server:
+    """The lottery server, not started. `cards` replaces the gRPC card client (tests);
+    `draw_settings` replaces the MIANDAN_LOTTERY_* environment. The returned server carries
+    `.lottery` (use cases) and `.scheduler` (call `await server.scheduler.tick()` in tests)."""
+    clock = clock or SystemClock()
+    draw_settings = draw_settings or draw_settings_from_env()
+    store = await SqliteLotteryStore.open(settings.db_path, clock=clock)
+    card_client = cards if cards is not None else GrpcCardDirectory(settings)
+    lottery = Lottery(store, card_client, clock, draw_settings)
+    scheduler = DrawScheduler(lottery)
+
+    def register(server) -> None:  # type: ignore[no-untyped-def]
+        lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
+
+    async def on_start() -> None:
+        scheduler.start()
+
+    async def on_stop() -> None:
+        await scheduler.stop()
+        await card_client.close()
+        await store.close()
+
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=AccessPolicy(settings, ROLES, default=INTERNAL),
+        criticality=CRITICALITY,
+        on_start=on_start,
+        on_stop=on_stop,
+    )
+    server.lottery = lottery  # type: ignore[attr-defined]
+    server.scheduler = scheduler  # type: ignore[attr-defined]
+    return server

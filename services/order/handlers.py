@@ -1,0 +1,817 @@
+"""Order use cases: carts, the placement saga, payment, lifecycle, live status, recovery.
+
+The placement saga (payable 0, the hot path): Quote -> write PLACING -> ReserveCard ->
+ConfirmReservation -> write PAID. The PLACING row is written before any card is touched, under
+an order id derived from (user, request_id), so whatever dies at whatever moment leaves a row
+that names the reservation: a retry with the same request_id resumes it (every card call is
+idempotent per reservation key), and the recovery pass (on start and every few seconds)
+compensates it (ReleaseReservation) or finishes it when the card turns out to be redeemed
+already. Later side effects (confirm a card after payment, return a card, refund money) are
+written into the row as outstanding actions together with the state change that needs them,
+done inline, cleared, and re-driven by the sweep when an upstream was down.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any, AsyncIterator, Sequence
+
+from services.common.clock import Clock, SystemClock, now_ms
+from services.common.errors import (
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+
+from . import model
+from .model import Order, Payment, Quote, Selection
+from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
+from .store import OrderStore
+from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
+
+__all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
+
+log = logging.getLogger("miandan.order")
+
+
+class Budget:
+    """Seconds an upstream call may still take: the caller's deadline, fixed as an absolute
+    loop time when the call arrived, so a saga step that outlives its caller stops too."""
+
+    __slots__ = ("_deadline", "_default")
+
+    def __init__(self, seconds: float | None, default: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        self._default = default
+        self._deadline = None if seconds is None else loop.time() + seconds
+
+    def __call__(self) -> float:
+        if self._deadline is None:
+            return self._default
+        left = self._deadline - asyncio.get_running_loop().time() - 0.005
+        if left <= 0:
+            raise DeadlineExceeded("DEADLINE_PASSED", "调用方已超时 / the caller's deadline has passed")
+        return left
+
+
+def _budget(seconds: float = 5.0) -> Budget:
+    return Budget(None, seconds)
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    payment_ttl_seconds: int = 900
+    # A PLACING row untouched this long with no task working on it is an orphan of a crash or
+    # of an upstream outage: the sweep compensates it.
+    placing_grace_seconds: int = 30
+    sweep_interval_seconds: float = 5.0
+    default_campaign_id: str = "spring-2026"
+    # Bounded wait of a WatchOrder stream between checks of the store.
+    watch_poll_seconds: float = 10.0
+    # Time the sweep gives each upstream call (it has no caller deadline).
+    sweep_call_timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class PlaceOrderInput:
+    request_id: str
+    user_id: str
+    store_id: str
+    lines: tuple[Selection, ...]
+    from_cart: bool = False
+    card_use: str = model.CARD_BEST
+    card_id: str = ""
+    campaign_id: str = ""
+
+
+@dataclass(frozen=True)
+class CartView:
+    user_id: str
+    store_id: str
+    selections: tuple[Selection, ...]
+    quote: Quote | None
+
+    @property
+    def orderable(self) -> bool:
+        return bool(self.selections) and self.quote is not None and not self.quote.problems
+
+
+class OrderEvents:
+    """In-process pub/sub of committed order changes, one bounded queue per watcher. A watcher
+    that falls behind loses intermediate messages, never the newest state: every message
+    carries the whole order with its full history."""
+
+    def __init__(self, depth: int = 32) -> None:
+        self._watchers: dict[str, set[asyncio.Queue[Order]]] = {}
+        self._depth = depth
+
+    def publish(self, order: Order) -> None:
+        for q in self._watchers.get(order.order_id, ()):
+            if q.full():
+                q.get_nowait()
+            q.put_nowait(order)
+
+    def subscribe(self, order_id: str) -> asyncio.Queue[Order]:
+        q: asyncio.Queue[Order] = asyncio.Queue(self._depth)
+        self._watchers.setdefault(order_id, set()).add(q)
+        return q
+
+    def unsubscribe(self, order_id: str, q: asyncio.Queue[Order]) -> None:
+        subs = self._watchers.get(order_id)
+        if subs is not None:
+            subs.discard(q)
+            if not subs:
+                del self._watchers[order_id]
+
+    def watchers(self, order_id: str) -> int:
+        return len(self._watchers.get(order_id, ()))
+
+
+class _Flight:
+    """One placement (or recovery) in progress. `answer` resolves as soon as the caller's
+    outcome is known; the task may go on compensating after that, and the flight stays
+    registered until it ends, so no retry races the compensation."""
+
+    __slots__ = ("request_hash", "answer", "task")
+
+    def __init__(self, request_hash: str) -> None:
+        self.request_hash = request_hash
+        self.answer: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
+        # Retrieved even when nobody waits (a sweep's flight), so asyncio never warns.
+        self.answer.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self.task: asyncio.Future[Any] | None = None
+
+    def settle(self, order: Order | None = None, exc: BaseException | None = None) -> None:
+        if self.answer.done():
+            return
+        if exc is None:
+            self.answer.set_result(order)  # type: ignore[arg-type]
+        elif isinstance(exc, Exception):
+            self.answer.set_exception(exc)
+        else:
+            self.answer.set_exception(Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100))
+
+
+@dataclass
+class SweepReport:
+    recovered: int = 0
+    expired: int = 0
+    driven: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def _encode_token(*parts: Any) -> str:
+    return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
+
+
+def _decode_token(token: str, n: int) -> list[str]:
+    try:
+        parts = base64.urlsafe_b64decode(token.encode()).decode().split("|")
+    except Exception:
+        parts = []
+    if len(parts) != n:
+        raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+    return parts
+
+
+class OrderService:
+    def __init__(
+        self,
+        store: OrderStore,
+        card: CardClient,
+        catalog: CatalogClient,
+        payments: PaymentProvider,
+        *,
+        clock: Clock | None = None,
+        config: OrderConfig | None = None,
+        events: OrderEvents | None = None,
+    ) -> None:
+        self.store = store
+        self.card = card
+        self.catalog = catalog
+        self.payments = payments
+        self.clock = clock or SystemClock()
+        self.config = config or OrderConfig()
+        self.events = events or OrderEvents()
+        self._flights: dict[str, _Flight] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+
+    def _now(self) -> int:
+        return now_ms(self.clock)
+
+    # --- carts ----------------------------------------------------------------------------
+
+    async def add_cart_item(
+        self, user_id: str, store_id: str, selection: Selection, request_id: str, budget: Budget | None = None
+    ) -> CartView:
+        budget = budget or _budget()
+        model.check_request_id(request_id)
+        model.check_id("user_id", user_id)
+        model.check_id("store_id", store_id)
+        model.check_selections([selection], "line")
+        cart_store, lines = await self.store.cart(user_id)
+        if lines and cart_store != store_id:
+            raise FailedPrecondition(
+                "CART_STORE_MISMATCH",
+                "购物车里是另一家店的商品，请先清空 / the cart holds another store's items: clear it first",
+            )
+        candidate = [*lines, selection]
+        quote = await self.catalog.quote(store_id, candidate, timeout=budget())
+        new_index = len(lines)
+        own = [p for p in quote.problems if p.line_index == new_index and p.reason in model._ARGUMENT_PROBLEMS]
+        if own:
+            raise InvalidArgument("line", f"{own[0].reason}: {own[0].message}", own[0].reason)
+        await self.store.add_cart_line(user_id, store_id, selection, request_id)
+        after_store, after = await self.store.cart(user_id)
+        if after != candidate:  # a retry of an earlier add, or a concurrent change: price what is there
+            quote = await self.catalog.quote(after_store, after, timeout=budget()) if after else None
+        return CartView(user_id, after_store, tuple(after), quote)
+
+    async def get_cart(self, user_id: str, budget: Budget | None = None) -> CartView:
+        budget = budget or _budget()
+        model.check_id("user_id", user_id)
+        store_id, lines = await self.store.cart(user_id)
+        if not lines:
+            return CartView(user_id, "", (), None)
+        quote = await self.catalog.quote(store_id, lines, timeout=budget())
+        return CartView(user_id, store_id, tuple(lines), quote)
+
+    async def clear_cart(self, user_id: str, request_id: str = "") -> CartView:
+        model.check_id("user_id", user_id)
+        model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
+        await self.store.clear_cart(user_id)
+        return CartView(user_id, "", (), None)
+
+    # --- placement ------------------------------------------------------------------------
+
+    async def place_order(self, r: PlaceOrderInput, budget: Budget | None = None) -> Order:
+        budget = budget or _budget()
+        model.check_request_id(r.request_id)
+        model.check_id("user_id", r.user_id)
+        model.check_id("store_id", r.store_id, required=not r.from_cart)
+        model.check_id("campaign_id", r.campaign_id, required=False)
+        model.check_card_choice(r.card_use, r.card_id)
+        if r.from_cart:
+            if r.lines:
+                raise InvalidArgument("lines", "from_cart 时不能再给 lines / lines must be empty with from_cart")
+        else:
+            model.check_selections(r.lines)
+        campaign = r.campaign_id or self.config.default_campaign_id
+        order_id = model.order_id_for(r.user_id, r.request_id)
+        fingerprint = model.request_hash(
+            r.user_id, r.store_id, r.lines, r.from_cart, r.card_use, r.card_id, campaign
+        )
+        flight = self._flights.get(order_id)
+        if flight is None:
+            # The saga runs in its own task: a caller that gives up (deadline, disconnect) does
+            # not cut it in the middle, and concurrent duplicates wait for the same outcome.
+            flight = self._fly(order_id, fingerprint, self._place(order_id, fingerprint, campaign, r, budget))
+        elif flight.request_hash != fingerprint:
+            raise _request_id_reused()
+        order = await asyncio.shield(flight.answer)
+        if not order.visible:
+            # The recovery pass owned this request and compensated it: a retry starts afresh.
+            raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
+        return order
+
+    def _fly(self, order_id: str, request_hash: str, work: Any) -> _Flight:
+        flight = self._flights[order_id] = _Flight(request_hash)
+
+        async def run() -> None:
+            try:
+                flight.settle(await work)
+            except BaseException as exc:
+                flight.settle(exc=exc)
+                if not isinstance(exc, Exception):
+                    raise
+            finally:
+                if self._flights.get(order_id) is flight:
+                    del self._flights[order_id]
+
+        flight.task = asyncio.ensure_future(run())
+        return flight
+
+    async def drain(self) -> None:
+        """Wait for every placement and compensation in progress (tests, graceful stop)."""
+        while self._flights:
+            tasks = [f.task for f in list(self._flights.values()) if f.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _settle_early(self, order_id: str, exc: BaseException) -> None:
+        flight = self._flights.get(order_id)
+        if flight is not None:
+            flight.settle(exc=exc)
+
+    async def _place(self, order_id: str, fingerprint: str, campaign: str, r: PlaceOrderInput, budget: Budget) -> Order:
+        store_id, selections = r.store_id, list(r.lines)
+        if r.from_cart:
+            # A retry after success finds the order even though the cart is empty by now.
+            existing = await self.store.get(order_id)
+            if existing is not None and existing.status != model.ABORTED:
+                if existing.request_hash != fingerprint:
+                    raise _request_id_reused()
+                return existing if existing.visible else await self._run_saga(existing, budget)
+            cart_store, selections = await self.store.cart(r.user_id)
+            if not selections:
+                raise FailedPrecondition("CART_EMPTY", "购物车是空的 / the cart is empty")
+            if store_id and store_id != cart_store:
+                raise FailedPrecondition("CART_STORE_MISMATCH", "购物车不是这家店的 / the cart is for another store")
+            store_id = cart_store
+        quote = await self.catalog.quote(store_id, selections, timeout=budget())
+        if quote.problems:
+            existing = await self.store.get(order_id)
+            if existing is not None and existing.visible and existing.request_hash == fingerprint:
+                return existing  # placed earlier; the item sold out since
+            model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines")
+        now = self._now()
+        draft = Order(
+            order_id=order_id,
+            request_id=r.request_id,
+            request_hash=fingerprint,
+            user_id=r.user_id,
+            store_id=store_id,
+            store_name=quote.store_name,
+            brand_id=quote.brand_id,
+            campaign_id=campaign,
+            lines=quote.lines,
+            subtotal_fen=quote.total_fen,
+            card_use=r.card_use,
+            requested_card_id=r.card_id,
+            status=model.PLACING,
+            create_ms=now,
+            update_ms=now,
+            from_cart=r.from_cart,
+        )
+        order, fresh = await self.store.begin_placement(draft)
+        if not fresh and order.status != model.PLACING:
+            return order
+        # fresh, or a PLACING row left by a crash / an upstream outage: (re)run the saga.
+        return await self._run_saga(order, budget)
+
+    async def _run_saga(self, order: Order, budget: Budget) -> Order:
+        key = order.reservation_key
+        reservation: Reservation | None = None
+        if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
+            try:
+                reservation = await self.card.reserve(
+                    campaign_id=order.campaign_id,
+                    user_id=order.user_id,
+                    key=key,
+                    amount_fen=order.subtotal_fen,
+                    card_id=order.requested_card_id,
+                    # Held long enough for the payment window; a payable-0 order confirms at once.
+                    ttl_seconds=self.config.payment_ttl_seconds + 60,
+                    timeout=budget(),
+                )
+            except (Unavailable, DeadlineExceeded) as exc:
+                # Whether the card got held is unknown: answer the caller now, then try to undo
+                # it (the flight stays registered meanwhile); if the card service is still
+                # unreachable the sweep will.
+                self._settle_early(order.order_id, exc)
+                await self._compensate_quietly(order)
+                raise
+            except DomainError as exc:
+                if exc.reason == "NO_CARD_AVAILABLE" and order.card_use == model.CARD_BEST:
+                    reservation = None  # pay full price, as the request asked
+                else:
+                    await self._abort(order, exc)
+                    raise
+        if reservation is not None and reservation.state not in (HELD, CONFIRMED):
+            # An idempotent replay of a reservation that was released meanwhile.
+            err = FailedPrecondition("RESERVATION_LAPSED", "卡的预留已失效，请重试 / the card hold lapsed, retry")
+            await self._abort(order, err)
+            raise err
+        covered = reservation.covered_fen if reservation else 0
+        discount, payable = model.split(order.subtotal_fen, covered)
+        now = self._now()
+        if payable == 0:
+            if reservation is not None and reservation.state != CONFIRMED:
+                try:
+                    await self.card.confirm(key, timeout=budget())
+                except DomainError:
+                    finished = await self._compensate_quietly(order)
+                    if finished is not None:
+                        return finished
+                    raise
+            payment = Payment(status=model.PAY_NOT_REQUIRED)
+            status = model.PAID
+        else:
+            intent = await self.payments.create_intent(order.order_id, payable)
+            payment = Payment(
+                payment_id=intent.payment_id,
+                provider=self.payments.name,
+                amount_fen=payable,
+                status=model.PAY_PENDING,
+                reference=intent.reference,
+                expire_ms=now + self.config.payment_ttl_seconds * 1000,
+            )
+            status = model.PENDING_PAYMENT
+        card_id = reservation.card_id if reservation else ""
+        attempt = order.attempt
+
+        def finish(cur: Order) -> Order:
+            if cur.status != model.PLACING or cur.attempt != attempt:
+                return cur
+            return model.with_status(
+                cur,
+                status,
+                now,
+                model.ACTOR_USER,
+                card_id=card_id,
+                card_discount_fen=discount,
+                payable_fen=payable,
+                payment=payment,
+            )
+
+        try:
+            done = await self.store.update(order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else "")
+        except Exception:
+            await self._compensate_quietly(order)
+            raise
+        if not done.visible:
+            raise Unavailable("PLACEMENT_ABORTED", "下单被中止，请重试 / the placement was aborted, retry", 100)
+        return done
+
+    async def _abort(self, order: Order, err: DomainError) -> Order:
+        now, attempt = self._now(), order.attempt
+
+        def abort(cur: Order) -> Order:
+            if cur.status != model.PLACING or cur.attempt != attempt:
+                return cur
+            return replace(
+                cur, status=model.ABORTED, update_ms=now, version=cur.version + 1, error=(err.code, err.reason, err.message)
+            )
+
+        return await self.store.update(order.order_id, abort)
+
+    async def _compensate_quietly(self, order: Order) -> Order | None:
+        """Undo a placement whose card call failed or whose outcome is unknown. Returns the
+        finished order when the card turned out to be redeemed already (so the order stands),
+        None when compensated or when the card service is still unreachable (the sweep retries)."""
+        try:
+            return await self._recover_placing(order, _budget(self.config.sweep_call_timeout))
+        except DomainError as exc:
+            log.warning("compensation deferred to the sweep", extra={"order_id": order.order_id, "reason": exc.reason})
+            return None
+
+    async def _recover_placing(self, order: Order, budget: Budget) -> Order | None:
+        if order.card_use == model.CARD_NONE or order.subtotal_fen == 0:
+            await self._abort(order, Unavailable("PLACEMENT_INTERRUPTED", "下单中断 / placement interrupted"))
+            return None
+        reservation = await self.card.release(order.reservation_key, timeout=budget())
+        if reservation is not None and reservation.state == CONFIRMED:
+            discount, payable = model.split(order.subtotal_fen, reservation.covered_fen)
+            if payable == 0:
+                # The card was redeemed before the crash: the order stands, finish it.
+                now, attempt = self._now(), order.attempt
+
+                def finish(cur: Order) -> Order:
+                    if cur.status != model.PLACING or cur.attempt != attempt:
+                        return cur
+                    return model.with_status(
+                        cur,
+                        model.PAID,
+                        now,
+                        model.ACTOR_SYSTEM,
+                        "RECOVERED",
+                        card_id=reservation.card_id,
+                        card_discount_fen=discount,
+                        payable_fen=0,
+                        payment=Payment(status=model.PAY_NOT_REQUIRED),
+                    )
+
+                return await self.store.update(
+                    order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else ""
+                )
+            await self.card.refund(order.reservation_key, timeout=budget())
+        await self._abort(order, Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry"))
+        return None
+
+    # --- payment --------------------------------------------------------------------------
+
+    async def confirm_payment(
+        self, order_id: str, user_id: str, reference: str, request_id: str = "", budget: Budget | None = None
+    ) -> Order:
+        budget = budget or _budget()
+        model.check_id("order_id", order_id)
+        model.check_id("user_id", user_id)
+        model.check_id("payment_reference", reference, limit=256)
+        model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
+        order = model.check_owner(await self.store.get(order_id), user_id)
+        if order.status == model.PENDING_PAYMENT and self._now() >= order.payment.expire_ms:
+            order = await self._expire(order, budget)
+        if order.status == model.PENDING_PAYMENT:
+            await self._capture(order, reference)
+            now = self._now()
+
+            def mark_paid(cur: Order) -> Order:
+                if cur.status != model.PENDING_PAYMENT:
+                    return cur  # lapsed meanwhile: handled as a late payment below
+                return model.with_status(
+                    cur,
+                    model.PAID,
+                    now,
+                    model.ACTOR_USER,
+                    payment=replace(cur.payment, status=model.PAY_CAPTURED),
+                    card_action=model.CARD_CONFIRM if cur.card_id else "",
+                )
+
+            order = await self.store.update(order_id, mark_paid)
+            if order.status == model.PAID and order.payment.status == model.PAY_CAPTURED:
+                return await self._drive_quietly(order, budget)
+            return await self._late_payment(order, reference, budget, captured=True)
+        if order.payment.reference == reference and order.payment.status in (model.PAY_CAPTURED, model.PAY_REFUNDED):
+            return order  # a retry of a payment already recorded
+        if order.status == model.CANCELLED and order.payment.status == model.PAY_VOIDED:
+            return await self._late_payment(order, reference, budget, captured=False)
+        if order.payment.status == model.PAY_NOT_REQUIRED:
+            raise FailedPrecondition("PAYMENT_NOT_REQUIRED", "此订单无需付款 / nothing to pay on this order")
+        raise FailedPrecondition("ORDER_NOT_PAYABLE", f"订单状态 {order.status} 不能付款 / a {order.status} order cannot be paid")
+
+    async def _capture(self, order: Order, reference: str) -> None:
+        try:
+            await self.payments.capture(reference, order.order_id, order.payment.amount_fen)
+        except PaymentDeclined as exc:
+            raise FailedPrecondition(exc.reason, "支付被拒绝 / the payment was declined") from None
+        except PaymentTimeout:
+            raise DeadlineExceeded("PAYMENT_PROVIDER_TIMEOUT", "支付渠道超时，请稍后重试 / the payment provider timed out, retry") from None
+
+    async def _late_payment(self, order: Order, reference: str, budget: Budget, *, captured: bool) -> Order:
+        """Money that arrived for an order that already lapsed: take it (it left the payer's
+        account) and give it back at once, recorded on the order. The card stays returned."""
+        if not captured:
+            await self._capture(order, reference)
+
+        def record(cur: Order) -> Order:
+            if cur.payment.status not in (model.PAY_VOIDED, model.PAY_PENDING):
+                return cur
+            return replace(
+                cur,
+                payment=replace(cur.payment, status=model.PAY_CAPTURED, note=model.NOTE_LATE_PAYMENT),
+                payment_action=model.PAYMENT_REFUND,
+                version=cur.version + 1,
+                update_ms=self._now(),
+            )
+
+        order = await self.store.update(order.order_id, record)
+        return await self._drive_quietly(order, budget)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def get_order(self, order_id: str, user_id: str) -> Order:
+        model.check_id("order_id", order_id)
+        model.check_id("user_id", user_id)
+        return model.check_owner(await self.store.get(order_id), user_id)
+
+    async def list_orders(self, user_id: str, page_size: int, page_token: str) -> tuple[list[Order], str]:
+        model.check_id("user_id", user_id)
+        limit = model.page_size(page_size)
+        before = None
+        if page_token:
+            ms, oid = _decode_token(page_token, 2)
+            if not ms.isdigit():
+                raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+            before = (int(ms), oid)
+        orders = await self.store.list_for_user(user_id, limit + 1, before)
+        token = ""
+        if len(orders) > limit:
+            orders = orders[:limit]
+            token = _encode_token(orders[-1].create_ms, orders[-1].order_id)
+        return orders, token
+
+    async def list_all_orders(self, page_size: int, page_token: str) -> tuple[list[Order], str]:
+        limit = model.page_size(page_size, model.DEFAULT_ADMIN_PAGE, model.MAX_ADMIN_PAGE)
+        after = _decode_token(page_token, 1)[0] if page_token else ""
+        orders = await self.store.list_all(limit + 1, after)
+        token = ""
+        if len(orders) > limit:
+            orders = orders[:limit]
+            token = _encode_token(orders[-1].order_id)
+        return orders, token
+
+    async def cancel_order(
+        self, order_id: str, user_id: str, reason: str, request_id: str = "", budget: Budget | None = None
+    ) -> Order:
+        """user_id empty = the merchant cancels (the servicer checked the merchant credential)."""
+        budget = budget or _budget()
+        model.check_id("order_id", order_id)
+        model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
+        if len(reason) > model.MAX_REASON:
+            raise InvalidArgument("reason", f"最长 {model.MAX_REASON} 个字符 / at most {model.MAX_REASON} characters")
+        actor = model.ACTOR_USER if user_id else model.ACTOR_MERCHANT
+        now = self._now()
+
+        def cancel(cur: Order) -> Order:
+            if user_id:
+                model.check_owner(cur, user_id)
+            elif not cur.visible:
+                raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+            if cur.status == model.CANCELLED:
+                return cur
+            model.check_cancel(cur, actor)
+            default = "USER_CANCELLED" if actor == model.ACTOR_USER else "MERCHANT_CANCELLED"
+            return model.cancel(cur, now, actor, reason or default)
+
+        order = await self.store.update(order_id, cancel)
+        return await self._drive_quietly(order, budget)
+
+    async def update_status(self, order_id: str, target: str, note: str, request_id: str = "") -> Order:
+        model.check_id("order_id", order_id)
+        model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
+        if len(note) > model.MAX_REASON:
+            raise InvalidArgument("note", f"最长 {model.MAX_REASON} 个字符 / at most {model.MAX_REASON} characters")
+        if target not in model.FORWARD.values():
+            raise InvalidArgument("status", "只能是 ACCEPTED/PREPARING/READY/COMPLETED / must be ACCEPTED, PREPARING, READY or COMPLETED")
+        now = self._now()
+
+        def advance(cur: Order) -> Order:
+            if not cur.visible:
+                raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+            if cur.status == target:
+                return cur  # a retried transition
+            model.check_advance(cur, target)
+            return model.with_status(cur, target, now, model.ACTOR_MERCHANT, note)
+
+        return await self.store.update(order_id, advance)
+
+    async def watch(self, order_id: str, user_id: str) -> AsyncIterator[Order]:
+        model.check_id("order_id", order_id)
+        model.check_id("user_id", user_id)
+        # Subscribe before reading, so no change can slip between the read and the wait.
+        queue = self.events.subscribe(order_id)
+        try:
+            order = model.check_owner(await self.store.get(order_id), user_id)
+            yield order
+            sent = order.version
+            while not order.final:
+                try:
+                    latest = await asyncio.wait_for(queue.get(), self.config.watch_poll_seconds)
+                except asyncio.TimeoutError:
+                    latest = await self.store.get(order_id) or order
+                if latest.version > sent:
+                    order, sent = latest, latest.version
+                    yield order
+        finally:
+            self.events.unsubscribe(order_id, queue)
+
+    # --- compensations and the sweep -----------------------------------------------------
+
+    async def _expire(self, order: Order, budget: Budget) -> Order:
+        now = self._now()
+
+        def lapse(cur: Order) -> Order:
+            if cur.status != model.PENDING_PAYMENT or cur.payment.expire_ms > now:
+                return cur
+            return model.cancel(cur, now, model.ACTOR_SYSTEM, model.NOTE_PAYMENT_TTL)
+
+        order = await self.store.update(order.order_id, lapse)
+        return await self._drive_quietly(order, budget)
+
+    async def _drive_quietly(self, order: Order, budget: Budget) -> Order:
+        try:
+            return await self._drive(order, budget)
+        except DomainError as exc:
+            # The state change is recorded with its outstanding action; the sweep finishes it.
+            log.warning("compensation deferred to the sweep", extra={"order_id": order.order_id, "reason": exc.reason})
+            return order
+
+    async def _drive(self, order: Order, budget: Budget) -> Order:
+        """Carry out the outstanding actions written into the row, then clear them."""
+        card_action, payment_action = order.card_action, order.payment_action
+        if not card_action and not payment_action:
+            return order
+        key = order.reservation_key
+        returned = order.card_returned
+        if card_action == model.CARD_CONFIRM:
+            try:
+                await self.card.confirm(key, timeout=budget())
+            except FailedPrecondition as exc:
+                # The hold lapsed before the payment landed: the order cannot stand as priced.
+                return await self._lapsed_card(order, exc.reason, budget)
+        elif card_action == model.CARD_RETURN:
+            reservation = await self.card.release(key, timeout=budget())
+            if reservation is None:
+                returned = False
+            elif reservation.state == RELEASED:
+                returned = True
+            elif reservation.state in (CONFIRMED, REFUNDED):
+                returned = await self.card.refund(key, timeout=budget())
+        if payment_action == model.PAYMENT_REFUND:
+            await self.payments.refund(order.payment.payment_id, order.payment.amount_fen)
+        now = self._now()
+
+        def clear(cur: Order) -> Order:
+            changes: dict[str, Any] = {}
+            if card_action and cur.card_action == card_action:
+                changes["card_action"] = ""
+                if card_action == model.CARD_RETURN:
+                    changes["card_returned"] = returned
+            if payment_action and cur.payment_action == payment_action:
+                changes["payment_action"] = ""
+                changes["payment"] = replace(
+                    cur.payment, status=model.PAY_REFUNDED, refunded_fen=cur.payment.amount_fen
+                )
+            if not changes:
+                return cur
+            return replace(cur, update_ms=now, version=cur.version + 1, **changes)
+
+        return await self.store.update(order.order_id, clear)
+
+    async def _lapsed_card(self, order: Order, reason: str, budget: Budget) -> Order:
+        now = self._now()
+
+        def lapse(cur: Order) -> Order:
+            if cur.card_action != model.CARD_CONFIRM:
+                return cur
+            cancelled = model.cancel(replace(cur, card_action=""), now, model.ACTOR_SYSTEM, "CARD_HOLD_LAPSED", reason)
+            return cancelled
+
+        order = await self.store.update(order.order_id, lapse)
+        return await self._drive(order, budget)
+
+    async def sweep(self, *, startup: bool = False, limit: int = 500) -> SweepReport:
+        """One recovery pass. At startup every PLACING row is an orphan (no task of this process
+        can own it yet); later only rows untouched for placing_grace_seconds."""
+        report = SweepReport()
+        now = self._now()
+        placing_before = now + 1 if startup else now - self.config.placing_grace_seconds * 1000
+        for order in await self.store.due(now, placing_before, limit):
+            if order.order_id in self._flights:
+                continue  # a live task owns it
+            # Claimed like a placement, so a concurrent retry waits for the outcome.
+            flight = self._fly(order.order_id, order.request_hash, self._sweep_one(order, now, report))
+            try:
+                await asyncio.shield(flight.answer)
+            except DomainError as exc:
+                report.failed += 1
+                report.errors.append(f"{order.order_id}: {exc.reason}")
+            except Exception as exc:  # one broken row must not stop the pass
+                report.failed += 1
+                report.errors.append(f"{order.order_id}: {exc!r}")
+                log.exception("sweep failed", extra={"order_id": order.order_id})
+        return report
+
+    async def _sweep_one(self, order: Order, now: int, report: SweepReport) -> Order:
+        budget = _budget(self.config.sweep_call_timeout)
+        if order.status == model.PLACING:
+            done = await self._recover_placing(order, budget)
+            report.recovered += 1
+            return done or order
+        if order.status == model.PENDING_PAYMENT and order.payment.expire_ms <= now:
+            order = await self._expire(order, budget)
+            report.expired += 1
+        if order.card_action or order.payment_action:
+            order = await self._drive(order, budget)
+            report.driven += 1
+        return order
+
+    async def start_sweeper(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.ensure_future(self._sweep_forever())
+
+    async def stop_sweeper(self) -> None:
+        await self.drain()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except (asyncio.CancelledError, Exception):
+                pass
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        startup = True
+        while True:
+            try:
+                report = await self.sweep(startup=startup)
+                startup = False
+                if report.failed:
+                    log.warning("sweep left work for later", extra={"failed": report.failed, "errors": report.errors[:5]})
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("sweep pass failed")
+            await asyncio.sleep(self.config.sweep_interval_seconds)
+
+
+def _request_id_reused() -> DomainError:
+    from services.common.errors import AlreadyExists
+
+    return AlreadyExists(
+        "REQUEST_ID_REUSED",
+        "这个 request_id 已用于另一个订单请求 / this request_id was already used for a different order request",
+    )
+
+
+def selections_of(lines: Sequence[Any]) -> tuple[Selection, ...]:
+    """Proto LineSelections -> model selections (kept here so servicer and bench share it)."""
+    return tuple(
+        Selection(l.item_id, l.quantity, tuple((o.group_id, o.option_id) for o in l.options)) for l in lines
+    )
+

@@ -1,0 +1,393 @@
+"""Order rules as plain data: validation, the lifecycle, the money split, idempotency keys.
+
+No grpc, no sqlite: handlers.py drives these over the store and the upstream clients.
+
+Saga states kept in `Order.status` beside the public lifecycle:
+  PLACING  the row exists (written BEFORE any card is reserved) but the saga has not finished;
+           a crash here leaves a row that recovery finishes or compensates. Invisible to users.
+  ABORTED  the placement failed and was compensated (nothing held); a retry with the same
+           request_id starts a new attempt. Invisible to users.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
+
+from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+
+# --- statuses -------------------------------------------------------------------------------
+
+PLACING = "PLACING"
+ABORTED = "ABORTED"
+PENDING_PAYMENT = "PENDING_PAYMENT"
+PAID = "PAID"
+ACCEPTED = "ACCEPTED"
+PREPARING = "PREPARING"
+READY = "READY"
+COMPLETED = "COMPLETED"
+CANCELLED = "CANCELLED"
+
+LIVE_STATUSES = (PENDING_PAYMENT, PAID, ACCEPTED, PREPARING, READY, COMPLETED, CANCELLED)
+FINAL_STATUSES = (COMPLETED, CANCELLED)
+# The merchant's forward path; each step may only go to the next one.
+FORWARD = {PAID: ACCEPTED, ACCEPTED: PREPARING, PREPARING: READY, READY: COMPLETED}
+USER_CANCELLABLE = (PENDING_PAYMENT, PAID, ACCEPTED)
+MERCHANT_CANCELLABLE = (PENDING_PAYMENT, PAID, ACCEPTED, PREPARING)
+
+ACTOR_USER, ACTOR_MERCHANT, ACTOR_SYSTEM = "user", "merchant", "system"
+
+# Card use modes (names of the proto enum without the prefix).
+CARD_BEST, CARD_NONE, CARD_SPECIFIC, CARD_REQUIRED = "BEST", "NONE", "SPECIFIC", "REQUIRED"
+
+# Payment statuses.
+PAY_NOT_REQUIRED = "NOT_REQUIRED"
+PAY_PENDING = "PENDING"
+PAY_CAPTURED = "CAPTURED"
+PAY_REFUNDED = "REFUNDED"
+PAY_DECLINED = "DECLINED"
+PAY_VOIDED = "VOIDED"
+
+# Outstanding side effects written together with a state change (an outbox): the handler does
+# them inline and clears them; the sweep re-drives any left behind by a crash or an outage.
+CARD_CONFIRM = "CONFIRM"  # ConfirmReservation (order became PAID by money)
+CARD_RETURN = "RETURN"  # ReleaseReservation, or RefundCard when it was already redeemed
+PAYMENT_REFUND = "REFUND"
+
+# Notes.
+NOTE_PAYMENT_TTL = "PAYMENT_TTL_PASSED"
+NOTE_LATE_PAYMENT = "LATE_PAYMENT_REFUNDED"
+
+# --- limits ---------------------------------------------------------------------------------
+
+MAX_REQUEST_ID = 128
+MAX_LINES = 50
+MAX_QUANTITY = 99
+MAX_ID = 128
+MAX_OPTIONS = 20
+MAX_REASON = 500
+DEFAULT_PAGE, MAX_PAGE = 20, 100
+DEFAULT_ADMIN_PAGE, MAX_ADMIN_PAGE = 500, 1000
+MAX_CART_LINES = 50
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A line as the client asked for it (before pricing)."""
+
+    item_id: str
+    quantity: int
+    options: tuple[tuple[str, str], ...] = ()
+
+    def to_json(self) -> list[Any]:
+        return [self.item_id, self.quantity, [list(o) for o in self.options]]
+
+    @staticmethod
+    def from_json(raw: Sequence[Any]) -> "Selection":
+        return Selection(raw[0], int(raw[1]), tuple((g, o) for g, o in raw[2]))
+
+
+@dataclass(frozen=True)
+class PricedOption:
+    group_id: str
+    option_id: str
+    name: str
+    price_delta_fen: int
+
+
+@dataclass(frozen=True)
+class Line:
+    """A priced line, frozen at placement."""
+
+    item_id: str
+    item_name: str
+    quantity: int
+    options: tuple[PricedOption, ...]
+    unit_price_fen: int
+    line_total_fen: int
+
+    def to_json(self) -> list[Any]:
+        return [
+            self.item_id,
+            self.item_name,
+            self.quantity,
+            [[o.group_id, o.option_id, o.name, o.price_delta_fen] for o in self.options],
+            self.unit_price_fen,
+            self.line_total_fen,
+        ]
+
+    @staticmethod
+    def from_json(raw: Sequence[Any]) -> "Line":
+        return Line(raw[0], raw[1], int(raw[2]), tuple(PricedOption(*o) for o in raw[3]), int(raw[4]), int(raw[5]))
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why the catalog cannot price a line (line_index -1 = the whole store)."""
+
+    line_index: int
+    item_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Quote:
+    store_id: str
+    store_name: str
+    brand_id: str
+    lines: tuple[Line, ...]
+    line_indexes: tuple[int, ...]
+    total_fen: int
+    problems: tuple[Problem, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    status: str
+    time_ms: int
+    actor: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Payment:
+    payment_id: str = ""
+    provider: str = ""
+    amount_fen: int = 0
+    status: str = PAY_NOT_REQUIRED
+    reference: str = ""
+    expire_ms: int = 0
+    refunded_fen: int = 0
+    note: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return self.__dict__.copy()
+
+    @staticmethod
+    def from_json(raw: dict[str, Any]) -> "Payment":
+        return Payment(**raw)
+
+
+@dataclass(frozen=True)
+class Order:
+    order_id: str
+    request_id: str
+    request_hash: str
+    user_id: str
+    store_id: str
+    store_name: str
+    brand_id: str
+    campaign_id: str
+    lines: tuple[Line, ...]
+    subtotal_fen: int
+    card_use: str
+    requested_card_id: str
+    status: str
+    create_ms: int
+    update_ms: int
+    history: tuple[StatusChange, ...] = ()
+    card_id: str = ""
+    card_discount_fen: int = 0
+    payable_fen: int = 0
+    payment: Payment = field(default_factory=Payment)
+    cancel_reason: str = ""
+    card_returned: bool = False
+    attempt: int = 0
+    version: int = 1
+    card_action: str = ""
+    payment_action: str = ""
+    from_cart: bool = False
+    # A failed placement keeps its error so concurrent waiters see the same answer.
+    error: tuple[str, str, str] = ("", "", "")
+
+    @property
+    def reservation_key(self) -> str:
+        """The key the card service holds the card under. A new attempt after an aborted one
+        gets a new key: the card service is idempotent per key and would replay the old,
+        released reservation otherwise."""
+        return self.order_id if self.attempt == 0 else f"{self.order_id}.{self.attempt}"
+
+    @property
+    def visible(self) -> bool:
+        return self.status in LIVE_STATUSES
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+
+# --- identity and idempotency -----------------------------------------------------------------
+
+
+def order_id_for(user_id: str, request_id: str) -> str:
+    """Deterministic, so the id is known before anything is written or reserved: a retry after
+    a crash lands on the same row and the same card reservation."""
+    digest = hashlib.sha256(f"{user_id}\x00{request_id}".encode()).hexdigest()
+    return f"ord_{digest[:24]}"
+
+
+def request_hash(
+    user_id: str,
+    store_id: str,
+    selections: Sequence[Selection],
+    from_cart: bool,
+    card_use: str,
+    card_id: str,
+    campaign_id: str,
+) -> str:
+    """Fingerprint of what the client asked for (not of prices): the same request_id with a
+    different fingerprint is a reused key, not a retry."""
+    canon = json.dumps(
+        [user_id, store_id, [s.to_json() for s in selections], from_cart, card_use, card_id, campaign_id],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canon.encode()).hexdigest()[:32]
+
+
+# --- validation -------------------------------------------------------------------------------
+
+
+def check_id(field_name: str, value: str, *, required: bool = True, limit: int = MAX_ID) -> None:
+    if not value:
+        if required:
+            raise InvalidArgument(field_name, "必填 / required", "FIELD_REQUIRED")
+        return
+    if len(value) > limit:
+        raise InvalidArgument(field_name, f"最长 {limit} 个字符 / at most {limit} characters", "FIELD_TOO_LONG")
+
+
+def check_request_id(value: str) -> None:
+    check_id("request_id", value, limit=MAX_REQUEST_ID)
+
+
+def check_selections(selections: Sequence[Selection], field_name: str = "lines") -> None:
+    if not selections:
+        raise InvalidArgument(field_name, "至少一行 / at least one line is required", "NO_LINES")
+    if len(selections) > MAX_LINES:
+        raise InvalidArgument(field_name, f"最多 {MAX_LINES} 行 / at most {MAX_LINES} lines", "TOO_MANY_LINES")
+    violations = []
+    for i, s in enumerate(selections):
+        if not s.item_id:
+            violations.append((f"{field_name}[{i}].item_id", "必填 / required"))
+        elif len(s.item_id) > MAX_ID:
+            violations.append((f"{field_name}[{i}].item_id", "太长 / too long"))
+        if not 1 <= s.quantity <= MAX_QUANTITY:
+            violations.append((f"{field_name}[{i}].quantity", f"须在 1..{MAX_QUANTITY} / must be 1..{MAX_QUANTITY}"))
+        if len(s.options) > MAX_OPTIONS:
+            violations.append((f"{field_name}[{i}].options", "太多 / too many"))
+    if violations:
+        reason = "QUANTITY_OUT_OF_RANGE" if all(v[0].endswith(".quantity") for v in violations) else "INVALID_LINE"
+        raise InvalidArgument(violations=violations, reason=reason)
+
+
+def check_card_choice(card_use: str, card_id: str) -> None:
+    if card_use == CARD_SPECIFIC and not card_id:
+        raise InvalidArgument("card_id", "CARD_USE_SPECIFIC 需要 card_id / card_id is required", "FIELD_REQUIRED")
+    if card_id and card_use != CARD_SPECIFIC:
+        raise InvalidArgument("card_use", "指定 card_id 时须为 CARD_USE_SPECIFIC / card_id needs CARD_USE_SPECIFIC")
+    check_id("card_id", card_id, required=False)
+
+
+def page_size(requested: int, default: int = DEFAULT_PAGE, limit: int = MAX_PAGE) -> int:
+    if requested < 0 or requested > limit:
+        raise InvalidArgument("page_size", f"须在 0..{limit} / must be 0..{limit}")
+    return requested or default
+
+
+# Catalog quote problems: which are the caller's mistake (INVALID_ARGUMENT) and which are a
+# state of the world (FAILED_PRECONDITION).
+_ARGUMENT_PROBLEMS = {"UNKNOWN_ITEM", "QUANTITY_OUT_OF_RANGE", "OPTION_NOT_OFFERED"}
+
+
+def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -> None:
+    problems = list(problems)
+    if not problems:
+        return
+    violations = [
+        (f"{field_name}[{p.line_index}]" if p.line_index >= 0 else "store_id", f"{p.reason}: {p.message}")
+        for p in problems
+    ]
+    first = problems[0]
+    if all(p.reason in _ARGUMENT_PROBLEMS for p in problems):
+        raise InvalidArgument(violations=violations, reason=first.reason, message=f"{first.reason}: {first.message}")
+    # A condition of the world (sold out, closed) wins over argument problems: it is what the
+    # user must act on first. FailedPrecondition has no violations slot, so build it directly.
+    state = next(p for p in problems if p.reason not in _ARGUMENT_PROBLEMS)
+    err = FailedPrecondition(state.reason, state.message or state.reason)
+    err.violations = violations
+    raise err
+
+
+# --- money ------------------------------------------------------------------------------------
+
+
+def split(subtotal_fen: int, covered_fen: int) -> tuple[int, int]:
+    """(card discount, payable): the card pays min(subtotal, what it covers), money the rest."""
+    discount = max(0, min(subtotal_fen, covered_fen))
+    return discount, subtotal_fen - discount
+
+
+# --- lifecycle --------------------------------------------------------------------------------
+
+
+def with_status(order: Order, status: str, now_ms: int, actor: str, note: str = "", **changes: Any) -> Order:
+    history = order.history + (StatusChange(status, now_ms, actor, note),) if status in LIVE_STATUSES else order.history
+    return replace(
+        order, status=status, update_ms=now_ms, history=history, version=order.version + 1, **changes
+    )
+
+
+def check_advance(order: Order, target: str) -> None:
+    """Merchant moving an order forward: only the next step."""
+    if target not in FORWARD.values():
+        raise InvalidArgument("status", "只能是 ACCEPTED/PREPARING/READY/COMPLETED / must be ACCEPTED, PREPARING, READY or COMPLETED")
+    if FORWARD.get(order.status) != target:
+        raise FailedPrecondition(
+            "ILLEGAL_TRANSITION", f"订单状态 {order.status} 不能变为 {target} / {order.status} cannot become {target}"
+        )
+
+
+def check_cancel(order: Order, actor: str) -> None:
+    allowed = USER_CANCELLABLE if actor == ACTOR_USER else MERCHANT_CANCELLABLE
+    if order.status not in allowed:
+        raise FailedPrecondition(
+            "ORDER_NOT_CANCELLABLE",
+            f"订单状态 {order.status} 不能由{actor}取消 / a {order.status} order cannot be cancelled by the {actor}",
+        )
+
+
+def cancel(order: Order, now_ms: int, actor: str, reason: str, note: str = "") -> Order:
+    """The cancelled order with its outstanding compensations (card back, money back)."""
+    payment = order.payment
+    payment_action = ""
+    if payment.status == PAY_CAPTURED:
+        payment_action = PAYMENT_REFUND
+    elif payment.status == PAY_PENDING:
+        payment = replace(payment, status=PAY_VOIDED)
+    return with_status(
+        order,
+        CANCELLED,
+        now_ms,
+        actor,
+        note or reason,
+        cancel_reason=reason,
+        payment=payment,
+        payment_action=payment_action,
+        card_action=CARD_RETURN if order.card_id else "",
+    )
+
+
+def check_owner(order: Order | None, user_id: str) -> Order:
+    from services.common.errors import NotFound
+
+    # Another user's order is indistinguishable from a missing one: ids never leak.
+    if order is None or not order.visible or order.user_id != user_id:
+        raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+    return order
+
+
+def card_not_owned() -> PermissionDenied:
+    return PermissionDenied("CARD_NOT_OWNED", "这张卡不属于你 / the card belongs to someone else")

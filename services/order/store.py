@@ -1,0 +1,348 @@
+"""The order store: a Protocol the handlers use, and its SQLite implementation.
+
+synchronous=NORMAL (WAL): an acknowledged order survives kill -9 of the process, which is the
+failure the saga is designed around; on power loss the last few commits could be lost, and the
+recovery pass then meets cards held for orders it does not know about, which the card
+service's reservation TTL returns. FULL would cost an fsync per group commit on the hot path.
+
+Every state change is one `db.write` that loads the row, applies a pure model function and
+writes it back inside the same transaction, so a transition is checked against the state it
+replaces (no read-then-write races between handlers, the sweep and concurrent calls).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from typing import Any, Callable, Protocol
+
+from services.common.clock import Clock
+from services.common.db import Database
+from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
+
+from . import model
+from .model import Line, Order, Payment, Selection, StatusChange
+
+__all__ = ["OrderStore", "SqliteOrderStore", "MIGRATIONS", "SYNCHRONOUS", "Mutation"]
+
+SYNCHRONOUS = "NORMAL"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE orders (
+        order_id   TEXT PRIMARY KEY,
+        user_id    TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        status     TEXT NOT NULL,
+        create_ms  INTEGER NOT NULL,
+        update_ms  INTEGER NOT NULL,
+        expire_ms  INTEGER NOT NULL DEFAULT 0,   -- payment deadline while PENDING_PAYMENT
+        pending    INTEGER NOT NULL DEFAULT 0,   -- 1 while a compensation is outstanding
+        doc        TEXT NOT NULL,
+        UNIQUE (user_id, request_id)
+    );
+    CREATE INDEX orders_by_user ON orders (user_id, create_ms DESC, order_id DESC);
+    CREATE INDEX orders_by_status ON orders (status, expire_ms);
+    CREATE INDEX orders_pending ON orders (pending) WHERE pending = 1;
+    CREATE TABLE cart_lines (
+        user_id    TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        store_id   TEXT NOT NULL,
+        request_id TEXT NOT NULL,
+        selection  TEXT NOT NULL,
+        PRIMARY KEY (user_id, position)
+    );
+    CREATE UNIQUE INDEX cart_requests ON cart_lines (user_id, request_id);
+    """,
+]
+
+Mutation = Callable[[Order], Order]
+
+
+class OrderStore(Protocol):
+    async def get(self, order_id: str) -> Order | None: ...
+
+    async def begin_placement(self, order: Order) -> tuple[Order, bool]:
+        """Insert the PLACING row, or return the existing one for this request_id: (order,
+        fresh) where fresh means this caller must run the saga (a new row or a new attempt
+        after an aborted one). Raises AlreadyExists REQUEST_ID_REUSED on other content."""
+        ...
+
+    async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "") -> Order:
+        """Apply mutate to the current row inside one transaction; returns the stored result."""
+        ...
+
+    async def list_for_user(self, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]: ...
+
+    async def list_all(self, limit: int, after: str) -> list[Order]: ...
+
+    async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
+        """Orders the sweep must act on: stale PLACING rows, lapsed PENDING_PAYMENT ones and
+        rows with an outstanding compensation."""
+        ...
+
+    async def cart(self, user_id: str) -> tuple[str, list[Selection]]: ...
+
+    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None: ...
+
+    async def clear_cart(self, user_id: str) -> None: ...
+
+
+# --- (de)serialisation ----------------------------------------------------------------------
+
+
+def to_doc(o: Order) -> str:
+    return json.dumps(
+        {
+            "rid": o.request_id,
+            "rh": o.request_hash,
+            "u": o.user_id,
+            "s": o.store_id,
+            "sn": o.store_name,
+            "b": o.brand_id,
+            "cp": o.campaign_id,
+            "l": [ln.to_json() for ln in o.lines],
+            "st": o.subtotal_fen,
+            "cu": o.card_use,
+            "rc": o.requested_card_id,
+            "status": o.status,
+            "c": o.create_ms,
+            "m": o.update_ms,
+            "h": [[h.status, h.time_ms, h.actor, h.note] for h in o.history],
+            "card": o.card_id,
+            "disc": o.card_discount_fen,
+            "pay": o.payable_fen,
+            "p": o.payment.to_json(),
+            "cr": o.cancel_reason,
+            "ret": o.card_returned,
+            "a": o.attempt,
+            "v": o.version,
+            "ca": o.card_action,
+            "pa": o.payment_action,
+            "fc": o.from_cart,
+            "e": list(o.error),
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def from_doc(order_id: str, doc: str) -> Order:
+    d = json.loads(doc)
+    return Order(
+        order_id=order_id,
+        request_id=d["rid"],
+        request_hash=d["rh"],
+        user_id=d["u"],
+        store_id=d["s"],
+        store_name=d["sn"],
+        brand_id=d["b"],
+        campaign_id=d["cp"],
+        lines=tuple(Line.from_json(x) for x in d["l"]),
+        subtotal_fen=d["st"],
+        card_use=d["cu"],
+        requested_card_id=d["rc"],
+        status=d["status"],
+        create_ms=d["c"],
+        update_ms=d["m"],
+        history=tuple(StatusChange(*h) for h in d["h"]),
+        card_id=d["card"],
+        card_discount_fen=d["disc"],
+        payable_fen=d["pay"],
+        payment=Payment.from_json(d["p"]),
+        cancel_reason=d["cr"],
+        card_returned=d["ret"],
+        attempt=d["a"],
+        version=d["v"],
+        card_action=d["ca"],
+        payment_action=d["pa"],
+        from_cart=d["fc"],
+        error=tuple(d["e"]),  # type: ignore[arg-type]
+    )
+
+
+def _row_values(o: Order) -> tuple[Any, ...]:
+    expire = o.payment.expire_ms if o.status == model.PENDING_PAYMENT else 0
+    pending = 1 if (o.card_action or o.payment_action) else 0
+    return (o.status, o.update_ms, expire, pending, to_doc(o))
+
+
+# --- functions run in the writer / reader thread ----------------------------------------------
+
+
+def _load(conn: sqlite3.Connection, order_id: str) -> Order | None:
+    row = conn.execute("SELECT doc FROM orders WHERE order_id = ?", (order_id,)).fetchone()
+    return None if row is None else from_doc(order_id, row[0])
+
+
+def _store(conn: sqlite3.Connection, o: Order) -> None:
+    conn.execute(
+        "UPDATE orders SET status = ?, update_ms = ?, expire_ms = ?, pending = ?, doc = ? WHERE order_id = ?",
+        (*_row_values(o), o.order_id),
+    )
+
+
+def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
+    existing = _load(conn, o.order_id)
+    if existing is None:
+        status, update_ms, expire, pending, doc = _row_values(o)
+        conn.execute(
+            "INSERT INTO orders (order_id, user_id, request_id, status, create_ms, update_ms, expire_ms, pending, doc)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (o.order_id, o.user_id, o.request_id, status, o.create_ms, update_ms, expire, pending, doc),
+        )
+        return o, True
+    if existing.request_hash != o.request_hash:
+        raise AlreadyExists(
+            "REQUEST_ID_REUSED",
+            "这个 request_id 已用于另一个订单请求 / this request_id was already used for a different order request",
+        )
+    if existing.status == model.ABORTED:
+        # The earlier attempt failed and was compensated: the retry is a new attempt with fresh
+        # prices, under a new reservation key.
+        restarted = replace(
+            o,
+            attempt=existing.attempt + 1,
+            version=existing.version + 1,
+            create_ms=existing.create_ms,
+        )
+        _store(conn, restarted)
+        return restarted, True
+    return existing, False
+
+
+def _update(conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str) -> Order:
+    current = _load(conn, order_id)
+    if current is None:
+        raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+    changed = mutate(current)
+    if changed is not current:
+        _store(conn, changed)
+        if clear_cart_of:
+            conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
+    return changed
+
+
+def _list_for_user(conn: sqlite3.Connection, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]:
+    live = model.LIVE_STATUSES
+    marks = ",".join("?" * len(live))
+    if before is None:
+        rows = conn.execute(
+            f"SELECT order_id, doc FROM orders WHERE user_id = ? AND status IN ({marks})"
+            " ORDER BY create_ms DESC, order_id DESC LIMIT ?",
+            (user_id, *live, limit),
+        ).fetchall()
+    else:
+        rows = conn.execute(
+            f"SELECT order_id, doc FROM orders WHERE user_id = ? AND status IN ({marks})"
+            " AND (create_ms < ? OR (create_ms = ? AND order_id < ?))"
+            " ORDER BY create_ms DESC, order_id DESC LIMIT ?",
+            (user_id, *live, before[0], before[0], before[1], limit),
+        ).fetchall()
+    return [from_doc(r[0], r[1]) for r in rows]
+
+
+def _list_all(conn: sqlite3.Connection, limit: int, after: str) -> list[Order]:
+    live = model.LIVE_STATUSES
+    marks = ",".join("?" * len(live))
+    rows = conn.execute(
+        f"SELECT order_id, doc FROM orders WHERE order_id > ? AND status IN ({marks}) ORDER BY order_id LIMIT ?",
+        (after, *live, limit),
+    ).fetchall()
+    return [from_doc(r[0], r[1]) for r in rows]
+
+
+def _due(conn: sqlite3.Connection, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
+    rows = conn.execute(
+        "SELECT order_id, doc FROM orders WHERE status = ? AND update_ms < ?"
+        " UNION SELECT order_id, doc FROM orders WHERE status = ? AND expire_ms <= ?"
+        " UNION SELECT order_id, doc FROM orders WHERE pending = 1"
+        " LIMIT ?",
+        (model.PLACING, placing_before_ms, model.PENDING_PAYMENT, now_ms, limit),
+    ).fetchall()
+    return [from_doc(r[0], r[1]) for r in rows]
+
+
+def _cart(conn: sqlite3.Connection, user_id: str) -> tuple[str, list[Selection]]:
+    rows = conn.execute(
+        "SELECT store_id, selection FROM cart_lines WHERE user_id = ? ORDER BY position", (user_id,)
+    ).fetchall()
+    if not rows:
+        return "", []
+    return rows[0][0], [Selection.from_json(json.loads(r[1])) for r in rows]
+
+
+def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: Selection, request_id: str) -> None:
+    if conn.execute(
+        "SELECT 1 FROM cart_lines WHERE user_id = ? AND request_id = ?", (user_id, request_id)
+    ).fetchone():
+        return  # a retry of a line already added
+    row = conn.execute(
+        "SELECT store_id, COUNT(*), COALESCE(MAX(position), -1) FROM cart_lines WHERE user_id = ?", (user_id,)
+    ).fetchone()
+    cart_store, count, last = row[0], row[1], row[2]
+    if count and cart_store != store_id:
+        raise FailedPrecondition(
+            "CART_STORE_MISMATCH",
+            "购物车里是另一家店的商品，请先清空 / the cart holds another store's items: clear it first",
+        )
+    if count >= model.MAX_CART_LINES:
+        raise FailedPrecondition("CART_FULL", f"购物车最多 {model.MAX_CART_LINES} 行 / at most {model.MAX_CART_LINES} lines")
+    conn.execute(
+        "INSERT INTO cart_lines (user_id, position, store_id, request_id, selection) VALUES (?, ?, ?, ?, ?)",
+        (user_id, last + 1, store_id, request_id, json.dumps(sel.to_json(), separators=(",", ":"))),
+    )
+
+
+def _clear_cart(conn: sqlite3.Connection, user_id: str) -> None:
+    conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (user_id,))
+
+
+class SqliteOrderStore:
+    """OrderStore over services.common.db. `listener(order)` is called after every committed
+    change (feeds WatchOrder)."""
+
+    def __init__(self, db: Database, listener: Callable[[Order], None] | None = None) -> None:
+        self.db = db
+        self.listener = listener
+
+    @classmethod
+    async def open(cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order], None] | None = None) -> "SqliteOrderStore":
+        db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2)
+        return cls(db, listener)
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    def _changed(self, order: Order) -> None:
+        if self.listener is not None:
+            self.listener(order)
+
+    async def get(self, order_id: str) -> Order | None:
+        return await self.db.read(_load, order_id)
+
+    async def begin_placement(self, order: Order) -> tuple[Order, bool]:
+        return await self.db.write(_begin_placement, order)
+
+    async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "") -> Order:
+        result = await self.db.write(_update, order_id, mutate, clear_cart_of)
+        self._changed(result)
+        return result
+
+    async def list_for_user(self, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]:
+        return await self.db.read(_list_for_user, user_id, limit, before)
+
+    async def list_all(self, limit: int, after: str) -> list[Order]:
+        return await self.db.read(_list_all, limit, after)
+
+    async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
+        return await self.db.read(_due, now_ms, placing_before_ms, limit)
+
+    async def cart(self, user_id: str) -> tuple[str, list[Selection]]:
+        return await self.db.read(_cart, user_id)
+
+    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None:
+        await self.db.write(_add_cart_line, user_id, store_id, selection, request_id)
+
+    async def clear_cart(self, user_id: str) -> None:
+        await self.db.write(_clear_cart, user_id)

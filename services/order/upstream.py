@@ -1,0 +1,244 @@
+"""Clients of the card and catalog services, behind small Protocols the handlers depend on.
+
+One channel per upstream, opened once and reused (channels multiplex calls). Every call carries
+the internal credential and a timeout taken from the caller's remaining deadline. Upstream
+failures come out as DomainErrors: the caller's own mistakes (someone else's card, an unknown
+item) keep their code and reason; an upstream that is down or slow becomes UNAVAILABLE
+UPSTREAM_UNAVAILABLE / DEADLINE_EXCEEDED UPSTREAM_DEADLINE.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol, Sequence
+
+import grpc
+
+from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
+from services.common.auth import internal_metadata, open_channel
+from services.common.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    DomainError,
+    FailedPrecondition,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    Unavailable,
+    error_details,
+)
+
+from .model import Line, PricedOption, Problem, Quote, Selection
+
+__all__ = [
+    "Reservation",
+    "CardClient",
+    "CatalogClient",
+    "GrpcCardClient",
+    "GrpcCatalogClient",
+    "translate",
+    "HELD",
+    "CONFIRMED",
+    "RELEASED",
+    "REFUNDED",
+]
+
+HELD, CONFIRMED, RELEASED, REFUNDED = "HELD", "CONFIRMED", "RELEASED", "REFUNDED"
+_STATE_NAMES = {
+    card_pb2.RESERVATION_STATE_HELD: HELD,
+    card_pb2.RESERVATION_STATE_CONFIRMED: CONFIRMED,
+    card_pb2.RESERVATION_STATE_RELEASED: RELEASED,
+    card_pb2.RESERVATION_STATE_REFUNDED: REFUNDED,
+}
+
+
+@dataclass(frozen=True)
+class Reservation:
+    card_id: str
+    covered_fen: int
+    state: str
+    campaign_id: str = ""
+
+
+class CardClient(Protocol):
+    async def reserve(
+        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float
+    ) -> Reservation:
+        """Raises FailedPrecondition NO_CARD_AVAILABLE / CARD_NOT_AVAILABLE, PermissionDenied
+        CARD_NOT_OWNED, NotFound, Unavailable, DeadlineExceeded."""
+        ...
+
+    async def confirm(self, key: str, *, timeout: float) -> Reservation: ...
+
+    async def release(self, key: str, *, timeout: float) -> Reservation | None:
+        """None when the card service holds nothing for the key (never reserved)."""
+        ...
+
+    async def refund(self, key: str, *, timeout: float) -> bool:
+        """True when the card is spendable again."""
+        ...
+
+
+class CatalogClient(Protocol):
+    async def quote(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> Quote: ...
+
+
+# --- error translation ------------------------------------------------------------------------
+
+_BY_CODE: dict[grpc.StatusCode, type[DomainError]] = {
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+}
+
+
+def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
+    code = exc.code()
+    info = error_details(exc)
+    reason = info.get("reason") or code.name
+    message = info.get("message") or exc.details() or reason
+    if code is grpc.StatusCode.UNAVAILABLE:
+        retry = info.get("retry_after_ms") or info.get("pushback_ms") or 200
+        return Unavailable(
+            "UPSTREAM_UNAVAILABLE",
+            f"{upstream} 服务暂不可用，请稍后重试 / the {upstream} service is unavailable ({reason}), retry later",
+            retry_after_ms=retry,
+            metadata={"upstream": upstream, "upstream_reason": reason},
+        )
+    if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
+        return DeadlineExceeded(
+            "UPSTREAM_DEADLINE",
+            f"{upstream} 服务响应超时 / the {upstream} service did not answer in time",
+            metadata={"upstream": upstream},
+        )
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return ResourceExhausted(reason, message, info.get("retry_after_ms"))
+    if code is grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(violations=info.get("violations") or (), reason=reason, message=message)
+    if code is grpc.StatusCode.PERMISSION_DENIED and reason in ("ADMIN_REQUIRED", "MERCHANT_REQUIRED"):
+        return Internal("UPSTREAM_REFUSED_CREDENTIAL", f"{upstream}: {message}")
+    cls = _BY_CODE.get(code)
+    if cls is not None:
+        return cls(reason, message)  # type: ignore[call-arg]
+    # UNAUTHENTICATED (our credential refused) or an upstream bug: not the caller's fault.
+    return Internal("UPSTREAM_ERROR", f"{upstream}: {code.name} {reason}")
+
+
+# --- gRPC implementations ---------------------------------------------------------------------
+
+
+def _reservation(r: card_pb2.Reservation) -> Reservation:
+    return Reservation(r.card_id, r.covered_fen, _STATE_NAMES.get(r.state, "UNSPECIFIED"), r.campaign_id)
+
+
+class GrpcCardClient:
+    def __init__(self, settings: Any, target: str | None = None) -> None:
+        self.channel = open_channel(settings, target or settings.card_addr)
+        self._stub = card_service_pb2_grpc.CardServiceStub(self.channel)
+        self._md = internal_metadata(settings)
+        self.calls: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def reserve(
+        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float
+    ) -> Reservation:
+        self.calls["ReserveCard"] += 1
+        req = card_service_pb2.ReserveCardRequest(
+            request_id=f"{key}:reserve",
+            campaign_id=campaign_id,
+            user_id=user_id,
+            order_id=key,
+            amount_fen=amount_fen,
+            card_id=card_id,
+            ttl_seconds=ttl_seconds,
+        )
+        try:
+            resp = await self._stub.ReserveCard(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "card") from None
+        return _reservation(resp.reservation)
+
+    async def confirm(self, key: str, *, timeout: float) -> Reservation:
+        self.calls["ConfirmReservation"] += 1
+        req = card_service_pb2.ConfirmReservationRequest(request_id=f"{key}:confirm", order_id=key)
+        try:
+            resp = await self._stub.ConfirmReservation(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "card") from None
+        return _reservation(resp.reservation)
+
+    async def release(self, key: str, *, timeout: float) -> Reservation | None:
+        self.calls["ReleaseReservation"] += 1
+        req = card_service_pb2.ReleaseReservationRequest(request_id=f"{key}:release", order_id=key)
+        try:
+            resp = await self._stub.ReleaseReservation(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() is grpc.StatusCode.NOT_FOUND:
+                return None
+            raise translate(exc, "card") from None
+        return _reservation(resp.reservation)
+
+    async def refund(self, key: str, *, timeout: float) -> bool:
+        self.calls["RefundCard"] += 1
+        req = card_service_pb2.RefundCardRequest(request_id=f"{key}:refund", order_id=key)
+        try:
+            resp = await self._stub.RefundCard(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "card") from None
+        return resp.returned
+
+
+class GrpcCatalogClient:
+    def __init__(self, settings: Any, target: str | None = None) -> None:
+        self.channel = open_channel(settings, target or settings.catalog_addr)
+        self._stub = catalog_service_pb2_grpc.CatalogServiceStub(self.channel)
+        self._md = internal_metadata(settings)
+        self.calls: Counter[str] = Counter()
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def quote(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> Quote:
+        self.calls["Quote"] += 1
+        req = catalog_service_pb2.QuoteRequest(
+            store_id=store_id,
+            lines=[
+                catalog_pb2.LineSelection(
+                    item_id=s.item_id,
+                    quantity=s.quantity,
+                    options=[catalog_pb2.OptionChoice(group_id=g, option_id=o) for g, o in s.options],
+                )
+                for s in selections
+            ],
+        )
+        try:
+            resp = await self._stub.Quote(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "catalog") from None
+        q = resp.quote
+        return Quote(
+            store_id=q.store_id or store_id,
+            store_name=q.store_name,
+            brand_id=q.brand_id,
+            lines=tuple(
+                Line(
+                    ql.item_id,
+                    ql.item_name,
+                    ql.quantity,
+                    tuple(PricedOption(o.group_id, o.option_id, o.name, o.price_delta_fen) for o in ql.options),
+                    ql.unit_price_fen,
+                    ql.line_total_fen,
+                )
+                for ql in q.lines
+            ),
+            line_indexes=tuple(ql.line_index for ql in q.lines),
+            total_fen=q.total_fen,
+            problems=tuple(Problem(p.line_index, p.item_id, p.reason, p.message) for p in resp.problems),
+        )
+

@@ -1,0 +1,289 @@
+"""The real gateway server (wiring.build, port 0) in front of deliberately controllable upstream
+gRPC servers in the same process: what crosses the wire to the upstreams (credential,
+criticality, deadline, user id), retries, deadline propagation, stream cancellation, and the
+overload answer."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
+from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
+from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2, lottery_service_pb2_grpc
+from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.common.config import Settings
+from services.common.errors import Unavailable, error_details, to_rpc_status
+
+from gateway.token import mint
+from gateway.wiring import build
+
+pytestmark = pytest.mark.timeout(60)
+
+
+class Seen:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, object, dict]] = []
+        self.cancelled: list[str] = []
+        self.finished: list[str] = []
+        self.remaining: list[float | None] = []
+
+    def record(self, name: str, request: object, context: grpc.aio.ServicerContext) -> None:
+        self.calls.append((name, request, dict(context.invocation_metadata())))
+
+    def of(self, name: str) -> list[tuple[object, dict]]:
+        return [(r, md) for n, r, md in self.calls if n == name]
+
+
+class SlowCard(card_service_pb2_grpc.CardServiceServicer):
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+        self.wallet_delay = 0.0
+
+    async def GetWallet(self, request, context):
+        self.seen.record("GetWallet", request, context)
+        self.seen.remaining.append(context.time_remaining())
+        try:
+            # Work in small steps, as a real handler between upstream calls and store reads.
+            for _ in range(int(self.wallet_delay / 0.01)):
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            self.seen.cancelled.append("GetWallet")
+            raise
+        self.seen.finished.append("GetWallet")
+        return card_service_pb2.GetWalletResponse(wallet=card_pb2.Wallet(user_id=request.user_id, lottery_threshold=3))
+
+    async def ListCards(self, request, context):
+        self.seen.record("ListCards", request, context)
+        return card_service_pb2.ListCardsResponse()
+
+
+class ScriptedOrder(order_service_pb2_grpc.OrderServiceServicer):
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+        self.failures: list[object] = []  # DomainErrors to answer before succeeding
+        self.place_delay = 0.0
+
+    async def _maybe_fail(self, context) -> None:
+        if self.failures:
+            await context.abort_with_status(to_rpc_status(self.failures.pop(0)))
+
+    async def GetOrder(self, request, context):
+        self.seen.record("GetOrder", request, context)
+        await self._maybe_fail(context)
+        return order_service_pb2.GetOrderResponse(order=order_pb2.Order(order_id=request.order_id, user_id=request.user_id))
+
+    async def PlaceOrder(self, request, context):
+        self.seen.record("PlaceOrder", request, context)
+        await self._maybe_fail(context)
+        if self.place_delay:
+            await asyncio.sleep(self.place_delay)
+        return order_service_pb2.PlaceOrderResponse(order=order_pb2.Order(order_id="o-1", user_id=request.user_id))
+
+    async def WatchOrder(self, request, context):
+        self.seen.record("WatchOrder", request, context)
+        try:
+            yield order_service_pb2.WatchOrderResponse(order=order_pb2.Order(order_id=request.order_id, status=order_pb2.ORDER_STATUS_PAID))
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            self.seen.cancelled.append("WatchOrder")
+            raise
+
+
+class SlowCatalog(catalog_service_pb2_grpc.CatalogServiceServicer):
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+        self.delay = 0.0
+
+    async def SearchStores(self, request, context):
+        self.seen.record("SearchStores", request, context)
+        await asyncio.sleep(self.delay)
+        return catalog_service_pb2.SearchStoresResponse(stores=[catalog_pb2.StoreHit(store=catalog_pb2.Store(store_id="s1"))])
+
+    async def GetMenu(self, request, context):
+        self.seen.record("GetMenu", request, context)
+        await asyncio.sleep(self.delay)
+        return catalog_service_pb2.GetMenuResponse(store=catalog_pb2.Store(store_id=request.store_id))
+
+
+class Lottery(lottery_service_pb2_grpc.LotteryServiceServicer):
+    def __init__(self, seen: Seen) -> None:
+        self.seen = seen
+
+    async def GetDraw(self, request, context):
+        self.seen.record("GetDraw", request, context)
+        return lottery_service_pb2.GetDrawResponse(draw=lottery_pb2.Draw(day="2026-01-28", status=lottery_pb2.DRAW_STATUS_OPEN))
+
+    async def ListMyEntries(self, request, context):
+        self.seen.record("ListMyEntries", request, context)
+        return lottery_service_pb2.ListMyEntriesResponse()
+
+
+class Harness:
+    def __init__(self) -> None:
+        self.seen = Seen()
+        self.card, self.order = SlowCard(self.seen), ScriptedOrder(self.seen)
+        self.catalog, self.lottery = SlowCatalog(self.seen), Lottery(self.seen)
+        self.upstream: grpc.aio.Server | None = None
+        self.gateway = None
+        self.channel: grpc.aio.Channel | None = None
+
+    async def start(self, **settings_changes) -> None:
+        self.upstream = grpc.aio.server()
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(self.card, self.upstream)
+        order_service_pb2_grpc.add_OrderServiceServicer_to_server(self.order, self.upstream)
+        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(self.catalog, self.upstream)
+        lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(self.lottery, self.upstream)
+        port = self.upstream.add_insecure_port("127.0.0.1:0")
+        await self.upstream.start()
+        addr = f"127.0.0.1:{port}"
+        self.settings = dataclasses.replace(
+            Settings.from_env("gateway", {"MIANDAN_GATEWAY_PORT": "0", "MIANDAN_LOG_CALLS": "0"}),
+            card_addr=addr, catalog_addr=addr, order_addr=addr, lottery_addr=addr, **settings_changes,
+        )
+        self.gateway = await build(self.settings, campaign_id="spring-2026")
+        gport = await self.gateway.start()
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{gport}")
+        self.stub = gateway_service_pb2_grpc.GatewayServiceStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+
+    def auth(self, user: str = "alice") -> tuple:
+        return (("authorization", f"Bearer {mint(self.settings, user)}"),)
+
+    async def stop(self) -> None:
+        if self.channel is not None:
+            await self.channel.close()
+        if self.gateway is not None:
+            await self.gateway.stop(0)
+        if self.upstream is not None:
+            await self.upstream.stop(0)
+
+
+@pytest.fixture
+async def harness():
+    h = Harness()
+    await h.start()
+    yield h
+    await h.stop()
+
+
+async def test_a_call_without_a_token_is_unauthenticated_and_reaches_no_upstream(harness):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.GetWallet(gw.GetWalletRequest(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert error_details(info.value)["reason"] == "TOKEN_MISSING"
+    assert harness.seen.calls == []
+
+
+async def test_upstream_calls_carry_the_internal_credential_criticality_and_token_user(harness):
+    await harness.stub.PlaceOrder(gw.PlaceOrderRequest(request_id="r1", store_id="s1"), metadata=harness.auth("alice"), timeout=5)
+    request, md = harness.seen.of("PlaceOrder")[0]
+    assert request.user_id == "alice" and request.campaign_id == "spring-2026"
+    assert md["x-miandan-internal-token"] == harness.settings.internal_token
+    assert md["x-miandan-criticality"] == "CRITICAL"
+    assert "authorization" not in md  # the end user's token never travels inward
+    await harness.stub.GetWallet(gw.GetWalletRequest(), metadata=harness.auth("bob"), timeout=5)
+    request, md = harness.seen.of("GetWallet")[0]
+    assert request.user_id == "bob" and md["x-miandan-criticality"] == "DEFAULT"
+
+
+async def test_a_slow_upstream_makes_the_gateway_answer_deadline_exceeded_on_time_and_the_upstream_stops(harness):
+    harness.card.wallet_delay = 5.0
+    start = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.GetWallet(gw.GetWalletRequest(), metadata=harness.auth(), timeout=0.5)
+    elapsed = time.perf_counter() - start
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert elapsed < 0.8
+    # The upstream got the caller's remaining deadline, so it stopped instead of finishing.
+    for _ in range(100):
+        if "GetWallet" in harness.seen.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert harness.seen.cancelled == ["GetWallet"] and harness.seen.finished == []
+    # The deadline the upstream saw was what was left of the caller's, not a fresh default.
+    assert harness.seen.remaining[0] is not None and harness.seen.remaining[0] <= 0.5
+
+
+async def test_unavailable_from_an_upstream_is_retried_for_idempotent_methods(harness):
+    harness.order.failures = [Unavailable("UPSTREAM_RESTARTING", "restarting")]
+    reply = await harness.stub.GetOrder(gw.GetOrderRequest(order_id="o-7"), metadata=harness.auth(), timeout=5)
+    assert reply.order.order_id == "o-7"
+    assert len(harness.seen.of("GetOrder")) == 2
+
+
+async def test_other_upstream_errors_are_not_retried_and_reach_the_client_with_their_reason(harness):
+    from services.common.errors import NotFound
+
+    harness.order.failures = [NotFound("ORDER_NOT_FOUND", "no such order")]
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.GetOrder(gw.GetOrderRequest(order_id="o-7"), metadata=harness.auth(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_details(info.value)["reason"] == "ORDER_NOT_FOUND"
+    assert len(harness.seen.of("GetOrder")) == 1
+
+
+async def test_an_upstream_overload_reaches_the_client_as_overloaded_with_a_retry_delay(harness):
+    # Three answers: more than the retry policy's attempts, so the client sees the overload.
+    harness.order.failures = [Unavailable("OVERLOADED", "当前参与人数较多，请 1 秒后再试", 10)] * 3
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.PlaceOrder(gw.PlaceOrderRequest(request_id="r1", store_id="s1"), metadata=harness.auth(), timeout=5)
+    details = error_details(info.value)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details["reason"] == "OVERLOADED" and details["retry_after_ms"] == 10
+
+
+async def test_watch_order_stops_the_upstream_stream_when_the_client_goes_away(harness):
+    call = harness.stub.WatchOrder(gw.WatchOrderRequest(order_id="o-1"), metadata=harness.auth())
+    first = await call.read()
+    assert first.order.status == order_pb2.ORDER_STATUS_PAID
+    call.cancel()
+    for _ in range(200):
+        if "WatchOrder" in harness.seen.cancelled:
+            break
+        await asyncio.sleep(0.01)
+    assert harness.seen.cancelled == ["WatchOrder"]
+    request, _ = harness.seen.of("WatchOrder")[0]
+    assert request.user_id == "alice"
+
+
+async def test_under_a_burst_only_ok_or_overloaded_come_back_and_critical_calls_still_pass():
+    h = Harness()
+    await h.start(max_concurrency=4, max_wait_ms=20.0)
+    try:
+        h.catalog.delay = 0.2
+        h.order.place_delay = 0.02
+        md = h.auth()
+
+        async def browse(i: int):
+            try:
+                await h.stub.SearchStores(gw.SearchStoresRequest(), metadata=md, timeout=3)
+                return "OK"
+            except grpc.aio.AioRpcError as err:
+                d = error_details(err)
+                return f"{err.code().name}/{d['reason']}/{d['pushback_ms']}/{err.details()}"
+
+        async def place(i: int):
+            await asyncio.sleep(0.05)  # while the browsing burst holds every slot it may
+            await h.stub.PlaceOrder(gw.PlaceOrderRequest(request_id=f"r{i}", store_id="s1"), metadata=md, timeout=3)
+            return "OK"
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(browse(i) for i in range(200)), place(0))
+        elapsed = time.perf_counter() - start
+        browse_results, placed = results[:-1], results[-1]
+        shed = [r for r in browse_results if r != "OK"]
+        assert placed == "OK"
+        assert shed, "a burst 50x the limit must shed some browsing"
+        assert all(r.startswith("UNAVAILABLE/OVERLOADED/") for r in shed), set(shed)
+        assert "当前参与人数较多" in shed[0] and int(shed[0].split("/")[2]) > 0
+        assert elapsed < 3
+        health = await h.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        await h.stop()

@@ -1,0 +1,282 @@
+"""The gateway's flows against in-memory upstream fakes."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+
+from miandan.catalog.v1 import catalog_service_pb2
+from miandan.common.v1 import common_pb2
+from miandan.gateway.v1 import gateway_service_pb2 as gw
+from miandan.lottery.v1 import lottery_pb2
+from miandan.order.v1 import order_pb2
+from services.common.errors import (
+    DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable,
+)
+
+HANGZHOU = common_pb2.GeoPoint(latitude=30.27, longitude=120.16)
+
+
+async def test_join_claims_the_signup_card_and_returns_the_wallet(fakes):
+    reply = await fakes.gateway.join("alice", "r1", "", fakes.options())
+    assert reply.newly_joined and not reply.invite_accepted and reply.invite_problem == ""
+    assert [c.card_id for c in reply.wallet.cards] == ["c-alice-1"]
+    assert reply.wallet.wallet.invite_code == "K7QM3XPA"
+    assert fakes.card.requests("AcceptInvite") == []
+    assert fakes.card.requests("ClaimSignupCard")[0].user_id == "alice"
+
+
+async def test_join_with_a_pass_phrase_accepts_the_invite_for_the_token_user(fakes):
+    reply = await fakes.gateway.join("bob", "r1", "¥K7QM3XPA¥ 复制这段口令", fakes.options())
+    assert reply.invite_accepted
+    accept = fakes.card.requests("AcceptInvite")[0]
+    assert accept.invitee_user_id == "bob" and "K7QM3XPA" in accept.text and accept.campaign_id == "spring-2026"
+
+
+async def test_an_invite_problem_does_not_fail_the_join(fakes, make_rpc_error):
+    fakes.card.fail["AcceptInvite"] = make_rpc_error(FailedPrecondition("INVITEE_NOT_NEW", "not new"))
+    reply = await fakes.gateway.join("bob", "r1", "¥K7QM3XPA¥", fakes.options())
+    assert reply.newly_joined and not reply.invite_accepted
+    assert reply.invite_problem == "INVITEE_NOT_NEW"
+    assert len(reply.wallet.cards) == 1
+
+
+async def test_join_request_ids_are_scoped_to_the_user(fakes):
+    await fakes.gateway.join("alice", "same", "", fakes.options())
+    await fakes.gateway.join("bob", "same", "", fakes.options())
+    a, b = fakes.card.requests("ClaimSignupCard")
+    assert a.request_id != b.request_id and len(a.request_id) <= 64
+
+
+async def test_the_wallet_runs_its_upstream_calls_concurrently(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    for name in ("GetWallet", "ListCards"):
+        fakes.card.delay[name] = 0.2
+    for name in ("GetDraw", "ListMyEntries"):
+        fakes.lottery.delay[name] = 0.2
+    start = time.perf_counter()
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert time.perf_counter() - start < 0.35  # four 200 ms calls, not 800 ms
+    assert view.lottery.day == "2026-01-28" and view.lottery.threshold == 3 and view.lottery.invites == 1
+
+
+async def test_the_wallet_says_whether_the_user_entered_today(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    assert not (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entered_today
+    fakes.lottery.entries.append(lottery_pb2.Entry(user_id="alice", day="2026-01-28"))
+    assert (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entered_today
+
+
+async def test_the_wallet_is_still_shown_when_the_lottery_is_down(fakes, make_rpc_error):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.lottery.fail["GetDraw"] = make_rpc_error(Unavailable("OVERLOADED", "busy", 1000))
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(view.cards) == 1 and not view.lottery.entered_today
+    assert view.lottery.day == "2026-01-28"  # computed from the clock in Asia/Shanghai
+
+
+async def test_a_card_failure_fails_the_wallet_and_cancels_the_other_calls(fakes, make_rpc_error):
+    fakes.card.fail["GetWallet"] = make_rpc_error(Unavailable("OVERLOADED", "busy", 1000))
+    fakes.lottery.delay["GetDraw"] = 5
+    start = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await fakes.gateway.wallet_view("alice", fakes.options())
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert time.perf_counter() - start < 1
+
+
+async def test_order_by_text_previews_what_the_card_covers(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(text="两杯生椰拿铁，一杯少冰", location=HANGZHOU), fakes.options()
+    )
+    p = reply.preview
+    assert (p.total_fen, p.card_covered_fen, p.payable_fen) == (3200, 2500, 700)
+    assert p.card_id == "c-alice-1" and p.preview_id.startswith("pv_") and not reply.HasField("order")
+    assert p.proposal.store.store.store_id == "luckin-hz-1"
+    assert fakes.order.requests("PlaceOrder") == []
+    match = fakes.catalog.requests("MatchIntent")[0]
+    assert match.location.latitude == pytest.approx(30.27)
+
+
+async def test_without_a_card_the_whole_total_is_payable(fakes):
+    reply = await fakes.gateway.order_by_text("nocard", gw.OrderByTextRequest(text="一杯拿铁"), fakes.options())
+    assert (reply.preview.card_covered_fen, reply.preview.payable_fen, reply.preview.card_id) == (0, 3200, "")
+
+
+async def test_a_card_covers_at_most_the_total(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.catalog.total_fen = 900
+    p = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="一杯柠檬水"), fakes.options())).preview
+    assert (p.card_covered_fen, p.payable_fen) == (900, 0)
+
+
+async def test_order_by_text_with_confirm_places_the_order_with_the_best_card(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True), fakes.options()
+    )
+    assert reply.order.order_id == "o-1" and reply.preview.total_fen == 3200
+    place = fakes.order.requests("PlaceOrder")[0]
+    assert (place.user_id, place.store_id, place.request_id) == ("alice", "luckin-hz-1", "o1")
+    assert place.card_use == order_pb2.CARD_USE_BEST and place.campaign_id == "spring-2026"
+    assert [(line.item_id, line.quantity) for line in place.lines] == [("luckin-coconut-latte", 2)]
+
+
+async def test_a_preview_is_confirmed_later_by_its_id_without_reparsing(fakes):
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+    )
+    assert reply.order.order_id == "o-1" and reply.preview.preview_id == preview.preview_id
+    assert len(fakes.catalog.requests("MatchIntent")) == 1
+    assert fakes.order.requests("PlaceOrder")[0].store_id == "luckin-hz-1"
+
+
+async def test_someone_elses_preview_is_not_found(fakes):
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    with pytest.raises(NotFound) as info:
+        await fakes.gateway.order_by_text(
+            "mallory", gw.OrderByTextRequest(request_id="x", preview_id=preview.preview_id, confirm=True), fakes.options()
+        )
+    assert info.value.reason == "PREVIEW_NOT_FOUND"
+    assert fakes.order.requests("PlaceOrder") == []
+
+
+async def test_an_expired_preview_is_not_found(fakes):
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    fakes.clock.advance(601)
+    with pytest.raises(NotFound):
+        await fakes.gateway.order_by_text(
+            "alice", gw.OrderByTextRequest(request_id="x", preview_id=preview.preview_id, confirm=True), fakes.options()
+        )
+
+
+async def test_an_unclear_sentence_gets_a_clarification_and_cannot_be_confirmed(fakes):
+    reply = await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="火星上的饮料"), fakes.options())
+    assert reply.preview.clarification and reply.preview.preview_id == "" and not reply.preview.HasField("proposal")
+    with pytest.raises(FailedPrecondition) as info:
+        await fakes.gateway.order_by_text(
+            "alice", gw.OrderByTextRequest(request_id="x", text="火星上的饮料", confirm=True), fakes.options()
+        )
+    assert info.value.reason == "INTENT_NEEDS_CLARIFICATION"
+
+
+@pytest.mark.parametrize(
+    "request_, field",
+    [
+        (gw.OrderByTextRequest(text="  "), "text"),
+        (gw.OrderByTextRequest(text="拿铁" * 300), "text"),
+        (gw.OrderByTextRequest(text="拿铁", confirm=True), "request_id"),
+    ],
+)
+async def test_bad_order_by_text_input_names_the_field(fakes, request_, field):
+    with pytest.raises(InvalidArgument) as info:
+        await fakes.gateway.order_by_text("alice", request_, fakes.options())
+    assert info.value.violations[0][0] == field
+
+
+async def test_order_calls_carry_the_token_user_not_a_request_field(fakes):
+    o = fakes.options()
+    await fakes.gateway.place_order("alice", gw.PlaceOrderRequest(request_id="r", store_id="s"), o)
+    await fakes.gateway.get_order("alice", "o-9", o)
+    await fakes.gateway.list_orders("alice", gw.ListOrdersRequest(page_size=5), o)
+    await fakes.gateway.cancel_order("alice", gw.CancelOrderRequest(request_id="c", order_id="o-9"), o)
+    await fakes.gateway.confirm_payment("alice", gw.ConfirmPaymentRequest(request_id="p", order_id="o-9"), o)
+    for name, request, kw in fakes.order.calls:
+        assert request.user_id == "alice", name
+        assert kw["metadata"] == o.metadata and 0 < kw["timeout"] <= 5
+    assert fakes.order.requests("PlaceOrder")[0].card_use == order_pb2.CARD_USE_BEST
+
+
+async def test_upstream_calls_get_the_callers_remaining_deadline(fakes):
+    await fakes.gateway.get_order("alice", "o-1", fakes.options(0.3))
+    _, _, kw = fakes.order.calls[0]
+    assert 0.2 < kw["timeout"] <= 0.3
+
+
+async def test_no_upstream_call_starts_after_the_deadline(fakes):
+    with pytest.raises(DeadlineExceeded):
+        await fakes.gateway.get_order("alice", "o-1", fakes.options(-0.01))
+    assert fakes.order.calls == []
+
+
+async def test_watch_order_passes_updates_through_and_cancels_upstream_when_the_client_leaves(fakes):
+    fakes.order.watch_hangs = True
+    stream = fakes.gateway.watch_order("alice", "o-1", fakes.options())
+    first = await stream.__anext__()
+    assert first.order.status == order_pb2.ORDER_STATUS_PAID
+    await stream.__anext__()
+    await stream.aclose()  # what grpc does when the client cancels
+    assert fakes.order.watches[0].cancelled
+    assert fakes.order.requests("WatchOrder")[0].user_id == "alice"
+
+
+async def test_watch_order_ends_when_the_upstream_stream_ends(fakes):
+    updates = [u async for u in fakes.gateway.watch_order("alice", "o-1", fakes.options())]
+    assert [u.order.status for u in updates] == [order_pb2.ORDER_STATUS_PAID, order_pb2.ORDER_STATUS_ACCEPTED]
+
+
+async def test_search_and_menu_pass_through(fakes):
+    search = gw.SearchStoresRequest(search=catalog_service_pb2.SearchStoresRequest(location=HANGZHOU, page_size=3))
+    reply = await fakes.gateway.search_stores(search, fakes.options())
+    assert reply.stores[0].store.store_id == "s1" and reply.next_page_token == "p2"
+    assert fakes.catalog.requests("SearchStores")[0].page_size == 3
+    menu = await fakes.gateway.get_menu("s1", fakes.options())
+    assert menu.menu.store.store_id == "s1" and menu.menu.open_now
+
+
+async def test_enter_lottery_enters_the_token_user(fakes):
+    reply = await fakes.gateway.enter_lottery("alice", "r1", fakes.options())
+    assert reply.entry.user_id == "alice" and reply.draw.day == "2026-01-28"
+    assert fakes.lottery.requests("EnterDraw")[0].request_id.startswith("gw-lottery-")
+
+
+async def test_draw_results_before_the_draw_are_not_verified(fakes):
+    reply = await fakes.gateway.draw_results("alice", "", fakes.options())
+    assert not reply.results.verified and "not drawn" in reply.results.verification_note
+    assert fakes.lottery.requests("VerifyDraw") == []
+
+
+async def test_a_drawn_day_is_recomputed_and_verified(fakes, make_drawn):
+    entrants = [f"user-{i}" for i in range(25)]
+    fakes.lottery.draw, fakes.lottery.verify = make_drawn(entrants, winner_count=15)
+    fakes.lottery.page_size = 10  # three pages of entrants
+    winner = fakes.lottery.draw.winners[0]
+    reply = await fakes.gateway.draw_results(winner, "2026-01-28", fakes.options())
+    assert reply.results.verified and reply.results.caller_won, reply.results.verification_note
+    assert len(fakes.lottery.requests("VerifyDraw")) == 3
+    loser = next(u for u in entrants if u not in fakes.lottery.draw.winners)
+    again = await fakes.gateway.draw_results(loser, "2026-01-28", fakes.options())
+    assert again.results.verified and not again.results.caller_won
+    assert len(fakes.lottery.requests("VerifyDraw")) == 3  # a verified day is not fetched again
+
+
+async def test_a_draw_whose_winners_do_not_recompute_is_not_verified(fakes, make_drawn):
+    fakes.lottery.draw, fakes.lottery.verify = make_drawn([f"user-{i}" for i in range(20)], winner_count=3)
+    fakes.lottery.draw.winners[0] = "user-rigged"
+    reply = await fakes.gateway.draw_results("alice", "2026-01-28", fakes.options())
+    assert not reply.results.verified and "differ" in reply.results.verification_note
+
+
+async def test_a_draw_whose_seed_does_not_match_its_commitment_is_not_verified(fakes, make_drawn):
+    fakes.lottery.draw, fakes.lottery.verify = make_drawn(["a", "b", "c"], winner_count=1)
+    fakes.lottery.draw.commitment = "00" * 32
+    fakes.lottery.verify["commitment"] = "00" * 32
+    reply = await fakes.gateway.draw_results("alice", "2026-01-28", fakes.options())
+    assert not reply.results.verified and "commitment" in reply.results.verification_note
+
+
+async def test_a_malformed_day_is_invalid(fakes):
+    with pytest.raises(InvalidArgument) as info:
+        await fakes.gateway.draw_results("alice", "28/01/2026", fakes.options())
+    assert info.value.violations[0][0] == "day"
+
+
+async def test_an_invalid_pass_phrase_is_reported_in_the_gateways_field_name(fakes, make_rpc_error):
+    fakes.card.fail["AcceptInvite"] = make_rpc_error(InvalidArgument("text", "no invite code", reason="INVITE_CODE_MISSING"))
+    with pytest.raises(InvalidArgument) as info:
+        await fakes.gateway.join("bob", "r1", "no code here", fakes.options())
+    assert info.value.violations[0][0] == "pass_phrase_text" and info.value.reason == "INVITE_CODE_MISSING"

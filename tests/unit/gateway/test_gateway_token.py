@@ -1,0 +1,158 @@
+"""End-user token verification: every failure has its own reason, the cache never outlives exp."""
+from __future__ import annotations
+
+import dataclasses
+from datetime import timedelta
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from services.common.clock import FakeClock
+from services.common.config import Settings
+from services.common.errors import Unauthenticated
+
+from gateway.auth import TokenVerifier, bearer_token
+from gateway.token import main as token_main, mint
+
+SETTINGS = Settings.from_env("gateway", {})
+
+
+def reason(fn, *args):
+    with pytest.raises(Unauthenticated) as info:
+        fn(*args)
+    return info.value.reason
+
+
+def md(token: str) -> tuple:
+    return (("authorization", f"Bearer {token}"),)
+
+
+def test_a_minted_token_verifies_to_its_user():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    assert verifier.user_of(md(mint(SETTINGS, "alice", clock=clock))) == "alice"
+
+
+def test_a_missing_header_is_token_missing():
+    verifier = TokenVerifier(SETTINGS, clock=FakeClock())
+    assert reason(verifier.user_of, ()) == "TOKEN_MISSING"
+    assert reason(verifier.user_of, (("x-other", "1"),)) == "TOKEN_MISSING"
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer   ", "token-without-scheme"])
+def test_a_header_that_is_not_a_bearer_token_is_invalid(header):
+    assert reason(bearer_token, (("authorization", header),)) == "TOKEN_INVALID"
+
+
+def test_an_expired_token_is_token_expired():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    token = mint(SETTINGS, "alice", ttl=60, clock=clock)
+    clock.advance(61 + 30)  # past exp and the clock-skew leeway
+    assert reason(verifier.user_of, md(token)) == "TOKEN_EXPIRED"
+
+
+def test_a_cached_token_expires_on_time_too():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    token = mint(SETTINGS, "alice", ttl=60, clock=clock)
+    assert verifier.user_of(md(token)) == "alice"
+    clock.advance(91)
+    assert reason(verifier.user_of, md(token)) == "TOKEN_EXPIRED"
+
+
+def test_a_tampered_token_is_invalid():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    token = mint(SETTINGS, "alice", clock=clock)
+    header, payload, sig = token.split(".")
+    other = mint(SETTINGS, "mallory", clock=clock).split(".")[1]
+    assert reason(verifier.user_of, md(f"{header}.{other}.{sig}")) == "TOKEN_INVALID"
+    assert reason(verifier.user_of, md(f"{header}.{payload}.{sig[:-4]}AAAA")) == "TOKEN_INVALID"
+    assert reason(verifier.user_of, md("not.a.jwt")) == "TOKEN_INVALID"
+
+
+def test_a_token_signed_with_another_secret_is_invalid():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    forged = mint(SETTINGS, "alice", clock=clock, key="someone-elses-secret-of-enough-length")
+    assert reason(verifier.user_of, md(forged)) == "TOKEN_INVALID"
+
+
+def test_an_unsigned_token_is_refused():
+    import jwt
+
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    token = jwt.encode({"sub": "alice", "iss": "miandan", "iat": now, "exp": now + 60}, None, algorithm="none")
+    assert reason(TokenVerifier(SETTINGS, clock=clock).user_of, md(token)) == "TOKEN_INVALID"
+
+
+def test_a_token_of_another_issuer_is_wrong_issuer():
+    clock = FakeClock()
+    token = mint(SETTINGS, "alice", issuer="evil", clock=clock)
+    assert reason(TokenVerifier(SETTINGS, clock=clock).user_of, md(token)) == "TOKEN_WRONG_ISSUER"
+
+
+def test_a_token_without_subject_or_expiry_is_invalid():
+    import jwt
+
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    for claims in ({"iss": "miandan", "iat": now, "exp": now + 60}, {"sub": "a", "iss": "miandan", "iat": now}):
+        token = jwt.encode(claims, SETTINGS.jwt_secret, algorithm="HS256")
+        assert reason(verifier.user_of, md(token)) == "TOKEN_INVALID"
+
+
+def test_a_token_issued_in_the_future_is_invalid():
+    clock = FakeClock()
+    future = FakeClock(clock.now() + timedelta(hours=1))
+    token = mint(SETTINGS, "alice", clock=future)
+    assert reason(TokenVerifier(SETTINGS, clock=clock).user_of, md(token)) == "TOKEN_INVALID"
+
+
+def test_verified_tokens_are_cached_so_the_signature_is_checked_once():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    token = mint(SETTINGS, "alice", clock=clock)
+    for _ in range(100):
+        assert verifier.user_of(md(token)) == "alice"
+    assert verifier.verifications == 1
+
+
+def test_the_cache_is_bounded():
+    clock = FakeClock()
+    verifier = TokenVerifier(SETTINGS, clock=clock, cache_size=10)
+    for i in range(50):
+        verifier.user_of(md(mint(SETTINGS, f"u{i}", clock=clock)))
+    assert len(verifier._cache) == 10
+
+
+def test_eddsa_tokens_verify_with_the_configured_public_key(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    private = tmp_path / "jwt.key"
+    public = tmp_path / "jwt.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    settings = dataclasses.replace(SETTINGS, jwt_algorithm="EdDSA", jwt_private_key_file=private, jwt_public_key_file=public)
+    clock = FakeClock()
+    verifier = TokenVerifier(settings, clock=clock)
+    assert verifier.user_of(md(mint(settings, "alice", clock=clock))) == "alice"
+    # An HS256 token made with the (public) key material must not pass as EdDSA.
+    hs = mint(SETTINGS, "alice", clock=clock)
+    assert reason(verifier.user_of, md(hs)) == "TOKEN_INVALID"
+
+
+def test_an_asymmetric_algorithm_without_key_files_fails_at_startup():
+    settings = dataclasses.replace(SETTINGS, jwt_algorithm="RS256")
+    with pytest.raises(ValueError, match="public key"):
+        TokenVerifier(settings)
+
+
+def test_the_token_command_prints_a_token_for_the_user(capsys, monkeypatch):
+    monkeypatch.delenv("MIANDAN_JWT_ISSUER", raising=False)
+    assert token_main(["bob", "--ttl", "120"]) == 0
+    token = capsys.readouterr().out.strip()
+    assert TokenVerifier(Settings.from_env("gateway")).verify(token) == "bob"

@@ -1,0 +1,119 @@
+"""Use cases over a fake card directory (the CardDirectory Protocol) and the SQLite store."""
+from __future__ import annotations
+
+from datetime import datetime, time, timezone
+
+import pytest
+
+from services.common.clock import FakeClock, to_ms
+from services.common.errors import DomainError, Unavailable
+from services.lottery import model
+from services.lottery.card_client import campaign_not_found, upstream_unavailable
+from services.lottery.handlers import DrawScheduler, Lottery
+from services.lottery.model import Campaign, DrawSettings
+from services.lottery.store import SqliteLotteryStore
+
+CAMPAIGN = "c1"
+DAY = "2026-01-28"
+
+
+class FakeCards:
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.asked: list[tuple[str, int]] = []
+        self.down = False
+        self.campaign = Campaign(CAMPAIGN, "Asia/Shanghai", 3, 0, 2**62)
+
+    async def get_campaign(self, campaign_id: str, *, timeout: float) -> Campaign:
+        if self.down:
+            raise upstream_unavailable()
+        if campaign_id != CAMPAIGN:
+            raise campaign_not_found(campaign_id)
+        return self.campaign
+
+    async def invited_count(self, campaign_id: str, user_id: str, before_ms: int, *, timeout: float) -> int:
+        if self.down:
+            raise upstream_unavailable()
+        self.asked.append((user_id, before_ms))
+        return self.counts.get(user_id, 0)
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def env(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "lottery.db")
+    cards = FakeCards()
+    clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+    lottery = Lottery(store, cards, clock, DrawSettings(cutoff=time(20, 0), campaigns=(CAMPAIGN,)))
+    try:
+        yield lottery, cards, clock
+    finally:
+        await store.close()
+
+
+async def test_qualification_is_asked_for_invites_before_the_cutoff(env):
+    lottery, cards, clock = env
+    cards.counts["u"] = 3
+    entry, draw, newly = await lottery.enter_draw("", CAMPAIGN, "u", DAY, timeout=1)
+    assert newly and draw.commitment and cards.asked == [("u", draw.cutoff_ms)]
+    assert draw.cutoff_ms == to_ms(datetime(2026, 1, 28, 12, 0, tzinfo=timezone.utc))
+
+
+async def test_an_entered_user_is_answered_without_asking_the_card_service_again(env):
+    lottery, cards, clock = env
+    cards.counts["u"] = 5
+    await lottery.enter_draw("", CAMPAIGN, "u", DAY, timeout=1)
+    cards.down = False
+    cards.counts["u"] = 0  # even if the count dropped, the entry stands
+    entry, draw, newly = await lottery.enter_draw("", CAMPAIGN, "u", DAY, timeout=1)
+    assert not newly and len(cards.asked) == 1
+
+
+async def test_a_card_outage_surfaces_as_upstream_unavailable(env):
+    lottery, cards, _ = env
+    cards.down = True
+    with pytest.raises(Unavailable) as err:
+        await lottery.enter_draw("", CAMPAIGN, "u", DAY, timeout=1)
+    assert err.value.reason == "UPSTREAM_UNAVAILABLE" and err.value.retry_after_ms
+
+
+async def test_the_configured_cutoff_moves_the_close_of_entries(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "l.db")
+    try:
+        cards = FakeCards()
+        cards.counts["u"] = 3
+        clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))  # 10:00 Shanghai
+        lottery = Lottery(store, cards, clock, DrawSettings(cutoff=time(9, 30)))
+        with pytest.raises(DomainError) as err:
+            await lottery.enter_draw("", CAMPAIGN, "u", DAY, timeout=1)
+        assert err.value.reason == "ENTRIES_CLOSED"
+    finally:
+        await store.close()
+
+
+async def test_a_configured_beacon_source_is_bound_by_the_scheduler_and_waits_for_its_value(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "l.db")
+    try:
+        cards = FakeCards()
+        clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+        lottery = Lottery(store, cards, clock, DrawSettings(beacon_source="drand:quicknet", campaigns=(CAMPAIGN,)))
+        scheduler = DrawScheduler(lottery)
+        assert (await scheduler.tick())["committed"] == [f"{CAMPAIGN}/{DAY}"]
+        draw = await store.get_draw(CAMPAIGN, DAY)
+        assert draw.beacon_source == "drand:quicknet"
+        assert draw.beacon_round == model.beacon_round_for("drand:quicknet", draw.cutoff_ms)
+        clock.advance(hours=11)
+        assert (await scheduler.tick())["waiting_for_beacon"] == [f"{CAMPAIGN}/{DAY}"]
+        assert not (await store.get_draw(CAMPAIGN, DAY)).drawn
+        drawn = await lottery.run_draw("", CAMPAIGN, DAY, "ab" * 32)
+        assert drawn.drawn and drawn.beacon_value == "ab" * 32
+    finally:
+        await store.close()
+
+
+async def test_the_scheduler_skips_campaigns_it_cannot_read(env):
+    lottery, cards, _ = env
+    cards.down = True
+    assert await DrawScheduler(lottery).tick() == {"committed": [], "drawn": [], "waiting_for_beacon": []}

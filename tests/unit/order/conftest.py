@@ -1,0 +1,184 @@
+"""Fakes of the card and catalog services behind the order service's own Protocols."""
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import pytest
+
+from services.common.clock import FakeClock
+from services.common.errors import DeadlineExceeded, FailedPrecondition, NotFound, PermissionDenied, Unavailable
+from services.order.handlers import OrderConfig, OrderEvents, OrderService
+from services.order.model import Line, Problem, Quote, Selection
+from services.order.payment import SandboxPaymentProvider
+from services.order.store import SqliteOrderStore
+from services.order.upstream import CONFIRMED, HELD, REFUNDED, RELEASED, Reservation
+
+
+@dataclass
+class FakeCard:
+    card_id: str
+    user_id: str
+    face_fen: int = 2500
+    state: str = "AVAILABLE"
+    key: str = ""
+
+
+@dataclass
+class FakeCardService:
+    """Card rules the order saga relies on: one reservation per key (idempotent replay), only
+    the owner reserves, release/confirm/refund idempotent."""
+
+    cards: dict[str, FakeCard] = field(default_factory=dict)
+    reservations: dict[str, Reservation] = field(default_factory=dict)
+    calls: Counter = field(default_factory=Counter)
+    down: bool = False
+    # Do the work, then answer as if the deadline passed (the caller cannot tell it happened).
+    slow: bool = False
+
+    def grant(self, card_id: str, user_id: str, face_fen: int = 2500) -> None:
+        self.cards[card_id] = FakeCard(card_id, user_id, face_fen)
+
+    def _gate(self, name: str) -> None:
+        self.calls[name] += 1
+        if self.down:
+            raise Unavailable("UPSTREAM_UNAVAILABLE", "card down", 100)
+
+    def _answer(self) -> None:
+        if self.slow:
+            raise DeadlineExceeded("UPSTREAM_DEADLINE", "card slow")
+
+    async def reserve(self, *, campaign_id, user_id, key, amount_fen, card_id, ttl_seconds, timeout):
+        self._gate("ReserveCard")
+        await asyncio.sleep(0)
+        existing = self.reservations.get(key)
+        if existing is not None:
+            self._answer()
+            return existing
+        if card_id:
+            card = self.cards.get(card_id)
+            if card is None:
+                raise NotFound("CARD_NOT_FOUND", "no such card")
+            if card.user_id != user_id:
+                raise PermissionDenied("CARD_NOT_OWNED", "not yours")
+            if card.state != "AVAILABLE":
+                raise FailedPrecondition("CARD_NOT_AVAILABLE", "not available")
+        else:
+            card = next((c for c in self.cards.values() if c.user_id == user_id and c.state == "AVAILABLE"), None)
+            if card is None:
+                raise FailedPrecondition("NO_CARD_AVAILABLE", "none")
+        card.state, card.key = "RESERVED", key
+        r = self.reservations[key] = Reservation(card.card_id, min(amount_fen, card.face_fen), HELD, campaign_id)
+        self._answer()
+        return r
+
+    def _set(self, key: str, state: str) -> Reservation:
+        r = self.reservations[key]
+        r = self.reservations[key] = Reservation(r.card_id, r.covered_fen, state, r.campaign_id)
+        return r
+
+    async def confirm(self, key, *, timeout):
+        self._gate("ConfirmReservation")
+        r = self.reservations.get(key)
+        if r is None:
+            raise NotFound("RESERVATION_NOT_FOUND", "none")
+        if r.state == CONFIRMED:
+            return r
+        if r.state != HELD:
+            raise FailedPrecondition("RESERVATION_EXPIRED", "lapsed")
+        self.cards[r.card_id].state = "REDEEMED"
+        return self._set(key, CONFIRMED)
+
+    async def release(self, key, *, timeout):
+        self._gate("ReleaseReservation")
+        r = self.reservations.get(key)
+        if r is None:
+            return None
+        if r.state == HELD:
+            self.cards[r.card_id].state = "AVAILABLE"
+            self.cards[r.card_id].key = ""
+            r = self._set(key, RELEASED)
+        return r
+
+    async def refund(self, key, *, timeout):
+        self._gate("RefundCard")
+        r = self.reservations.get(key)
+        if r is None or r.state not in (CONFIRMED, REFUNDED):
+            raise FailedPrecondition("RESERVATION_NOT_CONFIRMED", "nothing to refund")
+        if r.state == CONFIRMED:
+            self.cards[r.card_id].state = "AVAILABLE"
+            self.cards[r.card_id].key = ""
+            self._set(key, REFUNDED)
+        return True
+
+    def lapse(self, key: str) -> None:
+        """The card service's reservation TTL passed."""
+        r = self.reservations[key]
+        self.cards[r.card_id].state = "AVAILABLE"
+        self._set(key, RELEASED)
+
+
+@dataclass
+class FakeCatalog:
+    prices: dict[str, int] = field(default_factory=lambda: {"latte": 1500, "tea": 800, "cake": 3000})
+    stores: set[str] = field(default_factory=lambda: {"s1", "s2"})
+    sold_out: set[str] = field(default_factory=set)
+    closed: set[str] = field(default_factory=set)
+    calls: Counter = field(default_factory=Counter)
+    down: bool = False
+
+    async def quote(self, store_id, selections, *, timeout):
+        self.calls["Quote"] += 1
+        if self.down:
+            raise Unavailable("UPSTREAM_UNAVAILABLE", "catalog down", 100)
+        if store_id not in self.stores:
+            raise NotFound("STORE_NOT_FOUND", "no such store")
+        lines, idx, problems = [], [], []
+        if store_id in self.closed:
+            problems.append(Problem(-1, "", "STORE_CLOSED", "closed"))
+        for i, s in enumerate(selections):
+            if s.item_id not in self.prices:
+                problems.append(Problem(i, s.item_id, "UNKNOWN_ITEM", "unknown"))
+            elif s.item_id in self.sold_out:
+                problems.append(Problem(i, s.item_id, "ITEM_SOLD_OUT", "sold out"))
+            else:
+                price = self.prices[s.item_id]
+                lines.append(Line(s.item_id, s.item_id.title(), s.quantity, (), price, price * s.quantity))
+                idx.append(i)
+        return Quote(store_id, f"Store {store_id}", "brand", tuple(lines), tuple(idx), sum(l.line_total_fen for l in lines), tuple(problems))
+
+
+@dataclass
+class World:
+    service: OrderService
+    store: SqliteOrderStore
+    card: FakeCardService
+    catalog: FakeCatalog
+    payments: SandboxPaymentProvider
+    clock: FakeClock
+
+
+@pytest.fixture
+async def world(tmp_path):
+    clock = FakeClock(datetime(2026, 1, 28, 4, 0, tzinfo=timezone.utc))
+    events = OrderEvents()
+    store = await SqliteOrderStore.open(tmp_path / "order.db", clock=clock, listener=events.publish)
+    card, catalog = FakeCardService(), FakeCatalog()
+    payments = SandboxPaymentProvider("secret")
+    service = OrderService(
+        store,
+        card,
+        catalog,
+        payments,
+        clock=clock,
+        config=OrderConfig(payment_ttl_seconds=900, placing_grace_seconds=30, watch_poll_seconds=0.5),
+        events=events,
+    )
+    yield World(service, store, card, catalog, payments, clock)
+    await store.close()
+
+
+def sel(item: str = "latte", qty: int = 1) -> Selection:
+    return Selection(item, qty)
