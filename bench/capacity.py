@@ -18,6 +18,11 @@ from pathlib import Path
 
 from bench.loadgen import (
     RPC_HEADERS,
+    ROOT,
+    CpuMeter,
+    profile_summary,
+    service_pids,
+    start_profilers,
     EmptyServer,
     SuiteProcess,
     addr_of,
@@ -55,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=3, help="load-generator processes (default 3)")
     p.add_argument("--concurrency", type=int, default=16, help="concurrent users per process (default 16)")
     p.add_argument("--default-ports", action="store_true", help="run the suite on the default ports instead of free ones")
+    p.add_argument("--profile", action="store_true", help="py-spy every service during the run (bench-out/profile/*.collapsed)")
     p.add_argument("--smoke", action="store_true", help="a few seconds in total, for CI")
     args = p.parse_args(argv)
     if args.smoke:
@@ -74,9 +80,22 @@ def main(argv: list[str] | None = None) -> int:
         try:
             fixture = asyncio.run(discover_fixture(env))
             print(f"ordering at store {fixture.store_id} item {fixture.item_id} ({fixture.brand_name} {fixture.item_name}, {fixture.price_fen} fen); text {fixture.text!r}")
-            result = run_workers(
-                specs_for("scenario", addr_of(env, "gateway"), env, args.procs, args.concurrency, args.seconds, fixture=fixture, deadline_s=5.0)
+            # Clients behave like the app: a shed call is retried with the same request_id after the
+            # server's retry delay (grpc-retry-pushback-ms), so rejections do not become a hot loop.
+            specs = specs_for(
+                "scenario", addr_of(env, "gateway"), env, args.procs, args.concurrency, args.seconds,
+                fixture=fixture, deadline_s=5.0, retry=True, retry_for_s=5.0,
             )
+            meter = CpuMeter(service_pids(env))
+            profilers: list = []
+
+            def on_start() -> None:
+                meter.start()
+                if args.profile:
+                    profilers.extend(start_profilers(meter.pids, args.seconds, ROOT / "bench-out" / "profile"))
+
+            result = run_workers(specs, on_start=on_start)
+            cpu = meter.stop()
         finally:
             restarts = suite.restarts
             code = suite.stop()
@@ -93,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"orders placed: {result.orders:,} in {seconds:.0f} s = {orders_per_s:,.1f} orders/s (p99 of order calls {p99_orders:.1f} ms, of all calls {p99_all:.1f} ms)")
     print(f"empty gRPC call: {empty_rate:,.0f} calls/s")
     print(f"ratio orders/s / empty calls/s = {ratio:.3f} (target >= {TARGET_RATIO}); p99 target < {TARGET_P99_MS:.0f} ms")
-    print(f"all status codes: {codes_text(result.codes())}")
+    print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
+    print("CPU seconds per service during the run: " + ", ".join(f"{n} {v:.1f} s ({v / seconds:.0%} of a core)" for n, v in cpu.items()))
+    if profilers:
+        print(profile_summary(profilers))
     problems = []
     if result.errors:
         problems.append("load-generator errors: " + "; ".join(result.errors[:5]))

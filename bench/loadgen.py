@@ -297,6 +297,7 @@ class Result:
     lag_ms_max: float = 0.0  # open loop: how late the client itself sent (its own saturation)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    samples: dict[str, str] = field(default_factory=dict)  # label -> one error message seen
 
     def add(self, rpc: str, code: str, ms: float) -> None:
         self.calls[(rpc, code)].append(ms)
@@ -312,6 +313,8 @@ class Result:
         self.lag_ms_max = max(self.lag_ms_max, other.lag_ms_max)
         self.errors.extend(other.errors)
         self.seconds = max(self.seconds, other.seconds)
+        for k, v in other.samples.items():
+            self.samples.setdefault(k, v)
 
     def to_wire(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -391,7 +394,10 @@ class _Client:
             except self.grpc.aio.AioRpcError as err:
                 code = err.code().name
                 if self.measuring:
-                    self.result.add(rpc, _label(code, err), (time.perf_counter() - t) * 1000)
+                    label = _label(code, err)
+                    self.result.add(rpc, label, (time.perf_counter() - t) * 1000)
+                    if f"{rpc} {label}" not in self.result.samples:
+                        self.result.samples[f"{rpc} {label}"] = str(err.details())[:200]
                 if not self.spec.retry or code not in RETRY_CODES or time.monotonic() + delay > give_up:
                     return None, err
                 pushback = _pushback_ms(err)
@@ -615,9 +621,10 @@ def _worker_entry(spec: WorkerSpec, queue: Any) -> None:
         queue.put(r.to_wire())
 
 
-def run_workers(specs: Sequence[WorkerSpec], *, setup_s: float = 30.0) -> Result:
+def run_workers(specs: Sequence[WorkerSpec], *, setup_s: float = 30.0, on_start: Any = None) -> Result:
     """Run the specs in parallel processes; returns the merged result. Bounded: workers that do
-    not report in time are killed and counted as errors."""
+    not report in time are killed and counted as errors. on_start() is called when measuring
+    starts (the workers' shared start_at)."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
     procs = [ctx.Process(target=_worker_entry, args=(spec, queue), daemon=True) for spec in specs]
@@ -627,6 +634,9 @@ def run_workers(specs: Sequence[WorkerSpec], *, setup_s: float = 30.0) -> Result
     deadline = time.monotonic() + max(0.0, longest) + setup_s + 15
     merged = Result()
     got = 0
+    if on_start is not None:
+        time.sleep(max(0.0, min(s.start_at for s in specs) - time.time()))
+        on_start()
     while got < len(procs) and time.monotonic() < deadline:
         try:
             merged.merge(Result.from_wire(queue.get(timeout=0.5)))
@@ -748,3 +758,114 @@ def machine() -> str:
 
 def temp_data_dir(prefix: str) -> tempfile.TemporaryDirectory:
     return tempfile.TemporaryDirectory(prefix=prefix)
+
+
+# --- where the CPU goes ------------------------------------------------------------------------
+
+
+def service_pids(env: dict[str, str]) -> dict[str, int]:
+    """PIDs of the running services of the suite that uses `env` (found by their command line
+    and their MIANDAN_DATA), for CPU accounting and profiling."""
+    data = env.get("MIANDAN_DATA", "")
+    modules = {("gateway" if n == "gateway" else f"services.{n}"): n for n in SERVICES}
+    out: dict[str, int] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if b"-m" not in argv:
+                continue
+            module = argv[argv.index(b"-m") + 1].decode()
+            if module not in modules:
+                continue
+            environ = (proc / "environ").read_bytes()
+            if f"MIANDAN_DATA={data}".encode() + b"\0" in environ + b"\0":
+                out[modules[module]] = int(proc.name)
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+class CpuMeter:
+    """CPU seconds each service process spent between start() and stop()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.before: dict[str, float] = {}
+        self.used: dict[str, float] = {}
+
+    def start(self) -> None:
+        self.before = {n: cpu_seconds(p) for n, p in self.pids.items()}
+
+    def stop(self) -> dict[str, float]:
+        self.used = {n: cpu_seconds(p) - self.before[n] for n, p in self.pids.items()}
+        return self.used
+
+
+def start_profilers(pids: dict[str, int], seconds: float, out_dir: Path) -> list[tuple[str, subprocess.Popen, Path]]:
+    """py-spy record (raw collapsed stacks) on every service for `seconds`; [] without py-spy."""
+    import shutil
+
+    exe = shutil.which("py-spy") or (str(Path(sys.executable).with_name("py-spy")) if Path(sys.executable).with_name("py-spy").exists() else None)
+    if exe is None:
+        print("py-spy not found: `.venv/bin/pip install py-spy` to profile", file=sys.stderr)
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    running = []
+    for name, pid in pids.items():
+        path = out_dir / f"{name}.collapsed"
+        proc = subprocess.Popen(
+            [exe, "record", "-p", str(pid), "-d", str(max(1, int(seconds))), "-r", "50", "-f", "raw", "-o", str(path), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        running.append((name, proc, path))
+    return running
+
+
+def profile_summary(running: list[tuple[str, subprocess.Popen, Path]], top: int = 8) -> str:
+    """Per service: the functions with the most samples on top of the stack (self time), and
+    the miandan functions with the most inclusive samples."""
+    lines = []
+    for name, proc, path in running:
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if not path.exists():
+            lines.append(f"{name}: no profile")
+            continue
+        own: Counter[str] = Counter()
+        inclusive: Counter[str] = Counter()
+        total = 0
+        for row in path.read_text(errors="replace").splitlines():
+            stack, _, count = row.rpartition(" ")
+            if not count.isdigit():
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            own[_frame(frames[-1])] += n
+            for f in {_frame(f) for f in frames if "/miandan/" in f or "services/" in f or "gateway/" in f}:
+                inclusive[f] += n
+        if not total:
+            lines.append(f"{name}: no samples")
+            continue
+        lines.append(f"{name}: {total} samples; self time: " + ", ".join(f"{f} {c / total:.0%}" for f, c in own.most_common(top)))
+        lines.append(f"{' ' * len(name)}  inclusive (project code): " + ", ".join(f"{f} {c / total:.0%}" for f, c in inclusive.most_common(top)))
+    return "\n".join(lines)
+
+
+def _frame(frame: str) -> str:
+    # "function (path/to/file.py:123)" -> "function (file.py)"
+    fn, _, where = frame.partition(" (")
+    file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1].rstrip(")")
+    return f"{fn} ({file})" if file else fn

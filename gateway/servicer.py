@@ -8,17 +8,25 @@ token only: no request field can name another user.
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, TypeVar
+
+import grpc
 
 from miandan.gateway.v1 import gateway_service_pb2 as pb, gateway_service_pb2_grpc
 from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
 from services.common.deadline import remaining
+from services.common.errors import STATUS_DETAILS_KEY, Unavailable
 
 from .auth import TokenVerifier
 from .clients import CallOptions
 from .compose import Gateway
 
-__all__ = ["CRITICALITY", "GatewayServicer"]
+__all__ = ["CRITICALITY", "GatewayServicer", "UPSTREAM_UNAVAILABLE"]
+
+T = TypeVar("T")
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+# After the channel's own retries: tell the user to come back shortly, as for overload.
+UPSTREAM_RETRY_AFTER_MS = 1000
 
 # What is shed first when the crowd is bigger than capacity: browsing before wallets, wallets
 # before money. Short names; the kit's CallPipeline reads this map.
@@ -39,6 +47,34 @@ CRITICALITY: dict[str, str] = {
 }
 
 
+def _is_transport_failure(err: grpc.aio.AioRpcError) -> bool:
+    """UNAVAILABLE produced by the channel (connection refused, upstream restarting), not an
+    answer of a miandan service: those always carry google.rpc details (e.g. OVERLOADED)."""
+    if err.code() != grpc.StatusCode.UNAVAILABLE:
+        return False
+    return not any(key == STATUS_DETAILS_KEY for key, _ in (err.trailing_metadata() or ()))
+
+
+def restated(err: grpc.aio.AioRpcError) -> BaseException:
+    """Upstream answers pass through unchanged (the kit forwards their status and details), but
+    a transport failure is restated: its text names internal addresses, which end users must
+    not see, and it carries no retry advice."""
+    if _is_transport_failure(err):
+        return Unavailable(
+            UPSTREAM_UNAVAILABLE,
+            "服务暂时不可用，请稍后再试 / service temporarily unavailable, please retry shortly",
+            UPSTREAM_RETRY_AFTER_MS,
+        )
+    return err
+
+
+async def guarded(awaitable: Awaitable[T]) -> T:
+    try:
+        return await awaitable
+    except grpc.aio.AioRpcError as err:
+        raise restated(err) from None
+
+
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     def __init__(self, gateway: Gateway, verifier: TokenVerifier, metadata: Any) -> None:
         """metadata(criticality) -> the upstream call metadata (internal credential + criticality)."""
@@ -52,57 +88,61 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
         user, o = self._begin(context, DEFAULT)
-        return await self.gateway.join(user, request.request_id, request.pass_phrase_text, o)
+        return await guarded(self.gateway.join(user, request.request_id, request.pass_phrase_text, o))
 
     async def GetWallet(self, request: pb.GetWalletRequest, context: Any) -> pb.GetWalletResponse:
         user, o = self._begin(context, DEFAULT)
-        return pb.GetWalletResponse(wallet=await self.gateway.wallet_view(user, o))
+        return pb.GetWalletResponse(wallet=await guarded(self.gateway.wallet_view(user, o)))
 
     async def OrderByText(self, request: pb.OrderByTextRequest, context: Any) -> pb.OrderByTextResponse:
         # Placing the order is the money path; a preview is DEFAULT (the RPC's admission level).
         user, o = self._begin(context, CRITICAL if request.confirm else DEFAULT)
-        return await self.gateway.order_by_text(user, request, o)
+        return await guarded(self.gateway.order_by_text(user, request, o))
 
     async def PlaceOrder(self, request: pb.PlaceOrderRequest, context: Any) -> pb.PlaceOrderResponse:
         user, o = self._begin(context, CRITICAL)
-        return await self.gateway.place_order(user, request, o)
+        return await guarded(self.gateway.place_order(user, request, o))
 
     async def ConfirmPayment(self, request: pb.ConfirmPaymentRequest, context: Any) -> pb.ConfirmPaymentResponse:
         user, o = self._begin(context, CRITICAL)
-        return await self.gateway.confirm_payment(user, request, o)
+        return await guarded(self.gateway.confirm_payment(user, request, o))
 
     async def GetOrder(self, request: pb.GetOrderRequest, context: Any) -> pb.GetOrderResponse:
         user, o = self._begin(context, DEFAULT)
-        return await self.gateway.get_order(user, request.order_id, o)
+        return await guarded(self.gateway.get_order(user, request.order_id, o))
 
     async def ListOrders(self, request: pb.ListOrdersRequest, context: Any) -> pb.ListOrdersResponse:
         user, o = self._begin(context, DEFAULT)
-        return await self.gateway.list_orders(user, request, o)
+        return await guarded(self.gateway.list_orders(user, request, o))
 
     async def CancelOrder(self, request: pb.CancelOrderRequest, context: Any) -> pb.CancelOrderResponse:
         user, o = self._begin(context, CRITICAL)
-        return await self.gateway.cancel_order(user, request, o)
+        return await guarded(self.gateway.cancel_order(user, request, o))
 
     async def WatchOrder(self, request: pb.WatchOrderRequest, context: Any) -> AsyncIterator[pb.WatchOrderResponse]:
         user = self.verifier.user_of(context.invocation_metadata())
         # A stream lives as long as the client wants: bounded only by the client's own deadline.
         left = context.time_remaining()
         o = CallOptions(None if left is None else time.monotonic() + left, self._metadata(DEFAULT))
-        async for update in self.gateway.watch_order(user, request.order_id, o):
-            yield update
+        try:
+            async for update in self.gateway.watch_order(user, request.order_id, o):
+                yield update
+        except grpc.aio.AioRpcError as err:
+            raise restated(err) from None
 
     async def SearchStores(self, request: pb.SearchStoresRequest, context: Any) -> pb.SearchStoresResponse:
         _, o = self._begin(context, SHEDDABLE)
-        return await self.gateway.search_stores(request, o)
+        return await guarded(self.gateway.search_stores(request, o))
 
     async def GetMenu(self, request: pb.GetMenuRequest, context: Any) -> pb.GetMenuResponse:
         _, o = self._begin(context, SHEDDABLE)
-        return await self.gateway.get_menu(request.store_id, o)
+        return await guarded(self.gateway.get_menu(request.store_id, o))
 
     async def EnterLottery(self, request: pb.EnterLotteryRequest, context: Any) -> pb.EnterLotteryResponse:
         user, o = self._begin(context, DEFAULT)
-        return await self.gateway.enter_lottery(user, request.request_id, o)
+        return await guarded(self.gateway.enter_lottery(user, request.request_id, o))
 
     async def GetDrawResults(self, request: pb.GetDrawResultsRequest, context: Any) -> pb.GetDrawResultsResponse:
         user, o = self._begin(context, SHEDDABLE)
-        return await self.gateway.draw_results(user, request.day, o)
+        return await guarded(self.gateway.draw_results(user, request.day, o))
+

@@ -58,6 +58,7 @@ class Demo:
         self.suffix = datetime.now().strftime("%m%d%H%M%S")
         self.channel = grpc.aio.insecure_channel(gateway_addr)
         self.gw = gateway_service_pb2_grpc.GatewayServiceStub(self.channel)
+        self.lottery_addr = lottery_addr
         self.lottery_channel = open_channel(settings, lottery_addr)
         self.lottery = lottery_service_pb2_grpc.LotteryServiceStub(self.lottery_channel)
         self.admin = internal_metadata(settings, admin=True)
@@ -244,7 +245,8 @@ class Demo:
         say(f"  独立验证 independent check by the gateway: verified={res.verified} — {res.verification_note}")
         if d.status == lottery_pb2.DRAW_STATUS_DRAWN:
             say(f"  {'🎉 ' if res.caller_won else ''}you {'won' if res.caller_won else 'did not win'} "
-                f"(anyone can re-check: python -m services.lottery.verify --day {d.day})")
+                f"(anyone can re-check: python -m services.lottery.verify --target {self.lottery_addr} "
+                f"--campaign {self.campaign_id} --day {d.day})")
 
     async def browse(self) -> None:
         title("5. 附近门店 / stores near 西湖文化广场 (SHEDDABLE under load)")

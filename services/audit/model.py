@@ -258,6 +258,15 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
         if len(same) > 1:
             out.append(Finding("CARD_ID_DUPLICATED", f"{len(same)} cards share one id", {"card_id": card_id}))
     orders_by_id = {o.order_id: o for o in orders}
+
+    def order_of(key: str) -> str:
+        # The order service reserves under "<order_id>.<attempt>" when a placement is retried
+        # after an aborted attempt (services/order/model.py reservation_key): same order.
+        if key in orders_by_id:
+            return key
+        base, dot, attempt = key.rpartition(".")
+        return base if dot and attempt.isdigit() and base in orders_by_id else key
+
     live_by_card: dict[str, list[OrderFacts]] = defaultdict(list)
     for o in orders:
         if o.card_id and o.status in LIVE_PAID_STATUSES:
@@ -267,9 +276,10 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
         if c.state != REDEEMED:
             continue
         ids = {"card_id": c.card_id, "user_id": c.user_id, "order_id": c.order_id}
+        card_order = order_of(c.order_id)
         spent_on = live_by_card.get(c.card_id, [])
         if not spent_on:
-            owner = orders_by_id.get(c.order_id)
+            owner = orders_by_id.get(card_order)
             if owner is None:
                 out.append(Finding("REDEEMED_CARD_WITHOUT_ORDER", "card is REDEEMED for an order that does not exist", ids))
             else:
@@ -289,7 +299,7 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
                     ids,
                 )
             )
-        elif spent_on[0].order_id != c.order_id:
+        elif spent_on[0].order_id != card_order:
             out.append(
                 Finding(
                     "CARD_ORDER_LINK_MISMATCH",
@@ -311,7 +321,7 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
         card = found[0]
         if card.state != REDEEMED:
             out.append(Finding("ORDER_CARD_NOT_REDEEMED", f"{o.status} order's card is {card.state}", ids))
-        elif card.order_id != o.order_id and len(live_by_card.get(o.card_id, [])) <= 1:
+        elif order_of(card.order_id) != o.order_id and len(live_by_card.get(o.card_id, [])) <= 1:
             # (the double-spend case was reported once per card above)
             out.append(
                 Finding("CARD_ORDER_LINK_MISMATCH", f"order names the card, the card names order {card.order_id or '(none)'}", ids)

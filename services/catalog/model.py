@@ -144,10 +144,8 @@ class StoreRow:
     time_zone: str
 
     def record(self) -> StoreRecord:
-        return StoreRecord(
-            self.store_id, self.brand_id, self.name, self.lat, self.lng,
-            intern_hours(self.hours), self.closed, self.time_zone,
-        )
+        # hours are already interned by validate_store_row
+        return StoreRecord(self.store_id, self.brand_id, self.name, self.lat, self.lng, self.hours, self.closed, self.time_zone)
 
 
 # --- opening hours ---------------------------------------------------------------------------
@@ -176,8 +174,35 @@ def validate_hours(periods: Iterable[tuple[int, int, int]]) -> tuple[Hours | Non
     return tuple(out), ""
 
 
+_VALIDATED: dict[tuple[tuple[int, int, int], ...], tuple[Hours | None, str]] = {}
+
+
+def validate_hours_cached(periods: Sequence[tuple[int, int, int]]) -> tuple[Hours | None, str]:
+    """validate_hours memoised on the raw periods: an import of 300,000 stores repeats a handful
+    of timetables, so each is validated and interned once (bounded: a hostile import with
+    millions of distinct timetables stops filling the memo)."""
+    if type(periods) is not tuple:
+        periods = tuple(periods)
+    hit = _VALIDATED.get(periods)
+    if hit is None:
+        hours, why = validate_hours(periods)
+        hit = (intern_hours(hours) if hours is not None else None, why)
+        if len(_VALIDATED) < 100_000:
+            _VALIDATED[periods] = hit
+    return hit
+
+
+_ENCODED: dict[int, str] = {}
+
+
 def encode_hours(hours: Hours) -> str:
     """Compact text form stored in SQLite: "1:420-1320;2:420-1320"."""
+    # Interned timetables live forever in _HOURS_INTERN, so their id() is a stable memo key.
+    if _HOURS_INTERN.get(hours) is hours:
+        text = _ENCODED.get(id(hours))
+        if text is None:
+            text = _ENCODED[id(hours)] = ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
+        return text
     return ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
 
 
@@ -355,7 +380,7 @@ def validate_store_row(
         return reject(UNKNOWN_BRAND, f"未知品牌 / unknown brand {brand_id!r}")
     if not valid_location(lat, lng) or (lat == 0.0 and lng == 0.0):
         return reject(LOCATION_OUT_OF_RANGE, f"坐标无效 / location ({lat}, {lng}) is out of range or missing")
-    hours, why = validate_hours(periods)
+    hours, why = validate_hours_cached(periods)
     if hours is None:
         return reject(BAD_OPENING_HOURS, f"营业时间无效 / bad opening hours: {why}")
     if not valid_time_zone(time_zone):

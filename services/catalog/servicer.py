@@ -168,7 +168,7 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
                     s.city,
                     s.location.latitude if s.HasField("location") else 0.0,
                     s.location.longitude if s.HasField("location") else 0.0,
-                    [(p.weekday, p.open_minute, p.close_minute) for p in s.opening_hours],
+                    tuple([(p.weekday, p.open_minute, p.close_minute) for p in s.opening_hours]),
                     s.closed,
                     s.time_zone,
                     brands,

@@ -82,7 +82,7 @@ class Lottery:
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
 
-    def _fresh_draw(self, campaign: Campaign, day: date, now_ms: int, **overrides: object) -> DrawRecord:
+    def fresh_draw(self, campaign: Campaign, day: date, now_ms: int, **overrides: object) -> DrawRecord:
         beacon = self.settings.beacon_source or ""
         kwargs: dict[str, object] = {"beacon_source": beacon}
         kwargs.update(overrides)
@@ -126,7 +126,7 @@ class Lottery:
         # Re-read the clock: the card call took time, and the store's cut-off check must judge
         # the moment of the write, not the moment the request arrived.
         now_ms = self.now_ms()
-        return await self.store.enter(self._fresh_draw(campaign, day, now_ms), user_id, now_ms, request_id)
+        return await self.store.enter(self.fresh_draw(campaign, day, now_ms), user_id, now_ms, request_id)
 
     # --- GetDraw ------------------------------------------------------------------------
 
@@ -145,7 +145,7 @@ class Lottery:
                 return draw
         model.require_in_window(day, campaign)
         # A campaign day nobody committed yet: its schedule is known, its commitment is not.
-        return replace(self._fresh_draw(campaign, day, 0, seed=b""), commitment="", commit_ms=0, beacon_source="", beacon_round="")
+        return replace(self.fresh_draw(campaign, day, 0, seed=b""), commitment="", commit_ms=0, beacon_source="", beacon_round="")
 
     # --- CommitDraw ---------------------------------------------------------------------
 
@@ -290,7 +290,7 @@ class DrawScheduler:
                 continue
             day = model.today(now, campaign.zone)
             if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
-                draw = await lottery.store.ensure_draw(lottery._fresh_draw(campaign, day, now_ms))
+                draw = await lottery.store.ensure_draw(lottery.fresh_draw(campaign, day, now_ms))
                 if draw.commit_ms == now_ms:
                     done["committed"].append(f"{campaign_id}/{draw.day}")
         for draw in await lottery.store.due_draws(now_ms):

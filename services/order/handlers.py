@@ -37,6 +37,8 @@ from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogCl
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
 
 log = logging.getLogger("miandan.order")
+# The card service's longest hold (its ReserveCard ttl_seconds limit).
+MAX_HOLD_SECONDS = 86_400
 
 
 class Budget:
@@ -53,7 +55,8 @@ class Budget:
     def __call__(self) -> float:
         if self._deadline is None:
             return self._default
-        left = self._deadline - asyncio.get_running_loop().time() - 0.005
+        # 20 ms kept back so our own answer (with its reason) reaches the caller before it gives up.
+        left = self._deadline - asyncio.get_running_loop().time() - 0.02
         if left <= 0:
             raise DeadlineExceeded("DEADLINE_PASSED", "调用方已超时 / the caller's deadline has passed")
         return left
@@ -366,7 +369,7 @@ class OrderService:
                     amount_fen=order.subtotal_fen,
                     card_id=order.requested_card_id,
                     # Held long enough for the payment window; a payable-0 order confirms at once.
-                    ttl_seconds=self.config.payment_ttl_seconds + 60,
+                    ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
                     timeout=budget(),
                 )
             except (Unavailable, DeadlineExceeded) as exc:
@@ -393,7 +396,7 @@ class OrderService:
         if payable == 0:
             if reservation is not None and reservation.state != CONFIRMED:
                 try:
-                    await self.card.confirm(key, timeout=budget())
+                    await self._confirm_card(key, budget)
                 except DomainError:
                     finished = await self._compensate_quietly(order)
                     if finished is not None:
@@ -437,6 +440,21 @@ class OrderService:
         if not done.visible:
             raise Unavailable("PLACEMENT_ABORTED", "下单被中止，请重试 / the placement was aborted, retry", 100)
         return done
+
+    async def _confirm_card(self, key: str, budget: Budget) -> None:
+        """ConfirmReservation, retried while the card service sheds it (OVERLOADED means it was
+        refused before any work): giving up would throw away the hold we already have."""
+        for attempt in range(3):
+            try:
+                await self.card.confirm(key, timeout=budget())
+                return
+            except Unavailable as exc:
+                if attempt == 2 or exc.metadata.get("upstream_reason") != "OVERLOADED":
+                    raise
+                wait = min((exc.retry_after_ms or 50) / 1000, 0.2)
+                if budget() <= wait:
+                    raise
+                await asyncio.sleep(wait)
 
     async def _abort(self, order: Order, err: DomainError) -> Order:
         now, attempt = self._now(), order.attempt
@@ -751,6 +769,9 @@ class OrderService:
             except DomainError as exc:
                 report.failed += 1
                 report.errors.append(f"{order.order_id}: {exc.reason}")
+                if isinstance(exc, (Unavailable, DeadlineExceeded)):
+                    # An upstream is down or hanging: the rest of the pass would only wait on it.
+                    break
             except Exception as exc:  # one broken row must not stop the pass
                 report.failed += 1
                 report.errors.append(f"{order.order_id}: {exc!r}")

@@ -6,14 +6,21 @@ plugged in later; `build_resolver` gives the default offline rule-based one.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol, Sequence
 
-from .demo import load_demo_specs
 from .specs import BrandSpec, Candidate, GroupSpec, ItemSpec, OptionSpec, Reading, WantedLine
 
 
 class IntentResolver(Protocol):
     def resolve(self, text: str, *, card_face_value_fen: int = 2500) -> Reading: ...
+
+
+def load_demo_specs(path: str | Path | None = None) -> tuple[list[BrandSpec], list[ItemSpec]]:
+    """Brands and items of services/catalog/demo_menu.json (or of another file in that shape)."""
+    from .demo import load_demo_specs as load
+
+    return load(path)
 
 
 def build_resolver(brands: Sequence[BrandSpec], items: Sequence[ItemSpec]) -> IntentResolver:

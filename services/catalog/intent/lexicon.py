@@ -72,7 +72,8 @@ for _canonical, _names in {
 SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要", "再加", "另外", "外加", "加上", "加", "再",
               "and", "plus", "also", "then", "&", "+")
 # Words that make the option after them apply to every line ("都要大杯", "all large").
-GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "all", "both", "each", "every")
+# Before a count it gives every line that count ("柠檬水和奶茶各两杯", "each").
+GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各", "各来", "各要", "all", "both", "each", "every")
 # Words never worth a fuzzy match (fillers of an order sentence).
 STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would like love get give order buy
 have take need some the a an of for to from at with and or please thanks thank can could may just

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5,
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4, "五": 5,
               "六": 6, "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
 
@@ -31,21 +31,17 @@ def parse_chinese_numeral(s: str) -> int | None:
         return None
     if s.isascii() and s.isdigit():
         return int(s)
-    total, current = 0, None
-    section = 0
+    section, current = 0, None
     for ch in s:
         if ch in _CN_DIGITS:
             current = _CN_DIGITS[ch]
         elif ch in _CN_UNITS:
-            unit = _CN_UNITS[ch]
-            section += (1 if current is None else current) * unit
+            # 十二: a unit with no digit before it counts one of it.
+            section += (1 if current is None else current) * _CN_UNITS[ch]
             current = None
         else:
             return None
-    total = section + (current or 0)
-    if s[-1] == "零" and len(s) > 1:
-        return total
-    return total
+    return section + (current or 0)
 
 
 @dataclass(frozen=True)
@@ -58,21 +54,22 @@ class QuantityMatch:
     marked: bool = True
 
 
-_CN_NUM = "[零〇一二两三四五六七八九十百千]+"
+_CN_NUM = "[零〇一二两兩三四五六七八九十百千]+"
 _MEASURE_CLASS = f"[{MEASURE_WORDS}对双打]"
 _PATTERNS = [
     # x2, ×3, *2 and 2x (not inside a word).
     (re.compile(r"(?<![a-z0-9])[x×*]\s?(\d{1,3})(?![0-9a-z])"), "x"),
     (re.compile(r"(?<![a-z0-9])(\d{1,3})\s?[x×](?![a-z0-9])"), "x"),
     # 3杯, 12 个, 两杯, 十二杯, 一对
-    (re.compile(rf"(\d{{1,3}}|{_CN_NUM})\s?({_MEASURE_CLASS})"), "measured"),
+    # (but 25块钱 / 30块以内 is money, not a count)
+    (re.compile(rf"(\d{{1,3}}|{_CN_NUM})\s?({_MEASURE_CLASS})(?<!块(?=钱|以内|以下|左右|内|多))"), "measured"),
     # 俩 (two), 仨 (three) stand alone
-    (re.compile(r"[俩仨]"), "colloquial"),
+    (re.compile(r"[俩倆仨]"), "colloquial"),
     # English number words (longest first) before a noun.
     (re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _EN_NUMBERS), key=len, reverse=True))
                 + r")(?![a-z])"), "english"),
     # bare digits, not part of a size like 500g or 1kg
-    (re.compile(r"(?<![0-9a-z.])(\d{1,3})(?![0-9.]|\s?(?:g|kg|ml|l|克|毫升|元|块钱|点|号|楼|分|岁)(?![a-z]))"), "bare"),
+    (re.compile(r"(?<![0-9a-z.])(\d{1,3})(?![0-9.]|\s?(?:g|kg|ml|l|克|毫升|元|块|点|号|楼|分|岁|%)(?![a-z]))"), "bare"),
 ]
 
 
@@ -98,7 +95,7 @@ def _value(m: re.Match[str], kind: str) -> int | None:
     if kind == "x" or kind == "bare":
         return int(m.group(1))
     if kind == "colloquial":
-        return 2 if m.group(0) == "俩" else 3
+        return 3 if m.group(0) == "仨" else 2
     if kind == "english":
         return _EN_NUMBERS[m.group(1)]
     n = parse_chinese_numeral(m.group(1))

@@ -7,6 +7,7 @@ An option mention carries *keys* (the words that name it); each item has a table
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable
 
 from .lexicon import normalize
 from .specs import ItemSpec
@@ -15,7 +16,7 @@ from .specs import ItemSpec
 # canonical name (the name used in the demo menu). Negations are whole phrases on purpose: "冰" or
 # "糖" alone are parts of item names (冰鲜柠檬水, 黑糖) and never an option by themselves.
 COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "大杯": ("大一点", "加大", "大份的", "大杯的", "超大杯的", "large one", "large cup", "big cup", "upsize",
+    "大杯": ("大一点", "加大", "大份的", "大杯的", "超大杯的", "large cup", "big cup", "upsize",
              "venti", "grande", "xl"),
     "中杯": ("中杯的", "中份的", "medium cup", "regular cup", "tall"),
     "标准糖": ("正常甜", "正常糖的", "全糖的", "normal sugar", "normal sweet", "regular sweet"),
@@ -30,7 +31,7 @@ COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "去冰": ("去冰的", "不放冰", "别加冰", "不要加冰", "不用冰", "不要冰块", "冰不要", "无冰的", "hold the ice",
              "no ice please", "ice-free"),
     "常温": ("常温的", "室温", "不冰不热", "不要冰的也不要热的", "room-temperature"),
-    "热": ("热饮的", "热一点", "烫的", "温热", "热乎的", "hot one", "warm one", "heated"),
+    "热": ("热饮的", "热一点", "烫的", "温热", "热乎的", "heated"),
 }
 
 
@@ -61,7 +62,7 @@ def option_table(item: ItemSpec) -> ItemOptions:
     return ItemOptions(by_key=by_key, names=names)
 
 
-def option_surfaces(items: list[ItemSpec]) -> dict[str, tuple[str, ...]]:
+def option_surfaces(items: Iterable[ItemSpec]) -> dict[str, tuple[str, ...]]:
     """Every phrase that names an option -> the keys to look it up with in an item's table.
 
     The keys are the phrase itself plus the canonical option names it stands for, so a colloquial
@@ -78,11 +79,11 @@ def option_surfaces(items: list[ItemSpec]) -> dict[str, tuple[str, ...]]:
         if k not in keys:
             keys.append(k)
 
-    for item in items:
-        for group in item.groups:
-            for opt in group.options:
-                for word in (opt.name, *opt.aliases):
-                    add(word, opt.name)
+    groups = {g for item in items for g in item.groups}
+    for group in groups:
+        for opt in group.options:
+            for word in (opt.name, *opt.aliases):
+                add(word, opt.name)
     for canonical, phrases in COLLOQUIAL_OPTIONS.items():
         for phrase in phrases:
             add(phrase, canonical)

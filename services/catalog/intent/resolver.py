@@ -17,6 +17,7 @@ Everything that depends only on the catalog is indexed once in __init__.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -29,6 +30,8 @@ from .lexicon import is_cjk, normalize, pinyin_words, readings
 from .numbers import scan_quantities
 from .options import ItemOptions, option_surfaces, option_table
 from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
+
+_log = logging.getLogger(__name__)
 
 # Sentences longer than this are read only this far: an order is a sentence, not an essay, and it
 # bounds the work per call whatever a client sends.
@@ -43,6 +46,7 @@ _STANDARD_MARKERS = ("标准", "经典", "原味", "招牌", "standard", "classi
 _PUNCT = re.compile(r"[,，、;；。.!！?？/|~～\n]+")
 _SIZE_SUFFIX = re.compile(r"\s*(\([^)]*\)|\d+(\.\d+)?\s*(g|kg|ml|l|枚|个|只|斤|克|片)?)\s*$")
 _WORD = re.compile(r"[a-z][a-z'\-]*")
+_LEAD_WORD = re.compile(r"[a-z0-9']+")
 
 
 @dataclass
@@ -133,25 +137,32 @@ class RuleBasedResolver:
         self._items_by_brand: dict[str, list[ItemSpec]] = {b: [] for b in self._brands}
         for item in self._items.values():
             self._items_by_brand[item.brand_id].append(item)
-        self._options: dict[str, ItemOptions] = {i.item_id: option_table(i) for i in self._items.values()}
+        tables: dict[tuple, ItemOptions] = {}  # most items share their option groups: build each table once
+        self._options: dict[str, ItemOptions] = {
+            i.item_id: tables.get(i.groups) or tables.setdefault(i.groups, option_table(i)) for i in self._items.values()}
+        self._standard = {i.item_id: _is_standard(i.name) for i in self._items.values()}
+        self._by_category: dict[tuple[str, str], list[ItemSpec]] = {}
+        for item in self._items.values():
+            self._by_category.setdefault((item.brand_id, item.category), []).append(item)
         self._core = {i.item_id: _core_name(i.name) for i in self._items.values()}
         self._surfaces: dict[str, _Meaning] = {}
         self._index_catalog()
         self._by_first: dict[str, list[tuple[str, _Meaning, bool, bool]]] = {}
+        self._by_word: dict[str, list[tuple[str, _Meaning, bool, bool]]] = {}
         self._by_reading: dict[str, list[tuple[str, tuple[frozenset[str], ...], _Meaning]]] = {}
         self._index_surfaces()
         self._fuzzy_choices = [s for s in self._surfaces if s.isascii() and len(s) >= 4
                                and s not in STOPWORDS and not self._surfaces[s].sep]
 
     # ----------------------------------------------------------------------------------- indexing
-    def _meaning(self, surface: str) -> _Meaning | None:
-        s = normalize(surface)
+    def _meaning(self, surface: str, *, normalized: bool = False) -> _Meaning | None:
+        s = surface if normalized else normalize(surface)
         if not s:
             return None
         return self._surfaces.setdefault(s, _Meaning())
 
-    def _add_item(self, surface: str, item_id: str, quality: float, how: str) -> None:
-        m = self._meaning(surface)
+    def _add_item(self, surface: str, item_id: str, quality: float, how: str, normalized: bool = False) -> None:
+        m = self._meaning(surface, normalized=normalized)
         if m is not None and quality > m.items.get(item_id, 0.0):
             m.items[item_id] = quality
             m.item_how[item_id] = how
@@ -195,8 +206,8 @@ class RuleBasedResolver:
                 for piece, share in _pieces(word):
                     if piece in generic or piece == word:
                         continue
-                    self._add_item(piece, item.item_id, 0.5 + 0.35 * share, "piece")
-        for surface, keys in option_surfaces(list(self._items.values())).items():
+                    self._add_item(piece, item.item_id, 0.5 + 0.35 * share, "piece", normalized=True)
+        for surface, keys in option_surfaces(self._items.values()).items():
             m = self._meaning(surface)
             if m is not None:
                 m.option_keys = keys
@@ -230,28 +241,34 @@ class RuleBasedResolver:
         for surface, meaning in self._surfaces.items():
             left = surface[0].isascii() and surface[0].isalnum()
             right = surface[-1].isascii() and surface[-1].isalnum()
-            self._by_first.setdefault(surface[0], []).append((surface, meaning, left, right))
-            # Homophones only for names of 3+ Chinese characters: two-character homophones are
-            # everywhere in ordinary speech.
+            if left:
+                # English phrases are looked up by their first word, so a big English menu does
+                # not make every letter of the sentence scan a long list.
+                self._by_word.setdefault(_LEAD_WORD.match(surface).group(), []).append((surface, meaning, left, right))
+            else:
+                self._by_first.setdefault(surface[0], []).append((surface, meaning, left, right))
             # Homophones only for whole names and aliases of 3+ Chinese characters: two-character
             # homophones and pieces of names are everywhere in ordinary speech.
-            named = meaning.brand is not None or any(h != "piece" for h in meaning.item_how.values())
-            if len(surface) >= 3 and all(is_cjk(c) for c in surface) and named:
+            if left or len(surface) < 3 or not all(is_cjk(c) for c in surface):
+                continue
+            if meaning.brand is not None or any(h != "piece" for h in meaning.item_how.values()):
                 rd = tuple(readings(c) for c in surface)
                 for r in rd[0]:
                     self._by_reading.setdefault(r, []).append((surface, rd, meaning))
-        for bucket in self._by_first.values():
+        for bucket in (*self._by_first.values(), *self._by_word.values()):
             bucket.sort(key=lambda e: -len(e[0]))
 
     # ----------------------------------------------------------------------------------- reading
     def resolve(self, text: str, *, card_face_value_fen: int = 2500) -> Reading:
         try:
             return self._resolve(text, card_face_value_fen)
-        except Exception:  # pragma: no cover - a sentence must never crash the RPC
+        except Exception:  # pragma: no cover - a sentence must never fail the RPC: ask instead, and log
+            _log.exception("intent resolver failed on %r", text[:80] if isinstance(text, str) else text)
             return self._clarify_nothing()
 
     def _resolve(self, text: str, face: int) -> Reading:
-        norm = normalize(text if isinstance(text, str) else str(text))[:MAX_CHARS]
+        raw = text if isinstance(text, str) else str(text)
+        norm = normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS]
         tokens, unexplained = self._tokens(norm)
         drafts, global_opts = _parse(tokens)
         known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
@@ -273,7 +290,12 @@ class RuleBasedResolver:
         n = len(text)
         matches: list[list[tuple[int, float, _Meaning, str, float]]] = [[] for _ in range(n)]
         for i, ch in enumerate(text):
-            for surface, meaning, left, right in self._by_first.get(ch, ()):
+            bucket = self._by_first.get(ch, ())
+            if ch.isascii() and ch.isalnum():
+                if i > 0 and _is_word_char(text[i - 1]):
+                    continue
+                bucket = self._by_word.get(_LEAD_WORD.match(text, i).group(), ())
+            for surface, meaning, left, right in bucket:
                 j = i + len(surface)
                 if j > n or not text.startswith(surface, i):
                     continue
@@ -306,6 +328,7 @@ class RuleBasedResolver:
                                 kind, q = meaning.best()
                                 scale = 0.6 + 0.3 * exact / len(surface)
                                 matches[i].append((j, q * scale, meaning, "sound", scale))
+        self._fuzzy_matches(text, matches)
         # Weighted interval scheduling: the reading that explains the most of the sentence.
         best = [0.0] * (n + 1)
         choice: list[tuple[int, float, _Meaning, str, float] | None] = [None] * (n + 1)
@@ -354,7 +377,7 @@ class RuleBasedResolver:
 
     def _token(self, text: str, i: int, j: int, meaning: _Meaning, how: str, scale: float) -> _Token:
         kind, q = meaning.best()
-        tok = _Token(kind=kind, start=i, end=j, quality=q, surface=text[i:j], meaning=meaning, how=how)
+        tok = _Token(kind=kind, start=i, end=j, quality=q * scale, surface=text[i:j], meaning=meaning, how=how)
         if kind == ITEM:
             tok.items = {item_id: iq * scale for item_id, iq in meaning.items.items()}
             if len(tok.items) > 1:
@@ -364,42 +387,44 @@ class RuleBasedResolver:
                     extra = sum(1 for c in set(self._core[item_id]) if is_cjk(c) and c in near and c not in tok.surface)
                     tok.items[item_id] += 0.04 * extra
             best_item = max(tok.items, key=tok.items.__getitem__)
-            tok.how = "sound" if how == "sound" else meaning.item_how.get(best_item, how)
+            tok.how = how if how in ("sound", "fuzzy") else meaning.item_how.get(best_item, how)
         return tok
 
-    def _gap_tokens(self, text: str, a: int, b: int) -> list[_Token]:
-        gap = text[a:b]
-        out: list[_Token] = []
-        masked = list(gap)
-        # Fuzzy English words (typos): longest word windows first.
-        words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(gap)]
-        used = [False] * len(words)
-        for size in (3, 2, 1):
+    def _fuzzy_matches(self, text: str, matches: list[list]) -> None:
+        """English typos (amercano, cocunut latte): windows of 1-3 words that hold a word we do not
+        know are compared with every English phrase of the catalog. Sentences made only of known
+        words skip this, which keeps the usual call cheap."""
+        words = [(m.start(), m.end(), m.group()) for m in _WORD.finditer(text)]
+        unknown = [w[2] not in STOPWORDS and w[2] not in self._surfaces and len(w[2]) >= 3 for w in words]
+        if not any(unknown):
+            return
+        for size in (1, 2, 3):
             for k in range(len(words) - size + 1):
-                if any(used[k:k + size]):
-                    continue
                 window = words[k:k + size]
-                if window[0][2] in STOPWORDS or window[-1][2] in STOPWORDS:
+                if not any(unknown[k:k + size]) or window[0][2] in STOPWORDS or window[-1][2] in STOPWORDS:
                     continue
-                phrase = gap[window[0][0]:window[-1][1]]
+                start, end = window[0][0], window[-1][1]
+                phrase = text[start:end]
                 if len(phrase) < 4:
                     continue
-                hit = process.extractOne(phrase, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=84)
+                hit = process.extractOne(phrase, self._fuzzy_choices, scorer=fuzz.ratio, score_cutoff=80)
                 if hit is None:
                     continue
                 surface, score, _ = hit
+                # One slip in five letters (pepsy, fires) is 80; below 84 the first letter must agree.
+                if score < 84 and surface[0] != phrase[0]:
+                    continue
                 meaning = self._surfaces[surface]
-                scale = 0.55 + 0.3 * (score - 84) / 16
-                tok = self._token(text, a + window[0][0], a + window[-1][1], meaning, "fuzzy", scale)
-                tok.quality *= scale
-                tok.how = "fuzzy"
-                out.append(tok)
-                for u in range(k, k + size):
-                    used[u] = True
-                for c in range(window[0][0], window[-1][1]):
-                    masked[c] = " "
-        rest = "".join(masked)
-        for q in scan_quantities(rest):
+                kind, q = meaning.best()
+                scale = 0.5 + 0.35 * (score - 80) / 20
+                matches[start].append((end, q * scale, meaning, "fuzzy", scale))
+
+    def _gap_tokens(self, text: str, a: int, b: int) -> list[_Token]:
+        """Quantities and punctuation in a stretch no catalog phrase explained."""
+        gap = text[a:b]
+        out: list[_Token] = []
+        masked = list(gap)
+        for q in scan_quantities(gap):
             out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0,
                               surface=gap[q.start:q.end], quantity=q.quantity))
             for c in range(q.start, q.end):
@@ -457,8 +482,12 @@ class RuleBasedResolver:
                         picks = [cc[0] for cc in choices]
                         picks[li] = alt
                         out.append(self._candidate(brand_id, drafts, picks, global_opts, by_cat, dropped, 1))
-        if not all_category and not known:
+        if not all_category:
             out.sort(key=lambda c: -c.confidence)
+            if out and out[0].confidence >= 0.9:
+                # A clear reading (草莓 -> 盒马's strawberries): a far weaker one from another
+                # brand (芝芝莓莓) is a different order, not an alternative store for this one.
+                out = [c for c in out if c.confidence >= 0.8 * out[0].confidence]
         return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
 
     def _brands_for(self, drafts: list[_Draft]) -> list[str]:
@@ -469,7 +498,8 @@ class RuleBasedResolver:
                     b = self._items[item_id].brand_id
                     seen[b] = max(seen.get(b, 0.0), q)
         if not seen:
-            return list(self._brand_order)
+            cats = {c for d in drafts if d.token.meaning and d.token.meaning.cats for c in d.token.meaning.cats}
+            return [b for b in self._brand_order if any((b, c) in self._by_category for c in cats)]
         return sorted(seen, key=lambda b: -seen[b])
 
     def _choices(self, draft: _Draft, brand_id: str, face: int) -> list[_Pick]:
@@ -479,26 +509,28 @@ class RuleBasedResolver:
             mine = [(q, self._items[i]) for i, q in tok.items.items() if self._items[i].brand_id == brand_id]
             if not mine:
                 return []
-            mine.sort(key=lambda e: (-round(e[0], 3), e[1].price_fen > face, not _is_standard(e[1].name),
+            mine.sort(key=lambda e: (-round(e[0], 3), e[1].price_fen > face, not self._standard[e[1].item_id],
                                      self._menu_index[e[1].item_id]))
             top = mine[0][0]
             picks = []
             for rank, (q, item) in enumerate(mine):
                 conf = min(0.97, q)
+                note = _how_note(tok, item)
                 if rank == 0 and len(mine) > 1 and mine[1][0] >= top - 0.05:
                     conf *= 0.75  # a tie: 拿铁 could be any latte
-                note = _how_note(tok, item)
+                    others = "/".join(i.name for q2, i in mine[1:4] if q2 >= top - 0.05)
+                    note += f" (ambiguous, also {others}; took the standard or card-covered one)"
                 picks.append(_Pick(item, conf if rank == 0 else conf * 0.8, note))
             return picks[:4]
         cats = tok.meaning.cats if tok.meaning and tok.meaning.cats else frozenset()
-        pool = [i for i in self._items_by_brand.get(brand_id, ()) if i.category in cats]
+        pool = [i for c in cats for i in self._by_category.get((brand_id, c), ())]
         if not pool:
             return []
         words = tok.surface
 
         def key(item: ItemSpec) -> tuple:
             return (item.price_fen * qty > face, item.price_fen > face, words not in item.name,
-                    not _is_standard(item.name), self._menu_index[item.item_id])
+                    not self._standard[item.item_id], self._menu_index[item.item_id])
 
         pool.sort(key=key)
         if pool[0].price_fen <= face:
@@ -542,7 +574,7 @@ class RuleBasedResolver:
         parts = ", ".join(f"{ln.quantity}×{self._items[ln.item_id].name}"
                           + (" [" + ",".join(self._options[ln.item_id].names[(g, o)] for g, o in ln.options.items()) + "]"
                              if ln.options else "") for ln in lines)
-        explanation = f"{brand.name}: {parts}; " + "; ".join(n for n in notes if n)
+        explanation = "; ".join([f"{brand.name}: {parts}", *(n for n in notes if n)])
         return Candidate(brand_id=brand_id, lines=tuple(lines), confidence=round(conf * (0.9 ** rank), 3),
                          explanation=explanation, by_category=by_category)
 
@@ -550,7 +582,7 @@ class RuleBasedResolver:
         out = []
         for brand_id in known:
             pool = sorted(self._items_by_brand.get(brand_id, ()),
-                          key=lambda i: (i.price_fen > face, not _is_standard(i.name), self._menu_index[i.item_id]))
+                          key=lambda i: (i.price_fen > face, not self._standard[i.item_id], self._menu_index[i.item_id]))
             if pool and pool[0].price_fen <= face:
                 pool = [i for i in pool if i.price_fen <= face]
             for rank, item in enumerate(pool[:3]):
@@ -642,6 +674,10 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
             pending_qty, pending_opts = None, []
             drafts.append(d)
             cur, seg_open, clause_break = d, None, False
+        elif t.kind == QTY and global_next and drafts:
+            for d in drafts:
+                if not d.segs:
+                    d.segs.append(_Seg(t.quantity))
         elif t.kind == QTY:
             nxt = ahead(k)
             pre = nxt is not None
@@ -663,7 +699,21 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 cur.shared.append(t)
     if pending_opts and cur is not None:
         cur.shared.extend(pending_opts)
-    return drafts, global_opts
+    return _merge_references(drafts), global_opts
+
+
+def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
+    """"两杯芝芝莓莓，芝芝莓莓要去冰": a later mention with no count of its own and only options
+    refers back to the counted line of the same item, it is not one more cup."""
+    out: list[_Draft] = []
+    for d in drafts:
+        earlier = next((e for e in out if e.token.kind == ITEM and d.token.kind == ITEM and e.segs
+                        and set(e.token.items) == set(d.token.items)), None)
+        if earlier is not None and not d.segs and d.shared:
+            earlier.shared.extend(d.shared)
+            continue
+        out.append(d)
+    return out
 
 
 # ------------------------------------------------------------------------------------- helpers

@@ -287,3 +287,30 @@ async def test_under_a_burst_only_ok_or_overloaded_come_back_and_critical_calls_
         assert health.status == health_pb2.HealthCheckResponse.SERVING
     finally:
         await h.stop()
+
+
+async def test_an_unreachable_upstream_is_unavailable_with_retry_advice_and_no_internal_addresses():
+    settings = dataclasses.replace(
+        Settings.from_env("gateway", {"MIANDAN_GATEWAY_PORT": "0", "MIANDAN_LOG_CALLS": "0"}),
+        card_addr="127.0.0.1:1", catalog_addr="127.0.0.1:1", order_addr="127.0.0.1:1", lottery_addr="127.0.0.1:1",
+    )
+    server = await build(settings, campaign_id="spring-2026")
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+            md = (("authorization", f"Bearer {mint(settings, 'alice')}"),)
+            for call in (stub.GetMenu(gw.GetMenuRequest(store_id="s"), metadata=md, timeout=5),
+                         stub.GetWallet(gw.GetWalletRequest(), metadata=md, timeout=5)):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                d = error_details(info.value)
+                assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert d["reason"] == "UPSTREAM_UNAVAILABLE" and d["retry_after_ms"] == 1000
+                assert "127.0.0.1" not in (info.value.details() or "")
+            stream = stub.WatchOrder(gw.WatchOrderRequest(order_id="o"), metadata=md, timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stream.read()
+            assert error_details(info.value)["reason"] == "UPSTREAM_UNAVAILABLE"
+    finally:
+        await server.stop(0)

@@ -6,7 +6,7 @@ import asyncio
 import grpc
 import pytest
 
-from miandan.card.v1 import card_pb2
+from miandan.card.v1 import card_pb2, card_service_pb2 as card_svc
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as cat_svc
 from miandan.order.v1 import order_pb2, order_service_pb2 as svc
 from services.common.errors import error_details
@@ -177,17 +177,20 @@ async def test_card_service_down_gives_unavailable_and_no_card_stays_reserved_on
 
 async def test_a_slow_card_service_gives_deadline_exceeded_and_the_hidden_hold_is_released(stack):
     (card_id,) = await stack.signup("gina")
-    await stack.order.PlaceOrder(place_req("warm", "gina", card_use=S.CARD_USE_NONE), metadata=stack.md)
-    await stack.cards("gina")
+    # Warm the order->card connection (a user without cards: ReserveCard answers NO_CARD_AVAILABLE),
+    # so the delay below holds back answers, not the connection handshake.
+    await stack.order.PlaceOrder(place_req("warm", "nobody"), metadata=stack.md)
     stack.proxy.delay = 0.6
     code, info = await rpc_error(stack.order.PlaceOrder(place_req("g1", "gina"), metadata=stack.md, timeout=0.4))
-    assert code == "DEADLINE_EXCEEDED"
+    assert (code, info["reason"]) == ("DEADLINE_EXCEEDED", "UPSTREAM_DEADLINE")
     # The card service did hold the card; the order service undoes it once answers come back.
     await stack.service.drain()
     stack.proxy.delay = 0.0
     stack.clock.advance(31)
     await _sweep_until_settled(stack)
     assert (await stack.cards("gina")) == {card_id: AVAILABLE}
+    history = await stack.card.GetCardHistory(card_svc.GetCardHistoryRequest(card_id=card_id), metadata=stack.admin_md)
+    assert [e.cause for e in history.entries][-2:] == ["RESERVE", "RELEASE"]
 
 
 async def test_an_unpaid_order_lapses_and_a_payment_after_that_is_refunded(stack):
@@ -301,6 +304,9 @@ async def test_users_see_only_their_own_orders_and_roles_are_enforced(stack):
     assert [x.order_id for x in everything.orders] == [o.order_id]
     code, _ = await rpc_error(stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="leo")))
     assert code == "UNAUTHENTICATED"
+    watch = stack.order.WatchOrder(svc.WatchOrderRequest(order_id=o.order_id, user_id="eve"), metadata=stack.md, timeout=5)
+    code, info = await rpc_error(watch.read())
+    assert (code, info["reason"]) == ("NOT_FOUND", "ORDER_NOT_FOUND")
 
 
 async def test_a_cart_is_priced_on_read_refuses_another_store_and_can_be_ordered(stack):

@@ -138,6 +138,15 @@ def test_card_and_order_pointing_at_different_partners_are_found():
     assert checks(found) == ["CARD_ORDER_LINK_MISMATCH", "CARD_ORDER_LINK_MISMATCH"]
 
 
+def test_a_card_held_under_a_retry_attempt_key_belongs_to_that_order():
+    cards = [card("c1", state="REDEEMED", order_id="o1.2")]
+    assert check_redemptions(cards, [order("o1", card_id="c1")]) == []
+    assert checks(check_redemptions([card("c1", state="REDEEMED", order_id="o1.x")], [order("o1", card_id="c1")])) == [
+        "CARD_ORDER_LINK_MISMATCH",
+        "CARD_ORDER_LINK_MISMATCH",
+    ]
+
+
 def test_spending_another_users_card_is_found():
     found = check_redemptions([card("c1", user="bob", state="REDEEMED", order_id="o1")], [order("o1", user="alice", card_id="c1")])
     assert checks(found) == ["CARD_OWNER_MISMATCH"]

@@ -8,7 +8,10 @@ from services.catalog.intent.evaluation import Judge, load_cases
 
 ROOT = Path(__file__).resolve().parents[3]
 DEV = load_cases(ROOT / "tests/data/nl_dev_set.jsonl")
-HELD_OUT = load_cases(Path(__file__).with_name("heldout.jsonl"))
+# Written before the resolver was tuned, in three rounds (round 1 before any code ran, rounds 2
+# and 3 each before looking at how the resolver did on them); bench/intent.py prints each round.
+HELD_OUT = [c for name in ("heldout.jsonl", "heldout_round2.jsonl", "heldout_round3.jsonl")
+            for c in load_cases(Path(__file__).with_name(name))]
 BRANDS, ITEMS = load_demo_specs()
 RESOLVER = build_resolver(BRANDS, ITEMS)
 JUDGE = Judge(BRANDS, ITEMS)
@@ -25,4 +28,4 @@ def test_held_out_sentence_is_understood(case):
 
 
 def test_held_out_set_is_large_enough_to_mean_something():
-    assert len(HELD_OUT) >= 40
+    assert len(HELD_OUT) >= 120

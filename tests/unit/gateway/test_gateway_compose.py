@@ -1,7 +1,6 @@
 """The gateway's flows against in-memory upstream fakes."""
 from __future__ import annotations
 
-import asyncio
 import time
 
 import grpc

@@ -11,7 +11,7 @@ import pytest
 from services.common.clock import FakeClock
 from services.common.errors import DeadlineExceeded, FailedPrecondition, NotFound, PermissionDenied, Unavailable
 from services.order.handlers import OrderConfig, OrderEvents, OrderService
-from services.order.model import Line, Problem, Quote, Selection
+from services.order.model import Line, Problem, Quote
 from services.order.payment import SandboxPaymentProvider
 from services.order.store import SqliteOrderStore
 from services.order.upstream import CONFIRMED, HELD, REFUNDED, RELEASED, Reservation
@@ -37,6 +37,8 @@ class FakeCardService:
     down: bool = False
     # Do the work, then answer as if the deadline passed (the caller cannot tell it happened).
     slow: bool = False
+    # Refuse this many ConfirmReservation calls as an overloaded card server would.
+    shed_confirms: int = 0
 
     def grant(self, card_id: str, user_id: str, face_fen: int = 2500) -> None:
         self.cards[card_id] = FakeCard(card_id, user_id, face_fen)
@@ -81,6 +83,9 @@ class FakeCardService:
 
     async def confirm(self, key, *, timeout):
         self._gate("ConfirmReservation")
+        if self.shed_confirms > 0:
+            self.shed_confirms -= 1
+            raise Unavailable("UPSTREAM_UNAVAILABLE", "shed", 10, metadata={"upstream_reason": "OVERLOADED"})
         r = self.reservations.get(key)
         if r is None:
             raise NotFound("RESERVATION_NOT_FOUND", "none")
@@ -179,6 +184,3 @@ async def world(tmp_path):
     yield World(service, store, card, catalog, payments, clock)
     await store.close()
 
-
-def sel(item: str = "latte", qty: int = 1) -> Selection:
-    return Selection(item, qty)

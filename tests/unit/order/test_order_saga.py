@@ -56,6 +56,14 @@ async def test_an_order_above_the_face_value_waits_for_payment_then_confirms_the
     assert again.version == paid.version
 
 
+async def test_a_confirmation_shed_by_an_overloaded_card_service_is_retried_not_thrown_away(world):
+    world.card.grant("c1", "u1")
+    world.card.shed_confirms = 2
+    order = await world.service.place_order(place())
+    assert order.status == model.PAID and world.card.calls["ConfirmReservation"] == 3
+    assert world.card.cards["c1"].state == "REDEEMED"
+
+
 async def test_card_use_none_never_calls_the_card_service(world):
     world.card.grant("c1", "u1")
     order = await world.service.place_order(place(card_use=model.CARD_NONE))

@@ -4,6 +4,14 @@ isort:skip_file
 The public front of miandan. Every call carries "authorization: Bearer <token>" (a signed
 JWT); the user is the token's subject, never a field of the request. Under overload calls are
 answered UNAVAILABLE with reason OVERLOADED and a retry delay, least critical first.
+
+Errors common to every RPC (google.rpc.ErrorInfo reason):
+  UNAUTHENTICATED: TOKEN_MISSING, TOKEN_EXPIRED, TOKEN_INVALID (bad signature, malformed,
+    missing sub/exp/iat/iss claim), TOKEN_WRONG_ISSUER;
+  UNAVAILABLE: OVERLOADED (with RetryInfo and grpc-retry-pushback-ms; shed by the gateway or an
+    upstream service), UPSTREAM_UNAVAILABLE (a service could not be reached; RetryInfo 1 s);
+  DEADLINE_EXCEEDED: the caller's deadline passed (it is propagated to every upstream call).
+Errors of the services behind (e.g. CARD_CAP_REACHED, ORDER_NOT_FOUND) pass through unchanged.
 """
 
 from collections import abc as _abc

@@ -110,20 +110,28 @@ class GatewayServiceServicer:
 
     def Join(self, request, context):
         """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite.
+        A pass-phrase that cannot be accepted (INVITEE_NOT_NEW, SELF_INVITE, INVITE_CODE_NOT_FOUND...)
+        does not fail the join: see JoinResponse.invite_problem. Text without any pass-phrase is
+        INVALID_ARGUMENT on pass_phrase_text (the sign-up card is granted all the same).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetWallet(self, request, context):
-        """The caller's wallet, cards, invite pass-phrase and lottery standing.
+        """The caller's wallet, cards, invite pass-phrase and lottery standing. When the lottery
+        service is unreachable the wallet is still returned, with entered_today false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def OrderByText(self, request, context):
-        """Orders from one sentence: a priced preview, or with confirm the placed order.
+        """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
+        live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
+        Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
+        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
+        on text (empty, > 500 characters) or request_id (required with confirm).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -193,7 +201,8 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDrawResults(self, request, context):
-        """A day's draw results, verified (SHEDDABLE).
+        """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
+        recomputes the winners itself from the published algorithm.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -4,6 +4,14 @@ isort:skip_file
 The public front of miandan. Every call carries "authorization: Bearer <token>" (a signed
 JWT); the user is the token's subject, never a field of the request. Under overload calls are
 answered UNAVAILABLE with reason OVERLOADED and a retry delay, least critical first.
+
+Errors common to every RPC (google.rpc.ErrorInfo reason):
+  UNAUTHENTICATED: TOKEN_MISSING, TOKEN_EXPIRED, TOKEN_INVALID (bad signature, malformed,
+    missing sub/exp/iat/iss claim), TOKEN_WRONG_ISSUER;
+  UNAVAILABLE: OVERLOADED (with RetryInfo and grpc-retry-pushback-ms; shed by the gateway or an
+    upstream service), UPSTREAM_UNAVAILABLE (a service could not be reached; RetryInfo 1 s);
+  DEADLINE_EXCEEDED: the caller's deadline passed (it is propagated to every upstream call).
+Errors of the services behind (e.g. CARD_CAP_REACHED, ORDER_NOT_FOUND) pass through unchanged.
 """
 
 from collections import abc as _abc
@@ -39,11 +47,22 @@ class GatewayServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> GatewayServiceAsyncStub: ...
     Join: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.JoinRequest, _gateway_service_pb2.JoinResponse]
-    """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite."""
+    """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite.
+    A pass-phrase that cannot be accepted (INVITEE_NOT_NEW, SELF_INVITE, INVITE_CODE_NOT_FOUND...)
+    does not fail the join: see JoinResponse.invite_problem. Text without any pass-phrase is
+    INVALID_ARGUMENT on pass_phrase_text (the sign-up card is granted all the same).
+    """
     GetWallet: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetWalletRequest, _gateway_service_pb2.GetWalletResponse]
-    """The caller's wallet, cards, invite pass-phrase and lottery standing."""
+    """The caller's wallet, cards, invite pass-phrase and lottery standing. When the lottery
+    service is unreachable the wallet is still returned, with entered_today false.
+    """
     OrderByText: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.OrderByTextRequest, _gateway_service_pb2.OrderByTextResponse]
-    """Orders from one sentence: a priced preview, or with confirm the placed order."""
+    """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
+    live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
+    Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
+    on text (empty, > 500 characters) or request_id (required with confirm).
+    """
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]
     """Places a structured order with the caller's best card (CRITICAL)."""
     ConfirmPayment: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.ConfirmPaymentRequest, _gateway_service_pb2.ConfirmPaymentResponse]
@@ -63,7 +82,9 @@ class GatewayServiceStub:
     EnterLottery: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.EnterLotteryRequest, _gateway_service_pb2.EnterLotteryResponse]
     """Enters today's draw when the caller invited enough new users."""
     GetDrawResults: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetDrawResultsRequest, _gateway_service_pb2.GetDrawResultsResponse]
-    """A day's draw results, verified (SHEDDABLE)."""
+    """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
+    recomputes the winners itself from the published algorithm.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -73,11 +94,22 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Join: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.JoinRequest, _gateway_service_pb2.JoinResponse]  # type: ignore[assignment]
-    """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite."""
+    """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite.
+    A pass-phrase that cannot be accepted (INVITEE_NOT_NEW, SELF_INVITE, INVITE_CODE_NOT_FOUND...)
+    does not fail the join: see JoinResponse.invite_problem. Text without any pass-phrase is
+    INVALID_ARGUMENT on pass_phrase_text (the sign-up card is granted all the same).
+    """
     GetWallet: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetWalletRequest, _gateway_service_pb2.GetWalletResponse]  # type: ignore[assignment]
-    """The caller's wallet, cards, invite pass-phrase and lottery standing."""
+    """The caller's wallet, cards, invite pass-phrase and lottery standing. When the lottery
+    service is unreachable the wallet is still returned, with entered_today false.
+    """
     OrderByText: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.OrderByTextRequest, _gateway_service_pb2.OrderByTextResponse]  # type: ignore[assignment]
-    """Orders from one sentence: a priced preview, or with confirm the placed order."""
+    """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
+    live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
+    Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
+    on text (empty, > 500 characters) or request_id (required with confirm).
+    """
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Places a structured order with the caller's best card (CRITICAL)."""
     ConfirmPayment: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ConfirmPaymentRequest, _gateway_service_pb2.ConfirmPaymentResponse]  # type: ignore[assignment]
@@ -97,7 +129,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     EnterLottery: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.EnterLotteryRequest, _gateway_service_pb2.EnterLotteryResponse]  # type: ignore[assignment]
     """Enters today's draw when the caller invited enough new users."""
     GetDrawResults: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetDrawResultsRequest, _gateway_service_pb2.GetDrawResultsResponse]  # type: ignore[assignment]
-    """A day's draw results, verified (SHEDDABLE)."""
+    """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
+    recomputes the winners itself from the published algorithm.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """Authenticates end users, composes the card, catalog, order and lottery services, and sheds
@@ -110,7 +144,11 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.JoinRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.JoinResponse, _abc.Awaitable[_gateway_service_pb2.JoinResponse]]:
-        """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite."""
+        """Joins the campaign: claims the sign-up card and, with a pass-phrase, accepts the invite.
+        A pass-phrase that cannot be accepted (INVITEE_NOT_NEW, SELF_INVITE, INVITE_CODE_NOT_FOUND...)
+        does not fail the join: see JoinResponse.invite_problem. Text without any pass-phrase is
+        INVALID_ARGUMENT on pass_phrase_text (the sign-up card is granted all the same).
+        """
 
     @_abc_1.abstractmethod
     def GetWallet(
@@ -118,7 +156,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.GetWalletRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.GetWalletResponse, _abc.Awaitable[_gateway_service_pb2.GetWalletResponse]]:
-        """The caller's wallet, cards, invite pass-phrase and lottery standing."""
+        """The caller's wallet, cards, invite pass-phrase and lottery standing. When the lottery
+        service is unreachable the wallet is still returned, with entered_today false.
+        """
 
     @_abc_1.abstractmethod
     def OrderByText(
@@ -126,7 +166,12 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.OrderByTextRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.OrderByTextResponse, _abc.Awaitable[_gateway_service_pb2.OrderByTextResponse]]:
-        """Orders from one sentence: a priced preview, or with confirm the placed order."""
+        """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
+        live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
+        Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
+        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
+        on text (empty, > 500 characters) or request_id (required with confirm).
+        """
 
     @_abc_1.abstractmethod
     def PlaceOrder(
@@ -206,6 +251,8 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.GetDrawResultsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.GetDrawResultsResponse, _abc.Awaitable[_gateway_service_pb2.GetDrawResultsResponse]]:
-        """A day's draw results, verified (SHEDDABLE)."""
+        """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
+        recomputes the winners itself from the published algorithm.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

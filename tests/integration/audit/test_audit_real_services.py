@@ -1,0 +1,112 @@
+"""The audit against the real card, catalog, order and lottery servers (their wiring.build, real
+SQLite on tmp_path, port 0): clean after real traffic, and it catches a card whose store row was
+tampered with behind the services' back."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import sqlite3
+
+import pytest
+
+from miandan.card.v1 import card_pb2, card_service_pb2 as cs, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as cat, catalog_service_pb2_grpc
+from miandan.common.v1 import common_pb2
+from miandan.order.v1 import order_pb2, order_service_pb2 as os_, order_service_pb2_grpc
+from services.audit import run_audit
+from services.common.auth import internal_metadata, open_channel
+from services.common.config import Settings
+
+CID = "audit-it"
+
+
+@pytest.fixture
+async def suite(tmp_path):
+    from services.card.wiring import build as build_card
+    from services.catalog.wiring import build as build_catalog
+    from services.lottery.wiring import build as build_lottery
+    from services.order.wiring import build as build_order
+
+    env = {"MIANDAN_DATA": str(tmp_path), "MIANDAN_LOG_CALLS": "0", "MIANDAN_CAMPAIGN_ID": CID}
+    for name in ("card", "catalog", "order", "lottery", "gateway"):
+        env[f"MIANDAN_{name.upper()}_PORT"] = "0"
+        env[f"MIANDAN_{name.upper()}_METRICS_PORT"] = "off"
+    servers = []
+
+    async def start(name, build, **addrs):
+        settings = dataclasses.replace(Settings.from_env(name, env), **addrs)
+        server = await build(settings)
+        port = await server.start()
+        servers.append(server)
+        return f"127.0.0.1:{port}"
+
+    card = await start("card", build_card)
+    catalog = await start("catalog", build_catalog)
+    order = await start("order", build_order, card_addr=card, catalog_addr=catalog)
+    lottery = await start("lottery", build_lottery, card_addr=card)
+    settings = dataclasses.replace(Settings.from_env("gateway", env), card_addr=card, catalog_addr=catalog, order_addr=order, lottery_addr=lottery)
+    try:
+        yield settings, tmp_path
+    finally:
+        for server in reversed(servers):
+            await server.stop(0)
+
+
+async def _seed(settings) -> str:
+    """A campaign and one store with one item; returns the store id."""
+    admin = internal_metadata(settings, admin=True)
+    async with open_channel(settings, settings.card_addr) as ch:
+        req = cs.CreateCampaignRequest(request_id="c1", campaign_id=CID, name="audit", rules=card_pb2.CampaignRules(budget_fen=1_000_000))
+        req.start_time.FromDatetime(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
+        req.end_time.FromDatetime(dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc))
+        await card_service_pb2_grpc.CardServiceStub(ch).CreateCampaign(req, metadata=admin, timeout=10)
+    async with open_channel(settings, settings.catalog_addr) as ch:
+        catalog = catalog_service_pb2_grpc.CatalogServiceStub(ch)
+        await catalog.UpsertBrand(
+            cat.UpsertBrandRequest(request_id="b1", brand=catalog_pb2.Brand(brand_id="auditbrand", name="审计咖啡", category="咖啡")),
+            metadata=admin, timeout=10,
+        )
+        item = catalog_pb2.MenuItem(item_id="audit-latte", brand_id="auditbrand", name="拿铁", category="咖啡", price_fen=1_500)
+        await catalog.UpsertMenuItem(cat.UpsertMenuItemRequest(request_id="m1", item=item), metadata=admin, timeout=10)
+        # No opening hours: open around the clock, so the test does not depend on the time of day.
+        store = catalog_pb2.Store(store_id="audit-store", brand_id="auditbrand", name="审计咖啡(测试店)", address="测试路1号", city="杭州",
+                                  location=common_pb2.GeoPoint(latitude=30.27, longitude=120.16))
+
+        async def rows():
+            yield cat.ImportStoresRequest(stores=[store])
+
+        reply = await catalog.ImportStores(rows(), metadata=admin, timeout=10)
+        assert reply.accepted == 1, reply
+    return "audit-store"
+
+
+async def test_real_traffic_audits_clean_and_a_tampered_card_is_caught(suite):
+    settings, data = suite
+    store_id = await _seed(settings)
+    md = internal_metadata(settings)
+    async with open_channel(settings, settings.card_addr) as card_ch, open_channel(settings, settings.order_addr) as order_ch:
+        cards = card_service_pb2_grpc.CardServiceStub(card_ch)
+        orders = order_service_pb2_grpc.OrderServiceStub(order_ch)
+        for user in ("alice", "bob", "carol"):
+            await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id=f"s-{user}", campaign_id=CID, user_id=user), metadata=md, timeout=10)
+        code = (await cards.GetInviteCode(cs.GetInviteCodeRequest(campaign_id=CID, user_id="alice"), metadata=md, timeout=10)).invite_code
+        await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id="s-dave", campaign_id=CID, user_id="dave"), metadata=md, timeout=10)
+        await cards.AcceptInvite(cs.AcceptInviteRequest(request_id="i-dave", campaign_id=CID, invitee_user_id="dave", text=code.pass_phrase_text), metadata=md, timeout=10)
+        placed = []
+        for user in ("alice", "bob", "dave"):
+            reply = await orders.PlaceOrder(
+                os_.PlaceOrderRequest(request_id=f"o-{user}", user_id=user, store_id=store_id, campaign_id=CID,
+                                      lines=[catalog_pb2.LineSelection(item_id="audit-latte", quantity=1)], card_use=order_pb2.CARD_USE_BEST),
+                metadata=md, timeout=10,
+            )
+            placed.append(reply.order)
+        assert [o.status for o in placed] == [order_pb2.ORDER_STATUS_PAID] * 3 and all(o.card_id for o in placed)
+        await orders.CancelOrder(os_.CancelOrderRequest(request_id="c-bob", order_id=placed[1].order_id, user_id="bob"), metadata=md, timeout=10)
+
+    assert await run_audit(settings, CID) == []
+
+    spent = placed[0]
+    with sqlite3.connect(data / "card.db") as db:  # behind the card service's back
+        db.execute("UPDATE cards SET state = 1, order_id = '' WHERE card_id = ?", (spent.card_id,))
+    findings = await run_audit(settings, CID)
+    assert {(f.check, f.ids.get("card_id")) for f in findings} >= {("ORDER_CARD_NOT_REDEEMED", spent.card_id)}, findings
