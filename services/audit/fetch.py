@@ -268,6 +268,7 @@ async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:
         seed=draw.seed,
         beacon_value=draw.beacon_value,
         entrant_count=draw.entrant_count,
+        cutoff_ms=_ms(draw.cutoff_time) if draw.HasField("cutoff_time") else 0,
     )
     if status != "DRAWN":
         return DrawFacts(**base)

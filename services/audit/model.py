@@ -34,6 +34,7 @@ __all__ = [
     "check_reservations",
     "check_invites",
     "check_draws",
+    "check_entrants_qualified",
     "recompute_winners",
     "audit",
 ]
@@ -145,6 +146,7 @@ class DrawFacts:
     algorithm_version: int = 1
     # Winners as VerifyDraw reports them, when they were read from there too; must equal winners.
     verify_winners: tuple[str, ...] | None = None
+    cutoff_ms: int = 0
 
 
 @dataclass
@@ -512,6 +514,27 @@ def check_draws(draws: Sequence[DrawFacts]) -> list[Finding]:
     return out
 
 
+def check_entrants_qualified(campaign: CampaignFacts, draws: Sequence[DrawFacts], inviters: Sequence[InviterFacts]) -> list[Finding]:
+    """Every entrant of a drawn day had invited enough new users before that day's cut-off (the
+    lottery asks the card service at entry; this re-asks afterwards)."""
+    invites = {s.user_id: s.invites for s in inviters}
+    out: list[Finding] = []
+    for d in draws:
+        if d.campaign_id != campaign.campaign_id or d.status != DRAWN:
+            continue
+        for user in d.entrants:
+            made = sum(1 for i in invites.get(user, ()) if not d.cutoff_ms or i.accept_time_ms < d.cutoff_ms)
+            if made < campaign.lottery_invite_threshold:
+                out.append(
+                    Finding(
+                        "ENTRANT_NOT_QUALIFIED",
+                        f"entrant had {made} invites before the cut-off, {campaign.lottery_invite_threshold} are needed",
+                        {"campaign_id": d.campaign_id, "day": d.day, "user_id": user},
+                    )
+                )
+    return out
+
+
 # --- all of it ---------------------------------------------------------------------------------
 
 
@@ -524,6 +547,7 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
         out += check_budget(campaign, facts.budgets.get(cid), cards)
         out += check_user_cap(campaign, cards)
         out += check_invites(campaign, facts.inviters.get(cid, []), cards)
+        out += check_entrants_qualified(campaign, facts.draws, facts.inviters.get(cid, []))
     out += check_redemptions(facts.cards, facts.orders)
     out += check_reservations(facts.cards, facts.now_ms, reservation_grace_ms)
     out += check_draws(facts.draws)

@@ -227,7 +227,7 @@ class OrderService:
         candidate = [*lines, selection]
         quote = await self.catalog.quote(store_id, candidate, timeout=budget())
         new_index = len(lines)
-        own = [p for p in quote.problems if p.line_index == new_index and p.reason in model._ARGUMENT_PROBLEMS]
+        own = [p for p in quote.problems if p.line_index == new_index and p.reason in model.ARGUMENT_PROBLEMS]
         if own:
             raise InvalidArgument("line", f"{own[0].reason}: {own[0].message}", own[0].reason)
         await self.store.add_cart_line(user_id, store_id, selection, request_id)

@@ -299,7 +299,7 @@ def page_size(requested: int, default: int = DEFAULT_PAGE, limit: int = MAX_PAGE
 
 # Catalog quote problems: which are the caller's mistake (INVALID_ARGUMENT) and which are a
 # state of the world (FAILED_PRECONDITION).
-_ARGUMENT_PROBLEMS = {"UNKNOWN_ITEM", "QUANTITY_OUT_OF_RANGE", "OPTION_NOT_OFFERED"}
+ARGUMENT_PROBLEMS = {"UNKNOWN_ITEM", "QUANTITY_OUT_OF_RANGE", "OPTION_NOT_OFFERED"}
 
 
 def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -> None:
@@ -311,11 +311,11 @@ def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -
         for p in problems
     ]
     first = problems[0]
-    if all(p.reason in _ARGUMENT_PROBLEMS for p in problems):
+    if all(p.reason in ARGUMENT_PROBLEMS for p in problems):
         raise InvalidArgument(violations=violations, reason=first.reason, message=f"{first.reason}: {first.message}")
     # A condition of the world (sold out, closed) wins over argument problems: it is what the
     # user must act on first. FailedPrecondition has no violations slot, so build it directly.
-    state = next(p for p in problems if p.reason not in _ARGUMENT_PROBLEMS)
+    state = next(p for p in problems if p.reason not in ARGUMENT_PROBLEMS)
     err = FailedPrecondition(state.reason, state.message or state.reason)
     err.violations = violations
     raise err

@@ -111,9 +111,9 @@ async def test_a_burst_far_above_capacity_gets_only_ok_or_overloaded_and_critica
         shed = [b for b in browsing if b[0] == "UNAVAILABLE"]
         assert all(pushback and pushback > 0 for _, _, pushback, _, _ in shed)
         assert all("当前参与人数较多" in message and "秒后再试" in message for *_, message, _ in shed)
-        # Shedding is immediate, and nothing waited past its deadline.
+        # Nothing waited past its deadline (how fast shedding is, is a benchmark figure:
+        # make bench-overload).
         assert max(latency for *_, latency in browsing) < DEADLINE_S
-        assert sorted(latency for *_, latency in shed)[len(shed) // 2] < 0.5
         assert all(orders) and len(set(orders)) == 2
         assert wall < DEADLINE_S + 1
 

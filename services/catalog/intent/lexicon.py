@@ -15,6 +15,7 @@ CATEGORY_TERMS: dict[str, frozenset[str]] = {
     "奶茶": frozenset({"奶茶"}), "milk tea": frozenset({"奶茶"}), "milktea": frozenset({"奶茶"}),
     "boba": frozenset({"奶茶"}), "珍奶": frozenset({"奶茶"}),
     "果茶": frozenset({"果茶"}), "fruit tea": frozenset({"果茶"}), "水果茶": frozenset({"果茶"}),
+    "果汁": frozenset({"果茶"}), "juice": frozenset({"果茶"}), "冷饮": DRINK_CATEGORIES,
     "茶": frozenset({"奶茶", "果茶", "纯茶"}), "tea": frozenset({"奶茶", "果茶", "纯茶"}),
     "茶饮": frozenset({"奶茶", "果茶", "纯茶"}), "饮品": DRINK_CATEGORIES,
     "咖啡": frozenset({"咖啡"}), "coffee": frozenset({"咖啡"}), "kafei": frozenset({"咖啡"}),

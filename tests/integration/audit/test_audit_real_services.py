@@ -15,9 +15,13 @@ from miandan.common.v1 import common_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2 as os_, order_service_pb2_grpc
 from services.audit import run_audit
 from services.common.auth import internal_metadata, open_channel
+from services.common.clock import FakeClock
 from services.common.config import Settings
 
 CID = "audit-it"
+SHANGHAI = dt.timezone(dt.timedelta(hours=8))
+TOMORROW = (dt.datetime.now(SHANGHAI) + dt.timedelta(days=1)).date()
+LOTTERY_CLOCK = FakeClock(dt.datetime.combine(TOMORROW, dt.time(0, 30), tzinfo=SHANGHAI))
 
 
 @pytest.fixture
@@ -33,9 +37,9 @@ async def suite(tmp_path):
         env[f"MIANDAN_{name.upper()}_METRICS_PORT"] = "off"
     servers = []
 
-    async def start(name, build, **addrs):
+    async def start(name, build, clock=None, **addrs):
         settings = dataclasses.replace(Settings.from_env(name, env), **addrs)
-        server = await build(settings)
+        server = await build(settings, clock=clock) if clock is not None else await build(settings)
         port = await server.start()
         servers.append(server)
         return f"127.0.0.1:{port}"
@@ -43,7 +47,9 @@ async def suite(tmp_path):
     card = await start("card", build_card)
     catalog = await start("catalog", build_catalog)
     order = await start("order", build_order, card_addr=card, catalog_addr=catalog)
-    lottery = await start("lottery", build_lottery, card_addr=card)
+    # The lottery lives early tomorrow (campaign time): today's invites count for tomorrow's draw,
+    # and the test moves its clock past the cut-off instead of waiting for it.
+    lottery = await start("lottery", build_lottery, card_addr=card, clock=LOTTERY_CLOCK)
     settings = dataclasses.replace(Settings.from_env("gateway", env), card_addr=card, catalog_addr=catalog, order_addr=order, lottery_addr=lottery)
     try:
         yield settings, tmp_path
@@ -110,3 +116,38 @@ async def test_real_traffic_audits_clean_and_a_tampered_card_is_caught(suite):
         db.execute("UPDATE cards SET state = 1, order_id = '' WHERE card_id = ?", (spent.card_id,))
     findings = await run_audit(settings, CID)
     assert {(f.check, f.ids.get("card_id")) for f in findings} >= {("ORDER_CARD_NOT_REDEEMED", spent.card_id)}, findings
+
+
+async def test_a_real_draw_verifies_and_its_entrants_qualified(suite):
+    from miandan.lottery.v1 import lottery_service_pb2 as ls, lottery_service_pb2_grpc
+
+    settings, _ = suite
+    await _seed(settings)
+    md = internal_metadata(settings)
+    admin = internal_metadata(settings, admin=True)
+    async with open_channel(settings, settings.card_addr) as card_ch, open_channel(settings, settings.lottery_addr) as lot_ch:
+        cards = card_service_pb2_grpc.CardServiceStub(card_ch)
+        lottery = lottery_service_pb2_grpc.LotteryServiceStub(lot_ch)
+        entrants = []
+        for inviter in ("ann", "ben"):
+            await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id=f"s-{inviter}", campaign_id=CID, user_id=inviter), metadata=md, timeout=10)
+            code = (await cards.GetInviteCode(cs.GetInviteCodeRequest(campaign_id=CID, user_id=inviter), metadata=md, timeout=10)).invite_code
+            for n in range(3):
+                invitee = f"{inviter}-friend{n}"
+                await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id=f"s-{invitee}", campaign_id=CID, user_id=invitee), metadata=md, timeout=10)
+                await cards.AcceptInvite(
+                    cs.AcceptInviteRequest(request_id=f"i-{invitee}", campaign_id=CID, invitee_user_id=invitee, text=code.code), metadata=md, timeout=10
+                )
+            await lottery.EnterDraw(ls.EnterDrawRequest(request_id=f"e-{inviter}", campaign_id=CID, user_id=inviter), metadata=md, timeout=10)
+            entrants.append(inviter)
+        day = TOMORROW.isoformat()
+        LOTTERY_CLOCK.set(dt.datetime.combine(TOMORROW, dt.time(21, 0), tzinfo=SHANGHAI))
+        drawn = (await lottery.RunDraw(ls.RunDrawRequest(request_id="run", campaign_id=CID, day=day), metadata=admin, timeout=10)).draw
+        assert sorted(drawn.winners) == entrants  # fewer entrants than winner_count: all win
+
+    assert await run_audit(settings, CID) == []
+    from services.audit.fetch import Targets, fetch_facts
+
+    facts = await fetch_facts(Targets.resolve(settings), CID)
+    [draw] = [d for d in facts.draws if d.day == day]
+    assert draw.status == "DRAWN" and list(draw.entrants) == entrants and draw.seed and draw.entrants_hash

@@ -16,6 +16,7 @@ from services.audit.model import (
     audit,
     check_budget,
     check_draws,
+    check_entrants_qualified,
     check_invites,
     check_redemptions,
     check_reservations,
@@ -24,7 +25,7 @@ from services.audit.model import (
 )
 
 CID = "spring-2026"
-CAMPAIGN = CampaignFacts(campaign_id=CID, budget_fen=10_000, per_user_card_cap=3)
+CAMPAIGN = CampaignFacts(campaign_id=CID, budget_fen=10_000, per_user_card_cap=3, lottery_invite_threshold=1)
 
 
 def card(card_id: str, user: str = "alice", state: str = "AVAILABLE", source: str = "SIGNUP", order_id: str = "", **kw) -> CardFacts:
@@ -306,6 +307,18 @@ def test_verify_draw_disagreeing_with_the_published_winners_is_found():
     assert checks(check_draws([drawn(["u1", "u2", "u3"], verify_winners=tuple(reversed(d.winners)))])) == ["DRAW_WINNERS_DISAGREE"]
 
 
+def test_an_entrant_without_enough_invites_before_the_cutoff_is_found():
+    campaign = CampaignFacts(campaign_id=CID, budget_fen=10_000, per_user_card_cap=21, lottery_invite_threshold=2)
+    early = lambda invitee: InviteFacts("alice", invitee, True, True, accept_time_ms=100)  # noqa: E731
+    inviters = [
+        InviterFacts("alice", 2, (early("x"), early("y"))),
+        InviterFacts("bob", 2, (InviteFacts("bob", "z", True, True, 100), InviteFacts("bob", "w", True, True, 5_000))),
+    ]
+    draw = drawn(["alice", "bob"], cutoff_ms=1_000)
+    found = check_entrants_qualified(campaign, [draw], inviters)
+    assert [(f.check, f.ids["user_id"]) for f in found] == [("ENTRANT_NOT_QUALIFIED", "bob")]
+
+
 # --- all together -----------------------------------------------------------------------------
 
 
@@ -317,7 +330,7 @@ def test_the_full_audit_of_a_consistent_world_is_clean_and_of_a_broken_one_is_no
         cards=cards,
         orders=[order("o1", card_id="a1", discount=2_500)],
         inviters={CID: [InviterFacts("alice", 1, (invite("alice", "bob"),))]},
-        draws=[drawn(["alice", "bob"])],
+        draws=[drawn(["alice"])],
         now_ms=1,
     )
     assert audit(facts) == []
