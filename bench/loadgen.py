@@ -845,23 +845,39 @@ def profile_summary(running: list[tuple[str, subprocess.Popen, Path]], top: int 
             continue
         own: Counter[str] = Counter()
         inclusive: Counter[str] = Counter()
-        total = 0
+        total = idle = 0
         for row in path.read_text(errors="replace").splitlines():
             stack, _, count = row.rpartition(" ")
             if not count.isdigit():
                 continue
             n = int(count)
+            frames = [_frame(f) for f in stack.split(";")]
+            if _idle(frames[-1]):
+                idle += n  # a thread parked in select / a queue: not CPU
+                continue
             total += n
-            frames = stack.split(";")
-            own[_frame(frames[-1])] += n
-            for f in {_frame(f) for f in frames if "/miandan/" in f or "services/" in f or "gateway/" in f}:
+            own[frames[-1]] += n
+            for f in {f for f in frames if _project(f)}:
                 inclusive[f] += n
         if not total:
-            lines.append(f"{name}: no samples")
+            lines.append(f"{name}: no busy samples")
             continue
-        lines.append(f"{name}: {total} samples; self time: " + ", ".join(f"{f} {c / total:.0%}" for f, c in own.most_common(top)))
-        lines.append(f"{' ' * len(name)}  inclusive (project code): " + ", ".join(f"{f} {c / total:.0%}" for f, c in inclusive.most_common(top)))
+        lines.append(f"{name}: {total} busy samples ({idle} idle); self: " + ", ".join(f"{f} {c / total:.0%}" for f, c in own.most_common(top)))
+        lines.append(f"{' ' * len(name)}  inclusive, project code: " + ", ".join(f"{f} {c / total:.0%}" for f, c in inclusive.most_common(top)))
     return "\n".join(lines)
+
+
+_IDLE = ("select (selectors.py)", "Thread.run (threading.py)", "_connection_worker_thread (core.py)", "wait (threading.py)", "get (queue.py)")
+_PROJECT_FILES = ("handlers.py", "store.py", "servicer.py", "compose.py", "model.py", "db.py", "interceptors.py", "admission.py",
+                  "upstream.py", "clients.py", "auth.py", "resolver.py", "preview.py", "errors.py", "metrics.py", "card_client.py")
+
+
+def _idle(frame: str) -> bool:
+    return any(frame.endswith(marker) or frame.split(".")[-1] == marker for marker in _IDLE)
+
+
+def _project(frame: str) -> bool:
+    return frame.endswith(tuple(f"({f})" for f in _PROJECT_FILES))
 
 
 def _frame(frame: str) -> str:

@@ -48,7 +48,7 @@ async def _run(args: argparse.Namespace) -> int:
     drawn = sum(1 for d in facts.draws if d.status == "DRAWN")
     print(
         f"audited {len(facts.campaigns)} campaign(s), {len(facts.cards)} cards, {len(facts.orders)} orders, "
-        f"{sum(len(v) for v in facts.inviters.values())} inviters, {len(facts.draws)} draws ({drawn} drawn) "
+        f"{sum(1 for v in facts.inviters.values() for s in v if s.invites)} inviters, {len(facts.draws)} draws ({drawn} drawn) "
         f"in {time.monotonic() - started:.1f} s"
     )
     if findings:

@@ -222,7 +222,8 @@ async def fetch_facts(
                 if d.campaign_id == cid:
                     users |= set(d.entrants)
             stats = await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(users)))
-            facts.inviters[cid] = [s for s in stats if s.invited_count or s.invites]
+            # Users with no invites stay in: an INVITER card without an invite is a finding too.
+            facts.inviters[cid] = list(stats)
         return facts
 
 

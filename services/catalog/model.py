@@ -198,10 +198,11 @@ _ENCODED: dict[int, str] = {}
 def encode_hours(hours: Hours) -> str:
     """Compact text form stored in SQLite: "1:420-1320;2:420-1320"."""
     # Interned timetables live forever in _HOURS_INTERN, so their id() is a stable memo key.
+    text = _ENCODED.get(id(hours))
+    if text is not None:
+        return text
     if _HOURS_INTERN.get(hours) is hours:
-        text = _ENCODED.get(id(hours))
-        if text is None:
-            text = _ENCODED[id(hours)] = ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
+        text = _ENCODED[id(hours)] = ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
         return text
     return ";".join(f"{p.weekday}:{p.open_minute}-{p.close_minute}" for p in hours)
 

@@ -222,6 +222,11 @@ def test_inviter_cards_must_match_rewarded_invites():
     assert checks(check_invites(CAMPAIGN, inviters, cards)) == ["INVITER_CARDS_MISMATCH"]
 
 
+def test_inviter_cards_of_a_user_who_invited_nobody_are_found():
+    found = check_invites(CAMPAIGN, [InviterFacts("zed", 0, ())], [card("z1", user="zed", source="INVITER")])
+    assert [(f.check, f.ids["user_id"]) for f in found] == [("INVITER_CARDS_MISMATCH", "zed")]
+
+
 def test_an_invitee_card_without_an_invite_is_found():
     assert checks(check_invites(CAMPAIGN, [], [card("x", user="eve", source="INVITEE")])) == ["INVITEE_CARD_WITHOUT_INVITE"]
 
