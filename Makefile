@@ -45,8 +45,8 @@ test-integration: $(STAMP)  ## integration tests: real SQLite, one real server
 test-e2e: $(STAMP)  ## end-to-end tests: the whole suite started as `make run` does
 	$(PY) -m pytest -q tests/e2e
 
-demo: $(STAMP)  ## play the campaign story through the gateway (needs `make run` in another terminal)
-	$(PY) -m scripts.demo
+demo: $(STAMP)  ## play the story through the gateway: a running suite, else its own with a near cut-off (DEMO_ARGS=--own-suite)
+	$(PY) -m scripts.demo $(DEMO_ARGS)
 
 bench: $(STAMP)  ## capacity figure: the story's scenario through the gateway vs an empty gRPC call
 	$(PY) -m bench.capacity

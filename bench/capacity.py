@@ -26,6 +26,7 @@ from bench.loadgen import (
     EmptyServer,
     SuiteProcess,
     addr_of,
+    audit_suite,
     bench_env,
     codes_text,
     discover_fixture,
@@ -36,6 +37,7 @@ from bench.loadgen import (
     specs_for,
     table,
     temp_data_dir,
+    unusual_samples,
 )
 
 ORDER_RPCS = ("PlaceOrder", "OrderByText")
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
 
             result = run_workers(specs, on_start=on_start)
             cpu = meter.stop()
+            findings = audit_suite(env)
         finally:
             restarts = suite.restarts
             code = suite.stop()
@@ -113,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"empty gRPC call: {empty_rate:,.0f} calls/s")
     print(f"ratio orders/s / empty calls/s = {ratio:.3f} (target >= {TARGET_RATIO}); p99 target < {TARGET_P99_MS:.0f} ms")
     print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
+    if unusual_samples(result):
+        print(unusual_samples(result))
     print("CPU seconds per service during the run: " + ", ".join(f"{n} {v:.1f} s ({v / seconds:.0%} of a core)" for n, v in cpu.items()))
     if profilers:
         print(profile_summary(profilers))
@@ -126,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = {k: v for k, v in result.codes(reasons=False).items() if k in ("INTERNAL", "UNKNOWN")}
     if bad:
         problems.append(f"INTERNAL/UNKNOWN answers: {bad}")
+    if findings:
+        problems.append(f"audit after the run: {len(findings)} finding(s), e.g. {findings[0]}")
+    else:
+        print("audit after the run: every invariant holds")
     if code not in (0, None):
         problems.append(f"suite exited with code {code}")
     verdict = "MET" if ratio >= TARGET_RATIO and p99_all < TARGET_P99_MS else "NOT MET"

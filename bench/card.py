@@ -6,6 +6,8 @@ load-generator processes, so the client's own event loop is not the bottleneck) 
 time and prints calls/s, p50 and p99:
 
   empty            grpc.health.v1 Check on the card server: the floor of one call on this machine
+  GetCampaign      a CardService call that touches no store (cached campaign): the floor of the
+                   service's own call pipeline (auth, admission, metrics) on top of gRPC
   ClaimSignupCard  a new user per call (one card granted: budget, cap, card, ledger rows)
   AcceptInvite     a new invitee per call, pasting a pass-phrase of one of 256 inviters
   Reserve+Confirm  one ReserveCard then one ConfirmReservation for a new order (the order path)
@@ -42,7 +44,7 @@ for _p in (str(ROOT / "protos"), str(ROOT)):
 CAMPAIGN = "bench"
 ORDERS_CAMPAIGN = "bench-orders"  # 100 cards per sign-up, so the order loop never runs dry
 INVITERS = 256
-PHASES = ("empty", "ClaimSignupCard", "AcceptInvite", "Reserve+Confirm")
+PHASES = ("empty", "GetCampaign", "ClaimSignupCard", "AcceptInvite", "Reserve+Confirm")
 
 
 def free_port() -> int:
@@ -54,6 +56,9 @@ def free_port() -> int:
 @dataclass
 class Outcome:
     latencies_ms: list[float] = field(default_factory=list)
+    # Calls completed, counting a call that straddles a slice boundary by the share of it that
+    # lies inside the slice: neither dropping nor fully counting those calls biases short slices.
+    completed: float = 0.0
     errors: Counter = field(default_factory=Counter)
 
 
@@ -65,16 +70,25 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 # --- load-generator process --------------------------------------------------------------------
+#
+# This machine is shared: its load changes from second to second. So the operations are not run
+# one after the other but interleaved in short slices (empty, GetCampaign, Claim, Accept,
+# Reserve+Confirm, empty, ...), every load process following the same wall-clock schedule, and
+# each operation's figure is its total over all its slices: all of them see the same machine.
 
 
-def _worker(phase: str, addr: str, proc: int, tasks: int, start_at: float, seconds: float, run: str, out: Any) -> None:
+def _worker(addr: str, proc: int, tasks: int, schedule: list, out: Any) -> None:
     try:
-        out.put(asyncio.run(_drive(phase, addr, proc, tasks, start_at, seconds, run)))
+        out.put(asyncio.run(_drive(addr, proc, tasks, schedule)))
     except BaseException as exc:  # report instead of hanging the parent
         out.put(("error", repr(exc)))
 
 
-async def _drive(phase: str, addr: str, proc: int, tasks: int, start_at: float, seconds: float, run: str) -> tuple:
+def buyer(proc: int, task: int, k: int) -> str:
+    return f"buyer-p{proc}-t{task}-{k}"
+
+
+async def _drive(addr: str, proc: int, tasks: int, schedule: list) -> tuple:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -89,26 +103,25 @@ async def _drive(phase: str, addr: str, proc: int, tasks: int, start_at: float, 
     stubs = [card_service_pb2_grpc.CardServiceStub(ch) for ch in channels]
     health = [health_pb2_grpc.HealthStub(ch) for ch in channels]
     texts: list[str] = []
-    if phase == "AcceptInvite":
-        stub = stubs[0]
-        for n in range(INVITERS):
-            r = await stub.GetInviteCode(pb.GetInviteCodeRequest(campaign_id=CAMPAIGN, user_id=f"inviter{n}"), metadata=md)
-            texts.append(r.invite_code.pass_phrase_text)
+    for n in range(INVITERS):
+        r = await stubs[0].GetInviteCode(pb.GetInviteCodeRequest(campaign_id=CAMPAIGN, user_id=f"inviter{n}"), metadata=md)
+        texts.append(r.invite_code.pass_phrase_text)
 
-    latencies: list[float] = []
-    errors: Counter = Counter()
-    end_at = start_at + seconds
+    latencies: dict[str, list[float]] = {phase: [] for phase in PHASES}
+    completed: dict[str, float] = {phase: 0.0 for phase in PHASES}
+    errors: dict[str, Counter] = {phase: Counter() for phase in PHASES}
 
     async def task(t: int) -> None:
         stub, hstub = stubs[t % len(stubs)], health[t % len(health)]
-        tag = f"{run}-p{proc}-t{t}"
+        tag = f"p{proc}-t{t}"
         n = 0
-        owner, owner_n = "", 0
+        owner_n = 1
+        owner = buyer(proc, t, owner_n)  # seeded with cards before the run
 
         async def new_owner() -> str:
             nonlocal owner_n
             owner_n += 1
-            user = f"{tag}-buyer{owner_n}"
+            user = buyer(proc, t, owner_n)
             for attempt in range(50):  # set-up, not measured: wait out load shedding
                 try:
                     await stub.ClaimSignupCard(
@@ -121,80 +134,97 @@ async def _drive(phase: str, addr: str, proc: int, tasks: int, start_at: float, 
                     await asyncio.sleep(0.05 * (1 + attempt % 5))
             raise RuntimeError("could not sign up a buyer")
 
-        if phase == "Reserve+Confirm":
-            owner = await new_owner()
-        while time.time() < start_at:
-            await asyncio.sleep(0.005)
-        while time.time() < end_at:
-            n += 1
-            t0 = time.perf_counter()
-            try:
-                if phase == "empty":
-                    await hstub.Check(health_pb2.HealthCheckRequest())
-                elif phase == "ClaimSignupCard":
-                    await stub.ClaimSignupCard(
-                        pb.ClaimSignupCardRequest(request_id=f"{tag}-c{n}", campaign_id=CAMPAIGN, user_id=f"{tag}-u{n}"),
-                        metadata=md,
-                    )
-                elif phase == "AcceptInvite":
-                    await stub.AcceptInvite(
-                        pb.AcceptInviteRequest(
-                            request_id=f"{tag}-a{n}", campaign_id=CAMPAIGN, invitee_user_id=f"{tag}-i{n}",
-                            text=texts[(proc * 131 + t * 17 + n) % len(texts)],
-                        ),
-                        metadata=md,
-                    )
-                else:
-                    order = f"{tag}-o{n}"
-                    try:
-                        await stub.ReserveCard(
-                            pb.ReserveCardRequest(campaign_id=ORDERS_CAMPAIGN, user_id=owner, order_id=order, amount_fen=1800),
+        for phase, start_at, end_at in schedule:
+            now = time.time()
+            if now < start_at:
+                await asyncio.sleep(start_at - now)
+            while time.time() < end_at:
+                n += 1
+                t0 = time.perf_counter()
+                wall0 = time.time()
+                try:
+                    if phase == "empty":
+                        await hstub.Check(health_pb2.HealthCheckRequest())
+                    elif phase == "GetCampaign":
+                        await stub.GetCampaign(pb.GetCampaignRequest(campaign_id=CAMPAIGN), metadata=md)
+                    elif phase == "ClaimSignupCard":
+                        await stub.ClaimSignupCard(
+                            pb.ClaimSignupCardRequest(request_id=f"{tag}-c{n}", campaign_id=CAMPAIGN, user_id=f"{tag}-u{n}"),
                             metadata=md,
                         )
-                    except grpc.aio.AioRpcError as err:
-                        if error_details(err)["reason"] != "NO_CARD_AVAILABLE":
-                            raise
-                        owner = await new_owner()  # out of cards: not a measured call
-                        continue
-                    await stub.ConfirmReservation(pb.ConfirmReservationRequest(order_id=order), metadata=md)
-            except grpc.aio.AioRpcError as err:
-                d = error_details(err)
-                errors[f"{d['code']}/{d['reason']}"] += 1
-                continue
-            latencies.append((time.perf_counter() - t0) * 1000)
+                    elif phase == "AcceptInvite":
+                        await stub.AcceptInvite(
+                            pb.AcceptInviteRequest(
+                                request_id=f"{tag}-a{n}", campaign_id=CAMPAIGN, invitee_user_id=f"{tag}-i{n}",
+                                text=texts[(proc * 131 + t * 17 + n) % len(texts)],
+                            ),
+                            metadata=md,
+                        )
+                    else:
+                        order = f"{tag}-o{n}"
+                        try:
+                            await stub.ReserveCard(
+                                pb.ReserveCardRequest(
+                                    campaign_id=ORDERS_CAMPAIGN, user_id=owner, order_id=order, amount_fen=1800
+                                ),
+                                metadata=md,
+                            )
+                        except grpc.aio.AioRpcError as err:
+                            if error_details(err)["reason"] != "NO_CARD_AVAILABLE":
+                                raise
+                            owner = await new_owner()  # out of cards: not a measured call
+                            continue
+                        await stub.ConfirmReservation(pb.ConfirmReservationRequest(order_id=order), metadata=md)
+                except grpc.aio.AioRpcError as err:
+                    d = error_details(err)
+                    errors[phase][f"{d['code']}/{d['reason']}"] += 1
+                    continue
+                latencies[phase].append((time.perf_counter() - t0) * 1000)
+                wall1 = time.time()
+                inside = min(wall1, end_at) - max(wall0, start_at)
+                completed[phase] += inside / (wall1 - wall0) if wall1 > wall0 else 1.0
 
     await asyncio.gather(*(task(t) for t in range(tasks)))
     for ch in channels:
         await ch.close()
-    return ("ok", latencies, dict(errors))
+    return ("ok", latencies, {k: dict(v) for k, v in errors.items()}, completed)
 
 
-def run_phase(phase: str, addr: str, clients: int, procs: int, seconds: float, run: str) -> Outcome:
+def run_all(addr: str, per_proc: list[int], seconds: float, slice_s: float) -> dict[str, Outcome]:
+    """Every phase for `seconds` in total, in interleaved slices of `slice_s`."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
+    rounds = max(1, round(seconds / slice_s))
+    slice_s = seconds / rounds
     # Every process starts measuring at the same instant, after its own set-up.
-    start_at = time.time() + 3.0
+    t = time.time() + 4.0
+    schedule = []
+    for _ in range(rounds):
+        for phase in PHASES:
+            schedule.append((phase, t, t + slice_s))
+            t += slice_s + 0.3  # a gap drains the previous slice's calls before the next starts
     workers = [
-        ctx.Process(target=_worker, args=(phase, addr, i, per_proc[i], start_at, seconds, run, out), daemon=True)
-        for i in range(procs)
+        ctx.Process(target=_worker, args=(addr, i, per_proc[i], schedule, out), daemon=True)
+        for i in range(len(per_proc))
     ]
     for w in workers:
         w.start()
-    outcome = Outcome()
+    outcomes = {phase: Outcome() for phase in PHASES}
     try:
         for _ in workers:
-            item = out.get(timeout=seconds + 60)
+            item = out.get(timeout=t - time.time() + 60)
             if item[0] == "error":
-                raise RuntimeError(f"{phase} load generator failed: {item[1]}")
-            outcome.latencies_ms.extend(item[1])
-            outcome.errors.update(item[2])
+                raise RuntimeError(f"load generator failed: {item[1]}")
+            for phase in PHASES:
+                outcomes[phase].latencies_ms.extend(item[1][phase])
+                outcomes[phase].errors.update(item[2][phase])
+                outcomes[phase].completed += item[3][phase]
     finally:
         for w in workers:
             w.join(5)
             if w.is_alive():
                 w.kill()
-    return outcome
+    return outcomes
 
 
 # --- the server under test ---------------------------------------------------------------------
@@ -255,7 +285,7 @@ class CardProcess:
             self.process.wait(5)
 
 
-async def seed(addr: str) -> None:
+async def seed(addr: str, per_proc: list[int]) -> None:
     import grpc
     from google.protobuf import timestamp_pb2
 
@@ -279,8 +309,13 @@ async def seed(addr: str) -> None:
             campaign_id=ORDERS_CAMPAIGN, name="bench orders", start_time=start, end_time=end,
             rules=card_pb2.CampaignRules(budget_fen=3_000_000_000 * 100, signup_grant=100, per_user_card_cap=1000),
         ), metadata=admin)
-        for n in range(INVITERS):
-            await stub.ClaimSignupCard(pb.ClaimSignupCardRequest(campaign_id=CAMPAIGN, user_id=f"inviter{n}"), metadata=md)
+        users = [(CAMPAIGN, f"inviter{n}") for n in range(INVITERS)]
+        users += [(ORDERS_CAMPAIGN, buyer(p, t, 1)) for p, tasks in enumerate(per_proc) for t in range(tasks)]
+        for i in range(0, len(users), 16):
+            await asyncio.gather(*(
+                stub.ClaimSignupCard(pb.ClaimSignupCardRequest(campaign_id=cid, user_id=uid), metadata=md, timeout=30)
+                for cid, uid in users[i:i + 16]
+            ))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -291,29 +326,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="1 s per operation, for CI")
     args = p.parse_args(argv)
     seconds = 1.0 if args.smoke else args.seconds
+    slice_s = 0.5 if args.smoke else 1.0
+    per_proc = [args.clients // args.procs + (1 if i < args.clients % args.procs else 0) for i in range(args.procs)]
     data_dir = Path(tempfile.mkdtemp(prefix="miandan-bench-card-"))
     server = CardProcess(data_dir)
     rows = []
     try:
         server.start()
-        asyncio.run(seed(server.addr))
-        run = f"r{int(time.time())}"
-        results = {}
-        for phase in PHASES:
-            results[phase] = run_phase(phase, server.addr, args.clients, args.procs, seconds, run)
+        asyncio.run(seed(server.addr, per_proc))
+        results = run_all(server.addr, per_proc, seconds, slice_s)
     finally:
         server.stop()
         shutil.rmtree(data_dir, ignore_errors=True)
 
-    empty_rps = len(results["empty"].latencies_ms) / seconds
-    print(f"\ncard service, {args.clients} concurrent clients in {args.procs} processes, {seconds:g} s per operation, "
-          f"{os.cpu_count()} CPUs, SQLite synchronous=FULL\n")
+    empty_rps = results["empty"].completed / seconds
+    print(f"\ncard service, {args.clients} concurrent clients in {args.procs} processes, {seconds:g} s per operation "
+          f"(interleaved {slice_s:g} s slices), {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}, "
+          f"SQLite synchronous=FULL\n")
     header = f"{'operation':<18}{'calls/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'cost':>7}  errors"
     print(header)
     print("-" * len(header))
     for phase in PHASES:
         o = results[phase]
-        rps = len(o.latencies_ms) / seconds
+        rps = o.completed / seconds
         cost = empty_rps / rps if rps else float("inf")
         errs = ", ".join(f"{k}={v}" for k, v in o.errors.most_common(3)) or "-"
         rows.append((phase, rps, cost))

@@ -36,6 +36,7 @@ from bench.loadgen import (
     specs_for,
     table,
     temp_data_dir,
+    unusual_samples,
 )
 
 
@@ -159,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"kills: {dict(Counter(line.split()[1] for line in kill_log))}")
     print(f"client retries (same request_id): {result.retries}; all status codes: {codes_text(result.codes())}")
+    if unusual_samples(result):
+        print(unusual_samples(result))
     print(f"orders seen succeed by clients: {len(seen)}; in the order service: {len(orders)}; missing: {len(missing)}")
     for oid in missing[:20]:
         problems.append(f"order {oid} was answered OK but does not exist")

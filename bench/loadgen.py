@@ -725,6 +725,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def unusual_samples(result: "Result") -> str:
+    """One message per unexpected status (not OK, not a polite OVERLOADED), to see who said it."""
+    rows = [f"  {k}: {v}" for k, v in sorted(result.samples.items()) if not k.endswith(("UNAVAILABLE/OVERLOADED",)) and " FAILED_PRECONDITION/" not in k]
+    return ("unusual answers, one message each:\n" + "\n".join(rows)) if rows else ""
+
+
 def codes_text(codes: Counter[str]) -> str:
     return " ".join(f"{k}={v}" for k, v in sorted(codes.items(), key=lambda kv: (kv[0] != "OK", kv[0])))
 
@@ -885,3 +891,10 @@ def _frame(frame: str) -> str:
     fn, _, where = frame.partition(" (")
     file = where.rsplit(":", 1)[0].rsplit("/", 1)[-1].rstrip(")")
     return f"{fn} ({file})" if file else fn
+
+
+def audit_suite(env: dict[str, str]) -> list[Any]:
+    """The cross-service audit of a benchmark's suite (after the load): findings, [] when clean."""
+    from services.audit import run_audit
+
+    return asyncio.run(run_audit({n: addr_of(env, n) for n in ("card", "order", "lottery")}))

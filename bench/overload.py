@@ -25,6 +25,7 @@ from bench.loadgen import (
     ROOT,
     SuiteProcess,
     addr_of,
+    audit_suite,
     bench_env,
     codes_text,
     discover_fixture,
@@ -35,6 +36,7 @@ from bench.loadgen import (
     specs_for,
     table,
     temp_data_dir,
+    unusual_samples,
 )
 
 MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
@@ -143,8 +145,15 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 if down:
                     problems.append(f"at {m}x not serving: {down}")
+                if unusual_samples(result):
+                    print(unusual_samples(result), flush=True)
                 if result.errors:
                     problems.append(f"at {m}x load-generator errors: " + "; ".join(result.errors[:3]))
+            findings = audit_suite(env)
+            if findings:
+                problems.append(f"audit after the run: {len(findings)} finding(s), e.g. {findings[0]}")
+            else:
+                print("audit after the run: every invariant holds")
         finally:
             restarts = suite.restarts
             suite.stop()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 
 from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
-from services.common.admission import AdmissionController
 from services.common.auth import PUBLIC, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
@@ -18,7 +17,7 @@ from .compose import Gateway
 from .preview import PreviewStore
 from .servicer import CRITICALITY, GatewayServicer
 
-__all__ = ["build", "gateway_admission", "campaign_id_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
+__all__ = ["build", "campaign_id_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 DEFAULT_CAMPAIGN_ID = "spring-2026"
@@ -41,19 +40,6 @@ def _preview_ttl() -> float:
     return value
 
 
-def gateway_admission(settings: Settings) -> AdmissionController:
-    """The gateway's limit never adapts below the configured MIANDAN_MAX_CONCURRENCY.
-
-    Why: a gateway call's latency is mostly its upstreams' latency, and it mixes 5 ms reads with
-    50 ms order placements. With the kit's default floor, a burst of 40 concurrent PlaceOrders
-    (measured on the 2-core dev box) pulled the gateway's limit from 64 to 16 and shed CRITICAL
-    calls the upstreams could still serve. Upstreams protect themselves with their own limits (and
-    their OVERLOADED answers reach the client unchanged); the gateway's limit protects the
-    gateway's own CPU and memory, so it may still grow while latency stays near its minimum."""
-    n = settings.max_concurrency
-    return AdmissionController(n, min_limit=n, max_limit=max(1000, n), max_wait_ms=settings.max_wait_ms)
-
-
 async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: str | None = None) -> Server:
     clock = clock or SystemClock()
     verifier = TokenVerifier(settings, clock=clock)  # fails fast on a missing key file
@@ -72,14 +58,21 @@ async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: 
     def register(server) -> None:
         gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
 
+    # Admission: the kit's controller. Its floor (MIANDAN_MIN_CONCURRENCY, default 32) and
+    # long-window latency baseline replace the gateway's own "never below max_concurrency"
+    # floor: a burst of concurrent orders no longer drags the limit down to where CRITICAL
+    # calls the upstreams can still serve are shed (tests/integration/common/test_common_floor.py).
     server = build_server(
         settings,
-        admission=gateway_admission(settings),
         service_names=[SERVICE_NAME],
         register=register,
         policy=AccessPolicy(settings, default=PUBLIC),
         criticality=CRITICALITY,
         on_stop=upstreams.close,
+        # End users have no client certificate: one-way TLS on the public port even when
+        # MIANDAN_TLS_CA turns on mutual TLS suite-wide. The upstream channels (open_channel)
+        # still present this process's certificate to the internal services.
+        require_client_cert=False,
     )
     # Tests reach in for the parts (e.g. to count signature checks).
     server.gateway = gateway  # type: ignore[attr-defined]

@@ -6,7 +6,6 @@ import base64
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Sequence
 
 from services.common.clock import Clock, now_ms
 from services.common.errors import InvalidArgument

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import enum
 import re
-import unicodedata
 from dataclasses import dataclass, field, replace
-from typing import Iterable, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.errors import (
@@ -306,9 +304,10 @@ DEFAULT_NEW_USER_WINDOW_MS = 10 * 60 * 1000
 
 @dataclass(frozen=True)
 class InviteeActivity:
-    """What the store knows about an invitee before the invite."""
+    """What the store knows about an invitee before the invite (read from its member row)."""
 
-    cards: Sequence[tuple[CardSource, int]] = ()  # (source, grant_ms) of every card it owns
+    signup_ms: int | None = None  # when its sign-up card(s) were granted, if ever
+    other_cards: int = 0  # cards granted for anything but the sign-up
     has_reservations: bool = False
     has_invited: bool = False
 
@@ -316,12 +315,9 @@ class InviteeActivity:
 def is_new_invitee(activity: InviteeActivity, now_ms: int, window_ms: int = DEFAULT_NEW_USER_WINDOW_MS) -> bool:
     """New = nothing in the campaign but its own sign-up card from this same join (granted
     within window_ms): the gateway's Join claims the sign-up card and then accepts the invite."""
-    if activity.has_reservations or activity.has_invited:
+    if activity.has_reservations or activity.has_invited or activity.other_cards:
         return False
-    for source, grant_ms in activity.cards:
-        if source != CardSource.SIGNUP or grant_ms < now_ms - window_ms:
-            return False
-    return True
+    return activity.signup_ms is None or activity.signup_ms >= now_ms - window_ms
 
 
 def invitee_not_new() -> FailedPrecondition:
@@ -440,6 +436,3 @@ def face_yuan_text(fen: int) -> str:
     yuan, rest = divmod(fen, 100)
     return str(yuan) if rest == 0 else f"{yuan}.{rest:02d}".rstrip("0")
 
-
-def states_in(values: Iterable[int]) -> list[CardState]:
-    return [CardState(v) for v in values]

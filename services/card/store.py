@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
@@ -119,9 +119,13 @@ MIGRATIONS = [
       grant_ms INTEGER NOT NULL,
       expire_ms INTEGER NOT NULL,
       order_id TEXT NOT NULL DEFAULT '',
-      reserved_until_ms INTEGER
+      reserved_until_ms INTEGER,
+      -- Cause and time of the card's last move: the triggers below copy them into the ledger.
+      cause TEXT NOT NULL,
+      changed_ms INTEGER NOT NULL
     );
-    CREATE INDEX cards_owner ON cards(campaign_id, user_id, state, expire_ms);
+    -- card_id last: "the user's available card that expires first" is the index's first entry.
+    CREATE INDEX cards_owner ON cards(campaign_id, user_id, state, expire_ms, card_id);
     CREATE INDEX cards_campaign ON cards(campaign_id, card_id);
     CREATE INDEX cards_expiring ON cards(expire_ms) WHERE state = 1;
     CREATE INDEX cards_held ON cards(reserved_until_ms) WHERE state = 2;
@@ -135,6 +139,17 @@ MIGRATIONS = [
       cause TEXT NOT NULL
     );
     CREATE INDEX ledger_card ON ledger(card_id, seq);
+    -- The database itself writes a ledger row for every grant and every state change, so no
+    -- code path can move a card without its history (and it costs no extra statement).
+    CREATE TRIGGER cards_ledger_grant AFTER INSERT ON cards BEGIN
+      INSERT INTO ledger (card_id, from_state, to_state, order_id, time_ms, cause)
+      VALUES (NEW.card_id, 0, NEW.state, NEW.order_id, NEW.changed_ms, NEW.cause);
+    END;
+    CREATE TRIGGER cards_ledger_move AFTER UPDATE OF state ON cards WHEN OLD.state <> NEW.state BEGIN
+      INSERT INTO ledger (card_id, from_state, to_state, order_id, time_ms, cause)
+      VALUES (NEW.card_id, OLD.state, NEW.state,
+              CASE WHEN NEW.order_id <> '' THEN NEW.order_id ELSE OLD.order_id END, NEW.changed_ms, NEW.cause);
+    END;
     CREATE TRIGGER ledger_no_update BEFORE UPDATE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
     CREATE TRIGGER ledger_no_delete BEFORE DELETE ON ledger BEGIN SELECT RAISE(ABORT, 'ledger is append-only'); END;
     CREATE TABLE reservations (
@@ -150,6 +165,7 @@ MIGRATIONS = [
       refund_returned INTEGER NOT NULL DEFAULT 0,
       create_ms INTEGER NOT NULL
     ) WITHOUT ROWID;
+    -- Only stable columns: a confirm then touches no entry of this index.
     CREATE INDEX reservations_user ON reservations(campaign_id, user_id);
     -- A card is held by at most one order at a time, whatever the code above does.
     CREATE UNIQUE INDEX reservations_one_hold ON reservations(card_id) WHERE state = 1;
@@ -173,12 +189,16 @@ MIGRATIONS = [
       failures INTEGER NOT NULL,
       PRIMARY KEY (campaign_id, user_id)
     ) WITHOUT ROWID;
-    -- request_id -> what it was used for, so a reused id with different content is refused.
+    -- (method, request_id) -> what it was used for, so a reused id with different content is
+    -- refused. Per method: a caller may well reuse one request_id for Reserve and Confirm.
     CREATE TABLE requests (
-      request_id TEXT PRIMARY KEY,
+      method TEXT NOT NULL,
+      request_id TEXT NOT NULL,
       fingerprint TEXT NOT NULL,
-      create_ms INTEGER NOT NULL
+      create_ms INTEGER NOT NULL,
+      PRIMARY KEY (method, request_id)
     ) WITHOUT ROWID;
+    CREATE INDEX requests_age ON requests(create_ms);
     """,
 ]
 
@@ -443,17 +463,24 @@ def _list_campaigns(conn: sqlite3.Connection, after_id: str, limit: int) -> list
     return [_campaign_from(r) for r in rows]
 
 
+REQUEST_MEMORY_MS = 7 * 86_400_000  # request ids are remembered a week, far beyond any retry
+
+
 def _check_request(conn: sqlite3.Connection, request_id: str, fingerprint: str, now_ms: int) -> None:
-    """A request_id names one request: replaying it is fine, reusing it for another is refused."""
+    """A request_id names one request of one method: replaying it is fine, reusing it for
+    different content is refused. `fingerprint` is "Method|content"."""
     if not request_id:
         return
+    method, _, content = fingerprint.partition("|")
     cur = conn.execute(
-        "INSERT OR IGNORE INTO requests (request_id, fingerprint, create_ms) VALUES (?, ?, ?)",
-        (request_id, fingerprint, now_ms),
+        "INSERT OR IGNORE INTO requests (method, request_id, fingerprint, create_ms) VALUES (?, ?, ?, ?)",
+        (method, request_id, content, now_ms),
     )
     if cur.rowcount == 0:
-        row = conn.execute("SELECT fingerprint FROM requests WHERE request_id = ?", (request_id,)).fetchone()
-        if row[0] != fingerprint:
+        row = conn.execute(
+            "SELECT fingerprint FROM requests WHERE method = ? AND request_id = ?", (method, request_id)
+        ).fetchone()
+        if row[0] != content:
             raise request_id_reused()
 
 
@@ -482,55 +509,47 @@ def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> 
 # --- card moves and grants -------------------------------------------------------------------
 
 
-def _ledger(conn: sqlite3.Connection, card_id: str, from_state: int, to_state: int, order_id: str, now_ms: int, cause: str) -> None:
-    conn.execute(
-        "INSERT INTO ledger (card_id, from_state, to_state, order_id, time_ms, cause) VALUES (?, ?, ?, ?, ?, ?)",
-        (card_id, from_state, to_state, order_id, now_ms, cause),
-    )
-
-
 def _move(
-    conn: sqlite3.Connection, card_id: str, from_state: CardState, to_state: CardState, order_id: str, now_ms: int,
-    cause: str, *, hold_order: str = "", hold_until: int | None = None,
-) -> None:
-    """One state transition of one card, guarded by its current state, with its ledger row."""
-    cur = conn.execute(
-        "UPDATE cards SET state = ?, order_id = ?, reserved_until_ms = ? WHERE card_id = ? AND state = ?",
-        (int(to_state), hold_order, hold_until, card_id, int(from_state)),
-    )
-    if cur.rowcount != 1:
+    conn: sqlite3.Connection, card_id: str, from_state: CardState, to_state: CardState, now_ms: int, cause: str,
+    *, hold_order: str = "", hold_until: int | None = None,
+) -> Card:
+    """One state transition of one card, guarded by its current state; the ledger row is
+    written by the cards_ledger_move trigger. Returns the card as moved."""
+    row = conn.execute(
+        f"UPDATE cards SET state = ?, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?"
+        f" WHERE card_id = ? AND state = ? RETURNING {_CARD_COLS}",
+        (int(to_state), hold_order, hold_until, cause, now_ms, card_id, int(from_state)),
+    ).fetchone()
+    if row is None:
         # Only reachable through a bug: roll the whole call back rather than write a lie.
         raise RuntimeError(f"card {card_id} is not {from_state.name}")
-    _ledger(conn, card_id, int(from_state), int(to_state), order_id, now_ms, cause)
+    return _card_from(row)
 
 
-def _ensure_member(conn: sqlite3.Connection, c: Campaign, user_id: str) -> tuple[int, int | None, int, str]:
-    """The member row (created on first sight, with its invite code): (cards_granted, signup_ms,
-    invites_made, invite_code)."""
-    row = conn.execute(
-        "SELECT cards_granted, signup_ms, invites_made, invite_code FROM members WHERE campaign_id = ? AND user_id = ?",
-        (c.campaign_id, user_id),
-    ).fetchone()
-    if row is not None and row[3] is not None:
-        return row[0], row[1], row[2], row[3]
-    if row is None:
-        conn.execute("INSERT INTO members (campaign_id, user_id) VALUES (?, ?)", (c.campaign_id, user_id))
-        row = (0, None, 0, None)
+def _insert_member(conn: sqlite3.Connection, c: Campaign, user_id: str, cards: int, signup_ms: int | None) -> str:
+    """Create the member row together with its invite code (one statement in the usual case)."""
     for n in range(64):
         code = codes.code_for(c.secret, user_id, n)
         try:
             conn.execute(
-                "UPDATE members SET invite_code = ? WHERE campaign_id = ? AND user_id = ? AND invite_code IS NULL",
-                (code, c.campaign_id, user_id),
+                "INSERT INTO members (campaign_id, user_id, cards_granted, signup_ms, invite_code) VALUES (?, ?, ?, ?, ?)",
+                (c.campaign_id, user_id, cards, signup_ms, code),
             )
         except sqlite3.IntegrityError:
-            continue  # another user's code; the statement alone was undone, try the next
-        return row[0], row[1], row[2], code
+            # Another user's code (the member itself cannot exist: callers checked). Only the
+            # statement was undone; try the next candidate.
+            continue
+        return code
     raise RuntimeError("no free invite code after 64 tries")
 
 
 def _ensure_code_fn(conn: sqlite3.Connection, c: Campaign, user_id: str) -> str:
-    return _ensure_member(conn, c, user_id)[3]
+    row = conn.execute(
+        "SELECT invite_code FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
+    ).fetchone()
+    if row is None:
+        return _insert_member(conn, c, user_id, 0, None)
+    return row[0]
 
 
 def _stored_code(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> str | None:
@@ -540,52 +559,59 @@ def _stored_code(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> st
     return row[0] if row else None
 
 
-def _grant(conn: sqlite3.Connection, c: Campaign, user_id: str, source: CardSource, wanted: int, now_ms: int) -> tuple[list[Card], str]:
+def _grant(
+    conn: sqlite3.Connection, c: Campaign, user_id: str, source: CardSource, wanted: int, now_ms: int,
+    granted: int | None, *, signup_ms: int | None = None, invites_delta: int = 0,
+) -> tuple[list[Card], str]:
     """Grant up to `wanted` cards within the cap and the budget: (cards, "") or ([], reason).
-    The member row must exist."""
+    `granted` is the member's cards_granted as read in this transaction, None when it has no
+    row yet (then the row is created, with its invite code). The member row also takes
+    signup_ms / invites_delta in the same statement."""
     rules = c.rules
-    granted = conn.execute(
-        "SELECT cards_granted FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
-    ).fetchone()[0]
-    n = grant_size(wanted, granted, rules.per_user_card_cap)
-    if n == 0:
-        return [], CARD_CAP_REACHED
-    value = n * rules.card_face_value_fen
-    cur = conn.execute(
-        "UPDATE campaigns SET issued_fen = issued_fen + ?, cards_issued = cards_issued + ?"
-        " WHERE campaign_id = ? AND issued_fen + ? <= budget_fen",
-        (value, n, c.campaign_id, value),
-    )
-    if cur.rowcount == 0:
-        return [], CAMPAIGN_BUDGET_EXHAUSTED
-    cur = conn.execute(
-        "UPDATE members SET cards_granted = cards_granted + ? WHERE campaign_id = ? AND user_id = ? AND cards_granted + ? <= ?",
-        (n, c.campaign_id, user_id, n, rules.per_user_card_cap),
-    )
-    if cur.rowcount != 1:
-        raise RuntimeError("cap check disagrees with the member row")
+    n = grant_size(wanted, granted or 0, rules.per_user_card_cap)
+    reason = "" if n else CARD_CAP_REACHED
+    if n:
+        value = n * rules.card_face_value_fen
+        cur = conn.execute(
+            "UPDATE campaigns SET issued_fen = issued_fen + ?, cards_issued = cards_issued + ?"
+            " WHERE campaign_id = ? AND issued_fen + ? <= budget_fen",
+            (value, n, c.campaign_id, value),
+        )
+        if cur.rowcount == 0:
+            n, reason = 0, CAMPAIGN_BUDGET_EXHAUSTED
+    if granted is None:
+        _insert_member(conn, c, user_id, n, signup_ms)
+    elif n or invites_delta or signup_ms is not None:
+        cur = conn.execute(
+            "UPDATE members SET cards_granted = cards_granted + ?, invites_made = invites_made + ?,"
+            " signup_ms = COALESCE(?, signup_ms)"
+            " WHERE campaign_id = ? AND user_id = ? AND cards_granted + ? <= ?",
+            (n, invites_delta, signup_ms, c.campaign_id, user_id, n, rules.per_user_card_cap),
+        )
+        if cur.rowcount != 1:
+            raise RuntimeError("cap check disagrees with the member row")
+    if not n:
+        return [], reason
     expire_ms = c.card_expiry_ms(now_ms)
-    cards = []
-    for _ in range(n):
-        card = Card(
-            "cd" + secrets.token_hex(8), c.campaign_id, user_id, CardState.AVAILABLE, source,
-            rules.card_face_value_fen, now_ms, expire_ms,
-        )
-        conn.execute(
-            f"INSERT INTO cards ({_CARD_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', NULL)",
-            (card.card_id, card.campaign_id, user_id, int(card.state), int(source), card.face_value_fen, now_ms, expire_ms),
-        )
-        _ledger(conn, card.card_id, 0, int(CardState.AVAILABLE), "", now_ms, GRANT_CAUSE[source])
-        cards.append(card)
+    cause = GRANT_CAUSE[source]
+    cards = [
+        Card("cd" + secrets.token_hex(8), c.campaign_id, user_id, CardState.AVAILABLE, source,
+             rules.card_face_value_fen, now_ms, expire_ms)
+        for _ in range(n)
+    ]
+    conn.executemany(
+        f"INSERT INTO cards ({_CARD_COLS}, cause, changed_ms) VALUES (?, ?, ?, 1, ?, ?, ?, ?, '', NULL, ?, ?)",
+        [(k.card_id, k.campaign_id, user_id, int(source), k.face_value_fen, now_ms, expire_ms, cause, now_ms) for k in cards],
+    )
     return cards, ""
 
 
 def _claim_signup(conn: sqlite3.Connection, c: Campaign, user_id: str, request_id: str, now_ms: int) -> tuple[list[Card], bool]:
     _check_request(conn, request_id, f"ClaimSignupCard|{c.campaign_id}|{user_id}", now_ms)
     row = conn.execute(
-        "SELECT signup_ms FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
+        "SELECT cards_granted, signup_ms FROM members WHERE campaign_id = ? AND user_id = ?", (c.campaign_id, user_id)
     ).fetchone()
-    if row is not None and row[0] is not None:
+    if row is not None and row[1] is not None:
         rows = conn.execute(
             f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND source = ? ORDER BY grant_ms, card_id",
             (c.campaign_id, user_id, int(CardSource.SIGNUP)),
@@ -593,13 +619,13 @@ def _claim_signup(conn: sqlite3.Connection, c: Campaign, user_id: str, request_i
         return [_card_from(r) for r in rows], False
     if not c.is_active(now_ms):
         raise campaign_not_active()
-    _ensure_member(conn, c, user_id)
-    cards, reason = _grant(conn, c, user_id, CardSource.SIGNUP, c.rules.signup_grant, now_ms)
+    cards, reason = _grant(
+        conn, c, user_id, CardSource.SIGNUP, c.rules.signup_grant, now_ms, row[0] if row else None, signup_ms=now_ms
+    )
     if reason == CAMPAIGN_BUDGET_EXHAUSTED:
         raise budget_exhausted()
     if reason == CARD_CAP_REACHED:
         raise cap_reached(c.rules.per_user_card_cap)
-    conn.execute("UPDATE members SET signup_ms = ? WHERE campaign_id = ? AND user_id = ?", (now_ms, c.campaign_id, user_id))
     return cards, True
 
 
@@ -617,11 +643,13 @@ def _accept_invite(
         if wait_ms:
             return attempts_exceeded(wait_ms)
     marks = ", ".join("?" * len(candidates))
-    owners = dict(
-        conn.execute(
-            f"SELECT invite_code, user_id FROM members WHERE campaign_id = ? AND invite_code IN ({marks})", (cid, *candidates)
+    owners = {
+        code: (user, granted)
+        for code, user, granted in conn.execute(
+            f"SELECT invite_code, user_id, cards_granted FROM members WHERE campaign_id = ? AND invite_code IN ({marks})",
+            (cid, *candidates),
         ).fetchall()
-    )
+    }
     code = next((cand for cand in candidates if cand in owners), None)
     if code is None:
         if attempt is None or now_ms >= attempt[0] + policy.window_ms:
@@ -635,7 +663,7 @@ def _accept_invite(
             )
         # Committed on purpose: the failure must count even though the call fails.
         return invite_code_not_found()
-    inviter = owners[code]
+    inviter, inviter_granted = owners[code]
     row = conn.execute(
         f"SELECT {_INVITE_COLS} FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (cid, invitee)
     ).fetchone()
@@ -652,33 +680,33 @@ def _accept_invite(
         raise self_invite()
     if not c.is_active(now_ms):
         raise campaign_not_active()
-    owned = conn.execute(
-        "SELECT source, grant_ms FROM cards WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
-    ).fetchall()
+    member = conn.execute(
+        "SELECT cards_granted, signup_ms, invites_made FROM members WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+    ).fetchone()
     has_reservations = conn.execute(
         "SELECT 1 FROM reservations WHERE campaign_id = ? AND user_id = ? LIMIT 1", (cid, invitee)
     ).fetchone() is not None
-    member = conn.execute(
-        "SELECT invites_made FROM members WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
-    ).fetchone()
-    activity = InviteeActivity(
-        cards=[(CardSource(s), g) for s, g in owned],
-        has_reservations=has_reservations,
-        has_invited=bool(member and member[0]),
-    )
+    if member is None:
+        activity = InviteeActivity(has_reservations=has_reservations)
+    else:
+        granted, signup_ms, invites_made = member
+        # Without an accepted invite, a member's only cards are its sign-up grant and what it
+        # earned as an inviter (which needs invites_made > 0).
+        signup_cards = min(c.rules.signup_grant, c.rules.per_user_card_cap) if signup_ms is not None else 0
+        activity = InviteeActivity(signup_ms, max(0, granted - signup_cards), has_reservations, invites_made > 0)
     if not is_new_invitee(activity, now_ms, window_ms):
         raise invitee_not_new()
-    _ensure_member(conn, c, invitee)
-    invitee_cards, invitee_reason = _grant(conn, c, invitee, CardSource.INVITEE, c.rules.invitee_grant, now_ms)
-    inviter_cards, inviter_reason = _grant(conn, c, inviter, CardSource.INVITER, c.rules.inviter_grant, now_ms)
+    invitee_cards, invitee_reason = _grant(
+        conn, c, invitee, CardSource.INVITEE, c.rules.invitee_grant, now_ms, member[0] if member else None
+    )
+    inviter_cards, inviter_reason = _grant(
+        conn, c, inviter, CardSource.INVITER, c.rules.inviter_grant, now_ms, inviter_granted, invites_delta=1
+    )
     invite = Invite(cid, inviter, invitee, now_ms, bool(inviter_cards), bool(invitee_cards), inviter_reason, invitee_reason)
     conn.execute(
         f"INSERT INTO invites ({_INVITE_COLS}, code) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (cid, inviter, invitee, now_ms, int(invite.inviter_rewarded), int(invite.invitee_rewarded),
          inviter_reason, invitee_reason, code),
-    )
-    conn.execute(
-        "UPDATE members SET invites_made = invites_made + 1 WHERE campaign_id = ? AND user_id = ?", (cid, inviter)
     )
     return AcceptResult(invite, invitee_cards, True)
 
@@ -721,30 +749,46 @@ def _reservation(conn: sqlite3.Connection, order_id: str) -> Reservation | None:
     return _reservation_from(row) if row else None
 
 
-def _end_hold(conn: sqlite3.Connection, card_id: str, order_id: str, expire_ms: int, now_ms: int, cause: str) -> None:
+def _end_hold(conn: sqlite3.Connection, card_id: str, order_id: str, now_ms: int, cause: str) -> Card:
     """RESERVED -> AVAILABLE (-> EXPIRED when the card's validity has passed meanwhile)."""
-    _move(conn, card_id, CardState.RESERVED, CardState.AVAILABLE, order_id, now_ms, cause)
+    card = _move(conn, card_id, CardState.RESERVED, CardState.AVAILABLE, now_ms, cause)
     conn.execute(
         "UPDATE reservations SET state = ?, end_cause = ? WHERE order_id = ? AND state = ?",
         (int(ReservationState.RELEASED), cause, order_id, int(ReservationState.HELD)),
     )
-    if expire_ms <= now_ms:
-        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
+    if card.expire_ms <= now_ms:
+        card = _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, now_ms, EXPIRE)
+    return card
 
 
-def _settle_user(conn: sqlite3.Connection, campaign_id: str, user_id: str, now_ms: int) -> None:
-    """Apply, for one user, what time did since the last write: lapsed holds and passed validity."""
-    for card_id, order_id, expire_ms in conn.execute(
-        "SELECT card_id, order_id, expire_ms FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 2"
-        " AND reserved_until_ms <= ?",
-        (campaign_id, user_id, now_ms),
-    ).fetchall():
-        _end_hold(conn, card_id, order_id, expire_ms, now_ms, RESERVATION_TIMEOUT)
-    for (card_id,) in conn.execute(
-        "SELECT card_id FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1 AND expire_ms <= ?",
-        (campaign_id, user_id, now_ms),
-    ).fetchall():
-        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
+def _settle_user(conn: sqlite3.Connection, campaign_id: str, user_id: str, now_ms: int) -> int:
+    """Apply, for one user, what time did since the last write: lapsed holds end, passed
+    validity expires (set-based; the triggers write the ledger). Returns holds released."""
+    conn.execute(
+        "UPDATE reservations SET state = ?, end_cause = ? WHERE campaign_id = ? AND user_id = ? AND state = ? AND expire_ms <= ?",
+        (int(ReservationState.RELEASED), RESERVATION_TIMEOUT, campaign_id, user_id, int(ReservationState.HELD), now_ms),
+    )
+    released = conn.execute(
+        "UPDATE cards SET state = 1, order_id = '', reserved_until_ms = NULL, cause = ?, changed_ms = ?"
+        " WHERE campaign_id = ? AND user_id = ? AND state = 2 AND reserved_until_ms <= ?",
+        (RESERVATION_TIMEOUT, now_ms, campaign_id, user_id, now_ms),
+    ).rowcount
+    conn.execute(
+        "UPDATE cards SET state = 4, cause = ?, changed_ms = ? WHERE campaign_id = ? AND user_id = ? AND state = 1 AND expire_ms <= ?",
+        (EXPIRE, now_ms, campaign_id, user_id, now_ms),
+    )
+    return released
+
+
+def _pick_and_hold(conn: sqlite3.Connection, campaign_id: str, user_id: str, order_id: str, until: int, now_ms: int) -> Card | None:
+    """Hold the user's available card that expires first: choice and move in one statement."""
+    row = conn.execute(
+        f"UPDATE cards SET state = 2, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?"
+        f" WHERE state = 1 AND card_id = (SELECT card_id FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1"
+        f" AND expire_ms > ? ORDER BY expire_ms, card_id LIMIT 1) RETURNING {_CARD_COLS}",
+        (order_id, until, RESERVE, now_ms, campaign_id, user_id, now_ms),
+    ).fetchone()
+    return _card_from(row) if row else None
 
 
 def _reserve(
@@ -752,45 +796,44 @@ def _reserve(
     request_id: str, now_ms: int,
 ) -> Hold:
     _check_request(conn, request_id, f"ReserveCard|{c.campaign_id}|{user_id}|{order_id}|{amount_fen}|{card_id}", now_ms)
-    _settle_user(conn, c.campaign_id, user_id, now_ms)
     existing = _reservation(conn, order_id)
     if existing is not None:
         if existing.user_id != user_id or existing.campaign_id != c.campaign_id:
             raise order_id_conflict()
-        if existing.state != ReservationState.RELEASED:
+        if existing.is_lapsed(now_ms):
+            _end_hold(conn, existing.card_id, order_id, now_ms, RESERVATION_TIMEOUT)
+        elif existing.state != ReservationState.RELEASED:
             # The same order asking again (a retry): the same reservation.
             return Hold(existing, _card(conn, existing.card_id))  # type: ignore[arg-type]
+    until = now_ms + ttl_s * 1000
     if card_id:
         card = _card(conn, card_id)
         if card is None or card.campaign_id != c.campaign_id:
             raise card_not_found()
         if card.user_id != user_id:
             raise card_not_owned()
-        if card.state != CardState.AVAILABLE:
+        if card.state == CardState.RESERVED and card.reserved_until_ms is not None and card.reserved_until_ms <= now_ms:
+            card = _end_hold(conn, card.card_id, card.order_id, now_ms, RESERVATION_TIMEOUT)
+        if card.state != CardState.AVAILABLE or card.expire_ms <= now_ms:
             raise card_not_available()
+        held = _move(conn, card.card_id, CardState.AVAILABLE, CardState.RESERVED, now_ms, RESERVE,
+                     hold_order=order_id, hold_until=until)
     else:
-        row = conn.execute(
-            f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1 AND expire_ms > ?"
-            " ORDER BY expire_ms, card_id LIMIT 1",
-            (c.campaign_id, user_id, now_ms),
-        ).fetchone()
-        if row is None:
+        held = _pick_and_hold(conn, c.campaign_id, user_id, order_id, until, now_ms)
+        # Only when nothing is free: holds that lapsed since the last write may free a card.
+        if held is None and _settle_user(conn, c.campaign_id, user_id, now_ms):
+            held = _pick_and_hold(conn, c.campaign_id, user_id, order_id, until, now_ms)
+        if held is None:
             raise no_card_available()
-        card = _card_from(row)
-    until = now_ms + ttl_s * 1000
-    _move(conn, card.card_id, CardState.AVAILABLE, CardState.RESERVED, order_id, now_ms, RESERVE,
-          hold_order=order_id, hold_until=until)
     reservation = Reservation(
-        order_id, card.card_id, user_id, c.campaign_id, ReservationState.HELD, amount_fen,
-        covered_fen(amount_fen, card.face_value_fen), until,
+        order_id, held.card_id, user_id, c.campaign_id, ReservationState.HELD, amount_fen,
+        covered_fen(amount_fen, held.face_value_fen), until,
     )
     conn.execute(
         f"INSERT OR REPLACE INTO reservations ({_RES_COLS}, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)",
-        (order_id, card.card_id, user_id, c.campaign_id, int(ReservationState.HELD), amount_fen,
+        (order_id, held.card_id, user_id, c.campaign_id, int(ReservationState.HELD), amount_fen,
          reservation.covered_fen, until, now_ms),
     )
-    held = Card(card.card_id, card.campaign_id, user_id, CardState.RESERVED, card.source, card.face_value_fen,
-                card.grant_ms, card.expire_ms, order_id, until)
     return Hold(reservation, held)
 
 
@@ -804,63 +847,57 @@ def _held(conn: sqlite3.Connection, order_id: str) -> Reservation:
 def _confirm(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold | DomainError:
     _check_request(conn, request_id, f"ConfirmReservation|{order_id}", now_ms)
     r = _held(conn, order_id)
-    if r.state == ReservationState.HELD and r.is_lapsed(now_ms):
-        card = _card(conn, r.card_id)
-        assert card is not None
-        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, RESERVATION_TIMEOUT)
+    if r.is_lapsed(now_ms):
+        _end_hold(conn, r.card_id, order_id, now_ms, RESERVATION_TIMEOUT)
         # Committed: the card is free again even though this confirm fails.
         return not_held_error(r.at(now_ms))
     if r.state == ReservationState.CONFIRMED:
         return Hold(r, _card(conn, r.card_id))  # type: ignore[arg-type]
     if r.state != ReservationState.HELD:
         raise not_held_error(r)
-    _move(conn, r.card_id, CardState.RESERVED, CardState.REDEEMED, order_id, now_ms, CONFIRM, hold_order=order_id)
+    card = _move(conn, r.card_id, CardState.RESERVED, CardState.REDEEMED, now_ms, CONFIRM, hold_order=order_id)
     conn.execute(
         "UPDATE reservations SET state = ? WHERE order_id = ? AND state = ?",
         (int(ReservationState.CONFIRMED), order_id, int(ReservationState.HELD)),
     )
-    r2 = Reservation(r.order_id, r.card_id, r.user_id, r.campaign_id, ReservationState.CONFIRMED, r.amount_fen,
-                     r.covered_fen, r.expire_ms)
-    return Hold(r2, _card(conn, r.card_id))  # type: ignore[arg-type]
+    return Hold(replace(r, state=ReservationState.CONFIRMED), card)
 
 
 def _release(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold:
     _check_request(conn, request_id, f"ReleaseReservation|{order_id}", now_ms)
     r = _held(conn, order_id)
     if r.state == ReservationState.HELD:
-        card = _card(conn, r.card_id)
-        assert card is not None
         cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
-        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, cause)
-        r = _held(conn, order_id)
+        card = _end_hold(conn, r.card_id, order_id, now_ms, cause)
+        return Hold(replace(r, state=ReservationState.RELEASED, end_cause=cause), card)
     return Hold(r, _card(conn, r.card_id))  # type: ignore[arg-type]
 
 
 def _refund(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> RefundResult:
     _check_request(conn, request_id, f"RefundCard|{order_id}", now_ms)
     r = _held(conn, order_id)
-    card = _card(conn, r.card_id)
-    assert card is not None
     if r.state == ReservationState.HELD:
         # Cancelled before payment: the hold simply ends.
         cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
-        _end_hold(conn, r.card_id, order_id, card.expire_ms, now_ms, cause)
+        card = _end_hold(conn, r.card_id, order_id, now_ms, cause)
+        r = replace(r, state=ReservationState.RELEASED, end_cause=cause)
     elif r.state == ReservationState.CONFIRMED:
-        returned = card.expire_ms > now_ms
+        returned = _card(conn, r.card_id).expire_ms > now_ms  # type: ignore[union-attr]
         to_state = CardState.AVAILABLE if returned else CardState.EXPIRED
-        _move(conn, r.card_id, CardState.REDEEMED, to_state, order_id, now_ms, REFUND)
+        card = _move(conn, r.card_id, CardState.REDEEMED, to_state, now_ms, REFUND)
         conn.execute(
             "UPDATE reservations SET state = ?, end_cause = ?, refund_returned = ? WHERE order_id = ? AND state = ?",
             (int(ReservationState.REFUNDED), REFUND, int(returned), order_id, int(ReservationState.CONFIRMED)),
         )
-    r = _held(conn, order_id)
-    card = _card(conn, r.card_id)
-    assert card is not None
+        r = replace(r, state=ReservationState.REFUNDED, end_cause=REFUND, refund_returned=returned)
+    else:
+        card = _card(conn, r.card_id)  # type: ignore[assignment]
     if r.state == ReservationState.REFUNDED:
         return RefundResult(r, card, r.refund_returned, "" if r.refund_returned else "CARD_EXPIRED")
     now_card = card.at(now_ms)
     spendable = now_card.state == CardState.AVAILABLE
-    return RefundResult(r, card, spendable, "" if spendable else ("CARD_EXPIRED" if now_card.state == CardState.EXPIRED else "CARD_IN_USE"))
+    reason = "" if spendable else ("CARD_EXPIRED" if now_card.state == CardState.EXPIRED else "CARD_IN_USE")
+    return RefundResult(r, card, spendable, reason)
 
 
 # --- reports ---------------------------------------------------------------------------------
@@ -927,15 +964,19 @@ def _card_history(conn: sqlite3.Connection, card_id: str) -> tuple[Card, list[Le
 def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int) -> SweepCounts:
     """Release lapsed holds and expire cards past validity, service-wide, at most `limit` each."""
     counts = SweepCounts()
-    for card_id, order_id, expire_ms in conn.execute(
-        "SELECT card_id, order_id, expire_ms FROM cards WHERE state = 2 AND reserved_until_ms <= ? LIMIT ?",
-        (now_ms, limit),
+    for card_id, order_id in conn.execute(
+        "SELECT card_id, order_id FROM cards WHERE state = 2 AND reserved_until_ms <= ? LIMIT ?", (now_ms, limit)
     ).fetchall():
-        _end_hold(conn, card_id, order_id, expire_ms, now_ms, RESERVATION_TIMEOUT)
+        _end_hold(conn, card_id, order_id, now_ms, RESERVATION_TIMEOUT)
         counts.released += 1
-    for (card_id,) in conn.execute(
-        "SELECT card_id FROM cards WHERE state = 1 AND expire_ms <= ? LIMIT ?", (now_ms, limit)
-    ).fetchall():
-        _move(conn, card_id, CardState.AVAILABLE, CardState.EXPIRED, "", now_ms, EXPIRE)
-        counts.expired += 1
+    counts.expired = conn.execute(
+        "UPDATE cards SET state = 4, cause = ?, changed_ms = ?"
+        " WHERE card_id IN (SELECT card_id FROM cards WHERE state = 1 AND expire_ms <= ? LIMIT ?)",
+        (EXPIRE, now_ms, now_ms, limit),
+    ).rowcount
+    conn.execute(
+        "DELETE FROM requests WHERE (method, request_id) IN"
+        " (SELECT method, request_id FROM requests WHERE create_ms < ? LIMIT ?)",
+        (now_ms - REQUEST_MEMORY_MS, limit),
+    )
     return counts

@@ -3,9 +3,13 @@
 Why a grid and not SQLite R*Tree: 300,000 points of two floats fit in a few tens of MB, and a
 nearest-k query must finish in well under 10 ms including the open-now and brand filters, which
 an SQL round trip per query (thread hop + R*Tree + join) would eat most of. Cells are
-CELL_DEG degrees square (~1.1 km north-south). A query walks rings of cells outward from the
+CELL_DEG degrees square (~550 m north-south). A query walks rings of cells outward from the
 query cell and stops once the nearest unvisited ring is farther than the k-th hit found so far,
 so its cost depends on local density, not on the total number of stores.
+
+Distances are great-circle (haversine) metres. Most candidates are dismissed first by a flat
+(equirectangular) estimate, which is within a few percent of the true distance at city scale,
+so the trigonometry runs only for stores that may make the result.
 """
 from __future__ import annotations
 
@@ -15,40 +19,48 @@ from typing import Callable, Iterator
 
 from .model import EARTH_RADIUS_M, StoreRecord, haversine_m
 
-CELL_DEG = 0.01
+CELL_DEG = 0.005
 _M_PER_DEG = math.pi * EARTH_RADIUS_M / 180.0  # ~111.2 km
+_J_BITS = 20  # cell key = (i << 20) + j; |j| <= 36,000 < 2**19, so keys are unique
+# The flat estimate uses the query's latitude for every candidate; within this slack it never
+# dismisses a store whose true distance is inside the bound (checked up to 50 km below 60°N).
+_FLAT_SLACK = 1.05
+_FLAT_MAX_LAT = 60.0
 
 
-def cell_of(lat: float, lng: float) -> tuple[int, int]:
-    return (math.floor(lat / CELL_DEG), math.floor(lng / CELL_DEG))
+def cell_key(lat: float, lng: float) -> int:
+    return (math.floor(lat / CELL_DEG) << _J_BITS) + math.floor(lng / CELL_DEG)
 
 
 class GeoIndex:
     def __init__(self) -> None:
-        self._cells: dict[tuple[int, int], list[StoreRecord]] = {}
-        self._cell_of_store: dict[str, tuple[int, int]] = {}
+        # int keys rather than (i, j) tuples: ~60,000 cells, the difference is megabytes.
+        self._cells: dict[int, list[StoreRecord]] = {}
+        self._count = 0
 
     def __len__(self) -> int:
-        return len(self._cell_of_store)
+        return self._count
 
-    def put(self, store: StoreRecord) -> None:
-        """Insert or move a store (keyed by store_id); the record object replaces the old one."""
-        new_cell = cell_of(store.lat, store.lng)
-        old_cell = self._cell_of_store.get(store.store_id)
-        if old_cell is not None:
-            bucket = self._cells[old_cell]
-            for i, s in enumerate(bucket):
-                if s.store_id == store.store_id:
-                    if old_cell == new_cell:
-                        bucket[i] = store
-                        return
-                    bucket[i] = bucket[-1]
-                    bucket.pop()
-                    break
-            if not bucket:
-                del self._cells[old_cell]
-        self._cells.setdefault(new_cell, []).append(store)
-        self._cell_of_store[store.store_id] = new_cell
+    def put(self, store: StoreRecord, previous: StoreRecord | None = None) -> None:
+        """Insert `store`, replacing `previous` (the record it had before, if any)."""
+        if previous is not None:
+            self.remove(previous)
+        self._cells.setdefault(cell_key(store.lat, store.lng), []).append(store)
+        self._count += 1
+
+    def remove(self, store: StoreRecord) -> None:
+        key = cell_key(store.lat, store.lng)
+        bucket = self._cells.get(key)
+        if not bucket:
+            return
+        for i, s in enumerate(bucket):
+            if s.store_id == store.store_id:
+                bucket[i] = bucket[-1]
+                bucket.pop()
+                self._count -= 1
+                break
+        if not bucket:
+            del self._cells[key]
 
     def nearest(
         self,
@@ -60,18 +72,27 @@ class GeoIndex:
     ) -> list[tuple[float, StoreRecord]]:
         """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id."""
         best: list[tuple[float, tuple[int, ...], StoreRecord]] = []  # max-heap via negated distance
-        for ring_min_m, cells in self._cells_outward(lat, lng, radius_m):
-            if len(best) >= limit and ring_min_m > -best[0][0]:
+        bound = radius_m  # no hit can be farther than this
+        flat = abs(lat) < _FLAT_MAX_LAT
+        ky = _M_PER_DEG
+        kx = _M_PER_DEG * math.cos(math.radians(lat))
+        cells = self._cells
+        for ring_min_m, keys in self._cells_outward(lat, lng, radius_m):
+            if ring_min_m > bound:
                 break
-            for cell in cells:
-                bucket = self._cells.get(cell)
+            for key in keys:
+                bucket = cells.get(key)
                 if not bucket:
                     continue
+                limit2 = (bound * _FLAT_SLACK + 1.0) ** 2
                 for s in bucket:
+                    if flat:
+                        dy = (s.lat - lat) * ky
+                        dx = (s.lng - lng) * kx
+                        if dx * dx + dy * dy > limit2:
+                            continue
                     d = haversine_m(lat, lng, s.lat, s.lng)
-                    if d > radius_m:
-                        continue
-                    if len(best) >= limit and d >= -best[0][0]:
+                    if d > bound:
                         continue
                     if keep is not None and not keep(s):
                         continue
@@ -79,12 +100,16 @@ class GeoIndex:
                     if len(best) < limit:
                         heapq.heappush(best, entry)
                     else:
-                        heapq.heapreplace(best, entry)
-        out = sorted(((-nd, s) for nd, _, s in best), key=lambda h: (h[0], h[1].store_id))
-        return out
+                        heapq.heappushpop(best, entry)
+                    if len(best) >= limit:
+                        new_bound = -best[0][0]
+                        if new_bound < bound:
+                            bound = new_bound
+                            limit2 = (bound * _FLAT_SLACK + 1.0) ** 2
+        return sorted(((-nd, s) for nd, _, s in best), key=lambda h: (h[0], h[1].store_id))
 
-    def _cells_outward(self, lat: float, lng: float, radius_m: float) -> Iterator[tuple[float, list[tuple[int, int]]]]:
-        ci, cj = cell_of(lat, lng)
+    def _cells_outward(self, lat: float, lng: float, radius_m: float) -> Iterator[tuple[float, list[int]]]:
+        ci, cj = math.floor(lat / CELL_DEG), math.floor(lng / CELL_DEG)
         lat_cell_m = CELL_DEG * _M_PER_DEG
         # Longitude cells shrink towards the poles: use the narrowest width inside the search
         # box so the ring's lower bound on distance stays a true lower bound.
@@ -95,28 +120,30 @@ class GeoIndex:
         if (2 * max_i + 1) * (2 * max_j + 1) > 4 * len(self._cells) + 64:
             # A box with more cells than there are occupied cells (near the poles, or a sparse
             # index): walking the occupied cells is cheaper than walking the box.
-            yield 0.0, [c for c in self._cells if abs(c[0] - ci) <= max_i and abs(c[1] - cj) <= max_j]
+            half = 1 << (_J_BITS - 1)
+            yield 0.0, [
+                k for k in self._cells
+                if abs(((k + half) >> _J_BITS) - ci) <= max_i and abs(((k + half) & ((1 << _J_BITS) - 1)) - half - cj) <= max_j
+            ]
             return
-        yield from self._rings(ci, cj, max_i, max_j, min(lat_cell_m, lng_cell_m), radius_m)
-
-    @staticmethod
-    def _rings(ci: int, cj: int, max_i: int, max_j: int, step_m: float, radius_m: float) -> Iterator[tuple[float, list[tuple[int, int]]]]:
-        yield 0.0, [(ci, cj)]
+        step_m = min(lat_cell_m, lng_cell_m)
+        yield 0.0, [(ci << _J_BITS) + cj]
         # Any cell of ring r is at least r-1 whole cells away along one axis.
         for r in range(1, max(max_i, max_j) + 1):
             ring_min = (r - 1) * step_m
             if ring_min > radius_m:
                 break
-            cells = []
+            keys = []
             span_j = min(r, max_j)
             for di in range(-min(r, max_i), min(r, max_i) + 1):
+                row = (ci + di) << _J_BITS
                 if abs(di) == r:
                     for dj in range(-span_j, span_j + 1):
-                        cells.append((ci + di, cj + dj))
+                        keys.append(row + cj + dj)
                 elif r <= max_j:
-                    cells.append((ci + di, cj - r))
-                    cells.append((ci + di, cj + r))
-            yield ring_min, cells
+                    keys.append(row + cj - r)
+                    keys.append(row + cj + r)
+            yield ring_min, keys
 
 
 def _neg_key(store_id: str) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -192,6 +193,9 @@ class Catalog:
         self.menus: dict[str, dict[str, MenuItem]] = {}
         self.stores: dict[str, StoreRecord] = {}
         self.index = GeoIndex()
+        # One index per brand as well: MatchIntent and brand searches then never scan the
+        # other brands' stores in a dense city centre.
+        self.brand_indexes: dict[str, GeoIndex] = {}
         self.sold_out: dict[str, set[str]] = {}
         # Bumped by every brand or menu change; the resolver is rebuilt when it moves.
         self.version = 0
@@ -209,9 +213,11 @@ class Catalog:
         for s in snap.stores:
             self.stores[s.store_id] = s
             self.index.put(s)
+            self._brand_index(s.brand_id).put(s)
         for store_id, item_id in snap.sold_out:
             self.sold_out.setdefault(store_id, set()).add(item_id)
         self.version += 1
+        self.finish_import()
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -242,8 +248,25 @@ class Catalog:
         stores, index = self.stores, self.index
         for row in rows:
             record = row.record()
+            previous = stores.get(row.store_id)
             stores[row.store_id] = record
-            index.put(record)
+            index.put(record, previous)
+            if previous is not None and previous.brand_id != record.brand_id:
+                self._brand_index(previous.brand_id).remove(previous)
+                previous = None
+            self._brand_index(record.brand_id).put(record, previous)
+
+    def _brand_index(self, brand_id: str) -> GeoIndex:
+        index = self.brand_indexes.get(brand_id)
+        if index is None:
+            index = self.brand_indexes[brand_id] = GeoIndex()
+        return index
+
+    def finish_import(self) -> None:
+        # Hundreds of thousands of long-lived records would otherwise be re-scanned by every
+        # full garbage collection (tens of ms, straight into Quote's tail latency).
+        gc.collect()
+        gc.freeze()
 
     async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool) -> bool:
         if not store_id:
@@ -302,8 +325,9 @@ class Catalog:
         if brand_id and brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {brand_id!r}")
         clock = OpenClock(self.clock.now())
-        keep = self._store_filter(brand_id, category, clock if open_now else None)
-        found = self.index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
+        keep = self._store_filter("", category, clock if open_now else None)
+        index = self._brand_index(brand_id) if brand_id else self.index
+        found = index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
         page = found[offset : offset + size]
         more = len(found) > offset + size and offset + size <= MAX_SEARCH_OFFSET
         details = await self.store.store_details([s.store_id for _, s in page])
@@ -477,13 +501,14 @@ class Catalog:
         sold_out = self.sold_out
 
         def keep(s: StoreRecord) -> bool:
-            if s.brand_id != brand_id or not clock.is_open(s):
+            if not clock.is_open(s):
                 return False
             sold = sold_out.get(s.store_id)
             return not sold or not (sold & items)
 
+        index = self._brand_index(brand_id)
         for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
-            found = self.index.nearest(lat, lng, radius, keep, limit=1)
+            found = index.nearest(lat, lng, radius, keep, limit=1)
             if found:
                 return found[0]
         return None
@@ -491,20 +516,13 @@ class Catalog:
     def _brands_nearby(self, lat: float, lng: float, clock: OpenClock) -> list[str]:
         """Names of brands with an open store near the user, nearest brand first."""
         for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
-            names: list[str] = []
-            seen: set[str] = set()
-            # One nearest store per brand: ask for one store of each brand not seen yet.
-            while len(seen) < len(self.brands):
-                found = self.index.nearest(lat, lng, radius, lambda s: s.brand_id not in seen and clock.is_open(s), limit=1)
-                if not found:
-                    break
-                brand_id = found[0][1].brand_id
-                seen.add(brand_id)
-                names.append(self.brands[brand_id].name)
-                if len(names) >= CLARIFY_BRANDS:
-                    break
-            if names:
-                return names
+            nearest: list[tuple[float, str]] = []
+            for brand_id, index in self.brand_indexes.items():
+                found = index.nearest(lat, lng, radius, clock.is_open, limit=1)
+                if found and brand_id in self.brands:
+                    nearest.append((found[0][0], self.brands[brand_id].name))
+            if nearest:
+                return [name for _, name in sorted(nearest)[:CLARIFY_BRANDS]]
         return []
 
     @staticmethod
@@ -553,6 +571,10 @@ class StoreImport:
         if rows:
             await self.catalog._apply_rows(rows)
             self.result.accepted += len(rows)
+
+    def finish(self) -> None:
+        if self.result.accepted:
+            self.catalog.finish_import()
 
 
 __all__ = [

@@ -1,23 +1,41 @@
-"""Adaptive admission control: a concurrency limit that follows observed latency, plus a short
-bounded wait, with criticality-based headroom.
+"""Adaptive admission control: a concurrency limit that follows observed latency, above a
+floor, plus a short bounded wait, with criticality-based headroom.
 
 Why: a server that accepts everything under a flash crowd queues work until every call misses
 its deadline (the 2026 "当前参与人数较多" collapse). Limiting in-flight calls keeps latency near
-its minimum; excess is answered at once with UNAVAILABLE/OVERLOADED + retry-after, which costs
-microseconds instead of a full request.
+its usual level; excess is answered at once with UNAVAILABLE/OVERLOADED + retry-after, which
+costs microseconds instead of a full request.
 
-Limit algorithm (gradient style, after Netflix concurrency-limits Gradient2 / TCP Vegas):
-every `update_interval` seconds we compare the average latency of the interval with the minimum
-latency seen over a ~`min_rtt_window` window. gradient = clamp(tolerance * min_rtt / avg, 0.5, 1).
-new = limit * gradient (+ sqrt(limit) growth when the limit was actually being used), smoothed.
-Latency near the minimum => the limit grows ~sqrt; queueing delay => it shrinks
-multiplicatively. Deadline misses (ok=False) back off by 10 %. The min RTT is windowed so a
-permanently slower service (bigger DB) is re-learned instead of pinned to an old optimum.
+Limit algorithm (Netflix concurrency-limits Gradient2):
+every `update_interval` seconds the average latency of the interval (short RTT) is compared with
+a long-term, exponentially smoothed latency (long RTT, time constant `long_window` seconds of
+busy time, the first `warmup` intervals averaged plainly):
+    gradient = clamp(tolerance * long / short, 0.5, 1)
+    new      = limit * (1 - smoothing) + (limit * gradient + sqrt(limit)) * smoothing
+So latency up to `tolerance` x its usual level leaves the limit growing by the sqrt(limit)
+queue allowance; only latency beyond that (real queueing) shrinks it, and at most by half per
+interval before smoothing. Deadline misses (ok=False) back off by 10 %. A limit that is not
+being used (in flight < limit / 2) is left alone: it neither grows toward max_limit while idle
+(and then admits a whole flash crowd at once) nor shrinks for latency it did not cause.
+
+Why not the minimum RTT (Vegas / the first version of this module): on a shared 2-core machine
+the minimum is one lucky call with an idle CPU, unrealistically small; ordinary CPU queueing
+then looks like 5-10x "congestion" and collapses every limit (80 concurrent orders through the
+gateway drove card and catalog to 4 and shed CRITICAL calls they could have served). A
+long-window average is what the service usually takes. If latency recovers after a prolonged
+slow period (long > 2 x short) the long RTT is decayed by 5 % per interval so the baseline
+follows it down quickly instead of in `long_window`.
+
+Floor (`min_limit`, MIANDAN_MIN_CONCURRENCY in services, default 32, see config.py): below
+some concurrency, shedding buys nothing: the work a few dozen in-flight calls queue is a few
+milliseconds of CPU, far inside every deadline, so a limit there only throws calls away.
 
 Headroom per criticality (Google SRE "Handling Overload"): SHEDDABLE may fill up to 50 % of the
 limit and never waits, DEFAULT up to 80 % and waits up to max_wait/2, CRITICAL up to 100 % and
 waits up to max_wait. Waiting is CoDel-like: once a waiter times out (a standing queue: waiting
-does not help), non-critical calls stop waiting for one interval.
+does not help), non-critical calls stop waiting for one interval. An internal caller may raise
+or lower a call's criticality with x-miandan-criticality (the gateway passes the end-user
+call's level on).
 
 Single-threaded by design: all methods must be called from the event loop thread.
 """
@@ -28,7 +46,7 @@ import math
 import time
 from collections import deque
 from contextlib import asynccontextmanager
-from typing import AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable
 
 from .errors import Unavailable
 
@@ -41,6 +59,7 @@ __all__ = [
     "Overloaded",
     "Permit",
     "AdmissionController",
+    "admission_from_settings",
 ]
 
 CRITICAL = "CRITICAL"
@@ -87,16 +106,20 @@ class AdmissionController:
         max_wait_ms: float = 50.0,
         max_waiters: int | None = None,
         tolerance: float = 2.0,
-        smoothing: float = 0.5,
+        smoothing: float = 0.2,
         update_interval: float = 0.1,
         min_samples: int = 5,
-        min_rtt_window: float = 30.0,
+        long_window: float = 60.0,
+        warmup: int = 10,
+        queue_size: Callable[[float], float] = math.sqrt,
         retry_after_ms: int = 1000,
         time_source: Callable[[], float] = time.monotonic,
         on_limit_change: Callable[[float], None] | None = None,
     ) -> None:
         if not 1 <= min_limit <= initial_limit <= max_limit:
             raise ValueError("need 1 <= min_limit <= initial_limit <= max_limit")
+        if not (tolerance >= 1 and 0 < smoothing <= 1 and update_interval > 0 and long_window > 0 and warmup >= 1):
+            raise ValueError("need tolerance >= 1, 0 < smoothing <= 1, update_interval > 0, long_window > 0, warmup >= 1")
         self.min_limit, self.max_limit = float(min_limit), float(max_limit)
         self.limit = float(initial_limit)
         self.in_flight = 0
@@ -104,7 +127,11 @@ class AdmissionController:
         self._wait_s = {CRITICAL: max_wait_ms / 1000, DEFAULT: max_wait_ms / 2000, SHEDDABLE: 0.0}
         self.max_waiters = max_waiters if max_waiters is not None else max(16, initial_limit)
         self.tolerance, self.smoothing = tolerance, smoothing
-        self.update_interval, self.min_samples, self.min_rtt_window = update_interval, min_samples, min_rtt_window
+        self.update_interval, self.min_samples = update_interval, min_samples
+        self.long_window, self.warmup, self.queue_size = long_window, warmup, queue_size
+        # Per-update EWMA weight: `long_window` seconds of busy intervals. Counted in updates,
+        # not wall time, so an idle hour does not erase the baseline.
+        self._long_alpha = 1.0 - math.exp(-update_interval / long_window)
         self._retry_ms = {CRITICAL: retry_after_ms, DEFAULT: retry_after_ms, SHEDDABLE: 2 * retry_after_ms}
         self._time = time_source
         self.on_limit_change = on_limit_change
@@ -116,21 +143,16 @@ class AdmissionController:
         now = time_source()
         self._sum = 0.0
         self._n = 0
-        self._win_min = math.inf
         self._max_seen = 0
         self._dropped = False
         self._next_update = now + update_interval
-        self._prev_min = math.inf
-        self._cur_min = math.inf
-        self._min_window_end = now + min_rtt_window
+        self.long_rtt = 0.0  # seconds; 0 until the first update
+        self.short_rtt = 0.0  # the last interval's average, seconds
+        self._updates = 0
         self._caps: dict[str, int] = {}
         self._set_caps()
 
     # --- public API ----------------------------------------------------------------------
-
-    @property
-    def min_rtt(self) -> float:
-        return min(self._prev_min, self._cur_min)
 
     def retry_after_ms(self, criticality: str = DEFAULT) -> int:
         return self._retry_ms.get(criticality, self._retry_ms[DEFAULT])
@@ -210,8 +232,6 @@ class AdmissionController:
                 self._dropped = True
             self._sum += latency_s
             self._n += 1
-            if latency_s < self._win_min:
-                self._win_min = latency_s
             now = self._time()
             if now >= self._next_update:
                 self._update(now)
@@ -234,26 +254,30 @@ class AdmissionController:
     def _update(self, now: float) -> None:
         if self._n < self.min_samples and not self._dropped:
             return  # too few samples for a meaningful average; keep accumulating
-        avg = self._sum / self._n if self._n else 0.0
-        if now >= self._min_window_end:
-            self._prev_min, self._cur_min = self._cur_min, math.inf
-            self._min_window_end = now + self.min_rtt_window
-        if self._win_min < self._cur_min:
-            self._cur_min = self._win_min
-        min_rtt = self.min_rtt
         limit = self.limit
+        if self._n:
+            short = self._sum / self._n
+            self.short_rtt = short
+            self._updates += 1
+            if self._updates <= self.warmup:
+                self.long_rtt += (short - self.long_rtt) / self._updates  # plain mean while warming up
+            else:
+                self.long_rtt += (short - self.long_rtt) * self._long_alpha
+            if self.long_rtt > 2 * short:
+                # Latency recovered after a long slow spell: follow it down quickly.
+                self.long_rtt *= 0.95
+        else:
+            short = 0.0
         if self._dropped:
             new = limit * 0.9
+        elif self._max_seen < limit * 0.5:
+            new = limit  # app-limited: this latency says nothing about our limit
         else:
-            gradient = 1.0 if avg <= 0 else max(0.5, min(1.0, self.tolerance * min_rtt / avg))
-            target = limit * gradient
-            # Only grow a limit that is being used; an idle service must not drift to max_limit
-            # and then admit a whole flash crowd at once.
-            if self._max_seen >= limit * 0.5:
-                target += math.sqrt(target)
+            gradient = 1.0 if short <= 0 else max(0.5, min(1.0, self.tolerance * self.long_rtt / short))
+            target = limit * gradient + self.queue_size(limit)
             new = limit * (1 - self.smoothing) + target * self.smoothing
         new = max(self.min_limit, min(self.max_limit, new))
-        self._sum, self._n, self._win_min, self._dropped = 0.0, 0, math.inf, False
+        self._sum, self._n, self._dropped = 0.0, 0, False
         self._max_seen = self.in_flight
         self._next_update = now + self.update_interval
         if new != limit:
@@ -266,6 +290,19 @@ class AdmissionController:
 
     def _set_caps(self) -> None:
         self._caps = {level: max(1, int(self.limit * share)) for level, share in _SHARE.items()}
+
+
+def admission_from_settings(settings: Any) -> AdmissionController:
+    """The controller every server gets unless its wiring passes its own: starts at
+    MIANDAN_MAX_CONCURRENCY, never adapts below MIANDAN_MIN_CONCURRENCY (capped at the start
+    value, so an operator who sets a small limit gets it), may grow to 1000."""
+    start = settings.max_concurrency
+    return AdmissionController(
+        start,
+        min_limit=min(settings.min_concurrency, start),
+        max_limit=max(1000, start),
+        max_wait_ms=settings.max_wait_ms,
+    )
 
 
 def _expire(fut: asyncio.Future[bool]) -> None:

@@ -71,7 +71,10 @@ class AccessPolicy:
         self._internal = settings.internal_token.encode()
         self._admin = settings.admin_token.encode()
         self._merchant = settings.merchant_token.encode()
-        self._mtls = bool(getattr(settings, "tls_enabled", False) and getattr(settings, "tls_ca", None))
+        # Whether a client certificate in the auth context counts as the internal credential:
+        # only when the server required and verified it against tls_ca. A server serving one-way
+        # TLS (Server(require_client_cert=False), the gateway) turns this off.
+        self.trust_client_certificates = bool(getattr(settings, "tls_enabled", False) and getattr(settings, "tls_ca", None))
 
     def role(self, method: str) -> Role:
         return self.roles.get(method, self.default)
@@ -113,7 +116,7 @@ class AccessPolicy:
     def _peer_verified(self, context: Any) -> bool:
         # With mTLS the server requires and verifies a client certificate against tls_ca during
         # the handshake, so an x509 identity in the auth context is a proven internal peer.
-        if not self._mtls or context is None:
+        if not self.trust_client_certificates or context is None:
             return False
         try:
             auth = context.auth_context()

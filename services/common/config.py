@@ -43,6 +43,14 @@ class Settings:
     lottery_addr: str = "127.0.0.1:50054"
     log_level: str = "INFO"
     max_concurrency: int = 64
+    # The adaptive limit's floor (capped at max_concurrency). Why 32: shedding below it buys
+    # nothing. By Little's law a full floor queues 32 / throughput seconds of work; even at the
+    # ~200 orders/s the whole order path managed on the shared 2-core box (bench-out/overload.txt)
+    # that is ~160 ms, far inside the seconds-long client deadlines, and a single card or catalog
+    # RPC is several times cheaper than a whole order. With a floor of 4, CPU queueing from 80
+    # concurrent orders through the gateway read as overload and card and catalog shed CRITICAL
+    # calls they would have served in time. Above the floor the latency gradient rules.
+    min_concurrency: int = 32
     max_wait_ms: float = 50.0
     log_calls: bool = True
 
@@ -119,6 +127,7 @@ class Settings:
             lottery_addr=_addr(e, "MIANDAN_LOTTERY_ADDR", "lottery"),
             log_level=log_level,
             max_concurrency=int(_number(e, "MIANDAN_MAX_CONCURRENCY", 64, int, minimum=1)),
+            min_concurrency=int(_number(e, "MIANDAN_MIN_CONCURRENCY", 32, int, minimum=1)),
             max_wait_ms=_number(e, "MIANDAN_MAX_WAIT_MS", 50.0, float, minimum=0),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from .admission import AdmissionController
+from .admission import AdmissionController, admission_from_settings
 from .auth import MAX_MESSAGE_BYTES, AccessPolicy
 from .config import Settings
 from .interceptors import CallPipeline
@@ -55,19 +55,26 @@ class Server:
         on_stop: Callable[[], Awaitable[Any]] | None = None,
         admission: AdmissionController | None = None,
         metrics: RpcMetrics | None = None,
+        require_client_cert: bool | None = None,
     ) -> None:
         self.settings = settings
+        # None = as configured: mutual TLS (client certificate required and verified against
+        # MIANDAN_TLS_CA) whenever a CA is set. False = one-way TLS, for a port end users reach
+        # without certificates (the gateway); the server then does not even ask for a client
+        # certificate, and the policy must not count one as the internal credential.
+        if require_client_cert is None:
+            require_client_cert = settings.tls_enabled and settings.tls_ca is not None
+        elif require_client_cert and not (settings.tls_enabled and settings.tls_ca is not None):
+            raise ValueError("require_client_cert needs MIANDAN_TLS_CERT, MIANDAN_TLS_KEY and MIANDAN_TLS_CA")
+        self.require_client_cert = bool(require_client_cert)
+        if not self.require_client_cert:
+            policy.trust_client_certificates = False
         self.service_names = tuple(service_names)
         self._register = register
         self.policy = policy
         self.criticality = dict(criticality or {})
         self._on_start, self._on_stop = on_start, on_stop
-        self.admission = admission or AdmissionController(
-            settings.max_concurrency,
-            min_limit=min(4, settings.max_concurrency),
-            max_limit=max(1000, settings.max_concurrency),
-            max_wait_ms=settings.max_wait_ms,
-        )
+        self.admission = admission or admission_from_settings(settings)
         self.metrics = metrics if metrics is not None else default_metrics()
         self.logger = get_logger(settings.service)
         self.health = health.aio.HealthServicer()
@@ -93,11 +100,12 @@ class Server:
         reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{s.host}:{s.port}"
         if s.tls_enabled:
+            mutual = self.require_client_cert
             creds = grpc.ssl_server_credentials(
                 [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],  # type: ignore[union-attr]
-                root_certificates=s.tls_ca.read_bytes() if s.tls_ca else None,
-                # A CA means mutual TLS: the verified client cert is the internal credential.
-                require_client_auth=s.tls_ca is not None,
+                # Mutual TLS: the verified client cert is the internal credential (auth.py).
+                root_certificates=s.tls_ca.read_bytes() if mutual else None,  # type: ignore[union-attr]
+                require_client_auth=mutual,
             )
             port = server.add_secure_port(address, creds)
         else:
@@ -141,7 +149,10 @@ def build_server(
     on_stop: Callable[[], Awaitable[Any]] | None = None,
     admission: AdmissionController | None = None,
     metrics: RpcMetrics | None = None,
+    require_client_cert: bool | None = None,
 ) -> Server:
+    """require_client_cert: None = mutual TLS whenever MIANDAN_TLS_CA is set; False = one-way
+    TLS for end users (the gateway's public port); True = insist (ValueError without a CA)."""
     return Server(
         settings,
         service_names=service_names,
@@ -152,6 +163,7 @@ def build_server(
         on_stop=on_stop,
         admission=admission,
         metrics=metrics,
+        require_client_cert=require_client_cert,
     )
 
 

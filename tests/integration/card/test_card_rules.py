@@ -378,3 +378,38 @@ async def test_list_cards_filters_by_state_and_pages(card):
     assert totals[card_pb2.CARD_STATE_AVAILABLE] == 4 and totals[card_pb2.CARD_STATE_RESERVED] == 1
     audit = await card.ListCampaignCards(campaign_id=C, state=card_pb2.CARD_STATE_RESERVED)
     assert len(audit.cards) == 1
+
+
+async def test_one_request_id_may_serve_reserve_and_confirm_of_the_same_order(card):
+    await card.campaign(C)
+    await card.ClaimSignupCard(campaign_id=C, user_id="alice")
+    await card.ReserveCard(request_id="order-1", campaign_id=C, user_id="alice", order_id="o1", amount_fen=100)
+    done = await card.ConfirmReservation(request_id="order-1", order_id="o1")
+    assert done.card.state == card_pb2.CARD_STATE_REDEEMED
+    await fails(card.ConfirmReservation(request_id="order-1", order_id="o2"), grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+
+
+async def test_the_sweep_forgets_request_ids_after_a_week(card_server, clock):
+    server, card, _ = card_server
+    await card.campaign(C, days=30)
+    await card.ClaimSignupCard(request_id="once", campaign_id=C, user_id="alice")
+    clock.advance(days=8)
+    await server.card_store.sweep(int(clock.now().timestamp() * 1000))
+    # Forgotten, so the id may name a new request now.
+    await card.ClaimSignupCard(request_id="once", campaign_id=C, user_id="bob")
+
+
+async def test_the_ledger_is_append_only(card_server):
+    import sqlite3
+
+    server, card, settings = card_server
+    await card.campaign(C)
+    await card.ClaimSignupCard(campaign_id=C, user_id="alice")
+    db = sqlite3.connect(settings.db_path)
+    try:
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("UPDATE ledger SET cause = 'FORGED'")
+        with pytest.raises(sqlite3.DatabaseError, match="append-only"):
+            db.execute("DELETE FROM ledger")
+    finally:
+        db.close()

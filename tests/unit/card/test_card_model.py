@@ -88,18 +88,17 @@ def test_redeemed_cards_do_not_expire_in_place():
 
 def test_an_invitee_with_only_its_fresh_signup_card_is_new():
     now = 10 * 60_000 * 10
-    fresh = m.InviteeActivity(cards=[(m.CardSource.SIGNUP, now - 1000)])
     assert m.is_new_invitee(m.InviteeActivity(), now)
-    assert m.is_new_invitee(fresh, now)
+    assert m.is_new_invitee(m.InviteeActivity(signup_ms=now - 1000), now)
 
 
 def test_an_invitee_with_an_old_signup_other_cards_orders_or_invites_is_not_new():
     now = 100 * 60_000
-    assert not m.is_new_invitee(m.InviteeActivity(cards=[(m.CardSource.SIGNUP, now - 11 * 60_000)]), now)
-    assert not m.is_new_invitee(m.InviteeActivity(cards=[(m.CardSource.INVITER, now)]), now)
-    assert not m.is_new_invitee(m.InviteeActivity(cards=[(m.CardSource.SIGNUP, now)], has_reservations=True), now)
+    assert not m.is_new_invitee(m.InviteeActivity(signup_ms=now - 11 * 60_000), now)
+    assert not m.is_new_invitee(m.InviteeActivity(other_cards=1), now)
+    assert not m.is_new_invitee(m.InviteeActivity(signup_ms=now, has_reservations=True), now)
     assert not m.is_new_invitee(m.InviteeActivity(has_invited=True), now)
-    assert m.is_new_invitee(m.InviteeActivity(cards=[(m.CardSource.SIGNUP, now - 11 * 60_000)]), now, window_ms=20 * 60_000)
+    assert m.is_new_invitee(m.InviteeActivity(signup_ms=now - 11 * 60_000), now, window_ms=20 * 60_000)
 
 
 def test_wrong_attempts_block_until_the_window_ends():

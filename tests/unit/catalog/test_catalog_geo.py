@@ -40,7 +40,7 @@ def test_moving_a_store_updates_its_cell_and_keeps_one_entry():
     a = StoreRecord("a", "x", "a", 30.0, 120.0, (), False, "")
     index.put(a)
     moved = StoreRecord("a", "x", "a", 31.0, 121.0, (), False, "")
-    index.put(moved)
+    index.put(moved, a)
     assert len(index) == 1
     assert index.nearest(30.0, 120.0, 5000) == []
     assert [s.store_id for _, s in index.nearest(31.0, 121.0, 5000)] == ["a"]

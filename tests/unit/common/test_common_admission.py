@@ -1,4 +1,5 @@
 import asyncio
+import random
 
 import pytest
 
@@ -17,7 +18,9 @@ class FakeTime:
 def controller(limit=20, **kw):
     now = FakeTime()
     kw.setdefault("max_wait_ms", 0)
-    return AdmissionController(limit, min_limit=2, max_limit=200, time_source=now, **kw), now
+    kw.setdefault("min_limit", 2)
+    kw.setdefault("max_limit", 200)
+    return AdmissionController(limit, time_source=now, **kw), now
 
 
 def drive(ctl, now, latency, rounds=50, concurrency=None):
@@ -42,13 +45,64 @@ def test_limit_does_not_grow_when_it_is_not_being_used():
     assert ctl.limit == 20
 
 
-def test_limit_shrinks_when_latency_rises_well_above_the_minimum():
+def test_limit_shrinks_when_latency_rises_well_above_its_usual_level():
     ctl, now = controller(50)
-    drive(ctl, now, 0.010, rounds=5)
+    drive(ctl, now, 0.010, rounds=10)  # one warm-up second learns the usual latency
     before = ctl.limit
-    drive(ctl, now, 0.100, rounds=20)
+    drive(ctl, now, 0.100, rounds=30)  # 10x for 3 s: real queueing
     assert ctl.limit < before / 3
     assert ctl.limit >= ctl.min_limit
+
+
+def test_the_limit_never_adapts_below_its_floor():
+    ctl, now = controller(64, min_limit=32)
+    drive(ctl, now, 0.010, rounds=10)
+    drive(ctl, now, 0.500, rounds=100)
+    assert ctl.limit == 32
+    for _ in range(10):  # deadline misses back off too, but not through the floor
+        assert ctl.try_enter(CRITICAL)
+        now.t += 0.2
+        ctl.release(0.5, ok=False)
+    assert ctl.limit == 32
+
+
+def noisy(mean, n, seed):
+    """n latencies around `mean` as a busy shared CPU produces them: mostly near the mean, a
+    few lucky calls at a tenth of it."""
+    rng = random.Random(seed)
+    return [mean * 0.1 if rng.random() < 0.05 else mean * rng.uniform(0.5, 1.5) for _ in range(n)]
+
+
+def drive_noisy(ctl, now, mean, rounds, seed=1):
+    for r in range(rounds):
+        n = int(ctl.limit)
+        taken = sum(ctl.try_enter(CRITICAL) for _ in range(n))
+        now.t += ctl.update_interval
+        for latency in noisy(mean, taken, seed * 100_000 + r):
+            ctl.release(latency)
+
+
+def test_a_sustained_moderate_latency_increase_does_not_drive_the_limit_to_the_floor():
+    # CPU queueing on a shared 2-core box: latency doubles for a minute, with the usual noise
+    # (a few calls are 10x faster than the rest, which is what a minimum-RTT baseline latches on).
+    ctl, now = controller(64, min_limit=32, max_limit=1000)
+    drive_noisy(ctl, now, 0.010, rounds=20)
+    before = ctl.limit
+    lowest = before
+    for second in range(60):
+        drive_noisy(ctl, now, 0.020, rounds=10, seed=second + 2)
+        lowest = min(lowest, ctl.limit)
+    assert lowest >= before * 0.9 and ctl.limit >= before
+    assert ctl.long_rtt > 0.009  # the baseline is what calls usually take, not the lucky 1 ms
+
+
+def test_the_baseline_follows_latency_down_quickly_after_a_long_slow_spell():
+    ctl, now = controller(64, min_limit=32, max_limit=1000)
+    drive(ctl, now, 0.010, rounds=10)
+    drive(ctl, now, 0.100, rounds=1200)  # two minutes slow: the baseline has moved up
+    assert ctl.long_rtt > 0.08
+    drive(ctl, now, 0.010, rounds=50)  # five seconds back to normal
+    assert ctl.long_rtt < 0.02
 
 
 def test_deadline_misses_back_off_the_limit():

@@ -10,6 +10,7 @@ def test_defaults_follow_the_documented_ports_and_tokens():
     assert (s.host, s.port, s.metrics_port) == ("127.0.0.1", 50051, 51051)
     assert s.db_path == Path("data") / "card.db"
     assert s.grace_seconds == 5.0 and s.max_concurrency == 64 and s.max_wait_ms == 50.0
+    assert s.min_concurrency == 32
     assert s.internal_token == "dev-internal-token" and s.jwt_algorithm == "HS256"
     assert s.order_addr == "127.0.0.1:50053" and s.lottery_addr == "127.0.0.1:50054"
     assert s.log_level == "INFO" and s.log_calls is True and not s.tls_enabled
@@ -26,6 +27,7 @@ def test_environment_overrides_each_field():
         "MIANDAN_CARD_ADDR": "card.internal:7000",
         "MIANDAN_LOG_LEVEL": "debug",
         "MIANDAN_MAX_CONCURRENCY": "8",
+        "MIANDAN_MIN_CONCURRENCY": "6",
         "MIANDAN_MAX_WAIT_MS": "0",
         "MIANDAN_LOG_CALLS": "0",
         "MIANDAN_TLS_CERT": "/c.pem",
@@ -36,7 +38,7 @@ def test_environment_overrides_each_field():
     assert s.db_path == Path("/tmp/x/order.db")
     assert s.grace_seconds == 1.5 and s.internal_token == "s3cret"
     assert s.card_addr == "card.internal:7000" and s.log_level == "DEBUG"
-    assert s.max_concurrency == 8 and s.max_wait_ms == 0 and s.log_calls is False
+    assert s.max_concurrency == 8 and s.min_concurrency == 6 and s.max_wait_ms == 0 and s.log_calls is False
     assert s.tls_enabled
 
 
@@ -53,6 +55,7 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_CARD_PORT": "70000"}, "MIANDAN_CARD_PORT"),
         ({"MIANDAN_GRACE_SECONDS": "-1"}, "MIANDAN_GRACE_SECONDS"),
         ({"MIANDAN_MAX_CONCURRENCY": "0"}, "MIANDAN_MAX_CONCURRENCY"),
+        ({"MIANDAN_MIN_CONCURRENCY": "0"}, "MIANDAN_MIN_CONCURRENCY"),
         ({"MIANDAN_LOG_LEVEL": "LOUD"}, "MIANDAN_LOG_LEVEL"),
         ({"MIANDAN_LOG_CALLS": "maybe"}, "MIANDAN_LOG_CALLS"),
         ({"MIANDAN_ORDER_ADDR": "nohost"}, "MIANDAN_ORDER_ADDR"),
@@ -69,3 +72,15 @@ def test_bad_values_raise_value_error_naming_the_variable(env, variable):
 def test_unknown_service_is_rejected():
     with pytest.raises(ValueError, match="unknown service"):
         Settings.from_env("payments", {})
+
+
+def test_the_admission_floor_comes_from_the_environment_and_never_exceeds_the_starting_limit():
+    from services.common.admission import admission_from_settings
+
+    ctl = admission_from_settings(Settings.from_env("card", {}))
+    assert (ctl.limit, ctl.min_limit, ctl.max_limit) == (64, 32, 1000)
+    ctl = admission_from_settings(Settings.from_env("card", {"MIANDAN_MIN_CONCURRENCY": "48"}))
+    assert ctl.min_limit == 48
+    # An operator who asks for a small limit gets it (the overload drills run with 4).
+    ctl = admission_from_settings(Settings.from_env("card", {"MIANDAN_MAX_CONCURRENCY": "4"}))
+    assert (ctl.limit, ctl.min_limit) == (4, 4)

@@ -28,6 +28,11 @@ if _version_not_supported:
 class CardServiceStub:
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     def __init__(self, channel):
@@ -121,6 +126,11 @@ class CardServiceStub:
 class CardServiceServicer:
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     def CreateCampaign(self, request, context):
@@ -140,6 +150,8 @@ class CardServiceServicer:
     def ClaimSignupCard(self, request, context):
         """Grants the sign-up card on the first call; every later call returns the same card.
         Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
+        Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
+        CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,6 +168,13 @@ class CardServiceServicer:
         """Accepts an invite from a bare code or any pasted text containing a pass-phrase.
         Idempotent per invitee. Errors: INVITE_CODE_NOT_FOUND, INVITEE_NOT_NEW, SELF_INVITE,
         INVITE_ALREADY_ACCEPTED, INVITE_ATTEMPTS_EXCEEDED.
+        Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
+        no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
+        attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
+        per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+        CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
+        sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
+        Replaying the accepted code returns the same invite with newly_accepted = false.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,6 +197,10 @@ class CardServiceServicer:
     def ReserveCard(self, request, context):
         """Holds a card for an order. Picks the card that expires first unless card_id is given.
         Idempotent per order_id. Errors: NO_CARD_AVAILABLE, CARD_NOT_AVAILABLE, CARD_NOT_OWNED.
+        Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
+        PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
+        ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
+        lapsed takes a new hold.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -185,6 +208,8 @@ class CardServiceServicer:
 
     def ConfirmReservation(self, request, context):
         """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
+        All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
+        RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -199,6 +224,8 @@ class CardServiceServicer:
 
     def RefundCard(self, request, context):
         """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
+        On a reservation still HELD (cancelled before payment) it releases the hold.
+        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -333,6 +360,11 @@ def add_CardServiceServicer_to_server(servicer, server):
 class CardService:
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     @staticmethod

@@ -31,6 +31,11 @@ GRPC_VERSION: str
 class CardServiceStub:
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     @_typing.overload
@@ -44,6 +49,8 @@ class CardServiceStub:
     ClaimSignupCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]
     """Grants the sign-up card on the first call; every later call returns the same card.
     Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
+    Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
+    CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
     """
     GetInviteCode: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteCodeRequest, _card_service_pb2.GetInviteCodeResponse]
     """Returns the user's stable invite code and pass-phrase text."""
@@ -51,6 +58,13 @@ class CardServiceStub:
     """Accepts an invite from a bare code or any pasted text containing a pass-phrase.
     Idempotent per invitee. Errors: INVITE_CODE_NOT_FOUND, INVITEE_NOT_NEW, SELF_INVITE,
     INVITE_ALREADY_ACCEPTED, INVITE_ATTEMPTS_EXCEEDED.
+    Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
+    no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
+    attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
+    per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+    CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
+    sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
+    Replaying the accepted code returns the same invite with newly_accepted = false.
     """
     ListCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]
     """Lists a user's cards, optionally filtered by state."""
@@ -59,13 +73,23 @@ class CardServiceStub:
     ReserveCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardRequest, _card_service_pb2.ReserveCardResponse]
     """Holds a card for an order. Picks the card that expires first unless card_id is given.
     Idempotent per order_id. Errors: NO_CARD_AVAILABLE, CARD_NOT_AVAILABLE, CARD_NOT_OWNED.
+    Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
+    PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
+    ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
+    lapsed takes a new hold.
     """
     ConfirmReservation: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]
-    """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED."""
+    """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
+    All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
+    RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ReleaseReservationRequest, _card_service_pb2.ReleaseReservationResponse]
     """Releases the card held for an order back to AVAILABLE. Idempotent."""
     RefundCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.RefundCardRequest, _card_service_pb2.RefundCardResponse]
-    """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent."""
+    """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
+    On a reservation still HELD (cancelled before payment) it releases the hold.
+    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    """
     GetInviteStats: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]
     """The new users a user invited (for the lottery)."""
     GetBudget: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetBudgetRequest, _card_service_pb2.GetBudgetResponse]
@@ -81,6 +105,11 @@ class CardServiceStub:
 class CardServiceAsyncStub(CardServiceStub):
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -91,6 +120,8 @@ class CardServiceAsyncStub(CardServiceStub):
     ClaimSignupCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]  # type: ignore[assignment]
     """Grants the sign-up card on the first call; every later call returns the same card.
     Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
+    Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
+    CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
     """
     GetInviteCode: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteCodeRequest, _card_service_pb2.GetInviteCodeResponse]  # type: ignore[assignment]
     """Returns the user's stable invite code and pass-phrase text."""
@@ -98,6 +129,13 @@ class CardServiceAsyncStub(CardServiceStub):
     """Accepts an invite from a bare code or any pasted text containing a pass-phrase.
     Idempotent per invitee. Errors: INVITE_CODE_NOT_FOUND, INVITEE_NOT_NEW, SELF_INVITE,
     INVITE_ALREADY_ACCEPTED, INVITE_ATTEMPTS_EXCEEDED.
+    Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
+    no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
+    attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
+    per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+    CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
+    sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
+    Replaying the accepted code returns the same invite with newly_accepted = false.
     """
     ListCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]  # type: ignore[assignment]
     """Lists a user's cards, optionally filtered by state."""
@@ -106,13 +144,23 @@ class CardServiceAsyncStub(CardServiceStub):
     ReserveCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardRequest, _card_service_pb2.ReserveCardResponse]  # type: ignore[assignment]
     """Holds a card for an order. Picks the card that expires first unless card_id is given.
     Idempotent per order_id. Errors: NO_CARD_AVAILABLE, CARD_NOT_AVAILABLE, CARD_NOT_OWNED.
+    Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
+    PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
+    ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
+    lapsed takes a new hold.
     """
     ConfirmReservation: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]  # type: ignore[assignment]
-    """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED."""
+    """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
+    All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
+    RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ReleaseReservationRequest, _card_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
     """Releases the card held for an order back to AVAILABLE. Idempotent."""
     RefundCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.RefundCardRequest, _card_service_pb2.RefundCardResponse]  # type: ignore[assignment]
-    """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent."""
+    """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
+    On a reservation still HELD (cancelled before payment) it releases the hold.
+    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    """
     GetInviteStats: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]  # type: ignore[assignment]
     """The new users a user invited (for the lottery)."""
     GetBudget: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetBudgetRequest, _card_service_pb2.GetBudgetResponse]  # type: ignore[assignment]
@@ -127,6 +175,11 @@ class CardServiceAsyncStub(CardServiceStub):
 class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
     reservation per card, idempotency) hold inside this service's store transactions.
+    Errors carry a google.rpc.ErrorInfo reason (domain "miandan"). On every RPC: an unknown
+    campaign is NOT_FOUND CAMPAIGN_NOT_FOUND; a bad field is INVALID_ARGUMENT with a BadRequest
+    naming it; a request_id reused for different content of the same RPC is ALREADY_EXISTS
+    REQUEST_ID_REUSED (one request_id may serve several RPCs, e.g. Reserve and Confirm).
+    Ids (user, order, card, request) are 1..128 printable ASCII characters [A-Za-z0-9._:@/+=-].
     """
 
     @_abc_1.abstractmethod
@@ -153,6 +206,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_card_service_pb2.ClaimSignupCardResponse, _abc.Awaitable[_card_service_pb2.ClaimSignupCardResponse]]:
         """Grants the sign-up card on the first call; every later call returns the same card.
         Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
+        Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
+        CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
         """
 
     @_abc_1.abstractmethod
@@ -172,6 +227,13 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         """Accepts an invite from a bare code or any pasted text containing a pass-phrase.
         Idempotent per invitee. Errors: INVITE_CODE_NOT_FOUND, INVITEE_NOT_NEW, SELF_INVITE,
         INVITE_ALREADY_ACCEPTED, INVITE_ATTEMPTS_EXCEEDED.
+        Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
+        no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
+        attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
+        per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+        CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
+        sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
+        Replaying the accepted code returns the same invite with newly_accepted = false.
         """
 
     @_abc_1.abstractmethod
@@ -198,6 +260,10 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_card_service_pb2.ReserveCardResponse, _abc.Awaitable[_card_service_pb2.ReserveCardResponse]]:
         """Holds a card for an order. Picks the card that expires first unless card_id is given.
         Idempotent per order_id. Errors: NO_CARD_AVAILABLE, CARD_NOT_AVAILABLE, CARD_NOT_OWNED.
+        Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
+        PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
+        ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
+        lapsed takes a new hold.
         """
 
     @_abc_1.abstractmethod
@@ -206,7 +272,10 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.ConfirmReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.ConfirmReservationResponse, _abc.Awaitable[_card_service_pb2.ConfirmReservationResponse]]:
-        """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED."""
+        """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
+        All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
+        RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def ReleaseReservation(
@@ -222,7 +291,10 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.RefundCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.RefundCardResponse, _abc.Awaitable[_card_service_pb2.RefundCardResponse]]:
-        """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent."""
+        """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
+        On a reservation still HELD (cancelled before payment) it releases the hold.
+        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def GetInviteStats(
