@@ -96,10 +96,10 @@ class CatalogProcess:
     def addr(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def peak_rss_mb(self) -> float:
+    def peak_rss_mb(self, field: str = "VmHWM") -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 1024
         return float("nan")
 
@@ -149,6 +149,7 @@ async def run(stores: int, rounds: int, keep: bool) -> dict[str, Any]:
         async with grpc.aio.insecure_channel(server.addr, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
             stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
             await load_demo(stub, admin)
+            print(f"demo catalog loaded (server RSS {server.peak_rss_mb('VmRSS'):.0f} MB)")
 
             # Messages are built before the clock starts: the figure is the server's import rate.
             generated = list(generate_stores(stores))
@@ -161,10 +162,12 @@ async def run(stores: int, rounds: int, keep: bool) -> dict[str, Any]:
             t = time.perf_counter()
             result = await stub.ImportStores(stream(), metadata=admin, timeout=600)
             figures["import_s"] = time.perf_counter() - t
-            print(f"ImportStores: {result.accepted:,} accepted, {result.rejected} rejected in {figures['import_s']:.1f} s")
+            print(f"ImportStores: {result.accepted:,} accepted, {result.rejected} rejected in {figures['import_s']:.1f} s"
+                  f" (server RSS now {server.peak_rss_mb('VmRSS'):.0f} MB, peak {server.peak_rss_mb():.0f} MB)")
             t = time.perf_counter()
             again = await stub.ImportStores(stream(), metadata=admin, timeout=600)
-            print(f"ImportStores re-run (idempotent upsert): {again.accepted:,} accepted in {time.perf_counter() - t:.1f} s")
+            print(f"ImportStores re-run (idempotent upsert): {again.accepted:,} accepted in {time.perf_counter() - t:.1f} s"
+                  f" (server RSS now {server.peak_rss_mb('VmRSS'):.0f} MB, peak {server.peak_rss_mb():.0f} MB)")
 
             rng = random.Random(7)
             big = [c for c in CITIES if c[3] >= 4]

@@ -29,7 +29,7 @@ def _accuracy(resolver, judge, cases, show_failures: bool) -> tuple[int, int]:
 
 def main(argv: list[str]) -> int:
     verbose = "-v" in argv
-    rounds = 200
+    rounds = 5 if "--smoke" in argv else 200
     t = time.perf_counter()
     import services.catalog.intent.resolver  # noqa: F401  (pypinyin loads its dictionaries once per process)
     print(f"import resolver (pypinyin dictionaries, once per process): {(time.perf_counter() - t) * 1e3:.1f} ms")

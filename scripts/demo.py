@@ -12,12 +12,13 @@ Which suite:
   shows the commitment, but runs and verifies the draw only when the cut-off has passed or is
   less than two minutes away (it waits then).
 - otherwise, or with --own-suite, the demo starts its own suite exactly as `make run` does
-  (`python -m services.suite`, a temporary MIANDAN_DATA, free ports) with the lottery cut-off a
-  minute or so ahead (MIANDAN_LOTTERY_CUTOFF, campaign-local HH:MM), plays the story, waits for
+  (`python -m services.suite`, a temporary MIANDAN_DATA, free ports) with the lottery cut-off at
+  the first whole minute at least --cutoff-in seconds ahead (MIANDAN_LOTTERY_CUTOFF, campaign-local
+  HH:MM; skipped with a note if that minute is past local midnight), plays the story, waits for
   the cut-off, has the operator run the draw, verifies it twice independently (the gateway's
   check and the services.lottery.verify checker) and stops the suite, also on Ctrl-C.
 
-    python -m scripts.demo [--own-suite] [--cutoff-in 60] [--gateway ADDR] [--lottery ADDR]
+    python -m scripts.demo [--own-suite] [--cutoff-in 45] [--gateway ADDR] [--lottery ADDR]
 
 Exit status: 0 when every step the chosen suite allows ran as the story says; 1 otherwise.
 """
@@ -707,8 +708,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--own-suite", action="store_true", help="start a throw-away suite even if one is running")
-    parser.add_argument("--cutoff-in", type=float, default=60.0, metavar="SECONDS",
-                        help="own suite: entries close at the first whole minute at least this far ahead (default 60)")
+    # The setting is a whole minute, so the wait is this lead plus 0-60 s: 45-105 s by default.
+    parser.add_argument("--cutoff-in", type=float, default=45.0, metavar="SECONDS",
+                        help="own suite: entries close at the first whole minute at least this far ahead (default 45)")
     parser.add_argument("--gateway", help="gateway of a running suite (default MIANDAN_GATEWAY_ADDR or 127.0.0.1:50050)")
     parser.add_argument("--lottery", help="lottery of a running suite, for the operator steps (default MIANDAN_LOTTERY_ADDR)")
     args = parser.parse_args(argv)

@@ -12,7 +12,12 @@ transaction (its own savepoint), so the rules it checks and the rows it changes 
 step. Invariants are also enforced by the schema where SQL can express them: conditional UPDATEs
 for budget (`issued_fen + v <= budget_fen`, plus a CHECK) and cap (`cards_granted + n <= cap`),
 state-guarded card moves (`WHERE state = <from>`), a unique partial index allowing one HELD
-reservation per card, and triggers that make the ledger append-only.
+reservation per card, triggers that write the ledger row of every grant and state change (so the
+ledger and the cards cannot disagree, whatever the code path) and triggers that make it
+append-only.
+
+Hot path cost: ReserveCard is 3 statements (look up the order, pick-and-hold the card in one
+UPDATE ... RETURNING, insert the reservation), ConfirmReservation 3 (look up, move, mark).
 
 A fn that must persist side effects while failing (a wrong invite code counts an attempt; a
 confirm of a lapsed hold releases the card) *returns* the DomainError instead of raising it (a
@@ -519,11 +524,11 @@ def _move(
         f"UPDATE cards SET state = ?, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?"
         f" WHERE card_id = ? AND state = ? RETURNING {_CARD_COLS}",
         (int(to_state), hold_order, hold_until, cause, now_ms, card_id, int(from_state)),
-    ).fetchone()
-    if row is None:
+    ).fetchall()  # fetchall: an UPDATE ... RETURNING must run to completion before COMMIT
+    if not row:
         # Only reachable through a bug: roll the whole call back rather than write a lie.
         raise RuntimeError(f"card {card_id} is not {from_state.name}")
-    return _card_from(row)
+    return _card_from(row[0])
 
 
 def _insert_member(conn: sqlite3.Connection, c: Campaign, user_id: str, cards: int, signup_ms: int | None) -> str:
@@ -787,8 +792,8 @@ def _pick_and_hold(conn: sqlite3.Connection, campaign_id: str, user_id: str, ord
         f" WHERE state = 1 AND card_id = (SELECT card_id FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1"
         f" AND expire_ms > ? ORDER BY expire_ms, card_id LIMIT 1) RETURNING {_CARD_COLS}",
         (order_id, until, RESERVE, now_ms, campaign_id, user_id, now_ms),
-    ).fetchone()
-    return _card_from(row) if row else None
+    ).fetchall()
+    return _card_from(row[0]) if row else None
 
 
 def _reserve(
@@ -829,8 +834,13 @@ def _reserve(
         order_id, held.card_id, user_id, c.campaign_id, ReservationState.HELD, amount_fen,
         covered_fen(amount_fen, held.face_value_fen), until,
     )
+    # An upsert on order_id only (a released order takes a new hold): a second HELD row for the
+    # same card still violates reservations_one_hold and fails the call.
     conn.execute(
-        f"INSERT OR REPLACE INTO reservations ({_RES_COLS}, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)",
+        f"INSERT INTO reservations ({_RES_COLS}, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)"
+        " ON CONFLICT (order_id) DO UPDATE SET card_id = excluded.card_id, state = excluded.state,"
+        " amount_fen = excluded.amount_fen, covered_fen = excluded.covered_fen, expire_ms = excluded.expire_ms,"
+        " end_cause = '', refund_returned = 0, create_ms = excluded.create_ms",
         (order_id, held.card_id, user_id, c.campaign_id, int(ReservationState.HELD), amount_fen,
          reservation.covered_fen, until, now_ms),
     )

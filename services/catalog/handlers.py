@@ -228,7 +228,7 @@ class Catalog:
             self.brands[brand.brand_id] = brand
             self.menus.setdefault(brand.brand_id, {})
             self._catalog_changed()
-        return self.brands[brand.brand_id], created
+        return self.brands.get(brand.brand_id, brand), created
 
     async def upsert_item(self, request_id: str, item: MenuItem) -> tuple[MenuItem, bool]:
         validate_item(item)
@@ -238,7 +238,7 @@ class Catalog:
         if not replayed:
             self.menus[item.brand_id][item.item_id] = item
             self._catalog_changed()
-        return self.menus[item.brand_id][item.item_id], created
+        return self.menus[item.brand_id].get(item.item_id, item), created
 
     def begin_import(self) -> "StoreImport":
         return StoreImport(self)
@@ -246,7 +246,9 @@ class Catalog:
     async def _apply_rows(self, rows: list[StoreRow]) -> None:
         await self.store.upsert_stores(rows, now_ms(self.clock))
         stores, index = self.stores, self.index
-        for row in rows:
+        for n, row in enumerate(rows):
+            if n and n % 1000 == 0:
+                await asyncio.sleep(0)  # let Quote calls through during a big import
             record = row.record()
             previous = stores.get(row.store_id)
             stores[row.store_id] = record

@@ -413,3 +413,34 @@ async def test_the_ledger_is_append_only(card_server):
             db.execute("DELETE FROM ledger")
     finally:
         db.close()
+
+
+async def test_a_released_order_may_reserve_again_and_gets_a_new_hold(card):
+    await card.campaign(C)
+    await card.ClaimSignupCard(campaign_id=C, user_id="alice")
+    await card.ReserveCard(campaign_id=C, user_id="alice", order_id="o1", amount_fen=100)
+    await card.ReleaseReservation(order_id="o1")
+    again = await card.ReserveCard(campaign_id=C, user_id="alice", order_id="o1", amount_fen=300)
+    assert again.reservation.state == card_pb2.RESERVATION_STATE_HELD and again.reservation.covered_fen == 300
+    assert (await card.ConfirmReservation(order_id="o1")).card.state == card_pb2.CARD_STATE_REDEEMED
+
+
+async def test_the_database_refuses_a_second_hold_on_one_card_whatever_the_code_does(card_server):
+    import sqlite3
+
+    server, card, settings = card_server
+    await card.campaign(C)
+    held = await card.ReserveCard(
+        campaign_id=C, user_id="alice", order_id="o1", amount_fen=100,
+        card_id=(await card.ClaimSignupCard(campaign_id=C, user_id="alice")).cards[0].card_id,
+    )
+    db = sqlite3.connect(settings.db_path)
+    try:
+        with pytest.raises(sqlite3.IntegrityError):
+            db.execute(
+                "INSERT INTO reservations (order_id, card_id, user_id, campaign_id, state, amount_fen, covered_fen,"
+                " expire_ms, create_ms) VALUES ('o2', ?, 'alice', ?, 1, 1, 1, 1, 1)",
+                (held.card.card_id, C),
+            )
+    finally:
+        db.close()

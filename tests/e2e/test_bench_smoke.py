@@ -1,0 +1,29 @@
+"""Benchmarks are not timed tests, but they must keep working: each runs a seconds-long smoke
+version that fails only on real faults (INTERNAL/UNKNOWN answers, hung calls, a dead process,
+audit findings)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("bench", BENCHES)
+def test_the_benchmark_smoke_run_finishes_cleanly(bench, tmp_path):
+    if not (ROOT / "bench" / f"{bench}.py").exists():
+        pytest.fail(f"bench/{bench}.py is missing")
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}", TMPDIR=str(tmp_path))
+    run = subprocess.run(
+        [sys.executable, "-m", f"bench.{bench}", "--smoke"], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=280,
+    )
+    print(run.stdout[-4000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
