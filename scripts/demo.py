@@ -254,7 +254,8 @@ async def wait_until(moment: datetime, what: str) -> None:
         left = (moment - datetime.now(timezone.utc)).total_seconds()
         if left <= 0:
             return
-        say(f"  ⏳ {what}: 还有 {left:3.0f} 秒 / {left:.0f} s to go")
+        if left >= 1:
+            say(f"  ⏳ {what}: 还有 {left:3.0f} 秒 / {left:.0f} s to go")
         await asyncio.sleep(min(COUNTDOWN_EVERY_S, left))
 
 
@@ -612,6 +613,27 @@ class Demo:
             say(f"  {hit.distance_meters:6.0f} m  {hit.store.name}  {'营业中 open' if hit.open_now else '休息中 closed'}")
 
 
+    # --- 7. own suite only: the books balance -------------------------------------------------
+
+    async def audit(self) -> None:
+        """`make audit` on the throw-away suite before it stops: whatever the story did, the
+        cross-service invariants (budget, caps, one redeemed card per paid order, draws) hold."""
+        title("7. 对账 / audit: cross-service invariants after the story")
+        from services.audit import run_audit
+
+        try:
+            findings = await asyncio.wait_for(run_audit(self.settings), timeout=60)
+        except Exception as exc:  # a broken audit is reported as a problem, not a traceback
+            self.problem(f"the audit could not run: {exc!r}"[:300])
+            return
+        if findings:
+            for finding in findings:
+                say(f"  {finding}")
+            self.problem(f"audit: {len(findings)} finding(s)")
+        else:
+            say("✓ audited 对账无误: budget, caps, cards vs orders and draws all consistent (0 findings)")
+
+
 # --- running it ------------------------------------------------------------------------------
 
 
@@ -621,6 +643,8 @@ async def play(demo: Demo, *, draw_part: bool) -> bool:
     steps += [demo.family, demo.order_by_text, demo.cancel, demo.lottery_entry, demo.browse]
     if draw_part:
         steps.append(demo.lottery_draw)
+    if demo.own_suite:
+        steps.append(demo.audit)
     for step in steps:
         try:
             await step()

@@ -71,7 +71,7 @@ class GeoIndex:
         limit: int = 10,
     ) -> list[tuple[float, StoreRecord]]:
         """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id."""
-        best: list[tuple[float, tuple[int, ...], StoreRecord]] = []  # max-heap via negated distance
+        best: list[tuple[float, str, StoreRecord]] = []  # max-heap via negated distance
         bound = radius_m  # no hit can be farther than this
         flat = abs(lat) < _FLAT_MAX_LAT
         ky = _M_PER_DEG
@@ -96,7 +96,7 @@ class GeoIndex:
                         continue
                     if keep is not None and not keep(s):
                         continue
-                    entry = (-d, _neg_key(s.store_id), s)
+                    entry = (-d, s.store_id, s)
                     if len(best) < limit:
                         heapq.heappush(best, entry)
                     else:
@@ -145,7 +145,3 @@ class GeoIndex:
                     keys.append(row + cj + r)
             yield ring_min, keys
 
-
-def _neg_key(store_id: str) -> tuple[int, ...]:
-    # Among equal distances the heap evicts the larger store_id first, so results are stable.
-    return tuple(-ord(c) for c in store_id)

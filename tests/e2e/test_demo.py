@@ -117,6 +117,8 @@ def test_demo_plays_the_whole_story_with_its_own_suite():
     assert "RunDraw (admin): drawn at" in out, out
     assert "verified=True" in out, out
     assert re.search(r"^✓ verified 验证通过: .* gateway verified=True and (\d+)/\1 checker checks pass", out, re.M), out
+    # 7. the audit of the throw-away suite before it stopped.
+    assert re.search(r"^✓ audited 对账无误: .*\(0 findings\)", out, re.M), out
     assert "FAIL" not in out and "✗" not in out, out
     assert "own suite stopped cleanly" in out, out
     for addr in suite_addrs(demo):
