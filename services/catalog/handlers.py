@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
@@ -48,6 +49,18 @@ MAX_ALTERNATIVES = 5
 MAX_REJECTIONS_REPORTED = 1_000
 CLARIFY_BRANDS = 8
 REBUILD_QUIET_S = 0.05
+
+_log = logging.getLogger("miandan.catalog.intent")
+
+
+@dataclass(frozen=True)
+class _EmptyReading:
+    candidates: tuple[Any, ...] = ()
+    clarification: str = ""
+    mentioned_unknown_brand: str = ""
+
+
+_NO_READING = _EmptyReading()
 
 STORE_NOT_FOUND = "STORE_NOT_FOUND"
 BRAND_NOT_FOUND = "BRAND_NOT_FOUND"
@@ -458,7 +471,13 @@ class Catalog:
         face = card_face_value_fen or DEFAULT_CARD_FACE_FEN
         wanted = 1 + min(max_alternatives, MAX_ALTERNATIVES)
 
-        reading = (await self.current_resolver()).resolve(text, card_face_value_fen=face)
+        try:
+            reading = (await self.current_resolver()).resolve(text, card_face_value_fen=face)
+        except Exception:
+            # A resolver bug on some odd sentence must not turn into INTERNAL for the user: ask
+            # them to rephrase (the traceback goes to the log for the resolver's owner).
+            _log.exception("intent resolver failed", extra={"text_chars": len(text)})
+            reading = _NO_READING
         clock = OpenClock(self.clock.now())
         chosen: list[tuple[Any, float, StoreRecord, tuple[WantedLine, ...], QuoteResult]] = []
         seen: set[tuple[str, tuple[Any, ...]]] = set()
@@ -548,20 +567,24 @@ def _distance_text(metres: float) -> str:
 
 
 class StoreImport:
-    """One ImportStores stream: rows are validated by the caller (model.validate_store_row),
-    valid ones are written one batch per transaction and indexed after COMMIT."""
+    """One ImportStores stream: rows are validated by the caller (model.validate_store_row);
+    valid ones are buffered and written FLUSH_ROWS per transaction whatever the client's message
+    size, and indexed in memory after COMMIT."""
+
+    FLUSH_ROWS = 5_000
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
         self.result = ImportResult()
         self.rows_seen = 0
+        self._buffer: list[StoreRow] = []
 
     @property
     def known_brands(self) -> Mapping[str, Brand]:
         return self.catalog.brands
 
     async def add(self, outcomes: Iterable[StoreRow | Rejection]) -> None:
-        rows: list[StoreRow] = []
+        buffer = self._buffer
         for outcome in outcomes:
             self.rows_seen += 1
             if isinstance(outcome, Rejection):
@@ -569,14 +592,21 @@ class StoreImport:
                 if len(self.result.rejections) < MAX_REJECTIONS_REPORTED:
                     self.result.rejections.append(outcome)
             else:
-                rows.append(outcome)
+                buffer.append(outcome)
+        if len(buffer) >= self.FLUSH_ROWS:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        rows, self._buffer = self._buffer, []
         if rows:
             await self.catalog._apply_rows(rows)
             self.result.accepted += len(rows)
 
-    def finish(self) -> None:
+    async def finish(self) -> ImportResult:
+        await self._flush()
         if self.result.accepted:
             self.catalog.finish_import()
+        return self.result
 
 
 __all__ = [

@@ -176,8 +176,7 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
                 for i, s in enumerate(message.stores)
             ]
             await session.add(outcomes)
-        session.finish()
-        r = session.result
+        r = await session.finish()
         return svc.ImportStoresResponse(
             accepted=r.accepted,
             rejected=r.rejected,

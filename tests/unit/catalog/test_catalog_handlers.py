@@ -105,7 +105,8 @@ async def add_store(catalog, store_id, brand_id, dlat, periods=(), closed=False)
     session = catalog.begin_import()
     await session.add([validate_store_row(0, store_id, brand_id, store_id, "addr", "杭州", HANGZHOU[0] + dlat, HANGZHOU[1],
                                           periods, closed, "", catalog.brands)])
-    assert session.result.accepted == 1
+    assert session.result.accepted == 0  # buffered until the stream ends or a batch fills
+    assert (await session.finish()).accepted == 1
 
 
 async def test_match_picks_the_nearest_open_store_that_has_every_item():
@@ -223,3 +224,15 @@ async def test_search_pages_through_stores_nearest_first():
     assert seen == [f"s{i:02d}" for i in range(25)]
     hits, _ = await catalog.search_stores(*HANGZHOU, category="咖啡", page_size=100)
     assert {h.brand.brand_id for h in hits} == {"luckin"} and len(hits) == 12
+
+
+async def test_a_resolver_that_crashes_gives_a_clarification_not_an_error():
+    catalog, factory = await make_catalog()
+    await add_store(catalog, "s", "luckin", 0.0)
+
+    def boom(text, card_face_value_fen=2500):
+        raise ZeroDivisionError("bug")
+
+    factory.resolver.resolve = boom
+    out = await catalog.match_intent("拿铁", *HANGZHOU)
+    assert not out.matched and out.clarification and out.available_brands == ("瑞幸咖啡",)
