@@ -27,10 +27,8 @@ SERVICE = "test.Echo"
 
 def tls_settings(pki, service: str = "card", **changes) -> Settings:
     base = Settings.from_env(service, {"MIANDAN_LOG_CALLS": "0"})
-    return dataclasses.replace(
-        base, port=0, metrics_port=None, grace_seconds=1.0,
-        tls_cert=pki.service.cert, tls_key=pki.service.key, tls_ca=pki.ca, **changes,
-    )
+    fields = dict(port=0, metrics_port=None, grace_seconds=1.0, tls_cert=pki.service.cert, tls_key=pki.service.key, tls_ca=pki.ca)
+    return dataclasses.replace(base, **{**fields, **changes})
 
 
 def register_echo(server: grpc.aio.Server) -> None:
