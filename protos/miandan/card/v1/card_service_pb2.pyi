@@ -453,6 +453,7 @@ class ReserveCardRequest(_message.Message):
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     CARD_ID_FIELD_NUMBER: _builtins.int
     TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    REDEEM_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key; the call is also idempotent per order_id."""
     campaign_id: _builtins.str
@@ -467,6 +468,11 @@ class ReserveCardRequest(_message.Message):
     """A specific card; empty to let the service pick the one that expires first."""
     ttl_seconds: _builtins.int
     """Hold duration in seconds; 0 takes the campaign's reservation_ttl_seconds."""
+    redeem: _builtins.bool
+    """Reserve and redeem in one step, for an order the card pays in full: the reservation is
+    CONFIRMED and the card REDEEMED in the same transaction (saves the ConfirmReservation
+    round trip). Idempotent per order_id like a plain reservation.
+    """
     def __init__(
         self,
         *,
@@ -477,10 +483,11 @@ class ReserveCardRequest(_message.Message):
         amount_fen: _builtins.int = ...,
         card_id: _builtins.str = ...,
         ttl_seconds: _builtins.int = ...,
+        redeem: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "campaign_id", b"campaign_id", "card_id", b"card_id", "order_id", b"order_id", "request_id", b"request_id", "ttl_seconds", b"ttl_seconds", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "campaign_id", b"campaign_id", "card_id", b"card_id", "order_id", b"order_id", "redeem", b"redeem", "request_id", b"request_id", "ttl_seconds", b"ttl_seconds", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
