@@ -298,6 +298,10 @@ class Result:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     samples: dict[str, str] = field(default_factory=dict)  # label -> one error message seen
+    # CPU seconds the load-generator processes spent while measuring (summed): shows whether the
+    # client, which shares the cores with the suite, is the bottleneck.
+    client_cpu_s: float = 0.0
+    mix: dict[str, int] = field(default_factory=dict)  # scenario: journeys, orders per user, ...
 
     def add(self, rpc: str, code: str, ms: float) -> None:
         self.calls[(rpc, code)].append(ms)
@@ -315,6 +319,9 @@ class Result:
         self.seconds = max(self.seconds, other.seconds)
         for k, v in other.samples.items():
             self.samples.setdefault(k, v)
+        self.client_cpu_s += other.client_cpu_s
+        for k, v in other.mix.items():
+            self.mix[k] = self.mix.get(k, 0) + v
 
     def to_wire(self) -> dict[str, Any]:
         d = dict(self.__dict__)
@@ -440,29 +447,47 @@ def _order_request(fixture: Fixture, request_id: str) -> Any:
     )
 
 
+# The lunch peak of the story, per user journey (bench.capacity prints the mix it produced):
+# one Join (half of them with an earlier user's pass-phrase, which gives both a card), a wallet
+# check by 30 %, then 1-3 orders (45 % one, 35 % two, 20 % three; mean 1.75), 30 % by sentence
+# and 70 % structured, each with CARD_USE_BEST: the card pays while the user has one, later
+# orders are paid (ConfirmPayment with the sandbox reference, as the app does); 5 % of orders
+# are cancelled, 10 % of users try the lottery. Orders are the largest share of the calls.
+ORDERS_PER_USER = ((1, 0.45), (2, 0.35), (3, 0.20))
+P_WALLET, P_TEXT, P_CANCEL, P_LOTTERY, P_PHRASE = 0.30, 0.30, 0.05, 0.10, 0.5
+
+
 class _Scenario:
-    """The story: users join (half of them with an earlier user's pass-phrase), look at their
-    wallet, order with their cards by sentence and by structured request, cancel a few, and try
-    the lottery."""
+    """The story at the lunch peak: a user joins once, then orders (see ORDERS_PER_USER)."""
 
     def __init__(self, client: _Client, spec: WorkerSpec) -> None:
         from miandan.common.v1 import common_pb2
+        from miandan.gateway.v1 import gateway_service_pb2 as g
 
+        self.g = g
         self.c = client
         self.spec = spec
         self.fixture = spec.fixture
         self.phrases: list[str] = []
         self.location = common_pb2.GeoPoint(latitude=spec.fixture.latitude, longitude=spec.fixture.longitude) if spec.fixture else None
         self.n = 0
+        self.mix: Counter[str] = Counter()
+
+    def _orders_for(self, rng: random.Random) -> int:
+        x = rng.random()
+        for n, p in ORDERS_PER_USER:
+            if x < p:
+                return n
+            x -= p
+        return ORDERS_PER_USER[-1][0]
 
     async def journey(self, task: int, rng: random.Random) -> None:
-        from miandan.gateway.v1 import gateway_service_pb2 as g
-
-        c, result = self.c, self.c.result
+        g, c, result, mix = self.g, self.c, self.c.result, self.mix
         self.n += 1
         user = f"{self.spec.tag}-{self.spec.index}-{task}-{self.n}"
         md = c.token_md(user)
-        phrase = rng.choice(self.phrases) if self.phrases and rng.random() < 0.5 else ""
+        phrase = rng.choice(self.phrases) if self.phrases and rng.random() < P_PHRASE else ""
+        mix["journeys"] += 1
         joined, err = await c.call("Join", g.JoinRequest(request_id=f"join-{user}", pass_phrase_text=phrase), md)
         if joined is None:
             return
@@ -471,11 +496,13 @@ class _Scenario:
             self.phrases.append(own)
             if len(self.phrases) > 300:
                 del self.phrases[:100]
-        await c.call("GetWallet", g.GetWalletRequest(), md)
-        orders = 2 if joined.invite_accepted else 1
+        if rng.random() < P_WALLET:
+            await c.call("GetWallet", g.GetWalletRequest(), md)
+        orders = self._orders_for(rng)
+        mix[f"users ordering {orders}x"] += 1
         for i in range(orders):
             request_id = f"order-{user}-{i}"
-            if rng.random() < 0.3:
+            if rng.random() < P_TEXT:
                 reply, err = await c.call(
                     "OrderByText",
                     g.OrderByTextRequest(request_id=request_id, text=self.fixture.text, location=self.location, confirm=True),
@@ -490,9 +517,16 @@ class _Scenario:
             if c.measuring:
                 result.orders += 1
             result.placed.append((user, order.order_id))
-            if rng.random() < 0.1:
+            if order.payable_fen > 0 and order.payment.payment_reference:
+                mix["orders paid (no card left)"] += 1
+                await c.call(
+                    "ConfirmPayment",
+                    g.ConfirmPaymentRequest(request_id=f"pay-{request_id}", order_id=order.order_id, payment_reference=order.payment.payment_reference),
+                    md,
+                )
+            if rng.random() < P_CANCEL:
                 await c.call("CancelOrder", g.CancelOrderRequest(request_id=f"cancel-{request_id}", order_id=order.order_id, reason="bench"), md)
-        if rng.random() < 0.2:
+        if rng.random() < P_LOTTERY:
             await c.call("EnterLottery", g.EnterLotteryRequest(request_id=f"lottery-{user}"), md)
 
 
@@ -547,6 +581,7 @@ async def _worker(spec: WorkerSpec) -> Result:
     await asyncio.sleep(max(0.0, spec.start_at - time.time()))
     client.measuring = True
     started = time.perf_counter()
+    cpu0 = time.process_time()
 
     if spec.kind == "open":
         await _open_loop(spec, client, result, users, one_order, end)
@@ -575,7 +610,10 @@ async def _worker(spec: WorkerSpec) -> Result:
             if t.exception() is not None:
                 result.errors.append(repr(t.exception()))
     client.measuring = False
+    result.client_cpu_s = time.process_time() - cpu0
     result.seconds = time.perf_counter() - started
+    if scenario is not None:
+        result.mix = dict(scenario.mix)
     await client.channel.close()
     return result
 

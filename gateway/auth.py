@@ -8,6 +8,7 @@ stops working the moment it expires.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from collections import OrderedDict
 from pathlib import Path
@@ -20,6 +21,8 @@ from services.common.errors import Unauthenticated
 
 __all__ = [
     "AUTHORIZATION_KEY",
+    "USER_ID",
+    "check_user_id",
     "TokenVerifier",
     "signing_key",
     "verification_key",
@@ -32,6 +35,17 @@ _HMAC = ("HS256", "HS384", "HS512")
 _CLAIMS = ["sub", "exp", "iss", "iat"]
 # Tolerated clock skew between the token issuer and this gateway, in seconds.
 LEEWAY_S = 30
+# The user ids the services accept (CardService's id rule: 1..128 printable ASCII characters
+# [A-Za-z0-9._:@/+=-]). A token naming anything else is refused here, as an invalid token,
+# rather than reaching a service and coming back as a puzzling INVALID_ARGUMENT on user_id.
+USER_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+
+
+def check_user_id(user: object) -> str:
+    """The user id if a token may carry it, else ValueError saying why."""
+    if not isinstance(user, str) or not USER_ID.fullmatch(user):
+        raise ValueError("sub must be a user id of 1..128 characters from A-Z a-z 0-9 . _ : @ / + = -")
+    return user
 
 TOKEN_MISSING = Unauthenticated(
     "TOKEN_MISSING", "请先登录 / missing bearer token (authorization: Bearer <token>)"
@@ -161,8 +175,10 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise _invalid(type(exc).__name__) from None
         sub, exp, iat = claims.get("sub"), claims.get("exp"), claims.get("iat")
-        if not isinstance(sub, str) or not sub or len(sub) > 128:
-            raise _invalid("sub must be a user id of 1..128 characters")
+        try:
+            check_user_id(sub)
+        except ValueError as exc:
+            raise _invalid(str(exc)) from None
         if not isinstance(exp, (int, float)) or isinstance(exp, bool):
             raise _invalid("exp must be a number")
         if not isinstance(iat, (int, float)) or isinstance(iat, bool):

@@ -16,7 +16,7 @@ import jwt
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
 
-from .auth import DEV_JWT_SECRET, quiet_dev_key_warning, signing_key
+from .auth import DEV_JWT_SECRET, check_user_id, quiet_dev_key_warning, signing_key
 
 __all__ = ["mint", "main"]
 
@@ -36,6 +36,8 @@ def mint(
     which tests need)."""
     if not user:
         raise ValueError("user must not be empty")
+    # The gateway would refuse the token (TOKEN_INVALID): better not to mint it at all.
+    check_user_id(user)
     algorithm = algorithm or settings.jwt_algorithm
     now = int((clock or SystemClock()).now().timestamp())
     claims: dict[str, Any] = {

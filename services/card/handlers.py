@@ -24,6 +24,7 @@ from .model import (
     check_ttl,
     new_campaign,
     page_size,
+    redeem_not_covered,
 )
 from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, LedgerRow, RefundResult
 
@@ -146,7 +147,8 @@ class CardHandlers:
     # --- reservations ------------------------------------------------------------------------
 
     async def reserve(
-        self, request_id: str, campaign_id: str, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_seconds: int
+        self, request_id: str, campaign_id: str, user_id: str, order_id: str, amount_fen: int, card_id: str,
+        ttl_seconds: int, redeem: bool = False,
     ) -> Hold:
         check_id(request_id, "request_id", required=False)
         check_id(user_id, "user_id")
@@ -155,8 +157,11 @@ class CardHandlers:
         check_amount(amount_fen)
         check_ttl(ttl_seconds)
         c = await self.campaign(campaign_id)
+        if redeem and amount_fen > c.rules.card_face_value_fen:
+            # Every card of a campaign has its face value: refused before the store is touched.
+            raise redeem_not_covered()
         ttl = ttl_seconds or c.rules.reservation_ttl_seconds
-        return await self.store.reserve(c, user_id, order_id, amount_fen, card_id, ttl, request_id, self.now())
+        return await self.store.reserve(c, user_id, order_id, amount_fen, card_id, ttl, request_id, self.now(), redeem)
 
     async def confirm(self, request_id: str, order_id: str) -> Hold:
         check_id(request_id, "request_id", required=False)

@@ -74,6 +74,10 @@ RESERVATION_EXPIRED = "RESERVATION_EXPIRED"
 RESERVATION_RELEASED = "RESERVATION_RELEASED"
 RESERVATION_REFUNDED = "RESERVATION_REFUNDED"
 ORDER_ID_CONFLICT = "ORDER_ID_CONFLICT"
+REDEEM_NOT_COVERED = "REDEEM_NOT_COVERED"
+# Not an error: AcceptInvite's invitee_not_rewarded_reason when the invitee's sign-up card of the
+# same join already is its joining card (the invite adds no invitee card).
+SIGNUP_CARD_COUNTED = "SIGNUP_CARD_COUNTED"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 
@@ -288,6 +292,15 @@ def effective_state(state: CardState, expire_ms: int, reserved_until_ms: int | N
     return CardState(state)
 
 
+def joining_grant(rules: Rules) -> int:
+    """Cards a new user gets for joining the campaign. Joining with a pass-phrase gives the
+    invitee grant *in place of* the sign-up grant, so whichever of ClaimSignupCard and
+    AcceptInvite comes first, the joiner ends with max(signup_grant, invitee_grant) cards:
+    "inviting a friend gives both sides a card", and a family of six chained through one
+    pass-phrase collects 6 + 5 = 11 cards."""
+    return max(rules.signup_grant, rules.invitee_grant)
+
+
 def grant_size(wanted: int, granted_so_far: int, cap: int) -> int:
     """Cards a grant actually gives: as many as wanted, but never past the per-user cap."""
     return max(0, min(wanted, cap - granted_so_far))
@@ -417,6 +430,15 @@ def no_card_available() -> FailedPrecondition:
 
 def reservation_not_found() -> NotFound:
     return NotFound(RESERVATION_NOT_FOUND, "该订单没有预留的卡 / no card reservation for this order")
+
+
+def redeem_not_covered() -> FailedPrecondition:
+    # Redeeming before payment is only safe when there is nothing left to pay: a payment that
+    # then failed would leave a spent card on an unpaid order.
+    return FailedPrecondition(
+        REDEEM_NOT_COVERED,
+        "免单卡不足以支付全部金额，请支付后再确认 / redeem needs an order the card pays in full; reserve, pay, then confirm",
+    )
 
 
 def order_id_conflict() -> AlreadyExists:

@@ -13,6 +13,8 @@ from .model import Campaign, Card, CardState, Reservation, Rules
 from .store import Invite
 
 _STATES = tuple(CardState)
+# GetWallet's include_available_cards: as many as one ListCards page can hold.
+AVAILABLE_CARDS_LIMIT = 100
 
 
 def _ts(ms: int | None) -> timestamp_pb2.Timestamp | None:
@@ -137,13 +139,16 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
                 cards_obtainable=max(0, rules.per_user_card_cap - w.cards_granted), card_cap=rules.per_user_card_cap,
                 lottery_progress=w.invites_made, lottery_threshold=rules.lottery_invite_threshold,
                 lottery_qualified=w.invites_made >= rules.lottery_invite_threshold, invited_by_user_id=w.invited_by,
-            )
+            ),
+            available_cards=[
+                card_pb(c) for c in w.cards if c.state == CardState.AVAILABLE
+            ][:AVAILABLE_CARDS_LIMIT] if request.include_available_cards else (),
         )
 
     async def ReserveCard(self, request: pb.ReserveCardRequest, context: Any) -> pb.ReserveCardResponse:
         hold = await self.h.reserve(
             request.request_id, request.campaign_id, request.user_id, request.order_id, request.amount_fen,
-            request.card_id, request.ttl_seconds,
+            request.card_id, request.ttl_seconds, request.redeem,
         )
         return pb.ReserveCardResponse(reservation=reservation_pb(hold.reservation), card=card_pb(hold.card))
 

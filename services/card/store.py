@@ -17,7 +17,9 @@ ledger and the cards cannot disagree, whatever the code path) and triggers that 
 append-only.
 
 Hot path cost: ReserveCard is 3 statements (look up the order, pick-and-hold the card in one
-UPDATE ... RETURNING, insert the reservation), ConfirmReservation 3 (look up, move, mark).
+UPDATE ... RETURNING, insert the reservation), ConfirmReservation 3 (look up, move, mark),
+ReserveCard(redeem) 4 (the hold is moved on to REDEEMED before the reservation is inserted
+CONFIRMED) in one transaction instead of two calls.
 
 A fn that must persist side effects while failing (a wrong invite code counts an attempt; a
 confirm of a lapsed hold releases the card) *returns* the DomainError instead of raising it (a
@@ -51,6 +53,7 @@ from .model import (
     Card,
     CardSource,
     CardState,
+    SIGNUP_CARD_COUNTED,
     InviteeActivity,
     Reservation,
     ReservationState,
@@ -69,9 +72,11 @@ from .model import (
     invite_code_not_found,
     invitee_not_new,
     is_new_invitee,
+    joining_grant,
     no_card_available,
     not_held_error,
     order_id_conflict,
+    redeem_not_covered,
     request_id_reused,
     reservation_not_found,
     self_invite,
@@ -293,7 +298,7 @@ class CardStore(Protocol):
     async def wallet(self, campaign: Campaign, user_id: str) -> WalletData: ...
     async def reserve(
         self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
-        request_id: str, now_ms: int,
+        request_id: str, now_ms: int, redeem: bool = False,
     ) -> Hold: ...
     async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
     async def release(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
@@ -387,9 +392,11 @@ class SqliteCardStore:
 
     async def reserve(
         self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
-        request_id: str, now_ms: int,
+        request_id: str, now_ms: int, redeem: bool = False,
     ) -> Hold:
-        return await self._write(_reserve, campaign, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms)
+        return await self._write(
+            _reserve, campaign, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms, redeem
+        )
 
     async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold:
         return await self._write(_confirm, order_id, request_id, now_ms)
@@ -622,6 +629,12 @@ def _claim_signup(conn: sqlite3.Connection, c: Campaign, user_id: str, request_i
             (c.campaign_id, user_id, int(CardSource.SIGNUP)),
         ).fetchall()
         return [_card_from(r) for r in rows], False
+    # A user who joined with a pass-phrase got the joining grant as invitee cards: in place of
+    # the sign-up grant, not on top of it (6 joiners of a chain collect 6 + 5 cards, not 6 + 10).
+    if row is not None and conn.execute(
+        "SELECT 1 FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (c.campaign_id, user_id)
+    ).fetchone() is not None:
+        return _joining_cards(conn, c.campaign_id, user_id), False
     if not c.is_active(now_ms):
         raise campaign_not_active()
     cards, reason = _grant(
@@ -632,6 +645,16 @@ def _claim_signup(conn: sqlite3.Connection, c: Campaign, user_id: str, request_i
     if reason == CARD_CAP_REACHED:
         raise cap_reached(c.rules.per_user_card_cap)
     return cards, True
+
+
+def _joining_cards(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> list[Card]:
+    """The cards a user got for joining: its sign-up card(s) and invitee card(s)."""
+    rows = conn.execute(
+        f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND source IN (?, ?)"
+        " ORDER BY grant_ms, card_id",
+        (campaign_id, user_id, int(CardSource.SIGNUP), int(CardSource.INVITEE)),
+    ).fetchall()
+    return [_card_from(r) for r in rows]
 
 
 def _accept_invite(
@@ -676,11 +699,7 @@ def _accept_invite(
         existing = _invite_from(row)
         if existing.inviter_user_id != inviter:
             raise already_accepted()
-        cards = conn.execute(
-            f"SELECT {_CARD_COLS} FROM cards WHERE campaign_id = ? AND user_id = ? AND source = ? ORDER BY grant_ms, card_id",
-            (cid, invitee, int(CardSource.INVITEE)),
-        ).fetchall()
-        return AcceptResult(existing, [_card_from(r) for r in cards], False)
+        return AcceptResult(existing, _joining_cards(conn, cid, invitee), False)
     if inviter == invitee:
         raise self_invite()
     if not c.is_active(now_ms):
@@ -691,6 +710,7 @@ def _accept_invite(
     has_reservations = conn.execute(
         "SELECT 1 FROM reservations WHERE campaign_id = ? AND user_id = ? LIMIT 1", (cid, invitee)
     ).fetchone() is not None
+    signup_cards = 0
     if member is None:
         activity = InviteeActivity(has_reservations=has_reservations)
     else:
@@ -701,9 +721,15 @@ def _accept_invite(
         activity = InviteeActivity(signup_ms, max(0, granted - signup_cards), has_reservations, invites_made > 0)
     if not is_new_invitee(activity, now_ms, window_ms):
         raise invitee_not_new()
-    invitee_cards, invitee_reason = _grant(
-        conn, c, invitee, CardSource.INVITEE, c.rules.invitee_grant, now_ms, member[0] if member else None
-    )
+    # The invitee's joining grant replaces its sign-up grant: top it up to the joining grant,
+    # counting the sign-up cards of this same join (none when the invite comes first).
+    wanted = joining_grant(c.rules) - signup_cards
+    if wanted > 0:
+        invitee_cards, invitee_reason = _grant(
+            conn, c, invitee, CardSource.INVITEE, wanted, now_ms, member[0] if member else None
+        )
+    else:
+        invitee_cards, invitee_reason = [], SIGNUP_CARD_COUNTED
     inviter_cards, inviter_reason = _grant(
         conn, c, inviter, CardSource.INVITER, c.rules.inviter_grant, now_ms, inviter_granted, invites_delta=1
     )
@@ -713,7 +739,7 @@ def _accept_invite(
         (cid, inviter, invitee, now_ms, int(invite.inviter_rewarded), int(invite.invitee_rewarded),
          inviter_reason, invitee_reason, code),
     )
-    return AcceptResult(invite, invitee_cards, True)
+    return AcceptResult(invite, _joining_cards(conn, cid, invitee) if signup_cards else invitee_cards, True)
 
 
 # --- reads of cards --------------------------------------------------------------------------
@@ -798,8 +824,10 @@ def _pick_and_hold(conn: sqlite3.Connection, campaign_id: str, user_id: str, ord
 
 def _reserve(
     conn: sqlite3.Connection, c: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
-    request_id: str, now_ms: int,
+    request_id: str, now_ms: int, redeem: bool = False,
 ) -> Hold:
+    # `redeem` is not part of the fingerprint: the same request_id may first hold the card and
+    # later redeem it (a Reserve(redeem) after a plain Reserve of the same order confirms it).
     _check_request(conn, request_id, f"ReserveCard|{c.campaign_id}|{user_id}|{order_id}|{amount_fen}|{card_id}", now_ms)
     existing = _reservation(conn, order_id)
     if existing is not None:
@@ -807,6 +835,8 @@ def _reserve(
             raise order_id_conflict()
         if existing.is_lapsed(now_ms):
             _end_hold(conn, existing.card_id, order_id, now_ms, RESERVATION_TIMEOUT)
+        elif redeem and existing.state == ReservationState.HELD:
+            return _redeem_held(conn, existing, now_ms)
         elif existing.state != ReservationState.RELEASED:
             # The same order asking again (a retry): the same reservation.
             return Hold(existing, _card(conn, existing.card_id))  # type: ignore[arg-type]
@@ -830,10 +860,16 @@ def _reserve(
             held = _pick_and_hold(conn, c.campaign_id, user_id, order_id, until, now_ms)
         if held is None:
             raise no_card_available()
-    reservation = Reservation(
-        order_id, held.card_id, user_id, c.campaign_id, ReservationState.HELD, amount_fen,
-        covered_fen(amount_fen, held.face_value_fen), until,
-    )
+    covered = covered_fen(amount_fen, held.face_value_fen)
+    state = ReservationState.HELD
+    if redeem:
+        if covered < amount_fen:
+            raise redeem_not_covered()  # rolls the hold back with the rest of this call
+        # Two moves, two ledger rows (RESERVE then CONFIRM), as if Confirm had followed: the
+        # ledger tells the same history whichever way the order path took.
+        held = _move(conn, held.card_id, CardState.RESERVED, CardState.REDEEMED, now_ms, CONFIRM, hold_order=order_id)
+        state = ReservationState.CONFIRMED
+    reservation = Reservation(order_id, held.card_id, user_id, c.campaign_id, state, amount_fen, covered, until)
     # An upsert on order_id only (a released order takes a new hold): a second HELD row for the
     # same card still violates reservations_one_hold and fails the call.
     conn.execute(
@@ -841,10 +877,21 @@ def _reserve(
         " ON CONFLICT (order_id) DO UPDATE SET card_id = excluded.card_id, state = excluded.state,"
         " amount_fen = excluded.amount_fen, covered_fen = excluded.covered_fen, expire_ms = excluded.expire_ms,"
         " end_cause = '', refund_returned = 0, create_ms = excluded.create_ms",
-        (order_id, held.card_id, user_id, c.campaign_id, int(ReservationState.HELD), amount_fen,
-         reservation.covered_fen, until, now_ms),
+        (order_id, held.card_id, user_id, c.campaign_id, int(state), amount_fen, covered, until, now_ms),
     )
     return Hold(reservation, held)
+
+
+def _redeem_held(conn: sqlite3.Connection, r: Reservation, now_ms: int) -> Hold:
+    """Reserve(redeem) of an order whose plain hold is live: confirm that hold."""
+    if r.covered_fen < r.amount_fen:
+        raise redeem_not_covered()
+    card = _move(conn, r.card_id, CardState.RESERVED, CardState.REDEEMED, now_ms, CONFIRM, hold_order=r.order_id)
+    conn.execute(
+        "UPDATE reservations SET state = ? WHERE order_id = ? AND state = ?",
+        (int(ReservationState.CONFIRMED), r.order_id, int(ReservationState.HELD)),
+    )
+    return Hold(replace(r, state=ReservationState.CONFIRMED), card)
 
 
 def _held(conn: sqlite3.Connection, order_id: str) -> Reservation:

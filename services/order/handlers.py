@@ -1,7 +1,8 @@
 """Order use cases: carts, the placement saga, payment, lifecycle, live status, recovery.
 
-The placement saga (payable 0, the hot path): Quote -> write PLACING -> ReserveCard ->
-ConfirmReservation -> write PAID. The PLACING row is written before any card is touched, under
+The placement saga (payable 0, the hot path): Quote -> write PLACING -> ReserveCard(redeem)
+-> write PAID (ReserveCard + ConfirmReservation when the card may cover only part, or when the
+card service answers a plain hold). The PLACING row is written before any card is touched, under
 an order id derived from (user, request_id), so whatever dies at whatever moment leaves a row
 that names the reservation: a retry with the same request_id resumes it (every card call is
 idempotent per reservation key), and the recovery pass (on start and every few seconds)
@@ -203,6 +204,9 @@ class OrderService:
         self.config = config or OrderConfig()
         self.events = events or OrderEvents()
         self._flights: dict[str, _Flight] = {}
+        # campaign -> face value of its cards, learnt from ReserveCard answers: decides whether
+        # an order can ask the card service to reserve and redeem in one call.
+        self._face_values: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
 
     def _now(self) -> int:
@@ -361,17 +365,21 @@ class OrderService:
         key = order.reservation_key
         reservation: Reservation | None = None
         if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
+            # Reserve and redeem in one card call when the card will cover the order in full
+            # (payable 0): Quote + ReserveCard is the whole upstream cost of the hot path. The
+            # PLACING row already names the reservation key, so a crash after the redeem is
+            # finished by the recovery pass (release answers CONFIRMED -> PAID).
+            face = self._face_values.get(order.campaign_id)
+            redeem = face is None or order.subtotal_fen <= face
             try:
-                reservation = await self.card.reserve(
-                    campaign_id=order.campaign_id,
-                    user_id=order.user_id,
-                    key=key,
-                    amount_fen=order.subtotal_fen,
-                    card_id=order.requested_card_id,
-                    # Held long enough for the payment window; a payable-0 order confirms at once.
-                    ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
-                    timeout=budget(),
-                )
+                try:
+                    reservation = await self._reserve(order, key, budget, redeem)
+                except FailedPrecondition as exc:
+                    if not (redeem and exc.reason == "REDEEM_NOT_COVERED"):
+                        raise
+                    # Above the card's face value (refused before anything was held): a plain
+                    # hold, confirmed after payment. Its answer teaches us the face value.
+                    reservation = await self._reserve(order, key, budget, False)
             except (Unavailable, DeadlineExceeded) as exc:
                 # Whether the card got held is unknown: answer the caller now, then try to undo
                 # it (the flight stays registered meanwhile); if the card service is still
@@ -390,8 +398,18 @@ class OrderService:
             err = FailedPrecondition("RESERVATION_LAPSED", "卡的预留已失效，请重试 / the card hold lapsed, retry")
             await self._abort(order, err)
             raise err
+        if reservation is not None and reservation.face_value_fen:
+            self._face_values[order.campaign_id] = reservation.face_value_fen
         covered = reservation.covered_fen if reservation else 0
         discount, payable = model.split(order.subtotal_fen, covered)
+        if payable > 0 and reservation is not None and reservation.state == CONFIRMED:
+            # Redeemed although it covers only part (a card of another face value than the last
+            # one seen): a REDEEMED card must belong to a PAID order, so give it back and let
+            # the retry (a new attempt, now knowing the face value) hold it for payment.
+            err = Unavailable("CARD_REDEEMED_PARTLY", "卡只能抵扣部分金额，请重试 / the card covers part of the order, retry", 50)
+            self._settle_early(order.order_id, err)
+            await self._compensate_quietly(order)
+            raise err
         now = self._now()
         if payable == 0:
             if reservation is not None and reservation.state != CONFIRMED:
@@ -440,6 +458,19 @@ class OrderService:
         if not done.visible:
             raise Unavailable("PLACEMENT_ABORTED", "下单被中止，请重试 / the placement was aborted, retry", 100)
         return done
+
+    async def _reserve(self, order: Order, key: str, budget: Budget, redeem: bool) -> Reservation:
+        return await self.card.reserve(
+            campaign_id=order.campaign_id,
+            user_id=order.user_id,
+            key=key,
+            amount_fen=order.subtotal_fen,
+            card_id=order.requested_card_id,
+            # Held long enough for the payment window; a payable-0 order confirms at once.
+            ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
+            timeout=budget(),
+            redeem=redeem,
+        )
 
     async def _confirm_card(self, key: str, budget: Budget) -> None:
         """ConfirmReservation, retried while the card service sheds it (OVERLOADED means it was

@@ -61,13 +61,19 @@ class Reservation:
     covered_fen: int
     state: str
     campaign_id: str = ""
+    # Face value of the card held (0 when the card service did not say): lets the saga tell
+    # whether a card of this campaign will cover an order in full before asking to redeem.
+    face_value_fen: int = 0
 
 
 class CardClient(Protocol):
     async def reserve(
-        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float
+        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float,
+        redeem: bool = False,
     ) -> Reservation:
-        """Raises FailedPrecondition NO_CARD_AVAILABLE / CARD_NOT_AVAILABLE, PermissionDenied
+        """redeem=True asks the card service to reserve and redeem in one transaction when the
+        card covers amount_fen in full (state CONFIRMED); a card service that does not know the
+        flag, or a card that covers only part, answers a plain HELD reservation. Raises FailedPrecondition NO_CARD_AVAILABLE / CARD_NOT_AVAILABLE, PermissionDenied
         CARD_NOT_OWNED, NotFound, Unavailable, DeadlineExceeded."""
         ...
 
@@ -131,8 +137,8 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
 # --- gRPC implementations ---------------------------------------------------------------------
 
 
-def _reservation(r: card_pb2.Reservation) -> Reservation:
-    return Reservation(r.card_id, r.covered_fen, _STATE_NAMES.get(r.state, "UNSPECIFIED"), r.campaign_id)
+def _reservation(r: card_pb2.Reservation, face_value_fen: int = 0) -> Reservation:
+    return Reservation(r.card_id, r.covered_fen, _STATE_NAMES.get(r.state, "UNSPECIFIED"), r.campaign_id, face_value_fen)
 
 
 class GrpcCardClient:
@@ -146,7 +152,8 @@ class GrpcCardClient:
         await self.channel.close()
 
     async def reserve(
-        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float
+        self, *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, timeout: float,
+        redeem: bool = False,
     ) -> Reservation:
         self.calls["ReserveCard"] += 1
         req = card_service_pb2.ReserveCardRequest(
@@ -157,12 +164,13 @@ class GrpcCardClient:
             amount_fen=amount_fen,
             card_id=card_id,
             ttl_seconds=ttl_seconds,
+            redeem=redeem,
         )
         try:
             resp = await self._stub.ReserveCard(req, metadata=self._md, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "card") from None
-        return _reservation(resp.reservation)
+        return _reservation(resp.reservation, resp.card.face_value_fen)
 
     async def confirm(self, key: str, *, timeout: float) -> Reservation:
         self.calls["ConfirmReservation"] += 1

@@ -109,8 +109,10 @@ async def test_an_invite_gives_both_sides_a_card_and_is_idempotent_per_invitee(c
     await card.campaign(C)
     await joined(card, "alice")
     accepted = await joined(card, "bob", inviter="alice")
-    assert accepted.newly_accepted and accepted.invite.inviter_rewarded and accepted.invite.invitee_rewarded
-    assert len(accepted.invitee_cards) == 1 and accepted.invitee_cards[0].source == card_pb2.CARD_SOURCE_INVITEE
+    # Bob's sign-up card of this join is his invitee card: the invite adds none on top.
+    assert accepted.newly_accepted and accepted.invite.inviter_rewarded and not accepted.invite.invitee_rewarded
+    assert accepted.invitee_not_rewarded_reason == "SIGNUP_CARD_COUNTED"
+    assert len(accepted.invitee_cards) == 1 and accepted.invitee_cards[0].source == card_pb2.CARD_SOURCE_SIGNUP
     code = (await card.GetInviteCode(campaign_id=C, user_id="alice")).invite_code.code
     replay = await card.AcceptInvite(campaign_id=C, invitee_user_id="bob", text=code.lower())
     assert not replay.newly_accepted and replay.invitee_cards[0].card_id == accepted.invitee_cards[0].card_id
@@ -119,7 +121,56 @@ async def test_an_invite_gives_both_sides_a_card_and_is_idempotent_per_invitee(c
     assert alice.lottery_progress == 1 and alice.lottery_threshold == 3 and not alice.lottery_qualified
     assert alice.invite_code == code and alice.pass_phrase_text.startswith(f"¥{code}¥")
     bob = (await card.GetWallet(campaign_id=C, user_id="bob")).wallet
-    assert bob.invited_by_user_id == "alice" and bob.cards_granted == 2
+    assert bob.invited_by_user_id == "alice" and bob.cards_granted == 1
+
+
+async def test_an_invite_accepted_before_the_sign_up_is_the_joining_card_and_the_sign_up_adds_none(card):
+    await card.campaign(C)
+    await joined(card, "alice")
+    code = (await card.GetInviteCode(campaign_id=C, user_id="alice")).invite_code.pass_phrase_text
+    accepted = await card.AcceptInvite(campaign_id=C, invitee_user_id="bob", text=code)
+    assert accepted.invite.invitee_rewarded and accepted.invite.inviter_rewarded
+    assert [c.source for c in accepted.invitee_cards] == [card_pb2.CARD_SOURCE_INVITEE]
+    signup = await card.ClaimSignupCard(campaign_id=C, user_id="bob")
+    assert not signup.newly_granted and [c.card_id for c in signup.cards] == [accepted.invitee_cards[0].card_id]
+    again = await card.ClaimSignupCard(request_id="later", campaign_id=C, user_id="bob")
+    assert not again.newly_granted and [c.card_id for c in again.cards] == [accepted.invitee_cards[0].card_id]
+    bob = (await card.GetWallet(campaign_id=C, user_id="bob")).wallet
+    assert bob.cards_granted == 1
+    assert (await card.GetBudget(campaign_id=C)).budget.cards_issued == 3  # alice 1 + 1, bob 1
+
+
+@pytest.mark.parametrize("signup_grant,invitee_grant", [(1, 1), (1, 3), (2, 1)])
+@pytest.mark.parametrize("invite_first", [False, True])
+async def test_a_joiner_ends_with_the_larger_of_the_two_grants_whichever_call_comes_first(
+    card, signup_grant, invitee_grant, invite_first
+):
+    await card.campaign(C, signup_grant=signup_grant, invitee_grant=invitee_grant, per_user_card_cap=10)
+    await joined(card, "alice")
+    code = (await card.GetInviteCode(campaign_id=C, user_id="alice")).invite_code.code
+    calls = [
+        lambda: card.ClaimSignupCard(campaign_id=C, user_id="bob"),
+        lambda: card.AcceptInvite(campaign_id=C, invitee_user_id="bob", text=code),
+    ]
+    for call in (calls[::-1] if invite_first else calls):
+        await call()
+    bob = (await card.GetWallet(campaign_id=C, user_id="bob")).wallet
+    assert bob.cards_granted == max(signup_grant, invitee_grant)
+    listed = (await card.ListCards(campaign_id=C, user_id="bob")).cards
+    assert len(listed) == max(signup_grant, invitee_grant)
+    alice = (await card.GetWallet(campaign_id=C, user_id="alice")).wallet
+    assert alice.cards_granted == signup_grant + 1
+
+
+async def test_a_family_of_six_chained_through_pass_phrases_collects_eleven_cards(card):
+    await card.campaign(C)
+    family = [f"member{n}" for n in range(6)]
+    await joined(card, family[0])
+    for inviter, invitee in zip(family, family[1:]):
+        await joined(card, invitee, inviter=inviter)
+    granted = [(await card.GetWallet(campaign_id=C, user_id=u)).wallet.cards_granted for u in family]
+    assert granted == [2, 2, 2, 2, 2, 1] and sum(granted) == 11
+    assert (await card.GetBudget(campaign_id=C)).budget.issued_fen == 11 * 2500
 
 
 async def test_the_invite_code_is_stable_short_and_checked(card):
@@ -190,7 +241,7 @@ async def test_an_inviter_at_the_cap_still_counts_the_invite_but_gets_no_card(ca
     results = [await joined(card, f"friend{n}", inviter="alice") for n in range(4)]
     assert [r.invite.inviter_rewarded for r in results] == [True, True, False, False]
     assert results[2].inviter_not_rewarded_reason == "CARD_CAP_REACHED"
-    assert all(r.invite.invitee_rewarded for r in results)
+    assert all(len(r.invitee_cards) == 1 for r in results)  # each friend holds its joining card
     alice = (await card.GetWallet(campaign_id=C, user_id="alice")).wallet
     assert alice.cards_granted == 3 and alice.cards_obtainable == 0 and alice.invites_made == 4 and alice.lottery_qualified
 
@@ -444,3 +495,13 @@ async def test_the_database_refuses_a_second_hold_on_one_card_whatever_the_code_
             )
     finally:
         db.close()
+
+
+async def test_get_wallet_can_return_the_available_cards_as_list_cards_would(card):
+    await card.campaign(C, signup_grant=3, per_user_card_cap=10)
+    await card.ClaimSignupCard(campaign_id=C, user_id="alice")
+    await card.ReserveCard(campaign_id=C, user_id="alice", order_id="o1", amount_fen=100)
+    reply = await card.GetWallet(campaign_id=C, user_id="alice", include_available_cards=True)
+    listed = await card.ListCards(campaign_id=C, user_id="alice", state=card_pb2.CARD_STATE_AVAILABLE)
+    assert list(reply.available_cards) == list(listed.cards) and len(listed.cards) == 2
+    assert not (await card.GetWallet(campaign_id=C, user_id="alice")).available_cards

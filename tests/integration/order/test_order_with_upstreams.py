@@ -51,7 +51,10 @@ async def test_a_card_covering_the_order_makes_it_paid_and_redeems_the_card(stac
     assert o.store_name and o.lines[0].item_name == "测试拿铁"
     assert (await stack.cards("alice")) == {card_id: REDEEMED}
     calls = stack.order_server.upstream_calls
-    assert calls[0]["ReserveCard"] == 1 and calls[0]["ConfirmReservation"] == 1 and calls[1]["Quote"] == 1
+    # Reserved and redeemed in one card call (ReserveCardRequest.redeem): two upstream calls.
+    assert calls[0]["ReserveCard"] == 1 and calls[0]["ConfirmReservation"] == 0 and calls[1]["Quote"] == 1
+    history = await stack.card.GetCardHistory(card_svc.GetCardHistoryRequest(card_id=card_id), metadata=stack.admin_md)
+    assert [e.cause for e in history.entries][-2:] == ["RESERVE", "CONFIRM"]
     got = await stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="alice"), metadata=stack.md)
     assert got.order == o
 
@@ -175,7 +178,7 @@ async def test_card_service_down_gives_unavailable_and_no_card_stays_reserved_on
     assert retried.status == S.ORDER_STATUS_PAID and retried.card_id == card_id
 
 
-async def test_a_slow_card_service_gives_deadline_exceeded_and_the_hidden_hold_is_released(stack):
+async def test_a_slow_card_service_gives_deadline_exceeded_and_the_hidden_redemption_becomes_the_order(stack):
     (card_id,) = await stack.signup("gina")
     # Warm the order->card connection (a user without cards: ReserveCard answers NO_CARD_AVAILABLE),
     # so the delay below holds back answers, not the connection handshake.
@@ -183,14 +186,19 @@ async def test_a_slow_card_service_gives_deadline_exceeded_and_the_hidden_hold_i
     stack.proxy.delay = 0.6
     code, info = await rpc_error(stack.order.PlaceOrder(place_req("g1", "gina"), metadata=stack.md, timeout=0.4))
     assert (code, info["reason"]) == ("DEADLINE_EXCEEDED", "UPSTREAM_DEADLINE")
-    # The card service did hold the card; the order service undoes it once answers come back.
+    # The card service did reserve and redeem the card; the order service asks it once answers
+    # come back, finds the card redeemed for this order and finishes the order instead of
+    # leaving a redeemed card without one.
     await stack.service.drain()
     stack.proxy.delay = 0.0
     stack.clock.advance(31)
     await _sweep_until_settled(stack)
-    assert (await stack.cards("gina")) == {card_id: AVAILABLE}
+    assert (await stack.cards("gina")) == {card_id: REDEEMED}
     history = await stack.card.GetCardHistory(card_svc.GetCardHistoryRequest(card_id=card_id), metadata=stack.admin_md)
-    assert [e.cause for e in history.entries][-2:] == ["RESERVE", "RELEASE"]
+    assert [e.cause for e in history.entries][-2:] == ["RESERVE", "CONFIRM"]
+    # The app's retry with the same request_id gets that order.
+    retried = (await stack.order.PlaceOrder(place_req("g1", "gina"), metadata=stack.md, timeout=5)).order
+    assert retried.status == S.ORDER_STATUS_PAID and retried.card_id == card_id and retried.payable_fen == 0
 
 
 async def test_an_unpaid_order_lapses_and_a_payment_after_that_is_refunded(stack):

@@ -83,13 +83,13 @@ def drive_noisy(ctl, now, mean, rounds, seed=1):
 
 
 def test_a_sustained_moderate_latency_increase_does_not_drive_the_limit_to_the_floor():
-    # CPU queueing on a shared 2-core box: latency doubles for a minute, with the usual noise
-    # (a few calls are 10x faster than the rest, which is what a minimum-RTT baseline latches on).
-    ctl, now = controller(64, min_limit=32, max_limit=1000)
+    # CPU queueing on a shared 2-core box: latency doubles for half a minute, with the usual
+    # noise (a few calls 10x faster than the rest: what a minimum-RTT baseline latches on to).
+    ctl, now = controller(64, min_limit=32, max_limit=300)
     drive_noisy(ctl, now, 0.010, rounds=20)
     before = ctl.limit
     lowest = before
-    for second in range(60):
+    for second in range(30):
         drive_noisy(ctl, now, 0.020, rounds=10, seed=second + 2)
         lowest = min(lowest, ctl.limit)
     assert lowest >= before * 0.9 and ctl.limit >= before
@@ -97,9 +97,9 @@ def test_a_sustained_moderate_latency_increase_does_not_drive_the_limit_to_the_f
 
 
 def test_the_baseline_follows_latency_down_quickly_after_a_long_slow_spell():
-    ctl, now = controller(64, min_limit=32, max_limit=1000)
+    ctl, now = controller(64, min_limit=32, max_limit=300, long_window=10.0)
     drive(ctl, now, 0.010, rounds=10)
-    drive(ctl, now, 0.100, rounds=1200)  # two minutes slow: the baseline has moved up
+    drive(ctl, now, 0.100, rounds=300)  # 3 baseline time constants slow: the baseline moved up
     assert ctl.long_rtt > 0.08
     drive(ctl, now, 0.010, rounds=50)  # five seconds back to normal
     assert ctl.long_rtt < 0.02

@@ -156,3 +156,36 @@ def test_the_token_command_prints_a_token_for_the_user(capsys, monkeypatch):
     assert token_main(["bob", "--ttl", "120"]) == 0
     token = capsys.readouterr().out.strip()
     assert TokenVerifier(Settings.from_env("gateway")).verify(token) == "bob"
+
+
+BAD_SUBJECTS = ["", "x" * 129, "alice smith", "张三", "alice\n", "a,b", "🙂", "a;drop", "a#b"]
+
+
+@pytest.mark.parametrize("sub", BAD_SUBJECTS + [7, None, ["alice"]])
+def test_a_token_whose_subject_the_services_would_refuse_is_invalid(sub):
+    import jwt
+
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    token = jwt.encode({"sub": sub, "iss": "miandan", "iat": now, "exp": now + 60}, SETTINGS.jwt_secret, algorithm="HS256")
+    with pytest.raises(Unauthenticated) as info:
+        TokenVerifier(SETTINGS, clock=clock).user_of(md(token))
+    assert info.value.reason == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("sub", ["a", "x" * 128, "user:42@example.com", "A.b_c-d/e+f=g"])
+def test_every_subject_the_services_accept_verifies(sub):
+    clock = FakeClock()
+    assert TokenVerifier(SETTINGS, clock=clock).user_of(md(mint(SETTINGS, sub, clock=clock))) == sub
+
+
+@pytest.mark.parametrize("sub", BAD_SUBJECTS)
+def test_no_token_is_minted_for_a_user_id_the_services_would_refuse(sub):
+    with pytest.raises(ValueError):
+        mint(SETTINGS, sub)
+
+
+def test_the_token_command_refuses_a_bad_user_id(capsys):
+    assert token_main(["alice smith"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and "sub must be a user id" in captured.err

@@ -39,6 +39,11 @@ class FakeCardService:
     slow: bool = False
     # Refuse this many ConfirmReservation calls as an overloaded card server would.
     shed_confirms: int = 0
+    # A card server from before ReserveCardRequest.redeem: the flag is ignored, a hold is HELD.
+    ignores_redeem: bool = False
+    # A card server that redeems even a card covering only part of the amount (the real one
+    # refuses with REDEEM_NOT_COVERED).
+    redeems_partly: bool = False
 
     def grant(self, card_id: str, user_id: str, face_fen: int = 2500) -> None:
         self.cards[card_id] = FakeCard(card_id, user_id, face_fen)
@@ -52,11 +57,15 @@ class FakeCardService:
         if self.slow:
             raise DeadlineExceeded("UPSTREAM_DEADLINE", "card slow")
 
-    async def reserve(self, *, campaign_id, user_id, key, amount_fen, card_id, ttl_seconds, timeout):
+    async def reserve(self, *, campaign_id, user_id, key, amount_fen, card_id, ttl_seconds, timeout, redeem=False):
         self._gate("ReserveCard")
+        self.calls["ReserveCard.redeem"] += bool(redeem)
         await asyncio.sleep(0)
         existing = self.reservations.get(key)
         if existing is not None:
+            if redeem and not self.ignores_redeem and existing.state == HELD and existing.covered_fen == amount_fen:
+                self.cards[existing.card_id].state = "REDEEMED"
+                existing = self._set(key, CONFIRMED)
             self._answer()
             return existing
         if card_id:
@@ -71,14 +80,22 @@ class FakeCardService:
             card = next((c for c in self.cards.values() if c.user_id == user_id and c.state == "AVAILABLE"), None)
             if card is None:
                 raise FailedPrecondition("NO_CARD_AVAILABLE", "none")
-        card.state, card.key = "RESERVED", key
-        r = self.reservations[key] = Reservation(card.card_id, min(amount_fen, card.face_fen), HELD, campaign_id)
+        covered = min(amount_fen, card.face_fen)
+        if redeem and covered < amount_fen and not (self.ignores_redeem or self.redeems_partly):
+            # The card service refuses a redeem it would not pay in full; nothing is held.
+            raise FailedPrecondition("REDEEM_NOT_COVERED", "above the face value")
+        # Reserve and redeem in one step only when the card pays the whole amount.
+        redeemed = redeem and not self.ignores_redeem and (covered == amount_fen or self.redeems_partly)
+        card.state, card.key = ("REDEEMED" if redeemed else "RESERVED"), key
+        r = self.reservations[key] = Reservation(
+            card.card_id, covered, CONFIRMED if redeemed else HELD, campaign_id, card.face_fen
+        )
         self._answer()
         return r
 
     def _set(self, key: str, state: str) -> Reservation:
         r = self.reservations[key]
-        r = self.reservations[key] = Reservation(r.card_id, r.covered_fen, state, r.campaign_id)
+        r = self.reservations[key] = Reservation(r.card_id, r.covered_fen, state, r.campaign_id, r.face_value_fen)
         return r
 
     async def confirm(self, key, *, timeout):

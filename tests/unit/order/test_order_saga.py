@@ -39,7 +39,8 @@ async def test_a_card_covering_everything_pays_the_order_at_once(world):
     assert order.card_id == "c1" and order.payment.status == model.PAY_NOT_REQUIRED
     assert world.card.cards["c1"].state == "REDEEMED"
     assert [h.status for h in order.history] == [model.PAID]
-    assert dict(world.card.calls) == {"ReserveCard": 1, "ConfirmReservation": 1}
+    # Reserved and redeemed in one card call: Quote + ReserveCard(redeem) is the whole cost.
+    assert dict(world.card.calls) == {"ReserveCard": 1, "ReserveCard.redeem": 1}
 
 
 async def test_an_order_above_the_face_value_waits_for_payment_then_confirms_the_card(world):
@@ -58,10 +59,95 @@ async def test_an_order_above_the_face_value_waits_for_payment_then_confirms_the
 
 async def test_a_confirmation_shed_by_an_overloaded_card_service_is_retried_not_thrown_away(world):
     world.card.grant("c1", "u1")
+    world.card.ignores_redeem = True  # a card server that still needs the separate confirm
     world.card.shed_confirms = 2
     order = await world.service.place_order(place())
     assert order.status == model.PAID and world.card.calls["ConfirmReservation"] == 3
     assert world.card.cards["c1"].state == "REDEEMED"
+
+
+async def test_a_card_server_that_ignores_redeem_gets_the_separate_confirmation(world):
+    world.card.grant("c1", "u1")
+    world.card.ignores_redeem = True
+    order = await world.service.place_order(place())
+    assert order.status == model.PAID and order.payable_fen == 0
+    assert world.card.cards["c1"].state == "REDEEMED"
+    assert world.card.calls["ReserveCard"] == 1 and world.card.calls["ConfirmReservation"] == 1
+
+
+async def test_an_order_above_the_face_value_learns_it_and_then_asks_for_a_plain_hold_at_once(world):
+    world.card.grant("c1", "u1")
+    world.card.grant("c2", "u2")
+    first = await world.service.place_order(place(lines=(("cake", 1),)))
+    assert first.status == model.PENDING_PAYMENT and first.payable_fen == 500
+    # Refused REDEEM_NOT_COVERED (nothing held), then held for payment.
+    assert world.card.calls["ReserveCard"] == 2 and world.card.calls["ReserveCard.redeem"] == 1
+    second = await world.service.place_order(place(request_id="r2", user="u2", lines=(("cake", 1),)))
+    assert second.status == model.PENDING_PAYMENT and world.card.cards["c2"].state == "RESERVED"
+    assert world.card.calls["ReserveCard"] == 3 and world.card.calls["ReserveCard.redeem"] == 1
+
+
+async def test_a_card_redeemed_though_it_covers_only_part_is_given_back_and_the_retry_holds_it(world):
+    world.card.grant("c1", "u1")
+    world.card.redeems_partly = True
+    # A cake (30 yuan) is above the 25-yuan card; the first order of the campaign does not know
+    # the face value yet and asks to redeem.
+    await fails(world.service.place_order(place(lines=(("cake", 1),))), "UNAVAILABLE", "CARD_REDEEMED_PARTLY")
+    await world.service.drain()
+    assert world.card.cards["c1"].state == "AVAILABLE"
+    retried = await world.service.place_order(place(lines=(("cake", 1),)))
+    assert retried.status == model.PENDING_PAYMENT and retried.payable_fen == 500
+    assert world.card.cards["c1"].state == "RESERVED"
+
+
+async def test_a_crash_between_the_card_redeem_and_the_paid_write_is_finished_by_recovery(world):
+    from services.order.handlers import OrderService
+
+    world.card.grant("c1", "u1")
+    redeem_then_die_inner = world.card.reserve
+
+    async def redeem_then_die(**kw):
+        await redeem_then_die_inner(**kw)
+        # The process dies right after the card service committed the redemption.
+        raise asyncio.CancelledError()
+
+    world.card.reserve = redeem_then_die
+    await fails(world.service.place_order(place()), "UNAVAILABLE", "PLACEMENT_INTERRUPTED")
+    oid = model.order_id_for("u1", "r1")
+    assert (await world.store.get(oid)).status == model.PLACING
+    assert world.card.cards["c1"].state == "REDEEMED"
+    # A new process over the same store: its startup pass asks the card service and finishes.
+    world.card.reserve = redeem_then_die_inner
+    restarted = OrderService(world.store, world.card, world.catalog, world.payments, clock=world.clock, config=world.service.config)
+    report = await restarted.sweep(startup=True)
+    assert report.recovered == 1
+    order = await restarted.get_order(oid, "u1")
+    assert order.status == model.PAID and order.card_id == "c1" and order.payable_fen == 0
+    assert order.history[-1].note == "RECOVERED"
+    assert world.card.cards["c1"].state == "REDEEMED" and world.card.calls["RefundCard"] == 0
+    # The client's retry gets the same order; the card is not touched again.
+    reserves = world.card.calls["ReserveCard"]
+    again = await restarted.place_order(place())
+    assert again.order_id == oid and again.status == model.PAID and world.card.calls["ReserveCard"] == reserves
+
+
+async def test_a_retry_after_a_crash_between_redeem_and_paid_write_finishes_the_order(world):
+    from services.order.handlers import OrderService
+
+    world.card.grant("c1", "u1")
+    inner = world.card.reserve
+
+    async def redeem_then_die(**kw):
+        await inner(**kw)
+        raise asyncio.CancelledError()
+
+    world.card.reserve = redeem_then_die
+    await fails(world.service.place_order(place()), "UNAVAILABLE")
+    world.card.reserve = inner
+    restarted = OrderService(world.store, world.card, world.catalog, world.payments, clock=world.clock, config=world.service.config)
+    order = await restarted.place_order(place())
+    assert order.status == model.PAID and order.card_id == "c1"
+    assert world.card.cards["c1"].state == "REDEEMED" and world.card.calls["ReleaseReservation"] == 0
 
 
 async def test_card_use_none_never_calls_the_card_service(world):
@@ -121,12 +207,26 @@ async def test_card_service_down_is_unavailable_and_the_sweep_compensates_once_i
 
 async def test_a_slow_card_service_is_deadline_exceeded_and_the_hidden_hold_is_released(world):
     world.card.grant("c1", "u1")
+    world.card.ignores_redeem = True
     world.card.slow = True
     await fails(world.service.place_order(place()), "DEADLINE_EXCEEDED", "UPSTREAM_DEADLINE")
     world.card.slow = False
     await world.service.drain()
     # The card was held behind our back; the compensation right after the answer gave it back.
     assert world.card.cards["c1"].state == "AVAILABLE"
+
+
+async def test_a_card_redeemed_behind_a_deadline_is_finished_into_the_order_the_retry_gets(world):
+    world.card.grant("c1", "u1")
+    world.card.slow = True
+    await fails(world.service.place_order(place()), "DEADLINE_EXCEEDED", "UPSTREAM_DEADLINE")
+    world.card.slow = False
+    await world.service.drain()
+    # Redeemed behind our back: the compensation found it CONFIRMED, so the order stands.
+    oid = model.order_id_for("u1", "r1")
+    assert (await world.store.get(oid)).status == model.PAID and world.card.cards["c1"].state == "REDEEMED"
+    again = await world.service.place_order(place())
+    assert again.order_id == oid and again.status == model.PAID
 
 
 async def test_a_retry_resumes_a_placement_left_in_between(world):

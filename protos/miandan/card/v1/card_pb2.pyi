@@ -140,11 +140,17 @@ class CampaignRules(_message.Message):
     per_user_card_cap: _builtins.int
     """Most cards one user can ever be granted in the campaign. Default 21."""
     signup_grant: _builtins.int
-    """Cards granted on sign-up. Default 1."""
+    """Cards granted on sign-up. Default 1. Not granted to a user who joins with a pass-phrase:
+    the invitee grant takes its place (see invitee_grant).
+    """
     inviter_grant: _builtins.int
     """Cards granted to the inviter per accepted invite. Default 1."""
     invitee_grant: _builtins.int
-    """Cards granted to the invitee on accepting an invite. Default 1."""
+    """Cards a user who joins with a pass-phrase gets for joining, in place of the sign-up grant:
+    AcceptInvite tops the invitee up to max(signup_grant, invitee_grant) cards counting the
+    sign-up cards of the same join, so the joiner ends with that many whichever of
+    ClaimSignupCard and AcceptInvite came first. Default 1 (one card per joiner).
+    """
     card_validity_days: _builtins.int
     """Days a card stays valid after its grant; 0 means until the campaign ends."""
     budget_fen: _builtins.int
@@ -552,7 +558,9 @@ class Invite(_message.Message):
     inviter_rewarded: _builtins.bool
     """Whether the inviter got a card for it (false when at the cap or the budget was exhausted)."""
     invitee_rewarded: _builtins.bool
-    """Whether the invitee got a card for it."""
+    """Whether this invite granted the invitee card(s) (false when its sign-up card of the same join
+    already was its joining card, or at the cap / budget).
+    """
     @_builtins.property
     def accept_time(self) -> _timestamp_pb2.Timestamp:
         """When it was accepted."""

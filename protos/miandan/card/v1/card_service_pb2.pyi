@@ -296,7 +296,10 @@ class AcceptInviteResponse(_message.Message):
     inviter_not_rewarded_reason: _builtins.str
     """Why the inviter got no card, when it did not: CARD_CAP_REACHED or CAMPAIGN_BUDGET_EXHAUSTED."""
     invitee_not_rewarded_reason: _builtins.str
-    """Why the invitee got no card, when it did not."""
+    """Why the invite granted the invitee no card, when it did not: SIGNUP_CARD_COUNTED (its
+    sign-up card of the same join already is its joining card), CARD_CAP_REACHED or
+    CAMPAIGN_BUDGET_EXHAUSTED.
+    """
     newly_accepted: _builtins.bool
     """False when this call returned an invite accepted earlier (idempotent replay)."""
     @_builtins.property
@@ -305,7 +308,9 @@ class AcceptInviteResponse(_message.Message):
 
     @_builtins.property
     def invitee_cards(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]:
-        """Cards granted to the invitee by this invite."""
+        """The invitee's joining cards: its sign-up card(s) of the same join and the invitee cards
+        this invite granted (see AcceptInvite).
+        """
 
     def __init__(
         self,
@@ -398,19 +403,25 @@ class GetWalletRequest(_message.Message):
 
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_AVAILABLE_CARDS_FIELD_NUMBER: _builtins.int
     campaign_id: _builtins.str
     """Campaign."""
     user_id: _builtins.str
     """The user."""
+    include_available_cards: _builtins.bool
+    """Also return the user's AVAILABLE cards (as ListCards with that state filter would, first
+    100), read in the same transaction: a wallet screen then needs one call, not two.
+    """
     def __init__(
         self,
         *,
         campaign_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        include_available_cards: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "include_available_cards", b"include_available_cards", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -423,18 +434,24 @@ class GetWalletResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WALLET_FIELD_NUMBER: _builtins.int
+    AVAILABLE_CARDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wallet(self) -> _card_pb2.Wallet:
         """The wallet."""
+
+    @_builtins.property
+    def available_cards(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]:
+        """With include_available_cards: the spendable cards, soonest-expiring first (at most 100)."""
 
     def __init__(
         self,
         *,
         wallet: _card_pb2.Wallet | None = ...,
+        available_cards: _abc.Iterable[_card_pb2.Card] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_cards", b"available_cards", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,7 +488,10 @@ class ReserveCardRequest(_message.Message):
     redeem: _builtins.bool
     """Reserve and redeem in one step, for an order the card pays in full: the reservation is
     CONFIRMED and the card REDEEMED in the same transaction (saves the ConfirmReservation
-    round trip). Idempotent per order_id like a plain reservation.
+    round trip). Idempotent per order_id like a plain reservation: a replay returns the same
+    CONFIRMED reservation, and on an order whose plain hold is still live it confirms that hold.
+    The ledger records RESERVE then CONFIRM, as for Reserve + Confirm; RefundCard undoes it.
+    Refused with REDEEM_NOT_COVERED when amount_fen is above the card's face value.
     """
     def __init__(
         self,

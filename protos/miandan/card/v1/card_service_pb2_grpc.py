@@ -149,6 +149,8 @@ class CardServiceServicer:
 
     def ClaimSignupCard(self, request, context):
         """Grants the sign-up card on the first call; every later call returns the same card.
+        A user who already joined through an invite (AcceptInvite first) is granted nothing: its
+        invitee card(s) are its joining card(s) and are returned with newly_granted = false.
         Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
         Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
         CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
@@ -175,6 +177,12 @@ class CardServiceServicer:
         CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
         sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
         Replaying the accepted code returns the same invite with newly_accepted = false.
+        Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
+        its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
+        grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
+        the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
+        SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
+        grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -200,7 +208,8 @@ class CardServiceServicer:
         Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
         PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
         ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-        lapsed takes a new hold.
+        lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+        would not pay the whole amount_fen (nothing is held then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

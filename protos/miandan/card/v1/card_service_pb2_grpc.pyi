@@ -48,6 +48,8 @@ class CardServiceStub:
     """Reads a campaign with its rules."""
     ClaimSignupCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]
     """Grants the sign-up card on the first call; every later call returns the same card.
+    A user who already joined through an invite (AcceptInvite first) is granted nothing: its
+    invitee card(s) are its joining card(s) and are returned with newly_granted = false.
     Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
     Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
     CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
@@ -65,6 +67,12 @@ class CardServiceStub:
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
     Replaying the accepted code returns the same invite with newly_accepted = false.
+    Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
+    its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
+    grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
+    the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
+    SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
+    grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
     """
     ListCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]
     """Lists a user's cards, optionally filtered by state."""
@@ -76,7 +84,8 @@ class CardServiceStub:
     Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
     PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
     ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-    lapsed takes a new hold.
+    lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+    would not pay the whole amount_fen (nothing is held then).
     """
     ConfirmReservation: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]
     """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
@@ -119,6 +128,8 @@ class CardServiceAsyncStub(CardServiceStub):
     """Reads a campaign with its rules."""
     ClaimSignupCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]  # type: ignore[assignment]
     """Grants the sign-up card on the first call; every later call returns the same card.
+    A user who already joined through an invite (AcceptInvite first) is granted nothing: its
+    invitee card(s) are its joining card(s) and are returned with newly_granted = false.
     Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
     Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
     CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
@@ -136,6 +147,12 @@ class CardServiceAsyncStub(CardServiceStub):
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
     Replaying the accepted code returns the same invite with newly_accepted = false.
+    Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
+    its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
+    grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
+    the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
+    SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
+    grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
     """
     ListCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]  # type: ignore[assignment]
     """Lists a user's cards, optionally filtered by state."""
@@ -147,7 +164,8 @@ class CardServiceAsyncStub(CardServiceStub):
     Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
     PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
     ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-    lapsed takes a new hold.
+    lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+    would not pay the whole amount_fen (nothing is held then).
     """
     ConfirmReservation: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]  # type: ignore[assignment]
     """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
@@ -205,6 +223,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.ClaimSignupCardResponse, _abc.Awaitable[_card_service_pb2.ClaimSignupCardResponse]]:
         """Grants the sign-up card on the first call; every later call returns the same card.
+        A user who already joined through an invite (AcceptInvite first) is granted nothing: its
+        invitee card(s) are its joining card(s) and are returned with newly_granted = false.
         Errors: CAMPAIGN_NOT_ACTIVE, CAMPAIGN_BUDGET_EXHAUSTED.
         Codes: CAMPAIGN_NOT_ACTIVE and CARD_CAP_REACHED are FAILED_PRECONDITION;
         CAMPAIGN_BUDGET_EXHAUSTED is RESOURCE_EXHAUSTED.
@@ -234,6 +254,12 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
         sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
         Replaying the accepted code returns the same invite with newly_accepted = false.
+        Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
+        its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
+        grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
+        the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
+        SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
+        grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
         """
 
     @_abc_1.abstractmethod
@@ -263,7 +289,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
         PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
         ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-        lapsed takes a new hold.
+        lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+        would not pay the whole amount_fen (nothing is held then).
         """
 
     @_abc_1.abstractmethod
