@@ -7,6 +7,18 @@ starts it. Prints per-RPC throughput, latency percentiles and status codes, orde
 ratio orders/s / empty calls/s (target >= 0.15 with p99 < 200 ms).
 
     python -m bench.capacity [--seconds N] [--procs P] [--concurrency C] [--smoke]
+
+The scenario is the lunch peak of the story (bench.loadgen ORDERS_PER_USER and P_*): each user
+joins once (half with an earlier user's pass-phrase), checks the wallet 30 % of the time, then
+places 1-3 orders (45/35/20 %, mean 1.75), 30 % by sentence (OrderByText) and 70 % structured
+(PlaceOrder), with CARD_USE_BEST: free while a card is left, paid (ConfirmPayment) after; 5 % of
+orders are cancelled; 10 % of users try the lottery. Orders are the largest share of the calls
+(~44 %; ~62 % with their payments and cancellations; Join ~25 %, GetWallet ~7 %); Join, the most
+expensive call (card grants are FULL-synchronous writes), is one per user. With one card per
+joiner (the card rules), about 40 % of orders are a user's second or third and are paid. The
+mix actually produced is printed. The suite runs with MIANDAN_LOG_CALLS=0 (checked in each
+service's environment and printed), and the load generator's own CPU is printed beside the
+services': it shares the two cores, so a lean client leaves more of them to the suite.
 """
 from __future__ import annotations
 
@@ -43,6 +55,15 @@ from bench.loadgen import (
 ORDER_RPCS = ("PlaceOrder", "OrderByText")
 TARGET_RATIO = 0.15
 TARGET_P99_MS = 200.0
+
+
+def _env_of(pid: int) -> dict[str, str]:
+    """The environment a service process really runs with (read back from /proc)."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return {}
+    return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
 
 
 def measure_empty(procs: int, concurrency: int, seconds: float) -> tuple[float, float]:
@@ -89,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
                 fixture=fixture, deadline_s=5.0, retry=True, retry_for_s=5.0,
             )
             meter = CpuMeter(service_pids(env))
+            logging_on = [n for n, pid in meter.pids.items() if _env_of(pid).get("MIANDAN_LOG_CALLS", "1") != "0"]
+            print(
+                "per-call logging: " + ("OFF in every service (MIANDAN_LOG_CALLS=0)" if not logging_on else f"ON in {logging_on}: the figure measures the log, not the service")
+            )
             profilers: list = []
 
             def on_start() -> None:
@@ -116,9 +141,25 @@ def main(argv: list[str] | None = None) -> int:
     print(f"empty gRPC call: {empty_rate:,.0f} calls/s")
     print(f"ratio orders/s / empty calls/s = {ratio:.3f} (target >= {TARGET_RATIO}); p99 target < {TARGET_P99_MS:.0f} ms")
     print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
+    calls_total = sum(len(v) for v in result.calls.values())
+    order_calls = sum(len(v) for (rpc, _), v in result.calls.items() if rpc in ORDER_RPCS)
+    ordering_calls = sum(len(v) for (rpc, _), v in result.calls.items() if rpc in (*ORDER_RPCS, "ConfirmPayment", "CancelOrder"))
+    journeys = result.mix.get("journeys", 0)
+    if journeys:
+        per_user = ", ".join(f"{k} {v / journeys:.0%}" for k, v in sorted(result.mix.items()) if k.startswith("users ordering"))
+        print(
+            f"scenario mix: {journeys:,} users; {per_user}; orders are {order_calls / max(1, calls_total):.0%} of the calls "
+            f"(with their payments and cancellations {ordering_calls / max(1, calls_total):.0%}) "
+            f"({result.orders / journeys:.2f} orders per user), {result.mix.get('orders paid (no card left)', 0):,} paid without a card"
+        )
     if unusual_samples(result):
         print(unusual_samples(result))
     print("CPU seconds per service during the run: " + ", ".join(f"{n} {v:.1f} s ({v / seconds:.0%} of a core)" for n, v in cpu.items()))
+    suite_cpu = sum(v for v in cpu.values() if v == v)
+    print(
+        f"load generator: {result.client_cpu_s:.1f} CPU s over {args.procs} processes ({result.client_cpu_s / seconds:.0%} of a core, "
+        f"{result.client_cpu_s / max(1e-9, result.client_cpu_s + suite_cpu):.0%} of all CPU used); suite {suite_cpu / seconds:.0%} of a core"
+    )
     if profilers:
         print(profile_summary(profilers))
     problems = []

@@ -448,11 +448,12 @@ def _order_request(fixture: Fixture, request_id: str) -> Any:
 
 
 # The lunch peak of the story, per user journey (bench.capacity prints the mix it produced):
-# one Join (half of them with an earlier user's pass-phrase, which gives both a card), a wallet
+# one Join (half of them with an earlier user's pass-phrase, which also earns its owner a card), a wallet
 # check by 30 %, then 1-3 orders (45 % one, 35 % two, 20 % three; mean 1.75), 30 % by sentence
 # and 70 % structured, each with CARD_USE_BEST: the card pays while the user has one, later
 # orders are paid (ConfirmPayment with the sandbox reference, as the app does); 5 % of orders
-# are cancelled, 10 % of users try the lottery. Orders are the largest share of the calls.
+# are cancelled, 10 % of users try the lottery. Orders are the largest share of the calls
+# (bench.capacity prints the mix; see its docstring).
 ORDERS_PER_USER = ((1, 0.45), (2, 0.35), (3, 0.20))
 P_WALLET, P_TEXT, P_CANCEL, P_LOTTERY, P_PHRASE = 0.30, 0.30, 0.05, 0.10, 0.5
 

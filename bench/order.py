@@ -6,12 +6,14 @@ catalog and buyers, then runs closed loops of `--clients` concurrent clients (ov
 load-generator processes) for `--seconds` each:
 
   empty       grpc.health.v1 Check on the order server: the floor of one call on this machine
-  PlaceOrder  one latte (15 yuan) with CARD_USE_REQUIRED: Quote + ReserveCard + Confirm, PAID
+  PlaceOrder  one latte (15 yuan) with CARD_USE_REQUIRED: Quote + ReserveCard(redeem), PAID
+              (the card pays in full, so it is reserved and redeemed in one card call)
 
 Prints calls/s, p50/p99, the ratio empty calls/s : orders/s, CPU seconds per order over the
 three servers against CPU seconds per empty call, and the internal RPCs one order costs (from
 the card and catalog servers' own /metrics counters). `--profile` samples all three servers
-with py-spy during the order phase and prints where the time goes.
+with py-spy during the order phase and prints where the time goes (raw stacks are kept in
+bench-out/profile-order/*.collapsed).
 
     python -m bench.order [--seconds 5] [--clients 64] [--procs 2] [--profile] [--smoke]
 """
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
 
             before = {s.name: s.rpc_calls() for s in (card, catalog)}
             meter = CpuMeter(pids)
-            profilers = start_profilers(pids, args.seconds + 2, data / "profiles") if args.profile else []
+            profilers = start_profilers(pids, args.seconds + 2, ROOT / "bench-out" / "profile-order") if args.profile else []
             placed = run_phase("PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
             after = {s.name: s.rpc_calls() for s in (card, catalog)}
             order_cpu = sum(meter.used.values())

@@ -451,7 +451,9 @@ class OrderService:
             )
 
         try:
-            done = await self.store.update(order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else "")
+            done = await self.store.update(
+                order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else "", expect=order
+            )
         except Exception:
             await self._compensate_quietly(order)
             raise
@@ -571,7 +573,7 @@ class OrderService:
                     card_action=model.CARD_CONFIRM if cur.card_id else "",
                 )
 
-            order = await self.store.update(order_id, mark_paid)
+            order = await self.store.update(order_id, mark_paid, expect=order)
             if order.status == model.PAID and order.payment.status == model.PAY_CAPTURED:
                 return await self._drive_quietly(order, budget)
             return await self._late_payment(order, reference, budget, captured=True)
@@ -770,7 +772,7 @@ class OrderService:
                 return cur
             return replace(cur, update_ms=now, version=cur.version + 1, **changes)
 
-        return await self.store.update(order.order_id, clear)
+        return await self.store.update(order.order_id, clear, expect=order)
 
     async def _lapsed_card(self, order: Order, reason: str, budget: Budget) -> Order:
         now = self._now()

@@ -172,3 +172,20 @@ def test_a_non_admin_calling_an_admin_rpc_is_permission_denied_and_changes_nothi
         code, reason = refusal(lambda: catalog.UpsertBrand(
             catalog_service_pb2.UpsertBrandRequest(request_id=uid("b"), brand=brand), metadata=internal, timeout=10))
         assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ADMIN_REQUIRED")
+
+
+@pytest.mark.parametrize("sub", ["张三", "alice smith", "x" * 129, "a\nb"])
+def test_a_validly_signed_token_whose_user_id_the_services_refuse_is_token_invalid(suite, stub, sub):
+    import time
+
+    import jwt
+
+    from gateway.auth import quiet_dev_key_warning, signing_key
+
+    quiet_dev_key_warning()
+    now = int(time.time())
+    claims = {"sub": sub, "iss": suite.settings.jwt_issuer, "iat": now, "exp": now + 600}
+    token = jwt.encode(claims, signing_key(suite.settings), algorithm=suite.settings.jwt_algorithm)
+    for name in ("Join", "GetWallet", "PlaceOrder"):
+        code, reason = refusal(call, stub, name, RPCS[name], bearer(token))
+        assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"), name

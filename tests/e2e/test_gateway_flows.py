@@ -103,9 +103,39 @@ def test_joining_with_a_friends_pass_phrase_gives_both_a_card(stub, as_user):
     phrase = join(stub, as_user, inviter).wallet.wallet.pass_phrase_text
     joined = join(stub, as_user, invitee, f"快来领免单卡 {phrase} 复制打开")
     assert joined.newly_joined and joined.invite_accepted and joined.invite_problem == ""
-    assert joined.wallet.wallet.cards_granted == 2 and joined.wallet.wallet.invited_by_user_id == inviter
+    # The invitee's card is its joining card: one card, not a sign-up card plus an invitee card.
+    assert joined.wallet.wallet.cards_granted == 1 and joined.wallet.wallet.invited_by_user_id == inviter
+    assert len(joined.wallet.cards) == 1
     host = stub.GetWallet(gw.GetWalletRequest(), metadata=as_user(inviter), timeout=10).wallet
     assert host.wallet.cards_granted == 2 and host.wallet.invites_made == 1 and host.lottery.invites == 1
+
+
+def family_cards(stub, as_user, family) -> int:
+    wallets = [stub.GetWallet(gw.GetWalletRequest(), metadata=as_user(u), timeout=10).wallet for u in family]
+    assert all(w.wallet.cards_granted == len(w.cards) for w in wallets)  # nothing spent: all still spendable
+    return sum(w.wallet.cards_granted for w in wallets)
+
+
+def test_a_family_of_six_chained_through_one_pass_phrase_collects_eleven_cards(stub, as_user):
+    """The story's numbers: 6 joiners x 1 card + 5 inviter rewards = 11 cards, 275 yuan."""
+    family = [uid(f"family{n}") for n in range(6)]
+    phrase = join(stub, as_user, family[0]).wallet.wallet.pass_phrase_text
+    for member in family[1:]:
+        joined = join(stub, as_user, member, phrase)
+        assert joined.invite_accepted and joined.invite_problem == "", joined
+        phrase = joined.wallet.wallet.pass_phrase_text  # each new member passes its own on
+    assert family_cards(stub, as_user, family) == 11
+
+
+def test_five_invitees_of_one_person_also_collect_eleven_cards(stub, as_user):
+    host = uid("host")
+    phrase = join(stub, as_user, host).wallet.wallet.pass_phrase_text
+    guests = [uid(f"guest{n}") for n in range(5)]
+    for guest in guests:
+        assert join(stub, as_user, guest, phrase).invite_accepted
+    assert family_cards(stub, as_user, [host, *guests]) == 11
+    host_wallet = stub.GetWallet(gw.GetWalletRequest(), metadata=as_user(host), timeout=10).wallet
+    assert host_wallet.wallet.cards_granted == 6 and host_wallet.lottery.invites == 5 and host_wallet.lottery.qualified
 
 
 def test_a_pass_phrase_that_does_not_work_does_not_stop_the_join(stub, as_user):

@@ -48,6 +48,8 @@ class FakeCard(Recorder):
     def __init__(self) -> None:
         super().__init__()
         self.cards: dict[str, list[card_pb2.Card]] = {}
+        self.invites: dict[str, int] = {}  # invites made per user (default 1: not qualified)
+        self.time_zone = "Asia/Shanghai"
 
     async def ClaimSignupCard(self, request, **kw):
         await self._record("ClaimSignupCard", request, kw)
@@ -65,10 +67,20 @@ class FakeCard(Recorder):
 
     async def GetWallet(self, request, **kw):
         await self._record("GetWallet", request, kw)
-        n = len(self.cards.get(request.user_id, []))
+        cards = self.cards.get(request.user_id, [])
+        invites = self.invites.get(request.user_id, 1)
         return card_service_pb2.GetWalletResponse(
-            wallet=card_pb2.Wallet(user_id=request.user_id, cards_granted=n, lottery_progress=1, lottery_threshold=3,
-                                   invite_code="K7QM3XPA", pass_phrase_text="¥K7QM3XPA¥")
+            wallet=card_pb2.Wallet(user_id=request.user_id, cards_granted=len(cards), lottery_progress=invites,
+                                   lottery_threshold=3, lottery_qualified=invites >= 3,
+                                   invite_code="K7QM3XPA", pass_phrase_text="¥K7QM3XPA¥"),
+            available_cards=[c for c in cards if c.state == card_pb2.CARD_STATE_AVAILABLE][:100]
+            if request.include_available_cards else (),
+        )
+
+    async def GetCampaign(self, request, **kw):
+        await self._record("GetCampaign", request, kw)
+        return card_service_pb2.GetCampaignResponse(
+            campaign=card_pb2.Campaign(campaign_id=request.campaign_id, rules=card_pb2.CampaignRules(time_zone=self.time_zone))
         )
 
     async def ListCards(self, request, **kw):

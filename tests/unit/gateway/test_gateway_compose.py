@@ -51,21 +51,89 @@ async def test_join_request_ids_are_scoped_to_the_user(fakes):
 
 async def test_the_wallet_runs_its_upstream_calls_concurrently(fakes):
     await fakes.gateway.join("alice", "r1", "", fakes.options())
-    for name in ("GetWallet", "ListCards"):
-        fakes.card.delay[name] = 0.2
-    for name in ("GetDraw", "ListMyEntries"):
-        fakes.lottery.delay[name] = 0.2
+    fakes.gateway._draws._values.clear()
+    fakes.card.delay["GetWallet"] = 0.2
+    fakes.lottery.delay["GetDraw"] = 0.2
     start = time.perf_counter()
     view = await fakes.gateway.wallet_view("alice", fakes.options())
-    assert time.perf_counter() - start < 0.35  # four 200 ms calls, not 800 ms
+    assert time.perf_counter() - start < 0.35  # two 200 ms calls side by side, not 400 ms
     assert view.lottery.day == "2026-01-28" and view.lottery.threshold == 3 and view.lottery.invites == 1
 
 
 async def test_the_wallet_says_whether_the_user_entered_today(fakes):
+    fakes.card.invites["alice"] = 3
     await fakes.gateway.join("alice", "r1", "", fakes.options())
     assert not (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entered_today
     fakes.lottery.entries.append(lottery_pb2.Entry(user_id="alice", day="2026-01-28"))
-    assert (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entered_today
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert view.lottery.entered_today and view.lottery.qualified
+
+
+def upstream_calls(fakes):
+    return [name for f in (fakes.card, fakes.lottery) for name, _, _ in f.calls]
+
+
+async def test_a_wallet_is_one_card_call_once_campaign_and_draw_are_cached(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.card.calls.clear(), fakes.lottery.calls.clear()
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert upstream_calls(fakes) == ["GetWallet"]  # not qualified: no entries to read
+    assert [c.card_id for c in view.cards] == ["c-alice-1"]
+    assert fakes.card.requests("GetWallet")[0].include_available_cards
+
+
+async def test_a_qualified_user_s_wallet_also_reads_its_entries(fakes):
+    fakes.card.invites["alice"] = 3
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.card.calls.clear(), fakes.lottery.calls.clear()
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    assert upstream_calls(fakes) == ["GetWallet", "ListMyEntries"]
+
+
+async def test_join_without_a_pass_phrase_is_two_card_calls_plus_the_cached_reads(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    assert sorted(upstream_calls(fakes)) == ["ClaimSignupCard", "GetCampaign", "GetDraw", "GetWallet"]
+    fakes.card.calls.clear(), fakes.lottery.calls.clear()
+    await fakes.gateway.join("bob", "r1", "", fakes.options())
+    assert upstream_calls(fakes) == ["ClaimSignupCard", "GetWallet"]
+
+
+async def test_the_campaign_is_cached_30_s_and_the_draw_a_few_seconds(fakes):
+    for _ in range(10):
+        await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(fakes.card.requests("GetCampaign")) == 1 and len(fakes.lottery.requests("GetDraw")) == 1
+    fakes.clock.advance(seconds=4)
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(fakes.card.requests("GetCampaign")) == 1 and len(fakes.lottery.requests("GetDraw")) == 2
+    fakes.clock.advance(seconds=30)
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(fakes.card.requests("GetCampaign")) == 2 and len(fakes.lottery.requests("GetDraw")) == 3
+
+
+async def test_wallets_that_miss_the_cache_together_share_one_fetch(fakes):
+    import asyncio
+
+    fakes.lottery.delay["GetDraw"] = 0.05
+    views = await asyncio.gather(*(fakes.gateway.wallet_view(f"u{n}", fakes.options()) for n in range(20)))
+    assert len(views) == 20 and {v.lottery.day for v in views} == {"2026-01-28"}
+    assert len(fakes.lottery.requests("GetDraw")) == 1 and len(fakes.card.requests("GetCampaign")) == 1
+
+
+async def test_a_failed_draw_read_is_not_cached(fakes, make_rpc_error):
+    fakes.lottery.fail["GetDraw"] = make_rpc_error(Unavailable("OVERLOADED", "busy", 1000))
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    del fakes.lottery.fail["GetDraw"]
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(fakes.lottery.requests("GetDraw")) == 2
+
+
+async def test_today_is_the_day_in_the_campaign_s_time_zone(fakes):
+    from datetime import datetime, timezone
+
+    fakes.card.time_zone = "America/Los_Angeles"
+    fakes.clock.set(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))  # 27 Jan in Los Angeles, 28 Jan in Shanghai
+    await fakes.gateway.wallet_view("alice", fakes.options())
+    assert fakes.lottery.requests("GetDraw")[0].day == "2026-01-27"
 
 
 async def test_the_wallet_is_still_shown_when_the_lottery_is_down(fakes, make_rpc_error):
