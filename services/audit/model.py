@@ -405,10 +405,13 @@ def check_invites(
 
     inviter_cards: Counter[str] = Counter()
     invitee_cards: Counter[str] = Counter()
+    signup_cards: Counter[str] = Counter()
     for c in cards:
         if c.campaign_id != cid:
             continue
-        if c.source == INVITER:
+        if c.source == SIGNUP:
+            signup_cards[c.user_id] += 1
+        elif c.source == INVITER:
             inviter_cards[c.user_id] += 1
         elif c.source == INVITEE:
             invitee_cards[c.user_id] += 1
@@ -428,11 +431,14 @@ def check_invites(
             out.append(
                 Finding("INVITEE_CARD_WITHOUT_INVITE", f"user has {n} invitee cards but accepted no invite", {"campaign_id": cid, "user_id": user})
             )
-        elif user in rewarded_as_invitee and n != campaign.invitee_grant:
+        elif user in rewarded_as_invitee and n != _invitee_top_up(campaign, signup_cards[user]):
+            # Joining with a pass-phrase gives the invitee card in place of the sign-up card: the
+            # joiner ends with max(signup_grant, invitee_grant) joining cards in all.
             out.append(
                 Finding(
                     "INVITEE_CARDS_MISMATCH",
-                    f"invitee has {n} invitee cards, the grant is {campaign.invitee_grant}",
+                    f"invitee has {n} invitee cards and {signup_cards[user]} sign-up cards; joining cards "
+                    f"should total {max(campaign.signup_grant, campaign.invitee_grant)}",
                     {"campaign_id": cid, "user_id": user},
                 )
             )
@@ -444,6 +450,10 @@ def check_invites(
         if invitee_cards[user] == 0:
             out.append(Finding("INVITEE_CARDS_MISMATCH", "invite records an invitee reward but user has no invitee card", {"campaign_id": cid, "user_id": user}))
     return out
+
+
+def _invitee_top_up(campaign: "CampaignFacts", signup: int) -> int:
+    return max(0, max(campaign.signup_grant, campaign.invitee_grant) - signup)
 
 
 # --- draws -------------------------------------------------------------------------------------

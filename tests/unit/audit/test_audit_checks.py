@@ -189,18 +189,26 @@ def test_a_hold_without_ttl_is_found():
 # --- invites ----------------------------------------------------------------------------------
 
 
-def invite(inviter: str, invitee: str, rewarded: bool = True) -> InviteFacts:
-    return InviteFacts(inviter, invitee, inviter_rewarded=rewarded, invitee_rewarded=True)
+def invite(inviter: str, invitee: str, rewarded: bool = True, invitee_rewarded: bool = True) -> InviteFacts:
+    return InviteFacts(inviter, invitee, inviter_rewarded=rewarded, invitee_rewarded=invitee_rewarded)
 
 
 def test_consistent_invites_have_no_findings():
-    inviters = [InviterFacts("alice", 2, (invite("alice", "bob"), invite("alice", "carol", rewarded=False)))]
+    # bob accepted before claiming: his invitee card is his joining card; carol claimed her
+    # sign-up card first, which then counted as her joining card (no invitee card on top).
+    inviters = [InviterFacts("alice", 2, (invite("alice", "bob"), invite("alice", "carol", rewarded=False, invitee_rewarded=False)))]
     cards = [
         card("a1"), card("a2", source="INVITER"),
-        card("b1", user="bob"), card("b2", user="bob", source="INVITEE"),
-        card("c1", user="carol"), card("c2", user="carol", source="INVITEE"),
+        card("b2", user="bob", source="INVITEE"),
+        card("c1", user="carol"),
     ]
     assert check_invites(CAMPAIGN, inviters, cards) == []
+
+
+def test_an_invitee_with_both_a_sign_up_and_an_invitee_card_is_found():
+    inviters = [InviterFacts("alice", 1, (invite("alice", "bob"),))]
+    cards = [card("a2", source="INVITER"), card("b1", user="bob"), card("b2", user="bob", source="INVITEE")]
+    assert checks(check_invites(CAMPAIGN, inviters, cards)) == ["INVITEE_CARDS_MISMATCH"]
 
 
 def test_an_invitee_counted_by_two_inviters_is_found():
@@ -328,10 +336,10 @@ def test_an_entrant_without_enough_invites_before_the_cutoff_is_found():
 
 
 def test_the_full_audit_of_a_consistent_world_is_clean_and_of_a_broken_one_is_not():
-    cards = [card("a1", state="REDEEMED", order_id="o1"), card("a2", source="INVITER"), card("b1", user="bob"), card("b2", user="bob", source="INVITEE")]
+    cards = [card("a1", state="REDEEMED", order_id="o1"), card("a2", source="INVITER"), card("b2", user="bob", source="INVITEE")]
     facts = AuditFacts(
         campaigns=[CAMPAIGN],
-        budgets={CID: budget(10_000, 4, redeemed=2_500)},
+        budgets={CID: budget(7_500, 3, redeemed=2_500)},
         cards=cards,
         orders=[order("o1", card_id="a1", discount=2_500)],
         inviters={CID: [InviterFacts("alice", 1, (invite("alice", "bob"),))]},
