@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 AUTHORIZATION_KEY = "authorization"
-DEV_JWT_SECRET = "dev-jwt-secret-change-me"  # services.common.config's development default
+DEV_JWT_SECRET = "dev-jwt-secret-change-me-in-production-0000"  # services.common.config's development default
 _HMAC = ("HS256", "HS384", "HS512")
 _CLAIMS = ["sub", "exp", "iss", "iat"]
 # Tolerated clock skew between the token issuer and this gateway, in seconds.

@@ -28,7 +28,7 @@ class Settings:
     internal_token: str = "dev-internal-token"
     admin_token: str = "dev-admin-token"
     merchant_token: str = "dev-merchant-token"
-    jwt_secret: str = "dev-jwt-secret-change-me"
+    jwt_secret: str = "dev-jwt-secret-change-me-in-production-0000"
     jwt_issuer: str = "miandan"
     jwt_algorithm: str = "HS256"
     jwt_public_key_file: Path | None = None
@@ -112,7 +112,7 @@ class Settings:
             internal_token=_secret(e, "MIANDAN_INTERNAL_TOKEN", "dev-internal-token"),
             admin_token=_secret(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
             merchant_token=_secret(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
-            jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me"),
+            jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me-in-production-0000"),
             jwt_issuer=e.get("MIANDAN_JWT_ISSUER", "miandan"),
             jwt_algorithm=algorithm,
             jwt_public_key_file=_path(e, "MIANDAN_JWT_PUBLIC_KEY_FILE"),
