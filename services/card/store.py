@@ -326,6 +326,10 @@ class SqliteCardStore:
         self.new_user_window_ms = new_user_window_ms
         # Campaigns never change after creation (only their counters, which are not cached).
         self._campaigns: dict[str, Campaign] = {}
+        # Point reads (primary-key / owner-index lookups of one user's few cards) use
+        # db.read_now: inline on the loop thread they cost ~15 µs of CPU instead of ~100-180 µs
+        # for the hop to a reader thread. Scans and aggregates (budget, campaign_cards,
+        # invite_stats, list_campaigns) stay on db.read so they never stall the loop.
 
     @classmethod
     async def open(cls, path: str | Path, *, clock: Clock | None = None, **kwargs: Any) -> "SqliteCardStore":
@@ -352,7 +356,7 @@ class SqliteCardStore:
         cached = self._campaigns.get(campaign_id)
         if cached is not None:
             return cached
-        found = await self.db.read(_load_campaign, campaign_id)
+        found = await self.db.read_now(_load_campaign, campaign_id)
         if found is not None:
             self._campaigns[campaign_id] = found
         return found
@@ -366,7 +370,7 @@ class SqliteCardStore:
         return await self._write(_claim_signup, campaign, user_id, request_id, now_ms)
 
     async def invite_code(self, campaign: Campaign, user_id: str) -> str:
-        code = await self.db.read(_stored_code, campaign.campaign_id, user_id)
+        code = await self.db.read_now(_stored_code, campaign.campaign_id, user_id)
         if code is None:
             code = await self._write(_ensure_code_fn, campaign, user_id)
         return code
@@ -379,10 +383,10 @@ class SqliteCardStore:
         )
 
     async def user_cards(self, campaign_id: str, user_id: str) -> list[Card]:
-        return await self.db.read(_user_cards, campaign_id, user_id)
+        return await self.db.read_now(_user_cards, campaign_id, user_id)
 
     async def wallet(self, campaign: Campaign, user_id: str) -> WalletData:
-        data: WalletData = await self.db.read(_wallet, campaign.campaign_id, user_id)
+        data: WalletData = await self.db.read_now(_wallet, campaign.campaign_id, user_id)
         if data.invite_code is None:
             code = await self._write(_ensure_code_fn, campaign, user_id)
             data = WalletData(data.cards, data.cards_granted, data.invites_made, code, data.invited_by)
@@ -421,7 +425,7 @@ class SqliteCardStore:
         return await self.db.read(_campaign_cards, campaign_id, state, after_id, limit, now_ms)
 
     async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]] | None:
-        return await self.db.read(_card_history, card_id)
+        return await self.db.read_now(_card_history, card_id)
 
     async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts:
         return await self.db.write(_sweep, now_ms, limit)
