@@ -38,6 +38,8 @@ EMPTY_METHOD = "/miandan.bench.Empty/Call"
 # Places the demo catalog may be in; the first one with stores is used.
 SEARCH_POINTS = ((30.2741, 120.1551), (31.2304, 121.4737), (39.9042, 116.4074), (22.5431, 114.0579), (23.1291, 113.2644))
 RETRY_CODES = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
+# Label of a call the client's adaptive throttle refused before sending it.
+THROTTLED = "CLIENT_THROTTLED"
 # The demo brands open latest in the evening (KFC to midnight, Mixue to 23:00).
 PREFERRED_BRANDS = ("kfc", "mixue")
 
@@ -283,6 +285,9 @@ class WorkerSpec:
     retry_for_s: float = 30.0
     users_per_task: int = 0  # "place"/"open": pre-joined users each task cycles through
     tag: str = ""
+    # Act as an app with client-side adaptive throttling (services.common.throttle): refuse
+    # locally, without sending, the share of calls the gateway has been refusing for load.
+    client_throttle: bool = False
 
 
 @dataclass
@@ -378,6 +383,11 @@ class _Client:
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(self.channel)
         self.empty = self.channel.unary_unary(EMPTY_METHOD)
         self.measuring = False
+        self.throttle = None
+        if spec.client_throttle:
+            from services.common.throttle import AdaptiveThrottle
+
+            self.throttle = AdaptiveThrottle()
 
     def token_md(self, user: str) -> tuple[tuple[str, str], ...]:
         from gateway.token import mint
@@ -391,15 +401,30 @@ class _Client:
         timeout = timeout or self.spec.deadline_s
         give_up = time.monotonic() + self.spec.retry_for_s
         delay = 0.05
+        throttle = self.throttle
         while True:
             t = time.perf_counter()
+            if throttle is not None and not throttle.admit():
+                # Refused here, nothing sent: what an app does while the front is shedding.
+                if self.measuring:
+                    self.result.add(rpc, THROTTLED, (time.perf_counter() - t) * 1000)
+                if not self.spec.retry or time.monotonic() + delay > give_up:
+                    return None, None
+                self.result.retries += 1
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 1.0)
+                continue
             try:
                 reply = await fn(request, metadata=md, timeout=timeout)
+                if throttle is not None:
+                    throttle.record("OK")
                 if self.measuring:
                     self.result.add(rpc, "OK", (time.perf_counter() - t) * 1000)
                 return reply, None
             except self.grpc.aio.AioRpcError as err:
                 code = err.code().name
+                if throttle is not None:
+                    throttle.record(code)
                 if self.measuring:
                     label = _label(code, err)
                     self.result.add(rpc, label, (time.perf_counter() - t) * 1000)

@@ -10,7 +10,14 @@ bench-out/overload.png.
 Targets: goodput at 3x and 5x >= 90% of peak; p99 of successes < 500 ms; rejections < 50 ms p99;
 zero INTERNAL / UNKNOWN, zero hung calls, no process dies.
 
-    python -m bench.overload [--capacity N] [--step-seconds S] [--procs P] [--smoke]
+The load generator plays the campaign's app, and by default the app throttles itself the way the
+Google SRE book describes (services.common.throttle): once the gateway refuses calls for load,
+the app refuses about the excess locally, never sending it, and keeps sending about twice what the
+gateway accepts so recovery shows at once. Those local refusals are a column of their own
+("throttled/s"); "shed/s" and "p99 rej" are the gateway's own refusals only. `--no-client-throttle`
+sends every arrival, which shows what the server alone does with the whole flood.
+
+    python -m bench.overload [--capacity N] [--step-seconds S] [--procs P] [--no-client-throttle] [--smoke]
 """
 from __future__ import annotations
 
@@ -23,6 +30,7 @@ from pathlib import Path
 
 from bench.loadgen import (
     ROOT,
+    THROTTLED,
     SuiteProcess,
     addr_of,
     audit_suite,
@@ -42,7 +50,7 @@ from bench.loadgen import (
 MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
 SMOKE_MULTIPLIERS = (0.5, 1.0, 3.0, 5.0)
 REJECTION_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
-HEADERS = ("x cap", "offered/s", "goodput/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms", "status codes")
+HEADERS = ("x cap", "offered/s", "goodput/s", "throttled/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms", "status codes")
 
 
 def measure_capacity(env: dict[str, str], fixture, procs: int, concurrency: int, seconds: float, tag: str) -> float:
@@ -63,7 +71,9 @@ def plot(rows: list[dict], capacity: float, path: Path) -> None:
     offered = [r["offered"] for r in rows]
     fig, ax = plt.subplots(figsize=(8, 5))
     ax.plot(offered, [r["goodput"] for r in rows], "o-", label="goodput (orders/s)")
-    ax.plot(offered, [r["shed"] for r in rows], "s--", label="shed (rejections/s)", alpha=0.6)
+    ax.plot(offered, [r["shed"] for r in rows], "s--", label="shed by the gateway (/s)", alpha=0.6)
+    if any(r["throttled"] for r in rows):
+        ax.plot(offered, [r["throttled"] for r in rows], "x--", label="throttled by the app (/s)", alpha=0.6)
     ax.plot(offered, offered, ":", color="grey", label="offered")
     ax.axvline(capacity, color="grey", linewidth=0.8)
     ax.set_xlabel("offered load (orders/s)")
@@ -91,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=16, help="closed-loop concurrency per process for the capacity run")
     p.add_argument("--deadline", type=float, default=2.0, help="deadline of every call in seconds (default 2)")
     p.add_argument("--out", type=Path, default=ROOT / "bench-out", help="where overload.png/.txt go")
+    p.add_argument(
+        "--no-client-throttle", dest="client_throttle", action="store_false",
+        help="send every arrival (no client-side adaptive throttling in the simulated app)",
+    )
     p.add_argument("--smoke", action="store_true", help="short steps, for CI")
     args = p.parse_args(argv)
     multipliers = SMOKE_MULTIPLIERS if args.smoke else MULTIPLIERS
@@ -118,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                     specs_for(
                         "open", addr_of(env, "gateway"), env, args.procs, 1, args.step_seconds,
                         fixture=fixture, rate=rate / args.procs, deadline_s=args.deadline, users_per_task=100, tag=tag, lead_s=4.0,
+                        client_throttle=args.client_throttle,
                     )
                 )
                 codes = result.codes("PlaceOrder")
@@ -127,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                     mult=m,
                     offered=result.sent / args.step_seconds,
                     goodput=len(ok) / args.step_seconds,
+                    throttled=len(result.calls.get(("PlaceOrder", THROTTLED), [])) / args.step_seconds,
                     shed=len(rejected) / args.step_seconds,
                     p99_ok=percentile(ok, 0.99),
                     p99_rej=percentile(rejected, 0.99),
@@ -138,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 health = asyncio.run(health_status(env))
                 down = {k: v for k, v in health.items() if v != "SERVING"}
                 print(
-                    f"step {m}x: offered {row['offered']:,.0f}/s goodput {row['goodput']:,.0f}/s shed {row['shed']:,.0f}/s "
+                    f"step {m}x: offered {row['offered']:,.0f}/s goodput {row['goodput']:,.0f}/s "
+                    f"throttled {row['throttled']:,.0f}/s shed {row['shed']:,.0f}/s "
                     f"p99 ok {row['p99_ok']:.0f} ms p99 rej {row['p99_rej']:.0f} ms; {codes_text(codes)}"
                     + (f"; NOT SERVING: {down}" if down else ""),
                     flush=True,
@@ -158,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             restarts = suite.restarts
             suite.stop()
 
-    lines = [table(HEADERS, [[r["mult"], r["offered"], r["goodput"], r["shed"], r["p99_ok"], r["p99_rej"], r["hung"], r["lag"], codes_text(r["codes"])] for r in rows])]
+    lines = [table(HEADERS, [[r["mult"], r["offered"], r["goodput"], r["throttled"], r["shed"], r["p99_ok"], r["p99_rej"], r["hung"], r["lag"], codes_text(r["codes"])] for r in rows])]
     peak = max((r["goodput"] for r in rows), default=0.0)
     verdicts = []
     for r in rows:

@@ -14,7 +14,14 @@ busy time, the first `warmup` intervals averaged plainly):
     new      = limit * (1 - smoothing) + (limit * gradient + sqrt(limit)) * smoothing
 So latency up to `tolerance` x its usual level leaves the limit growing by the sqrt(limit)
 queue allowance; only latency beyond that (real queueing) shrinks it, and at most by half per
-interval before smoothing. Deadline misses (ok=False) back off by 10 %. A limit that is not
+interval before smoothing.
+
+Latency target (`target_latency`, MIANDAN_TARGET_LATENCY_MS, default 250 ms): the gradient above
+only compares latency with its own history, and under a sustained flood that history drifts up
+with it (the long RTT is an average of busy time), so the limit settles where calls take a second
+or more. An absolute target caps that: when the interval's average exceeds it, the gradient is at
+most target / short, whatever the history says. A campaign has a latency objective (the
+overload target is p99 < 500 ms); 250 ms average leaves room for the tail. Deadline misses (ok=False) back off by 10 %. A limit that is not
 being used (in flight < limit / 2) is left alone: it neither grows toward max_limit while idle
 (and then admits a whole flash crowd at once) nor shrinks for latency it did not cause.
 
@@ -33,7 +40,9 @@ milliseconds of CPU, far inside every deadline, so a limit there only throws cal
 Headroom per criticality (Google SRE "Handling Overload"): SHEDDABLE may fill up to 50 % of the
 limit and never waits, DEFAULT up to 80 % and waits up to max_wait/2, CRITICAL up to 100 % and
 waits up to max_wait. Waiting is CoDel-like: once a waiter times out (a standing queue: waiting
-does not help), non-critical calls stop waiting for one interval. An internal caller may raise
+does not help), calls of every level stop waiting for one interval and are refused at once: under
+a flood a refusal that took max_wait to say no is a slow refusal, and the caller's retry comes
+back anyway. An internal caller may raise
 or lower a call's criticality with x-miandan-criticality (the gateway passes the end-user
 call's level on).
 
@@ -106,6 +115,7 @@ class AdmissionController:
         max_wait_ms: float = 50.0,
         max_waiters: int | None = None,
         tolerance: float = 2.0,
+        target_latency: float | None = None,
         smoothing: float = 0.2,
         update_interval: float = 0.1,
         min_samples: int = 5,
@@ -127,6 +137,9 @@ class AdmissionController:
         self._wait_s = {CRITICAL: max_wait_ms / 1000, DEFAULT: max_wait_ms / 2000, SHEDDABLE: 0.0}
         self.max_waiters = max_waiters if max_waiters is not None else max(16, initial_limit)
         self.tolerance, self.smoothing = tolerance, smoothing
+        if target_latency is not None and target_latency <= 0:
+            raise ValueError("target_latency must be > 0 seconds (or None for no target)")
+        self.target_latency = target_latency
         self.update_interval, self.min_samples = update_interval, min_samples
         self.long_window, self.warmup, self.queue_size = long_window, warmup, queue_size
         # Per-update EWMA weight: `long_window` seconds of busy intervals. Counted in updates,
@@ -175,7 +188,7 @@ class AdmissionController:
         if wait_s <= 0 or self._n_waiting >= self.max_waiters:
             self.rejected += 1
             return False
-        if criticality != CRITICAL and self._time() < self._congested_until:
+        if self._time() < self._congested_until:
             self.rejected += 1
             return False
         queue = self._waiters[criticality if criticality == CRITICAL else DEFAULT]
@@ -274,6 +287,8 @@ class AdmissionController:
             new = limit  # app-limited: this latency says nothing about our limit
         else:
             gradient = 1.0 if short <= 0 else max(0.5, min(1.0, self.tolerance * self.long_rtt / short))
+            if self.target_latency is not None and short > self.target_latency:
+                gradient = max(0.5, min(gradient, self.target_latency / short))
             target = limit * gradient + self.queue_size(limit)
             new = limit * (1 - self.smoothing) + target * self.smoothing
         new = max(self.min_limit, min(self.max_limit, new))
@@ -302,6 +317,7 @@ def admission_from_settings(settings: Any) -> AdmissionController:
         min_limit=min(settings.min_concurrency, start),
         max_limit=max(1000, start),
         max_wait_ms=settings.max_wait_ms,
+        target_latency=(settings.target_latency_ms / 1000) if getattr(settings, "target_latency_ms", 0) else None,
     )
 
 

@@ -52,6 +52,9 @@ class Settings:
     # calls they would have served in time. Above the floor the latency gradient rules.
     min_concurrency: int = 32
     max_wait_ms: float = 50.0
+    # Average latency above which the admission limit shrinks whatever its history says (0 = no
+    # target); see services/common/admission.py.
+    target_latency_ms: float = 250.0
     log_calls: bool = True
 
     @property
@@ -129,6 +132,7 @@ class Settings:
             max_concurrency=int(_number(e, "MIANDAN_MAX_CONCURRENCY", 64, int, minimum=1)),
             min_concurrency=int(_number(e, "MIANDAN_MIN_CONCURRENCY", 32, int, minimum=1)),
             max_wait_ms=_number(e, "MIANDAN_MAX_WAIT_MS", 50.0, float, minimum=0),
+            target_latency_ms=_number(e, "MIANDAN_TARGET_LATENCY_MS", 250.0, float, minimum=0),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )
 

@@ -182,3 +182,39 @@ def test_rejection_costs_microseconds():
     for _ in range(10000):
         ctl.try_enter(SHEDDABLE)
     assert (time.perf_counter() - start) / 10000 < 5e-6
+
+
+def test_a_latency_target_caps_the_limit_where_history_has_drifted_up_with_the_flood():
+    # Without a target, latency that rises slowly enough becomes the "usual" level and the
+    # limit keeps growing; with one, an average above target shrinks it.
+    drifting, now_a = controller(100, min_limit=8, max_limit=400, long_window=1.0)
+    capped, now_b = controller(100, min_limit=8, max_limit=400, long_window=1.0, target_latency=0.25)
+    for step in range(40):
+        latency = 0.05 + step * 0.02  # 50 ms creeping up to 830 ms
+        drive(drifting, now_a, latency, rounds=5)
+        drive(capped, now_b, latency, rounds=5)
+    assert capped.limit <= drifting.limit / 3
+    assert capped.limit >= capped.min_limit
+
+
+def test_a_latency_target_does_nothing_while_latency_is_below_it():
+    ctl, now = controller(20, target_latency=0.25)
+    drive(ctl, now, 0.100)
+    assert ctl.limit > 40
+
+
+def test_after_a_wait_timed_out_even_critical_calls_are_refused_at_once():
+    async def scenario():
+        ctl, now = controller(2, min_limit=1, max_wait_ms=20)
+        assert ctl.try_enter(CRITICAL) and ctl.try_enter(CRITICAL)
+        assert not await ctl.wait_enter(CRITICAL)  # waited 20 ms in vain: a standing queue
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert not await ctl.wait_enter(CRITICAL)
+        assert loop.time() - start < 0.01  # refused without waiting again
+        now.t += ctl.update_interval  # one interval later waiting is allowed again
+        started = loop.time()
+        assert not await ctl.wait_enter(CRITICAL)
+        assert loop.time() - started >= 0.015
+
+    asyncio.run(scenario())
