@@ -7,12 +7,14 @@ load-generator processes) for `--seconds` each:
 
   empty       grpc.health.v1 Check on the order server: the floor of one call on this machine
   PlaceOrder  one latte (15 yuan) with CARD_USE_REQUIRED: Quote + ReserveCard(redeem), PAID
-              (the card pays in full, so it is reserved and redeemed in one card call)
+              (the card pays in full, so it is reserved and redeemed in one card call; the
+              order service coalesces concurrent reservations into ReserveCards RPCs)
 
 Prints calls/s, p50/p99, the ratio empty calls/s : orders/s, CPU seconds per order over the
 three servers against CPU seconds per empty call, and the internal RPCs one order costs (from
-the card and catalog servers' own /metrics counters). `--profile` samples all three servers
-with py-spy during the order phase and prints where the time goes (raw stacks are kept in
+the card and catalog servers' own /metrics counters; a ReserveCards batch is one RPC, and its
+entries per batch are printed too). `--profile` samples all three servers with py-spy during
+the order phase and prints where the time goes (raw stacks are kept in
 bench-out/profile-order/*.collapsed).
 
     python -m bench.order [--seconds 5] [--clients 64] [--procs 2] [--profile] [--smoke]
@@ -46,6 +48,8 @@ CAMPAIGN = "bench-order"
 STORE, ITEM = "bench-store", "bench-latte"
 CARDS_PER_USER = 20
 TARGET_COST = 4.0
+# Reservations carried by the card server's ReserveCards RPCs (the order service batches them).
+BATCH_ENTRIES = "miandan_card_reserve_cards_entries_total"
 
 
 @dataclass
@@ -247,6 +251,12 @@ class ServiceProcess:
                 out[method.group(1)] += float(m.group(2))
         return out
 
+    def counter(self, name: str) -> float:
+        """An unlabelled counter of this process's /metrics (0 when it is not exported)."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+        return float(m.group(1)) if m else 0.0
+
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:
             return
@@ -341,10 +351,12 @@ def main(argv: list[str] | None = None) -> int:
             empty_cpu = meter.used["order"]
 
             before = {s.name: s.rpc_calls() for s in (card, catalog)}
+            entries_before = card.counter(BATCH_ENTRIES)
             meter = CpuMeter(pids)
             profilers = start_profilers(pids, args.seconds + 2, ROOT / "bench-out" / "profile-order") if args.profile else []
             placed = run_phase("PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
             after = {s.name: s.rpc_calls() for s in (card, catalog)}
+            entries = card.counter(BATCH_ENTRIES) - entries_before
             order_cpu = sum(meter.used.values())
             profile = profile_summary(profilers) if profilers else ""
         finally:
@@ -381,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
         f"internal RPCs per successful order: {sum(per_order.values()):.2f} ("
         + ", ".join(f"{k} {v:.2f}" for k, v in per_order.items())
         + ")"
+    )
+    batches = upstream.get("card.ReserveCards", 0)
+    print(
+        f"card reservations: {upstream.get('card.ReserveCard', 0):.0f} ReserveCard + {batches:.0f} ReserveCards "
+        f"carrying {entries:.0f} ({entries / max(batches, 1):.1f} entries per batch)"
     )
     if profile:
         print(profile)

@@ -32,10 +32,15 @@ def _protoc(args: list[str]) -> None:
     import grpc_tools
 
     include = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    # google/rpc/*.proto (status, error_details) ship with googleapis-common-protos, beside
+    # their generated modules; card_service.proto imports google/rpc/status.proto.
+    from google.rpc import status_pb2
+
+    rpc_include = str(Path(status_pb2.__file__).resolve().parents[2])
     cwd = os.getcwd()
     os.chdir(PROTOS)
     try:
-        code = protoc.main(["protoc", "-I.", f"-I{include}", *args, *proto_files()])
+        code = protoc.main(["protoc", "-I.", f"-I{include}", f"-I{rpc_include}", *args, *proto_files()])
     finally:
         os.chdir(cwd)
     if code != 0:

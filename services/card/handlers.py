@@ -6,6 +6,7 @@ import base64
 import logging
 import secrets
 from dataclasses import dataclass
+from typing import Sequence
 
 from services.common.clock import Clock, now_ms
 from services.common.errors import InvalidArgument
@@ -19,6 +20,7 @@ from .model import (
     campaign_not_found,
     card_not_found,
     check_amount,
+    check_batch_size,
     check_campaign_id,
     check_id,
     check_ttl,
@@ -29,6 +31,20 @@ from .model import (
 from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, LedgerRow, RefundResult
 
 log = logging.getLogger("miandan.card")
+
+
+@dataclass(frozen=True)
+class ReserveEntry:
+    """One entry of a batched reservation: exactly the arguments of CardHandlers.reserve."""
+
+    request_id: str
+    campaign_id: str
+    user_id: str
+    order_id: str
+    amount_fen: int
+    card_id: str
+    ttl_seconds: int
+    redeem: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,6 +178,23 @@ class CardHandlers:
             raise redeem_not_covered()
         ttl = ttl_seconds or c.rules.reservation_ttl_seconds
         return await self.store.reserve(c, user_id, order_id, amount_fen, card_id, ttl, request_id, self.now(), redeem)
+
+    async def reserve_batch(self, request_id: str, entries: Sequence[ReserveEntry]) -> list[Hold | BaseException]:
+        """Each entry through `reserve`, all at once: started in the same loop turn, their
+        writes queue together and share one group-commit transaction of the store (each in its
+        own savepoint, so a failing entry rolls back only itself). The outcome of each entry,
+        in order: its Hold, or the exception `reserve` raised for it alone."""
+        check_id(request_id, "request_id", required=False)
+        check_batch_size(len(entries))
+        return await asyncio.gather(
+            *(
+                self.reserve(
+                    e.request_id, e.campaign_id, e.user_id, e.order_id, e.amount_fen, e.card_id, e.ttl_seconds, e.redeem
+                )
+                for e in entries
+            ),
+            return_exceptions=True,
+        )
 
     async def confirm(self, request_id: str, order_id: str) -> Hold:
         check_id(request_id, "request_id", required=False)

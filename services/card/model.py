@@ -137,6 +137,9 @@ MAX_BUDGET_FEN = 10**17
 MAX_VALIDITY_DAYS = 3_650
 MAX_TTL_SECONDS = 86_400
 MAX_THRESHOLD = 10_000
+# ReserveCards: a batch shares one admission slot and lands in at most two group commits of the
+# store (Database.MAX_BATCH is 128): past that, one caller's batch would starve the others.
+MAX_BATCH_RESERVATIONS = 256
 
 
 @dataclass(frozen=True)
@@ -401,6 +404,12 @@ def check_ttl(ttl_seconds: int) -> int:
     if ttl_seconds < 0 or ttl_seconds > MAX_TTL_SECONDS:
         raise InvalidArgument("ttl_seconds", f"must be between 0 and {MAX_TTL_SECONDS}")
     return ttl_seconds
+
+
+def check_batch_size(n: int) -> int:
+    if n < 1 or n > MAX_BATCH_RESERVATIONS:
+        raise InvalidArgument("reservations", f"must hold 1..{MAX_BATCH_RESERVATIONS} entries, got {n}")
+    return n
 
 
 def not_held_error(r: Reservation) -> DomainError:

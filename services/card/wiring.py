@@ -24,7 +24,10 @@ ROLES = {_M + name: ADMIN for name in ("CreateCampaign", "ListCampaigns", "ListC
 # The order path (a card held and spent for a paid order) is the last thing to shed; wallet
 # headroom and lottery counters are the first.
 CRITICALITY = {
-    **{_M + name: CRITICAL for name in ("ReserveCard", "ConfirmReservation", "ReleaseReservation", "RefundCard")},
+    **{
+        _M + name: CRITICAL
+        for name in ("ReserveCard", "ReserveCards", "ConfirmReservation", "ReleaseReservation", "RefundCard")
+    },
     **{_M + name: SHEDDABLE for name in ("GetBudget", "GetInviteStats")},
     **{
         _M + name: DEFAULT

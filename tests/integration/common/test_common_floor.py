@@ -142,7 +142,14 @@ async def test_an_internal_caller_marking_calls_critical_gets_the_whole_limit_wh
                 await call(b"c", metadata=critical, timeout=5)
             assert error_details(info.value)["reason"] == "OVERLOADED"
             assert 0.09 <= time.perf_counter() - start < 2
-            # A CRITICAL waiter gets the first slot that frees up.
+            # Right after a wait timed out (a standing queue) even CRITICAL calls are refused
+            # without waiting, for one update interval.
+            start = time.perf_counter()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await call(b"c", metadata=critical, timeout=5)
+            assert time.perf_counter() - start < 0.09
+            await asyncio.sleep(server.admission.update_interval * 1.5)
+            # Then a CRITICAL waiter gets the first slot that frees up.
             waiter = asyncio.ensure_future(call(b"w", metadata=critical, timeout=5))
             await asyncio.sleep(0.02)
             release.set()

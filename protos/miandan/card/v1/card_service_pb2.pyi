@@ -10,6 +10,7 @@ from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 from miandan.card.v1 import card_pb2 as _card_pb2
 import builtins as _builtins
 import sys
@@ -542,6 +543,92 @@ class ReserveCardResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReserveCardResponse: _TypeAlias = ReserveCardResponse  # noqa: Y015
+
+@_typing.final
+class ReserveCardsRequest(_message.Message):
+    """Request of ReserveCards."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESERVATIONS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Id of the batch, for logs only: each entry carries its own idempotency key."""
+    @_builtins.property
+    def reservations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReserveCardRequest]:
+        """The reservations, 1..256, each exactly as ReserveCard takes it."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        reservations: _abc.Iterable[Global___ReserveCardRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "reservations", b"reservations"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveCardsRequest: _TypeAlias = ReserveCardsRequest  # noqa: Y015
+
+@_typing.final
+class ReserveCardsResponse(_message.Message):
+    """Response of ReserveCards."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReserveCardResult]:
+        """One result per entry of the request, in the same order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___ReserveCardResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReserveCardsResponse: _TypeAlias = ReserveCardsResponse  # noqa: Y015
+
+@_typing.final
+class ReserveCardResult(_message.Message):
+    """What ReserveCard would have answered for one entry of ReserveCards."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESERVATION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def reservation(self) -> Global___ReserveCardResponse:
+        """The entry succeeded: the ReserveCard response."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The entry failed: the status ReserveCard would have failed with (code, message and the
+        same details: google.rpc.ErrorInfo reason, BadRequest, RetryInfo).
+        """
+
+    def __init__(
+        self,
+        *,
+        reservation: Global___ReserveCardResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "reservation", b"reservation"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "reservation", b"reservation"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_outcome: _TypeAlias = _typing.Literal["reservation", "error"]  # noqa: Y015
+    _WhichOneofArgType_outcome: _TypeAlias = _typing.Literal["outcome", b"outcome"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_outcome) -> _WhichOneofReturnType_outcome | None: ...
+
+Global___ReserveCardResult: _TypeAlias = ReserveCardResult  # noqa: Y015
 
 @_typing.final
 class ConfirmReservationRequest(_message.Message):

@@ -81,6 +81,11 @@ class CardServiceStub:
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardRequest.SerializeToString,
                 response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardResponse.FromString,
                 _registered_method=True)
+        self.ReserveCards = channel.unary_unary(
+                '/miandan.card.v1.CardService/ReserveCards',
+                request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsRequest.SerializeToString,
+                response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsResponse.FromString,
+                _registered_method=True)
         self.ConfirmReservation = channel.unary_unary(
                 '/miandan.card.v1.CardService/ConfirmReservation',
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ConfirmReservationRequest.SerializeToString,
@@ -215,6 +220,19 @@ class CardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReserveCards(self, request, context):
+        """Internal, for the order service: many ReserveCard calls in one RPC, so that one call (and
+        one group-commit transaction of the store) carries many reservations under load. Each entry
+        is exactly one ReserveCard (same validation, idempotency per request_id and order_id,
+        redeem) and succeeds or fails on its own, in its own savepoint: one entry's error never
+        fails the others nor the RPC. Results come back in request order. The RPC itself fails only
+        for the batch as a whole: credential, overload (UNAVAILABLE OVERLOADED), deadline, or
+        INVALID_ARGUMENT on "reservations" when it holds no entry or more than 256.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ConfirmReservation(self, request, context):
         """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
         All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
@@ -317,6 +335,11 @@ def add_CardServiceServicer_to_server(servicer, server):
                     servicer.ReserveCard,
                     request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardRequest.FromString,
                     response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardResponse.SerializeToString,
+            ),
+            'ReserveCards': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReserveCards,
+                    request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsRequest.FromString,
+                    response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsResponse.SerializeToString,
             ),
             'ConfirmReservation': grpc.unary_unary_rpc_method_handler(
                     servicer.ConfirmReservation,
@@ -582,6 +605,33 @@ class CardService:
             '/miandan.card.v1.CardService/ReserveCard',
             miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardRequest.SerializeToString,
             miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReserveCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.card.v1.CardService/ReserveCards',
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsRequest.SerializeToString,
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ReserveCardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

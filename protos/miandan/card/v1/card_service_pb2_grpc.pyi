@@ -87,6 +87,15 @@ class CardServiceStub:
     lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
     would not pay the whole amount_fen (nothing is held then).
     """
+    ReserveCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardsRequest, _card_service_pb2.ReserveCardsResponse]
+    """Internal, for the order service: many ReserveCard calls in one RPC, so that one call (and
+    one group-commit transaction of the store) carries many reservations under load. Each entry
+    is exactly one ReserveCard (same validation, idempotency per request_id and order_id,
+    redeem) and succeeds or fails on its own, in its own savepoint: one entry's error never
+    fails the others nor the RPC. Results come back in request order. The RPC itself fails only
+    for the batch as a whole: credential, overload (UNAVAILABLE OVERLOADED), deadline, or
+    INVALID_ARGUMENT on "reservations" when it holds no entry or more than 256.
+    """
     ConfirmReservation: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]
     """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
     All FAILED_PRECONDITION: RESERVATION_EXPIRED (the hold lapsed; the card is free again),
@@ -166,6 +175,15 @@ class CardServiceAsyncStub(CardServiceStub):
     ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
     lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
     would not pay the whole amount_fen (nothing is held then).
+    """
+    ReserveCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardsRequest, _card_service_pb2.ReserveCardsResponse]  # type: ignore[assignment]
+    """Internal, for the order service: many ReserveCard calls in one RPC, so that one call (and
+    one group-commit transaction of the store) carries many reservations under load. Each entry
+    is exactly one ReserveCard (same validation, idempotency per request_id and order_id,
+    redeem) and succeeds or fails on its own, in its own savepoint: one entry's error never
+    fails the others nor the RPC. Results come back in request order. The RPC itself fails only
+    for the batch as a whole: credential, overload (UNAVAILABLE OVERLOADED), deadline, or
+    INVALID_ARGUMENT on "reservations" when it holds no entry or more than 256.
     """
     ConfirmReservation: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ConfirmReservationRequest, _card_service_pb2.ConfirmReservationResponse]  # type: ignore[assignment]
     """Redeems the card held for an order. Idempotent. Errors: RESERVATION_EXPIRED.
@@ -291,6 +309,21 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
         lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
         would not pay the whole amount_fen (nothing is held then).
+        """
+
+    @_abc_1.abstractmethod
+    def ReserveCards(
+        self,
+        request: _card_service_pb2.ReserveCardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_card_service_pb2.ReserveCardsResponse, _abc.Awaitable[_card_service_pb2.ReserveCardsResponse]]:
+        """Internal, for the order service: many ReserveCard calls in one RPC, so that one call (and
+        one group-commit transaction of the store) carries many reservations under load. Each entry
+        is exactly one ReserveCard (same validation, idempotency per request_id and order_id,
+        redeem) and succeeds or fails on its own, in its own savepoint: one entry's error never
+        fails the others nor the RPC. Results come back in request order. The RPC itself fails only
+        for the batch as a whole: credential, overload (UNAVAILABLE OVERLOADED), deadline, or
+        INVALID_ARGUMENT on "reservations" when it holds no entry or more than 256.
         """
 
     @_abc_1.abstractmethod
