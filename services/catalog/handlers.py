@@ -13,11 +13,13 @@ import base64
 import gc
 import logging
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from services.common.clock import Clock, SystemClock, now_ms
 from services.common.errors import InvalidArgument, NotFound
 
+from .changes import MenuChanges
 from .geo import GeoIndex
 from .model import (
     MAX_QUOTE_LINES,
@@ -32,6 +34,7 @@ from .model import (
     StoreRow,
     WantedLine,
     card_cover,
+    next_open_change,
     quote,
     valid_location,
     validate_brand,
@@ -152,6 +155,17 @@ class ImportResult:
 
 
 @dataclass(frozen=True)
+class StampedQuote:
+    """A Quote answer with what a caller needs to keep it: the change-feed epoch and version it
+    was computed at, and when the clock alone may change it (None: never)."""
+
+    result: QuoteResult
+    epoch: str
+    menu_version: int
+    valid_until: datetime | None
+
+
+@dataclass(frozen=True)
 class MenuView:
     store: StoreRecord
     details: StoreDetails
@@ -215,6 +229,9 @@ class Catalog:
         self._resolver: tuple[int, Resolver] | None = None
         self._build_lock = asyncio.Lock()
         self._rebuild_task: asyncio.Task[None] | None = None
+        # Every committed change that can alter a Quote is published here (WatchMenuChanges),
+        # after it is applied to memory.
+        self.changes = MenuChanges()
 
     async def start(self) -> None:
         snap = await self.store.load()
@@ -241,6 +258,7 @@ class Catalog:
             self.brands[brand.brand_id] = brand
             self.menus.setdefault(brand.brand_id, {})
             self._catalog_changed()
+            self.changes.publish(all_stores=True)
         return self.brands.get(brand.brand_id, brand), created
 
     async def upsert_item(self, request_id: str, item: MenuItem) -> tuple[MenuItem, bool]:
@@ -251,6 +269,8 @@ class Catalog:
         if not replayed:
             self.menus[item.brand_id][item.item_id] = item
             self._catalog_changed()
+            # A menu is shared by every store of the brand: tens of thousands of ids.
+            self.changes.publish(all_stores=True)
         return self.menus[item.brand_id].get(item.item_id, item), created
 
     def begin_import(self) -> "StoreImport":
@@ -270,6 +290,7 @@ class Catalog:
                 self._brand_index(previous.brand_id).remove(previous)
                 previous = None
             self._brand_index(record.brand_id).put(record, previous)
+        self.changes.publish((row.store_id for row in rows), all_stores=len(rows) > 100)
 
     def _brand_index(self, brand_id: str) -> GeoIndex:
         index = self.brand_indexes.get(brand_id)
@@ -301,6 +322,7 @@ class Catalog:
                         del self.sold_out[store_id]
             else:
                 self.sold_out.setdefault(store_id, set()).add(item_id)
+            self.changes.publish((store_id,))
         return item_id not in self.sold_out.get(store_id, ())
 
     # --- reads -----------------------------------------------------------------------------
@@ -387,6 +409,14 @@ class Catalog:
             is_open=OpenClock(now).is_open(store),
         )
 
+    def quote_stamped(self, store_id: str, lines: Sequence[WantedLine]) -> StampedQuote:
+        """quote() with its change-feed stamp. Synchronous on purpose: no change can be applied
+        between pricing and reading the version, so the stamp is exact."""
+        result = self.quote(store_id, lines)
+        store = self.stores[store_id]
+        changes = self.changes
+        return StampedQuote(result, changes.epoch, changes.version, next_open_change(store, result.quote_time))
+
     def _store(self, store_id: str) -> StoreRecord:
         store = self.stores.get(store_id)
         if store is None:
@@ -442,6 +472,7 @@ class Catalog:
             pass
 
     async def close(self) -> None:
+        self.changes.close()
         if self._rebuild_task is not None:
             self._rebuild_task.cancel()
             try:
@@ -617,6 +648,7 @@ __all__ = [
     "Proposal",
     "StoreHit",
     "MenuView",
+    "StampedQuote",
     "Resolver",
     "ResolverFactory",
     "default_resolver_factory",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -252,6 +252,32 @@ def open_at(hours: Hours, weekday: int, minute: int) -> bool:
         if p.weekday == yesterday and p.close_minute > 1440 and minute < p.close_minute - 1440:
             return True
     return False
+
+
+WEEK_MINUTES = 7 * 1440
+
+
+def next_open_change(store: StoreRecord, now: datetime) -> datetime | None:
+    """The first instant after `now` at which whether `store` is open may flip (a Quote's
+    STORE_CLOSED problem depends on it), in UTC; None when the clock alone cannot change it.
+    Boundaries that do not really flip (back-to-back periods) are returned too: early is safe."""
+    if store.closed or not store.hours:
+        return None
+    local = now.astimezone(zone(store.time_zone))
+    here = (local.isoweekday() - 1) * 1440 + local.hour * 60 + local.minute
+    ahead = WEEK_MINUTES
+    for p in store.hours:
+        start = (p.weekday - 1) * 1440
+        for boundary in (start + p.open_minute, start + p.close_minute):
+            ahead = min(ahead, (boundary - here) % WEEK_MINUTES or WEEK_MINUTES)
+    minute = local.replace(second=0, microsecond=0)
+    # Wall-clock arithmetic, as open_at reads wall-clock minutes.
+    at = minute + timedelta(minutes=ahead)
+    if at.utcoffset() != local.utcoffset():
+        # A daylight-saving shift lies in between and wall minutes no longer map 1:1 to real
+        # ones: promise only the current minute.
+        at = minute + timedelta(minutes=1)
+    return at.astimezone(timezone.utc)
 
 
 class OpenClock:

@@ -5,14 +5,18 @@ from typing import Any, AsyncIterator
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
 
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, Unavailable
 
 from . import model
+from .changes import LAGGING, SubscriptionEnded
 from .handlers import Catalog, Proposal, StoreHit
 from .model import Brand, MenuItem, Option, OptionGroup, StoreDetails, StoreRecord, WantedLine, validate_store_row
 
 pb = catalog_pb2
 svc = catalog_service_pb2
+
+# A reader that hears nothing for three of these treats its connection as dead.
+WATCH_HEARTBEAT_SECONDS = 5.0
 
 
 # --- proto -> model --------------------------------------------------------------------------
@@ -225,12 +229,43 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
         return svc.SetItemAvailabilityResponse(store_id=request.store_id, item_id=request.item_id, available=available)
 
     async def Quote(self, request: svc.QuoteRequest, context: Any) -> svc.QuoteResponse:
-        result = self.catalog.quote(request.store_id, lines_from_pb(request.lines))
-        return svc.QuoteResponse(
+        stamped = self.catalog.quote_stamped(request.store_id, lines_from_pb(request.lines))
+        result = stamped.result
+        out = svc.QuoteResponse(
             quote=quote_pb(result),
             problems=[pb.QuoteProblem(line_index=p.line_index, item_id=p.item_id, reason=p.reason, message=p.message) for p in result.problems],
             orderable=result.orderable,
+            epoch=stamped.epoch,
+            menu_version=stamped.menu_version,
         )
+        if stamped.valid_until is not None:
+            out.valid_until_time.FromDatetime(stamped.valid_until)
+        return out
+
+    async def WatchMenuChanges(self, request: svc.WatchMenuChangesRequest, context: Any) -> AsyncIterator[svc.WatchMenuChangesResponse]:
+        sub = self.catalog.changes.subscribe()
+        try:
+            yield svc.WatchMenuChangesResponse(epoch=sub.epoch, version=sub.start_version, hello=True)
+            while True:
+                try:
+                    change = await sub.next(WATCH_HEARTBEAT_SECONDS)
+                except SubscriptionEnded as ended:
+                    if ended.reason == LAGGING:
+                        raise Unavailable(
+                            "CHANGE_FEED_LAGGING",
+                            "订阅者处理变更过慢，请重新订阅 / the subscriber fell behind the change feed; reconnect",
+                            retry_after_ms=100,
+                        ) from None
+                    return  # the catalog is shutting down
+                if change is None:
+                    # Idle heartbeat: lets the reader tell a quiet feed from a dead connection.
+                    yield svc.WatchMenuChangesResponse(epoch=sub.epoch, version=sub.last_version)
+                else:
+                    yield svc.WatchMenuChangesResponse(
+                        epoch=sub.epoch, version=change.version, store_ids=change.store_ids, all_stores=change.all_stores
+                    )
+        finally:
+            sub.close()
 
     async def MatchIntent(self, request: svc.MatchIntentRequest, context: Any) -> svc.MatchIntentResponse:
         outcome = await self.catalog.match_intent(

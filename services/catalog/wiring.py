@@ -25,11 +25,15 @@ ROLES = {
     _method("UpsertBrand"): ADMIN,
     _method("UpsertMenuItem"): ADMIN,
     _method("SetItemAvailability"): MERCHANT,
+    # Explicit although it is the default: the feed tells which Quote answers may be kept.
+    _method("WatchMenuChanges"): INTERNAL,
 }
 
 # Quote prices every order, so it is the last thing to shed; browsing goes first.
 CRITICALITY = {
     _method("Quote"): CRITICAL,
+    # Refusing it under load would turn every cached Quote back into an RPC: the opposite of shedding.
+    _method("WatchMenuChanges"): CRITICAL,
     _method("MatchIntent"): DEFAULT,
     _method("SearchStores"): SHEDDABLE,
     _method("GetMenu"): SHEDDABLE,

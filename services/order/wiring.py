@@ -12,11 +12,12 @@ from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
 from services.common.server import Server, build_server
 
+from .card_batch import card_client
 from .handlers import OrderConfig, OrderEvents, OrderService
 from .payment import PaymentProvider, SandboxPaymentProvider
 from .servicer import OrderServicer
+from .quote_cache import open_catalog_client
 from .store import SqliteOrderStore
-from .upstream import GrpcCardClient, GrpcCatalogClient
 
 __all__ = ["build", "SERVICE_NAME", "config_from_env"]
 
@@ -58,8 +59,9 @@ async def build(
     config = config or config_from_env()
     events = OrderEvents()
     store = await SqliteOrderStore.open(settings.db_path, clock=clock, listener=events.publish)
-    card = GrpcCardClient(settings)
-    catalog = GrpcCatalogClient(settings)
+    card = card_client(settings)  # coalesces concurrent reservations (MIANDAN_CARD_BATCH=0: one RPC each)
+    # Quote answers kept until the catalog's change feed says otherwise (MIANDAN_QUOTE_CACHE=0: off).
+    catalog = open_catalog_client(settings, clock=clock)
     payments = payment_provider or SandboxPaymentProvider(settings.internal_token)
     service = OrderService(store, card, catalog, payments, clock=clock, config=config, events=events)
     policy = AccessPolicy(

@@ -22,55 +22,60 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from miandan.catalog.v1 import catalog_pb2 as miandan_dot_catalog_dot_v1_dot_catalog__pb2
 from miandan.common.v1 import common_pb2 as miandan_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(miandan/catalog/v1/catalog_service.proto\x12\x12miandan.catalog.v1\x1a miandan/catalog/v1/catalog.proto\x1a\x1emiandan/common/v1/common.proto\"@\n\x13ImportStoresRequest\x12)\n\x06stores\x18\x01 \x03(\x0b\x32\x19.miandan.catalog.v1.Store\"U\n\rRejectedStore\x12\x11\n\trow_index\x18\x01 \x01(\x03\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"q\n\x14ImportStoresResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x35\n\nrejections\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.RejectedStore\"R\n\x12UpsertBrandRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x05\x62rand\x18\x02 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\"P\n\x13UpsertBrandResponse\x12(\n\x05\x62rand\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"W\n\x15UpsertMenuItemRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x04item\x18\x02 \x01(\x0b\x32\x1c.miandan.catalog.v1.MenuItem\"U\n\x16UpsertMenuItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.miandan.catalog.v1.MenuItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"L\n\x11ListBrandsRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListBrandsResponse\x12)\n\x06\x62rands\x18\x01 \x03(\x0b\x32\x19.miandan.catalog.v1.Brand\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x13SearchStoresRequest\x12-\n\x08location\x18\x01 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x15\n\rradius_meters\x18\x02 \x01(\x01\x12\x10\n\x08\x62rand_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08open_now\x18\x05 \x01(\x08\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"]\n\x14SearchStoresResponse\x12,\n\x06stores\x18\x01 \x03(\x0b\x32\x1c.miandan.catalog.v1.StoreHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x0eGetMenuRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\"\xa7\x01\n\x0fGetMenuResponse\x12(\n\x05store\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Store\x12(\n\x05\x62rand\x18\x02 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\x12.\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1d.miandan.catalog.v1.MenuEntry\x12\x10\n\x08open_now\x18\x04 \x01(\x08\"f\n\x1aSetItemAvailabilityRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\"S\n\x1bSetItemAvailabilityResponse\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\"R\n\x0cQuoteRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x30\n\x05lines\x18\x02 \x03(\x0b\x32!.miandan.catalog.v1.LineSelection\"\x80\x01\n\rQuoteResponse\x12(\n\x05quote\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Quote\x12\x32\n\x08problems\x18\x02 \x03(\x0b\x32 .miandan.catalog.v1.QuoteProblem\x12\x11\n\torderable\x18\x03 \x01(\x08\"\x88\x01\n\x12MatchIntentRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\x08location\x18\x02 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x1b\n\x13\x63\x61rd_face_value_fen\x18\x03 \x01(\x03\x12\x18\n\x10max_alternatives\x18\x04 \x01(\x05\"\xfa\x01\n\x13MatchIntentResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .miandan.catalog.v1.IntentStatus\x12\x33\n\x08proposal\x18\x02 \x01(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x37\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x15\n\rclarification\x18\x04 \x01(\t\x12\x18\n\x10\x61vailable_brands\x18\x05 \x03(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x01\x32\xf8\x06\n\x0e\x43\x61talogService\x12\x63\n\x0cImportStores\x12\'.miandan.catalog.v1.ImportStoresRequest\x1a(.miandan.catalog.v1.ImportStoresResponse(\x01\x12^\n\x0bUpsertBrand\x12&.miandan.catalog.v1.UpsertBrandRequest\x1a\'.miandan.catalog.v1.UpsertBrandResponse\x12g\n\x0eUpsertMenuItem\x12).miandan.catalog.v1.UpsertMenuItemRequest\x1a*.miandan.catalog.v1.UpsertMenuItemResponse\x12[\n\nListBrands\x12%.miandan.catalog.v1.ListBrandsRequest\x1a&.miandan.catalog.v1.ListBrandsResponse\x12\x61\n\x0cSearchStores\x12\'.miandan.catalog.v1.SearchStoresRequest\x1a(.miandan.catalog.v1.SearchStoresResponse\x12R\n\x07GetMenu\x12\".miandan.catalog.v1.GetMenuRequest\x1a#.miandan.catalog.v1.GetMenuResponse\x12v\n\x13SetItemAvailability\x12..miandan.catalog.v1.SetItemAvailabilityRequest\x1a/.miandan.catalog.v1.SetItemAvailabilityResponse\x12L\n\x05Quote\x12 .miandan.catalog.v1.QuoteRequest\x1a!.miandan.catalog.v1.QuoteResponse\x12^\n\x0bMatchIntent\x12&.miandan.catalog.v1.MatchIntentRequest\x1a\'.miandan.catalog.v1.MatchIntentResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(miandan/catalog/v1/catalog_service.proto\x12\x12miandan.catalog.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a miandan/catalog/v1/catalog.proto\x1a\x1emiandan/common/v1/common.proto\"@\n\x13ImportStoresRequest\x12)\n\x06stores\x18\x01 \x03(\x0b\x32\x19.miandan.catalog.v1.Store\"U\n\rRejectedStore\x12\x11\n\trow_index\x18\x01 \x01(\x03\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t\"q\n\x14ImportStoresResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x10\n\x08rejected\x18\x02 \x01(\x03\x12\x35\n\nrejections\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.RejectedStore\"R\n\x12UpsertBrandRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12(\n\x05\x62rand\x18\x02 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\"P\n\x13UpsertBrandResponse\x12(\n\x05\x62rand\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"W\n\x15UpsertMenuItemRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\x04item\x18\x02 \x01(\x0b\x32\x1c.miandan.catalog.v1.MenuItem\"U\n\x16UpsertMenuItemResponse\x12*\n\x04item\x18\x01 \x01(\x0b\x32\x1c.miandan.catalog.v1.MenuItem\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"L\n\x11ListBrandsRequest\x12\x10\n\x08\x63\x61tegory\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"X\n\x12ListBrandsResponse\x12)\n\x06\x62rands\x18\x01 \x03(\x0b\x32\x19.miandan.catalog.v1.Brand\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x13SearchStoresRequest\x12-\n\x08location\x18\x01 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x15\n\rradius_meters\x18\x02 \x01(\x01\x12\x10\n\x08\x62rand_id\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x10\n\x08open_now\x18\x05 \x01(\x08\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"]\n\x14SearchStoresResponse\x12,\n\x06stores\x18\x01 \x03(\x0b\x32\x1c.miandan.catalog.v1.StoreHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x0eGetMenuRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\"\xa7\x01\n\x0fGetMenuResponse\x12(\n\x05store\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Store\x12(\n\x05\x62rand\x18\x02 \x01(\x0b\x32\x19.miandan.catalog.v1.Brand\x12.\n\x07\x65ntries\x18\x03 \x03(\x0b\x32\x1d.miandan.catalog.v1.MenuEntry\x12\x10\n\x08open_now\x18\x04 \x01(\x08\"f\n\x1aSetItemAvailabilityRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x0f\n\x07item_id\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\"S\n\x1bSetItemAvailabilityResponse\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x0f\n\x07item_id\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\"R\n\x0cQuoteRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\x12\x30\n\x05lines\x18\x02 \x03(\x0b\x32!.miandan.catalog.v1.LineSelection\"\xdb\x01\n\rQuoteResponse\x12(\n\x05quote\x18\x01 \x01(\x0b\x32\x19.miandan.catalog.v1.Quote\x12\x32\n\x08problems\x18\x02 \x03(\x0b\x32 .miandan.catalog.v1.QuoteProblem\x12\x11\n\torderable\x18\x03 \x01(\x08\x12\r\n\x05\x65poch\x18\x04 \x01(\t\x12\x14\n\x0cmenu_version\x18\x05 \x01(\x03\x12\x34\n\x10valid_until_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x88\x01\n\x12MatchIntentRequest\x12\x0c\n\x04text\x18\x01 \x01(\t\x12-\n\x08location\x18\x02 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x1b\n\x13\x63\x61rd_face_value_fen\x18\x03 \x01(\x03\x12\x18\n\x10max_alternatives\x18\x04 \x01(\x05\"\xfa\x01\n\x13MatchIntentResponse\x12\x30\n\x06status\x18\x01 \x01(\x0e\x32 .miandan.catalog.v1.IntentStatus\x12\x33\n\x08proposal\x18\x02 \x01(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x37\n\x0c\x61lternatives\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x15\n\rclarification\x18\x04 \x01(\t\x12\x18\n\x10\x61vailable_brands\x18\x05 \x03(\t\x12\x12\n\nconfidence\x18\x06 \x01(\x01\"-\n\x17WatchMenuChangesRequest\x12\x12\n\nsubscriber\x18\x01 \x01(\t\"p\n\x18WatchMenuChangesResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\x12\x11\n\tstore_ids\x18\x03 \x03(\t\x12\x12\n\nall_stores\x18\x04 \x01(\x08\x12\r\n\x05hello\x18\x05 \x01(\x08\x32\xe9\x07\n\x0e\x43\x61talogService\x12\x63\n\x0cImportStores\x12\'.miandan.catalog.v1.ImportStoresRequest\x1a(.miandan.catalog.v1.ImportStoresResponse(\x01\x12^\n\x0bUpsertBrand\x12&.miandan.catalog.v1.UpsertBrandRequest\x1a\'.miandan.catalog.v1.UpsertBrandResponse\x12g\n\x0eUpsertMenuItem\x12).miandan.catalog.v1.UpsertMenuItemRequest\x1a*.miandan.catalog.v1.UpsertMenuItemResponse\x12[\n\nListBrands\x12%.miandan.catalog.v1.ListBrandsRequest\x1a&.miandan.catalog.v1.ListBrandsResponse\x12\x61\n\x0cSearchStores\x12\'.miandan.catalog.v1.SearchStoresRequest\x1a(.miandan.catalog.v1.SearchStoresResponse\x12R\n\x07GetMenu\x12\".miandan.catalog.v1.GetMenuRequest\x1a#.miandan.catalog.v1.GetMenuResponse\x12v\n\x13SetItemAvailability\x12..miandan.catalog.v1.SetItemAvailabilityRequest\x1a/.miandan.catalog.v1.SetItemAvailabilityResponse\x12L\n\x05Quote\x12 .miandan.catalog.v1.QuoteRequest\x1a!.miandan.catalog.v1.QuoteResponse\x12^\n\x0bMatchIntent\x12&.miandan.catalog.v1.MatchIntentRequest\x1a\'.miandan.catalog.v1.MatchIntentResponse\x12o\n\x10WatchMenuChanges\x12+.miandan.catalog.v1.WatchMenuChangesRequest\x1a,.miandan.catalog.v1.WatchMenuChangesResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'miandan.catalog.v1.catalog_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_IMPORTSTORESREQUEST']._serialized_start=130
-  _globals['_IMPORTSTORESREQUEST']._serialized_end=194
-  _globals['_REJECTEDSTORE']._serialized_start=196
-  _globals['_REJECTEDSTORE']._serialized_end=281
-  _globals['_IMPORTSTORESRESPONSE']._serialized_start=283
-  _globals['_IMPORTSTORESRESPONSE']._serialized_end=396
-  _globals['_UPSERTBRANDREQUEST']._serialized_start=398
-  _globals['_UPSERTBRANDREQUEST']._serialized_end=480
-  _globals['_UPSERTBRANDRESPONSE']._serialized_start=482
-  _globals['_UPSERTBRANDRESPONSE']._serialized_end=562
-  _globals['_UPSERTMENUITEMREQUEST']._serialized_start=564
-  _globals['_UPSERTMENUITEMREQUEST']._serialized_end=651
-  _globals['_UPSERTMENUITEMRESPONSE']._serialized_start=653
-  _globals['_UPSERTMENUITEMRESPONSE']._serialized_end=738
-  _globals['_LISTBRANDSREQUEST']._serialized_start=740
-  _globals['_LISTBRANDSREQUEST']._serialized_end=816
-  _globals['_LISTBRANDSRESPONSE']._serialized_start=818
-  _globals['_LISTBRANDSRESPONSE']._serialized_end=906
-  _globals['_SEARCHSTORESREQUEST']._serialized_start=909
-  _globals['_SEARCHSTORESREQUEST']._serialized_end=1093
-  _globals['_SEARCHSTORESRESPONSE']._serialized_start=1095
-  _globals['_SEARCHSTORESRESPONSE']._serialized_end=1188
-  _globals['_GETMENUREQUEST']._serialized_start=1190
-  _globals['_GETMENUREQUEST']._serialized_end=1224
-  _globals['_GETMENURESPONSE']._serialized_start=1227
-  _globals['_GETMENURESPONSE']._serialized_end=1394
-  _globals['_SETITEMAVAILABILITYREQUEST']._serialized_start=1396
-  _globals['_SETITEMAVAILABILITYREQUEST']._serialized_end=1498
-  _globals['_SETITEMAVAILABILITYRESPONSE']._serialized_start=1500
-  _globals['_SETITEMAVAILABILITYRESPONSE']._serialized_end=1583
-  _globals['_QUOTEREQUEST']._serialized_start=1585
-  _globals['_QUOTEREQUEST']._serialized_end=1667
-  _globals['_QUOTERESPONSE']._serialized_start=1670
-  _globals['_QUOTERESPONSE']._serialized_end=1798
-  _globals['_MATCHINTENTREQUEST']._serialized_start=1801
-  _globals['_MATCHINTENTREQUEST']._serialized_end=1937
-  _globals['_MATCHINTENTRESPONSE']._serialized_start=1940
-  _globals['_MATCHINTENTRESPONSE']._serialized_end=2190
-  _globals['_CATALOGSERVICE']._serialized_start=2193
-  _globals['_CATALOGSERVICE']._serialized_end=3081
+  _globals['_IMPORTSTORESREQUEST']._serialized_start=163
+  _globals['_IMPORTSTORESREQUEST']._serialized_end=227
+  _globals['_REJECTEDSTORE']._serialized_start=229
+  _globals['_REJECTEDSTORE']._serialized_end=314
+  _globals['_IMPORTSTORESRESPONSE']._serialized_start=316
+  _globals['_IMPORTSTORESRESPONSE']._serialized_end=429
+  _globals['_UPSERTBRANDREQUEST']._serialized_start=431
+  _globals['_UPSERTBRANDREQUEST']._serialized_end=513
+  _globals['_UPSERTBRANDRESPONSE']._serialized_start=515
+  _globals['_UPSERTBRANDRESPONSE']._serialized_end=595
+  _globals['_UPSERTMENUITEMREQUEST']._serialized_start=597
+  _globals['_UPSERTMENUITEMREQUEST']._serialized_end=684
+  _globals['_UPSERTMENUITEMRESPONSE']._serialized_start=686
+  _globals['_UPSERTMENUITEMRESPONSE']._serialized_end=771
+  _globals['_LISTBRANDSREQUEST']._serialized_start=773
+  _globals['_LISTBRANDSREQUEST']._serialized_end=849
+  _globals['_LISTBRANDSRESPONSE']._serialized_start=851
+  _globals['_LISTBRANDSRESPONSE']._serialized_end=939
+  _globals['_SEARCHSTORESREQUEST']._serialized_start=942
+  _globals['_SEARCHSTORESREQUEST']._serialized_end=1126
+  _globals['_SEARCHSTORESRESPONSE']._serialized_start=1128
+  _globals['_SEARCHSTORESRESPONSE']._serialized_end=1221
+  _globals['_GETMENUREQUEST']._serialized_start=1223
+  _globals['_GETMENUREQUEST']._serialized_end=1257
+  _globals['_GETMENURESPONSE']._serialized_start=1260
+  _globals['_GETMENURESPONSE']._serialized_end=1427
+  _globals['_SETITEMAVAILABILITYREQUEST']._serialized_start=1429
+  _globals['_SETITEMAVAILABILITYREQUEST']._serialized_end=1531
+  _globals['_SETITEMAVAILABILITYRESPONSE']._serialized_start=1533
+  _globals['_SETITEMAVAILABILITYRESPONSE']._serialized_end=1616
+  _globals['_QUOTEREQUEST']._serialized_start=1618
+  _globals['_QUOTEREQUEST']._serialized_end=1700
+  _globals['_QUOTERESPONSE']._serialized_start=1703
+  _globals['_QUOTERESPONSE']._serialized_end=1922
+  _globals['_MATCHINTENTREQUEST']._serialized_start=1925
+  _globals['_MATCHINTENTREQUEST']._serialized_end=2061
+  _globals['_MATCHINTENTRESPONSE']._serialized_start=2064
+  _globals['_MATCHINTENTRESPONSE']._serialized_end=2314
+  _globals['_WATCHMENUCHANGESREQUEST']._serialized_start=2316
+  _globals['_WATCHMENUCHANGESREQUEST']._serialized_end=2361
+  _globals['_WATCHMENUCHANGESRESPONSE']._serialized_start=2363
+  _globals['_WATCHMENUCHANGESRESPONSE']._serialized_end=2475
+  _globals['_CATALOGSERVICE']._serialized_start=2478
+  _globals['_CATALOGSERVICE']._serialized_end=3479
 # @@protoc_insertion_point(module_scope)

@@ -8,6 +8,7 @@ natural-language order understanding. Reads need the internal credential; writes
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from miandan.catalog.v1 import catalog_pb2 as _catalog_pb2
 from miandan.common.v1 import common_pb2 as _common_pb2
@@ -521,8 +522,19 @@ class QuoteResponse(_message.Message):
     QUOTE_FIELD_NUMBER: _builtins.int
     PROBLEMS_FIELD_NUMBER: _builtins.int
     ORDERABLE_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    MENU_VERSION_FIELD_NUMBER: _builtins.int
+    VALID_UNTIL_TIME_FIELD_NUMBER: _builtins.int
     orderable: _builtins.bool
     """True when problems is empty."""
+    epoch: _builtins.str
+    """Identity of the catalog process that computed this answer (see WatchMenuChangesResponse);
+    a kept answer is only comparable with change versions of the same epoch.
+    """
+    menu_version: _builtins.int
+    """The catalog's change version the answer was computed at: it reflects every change whose
+    WatchMenuChanges version is <= this one.
+    """
     @_builtins.property
     def quote(self) -> _catalog_pb2.Quote:
         """Prices of the lines that have no problem."""
@@ -531,16 +543,25 @@ class QuoteResponse(_message.Message):
     def problems(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.QuoteProblem]:
         """Problems; empty when everything can be ordered now."""
 
+    @_builtins.property
+    def valid_until_time(self) -> _timestamp_pb2.Timestamp:
+        """When the answer may change by the clock alone (the store's next opening or closing
+        boundary); unset when time cannot change it (always open, or closed until re-imported).
+        """
+
     def __init__(
         self,
         *,
         quote: _catalog_pb2.Quote | None = ...,
         problems: _abc.Iterable[_catalog_pb2.QuoteProblem] | None = ...,
         orderable: _builtins.bool = ...,
+        epoch: _builtins.str = ...,
+        menu_version: _builtins.int = ...,
+        valid_until_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["quote", b"quote", "valid_until_time", b"valid_until_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["orderable", b"orderable", "problems", b"problems", "quote", b"quote"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "menu_version", b"menu_version", "orderable", b"orderable", "problems", b"problems", "quote", b"quote", "valid_until_time", b"valid_until_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,3 +650,65 @@ class MatchIntentResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MatchIntentResponse: _TypeAlias = MatchIntentResponse  # noqa: Y015
+
+@_typing.final
+class WatchMenuChangesRequest(_message.Message):
+    """Request of WatchMenuChanges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUBSCRIBER_FIELD_NUMBER: _builtins.int
+    subscriber: _builtins.str
+    """Free-form name of the subscriber, for logs (e.g. "order")."""
+    def __init__(
+        self,
+        *,
+        subscriber: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["subscriber", b"subscriber"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMenuChangesRequest: _TypeAlias = WatchMenuChangesRequest  # noqa: Y015
+
+@_typing.final
+class WatchMenuChangesResponse(_message.Message):
+    """One message of the WatchMenuChanges stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STORE_IDS_FIELD_NUMBER: _builtins.int
+    ALL_STORES_FIELD_NUMBER: _builtins.int
+    HELLO_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.str
+    """Random id of this catalog process; a new epoch means every kept answer must be dropped."""
+    version: _builtins.int
+    """The catalog-wide change version after this batch (monotonic within an epoch)."""
+    all_stores: _builtins.bool
+    """True when the batch may affect any store (brand or menu edits, store imports)."""
+    hello: _builtins.bool
+    """True for the first message of the stream (epoch and current version, no change)."""
+    @_builtins.property
+    def store_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Stores whose Quote answers may have changed at `version`."""
+
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.str = ...,
+        version: _builtins.int = ...,
+        store_ids: _abc.Iterable[_builtins.str] | None = ...,
+        all_stores: _builtins.bool = ...,
+        hello: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all_stores", b"all_stores", "epoch", b"epoch", "hello", b"hello", "store_ids", b"store_ids", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMenuChangesResponse: _TypeAlias = WatchMenuChangesResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class CatalogServiceStub:
                 request_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentRequest.SerializeToString,
                 response_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentResponse.FromString,
                 _registered_method=True)
+        self.WatchMenuChanges = channel.unary_stream(
+                '/miandan.catalog.v1.CatalogService/WatchMenuChanges',
+                request_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesRequest.SerializeToString,
+                response_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesResponse.FromString,
+                _registered_method=True)
 
 
 class CatalogServiceServicer:
@@ -151,6 +156,17 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchMenuChanges(self, request, context):
+        """Internal: a feed of changes that can alter a Quote, so a caller may keep Quote answers
+        (stamped with epoch and menu_version) until the catalog says they changed. The first
+        message is the catalog's epoch and current version; then one message per committed change
+        batch, and an idle heartbeat. A subscriber that falls behind has its stream ended and
+        must drop what it kept and reconnect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CatalogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -198,6 +214,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.MatchIntent,
                     request_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentRequest.FromString,
                     response_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentResponse.SerializeToString,
+            ),
+            'WatchMenuChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMenuChanges,
+                    request_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesRequest.FromString,
+                    response_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -444,6 +465,33 @@ class CatalogService:
             '/miandan.catalog.v1.CatalogService/MatchIntent',
             miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentRequest.SerializeToString,
             miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.MatchIntentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMenuChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/miandan.catalog.v1.CatalogService/WatchMenuChanges',
+            miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesRequest.SerializeToString,
+            miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.WatchMenuChangesResponse.FromString,
             options,
             channel_credentials,
             insecure,

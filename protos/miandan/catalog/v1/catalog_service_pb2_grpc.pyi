@@ -57,6 +57,13 @@ class CatalogServiceStub:
     """Turns one sentence (Chinese or English) into an order proposal at the nearest open store,
     or a clarification question when it cannot decide.
     """
+    WatchMenuChanges: _grpc.UnaryStreamMultiCallable[_catalog_service_pb2.WatchMenuChangesRequest, _catalog_service_pb2.WatchMenuChangesResponse]
+    """Internal: a feed of changes that can alter a Quote, so a caller may keep Quote answers
+    (stamped with epoch and menu_version) until the catalog says they changed. The first
+    message is the catalog's epoch and current version; then one message per committed change
+    batch, and an idle heartbeat. A subscriber that falls behind has its stream ended and
+    must drop what it kept and reconnect.
+    """
 
 @_typing.type_check_only
 class CatalogServiceAsyncStub(CatalogServiceStub):
@@ -84,6 +91,13 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     MatchIntent: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.MatchIntentRequest, _catalog_service_pb2.MatchIntentResponse]  # type: ignore[assignment]
     """Turns one sentence (Chinese or English) into an order proposal at the nearest open store,
     or a clarification question when it cannot decide.
+    """
+    WatchMenuChanges: _aio.UnaryStreamMultiCallable[_catalog_service_pb2.WatchMenuChangesRequest, _catalog_service_pb2.WatchMenuChangesResponse]  # type: ignore[assignment]
+    """Internal: a feed of changes that can alter a Quote, so a caller may keep Quote answers
+    (stamped with epoch and menu_version) until the catalog says they changed. The first
+    message is the catalog's epoch and current version; then one message per committed change
+    batch, and an idle heartbeat. A subscriber that falls behind has its stream ended and
+    must drop what it kept and reconnect.
     """
 
 class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -163,6 +177,19 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalog_service_pb2.MatchIntentResponse, _abc.Awaitable[_catalog_service_pb2.MatchIntentResponse]]:
         """Turns one sentence (Chinese or English) into an order proposal at the nearest open store,
         or a clarification question when it cannot decide.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchMenuChanges(
+        self,
+        request: _catalog_service_pb2.WatchMenuChangesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_catalog_service_pb2.WatchMenuChangesResponse], _abc.AsyncIterator[_catalog_service_pb2.WatchMenuChangesResponse]]:
+        """Internal: a feed of changes that can alter a Quote, so a caller may keep Quote answers
+        (stamped with epoch and menu_version) until the catalog says they changed. The first
+        message is the catalog's epoch and current version; then one message per committed change
+        batch, and an idle heartbeat. A subscriber that falls behind has its stream ended and
+        must drop what it kept and reconnect.
         """
 
 def add_CatalogServiceServicer_to_server(servicer: CatalogServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
