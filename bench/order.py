@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import multiprocessing as mp
 import os
 import re
@@ -118,7 +119,10 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
                     await asyncio.sleep((error_details(err)["pushback_ms"] or 100) / 1000)
             return user
 
-        buyer = await new_buyer() if phase == "PlaceOrder" else ""
+        # Buyers are signed up before the clock starts (enough for ~12 orders/s per client):
+        # a sign-up grants CARDS_PER_USER cards, set-up work that is not the order path.
+        spare = [await new_buyer() for _ in range(math.ceil(seconds * 12 / CARDS_PER_USER) + 1)] if phase == "PlaceOrder" else []
+        buyer = spare.pop() if spare else ""
         while time.time() < start_at:
             await asyncio.sleep(0.005)
         n = 0
@@ -147,7 +151,7 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
             except grpc.aio.AioRpcError as err:
                 d = error_details(err)
                 if d["reason"] == "NO_CARD_AVAILABLE":
-                    buyer = await new_buyer()  # out of cards: not a measured call
+                    buyer = spare.pop() if spare else await new_buyer()  # out of cards: not a measured call
                     continue
                 errors[f"{d['code']}/{d['reason']}"] += 1
                 continue
@@ -163,7 +167,8 @@ def run_phase(phase: str, order_addr: str, card_addr: str, clients: int, procs: 
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    start_at = time.time() + 3.0
+    # The order phase signs its buyers up first (see _worker), which takes a few seconds.
+    start_at = time.time() + (3.0 if phase == "empty" else 4.0 + clients * math.ceil(seconds * 12 / CARDS_PER_USER + 1) * 0.004)
     workers = [
         ctx.Process(target=_worker, args=(phase, order_addr, card_addr, i, per_proc[i], start_at, seconds, out), daemon=True)
         for i in range(procs)
