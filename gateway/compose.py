@@ -150,23 +150,45 @@ class Gateway:
     async def join(self, user: str, request_id: str, pass_phrase_text: str, o: CallOptions) -> gateway_service_pb2.JoinResponse:
         if len(pass_phrase_text) > 4096:
             raise InvalidArgument("pass_phrase_text", "at most 4 KB / 口令文本过长")
+        # The lottery half of the wallet does not depend on the join: read alongside the card
+        # calls, as wallet_view reads it alongside GetWallet.
+        (newly, accepted, problem, wallet_reply), draw = await gather_all(
+            self._join_cards(user, request_id, pass_phrase_text, o), self._draw_today(o)
+        )
+        return gateway_service_pb2.JoinResponse(
+            wallet=await self._wallet_view_of(user, wallet_reply, draw, o),
+            newly_joined=newly, invite_accepted=accepted, invite_problem=problem,
+        )
+
+    async def _join_cards(
+        self, user: str, request_id: str, pass_phrase_text: str, o: CallOptions
+    ) -> tuple[bool, bool, str, card_service_pb2.GetWalletResponse]:
+        """The card half of a Join: the sign-up claim, the invite when there is a pass-phrase,
+        and the wallet after them. The last write that succeeds brings the wallet back
+        (include_wallet), saving a GetWallet call; GetWallet is asked only when it did not (an
+        invite problem, or a card service older than include_wallet).
+        Returns (newly joined, invite accepted, invite problem reason, wallet)."""
         # Joining is idempotent per user upstream, so a missing request_id is harmless.
         rid = request_id or uuid.uuid4().hex
+        with_invite = bool(pass_phrase_text.strip())
         signup = await self.card.ClaimSignupCard(
             card_service_pb2.ClaimSignupCardRequest(
-                request_id=scoped_request_id("join", user, rid), campaign_id=self.campaign_id, user_id=user
+                request_id=scoped_request_id("join", user, rid), campaign_id=self.campaign_id, user_id=user,
+                include_wallet=not with_invite,
             ),
             **o.kw(),
         )
+        last_write: Any = signup
         accepted, problem = False, ""
-        if pass_phrase_text.strip():
+        if with_invite:
             try:
-                await self.card.AcceptInvite(
+                last_write = await self.card.AcceptInvite(
                     card_service_pb2.AcceptInviteRequest(
                         request_id=scoped_request_id("invite", user, rid),
                         campaign_id=self.campaign_id,
                         invitee_user_id=user,
                         text=pass_phrase_text,
+                        include_wallet=True,
                     ),
                     **o.kw(),
                 )
@@ -186,23 +208,27 @@ class Gateway:
                 if err.code() not in _INVITE_PROBLEM_CODES:
                     raise  # overload, deadline, outage: the caller must see it and retry
                 problem = error_details(err)["reason"] or err.code().name
-        wallet = await self.wallet_view(user, o)
-        return gateway_service_pb2.JoinResponse(
-            wallet=wallet, newly_joined=signup.newly_granted, invite_accepted=accepted, invite_problem=problem
-        )
+        # A failed AcceptInvite carries no wallet (last_write is still the claim, asked without).
+        wallet_reply = last_write.wallet if last_write.HasField("wallet") else await self._get_wallet(user, o)
+        return signup.newly_granted, accepted, problem, wallet_reply
 
     async def wallet_view(self, user: str, o: CallOptions) -> gateway_pb2.WalletView:
         """One card call (the wallet with its spendable cards), the cached campaign and draw,
         and the user's entries only when the wallet says the user may have entered at all."""
-        wallet_reply, draw = await gather_all(
-            self.card.GetWallet(
-                card_service_pb2.GetWalletRequest(
-                    campaign_id=self.campaign_id, user_id=user, include_available_cards=True
-                ),
-                **o.kw(),
-            ),
-            self._draw_today(o),
+        wallet_reply, draw = await gather_all(self._get_wallet(user, o), self._draw_today(o))
+        return await self._wallet_view_of(user, wallet_reply, draw, o)
+
+    async def _get_wallet(self, user: str, o: CallOptions) -> card_service_pb2.GetWalletResponse:
+        return await self.card.GetWallet(
+            card_service_pb2.GetWalletRequest(campaign_id=self.campaign_id, user_id=user, include_available_cards=True),
+            **o.kw(),
         )
+
+    async def _wallet_view_of(
+        self, user: str, wallet_reply: card_service_pb2.GetWalletResponse, draw: lottery_pb2.Draw | None, o: CallOptions
+    ) -> gateway_pb2.WalletView:
+        """The wallet view around the card service's wallet (from GetWallet or from a write that
+        returned it) and today's draw (None when the lottery could not say)."""
         wallet = wallet_reply.wallet
         day = draw.day if draw is not None else await self._today(o)
         # EnterDraw admits only qualified users and invites are never taken back: a user who is

@@ -129,7 +129,10 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
 
     async def ClaimSignupCard(self, request: pb.ClaimSignupCardRequest, context: Any) -> pb.ClaimSignupCardResponse:
         cards, newly = await self.h.claim_signup(request.request_id, request.campaign_id, request.user_id)
-        return pb.ClaimSignupCardResponse(cards=[card_pb(c) for c in cards], newly_granted=newly)
+        return pb.ClaimSignupCardResponse(
+            cards=[card_pb(c) for c in cards], newly_granted=newly,
+            wallet=await self._wallet(request.campaign_id, request.user_id, True) if request.include_wallet else None,
+        )
 
     async def GetInviteCode(self, request: pb.GetInviteCodeRequest, context: Any) -> pb.GetInviteCodeResponse:
         c, code = await self.h.invite_code(request.campaign_id, request.user_id)
@@ -147,6 +150,8 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             invite=invite_pb(i), invitee_cards=[card_pb(c) for c in result.invitee_cards],
             inviter_not_rewarded_reason=i.inviter_reason, invitee_not_rewarded_reason=i.invitee_reason,
             newly_accepted=result.newly_accepted,
+            wallet=await self._wallet(request.campaign_id, request.invitee_user_id, True)
+            if request.include_wallet else None,
         )
 
     async def ListCards(self, request: pb.ListCardsRequest, context: Any) -> pb.ListCardsResponse:
@@ -156,7 +161,12 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         return pb.ListCardsResponse(cards=[card_pb(c) for c in cards], next_page_token=token)
 
     async def GetWallet(self, request: pb.GetWalletRequest, context: Any) -> pb.GetWalletResponse:
-        w = await self.h.wallet(request.campaign_id, request.user_id)
+        return await self._wallet(request.campaign_id, request.user_id, request.include_available_cards)
+
+    async def _wallet(self, campaign_id: str, user_id: str, include_available_cards: bool) -> pb.GetWalletResponse:
+        """GetWallet's answer. Also what a write asked for include_wallet returns: called after
+        the write's handler returned, i.e. after its commit, so the read sees the new cards."""
+        w = await self.h.wallet(campaign_id, user_id)
         rules = w.campaign.rules
         totals = []
         for state in _STATES:
@@ -177,7 +187,7 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             ),
             available_cards=[
                 card_pb(c) for c in w.cards if c.state == CardState.AVAILABLE
-            ][:AVAILABLE_CARDS_LIMIT] if request.include_available_cards else (),
+            ][:AVAILABLE_CARDS_LIMIT] if include_available_cards else (),
         )
 
     async def ReserveCard(self, request: pb.ReserveCardRequest, context: Any) -> pb.ReserveCardResponse:

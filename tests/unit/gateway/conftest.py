@@ -50,6 +50,14 @@ class FakeCard(Recorder):
         self.cards: dict[str, list[card_pb2.Card]] = {}
         self.invites: dict[str, int] = {}  # invites made per user (default 1: not qualified)
         self.time_zone = "Asia/Shanghai"
+        # False plays a card service older than include_wallet: its writes never return a wallet.
+        self.writes_return_wallet = True
+
+    def _wallet_of(self, request) -> card_service_pb2.GetWalletResponse | None:
+        if not (request.include_wallet and self.writes_return_wallet):
+            return None
+        user = request.user_id if hasattr(request, "user_id") else request.invitee_user_id
+        return self._wallet(user, include_available_cards=True)
 
     async def ClaimSignupCard(self, request, **kw):
         await self._record("ClaimSignupCard", request, kw)
@@ -59,22 +67,27 @@ class FakeCard(Recorder):
                 card_pb2.Card(card_id=f"c-{request.user_id}-1", user_id=request.user_id, face_value_fen=2500,
                               state=card_pb2.CARD_STATE_AVAILABLE)
             ]
-        return card_service_pb2.ClaimSignupCardResponse(cards=self.cards[request.user_id], newly_granted=new)
+        return card_service_pb2.ClaimSignupCardResponse(
+            cards=self.cards[request.user_id], newly_granted=new, wallet=self._wallet_of(request)
+        )
 
     async def AcceptInvite(self, request, **kw):
         await self._record("AcceptInvite", request, kw)
-        return card_service_pb2.AcceptInviteResponse(newly_accepted=True)
+        return card_service_pb2.AcceptInviteResponse(newly_accepted=True, wallet=self._wallet_of(request))
 
     async def GetWallet(self, request, **kw):
         await self._record("GetWallet", request, kw)
-        cards = self.cards.get(request.user_id, [])
-        invites = self.invites.get(request.user_id, 1)
+        return self._wallet(request.user_id, request.include_available_cards)
+
+    def _wallet(self, user_id: str, include_available_cards: bool) -> card_service_pb2.GetWalletResponse:
+        cards = self.cards.get(user_id, [])
+        invites = self.invites.get(user_id, 1)
         return card_service_pb2.GetWalletResponse(
-            wallet=card_pb2.Wallet(user_id=request.user_id, cards_granted=len(cards), lottery_progress=invites,
+            wallet=card_pb2.Wallet(user_id=user_id, cards_granted=len(cards), lottery_progress=invites,
                                    lottery_threshold=3, lottery_qualified=invites >= 3,
                                    invite_code="K7QM3XPA", pass_phrase_text="¥K7QM3XPA¥"),
             available_cards=[c for c in cards if c.state == card_pb2.CARD_STATE_AVAILABLE][:100]
-            if request.include_available_cards else (),
+            if include_available_cards else (),
         )
 
     async def GetCampaign(self, request, **kw):

@@ -90,12 +90,12 @@ async def test_a_qualified_user_s_wallet_also_reads_its_entries(fakes):
     assert upstream_calls(fakes) == ["GetWallet", "ListMyEntries"]
 
 
-async def test_join_without_a_pass_phrase_is_two_card_calls_plus_the_cached_reads(fakes):
+async def test_join_without_a_pass_phrase_is_one_card_call_plus_the_cached_reads(fakes):
     await fakes.gateway.join("alice", "r1", "", fakes.options())
-    assert sorted(upstream_calls(fakes)) == ["ClaimSignupCard", "GetCampaign", "GetDraw", "GetWallet"]
+    assert sorted(upstream_calls(fakes)) == ["ClaimSignupCard", "GetCampaign", "GetDraw"]
     fakes.card.calls.clear(), fakes.lottery.calls.clear()
     await fakes.gateway.join("bob", "r1", "", fakes.options())
-    assert upstream_calls(fakes) == ["ClaimSignupCard", "GetWallet"]
+    assert upstream_calls(fakes) == ["ClaimSignupCard"]  # the claim brings the wallet back
 
 
 async def test_the_campaign_is_cached_30_s_and_the_draw_a_few_seconds(fakes):

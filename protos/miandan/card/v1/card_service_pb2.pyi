@@ -150,22 +150,28 @@ class ClaimSignupCardRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
+    INCLUDE_WALLET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (the call is also idempotent per user)."""
     campaign_id: _builtins.str
     """Campaign."""
     user_id: _builtins.str
     """The new user."""
+    include_wallet: _builtins.bool
+    """Also return the user's wallet, read after the grant is committed (also on a replay): a
+    Join then needs no GetWallet call after its last write.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
         user_id: _builtins.str = ...,
+        include_wallet: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "include_wallet", b"include_wallet", "request_id", b"request_id", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -179,21 +185,30 @@ class ClaimSignupCardResponse(_message.Message):
 
     CARDS_FIELD_NUMBER: _builtins.int
     NEWLY_GRANTED_FIELD_NUMBER: _builtins.int
+    WALLET_FIELD_NUMBER: _builtins.int
     newly_granted: _builtins.bool
     """True only on the call that granted them."""
     @_builtins.property
     def cards(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]:
         """The sign-up card(s): the same on every call."""
 
+    @_builtins.property
+    def wallet(self) -> Global___GetWalletResponse:
+        """With include_wallet: exactly what GetWallet with include_available_cards answers, read
+        after this call's write is committed (so it counts the cards just granted). Unset without
+        include_wallet, and from a card service older than the field.
+        """
+
     def __init__(
         self,
         *,
         cards: _abc.Iterable[_card_pb2.Card] | None = ...,
         newly_granted: _builtins.bool = ...,
+        wallet: Global___GetWalletResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards", b"cards", "newly_granted", b"newly_granted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards", b"cards", "newly_granted", b"newly_granted", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -259,6 +274,7 @@ class AcceptInviteRequest(_message.Message):
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     INVITEE_USER_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    INCLUDE_WALLET_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (the call is also idempotent per invitee)."""
     campaign_id: _builtins.str
@@ -267,6 +283,10 @@ class AcceptInviteRequest(_message.Message):
     """The new user accepting the invite."""
     text: _builtins.str
     """A bare code, or pasted text containing "¥CODE¥" (full-width ￥, spaces, any case), max 4 KB."""
+    include_wallet: _builtins.bool
+    """Also return the invitee's wallet, read after the invite is committed (also on a replay;
+    a failed call carries none): a Join then needs no GetWallet call after its last write.
+    """
     def __init__(
         self,
         *,
@@ -274,10 +294,11 @@ class AcceptInviteRequest(_message.Message):
         campaign_id: _builtins.str = ...,
         invitee_user_id: _builtins.str = ...,
         text: _builtins.str = ...,
+        include_wallet: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "invitee_user_id", b"invitee_user_id", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "include_wallet", b"include_wallet", "invitee_user_id", b"invitee_user_id", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -294,6 +315,7 @@ class AcceptInviteResponse(_message.Message):
     INVITER_NOT_REWARDED_REASON_FIELD_NUMBER: _builtins.int
     INVITEE_NOT_REWARDED_REASON_FIELD_NUMBER: _builtins.int
     NEWLY_ACCEPTED_FIELD_NUMBER: _builtins.int
+    WALLET_FIELD_NUMBER: _builtins.int
     inviter_not_rewarded_reason: _builtins.str
     """Why the inviter got no card, when it did not: CARD_CAP_REACHED or CAMPAIGN_BUDGET_EXHAUSTED."""
     invitee_not_rewarded_reason: _builtins.str
@@ -313,6 +335,14 @@ class AcceptInviteResponse(_message.Message):
         this invite granted (see AcceptInvite).
         """
 
+    @_builtins.property
+    def wallet(self) -> Global___GetWalletResponse:
+        """With include_wallet: the invitee's wallet, exactly what GetWallet with
+        include_available_cards answers, read after this call's write is committed (so it counts
+        the invitee cards just granted). Unset without include_wallet, and from a card service
+        older than the field.
+        """
+
     def __init__(
         self,
         *,
@@ -321,10 +351,11 @@ class AcceptInviteResponse(_message.Message):
         inviter_not_rewarded_reason: _builtins.str = ...,
         invitee_not_rewarded_reason: _builtins.str = ...,
         newly_accepted: _builtins.bool = ...,
+        wallet: Global___GetWalletResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "wallet", b"wallet"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "invitee_cards", b"invitee_cards", "invitee_not_rewarded_reason", b"invitee_not_rewarded_reason", "inviter_not_rewarded_reason", b"inviter_not_rewarded_reason", "newly_accepted", b"newly_accepted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "invitee_cards", b"invitee_cards", "invitee_not_rewarded_reason", b"invitee_not_rewarded_reason", "inviter_not_rewarded_reason", b"inviter_not_rewarded_reason", "newly_accepted", b"newly_accepted", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
