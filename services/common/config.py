@@ -55,6 +55,10 @@ class Settings:
     # Average latency above which the admission limit shrinks whatever its history says (0 = no
     # target); see services/common/admission.py.
     target_latency_ms: float = 250.0
+    # Event-loop lag above which every new call is refused at once (0 = off, the default: on a
+    # box shared with other work, scheduling delays read as lag); see admission.py. The
+    # benchmarks run the suite with 50.
+    max_loop_lag_ms: float = 0.0
     log_calls: bool = True
 
     @property
@@ -133,6 +137,7 @@ class Settings:
             min_concurrency=int(_number(e, "MIANDAN_MIN_CONCURRENCY", 32, int, minimum=1)),
             max_wait_ms=_number(e, "MIANDAN_MAX_WAIT_MS", 50.0, float, minimum=0),
             target_latency_ms=_number(e, "MIANDAN_TARGET_LATENCY_MS", 250.0, float, minimum=0),
+            max_loop_lag_ms=_number(e, "MIANDAN_MAX_LOOP_LAG_MS", 0.0, float, minimum=0),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )
 

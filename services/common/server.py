@@ -114,6 +114,7 @@ class Server:
         if port == 0:
             raise RuntimeError(f"could not bind {address}")
         await server.start()
+        self.admission.watch_loop_lag(getattr(s, "max_loop_lag_ms", 0.0) / 1000)
         self._server, self.port = server, port
         for name in (*self.service_names, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -129,6 +130,7 @@ class Server:
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        self.admission.stop_watching_loop_lag()
         if self._on_stop is not None:
             await self._on_stop()
 

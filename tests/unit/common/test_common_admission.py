@@ -1,5 +1,6 @@
 import asyncio
 import random
+import time
 
 import pytest
 
@@ -216,5 +217,45 @@ def test_after_a_wait_timed_out_even_critical_calls_are_refused_at_once():
         started = loop.time()
         assert not await ctl.wait_enter(CRITICAL)
         assert loop.time() - started >= 0.015
+
+    asyncio.run(scenario())
+
+
+def test_while_the_event_loop_lags_every_new_call_is_refused_at_once_and_admitted_again_after():
+    async def scenario():
+        ctl, _ = controller(10, min_limit=1, max_wait_ms=50)
+        ctl.watch_loop_lag(0.02, period_s=0.005)
+        try:
+            await asyncio.sleep(0.03)
+            assert not ctl.lagging and ctl.try_enter(CRITICAL)
+            ctl.release(None)
+            time.sleep(0.12)  # the loop is blocked: the next probe fires 115 ms late
+            await asyncio.sleep(0)
+            await asyncio.sleep(0.001)
+            assert ctl.lagging and ctl.loop_lag > 0.02
+            assert not ctl.try_enter(CRITICAL)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            assert not await ctl.wait_enter(CRITICAL)  # no waiting while lagging
+            assert loop.time() - start < 0.01
+            for _ in range(100):  # a few on-time probes clear it
+                await asyncio.sleep(0.005)
+                if not ctl.lagging:
+                    break
+            assert not ctl.lagging and ctl.try_enter(CRITICAL)
+            assert ctl.lag_refusals >= 1
+        finally:
+            ctl.stop_watching_loop_lag()
+
+    asyncio.run(scenario())
+
+
+def test_a_lag_target_of_zero_never_refuses():
+    async def scenario():
+        ctl, _ = controller(10)
+        ctl.watch_loop_lag(0)
+        time.sleep(0.05)
+        await asyncio.sleep(0.01)
+        assert not ctl.lagging and ctl.try_enter(DEFAULT)
 
     asyncio.run(scenario())
