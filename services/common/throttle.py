@@ -45,6 +45,7 @@ class AdaptiveThrottle:
         *,
         window_s: float = 10.0,
         buckets: int = 10,
+        min_outcomes: int = 20,
         time_source: Callable[[], float] = time.monotonic,
         rng: Callable[[], float] = random.random,
     ) -> None:
@@ -58,9 +59,12 @@ class AdaptiveThrottle:
         self._rng = rng
         self._requests = [0] * buckets
         self._accepts = [0] * buckets
+        self._outcomes = [0] * buckets  # answers recorded (accepted or refused)
+        self.min_outcomes = min_outcomes
         self._epoch = math.floor(time_source() / self._slice)
         self.requests = 0  # within the window
         self.accepts = 0
+        self.outcomes = 0
         self.throttled = 0  # lifetime count of calls refused here
 
     def reject_probability(self) -> float:
@@ -68,14 +72,17 @@ class AdaptiveThrottle:
         return max(0.0, (self.requests - self.k * self.accepts) / (self.requests + 1))
 
     def admit(self) -> bool:
-        """Decide one attempted call; False means "refuse it here, do not send it". A call let
-        through is counted when its outcome is recorded, not now: counting calls still in
-        flight as requests without accepts would make a cold client (no answers yet) refuse
-        half of its first calls to a healthy backend."""
-        p = self.reject_probability()
+        """Count one attempted call; False means "refuse it here, do not send it".
+
+        Requests are counted when attempted, as in the book, so a backend that stops answering
+        (calls pile up unanswered) is throttled at once rather than after its answers finally
+        arrive. Until `min_outcomes` answers are in the window the client refuses nothing: a
+        cold client (or one back from a quiet spell) with hundreds of calls in flight and no
+        answer yet would otherwise refuse most of its first calls to a healthy backend."""
+        p = self.reject_probability() if self.outcomes >= self.min_outcomes else 0.0
+        self._requests[self._epoch % len(self._requests)] += 1
+        self.requests += 1
         if p > 0.0 and self._rng() < p:
-            self._requests[self._epoch % len(self._requests)] += 1
-            self.requests += 1
             self.throttled += 1
             return False
         return True
@@ -84,8 +91,8 @@ class AdaptiveThrottle:
         """The outcome of a call that admit() let through (status code name, "OK" for success)."""
         self._advance()
         i = self._epoch % len(self._requests)
-        self._requests[i] += 1
-        self.requests += 1
+        self._outcomes[i] += 1
+        self.outcomes += 1
         if code_name not in REFUSAL_CODES:
             self._accepts[i] += 1
             self.accepts += 1
@@ -100,5 +107,6 @@ class AdaptiveThrottle:
             i = e % n
             self.requests -= self._requests[i]
             self.accepts -= self._accepts[i]
-            self._requests[i] = self._accepts[i] = 0
+            self.outcomes -= self._outcomes[i]
+            self._requests[i] = self._accepts[i] = self._outcomes[i] = 0
         self._epoch = epoch

@@ -81,3 +81,15 @@ def test_a_cold_client_with_calls_in_flight_does_not_refuse_anything() -> None:
     for _ in range(500):
         t.record("OK")
     assert t.throttled == 0
+
+
+def test_a_backend_that_stops_answering_is_throttled_before_its_answers_arrive() -> None:
+    t, clock = make()
+    for _ in range(50):  # a warm client: answers flow
+        assert t.admit()
+        t.record("OK")
+    sent = 0
+    for _ in range(1000):  # then nothing comes back: calls pile up unanswered
+        clock.advance(0.001)
+        sent += t.admit()
+    assert sent < 300
