@@ -36,11 +36,11 @@ from typing import Any, AsyncIterator, Mapping, Protocol, Sequence
 
 import grpc
 
-from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2
+from miandan.catalog.v1 import catalog_service_pb2
 from services.common.clock import Clock, SystemClock, to_ms
 
-from .model import Line, PricedOption, Problem, Quote, Selection
-from .upstream import GrpcCatalogClient, translate
+from .model import Quote, Selection
+from .upstream import GrpcCatalogClient, quote_of
 
 __all__ = [
     "QUOTE_CACHE_ENV",
@@ -131,42 +131,8 @@ class GrpcQuoteSource(GrpcCatalogClient):
         return (await self.quote_stamped(store_id, selections, timeout=timeout))[0]
 
     async def quote_stamped(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> tuple[Quote, QuoteStamp]:
-        self.calls["Quote"] += 1
-        req = catalog_service_pb2.QuoteRequest(
-            store_id=store_id,
-            lines=[
-                catalog_pb2.LineSelection(
-                    item_id=s.item_id,
-                    quantity=s.quantity,
-                    options=[catalog_pb2.OptionChoice(group_id=g, option_id=o) for g, o in s.options],
-                )
-                for s in selections
-            ],
-        )
-        try:
-            resp = await self._stub.Quote(req, metadata=self._md, timeout=timeout)
-        except grpc.aio.AioRpcError as exc:
-            raise translate(exc, "catalog") from None
-        q = resp.quote
-        quote = Quote(
-            store_id=q.store_id or store_id,
-            store_name=q.store_name,
-            brand_id=q.brand_id,
-            lines=tuple(
-                Line(
-                    ql.item_id,
-                    ql.item_name,
-                    ql.quantity,
-                    tuple(PricedOption(o.group_id, o.option_id, o.name, o.price_delta_fen) for o in ql.options),
-                    ql.unit_price_fen,
-                    ql.line_total_fen,
-                )
-                for ql in q.lines
-            ),
-            line_indexes=tuple(ql.line_index for ql in q.lines),
-            total_fen=q.total_fen,
-            problems=tuple(Problem(p.line_index, p.item_id, p.reason, p.message) for p in resp.problems),
-        )
+        resp = await self.quote_response(store_id, selections, timeout=timeout)
+        quote = quote_of(resp, store_id)
         until = resp.valid_until_time.ToMilliseconds() if resp.HasField("valid_until_time") else None
         return quote, QuoteStamp(resp.epoch, resp.menu_version, until)
 

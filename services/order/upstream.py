@@ -213,6 +213,10 @@ class GrpcCatalogClient:
         await self.channel.close()
 
     async def quote(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> Quote:
+        return quote_of(await self.quote_response(store_id, selections, timeout=timeout), store_id)
+
+    async def quote_response(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> Any:
+        """The catalog's QuoteResponse itself (the quote cache also reads its version stamp)."""
         self.calls["Quote"] += 1
         req = catalog_service_pb2.QuoteRequest(
             store_id=store_id,
@@ -226,27 +230,31 @@ class GrpcCatalogClient:
             ],
         )
         try:
-            resp = await self._stub.Quote(req, metadata=self._md, timeout=timeout)
+            return await self._stub.Quote(req, metadata=self._md, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "catalog") from None
-        q = resp.quote
-        return Quote(
-            store_id=q.store_id or store_id,
-            store_name=q.store_name,
-            brand_id=q.brand_id,
-            lines=tuple(
-                Line(
-                    ql.item_id,
-                    ql.item_name,
-                    ql.quantity,
-                    tuple(PricedOption(o.group_id, o.option_id, o.name, o.price_delta_fen) for o in ql.options),
-                    ql.unit_price_fen,
-                    ql.line_total_fen,
-                )
-                for ql in q.lines
-            ),
-            line_indexes=tuple(ql.line_index for ql in q.lines),
-            total_fen=q.total_fen,
-            problems=tuple(Problem(p.line_index, p.item_id, p.reason, p.message) for p in resp.problems),
-        )
+
+
+def quote_of(resp: Any, store_id: str) -> Quote:
+    """A catalog QuoteResponse as the order model's Quote."""
+    q = resp.quote
+    return Quote(
+        store_id=q.store_id or store_id,
+        store_name=q.store_name,
+        brand_id=q.brand_id,
+        lines=tuple(
+            Line(
+                ql.item_id,
+                ql.item_name,
+                ql.quantity,
+                tuple(PricedOption(o.group_id, o.option_id, o.name, o.price_delta_fen) for o in ql.options),
+                ql.unit_price_fen,
+                ql.line_total_fen,
+            )
+            for ql in q.lines
+        ),
+        line_indexes=tuple(ql.line_index for ql in q.lines),
+        total_fen=q.total_fen,
+        problems=tuple(Problem(p.line_index, p.item_id, p.reason, p.message) for p in resp.problems),
+    )
 
