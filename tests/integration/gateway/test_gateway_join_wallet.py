@@ -4,24 +4,15 @@ the gateway's GetWallet (the path Join used before) shows right after, for a pla
 valid pass-phrase, a refused one, and replays, with one card RPC fewer than before."""
 from __future__ import annotations
 
-import dataclasses
-from datetime import datetime, timedelta, timezone
 
-import grpc
 import pytest
 from prometheus_client import REGISTRY
 
-from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
-from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
+from miandan.card.v1 import card_pb2
+from miandan.gateway.v1 import gateway_service_pb2 as gw
 from services.card.invite_code import check_letter
-from services.common.auth import internal_metadata
-from services.common.clock import FakeClock
-from services.common.config import Settings
 
 pytestmark = pytest.mark.timeout(60)
-
-SHANGHAI = timezone(timedelta(hours=8))
-
 
 def card_rpcs() -> dict[str, float]:
     """RPCs the card server handled so far, by method (the servers share this process's registry)."""
@@ -39,51 +30,14 @@ def card_calls_since(before: dict[str, float]) -> dict[str, int]:
 
 
 @pytest.fixture
-async def suite(tmp_path):
-    from services.card.wiring import build as build_card
-    from services.lottery.wiring import build as build_lottery, draw_settings_from_env
-
-    from gateway.token import mint
-    from gateway.wiring import build as build_gateway
-
-    clock = FakeClock(datetime(2026, 1, 28, 10, 0, tzinfo=SHANGHAI))
-    base = dataclasses.replace(
-        Settings.from_env("gateway", {"MIANDAN_LOG_CALLS": "0"}), port=0, metrics_port=None, data_dir=tmp_path
-    )
-    servers, channels = [], []
-    try:
-        card = await build_card(dataclasses.replace(base, service="card"), clock=clock)
-        card_port = await card.start()
-        servers.append(card)
-        lottery = await build_lottery(
-            dataclasses.replace(base, service="lottery", card_addr=f"127.0.0.1:{card_port}"),
-            clock=clock,
-            draw_settings=draw_settings_from_env({"MIANDAN_CAMPAIGN_ID": "spring-2026", "MIANDAN_LOTTERY_TICK_SECONDS": "3600"}),
-        )
-        lottery_port = await lottery.start()
-        servers.append(lottery)
-        settings = dataclasses.replace(
-            base, card_addr=f"127.0.0.1:{card_port}", lottery_addr=f"127.0.0.1:{lottery_port}",
-            catalog_addr="127.0.0.1:1", order_addr="127.0.0.1:1",  # unused: a stray call fails fast
-        )
-        gateway = await build_gateway(settings, clock=clock, campaign_id="spring-2026")
-        gateway_port = await gateway.start()
-        servers.append(gateway)
-        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{p}") for p in (card_port, gateway_port)]
-        create = card_service_pb2.CreateCampaignRequest(
-            request_id="c1", campaign_id="spring-2026", name="春节30亿免单",
-            rules=card_pb2.CampaignRules(budget_fen=10**12, signup_grant=1, invitee_grant=2),
-        )
-        create.start_time.FromDatetime(datetime(2026, 1, 1, tzinfo=SHANGHAI))
-        create.end_time.FromDatetime(datetime(2028, 1, 1, tzinfo=SHANGHAI))
-        await card_service_pb2_grpc.CardServiceStub(channels[0]).CreateCampaign(
-            create, metadata=internal_metadata(settings, admin=True), timeout=10
-        )
-        stub = gateway_service_pb2_grpc.GatewayServiceStub(channels[1])
+async def suite(tmp_path, card_lottery_gateway):
+    rules = card_pb2.CampaignRules(budget_fen=10**12, signup_grant=1, invitee_grant=2)
+    async with card_lottery_gateway(tmp_path, rules) as env:
+        stub = env.gateway
 
         class Suite:
             def auth(self, user: str) -> tuple:
-                return (("authorization", f"Bearer {mint(settings, user, clock=clock, ttl=86400)}"),)
+                return env.auth(user)
 
             async def join(self, user: str, rid: str, text: str = "") -> gw.JoinResponse:
                 return await stub.Join(gw.JoinRequest(request_id=rid, pass_phrase_text=text), metadata=self.auth(user), timeout=10)
@@ -94,11 +48,6 @@ async def suite(tmp_path):
         s = Suite()
         await s.join("host", "warm-up")  # the campaign and today's draw are cached from here on
         yield s
-    finally:
-        for channel in channels:
-            await channel.close()
-        for server in reversed(servers):
-            await server.stop(0)
 
 
 async def test_a_plain_join_is_one_card_call_and_shows_the_wallet_get_wallet_shows(suite):
