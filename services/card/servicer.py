@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from miandan.card.v1 import card_pb2, card_service_pb2 as pb, card_service_pb2_grpc
 
 from . import invite_code as codes
-from services.common.errors import STATUS_DETAILS_KEY, DeadlineExceeded, DomainError, Internal, to_rpc_status
+from services.common.errors import DeadlineExceeded, DomainError, Internal, status_proto
 
 from .handlers import CardHandlers, ReserveEntry
 from .model import Campaign, Card, CardState, Reservation, Rules
@@ -83,7 +83,7 @@ def invite_pb(i: Invite) -> card_pb2.Invite:
 
 def error_status(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status a unary call would have failed with: built by the kit's own
-    to_rpc_status, so a batched entry's error carries the very code, message and details
+    status_proto, so a batched entry's error carries the very code, message and details
     (ErrorInfo, BadRequest, RetryInfo) the interceptor would have sent for ReserveCard."""
     if isinstance(exc, DomainError):
         err = exc
@@ -93,10 +93,7 @@ def error_status(exc: BaseException) -> status_pb2.Status:
         # A bug, confined to its entry: logged as the interceptor logs one, nothing internal told.
         log.error("unexpected exception in a ReserveCards entry", exc_info=exc)
         err = Internal("INTERNAL", "服务内部错误 / internal error")
-    for key, value in to_rpc_status(err).trailing_metadata:
-        if key == STATUS_DETAILS_KEY:
-            return status_pb2.Status.FromString(value)
-    raise AssertionError("to_rpc_status always packs the status details")
+    return status_proto(err)
 
 
 def reserve_card_response(hold: Hold) -> pb.ReserveCardResponse:

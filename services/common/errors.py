@@ -162,8 +162,20 @@ def _status_class() -> Any:
 
 def to_rpc_status(err: DomainError) -> Any:
     """A grpc.Status for context.abort_with_status(): code, human details and packed
-    google.rpc.Status details (ErrorInfo always, BadRequest with violations, RetryInfo when
-    retrying later helps). Adds grpc-retry-pushback-ms when retry_after_ms is set."""
+    google.rpc.Status details (status_proto). Adds grpc-retry-pushback-ms when retry_after_ms
+    is set."""
+    import grpc
+
+    proto = status_proto(err)
+    trailing: tuple[tuple[str, Any], ...] = ((STATUS_DETAILS_KEY, proto.SerializeToString()),)
+    if err.retry_after_ms is not None:
+        trailing += ((PUSHBACK_KEY, str(err.retry_after_ms)),)
+    return _status_class()(grpc.StatusCode[err.code], err.message, trailing)
+
+
+def status_proto(err: DomainError) -> Any:
+    """The google.rpc.Status of an error: code, message, ErrorInfo always, BadRequest with
+    violations, RetryInfo when retrying later helps. Also what a batch RPC answers per entry."""
     import grpc
     from google.protobuf import any_pb2
     from google.rpc import error_details_pb2, status_pb2
@@ -189,11 +201,7 @@ def to_rpc_status(err: DomainError) -> Any:
         packed = any_pb2.Any()
         packed.Pack(retry)
         details.append(packed)
-    proto = status_pb2.Status(code=code.value[0], message=err.message, details=details)
-    trailing: tuple[tuple[str, Any], ...] = ((STATUS_DETAILS_KEY, proto.SerializeToString()),)
-    if err.retry_after_ms is not None:
-        trailing += ((PUSHBACK_KEY, str(err.retry_after_ms)),)
-    return _status_class()(code, err.message, trailing)
+    return status_pb2.Status(code=code.value[0], message=err.message, details=details)
 
 
 def error_details(rpc_error: Any) -> dict[str, Any]:
