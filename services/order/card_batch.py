@@ -21,6 +21,12 @@ What each caller sees is exactly what GrpcCardClient.reserve gives it:
   raised;
 * a failure of the whole RPC (card down, overloaded, deadline) fails every entry of that batch
   as the unary call would have failed;
+* but an entry it gave up on may still be in flight to the card service, where it can land
+  after the caller's compensation: a ReleaseReservation or RefundCard processed before a late
+  redeem would leave a REDEEMED card under an aborted order (the kill drill found exactly that).
+  So release() and refund() of a key whose reservation is in flight first wait for that RPC to
+  be answered (it is bounded by its own timeout): the undo is then ordered after the do, as
+  it is on the unary path, where the caller's deadline cancels the card's unstarted write;
 * a card service without ReserveCards (UNIMPLEMENTED: an older build during a rolling deploy)
   gets plain ReserveCard calls, and is probed again after `unimplemented_retry_s`.
 
@@ -148,6 +154,8 @@ class BatchingCardClient:
         self._unimplemented_until = 0.0  # loop.time() before which ReserveCards is not tried
         self._batch_ids = itertools.count(1)
         self._closed = False
+        # Reservation key -> done when the RPC carrying it has been answered (see release()).
+        self._sent: dict[str, asyncio.Future[None]] = {}
 
     # --- the CardClient protocol ------------------------------------------------------------
 
@@ -175,10 +183,18 @@ class BatchingCardClient:
         return await self.unary.confirm(key, timeout=timeout)
 
     async def release(self, key: str, *, timeout: float) -> Reservation | None:
+        await self._answered(key)
         return await self.unary.release(key, timeout=timeout)
 
     async def refund(self, key: str, *, timeout: float) -> bool:
+        await self._answered(key)
         return await self.unary.refund(key, timeout=timeout)
+
+    async def _answered(self, key: str) -> None:
+        """Wait until no reservation of `key` is in flight any more (module docstring)."""
+        sent = self._sent.get(key)
+        if sent is not None:
+            await asyncio.shield(sent)
 
     async def close(self) -> None:
         self._closed = True
@@ -237,6 +253,19 @@ class BatchingCardClient:
         return batch
 
     async def _deliver(self, batch: list[_Waiter]) -> None:
+        answered = asyncio.get_running_loop().create_future()
+        keys = [w.args["key"] for w in batch]
+        for key in keys:
+            self._sent[key] = answered
+        try:
+            await self._send_batch(batch)
+        finally:
+            for key in keys:
+                if self._sent.get(key) is answered:
+                    del self._sent[key]
+            answered.set_result(None)
+
+    async def _send_batch(self, batch: list[_Waiter]) -> None:
         loop = asyncio.get_running_loop()
         if len(batch) == 1 or loop.time() < self._unimplemented_until:
             await self._each_alone(batch)

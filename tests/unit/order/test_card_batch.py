@@ -333,3 +333,42 @@ async def test_the_environment_turns_batching_off():
     finally:
         await plain.close()
         await batched.close()
+
+
+async def test_releasing_a_key_whose_reservation_is_still_in_flight_waits_for_its_answer(unary, stub):
+    # The caller gave up at its deadline, but its entry is still at the card service: the
+    # compensation's release must reach the card after that entry, never before it.
+    order: list[str] = []
+
+    async def release(key, *, timeout):
+        order.append(f"release {key}")
+        return None
+
+    unary.release = release
+    answer_batch = stub.ReserveCards
+
+    async def reserve_cards(req, metadata=None, timeout=None):
+        try:
+            return await answer_batch(req, metadata=metadata, timeout=timeout)
+        finally:
+            order.append("batch answered")
+
+    stub.ReserveCards = reserve_cards
+    client = batching(unary, stub)
+    stub.gate.clear()
+    short = asyncio.ensure_future(reserve(client, "short", timeout=0.05))
+    longer = [asyncio.ensure_future(reserve(client, f"l{i}", timeout=1.0)) for i in range(3)]
+    with pytest.raises(DeadlineExceeded):
+        await short
+    (batch, _), = stub.batches
+    key = batch.reservations[0].order_id
+    undo = asyncio.ensure_future(client.release(key, timeout=1.0))
+    await turns()
+    assert not undo.done() and order == []  # held back while the batch is in flight
+    stub.gate.set()
+    await asyncio.gather(*longer)
+    await undo
+    assert order == ["batch answered", f"release {key}"]
+    # Nothing in flight: a release goes out at once.
+    await client.release(key, timeout=1.0)
+    assert order[-1] == f"release {key}"
