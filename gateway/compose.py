@@ -14,7 +14,7 @@ import hashlib
 import logging
 import uuid
 from collections import OrderedDict
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
@@ -312,7 +312,10 @@ class Gateway:
                 raise InvalidArgument("text", "say what to order, e.g. 两杯生椰拿铁 / 请输入想点的内容")
             if len(text) > MAX_TEXT_CHARS:
                 raise InvalidArgument("text", f"at most {MAX_TEXT_CHARS} characters / 最多 {MAX_TEXT_CHARS} 字")
-            preview, store_id, lines = await self._preview(user, text, req, o)
+            # Confirming straight from text places the order at once, and the order itself says
+            # which card it used and what it covered: asking the card service for the best card
+            # first would be a card RPC spent on a guess.
+            preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
         if not req.confirm:
             return gateway_service_pb2.OrderByTextResponse(preview=preview)
         if not store_id:
@@ -331,25 +334,38 @@ class Gateway:
             ),
             **o.kw(),
         )
+        if not req.preview_id:
+            order = placed.order
+            preview.card_id = order.card_id
+            preview.card_covered_fen = order.card_discount_fen
+            preview.payable_fen = preview.total_fen - order.card_discount_fen
+            self._keep(preview, user, store_id, lines)
         return gateway_service_pb2.OrderByTextResponse(preview=preview, order=placed.order)
 
     async def _preview(
-        self, user: str, text: str, req: gateway_service_pb2.OrderByTextRequest, o: CallOptions
+        self, user: str, text: str, req: gateway_service_pb2.OrderByTextRequest, o: CallOptions, *, with_card: bool
     ) -> tuple[gateway_pb2.OrderPreview, str, Sequence[catalog_pb2.LineSelection]]:
-        # The best card is looked up alongside the parse: what it covers is computed here from
-        # its own face value, so the catalog needs no card input.
-        match, cards = await gather_all(
-            self.catalog.MatchIntent(
-                catalog_service_pb2.MatchIntentRequest(text=text, location=req.location, max_alternatives=2), **o.kw()
-            ),
-            self.card.ListCards(
-                card_service_pb2.ListCardsRequest(
-                    campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
-                ),
-                **o.kw(),
-            ),
+        """The parsed, priced preview. with_card: look up the best card alongside the parse (what
+        it covers is computed here from its own face value, so the catalog needs no card input)
+        and keep the preview for a later confirm by id; without it the caller fills the card
+        fields from the order it places and keeps the preview itself (_keep)."""
+        match_call = self.catalog.MatchIntent(
+            catalog_service_pb2.MatchIntentRequest(text=text, location=req.location, max_alternatives=2), **o.kw()
         )
-        card = cards.cards[0] if cards.cards else None
+        card = None
+        if with_card:
+            match, cards = await gather_all(
+                match_call,
+                self.card.ListCards(
+                    card_service_pb2.ListCardsRequest(
+                        campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
+                    ),
+                    **o.kw(),
+                ),
+            )
+            card = cards.cards[0] if cards.cards else None
+        else:
+            match = await match_call
         preview = gateway_pb2.OrderPreview(text=text, alternatives=match.alternatives, clarification=match.clarification)
         if match.status != catalog_pb2.INTENT_STATUS_MATCHED or not match.HasField("proposal"):
             if not preview.clarification:
@@ -364,21 +380,27 @@ class Gateway:
         preview.payable_fen = total - covered
         preview.card_id = card.card_id if card is not None else ""
         preview.preview_id = self.previews.new_id()
-        expire = self.previews.expiry()
-        preview.expire_time.FromDatetime(expire)
+        preview.expire_time.FromDatetime(self.previews.expiry())
         store_id = proposal.store.store.store_id or proposal.quote.store_id
+        if with_card:
+            self._keep(preview, user, store_id, proposal.lines)
+        return preview, store_id, proposal.lines
+
+    def _keep(
+        self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection]
+    ) -> None:
+        """Keep a preview, as shown to its user, for a later confirm by preview_id."""
         self.previews.put(
             PreviewRecord(
                 preview_id=preview.preview_id,
                 user_id=user,
-                text=text,
+                text=preview.text,
                 preview=preview.SerializeToString(),
                 store_id=store_id,
-                lines=catalog_service_pb2.QuoteRequest(lines=proposal.lines).SerializeToString(),
-                expire_time=expire,
+                lines=catalog_service_pb2.QuoteRequest(lines=lines).SerializeToString(),
+                expire_time=preview.expire_time.ToDatetime(tzinfo=timezone.utc),
             )
         )
-        return preview, store_id, proposal.lines
 
     # --- orders -----------------------------------------------------------------------------
 

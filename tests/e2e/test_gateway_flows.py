@@ -194,6 +194,9 @@ def test_the_story_sentence_is_ordered_in_one_call_and_the_rest_is_paid(stub, as
     assert preview.proposal.store.store.store_id == LUCKIN_STORE
     assert sum(line.quantity for line in order.lines) == 2
     assert order.card_discount_fen == 2500 and order.payable_fen == order.subtotal_fen - 2500
+    # The preview of an order placed at once says what the order really used.
+    assert preview.card_id == order.card_id != "" and preview.card_covered_fen == 2500
+    assert preview.payable_fen == preview.total_fen - 2500
     assert order.status == order_pb2.ORDER_STATUS_PENDING_PAYMENT
     paid = stub.ConfirmPayment(
         gw.ConfirmPaymentRequest(request_id=rid(), order_id=order.order_id, payment_reference=order.payment.payment_reference),

@@ -10,7 +10,7 @@ from miandan.catalog.v1 import catalog_service_pb2
 from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
 from miandan.lottery.v1 import lottery_pb2
-from miandan.order.v1 import order_pb2
+from miandan.order.v1 import order_pb2, order_service_pb2
 from services.common.errors import (
     DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable,
 )
@@ -347,3 +347,36 @@ async def test_an_invalid_pass_phrase_is_reported_in_the_gateways_field_name(fak
     with pytest.raises(InvalidArgument) as info:
         await fakes.gateway.join("bob", "r1", "no code here", fakes.options())
     assert info.value.violations[0][0] == "pass_phrase_text" and info.value.reason == "INVITE_CODE_MISSING"
+
+
+async def test_confirming_straight_from_text_asks_no_card_and_shows_what_the_order_used(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    placed_order = order_pb2.Order(
+        order_id="o-1", user_id="alice", store_id="luckin-hz-1", status=order_pb2.ORDER_STATUS_PAID,
+        card_id="c-alice-1", subtotal_fen=3200, card_discount_fen=2500, payable_fen=700,
+    )
+
+    async def place(request, **kw):
+        await fakes.order._record("PlaceOrder", request, kw)
+        return order_service_pb2.PlaceOrderResponse(order=placed_order)
+
+    fakes.order.PlaceOrder = place
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁，一杯少冰", confirm=True), fakes.options()
+    )
+    assert fakes.card.requests("ListCards") == []
+    p = reply.preview
+    assert (p.total_fen, p.card_covered_fen, p.payable_fen, p.card_id) == (3200, 2500, 700, "c-alice-1")
+    # The preview shown is kept as shown: confirming it again by id re-uses its lines, not a parse.
+    again = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o2", preview_id=p.preview_id, confirm=True), fakes.options()
+    )
+    assert again.preview == p
+    assert len(fakes.catalog.requests("MatchIntent")) == 1
+    assert [(ln.item_id, ln.quantity) for ln in fakes.order.requests("PlaceOrder")[1].lines] == [("luckin-coconut-latte", 2)]
+
+
+async def test_a_preview_without_confirm_still_looks_up_the_best_card(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())
+    assert len(fakes.card.requests("ListCards")) == 1
