@@ -98,7 +98,9 @@ Global___WalletView: _TypeAlias = WalletView  # noqa: Y015
 
 @_typing.final
 class OrderPreview(_message.Message):
-    """What OrderByText understood, priced, before it is placed."""
+    """What OrderByText understood, priced, before it is placed. When the same call places the
+    order (confirm with text), the card fields say what the placed order's card did.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
