@@ -6,6 +6,13 @@ and language; (2) the story's scenario through the gateway of a fresh suite star
 starts it. Prints per-RPC throughput, latency percentiles and status codes, orders/s, and the
 ratio orders/s / empty calls/s (target >= 0.15 with p99 < 200 ms).
 
+It also says how much of the gap is the shape of the scenario rather than the work of the
+handlers: it measures, in the same run, an empty relay hop (client -> a Python server whose
+handler calls the empty server -> empty server, i.e. the gateway in front of a service with
+nothing in either handler), counts from every service's Prometheus endpoint the server RPCs one
+order costs in the scenario (gateway calls, the calls they make, the calls those make), and
+prints the "RPC floor": the ratio the scenario would reach if every handler did nothing.
+
     python -m bench.capacity [--seconds N] [--procs P] [--concurrency C] [--smoke]
 
 The scenario is the lunch peak of the story (bench.loadgen ORDERS_PER_USER and P_*): each user
@@ -25,7 +32,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import threading
 import time
+import urllib.request
+from collections import Counter
 from pathlib import Path
 
 from bench.loadgen import (
@@ -51,6 +61,7 @@ from bench.loadgen import (
     temp_data_dir,
     unusual_samples,
 )
+from services.common.config import SERVICES, Settings
 
 ORDER_RPCS = ("PlaceOrder", "OrderByText")
 TARGET_RATIO = 0.15
@@ -66,14 +77,57 @@ def _env_of(pid: int) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
 
 
-def measure_empty(procs: int, concurrency: int, seconds: float) -> tuple[float, float]:
-    """(empty calls/s, p99 ms)."""
+def measure_empty(procs: int, concurrency: int, seconds: float, *, relayed: bool = False) -> tuple[float, float]:
+    """(empty calls/s, p99 ms); relayed: through one empty relay hop (two server RPCs a call)."""
     with EmptyServer() as server:
-        result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0))
+        if relayed:
+            with EmptyServer(upstream=server.addr) as relay:
+                result = run_workers(specs_for("empty", relay.addr, {}, procs, concurrency, seconds, lead_s=2.0))
+        else:
+            result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0))
     ok = result.calls.get(("EmptyCall", "OK"), [])
     if result.errors:
         print("empty-call workers reported: " + "; ".join(result.errors[:3]), file=sys.stderr)
     return len(ok) / seconds, percentile(ok, 0.99)
+
+
+def served_rpcs(env: dict[str, str]) -> Counter[str]:
+    """RPCs each service has answered so far (every status), from its Prometheus endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    served: Counter[str] = Counter()
+    for name in SERVICES:
+        port = Settings.from_env(name, env).metrics_port
+        if not port:
+            continue
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue  # a service restarting: its count is simply missing from the figure
+        for family in text_string_to_metric_families(text):
+            if family.name == "miandan_rpc_calls":
+                served[name] += sum(int(s.value) for s in family.samples if s.name.endswith("_total"))
+    return served
+
+
+def rpc_floor_text(served: Counter[str], orders: int, empty_rate: float, relay_rate: float) -> str:
+    """What the scenario's RPCs alone allow: an order that costs N server RPCs cannot go faster
+    than N relay hops of empty handlers do, whatever its handlers do."""
+    if not orders or not relay_rate or not empty_rate:
+        return ""
+    per_order = {n: v / orders for n, v in served.items() if v}
+    total = sum(per_order.values())
+    # One relayed call is two server RPCs (and their client calls) of nothing.
+    ceiling = 2 * relay_rate / total
+    return (
+        "server RPCs per order: " + ", ".join(f"{n} {v:.2f}" for n, v in sorted(per_order.items(), key=lambda kv: -kv[1]))
+        + f" = {total:.2f}\n"
+        f"empty relay hop (client -> empty relay -> empty server): {relay_rate:,.0f} calls/s, "
+        f"{empty_rate / relay_rate:.2f} empty calls each\n"
+        f"RPC floor: with empty handlers, {total:.2f} server RPCs per order would allow about {ceiling:,.0f} orders/s, "
+        f"ratio {ceiling / empty_rate:.3f}; the rest of the gap is the work the handlers do"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine()}")
     empty_rate, empty_p99 = measure_empty(args.procs, args.concurrency, empty_seconds)
     print(f"empty gRPC call: {empty_rate:,.0f} calls/s, p99 {empty_p99:.1f} ms ({args.procs} procs x {args.concurrency} in flight)")
+    relay_rate, relay_p99 = measure_empty(args.procs, args.concurrency, empty_seconds, relayed=True)
+    print(f"empty relay hop: {relay_rate:,.0f} calls/s, p99 {relay_p99:.1f} ms")
 
     with temp_data_dir("miandan-bench-") as data:
         env = bench_env(Path(data), free_ports=not args.default_ports)
@@ -118,9 +174,18 @@ def main(argv: list[str] | None = None) -> int:
                 "per-call logging: " + ("OFF in every service (MIANDAN_LOG_CALLS=0)" if not logging_on else f"ON in {logging_on}: the figure measures the log, not the service")
             )
             profilers: list = []
+            served: dict[str, Counter[str]] = {}
+
+            def count_at_end() -> None:
+                served["end"] = served_rpcs(env)
 
             def on_start() -> None:
                 meter.start()
+                served["start"] = served_rpcs(env)
+                # The measured window only: the workers' drain after it is not the scenario's.
+                timer = threading.Timer(args.seconds, count_at_end)
+                timer.daemon = True
+                timer.start()
                 if args.profile:
                     profilers.extend(start_profilers(meter.pids, args.seconds, ROOT / "bench-out" / "profile"))
 
@@ -143,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"orders placed: {result.orders:,} in {seconds:.0f} s = {orders_per_s:,.1f} orders/s (p99 of order calls {p99_orders:.1f} ms, of all calls {p99_all:.1f} ms)")
     print(f"empty gRPC call: {empty_rate:,.0f} calls/s")
     print(f"ratio orders/s / empty calls/s = {ratio:.3f} (target >= {TARGET_RATIO}); p99 target < {TARGET_P99_MS:.0f} ms")
+    if "start" in served and "end" in served:
+        floor = rpc_floor_text(served["end"] - served["start"], result.orders, empty_rate, relay_rate)
+        if floor:
+            print(floor)
     print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
     calls_total = sum(len(v) for v in result.calls.values())
     order_calls = sum(len(v) for (rpc, _), v in result.calls.items() if rpc in ORDER_RPCS)

@@ -192,11 +192,15 @@ async def health_status(env: dict[str, str]) -> dict[str, str]:
 # --- the empty server: this machine's ceiling --------------------------------------------------
 
 
-def _empty_server_main(port: int) -> None:
+def _empty_server_main(port: int, upstream: str | None = None) -> None:
     import grpc
 
     async def main() -> None:
+        forward = grpc.aio.insecure_channel(upstream).unary_unary(EMPTY_METHOD) if upstream else None
+
         async def call(request: bytes, context: Any) -> bytes:
+            if forward is not None:
+                await forward(request, timeout=context.time_remaining())
             return b""
 
         handler = grpc.method_handlers_generic_handler(
@@ -214,11 +218,15 @@ def _empty_server_main(port: int) -> None:
 
 class EmptyServer:
     """One process with one empty unary method: what a single Python gRPC server does when the
-    handler does nothing. Same process model as every miandan service."""
+    handler does nothing. Same process model as every miandan service. With `upstream` (another
+    EmptyServer's address) the method is a relay that calls upstream's and answers empty: a hop
+    of the suite (the gateway in front of a service) with nothing in either handler."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstream: str | None = None) -> None:
         self.port = free_port()
-        self.process = mp.get_context("spawn").Process(target=_empty_server_main, args=(self.port,), daemon=True)
+        self.process = mp.get_context("spawn").Process(
+            target=_empty_server_main, args=(self.port, upstream), daemon=True
+        )
 
     @property
     def addr(self) -> str:
