@@ -77,18 +77,28 @@ def _env_of(pid: int) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in raw.decode(errors="replace").split("\0") if "=" in kv)
 
 
-def measure_empty(procs: int, concurrency: int, seconds: float, *, relayed: bool = False) -> tuple[float, float]:
-    """(empty calls/s, p99 ms); relayed: through one empty relay hop (two server RPCs a call)."""
+def measure_empty(procs: int, concurrency: int, seconds: float, *, relayed: bool = False) -> tuple[float, float, float]:
+    """(empty calls/s, p99 ms, CPU seconds of the empty server per call); relayed: through one
+    empty relay hop (two server RPCs a call)."""
     with EmptyServer() as server:
+        meter = CpuMeter({"empty": server.process.pid})
+        used: list[float] = []
+
+        def on_start() -> None:
+            meter.start()
+            timer = threading.Timer(seconds, lambda: used.append(meter.stop()["empty"]))
+            timer.daemon = True
+            timer.start()
+
         if relayed:
             with EmptyServer(upstream=server.addr) as relay:
-                result = run_workers(specs_for("empty", relay.addr, {}, procs, concurrency, seconds, lead_s=2.0))
+                result = run_workers(specs_for("empty", relay.addr, {}, procs, concurrency, seconds, lead_s=2.0), on_start=on_start)
         else:
-            result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0))
+            result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0), on_start=on_start)
     ok = result.calls.get(("EmptyCall", "OK"), [])
     if result.errors:
         print("empty-call workers reported: " + "; ".join(result.errors[:3]), file=sys.stderr)
-    return len(ok) / seconds, percentile(ok, 0.99)
+    return len(ok) / seconds, percentile(ok, 0.99), (used[0] / len(ok) if used and ok else float("nan"))
 
 
 def served_rpcs(env: dict[str, str]) -> Counter[str]:
@@ -148,9 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     empty_seconds = args.empty_seconds or max(1.0, args.seconds / 2)
 
     print(f"machine: {machine()}")
-    empty_rate, empty_p99 = measure_empty(args.procs, args.concurrency, empty_seconds)
-    print(f"empty gRPC call: {empty_rate:,.0f} calls/s, p99 {empty_p99:.1f} ms ({args.procs} procs x {args.concurrency} in flight)")
-    relay_rate, relay_p99 = measure_empty(args.procs, args.concurrency, empty_seconds, relayed=True)
+    empty_rate, empty_p99, empty_cpu = measure_empty(args.procs, args.concurrency, empty_seconds)
+    print(
+        f"empty gRPC call: {empty_rate:,.0f} calls/s, p99 {empty_p99:.1f} ms ({args.procs} procs x {args.concurrency} in flight), "
+        f"{empty_cpu * 1e6:,.0f} us CPU of the empty server per call"
+    )
+    relay_rate, relay_p99, _ = measure_empty(args.procs, args.concurrency, empty_seconds, relayed=True)
     print(f"empty relay hop: {relay_rate:,.0f} calls/s, p99 {relay_p99:.1f} ms")
 
     with temp_data_dir("miandan-bench-") as data:
@@ -212,6 +225,11 @@ def main(argv: list[str] | None = None) -> int:
         floor = rpc_floor_text(served["end"] - served["start"], result.orders, empty_rate, relay_rate)
         if floor:
             print(floor)
+        window = served["end"] - served["start"]
+        print(
+            f"CPU per RPC served (its handler and the calls it makes; the empty server: {empty_cpu * 1e6:,.0f} us): "
+            + ", ".join(f"{n} {1e6 * cpu[n] / window[n]:,.0f} us" for n in cpu if window.get(n) and cpu[n] == cpu[n])
+        )
     print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
     calls_total = sum(len(v) for v in result.calls.values())
     order_calls = sum(len(v) for (rpc, _), v in result.calls.items() if rpc in ORDER_RPCS)
