@@ -160,57 +160,119 @@ class Gateway:
             newly_joined=newly, invite_accepted=accepted, invite_problem=problem,
         )
 
+    # Until when (clock timestamp) Joins take the two-call path: set when the card service
+    # answered AcceptInvite(claim_signup) without a signup_claim, i.e. it predates the field.
+    # Retried after JOIN_PROBE_S, since the card service may have been upgraded meanwhile.
+    _two_call_join_until: float = 0.0
+    JOIN_PROBE_S = 300.0
+
     async def _join_cards(
         self, user: str, request_id: str, pass_phrase_text: str, o: CallOptions
     ) -> tuple[bool, bool, str, card_service_pb2.GetWalletResponse]:
         """The card half of a Join: the sign-up claim, the invite when there is a pass-phrase,
-        and the wallet after them. The last write that succeeds brings the wallet back
-        (include_wallet), saving a GetWallet call; GetWallet is asked only when it did not (an
-        invite problem, or a card service older than include_wallet).
+        and the wallet after them. Without a pass-phrase: ClaimSignupCard. With one: a single
+        AcceptInvite(claim_signup) that claims and accepts in one card transaction; only when
+        the invite fails does the claim come on its own (the failed call kept nothing of it),
+        so the outcome is the one of today's ClaimSignupCard + AcceptInvite. The last write
+        that succeeds brings the wallet back (include_wallet); GetWallet is asked only when
+        it did not (a card service older than include_wallet).
         Returns (newly joined, invite accepted, invite problem reason, wallet)."""
         # Joining is idempotent per user upstream, so a missing request_id is harmless.
         rid = request_id or uuid.uuid4().hex
-        with_invite = bool(pass_phrase_text.strip())
-        signup = await self.card.ClaimSignupCard(
+        join_rid = scoped_request_id("join", user, rid)
+        if not pass_phrase_text.strip():
+            signup = await self._claim_signup(user, join_rid, True, o)
+            return signup.newly_granted, False, "", await self._wallet_of_write(signup, user, o)
+        invite_rid = scoped_request_id("invite", user, rid)
+        if self.clock.now().timestamp() < self._two_call_join_until:
+            return await self._join_cards_in_two_calls(user, join_rid, invite_rid, pass_phrase_text, o)
+        try:
+            reply = await self.card.AcceptInvite(
+                card_service_pb2.AcceptInviteRequest(
+                    request_id=invite_rid,
+                    campaign_id=self.campaign_id,
+                    invitee_user_id=user,
+                    text=pass_phrase_text,
+                    include_wallet=True,
+                    claim_signup=True,
+                    signup_request_id=join_rid,
+                ),
+                **o.kw(),
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() != _Code.INVALID_ARGUMENT and err.code() not in _INVITE_PROBLEM_CODES:
+                raise  # overload, deadline, outage: the caller must see it and retry
+            # Nothing of the claim was kept. Claim now, as the first of the two calls would have
+            # (a failing claim fails the Join as it did), then judge the invite's error as before.
+            signup = await self._claim_signup(user, join_rid, err.code() != _Code.INVALID_ARGUMENT, o)
+            problem = self._invite_problem(err)
+            return signup.newly_granted, False, problem, await self._wallet_of_write(signup, user, o)
+        if reply.HasField("signup_claim"):
+            # Also true on an idempotent replay: the pass-phrase stands accepted for this user.
+            return reply.signup_claim.newly_granted, True, "", await self._wallet_of_write(reply, user, o)
+        # A card service older than claim_signup accepted the invite alone (it came first).
+        log.warning("card service ignores AcceptInvite.claim_signup; Joins take two card calls")
+        self._two_call_join_until = self.clock.now().timestamp() + self.JOIN_PROBE_S
+        signup = await self._claim_signup(user, join_rid, True, o)
+        # After an invite, the claim grants nothing; this Join joined the user when its invite is
+        # new and found no sign-up card of an earlier Join among the joining cards.
+        newly = signup.newly_granted or (
+            reply.newly_accepted and not any(c.source == card_pb2.CARD_SOURCE_SIGNUP for c in reply.invitee_cards)
+        )
+        return newly, True, "", await self._wallet_of_write(signup, user, o)
+
+    async def _join_cards_in_two_calls(
+        self, user: str, join_rid: str, invite_rid: str, pass_phrase_text: str, o: CallOptions
+    ) -> tuple[bool, bool, str, card_service_pb2.GetWalletResponse]:
+        """A Join with a pass-phrase on a card service older than claim_signup: ClaimSignupCard,
+        then AcceptInvite, which brings the wallet back when it succeeds."""
+        signup = await self._claim_signup(user, join_rid, False, o)
+        try:
+            accepted = await self.card.AcceptInvite(
+                card_service_pb2.AcceptInviteRequest(
+                    request_id=invite_rid,
+                    campaign_id=self.campaign_id,
+                    invitee_user_id=user,
+                    text=pass_phrase_text,
+                    include_wallet=True,
+                ),
+                **o.kw(),
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() != _Code.INVALID_ARGUMENT and err.code() not in _INVITE_PROBLEM_CODES:
+                raise
+            # A failed AcceptInvite carries no wallet (the claim was asked without).
+            return signup.newly_granted, False, self._invite_problem(err), await self._get_wallet(user, o)
+        return signup.newly_granted, True, "", await self._wallet_of_write(accepted, user, o)
+
+    async def _claim_signup(
+        self, user: str, join_rid: str, include_wallet: bool, o: CallOptions
+    ) -> card_service_pb2.ClaimSignupCardResponse:
+        return await self.card.ClaimSignupCard(
             card_service_pb2.ClaimSignupCardRequest(
-                request_id=scoped_request_id("join", user, rid), campaign_id=self.campaign_id, user_id=user,
-                include_wallet=not with_invite,
+                request_id=join_rid, campaign_id=self.campaign_id, user_id=user, include_wallet=include_wallet
             ),
             **o.kw(),
         )
-        last_write: Any = signup
-        accepted, problem = False, ""
-        if with_invite:
-            try:
-                last_write = await self.card.AcceptInvite(
-                    card_service_pb2.AcceptInviteRequest(
-                        request_id=scoped_request_id("invite", user, rid),
-                        campaign_id=self.campaign_id,
-                        invitee_user_id=user,
-                        text=pass_phrase_text,
-                        include_wallet=True,
-                    ),
-                    **o.kw(),
-                )
-                # Also true on an idempotent replay: the pass-phrase stands accepted for this user.
-                accepted = True
-            except grpc.aio.AioRpcError as err:
-                if err.code() == _Code.INVALID_ARGUMENT:
-                    # Bad input fails the call, named in the gateway's own terms. The sign-up
-                    # card is already granted; a retry with a good pass-phrase still counts.
-                    d = error_details(err)
-                    why = d["violations"][0][1] if d["violations"] else d["message"]
-                    raise InvalidArgument(
-                        "pass_phrase_text",
-                        why or "no pass-phrase found / 未找到口令",
-                        reason=d["reason"] or "INVALID_ARGUMENT",
-                    ) from None
-                if err.code() not in _INVITE_PROBLEM_CODES:
-                    raise  # overload, deadline, outage: the caller must see it and retry
-                problem = error_details(err)["reason"] or err.code().name
-        # A failed AcceptInvite carries no wallet (last_write is still the claim, asked without).
-        wallet_reply = last_write.wallet if last_write.HasField("wallet") else await self._get_wallet(user, o)
-        return signup.newly_granted, accepted, problem, wallet_reply
+
+    async def _wallet_of_write(self, reply: Any, user: str, o: CallOptions) -> card_service_pb2.GetWalletResponse:
+        """The wallet a write returned (include_wallet), or GetWallet's from an older card service."""
+        return reply.wallet if reply.HasField("wallet") else await self._get_wallet(user, o)
+
+    @staticmethod
+    def _invite_problem(err: grpc.aio.AioRpcError) -> str:
+        """The reason Join reports for an AcceptInvite that failed on the pass-phrase (the user
+        still joins). Bad input fails the Join instead, named in the gateway's own terms: the
+        sign-up card is already granted, and a retry with a good pass-phrase still counts."""
+        if err.code() == _Code.INVALID_ARGUMENT:
+            d = error_details(err)
+            why = d["violations"][0][1] if d["violations"] else d["message"]
+            raise InvalidArgument(
+                "pass_phrase_text",
+                why or "no pass-phrase found / 未找到口令",
+                reason=d["reason"] or "INVALID_ARGUMENT",
+            ) from None
+        return error_details(err)["reason"] or err.code().name
 
     async def wallet_view(self, user: str, o: CallOptions) -> gateway_pb2.WalletView:
         """One card call (the wallet with its spendable cards), the cached campaign and draw,

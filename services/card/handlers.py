@@ -28,7 +28,7 @@ from .model import (
     page_size,
     redeem_not_covered,
 )
-from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, LedgerRow, RefundResult
+from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, JoinResult, LedgerRow, RefundResult
 
 log = logging.getLogger("miandan.card")
 
@@ -128,6 +128,26 @@ class CardHandlers:
         now = self.now()
         result = await self.store.accept_invite(c, invitee, candidates, request_id, now)
         return AcceptResult(result.invite, [card.at(now) for card in result.invitee_cards], result.newly_accepted)
+
+    async def join_by_invite(
+        self, request_id: str, signup_request_id: str, campaign_id: str, invitee: str, text: str
+    ) -> JoinResult:
+        """AcceptInvite with claim_signup: the invitee's sign-up claim and the invite in one
+        store transaction (see store._join_by_invite). Input is checked as the two calls check
+        it, so a bad field fails the same way."""
+        check_id(request_id, "request_id", required=False)
+        check_id(signup_request_id, "signup_request_id", required=False)
+        check_id(invitee, "invitee_user_id")
+        candidates = codes.extract_codes(text)
+        c = await self.campaign(campaign_id)
+        now = self.now()
+        joined = await self.store.join_by_invite(c, invitee, candidates, request_id, signup_request_id, now)
+        accepted = joined.accepted
+        return JoinResult(
+            AcceptResult(accepted.invite, [card.at(now) for card in accepted.invitee_cards], accepted.newly_accepted),
+            [card.at(now) for card in joined.signup_cards],
+            joined.newly_granted,
+        )
 
     async def list_cards(self, campaign_id: str, user_id: str, state: int, size: int, token: str) -> tuple[list[Card], str]:
         check_id(user_id, "user_id")

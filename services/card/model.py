@@ -298,7 +298,8 @@ def effective_state(state: CardState, expire_ms: int, reserved_until_ms: int | N
 def joining_grant(rules: Rules) -> int:
     """Cards a new user gets for joining the campaign. Joining with a pass-phrase gives the
     invitee grant *in place of* the sign-up grant, so whichever of ClaimSignupCard and
-    AcceptInvite comes first, the joiner ends with max(signup_grant, invitee_grant) cards:
+    AcceptInvite comes first (or both in one AcceptInvite with claim_signup, which is the claim
+    then the invite), the joiner ends with max(signup_grant, invitee_grant) cards:
     "inviting a friend gives both sides a card", and a family of six chained through one
     pass-phrase collects 6 + 5 = 11 cards."""
     return max(rules.signup_grant, rules.invitee_grant)

@@ -141,7 +141,20 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         )
 
     async def AcceptInvite(self, request: pb.AcceptInviteRequest, context: Any) -> pb.AcceptInviteResponse:
-        result = await self.h.accept_invite(request.request_id, request.campaign_id, request.invitee_user_id, request.text)
+        signup_claim = None
+        if request.claim_signup:
+            joined = await self.h.join_by_invite(
+                request.request_id, request.signup_request_id, request.campaign_id, request.invitee_user_id,
+                request.text,
+            )
+            result = joined.accepted
+            signup_claim = pb.SignupClaim(
+                cards=[card_pb(c) for c in joined.signup_cards], newly_granted=joined.newly_granted
+            )
+        else:
+            result = await self.h.accept_invite(
+                request.request_id, request.campaign_id, request.invitee_user_id, request.text
+            )
         i = result.invite
         return pb.AcceptInviteResponse(
             invite=invite_pb(i), invitee_cards=[card_pb(c) for c in result.invitee_cards],
@@ -149,6 +162,7 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             newly_accepted=result.newly_accepted,
             wallet=await self._wallet(request.campaign_id, request.invitee_user_id, True)
             if request.include_wallet else None,
+            signup_claim=signup_claim,
         )
 
     async def ListCards(self, request: pb.ListCardsRequest, context: Any) -> pb.ListCardsResponse:

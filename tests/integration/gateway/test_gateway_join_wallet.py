@@ -59,11 +59,11 @@ async def test_a_plain_join_is_one_card_call_and_shows_the_wallet_get_wallet_sho
     assert joined.wallet == await suite.wallet("alice")
 
 
-async def test_a_join_with_a_valid_pass_phrase_is_two_card_calls_and_counts_the_invite(suite):
+async def test_a_join_with_a_valid_pass_phrase_is_one_card_call_and_counts_the_invite(suite):
     phrase = (await suite.wallet("host")).wallet.pass_phrase_text
     before = card_rpcs()
     joined = await suite.join("bob", "r1", phrase)
-    assert card_calls_since(before) == {"ClaimSignupCard": 1, "AcceptInvite": 1}
+    assert card_calls_since(before) == {"AcceptInvite": 1}  # claim_signup: was ClaimSignupCard + AcceptInvite
     assert joined.newly_joined and joined.invite_accepted and joined.invite_problem == ""
     assert joined.wallet.wallet.cards_granted == 2 and len(joined.wallet.cards) == 2  # the invitee top-up
     assert joined.wallet.wallet.invited_by_user_id == "host"
@@ -71,12 +71,12 @@ async def test_a_join_with_a_valid_pass_phrase_is_two_card_calls_and_counts_the_
     assert (await suite.wallet("host")).lottery.invites == 1
 
 
-async def test_a_refused_pass_phrase_still_joins_and_reads_the_wallet_with_get_wallet(suite):
+async def test_a_refused_pass_phrase_still_joins_and_reads_the_wallet_from_the_claim(suite):
     before = card_rpcs()
     nobody_s = "ZZZZZZZZ" + check_letter("ZZZZZZZZ")  # well-formed, but no user's code
     joined = await suite.join("carol", "r1", f"¥{nobody_s}¥")
     calls = card_calls_since(before)
-    assert calls == {"ClaimSignupCard": 1, "AcceptInvite": 1, "GetWallet": 1}, calls
+    assert calls == {"AcceptInvite": 1, "ClaimSignupCard": 1}, calls  # the claim brings the wallet
     assert joined.newly_joined and not joined.invite_accepted and joined.invite_problem == "INVITE_CODE_NOT_FOUND"
     assert joined.wallet == await suite.wallet("carol")
 
@@ -87,6 +87,6 @@ async def test_a_replayed_join_answers_with_the_same_wallet(suite, with_phrase):
     first = await suite.join("dave", "r1", phrase)
     before = card_rpcs()
     again = await suite.join("dave", "r1", phrase)
-    assert sum(card_calls_since(before).values()) == (2 if with_phrase else 1)
+    assert sum(card_calls_since(before).values()) == 1
     assert not again.newly_joined and again.invite_accepted == with_phrase
     assert again.wallet == first.wallet == await suite.wallet("dave")

@@ -47,7 +47,8 @@ async def test_redeem_above_the_face_value_is_refused_before_the_store_is_touche
 @pytest.fixture
 def conn():
     db = sqlite3.connect(":memory:", isolation_level=None)
-    db.executescript(s.MIGRATIONS[0])
+    for script in s.MIGRATIONS:  # the schema the store runs on: every migration, not the first only
+        db.executescript(script)
     yield db
     db.close()
 

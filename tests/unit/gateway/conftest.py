@@ -52,6 +52,9 @@ class FakeCard(Recorder):
         self.time_zone = "Asia/Shanghai"
         # False plays a card service older than include_wallet: its writes never return a wallet.
         self.writes_return_wallet = True
+        # False plays a card service older than AcceptInvite.claim_signup (so is one older than
+        # include_wallet): AcceptInvite ignores the field and answers no signup_claim.
+        self.claims_signup_in_invite = True
 
     def _wallet_of(self, request) -> card_service_pb2.GetWalletResponse | None:
         if not (request.include_wallet and self.writes_return_wallet):
@@ -59,21 +62,31 @@ class FakeCard(Recorder):
         user = request.user_id if hasattr(request, "user_id") else request.invitee_user_id
         return self._wallet(user, include_available_cards=True)
 
+    def _sign_up(self, user_id: str) -> bool:
+        new = user_id not in self.cards
+        if new:
+            self.cards[user_id] = [
+                card_pb2.Card(card_id=f"c-{user_id}-1", user_id=user_id, face_value_fen=2500,
+                              state=card_pb2.CARD_STATE_AVAILABLE, source=card_pb2.CARD_SOURCE_SIGNUP)
+            ]
+        return new
+
     async def ClaimSignupCard(self, request, **kw):
         await self._record("ClaimSignupCard", request, kw)
-        new = request.user_id not in self.cards
-        if new:
-            self.cards[request.user_id] = [
-                card_pb2.Card(card_id=f"c-{request.user_id}-1", user_id=request.user_id, face_value_fen=2500,
-                              state=card_pb2.CARD_STATE_AVAILABLE)
-            ]
+        new = self._sign_up(request.user_id)
         return card_service_pb2.ClaimSignupCardResponse(
             cards=self.cards[request.user_id], newly_granted=new, wallet=self._wallet_of(request)
         )
 
     async def AcceptInvite(self, request, **kw):
-        await self._record("AcceptInvite", request, kw)
-        return card_service_pb2.AcceptInviteResponse(newly_accepted=True, wallet=self._wallet_of(request))
+        await self._record("AcceptInvite", request, kw)  # a failure claims nothing, as the real one
+        claim = None
+        if request.claim_signup and self.claims_signup_in_invite and self.writes_return_wallet:
+            new = self._sign_up(request.invitee_user_id)
+            claim = card_service_pb2.SignupClaim(cards=self.cards[request.invitee_user_id], newly_granted=new)
+        return card_service_pb2.AcceptInviteResponse(
+            newly_accepted=True, wallet=self._wallet_of(request), signup_claim=claim
+        )
 
     async def GetWallet(self, request, **kw):
         await self._record("GetWallet", request, kw)

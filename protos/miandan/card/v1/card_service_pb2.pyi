@@ -275,6 +275,8 @@ class AcceptInviteRequest(_message.Message):
     INVITEE_USER_ID_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
     INCLUDE_WALLET_FIELD_NUMBER: _builtins.int
+    CLAIM_SIGNUP_FIELD_NUMBER: _builtins.int
+    SIGNUP_REQUEST_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key (the call is also idempotent per invitee)."""
     campaign_id: _builtins.str
@@ -287,6 +289,18 @@ class AcceptInviteRequest(_message.Message):
     """Also return the invitee's wallet, read after the invite is committed (also on a replay;
     a failed call carries none): a Join then needs no GetWallet call after its last write.
     """
+    claim_signup: _builtins.bool
+    """Also claim the invitee's sign-up card, in the same store transaction and before the invite,
+    exactly as ClaimSignupCard then AcceptInvite would (a Join with a pass-phrase in one call).
+    The call succeeds only when both do; when either fails, nothing of the claim is kept and
+    the call fails as a lone AcceptInvite (or, when the claim itself fails, as ClaimSignupCard)
+    would have: a wrong code still counts as an attempt. The caller then claims on its own.
+    A card service older than the field ignores it: the response then has no signup_claim.
+    """
+    signup_request_id: _builtins.str
+    """With claim_signup: the claim's idempotency key, recorded as a ClaimSignupCard request_id
+    (so a later ClaimSignupCard with it replays the claim instead of failing REQUEST_ID_REUSED).
+    """
     def __init__(
         self,
         *,
@@ -295,10 +309,12 @@ class AcceptInviteRequest(_message.Message):
         invitee_user_id: _builtins.str = ...,
         text: _builtins.str = ...,
         include_wallet: _builtins.bool = ...,
+        claim_signup: _builtins.bool = ...,
+        signup_request_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "include_wallet", b"include_wallet", "invitee_user_id", b"invitee_user_id", "request_id", b"request_id", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "claim_signup", b"claim_signup", "include_wallet", b"include_wallet", "invitee_user_id", b"invitee_user_id", "request_id", b"request_id", "signup_request_id", b"signup_request_id", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -316,6 +332,7 @@ class AcceptInviteResponse(_message.Message):
     INVITEE_NOT_REWARDED_REASON_FIELD_NUMBER: _builtins.int
     NEWLY_ACCEPTED_FIELD_NUMBER: _builtins.int
     WALLET_FIELD_NUMBER: _builtins.int
+    SIGNUP_CLAIM_FIELD_NUMBER: _builtins.int
     inviter_not_rewarded_reason: _builtins.str
     """Why the inviter got no card, when it did not: CARD_CAP_REACHED or CAMPAIGN_BUDGET_EXHAUSTED."""
     invitee_not_rewarded_reason: _builtins.str
@@ -343,6 +360,12 @@ class AcceptInviteResponse(_message.Message):
         older than the field.
         """
 
+    @_builtins.property
+    def signup_claim(self) -> Global___SignupClaim:
+        """With claim_signup: the sign-up claim committed with this invite. Unset without
+        claim_signup, and from a card service older than the field (which claimed nothing).
+        """
+
     def __init__(
         self,
         *,
@@ -352,14 +375,47 @@ class AcceptInviteResponse(_message.Message):
         invitee_not_rewarded_reason: _builtins.str = ...,
         newly_accepted: _builtins.bool = ...,
         wallet: Global___GetWalletResponse | None = ...,
+        signup_claim: Global___SignupClaim | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "wallet", b"wallet"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "signup_claim", b"signup_claim", "wallet", b"wallet"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "invitee_cards", b"invitee_cards", "invitee_not_rewarded_reason", b"invitee_not_rewarded_reason", "inviter_not_rewarded_reason", b"inviter_not_rewarded_reason", "newly_accepted", b"newly_accepted", "wallet", b"wallet"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invite", b"invite", "invitee_cards", b"invitee_cards", "invitee_not_rewarded_reason", b"invitee_not_rewarded_reason", "inviter_not_rewarded_reason", b"inviter_not_rewarded_reason", "newly_accepted", b"newly_accepted", "signup_claim", b"signup_claim", "wallet", b"wallet"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcceptInviteResponse: _TypeAlias = AcceptInviteResponse  # noqa: Y015
+
+@_typing.final
+class SignupClaim(_message.Message):
+    """The sign-up claim an AcceptInvite with claim_signup made: what ClaimSignupCard would have
+    answered at that point of the same transaction.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARDS_FIELD_NUMBER: _builtins.int
+    NEWLY_GRANTED_FIELD_NUMBER: _builtins.int
+    newly_granted: _builtins.bool
+    """True only on the call that granted them, as ClaimSignupCardResponse.newly_granted."""
+    @_builtins.property
+    def cards(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]:
+        """The sign-up card(s), as ClaimSignupCardResponse.cards (the joining cards when the user had
+        already joined through this invite).
+        """
+
+    def __init__(
+        self,
+        *,
+        cards: _abc.Iterable[_card_pb2.Card] | None = ...,
+        newly_granted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards", b"cards", "newly_granted", b"newly_granted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignupClaim: _TypeAlias = SignupClaim  # noqa: Y015
 
 @_typing.final
 class ListCardsRequest(_message.Message):

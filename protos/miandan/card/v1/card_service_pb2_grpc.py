@@ -188,6 +188,8 @@ class CardServiceServicer:
         the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
         SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
         grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
+        With claim_signup it first claims the invitee's sign-up card in the same transaction: a
+        Join with a pass-phrase is then one call instead of ClaimSignupCard + AcceptInvite.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,6 +73,8 @@ class CardServiceStub:
     the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
     SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
     grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
+    With claim_signup it first claims the invitee's sign-up card in the same transaction: a
+    Join with a pass-phrase is then one call instead of ClaimSignupCard + AcceptInvite.
     """
     ListCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]
     """Lists a user's cards, optionally filtered by state."""
@@ -162,6 +164,8 @@ class CardServiceAsyncStub(CardServiceStub):
     the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
     SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
     grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
+    With claim_signup it first claims the invitee's sign-up card in the same transaction: a
+    Join with a pass-phrase is then one call instead of ClaimSignupCard + AcceptInvite.
     """
     ListCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCardsRequest, _card_service_pb2.ListCardsResponse]  # type: ignore[assignment]
     """Lists a user's cards, optionally filtered by state."""
@@ -278,6 +282,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         the sign-up cards of the same join (with the defaults: no extra card after a sign-up, reason
         SIGNUP_CARD_COUNTED; one invitee card when the invite comes first, and ClaimSignupCard then
         grants nothing). A family of six chained through pass-phrases collects 6 + 5 = 11 cards.
+        With claim_signup it first claims the invitee's sign-up card in the same transaction: a
+        Join with a pass-phrase is then one call instead of ClaimSignupCard + AcceptInvite.
         """
 
     @_abc_1.abstractmethod
