@@ -36,7 +36,7 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "protos"), str(ROOT)):
@@ -69,14 +69,14 @@ def percentile(values: list[float], q: float) -> float:
 # --- load generator ------------------------------------------------------------------------------
 
 
-def _worker(phase: str, order_addr: str, card_addr: str, proc: int, tasks: int, start_at: float, seconds: float, out: Any) -> None:
+def _worker(phase: str, order_addr: str, card_addr: str, proc: int, tasks: int, start: "_Start", seconds: float, out: Any) -> None:
     try:
-        out.put(asyncio.run(_drive(phase, order_addr, card_addr, proc, tasks, start_at, seconds)))
+        out.put(asyncio.run(_drive(phase, order_addr, card_addr, proc, tasks, start, seconds)))
     except BaseException as exc:  # report instead of hanging the parent
         out.put(("error", repr(exc)))
 
 
-async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: int, start_at: float, seconds: float) -> tuple:
+async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: int, start: "_Start", seconds: float) -> tuple:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -93,14 +93,12 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
     health = [health_pb2_grpc.HealthStub(ch) for ch in channels]
     card_channel = grpc.aio.insecure_channel(card_addr)
     card = card_service_pb2_grpc.CardServiceStub(card_channel)
-    run = f"{os.getpid()}-{int(start_at)}"
+    run = f"{os.getpid()}-{int(time.time())}"
     latencies: list[float] = []
     errors: Counter = Counter()
-    end_at = start_at + seconds
     lines = [catalog_pb2.LineSelection(item_id=ITEM, quantity=1)]
 
-    async def task(t: int) -> None:
-        stub, hstub = stubs[t % len(stubs)], health[t % len(health)]
+    def buyers_of(t: int) -> Any:
         tag = f"{run}-p{proc}-t{t}"
         buyer_n = 0
 
@@ -119,9 +117,20 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
                     await asyncio.sleep((error_details(err)["pushback_ms"] or 100) / 1000)
             return user
 
+        return new_buyer
+
+    async def prepare(t: int) -> tuple[list[str], Any]:
         # Buyers are signed up before the clock starts (enough for ~12 orders/s per client):
         # a sign-up grants CARDS_PER_USER cards, set-up work that is not the order path.
+        new_buyer = buyers_of(t)
         spare = [await new_buyer() for _ in range(math.ceil(seconds * 12 / CARDS_PER_USER) + 1)] if phase == "PlaceOrder" else []
+        return spare, new_buyer
+
+    async def task(t: int, spare: list[str], new_buyer: Any, start_at: float) -> None:
+        stub, hstub = stubs[t % len(stubs)], health[t % len(health)]
+        tag = f"{run}-p{proc}-t{t}"
+        end_at = start_at + seconds
+
         buyer = spare.pop() if spare else ""
         while time.time() < start_at:
             await asyncio.sleep(0.005)
@@ -157,27 +166,57 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
                 continue
             latencies.append((time.perf_counter() - t0) * 1000)
 
-    await asyncio.gather(*(task(t) for t in range(tasks)))
+    prepared = await asyncio.gather(*(prepare(t) for t in range(tasks)))
+    # Every process has its buyers: only now is the start time set (see run_phase), so no
+    # sign-up of a slow process runs inside the measured seconds.
+    start.ready.put(proc)
+    while not start.go.is_set():
+        await asyncio.sleep(0.005)
+    start_at = start.at.value
+    await asyncio.gather(*(task(t, spare, new_buyer, start_at) for t, (spare, new_buyer) in enumerate(prepared)))
     for ch in (*channels, card_channel):
         await ch.close()
     return ("ok", latencies, dict(errors))
 
 
-def run_phase(phase: str, order_addr: str, card_addr: str, clients: int, procs: int, seconds: float, meter: CpuMeter) -> Outcome:
+@dataclass
+class _Start:
+    """The start line the load processes share: each puts its index on `ready` once its buyers
+    are signed up; the parent then sets `at` (time.time() seconds) and `go`."""
+
+    ready: Any
+    go: Any
+    at: Any
+
+
+def run_phase(
+    phase: str, order_addr: str, card_addr: str, clients: int, procs: int, seconds: float, meter: CpuMeter,
+    on_start: Callable[[], None] | None = None,
+) -> Outcome:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
+    start = _Start(ready=ctx.Queue(), go=ctx.Event(), at=ctx.Value("d", 0.0))
     per_proc = [clients // procs + (1 if i < clients % procs else 0) for i in range(procs)]
-    # The order phase signs its buyers up first (see _worker), which takes a few seconds.
-    start_at = time.time() + (3.0 if phase == "empty" else 4.0 + clients * math.ceil(seconds * 12 / CARDS_PER_USER + 1) * 0.004)
     workers = [
-        ctx.Process(target=_worker, args=(phase, order_addr, card_addr, i, per_proc[i], start_at, seconds, out), daemon=True)
+        ctx.Process(target=_worker, args=(phase, order_addr, card_addr, i, per_proc[i], start, seconds, out), daemon=True)
         for i in range(procs)
     ]
     for w in workers:
         w.start()
+    # The clock starts when every process has signed its buyers up (bounded: a process that
+    # never gets there fails the phase below instead of hanging it).
+    for _ in workers:
+        try:
+            start.ready.get(timeout=180)
+        except Exception:
+            break
+    start.at.value = start_at = time.time() + 0.3
+    start.go.set()
     while time.time() < start_at:
         time.sleep(0.005)
     meter.start()
+    if on_start is not None:
+        on_start()
     time.sleep(seconds)
     meter.stop()
     outcome = Outcome()
@@ -355,13 +394,22 @@ def main(argv: list[str] | None = None) -> int:
             empty = run_phase("empty", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
             empty_cpu = meter.used["order"]
 
-            before = {s.name: s.rpc_calls() for s in (card, catalog)}
-            entries_before = card.counter(BATCH_ENTRIES)
             meter = CpuMeter(pids)
-            profilers = start_profilers(pids, args.seconds + 2, ROOT / "bench-out" / "profile-order") if args.profile else []
-            placed = run_phase("PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
+            profilers: list = []
+            before: dict = {}
+
+            def profile_from_start() -> None:
+                # Counted and profiled from the clock's start: the buyers' sign-ups before it are
+                # set-up, not orders.
+                before.update({s.name: s.rpc_calls() for s in (card, catalog)}, entries=card.counter(BATCH_ENTRIES))
+                if args.profile:
+                    profilers.extend(start_profilers(pids, args.seconds, ROOT / "bench-out" / "profile-order"))
+
+            placed = run_phase(
+                "PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter, on_start=profile_from_start
+            )
             after = {s.name: s.rpc_calls() for s in (card, catalog)}
-            entries = card.counter(BATCH_ENTRIES) - entries_before
+            entries = card.counter(BATCH_ENTRIES) - before["entries"]
             order_cpu = sum(meter.used.values())
             profile = profile_summary(profilers) if profilers else ""
         finally:
@@ -399,6 +447,9 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v:.2f}" for k, v in per_order.items())
         + ")"
     )
+    signups = (after["card"] - before["card"]).get("ClaimSignupCard", 0)
+    if signups:
+        print(f"sign-ups inside the measured seconds (buyers out of cards; their CPU counts above): {signups:.0f}")
     batches = upstream.get("card.ReserveCards", 0)
     print(
         f"card reservations: {upstream.get('card.ReserveCard', 0):.0f} ReserveCard + {batches:.0f} ReserveCards "
