@@ -78,23 +78,26 @@ def _env_of(pid: int) -> dict[str, str]:
 
 
 def measure_empty(procs: int, concurrency: int, seconds: float, *, relayed: bool = False) -> tuple[float, float, float]:
-    """(empty calls/s, p99 ms, CPU seconds of the empty server per call); relayed: through one
-    empty relay hop (two server RPCs a call)."""
+    """(empty calls/s, p99 ms, CPU seconds per call of the server the clients call); relayed:
+    through one empty relay hop (two server RPCs a call), and the CPU is the relay's."""
     with EmptyServer() as server:
-        meter = CpuMeter({"empty": server.process.pid})
-        used: list[float] = []
-
-        def on_start() -> None:
-            meter.start()
-            timer = threading.Timer(seconds, lambda: used.append(meter.stop()["empty"]))
-            timer.daemon = True
-            timer.start()
-
         if relayed:
             with EmptyServer(upstream=server.addr) as relay:
-                result = run_workers(specs_for("empty", relay.addr, {}, procs, concurrency, seconds, lead_s=2.0), on_start=on_start)
-        else:
-            result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0), on_start=on_start)
+                return _drive_empty(relay, procs, concurrency, seconds)
+        return _drive_empty(server, procs, concurrency, seconds)
+
+
+def _drive_empty(server: EmptyServer, procs: int, concurrency: int, seconds: float) -> tuple[float, float, float]:
+    meter = CpuMeter({"server": server.process.pid})
+    used: list[float] = []
+
+    def on_start() -> None:
+        meter.start()
+        timer = threading.Timer(seconds, lambda: used.append(meter.stop()["server"]))
+        timer.daemon = True
+        timer.start()
+
+    result = run_workers(specs_for("empty", server.addr, {}, procs, concurrency, seconds, lead_s=2.0), on_start=on_start)
     ok = result.calls.get(("EmptyCall", "OK"), [])
     if result.errors:
         print("empty-call workers reported: " + "; ".join(result.errors[:3]), file=sys.stderr)
@@ -163,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         f"empty gRPC call: {empty_rate:,.0f} calls/s, p99 {empty_p99:.1f} ms ({args.procs} procs x {args.concurrency} in flight), "
         f"{empty_cpu * 1e6:,.0f} us CPU of the empty server per call"
     )
-    relay_rate, relay_p99, _ = measure_empty(args.procs, args.concurrency, empty_seconds, relayed=True)
-    print(f"empty relay hop: {relay_rate:,.0f} calls/s, p99 {relay_p99:.1f} ms")
+    relay_rate, relay_p99, relay_cpu = measure_empty(args.procs, args.concurrency, empty_seconds, relayed=True)
+    print(f"empty relay hop: {relay_rate:,.0f} calls/s, p99 {relay_p99:.1f} ms, {relay_cpu * 1e6:,.0f} us CPU of the relay per call")
 
     with temp_data_dir("miandan-bench-") as data:
         env = bench_env(Path(data), free_ports=not args.default_ports)
@@ -227,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             print(floor)
         window = served["end"] - served["start"]
         print(
-            f"CPU per RPC served (its handler and the calls it makes; the empty server: {empty_cpu * 1e6:,.0f} us): "
+            f"CPU per RPC served (its handler and the calls it makes; the empty server: {empty_cpu * 1e6:,.0f} us, "
+            f"the empty relay: {relay_cpu * 1e6:,.0f} us): "
             + ", ".join(f"{n} {1e6 * cpu[n] / window[n]:,.0f} us" for n in cpu if window.get(n) and cpu[n] == cpu[n])
         )
     print(f"all status codes: {codes_text(result.codes())}; client retries {result.retries}")
