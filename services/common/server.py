@@ -9,6 +9,7 @@ drain on purpose: it typically closes the store / upstream channels that in-flig
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -25,9 +26,13 @@ from .interceptors import CallPipeline
 from .logging import configure_logging, get_logger
 from .metrics import RpcMetrics, default_metrics, start_metrics_server
 
-__all__ = ["Server", "build_server", "serve", "run", "server_options", "HEALTH_SERVICE_NAME"]
+__all__ = ["Server", "build_server", "serve", "run", "server_options", "settle_heap", "HEALTH_SERVICE_NAME"]
 
 T = TypeVar("T")
+# Allocations between young-generation collections once a process serves (Python's default is
+# 700). Measured under bench-order: the order service spent ~60 us of GC per order at 700 and
+# ~13 us at 20,000 with the start-up heap frozen; 10,000 keeps each pause near 5 ms.
+SERVING_GC_GEN0 = 10_000
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
@@ -181,11 +186,24 @@ async def serve_built(build: Callable[[Settings], Awaitable[Server]], settings: 
     await serve_server(settings, await build(settings))
 
 
+def settle_heap() -> None:
+    """Once a process has started serving: what start-up built (modules, descriptors, stores,
+    channels) lives as long as the process, so move it out of the collector's sight
+    (gc.freeze), and collect the young generation less often. Per call, a server allocates
+    thousands of short-lived containers (protobuf wrappers, futures, tasks); at the default
+    threshold the collector keeps re-scanning them and the frozen-to-be heap."""
+    gc.collect()
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(SERVING_GC_GEN0, gen1, gen2)
+
+
 async def serve_server(settings: Settings, server: Server) -> None:
     logger = configure_logging(settings)
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port)
     port = await server.start()
+    settle_heap()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
