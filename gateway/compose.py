@@ -59,6 +59,12 @@ VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
 
 
+def _refuses_the_invite(err: grpc.aio.AioRpcError) -> bool:
+    """AcceptInvite failed on the pass-phrase or the invite itself (the user still joins), not
+    on overload, a deadline or an outage (which the caller must see and retry)."""
+    return err.code() == _Code.INVALID_ARGUMENT or err.code() in _INVITE_PROBLEM_CODES
+
+
 async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
     """asyncio.gather that cancels the siblings when one fails: a wallet whose card half failed
     must not leave its lottery half running against a deadline nobody waits for."""
@@ -187,20 +193,9 @@ class Gateway:
         if self.clock.now().timestamp() < self._two_call_join_until:
             return await self._join_cards_in_two_calls(user, join_rid, invite_rid, pass_phrase_text, o)
         try:
-            reply = await self.card.AcceptInvite(
-                card_service_pb2.AcceptInviteRequest(
-                    request_id=invite_rid,
-                    campaign_id=self.campaign_id,
-                    invitee_user_id=user,
-                    text=pass_phrase_text,
-                    include_wallet=True,
-                    claim_signup=True,
-                    signup_request_id=join_rid,
-                ),
-                **o.kw(),
-            )
+            reply = await self._accept_invite(user, invite_rid, pass_phrase_text, o, claim_rid=join_rid)
         except grpc.aio.AioRpcError as err:
-            if err.code() != _Code.INVALID_ARGUMENT and err.code() not in _INVITE_PROBLEM_CODES:
+            if not _refuses_the_invite(err):
                 raise  # overload, deadline, outage: the caller must see it and retry
             # Nothing of the claim was kept. Claim now, as the first of the two calls would have
             # (a failing claim fails the Join as it did), then judge the invite's error as before.
@@ -228,22 +223,30 @@ class Gateway:
         then AcceptInvite, which brings the wallet back when it succeeds."""
         signup = await self._claim_signup(user, join_rid, False, o)
         try:
-            accepted = await self.card.AcceptInvite(
-                card_service_pb2.AcceptInviteRequest(
-                    request_id=invite_rid,
-                    campaign_id=self.campaign_id,
-                    invitee_user_id=user,
-                    text=pass_phrase_text,
-                    include_wallet=True,
-                ),
-                **o.kw(),
-            )
+            accepted = await self._accept_invite(user, invite_rid, pass_phrase_text, o)
         except grpc.aio.AioRpcError as err:
-            if err.code() != _Code.INVALID_ARGUMENT and err.code() not in _INVITE_PROBLEM_CODES:
+            if not _refuses_the_invite(err):
                 raise
             # A failed AcceptInvite carries no wallet (the claim was asked without).
             return signup.newly_granted, False, self._invite_problem(err), await self._get_wallet(user, o)
         return signup.newly_granted, True, "", await self._wallet_of_write(accepted, user, o)
+
+    async def _accept_invite(
+        self, user: str, invite_rid: str, pass_phrase_text: str, o: CallOptions, *, claim_rid: str = ""
+    ) -> card_service_pb2.AcceptInviteResponse:
+        """AcceptInvite with the wallet back; with claim_rid, the sign-up claim in the same call."""
+        return await self.card.AcceptInvite(
+            card_service_pb2.AcceptInviteRequest(
+                request_id=invite_rid,
+                campaign_id=self.campaign_id,
+                invitee_user_id=user,
+                text=pass_phrase_text,
+                include_wallet=True,
+                claim_signup=bool(claim_rid),
+                signup_request_id=claim_rid,
+            ),
+            **o.kw(),
+        )
 
     async def _claim_signup(
         self, user: str, join_rid: str, include_wallet: bool, o: CallOptions
