@@ -10,6 +10,7 @@ from typing import Any, AsyncIterator
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
 from miandan.gateway.v1 import gateway_service_pb2_grpc
@@ -84,3 +85,27 @@ async def _card_lottery_gateway(tmp_path: Any, rules: Any) -> AsyncIterator[Simp
 def card_lottery_gateway():
     """`async with card_lottery_gateway(tmp_path, rules) as env:` (see _card_lottery_gateway)."""
     return _card_lottery_gateway
+
+
+class CardCalls:
+    """RPCs the card server answered, by method, read from this process's Prometheus registry
+    (the in-process servers share it): what a Join costs the card service."""
+
+    @staticmethod
+    def snapshot() -> dict[str, float]:
+        counts: dict[str, float] = {}
+        for metric in REGISTRY.collect():
+            for s in metric.samples:
+                if s.name == "miandan_rpc_calls_total" and s.labels.get("service") == "card":
+                    counts[s.labels["method"]] = counts.get(s.labels["method"], 0) + s.value
+        return counts
+
+    @classmethod
+    def since(cls, before: dict[str, float]) -> dict[str, int]:
+        now = cls.snapshot()
+        return {m: int(v - before.get(m, 0)) for m, v in now.items() if v - before.get(m, 0)}
+
+
+@pytest.fixture
+def card_calls() -> type[CardCalls]:
+    return CardCalls

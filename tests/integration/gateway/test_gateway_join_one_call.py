@@ -8,7 +8,6 @@ import time
 
 import grpc
 import pytest
-from prometheus_client import REGISTRY
 
 from miandan.card.v1 import card_pb2, card_service_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
@@ -21,20 +20,6 @@ from gateway.compose import Gateway, scoped_request_id
 
 pytestmark = pytest.mark.timeout(60)
 CAMPAIGN = "spring-2026"
-
-
-def card_rpcs() -> dict[str, float]:
-    counts: dict[str, float] = {}
-    for metric in REGISTRY.collect():
-        for s in metric.samples:
-            if s.name == "miandan_rpc_calls_total" and s.labels.get("service") == "card":
-                counts[s.labels["method"]] = counts.get(s.labels["method"], 0) + s.value
-    return counts
-
-
-def card_calls_since(before: dict[str, float]) -> dict[str, int]:
-    now = card_rpcs()
-    return {m: int(v - before.get(m, 0)) for m, v in now.items() if v - before.get(m, 0)}
 
 
 @pytest.fixture
@@ -67,11 +52,11 @@ async def phrase_of(env, user: str) -> str:
 NOBODY_S = "¥ZZZZZZZZ" + check_letter("ZZZZZZZZ") + "¥"
 
 
-async def test_a_join_with_a_valid_pass_phrase_is_one_card_rpc(env):
+async def test_a_join_with_a_valid_pass_phrase_is_one_card_rpc(env, card_calls):
     phrase = await phrase_of(env, "host")
-    before = card_rpcs()
+    before = card_calls.snapshot()
     joined = await join(env, "bob", "r1", phrase)
-    assert card_calls_since(before) == {"AcceptInvite": 1}
+    assert card_calls.since(before) == {"AcceptInvite": 1}
     assert joined.newly_joined and joined.invite_accepted and joined.invite_problem == ""
     assert joined.wallet.wallet.invited_by_user_id == "host" and len(joined.wallet.cards) == 1
     # The claim was recorded under the Join's own key: a plain retry of it replays.
@@ -82,41 +67,41 @@ async def test_a_join_with_a_valid_pass_phrase_is_one_card_rpc(env):
         metadata=internal_metadata(env.settings), timeout=10,
     )
     assert not retry.newly_granted and [c.card_id for c in retry.cards] == [c.card_id for c in joined.wallet.cards]
-    before = card_rpcs()
+    before = card_calls.snapshot()
     again = await join(env, "bob", "r1", phrase)
-    assert card_calls_since(before) == {"AcceptInvite": 1}
+    assert card_calls.since(before) == {"AcceptInvite": 1}
     assert not again.newly_joined and again.invite_accepted and again.wallet == joined.wallet
 
 
-async def test_a_join_with_a_refused_pass_phrase_still_joins_and_reports_the_problem(env):
+async def test_a_join_with_a_refused_pass_phrase_still_joins_and_reports_the_problem(env, card_calls):
     own = await phrase_of(env, "host")
-    before = card_rpcs()
+    before = card_calls.snapshot()
     joined = await join(env, "host", "r2", own)  # host already joined: its own pass-phrase
-    assert card_calls_since(before) == {"AcceptInvite": 1, "ClaimSignupCard": 1}
+    assert card_calls.since(before) == {"AcceptInvite": 1, "ClaimSignupCard": 1}
     assert not joined.newly_joined and not joined.invite_accepted and joined.invite_problem == "SELF_INVITE"
-    before = card_rpcs()
+    before = card_calls.snapshot()
     joined = await join(env, "carol", "r1", NOBODY_S)
-    calls = card_calls_since(before)
+    calls = card_calls.since(before)
     assert calls == {"AcceptInvite": 1, "ClaimSignupCard": 1}, calls
     assert joined.newly_joined and not joined.invite_accepted and joined.invite_problem == "INVITE_CODE_NOT_FOUND"
     assert len(joined.wallet.cards) == 1 and joined.wallet.wallet.invited_by_user_id == ""
 
 
-async def test_a_join_without_a_pass_phrase_is_unchanged(env):
-    before = card_rpcs()
+async def test_a_join_without_a_pass_phrase_is_unchanged(env, card_calls):
+    before = card_calls.snapshot()
     joined = await join(env, "dave", "r1")
-    assert card_calls_since(before) == {"ClaimSignupCard": 1}
+    assert card_calls.since(before) == {"ClaimSignupCard": 1}
     assert joined.newly_joined and not joined.invite_accepted and len(joined.wallet.cards) == 1
 
 
-async def test_a_family_of_six_joining_through_the_gateway_collects_eleven_cards_one_card_rpc_each(env):
+async def test_a_family_of_six_joining_through_the_gateway_collects_eleven_cards_one_card_rpc_each(env, card_calls):
     family = [f"member{n}" for n in range(6)]
     await join(env, family[0], "r1")
-    before = card_rpcs()
+    before = card_calls.snapshot()
     for inviter, invitee in zip(family, family[1:]):
         joined = await join(env, invitee, "r1", await phrase_of(env, inviter))
         assert joined.newly_joined and joined.invite_accepted
-    calls = card_calls_since(before)
+    calls = card_calls.since(before)
     assert calls.get("AcceptInvite") == 5 and "ClaimSignupCard" not in calls
     granted = [(await wallet_of(env, u)).cards_granted for u in family]
     assert granted == [2, 2, 2, 2, 2, 1] and sum(granted) == 11
@@ -145,7 +130,7 @@ async def outcome(gateway: Gateway, user: str, rid: str, text: str, o: CallOptio
         return (err.code(), error_details(err)["reason"])
 
 
-async def test_one_call_and_two_call_joins_answer_the_same(env):
+async def test_one_call_and_two_call_joins_answer_the_same(env, card_calls):
     one = Gateway(card=env.card, catalog=None, order=None, lottery=env.lottery, campaign_id=CAMPAIGN, clock=env.clock)
     two = Gateway(card=env.card, catalog=None, order=None, lottery=env.lottery, campaign_id=CAMPAIGN, clock=env.clock)
     two._two_call_join_until = float("inf")  # as after meeting a card service older than claim_signup
@@ -154,7 +139,7 @@ async def test_one_call_and_two_call_joins_answer_the_same(env):
     calls = {}
     for name, gateway in (("one", one), ("two", two)):
         seen = []
-        before = card_rpcs()
+        before = card_calls.snapshot()
         u = lambda who: f"{name}-{who}"  # noqa: E731
         seen.append(await outcome(gateway, u("bob"), "r1", host, o))  # a first join
         seen.append(await outcome(gateway, u("bob"), "r1", host, o))  # its replay
@@ -166,7 +151,7 @@ async def test_one_call_and_two_call_joins_answer_the_same(env):
         seen.append(await outcome(gateway, u("erin"), "r2", host, o))  # the join that follows it
         own = await phrase_of(env, u("erin"))
         seen.append(await outcome(gateway, u("erin"), "r3", own, o))  # its own pass-phrase
-        calls[name] = sum(card_calls_since(before).values())
+        calls[name] = sum(card_calls.since(before).values())
         seen.append([plain(await join(env, u(who), "r9")).wallet for who in ("bob", "carol", "dave", "erin")])
         calls.setdefault(f"{name}-seen", seen)
     assert calls["one-seen"] == calls["two-seen"]

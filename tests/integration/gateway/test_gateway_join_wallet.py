@@ -4,29 +4,13 @@ the gateway's GetWallet (the path Join used before) shows right after, for a pla
 valid pass-phrase, a refused one, and replays, with one card RPC fewer than before."""
 from __future__ import annotations
 
-
 import pytest
-from prometheus_client import REGISTRY
 
 from miandan.card.v1 import card_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
 from services.card.invite_code import check_letter
 
 pytestmark = pytest.mark.timeout(60)
-
-def card_rpcs() -> dict[str, float]:
-    """RPCs the card server handled so far, by method (the servers share this process's registry)."""
-    counts: dict[str, float] = {}
-    for metric in REGISTRY.collect():
-        for s in metric.samples:
-            if s.name == "miandan_rpc_calls_total" and s.labels.get("service") == "card":
-                counts[s.labels["method"]] = counts.get(s.labels["method"], 0) + s.value
-    return counts
-
-
-def card_calls_since(before: dict[str, float]) -> dict[str, int]:
-    now = card_rpcs()
-    return {m: int(v - before.get(m, 0)) for m, v in now.items() if v - before.get(m, 0)}
 
 
 @pytest.fixture
@@ -50,20 +34,20 @@ async def suite(tmp_path, card_lottery_gateway):
         yield s
 
 
-async def test_a_plain_join_is_one_card_call_and_shows_the_wallet_get_wallet_shows(suite):
-    before = card_rpcs()
+async def test_a_plain_join_is_one_card_call_and_shows_the_wallet_get_wallet_shows(suite, card_calls):
+    before = card_calls.snapshot()
     joined = await suite.join("alice", "r1")
-    assert card_calls_since(before) == {"ClaimSignupCard": 1}  # was ClaimSignupCard + GetWallet
+    assert card_calls.since(before) == {"ClaimSignupCard": 1}  # was ClaimSignupCard + GetWallet
     assert joined.newly_joined and not joined.invite_accepted and joined.invite_problem == ""
     assert len(joined.wallet.cards) == 1 and joined.wallet.wallet.cards_granted == 1
     assert joined.wallet == await suite.wallet("alice")
 
 
-async def test_a_join_with_a_valid_pass_phrase_is_one_card_call_and_counts_the_invite(suite):
+async def test_a_join_with_a_valid_pass_phrase_is_one_card_call_and_counts_the_invite(suite, card_calls):
     phrase = (await suite.wallet("host")).wallet.pass_phrase_text
-    before = card_rpcs()
+    before = card_calls.snapshot()
     joined = await suite.join("bob", "r1", phrase)
-    assert card_calls_since(before) == {"AcceptInvite": 1}  # claim_signup: was ClaimSignupCard + AcceptInvite
+    assert card_calls.since(before) == {"AcceptInvite": 1}  # claim_signup: was ClaimSignupCard + AcceptInvite
     assert joined.newly_joined and joined.invite_accepted and joined.invite_problem == ""
     assert joined.wallet.wallet.cards_granted == 2 and len(joined.wallet.cards) == 2  # the invitee top-up
     assert joined.wallet.wallet.invited_by_user_id == "host"
@@ -71,22 +55,22 @@ async def test_a_join_with_a_valid_pass_phrase_is_one_card_call_and_counts_the_i
     assert (await suite.wallet("host")).lottery.invites == 1
 
 
-async def test_a_refused_pass_phrase_still_joins_and_reads_the_wallet_from_the_claim(suite):
-    before = card_rpcs()
+async def test_a_refused_pass_phrase_still_joins_and_reads_the_wallet_from_the_claim(suite, card_calls):
+    before = card_calls.snapshot()
     nobody_s = "ZZZZZZZZ" + check_letter("ZZZZZZZZ")  # well-formed, but no user's code
     joined = await suite.join("carol", "r1", f"¥{nobody_s}¥")
-    calls = card_calls_since(before)
+    calls = card_calls.since(before)
     assert calls == {"AcceptInvite": 1, "ClaimSignupCard": 1}, calls  # the claim brings the wallet
     assert joined.newly_joined and not joined.invite_accepted and joined.invite_problem == "INVITE_CODE_NOT_FOUND"
     assert joined.wallet == await suite.wallet("carol")
 
 
 @pytest.mark.parametrize("with_phrase", [False, True])
-async def test_a_replayed_join_answers_with_the_same_wallet(suite, with_phrase):
+async def test_a_replayed_join_answers_with_the_same_wallet(suite, with_phrase, card_calls):
     phrase = (await suite.wallet("host")).wallet.pass_phrase_text if with_phrase else ""
     first = await suite.join("dave", "r1", phrase)
-    before = card_rpcs()
+    before = card_calls.snapshot()
     again = await suite.join("dave", "r1", phrase)
-    assert sum(card_calls_since(before).values()) == 1
+    assert sum(card_calls.since(before).values()) == 1
     assert not again.newly_joined and again.invite_accepted == with_phrase
     assert again.wallet == first.wallet == await suite.wallet("dave")
