@@ -902,18 +902,18 @@ def _pick_and_hold(
     With `redeem` the card goes straight on to REDEEMED (the ledger still gets RESERVE then
     CONFIRM, see migration 2)."""
     row = conn.execute(
-        _PICK_AND_REDEEM if redeem else _PICK_AND_HOLD,
-        (order_id, None if redeem else until, CONFIRM if redeem else RESERVE, now_ms, campaign_id, user_id, now_ms),
+        _PICK_AND_TAKE,
+        (int(_TAKEN[redeem]), order_id, None if redeem else until, CONFIRM if redeem else RESERVE, now_ms,
+         campaign_id, user_id, now_ms),
     ).fetchall()
     return _card_from(row[0]) if row else None
 
 
-_PICK = (
+_PICK_AND_TAKE = (
+    "UPDATE cards SET state = ?, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?"
     " WHERE state = 1 AND card_id = (SELECT card_id FROM cards WHERE campaign_id = ? AND user_id = ? AND state = 1"
     f" AND expire_ms > ? ORDER BY expire_ms, card_id LIMIT 1) RETURNING {_CARD_COLS}"
 )
-_PICK_AND_HOLD = "UPDATE cards SET state = 2, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?" + _PICK
-_PICK_AND_REDEEM = "UPDATE cards SET state = 3, order_id = ?, reserved_until_ms = ?, cause = ?, changed_ms = ?" + _PICK
 
 
 # Where a reservation takes an available card: a plain one holds it, a redeem takes it for good.

@@ -255,15 +255,16 @@ def request_hash(
 ) -> str:
     """Fingerprint of what the client asked for (not of prices): the same request_id with a
     different fingerprint is a reused key, not a retry."""
-    canon = _CANONICAL_JSON(
+    canon = compact_json(
         [user_id, store_id, [s.to_json() for s in selections], from_cart, card_use, card_id, campaign_id]
     )
     return hashlib.sha256(canon.encode()).hexdigest()[:32]
 
 
-# json.dumps(..., separators=(",", ":"), ensure_ascii=False) without building an encoder per call:
-# the same bytes, so fingerprints stored before stay comparable.
-_CANONICAL_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# json.dumps(..., separators=(",", ":"), ensure_ascii=False) without building an encoder per call
+# (fingerprints here, order docs in the store): the same bytes, so fingerprints stored before
+# stay comparable.
+compact_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -122,12 +122,8 @@ class OrderStore(Protocol):
 
 # --- (de)serialisation ----------------------------------------------------------------------
 
-# One encoder for every doc: json.dumps with options builds a new JSONEncoder per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
-
-
 def to_doc(o: Order) -> str:
-    return _ENCODE(
+    return model.compact_json(
         {
             "rid": o.request_id,
             "rh": o.request_hash,
