@@ -163,7 +163,7 @@ async def test_calls_made_together_go_out_as_one_batch_with_the_unary_requests(u
 
 
 async def test_calls_queue_while_two_rpcs_are_in_flight_and_go_together_when_one_returns(unary, stub):
-    client = batching(unary, stub)
+    client = batching(unary, stub, max_in_flight=2)
     stub.gate.clear()
     first = asyncio.ensure_future(reserve(client, "a"))
     await turns()
@@ -182,8 +182,22 @@ async def test_calls_queue_while_two_rpcs_are_in_flight_and_go_together_when_one
     assert client.calls["ReserveCard"] == 2 and client.calls["ReserveCards.entries"] == 8
 
 
+async def test_by_default_one_rpc_is_in_flight_and_everything_else_waits_for_it(unary, stub):
+    client = batching(unary, stub)
+    stub.gate.clear()
+    first = asyncio.ensure_future(reserve(client, "a"))
+    await turns()
+    rest = [asyncio.ensure_future(reserve(client, f"q{i}")) for i in range(5)]
+    await turns()
+    assert [req.user_id for req, _ in stub.unary] == ["a"] and stub.batches == []
+    stub.gate.set()
+    got = await asyncio.gather(first, *rest)
+    assert [r.card_id for r in got] == [f"card-of-o-{u}" for u in ["a", *(f"q{i}" for i in range(5))]]
+    assert sizes(stub) == [5]  # the five that waited went out as one batch
+
+
 async def test_no_rpc_carries_more_than_the_cap(unary, stub):
-    client = batching(unary, stub, max_entries=4)
+    client = batching(unary, stub, max_entries=4, max_in_flight=2)
     stub.gate.clear()
     calls = [asyncio.ensure_future(reserve(client, f"u{i}")) for i in range(11)]
     await turns()
