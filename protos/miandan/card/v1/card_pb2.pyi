@@ -597,6 +597,7 @@ class Reservation(_message.Message):
     COVERED_FEN_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     """Order the card is for; one reservation per order."""
     card_id: _builtins.str
@@ -615,6 +616,10 @@ class Reservation(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """While HELD: when the hold lapses."""
 
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the reservation was made."""
+
     def __init__(
         self,
         *,
@@ -626,10 +631,11 @@ class Reservation(_message.Message):
         covered_fen: _builtins.int = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         campaign_id: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "expire_time", b"expire_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "campaign_id", b"campaign_id", "card_id", b"card_id", "covered_fen", b"covered_fen", "expire_time", b"expire_time", "order_id", b"order_id", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "campaign_id", b"campaign_id", "card_id", b"card_id", "covered_fen", b"covered_fen", "create_time", b"create_time", "expire_time", b"expire_time", "order_id", b"order_id", "state", b"state", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

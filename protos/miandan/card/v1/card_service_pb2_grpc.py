@@ -101,6 +101,11 @@ class CardServiceStub:
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardRequest.SerializeToString,
                 response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardResponse.FromString,
                 _registered_method=True)
+        self.ListReservations = channel.unary_unary(
+                '/miandan.card.v1.CardService/ListReservations',
+                request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsRequest.SerializeToString,
+                response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsResponse.FromString,
+                _registered_method=True)
         self.GetInviteStats = channel.unary_unary(
                 '/miandan.card.v1.CardService/GetInviteStats',
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetInviteStatsRequest.SerializeToString,
@@ -260,6 +265,17 @@ class CardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListReservations(self, request, context):
+        """Internal, for the order service's recovery pass: every reservation created at or after
+        created_after, oldest first (create_time, then order_id), in pages. The order service
+        writes its order row only after the card call, so after a crash it asks which cards it
+        reserved that no order row knows about. Errors: INVALID_ARGUMENT on page_size (outside
+        0..1000) or page_token (not one this RPC returned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetInviteStats(self, request, context):
         """The new users a user invited (for the lottery).
         """
@@ -357,6 +373,11 @@ def add_CardServiceServicer_to_server(servicer, server):
                     servicer.RefundCard,
                     request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardRequest.FromString,
                     response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardResponse.SerializeToString,
+            ),
+            'ListReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListReservations,
+                    request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsRequest.FromString,
+                    response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsResponse.SerializeToString,
             ),
             'GetInviteStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInviteStats,
@@ -715,6 +736,33 @@ class CardService:
             '/miandan.card.v1.CardService/RefundCard',
             miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardRequest.SerializeToString,
             miandan_dot_card_dot_v1_dot_card__service__pb2.RefundCardResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.card.v1.CardService/ListReservations',
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsRequest.SerializeToString,
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

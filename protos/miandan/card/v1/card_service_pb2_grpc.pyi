@@ -110,6 +110,13 @@ class CardServiceStub:
     On a reservation still HELD (cancelled before payment) it releases the hold.
     Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
     """
+    ListReservations: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListReservationsRequest, _card_service_pb2.ListReservationsResponse]
+    """Internal, for the order service's recovery pass: every reservation created at or after
+    created_after, oldest first (create_time, then order_id), in pages. The order service
+    writes its order row only after the card call, so after a crash it asks which cards it
+    reserved that no order row knows about. Errors: INVALID_ARGUMENT on page_size (outside
+    0..1000) or page_token (not one this RPC returned).
+    """
     GetInviteStats: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]
     """The new users a user invited (for the lottery)."""
     GetBudget: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetBudgetRequest, _card_service_pb2.GetBudgetResponse]
@@ -200,6 +207,13 @@ class CardServiceAsyncStub(CardServiceStub):
     """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
     On a reservation still HELD (cancelled before payment) it releases the hold.
     Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    """
+    ListReservations: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListReservationsRequest, _card_service_pb2.ListReservationsResponse]  # type: ignore[assignment]
+    """Internal, for the order service's recovery pass: every reservation created at or after
+    created_after, oldest first (create_time, then order_id), in pages. The order service
+    writes its order row only after the card call, so after a crash it asks which cards it
+    reserved that no order row knows about. Errors: INVALID_ARGUMENT on page_size (outside
+    0..1000) or page_token (not one this RPC returned).
     """
     GetInviteStats: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]  # type: ignore[assignment]
     """The new users a user invited (for the lottery)."""
@@ -360,6 +374,19 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
         On a reservation still HELD (cancelled before payment) it releases the hold.
         Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def ListReservations(
+        self,
+        request: _card_service_pb2.ListReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_card_service_pb2.ListReservationsResponse, _abc.Awaitable[_card_service_pb2.ListReservationsResponse]]:
+        """Internal, for the order service's recovery pass: every reservation created at or after
+        created_after, oldest first (create_time, then order_id), in pages. The order service
+        writes its order row only after the card call, so after a crash it asks which cards it
+        reserved that no order row knows about. Errors: INVALID_ARGUMENT on page_size (outside
+        0..1000) or page_token (not one this RPC returned).
         """
 
     @_abc_1.abstractmethod
