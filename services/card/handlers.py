@@ -16,6 +16,7 @@ from .model import (
     Campaign,
     Card,
     CardState,
+    Reservation,
     Rules,
     campaign_not_found,
     card_not_found,
@@ -56,6 +57,10 @@ class WalletView:
     invites_made: int
     invite_code: str
     invited_by: str
+
+
+# First part of a ListReservations page token.
+_RESERVATIONS_TOKEN = "R"
 
 
 def _encode_token(*parts: object) -> str:
@@ -230,6 +235,28 @@ class CardHandlers:
         check_id(request_id, "request_id", required=False)
         check_id(order_id, "order_id")
         return await self.store.refund(order_id, request_id, self.now())
+
+    async def list_reservations(
+        self, created_after_ms: int | None, size: int, token: str
+    ) -> tuple[list[Reservation], str]:
+        """Every reservation created at or after created_after_ms (None: all), oldest first.
+        A token carries the whole position, so created_after is ignored with one (the proto's
+        contract): the last page's (create_ms, order_id) is where the next one starts."""
+        limit = page_size(size, 500, 1000)
+        after: tuple[int, str] | None = None
+        if token:
+            kind, ms, order_id = _decode_token(token, 3)
+            # The kind tag: a ListCards or GetInviteStats token has the same (ms, id) shape.
+            if kind != _RESERVATIONS_TOKEN or not ms.lstrip("-").isdigit():
+                raise InvalidArgument("page_token", "not a token returned by this service")
+            after = (int(ms), order_id)
+        low = created_after_ms if created_after_ms is not None and after is None else -(2**62)
+        found = await self.store.list_reservations(low, after, limit + 1)
+        more = len(found) > limit
+        page = found[:limit]
+        now = self.now()
+        next_token = _encode_token(_RESERVATIONS_TOKEN, page[-1].create_ms, page[-1].order_id) if more else ""
+        return [r.at(now) for r in page], next_token
 
     # --- reports -----------------------------------------------------------------------------
 

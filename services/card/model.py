@@ -383,6 +383,8 @@ class Reservation:
     expire_ms: int
     end_cause: str = ""  # RELEASE / RESERVATION_TIMEOUT / REFUND
     refund_returned: bool = False
+    # When the reservation was made (a released order that reserves again gets a new one).
+    create_ms: int = 0
 
     def is_lapsed(self, now_ms: int) -> bool:
         return self.state == ReservationState.HELD and self.expire_ms <= now_ms

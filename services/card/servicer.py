@@ -71,6 +71,7 @@ def reservation_pb(r: Reservation) -> card_pb2.Reservation:
     return card_pb2.Reservation(
         order_id=r.order_id, card_id=r.card_id, user_id=r.user_id, state=int(r.state), amount_fen=r.amount_fen,
         covered_fen=r.covered_fen, expire_time=_ts(r.expire_ms), campaign_id=r.campaign_id,
+        create_time=_ts(r.create_ms),
     )
 
 
@@ -242,6 +243,12 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             reservation=reservation_pb(r.reservation), card=card_pb(r.card), returned=r.returned,
             not_returned_reason=r.not_returned_reason,
         )
+
+    async def ListReservations(self, request: pb.ListReservationsRequest, context: Any) -> pb.ListReservationsResponse:
+        found, token = await self.h.list_reservations(
+            _ms(request.created_after, request.HasField("created_after")), request.page_size, request.page_token
+        )
+        return pb.ListReservationsResponse(reservations=[reservation_pb(r) for r in found], next_page_token=token)
 
     async def GetInviteStats(self, request: pb.GetInviteStatsRequest, context: Any) -> pb.GetInviteStatsResponse:
         before = _ms(request.before_time, request.HasField("before_time"))

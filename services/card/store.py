@@ -231,6 +231,13 @@ MIGRATIONS = [
              (NEW.card_id, 2, 3, NEW.order_id, NEW.changed_ms, NEW.cause);
     END;
     """,
+    # 3: ListReservations, the order service's recovery pass (reservations created since a
+    # watermark). reservations is WITHOUT ROWID keyed by order_id, so each entry carries
+    # order_id: the index alone serves ORDER BY create_ms, order_id and the keyset seek. One
+    # more index entry per reservation insert; a confirm does not touch it (create_ms is stable).
+    """
+    CREATE INDEX reservations_created ON reservations(create_ms);
+    """,
 ]
 
 
@@ -319,6 +326,9 @@ class CardStore(Protocol):
     async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign: ...
     async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
     async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]: ...
+    async def list_reservations(
+        self, created_after_ms: int, after: tuple[int, str] | None, limit: int
+    ) -> list[Reservation]: ...
     async def claim_signup(self, campaign: Campaign, user_id: str, request_id: str, now_ms: int) -> tuple[list[Card], bool]: ...
     async def invite_code(self, campaign: Campaign, user_id: str) -> str: ...
     async def accept_invite(
@@ -454,6 +464,13 @@ class SqliteCardStore:
     async def refund(self, order_id: str, request_id: str, now_ms: int) -> RefundResult:
         return await self._write(_refund, order_id, request_id, now_ms)
 
+    async def list_reservations(
+        self, created_after_ms: int, after: tuple[int, str] | None, limit: int
+    ) -> list[Reservation]:
+        """Reservations with create_ms >= created_after_ms, by (create_ms, order_id); `after` is
+        the (create_ms, order_id) of the previous page's last row. A page scan: db.read."""
+        return await self.db.read(_list_reservations, created_after_ms, after, limit)
+
     # --- reports -----------------------------------------------------------------------------
 
     async def invite_stats(
@@ -482,7 +499,10 @@ _CAMPAIGN_COLS = (
     " time_zone, create_ms, secret"
 )
 _CARD_COLS = "card_id, campaign_id, user_id, state, source, face_value_fen, grant_ms, expire_ms, order_id, reserved_until_ms"
-_RES_COLS = "order_id, card_id, user_id, campaign_id, state, amount_fen, covered_fen, expire_ms, end_cause, refund_returned"
+_RES_COLS = (
+    "order_id, card_id, user_id, campaign_id, state, amount_fen, covered_fen, expire_ms, end_cause, refund_returned,"
+    " create_ms"
+)
 _INVITE_COLS = (
     "campaign_id, inviter_user_id, invitee_user_id, accept_ms, inviter_rewarded, invitee_rewarded,"
     " inviter_reason, invitee_reason"
@@ -503,7 +523,9 @@ def _card_from(row: Sequence[Any]) -> Card:
 
 
 def _reservation_from(row: Sequence[Any]) -> Reservation:
-    return Reservation(row[0], row[1], row[2], row[3], ReservationState(row[4]), row[5], row[6], row[7], row[8], bool(row[9]))
+    return Reservation(
+        row[0], row[1], row[2], row[3], ReservationState(row[4]), row[5], row[6], row[7], row[8], bool(row[9]), row[10]
+    )
 
 
 def _invite_from(row: Sequence[Any]) -> Invite:
@@ -969,11 +991,13 @@ def _reserve(
         # trigger of migration 2), as if Confirm had followed: the ledger tells the same history
         # whichever way the order path took.
         state = ReservationState.CONFIRMED
-    reservation = Reservation(order_id, held.card_id, user_id, c.campaign_id, state, amount_fen, covered, until)
+    reservation = Reservation(
+        order_id, held.card_id, user_id, c.campaign_id, state, amount_fen, covered, until, create_ms=now_ms
+    )
     # An upsert on order_id only (a released order takes a new hold): a second HELD row for the
     # same card still violates reservations_one_hold and fails the call.
     conn.execute(
-        f"INSERT INTO reservations ({_RES_COLS}, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)"
+        f"INSERT INTO reservations ({_RES_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', 0, ?)"
         " ON CONFLICT (order_id) DO UPDATE SET card_id = excluded.card_id, state = excluded.state,"
         " amount_fen = excluded.amount_fen, covered_fen = excluded.covered_fen, expire_ms = excluded.expire_ms,"
         " end_cause = '', refund_returned = 0, create_ms = excluded.create_ms",
@@ -1058,6 +1082,22 @@ def _refund(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: in
 
 
 # --- reports ---------------------------------------------------------------------------------
+
+
+def _list_reservations(
+    conn: sqlite3.Connection, created_after_ms: int, after: tuple[int, str] | None, limit: int
+) -> list[Reservation]:
+    # A seek into reservations_created at the lower create_ms bound and a walk in index order
+    # (no sort); past the previous page only the rows tied on its last create_ms are skipped.
+    where = "create_ms >= ?"
+    params: tuple[Any, ...] = (created_after_ms,)
+    if after is not None:
+        where = "create_ms >= ? AND (create_ms > ? OR (create_ms = ? AND order_id > ?))"
+        params = (max(created_after_ms, after[0]), after[0], after[0], after[1])
+    rows = conn.execute(
+        f"SELECT {_RES_COLS} FROM reservations WHERE {where} ORDER BY create_ms, order_id LIMIT ?", (*params, limit)
+    ).fetchall()
+    return [_reservation_from(r) for r in rows]
 
 
 def _invite_stats(
