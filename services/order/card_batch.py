@@ -193,6 +193,9 @@ class BatchingCardClient:
         await self._answered(key)
         return await self.unary.refund(key, timeout=timeout)
 
+    async def list_reservations(self, created_after_ms: int, page_token: str, *, timeout: float) -> tuple[list[Reservation], str]:
+        return await self.unary.list_reservations(created_after_ms, page_token, timeout=timeout)
+
     async def _answered(self, key: str) -> None:
         """Wait until no reservation of `key` is in flight any more (module docstring)."""
         sent = self._sent.get(key)

@@ -1,15 +1,19 @@
 """Order use cases: carts, the placement saga, payment, lifecycle, live status, recovery.
 
-The placement saga (payable 0, the hot path): Quote -> write PLACING -> ReserveCard(redeem)
--> write PAID (ReserveCard + ConfirmReservation when the card may cover only part, or when the
-card service answers a plain hold). The PLACING row is written before any card is touched, under
-an order id derived from (user, request_id), so whatever dies at whatever moment leaves a row
-that names the reservation: a retry with the same request_id resumes it (every card call is
-idempotent per reservation key), and the recovery pass (on start and every few seconds)
-compensates it (ReleaseReservation) or finishes it when the card turns out to be redeemed
-already. Later side effects (confirm a card after payment, return a card, refund money) are
-written into the row as outstanding actions together with the state change that needs them,
-done inline, cleared, and re-driven by the sweep when an upstream was down.
+The placement saga (payable 0, the hot path): Quote -> ReserveCard(redeem) -> write the PAID
+order (ReserveCard + ConfirmReservation when the card may cover only part, or when the card
+service answers a plain hold). A new request's row is written once, as the finished order,
+after the card call; its order id (and reservation key) derive from (user, request_id), so a
+retry lands on the same reservation. A crash between the card call and that write leaves a
+card held or redeemed for an order with no row: the recovery pass on start lists the card
+service's reservations since the stored card watermark and undoes those (see "placements whose
+row was never written" below). Every failure first writes the PLACING row and compensates
+through it as before, and so does a retry of an aborted attempt: a PLACING row is what the
+recovery pass (on start and every few seconds) compensates (ReleaseReservation) or finishes
+when the card turns out to be redeemed already. Later side effects (confirm a card after
+payment, return a card, refund money) are written into the row as outstanding actions together
+with the state change that needs them, done inline, cleared, and re-driven by the sweep when an
+upstream was down.
 """
 from __future__ import annotations
 
@@ -40,6 +44,12 @@ __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "Car
 log = logging.getLogger("miandan.order")
 # The card service's longest hold (its ReserveCard ttl_seconds limit).
 MAX_HOLD_SECONDS = 86_400
+# How far before the oldest placement in flight the card watermark stays: the card service
+# stamps a reservation with its own clock, which may run behind ours (another host).
+WATERMARK_MARGIN_MS = 30_000
+# Attempts a new request takes on its own when its reservation key turns out to be one the
+# recovery pass undid after a crash (each attempt is a new key).
+MAX_UNWRITTEN_ATTEMPTS = 3
 
 
 class Budget:
@@ -141,10 +151,12 @@ class _Flight:
     outcome is known; the task may go on compensating after that, and the flight stays
     registered until it ends, so no retry races the compensation."""
 
-    __slots__ = ("request_hash", "answer", "task")
+    __slots__ = ("request_hash", "start_ms", "answer", "task")
 
-    def __init__(self, request_hash: str) -> None:
+    def __init__(self, request_hash: str | None, start_ms: int) -> None:
+        # None: the recovery of a reservation whose request is unknown; any retry waits for it.
         self.request_hash = request_hash
+        self.start_ms = start_ms
         self.answer: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         # Retrieved even when nobody waits (a sweep's flight), so asyncio never warns.
         self.answer.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -208,6 +220,11 @@ class OrderService:
         # an order can ask the card service to reserve and redeem in one call.
         self._face_values: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        # The card watermark is stored (once per process we know it is).
+        self._watermark_set = False
+        # Card reservations from this time on (ms) await the recovery pass's check for ones
+        # no order row knows about; None when none do.
+        self._scan_since: int | None = None
 
     def _now(self) -> int:
         return now_ms(self.clock)
@@ -279,16 +296,16 @@ class OrderService:
             # The saga runs in its own task: a caller that gives up (deadline, disconnect) does
             # not cut it in the middle, and concurrent duplicates wait for the same outcome.
             flight = self._fly(order_id, fingerprint, self._place(order_id, fingerprint, campaign, r, budget))
-        elif flight.request_hash != fingerprint:
+        elif flight.request_hash is not None and flight.request_hash != fingerprint:
             raise _request_id_reused()
         order = await asyncio.shield(flight.answer)
-        if not order.visible:
+        if order is None or not order.visible:
             # The recovery pass owned this request and compensated it: a retry starts afresh.
             raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
         return order
 
-    def _fly(self, order_id: str, request_hash: str, work: Any) -> _Flight:
-        flight = self._flights[order_id] = _Flight(request_hash)
+    def _fly(self, order_id: str, request_hash: str | None, work: Any) -> _Flight:
+        flight = self._flights[order_id] = _Flight(request_hash, self._now())
 
         async def run() -> None:
             try:
@@ -316,14 +333,15 @@ class OrderService:
             flight.settle(exc=exc)
 
     async def _place(self, order_id: str, fingerprint: str, campaign: str, r: PlaceOrderInput, budget: Budget) -> Order:
+        # A point read first: a retry after success (even once the cart is empty) or after a
+        # crash finds its row here, and a new request learns it may write its row only once.
+        existing = await self.store.get(order_id)
+        if existing is not None and existing.status != model.ABORTED:
+            if existing.request_hash != fingerprint:
+                raise _request_id_reused()
+            return existing if existing.visible else await self._run_saga(existing, budget)
         store_id, selections = r.store_id, list(r.lines)
         if r.from_cart:
-            # A retry after success finds the order even though the cart is empty by now.
-            existing = await self.store.get(order_id)
-            if existing is not None and existing.status != model.ABORTED:
-                if existing.request_hash != fingerprint:
-                    raise _request_id_reused()
-                return existing if existing.visible else await self._run_saga(existing, budget)
             cart_store, selections = await self.store.cart(r.user_id)
             if not selections:
                 raise FailedPrecondition("CART_EMPTY", "购物车是空的 / the cart is empty")
@@ -332,9 +350,6 @@ class OrderService:
             store_id = cart_store
         quote = await self.catalog.quote(store_id, selections, timeout=budget())
         if quote.problems:
-            existing = await self.store.get(order_id)
-            if existing is not None and existing.visible and existing.request_hash == fingerprint:
-                return existing  # placed earlier; the item sold out since
             model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines")
         now = self._now()
         draft = Order(
@@ -355,20 +370,35 @@ class OrderService:
             update_ms=now,
             from_cart=r.from_cart,
         )
+        if existing is None:
+            # A new request: its row is written once, after the card call (module docstring).
+            await self._ensure_card_watermark()
+            return await self._run_saga(draft, budget, written=False)
         order, fresh = await self.store.begin_placement(draft)
         if not fresh and order.status != model.PLACING:
             return order
-        # fresh, or a PLACING row left by a crash / an upstream outage: (re)run the saga.
+        # fresh (a new attempt after an aborted one), or a PLACING row left by a crash or an
+        # upstream outage: (re)run the saga on the row.
         return await self._run_saga(order, budget)
 
-    async def _run_saga(self, order: Order, budget: Budget) -> Order:
+    async def _ensure_card_watermark(self) -> None:
+        """A card watermark is stored before the first placement without a row, so the next
+        start's recovery pass looks for what a crash may leave behind."""
+        if not self._watermark_set:
+            # Only if unset: a watermark left by the previous run is where this start's
+            # recovery pass must look from.
+            await self.store.start_card_watermark(self._now() - WATERMARK_MARGIN_MS)
+            self._watermark_set = True
+
+    async def _run_saga(self, order: Order, budget: Budget, written: bool = True) -> Order:
+        """written=False: the order has no row yet (a new request). Its one write is the
+        finished order; every failure first writes the PLACING row (`_placing_row`), then
+        compensates exactly as for a placement that has one."""
         key = order.reservation_key
         reservation: Reservation | None = None
         if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
             # Reserve and redeem in one card call when the card will cover the order in full
-            # (payable 0): Quote + ReserveCard is the whole upstream cost of the hot path. The
-            # PLACING row already names the reservation key, so a crash after the redeem is
-            # finished by the recovery pass (release answers CONFIRMED -> PAID).
+            # (payable 0): Quote + ReserveCard is the whole upstream cost of the hot path.
             face = self._face_values.get(order.campaign_id)
             redeem = face is None or order.subtotal_fen <= face
             try:
@@ -385,18 +415,22 @@ class OrderService:
                 # it (the flight stays registered meanwhile); if the card service is still
                 # unreachable the sweep will.
                 self._settle_early(order.order_id, exc)
-                await self._compensate_quietly(order)
+                await self._compensate_quietly(await self._placing_row(order, written))
                 raise
             except DomainError as exc:
                 if exc.reason == "NO_CARD_AVAILABLE" and order.card_use == model.CARD_BEST:
                     reservation = None  # pay full price, as the request asked
                 else:
-                    await self._abort(order, exc)
+                    await self._abort(await self._placing_row(order, written), exc)
                     raise
         if reservation is not None and reservation.state not in (HELD, CONFIRMED):
+            if not written and order.attempt < MAX_UNWRITTEN_ATTEMPTS:
+                # The replay of an attempt the recovery pass undid after a crash (its row was
+                # never written): take the next attempt's key, as a retry after an abort does.
+                return await self._run_saga(model.revised(order, attempt=order.attempt + 1), budget, written=False)
             # An idempotent replay of a reservation that was released meanwhile.
             err = FailedPrecondition("RESERVATION_LAPSED", "卡的预留已失效，请重试 / the card hold lapsed, retry")
-            await self._abort(order, err)
+            await self._abort(await self._placing_row(order, written), err)
             raise err
         if reservation is not None and reservation.face_value_fen:
             self._face_values[order.campaign_id] = reservation.face_value_fen
@@ -408,7 +442,7 @@ class OrderService:
             # the retry (a new attempt, now knowing the face value) hold it for payment.
             err = Unavailable("CARD_REDEEMED_PARTLY", "卡只能抵扣部分金额，请重试 / the card covers part of the order, retry", 50)
             self._settle_early(order.order_id, err)
-            await self._compensate_quietly(order)
+            await self._compensate_quietly(await self._placing_row(order, written))
             raise err
         now = self._now()
         if payable == 0:
@@ -416,14 +450,19 @@ class OrderService:
                 try:
                     await self._confirm_card(key, budget)
                 except DomainError:
-                    finished = await self._compensate_quietly(order)
+                    finished = await self._compensate_quietly(await self._placing_row(order, written))
                     if finished is not None:
                         return finished
                     raise
             payment = Payment(status=model.PAY_NOT_REQUIRED)
             status = model.PAID
         else:
-            intent = await self.payments.create_intent(order.order_id, payable)
+            try:
+                intent = await self.payments.create_intent(order.order_id, payable)
+            except Exception:
+                if not written and reservation is not None:
+                    await self._compensate_quietly(await self._placing_row(order, False))
+                raise
             payment = Payment(
                 payment_id=intent.payment_id,
                 provider=self.payments.name,
@@ -450,15 +489,46 @@ class OrderService:
                 payment=payment,
             )
 
+        clear_cart_of = order.user_id if order.from_cart else ""
+        if not written:
+            return await self._write_placed(finish(order), clear_cart_of, reservation is not None)
         try:
-            done = await self.store.update(
-                order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else "", expect=order
-            )
+            done = await self.store.update(order.order_id, finish, clear_cart_of=clear_cart_of, expect=order)
         except Exception:
             await self._compensate_quietly(order)
             raise
         if not done.visible:
             raise Unavailable("PLACEMENT_ABORTED", "下单被中止，请重试 / the placement was aborted, retry", 100)
+        return done
+
+    async def _placing_row(self, order: Order, written: bool) -> Order:
+        """The PLACING row of a placement about to compensate: a placement without a row
+        writes it now, so the compensation (and the sweep, if it is deferred) has it."""
+        if written:
+            return order
+        try:
+            row, _ = await self.store.begin_placement(order)
+        except Exception:
+            # The store refuses writes: the next recovery pass lists this reservation instead.
+            self._rescan_from(order.create_ms)
+            raise
+        return row
+
+    async def _write_placed(self, placed: Order, clear_cart_of: str, holds_card: bool) -> Order:
+        """The one write of a new request: the finished order. On failure the card call is
+        undone by its key (there is no row to compensate through)."""
+        try:
+            done = await self.store.insert_placed(placed, clear_cart_of=clear_cart_of)
+        except Exception:
+            if holds_card:
+                await self._undo_unwritten_quietly(placed.reservation_key, placed.create_ms)
+            raise
+        if done is None:
+            # A row appeared although this flight owned the id: nothing in this process writes
+            # one concurrently, so another process shares the store. Give the card back.
+            if holds_card:
+                await self._undo_unwritten_quietly(placed.reservation_key, placed.create_ms)
+            raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
         return done
 
     async def _reserve(self, order: Order, key: str, budget: Budget, redeem: bool) -> Reservation:
@@ -809,7 +879,85 @@ class OrderService:
                 report.failed += 1
                 report.errors.append(f"{order.order_id}: {exc!r}")
                 log.exception("sweep failed", extra={"order_id": order.order_id})
+        await self._card_watermark_pass(startup, report)
         return report
+
+    # --- placements whose row was never written ---------------------------------------------
+    #
+    # A new request writes its row only after the card call, so a crash in between leaves a
+    # card held or redeemed for an order that does not exist. The card watermark (stored)
+    # bounds where such reservations can be: every reservation created before it belongs to an
+    # order row or was undone. Each pass moves it up to the oldest placement in flight (minus
+    # a margin for the card service's clock); the first pass after a start lists the card
+    # service's reservations from the stored watermark and undoes those of this service that
+    # no row knows about. A failure to undo one later (card or store down) schedules the same.
+
+    def _rescan_from(self, at_ms: int) -> None:
+        since = at_ms - WATERMARK_MARGIN_MS
+        self._scan_since = since if self._scan_since is None else min(self._scan_since, since)
+
+    async def _card_watermark_pass(self, startup: bool, report: SweepReport) -> None:
+        if startup:
+            stored = await self.store.card_watermark()
+            if stored is not None:
+                self._rescan_from(stored + WATERMARK_MARGIN_MS)
+        if self._scan_since is not None:
+            try:
+                await self._recover_unwritten(self._scan_since, report)
+            except Exception as exc:  # the watermark stays put until a pass gets through
+                report.failed += 1
+                report.errors.append(f"card reservations: {getattr(exc, 'reason', repr(exc))}")
+                return
+            self._scan_since = None
+        now = self._now()
+        oldest = min((f.start_ms for f in self._flights.values()), default=now)
+        await self.store.advance_card_watermark(min(oldest, now) - WATERMARK_MARGIN_MS)
+        self._watermark_set = True
+
+    async def _recover_unwritten(self, since_ms: int, report: SweepReport) -> None:
+        token = ""
+        while True:
+            page, token = await self.card.list_reservations(since_ms, token, timeout=self.config.sweep_call_timeout)
+            for reservation in page:
+                if await self._is_unwritten(reservation):
+                    order_id = model.parse_reservation_key(reservation.key)[0]  # type: ignore[index]
+                    # Claimed like a placement: a retry of the same request waits for the undo,
+                    # then starts a new attempt.
+                    flight = self._fly(order_id, None, self._undo_unwritten(reservation.key))
+                    await asyncio.shield(flight.answer)
+                    report.recovered += 1
+            if not token:
+                return
+
+    async def _is_unwritten(self, reservation: Reservation) -> bool:
+        if reservation.state not in (HELD, CONFIRMED):
+            return False
+        parsed = model.parse_reservation_key(reservation.key)
+        if parsed is None:
+            return False  # not one of ours
+        order_id, attempt = parsed
+        if order_id in self._flights:
+            return False  # a live placement owns it
+        row = await self.store.get(order_id)
+        if row is not None and row.attempt >= attempt:
+            return False  # the row knows this attempt (or a later one, after undoing it)
+        # Asked again after the read: a placement that started meanwhile owns it now.
+        return order_id not in self._flights
+
+    async def _undo_unwritten(self, key: str) -> None:
+        timeout = self.config.sweep_call_timeout
+        reservation = await self.card.release(key, timeout=timeout)
+        if reservation is not None and reservation.state == CONFIRMED:
+            await self.card.refund(key, timeout=timeout)
+        log.warning("card reservation without an order undone", extra={"reservation_key": key})
+        return None
+
+    async def _undo_unwritten_quietly(self, key: str, create_ms: int) -> None:
+        try:
+            await self._undo_unwritten(key)
+        except Exception as exc:
+            log.warning("undo deferred to the recovery pass", extra={"reservation_key": key, "error": repr(exc)})
+            self._rescan_from(create_ms)
 
     async def _sweep_one(self, order: Order, now: int, report: SweepReport) -> Order:
         budget = _budget(self.config.sweep_call_timeout)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterable, Sequence
 
@@ -242,6 +243,18 @@ def order_id_for(user_id: str, request_id: str) -> str:
     a crash lands on the same row and the same card reservation."""
     digest = hashlib.sha256(f"{user_id}\x00{request_id}".encode()).hexdigest()
     return f"ord_{digest[:24]}"
+
+
+_RESERVATION_KEY = re.compile(r"(ord_[0-9a-f]{24})(?:\.([1-9][0-9]{0,5}))?")
+
+
+def parse_reservation_key(key: str) -> tuple[str, int] | None:
+    """(order_id, attempt) of a reservation key this service made (Order.reservation_key);
+    None for any other key, since the card service also holds reservations of other callers."""
+    m = _RESERVATION_KEY.fullmatch(key)
+    if m is None:
+        return None
+    return m.group(1), int(m.group(2) or 0)
 
 
 def request_hash(

@@ -9,13 +9,14 @@ Every state change is one `db.write` that loads the row, applies a pure model fu
 writes it back inside the same transaction, so a transition is checked against the state it
 replaces (no read-then-write races between handlers, the sweep and concurrent calls).
 
-Cost of a placement (payable 0): two writes, both group-committed with every other write in
-flight (tens per transaction under load). PLACING is one INSERT (a retry falls back to reading
-the row); PAID is one conditional UPDATE of the row the saga already holds (`expect`: written
-only if the stored `version` column still holds that version, else the usual load-and-mutate),
-so neither write reads or decodes the row back. Both writes stay: PLACING must be durable before
-the card is touched (it is what recovery finds after a crash between the card call and the
-answer), and PAID is the order the client is told about. `bench.order_store` measures the pair.
+Cost of a placement: one write. A new request writes its row once, after the card call, as
+the finished order (`insert_placed`: one INSERT, PAID or PENDING_PAYMENT); a crash between the
+card call and that write is found by the recovery pass through the card service's list of
+reservations since the `card_watermark` (handlers.py). The two-write path stays for a retry
+of an aborted attempt and for every failure: PLACING (`begin_placement`, one INSERT; a retry
+falls back to reading the row), then one conditional UPDATE of the row the saga already holds
+(`expect`: written only if the stored `version` column still holds that version, else the
+usual load-and-mutate). `bench.order_store` measures both.
 
 The version lives in the doc ("v") and, since migration 2, in its own column too: the
 conditional UPDATE compares the column instead of parsing the doc with json_extract (measured
@@ -84,7 +85,16 @@ MIGRATIONS = [
     CREATE INDEX orders_placing ON orders (update_ms) WHERE status = 'PLACING';
     CREATE INDEX orders_awaiting_payment ON orders (expire_ms) WHERE status = 'PENDING_PAYMENT';
     """,
+    # 4: named positions the service keeps across restarts. "card_watermark": every card
+    # reservation made before it belongs to an order row or was undone; the recovery pass on
+    # start lists the card service's reservations from there (a placement with no row yet
+    # writes its row only after the card call: handlers.py).
+    """
+    CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    """,
 ]
+
+CARD_WATERMARK = "card_watermark"
 
 Mutation = Callable[[Order], Order]
 
@@ -96,6 +106,25 @@ class OrderStore(Protocol):
         """Insert the PLACING row, or return the existing one for this request_id: (order,
         fresh) where fresh means this caller must run the saga (a new row or a new attempt
         after an aborted one). Raises AlreadyExists REQUEST_ID_REUSED on other content."""
+        ...
+
+    async def insert_placed(self, order: Order, *, clear_cart_of: str = "") -> Order | None:
+        """Write a placement's first and only row (a finished order: PAID or PENDING_PAYMENT)
+        and empty the cart it came from, in one transaction. None when a row with its id or
+        request_id exists already (nothing written)."""
+        ...
+
+    async def card_watermark(self) -> int | None:
+        """The card watermark (ms), None while none was ever set."""
+        ...
+
+    async def start_card_watermark(self, at_ms: int) -> int:
+        """Set the watermark to at_ms if none is stored; returns the stored value."""
+        ...
+
+    async def advance_card_watermark(self, at_ms: int) -> int:
+        """Set the watermark to at_ms unless it is already later (it never moves back); returns
+        the stored value."""
         ...
 
     async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
@@ -211,15 +240,44 @@ def _store(conn: sqlite3.Connection, o: Order) -> None:
     )
 
 
-def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
-    # Insert first (the common case: a new request); only a retry reads the existing row.
+def _insert(conn: sqlite3.Connection, o: Order) -> bool:
     status, update_ms, expire, pending, doc, version = _row_values(o)
-    inserted = conn.execute(
+    return conn.execute(
         "INSERT INTO orders (order_id, user_id, request_id, status, create_ms, update_ms, expire_ms, pending, doc, version)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
         (o.order_id, o.user_id, o.request_id, status, o.create_ms, update_ms, expire, pending, doc, version),
-    ).rowcount
-    if inserted == 1:
+    ).rowcount == 1
+
+
+def _insert_placed(conn: sqlite3.Connection, o: Order, clear_cart_of: str) -> bool:
+    if not _insert(conn, o):
+        return False
+    if clear_cart_of:
+        conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
+    return True
+
+
+def _card_watermark(conn: sqlite3.Connection) -> int | None:
+    row = conn.execute("SELECT value FROM marks WHERE name = ?", (CARD_WATERMARK,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def _start_card_watermark(conn: sqlite3.Connection, at_ms: int) -> int:
+    conn.execute("INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING", (CARD_WATERMARK, at_ms))
+    return _card_watermark(conn)  # type: ignore[return-value]
+
+
+def _advance_card_watermark(conn: sqlite3.Connection, at_ms: int) -> int:
+    conn.execute(
+        "INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+        (CARD_WATERMARK, at_ms),
+    )
+    return _card_watermark(conn)  # type: ignore[return-value]
+
+
+def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
+    # Insert first (the common case: a new request); only a retry reads the existing row.
+    if _insert(conn, o):
         return o, True
     existing = _load(conn, o.order_id)
     if existing is None:
@@ -383,6 +441,21 @@ class SqliteOrderStore:
 
     async def begin_placement(self, order: Order) -> tuple[Order, bool]:
         return await self.db.write(_begin_placement, order)
+
+    async def insert_placed(self, order: Order, *, clear_cart_of: str = "") -> Order | None:
+        if not await self.db.write(_insert_placed, order, clear_cart_of):
+            return None
+        self._changed(order)
+        return order
+
+    async def card_watermark(self) -> int | None:
+        return await self.db.read_now(_card_watermark)
+
+    async def start_card_watermark(self, at_ms: int) -> int:
+        return await self.db.write(_start_card_watermark, at_ms)
+
+    async def advance_card_watermark(self, at_ms: int) -> int:
+        return await self.db.write(_advance_card_watermark, at_ms)
 
     async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
         result = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)

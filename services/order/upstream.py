@@ -47,6 +47,8 @@ __all__ = [
 ]
 
 HELD, CONFIRMED, RELEASED, REFUNDED = "HELD", "CONFIRMED", "RELEASED", "REFUNDED"
+# Reservations per ListReservations page the recovery pass asks for.
+LIST_PAGE = 500
 _STATE_NAMES = {
     card_pb2.RESERVATION_STATE_HELD: HELD,
     card_pb2.RESERVATION_STATE_CONFIRMED: CONFIRMED,
@@ -64,6 +66,10 @@ class Reservation:
     # Face value of the card held (0 when the card service did not say): lets the saga tell
     # whether a card of this campaign will cover an order in full before asking to redeem.
     face_value_fen: int = 0
+    # The reservation key (order id, with ".<attempt>" after the first) and when the card
+    # service made it: what the recovery pass reads from ListReservations.
+    key: str = ""
+    create_ms: int = 0
 
 
 class CardClient(Protocol):
@@ -85,6 +91,11 @@ class CardClient(Protocol):
 
     async def refund(self, key: str, *, timeout: float) -> bool:
         """True when the card is spendable again."""
+        ...
+
+    async def list_reservations(self, created_after_ms: int, page_token: str, *, timeout: float) -> tuple[list[Reservation], str]:
+        """One page of every reservation created at or after created_after_ms (page_token ""
+        for the first page), oldest first, and the next page's token ("" after the last)."""
         ...
 
 
@@ -138,7 +149,10 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
 
 
 def _reservation(r: card_pb2.Reservation, face_value_fen: int = 0) -> Reservation:
-    return Reservation(r.card_id, r.covered_fen, _STATE_NAMES.get(r.state, "UNSPECIFIED"), r.campaign_id, face_value_fen)
+    return Reservation(
+        r.card_id, r.covered_fen, _STATE_NAMES.get(r.state, "UNSPECIFIED"), r.campaign_id, face_value_fen,
+        r.order_id, r.create_time.ToMilliseconds() if r.HasField("create_time") else 0,
+    )
 
 
 class GrpcCardClient:
@@ -200,6 +214,17 @@ class GrpcCardClient:
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "card") from None
         return resp.returned
+
+    async def list_reservations(self, created_after_ms: int, page_token: str, *, timeout: float) -> tuple[list[Reservation], str]:
+        self.calls["ListReservations"] += 1
+        req = card_service_pb2.ListReservationsRequest(page_size=LIST_PAGE, page_token=page_token)
+        if not page_token:
+            req.created_after.FromMilliseconds(created_after_ms)
+        try:
+            resp = await self._stub.ListReservations(req, metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "card") from None
+        return [_reservation(r) for r in resp.reservations], resp.next_page_token
 
 
 class GrpcCatalogClient:

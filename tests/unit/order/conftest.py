@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 import pytest
@@ -44,6 +44,8 @@ class FakeCardService:
     # A card server that redeems even a card covering only part of the amount (the real one
     # refuses with REDEEM_NOT_COVERED).
     redeems_partly: bool = False
+    # Stamps each reservation's create_ms (the order service's recovery lists them by time).
+    clock: FakeClock | None = None
 
     def grant(self, card_id: str, user_id: str, face_fen: int = 2500) -> None:
         self.cards[card_id] = FakeCard(card_id, user_id, face_fen)
@@ -87,16 +89,24 @@ class FakeCardService:
         # Reserve and redeem in one step only when the card pays the whole amount.
         redeemed = redeem and not self.ignores_redeem and (covered == amount_fen or self.redeems_partly)
         card.state, card.key = ("REDEEMED" if redeemed else "RESERVED"), key
+        created = int(self.clock.now().timestamp() * 1000) if self.clock else 0
         r = self.reservations[key] = Reservation(
-            card.card_id, covered, CONFIRMED if redeemed else HELD, campaign_id, card.face_fen
+            card.card_id, covered, CONFIRMED if redeemed else HELD, campaign_id, card.face_fen, key, created
         )
         self._answer()
         return r
 
     def _set(self, key: str, state: str) -> Reservation:
-        r = self.reservations[key]
-        r = self.reservations[key] = Reservation(r.card_id, r.covered_fen, state, r.campaign_id, r.face_value_fen)
+        r = self.reservations[key] = replace(self.reservations[key], state=state)
         return r
+
+    async def list_reservations(self, created_after_ms, page_token, *, timeout, page_size=2):
+        """Pages of page_size (small, so the recovery's paging is exercised), oldest first."""
+        self._gate("ListReservations")
+        rows = sorted((r for r in self.reservations.values() if r.create_ms >= created_after_ms), key=lambda r: (r.create_ms, r.key))
+        start = int(page_token or 0)
+        page = rows[start : start + page_size]
+        return page, (str(start + page_size) if start + page_size < len(rows) else "")
 
     async def confirm(self, key, *, timeout):
         self._gate("ConfirmReservation")
@@ -187,7 +197,7 @@ async def world(tmp_path):
     clock = FakeClock(datetime(2026, 1, 28, 4, 0, tzinfo=timezone.utc))
     events = OrderEvents()
     store = await SqliteOrderStore.open(tmp_path / "order.db", clock=clock, listener=events.publish)
-    card, catalog = FakeCardService(), FakeCatalog()
+    card, catalog = FakeCardService(clock=clock), FakeCatalog()
     payments = SandboxPaymentProvider("secret")
     service = OrderService(
         store,

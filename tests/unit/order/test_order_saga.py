@@ -9,6 +9,7 @@ from services.common.errors import DomainError
 from services.order import model
 from services.order.handlers import PlaceOrderInput
 from services.order.model import Selection
+from services.order.upstream import CONFIRMED
 
 
 def place(request_id="r1", user="u1", store="s1", lines=(("latte", 1),), card_use=model.CARD_BEST, card_id="", from_cart=False):
@@ -100,7 +101,7 @@ async def test_a_card_redeemed_though_it_covers_only_part_is_given_back_and_the_
     assert world.card.cards["c1"].state == "RESERVED"
 
 
-async def test_a_crash_between_the_card_redeem_and_the_paid_write_is_finished_by_recovery(world):
+async def test_a_crash_between_the_card_redeem_and_the_order_write_is_undone_and_the_retry_places_it(world):
     from services.order.handlers import OrderService
 
     world.card.grant("c1", "u1")
@@ -114,21 +115,26 @@ async def test_a_crash_between_the_card_redeem_and_the_paid_write_is_finished_by
     world.card.reserve = redeem_then_die
     await fails(world.service.place_order(place()), "UNAVAILABLE", "PLACEMENT_INTERRUPTED")
     oid = model.order_id_for("u1", "r1")
-    assert (await world.store.get(oid)).status == model.PLACING
+    # A new request writes its row only after the card call: nothing was written.
+    assert await world.store.get(oid) is None
     assert world.card.cards["c1"].state == "REDEEMED"
-    # A new process over the same store: its startup pass asks the card service and finishes.
+    # A new process over the same store: its startup pass lists the card service's
+    # reservations since the watermark and gives back the card no order row knows about.
     world.card.reserve = redeem_then_die_inner
+    world.clock.advance(5)
     restarted = OrderService(world.store, world.card, world.catalog, world.payments, clock=world.clock, config=world.service.config)
     report = await restarted.sweep(startup=True)
-    assert report.recovered == 1
-    order = await restarted.get_order(oid, "u1")
-    assert order.status == model.PAID and order.card_id == "c1" and order.payable_fen == 0
-    assert order.history[-1].note == "RECOVERED"
-    assert world.card.cards["c1"].state == "REDEEMED" and world.card.calls["RefundCard"] == 0
-    # The client's retry gets the same order; the card is not touched again.
+    assert report.recovered == 1 and report.failed == 0
+    assert world.card.cards["c1"].state == "AVAILABLE" and world.card.calls["RefundCard"] == 1
+    # The client's retry places the order under the next attempt's key, with the same card.
+    order = await restarted.place_order(place())
+    assert order.order_id == oid and order.status == model.PAID and order.card_id == "c1" and order.attempt == 1
+    assert world.card.reservations[f"{oid}.1"].state == CONFIRMED and world.card.cards["c1"].state == "REDEEMED"
+    # Later passes leave it alone; another retry gets the same order without a card call.
+    assert (await restarted.sweep(startup=True)).recovered == 0
     reserves = world.card.calls["ReserveCard"]
     again = await restarted.place_order(place())
-    assert again.order_id == oid and again.status == model.PAID and world.card.calls["ReserveCard"] == reserves
+    assert again == order and world.card.calls["ReserveCard"] == reserves
 
 
 async def test_a_retry_after_a_crash_between_redeem_and_paid_write_finishes_the_order(world):
@@ -195,6 +201,7 @@ async def test_card_service_down_is_unavailable_and_the_sweep_compensates_once_i
     world.card.grant("c1", "u1")
     world.card.down = True
     await fails(world.service.place_order(place()), "UNAVAILABLE", "UPSTREAM_UNAVAILABLE")
+    await world.service.drain()  # the compensation right after the answer meets the card down too
     world.card.down = False
     world.clock.advance(31)
     report = await world.service.sweep()
@@ -233,6 +240,7 @@ async def test_a_retry_resumes_a_placement_left_in_between(world):
     world.card.grant("c1", "u1")
     world.card.down = True
     await fails(world.service.place_order(place()), "UNAVAILABLE")
+    await world.service.drain()  # its compensation failed as well: the PLACING row is left
     world.card.down = False
     order = await world.service.place_order(place())
     assert order.status == model.PAID and world.card.cards["c1"].state == "REDEEMED"
