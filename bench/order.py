@@ -3,7 +3,9 @@
 Starts `python -m services.card`, `services.catalog` and `services.order` on free ports with a
 fresh temporary data directory, seeds its own campaign (20 cards per sign-up), a one-store
 catalog and buyers, then runs closed loops of `--clients` concurrent clients (over `--procs`
-load-generator processes) for `--seconds` each:
+load-generator processes) for `--seconds` each, `--rounds` times in turn (empty, orders,
+empty, orders, ...: this machine's speed drifts by tens of percent within minutes, so the
+empty call is measured next to every order phase; each round's own figure is printed too):
 
   empty       grpc.health.v1 Check on the order server: the floor of one call on this machine
   PlaceOrder  one latte (15 yuan) with CARD_USE_REQUIRED: Quote + ReserveCard(redeem), PAID
@@ -14,10 +16,10 @@ Prints calls/s, p50/p99, the ratio empty calls/s : orders/s, CPU seconds per ord
 three servers against CPU seconds per empty call, and the internal RPCs one order costs (from
 the card and catalog servers' own /metrics counters; a ReserveCards batch is one RPC, and its
 entries per batch are printed too). `--profile` samples all three servers with py-spy during
-the order phase and prints where the time goes (raw stacks are kept in
+the first order phase and prints where the time goes (raw stacks are kept in
 bench-out/profile-order/*.collapsed).
 
-    python -m bench.order [--seconds 5] [--clients 64] [--procs 2] [--profile] [--smoke]
+    python -m bench.order [--seconds 5] [--rounds 3] [--clients 64] [--procs 2] [--profile] [--smoke]
 """
 from __future__ import annotations
 
@@ -177,6 +179,21 @@ async def _drive(phase: str, order_addr: str, card_addr: str, proc: int, tasks: 
     for ch in (*channels, card_channel):
         await ch.close()
     return ("ok", latencies, dict(errors))
+
+
+@dataclass
+class Round:
+    """One empty-call phase and the order phase right after it."""
+
+    empty: Outcome
+    empty_cpu: float
+    placed: Outcome = field(default_factory=Outcome)
+    order_cpu: dict[str, float] = field(default_factory=dict)
+
+    def cost(self) -> float:
+        per_empty = self.empty_cpu / max(1, len(self.empty.latencies_ms))
+        per_order = sum(self.order_cpu.values()) / max(1, len(self.placed.latencies_ms))
+        return per_order / max(per_empty, 1e-12)
 
 
 @dataclass
@@ -364,14 +381,19 @@ async def seed(card_addr: str, catalog_addr: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.order", description=__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0, help="measured seconds per phase (default 5)")
+    p.add_argument("--rounds", type=int, default=3, help="empty-call and order phases, taken in turn (default 3)")
     p.add_argument("--clients", type=int, default=64, help="concurrent clients (default 64)")
     p.add_argument("--procs", type=int, default=2, help="load-generator processes (default 2)")
     p.add_argument("--profile", action="store_true", help="py-spy the three servers during the order phase")
     p.add_argument("--smoke", action="store_true", help="tiny run for CI: 1 s, 8 clients, 1 process")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seconds, args.clients, args.procs = 1.0, 8, 1
+        args.seconds, args.clients, args.procs, args.rounds = 1.0, 8, 1, 1
 
+    rounds: list[Round] = []
+    profilers: list = []
+    upstream: Counter = Counter()
+    entries = 0.0
     with tempfile.TemporaryDirectory(prefix="miandan-bench-order-") as tmp:
         data = Path(tmp)
         card = ServiceProcess("card", data, {})
@@ -389,57 +411,71 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(order.wait_serving())
             asyncio.run(seed(card.addr, catalog.addr))
             pids = {s.name: s.process.pid for s in (order, card, catalog) if s.process is not None}
+            for r in range(args.rounds):
+                meter = CpuMeter({"order": pids["order"]})
+                got = run_phase("empty", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
+                rounds.append(Round(empty=got, empty_cpu=meter.used["order"]))
 
-            meter = CpuMeter({"order": pids["order"]})
-            empty = run_phase("empty", order.addr, card.addr, args.clients, args.procs, args.seconds, meter)
-            empty_cpu = meter.used["order"]
+                meter = CpuMeter(pids)
+                before: dict = {}
 
-            meter = CpuMeter(pids)
-            profilers: list = []
-            before: dict = {}
+                def count_from_start(first: bool = r == 0) -> None:
+                    # Counted and profiled from the clock's start: the buyers' sign-ups before it
+                    # are set-up, not orders.
+                    before.update({s.name: s.rpc_calls() for s in (card, catalog)}, entries=card.counter(BATCH_ENTRIES))
+                    if args.profile and first:
+                        profilers.extend(start_profilers(pids, args.seconds, ROOT / "bench-out" / "profile-order"))
 
-            def profile_from_start() -> None:
-                # Counted and profiled from the clock's start: the buyers' sign-ups before it are
-                # set-up, not orders.
-                before.update({s.name: s.rpc_calls() for s in (card, catalog)}, entries=card.counter(BATCH_ENTRIES))
-                if args.profile:
-                    profilers.extend(start_profilers(pids, args.seconds, ROOT / "bench-out" / "profile-order"))
-
-            placed = run_phase(
-                "PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter, on_start=profile_from_start
-            )
-            after = {s.name: s.rpc_calls() for s in (card, catalog)}
-            entries = card.counter(BATCH_ENTRIES) - before["entries"]
-            order_cpu = sum(meter.used.values())
+                rounds[-1].placed = run_phase(
+                    "PlaceOrder", order.addr, card.addr, args.clients, args.procs, args.seconds, meter,
+                    on_start=count_from_start,
+                )
+                after = {s.name: s.rpc_calls() for s in (card, catalog)}
+                for name in ("card", "catalog"):
+                    upstream.update({f"{name}.{m}": n for m, n in (after[name] - before[name]).items()})
+                entries += card.counter(BATCH_ENTRIES) - before["entries"]
+                rounds[-1].order_cpu = dict(meter.used)
             profile = profile_summary(profilers) if profilers else ""
         finally:
             for s in (order, catalog, card):
                 if s is not None:
                     s.stop()
 
-    empty_rate = len(empty.latencies_ms) / args.seconds
-    order_rate = len(placed.latencies_ms) / args.seconds
+    measured = args.seconds * len(rounds)
+    empty, placed = Outcome(), Outcome()
+    for rd in rounds:
+        for total, part in ((empty, rd.empty), (placed, rd.placed)):
+            total.latencies_ms.extend(part.latencies_ms)
+            total.errors.update(part.errors)
+    empty_rate = len(empty.latencies_ms) / measured
+    order_rate = len(placed.latencies_ms) / measured
     # Charged to the orders that succeeded: the work spent on shed or failed attempts is part of
     # what a successful order costs under this load.
     placed_n = max(1, len(placed.latencies_ms))
-    upstream = Counter()
-    for name in ("card", "catalog"):
-        for method, n in (after[name] - before[name]).items():
-            if method not in ("ClaimSignupCard",):  # buyers' sign-ups are set-up, not the order path
-                upstream[f"{name}.{method}"] += n
-    per_order = {k: v / placed_n for k, v in sorted(upstream.items())}
-    cpu_per_empty = empty_cpu / max(1, len(empty.latencies_ms))
-    cpu_per_order = order_cpu / placed_n
+    signups = upstream.pop("card.ClaimSignupCard", 0)  # buyers' sign-ups are set-up, not the order path
+    per_order = {k: v / placed_n for k, v in sorted(upstream.items()) if v}
+    used: Counter = Counter()
+    for rd in rounds:
+        used.update(rd.order_cpu)
+    cpu_per_empty = sum(rd.empty_cpu for rd in rounds) / max(1, len(empty.latencies_ms))
+    cpu_per_order = sum(used.values()) / placed_n
 
-    print(f"bench-order: {args.clients} clients over {args.procs} processes, {args.seconds:g} s per phase")
+    print(
+        f"bench-order: {args.clients} clients over {args.procs} processes, {args.rounds} round(s) of "
+        f"{args.seconds:g} s empty calls then {args.seconds:g} s orders"
+    )
     print(f"{'call':<12} {'calls/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
     for name, o, rate in (("empty", empty, empty_rate), ("PlaceOrder", placed, order_rate)):
         errs = ", ".join(f"{k}={v}" for k, v in o.errors.most_common(4)) or "-"
         print(f"{name:<12} {rate:>9.1f} {percentile(o.latencies_ms, 0.5):>8.2f} {percentile(o.latencies_ms, 0.99):>8.2f}  {errs}")
     print(f"throughput ratio: one order = {empty_rate / max(order_rate, 1e-9):.2f} empty calls (wall clock, same clients)")
+    if len(rounds) > 1:
+        # Each round's own ratio: this machine's speed drifts by tens of percent within minutes,
+        # which is why the empty call is measured again next to every order phase.
+        print("CPU per order in empty calls, round by round: " + ", ".join(f"{rd.cost():.2f}" for rd in rounds))
     print(
         f"CPU: empty call {cpu_per_empty * 1e6:.0f} us (order server); order {cpu_per_order * 1e6:.0f} us over "
-        f"order+card+catalog ({', '.join(f'{k} {v / placed_n * 1e6:.0f}' for k, v in meter.used.items())}) "
+        f"order+card+catalog ({', '.join(f'{k} {v / placed_n * 1e6:.0f}' for k, v in used.items())}) "
         f"= {cpu_per_order / max(cpu_per_empty, 1e-12):.2f} empty calls (target <= {TARGET_COST:g})"
     )
     print(
@@ -447,7 +483,6 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{k} {v:.2f}" for k, v in per_order.items())
         + ")"
     )
-    signups = (after["card"] - before["card"]).get("ClaimSignupCard", 0)
     if signups:
         print(f"sign-ups inside the measured seconds (buyers out of cards; their CPU counts above): {signups:.0f}")
     batches = upstream.get("card.ReserveCards", 0)
