@@ -50,7 +50,7 @@ from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
 from services.common.auth import internal_metadata
 from services.common.errors import STATUS_DETAILS_KEY, DomainError, Internal
 
-from .upstream import GrpcCardClient, Reservation, _reservation, translate
+from .upstream import GrpcCardClient, Reservation, _reservation, reserve_request, translate
 
 __all__ = ["BatchingCardClient", "card_client", "batching_enabled", "ENV_VAR", "MAX_IN_FLIGHT", "MAX_ENTRIES"]
 
@@ -113,16 +113,7 @@ def _rpc_error(status: Any) -> grpc.aio.AioRpcError:
 def entry_request(args: Mapping[str, Any]) -> card_service_pb2.ReserveCardRequest:
     """The ReserveCardRequest GrpcCardClient.reserve sends for these arguments (same idempotency
     key, so a batched entry and a unary retry of it are one reservation to the card service)."""
-    return card_service_pb2.ReserveCardRequest(
-        request_id=f"{args['key']}:reserve",
-        campaign_id=args["campaign_id"],
-        user_id=args["user_id"],
-        order_id=args["key"],
-        amount_fen=args["amount_fen"],
-        card_id=args["card_id"],
-        ttl_seconds=args["ttl_seconds"],
-        redeem=args["redeem"],
-    )
+    return reserve_request(**args)
 
 
 class BatchingCardClient:

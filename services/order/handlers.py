@@ -525,8 +525,13 @@ class OrderService:
             raise
         if done is None:
             # A row appeared although this flight owned the id: nothing in this process writes
-            # one concurrently, so another process shares the store. Give the card back.
-            if holds_card:
+            # one concurrently, so another process shares the store.
+            existing = await self.store.get(placed.order_id)
+            if existing is not None and existing.reservation_key == placed.reservation_key:
+                # Its row holds the reservation we were answered with (a replay): not ours to undo.
+                if existing.visible and existing.request_hash == placed.request_hash:
+                    return existing
+            elif holds_card:
                 await self._undo_unwritten_quietly(placed.reservation_key, placed.create_ms)
             raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
         return done

@@ -155,6 +155,25 @@ def _reservation(r: card_pb2.Reservation, face_value_fen: int = 0) -> Reservatio
     )
 
 
+def reserve_request(
+    *, campaign_id: str, user_id: str, key: str, amount_fen: int, card_id: str, ttl_seconds: int, redeem: bool
+) -> card_service_pb2.ReserveCardRequest:
+    """The ReserveCard the order service sends, batched or not. No request_id: a reservation is
+    idempotent per order_id (the key) already, and the key is ours alone (order id + attempt),
+    so the card service's (method, request_id) record would only cost it two index writes per
+    order; and a retry of the same key after a price change gets its reservation replayed
+    instead of REQUEST_ID_REUSED."""
+    return card_service_pb2.ReserveCardRequest(
+        campaign_id=campaign_id,
+        user_id=user_id,
+        order_id=key,
+        amount_fen=amount_fen,
+        card_id=card_id,
+        ttl_seconds=ttl_seconds,
+        redeem=redeem,
+    )
+
+
 class GrpcCardClient:
     def __init__(self, settings: Any, target: str | None = None) -> None:
         self.channel = open_channel(settings, target or settings.card_addr)
@@ -170,15 +189,9 @@ class GrpcCardClient:
         redeem: bool = False,
     ) -> Reservation:
         self.calls["ReserveCard"] += 1
-        req = card_service_pb2.ReserveCardRequest(
-            request_id=f"{key}:reserve",
-            campaign_id=campaign_id,
-            user_id=user_id,
-            order_id=key,
-            amount_fen=amount_fen,
-            card_id=card_id,
-            ttl_seconds=ttl_seconds,
-            redeem=redeem,
+        req = reserve_request(
+            campaign_id=campaign_id, user_id=user_id, key=key, amount_fen=amount_fen, card_id=card_id,
+            ttl_seconds=ttl_seconds, redeem=redeem,
         )
         try:
             resp = await self._stub.ReserveCard(req, metadata=self._md, timeout=timeout)

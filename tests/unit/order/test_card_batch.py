@@ -23,7 +23,7 @@ from services.common.errors import (
     Unavailable,
     to_rpc_status,
 )
-from services.order.card_batch import BatchingCardClient, batching_enabled, card_client
+from services.order.card_batch import BatchingCardClient, batching_enabled, card_client, entry_request
 from services.order.upstream import CONFIRMED, HELD, GrpcCardClient
 
 SETTINGS = Settings.from_env("order", {})
@@ -386,3 +386,10 @@ async def test_releasing_a_key_whose_reservation_is_still_in_flight_waits_for_it
     # Nothing in flight: a release goes out at once.
     await client.release(key, timeout=1.0)
     assert order[-1] == f"release {key}"
+
+
+def test_a_reservation_request_carries_the_key_and_no_request_id():
+    # Idempotent per order_id on the card side: no (method, request_id) record to write there.
+    args = dict(campaign_id="spring", user_id="u", key="ord_x.1", amount_fen=1500, card_id="", ttl_seconds=960, redeem=True)
+    req = entry_request(args)
+    assert req.request_id == "" and req.order_id == "ord_x.1" and req.redeem and req.amount_fen == 1500

@@ -233,3 +233,31 @@ def test_only_our_reservation_keys_are_parsed():
     assert model.parse_reservation_key(f"{oid}.2") == (oid, 2)
     for other in ("o-foreign", f"{oid}.0", f"{oid}.x", f"{oid}.", oid.upper(), oid + "0", ""):
         assert model.parse_reservation_key(other) is None, other
+
+
+async def test_a_row_that_appears_meanwhile_keeps_its_card_when_it_holds_the_same_reservation(world, monkeypatch):
+    # Another process sharing the store wrote the same attempt's row first: the card we were
+    # answered with is that row's, so it is not given back, and the caller gets that order.
+    world.card.grant("c1", "u1")
+    inner = world.store.insert_placed
+
+    async def written_first(order, **kw):
+        await inner(order, **kw)
+        return None
+
+    monkeypatch.setattr(world.store, "insert_placed", written_first)
+    order = await world.service.place_order(place("r1"))
+    assert order.status == model.PAID and world.card.cards["c1"].state == "REDEEMED"
+    assert world.card.calls["RefundCard"] == world.card.calls["ReleaseReservation"] == 0
+
+
+async def test_a_row_of_another_attempt_that_appears_meanwhile_gets_our_card_back(world, monkeypatch):
+    world.card.grant("c1", "u1")
+
+    async def other_attempt_first(order, **kw):
+        await world.store.begin_placement(model.revised(order, attempt=order.attempt + 1, status=model.ABORTED))
+        return None
+
+    monkeypatch.setattr(world.store, "insert_placed", other_attempt_first)
+    await fails(world.service.place_order(place("r1")), "UNAVAILABLE", "PLACEMENT_INTERRUPTED")
+    assert world.card.cards["c1"].state == "AVAILABLE" and world.card.calls["RefundCard"] == 1
