@@ -146,7 +146,8 @@ async def prepare(
         for _ in range(batch):
             user, n = buyers.take()
             order = f"{user}-o{n}"
-            entries.append(ReserveEntry(f"{order}:reserve", CAMPAIGN, user, order, AMOUNT_FEN, "", 0, True))
+            # No request_id, as the order service sends them (upstream.reserve_request).
+            entries.append(ReserveEntry("", CAMPAIGN, user, order, AMOUNT_FEN, "", 0, True))
         batches.append((f"{prefix}-batch-{b}", entries))
     return batches
 

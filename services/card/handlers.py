@@ -6,7 +6,7 @@ import base64
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from services.common.clock import Clock, now_ms
 from services.common.errors import InvalidArgument
@@ -29,7 +29,17 @@ from .model import (
     page_size,
     redeem_not_covered,
 )
-from .store import AcceptResult, BudgetData, CardStore, Hold, Invite, JoinResult, LedgerRow, RefundResult
+from .store import (
+    AcceptResult,
+    BudgetData,
+    CardStore,
+    Hold,
+    Invite,
+    JoinResult,
+    LedgerRow,
+    RefundResult,
+    ReserveCall,
+)
 
 log = logging.getLogger("miandan.card")
 
@@ -191,35 +201,59 @@ class CardHandlers:
         self, request_id: str, campaign_id: str, user_id: str, order_id: str, amount_fen: int, card_id: str,
         ttl_seconds: int, redeem: bool = False,
     ) -> Hold:
-        check_id(request_id, "request_id", required=False)
-        check_id(user_id, "user_id")
-        check_id(order_id, "order_id")
-        check_id(card_id, "card_id", required=False)
-        check_amount(amount_fen)
-        check_ttl(ttl_seconds)
+        e = ReserveEntry(request_id, campaign_id, user_id, order_id, amount_fen, card_id, ttl_seconds, redeem)
+        _check_reserve_input(e)
         c = await self.campaign(campaign_id)
-        if redeem and amount_fen > c.rules.card_face_value_fen:
-            # Every card of a campaign has its face value: refused before the store is touched.
-            raise redeem_not_covered()
-        ttl = ttl_seconds or c.rules.reservation_ttl_seconds
-        return await self.store.reserve(c, user_id, order_id, amount_fen, card_id, ttl, request_id, self.now(), redeem)
+        return await self.store.reserve(*_reserve_call(e, c, self.now()))
 
     async def reserve_batch(self, request_id: str, entries: Sequence[ReserveEntry]) -> list[Hold | BaseException]:
-        """Each entry through `reserve`, all at once: started in the same loop turn, their
-        writes queue together and share one group-commit transaction of the store (each in its
-        own savepoint, so a failing entry rolls back only itself). The outcome of each entry,
-        in order: its Hold, or the exception `reserve` raised for it alone."""
+        """Each entry as `reserve` would answer it, in order: its Hold, or the exception raised
+        for it alone. The checks are reserve's own (the same sync functions, in the same order);
+        each distinct campaign is looked up once and all store writes are queued at once with
+        store.reserve_many, so they share one group-commit transaction (each in its own
+        savepoint: a failing entry rolls back only itself) and the loop thread pays no Task or
+        coroutine chain per entry."""
         check_id(request_id, "request_id", required=False)
         check_batch_size(len(entries))
-        return await asyncio.gather(
-            *(
-                self.reserve(
-                    e.request_id, e.campaign_id, e.user_id, e.order_id, e.amount_fen, e.card_id, e.ttl_seconds, e.redeem
-                )
-                for e in entries
-            ),
-            return_exceptions=True,
-        )
+        outcomes: list[Hold | BaseException] = [_NOT_YET] * len(entries)
+        checked: list[int] = []
+        for i, e in enumerate(entries):
+            try:
+                _check_reserve_input(e)
+            except Exception as exc:  # what reserve() would raise for this entry alone
+                outcomes[i] = exc
+            else:
+                checked.append(i)
+        campaigns = await self._campaigns(dict.fromkeys(entries[i].campaign_id for i in checked))
+        now = self.now()
+        calls: list[ReserveCall] = []
+        slots: list[int] = []
+        for i in checked:
+            e = entries[i]
+            c = campaigns[e.campaign_id]
+            if isinstance(c, Exception):  # the lookup error belongs to every entry of that campaign
+                outcomes[i] = c
+                continue
+            try:
+                calls.append(_reserve_call(e, c, now))
+            except Exception as exc:
+                outcomes[i] = exc
+            else:
+                slots.append(i)
+        if calls:
+            for i, outcome in zip(slots, await self.store.reserve_many(calls)):
+                outcomes[i] = outcome
+        return outcomes
+
+    async def _campaigns(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | Exception]:
+        """Each campaign once, or the exception its lookup raised (as campaign() raises it)."""
+        found: dict[str, Campaign | Exception] = {}
+        for campaign_id in campaign_ids:
+            try:
+                found[campaign_id] = await self.campaign(campaign_id)
+            except Exception as exc:
+                found[campaign_id] = exc
+        return found
 
     async def confirm(self, request_id: str, order_id: str) -> Hold:
         check_id(request_id, "request_id", required=False)
@@ -317,6 +351,29 @@ class CardHandlers:
             except Exception:  # a failed sweep must not kill the service; the next one retries
                 log.exception("card sweep failed")
             await asyncio.sleep(interval_s)
+
+
+# Placeholder in reserve_batch's outcome list until the entry's outcome is known.
+_NOT_YET: BaseException = RuntimeError("reserve_batch: entry not answered")
+
+
+def _check_reserve_input(e: ReserveEntry) -> None:
+    """The checks of a reservation that need no campaign, in the order reserve() reports them."""
+    check_id(e.request_id, "request_id", required=False)
+    check_id(e.user_id, "user_id")
+    check_id(e.order_id, "order_id")
+    check_id(e.card_id, "card_id", required=False)
+    check_amount(e.amount_fen)
+    check_ttl(e.ttl_seconds)
+
+
+def _reserve_call(e: ReserveEntry, c: Campaign, now: int) -> ReserveCall:
+    """The rest of reserve()'s rules, once the campaign is known: the store call to make."""
+    if e.redeem and e.amount_fen > c.rules.card_face_value_fen:
+        # Every card of a campaign has its face value: refused before the store is touched.
+        raise redeem_not_covered()
+    ttl = e.ttl_seconds or c.rules.reservation_ttl_seconds
+    return ReserveCall(c, e.user_id, e.order_id, e.amount_fen, e.card_id, ttl, e.request_id, now, e.redeem)
 
 
 def _check_state(state: int) -> int:

@@ -28,11 +28,12 @@ raise rolls its savepoint back); the store raises it after COMMIT.
 """
 from __future__ import annotations
 
+import asyncio
 import secrets
 import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, NamedTuple, Protocol, Sequence
 
 from services.common.clock import Clock
 from services.common.db import Database
@@ -314,6 +315,20 @@ class LedgerRow:
     cause: str
 
 
+class ReserveCall(NamedTuple):
+    """The arguments of one CardStore.reserve, in its order: an entry of reserve_many."""
+
+    campaign: Campaign
+    user_id: str
+    order_id: str
+    amount_fen: int
+    card_id: str
+    ttl_s: int
+    request_id: str
+    now_ms: int
+    redeem: bool = False
+
+
 @dataclass
 class SweepCounts:
     released: int = 0
@@ -344,6 +359,10 @@ class CardStore(Protocol):
         self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
         request_id: str, now_ms: int, redeem: bool = False,
     ) -> Hold: ...
+    async def reserve_many(self, calls: Sequence[ReserveCall]) -> list[Hold | BaseException]:
+        """reserve(*call) for each call, all queued at once; each call's Hold or the exception
+        it alone raised, in order (a failing call changes nothing, the others are unaffected)."""
+        ...
     async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
     async def release(self, order_id: str, request_id: str, now_ms: int) -> Hold: ...
     async def refund(self, order_id: str, request_id: str, now_ms: int) -> RefundResult: ...
@@ -454,6 +473,21 @@ class SqliteCardStore:
         return await self._write(
             _reserve, campaign, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms, redeem
         )
+
+    async def reserve_many(self, calls: Sequence[ReserveCall]) -> list[Hold | BaseException]:
+        # One queued write per call, each run in its own savepoint exactly as reserve() runs it,
+        # so they share a group commit and fail alone; awaited as plain futures: no Task and no
+        # coroutine chain per call on the loop thread (what a ReserveCards batch costs).
+        submit = self.db.submit
+        try:
+            futures = [submit(_reserve, *call) for call in calls]
+        except RuntimeError as exc:
+            # The database is closed: submit() raises before queueing anything, and nothing can
+            # close it between these synchronous submits, so no call was queued.
+            return [exc] * len(calls)
+        # A DomainError that _reserve raised or returned (see _write) is that call's outcome
+        # either way; gather(return_exceptions=True) keeps each failure to its own call.
+        return await asyncio.gather(*futures, return_exceptions=True)
 
     async def confirm(self, order_id: str, request_id: str, now_ms: int) -> Hold:
         return await self._write(_confirm, order_id, request_id, now_ms)

@@ -112,13 +112,21 @@ class Database:
         other concurrent writes); returns fn's result after COMMIT, or raises fn's exception
         (only fn's own changes are rolled back). fn must be synchronous and must not
         commit/rollback itself."""
+        return await self.submit(fn, *args)
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """write() without the await: queue `fn(conn, *args)` and return the future of its
+        outcome (same semantics as write()). For callers that queue many writes at once: a
+        plain future per write, no coroutine or Task (asyncio.gather over futures creates no
+        tasks). Cancelling the future before its batch runs means fn is not run. Must be
+        called on the loop thread; raises RuntimeError at once if the database is closed."""
         if self._closed:
             raise RuntimeError("database is closed")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((fn, args, fut))
         if len(self._pending) == 1:
             self._wakeup.set()
-        return await fut
+        return fut
 
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(conn, *args)` on a read-only connection within one snapshot (read transaction)."""

@@ -333,9 +333,10 @@ class OrderService:
             flight.settle(exc=exc)
 
     async def _place(self, order_id: str, fingerprint: str, campaign: str, r: PlaceOrderInput, budget: Budget) -> Order:
-        # A point read first: a retry after success (even once the cart is empty) or after a
-        # crash finds its row here, and a new request learns it may write its row only once.
-        existing = await self.store.get(order_id)
+        # A retry after success (even once the cart is empty) or after a crash finds its row
+        # here, and a new request learns it may write its row only once. The store's in-memory
+        # filter of order ids spares a new request the read (order_ids.py: ~1 us against 30-60).
+        existing = await self.store.get(order_id) if self.store.may_exist(order_id) else None
         if existing is not None and existing.status != model.ABORTED:
             if existing.request_hash != fingerprint:
                 raise _request_id_reused()

@@ -40,6 +40,10 @@ class CountingStore:
     async def get_campaign(self, campaign_id):
         return self.c if campaign_id == C else None
 
+    async def reserve_many(self, calls):
+        # As the real store: every call in flight at once, each outcome its own.
+        return await asyncio.gather(*(self.reserve(*call) for call in calls), return_exceptions=True)
+
     async def reserve(self, c, user_id, order_id, amount_fen, card_id, ttl, request_id, now, redeem=False):
         self.running += 1
         self.most_at_once = max(self.most_at_once, self.running)
