@@ -460,7 +460,9 @@ class SqliteOrderStore:
 
     @classmethod
     async def open(cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order], None] | None = None) -> "SqliteOrderStore":
-        db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2)
+        # Writes on the loop thread: every write here touches one order or one cart (no bulk
+        # writes) and NORMAL commits do not fsync; see services/common/db.py.
+        db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2, writes_on_loop=True)
         store = cls(db, listener)
         try:
             # Before the store is handed out, so no insert of ours can race the scan.
