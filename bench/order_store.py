@@ -1,16 +1,22 @@
-"""`python -m bench.order_store`: CPU of the order store's two placement writes, without gRPC.
+"""`python -m bench.order_store`: CPU of the order store's placement write, without gRPC.
 
-A payable-0 placement writes twice (services/order/store.py): `begin_placement` (INSERT of the
-PLACING row) and `update(..., expect=placed)` (the conditional UPDATE to PAID). This prints the
-microseconds one such pair costs, on a temporary file database of the store's own schema,
+Since fc52d50 a new request writes its row once, after the card call, as the finished order
+(services/order/store.py `insert_placed`: one INSERT of the PAID row). The main figures are the
+microseconds that one write costs, on a temporary file database of the store's own schema,
 pre-filled with `--rows` PAID orders so the indexes have a realistic depth:
 
-  sql    the two write functions as the writer thread runs them: `--batch` placements per
-         BEGIN IMMEDIATE .. COMMIT, each write in its own SAVEPOINT (services/common/db.py).
-         CPU time of this one thread. The store-level figure to optimise.
-  store  the public async API over the real Database (group commit, writer thread, the
-         listener) with `--concurrency` placements in flight: process CPU per placement,
-         both threads included. What the order service pays per order for its store.
+  sql    `_insert_placed` as the writer runs it: `--batch` writes per BEGIN IMMEDIATE .. COMMIT,
+         each in its own SAVEPOINT (services/common/db.py `_run_batch`), the WAL checkpointed
+         PASSIVE every CHECKPOINT_EVERY batches outside the timed part (the store runs it on a
+         thread of its own). CPU time of this one thread. The store-level figure to optimise.
+  store  `await store.insert_placed(...)` over the real Database (group commit, writes on the
+         loop, the listener) with `--concurrency` placements in flight: process CPU per
+         placement, every thread included. What the order service pays per order for its store.
+
+A secondary pair, `sql-2w` / `store-2w`, measures the failure/retry path, which keeps the old
+two writes: `begin_placement` (INSERT of the PLACING row) and, after the card call,
+`update(..., expect=placed)` (the conditional UPDATE to PAID). In `sql-2w` the two writes of a
+batch commit in two transactions, as they do with the card call between them.
 
 Each figure is the median of `--repeats` rounds. The machine is shared: compare medians of runs
 made back to back, not single numbers.
@@ -28,12 +34,14 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 for _p in (str(ROOT / "protos"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from services.common import db as common_db  # noqa: E402
 from services.order import model  # noqa: E402
 from services.order import store as order_store  # noqa: E402
 from services.order.model import Line, Order, Payment  # noqa: E402
@@ -78,56 +86,111 @@ def paid(now_ms: int, card_id: str):
     return finish
 
 
+def placed(n: int, run: str, now_ms: int) -> Order:
+    """The finished order a new request writes with `insert_placed`: the draft after `finish`."""
+    o = draft(n, run, now_ms)
+    return paid(now_ms, f"card-{o.request_id}")(o)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
-    # The writer connection as services/common/db.py sets it up (the schema exists already).
+    # The writer connection as services/common/db.py sets it up for the order store
+    # (writes_on_loop: no autocheckpoint, the store checkpoints PASSIVE itself; the schema exists).
     conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={order_store.SYNCHRONOUS}")
     conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA wal_autocheckpoint=0")
     return conn
 
 
-def _place_sync(conn: sqlite3.Connection, orders: list[Order], batch: int, now_ms: int) -> None:
-    for start in range(0, len(orders), batch):
-        conn.execute("BEGIN IMMEDIATE")
-        placed = []
-        for o in orders[start : start + batch]:
-            conn.execute("SAVEPOINT w")
-            placed.append(order_store._begin_placement(conn, o)[0])
-            conn.execute("RELEASE w")
-        for o in placed:
-            conn.execute("SAVEPOINT w")
-            order_store._update(conn, o.order_id, paid(now_ms, f"card-{o.request_id}"), "", o)
-            conn.execute("RELEASE w")
-        conn.execute("COMMIT")
+Write = tuple[Callable[..., Any], tuple[Any, ...], None]
 
 
-def sql_round(path: Path, orders: list[Order], batch: int, now_ms: int) -> float:
+def _run_batches(conn: sqlite3.Connection, batches: list[list[Write]]) -> float:
+    """Run each batch as the writer does; CPU seconds of the batches alone (checkpoints apart)."""
+    cpu = 0.0
+    for i, batch in enumerate(batches, 1):
+        t0 = time.process_time()
+        outcomes = common_db._run_batch(conn, batch)
+        cpu += time.process_time() - t0
+        failed = [v for ok, v in outcomes if not ok]
+        assert not failed and all(v is not False for _, v in outcomes), failed[:1] or "a row existed already"
+        if i % common_db.CHECKPOINT_EVERY == 0:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    return cpu
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def sql_insert_round(path: Path, orders: list[Order], batch: int) -> float:
     conn = _connect(path)
     try:
-        t0 = time.process_time()
-        _place_sync(conn, orders, batch, now_ms)
-        return (time.process_time() - t0) / len(orders) * 1e6
+        cpu = _run_batches(conn, [[(order_store._insert_placed, (o, ""), None) for o in c] for c in _chunks(orders, batch)])
+        return cpu / len(orders) * 1e6
     finally:
         conn.close()
 
 
-async def store_round(path: Path, orders: list[Order], concurrency: int, now_ms: int) -> float:
+def sql_pair_round(path: Path, drafts: list[Order], batch: int, now_ms: int) -> float:
+    conn = _connect(path)
+    try:
+        batches: list[list[Write]] = []
+        for chunk in _chunks(drafts, batch):
+            # PLACING rows commit first; their UPDATEs come in a later batch (after the card call).
+            batches.append([(_begin, (o,), None) for o in chunk])
+            batches.append([(order_store._update, (o.order_id, paid(now_ms, f"card-{o.request_id}"), "", o), None) for o in chunk])
+        return _run_batches(conn, batches) / len(drafts) * 1e6
+    finally:
+        conn.close()
+
+
+def _begin(conn: sqlite3.Connection, o: Order) -> bool:
+    _, fresh = order_store._begin_placement(conn, o)
+    return fresh
+
+
+async def _in_flight(concurrency: int, items: list[Any], one: Callable[[Any], Any]) -> None:
+    queue = iter(items)
+
+    async def worker() -> None:
+        for item in queue:
+            await one(item)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def store_insert_round(path: Path, orders: list[Order], concurrency: int) -> float:
     store = await SqliteOrderStore.open(path, listener=lambda o: None)
     try:
-        queue = iter(orders)
 
-        async def worker() -> None:
-            for o in queue:
-                placed, fresh = await store.begin_placement(o)
-                assert fresh
-                done = await store.update(o.order_id, paid(now_ms, f"card-{o.request_id}"), expect=placed)
-                assert done.status == model.PAID
+        async def one(o: Order) -> None:
+            done = await store.insert_placed(o)
+            assert done is not None and done.status == model.PAID
 
         t0 = time.process_time()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await _in_flight(concurrency, orders, one)
         return (time.process_time() - t0) / len(orders) * 1e6
+    finally:
+        await store.close()
+
+
+async def store_pair_round(path: Path, drafts: list[Order], concurrency: int, now_ms: int) -> float:
+    store = await SqliteOrderStore.open(path, listener=lambda o: None)
+    try:
+
+        async def one(o: Order) -> None:
+            row, fresh = await store.begin_placement(o)
+            assert fresh
+            done = await store.update(o.order_id, paid(now_ms, f"card-{o.request_id}"), expect=row)
+            assert done.status == model.PAID
+
+        t0 = time.process_time()
+        await _in_flight(concurrency, drafts, one)
+        return (time.process_time() - t0) / len(drafts) * 1e6
     finally:
         await store.close()
 
@@ -144,27 +207,39 @@ def main(argv: list[str] | None = None) -> int:
     if args.smoke:
         args.orders, args.rows, args.repeats = 200, 200, 1
     now_ms = int(time.time() * 1000)
+    figures: dict[str, list[float]] = {"sql": [], "store": [], "sql-2w": [], "store-2w": []}
     with tempfile.TemporaryDirectory(prefix="miandan-bench-order-store-") as tmp:
         path = Path(tmp) / "order.db"
         asyncio.run(_migrate(path))
         conn = _connect(path)
         try:
-            _place_sync(conn, [draft(i, "fill", now_ms) for i in range(args.rows)], 256, now_ms)
+            fill = [placed(i, "fill", now_ms) for i in range(args.rows)]
+            _run_batches(conn, [[(order_store._insert_placed, (o, ""), None) for o in c] for c in _chunks(fill, 256)])
         finally:
             conn.close()
-        sql, store = [], []
         for r in range(args.repeats):
-            sql.append(sql_round(path, [draft(i, f"sql{r}", now_ms) for i in range(args.orders)], args.batch, now_ms))
-            orders = [draft(i, f"store{r}", now_ms) for i in range(args.orders)]
-            store.append(asyncio.run(store_round(path, orders, args.concurrency, now_ms)))
+            n = args.orders
+            figures["sql"].append(sql_insert_round(path, [placed(i, f"sql{r}", now_ms) for i in range(n)], args.batch))
+            figures["store"].append(
+                asyncio.run(store_insert_round(path, [placed(i, f"store{r}", now_ms) for i in range(n)], args.concurrency))
+            )
+            figures["sql-2w"].append(sql_pair_round(path, [draft(i, f"sql2w{r}", now_ms) for i in range(n)], args.batch, now_ms))
+            figures["store-2w"].append(
+                asyncio.run(store_pair_round(path, [draft(i, f"store2w{r}", now_ms) for i in range(n)], args.concurrency, now_ms))
+            )
     print(
         f"bench-order-store: {args.orders} placements x {args.repeats} rounds on {args.rows} rows "
         f"(sql: {args.batch} per transaction; store: {args.concurrency} in flight)"
     )
-    print(f"sql    {statistics.median(sql):8.1f} us CPU per placement (begin_placement + update)  rounds: "
-          + " ".join(f"{v:.1f}" for v in sql))
-    print(f"store  {statistics.median(store):8.1f} us CPU per placement (async API, both threads)  rounds: "
-          + " ".join(f"{v:.1f}" for v in store))
+    labels = {
+        "sql": "insert_placed: the one write of a new request",
+        "store": "await insert_placed, async API, all threads",
+        "sql-2w": "failure/retry path: begin_placement + update",
+        "store-2w": "failure/retry path: async API, all threads",
+    }
+    for name, values in figures.items():
+        print(f"{name:<9} {statistics.median(values):8.1f} us CPU per placement ({labels[name]})  rounds: "
+              + " ".join(f"{v:.1f}" for v in values))
     return 0
 
 
