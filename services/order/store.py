@@ -4,6 +4,10 @@ synchronous=NORMAL (WAL): an acknowledged order survives kill -9 of the process,
 failure the saga is designed around; on power loss the last few commits could be lost, and the
 recovery pass then meets cards held for orders it does not know about, which the card
 service's reservation TTL returns. FULL would cost an fsync per group commit on the hot path.
+Without an fsync at commit, and with every write touching one order or one cart, the writes run
+on the event-loop thread (`writes_on_loop`, services/common/db.py): no thread hop per batch and
+no GIL hand-off per statement (bench-order: the order service's CPU per order 1,229-1,237 ->
+964-1,127 µs, with orjson docs, in interleaved runs).
 
 Every state change is one `db.write` that loads the row, applies a pure model function and
 writes it back inside the same transaction, so a transition is checked against the state it
@@ -472,8 +476,7 @@ class SqliteOrderStore:
 
     @classmethod
     async def open(cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order], None] | None = None) -> "SqliteOrderStore":
-        # Writes on the loop thread: every write here touches one order or one cart (no bulk
-        # writes) and NORMAL commits do not fsync; see services/common/db.py.
+        # Writes on the loop thread: see the module docstring.
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2, writes_on_loop=True)
         store = cls(db, listener)
         try:
