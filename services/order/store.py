@@ -29,17 +29,23 @@ conditional UPDATE compares the column instead of parsing the doc with json_extr
 `may_exist(order_id)`: False means "this id certainly has no row", answered from a Bloom filter
 of order ids in memory (order_ids.py) instead of a point read. PlaceOrder starts with that read
 to spot a retry; almost every request is new, and under write load the read costs 30-60 µs on
-the loop (a WAL change drops the reader's page cache); may_exist costs 1.3-2 µs. open() fills
-the filter from the table (one scan of the order_id index in a reader thread: 0.7-1.3 s per
-200k rows, nearly all of it Python hashing, ~4 µs a row), and every insert adds its id when it
-is submitted, before the write is awaited.
+the loop (a WAL change drops the reader's page cache); may_exist costs 1.3-2 µs. Every insert
+adds its id when it is submitted, before the write is awaited. The ids already in the table are
+read in the background once open() has returned (one scan of the order_id index in a reader
+thread: 0.7-1.3 s per 200k rows, ~4-6 s at a million, nearly all of it Python hashing), so a
+restart serves at once instead of after that scan; until the scan is done may_exist says True
+for every id (each request pays the read, as before the filter). Ids inserted during the scan
+go to a filter of their own: the scan's snapshot holds every row committed before it began,
+that filter every row submitted since open(), so together they miss none.
 Invariant: only this process writes the orders table, and every insert into it goes through
 `begin_placement` / `insert_placed` (both through `_insert`), so a False is never wrong. A store
 opened on a file that another process also writes must not trust it.
 """
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import sqlite3
 from dataclasses import replace
 from typing import Any, Callable, Protocol
@@ -53,6 +59,8 @@ from services.common.errors import AlreadyExists, FailedPrecondition, NotFound
 from . import model
 from .model import Line, Order, Payment, Selection, StatusChange
 from .order_ids import KnownOrderIds
+
+log = logging.getLogger("miandan.order")
 
 __all__ = ["OrderStore", "SqliteOrderStore", "MIGRATIONS", "SYNCHRONOUS", "Mutation"]
 
@@ -269,6 +277,8 @@ def _load(conn: sqlite3.Connection, order_id: str) -> Order | None:
 # The filter's room at open: four times the rows already there, so growth before the next
 # restart stays within it, and at least a million (1.2 MB at 1 %).
 MIN_KNOWN_CAPACITY = 1_000_000
+# Room for the ids inserted while the table's are read (seconds of placements; 120 KB at 1 %).
+SINCE_OPEN_CAPACITY = 100_000
 
 
 def _known_order_ids(conn: sqlite3.Connection) -> KnownOrderIds:
@@ -469,25 +479,45 @@ class SqliteOrderStore:
     def __init__(self, db: Database, listener: Callable[[Order], None] | None = None) -> None:
         self.db = db
         self.listener = listener
-        # The order ids this store may hold (module docstring): None until open() has read the
-        # table, and meanwhile may_exist says True for every id. A list of filters: see
+        # The order ids this store may hold (module docstring): None until the table's ids are
+        # read, and meanwhile may_exist says True for every id. A list of filters: see
         # _remember for why it grows instead of being rebuilt.
         self._known: list[KnownOrderIds] | None = None
+        # Ids submitted while the table's ids are being read (module docstring).
+        self._since_open: KnownOrderIds | None = None
+        self._reading_ids: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order], None] | None = None) -> "SqliteOrderStore":
         # Writes on the loop thread: see the module docstring.
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2, writes_on_loop=True)
         store = cls(db, listener)
-        try:
-            # Before the store is handed out, so no insert of ours can race the scan.
-            store._known = [await db.read(_known_order_ids)]
-        except BaseException:
-            await db.close()
-            raise
+        # Before the store is handed out: every insert from here on lands in this filter.
+        store._since_open = KnownOrderIds(SINCE_OPEN_CAPACITY)
+        store._reading_ids = asyncio.get_running_loop().create_task(store._read_known_ids())
         return store
 
+    async def _read_known_ids(self) -> None:
+        try:
+            in_table = await self.db.read(_known_order_ids)
+        except Exception:
+            # Not fatal: may_exist keeps saying True, and every request reads its row.
+            log.exception("could not read the order ids; every PlaceOrder reads its row until a restart")
+            return
+        assert self._since_open is not None
+        # The table's filter last: it has the room (4x the rows) for the inserts to come.
+        self._known = [self._since_open, in_table]
+        self._since_open = None
+
+    async def ids_read(self) -> None:
+        """Wait until may_exist answers from the filter (tests, benchmarks)."""
+        if self._reading_ids is not None:
+            await asyncio.shield(self._reading_ids)
+
     async def close(self) -> None:
+        if self._reading_ids is not None and not self._reading_ids.done():
+            self._reading_ids.cancel()
+            await asyncio.gather(self._reading_ids, return_exceptions=True)
         await self.db.close()
 
     def may_exist(self, order_id: str) -> bool:
@@ -505,6 +535,8 @@ class SqliteOrderStore:
         finds a row leaves only a false positive)."""
         known = self._known
         if known is None:
+            if self._since_open is not None:
+                self._since_open.add(order_id)
             return
         newest = known[-1]
         newest.add(order_id)

@@ -1,9 +1,12 @@
 """SqliteOrderStore.may_exist: every id with a row says True (rows there before open, rows
-inserted since, even while their write is in flight), a fresh id says False, and a filter
-past its capacity grows instead of saturating."""
+inserted since, even while their write is in flight or while the table's ids are still being
+read), a fresh id says False once they are read, and a filter past its capacity grows instead
+of saturating."""
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 
 from services.common.db import Database
 from services.order import model, store as order_store
@@ -44,6 +47,7 @@ def insert_behind_the_store(path, orders: list[Order]) -> None:
 
 async def test_ids_inserted_through_the_store_may_exist_and_fresh_ones_do_not(tmp_path):
     store = await SqliteOrderStore.open(tmp_path / "o.db")
+    await store.ids_read()
     try:
         await store.begin_placement(placing("u1", "r1"))
         assert await store.insert_placed(paid("u2", "r1")) is not None
@@ -77,6 +81,7 @@ async def test_an_id_may_exist_from_the_moment_its_insert_is_submitted(tmp_path,
 async def test_opening_the_store_learns_every_row_already_in_the_table(tmp_path):
     path = tmp_path / "o.db"
     store = await SqliteOrderStore.open(path)
+    await store.ids_read()
     try:
         await store.insert_placed(paid("u1", "r1"))
     finally:
@@ -86,6 +91,7 @@ async def test_opening_the_store_learns_every_row_already_in_the_table(tmp_path)
     assert not any(store.may_exist(o.order_id) for o in earlier)  # the old store never saw them
 
     reopened = await SqliteOrderStore.open(path)
+    await reopened.ids_read()
     try:
         assert reopened.may_exist(model.order_id_for("u1", "r1"))
         assert all(reopened.may_exist(o.order_id) for o in earlier)
@@ -106,6 +112,7 @@ async def test_a_store_that_has_not_read_its_ids_says_any_id_may_exist(tmp_path)
 async def test_a_filter_past_its_capacity_grows_and_still_finds_every_id(tmp_path, monkeypatch):
     monkeypatch.setattr(order_store, "MIN_KNOWN_CAPACITY", 16)
     store = await SqliteOrderStore.open(tmp_path / "o.db")
+    await store.ids_read()
     try:
         ids = []
         for n in range(300):  # ~19 times the first filter's size
@@ -118,3 +125,65 @@ async def test_a_filter_past_its_capacity_grows_and_still_finds_every_id(tmp_pat
     finally:
         await store.close()
 
+
+
+async def test_the_store_serves_before_the_table_is_read_and_misses_no_id_inserted_meanwhile(tmp_path, monkeypatch):
+    path = tmp_path / "o.db"
+    store = await SqliteOrderStore.open(path)
+    await store.close()
+    earlier = [paid(f"u{n}", "old") for n in range(50)]
+    insert_behind_the_store(path, earlier)
+    release = threading.Event()
+    real = order_store._known_order_ids
+
+    def slow_scan(conn):
+        release.wait(10)  # a table of millions of rows: seconds of scanning
+        return real(conn)
+
+    monkeypatch.setattr(order_store, "_known_order_ids", slow_scan)
+    store = await SqliteOrderStore.open(path)
+    try:
+        # Open already: it serves, and since it knows nothing yet it claims nothing.
+        assert all(store.may_exist(i) for i in fresh_ids(10))
+        during = [paid(f"u{n}", "during") for n in range(30)]
+        for o in during:
+            assert await store.insert_placed(o) is not None
+        release.set()
+        await store.ids_read()
+        after = paid("u-after", "r1")
+        await store.insert_placed(after)
+        assert all(store.may_exist(o.order_id) for o in [*earlier, *during, after])
+        assert not any(store.may_exist(i) for i in fresh_ids(100))
+    finally:
+        release.set()
+        await store.close()
+
+
+async def test_a_failed_read_of_the_ids_leaves_every_id_possible(tmp_path, monkeypatch):
+    def broken(conn):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(order_store, "_known_order_ids", broken)
+    store = await SqliteOrderStore.open(tmp_path / "o.db")
+    try:
+        await store.ids_read()
+        await store.insert_placed(paid("u1", "r1"))
+        assert all(store.may_exist(i) for i in fresh_ids(10))  # every request reads its row
+        assert (await store.get(model.order_id_for("u1", "r1"))).status == model.PAID
+    finally:
+        await store.close()
+
+
+async def test_closing_while_the_ids_are_read_does_not_hang(tmp_path, monkeypatch):
+    release = threading.Event()
+
+    def slow_scan(conn):
+        release.wait(0.5)
+        return KnownOrderIdsStub()
+
+    class KnownOrderIdsStub:
+        pass
+
+    monkeypatch.setattr(order_store, "_known_order_ids", slow_scan)
+    store = await SqliteOrderStore.open(tmp_path / "o.db")
+    await asyncio.wait_for(store.close(), 5)
