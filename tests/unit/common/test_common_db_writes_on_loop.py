@@ -22,6 +22,15 @@ def _insert(conn, name):
     return threading.get_ident()
 
 
+async def checkpoint_done(db):
+    # The checkpoint runs on its own thread; a slow machine may take a while to finish it.
+    for _ in range(500):
+        if db._checkpoint is None:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("checkpoint still running after 5 s")
+
+
 def _names(conn):
     return [r[0] for r in conn.execute("SELECT name FROM items ORDER BY name")]
 
@@ -95,7 +104,7 @@ async def test_checkpoints_run_off_the_loop_every_so_many_batches(tmp_path, monk
     for i in range(23):
         await db.write(_insert, f"n{i}")
         if i % 5 == 4:
-            await asyncio.sleep(0.1)  # lets the checkpoint finish before the next is due
+            await checkpoint_done(db)  # finished before the next is due
     assert len(threads) == 4  # after batches 5, 10, 15 and 20
     assert threading.get_ident() not in threads
     await db.close()
@@ -111,7 +120,7 @@ async def test_the_wal_stays_bounded_under_many_batches(tmp_path, monkeypatch):
     for i in range(400):
         await db.write(_insert, f"{i:06d}-" + "x" * 2000)
         if i % 10 == 9:
-            await asyncio.sleep(0.01)  # lets the checkpoint thread run
+            await checkpoint_done(db)
     wal = tmp_path / "s.db-wal"
     assert wal.stat().st_size < 200 * 4096
     await db.close()
