@@ -114,13 +114,36 @@ async def test_checkpoints_run_off_the_loop_every_so_many_batches(tmp_path, monk
 
 async def test_the_wal_stays_bounded_under_many_batches(tmp_path, monkeypatch):
     # Without a checkpoint (autocheckpoint is off on the loop writer) the WAL would grow with
-    # every batch; with one every few batches it is reset and stays small.
-    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY", 10)
+    # every batch; so would it with one running beside the writer, which never catches up with
+    # a writer that keeps appending. Batches of 50 here, as under load.
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY", 100)
     db = await open_db(tmp_path)
-    for i in range(400):
-        await db.write(_insert, f"{i:06d}-" + "x" * 2000)
-        if i % 10 == 9:
-            await checkpoint_done(db)
+    for r in range(40):
+        await asyncio.gather(*(db.write(_insert, f"{r:03d}-{i:03d}-" + "x" * 2000) for i in range(50)))
     wal = tmp_path / "s.db-wal"
-    assert wal.stat().st_size < 200 * 4096
+    assert wal.stat().st_size < 400 * 4096  # 2,000 rows of 2 KB: ~1,000 pages without checkpoints
+    assert await db.read(lambda conn: conn.execute("SELECT COUNT(*) FROM items").fetchone()[0]) == 2000
     await db.close()
+
+
+async def test_a_write_is_answered_before_the_checkpoint_its_batch_triggers(tmp_path, monkeypatch):
+    release = threading.Event()
+    real = db_module._checkpoint_passive
+
+    def slow(conn):
+        release.wait(5)
+        real(conn)
+
+    monkeypatch.setattr(db_module, "_checkpoint_passive", slow)
+    monkeypatch.setattr(db_module, "CHECKPOINT_EVERY", 1)
+    db = await open_db(tmp_path)
+    try:
+        await asyncio.wait_for(db.write(_insert, "a"), 2)  # its checkpoint is still running
+        later = asyncio.ensure_future(db.write(_insert, "b"))
+        await asyncio.sleep(0.2)
+        assert not later.done()  # the next batch waits for the checkpoint
+        release.set()
+        await asyncio.wait_for(later, 5)
+    finally:
+        release.set()
+        await db.close()
