@@ -14,16 +14,16 @@ Why this shape:
   batch on the event-loop thread instead of the writer thread. Why: a batch on the writer
   thread costs a thread hop each way, and the sqlite3 module releases and retakes the GIL around
   every statement, so a writer thread running while the loop serves calls turns each statement
-  into a GIL hand-off between two threads (futex wake-ups, context switches). Measured under
-  bench-order with the order store on the loop, interleaved with the threaded writer: the order
-  service's CPU per order was 1,148-1,257 µs against 1,262-1,402 in seven pairs, though three
-  later pairs on a drifting machine could not tell the two apart. The loop is
-  blocked while a batch runs (~1 ms for 10 orders), so this is only for stores without fsync at
-  commit (NORMAL: its WAL checkpoint, which does fsync, runs PASSIVE every CHECKPOINT_EVERY
-  writes on a thread of its own while the write loop waits) and without bulk writes: the catalog's imports and the card
-  service's FULL commits stay threaded (the card on the loop, statements there and COMMIT on
-  the writer thread, measured no better). A batch that finds the write lock taken (an
-  operator's sqlite3 shell, say) waits for it on the writer thread, never on the loop.
+  into a GIL hand-off between two threads (futex wake-ups, context switches); the order process
+  spent 16% of its CPU in its writer thread. Measured under bench-order on a quiet machine, with
+  orjson docs as well: the order service's CPU per order 964-1,127 µs against 1,229-1,237.
+  The loop is blocked while a batch runs (~1 ms for 10 orders), so this is only for stores
+  without fsync at commit and without bulk writes: the catalog's imports and the card service's
+  FULL commits stay threaded (the card with its statements on the loop and its COMMIT on the
+  writer thread measured no better). At NORMAL the WAL checkpoint does fsync: it runs PASSIVE
+  every CHECKPOINT_EVERY writes on a thread of its own while the write loop waits for it. A
+  batch that finds the write lock taken (an operator's sqlite3 shell, say) waits for it on the
+  writer thread, never on the loop.
 * `read_now()` runs a point read inline on the event-loop thread, on its own read-only
   connection: a primary-key / indexed lookup costs ~15 µs of CPU there, while the hop to a reader
   thread and back costs 55-180 µs (measured: 55 on uvloop, 95 on asyncio when idle, ~180 under
