@@ -46,7 +46,7 @@ back anyway. An internal caller may raise
 or lower a call's criticality with x-miandan-criticality (the gateway passes the end-user
 call's level on).
 
-Event-loop lag (`watch_loop_lag`, MIANDAN_MAX_LOOP_LAG_MS, off by default, 50 ms in the benchmarks): the latency the
+Event-loop lag (`watch_loop_lag`, MIANDAN_MAX_LOOP_LAG_MS, off by default; the benchmarks used 50 ms until gRPC's own bound on calls waiting for the loop, Settings.max_pending_calls, did the job more directly): the latency the
 limit learns from starts when a call reaches the interceptor, but under a flood calls first wait in
 the event loop's ready queue behind every other callback, and that wait is invisible to it: at
 three times capacity we saw refusals answered after a second, although each took microseconds.

@@ -36,8 +36,18 @@ SERVING_GC_GEN0 = 10_000
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
-def server_options() -> list[tuple[str, Any]]:
-    return [
+def server_options(max_pending_calls: int = 0) -> list[tuple[str, Any]]:
+    """max_pending_calls > 0: gRPC refuses new calls once that many wait for the event loop
+    (at random up to twice as many, always beyond; see Settings.max_pending_calls)."""
+    pending = (
+        [
+            ("grpc.server.max_pending_requests", max_pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", 2 * max_pending_calls),
+        ]
+        if max_pending_calls > 0
+        else []
+    )
+    return pending + [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         # Accept the clients' 30 s keepalive pings (open_channel) instead of answering GOAWAY.
@@ -100,7 +110,7 @@ class Server:
         pipeline = CallPipeline(
             s.service, s, self.policy, self.admission, self.criticality, self.metrics, self.logger
         )
-        server = grpc.aio.server(interceptors=[pipeline], options=server_options())
+        server = grpc.aio.server(interceptors=[pipeline], options=server_options(getattr(s, "max_pending_calls", 0)))
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)

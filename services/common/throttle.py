@@ -16,7 +16,9 @@ k times what the backend accepts, so the backend still sees enough traffic to sh
 recovered (k = 2 in the book: the backend spends at most about half its refusals' worth on
 excess; lower k refuses more locally and recovers more slowly).
 
-Only overload refusals (UNAVAILABLE / RESOURCE_EXHAUSTED) count against accepts: an
+Only overload refusals count against accepts: UNAVAILABLE / RESOURCE_EXHAUSTED, and CANCELLED,
+which a caller that never cancels gets only from the server's side: gRPC's core refusing a call
+its event loop had not taken in (Settings.max_pending_calls), or a server stopping. An
 INVALID_ARGUMENT is an answer, not a refusal. Used by the gateway on its upstream channels and by
 the load generator, which plays the part of the campaign's app.
 
@@ -32,7 +34,7 @@ from typing import Callable
 __all__ = ["AdaptiveThrottle", "REFUSAL_CODES"]
 
 # Status code names that mean "the backend refused for load", not "the backend answered".
-REFUSAL_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
+REFUSAL_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED"})
 
 
 class AdaptiveThrottle:

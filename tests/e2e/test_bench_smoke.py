@@ -27,3 +27,16 @@ def test_the_benchmark_smoke_run_finishes_cleanly(bench, tmp_path):
     )
     print(run.stdout[-4000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin-client needs two CPUs")
+def test_the_overload_curve_with_the_load_generator_on_a_cpu_of_its_own_finishes_cleanly(tmp_path):
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}", TMPDIR=str(tmp_path))
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.overload", "--smoke", "--pin-client", "--out", str(tmp_path)], cwd=ROOT, env=env,
+        capture_output=True, text=True, timeout=280,
+    )
+    print(run.stdout[-4000:])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "load generator pinned to CPU" in run.stdout and (tmp_path / "overload.png").exists()

@@ -55,6 +55,16 @@ def test_under_overload_the_client_sends_about_k_times_what_is_accepted() -> Non
     assert t.throttled == 30_000 - sent
 
 
+def test_a_call_the_server_reset_counts_as_refused() -> None:
+    # CANCELLED reaches a caller that never cancels only when the server's side refused the
+    # call (gRPC's core holding too many calls for a busy loop), so it throttles like UNAVAILABLE.
+    t, _ = make(k=2.0)
+    for _ in range(2000):
+        if t.admit():
+            t.record("CANCELLED")
+    assert t.throttled > 1500
+
+
 def test_history_leaves_the_window_so_a_recovered_backend_gets_full_traffic_again() -> None:
     t, clock = make(window_s=10.0, buckets=10)
     for _ in range(1000):

@@ -56,6 +56,7 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_GRACE_SECONDS": "-1"}, "MIANDAN_GRACE_SECONDS"),
         ({"MIANDAN_MAX_CONCURRENCY": "0"}, "MIANDAN_MAX_CONCURRENCY"),
         ({"MIANDAN_MIN_CONCURRENCY": "0"}, "MIANDAN_MIN_CONCURRENCY"),
+        ({"MIANDAN_MAX_PENDING_CALLS": "-1"}, "MIANDAN_MAX_PENDING_CALLS"),
         ({"MIANDAN_LOG_LEVEL": "LOUD"}, "MIANDAN_LOG_LEVEL"),
         ({"MIANDAN_LOG_CALLS": "maybe"}, "MIANDAN_LOG_CALLS"),
         ({"MIANDAN_ORDER_ADDR": "nohost"}, "MIANDAN_ORDER_ADDR"),
@@ -84,3 +85,15 @@ def test_the_admission_floor_comes_from_the_environment_and_never_exceeds_the_st
     # An operator who asks for a small limit gets it (the overload drills run with 4).
     ctl = admission_from_settings(Settings.from_env("card", {"MIANDAN_MAX_CONCURRENCY": "4"}))
     assert (ctl.limit, ctl.min_limit) == (4, 4)
+
+
+def test_held_calls_keep_grpcs_own_limits_unless_the_environment_bounds_them():
+    from services.common.server import server_options
+
+    assert Settings.from_env("gateway", {}).max_pending_calls == 0
+    assert not any(key.startswith("grpc.server.max_pending") for key, _ in server_options())
+    s = Settings.from_env("gateway", {"MIANDAN_MAX_PENDING_CALLS": "64"})
+    options = dict(server_options(s.max_pending_calls))
+    # Refused at random beyond 64 held calls, always beyond 128.
+    assert options["grpc.server.max_pending_requests"] == 64
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 128
