@@ -65,11 +65,11 @@ def free_port() -> int:
 def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> dict[str, str]:
     """The environment of a benchmark suite: fresh data, loopback, no per-call log lines (they
     would measure the disk, not the service), free ports unless the defaults are wanted, and
-    and gRPC's core refusing calls beyond 32 that wait for a busy event loop (an operator knob,
-    off by default; see Settings.max_pending_calls). The event-loop lag guard
-    (MIANDAN_MAX_LOOP_LAG_MS) stays off, as by default: with held calls bounded it only refused
-    calls the suite could serve (bench.overload peaked at 490 orders/s with it at 50 ms and
-    at 750 without, in runs of the same hour)."""
+    gRPC's core refusing calls beyond 32 that wait for a busy event loop (an operator knob, off
+    by default; see Settings.max_pending_calls). The event-loop lag guard
+    (MIANDAN_MAX_LOOP_LAG_MS) stays off, as by default: with held calls bounded it only cost
+    (its 10 ms probe in every process: make bench 235 -> 294 orders/s without it, interleaved
+    pairs; bench.overload peaked at 490 orders/s with it and 750 without)."""
     env = dict(os.environ)
     env.update(
         PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}",

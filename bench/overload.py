@@ -58,7 +58,7 @@ from bench.loadgen import (
 MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
 SMOKE_MULTIPLIERS = (0.5, 1.0, 3.0, 5.0)
 # CANCELLED: this client never cancels, so it is gRPC's core refusing a call the gateway's event
-# loop had not taken in yet (MIANDAN_MAX_PENDING_CALLS, 64 in the benchmarks): a refusal too.
+# loop had not taken in yet (MIANDAN_MAX_PENDING_CALLS, 32 in the benchmarks): a refusal too.
 REJECTION_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 HEADERS = ("x cap", "offered/s", "goodput/s", "throttled/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms", "status codes")
 
