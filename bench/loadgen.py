@@ -406,27 +406,29 @@ class _Client:
         self.stub = gateway_service_pb2_grpc.GatewayServiceStub(self.channel)
         self.empty = self.channel.unary_unary(EMPTY_METHOD)
         self.measuring = False
-        self.throttle = None
-        if spec.client_throttle:
-            from services.common.throttle import AdaptiveThrottle
+        self.throttle = self._new_throttle()
 
-            # k = 1.5 by default: the book's 2 lets the app send twice what the gateway accepts,
-            # so under a flood the gateway spends its CPU refusing as many calls as it serves.
-            # Measured in pairs on this 2-core box (bench.overload, 3x/4x/5x): k = 2 gave
-            # 283-343 orders/s with the gateway refusing ~360-390/s and p99 of successes
-            # 430-1,048 ms; k = 1.5 gave 346-378 orders/s, ~220-250 refusals/s and p99 250-440
-            # ms. 1.1 is too tight: our admission refuses a few percent below capacity (latency
-            # noise on two shared cores), which locks the app below what the suite can serve
-            # (62-64% of peak at 2-5x). A 5 s window reacts within a step of bench.overload
-            # (each step starts fresh workers).
-            self.throttle = AdaptiveThrottle(spec.throttle_k, window_s=5.0, buckets=25)
+    def _new_throttle(self) -> Any:
+        if not self.spec.client_throttle:
+            return None
+        from services.common.throttle import AdaptiveThrottle
+
+        # k = 1.5 by default: the book's 2 lets the app send twice what the gateway accepts,
+        # so under a flood the gateway spends its CPU refusing as many calls as it serves.
+        # Measured in pairs on this 2-core box (bench.overload, 3x/4x/5x): k = 2 gave
+        # 283-343 orders/s with the gateway refusing ~360-390/s and p99 of successes
+        # 430-1,048 ms; k = 1.5 gave 346-378 orders/s, ~220-250 refusals/s and p99 250-440
+        # ms. 1.1 is too tight: our admission refuses a few percent below capacity (latency
+        # noise on two shared cores), which locks the app below what the suite can serve
+        # (62-64% of peak at 2-5x). A 5 s window reacts within a step of bench.overload
+        # (each step starts fresh workers).
+        return AdaptiveThrottle(self.spec.throttle_k, window_s=5.0, buckets=25)
 
     def forget_setup(self) -> None:
         """A fresh throttle when measuring starts: the setup's burst of joins (hundreds at once,
         some refused) is not the load being measured, and a throttle that remembered it refused
         a quarter of the arrivals of a 1x step nobody was shedding (6 workers)."""
-        if self.throttle is not None:
-            self.throttle = type(self.throttle)(self.spec.throttle_k, window_s=5.0, buckets=25)
+        self.throttle = self._new_throttle()
 
     def token_md(self, user: str) -> tuple[tuple[str, str], ...]:
         from gateway.token import mint

@@ -20,23 +20,22 @@ BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent"
 def test_the_benchmark_smoke_run_finishes_cleanly(bench, tmp_path):
     if not (ROOT / "bench" / f"{bench}.py").exists():
         pytest.fail(f"bench/{bench}.py is missing")
+    _smoke(tmp_path, bench)
+
+
+def _smoke(tmp_path, bench, *args):
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}", TMPDIR=str(tmp_path))
     run = subprocess.run(
-        [sys.executable, "-m", f"bench.{bench}", "--smoke"], cwd=ROOT, env=env,
+        [sys.executable, "-m", f"bench.{bench}", "--smoke", *args], cwd=ROOT, env=env,
         capture_output=True, text=True, timeout=280,
     )
     print(run.stdout[-4000:])
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    return run
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="--pin-client needs two CPUs")
 def test_the_overload_curve_with_the_load_generator_on_a_cpu_of_its_own_finishes_cleanly(tmp_path):
-    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}", TMPDIR=str(tmp_path))
-    run = subprocess.run(
-        [sys.executable, "-m", "bench.overload", "--smoke", "--pin-client", "--out", str(tmp_path)], cwd=ROOT, env=env,
-        capture_output=True, text=True, timeout=280,
-    )
-    print(run.stdout[-4000:])
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    run = _smoke(tmp_path, "overload", "--pin-client", "--out", str(tmp_path))
     assert "load generator pinned to CPU" in run.stdout and (tmp_path / "overload.png").exists()
