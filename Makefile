@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/protos:$(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help install protos proto-check proto-lint run test test-unit test-integration test-e2e \
-        bench bench-card bench-catalog bench-order bench-overload drill audit demo catalog-300k clean
+        bench bench-card bench-catalog bench-intake bench-order bench-overload drill audit demo catalog-300k clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -59,6 +59,9 @@ bench-catalog: $(STAMP)  ## catalog figures with 300,000 stores
 
 bench-order: $(STAMP)  ## order placement figures
 	$(PY) -m bench.order
+
+bench-intake: $(STAMP)  ## how fast grpc.aio takes calls in: one hot method against four (why refusals must happen in C)
+	$(PY) -m bench.intake
 
 bench-overload: $(STAMP)  ## open-loop overload curve from 0.5x to 5x capacity (table + PNG)
 	$(PY) -m bench.overload

@@ -925,12 +925,27 @@ class CpuMeter:
         self.pids = pids
         self.before: dict[str, float] = {}
         self.used: dict[str, float] = {}
+        self._timer: threading.Timer | None = None
 
     def start(self) -> None:
         self.before = {n: cpu_seconds(p) for n, p in self.pids.items()}
 
     def stop(self) -> dict[str, float]:
         self.used = {n: cpu_seconds(p) - self.before[n] for n, p in self.pids.items()}
+        return self.used
+
+    def measure_for(self, seconds: float) -> None:
+        """start() now and stop() after `seconds` on a timer: a step's window, not the drain of
+        its last calls that follows it."""
+        self.start()
+        self._timer = threading.Timer(seconds, self.stop)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def wait(self) -> dict[str, float]:
+        """The window measure_for() opened, once closed (nothing measured: {})."""
+        if self._timer is not None:
+            self._timer.join()
         return self.used
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from bench.loadgen import (
     ROOT,
     THROTTLED,
+    CpuMeter,
     SuiteProcess,
     addr_of,
     audit_suite,
@@ -49,6 +50,7 @@ from bench.loadgen import (
     machine,
     percentile,
     run_workers,
+    service_pids,
     specs_for,
     table,
     temp_data_dir,
@@ -60,7 +62,14 @@ SMOKE_MULTIPLIERS = (0.5, 1.0, 3.0, 5.0)
 # CANCELLED: this client never cancels, so it is gRPC's core refusing a call the gateway's event
 # loop had not taken in yet (MIANDAN_MAX_PENDING_CALLS, 32 in the benchmarks): a refusal too.
 REJECTION_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
-HEADERS = ("x cap", "offered/s", "goodput/s", "throttled/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms", "status codes")
+# Where a refusal was made, for the second table: in C by gRPC's core before the gateway's event
+# loop saw the call, or in Python by the gateway's admission control once the loop took it in.
+REFUSED_BY = (("gRPC core", ("CANCELLED",)), ("admission", ("UNAVAILABLE", "RESOURCE_EXHAUSTED")))
+HEADERS = (
+    "x cap", "offered/s", "goodput/s", "throttled/s", "shed/s", "p99 ok ms", "p99 rej ms", "hung", "client lag ms",
+    "suite cores", "status codes",
+)
+REFUSAL_HEADERS = ("x cap", *(f"{where} {col}" for where, _ in REFUSED_BY for col in ("/s", "p50 ms", "p99 ms")))
 
 
 def measure_capacity(env: dict[str, str], fixture, procs: int, concurrency: int, seconds: float, tag: str, cpus: frozenset[int] | None = None) -> float:
@@ -70,6 +79,14 @@ def measure_capacity(env: dict[str, str], fixture, procs: int, concurrency: int,
     ok = result.calls.get(("PlaceOrder", "OK"), [])
     print(f"closed-loop capacity: {len(ok) / seconds:,.1f} orders/s, p99 {percentile(ok, 0.99):.1f} ms; codes {codes_text(result.codes())}")
     return len(ok) / seconds
+
+
+def refusal_cells(refused: dict[str, list[float]], seconds: float) -> list[float]:
+    cells: list[float] = []
+    for where, _ in REFUSED_BY:
+        ms = refused.get(where, [])
+        cells += [len(ms) / seconds, percentile(ms, 0.5), percentile(ms, 0.99)]
+    return cells
 
 
 def plot(rows: list[dict], capacity: float, path: Path) -> None:
@@ -152,14 +169,17 @@ def main(argv: list[str] | None = None) -> int:
             capacity = args.capacity or measure_capacity(env, fixture, args.procs, args.concurrency, args.capacity_seconds, tag, client_cpus)
             if capacity <= 0:
                 raise RuntimeError("measured capacity is zero: PlaceOrder does not succeed")
+            pids = service_pids(env)
             for m in multipliers:
                 rate = capacity * m
+                meter = CpuMeter(pids)
                 result = run_workers(
                     specs_for(
                         "open", addr_of(env, "gateway"), env, args.procs, 1, args.step_seconds,
                         fixture=fixture, rate=rate / args.procs, deadline_s=args.deadline, users_per_task=100, tag=tag, lead_s=4.0,
                         client_throttle=args.client_throttle, throttle_k=args.throttle_k, cpus=client_cpus,
-                    )
+                    ),
+                    on_start=lambda meter=meter: meter.measure_for(args.step_seconds),
                 )
                 codes = result.codes("PlaceOrder")
                 ok = result.calls.get(("PlaceOrder", "OK"), [])
@@ -174,6 +194,12 @@ def main(argv: list[str] | None = None) -> int:
                     p99_rej=percentile(rejected, 0.99),
                     hung=result.hung,
                     lag=result.lag_ms_max,
+                    # Whether the suite had the CPU it could use: a goodput below peak with the
+                    # cores busy is work spent elsewhere; with them idle, it is admission's doing.
+                    cores=sum(meter.wait().values()) / args.step_seconds,
+                    refused={
+                        where: result.latencies("PlaceOrder", kinds) for where, kinds in REFUSED_BY
+                    },
                     codes=codes,
                 )
                 rows.append(row)
@@ -182,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"step {m}x: offered {row['offered']:,.0f}/s goodput {row['goodput']:,.0f}/s "
                     f"throttled {row['throttled']:,.0f}/s shed {row['shed']:,.0f}/s "
-                    f"p99 ok {row['p99_ok']:.0f} ms p99 rej {row['p99_rej']:.0f} ms; {codes_text(codes)}"
+                    f"p99 ok {row['p99_ok']:.0f} ms p99 rej {row['p99_rej']:.0f} ms; suite {row['cores']:.2f} cores; {codes_text(codes)}"
                     + (f"; NOT SERVING: {down}" if down else ""),
                     flush=True,
                 )
@@ -201,7 +227,13 @@ def main(argv: list[str] | None = None) -> int:
             restarts = suite.restarts
             suite.stop()
 
-    lines = [table(HEADERS, [[r["mult"], r["offered"], r["goodput"], r["throttled"], r["shed"], r["p99_ok"], r["p99_rej"], r["hung"], r["lag"], codes_text(r["codes"])] for r in rows])]
+    lines = [
+        table(HEADERS, [[r["mult"], r["offered"], r["goodput"], r["throttled"], r["shed"], r["p99_ok"], r["p99_rej"], r["hung"], r["lag"], r["cores"], codes_text(r["codes"])] for r in rows]),
+        "",
+        "refusals by where they were made (gRPC core: CANCELLED, in C, before the gateway's loop took the call in; admission: UNAVAILABLE/OVERLOADED, in Python)",
+        table(REFUSAL_HEADERS, [[r["mult"], *refusal_cells(r["refused"], args.step_seconds)] for r in rows]),
+        "",
+    ]
     peak = max((r["goodput"] for r in rows), default=0.0)
     verdicts = []
     for r in rows:

@@ -61,14 +61,14 @@ class Settings:
     # busy loop more directly.
     max_loop_lag_ms: float = 0.0
     # Calls gRPC may hold for this server before its event loop asks for them (0 = gRPC's own
-    # limits, 1000 and 3000). grpc.aio asks for one call per method per loop turn, so a loop
-    # behind on CPU takes calls in slower than a crowd sends them, and the rest wait in gRPC's
-    # C core, unseen by admission.py, until their deadlines pass (a precise open-loop client
-    # at 3x capacity got 2-second queues and 19% goodput). Beyond N held calls gRPC refuses new
-    # ones at random (always beyond 2N) in C, within milliseconds, even while the loop is busy:
-    # the client sees CANCELLED, the only status gRPC's core sends there. The benchmarks run the
-    # suite with 32; the default keeps gRPC's limits because in-process tests fire hundreds of
-    # calls in one tick.
+    # limits, 1000 and 3000). grpc.aio asks for one call per method per loop turn (`make
+    # bench-intake` measures it), so a loop behind on CPU takes calls in slower than a crowd
+    # sends them, and the rest wait in gRPC's C core, unseen by admission.py, until their
+    # deadlines pass (a precise open-loop client at 3x capacity got 2-second queues and 19%
+    # goodput). Beyond N held calls gRPC refuses new ones at random (always beyond 2N) in C,
+    # within milliseconds, even while the loop is busy: the client sees CANCELLED, the only
+    # status gRPC's core sends there. The benchmarks run the suite with 32; the default keeps
+    # gRPC's limits because in-process tests fire hundreds of calls in one tick.
     max_pending_calls: int = 0
     log_calls: bool = True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent", "card_store"]
+BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent", "card_store", "intake"]
 
 
 @pytest.mark.timeout(300)
