@@ -60,7 +60,7 @@ bench-catalog: $(STAMP)  ## catalog figures with 300,000 stores
 bench-order: $(STAMP)  ## order placement figures
 	$(PY) -m bench.order
 
-bench-intake: $(STAMP)  ## how fast grpc.aio takes calls in: one hot method against four (why refusals must happen in C)
+bench-intake: $(STAMP)  ## how fast grpc.aio takes calls in: one hot method against four (why refusals made in Python wait)
 	$(PY) -m bench.intake
 
 bench-overload: $(STAMP)  ## open-loop overload curve from 0.5x to 5x capacity (table + PNG)
