@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from services.common.clock import Clock, now_ms
+from services.common.decimal_text import ascii_int
 from services.common.errors import InvalidArgument
 
 from . import invite_code as codes
@@ -77,15 +78,26 @@ def _encode_token(*parts: object) -> str:
     return base64.urlsafe_b64encode("\x1f".join(str(p) for p in parts).encode()).decode().rstrip("=")
 
 
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+
+
 def _decode_token(token: str, arity: int) -> list[str]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
-        raise InvalidArgument("page_token", "not a token returned by this service") from None
+        raise _bad_token() from None
     parts = raw.split("\x1f")
     if len(parts) != arity:
-        raise InvalidArgument("page_token", "not a token returned by this service")
+        raise _bad_token()
     return parts
+
+
+def _token_ms(text: str, negative: bool = True) -> int:
+    ms = ascii_int(text, negative=negative)
+    if ms is None:
+        raise _bad_token()
+    return ms
 
 
 class CardHandlers:
@@ -171,9 +183,7 @@ class CardHandlers:
         after: tuple[int, str] | None = None
         if token:
             ms, card_id = _decode_token(token, 2)
-            if not ms.lstrip("-").isdigit():
-                raise InvalidArgument("page_token", "not a token returned by this service")
-            after = (int(ms), card_id)
+            after = (_token_ms(ms), card_id)
         c = await self.campaign(campaign_id)
         now = self.now()
         cards = [card.at(now) for card in await self.store.user_cards(c.campaign_id, user_id)]
@@ -281,9 +291,9 @@ class CardHandlers:
         if token:
             kind, ms, order_id = _decode_token(token, 3)
             # The kind tag: a ListCards or GetInviteStats token has the same (ms, id) shape.
-            if kind != _RESERVATIONS_TOKEN or not ms.lstrip("-").isdigit():
-                raise InvalidArgument("page_token", "not a token returned by this service")
-            after = (int(ms), order_id)
+            if kind != _RESERVATIONS_TOKEN:
+                raise _bad_token()
+            after = (_token_ms(ms), order_id)
         low = created_after_ms if created_after_ms is not None and after is None else -(2**62)
         found = await self.store.list_reservations(low, after, limit + 1)
         more = len(found) > limit
@@ -302,9 +312,7 @@ class CardHandlers:
         after: tuple[int, str] | None = None
         if token:
             ms, invitee = _decode_token(token, 2)
-            if not ms.isdigit():
-                raise InvalidArgument("page_token", "not a token returned by this service")
-            after = (int(ms), invitee)
+            after = (_token_ms(ms, negative=False), invitee)
         c = await self.campaign(campaign_id)
         count, invites = await self.store.invite_stats(c.campaign_id, user_id, before_ms, after, limit + 1)
         more = len(invites) > limit

@@ -222,7 +222,7 @@ def resolve_rules(given: Rules) -> Rules:
     tz = given.time_zone or DEFAULT_RULES.time_zone
     try:
         ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file path
         bad.append(("rules.time_zone", "not an IANA time zone"))
     if not bad and cap < max(signup + invitee, inviter):
         bad.append(("rules.per_user_card_cap", "must be >= signup_grant + invitee_grant and >= inviter_grant"))

@@ -12,7 +12,7 @@ from prometheus_client import Counter
 from miandan.card.v1 import card_pb2, card_service_pb2 as pb, card_service_pb2_grpc
 
 from . import invite_code as codes
-from services.common.errors import DeadlineExceeded, DomainError, Internal, status_proto
+from services.common.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument, status_proto
 
 from .handlers import CardHandlers, ReserveEntry
 from .model import Campaign, Card, CardState, Reservation, Rules
@@ -38,8 +38,21 @@ def _ts(ms: int | None) -> timestamp_pb2.Timestamp | None:
     return t
 
 
-def _ms(ts: timestamp_pb2.Timestamp, present: bool) -> int | None:
-    return ts.seconds * 1000 + ts.nanos // 1_000_000 if present else None
+# google.protobuf.Timestamp's own valid range: 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _ms(ts: timestamp_pb2.Timestamp, present: bool, field: str) -> int | None:
+    """Milliseconds of a request's Timestamp; one outside the type's range (whose milliseconds
+    SQLite could not even store) is the caller's mistake, not ours."""
+    if not present:
+        return None
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos <= 999_999_999:
+        raise InvalidArgument(
+            field, "须在 0001-01-01 至 9999-12-31 之间 / must be a valid Timestamp (years 1-9999, nanos 0..999,999,999)",
+            reason="INVALID_TIMESTAMP",
+        )
+    return ts.seconds * 1000 + ts.nanos // 1_000_000
 
 
 def campaign_pb(c: Campaign) -> card_pb2.Campaign:
@@ -113,7 +126,8 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         )
         c = await self.h.create_campaign(
             request.request_id, request.campaign_id, request.name,
-            _ms(request.start_time, request.HasField("start_time")), _ms(request.end_time, request.HasField("end_time")),
+            _ms(request.start_time, request.HasField("start_time"), "start_time"),
+            _ms(request.end_time, request.HasField("end_time"), "end_time"),
             rules,
         )
         return pb.CreateCampaignResponse(campaign=campaign_pb(c))
@@ -246,12 +260,12 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
 
     async def ListReservations(self, request: pb.ListReservationsRequest, context: Any) -> pb.ListReservationsResponse:
         found, token = await self.h.list_reservations(
-            _ms(request.created_after, request.HasField("created_after")), request.page_size, request.page_token
+            _ms(request.created_after, request.HasField("created_after"), "created_after"), request.page_size, request.page_token
         )
         return pb.ListReservationsResponse(reservations=[reservation_pb(r) for r in found], next_page_token=token)
 
     async def GetInviteStats(self, request: pb.GetInviteStatsRequest, context: Any) -> pb.GetInviteStatsResponse:
-        before = _ms(request.before_time, request.HasField("before_time"))
+        before = _ms(request.before_time, request.HasField("before_time"), "before_time")
         c, count, invites, token = await self.h.invite_stats(
             request.campaign_id, request.user_id, request.page_size, request.page_token, before
         )

@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from services.common.clock import Clock, SystemClock, now_ms
+from services.common.decimal_text import ascii_int
 from services.common.errors import InvalidArgument, NotFound
 
 from .changes import MenuChanges
@@ -355,10 +356,10 @@ class Catalog:
         size = _page_size(page_size, 10, 100)
         offset = 0
         if page_token:
-            raw = _decode_token("stores", page_token)
-            if not raw.isdigit() or int(raw) > MAX_SEARCH_OFFSET:
+            found_offset = ascii_int(_decode_token("stores", page_token), minimum=0, maximum=MAX_SEARCH_OFFSET)
+            if found_offset is None:
                 raise InvalidArgument("page_token", "无效的分页令牌 / bad page token", reason="INVALID_PAGE_TOKEN")
-            offset = int(raw)
+            offset = found_offset
         if brand_id and brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {brand_id!r}")
         clock = OpenClock(self.clock.now())

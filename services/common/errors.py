@@ -170,7 +170,42 @@ def to_rpc_status(err: DomainError) -> Any:
     trailing: tuple[tuple[str, Any], ...] = ((STATUS_DETAILS_KEY, proto.SerializeToString()),)
     if err.retry_after_ms is not None:
         trailing += ((PUSHBACK_KEY, str(err.retry_after_ms)),)
-    return _status_class()(grpc.StatusCode[err.code], err.message, trailing)
+    return _status_class()(grpc.StatusCode[err.code], proto.message, trailing)
+
+
+# Bounds on what an error echoes back. The status travels in trailing metadata, which a gRPC
+# client refuses beyond 16 KiB (8 KiB by default in some stacks), answering RESOURCE_EXHAUSTED
+# "received metadata size exceeds hard limit" instead of the error: seen when a 50-item
+# UpsertMenuItem full of 5,000-character names was refused with one violation per item. The
+# message is sent twice (grpc-message, percent-encoded: up to 9 bytes per Chinese character,
+# and inside the base64 status), so these keep the whole trailer under about 6 KiB.
+MAX_MESSAGE_BYTES = 512
+MAX_VIOLATION_BYTES = 2048  # all violations together
+MAX_FIELD_BYTES = 128
+MAX_DESCRIPTION_BYTES = 256
+MAX_METADATA_VALUE_BYTES = 256
+
+
+def clip(text: str, max_bytes: int) -> str:
+    """`text` cut to at most `max_bytes` of UTF-8 (on a character boundary), marked with "…"."""
+    raw = text.encode("utf-8", "replace")
+    if len(raw) <= max_bytes:
+        return text
+    return raw[: max_bytes - 3].decode("utf-8", "ignore") + "…"
+
+
+def _bounded_violations(violations: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    kept: list[tuple[str, str]] = []
+    used = 0
+    for i, (f, d) in enumerate(violations):
+        pair = (clip(f, MAX_FIELD_BYTES), clip(d, MAX_DESCRIPTION_BYTES))
+        size = len(pair[0].encode()) + len(pair[1].encode())
+        if used + size > MAX_VIOLATION_BYTES:
+            kept.append(("", f"另有 {len(violations) - i} 项未列出 / {len(violations) - i} more not shown"))
+            break
+        kept.append(pair)
+        used += size
+    return kept
 
 
 def status_proto(err: DomainError) -> Any:
@@ -182,14 +217,16 @@ def status_proto(err: DomainError) -> Any:
 
     code = grpc.StatusCode[err.code]
     details = []
-    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+    metadata = {k: clip(v, MAX_METADATA_VALUE_BYTES) for k, v in err.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=metadata)
     packed = any_pb2.Any()
     packed.Pack(info)
     details.append(packed)
     if err.violations:
         bad = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in err.violations
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d)
+                for f, d in _bounded_violations(err.violations)
             ]
         )
         packed = any_pb2.Any()
@@ -201,7 +238,7 @@ def status_proto(err: DomainError) -> Any:
         packed = any_pb2.Any()
         packed.Pack(retry)
         details.append(packed)
-    return status_pb2.Status(code=code.value[0], message=err.message, details=details)
+    return status_pb2.Status(code=code.value[0], message=clip(err.message, MAX_MESSAGE_BYTES), details=details)
 
 
 def error_details(rpc_error: Any) -> dict[str, Any]:

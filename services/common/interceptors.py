@@ -21,12 +21,14 @@ import grpc
 
 from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
 from .auth import PUBLIC, AccessPolicy, Role
-from .errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded, DomainError, Internal, to_rpc_status
+from .errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded, DomainError, Internal, InvalidArgument, to_rpc_status
 from .metrics import MethodMetrics, RpcMetrics
 
-__all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES"]
+__all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES", "MALFORMED_REQUEST", "Malformed"]
 
 REQUEST_ID_KEY = "x-request-id"
+# ErrorInfo reason of a request whose bytes do not parse as the method's request message.
+MALFORMED_REQUEST = "MALFORMED_REQUEST"
 # Infrastructure services: never authenticated, never shed, not counted.
 BYPASS_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
@@ -121,18 +123,18 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         deser, ser = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(self._plan(method, True), handler.unary_unary), deser, ser
+                self._unary_response(self._plan(method, True), handler.unary_unary), _lenient(deser), ser
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(self._plan(method, False), handler.stream_unary), deser, ser
+                self._unary_response(self._plan(method, False), handler.stream_unary), _strict(deser), ser
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(self._plan(method, False), handler.unary_stream), deser, ser
+                self._stream_response(self._plan(method, False), handler.unary_stream), _lenient(deser), ser
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(self._plan(method, False), handler.stream_stream), deser, ser
+            self._stream_response(self._plan(method, False), handler.stream_stream), _strict(deser), ser
         )
 
     def _unary_response(self, plan: _Plan, behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -144,6 +146,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             start = _perf()
             code, ok, status = "OK", True, None
             try:
+                if type(request) is Malformed:
+                    raise request.error
                 if is_coroutine:
                     return await behavior(request, context)
                 result = behavior(request, context)
@@ -173,6 +177,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 start = _perf()
                 code, ok, status = "OK", True, None
                 try:
+                    if type(request) is Malformed:
+                        raise request.error
                     if is_async:
                         async for item in behavior(request, context):
                             yield item
@@ -298,6 +304,60 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         # more than the rejection itself. The shed/calls counters carry the totals.
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("rpc rejected", extra={"method": plan.method, "code": code})
+
+
+class Malformed:
+    """What a unary request whose bytes are not its message type deserializes to.
+
+    Why not raise in the deserializer: grpc.aio parses a unary request before any handler runs
+    and answers a parse error itself, as UNKNOWN ("Unexpected DecodeError..."), which a client
+    cannot tell from a server bug. Handed to the pipeline instead, it is refused after auth and
+    admission like any other bad input: INVALID_ARGUMENT, reason MALFORMED_REQUEST."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: InvalidArgument) -> None:
+        self.error = error
+
+
+def _malformed(deserializer: Callable[[bytes], Any], exc: Exception) -> InvalidArgument:
+    # FromString is a bound classmethod of the request type: name the type the caller missed.
+    kind = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+    name = getattr(kind, "full_name", "the request message")
+    return InvalidArgument(
+        None,
+        reason=MALFORMED_REQUEST,
+        message=f"请求无法解析 / the request is not a valid {name}: {str(exc)[:200]}",
+    )
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A unary request's deserializer that returns Malformed instead of raising."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse the caller's bytes is theirs
+            return Malformed(_malformed(deserializer, exc))
+
+    return parse
+
+
+def _strict(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A streamed request's deserializer: grpc.aio parses each message as the handler reads it,
+    so raising the domain error there reaches the pipeline through the handler."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # noqa: BLE001
+            raise _malformed(deserializer, exc) from None
+
+    return parse
 
 
 def _overloaded(admission: AdmissionController, level: str) -> DomainError:

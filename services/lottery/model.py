@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from services.common.decimal_text import ascii_int
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
 
 ALGORITHM = "miandan-draw-hmac-sha256"
@@ -173,7 +174,7 @@ def select_winners(seed: bytes, beacon_value: str, entrants: list[str] | tuple[s
 def zone_of(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name or DEFAULT_TIME_ZONE)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file path
         # A campaign with an unknown zone is a card-service data problem; Shanghai is the
         # documented default and keeps the draw usable.
         return ZoneInfo(DEFAULT_TIME_ZONE)
@@ -252,10 +253,11 @@ def check_beacon_round(source: str, round_text: str, cutoff_at_ms: int) -> None:
     chain = DRAND_CHAINS.get(source)
     if chain is None:
         return
-    if not round_text.isdigit():
+    round_number = ascii_int(round_text, minimum=0)
+    if round_number is None:
         raise InvalidArgument("beacon_round", f"a {source} round is a positive integer", reason="INVALID_BEACON_ROUND")
     earliest = int(beacon_round_for(source, cutoff_at_ms))
-    if int(round_text) < earliest:
+    if round_number < earliest:
         raise InvalidArgument(
             "beacon_round",
             f"round {round_text} of {source} is published before entries close; use {earliest} or later",

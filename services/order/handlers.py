@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Sequence
 
+from services.common.decimal_text import ascii_int
 from services.common.clock import Clock, SystemClock, now_ms
 from services.common.errors import (
     DeadlineExceeded,
@@ -702,9 +703,10 @@ class OrderService:
         before = None
         if page_token:
             ms, oid = _decode_token(page_token, 2)
-            if not ms.isdigit():
+            create_ms = ascii_int(ms, minimum=0)
+            if create_ms is None:
                 raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
-            before = (int(ms), oid)
+            before = (create_ms, oid)
         orders = await self.store.list_for_user(user_id, limit + 1, before)
         token = ""
         if len(orders) > limit:

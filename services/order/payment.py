@@ -90,8 +90,7 @@ class SandboxPaymentProvider:
         amount_text, _, signature = rest.partition(".")
         if (
             payment_id != f"sbx_{order_id}"
-            or not amount_text.isdigit()
-            or int(amount_text) != amount_fen
+            or amount_text != str(amount_fen)  # exactly as issued: no "²", no leading zeros
             or not hmac.compare_digest(signature, self._sign(payment_id, amount_fen))
         ):
             # Not a reference this sandbox issued for this order and amount.

@@ -1,6 +1,9 @@
 """Bad input gets INVALID_ARGUMENT naming the field, or NOT_FOUND with a reason — never INTERNAL."""
+import base64
+
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from miandan.card.v1 import card_pb2, card_service_pb2 as pb
 from services.common.errors import error_details
@@ -63,6 +66,70 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 )
 async def test_bad_fields_are_invalid_argument_naming_the_field(ready, rpc, fields, field):
     await rejected(getattr(ready, rpc)(**fields), INVALID, field)
+
+
+def _token(*parts: str) -> str:
+    """A token of this service's shape: urlsafe base64, padding stripped, of the parts joined by U+001F."""
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("rpc", ["ListCards", "GetInviteStats"])
+@pytest.mark.parametrize("token", [
+    "garbage",
+    "!!not-a-token!!",
+    _token("1769603400000"),  # one part where two are due
+    _token("soon", "x"),
+    # Numbers str.isdigit() accepts but int() refuses (ValueError), one int() reads though it is
+    # not ASCII, and one SQLite cannot bind (OverflowError): INTERNAL until tokens took ASCII
+    # digits within 64 bits only.
+    _token("²", "x"),
+    _token("①", "x"),
+    _token("١٧٦٩", "x"),
+    _token("１７６９", "x"),
+    _token("9" * 25, "x"),
+    _token("9223372036854775808", "x"),
+])
+async def test_a_page_token_not_issued_by_the_service_is_invalid_page_token(ready, rpc, token):
+    d = await rejected(getattr(ready, rpc)(campaign_id=C, user_id="alice", page_token=token), INVALID, "page_token",
+                       reason="INVALID_PAGE_TOKEN")
+    assert d["code"] == "INVALID_ARGUMENT"
+
+
+async def test_an_invite_stats_token_has_no_negative_time(ready):
+    await rejected(ready.GetInviteStats(campaign_id=C, user_id="alice", page_token=_token("-5", "x")), INVALID,
+                   "page_token", reason="INVALID_PAGE_TOKEN")
+
+
+# Outside google.protobuf.Timestamp's range (0001-01-01 .. 9999-12-31, nanos 0..999,999,999): the
+# milliseconds of the first overflowed SQLite's integer (INTERNAL); the others were taken as times.
+OUT_OF_RANGE = [
+    Timestamp(seconds=2**63 - 1),
+    Timestamp(seconds=253_402_300_800),
+    Timestamp(seconds=-62_135_596_801),
+    Timestamp(seconds=1_700_000_000, nanos=-1),
+    Timestamp(seconds=1_700_000_000, nanos=1_000_000_000),
+]
+
+
+@pytest.mark.parametrize("bad", OUT_OF_RANGE)
+@pytest.mark.parametrize("field", ["start_time", "end_time"])
+async def test_a_campaign_time_outside_the_timestamp_range_is_invalid_timestamp(card, field, bad):
+    fields = dict(campaign_id="c1", name="n", start_time=Timestamp(seconds=1_700_000_000),
+                  end_time=Timestamp(seconds=1_800_000_000), rules=card_pb2.CampaignRules(budget_fen=10**6))
+    fields[field] = bad
+    await rejected(card.CreateCampaign(pb.CreateCampaignRequest(**fields)), INVALID, field, reason="INVALID_TIMESTAMP")
+
+
+@pytest.mark.parametrize("bad", OUT_OF_RANGE)
+async def test_an_invite_stats_before_time_outside_the_timestamp_range_is_invalid_timestamp(ready, bad):
+    await rejected(ready.GetInviteStats(campaign_id=C, user_id="alice", before_time=bad), INVALID, "before_time",
+                   reason="INVALID_TIMESTAMP")
+
+
+@pytest.mark.parametrize("edge", [Timestamp(seconds=253_402_300_799, nanos=999_999_999), Timestamp(seconds=-62_135_596_800)])
+async def test_the_timestamp_range_edges_are_accepted_as_before_time(ready, edge):
+    stats = await ready.GetInviteStats(campaign_id=C, user_id="alice", before_time=edge)
+    assert not stats.next_page_token
 
 
 async def test_a_megabyte_of_garbage_pass_phrase_is_refused_as_invalid_text(ready):

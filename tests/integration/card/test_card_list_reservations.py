@@ -6,6 +6,7 @@ import dataclasses
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from miandan.card.v1 import card_pb2, card_service_pb2 as pb
 from services.card import store as s
@@ -139,17 +140,29 @@ async def test_created_after_keeps_the_reservations_made_at_or_after_it(users, c
     assert [r.order_id for r in rest.reservations] == ["o3"] and rest.next_page_token == ""
 
 
-@pytest.mark.parametrize("fields, field", [
-    (dict(page_size=-1), "page_size"),
-    (dict(page_size=1001), "page_size"),
-    (dict(page_token="garbage"), "page_token"),
-    (dict(page_token="!!not-a-token!!"), "page_token"),
+def _token(*parts: str) -> str:
+    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode()
+
+
+@pytest.mark.parametrize("fields, field, reason", [
+    (dict(page_size=-1), "page_size", "INVALID_ARGUMENT"),
+    (dict(page_size=1001), "page_size", "INVALID_ARGUMENT"),
+    (dict(page_token="garbage"), "page_token", "INVALID_PAGE_TOKEN"),
+    (dict(page_token="!!not-a-token!!"), "page_token", "INVALID_PAGE_TOKEN"),
     # The shape of this RPC's tokens (tag, create ms, order id) with another tag, or no number.
-    (dict(page_token=base64.urlsafe_b64encode(b"X\x1f1769603400000\x1fo1").decode()), "page_token"),
-    (dict(page_token=base64.urlsafe_b64encode(b"R\x1fsoon\x1fo1").decode()), "page_token"),
+    (dict(page_token=_token("X", "1769603400000", "o1")), "page_token", "INVALID_PAGE_TOKEN"),
+    (dict(page_token=_token("R", "soon", "o1")), "page_token", "INVALID_PAGE_TOKEN"),
+    # Numbers str.isdigit() accepts but int() refuses, and one SQLite cannot bind: these were
+    # INTERNAL (ValueError, OverflowError) until tokens took ASCII digits within 64 bits only.
+    (dict(page_token=_token("R", "²", "o1")), "page_token", "INVALID_PAGE_TOKEN"),
+    (dict(page_token=_token("R", "9" * 25, "o1")), "page_token", "INVALID_PAGE_TOKEN"),
+    (dict(page_token=_token("R", "١٧٦٩", "o1")), "page_token", "INVALID_PAGE_TOKEN"),
+    # A Timestamp beyond the type's range: its milliseconds overflowed SQLite's integer (INTERNAL).
+    (dict(created_after=Timestamp(seconds=2**63 - 1)), "created_after", "INVALID_TIMESTAMP"),
+    (dict(created_after=Timestamp(seconds=0, nanos=-1)), "created_after", "INVALID_TIMESTAMP"),
 ])
-async def test_a_bad_page_size_or_token_is_invalid_argument_naming_it(users, fields, field):
-    d = await rejected(users.ListReservations(**fields), INVALID, field, reason="INVALID_ARGUMENT")
+async def test_a_bad_page_size_token_or_time_is_invalid_argument_naming_it(users, fields, field, reason):
+    d = await rejected(users.ListReservations(**fields), INVALID, field, reason=reason)
     assert d["code"] == "INVALID_ARGUMENT"
 
 

@@ -1,5 +1,6 @@
 """Every catalog RPC and every error over real gRPC and SQLite."""
 import asyncio
+import base64
 
 import grpc
 import pytest
@@ -7,6 +8,7 @@ import pytest
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as svc
 from miandan.common.v1 import common_pb2
 from services.catalog.demo import load_menu
+from services.catalog.handlers import MAX_SEARCH_OFFSET
 from services.common.errors import error_details
 
 from tests.integration.catalog.conftest import store_pb
@@ -172,6 +174,34 @@ async def test_search_stores_orders_by_distance_and_filters(cat):
 ])
 async def test_search_stores_refuses_bad_input(cat, request_kw, code, field):
     await expect_error(cat.stub.SearchStores(svc.SearchStoresRequest(**request_kw), metadata=cat.md), code, field=field)
+
+
+def _search_token(raw: str) -> str:
+    """A SearchStores token's shape: urlsafe base64, padding stripped, of "stores:<offset>"."""
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize("raw", [
+    "stores:²",  # str.isdigit() accepts it, int() raises ValueError: was an INTERNAL
+    "stores:①",
+    "stores:١٢",  # Arabic-Indic digits: int() reads 12, so the token was taken
+    "stores:１２",  # full-width digits: likewise
+    "stores:" + "9" * 25,
+    f"stores:{MAX_SEARCH_OFFSET + 1}",
+    "stores:-1",
+    "stores:",
+    "brands:10",  # another request's token
+])
+async def test_search_stores_refuses_a_crafted_page_token(cat, raw):
+    await expect_error(
+        cat.stub.SearchStores(svc.SearchStoresRequest(location=loc(), page_token=_search_token(raw)), metadata=cat.md),
+        grpc.StatusCode.INVALID_ARGUMENT, "INVALID_PAGE_TOKEN", field="page_token",
+    )
+
+
+async def test_search_stores_takes_a_token_up_to_the_largest_offset(cat):
+    r = await cat.stub.SearchStores(svc.SearchStoresRequest(location=loc(), page_token=_search_token(f"stores:{MAX_SEARCH_OFFSET}")), metadata=cat.md)
+    assert not r.stores and not r.next_page_token
 
 
 async def test_search_by_an_unknown_brand_is_not_found(cat):

@@ -341,6 +341,15 @@ async def test_bad_input_is_invalid_argument_naming_the_field(lottery, method, r
     assert field in [f for f, _ in err["violations"]], err
 
 
+@pytest.mark.parametrize("round_text", ["²", "9" * 25, "١٢٣٤٥٦٧٨٩"])
+async def test_a_drand_round_that_is_not_ascii_digits_within_int64_is_invalid_beacon_round(lottery, round_text):
+    # "²" passed str.isdigit() and then failed int(): an INTERNAL; the others were committed.
+    request = pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet", beacon_round=round_text)
+    err = await rpc_error(lottery.stub.CommitDraw(request, metadata=lottery.admin))
+    assert (err["code"], err["reason"]) == ("INVALID_ARGUMENT", "INVALID_BEACON_ROUND"), err
+    assert [f for f, _ in err["violations"]] == ["beacon_round"], err
+
+
 async def test_admin_rpcs_need_the_admin_credential_and_the_rest_the_internal_one(lottery):
     err = await rpc_error(lottery.stub.CommitDraw(pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY), metadata=lottery.md))
     assert (err["code"], err["reason"]) == ("PERMISSION_DENIED", "ADMIN_REQUIRED")

@@ -103,3 +103,43 @@ def test_errors_module_does_not_import_grpc():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": "protos:."})
     assert out.stdout.strip() == "False"
+
+
+def _trailer_bytes(status):
+    """What the status costs on the wire: grpc-message (percent-encoded, so 3 bytes per UTF-8
+    byte outside ASCII) plus every trailing entry (binary values base64-encoded)."""
+    message = sum(1 if b < 0x80 else 3 for b in status.details.encode())
+    return message + sum(len(k) + (len(v) * 4 // 3 + 4 if isinstance(v, bytes) else len(v)) for k, v in status.trailing_metadata)
+
+
+def test_an_error_echoing_huge_input_stays_far_below_grpcs_metadata_limit():
+    # As UpsertMenuItem refused 50 options with 5,000-character names: before the bounds the
+    # client got RESOURCE_EXHAUSTED ("received metadata size exceeds hard limit") instead.
+    err = InvalidArgument(
+        violations=[(f"options[{i}].name" + "n" * 300, "名" * 5000) for i in range(200)],
+        metadata={"echo": "x" * 10_000},
+    )
+    status = to_rpc_status(err)
+    assert _trailer_bytes(status) < 8 * 1024
+    d = roundtrip(err)
+    assert d["reason"] == "INVALID_ARGUMENT"
+    # The first violations still name their field and say what is wrong, cut short and marked.
+    field, description = d["violations"][0]
+    assert field.startswith("options[0].name") and field.endswith("…")
+    assert description.startswith("名名名") and description.endswith("…")
+    assert "more not shown" in d["violations"][-1][1]
+    assert len(d["violations"]) < 200
+    assert d["metadata"]["echo"].endswith("…") and len(d["metadata"]["echo"]) <= 256
+    assert d["message"].endswith("…") and len(d["message"].encode()) <= 512
+    assert status.details == d["message"]
+
+
+def test_bounds_cut_on_character_boundaries_and_leave_small_errors_untouched():
+    from services.common.errors import clip
+
+    assert clip("免单" * 100, 10) == "免单…"  # 3 bytes each: two fit beside the 3-byte mark
+    assert clip("short", 10) == "short"
+    small = InvalidArgument("quantity", "must be 1..99", violations=[("store_id", "required")])
+    d = roundtrip(small)
+    assert d["violations"] == [("quantity", "must be 1..99"), ("store_id", "required")]
+    assert d["message"] == "quantity: must be 1..99; store_id: required"

@@ -165,6 +165,23 @@ def test_drand_round_is_the_first_published_at_or_after_the_cutoff():
     model.check_beacon_round("drand:quicknet", str(r), cutoff_ms)
 
 
+@pytest.mark.parametrize("round_text", [
+    "²",  # str.isdigit() accepts it, int() raised ValueError: an INTERNAL
+    "①",
+    "9" * 25,  # more digits than any 64-bit round
+    "١٢٣٤٥٦٧٨٩",  # Arabic-Indic digits: int() reads them
+    "１２３４５６７８９",  # full-width digits: likewise
+    "", "-5", "+5", " 5", "5 ", "5.0",
+])
+def test_a_drand_round_must_be_ascii_digits_within_int64(round_text):
+    cutoff_ms = 1_769_601_600_000
+    with pytest.raises(InvalidArgument) as err:
+        model.check_beacon_round("drand:quicknet", round_text, cutoff_ms)
+    assert err.value.reason == "INVALID_BEACON_ROUND"
+    assert [f for f, _ in err.value.violations] == ["beacon_round"]
+    model.check_beacon_round("drand:quicknet", str(2**63 - 1), cutoff_ms)  # far in the future, but a round
+
+
 def test_unknown_beacon_sources_name_the_cutoff_instant():
     assert model.beacon_round_for("auditor", 1_769_601_600_000) == "2026-01-28T12:00:00Z"
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 
 import pytest
 
@@ -9,6 +10,7 @@ from services.common.errors import DomainError
 from services.order import model
 from services.order.handlers import PlaceOrderInput
 from services.order.model import Selection
+from services.order.payment import PaymentDeclined, SandboxPaymentProvider
 from services.order.upstream import CONFIRMED
 
 
@@ -317,6 +319,31 @@ async def test_declined_and_timed_out_payments_leave_the_order_payable(world):
     assert paid.status == model.PAID
 
 
+def _forge_amount(reference: str, amount_text: str) -> str:
+    """A sandbox reference ("<payment id>.<amount>.<signature>") with its amount part rewritten."""
+    payment_id, _, signature = reference.split(".")
+    return f"{payment_id}.{amount_text}.{signature}"
+
+
+@pytest.mark.parametrize("amount_fen, amount_text", [
+    (2, "²"),  # str.isdigit() accepts it, int() raises ValueError: was an INTERNAL
+    (1, "①"),
+    (1500, "１５００"),  # full-width digits: int() reads 1500, so the genuine signature matched
+    (1500, "١٥٠٠"),  # Arabic-Indic digits: likewise
+    (1500, "0" * 20 + "1500"),  # more digits than any amount has
+    (1500, "01500"),  # not the text the sandbox issued, though it reads as the same amount
+])
+async def test_the_sandbox_refuses_a_reference_whose_amount_is_not_ascii_digits(amount_fen, amount_text):
+    payments = SandboxPaymentProvider("secret")
+    genuine = await payments.create_intent("o1", amount_fen)
+    with pytest.raises(PaymentDeclined) as err:
+        await payments.capture(_forge_amount(genuine.reference, amount_text), "o1", amount_fen)
+    assert err.value.reason == "PAYMENT_REFERENCE_INVALID"
+    assert payments.captures == {}
+    captured = await payments.capture(genuine.reference, "o1", amount_fen)
+    assert captured.amount_fen == amount_fen and captured.payment_id == genuine.payment_id
+
+
 async def test_the_lifecycle_allows_only_the_next_step_and_records_every_transition(world):
     world.card.grant("c1", "u1")
     order = await world.service.place_order(place())
@@ -411,6 +438,20 @@ async def test_list_orders_is_newest_first_and_paginated(world):
     page3, token3 = await world.service.list_orders("u1", 2, token2)
     assert [o.order_id for o in page1 + page2 + page3] == ids[::-1] and token3 == ""
     await fails(world.service.list_orders("u1", 2, "garbage"), "INVALID_ARGUMENT", "INVALID_PAGE_TOKEN")
+
+
+@pytest.mark.parametrize("raw", [
+    "²|o1",  # str.isdigit() accepts it, int() raises ValueError: was an INTERNAL
+    "99999999999999999999999|o1",  # beyond 64 bits: SQLite could not bind it (OverflowError)
+    "9223372036854775808|o1",
+    "١٢|o1",  # Arabic-Indic digits: int() reads 12
+    "１２|o1",  # full-width digits: likewise
+    "-1|o1",
+    "|o1",
+])
+async def test_list_orders_refuses_a_token_whose_time_is_not_ascii_digits_within_int64(world, raw):
+    token = base64.urlsafe_b64encode(raw.encode()).decode()
+    await fails(world.service.list_orders("u1", 2, token), "INVALID_ARGUMENT", "INVALID_PAGE_TOKEN")
 
 
 async def test_watch_sends_the_current_state_then_every_change_and_ends_when_final(world):

@@ -1,0 +1,187 @@
+"""Hostile input against every RPC of every service, as the suite runs for a user.
+
+Two kinds, both over real gRPC into `python -m services.suite` with its own data directory:
+* bytes that are not the method's request message at all: INVALID_ARGUMENT with reason
+  MALFORMED_REQUEST (grpc.aio alone would answer UNKNOWN);
+* well-formed messages full of edge values (tests/e2e/hostile_messages.py), a fixed number per
+  method from a fixed seed: whatever the answer, never INTERNAL, UNKNOWN or DATA_LOSS, and every
+  refusal carries an ErrorInfo reason a client can switch on.
+Afterwards every service still reports SERVING, the suite process is alive, and the cross-service
+audit finds nothing: no hostile call corrupted a store.
+
+MIANDAN_HOSTILE_CALLS (per method, default 12) and MIANDAN_HOSTILE_SEED widen the search locally;
+a failure prints the seed, the method and the request, so it replays."""
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import descriptor_pool, message_factory, text_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+import miandan.card.v1.card_service_pb2  # noqa: F401 - registers the service descriptors
+import miandan.catalog.v1.catalog_service_pb2  # noqa: F401
+import miandan.gateway.v1.gateway_service_pb2  # noqa: F401
+import miandan.lottery.v1.lottery_service_pb2  # noqa: F401
+import miandan.order.v1.order_service_pb2  # noqa: F401
+from miandan.card.v1 import card_service_pb2 as card, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_service_pb2 as catalog, catalog_service_pb2_grpc
+from miandan.common.v1 import common_pb2
+from miandan.gateway.v1 import gateway_service_pb2 as gw
+from services.common.auth import internal_metadata
+from services.common.errors import error_details
+from tests.e2e.hostile_messages import random_message
+from tests.e2e.suite_process import start_suite
+
+pytestmark = pytest.mark.timeout(300)
+
+SERVICES = {
+    "gateway": "miandan.gateway.v1.GatewayService",
+    "card": "miandan.card.v1.CardService",
+    "order": "miandan.order.v1.OrderService",
+    "catalog": "miandan.catalog.v1.CatalogService",
+    "lottery": "miandan.lottery.v1.LotteryService",
+}
+CALLS_PER_METHOD = int(os.environ.get("MIANDAN_HOSTILE_CALLS", "12"))
+SEED = os.environ.get("MIANDAN_HOSTILE_SEED", "miandan")
+# Never an answer to bad input: a bug (INTERNAL, UNKNOWN) or a damaged store (DATA_LOSS).
+BUG_CODES = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+# Answers without a reason of ours: a stream we stop reading, or one that waits for changes.
+NO_REASON_NEEDED = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+# Truncated varint, a length past the end, a field number of 0: no message type parses these.
+MALFORMED = (b"\x08", b"\x12\x05ab", b"\xff\xff\xff")
+USER = "hostile-user"
+
+
+@pytest.fixture(scope="module")
+def hostile_suite(tmp_path_factory):
+    running = start_suite(tmp_path_factory.mktemp("hostile-data"))
+    yield running
+    running.stop()
+
+
+def methods() -> list[tuple[str, Any]]:
+    pool = descriptor_pool.Default()
+    return [(svc, m) for svc, full in SERVICES.items() for m in pool.FindServiceByName(full).methods]
+
+
+def credentials(suite: Any, service: str) -> tuple[tuple[str, str], ...]:
+    if service == "gateway":
+        return (("authorization", f"Bearer {suite.token(USER)}"),)
+    return internal_metadata(suite.settings, admin=True, merchant=True)
+
+
+async def send(channel: grpc.aio.Channel, method: Any, payload: bytes, metadata: Any) -> grpc.aio.AioRpcError | None:
+    """One call with raw bytes, whatever the method's shape; the error, or None when it succeeded."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    identity = dict(request_serializer=None, response_deserializer=None)
+    try:
+        if method.client_streaming:
+            await channel.stream_unary(path, **identity)(iter([payload, payload]), metadata=metadata, timeout=10)
+        elif method.server_streaming:
+            # Watch streams wait for changes: read what comes within half a second, then stop.
+            async for _ in channel.unary_stream(path, **identity)(payload, metadata=metadata, timeout=0.5):
+                pass
+        else:
+            await channel.unary_unary(path, **identity)(payload, metadata=metadata, timeout=10)
+    except grpc.aio.AioRpcError as err:
+        return err
+    return None
+
+
+async def known_ids(suite: Any) -> list[str]:
+    """Ids the suite really has, so hostile values also reach the rules behind "not found"."""
+    ids = [USER]
+    admin = internal_metadata(suite.settings, admin=True)
+    async with grpc.aio.insecure_channel(suite.addr("gateway")) as channel:
+        await channel.unary_unary(
+            "/miandan.gateway.v1.GatewayService/Join", request_serializer=gw.JoinRequest.SerializeToString,
+            response_deserializer=gw.JoinResponse.FromString,
+        )(gw.JoinRequest(request_id="hostile-join"), metadata=credentials(suite, "gateway"), timeout=10)
+    async with grpc.aio.insecure_channel(suite.addr("catalog")) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        brands = await stub.ListBrands(catalog.ListBrandsRequest(page_size=100), metadata=admin, timeout=10)
+        ids += [b.brand_id for b in brands.brands]
+        near = common_pb2.GeoPoint(latitude=30.2775, longitude=120.1640)
+        hits = await stub.SearchStores(catalog.SearchStoresRequest(location=near, page_size=20), metadata=admin, timeout=10)
+        ids += [h.store.store_id for h in hits.stores]
+        if hits.stores:
+            menu = await stub.GetMenu(catalog.GetMenuRequest(store_id=hits.stores[0].store.store_id), metadata=admin, timeout=10)
+            ids += [e.item.item_id for e in menu.entries]
+    async with grpc.aio.insecure_channel(suite.addr("card")) as channel:
+        stub = card_service_pb2_grpc.CardServiceStub(channel)
+        campaigns = await stub.ListCampaigns(card.ListCampaignsRequest(), metadata=admin, timeout=10)
+        campaign = campaigns.campaigns[0].campaign_id  # the one `make run` seeds
+        ids.append(campaign)
+        cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
+        ids += [c.card_id for c in cards.cards]
+        code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
+        ids += [code.invite_code.code, code.invite_code.pass_phrase_text]
+    return [i for i in ids if i]
+
+
+async def assert_still_serving(suite: Any) -> None:
+    assert suite.process.poll() is None, "the suite process died"
+    for service in SERVICES:
+        async with grpc.aio.insecure_channel(suite.addr(service)) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
+
+
+async def assert_audit_clean(suite: Any) -> None:
+    from services.audit import run_audit
+
+    findings = await run_audit({name: suite.addr(name) for name in ("card", "order", "lottery")})
+    assert not findings, "audit findings after hostile input:\n" + "\n".join(map(str, findings))
+
+
+async def test_bytes_that_are_no_message_are_refused_as_malformed_by_every_rpc(hostile_suite):
+    wrong: list[str] = []
+    for service, method in methods():
+        metadata = credentials(hostile_suite, service)
+        async with grpc.aio.insecure_channel(hostile_suite.addr(service)) as channel:
+            for payload in MALFORMED:
+                err = await send(channel, method, payload, metadata)
+                reason = error_details(err)["reason"] if err is not None else None
+                if err is None or err.code() is not grpc.StatusCode.INVALID_ARGUMENT or reason != "MALFORMED_REQUEST":
+                    got = "OK" if err is None else f"{err.code().name} {reason} {err.details()!r}"
+                    wrong.append(f"{method.full_name} {payload!r}: {got}")
+    assert not wrong, "\n".join(wrong)
+    await assert_still_serving(hostile_suite)
+
+
+async def test_edge_values_in_every_field_of_every_rpc_get_an_answer_or_a_reasoned_refusal(hostile_suite):
+    ids = await known_ids(hostile_suite)
+    failures: dict[tuple[str, str], str] = {}
+    answered: dict[str, int] = {}
+    for service, method in methods():
+        metadata = credentials(hostile_suite, service)
+        request_type = message_factory.GetMessageClass(method.input_type)
+        rng = random.Random(f"{SEED}/{method.full_name}")
+        # Streams that wait for changes cost their whole deadline: fewer of them.
+        calls = max(2, CALLS_PER_METHOD // 4) if method.server_streaming else CALLS_PER_METHOD
+        async with grpc.aio.insecure_channel(hostile_suite.addr(service)) as channel:
+            for i in range(calls):
+                request = random_message(request_type, rng, ids)
+                err = await send(channel, method, request.SerializeToString(), metadata)
+                code = grpc.StatusCode.OK if err is None else err.code()
+                answered[code.name] = answered.get(code.name, 0) + 1
+                if err is None or code in NO_REASON_NEEDED:
+                    continue
+                problem = None
+                if code in BUG_CODES:
+                    problem = f"{code.name}: {err.details()!r}"
+                elif not error_details(err)["reason"]:
+                    problem = f"{code.name} without an ErrorInfo reason: {err.details()!r}"
+                if problem is not None:
+                    shown = text_format.MessageToString(request, as_utf8=True)[:600]
+                    failures.setdefault((method.full_name, problem), f"seed {SEED!r} call {i}:\n{shown}")
+    report = "\n\n".join(f"{m} -> {p}\n{replay}" for (m, p), replay in failures.items())
+    assert not failures, f"{len(failures)} kinds of bad answers (answers: {answered}):\n{report}"
+    assert answered.get("OK", 0) > 0 and answered.get("INVALID_ARGUMENT", 0) > 0, answered
+    await assert_still_serving(hostile_suite)
+    await assert_audit_clean(hostile_suite)
