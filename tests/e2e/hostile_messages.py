@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from google.protobuf import descriptor as d
 from google.protobuf.message import Message
 
-__all__ = ["random_message"]
+__all__ = ["random_message", "mutate"]
 
 ODD_STRINGS = (
     "", " ", "a", "0", "-1", "1e309", "null", "'; DROP TABLE cards; --", "%s%n%x", "\x00", "a\x00b",
@@ -39,6 +39,51 @@ def random_message(cls: type[Message], rng: random.Random, known_ids: Sequence[s
     msg = cls()
     _fill(msg, rng, 0, tuple(known_ids))
     return msg
+
+
+def mutate(request: Message, rng: random.Random, known_ids: Sequence[str] = ()) -> Message:
+    """A copy of a request that was answered OK, with ONE thing made hostile: a scalar anywhere
+    in it set to an edge value, a repeated field's item copied 50 times, or a sub-message
+    cleared. Everything else stays valid, so the call gets as far into the rules as it can."""
+    copy = type(request)()
+    copy.CopyFrom(request)
+    spots = list(_spots(copy))
+    if not spots:
+        return copy
+    owner, field = rng.choice(spots)
+    ids = tuple(known_ids)
+    if field.is_repeated:
+        items = getattr(owner, field.name)
+        if len(items) and rng.random() < 0.3:
+            if field.message_type is not None:
+                for _ in range(50):
+                    items.add().CopyFrom(items[0])
+            else:
+                items.extend([items[0]] * 50)
+        elif len(items) and field.message_type is None:
+            items[rng.randrange(len(items))] = _scalar(field, rng, ids)
+        elif field.message_type is None:
+            items.append(_scalar(field, rng, ids))
+    elif field.message_type is not None:
+        owner.ClearField(field.name)
+    else:
+        setattr(owner, field.name, _scalar(field, rng, ids))
+    return copy
+
+
+def _spots(msg: Message, depth: int = 0) -> Any:
+    """(message, field) pairs a mutation may touch: every field of every message inside."""
+    for field in msg.DESCRIPTOR.fields:
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            continue
+        yield msg, field
+        if field.message_type is None or depth >= MAX_DEPTH:
+            continue
+        if field.is_repeated:
+            for item in getattr(msg, field.name):
+                yield from _spots(item, depth + 1)
+        elif msg.HasField(field.name):
+            yield from _spots(getattr(msg, field.name), depth + 1)
 
 
 def _fill(msg: Message, rng: random.Random, depth: int, ids: tuple[str, ...]) -> None:

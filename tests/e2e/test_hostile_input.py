@@ -29,12 +29,12 @@ import miandan.gateway.v1.gateway_service_pb2  # noqa: F401
 import miandan.lottery.v1.lottery_service_pb2  # noqa: F401
 import miandan.order.v1.order_service_pb2  # noqa: F401
 from miandan.card.v1 import card_service_pb2 as card, card_service_pb2_grpc
-from miandan.catalog.v1 import catalog_service_pb2 as catalog, catalog_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as catalog, catalog_service_pb2_grpc
 from miandan.common.v1 import common_pb2
-from miandan.gateway.v1 import gateway_service_pb2 as gw
+from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
 from services.common.auth import internal_metadata
 from services.common.errors import error_details
-from tests.e2e.hostile_messages import random_message
+from tests.e2e.hostile_messages import mutate, random_message
 from tests.e2e.suite_process import start_suite
 
 pytestmark = pytest.mark.timeout(300)
@@ -93,35 +93,65 @@ async def send(channel: grpc.aio.Channel, method: Any, payload: bytes, metadata:
     return None
 
 
-async def known_ids(suite: Any) -> list[str]:
-    """Ids the suite really has, so hostile values also reach the rules behind "not found"."""
-    ids = [USER]
+class Prepared:
+    """What the suite really has (ids) and valid requests to mutate (seeds by method name)."""
+
+    def __init__(self) -> None:
+        self.ids: list[str] = [USER]
+        self.seeds: dict[str, list[Any]] = {}
+
+    def seed(self, method: str, request: Any) -> None:
+        self.seeds.setdefault(method, []).append(request)
+
+
+async def prepare(suite: Any) -> Prepared:
+    """Ids the suite really has, so hostile values also reach the rules behind "not found",
+    and a user's valid gateway calls (an order placed, so later calls have one to act on)."""
+    found = Prepared()
     admin = internal_metadata(suite.settings, admin=True)
-    async with grpc.aio.insecure_channel(suite.addr("gateway")) as channel:
-        await channel.unary_unary(
-            "/miandan.gateway.v1.GatewayService/Join", request_serializer=gw.JoinRequest.SerializeToString,
-            response_deserializer=gw.JoinResponse.FromString,
-        )(gw.JoinRequest(request_id="hostile-join"), metadata=credentials(suite, "gateway"), timeout=10)
+    user = credentials(suite, "gateway")
+    near = common_pb2.GeoPoint(latitude=30.2775, longitude=120.1640)
     async with grpc.aio.insecure_channel(suite.addr("catalog")) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         brands = await stub.ListBrands(catalog.ListBrandsRequest(page_size=100), metadata=admin, timeout=10)
-        ids += [b.brand_id for b in brands.brands]
-        near = common_pb2.GeoPoint(latitude=30.2775, longitude=120.1640)
+        found.ids += [b.brand_id for b in brands.brands]
         hits = await stub.SearchStores(catalog.SearchStoresRequest(location=near, page_size=20), metadata=admin, timeout=10)
-        ids += [h.store.store_id for h in hits.stores]
-        if hits.stores:
-            menu = await stub.GetMenu(catalog.GetMenuRequest(store_id=hits.stores[0].store.store_id), metadata=admin, timeout=10)
-            ids += [e.item.item_id for e in menu.entries]
+        found.ids += [h.store.store_id for h in hits.stores]
+        store = hits.stores[0].store
+        menu = await stub.GetMenu(catalog.GetMenuRequest(store_id=store.store_id), metadata=admin, timeout=10)
+        item = menu.entries[0].item
+        found.ids += [e.item.item_id for e in menu.entries]
+        found.ids += [g.group_id for g in item.option_groups] + [o.option_id for g in item.option_groups for o in g.options]
+    async with grpc.aio.insecure_channel(suite.addr("gateway")) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        join = gw.JoinRequest(request_id="hostile-join")
+        await stub.Join(join, metadata=user, timeout=10)
+        line = catalog_pb2.LineSelection(
+            item_id=item.item_id, quantity=1,
+            options=[catalog_pb2.OptionChoice(group_id=g.group_id, option_id=g.options[0].option_id) for g in item.option_groups],
+        )
+        place = gw.PlaceOrderRequest(request_id="hostile-place", store_id=store.store_id, lines=[line])
+        order = (await stub.PlaceOrder(place, metadata=user, timeout=10)).order
+        found.ids.append(order.order_id)
+        by_text = gw.OrderByTextRequest(request_id="hostile-text", text=f"来一杯{item.name}", location=near)
+        for method, request in (
+            ("Join", join), ("GetWallet", gw.GetWalletRequest()), ("PlaceOrder", place), ("OrderByText", by_text),
+            ("GetOrder", gw.GetOrderRequest(order_id=order.order_id)),
+            ("CancelOrder", gw.CancelOrderRequest(request_id="hostile-cancel", order_id=order.order_id, reason="changed mind")),
+            ("ConfirmPayment", gw.ConfirmPaymentRequest(request_id="hostile-pay", order_id=order.order_id, payment_reference="sbx_x")),
+            ("SearchStores", gw.SearchStoresRequest(search=catalog.SearchStoresRequest(location=near))), ("GetMenu", gw.GetMenuRequest(store_id=store.store_id)),
+            ("EnterLottery", gw.EnterLotteryRequest(request_id="hostile-lottery")),
+        ):
+            found.seed(f"{SERVICES['gateway']}.{method}", request)
     async with grpc.aio.insecure_channel(suite.addr("card")) as channel:
         stub = card_service_pb2_grpc.CardServiceStub(channel)
         campaigns = await stub.ListCampaigns(card.ListCampaignsRequest(), metadata=admin, timeout=10)
         campaign = campaigns.campaigns[0].campaign_id  # the one `make run` seeds
-        ids.append(campaign)
         cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
-        ids += [c.card_id for c in cards.cards]
         code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
-        ids += [code.invite_code.code, code.invite_code.pass_phrase_text]
-    return [i for i in ids if i]
+        found.ids += [campaign, code.invite_code.code, code.invite_code.pass_phrase_text] + [c.card_id for c in cards.cards]
+    found.ids = [i for i in found.ids if i]
+    return found
 
 
 async def assert_still_serving(suite: Any) -> None:
@@ -154,10 +184,35 @@ async def test_bytes_that_are_no_message_are_refused_as_malformed_by_every_rpc(h
     await assert_still_serving(hostile_suite)
 
 
+class Verdicts:
+    """Every answer counted; the bad ones kept once each with a request that replays them."""
+
+    def __init__(self) -> None:
+        self.answered: dict[str, int] = {}
+        self.failures: dict[tuple[str, str], str] = {}
+
+    def judge(self, method: Any, request: Any, err: grpc.aio.AioRpcError | None, how: str) -> None:
+        code = grpc.StatusCode.OK if err is None else err.code()
+        self.answered[code.name] = self.answered.get(code.name, 0) + 1
+        if err is None or code in NO_REASON_NEEDED:
+            return
+        if code in BUG_CODES:
+            problem = f"{code.name}: {err.details()!r}"
+        elif not error_details(err)["reason"]:
+            problem = f"{code.name} without an ErrorInfo reason: {err.details()!r}"
+        else:
+            return
+        shown = text_format.MessageToString(request, as_utf8=True)[:600]
+        self.failures.setdefault((method.full_name, problem), f"seed {SEED!r}, {how}:\n{shown}")
+
+    def report(self) -> str:
+        listed = "\n\n".join(f"{m} -> {p}\n{replay}" for (m, p), replay in self.failures.items())
+        return f"{len(self.failures)} kinds of bad answers (answers: {self.answered}):\n{listed}"
+
+
 async def test_edge_values_in_every_field_of_every_rpc_get_an_answer_or_a_reasoned_refusal(hostile_suite):
-    ids = await known_ids(hostile_suite)
-    failures: dict[tuple[str, str], str] = {}
-    answered: dict[str, int] = {}
+    prepared = await prepare(hostile_suite)
+    verdicts = Verdicts()
     for service, method in methods():
         metadata = credentials(hostile_suite, service)
         request_type = message_factory.GetMessageClass(method.input_type)
@@ -165,23 +220,22 @@ async def test_edge_values_in_every_field_of_every_rpc_get_an_answer_or_a_reason
         # Streams that wait for changes cost their whole deadline: fewer of them.
         calls = max(2, CALLS_PER_METHOD // 4) if method.server_streaming else CALLS_PER_METHOD
         async with grpc.aio.insecure_channel(hostile_suite.addr(service)) as channel:
+            # Random messages first; those answered OK join the hand-made seeds as valid requests.
+            valid = list(prepared.seeds.get(method.full_name, ()))
             for i in range(calls):
-                request = random_message(request_type, rng, ids)
+                request = random_message(request_type, rng, prepared.ids)
                 err = await send(channel, method, request.SerializeToString(), metadata)
-                code = grpc.StatusCode.OK if err is None else err.code()
-                answered[code.name] = answered.get(code.name, 0) + 1
-                if err is None or code in NO_REASON_NEEDED:
-                    continue
-                problem = None
-                if code in BUG_CODES:
-                    problem = f"{code.name}: {err.details()!r}"
-                elif not error_details(err)["reason"]:
-                    problem = f"{code.name} without an ErrorInfo reason: {err.details()!r}"
-                if problem is not None:
-                    shown = text_format.MessageToString(request, as_utf8=True)[:600]
-                    failures.setdefault((method.full_name, problem), f"seed {SEED!r} call {i}:\n{shown}")
-    report = "\n\n".join(f"{m} -> {p}\n{replay}" for (m, p), replay in failures.items())
-    assert not failures, f"{len(failures)} kinds of bad answers (answers: {answered}):\n{report}"
+                verdicts.judge(method, request, err, f"random call {i}")
+                if err is None and len(valid) < 20:
+                    valid.append(request)
+            # Then one hostile change at a time to a valid request: past validation, into the rules.
+            for i in range(calls if valid else 0):
+                request = mutate(rng.choice(valid), rng, prepared.ids)
+                err = await send(channel, method, request.SerializeToString(), metadata)
+                verdicts.judge(method, request, err, f"mutation {i}")
+    assert not verdicts.failures, verdicts.report()
+    answered = verdicts.answered
+    print(f"hostile calls answered: {answered}")  # shown with pytest -s / -rP
     assert answered.get("OK", 0) > 0 and answered.get("INVALID_ARGUMENT", 0) > 0, answered
     await assert_still_serving(hostile_suite)
     await assert_audit_clean(hostile_suite)
