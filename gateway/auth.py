@@ -8,6 +8,7 @@ stops working the moment it expires.
 """
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from collections import OrderedDict
@@ -97,6 +98,12 @@ def verification_key(settings: Any, algorithm: str | None = None) -> Any:
     return _read(settings.jwt_public_key_file, "public key")
 
 
+def _is_time(value: Any) -> bool:
+    """A NumericDate: a finite number (JSON also carries NaN, which compares false to every
+    time, so an `exp` of NaN would never expire)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
     for key, value in metadata or ():
         if key == AUTHORIZATION_KEY:
@@ -179,12 +186,17 @@ class TokenVerifier:
             check_user_id(sub)
         except ValueError as exc:
             raise _invalid(str(exc)) from None
-        if not isinstance(exp, (int, float)) or isinstance(exp, bool):
+        if not _is_time(exp):
             raise _invalid("exp must be a number")
-        if not isinstance(iat, (int, float)) or isinstance(iat, bool):
+        if not _is_time(iat):
             raise _invalid("iat must be a number")
         if now >= exp + LEEWAY_S:
             raise _expired()
         if iat > now + LEEWAY_S:
             raise _invalid("issued in the future")
+        # Optional, but binding when present (RFC 7519 4.1.5). Such a token is refused, not
+        # cached, so it works once its time has come.
+        nbf = claims.get("nbf")
+        if nbf is not None and (not _is_time(nbf) or nbf > now + LEEWAY_S):
+            raise _invalid("not valid yet (nbf)" if _is_time(nbf) else "nbf must be a number")
         return sub, float(exp)

@@ -113,6 +113,36 @@ def test_a_token_issued_in_the_future_is_invalid():
     assert reason(TokenVerifier(SETTINGS, clock=clock).user_of, md(token)) == "TOKEN_INVALID"
 
 
+def _signed(claims):
+    import jwt
+
+    return jwt.encode(claims, SETTINGS.jwt_secret, algorithm="HS256")
+
+
+def test_a_token_not_valid_yet_is_invalid_until_its_nbf_then_verifies():
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    token = _signed({"sub": "alice", "iss": "miandan", "iat": now, "exp": now + 3600, "nbf": now + 600})
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    assert reason(verifier.user_of, md(token)) == "TOKEN_INVALID"
+    clock.advance(600)
+    assert verifier.user_of(md(token)) == "alice"
+    far = _signed({"sub": "alice", "iss": "miandan", "iat": now, "exp": now + 3600, "nbf": 10**30})
+    assert reason(verifier.user_of, md(far)) == "TOKEN_INVALID"
+
+
+@pytest.mark.parametrize("claim, value", [
+    ("exp", float("nan")), ("exp", float("inf")), ("iat", float("nan")), ("nbf", float("nan")), ("nbf", "soon"),
+    ("exp", True),
+])
+def test_time_claims_must_be_finite_numbers(claim, value):
+    # NaN compares false to every time: an exp of NaN would never have expired.
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    claims = {"sub": "alice", "iss": "miandan", "iat": now, "exp": now + 60, claim: value}
+    assert reason(TokenVerifier(SETTINGS, clock=clock).user_of, md(_signed(claims))) == "TOKEN_INVALID"
+
+
 def test_verified_tokens_are_cached_so_the_signature_is_checked_once():
     clock = FakeClock()
     verifier = TokenVerifier(SETTINGS, clock=clock)
