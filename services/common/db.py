@@ -54,8 +54,9 @@ from typing import Any, Callable, Sequence, TypeVar
 import aiosqlite
 
 from .clock import Clock, SystemClock
+from .errors import Unavailable
 
-__all__ = ["Database", "MAX_BATCH"]
+__all__ = ["Database", "MAX_BATCH", "STORE_UNAVAILABLE", "store_unavailable"]
 
 T = TypeVar("T")
 MAX_BATCH = 128
@@ -66,6 +67,23 @@ MAX_BATCH = 128
 # the autocheckpoint of the threaded writer; 41 MB when counting 100 batches of ~64).
 CHECKPOINT_EVERY = 500
 _SYNC_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# ErrorInfo reason when the store's disk refuses: full, failing, read-only, gone.
+STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
+STORE_RETRY_AFTER_MS = 2_000
+# SQLite's texts for SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY and SQLITE_CANTOPEN.
+_ENVIRONMENT_FAILURES = ("database or disk is full", "disk i/o error", "readonly database", "unable to open database file")
+
+
+def store_unavailable(exc: BaseException) -> Exception | None:
+    """The caller-facing error for a failure of the machine under the store, not of the
+    request or of our code: UNAVAILABLE (retry later) with reason STORE_UNAVAILABLE, instead of
+    an INTERNAL that reads as a bug. None for anything else."""
+    if isinstance(exc, sqlite3.OperationalError) and any(t in str(exc).lower() for t in _ENVIRONMENT_FAILURES):
+        return Unavailable(
+            STORE_UNAVAILABLE, "存储暂不可写，请稍后重试 / the store cannot write right now, try again later",
+            STORE_RETRY_AFTER_MS,
+        )
+    return None
 
 
 class Database:
@@ -239,9 +257,10 @@ class Database:
                 else:
                     outcomes = await self._writer._execute(_run_batch, self._writer._conn, batch)
             except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
+                failure = store_unavailable(exc) or (exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 for _, _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                        fut.set_exception(failure)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
@@ -252,7 +271,7 @@ class Database:
                 if ok:
                     fut.set_result(value)
                 else:
-                    fut.set_exception(value)
+                    fut.set_exception(store_unavailable(value) or value)
             if self._writes_on_loop:
                 await self._after_batch_on_loop(len(batch))
 
@@ -375,6 +394,11 @@ def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], t
             try:
                 result = fn(conn, *args)
             except Exception as exc:
+                if not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (SQLITE_FULL, SQLITE_IOERR): every
+                    # write of the batch is undone, so the batch fails with this error, not
+                    # with "no such savepoint" from the line below.
+                    raise
                 conn.execute("ROLLBACK TO w")
                 conn.execute("RELEASE w")
                 outcomes.append((False, exc))

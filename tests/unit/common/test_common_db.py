@@ -113,3 +113,51 @@ async def test_close_finishes_queued_writes(tmp_path):
     await asyncio.sleep(0)
     await db.close()
     assert [p.result() for p in pending] == [f"q{i}" for i in range(10)]
+
+
+async def _limit_pages(db, pages):
+    # max_page_count caps the file as a full disk would: SQLite answers SQLITE_FULL.
+    await db._writer._execute(lambda c: c.execute(f"PRAGMA max_page_count={pages}"), db._writer._conn)
+
+
+def _add_big(conn, name):
+    conn.execute("INSERT INTO items (name) VALUES (?)", (name + "x" * 3000,))
+
+
+@pytest.mark.parametrize("on_loop", [False, True])
+async def test_a_full_disk_is_store_unavailable_to_every_caller_and_nothing_acknowledged_is_lost(tmp_path, on_loop):
+    from services.common.db import STORE_UNAVAILABLE
+    from services.common.errors import Unavailable
+
+    db = await open_db(tmp_path, writes_on_loop=on_loop)
+    used = await db.read(lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await _limit_pages(db, used + 3)
+    names = [f"n{i:03d}" for i in range(40)]
+    outcomes = await asyncio.gather(*(db.write(_add_big, n) for n in names), return_exceptions=True)
+    acked = {n for n, o in zip(names, outcomes) if not isinstance(o, BaseException)}
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert failed, "the cap should have been hit"
+    # SQLite rolls the whole transaction back on SQLITE_FULL: the callers hear why (retry
+    # later), not "no such savepoint: w" (an INTERNAL), and never an acknowledgement of a
+    # write that was undone.
+    assert all(isinstance(e, Unavailable) and e.reason == STORE_UNAVAILABLE for e in failed), {repr(e) for e in failed}
+    assert all(e.retry_after_ms for e in failed)
+    stored = set(await db.read(lambda c: [r[0][:4] for r in c.execute("SELECT name FROM items")]))
+    assert stored == acked
+    # Space again: the same writes go through, and the store is whole.
+    await _limit_pages(db, 1_000_000)
+    await asyncio.gather(*(db.write(_add_big, n) for n in names if n not in acked))
+    assert await db.read(lambda c: c.execute("SELECT count(*) FROM items").fetchone()[0]) == len(names)
+    assert await db.read(lambda c: c.execute("PRAGMA integrity_check").fetchone()[0]) == "ok"
+    await db.close()
+
+
+def test_only_failures_of_the_machine_under_the_store_are_store_unavailable():
+    from services.common.db import store_unavailable
+
+    assert store_unavailable(sqlite3.OperationalError("database or disk is full")) is not None
+    assert store_unavailable(sqlite3.OperationalError("disk I/O error")) is not None
+    assert store_unavailable(sqlite3.OperationalError("attempt to write a readonly database")) is not None
+    assert store_unavailable(sqlite3.IntegrityError("UNIQUE constraint failed: items.name")) is None
+    assert store_unavailable(sqlite3.OperationalError("no such table: itemz")) is None  # our bug: stays INTERNAL
+    assert store_unavailable(ValueError("database or disk is full")) is None
