@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/protos:$(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install protos proto-check proto-lint run test test-unit test-integration test-e2e \
+.PHONY: help install protos proto-check proto-lint run test test-unit test-integration test-e2e hostile \
         bench bench-card bench-catalog bench-intake bench-order bench-overload drill audit demo catalog-300k clean
 
 help:  ## list the targets
@@ -44,6 +44,10 @@ test-integration: $(STAMP)  ## integration tests: real SQLite, one real server
 
 test-e2e: $(STAMP)  ## end-to-end tests: the whole suite started as `make run` does
 	$(PY) -m pytest -q tests/e2e
+
+hostile: $(STAMP)  ## a long hostile-input run: malformed bytes and edge values into every RPC, then the audit (HOSTILE_CALLS, HOSTILE_SEED)
+	MIANDAN_HOSTILE_CALLS=$(or $(HOSTILE_CALLS),200) MIANDAN_HOSTILE_SEED=$(or $(HOSTILE_SEED),$(shell date +%s)) \
+		$(PY) -m pytest -q -p no:cacheprovider tests/e2e/test_hostile_input.py
 
 demo: $(STAMP)  ## play the story through the gateway: a running suite, else its own with a near cut-off (DEMO_ARGS=--own-suite)
 	$(PY) -m scripts.demo $(DEMO_ARGS)

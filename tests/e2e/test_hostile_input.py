@@ -239,3 +239,37 @@ async def test_edge_values_in_every_field_of_every_rpc_get_an_answer_or_a_reason
     assert answered.get("OK", 0) > 0 and answered.get("INVALID_ARGUMENT", 0) > 0, answered
     await assert_still_serving(hostile_suite)
     await assert_audit_clean(hostile_suite)
+
+
+async def test_hostile_calls_from_many_clients_at_once_leave_every_invariant_intact(hostile_suite):
+    """16 clients at once, each mixing random messages with mutations of valid requests over
+    every unary RPC: concurrent writes of odd values must not break the stores' rules either."""
+    prepared = await prepare(hostile_suite)
+    verdicts = Verdicts()
+    unary = [(s, m) for s, m in methods() if not m.server_streaming]
+    channels = {service: grpc.aio.insecure_channel(hostile_suite.addr(service)) for service in SERVICES}
+
+    async def client(n: int) -> None:
+        rng = random.Random(f"{SEED}/client{n}")
+        valid: dict[str, list[Any]] = {}
+        for i in range(max(10, CALLS_PER_METHOD * 3)):
+            service, method = rng.choice(unary)
+            pool = valid.get(method.full_name, []) + prepared.seeds.get(method.full_name, [])
+            if pool and rng.random() < 0.6:
+                request = mutate(rng.choice(pool), rng, prepared.ids)
+            else:
+                request = random_message(message_factory.GetMessageClass(method.input_type), rng, prepared.ids)
+            err = await send(channels[service], method, request.SerializeToString(), credentials(hostile_suite, service))
+            verdicts.judge(method, request, err, f"client {n} call {i}")
+            if err is None:
+                valid.setdefault(method.full_name, []).append(request)
+
+    try:
+        await asyncio.gather(*(client(n) for n in range(16)))
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    assert not verdicts.failures, verdicts.report()
+    assert verdicts.answered.get("OK", 0) > 0, verdicts.answered
+    await assert_still_serving(hostile_suite)
+    await assert_audit_clean(hostile_suite)
