@@ -6,6 +6,7 @@ Two kinds, both over real gRPC into `python -m services.suite` with its own data
 * well-formed messages full of edge values (tests/e2e/hostile_messages.py), a fixed number per
   method from a fixed seed: whatever the answer, never INTERNAL, UNKNOWN or DATA_LOSS, and every
   refusal carries an ErrorInfo reason a client can switch on.
+The same from 16 clients at once, and orders whose callers give up after 1-80 ms and then retry.
 Afterwards every service still reports SERVING, the suite process is alive, and the cross-service
 audit finds nothing: no hostile call corrupted a store.
 
@@ -32,6 +33,7 @@ from miandan.card.v1 import card_service_pb2 as card, card_service_pb2_grpc
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as catalog, catalog_service_pb2_grpc
 from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
+from miandan.order.v1 import order_pb2
 from services.common.auth import internal_metadata
 from services.common.errors import error_details
 from tests.e2e.hostile_messages import mutate, random_message
@@ -271,5 +273,55 @@ async def test_hostile_calls_from_many_clients_at_once_leave_every_invariant_int
             await channel.close()
     assert not verdicts.failures, verdicts.report()
     assert verdicts.answered.get("OK", 0) > 0, verdicts.answered
+    await assert_still_serving(hostile_suite)
+    await assert_audit_clean(hostile_suite)
+
+
+async def test_callers_that_give_up_mid_order_and_retry_end_with_one_order_each(hostile_suite):
+    """Impatient phones: 120 orders sent with deadlines of 1-80 ms, so most callers give up
+    somewhere inside the placement (card reserved, order not yet written...), then retried
+    with the same request_id as the app does. Each request_id ends as exactly one order, a
+    further retry answers that same order, and the audit finds every card accounted for."""
+    prepared = await prepare(hostile_suite)
+    place = prepared.seeds[f"{SERVICES['gateway']}.PlaceOrder"][0]
+    rng = random.Random(f"{SEED}/impatient")
+    users = [f"impatient-{n}" for n in range(40)]
+    calls: list[tuple[tuple[tuple[str, str], ...], gw.PlaceOrderRequest]] = []
+    seen: dict[str, int] = {}
+    async with grpc.aio.insecure_channel(hostile_suite.addr("gateway")) as channel:
+        stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+        for user in users:
+            metadata = (("authorization", f"Bearer {hostile_suite.token(user)}"),)
+            await stub.Join(gw.JoinRequest(request_id=f"join-{user}"), metadata=metadata, timeout=10)
+            for k in range(3):
+                request = gw.PlaceOrderRequest()
+                request.CopyFrom(place)
+                request.request_id = f"{user}-order-{k}"
+                request.card_use = order_pb2.CARD_USE_BEST
+                calls.append((metadata, request))
+
+        async def impatient(metadata: Any, request: gw.PlaceOrderRequest) -> None:
+            try:
+                await stub.PlaceOrder(request, metadata=metadata, timeout=rng.uniform(0.001, 0.08))
+                seen["OK"] = seen.get("OK", 0) + 1
+            except grpc.aio.AioRpcError as err:
+                assert err.code() not in BUG_CODES, (request.request_id, err)
+                seen[err.code().name] = seen.get(err.code().name, 0) + 1
+
+        async def until_answered(metadata: Any, request: gw.PlaceOrderRequest) -> str:
+            for _ in range(100):
+                try:
+                    return (await stub.PlaceOrder(request, metadata=metadata, timeout=10)).order.order_id
+                except grpc.aio.AioRpcError as err:
+                    assert err.code() is grpc.StatusCode.UNAVAILABLE, (request.request_id, err)  # shed: wait as told
+                    await asyncio.sleep((error_details(err)["retry_after_ms"] or 200) / 1000 * rng.uniform(0.5, 1.5))
+            raise AssertionError(f"{request.request_id} never answered")
+
+        await asyncio.gather(*(impatient(md, r) for md, r in calls))
+        assert seen.get("DEADLINE_EXCEEDED", 0) > len(calls) // 2, seen  # most really gave up midway
+        order_ids = await asyncio.gather(*(until_answered(md, r) for md, r in calls))
+        assert len(set(order_ids)) == len(calls)
+        again = await asyncio.gather(*(until_answered(md, r) for md, r in calls[::7]))
+        assert again == order_ids[::7]
     await assert_still_serving(hostile_suite)
     await assert_audit_clean(hostile_suite)
