@@ -23,6 +23,7 @@ __all__ = [
     "INTERNAL_TOKEN_KEY",
     "ADMIN_TOKEN_KEY",
     "MERCHANT_TOKEN_KEY",
+    "CREDENTIAL_REASONS",
     "AccessPolicy",
     "internal_metadata",
     "channel_credentials",
@@ -51,6 +52,8 @@ CREDENTIAL_MISSING = Unauthenticated(
 CREDENTIAL_INVALID = Unauthenticated("CREDENTIAL_INVALID", "服务凭证无效 / invalid service credential")
 ADMIN_REQUIRED = PermissionDenied("ADMIN_REQUIRED", "需要管理员凭证 / admin credential required")
 MERCHANT_REQUIRED = PermissionDenied("MERCHANT_REQUIRED", "需要商户或管理员凭证 / merchant or admin credential required")
+# The reasons of a refused service credential: from a peer, a deployment bug, not the caller's doing.
+CREDENTIAL_REASONS = frozenset(e.reason for e in (CREDENTIAL_MISSING, CREDENTIAL_INVALID, ADMIN_REQUIRED, MERCHANT_REQUIRED))
 
 
 def _eq(given: str | bytes | None, expected: bytes) -> bool:

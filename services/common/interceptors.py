@@ -20,8 +20,17 @@ from typing import Any, Callable, Mapping
 import grpc
 
 from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
-from .auth import PUBLIC, AccessPolicy, Role
-from .errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded, DomainError, Internal, InvalidArgument, to_rpc_status
+from .auth import CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role
+from .errors import (
+    PUSHBACK_KEY,
+    STATUS_DETAILS_KEY,
+    DeadlineExceeded,
+    DomainError,
+    Internal,
+    InvalidArgument,
+    error_details,
+    to_rpc_status,
+)
 from .metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES", "MALFORMED_REQUEST", "Malformed"]
@@ -280,9 +289,13 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         (with its ErrorInfo/RetryInfo and pushback) on, so e.g. OVERLOADED reaches the client."""
         code = exc.code()
         if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            # Our credential was refused by a peer: a deployment bug, not the caller's fault.
-            self.logger.error("upstream refused our credential", extra={"method": plan.method, "upstream": str(exc.details())})
-            return "INTERNAL", True, _INTERNAL
+            reason = error_details(exc)["reason"]
+            if reason is None or reason in CREDENTIAL_REASONS:
+                # Our credential was refused by a peer: a deployment bug, not the caller's fault.
+                self.logger.error("upstream refused our credential", extra={"method": plan.method, "upstream": str(exc.details())})
+                return "INTERNAL", True, _INTERNAL
+            # Otherwise it is the peer's answer about the caller's request (CARD_NOT_OWNED: a
+            # user naming another user's card) and passes on like any other.
         trailing = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in _FORWARDED_KEYS)
         return code.name, code is not grpc.StatusCode.DEADLINE_EXCEEDED, _Status(code, exc.details() or "", trailing)
 

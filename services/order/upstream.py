@@ -16,7 +16,7 @@ import grpc
 
 from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
-from services.common.auth import internal_metadata, open_channel
+from services.common.auth import CREDENTIAL_REASONS, internal_metadata, open_channel
 from services.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -136,7 +136,7 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
         return ResourceExhausted(reason, message, info.get("retry_after_ms"))
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(violations=info.get("violations") or (), reason=reason, message=message)
-    if code is grpc.StatusCode.PERMISSION_DENIED and reason in ("ADMIN_REQUIRED", "MERCHANT_REQUIRED"):
+    if code is grpc.StatusCode.PERMISSION_DENIED and reason in CREDENTIAL_REASONS:
         return Internal("UPSTREAM_REFUSED_CREDENTIAL", f"{upstream}: {message}")
     cls = _BY_CODE.get(code)
     if cls is not None:

@@ -1,5 +1,6 @@
 """Who may do what, through the suite as `make run` starts it: every gateway RPC refuses a
-missing, expired, tampered or foreign token; a user cannot touch another user's order; a user
+missing, expired, tampered or foreign token; a user cannot touch another user's order, card or
+order preview; a user
 cannot call an internal service directly; a non-admin cannot call an admin RPC — and none of
 these refusals changes anything."""
 from __future__ import annotations
@@ -96,19 +97,27 @@ def test_refused_calls_change_nothing(suite, stub):
     assert stub.ListOrders(gw.ListOrdersRequest(), metadata=bearer(suite.token(user)), timeout=10).orders == []
 
 
-def _a_paid_order(suite, stub, owner: str) -> str:
-    """An order at a store of our own that is open around the clock (the demo stores keep hours)."""
-    stub.Join(gw.JoinRequest(request_id=uid("j")), metadata=bearer(suite.token(owner)), timeout=10)
+STORE_POINT = common_pb2.GeoPoint(latitude=30.63, longitude=120.58)
+
+
+def _open_store_item(suite) -> tuple[str, catalog_pb2.MenuItem]:
+    """A store of our own that is open around the clock (the demo stores keep hours), and an
+    item it has."""
     admin = internal_metadata(suite.settings, admin=True)
     store = catalog_pb2.Store(store_id="e2e-gw-auth-24h", brand_id="mixue", name="蜜雪冰城(鉴权测试全天店)", address="e2e",
-                              city="嘉兴", location=common_pb2.GeoPoint(latitude=30.63, longitude=120.58))
+                              city="嘉兴", location=STORE_POINT)
     with grpc.insecure_channel(suite.addr("catalog")) as channel:
         catalog = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         catalog.ImportStores(iter([catalog_service_pb2.ImportStoresRequest(stores=[store])]), metadata=admin, timeout=10)
         menu = catalog.GetMenu(catalog_service_pb2.GetMenuRequest(store_id=store.store_id), metadata=admin, timeout=10)
-    item = next(e.item for e in menu.entries if e.available)
+    return store.store_id, next(e.item for e in menu.entries if e.available)
+
+
+def _a_paid_order(suite, stub, owner: str) -> str:
+    stub.Join(gw.JoinRequest(request_id=uid("j")), metadata=bearer(suite.token(owner)), timeout=10)
+    store_id, item = _open_store_item(suite)
     order = stub.PlaceOrder(
-        gw.PlaceOrderRequest(request_id=uid("r"), store_id=store.store_id, lines=[catalog_pb2.LineSelection(item_id=item.item_id, quantity=1)]),
+        gw.PlaceOrderRequest(request_id=uid("r"), store_id=store_id, lines=[catalog_pb2.LineSelection(item_id=item.item_id, quantity=1)]),
         metadata=bearer(suite.token(owner)), timeout=10,
     ).order
     return order.order_id
@@ -130,6 +139,33 @@ def test_another_users_order_id_is_not_found_and_stays_unchanged(suite, stub):
     assert stub.ListOrders(gw.ListOrdersRequest(), metadata=as_thief, timeout=10).orders == []
     order = stub.GetOrder(gw.GetOrderRequest(order_id=order_id), metadata=bearer(suite.token(owner)), timeout=10).order
     assert order.user_id == owner and order.status != order_pb2.ORDER_STATUS_CANCELLED
+
+
+def test_another_users_card_or_preview_cannot_be_used_and_stays_theirs(suite, stub):
+    # The card service's PERMISSION_DENIED/CARD_NOT_OWNED, passed on by the order service, used
+    # to reach the thief as INTERNAL: the gateway took every upstream PERMISSION_DENIED for a
+    # refusal of its own service credential.
+    owner, thief = uid("owner"), uid("thief")
+    as_owner, as_thief = bearer(suite.token(owner)), bearer(suite.token(thief))
+    [card] = stub.Join(gw.JoinRequest(request_id=uid("j")), metadata=as_owner, timeout=10).wallet.cards
+    stub.Join(gw.JoinRequest(request_id=uid("j")), metadata=as_thief, timeout=10)
+    store_id, item = _open_store_item(suite)
+    steal = gw.PlaceOrderRequest(
+        request_id=uid("r"), store_id=store_id, lines=[catalog_pb2.LineSelection(item_id=item.item_id, quantity=1)],
+        card_use=order_pb2.CARD_USE_SPECIFIC, card_id=card.card_id,
+    )
+    assert refusal(call, stub, "PlaceOrder", steal, as_thief) == (grpc.StatusCode.PERMISSION_DENIED, "CARD_NOT_OWNED")
+    preview = stub.OrderByText(
+        gw.OrderByTextRequest(request_id=uid("t"), text=f"来一杯{item.name}", location=STORE_POINT), metadata=as_owner, timeout=10,
+    ).preview
+    assert preview.preview_id
+    confirm = gw.OrderByTextRequest(request_id=uid("t"), confirm=True, preview_id=preview.preview_id)
+    code, reason = refusal(call, stub, "OrderByText", confirm, as_thief)
+    assert code == grpc.StatusCode.NOT_FOUND, (code, reason)
+    assert stub.ListOrders(gw.ListOrdersRequest(), metadata=as_thief, timeout=10).orders == []
+    after = stub.GetWallet(gw.GetWalletRequest(), metadata=as_owner, timeout=10).wallet
+    assert [(c.card_id, c.state) for c in after.cards] == [(card.card_id, card.state)]
+    assert stub.ListOrders(gw.ListOrdersRequest(), metadata=as_owner, timeout=10).orders == []
 
 
 def test_a_user_calling_an_internal_service_directly_is_unauthenticated_and_changes_nothing(suite, stub):

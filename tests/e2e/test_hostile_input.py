@@ -57,6 +57,9 @@ NO_REASON_NEEDED = {grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED
 # Truncated varint, a length past the end, a field number of 0: no message type parses these.
 MALFORMED = (b"\x08", b"\x12\x05ab", b"\xff\xff\xff")
 USER = "hostile-user"
+# A second user whose cards, orders and previews are in the id pool: USER's calls naming them
+# must be refused for what they are (CARD_NOT_OWNED, NOT_FOUND), never as a server error.
+NEIGHBOUR = "hostile-neighbour"
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +102,7 @@ class Prepared:
     """What the suite really has (ids) and valid requests to mutate (seeds by method name)."""
 
     def __init__(self) -> None:
-        self.ids: list[str] = [USER]
+        self.ids: list[str] = [USER, NEIGHBOUR]
         self.seeds: dict[str, list[Any]] = {}
 
     def seed(self, method: str, request: Any) -> None:
@@ -108,7 +111,8 @@ class Prepared:
 
 async def prepare(suite: Any) -> Prepared:
     """Ids the suite really has, so hostile values also reach the rules behind "not found",
-    and a user's valid gateway calls (an order placed, so later calls have one to act on)."""
+    and a user's valid gateway calls (an order placed, so later calls have one to act on).
+    The neighbour's ids are in the pool too, so mutations also try another user's things."""
     found = Prepared()
     admin = internal_metadata(suite.settings, admin=True)
     user = credentials(suite, "gateway")
@@ -136,8 +140,19 @@ async def prepare(suite: Any) -> Prepared:
         order = (await stub.PlaceOrder(place, metadata=user, timeout=10)).order
         found.ids.append(order.order_id)
         by_text = gw.OrderByTextRequest(request_id="hostile-text", text=f"来一杯{item.name}", location=near)
+        neighbour = (("authorization", f"Bearer {suite.token(NEIGHBOUR)}"),)
+        await stub.Join(gw.JoinRequest(request_id="hostile-neighbour-join"), metadata=neighbour, timeout=10)
+        theirs = gw.PlaceOrderRequest(request_id="hostile-neighbour-place", store_id=store.store_id, lines=[line],
+                                      card_use=order_pb2.CARD_USE_NONE)
+        found.ids.append((await stub.PlaceOrder(theirs, metadata=neighbour, timeout=10)).order.order_id)
+        their_text = gw.OrderByTextRequest(request_id="hostile-neighbour-text", text=f"来一杯{item.name}", location=near)
+        found.ids.append((await stub.OrderByText(their_text, metadata=neighbour, timeout=10)).preview.preview_id)
+        mine = (await stub.GetWallet(gw.GetWalletRequest(), metadata=user, timeout=10)).wallet.cards
+        with_my_card = gw.PlaceOrderRequest(request_id="hostile-place-card", store_id=store.store_id, lines=[line],
+                                            card_use=order_pb2.CARD_USE_SPECIFIC, card_id=mine[0].card_id if mine else "")
         for method, request in (
-            ("Join", join), ("GetWallet", gw.GetWalletRequest()), ("PlaceOrder", place), ("OrderByText", by_text),
+            ("Join", join), ("GetWallet", gw.GetWalletRequest()), ("PlaceOrder", place), ("PlaceOrder", with_my_card),
+            ("OrderByText", by_text),
             ("GetOrder", gw.GetOrderRequest(order_id=order.order_id)),
             ("CancelOrder", gw.CancelOrderRequest(request_id="hostile-cancel", order_id=order.order_id, reason="changed mind")),
             ("ConfirmPayment", gw.ConfirmPaymentRequest(request_id="hostile-pay", order_id=order.order_id, payment_reference="sbx_x")),
@@ -149,9 +164,11 @@ async def prepare(suite: Any) -> Prepared:
         stub = card_service_pb2_grpc.CardServiceStub(channel)
         campaigns = await stub.ListCampaigns(card.ListCampaignsRequest(), metadata=admin, timeout=10)
         campaign = campaigns.campaigns[0].campaign_id  # the one `make run` seeds
-        cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
-        code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=USER), metadata=admin, timeout=10)
-        found.ids += [campaign, code.invite_code.code, code.invite_code.pass_phrase_text] + [c.card_id for c in cards.cards]
+        found.ids.append(campaign)
+        for owner in (USER, NEIGHBOUR):
+            cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
+            code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
+            found.ids += [code.invite_code.code, code.invite_code.pass_phrase_text] + [c.card_id for c in cards.cards]
     found.ids = [i for i in found.ids if i]
     return found
 
