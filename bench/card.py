@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,16 +42,12 @@ for _p in (str(ROOT / "protos"), str(ROOT)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
+from services.common.local_ports import free_port  # noqa: E402 - after the path
+
 CAMPAIGN = "bench"
 ORDERS_CAMPAIGN = "bench-orders"  # 100 cards per sign-up, so the order loop never runs dry
 INVITERS = 256
 PHASES = ("empty", "GetCampaign", "ClaimSignupCard", "AcceptInvite", "Reserve+Confirm", "Reserve(redeem)")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

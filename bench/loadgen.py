@@ -14,7 +14,6 @@ import multiprocessing as mp
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -55,11 +54,7 @@ def _ensure_path() -> None:
 
 _ensure_path()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from services.common.local_ports import free_port  # noqa: E402 - after the path; the bench modules import it from here
 
 
 def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> dict[str, str]:

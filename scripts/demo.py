@@ -29,7 +29,6 @@ import asyncio
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from miandan.order.v1 import order_pb2
 from services.common.auth import internal_metadata, open_channel
 from services.common.config import Settings
 from services.common.errors import error_details
+from services.common.local_ports import free_port
 from services.lottery import verify as draw_checker
 
 from gateway.token import mint
@@ -138,12 +138,6 @@ def plan_cutoff(now: datetime, lead_seconds: float, zone: ZoneInfo = SHANGHAI) -
 
 
 # --- the own suite ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OwnSuite:

@@ -3,8 +3,9 @@
 Every field type gets edge values as well as ordinary ones: empty, control and bidi characters,
 4-byte characters, SQL and format strings, 5,000-character strings, int64 extremes, NaN and
 infinities, enum numbers the proto does not define, repeated fields of 50 items, messages left
-empty. Fields named *_id or *_code draw half the time from ids the running suite really has, so
-calls get past "not found" into the rules. Seeded: a failure names its seed and replays."""
+empty. A field draws half the time from the ids the running suite really has for a field of its
+name (KnownIds: card_id from cards, order_id from orders, also other users'), so calls get past
+"not found" into the rules. Seeded: a failure names its seed and replays."""
 from __future__ import annotations
 
 import math
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 from google.protobuf import descriptor as d
 from google.protobuf.message import Message
 
-__all__ = ["random_message", "mutate"]
+__all__ = ["KnownIds", "random_message", "mutate"]
 
 ODD_STRINGS = (
     "", " ", "a", "0", "-1", "1e309", "null", "'; DROP TABLE cards; --", "%s%n%x", "\x00", "a\x00b",
@@ -35,23 +36,60 @@ _UNSIGNED = {
 MAX_DEPTH = 3
 
 
-def random_message(cls: type[Message], rng: random.Random, known_ids: Sequence[str] = ()) -> Message:
+class KnownIds:
+    """Real ids by the name of the field they go in ("card_id", "user_id"...), and all of them
+    for any other *_id field."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, list[str]] = {}
+        self.every: list[str] = []
+
+    def add(self, fields: Sequence[str], *values: str) -> None:
+        for value in values:
+            if not value:
+                continue
+            for name in fields:
+                self.by_field.setdefault(name, []).append(value)
+            self.every.append(value)
+
+    def pick(self, field_name: str, rng: random.Random) -> str | None:
+        own = self.by_field.get(field_name)
+        if own and rng.random() < 0.5:
+            return rng.choice(own)
+        if self.every and field_name.endswith(("_id", "_ids", "_code")) and rng.random() < 0.3:
+            return rng.choice(self.every)
+        return None
+
+
+_NO_IDS = KnownIds()
+
+
+def random_message(cls: type[Message], rng: random.Random, known_ids: KnownIds = _NO_IDS) -> Message:
     msg = cls()
-    _fill(msg, rng, 0, tuple(known_ids))
+    _fill(msg, rng, 0, known_ids)
     return msg
 
 
-def mutate(request: Message, rng: random.Random, known_ids: Sequence[str] = ()) -> Message:
-    """A copy of a request that was answered OK, with ONE thing made hostile: a scalar anywhere
-    in it set to an edge value, a repeated field's item copied 50 times, or a sub-message
-    cleared. Everything else stays valid, so the call gets as far into the rules as it can."""
+def mutate(request: Message, rng: random.Random, known_ids: KnownIds = _NO_IDS) -> Message:
+    """A copy of a request that was answered OK, with ONE thing made hostile: an id swapped for
+    another real one, a scalar anywhere in it set to an edge value, a repeated field's item
+    copied 50 times, or a sub-message cleared. Everything else stays valid, so the call gets as far into the rules as it can."""
     copy = type(request)()
     copy.CopyFrom(request)
     spots = list(_spots(copy))
     if not spots:
         return copy
+    # Often: another real id where one goes (someone else's card, order, preview): the requests
+    # a user who edits ids sends, and where a missing ownership check would show.
+    id_spots = [
+        (owner, field) for owner, field in spots
+        if field.name in known_ids.by_field and field.message_type is None and not field.is_repeated
+    ]
+    if id_spots and rng.random() < 0.5:
+        owner, field = rng.choice(id_spots)
+        setattr(owner, field.name, rng.choice(known_ids.by_field[field.name]))
+        return copy
     owner, field = rng.choice(spots)
-    ids = tuple(known_ids)
     if field.is_repeated:
         items = getattr(owner, field.name)
         if len(items) and rng.random() < 0.3:
@@ -61,13 +99,13 @@ def mutate(request: Message, rng: random.Random, known_ids: Sequence[str] = ()) 
             else:
                 items.extend([items[0]] * 50)
         elif len(items) and field.message_type is None:
-            items[rng.randrange(len(items))] = _scalar(field, rng, ids)
+            items[rng.randrange(len(items))] = _scalar(field, rng, known_ids)
         elif field.message_type is None:
-            items.append(_scalar(field, rng, ids))
+            items.append(_scalar(field, rng, known_ids))
     elif field.message_type is not None:
         owner.ClearField(field.name)
     else:
-        setattr(owner, field.name, _scalar(field, rng, ids))
+        setattr(owner, field.name, _scalar(field, rng, known_ids))
     return copy
 
 
@@ -86,7 +124,7 @@ def _spots(msg: Message, depth: int = 0) -> Any:
             yield from _spots(getattr(msg, field.name), depth + 1)
 
 
-def _fill(msg: Message, rng: random.Random, depth: int, ids: tuple[str, ...]) -> None:
+def _fill(msg: Message, rng: random.Random, depth: int, ids: KnownIds) -> None:
     for field in msg.DESCRIPTOR.fields:
         if rng.random() < 0.35:
             continue  # unset: the commonest bad input of all
@@ -108,7 +146,7 @@ def _fill(msg: Message, rng: random.Random, depth: int, ids: tuple[str, ...]) ->
             setattr(msg, field.name, _scalar(field, rng, ids))
 
 
-def _fill_map(target: Any, field: d.FieldDescriptor, rng: random.Random, depth: int, ids: tuple[str, ...]) -> None:
+def _fill_map(target: Any, field: d.FieldDescriptor, rng: random.Random, depth: int, ids: KnownIds) -> None:
     key_field = field.message_type.fields_by_name["key"]
     value_field = field.message_type.fields_by_name["value"]
     for _ in range(rng.choice((1, 2, 3))):
@@ -120,11 +158,12 @@ def _fill_map(target: Any, field: d.FieldDescriptor, rng: random.Random, depth: 
             target[key] = _scalar(value_field, rng, ids)
 
 
-def _scalar(field: d.FieldDescriptor, rng: random.Random, ids: tuple[str, ...]) -> Any:
+def _scalar(field: d.FieldDescriptor, rng: random.Random, ids: KnownIds) -> Any:
     t = field.type
     if t == d.FieldDescriptor.TYPE_STRING:
-        if ids and field.name.endswith(("_id", "_code", "_ids")) and rng.random() < 0.5:
-            return rng.choice(ids)
+        known = ids.pick(field.name, rng)
+        if known is not None:
+            return known
         if rng.random() < 0.7:
             return rng.choice(ODD_STRINGS)
         return "".join(chr(rng.randint(32, 0x2FFF)) for _ in range(rng.randint(1, 40)))

@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from services.common.local_ports import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def suite_environment(data_dir: Path, **overrides: str) -> dict[str, str]:

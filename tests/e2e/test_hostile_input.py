@@ -36,7 +36,7 @@ from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_gr
 from miandan.order.v1 import order_pb2
 from services.common.auth import internal_metadata
 from services.common.errors import error_details
-from tests.e2e.hostile_messages import mutate, random_message
+from tests.e2e.hostile_messages import KnownIds, mutate, random_message
 from tests.e2e.suite_process import start_suite
 
 pytestmark = pytest.mark.timeout(300)
@@ -60,6 +60,7 @@ USER = "hostile-user"
 # A second user whose cards, orders and previews are in the id pool: USER's calls naming them
 # must be refused for what they are (CARD_NOT_OWNED, NOT_FOUND), never as a server error.
 NEIGHBOUR = "hostile-neighbour"
+USERS = ("user_id", "invitee_user_id")
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,8 @@ class Prepared:
     """What the suite really has (ids) and valid requests to mutate (seeds by method name)."""
 
     def __init__(self) -> None:
-        self.ids: list[str] = [USER, NEIGHBOUR]
+        self.ids = KnownIds()
+        self.ids.add(USERS, USER, NEIGHBOUR)
         self.seeds: dict[str, list[Any]] = {}
 
     def seed(self, method: str, request: Any) -> None:
@@ -120,14 +122,15 @@ async def prepare(suite: Any) -> Prepared:
     async with grpc.aio.insecure_channel(suite.addr("catalog")) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         brands = await stub.ListBrands(catalog.ListBrandsRequest(page_size=100), metadata=admin, timeout=10)
-        found.ids += [b.brand_id for b in brands.brands]
+        found.ids.add(["brand_id"], *(b.brand_id for b in brands.brands))
         hits = await stub.SearchStores(catalog.SearchStoresRequest(location=near, page_size=20), metadata=admin, timeout=10)
-        found.ids += [h.store.store_id for h in hits.stores]
+        found.ids.add(["store_id", "store_ids"], *(h.store.store_id for h in hits.stores))
         store = hits.stores[0].store
         menu = await stub.GetMenu(catalog.GetMenuRequest(store_id=store.store_id), metadata=admin, timeout=10)
         item = menu.entries[0].item
-        found.ids += [e.item.item_id for e in menu.entries]
-        found.ids += [g.group_id for g in item.option_groups] + [o.option_id for g in item.option_groups for o in g.options]
+        found.ids.add(["item_id"], *(e.item.item_id for e in menu.entries))
+        found.ids.add(["group_id"], *(g.group_id for g in item.option_groups))
+        found.ids.add(["option_id"], *(o.option_id for g in item.option_groups for o in g.options))
     async with grpc.aio.insecure_channel(suite.addr("gateway")) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         join = gw.JoinRequest(request_id="hostile-join")
@@ -138,15 +141,15 @@ async def prepare(suite: Any) -> Prepared:
         )
         place = gw.PlaceOrderRequest(request_id="hostile-place", store_id=store.store_id, lines=[line])
         order = (await stub.PlaceOrder(place, metadata=user, timeout=10)).order
-        found.ids.append(order.order_id)
+        found.ids.add(["order_id"], order.order_id)
         by_text = gw.OrderByTextRequest(request_id="hostile-text", text=f"来一杯{item.name}", location=near)
         neighbour = (("authorization", f"Bearer {suite.token(NEIGHBOUR)}"),)
         await stub.Join(gw.JoinRequest(request_id="hostile-neighbour-join"), metadata=neighbour, timeout=10)
         theirs = gw.PlaceOrderRequest(request_id="hostile-neighbour-place", store_id=store.store_id, lines=[line],
                                       card_use=order_pb2.CARD_USE_NONE)
-        found.ids.append((await stub.PlaceOrder(theirs, metadata=neighbour, timeout=10)).order.order_id)
+        found.ids.add(["order_id"], (await stub.PlaceOrder(theirs, metadata=neighbour, timeout=10)).order.order_id)
         their_text = gw.OrderByTextRequest(request_id="hostile-neighbour-text", text=f"来一杯{item.name}", location=near)
-        found.ids.append((await stub.OrderByText(their_text, metadata=neighbour, timeout=10)).preview.preview_id)
+        found.ids.add(["preview_id"], (await stub.OrderByText(their_text, metadata=neighbour, timeout=10)).preview.preview_id)
         mine = (await stub.GetWallet(gw.GetWalletRequest(), metadata=user, timeout=10)).wallet.cards
         with_my_card = gw.PlaceOrderRequest(request_id="hostile-place-card", store_id=store.store_id, lines=[line],
                                             card_use=order_pb2.CARD_USE_SPECIFIC, card_id=mine[0].card_id if mine else "")
@@ -164,12 +167,13 @@ async def prepare(suite: Any) -> Prepared:
         stub = card_service_pb2_grpc.CardServiceStub(channel)
         campaigns = await stub.ListCampaigns(card.ListCampaignsRequest(), metadata=admin, timeout=10)
         campaign = campaigns.campaigns[0].campaign_id  # the one `make run` seeds
-        found.ids.append(campaign)
+        found.ids.add(["campaign_id"], campaign)
         for owner in (USER, NEIGHBOUR):
             cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
             code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
-            found.ids += [code.invite_code.code, code.invite_code.pass_phrase_text] + [c.card_id for c in cards.cards]
-    found.ids = [i for i in found.ids if i]
+            found.ids.add(["code", "invite_code"], code.invite_code.code)
+            found.ids.add(["pass_phrase_text", "text"], code.invite_code.pass_phrase_text)
+            found.ids.add(["card_id"], *(c.card_id for c in cards.cards))
     return found
 
 

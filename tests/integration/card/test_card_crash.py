@@ -3,7 +3,6 @@ budget, the caps and the ledger agree with the cards."""
 import asyncio
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,16 +18,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from miandan.card.v1 import card_pb2, card_service_pb2 as pb, card_service_pb2_grpc
 from services.common.auth import internal_metadata
 from services.common.config import Settings
+from services.common.local_ports import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 C = "crash"
 CAP = 3
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_card(data_dir, port):
