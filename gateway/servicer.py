@@ -20,6 +20,7 @@ from services.common.errors import STATUS_DETAILS_KEY, Unavailable
 from .auth import TokenVerifier
 from .clients import CallOptions
 from .compose import Gateway
+from .watches import WatchSlots
 
 __all__ = ["CRITICALITY", "GatewayServicer", "UPSTREAM_UNAVAILABLE"]
 
@@ -76,11 +77,12 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 
 
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway, verifier: TokenVerifier, metadata: Any) -> None:
+    def __init__(self, gateway: Gateway, verifier: TokenVerifier, metadata: Any, watches: WatchSlots) -> None:
         """metadata(criticality) -> the upstream call metadata (internal credential + criticality)."""
         self.gateway = gateway
         self.verifier = verifier
         self._metadata = metadata
+        self.watches = watches
 
     def _begin(self, context: Any, criticality: str) -> tuple[str, CallOptions]:
         user = self.verifier.user_of(context.invocation_metadata())
@@ -124,11 +126,12 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         # A stream lives as long as the client wants: bounded only by the client's own deadline.
         left = context.time_remaining()
         o = CallOptions(None if left is None else time.monotonic() + left, self._metadata(DEFAULT))
-        try:
-            async for update in self.gateway.watch_order(user, request.order_id, o):
-                yield update
-        except grpc.aio.AioRpcError as err:
-            raise restated(err) from None
+        with self.watches.held(user):  # released when the client goes away, however it does
+            try:
+                async for update in self.gateway.watch_order(user, request.order_id, o):
+                    yield update
+            except grpc.aio.AioRpcError as err:
+                raise restated(err) from None
 
     async def SearchStores(self, request: pb.SearchStoresRequest, context: Any) -> pb.SearchStoresResponse:
         _, o = self._begin(context, SHEDDABLE)

@@ -16,6 +16,7 @@ from .clients import Upstreams
 from .compose import Gateway
 from .preview import PreviewStore
 from .servicer import CRITICALITY, GatewayServicer
+from .watches import WatchSlots
 
 __all__ = ["build", "campaign_id_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
 
@@ -53,7 +54,9 @@ async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: 
         previews=PreviewStore(ttl_seconds=_preview_ttl(), clock=clock),
         clock=clock,
     )
-    servicer = GatewayServicer(gateway, verifier, upstreams.metadata)
+    servicer = GatewayServicer(
+        gateway, verifier, upstreams.metadata, WatchSlots(settings.watches_per_user, settings.max_watches)
+    )
 
     def register(server) -> None:
         gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from .decimal_text import ascii_int
+
 __all__ = ["Settings", "DEFAULT_PORTS", "SERVICES"]
 
 DEFAULT_PORTS: dict[str, int] = {"gateway": 50050, "card": 50051, "catalog": 50052, "order": 50053, "lottery": 50054}
@@ -73,6 +75,10 @@ class Settings:
     # suite with 32; the default keeps gRPC's limits because in-process tests fire hundreds of
     # calls in one tick.
     max_pending_calls: int = 0
+    # Gateway: WatchOrder streams one user, and the whole process, may hold open at once
+    # (gateway/watches.py says why streams need their own bound).
+    watches_per_user: int = 5
+    max_watches: int = 10_000
     log_calls: bool = True
 
     @property
@@ -153,6 +159,8 @@ class Settings:
             target_latency_ms=_number(e, "MIANDAN_TARGET_LATENCY_MS", 250.0, float, minimum=0),
             max_loop_lag_ms=_number(e, "MIANDAN_MAX_LOOP_LAG_MS", 0.0, float, minimum=0),
             max_pending_calls=int(_number(e, "MIANDAN_MAX_PENDING_CALLS", 0, int, minimum=0)),
+            watches_per_user=int(_number(e, "MIANDAN_WATCHES_PER_USER", 5, int, minimum=1)),
+            max_watches=int(_number(e, "MIANDAN_MAX_WATCHES", 10_000, int, minimum=1)),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )
 
@@ -207,6 +215,6 @@ def _addr(e: Mapping[str, str], var: str, service: str) -> str:
     if raw.startswith(("unix:", "unix-abstract:")):
         return raw
     host, sep, port = raw.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or ascii_int(port, minimum=1, maximum=65535) is None:
         raise ValueError(f"{var}={raw!r} is not host:port")
     return raw

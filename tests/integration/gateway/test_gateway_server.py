@@ -252,6 +252,37 @@ async def test_watch_order_stops_the_upstream_stream_when_the_client_goes_away(h
     assert request.user_id == "alice"
 
 
+async def test_a_user_may_watch_a_few_orders_at_once_and_gets_a_slot_back_when_one_closes():
+    h = Harness()
+    await h.start(watches_per_user=2)
+    try:
+        calls = [h.stub.WatchOrder(gw.WatchOrderRequest(order_id=f"o-{i}"), metadata=h.auth()) for i in range(2)]
+        for call in calls:
+            assert (await call.read()).order.status == order_pb2.ORDER_STATUS_PAID
+        third = h.stub.WatchOrder(gw.WatchOrderRequest(order_id="o-3"), metadata=h.auth())
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await third.read()
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert error_details(info.value)["reason"] == "TOO_MANY_WATCHES"
+        # Another user still watches; alice does again once she closes one.
+        other = h.stub.WatchOrder(gw.WatchOrderRequest(order_id="o-9"), metadata=h.auth("bob"))
+        assert (await other.read()).order.order_id == "o-9"
+        calls[0].cancel()
+        for _ in range(200):
+            again = h.stub.WatchOrder(gw.WatchOrderRequest(order_id="o-4"), metadata=h.auth())
+            try:
+                assert (await again.read()).order.order_id == "o-4"
+                break
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the closed stream's slot never came back")
+        assert [r.order_id for r, _ in h.seen.of("WatchOrder")].count("o-3") == 0  # refused before any upstream call
+    finally:
+        await h.stop()
+
+
 async def test_under_a_burst_only_ok_or_overloaded_come_back_and_critical_calls_still_pass():
     h = Harness()
     await h.start(max_concurrency=4, max_wait_ms=20.0)

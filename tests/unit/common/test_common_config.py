@@ -60,6 +60,10 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_LOG_LEVEL": "LOUD"}, "MIANDAN_LOG_LEVEL"),
         ({"MIANDAN_LOG_CALLS": "maybe"}, "MIANDAN_LOG_CALLS"),
         ({"MIANDAN_ORDER_ADDR": "nohost"}, "MIANDAN_ORDER_ADDR"),
+        ({"MIANDAN_ORDER_ADDR": "127.0.0.1:²"}, "MIANDAN_ORDER_ADDR"),  # isdigit() said yes, int() then failed
+        ({"MIANDAN_ORDER_ADDR": "127.0.0.1:65536"}, "MIANDAN_ORDER_ADDR"),
+        ({"MIANDAN_WATCHES_PER_USER": "0"}, "MIANDAN_WATCHES_PER_USER"),
+        ({"MIANDAN_MAX_WATCHES": "0"}, "MIANDAN_MAX_WATCHES"),
         ({"MIANDAN_INTERNAL_TOKEN": ""}, "MIANDAN_INTERNAL_TOKEN"),
         ({"MIANDAN_TLS_CERT": "/c.pem"}, "MIANDAN_TLS_KEY"),
         ({"MIANDAN_JWT_ALGORITHM": "none"}, "MIANDAN_JWT_ALGORITHM"),
@@ -97,3 +101,10 @@ def test_held_calls_keep_grpcs_own_limits_unless_the_environment_bounds_them():
     # Refused at random beyond 64 held calls, always beyond 128.
     assert options["grpc.server.max_pending_requests"] == 64
     assert options["grpc.server.max_pending_requests_hard_limit"] == 128
+
+
+def test_order_streams_are_bounded_per_user_and_per_gateway():
+    s = Settings.from_env("gateway", {})
+    assert (s.watches_per_user, s.max_watches) == (5, 10_000)
+    s = Settings.from_env("gateway", {"MIANDAN_WATCHES_PER_USER": "2", "MIANDAN_MAX_WATCHES": "50000"})
+    assert (s.watches_per_user, s.max_watches) == (2, 50_000)
