@@ -46,7 +46,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import sqlite3
+import time
 from collections import deque
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
@@ -72,6 +74,9 @@ STORE_UNAVAILABLE = "STORE_UNAVAILABLE"
 STORE_RETRY_AFTER_MS = 2_000
 # SQLite's texts for SQLITE_FULL, SQLITE_IOERR, SQLITE_READONLY and SQLITE_CANTOPEN.
 _ENVIRONMENT_FAILURES = ("database or disk is full", "disk i/o error", "readonly database", "unable to open database file")
+# A failing disk fails every batch: say so loudly, but not hundreds of times a second.
+STORE_ALARM_EVERY_S = 10.0
+_log = logging.getLogger("miandan.store")
 
 
 def store_unavailable(exc: BaseException) -> Exception | None:
@@ -106,6 +111,8 @@ class Database:
         self._closed = False
         self.max_batch = MAX_BATCH
         self.batches = 0  # observability/tests: how many transactions were committed
+        self.store_failures = 0  # writes refused because the disk under the store refused
+        self._last_alarm = -STORE_ALARM_EVERY_S
 
     @classmethod
     async def open(
@@ -257,7 +264,11 @@ class Database:
                 else:
                     outcomes = await self._writer._execute(_run_batch, self._writer._conn, batch)
             except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
-                failure = store_unavailable(exc) or (exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
+                failure = store_unavailable(exc)
+                if failure is not None:
+                    self._alarm(exc)
+                else:
+                    failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(failure)
@@ -271,9 +282,22 @@ class Database:
                 if ok:
                     fut.set_result(value)
                 else:
-                    fut.set_exception(store_unavailable(value) or value)
+                    unavailable = store_unavailable(value)
+                    if unavailable is not None:
+                        self._alarm(value)
+                    fut.set_exception(unavailable or value)
             if self._writes_on_loop:
                 await self._after_batch_on_loop(len(batch))
+
+    def _alarm(self, exc: BaseException) -> None:
+        self.store_failures += 1
+        now = time.monotonic()
+        if now - self._last_alarm >= STORE_ALARM_EVERY_S:
+            self._last_alarm = now
+            _log.error(
+                "store cannot write: callers get UNAVAILABLE/STORE_UNAVAILABLE until it can",
+                extra={"db": str(self.path), "error": str(exc), "failures": self.store_failures},
+            )
 
     async def _run_batch_on_loop(self, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list[tuple[bool, Any]]:
         conn = self._writer._conn

@@ -125,7 +125,7 @@ def _add_big(conn, name):
 
 
 @pytest.mark.parametrize("on_loop", [False, True])
-async def test_a_full_disk_is_store_unavailable_to_every_caller_and_nothing_acknowledged_is_lost(tmp_path, on_loop):
+async def test_a_full_disk_is_store_unavailable_to_every_caller_and_nothing_acknowledged_is_lost(tmp_path, on_loop, caplog):
     from services.common.db import STORE_UNAVAILABLE
     from services.common.errors import Unavailable
 
@@ -142,6 +142,10 @@ async def test_a_full_disk_is_store_unavailable_to_every_caller_and_nothing_ackn
     # write that was undone.
     assert all(isinstance(e, Unavailable) and e.reason == STORE_UNAVAILABLE for e in failed), {repr(e) for e in failed}
     assert all(e.retry_after_ms for e in failed)
+    assert db.store_failures >= 1
+    # The operator hears of it once, not once per refused write.
+    alarms = [r for r in caplog.records if r.name == "miandan.store" and r.levelname == "ERROR"]
+    assert len(alarms) == 1 and "disk is full" in alarms[0].error
     stored = set(await db.read(lambda c: [r[0][:4] for r in c.execute("SELECT name FROM items")]))
     assert stored == acked
     # Space again: the same writes go through, and the store is whole.
