@@ -49,7 +49,7 @@ DRAND_CHAINS: dict[str, tuple[int, int]] = {
     "drand:default": (1595431050, 30),
 }
 
-_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DAY_RE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")  # ASCII digits, no trailing newline
 
 
 # --- records -------------------------------------------------------------------------------
@@ -180,13 +180,22 @@ def zone_of(name: str) -> ZoneInfo:
         return ZoneInfo(DEFAULT_TIME_ZONE)
 
 
+# Days a draw can be for. Why bounded: a day's cut-off is local time turned into UTC
+# milliseconds, and 0001-01-01 20:00 in Asia/Shanghai is in year 0, which datetime cannot hold
+# (OverflowError: an INTERNAL for GetDraw, EnterDraw and CommitDraw until these bounds).
+FIRST_DAY, LAST_DAY = date(1970, 1, 2), date(9998, 12, 31)
+
+
 def parse_day(text: str, field_name: str = "day") -> date:
     if not _DAY_RE.match(text):
         raise InvalidArgument(field_name, f"must be YYYY-MM-DD, got {text[:40]!r}", reason="INVALID_DAY")
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise InvalidArgument(field_name, f"{text!r} is not a calendar date", reason="INVALID_DAY") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidArgument(field_name, f"{text} is outside {FIRST_DAY} .. {LAST_DAY}", reason="INVALID_DAY")
+    return day
 
 
 def today(now: datetime, zone: ZoneInfo) -> date:

@@ -330,6 +330,11 @@ async def test_future_days_unknown_campaigns_and_days_outside_the_window(lottery
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_round="7"), "beacon_round"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet", beacon_round="1"), "beacon_round"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day="2026-02-31"), "day"),
+        # A calendar date whose 20:00 in Asia/Shanghai falls in year 0: datetime overflowed (INTERNAL).
+        ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day="0001-01-01"), "day"),
+        ("GetDraw", pb.GetDrawRequest(campaign_id=CAMPAIGN, day="0001-01-01"), "day"),
+        ("EnterDraw", pb.EnterDrawRequest(campaign_id=CAMPAIGN, user_id="u", day="0001-01-01"), "day"),
+        ("GetDraw", pb.GetDrawRequest(campaign_id=CAMPAIGN, day="9999-12-31"), "day"),
         ("RunDraw", pb.RunDrawRequest(campaign_id=CAMPAIGN, day=""), "day"),
         ("RunDraw", pb.RunDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_value="x" * 2000), "beacon_value"),
     ],

@@ -118,7 +118,11 @@ def test_days_outside_the_campaign_window_have_no_draw():
     assert err.value.reason == "DRAW_NOT_FOUND"
 
 
-@pytest.mark.parametrize("text", ["2026-1-28", "20260128", "2026-02-30", "", "tomorrow", "2026-01-28T00:00"])
+@pytest.mark.parametrize("text", [
+    "2026-1-28", "20260128", "2026-02-30", "", "tomorrow", "2026-01-28T00:00",
+    "0001-01-01", "1970-01-01", "9999-12-31",  # calendar dates whose cut-off datetime cannot hold
+    "２０２６-０１-２８", "2026-01-28\n",  # full-width digits; a trailing newline `$` let through
+])
 def test_bad_days_are_invalid_argument_with_a_reason(text):
     with pytest.raises(InvalidArgument) as err:
         model.parse_day(text)
