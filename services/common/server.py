@@ -36,9 +36,11 @@ SERVING_GC_GEN0 = 10_000
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 
 
-def server_options(max_pending_calls: int = 0) -> list[tuple[str, Any]]:
+def server_options(max_pending_calls: int = 0, max_request_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
     """max_pending_calls > 0: gRPC refuses new calls once that many wait for the event loop
-    (at random up to twice as many, always beyond; see Settings.max_pending_calls)."""
+    (at random up to twice as many, always beyond; see Settings.max_pending_calls).
+    max_request_bytes: larger requests are refused by gRPC itself (RESOURCE_EXHAUSTED), before
+    they are read into memory; answers may still be up to MAX_MESSAGE_BYTES."""
     pending = (
         [
             ("grpc.server.max_pending_requests", max_pending_calls),
@@ -49,7 +51,7 @@ def server_options(max_pending_calls: int = 0) -> list[tuple[str, Any]]:
     )
     return pending + [
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", max_request_bytes),
         # Accept the clients' 30 s keepalive pings (open_channel) instead of answering GOAWAY.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -72,8 +74,10 @@ class Server:
         admission: AdmissionController | None = None,
         metrics: RpcMetrics | None = None,
         require_client_cert: bool | None = None,
+        max_request_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
         self.settings = settings
+        self.max_request_bytes = max_request_bytes
         # None = as configured: mutual TLS (client certificate required and verified against
         # MIANDAN_TLS_CA) whenever a CA is set. False = one-way TLS, for a port end users reach
         # without certificates (the gateway); the server then does not even ask for a client
@@ -110,7 +114,8 @@ class Server:
         pipeline = CallPipeline(
             s.service, s, self.policy, self.admission, self.criticality, self.metrics, self.logger
         )
-        server = grpc.aio.server(interceptors=[pipeline], options=server_options(getattr(s, "max_pending_calls", 0)))
+        options = server_options(getattr(s, "max_pending_calls", 0), self.max_request_bytes)
+        server = grpc.aio.server(interceptors=[pipeline], options=options)
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -168,6 +173,7 @@ def build_server(
     admission: AdmissionController | None = None,
     metrics: RpcMetrics | None = None,
     require_client_cert: bool | None = None,
+    max_request_bytes: int = MAX_MESSAGE_BYTES,
 ) -> Server:
     """require_client_cert: None = mutual TLS whenever MIANDAN_TLS_CA is set; False = one-way
     TLS for end users (the gateway's public port); True = insist (ValueError without a CA)."""
@@ -182,6 +188,7 @@ def build_server(
         admission=admission,
         metrics=metrics,
         require_client_cert=require_client_cert,
+        max_request_bytes=max_request_bytes,
     )
 
 

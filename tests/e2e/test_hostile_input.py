@@ -38,6 +38,7 @@ from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_gr
 from miandan.order.v1 import order_pb2
 from services.common.auth import internal_metadata
 from services.common.errors import error_details
+from gateway.wiring import MAX_REQUEST_BYTES as GATEWAY_MAX_REQUEST_BYTES
 from tests.e2e.hostile_messages import KnownIds, mutate, random_message
 from tests.e2e.suite_process import start_suite
 
@@ -236,6 +237,12 @@ class Verdicts:
         self.answered[code.name] = self.answered.get(code.name, 0) + 1
         if err is None or code in NO_REASON_NEEDED:
             return
+        if (
+            code is grpc.StatusCode.RESOURCE_EXHAUSTED
+            and method.containing_service.full_name == SERVICES["gateway"]
+            and request.ByteSize() > GATEWAY_MAX_REQUEST_BYTES
+        ):
+            return  # gRPC's own refusal of a request larger than the gateway reads: no reason to give
         if code in BUG_CODES:
             problem = f"{code.name}: {err.details()!r}"
         elif not error_details(err)["reason"]:

@@ -21,7 +21,7 @@ from services.common.config import Settings
 from services.common.errors import Unavailable, error_details, to_rpc_status
 
 from gateway.token import mint
-from gateway.wiring import build
+from gateway.wiring import MAX_REQUEST_BYTES, build
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -250,6 +250,25 @@ async def test_watch_order_stops_the_upstream_stream_when_the_client_goes_away(h
     assert harness.seen.cancelled == ["WatchOrder"]
     request, _ = harness.seen.of("WatchOrder")[0]
     assert request.user_id == "alice"
+
+
+async def test_the_largest_order_a_user_can_send_passes_and_a_megabytes_request_is_refused_unread(harness):
+    # 50 lines with 20 options each (the order service's maxima) with long ids: about 62 KiB.
+    line = catalog_pb2.LineSelection(
+        item_id="i" * 64, quantity=99,
+        options=[catalog_pb2.OptionChoice(group_id="g" * 24, option_id="o" * 24) for _ in range(20)],
+    )
+    largest = gw.PlaceOrderRequest(request_id="r" * 64, store_id="s" * 64, lines=[line] * 50, card_id="c" * 64)
+    assert 50_000 < largest.ByteSize() < MAX_REQUEST_BYTES
+    await harness.stub.PlaceOrder(largest, metadata=harness.auth(), timeout=5)
+    assert len(harness.seen.of("PlaceOrder")) == 1
+    big = gw.OrderByTextRequest(request_id="r", text="饭" * 400_000)  # 1.2 MB
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await harness.stub.OrderByText(big, metadata=harness.auth(), timeout=5)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The gateway is unharmed, and nothing reached an upstream.
+    assert not harness.seen.of("MatchIntent")
+    await harness.stub.PlaceOrder(largest, metadata=harness.auth(), timeout=5)
 
 
 async def test_a_user_may_watch_a_few_orders_at_once_and_gets_a_slot_back_when_one_closes():
