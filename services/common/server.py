@@ -26,7 +26,9 @@ from .interceptors import CallPipeline
 from .logging import configure_logging, get_logger
 from .metrics import RpcMetrics, default_metrics, start_metrics_server
 
-__all__ = ["Server", "build_server", "serve", "run", "server_options", "settle_heap", "HEALTH_SERVICE_NAME"]
+__all__ = [
+    "Server", "build_server", "serve", "run", "server_options", "settle_heap", "raise_open_file_limit", "HEALTH_SERVICE_NAME",
+]
 
 T = TypeVar("T")
 # Allocations between young-generation collections once a process serves (Python's default is
@@ -203,6 +205,27 @@ async def serve_built(build: Callable[[Settings], Awaitable[Server]], settings: 
     await serve_server(settings, await build(settings))
 
 
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Lift this process's soft limit on open files to its hard limit; (old, new) when it did.
+
+    Why: every client connection is a file descriptor, and many systems start processes with a
+    soft limit of 1,024 while allowing far more: a gateway facing a crowd would refuse
+    connections (EMFILE) with most of its capacity unused. Go's runtime does the same at start."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return None
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError):  # e.g. macOS caps it below the hard limit: keep what we have
+        return None
+    return soft, target
+
+
 def settle_heap() -> None:
     """Once a process has started serving: what start-up built (modules, descriptors, stores,
     channels) lives as long as the process, so move it out of the collector's sight
@@ -217,6 +240,9 @@ def settle_heap() -> None:
 
 async def serve_server(settings: Settings, server: Server) -> None:
     logger = configure_logging(settings)
+    lifted = raise_open_file_limit()
+    if lifted is not None:
+        logger.info("open file limit raised", extra={"from": lifted[0], "to": lifted[1]})
     if settings.metrics_port:
         start_metrics_server(settings.metrics_port)
     port = await server.start()
