@@ -6,7 +6,8 @@ Two kinds, both over real gRPC into `python -m services.suite` with its own data
 * well-formed messages full of edge values (tests/e2e/hostile_messages.py), a fixed number per
   method from a fixed seed: whatever the answer, never INTERNAL, UNKNOWN or DATA_LOSS, and every
   refusal carries an ErrorInfo reason a client can switch on.
-The same from 16 clients at once, and orders whose callers give up after 1-80 ms and then retry.
+The same from 16 clients at once; orders whose callers give up after 1-80 ms and then retry; and
+calls cancelled at random moments, after which no service may count a call still in flight.
 Afterwards every service still reports SERVING, the suite process is alive, and the cross-service
 audit finds nothing: no hostile call corrupted a store. (Where the test itself called the internal
 saga steps with ids of its own invention, the card <-> order findings that this alone explains are
@@ -370,3 +371,62 @@ async def test_callers_that_give_up_mid_order_and_retry_end_with_one_order_each(
         assert again == order_ids[::7]
     await assert_still_serving(hostile_suite)
     await assert_audit_clean(hostile_suite)
+
+
+def in_flight(suite: Any) -> dict[str, float]:
+    """Each service's miandan_rpc_in_flight gauge, from its /metrics endpoint."""
+    import re
+    import urllib.request
+
+    found = {}
+    for service in SERVICES:
+        url = f"http://127.0.0.1:{suite.metrics_port(service)}/metrics"
+        text = urllib.request.urlopen(url, timeout=5).read().decode()
+        found[service] = float(re.search(r"^miandan_rpc_in_flight\{[^}]*\} (\S+)$", text, re.M).group(1))
+    return found
+
+
+async def test_calls_cancelled_at_random_moments_leave_no_slot_taken(hostile_suite):
+    """900 calls of every unary and server-streaming RPC, each cancelled by its caller 0-30 ms
+    after it starts, wherever it then is (admission, an upstream call, a store write): a slot
+    that leaked would, call by call, leave a service refusing everything."""
+    prepared = await prepare(hostile_suite)
+    before = in_flight(hostile_suite)  # the order service's menu-change feed holds one catalog stream
+    rng = random.Random(f"{SEED}/cancel")
+    callable_ = [(s, m) for s, m in methods() if not m.client_streaming]
+    channels = {service: grpc.aio.insecure_channel(hostile_suite.addr(service)) for service in SERVICES}
+
+    async def cancelled_call() -> None:
+        service, method = rng.choice(callable_)
+        seeds = prepared.seeds.get(method.full_name, [])
+        if seeds and rng.random() < 0.7:
+            request = mutate(rng.choice(seeds), rng, prepared.ids)
+        else:
+            request = random_message(message_factory.GetMessageClass(method.input_type), rng, prepared.ids)
+        path = f"/{method.containing_service.full_name}/{method.name}"
+        start = channels[service].unary_stream if method.server_streaming else channels[service].unary_unary
+        call = start(path)(request.SerializeToString(), metadata=credentials(hostile_suite, service), timeout=10)
+        await asyncio.sleep(rng.uniform(0, 0.03))
+        call.cancel()
+        try:
+            if method.server_streaming:
+                async for _ in call:
+                    pass
+            else:
+                await call
+        except (grpc.aio.AioRpcError, asyncio.CancelledError):
+            pass
+
+    try:
+        for _ in range(3):
+            await asyncio.gather(*(cancelled_call() for _ in range(300)))
+        for _ in range(100):  # cancellations reach the servers' handlers a moment later
+            if in_flight(hostile_suite) == before:
+                break
+            await asyncio.sleep(0.05)
+        assert in_flight(hostile_suite) == before
+    finally:
+        for channel in channels.values():
+            await channel.close()
+    await assert_still_serving(hostile_suite)
+    await assert_audit_clean(hostile_suite, saga_steps_called=True)
