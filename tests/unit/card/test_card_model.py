@@ -25,6 +25,9 @@ def test_zero_rules_take_the_story_defaults():
         (m.Rules(budget_fen=10_000, per_user_card_cap=1), "rules.per_user_card_cap"),  # < signup + invitee
         (m.Rules(budget_fen=10_000, card_validity_days=-1), "rules.card_validity_days"),
         (m.Rules(budget_fen=10_000, time_zone="Mars/Olympus"), "rules.time_zone"),
+        # ZoneInfo raises OSError ("File name too long") for these, which was not caught: INTERNAL.
+        (m.Rules(budget_fen=10_000, time_zone="美" * 300), "rules.time_zone"),
+        (m.Rules(budget_fen=10_000, time_zone="x" * 5000), "rules.time_zone"),
         (m.Rules(budget_fen=1_000), "rules.budget_fen"),  # not even one card
     ],
 )

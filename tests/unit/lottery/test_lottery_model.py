@@ -97,6 +97,12 @@ def test_new_seed_is_32_random_bytes():
 SH = Campaign("c1", "Asia/Shanghai", 3, 0, 2**62)
 
 
+@pytest.mark.parametrize("name", ["美" * 300, "x" * 5000, "Mars/Olympus", "../../etc/passwd", ""])
+def test_a_zone_the_system_cannot_read_falls_back_to_shanghai(name):
+    # A 300-character name made ZoneInfo raise OSError (file name too long), which escaped.
+    assert model.zone_of(name).key == "Asia/Shanghai"
+
+
 def test_cutoff_is_20_00_in_the_campaign_time_zone():
     cut = model.cutoff_ms(date(2026, 1, 28), SH.zone, time(20, 0))
     assert cut == int(datetime(2026, 1, 28, 12, 0, tzinfo=timezone.utc).timestamp() * 1000)
