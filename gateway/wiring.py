@@ -46,6 +46,7 @@ def _preview_ttl() -> float:
 # hold 16 MiB per call: 20 concurrent 15 MiB OrderByTexts took the gateway from 56 to 525 MB.
 MAX_REQUEST_BYTES = 256 * 1024
 
+
 async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: str | None = None) -> Server:
     clock = clock or SystemClock()
     verifier = TokenVerifier(settings, clock=clock)  # fails fast on a missing key file

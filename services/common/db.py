@@ -264,11 +264,7 @@ class Database:
                 else:
                     outcomes = await self._writer._execute(_run_batch, self._writer._conn, batch)
             except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
-                failure = store_unavailable(exc)
-                if failure is not None:
-                    self._alarm(exc)
-                else:
-                    failure = exc if isinstance(exc, Exception) else RuntimeError(repr(exc))
+                failure = self._unavailable(exc) or (exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 for _, _, fut in batch:
                     if not fut.done():
                         fut.set_exception(failure)
@@ -282,12 +278,16 @@ class Database:
                 if ok:
                     fut.set_result(value)
                 else:
-                    unavailable = store_unavailable(value)
-                    if unavailable is not None:
-                        self._alarm(value)
-                    fut.set_exception(unavailable or value)
+                    fut.set_exception(self._unavailable(value) or value)
             if self._writes_on_loop:
                 await self._after_batch_on_loop(len(batch))
+
+    def _unavailable(self, exc: BaseException) -> Exception | None:
+        """store_unavailable(exc), sounding the alarm when it is one."""
+        failure = store_unavailable(exc)
+        if failure is not None:
+            self._alarm(exc)
+        return failure
 
     def _alarm(self, exc: BaseException) -> None:
         self.store_failures += 1

@@ -33,7 +33,7 @@ from .errors import (
 )
 from .metrics import MethodMetrics, RpcMetrics
 
-__all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES", "MALFORMED_REQUEST", "Malformed"]
+__all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES", "MALFORMED_REQUEST"]
 
 REQUEST_ID_KEY = "x-request-id"
 # ErrorInfo reason of a request whose bytes do not parse as the method's request message.
@@ -132,18 +132,18 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         deser, ser = handler.request_deserializer, handler.response_serializer
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary_response(self._plan(method, True), handler.unary_unary), _lenient(deser), ser
+                self._unary_response(self._plan(method, True), handler.unary_unary), _parsing(deser, streamed=False), ser
             )
         if handler.stream_unary is not None:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary_response(self._plan(method, False), handler.stream_unary), _strict(deser), ser
+                self._unary_response(self._plan(method, False), handler.stream_unary), _parsing(deser, streamed=True), ser
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream_response(self._plan(method, False), handler.unary_stream), _lenient(deser), ser
+                self._stream_response(self._plan(method, False), handler.unary_stream), _parsing(deser, streamed=False), ser
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream_response(self._plan(method, False), handler.stream_stream), _strict(deser), ser
+            self._stream_response(self._plan(method, False), handler.stream_stream), _parsing(deser, streamed=True), ser
         )
 
     def _unary_response(self, plan: _Plan, behavior: Callable[..., Any]) -> Callable[..., Any]:
@@ -344,8 +344,11 @@ def _malformed(deserializer: Callable[[bytes], Any], exc: Exception) -> InvalidA
     )
 
 
-def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A unary request's deserializer that returns Malformed instead of raising."""
+def _parsing(deserializer: Callable[[bytes], Any] | None, *, streamed: bool) -> Callable[[bytes], Any] | None:
+    """The request deserializer with bytes that do not parse made the caller's error. A unary
+    request gets Malformed (see there); a streamed one raises it, since grpc.aio parses each
+    streamed message as the handler reads it, so the error reaches the pipeline through the
+    handler."""
     if deserializer is None:
         return None
 
@@ -353,22 +356,9 @@ def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], A
         try:
             return deserializer(data)
         except Exception as exc:  # noqa: BLE001 - any failure to parse the caller's bytes is theirs
+            if streamed:
+                raise _malformed(deserializer, exc) from None
             return Malformed(_malformed(deserializer, exc))
-
-    return parse
-
-
-def _strict(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
-    """A streamed request's deserializer: grpc.aio parses each message as the handler reads it,
-    so raising the domain error there reaches the pipeline through the handler."""
-    if deserializer is None:
-        return None
-
-    def parse(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except Exception as exc:  # noqa: BLE001
-            raise _malformed(deserializer, exc) from None
 
     return parse
 
