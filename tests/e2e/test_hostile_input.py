@@ -116,6 +116,19 @@ async def send(channel: grpc.aio.Channel, method: Any, payload: bytes, metadata:
     return None
 
 
+async def answered(rpc: Any, request: Any, metadata: Any, rng: random.Random | None = None) -> Any:
+    """The reply, retrying UNAVAILABLE as the app does (shed, or an upstream channel still
+    connecting just after the suite reports ready), waiting as the refusal says."""
+    rng = rng or random.Random(0)
+    for _ in range(100):
+        try:
+            return await rpc(request, metadata=metadata, timeout=10)
+        except grpc.aio.AioRpcError as err:
+            assert err.code() is grpc.StatusCode.UNAVAILABLE, (request, err)
+            await asyncio.sleep((error_details(err)["retry_after_ms"] or 200) / 1000 * rng.uniform(0.5, 1.5))
+    raise AssertionError(f"never answered: {request}")
+
+
 class Prepared:
     """What the suite really has (ids) and valid requests to mutate (seeds by method name)."""
 
@@ -151,23 +164,23 @@ async def prepare(suite: Any) -> Prepared:
     async with grpc.aio.insecure_channel(suite.addr("gateway")) as channel:
         stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
         join = gw.JoinRequest(request_id="hostile-join")
-        await stub.Join(join, metadata=user, timeout=10)
+        await answered(stub.Join, join, user)
         line = catalog_pb2.LineSelection(
             item_id=item.item_id, quantity=1,
             options=[catalog_pb2.OptionChoice(group_id=g.group_id, option_id=g.options[0].option_id) for g in item.option_groups],
         )
         place = gw.PlaceOrderRequest(request_id="hostile-place", store_id=store.store_id, lines=[line])
-        order = (await stub.PlaceOrder(place, metadata=user, timeout=10)).order
+        order = (await answered(stub.PlaceOrder, place, user)).order
         found.ids.add(["order_id"], order.order_id)
         by_text = gw.OrderByTextRequest(request_id="hostile-text", text=f"来一杯{item.name}", location=near)
         neighbour = (("authorization", f"Bearer {suite.token(NEIGHBOUR)}"),)
-        await stub.Join(gw.JoinRequest(request_id="hostile-neighbour-join"), metadata=neighbour, timeout=10)
+        await answered(stub.Join, gw.JoinRequest(request_id="hostile-neighbour-join"), neighbour)
         theirs = gw.PlaceOrderRequest(request_id="hostile-neighbour-place", store_id=store.store_id, lines=[line],
                                       card_use=order_pb2.CARD_USE_NONE)
-        found.ids.add(["order_id"], (await stub.PlaceOrder(theirs, metadata=neighbour, timeout=10)).order.order_id)
+        found.ids.add(["order_id"], (await answered(stub.PlaceOrder, theirs, neighbour)).order.order_id)
         their_text = gw.OrderByTextRequest(request_id="hostile-neighbour-text", text=f"来一杯{item.name}", location=near)
-        found.ids.add(["preview_id"], (await stub.OrderByText(their_text, metadata=neighbour, timeout=10)).preview.preview_id)
-        mine = (await stub.GetWallet(gw.GetWalletRequest(), metadata=user, timeout=10)).wallet.cards
+        found.ids.add(["preview_id"], (await answered(stub.OrderByText, their_text, neighbour)).preview.preview_id)
+        mine = (await answered(stub.GetWallet, gw.GetWalletRequest(), user)).wallet.cards
         with_my_card = gw.PlaceOrderRequest(request_id="hostile-place-card", store_id=store.store_id, lines=[line],
                                             card_use=order_pb2.CARD_USE_SPECIFIC, card_id=mine[0].card_id if mine else "")
         for method, request in (
@@ -355,13 +368,7 @@ async def test_callers_that_give_up_mid_order_and_retry_end_with_one_order_each(
                 seen[err.code().name] = seen.get(err.code().name, 0) + 1
 
         async def until_answered(metadata: Any, request: gw.PlaceOrderRequest) -> str:
-            for _ in range(100):
-                try:
-                    return (await stub.PlaceOrder(request, metadata=metadata, timeout=10)).order.order_id
-                except grpc.aio.AioRpcError as err:
-                    assert err.code() is grpc.StatusCode.UNAVAILABLE, (request.request_id, err)  # shed: wait as told
-                    await asyncio.sleep((error_details(err)["retry_after_ms"] or 200) / 1000 * rng.uniform(0.5, 1.5))
-            raise AssertionError(f"{request.request_id} never answered")
+            return (await answered(stub.PlaceOrder, request, metadata, rng)).order.order_id
 
         await asyncio.gather(*(impatient(md, r) for md, r in calls))
         assert seen.get("DEADLINE_EXCEEDED", 0) > len(calls) // 2, seen  # most really gave up midway
