@@ -6,14 +6,16 @@ through the gateway while it SIGKILLs one service process at random (each servic
 included, at least twice; once with --smoke) and restarts it. Clients retry UNAVAILABLE and
 DEADLINE_EXCEEDED with the same request_id, as a real app would. Afterwards: every order a
 client saw succeed must exist in the order service, and the cross-service audit must find
-nothing.
+nothing. Per kill it prints how long orders stopped and how soon after the restart they came
+back (`outages`), which is what the crowd feels of a crash.
 
-    python -m bench.drill [--seconds N] [--kills-each K] [--procs P] [--smoke]
+    python -m bench.drill [--seconds N] [--kills-each K] [--procs P] [--down-seconds S] [--smoke]
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import random
 import signal
 import subprocess
@@ -21,6 +23,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from bench.loadgen import (
@@ -60,7 +63,67 @@ async def _all_order_ids(env: dict[str, str]) -> dict[str, str]:
                 return out
 
 
-async def _kill_and_restart(children: list, plan: list[str], interval: float, log: list[str]) -> None:
+@dataclass
+class Kill:
+    """One SIGKILL and its restart, in wall-clock seconds (the load runs in other processes)."""
+
+    name: str
+    killed_at: float
+    serving_at: float
+
+
+@dataclass
+class Outage:
+    """What one kill cost the crowd, read from the times orders were seen to succeed."""
+
+    kill: Kill
+    stall_s: float  # longest stretch without a successful order, from the kill to the next kill
+    resumed_s: float | None  # from back SERVING to the first success after it (None: none came)
+
+
+RESTART_S = 1.0
+
+
+def kill_interval(load_s: float, kills: int, down_s: float) -> float:
+    """Seconds between one restart and the next kill, so that every kill, its time down and its
+    restart (about a second) fit in the first 80% of the load and load follows the last one."""
+    return (load_s * 0.8 - kills * (down_s + RESTART_S)) / (kills + 1)
+
+
+def outages(kills: list[Kill], placed_at: list[float], load_end: float) -> list[Outage]:
+    """Per kill, the longest stretch in which no order succeeded anywhere, counted from the kill
+    to the next kill (or the end of the load), and how long after the restarted process was
+    SERVING the first order succeeded: the time the rest of the suite took to find it again."""
+    times = sorted(placed_at)
+    kills = sorted(kills, key=lambda k: k.killed_at)
+    out: list[Outage] = []
+    for i, kill in enumerate(kills):
+        end = kills[i + 1].killed_at if i + 1 < len(kills) else load_end
+        lo, hi = bisect.bisect_left(times, kill.killed_at), bisect.bisect_right(times, end)
+        edges = [kill.killed_at, *times[lo:hi], end]
+        stall = max(b - a for a, b in zip(edges, edges[1:]))
+        j = bisect.bisect_left(times, kill.serving_at)
+        resumed = times[j] - kill.serving_at if j < len(times) else None
+        out.append(Outage(kill, stall, resumed))
+    return out
+
+
+def outage_rows(found: list[Outage]) -> list[list[str]]:
+    return [
+        [
+            o.kill.name,
+            f"{o.kill.serving_at - o.kill.killed_at:.2f}",
+            f"{o.stall_s:.2f}",
+            "none" if o.resumed_s is None else f"{o.resumed_s:.2f}",
+        ]
+        for o in found
+    ]
+
+
+OUTAGE_HEADERS = ["killed", "back SERVING after s", "longest stretch without an order s", "first order after SERVING s"]
+
+
+async def _kill_and_restart(children: list, plan: list[str], interval: float, log: list[Kill], down_s: float = 0.0) -> None:
     from services.suite import wait_serving
 
     by_name = {c.name: c for c in children}
@@ -68,14 +131,15 @@ async def _kill_and_restart(children: list, plan: list[str], interval: float, lo
         await asyncio.sleep(interval)
         child = by_name[name]
         pid = child.process.pid
-        t = time.monotonic()
+        killed_at = time.time()
         child.process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(child.process.wait)
+        await asyncio.sleep(down_s)
         child.start()
         child.restarts += 1
         await wait_serving(child, timeout=60)
-        log.append(f"killed {name} (pid {pid}), back SERVING as pid {child.process.pid} in {time.monotonic() - t:.2f} s")
-        print(log[-1], flush=True)
+        log.append(Kill(name, killed_at, time.time()))
+        print(f"killed {name} (pid {pid}), back SERVING as pid {child.process.pid} in {log[-1].serving_at - killed_at:.2f} s", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,28 +149,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--procs", type=int, default=2)
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--seed", type=int, default=None, help="random seed of the kill order")
+    p.add_argument("--down-seconds", type=float, default=0.0, help="how long a killed service stays down before its restart (default 0)")
     p.add_argument("--smoke", action="store_true", help="each service killed once, ~15 s of load")
     args = p.parse_args(argv)
+    from services.suite import SERVICES, process_specs, seed_demo_data, start_in_order
+
     if args.smoke:
         args.seconds, args.kills_each, args.concurrency = 15.0, 1, 4
+    if args.down_seconds < 0:
+        p.error("--down-seconds must be 0 or more")
+    kills = len(SERVICES) * args.kills_each
+    if kill_interval(args.seconds, kills, args.down_seconds) < 1.0:
+        p.error(f"{kills} kills of {args.down_seconds:g} s down each do not fit in {args.seconds:g} s of load; give more --seconds")
     rng = random.Random(args.seed)
-
-    from services.suite import SERVICES, process_specs, seed_demo_data, wait_serving
 
     print(f"machine: {machine()}")
     problems: list[str] = []
-    kill_log: list[str] = []
+    kill_log: list[Kill] = []
     with temp_data_dir("miandan-drill-") as data:
         env = bench_env(Path(data))
         children = process_specs(env)
         env = children[0].env  # process_specs filled in the upstream addresses
         try:
-            for child in children:
-                child.start()
-
             async def up() -> None:
-                for child in children:
-                    await wait_serving(child, timeout=60)
+                await start_in_order(children, timeout=60)
                 await seed_demo_data(env)
 
             asyncio.run(up())
@@ -115,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
             plan = [name for name in SERVICES for _ in range(args.kills_each)]
             rng.shuffle(plan)
             # Kills spread over the first ~80% of the load so the last restart is followed by load.
-            interval = args.seconds * 0.8 / (len(plan) + 1)
+            interval = kill_interval(args.seconds, len(plan), args.down_seconds)
             specs = specs_for(
                 "scenario", f"127.0.0.1:{env['MIANDAN_GATEWAY_PORT']}", env, args.procs, args.concurrency, args.seconds,
                 fixture=fixture, retry=True, retry_for_s=30.0, deadline_s=3.0, lead_s=4.0,
@@ -124,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             load = threading.Thread(target=lambda: holder.setdefault("r", run_workers(specs)), daemon=True)
             load.start()
             time.sleep(max(0.0, specs[0].start_at - time.time()))
-            asyncio.run(_kill_and_restart(children, plan, interval, kill_log))
+            asyncio.run(_kill_and_restart(children, plan, interval, kill_log, args.down_seconds))
+            load_end = specs[0].start_at + args.seconds
             load.join(args.seconds + 120)
             if load.is_alive():
                 problems.append("the load did not finish in time")
@@ -158,7 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(RPC_HEADERS, rpc_rows(result, args.seconds)))
     print()
-    print(f"kills: {dict(Counter(line.split()[1] for line in kill_log))}")
+    print(table(OUTAGE_HEADERS, outage_rows(outages(kill_log, result.placed_at, load_end))))
+    print()
+    print(f"kills: {dict(Counter(k.name for k in kill_log))}")
     print(f"client retries (same request_id): {result.retries}; all status codes: {codes_text(result.codes())}")
     if unusual_samples(result):
         print(unusual_samples(result))
@@ -180,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         problems.append(f"INTERNAL/UNKNOWN answers: {bad}")
     expected = {name: args.kills_each for name in SERVICES}
-    if Counter(line.split()[1] for line in kill_log) != expected:
+    if Counter(k.name for k in kill_log) != expected:
         problems.append("not every service was killed as planned")
     print("drill PASSED: every acknowledged order exists and the audit is clean" if not problems else "drill FAILED: " + " | ".join(problems))
     return 1 if problems else 0

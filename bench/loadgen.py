@@ -314,6 +314,9 @@ class Result:
     calls: dict[tuple[str, str], list[float]] = field(default_factory=lambda: defaultdict(list))
     orders: int = 0
     placed: list[tuple[str, str]] = field(default_factory=list)  # (user, order_id) seen succeed
+    # Wall-clock time of each success in `placed` (same order): the drill reads the stretches a
+    # kill left without any order.
+    placed_at: list[float] = field(default_factory=list)
     hung: int = 0
     sent: int = 0
     retries: int = 0
@@ -334,6 +337,7 @@ class Result:
             self.calls[key].extend(values)
         self.orders += other.orders
         self.placed.extend(other.placed)
+        self.placed_at.extend(other.placed_at)
         self.hung += other.hung
         self.sent += other.sent
         self.retries += other.retries
@@ -581,6 +585,7 @@ class _Scenario:
             if c.measuring:
                 result.orders += 1
             result.placed.append((user, order.order_id))
+            result.placed_at.append(time.time())
             if order.payable_fen > 0 and order.payment.payment_reference:
                 mix["orders paid (no card left)"] += 1
                 await c.call(
@@ -627,6 +632,7 @@ async def _worker(spec: WorkerSpec) -> Result:
             if client.measuring:
                 result.orders += 1
             result.placed.append((user, reply.order.order_id))
+            result.placed_at.append(time.time())
 
     async def empty_call() -> None:
         t = time.perf_counter()

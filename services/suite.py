@@ -25,8 +25,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import Settings
 
-# Start order: the gateway last, so its upstreams are up when it starts taking calls.
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
+# Who calls whom. A service starts only once everything it calls answers SERVING: a gRPC channel
+# whose first connect is refused goes into reconnect backoff, and calls made in that window fail
+# with UNAVAILABLE, so a suite started all at once could report ready and then refuse its first
+# orders.
+UPSTREAMS = {
+    "card": (),
+    "catalog": (),
+    "order": ("card", "catalog"),
+    "lottery": ("card",),
+    "gateway": ("card", "catalog", "order", "lottery"),
+}
 MODULES = {name: ("gateway" if name == "gateway" else f"services.{name}") for name in SERVICES}
 PROTO_SERVICE = {
     "card": "miandan.card.v1.CardService",
@@ -94,7 +104,10 @@ def process_specs(env: dict[str, str] | None = None) -> list[Child]:
 
 async def wait_serving(child: Child, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(child.address) as channel:
+    # The child is not listening yet when this starts: without a short reconnect backoff the
+    # first refused connect would cost a whole second per start.
+    options = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.max_reconnect_backoff_ms", 200)]
+    async with grpc.aio.insecure_channel(child.address, options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if child.process is not None and child.process.poll() is not None:
@@ -108,6 +121,26 @@ async def wait_serving(child: Child, timeout: float = 30.0) -> None:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{child.name} did not become SERVING within {timeout:.0f}s; see {child.log_path}")
             await asyncio.sleep(0.1)
+
+
+async def start_in_order(children: list[Child], timeout: float = 30.0) -> None:
+    """Start the children in waves: each wave is every child whose upstreams (among these
+    children) are SERVING, started together and awaited together."""
+    present = {c.name for c in children}
+    serving: set[str] = set()
+    pending = list(children)
+    while pending:
+        wave = [c for c in pending if all(u in serving or u not in present for u in UPSTREAMS[c.name])]
+        for child in wave:
+            child.start()
+        waits = [asyncio.ensure_future(wait_serving(child, timeout)) for child in wave]
+        try:
+            await asyncio.gather(*waits)
+        finally:
+            for w in waits:
+                w.cancel()
+        serving.update(c.name for c in wave)
+        pending = [c for c in pending if c not in wave]
 
 
 async def seed_demo_data(env: dict[str, str]) -> None:
@@ -153,10 +186,7 @@ class Suite:
         self.stopping = asyncio.Event()
 
     async def start(self) -> None:
-        for child in self.children:
-            child.start()
-        for child in self.children:
-            await wait_serving(child)
+        await start_in_order(self.children)
 
     async def supervise(self) -> None:
         while not self.stopping.is_set():
