@@ -130,6 +130,7 @@ class TokenVerifier:
     ) -> None:
         self.algorithm = settings.jwt_algorithm
         self.issuer = settings.jwt_issuer
+        self.max_lifetime_s = settings.jwt_max_lifetime_s
         self._key = verification_key(settings)
         if self.algorithm not in _HMAC:
             # Parse the PEM once, not per verification.
@@ -194,6 +195,8 @@ class TokenVerifier:
             raise _expired()
         if iat > now + LEEWAY_S:
             raise _invalid("issued in the future")
+        if exp - iat > self.max_lifetime_s:
+            raise _invalid(f"lives longer than {self.max_lifetime_s:g} s (exp - iat)")
         # Optional, but binding when present (RFC 7519 4.1.5). Such a token is refused, not
         # cached, so it works once its time has come.
         nbf = claims.get("nbf")

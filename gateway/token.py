@@ -38,6 +38,8 @@ def mint(
         raise ValueError("user must not be empty")
     # The gateway would refuse the token (TOKEN_INVALID): better not to mint it at all.
     check_user_id(user)
+    if ttl > settings.jwt_max_lifetime_s:
+        raise ValueError(f"ttl {ttl:g} s is longer than the gateway accepts (MIANDAN_JWT_MAX_LIFETIME_S={settings.jwt_max_lifetime_s:g})")
     algorithm = algorithm or settings.jwt_algorithm
     now = int((clock or SystemClock()).now().timestamp())
     claims: dict[str, Any] = {

@@ -35,6 +35,9 @@ class Settings:
     jwt_algorithm: str = "HS256"
     jwt_public_key_file: Path | None = None
     jwt_private_key_file: Path | None = None
+    # The longest a user token may live (exp - iat). A token is a bearer credential: one minted
+    # by mistake or by a leaked signing pipeline for years must not open an account for years.
+    jwt_max_lifetime_s: float = 7 * 86_400
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
@@ -144,6 +147,7 @@ class Settings:
             jwt_algorithm=algorithm,
             jwt_public_key_file=_path(e, "MIANDAN_JWT_PUBLIC_KEY_FILE"),
             jwt_private_key_file=_path(e, "MIANDAN_JWT_PRIVATE_KEY_FILE"),
+            jwt_max_lifetime_s=_number(e, "MIANDAN_JWT_MAX_LIFETIME_S", 7 * 86_400, float, minimum=1),
             tls_cert=tls_cert,
             tls_key=tls_key,
             tls_ca=_path(e, "MIANDAN_TLS_CA"),

@@ -64,6 +64,8 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_ORDER_ADDR": "127.0.0.1:65536"}, "MIANDAN_ORDER_ADDR"),
         ({"MIANDAN_WATCHES_PER_USER": "0"}, "MIANDAN_WATCHES_PER_USER"),
         ({"MIANDAN_MAX_WATCHES": "0"}, "MIANDAN_MAX_WATCHES"),
+        ({"MIANDAN_JWT_MAX_LIFETIME_S": "0"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
+        ({"MIANDAN_JWT_MAX_LIFETIME_S": "a week"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
         ({"MIANDAN_INTERNAL_TOKEN": ""}, "MIANDAN_INTERNAL_TOKEN"),
         ({"MIANDAN_TLS_CERT": "/c.pem"}, "MIANDAN_TLS_KEY"),
         ({"MIANDAN_JWT_ALGORITHM": "none"}, "MIANDAN_JWT_ALGORITHM"),
@@ -108,3 +110,8 @@ def test_order_streams_are_bounded_per_user_and_per_gateway():
     assert (s.watches_per_user, s.max_watches) == (5, 10_000)
     s = Settings.from_env("gateway", {"MIANDAN_WATCHES_PER_USER": "2", "MIANDAN_MAX_WATCHES": "50000"})
     assert (s.watches_per_user, s.max_watches) == (2, 50_000)
+
+
+def test_user_tokens_live_a_week_at_most_unless_the_operator_says_otherwise():
+    assert Settings.from_env("gateway", {}).jwt_max_lifetime_s == 7 * 86_400
+    assert Settings.from_env("gateway", {"MIANDAN_JWT_MAX_LIFETIME_S": "3600"}).jwt_max_lifetime_s == 3600

@@ -219,3 +219,28 @@ def test_the_token_command_refuses_a_bad_user_id(capsys):
     assert token_main(["alice smith"]) == 2
     captured = capsys.readouterr()
     assert not captured.out and "sub must be a user id" in captured.err
+
+
+def test_a_token_may_live_at_most_the_configured_lifetime():
+    import jwt
+
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    verifier = TokenVerifier(SETTINGS, clock=clock)
+    week = int(SETTINGS.jwt_max_lifetime_s)
+    assert week == 7 * 86_400
+    assert verifier.user_of(md(mint(SETTINGS, "alice", ttl=week, clock=clock))) == "alice"
+    for exp in (now + week + 1, 10**30):
+        token = jwt.encode({"sub": "bob", "iss": "miandan", "iat": now, "exp": exp}, SETTINGS.jwt_secret, algorithm="HS256")
+        assert reason(verifier.user_of, md(token)) == "TOKEN_INVALID"
+    # An issue time long ago does not stretch it either: exp - iat is what counts.
+    old = jwt.encode({"sub": "carol", "iss": "miandan", "iat": now - 30 * 86_400, "exp": now + 60}, SETTINGS.jwt_secret, algorithm="HS256")
+    assert reason(verifier.user_of, md(old)) == "TOKEN_INVALID"
+    # Operators choose the bound.
+    hour = dataclasses.replace(SETTINGS, jwt_max_lifetime_s=3600)
+    assert reason(TokenVerifier(hour, clock=clock).user_of, md(mint(SETTINGS, "dave", ttl=3601, clock=clock))) == "TOKEN_INVALID"
+
+
+def test_minting_a_token_the_gateway_would_refuse_fails():
+    with pytest.raises(ValueError, match="MIANDAN_JWT_MAX_LIFETIME_S"):
+        mint(SETTINGS, "alice", ttl=SETTINGS.jwt_max_lifetime_s + 1)
