@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import sqlite3
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, Sequence
@@ -238,6 +239,38 @@ MIGRATIONS = [
     # more index entry per reservation insert; a confirm does not touch it (create_ms is stable).
     """
     CREATE INDEX reservations_created ON reservations(create_ms);
+    """,
+    # 4: GetBudget without reading every card. The face value per campaign and stored state is
+    # kept by triggers in the same transaction as every card insert and state move (cards are
+    # never deleted), so it cannot drift from the cards; a nationwide campaign has tens of
+    # millions of cards, and summing them took 1.2 s per 2 million. Every campaign gets a row per
+    # card state up front, so a move is one UPDATE of two rows: about 15 µs more per reservation
+    # (bench.card_store). The audit still sums the cards itself and compares.
+    """
+    CREATE TABLE card_totals (
+      campaign_id TEXT NOT NULL,
+      state INTEGER NOT NULL,
+      face_value_fen INTEGER NOT NULL DEFAULT 0,
+      PRIMARY KEY (campaign_id, state)
+    ) WITHOUT ROWID;
+    CREATE TABLE card_states (state INTEGER PRIMARY KEY);
+    INSERT INTO card_states VALUES (1), (2), (3), (4);
+    INSERT INTO card_totals (campaign_id, state, face_value_fen)
+      SELECT campaign_id, s.state,
+             (SELECT COALESCE(SUM(face_value_fen), 0) FROM cards WHERE cards.campaign_id = c.campaign_id AND cards.state = s.state)
+      FROM campaigns c, card_states s;
+    CREATE TRIGGER campaigns_totals AFTER INSERT ON campaigns BEGIN
+      INSERT INTO card_totals (campaign_id, state) SELECT NEW.campaign_id, state FROM card_states;
+    END;
+    CREATE TRIGGER cards_totals_grant AFTER INSERT ON cards BEGIN
+      UPDATE card_totals SET face_value_fen = face_value_fen + NEW.face_value_fen
+      WHERE campaign_id = NEW.campaign_id AND state = NEW.state;
+    END;
+    CREATE TRIGGER cards_totals_move AFTER UPDATE OF state ON cards WHEN OLD.state <> NEW.state BEGIN
+      UPDATE card_totals
+      SET face_value_fen = face_value_fen + CASE state WHEN NEW.state THEN NEW.face_value_fen ELSE -OLD.face_value_fen END
+      WHERE campaign_id = NEW.campaign_id AND state IN (OLD.state, NEW.state);
+    END;
     """,
 ]
 
@@ -1164,11 +1197,25 @@ def _budget(conn: sqlite3.Connection, campaign_id: str, now_ms: int) -> BudgetDa
     budget_fen, issued, count = conn.execute(
         "SELECT budget_fen, issued_fen, cards_issued FROM campaigns WHERE campaign_id = ?", (campaign_id,)
     ).fetchone()
-    by_state = {CardState(s): v for s, v in conn.execute(
-        f"SELECT {_EFFECTIVE_STATE} AS s, SUM(face_value_fen) FROM cards WHERE campaign_id = :cid GROUP BY s",
+    by_state: Counter[int] = Counter(dict(conn.execute(
+        "SELECT state, face_value_fen FROM card_totals WHERE campaign_id = ?", (campaign_id,)
+    ).fetchall()))
+    # A stored state lags the clock for held cards and for cards past their validity until the
+    # sweep moves them: those few are read again (through their partial indexes, never the
+    # whole campaign) and counted under the state they are really in.
+    for stored, effective, fen in conn.execute(
+        f"SELECT state, {_EFFECTIVE_STATE}, SUM(face_value_fen) FROM ("
+        "  SELECT state, reserved_until_ms, expire_ms, face_value_fen FROM cards INDEXED BY cards_held"
+        "  WHERE state = 2 AND campaign_id = :cid"
+        "  UNION ALL"
+        "  SELECT state, reserved_until_ms, expire_ms, face_value_fen FROM cards INDEXED BY cards_expiring"
+        "  WHERE state = 1 AND expire_ms <= :now AND campaign_id = :cid"
+        ") GROUP BY 1, 2",
         {"now": now_ms, "cid": campaign_id},
-    ).fetchall()}
-    return BudgetData(budget_fen, issued, count, by_state)
+    ).fetchall():
+        by_state[stored] -= fen
+        by_state[effective] += fen
+    return BudgetData(budget_fen, issued, count, {CardState(s): v for s, v in by_state.items() if v})
 
 
 def _campaign_cards(conn: sqlite3.Connection, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]:
