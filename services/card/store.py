@@ -1201,8 +1201,9 @@ def _budget(conn: sqlite3.Connection, campaign_id: str, now_ms: int) -> BudgetDa
         "SELECT state, face_value_fen FROM card_totals WHERE campaign_id = ?", (campaign_id,)
     ).fetchall()))
     # A stored state lags the clock for held cards and for cards past their validity until the
-    # sweep moves them: those few are read again (through their partial indexes, never the
-    # whole campaign) and counted under the state they are really in.
+    # sweep moves them: those few are read again and counted under the state they are really in.
+    # INDEXED BY the partial indexes: without statistics SQLite would pick cards_campaign and walk
+    # the whole campaign (2.2 s at 2 million cards) to find them.
     for stored, effective, fen in conn.execute(
         f"SELECT state, {_EFFECTIVE_STATE}, SUM(face_value_fen) FROM ("
         "  SELECT state, reserved_until_ms, expire_ms, face_value_fen FROM cards INDEXED BY cards_held"

@@ -5,6 +5,7 @@ from typing import Any, AsyncIterator
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
 
+from services.common.auth import AccessPolicy
 from services.common.errors import InvalidArgument, Unavailable
 
 from . import model
@@ -154,8 +155,9 @@ def proposal_pb(p: Proposal) -> catalog_pb2.OrderProposal:
 
 
 class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, policy: AccessPolicy) -> None:
         self.catalog = catalog
+        self.policy = policy
 
     async def ImportStores(self, request_iterator: AsyncIterator[svc.ImportStoresRequest], context: Any) -> svc.ImportStoresResponse:
         session = self.catalog.begin_import()
@@ -225,7 +227,10 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
         )
 
     async def SetItemAvailability(self, request: svc.SetItemAvailabilityRequest, context: Any) -> svc.SetItemAvailabilityResponse:
-        available = await self.catalog.set_availability(request.request_id, request.store_id, request.item_id, request.available)
+        available = await self.catalog.set_availability(
+            request.request_id, request.store_id, request.item_id, request.available,
+            merchant=self.policy.merchant_scope(context.invocation_metadata()),
+        )
         return svc.SetItemAvailabilityResponse(store_id=request.store_id, item_id=request.item_id, available=available)
 
     async def Quote(self, request: svc.QuoteRequest, context: Any) -> svc.QuoteResponse:

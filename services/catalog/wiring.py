@@ -50,7 +50,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, resolver_fact
     except BaseException:
         await store.close()
         raise
-    servicer = CatalogServicer(catalog)
+    policy = AccessPolicy(settings, ROLES, default=INTERNAL, clock=clock)
+    servicer = CatalogServicer(catalog, policy)
 
     def register(server) -> None:  # type: ignore[no-untyped-def]
         catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
@@ -68,7 +69,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, resolver_fact
         settings,
         service_names=[SERVICE_NAME],
         register=register,
-        policy=AccessPolicy(settings, ROLES, default=INTERNAL),
+        policy=policy,
         criticality=CRITICALITY,
         on_start=warm_up,
         on_stop=close,

@@ -3,7 +3,9 @@
 Metadata keys (lower-case, as gRPC requires):
   x-miandan-internal-token  every call into an internal service (or a verified mTLS client cert)
   x-miandan-admin-token     admin RPCs, in addition to the internal credential
-  x-miandan-merchant-token  merchant RPCs (admin also qualifies), in addition to the internal credential
+  x-miandan-merchant-token  merchant RPCs (admin also qualifies), in addition to the internal credential:
+                            the platform's MIANDAN_MERCHANT_TOKEN (every store) or one merchant's
+                            grant (services.common.merchant_grant: its own brands and stores only)
 """
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ import hmac
 import json
 from typing import Any, Mapping, Sequence
 
+from .clock import Clock, SystemClock
 from .errors import DomainError, PermissionDenied, Unauthenticated
+from .merchant_grant import MerchantScope, read_grant
 
 __all__ = [
     "Role",
@@ -25,6 +29,7 @@ __all__ = [
     "MERCHANT_TOKEN_KEY",
     "CREDENTIAL_REASONS",
     "AccessPolicy",
+    "MerchantScope",
     "internal_metadata",
     "channel_credentials",
     "channel_options",
@@ -68,12 +73,16 @@ class AccessPolicy:
     """Per-service map full method name ("/miandan.card.v1.CardService/CreateCampaign") -> Role.
     Methods not listed get `default` (INTERNAL for internal services, PUBLIC for the gateway)."""
 
-    def __init__(self, settings: Any, roles: Mapping[str, Role] | None = None, *, default: Role = INTERNAL) -> None:
+    def __init__(
+        self, settings: Any, roles: Mapping[str, Role] | None = None, *, default: Role = INTERNAL, clock: Clock | None = None
+    ) -> None:
         self.roles = {k: Role(v) for k, v in (roles or {}).items()}
         self.default = Role(default)
         self._internal = settings.internal_token.encode()
         self._admin = settings.admin_token.encode()
         self._merchant = settings.merchant_token.encode()
+        self._grant_key = settings.merchant_signing_key
+        self.clock = clock or SystemClock()
         # Whether a client certificate in the auth context counts as the internal credential:
         # only when the server required and verified it against tls_ca. A server serving one-way
         # TLS (Server(require_client_cert=False), the gateway) turns this off.
@@ -105,10 +114,46 @@ class AccessPolicy:
         if admin is not None and _eq(admin, self._admin):
             return None
         if role is MERCHANT:
-            if merchant is not None and _eq(merchant, self._merchant):
-                return None
+            if merchant is not None:
+                if _eq(merchant, self._merchant):
+                    return None
+                scope = self._grant(merchant)
+                if isinstance(scope, MerchantScope):
+                    return None
+                if scope is not None:
+                    return scope
             return CREDENTIAL_INVALID if merchant is not None or admin is not None else MERCHANT_REQUIRED
         return CREDENTIAL_INVALID if admin is not None else ADMIN_REQUIRED
+
+    def merchant_scope(self, metadata: Sequence[tuple[str, Any]] | None) -> MerchantScope | None:
+        """What the caller of a merchant RPC may act on, once check(MERCHANT) has passed: None
+        for every store (the admin credential or the platform's merchant token), else the
+        stores and brands of its merchant grant."""
+        admin = merchant = None
+        for key, value in metadata or ():
+            if key == ADMIN_TOKEN_KEY:
+                admin = value
+            elif key == MERCHANT_TOKEN_KEY:
+                merchant = value
+        if admin is not None and _eq(admin, self._admin):
+            return None
+        if merchant is not None and _eq(merchant, self._merchant):
+            return None
+        scope = self._grant(merchant) if merchant is not None else None
+        if not isinstance(scope, MerchantScope):
+            raise MERCHANT_REQUIRED  # check(MERCHANT) would have refused this caller
+        return scope
+
+    def _grant(self, value: Any) -> MerchantScope | DomainError | None:
+        """The grant's scope; an error naming what is wrong with a grant; None when the value is
+        not a grant at all (then it is a wrong platform token)."""
+        text = value.decode("latin-1") if isinstance(value, bytes) else str(value)
+        if text.count(".") != 2:
+            return None
+        try:
+            return read_grant(self._grant_key, text, self.clock.now().timestamp())
+        except ValueError as exc:
+            return Unauthenticated("MERCHANT_GRANT_INVALID", f"商户授权无效 / merchant grant refused: {exc}")
 
     def is_internal(self, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> bool:
         for key, value in metadata or ():

@@ -30,6 +30,8 @@ class Settings:
     internal_token: str = "dev-internal-token"
     admin_token: str = "dev-admin-token"
     merchant_token: str = "dev-merchant-token"
+    # Signs merchant grants (services.common.merchant_grant): one merchant, its own stores only.
+    merchant_signing_key: str = "dev-merchant-signing-key-change-me-in-production"
     jwt_secret: str = "dev-jwt-secret-change-me-in-production-0000"
     jwt_issuer: str = "miandan"
     jwt_algorithm: str = "HS256"
@@ -142,6 +144,7 @@ class Settings:
             internal_token=_secret(e, "MIANDAN_INTERNAL_TOKEN", "dev-internal-token"),
             admin_token=_secret(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
             merchant_token=_secret(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
+            merchant_signing_key=_secret(e, "MIANDAN_MERCHANT_SIGNING_KEY", "dev-merchant-signing-key-change-me-in-production"),
             jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me-in-production-0000"),
             jwt_issuer=e.get("MIANDAN_JWT_ISSUER", "miandan"),
             jwt_algorithm=algorithm,

@@ -33,6 +33,7 @@ from services.common.errors import (
     NotFound,
     Unavailable,
 )
+from services.common.merchant_grant import MerchantScope
 
 from . import model
 from .model import Order, Payment, Quote, Selection
@@ -725,9 +726,11 @@ class OrderService:
         return orders, token
 
     async def cancel_order(
-        self, order_id: str, user_id: str, reason: str, request_id: str = "", budget: Budget | None = None
+        self, order_id: str, user_id: str, reason: str, request_id: str = "", budget: Budget | None = None,
+        *, merchant: MerchantScope | None = None,
     ) -> Order:
-        """user_id empty = the merchant cancels (the servicer checked the merchant credential)."""
+        """user_id empty = the merchant cancels (the servicer checked the merchant credential;
+        merchant is its grant, None when it may act on every store)."""
         budget = budget or _budget()
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
@@ -741,6 +744,8 @@ class OrderService:
                 model.check_owner(cur, user_id)
             elif not cur.visible:
                 raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+            else:
+                model.check_merchant(cur, merchant)
             if cur.status == model.CANCELLED:
                 return cur
             model.check_cancel(cur, actor)
@@ -750,7 +755,9 @@ class OrderService:
         order = await self.store.update(order_id, cancel)
         return await self._drive_quietly(order, budget)
 
-    async def update_status(self, order_id: str, target: str, note: str, request_id: str = "") -> Order:
+    async def update_status(
+        self, order_id: str, target: str, note: str, request_id: str = "", *, merchant: MerchantScope | None = None
+    ) -> Order:
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
         if len(note) > model.MAX_REASON:
@@ -762,6 +769,7 @@ class OrderService:
         def advance(cur: Order) -> Order:
             if not cur.visible:
                 raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+            model.check_merchant(cur, merchant)
             if cur.status == target:
                 return cur  # a retried transition
             model.check_advance(cur, target)

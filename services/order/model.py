@@ -19,6 +19,7 @@ from typing import Any, Iterable, Sequence
 import orjson
 
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.common.merchant_grant import MerchantScope
 
 # --- statuses -------------------------------------------------------------------------------
 
@@ -436,6 +437,15 @@ def check_owner(order: Order | None, user_id: str) -> Order:
     if order is None or not order.visible or order.user_id != user_id:
         raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
     return order
+
+
+def check_merchant(order: Order, merchant: MerchantScope | None) -> None:
+    """merchant: the caller's grant, None when it may act on every store. An order of another
+    merchant's store is missing to it, as another user's is to a user."""
+    from services.common.errors import NotFound
+
+    if merchant is not None and not merchant.covers(order.brand_id, order.store_id):
+        raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
 
 
 def card_not_owned() -> PermissionDenied:

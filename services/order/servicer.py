@@ -203,19 +203,24 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.ListAllOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:
+        merchant = None
         if not request.user_id:
             # A cancellation without a user is the merchant's: it needs the merchant credential.
             err = self.policy.check(MERCHANT, context.invocation_metadata(), context)
             if err is not None:
                 raise err
+            merchant = self.policy.merchant_scope(context.invocation_metadata())
         order = await self.service.cancel_order(
-            request.order_id, request.user_id, request.reason, request.request_id, _budget(context)
+            request.order_id, request.user_id, request.reason, request.request_id, _budget(context), merchant=merchant
         )
         return order_service_pb2.CancelOrderResponse(order=order_to_proto(order))
 
     async def UpdateOrderStatus(self, request: Any, context: Any) -> Any:
         target = _STATUS_BY_VALUE.get(request.status, "")
-        order = await self.service.update_status(request.order_id, target, request.note, request.request_id)
+        order = await self.service.update_status(
+            request.order_id, target, request.note, request.request_id,
+            merchant=self.policy.merchant_scope(context.invocation_metadata()),
+        )
         return order_service_pb2.UpdateOrderStatusResponse(order=order_to_proto(order))
 
     async def WatchOrder(self, request: Any, context: Any) -> AsyncIterator[Any]:

@@ -70,6 +70,7 @@ async def build(
             _M + "UpdateOrderStatus": MERCHANT,
             _M + "ListAllOrders": ADMIN,
         },
+        clock=clock,
     )
     servicer = OrderServicer(service, policy)
 

@@ -67,6 +67,7 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_JWT_MAX_LIFETIME_S": "0"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
         ({"MIANDAN_JWT_MAX_LIFETIME_S": "a week"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
         ({"MIANDAN_INTERNAL_TOKEN": ""}, "MIANDAN_INTERNAL_TOKEN"),
+        ({"MIANDAN_MERCHANT_SIGNING_KEY": ""}, "MIANDAN_MERCHANT_SIGNING_KEY"),
         ({"MIANDAN_TLS_CERT": "/c.pem"}, "MIANDAN_TLS_KEY"),
         ({"MIANDAN_JWT_ALGORITHM": "none"}, "MIANDAN_JWT_ALGORITHM"),
     ],

@@ -135,7 +135,9 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SetItemAvailability(self, request, context):
-        """Marks an item sold out or available again at one store (admin or merchant).
+        """Marks an item sold out or available again at one store (admin or merchant). A merchant
+        grant covers its own brands and stores only: any other store is PERMISSION_DENIED
+        STORE_NOT_YOURS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

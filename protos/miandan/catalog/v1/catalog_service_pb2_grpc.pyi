@@ -50,7 +50,10 @@ class CatalogServiceStub:
     GetMenu: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetMenuRequest, _catalog_service_pb2.GetMenuResponse]
     """A store's menu with each item's availability and options."""
     SetItemAvailability: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]
-    """Marks an item sold out or available again at one store (admin or merchant)."""
+    """Marks an item sold out or available again at one store (admin or merchant). A merchant
+    grant covers its own brands and stores only: any other store is PERMISSION_DENIED
+    STORE_NOT_YOURS.
+    """
     Quote: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.QuoteRequest, _catalog_service_pb2.QuoteResponse]
     """The authoritative price of lines at a store, or a precise problem per line."""
     MatchIntent: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.MatchIntentRequest, _catalog_service_pb2.MatchIntentResponse]
@@ -85,7 +88,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     GetMenu: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetMenuRequest, _catalog_service_pb2.GetMenuResponse]  # type: ignore[assignment]
     """A store's menu with each item's availability and options."""
     SetItemAvailability: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]  # type: ignore[assignment]
-    """Marks an item sold out or available again at one store (admin or merchant)."""
+    """Marks an item sold out or available again at one store (admin or merchant). A merchant
+    grant covers its own brands and stores only: any other store is PERMISSION_DENIED
+    STORE_NOT_YOURS.
+    """
     Quote: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.QuoteRequest, _catalog_service_pb2.QuoteResponse]  # type: ignore[assignment]
     """The authoritative price of lines at a store, or a precise problem per line."""
     MatchIntent: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.MatchIntentRequest, _catalog_service_pb2.MatchIntentResponse]  # type: ignore[assignment]
@@ -159,7 +165,10 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.SetItemAvailabilityRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.SetItemAvailabilityResponse, _abc.Awaitable[_catalog_service_pb2.SetItemAvailabilityResponse]]:
-        """Marks an item sold out or available again at one store (admin or merchant)."""
+        """Marks an item sold out or available again at one store (admin or merchant). A merchant
+        grant covers its own brands and stores only: any other store is PERMISSION_DENIED
+        STORE_NOT_YOURS.
+        """
 
     @_abc_1.abstractmethod
     def Quote(

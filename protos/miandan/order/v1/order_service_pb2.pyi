@@ -435,7 +435,9 @@ class CancelOrderRequest(_message.Message):
     order_id: _builtins.str
     """Order."""
     user_id: _builtins.str
-    """Owner cancelling it; empty when the merchant cancels (merchant credential)."""
+    """Owner cancelling it; empty when the merchant cancels (merchant credential; a merchant
+    grant may cancel the orders of its own stores only).
+    """
     reason: _builtins.str
     """Why."""
     def __init__(

@@ -156,7 +156,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpdateOrderStatus(self, request, context):
-        """Moves an order along its lifecycle (merchant credential); only legal transitions.
+        """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
+        merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

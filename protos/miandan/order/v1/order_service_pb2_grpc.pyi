@@ -56,7 +56,9 @@ class OrderServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
     """Cancels an order and returns its card and payment. Idempotent."""
     UpdateOrderStatus: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.UpdateOrderStatusRequest, _order_service_pb2.UpdateOrderStatusResponse]
-    """Moves an order along its lifecycle (merchant credential); only legal transitions."""
+    """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
+    merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
+    """
     WatchOrder: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]
     """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
     ListAllOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]
@@ -88,7 +90,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels an order and returns its card and payment. Idempotent."""
     UpdateOrderStatus: _aio.UnaryUnaryMultiCallable[_order_service_pb2.UpdateOrderStatusRequest, _order_service_pb2.UpdateOrderStatusResponse]  # type: ignore[assignment]
-    """Moves an order along its lifecycle (merchant credential); only legal transitions."""
+    """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
+    merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
+    """
     WatchOrder: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
     ListAllOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]  # type: ignore[assignment]
@@ -171,7 +175,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.UpdateOrderStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.UpdateOrderStatusResponse, _abc.Awaitable[_order_service_pb2.UpdateOrderStatusResponse]]:
-        """Moves an order along its lifecycle (merchant credential); only legal transitions."""
+        """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
+        merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def WatchOrder(

@@ -1,0 +1,132 @@
+"""Merchant grants: a credential that lets one merchant act on its own stores only.
+
+Three hundred thousand stores sharing one merchant token would let any of them mark a rival's
+items sold out at lunch time or move a rival's orders along. A grant is a JWT signed with
+MIANDAN_MERCHANT_SIGNING_KEY (HS256) that names the merchant (`sub`) and the brands and/or
+stores it may act on; the catalog and the order service check it against the store a call
+touches: another merchant's store is PERMISSION_DENIED / STORE_NOT_YOURS (stores are public),
+another merchant's order NOT_FOUND / ORDER_NOT_FOUND (order ids never leak, as between users).
+MIANDAN_MERCHANT_TOKEN stays the platform's own merchant credential, good for every store (the
+merchant hub, operators, the demo). Grants travel in the same `x-miandan-merchant-token` header.
+
+    python -m services.common.merchant_grant heytea-hq --brand heytea [--store s1] [--ttl 86400]
+
+prints a grant signed with the configured key.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import jwt
+
+from .clock import Clock, SystemClock
+
+__all__ = ["ISSUER", "MAX_LIFETIME_S", "MerchantScope", "mint_grant", "read_grant", "main"]
+
+ISSUER = "miandan-merchant"
+# A grant is a bearer credential handed to a merchant's staff systems: it must run out.
+MAX_LIFETIME_S = 30 * 86_400
+LEEWAY_S = 30
+# Ids as the catalog mints them; a grant names at most this many (a chain's brands, or the
+# stores of a franchisee: a token travels in every call's metadata).
+MAX_SCOPE_IDS = 200
+_ALGORITHM = "HS256"
+
+
+@dataclass(frozen=True)
+class MerchantScope:
+    """What one grant lets its merchant act on."""
+
+    merchant_id: str
+    brands: frozenset[str]
+    stores: frozenset[str]
+
+    def covers(self, brand_id: str, store_id: str) -> bool:
+        return brand_id in self.brands or store_id in self.stores
+
+
+def mint_grant(
+    key: str,
+    merchant_id: str,
+    *,
+    brands: Iterable[str] = (),
+    stores: Iterable[str] = (),
+    ttl: float = 86_400,
+    clock: Clock | None = None,
+) -> str:
+    brands, stores = sorted(set(brands)), sorted(set(stores))
+    _check_scope(merchant_id, brands, stores)
+    if not 0 < ttl <= MAX_LIFETIME_S:
+        raise ValueError(f"ttl must be between 1 and {MAX_LIFETIME_S} seconds")
+    now = int((clock or SystemClock()).now().timestamp())
+    claims = {"sub": merchant_id, "iss": ISSUER, "iat": now, "exp": now + int(ttl), "brands": brands, "stores": stores}
+    return jwt.encode(claims, key, algorithm=_ALGORITHM)
+
+
+def read_grant(key: str, token: str, now: float) -> MerchantScope:
+    """The scope of a valid grant, else ValueError saying what is wrong with it."""
+    try:
+        claims = jwt.decode(
+            token, key, algorithms=[_ALGORITHM], issuer=ISSUER,
+            # Time is checked below against the caller's clock, not PyJWT's.
+            options={"require": ["sub", "iss", "iat", "exp"], "verify_exp": False, "verify_iat": False, "verify_nbf": False},
+        )
+    except jwt.InvalidSignatureError:
+        raise ValueError("bad signature") from None
+    except jwt.PyJWTError as exc:
+        raise ValueError(type(exc).__name__) from None
+    exp, iat = claims.get("exp"), claims.get("iat")
+    if not (_is_time(exp) and _is_time(iat)):
+        raise ValueError("exp and iat must be numbers")
+    if now >= exp + LEEWAY_S:
+        raise ValueError("expired")
+    if iat > now + LEEWAY_S:
+        raise ValueError("issued in the future")
+    if exp - iat > MAX_LIFETIME_S:
+        raise ValueError(f"lives longer than {MAX_LIFETIME_S} s")
+    merchant_id, brands, stores = claims.get("sub"), claims.get("brands", []), claims.get("stores", [])
+    if not (isinstance(brands, list) and isinstance(stores, list)):
+        raise ValueError("brands and stores must be lists")
+    _check_scope(merchant_id, brands, stores)
+    return MerchantScope(merchant_id, frozenset(brands), frozenset(stores))
+
+
+def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None:
+    if not isinstance(merchant_id, str) or not 0 < len(merchant_id) <= 128 or not merchant_id.isprintable():
+        raise ValueError("the merchant id (sub) must be 1..128 printable characters")
+    if not brands and not stores:
+        raise ValueError("a grant names at least one brand or store")
+    if len(brands) + len(stores) > MAX_SCOPE_IDS:
+        raise ValueError(f"a grant names at most {MAX_SCOPE_IDS} brands and stores")
+    if not all(isinstance(i, str) and 0 < len(i) <= 64 for i in (*brands, *stores)):
+        raise ValueError("brand and store ids must be strings of 1..64 characters")
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .config import Settings
+
+    parser = argparse.ArgumentParser(prog="python -m services.common.merchant_grant", description=__doc__.splitlines()[0])
+    parser.add_argument("merchant", help="merchant account id (the grant's subject)")
+    parser.add_argument("--brand", action="append", default=[], help="a brand the merchant may act on (repeatable)")
+    parser.add_argument("--store", action="append", default=[], help="a store the merchant may act on (repeatable)")
+    parser.add_argument("--ttl", type=int, default=86_400, help=f"seconds the grant stays valid (default 86400, at most {MAX_LIFETIME_S})")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env("catalog")
+        print(mint_grant(settings.merchant_signing_key, args.merchant, brands=args.brand, stores=args.store, ttl=args.ttl))
+    except ValueError as exc:
+        print(f"merchant_grant: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

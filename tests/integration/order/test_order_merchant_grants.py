@@ -1,0 +1,70 @@
+"""A merchant with a grant moves and cancels the orders of its own stores only; to it, any other
+store's order is missing, as another user's order is to a user."""
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from miandan.catalog.v1 import catalog_pb2
+from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
+from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY
+from services.common.errors import error_details
+from services.common.merchant_grant import mint_grant
+
+# The seed of conftest.py (importlib mode cannot import conftest as a module).
+CAMPAIGN, STORE, OTHER_STORE, BRAND, LATTE = "it-one", "it-store-1", "it-store-2", "it-brand", "it-latte"
+
+
+def as_merchant(stack, **scope):
+    grant = mint_grant(stack.settings.merchant_signing_key, "m-1", clock=stack.clock, **scope)
+    return ((INTERNAL_TOKEN_KEY, stack.settings.internal_token), (MERCHANT_TOKEN_KEY, grant))
+
+
+async def place(stack, user, store):
+    await stack.signup(user)
+    request = svc.PlaceOrderRequest(
+        request_id=f"{user}-1", user_id=user, store_id=store, campaign_id=CAMPAIGN,
+        lines=[catalog_pb2.LineSelection(item_id=LATTE, quantity=1)], card_use=S.CARD_USE_BEST,
+    )
+    return (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
+
+
+def accept(stack, order, md, request_id="acc"):
+    return stack.order.UpdateOrderStatus(
+        svc.UpdateOrderStatusRequest(request_id=request_id, order_id=order.order_id, status=S.ORDER_STATUS_ACCEPTED), metadata=md
+    )
+
+
+async def refused(call):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call
+    return err.value.code().name, error_details(err.value)["reason"]
+
+
+async def status(stack, order, user):
+    return (await stack.order.GetOrder(svc.GetOrderRequest(order_id=order.order_id, user_id=user), metadata=stack.md)).order.status
+
+
+async def test_a_store_grant_moves_that_stores_orders_and_finds_no_other(stack):
+    mine, theirs = await place(stack, "amy", STORE), await place(stack, "ben", OTHER_STORE)
+    md = as_merchant(stack, stores=[STORE])
+    assert (await accept(stack, mine, md)).order.status == S.ORDER_STATUS_ACCEPTED
+    assert await refused(accept(stack, theirs, md)) == ("NOT_FOUND", "ORDER_NOT_FOUND")
+    cancel = svc.CancelOrderRequest(request_id="c", order_id=theirs.order_id, reason="rival")
+    assert await refused(stack.order.CancelOrder(cancel, metadata=md)) == ("NOT_FOUND", "ORDER_NOT_FOUND")
+    assert await status(stack, theirs, "ben") == S.ORDER_STATUS_PAID  # untouched
+
+
+async def test_a_brand_grant_covers_every_store_of_the_brand(stack):
+    a, b = await place(stack, "cat", STORE), await place(stack, "dan", OTHER_STORE)
+    md = as_merchant(stack, brands=[BRAND])
+    assert (await accept(stack, a, md)).order.status == S.ORDER_STATUS_ACCEPTED
+    cancelled = await stack.order.CancelOrder(svc.CancelOrderRequest(request_id="c", order_id=b.order_id, reason="打烊"), metadata=md)
+    assert cancelled.order.status == S.ORDER_STATUS_CANCELLED
+    rival = as_merchant(stack, brands=["rival-brand"])
+    assert await refused(accept(stack, a, rival, "acc2")) == ("NOT_FOUND", "ORDER_NOT_FOUND")
+
+
+async def test_the_platform_merchant_token_still_acts_on_every_order(stack):
+    o = await place(stack, "eve", OTHER_STORE)
+    assert (await accept(stack, o, stack.merchant_md)).order.status == S.ORDER_STATUS_ACCEPTED

@@ -1,0 +1,96 @@
+"""Merchant grants: one merchant's own brands and stores, signed, and running out."""
+from __future__ import annotations
+
+import jwt
+import pytest
+
+from services.common.auth import ADMIN_TOKEN_KEY, INTERNAL_TOKEN_KEY, MERCHANT, MERCHANT_TOKEN_KEY, AccessPolicy
+from services.common.clock import FakeClock
+from services.common.config import Settings
+from services.common.errors import DomainError
+from services.common.merchant_grant import MAX_LIFETIME_S, MAX_SCOPE_IDS, MerchantScope, main, mint_grant, read_grant
+
+SETTINGS = Settings.from_env("catalog", {})
+KEY = SETTINGS.merchant_signing_key
+
+
+def test_a_grant_reads_back_as_its_merchant_and_scope():
+    clock = FakeClock()
+    token = mint_grant(KEY, "luckin-hq", brands=["luckin", "luckin"], stores=["s9"], clock=clock)
+    scope = read_grant(KEY, token, clock.now().timestamp())
+    assert scope == MerchantScope("luckin-hq", frozenset({"luckin"}), frozenset({"s9"}))
+    assert scope.covers("luckin", "s1") and scope.covers("mixue", "s9") and not scope.covers("mixue", "s1")
+
+
+def test_an_expired_or_forged_or_overlong_grant_is_refused_saying_why():
+    clock = FakeClock()
+    now = int(clock.now().timestamp())
+    token = mint_grant(KEY, "m", brands=["b"], ttl=60, clock=clock)
+    with pytest.raises(ValueError, match="expired"):
+        read_grant(KEY, token, now + 60 + 31)
+    with pytest.raises(ValueError, match="bad signature"):
+        read_grant("another-key-of-a-decent-length-0000000000", token, now)
+    forever = jwt.encode({"sub": "m", "iss": "miandan-merchant", "iat": now, "exp": now + MAX_LIFETIME_S + 1, "brands": ["b"]}, KEY)
+    with pytest.raises(ValueError, match="longer"):
+        read_grant(KEY, forever, now)
+    user_token = jwt.encode({"sub": "m", "iss": "miandan", "iat": now, "exp": now + 60, "brands": ["b"]}, KEY)
+    with pytest.raises(ValueError, match="InvalidIssuer"):
+        read_grant(KEY, user_token, now)
+    odd = jwt.encode({"sub": "m", "iss": "miandan-merchant", "iat": now, "exp": now + 60, "brands": "b"}, KEY)
+    with pytest.raises(ValueError, match="lists"):
+        read_grant(KEY, odd, now)
+
+
+@pytest.mark.parametrize(
+    "merchant, brands, stores, ttl, message",
+    [
+        ("m", [], [], 60, "at least one"),
+        ("", ["b"], [], 60, "merchant id"),
+        ("m", [f"b{i}" for i in range(MAX_SCOPE_IDS + 1)], [], 60, "at most"),
+        ("m", [""], [], 60, "1..64"),
+        ("m", ["b"], [], 0, "ttl"),
+        ("m", ["b"], [], MAX_LIFETIME_S + 1, "ttl"),
+    ],
+)
+def test_a_grant_that_would_be_refused_is_not_minted(merchant, brands, stores, ttl, message):
+    with pytest.raises(ValueError, match=message):
+        mint_grant(KEY, merchant, brands=brands, stores=stores, ttl=ttl)
+
+
+def _md(merchant=None, admin=None):
+    md = [(INTERNAL_TOKEN_KEY, SETTINGS.internal_token)]
+    if merchant is not None:
+        md.append((MERCHANT_TOKEN_KEY, merchant))
+    if admin is not None:
+        md.append((ADMIN_TOKEN_KEY, admin))
+    return tuple(md)
+
+
+def test_the_policy_lets_a_grant_through_and_reports_its_scope():
+    clock = FakeClock()
+    policy = AccessPolicy(SETTINGS, clock=clock)
+    grant = mint_grant(KEY, "m", stores=["s1"], ttl=60, clock=clock)
+    assert policy.check(MERCHANT, _md(grant)) is None
+    assert policy.merchant_scope(_md(grant)).stores == frozenset({"s1"})
+    assert policy.merchant_scope(_md(grant.encode())).stores == frozenset({"s1"})  # bytes metadata
+    # The platform's token and the admin credential are not limited to any store.
+    assert policy.check(MERCHANT, _md(SETTINGS.merchant_token)) is None
+    assert policy.merchant_scope(_md(SETTINGS.merchant_token)) is None
+    assert policy.merchant_scope(_md(grant, admin=SETTINGS.admin_token)) is None
+    clock.advance(91)
+    refused = policy.check(MERCHANT, _md(grant))
+    assert isinstance(refused, DomainError) and refused.reason == "MERCHANT_GRANT_INVALID" and "expired" in str(refused)
+    assert policy.check(MERCHANT, _md("guess")).reason == "CREDENTIAL_INVALID"
+    assert policy.check(MERCHANT, _md()).reason == "MERCHANT_REQUIRED"
+    with pytest.raises(DomainError):
+        policy.merchant_scope(_md("guess"))
+
+
+def test_the_cli_prints_a_grant_and_refuses_an_empty_scope(capsys, monkeypatch):
+    monkeypatch.delenv("MIANDAN_MERCHANT_SIGNING_KEY", raising=False)
+    assert main(["heytea-hq", "--brand", "heytea", "--ttl", "600"]) == 0
+    token = capsys.readouterr().out.strip()
+    issued = jwt.decode(token, options={"verify_signature": False})["iat"]
+    assert read_grant(KEY, token, issued).brands == {"heytea"}
+    assert main(["heytea-hq"]) == 2
+    assert "at least one" in capsys.readouterr().err
