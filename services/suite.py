@@ -72,6 +72,9 @@ class Child:
     process: subprocess.Popen | None = None
     restarts: int = 0
     settings: Settings = field(init=False)
+    started_at: float = 0.0  # time.monotonic() of the last start
+    quick_exits: int = 0  # exits in a row, each within STEADY_S of its start
+    restart_at: float | None = None  # when the supervisor starts it again after an exit
 
     def __post_init__(self) -> None:
         self.settings = Settings.from_env(self.name, self.env)
@@ -88,6 +91,8 @@ class Child:
         self.process = subprocess.Popen(
             self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
+        self.started_at = time.monotonic()
+        self.restart_at = None
         log.close()
 
     @property
@@ -100,6 +105,21 @@ def process_specs(env: dict[str, str] | None = None) -> list[Child]:
     env = suite_env(env)
     logs = Path(env["MIANDAN_DATA"]) / "logs"
     return [Child(name, env, logs / f"{name}.log") for name in SERVICES]
+
+
+# A child that ran this long before it exited is restarted at once; one that keeps dying sooner
+# (a port taken, a broken store, a bad setting) waits longer each time, as systemd's and
+# Kubernetes' restart back-off do, instead of being restarted five times a second forever.
+STEADY_S = 30.0
+RESTART_FIRST_DELAY_S = 0.5
+RESTART_MAX_DELAY_S = 30.0
+
+
+def restart_delay(quick_exits: int) -> float:
+    """Seconds before restarting a child after its n-th quick exit in a row: 0, 0.5, 1, 2, ... 30."""
+    if quick_exits <= 1:
+        return 0.0
+    return min(RESTART_MAX_DELAY_S, RESTART_FIRST_DELAY_S * 2 ** (quick_exits - 2))
 
 
 async def wait_serving(child: Child, timeout: float = 30.0) -> None:
@@ -190,15 +210,26 @@ class Suite:
 
     async def supervise(self) -> None:
         while not self.stopping.is_set():
-            for child in self.children:
-                if child.process is not None and child.process.poll() is not None and not self.stopping.is_set():
-                    child.restarts += 1
-                    print(f"{child.name:8} exited with code {child.process.returncode}; restarting", flush=True)
-                    child.start()
+            self.tend(time.monotonic())
             try:
-                await asyncio.wait_for(self.stopping.wait(), timeout=0.5)
+                await asyncio.wait_for(self.stopping.wait(), timeout=0.2)
             except asyncio.TimeoutError:
                 pass
+
+    def tend(self, now: float) -> None:
+        """One supervisor pass: notice children that exited and start those whose time came."""
+        for child in self.children:
+            if self.stopping.is_set() or child.process is None or child.process.poll() is None:
+                continue
+            if child.restart_at is None:
+                child.quick_exits = child.quick_exits + 1 if now - child.started_at < STEADY_S else 1
+                delay = restart_delay(child.quick_exits)
+                child.restart_at = now + delay
+                when = "restarting" if not delay else f"restarting in {delay:g} s ({child.quick_exits} quick exits in a row)"
+                print(f"{child.name:8} exited with code {child.process.returncode}; {when}", flush=True)
+            if now >= child.restart_at:
+                child.restarts += 1
+                child.start()
 
     async def stop(self) -> int:
         self.stopping.set()
@@ -236,7 +267,7 @@ async def main_async(args: argparse.Namespace) -> int:
         return 1
     for child in suite.children:
         metrics = f", metrics http://{child.settings.host}:{child.settings.metrics_port}/metrics" if child.settings.metrics_port else ""
-        print(f"{child.name:8} {MODULES[child.name]:17} listening on {child.address}{metrics}", flush=True)
+        print(f"{child.name:8} {MODULES[child.name]:17} listening on {child.address}{metrics} (pid {child.process.pid})", flush=True)
     print(f"miandan suite ready: data in {env['MIANDAN_DATA']}, logs in {env['MIANDAN_DATA']}/logs; Ctrl-C stops", flush=True)
     await suite.supervise()
     code = await suite.stop()

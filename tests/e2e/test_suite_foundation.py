@@ -131,3 +131,53 @@ def test_the_suite_itself_stops_all_children_on_sigterm(tmp_path):
     for port in ports:  # nothing is left listening
         with socket.socket() as s:
             assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_service_killed_under_make_run_is_restarted_and_the_gateway_reaches_it_again(tmp_path):
+    import os
+    import re
+    import select
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
+
+    running = start_suite(tmp_path)
+    try:
+        (line,) = [line for line in running.output if line.startswith("order ")]
+        pid = int(re.search(r"\(pid (\d+)\)", line).group(1))
+        os.kill(pid, signal.SIGKILL)
+        said = ""
+        deadline = time.monotonic() + 20
+        while "restarting" not in said and time.monotonic() < deadline:
+            if select.select([running.process.stdout], [], [], 0.5)[0]:
+                said = running.process.stdout.readline()
+        assert said.startswith("order") and "exited with code -9; restarting" in said, said
+
+        with grpc.insecure_channel(running.addr("order")) as channel:
+            check = health_pb2_grpc.HealthStub(channel).Check
+            request = health_pb2.HealthCheckRequest(service="miandan.order.v1.OrderService")
+            while True:
+                try:
+                    if check(request, timeout=1).status == health_pb2.HealthCheckResponse.SERVING:
+                        break
+                except grpc.RpcError:
+                    pass
+                assert time.monotonic() < deadline, "the restarted order service never reported SERVING"
+                time.sleep(0.1)
+        # Through the gateway, whose channel to the order service saw it die: found again within
+        # its short reconnect backoff, so the app's next tap works.
+        with grpc.insecure_channel(running.addr("gateway")) as channel:
+            stub = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+            md = (("authorization", f"Bearer {running.token('after-restart')}"),)
+            until = time.monotonic() + 2.0
+            while True:
+                try:
+                    assert not stub.ListOrders(gw.ListOrdersRequest(), metadata=md, timeout=2).orders
+                    break
+                except grpc.RpcError as err:
+                    assert err.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < until, err
+                    time.sleep(0.05)
+    finally:
+        assert running.stop(timeout=30) == 0
