@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"empty relay hop: {relay_rate:,.0f} calls/s, p99 {relay_p99:.1f} ms, {relay_cpu * 1e6:,.0f} us CPU of the relay per call")
 
     with temp_data_dir("miandan-bench-") as data:
-        env = bench_env(Path(data), free_ports=not args.default_ports)
+        env = bench_env(Path(data), free_ports=not args.default_ports, MIANDAN_USER_RATE=os.environ.get("MIANDAN_USER_RATE", ""))
         suite = SuiteProcess(env)
         t = time.monotonic()
         suite.start()

@@ -20,6 +20,7 @@ from services.common.errors import STATUS_DETAILS_KEY, Unavailable
 from .auth import TokenVerifier
 from .clients import CallOptions
 from .compose import Gateway
+from .user_rates import UserRates
 from .watches import WatchSlots
 
 __all__ = ["CRITICALITY", "GatewayServicer", "UPSTREAM_UNAVAILABLE"]
@@ -77,15 +78,23 @@ async def guarded(awaitable: Awaitable[T]) -> T:
 
 
 class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, gateway: Gateway, verifier: TokenVerifier, metadata: Any, watches: WatchSlots) -> None:
+    def __init__(
+        self, gateway: Gateway, verifier: TokenVerifier, metadata: Any, watches: WatchSlots, rates: UserRates | None = None
+    ) -> None:
         """metadata(criticality) -> the upstream call metadata (internal credential + criticality)."""
         self.gateway = gateway
         self.verifier = verifier
         self._metadata = metadata
         self.watches = watches
+        self.rates = rates if rates is not None else UserRates(0, 1)
+
+    def _user(self, context: Any) -> str:
+        user = self.verifier.user_of(context.invocation_metadata())
+        self.rates.take(user)
+        return user
 
     def _begin(self, context: Any, criticality: str) -> tuple[str, CallOptions]:
-        user = self.verifier.user_of(context.invocation_metadata())
+        user = self._user(context)
         return user, CallOptions(time.monotonic() + remaining(context), self._metadata(criticality))
 
     async def Join(self, request: pb.JoinRequest, context: Any) -> pb.JoinResponse:
@@ -122,7 +131,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         return await guarded(self.gateway.cancel_order(user, request, o))
 
     async def WatchOrder(self, request: pb.WatchOrderRequest, context: Any) -> AsyncIterator[pb.WatchOrderResponse]:
-        user = self.verifier.user_of(context.invocation_metadata())
+        user = self._user(context)
         # A stream lives as long as the client wants: bounded only by the client's own deadline.
         left = context.time_remaining()
         o = CallOptions(None if left is None else time.monotonic() + left, self._metadata(DEFAULT))

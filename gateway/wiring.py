@@ -16,6 +16,7 @@ from .clients import Upstreams
 from .compose import Gateway
 from .preview import PreviewStore
 from .servicer import CRITICALITY, GatewayServicer
+from .user_rates import UserRates
 from .watches import WatchSlots
 
 __all__ = ["build", "campaign_id_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
@@ -61,7 +62,8 @@ async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: 
         clock=clock,
     )
     servicer = GatewayServicer(
-        gateway, verifier, upstreams.metadata, WatchSlots(settings.watches_per_user, settings.max_watches)
+        gateway, verifier, upstreams.metadata, WatchSlots(settings.watches_per_user, settings.max_watches),
+        UserRates(settings.user_rate, settings.user_burst, settings.user_rates_tracked, clock=clock),
     )
 
     def register(server) -> None:

@@ -84,6 +84,10 @@ class Settings:
     # (gateway/watches.py says why streams need their own bound).
     watches_per_user: int = 5
     max_watches: int = 10_000
+    # Calls per second one end user may keep up at the gateway, and how many at once (0 = off).
+    user_rate: float = 5.0
+    user_burst: int = 20
+    user_rates_tracked: int = 100_000
     log_calls: bool = True
 
     @property
@@ -168,6 +172,9 @@ class Settings:
             max_pending_calls=int(_number(e, "MIANDAN_MAX_PENDING_CALLS", 0, int, minimum=0)),
             watches_per_user=int(_number(e, "MIANDAN_WATCHES_PER_USER", 5, int, minimum=1)),
             max_watches=int(_number(e, "MIANDAN_MAX_WATCHES", 10_000, int, minimum=1)),
+            user_rate=_number(e, "MIANDAN_USER_RATE", 5.0, float, minimum=0),
+            user_burst=int(_number(e, "MIANDAN_USER_BURST", 20, int, minimum=1)),
+            user_rates_tracked=int(_number(e, "MIANDAN_USER_RATE_TRACKED", 100_000, int, minimum=1)),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )
 

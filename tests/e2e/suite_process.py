@@ -24,6 +24,9 @@ def suite_environment(data_dir: Path, **overrides: str) -> dict[str, str]:
         MIANDAN_DATA=str(data_dir),
         MIANDAN_HOST="127.0.0.1",
         MIANDAN_LOG_CALLS="0",
+        # Tests fire dozens of concurrent calls as one user on purpose (no card spent twice, one
+        # order per request_id); the per-user pace has its own tests ("" restores the default).
+        MIANDAN_USER_RATE="0",
     )
     for name in SERVICES:
         env[f"MIANDAN_{name.upper()}_PORT"] = str(free_port())

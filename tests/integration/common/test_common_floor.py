@@ -51,9 +51,10 @@ async def test_forty_concurrent_critical_orders_through_the_gateway_are_never_sh
     order_service_pb2_grpc.add_OrderServiceServicer_to_server(order, upstream)
     addr = f"127.0.0.1:{upstream.add_insecure_port('127.0.0.1:0')}"
     await upstream.start()
-    # Default settings: only the port and the per-call log lines differ.
+    # Default settings: only the port, the per-call log lines and the per-user pace differ (one
+    # account plays the 40 buyers here).
     settings = dataclasses.replace(
-        Settings.from_env("gateway", {"MIANDAN_GATEWAY_PORT": "0", "MIANDAN_LOG_CALLS": "0"}),
+        Settings.from_env("gateway", {"MIANDAN_GATEWAY_PORT": "0", "MIANDAN_LOG_CALLS": "0", "MIANDAN_USER_RATE": "0"}),
         card_addr=addr, catalog_addr=addr, order_addr=addr, lottery_addr=addr,
     )
     gateway = await build_gateway(settings, campaign_id="spring-2026")

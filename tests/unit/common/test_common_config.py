@@ -64,6 +64,9 @@ def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
         ({"MIANDAN_ORDER_ADDR": "127.0.0.1:65536"}, "MIANDAN_ORDER_ADDR"),
         ({"MIANDAN_WATCHES_PER_USER": "0"}, "MIANDAN_WATCHES_PER_USER"),
         ({"MIANDAN_MAX_WATCHES": "0"}, "MIANDAN_MAX_WATCHES"),
+        ({"MIANDAN_USER_RATE": "-1"}, "MIANDAN_USER_RATE"),
+        ({"MIANDAN_USER_BURST": "0"}, "MIANDAN_USER_BURST"),
+        ({"MIANDAN_USER_RATE_TRACKED": "0"}, "MIANDAN_USER_RATE_TRACKED"),
         ({"MIANDAN_JWT_MAX_LIFETIME_S": "0"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
         ({"MIANDAN_JWT_MAX_LIFETIME_S": "a week"}, "MIANDAN_JWT_MAX_LIFETIME_S"),
         ({"MIANDAN_INTERNAL_TOKEN": ""}, "MIANDAN_INTERNAL_TOKEN"),
@@ -116,3 +119,10 @@ def test_order_streams_are_bounded_per_user_and_per_gateway():
 def test_user_tokens_live_a_week_at_most_unless_the_operator_says_otherwise():
     assert Settings.from_env("gateway", {}).jwt_max_lifetime_s == 7 * 86_400
     assert Settings.from_env("gateway", {"MIANDAN_JWT_MAX_LIFETIME_S": "3600"}).jwt_max_lifetime_s == 3600
+
+
+def test_end_users_are_paced_at_five_calls_a_second_with_bursts_of_twenty_by_default():
+    s = Settings.from_env("gateway", {})
+    assert (s.user_rate, s.user_burst, s.user_rates_tracked) == (5.0, 20, 100_000)
+    s = Settings.from_env("gateway", {"MIANDAN_USER_RATE": "0", "MIANDAN_USER_BURST": "50"})
+    assert (s.user_rate, s.user_burst) == (0.0, 50)
