@@ -2,7 +2,8 @@
 
 Card-specific knobs (optional): MIANDAN_CARD_SWEEP_SECONDS (5) — how often lapsed holds and
 expired cards are swept; MIANDAN_CARD_NEW_USER_WINDOW_SECONDS (600) — how long after its sign-up
-grant a user still counts as new for AcceptInvite.
+grant a user still counts as new for AcceptInvite; MIANDAN_CARD_GAUGE_SECONDS (15) — how often the
+campaign gauges (budget, issued, face value by card state) are refreshed for Prometheus.
 """
 import os
 import sys
@@ -29,8 +30,9 @@ def _seconds(name: str, default: float) -> float:
 if __name__ == "__main__":
     sweep_s = _seconds("MIANDAN_CARD_SWEEP_SECONDS", 5.0)
     window_ms = int(_seconds("MIANDAN_CARD_NEW_USER_WINDOW_SECONDS", 600.0) * 1000)
+    gauge_s = _seconds("MIANDAN_CARD_GAUGE_SECONDS", 15.0)
 
     async def build_card(settings: Settings):  # type: ignore[no-untyped-def]
-        return await build(settings, sweep_interval_s=sweep_s, new_user_window_ms=window_ms)
+        return await build(settings, sweep_interval_s=sweep_s, gauge_interval_s=gauge_s, new_user_window_ms=window_ms)
 
     run(serve_built(build_card, Settings.from_env("card")))

@@ -4,6 +4,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from prometheus_client import REGISTRY, CollectorRegistry
+
 from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
 
 from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
@@ -12,6 +14,7 @@ from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
 from services.common.server import Server, build_server
 
+from .campaign_gauges import CampaignGauges
 from .handlers import CardHandlers
 from .model import AttemptPolicy
 from .servicer import CardServicer
@@ -44,8 +47,10 @@ async def build(
     *,
     clock: Clock | None = None,
     sweep_interval_s: float = 5.0,
+    gauge_interval_s: float = 15.0,
     attempts: AttemptPolicy = AttemptPolicy(),
     new_user_window_ms: int = 10 * 60 * 1000,
+    registry: CollectorRegistry = REGISTRY,
 ) -> Server:
     clock = clock or SystemClock()
     store = await SqliteCardStore.open(
@@ -53,19 +58,23 @@ async def build(
     )
     handlers = CardHandlers(store, clock)
     servicer = CardServicer(handlers)
+    gauges = CampaignGauges(store, clock, registry)
     sweeper: list[asyncio.Task[None]] = []
 
     def register(server) -> None:  # type: ignore[no-untyped-def]
         card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
 
     async def on_start() -> None:
-        sweeper.append(asyncio.get_running_loop().create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
+        loop = asyncio.get_running_loop()
+        sweeper.append(loop.create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
+        sweeper.append(loop.create_task(gauges.refresh_forever(gauge_interval_s), name="card-campaign-gauges"))
 
     async def on_stop() -> None:
         for task in sweeper:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        registry.unregister(gauges)
         await store.close()
 
     server = build_server(
@@ -79,4 +88,5 @@ async def build(
     )
     server.card_store = store  # type: ignore[attr-defined]  # tests and benches inspect the store
     server.card_handlers = handlers  # type: ignore[attr-defined]
+    server.campaign_gauges = gauges  # type: ignore[attr-defined]
     return server
