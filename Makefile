@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)/protos:$(CURDIR)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 .PHONY: help install protos proto-check proto-lint run test test-unit test-integration test-e2e hostile \
-        bench bench-card bench-catalog bench-intake bench-order bench-overload drill audit demo catalog-300k clean
+        bench bench-card bench-catalog bench-intake bench-order bench-overload drill audit backup demo catalog-300k clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s '	'
@@ -75,6 +75,9 @@ drill: $(STAMP)  ## kill -9 services at random under load, then audit
 
 audit: $(STAMP)  ## cross-service reconciliation of a running suite
 	$(PY) -m miandan audit
+
+backup: $(STAMP)  ## copy every store of a running suite (./data or MIANDAN_DATA) into backups/<time>, checked
+	$(PY) -m miandan backup backups/$(shell date +%Y%m%d-%H%M%S)
 
 catalog-300k: $(STAMP)  ## import 300,000 generated stores into a running catalog
 	$(PY) -m services.catalog.generate --stores 300000

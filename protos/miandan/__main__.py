@@ -1,22 +1,29 @@
-"""`python -m miandan <command>`: operator commands. `audit` reconciles a running suite."""
+"""`python -m miandan <command>`: operator commands. `audit` reconciles a running suite; `backup`
+copies its stores."""
 from __future__ import annotations
 
 import sys
 
-USAGE = "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID]"
+USAGE = (
+    "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID]\n"
+    "       python -m miandan backup DEST [--data DIR]"
+)
+COMMANDS = {"audit": "services.audit.cli", "backup": "services.backup.cli"}
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
-    if argv[0] == "audit":
+    if argv[0] in COMMANDS:
+        import importlib
+
         try:
-            from services.audit.cli import main as audit_main
+            command = importlib.import_module(COMMANDS[argv[0]])
         except ImportError as exc:  # installed without the services packages
-            print(f"the audit needs the miandan services packages on the path: {exc}", file=sys.stderr)
+            print(f"{argv[0]} needs the miandan services packages on the path: {exc}", file=sys.stderr)
             return 2
-        return audit_main(argv[1:])
+        return command.main(argv[1:])
     print(f"unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
     return 2
 
