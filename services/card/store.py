@@ -255,10 +255,11 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE TABLE card_states (state INTEGER PRIMARY KEY);
     INSERT INTO card_states VALUES (1), (2), (3), (4);
+    -- One pass over the cards, then a zero row for every state a campaign has no card in.
     INSERT INTO card_totals (campaign_id, state, face_value_fen)
-      SELECT campaign_id, s.state,
-             (SELECT COALESCE(SUM(face_value_fen), 0) FROM cards WHERE cards.campaign_id = c.campaign_id AND cards.state = s.state)
-      FROM campaigns c, card_states s;
+      SELECT campaign_id, state, SUM(face_value_fen) FROM cards GROUP BY campaign_id, state;
+    INSERT OR IGNORE INTO card_totals (campaign_id, state, face_value_fen)
+      SELECT c.campaign_id, s.state, 0 FROM campaigns c, card_states s;
     CREATE TRIGGER campaigns_totals AFTER INSERT ON campaigns BEGIN
       INSERT INTO card_totals (campaign_id, state) SELECT NEW.campaign_id, state FROM card_states;
     END;
