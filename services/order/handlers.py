@@ -31,6 +31,7 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from services.common.merchant_grant import MerchantScope
@@ -196,6 +197,25 @@ def _decode_token(token: str, n: int) -> list[str]:
     if len(parts) != n:
         raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
     return parts
+
+
+def _newest_first_after(page_token: str) -> tuple[int, str] | None:
+    """The (create_ms, order_id) a newest-first page continues after."""
+    if not page_token:
+        return None
+    ms, oid = _decode_token(page_token, 2)
+    create_ms = ascii_int(ms, minimum=0)
+    if create_ms is None:
+        raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+    return create_ms, oid
+
+
+def _newest_first_page(orders: list[Order], limit: int) -> tuple[list[Order], str]:
+    """A page from `limit + 1` rows: the extra row only says that another page follows."""
+    if len(orders) <= limit:
+        return orders, ""
+    orders = orders[:limit]
+    return orders, _encode_token(orders[-1].create_ms, orders[-1].order_id)
 
 
 class OrderService:
@@ -701,19 +721,28 @@ class OrderService:
     async def list_orders(self, user_id: str, page_size: int, page_token: str) -> tuple[list[Order], str]:
         model.check_id("user_id", user_id)
         limit = model.page_size(page_size)
-        before = None
-        if page_token:
-            ms, oid = _decode_token(page_token, 2)
-            create_ms = ascii_int(ms, minimum=0)
-            if create_ms is None:
-                raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
-            before = (create_ms, oid)
-        orders = await self.store.list_for_user(user_id, limit + 1, before)
-        token = ""
-        if len(orders) > limit:
-            orders = orders[:limit]
-            token = _encode_token(orders[-1].create_ms, orders[-1].order_id)
-        return orders, token
+        orders = await self.store.list_for_user(user_id, limit + 1, _newest_first_after(page_token))
+        return _newest_first_page(orders, limit)
+
+    async def list_store_orders(
+        self, store_id: str, status: str, page_size: int, page_token: str, *, merchant: MerchantScope | None = None
+    ) -> tuple[list[Order], str]:
+        """status: one of model.LIVE_STATUSES, or "" for all of them. merchant: the caller's
+        grant, None when it may see every store."""
+        model.check_id("store_id", store_id)
+        if status and status not in model.LIVE_STATUSES:
+            raise InvalidArgument("status", "不是订单可处的状态 / not a status an order can be listed in")
+        limit = model.page_size(page_size)
+        before = _newest_first_after(page_token)
+        if merchant is not None and store_id not in merchant.stores:
+            # A brand grant covers the store when the store's orders name one of its brands.
+            brand = await self.store.brand_of_store(store_id)
+            if brand is None:
+                return [], ""
+            if brand not in merchant.brands:
+                raise PermissionDenied("STORE_NOT_YOURS", f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
+        orders = await self.store.list_for_store(store_id, (status,) if status else model.LIVE_STATUSES, limit + 1, before)
+        return _newest_first_page(orders, limit)
 
     async def list_all_orders(self, page_size: int, page_token: str) -> tuple[list[Order], str]:
         limit = model.page_size(page_size, model.DEFAULT_ADMIN_PAGE, model.MAX_ADMIN_PAGE)

@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from services.common.auth import MERCHANT, AccessPolicy
+from services.common.errors import InvalidArgument
 
 from . import model
 from .handlers import Budget, CartView, OrderService, PlaceOrderInput, selections_of
@@ -166,8 +167,6 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     async def PlaceOrder(self, request: Any, context: Any) -> Any:
         card_use = _CARD_USE.get(request.card_use)
         if card_use is None:
-            from services.common.errors import InvalidArgument
-
             raise InvalidArgument("card_use", "未知的取值 / unknown value")
         order = await self.service.place_order(
             PlaceOrderInput(
@@ -201,6 +200,18 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
     async def ListAllOrders(self, request: Any, context: Any) -> Any:
         orders, token = await self.service.list_all_orders(request.page_size, request.page_token)
         return order_service_pb2.ListAllOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
+
+    async def ListStoreOrders(self, request: Any, context: Any) -> Any:
+        status = ""
+        if request.status:
+            status = _STATUS_BY_VALUE.get(request.status, "")
+            if not status:
+                raise InvalidArgument("status", f"未知的订单状态 {request.status} / unknown order status {request.status}")
+        orders, token = await self.service.list_store_orders(
+            request.store_id, status, request.page_size, request.page_token,
+            merchant=self.policy.merchant_scope(context.invocation_metadata()),
+        )
+        return order_service_pb2.ListStoreOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:
         merchant = None

@@ -48,7 +48,7 @@ import json
 import logging
 import sqlite3
 from dataclasses import replace
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, Sequence
 
 import orjson
 
@@ -118,6 +118,14 @@ MIGRATIONS = [
     """
     CREATE TABLE marks (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     """,
+    # 5: a store's orders (ListStoreOrders, the merchant's queue). The store as a column, set
+    # once at insert and never updated, so the index costs one entry per order and nothing on
+    # status changes. Backfilled from the doc in the same transaction.
+    """
+    ALTER TABLE orders ADD COLUMN store_id TEXT NOT NULL DEFAULT '';
+    UPDATE orders SET store_id = COALESCE(json_extract(doc, '$.s'), '');
+    CREATE INDEX orders_by_store ON orders (store_id, create_ms DESC, order_id DESC);
+    """,
 ]
 
 CARD_WATERMARK = "card_watermark"
@@ -167,6 +175,16 @@ class OrderStore(Protocol):
     async def list_for_user(self, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]: ...
 
     async def list_all(self, limit: int, after: str) -> list[Order]: ...
+
+    async def list_for_store(
+        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+    ) -> list[Order]:
+        """The store's orders in those statuses, newest first, keyset-paged like list_for_user."""
+        ...
+
+    async def brand_of_store(self, store_id: str) -> str | None:
+        """The brand its orders name (every order of a store names the same), None without orders."""
+        ...
 
     async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
         """Orders the sweep must act on: stale PLACING rows, lapsed PENDING_PAYMENT ones and
@@ -302,9 +320,9 @@ def _store(conn: sqlite3.Connection, o: Order) -> None:
 def _insert(conn: sqlite3.Connection, o: Order) -> bool:
     status, update_ms, expire, pending, doc, version = _row_values(o)
     return conn.execute(
-        "INSERT INTO orders (order_id, user_id, request_id, status, create_ms, update_ms, expire_ms, pending, doc, version)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-        (o.order_id, o.user_id, o.request_id, status, o.create_ms, update_ms, expire, pending, doc, version),
+        "INSERT INTO orders (order_id, user_id, request_id, status, create_ms, update_ms, expire_ms, pending, doc, version, store_id)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        (o.order_id, o.user_id, o.request_id, status, o.create_ms, update_ms, expire, pending, doc, version, o.store_id),
     ).rowcount == 1
 
 
@@ -410,6 +428,24 @@ def _list_for_user(conn: sqlite3.Connection, user_id: str, limit: int, before: t
             (user_id, *live, before[0], before[0], before[1], limit),
         ).fetchall()
     return [from_doc(r[0], r[1]) for r in rows]
+
+
+def _list_for_store(
+    conn: sqlite3.Connection, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+) -> list[Order]:
+    marks = ",".join("?" * len(statuses))
+    page = "" if before is None else " AND (create_ms < ? OR (create_ms = ? AND order_id < ?))"
+    rows = conn.execute(
+        f"SELECT order_id, doc FROM orders WHERE store_id = ? AND status IN ({marks}){page}"
+        " ORDER BY create_ms DESC, order_id DESC LIMIT ?",
+        (store_id, *statuses, *(() if before is None else (before[0], before[0], before[1])), limit),
+    ).fetchall()
+    return [from_doc(r[0], r[1]) for r in rows]
+
+
+def _brand_of_store(conn: sqlite3.Connection, store_id: str) -> str | None:
+    row = conn.execute("SELECT doc FROM orders WHERE store_id = ? LIMIT 1", (store_id,)).fetchone()
+    return None if row is None else json.loads(row[0]).get("b", "")
 
 
 def _list_all(conn: sqlite3.Connection, limit: int, after: str) -> list[Order]:
@@ -591,6 +627,14 @@ class SqliteOrderStore:
 
     async def list_all(self, limit: int, after: str) -> list[Order]:
         return await self.db.read(_list_all, limit, after)
+
+    async def list_for_store(
+        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+    ) -> list[Order]:
+        return await self.db.read(_list_for_store, store_id, statuses, limit, before)
+
+    async def brand_of_store(self, store_id: str) -> str | None:
+        return await self.db.read(_brand_of_store, store_id)
 
     async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
         return await self.db.read(_due, now_ms, placing_before_ms, limit)

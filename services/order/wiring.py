@@ -68,6 +68,7 @@ async def build(
         settings,
         {
             _M + "UpdateOrderStatus": MERCHANT,
+            _M + "ListStoreOrders": MERCHANT,
             _M + "ListAllOrders": ADMIN,
         },
         clock=clock,
@@ -99,6 +100,7 @@ async def build(
             "CancelOrder": "CRITICAL",
             "GetOrder": "DEFAULT",
             "ListOrders": "DEFAULT",
+            "ListStoreOrders": "DEFAULT",
             "WatchOrder": "DEFAULT",
             "GetCart": "DEFAULT",
         },

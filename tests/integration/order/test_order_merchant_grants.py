@@ -68,3 +68,48 @@ async def test_a_brand_grant_covers_every_store_of_the_brand(stack):
 async def test_the_platform_merchant_token_still_acts_on_every_order(stack):
     o = await place(stack, "eve", OTHER_STORE)
     assert (await accept(stack, o, stack.merchant_md)).order.status == S.ORDER_STATUS_ACCEPTED
+
+
+def list_store(stack, store, md, **fields):
+    return stack.order.ListStoreOrders(svc.ListStoreOrdersRequest(store_id=store, **fields), metadata=md)
+
+
+async def test_a_merchant_lists_its_stores_queue_newest_first_page_by_page(stack):
+    mine = []
+    for n in range(5):
+        mine.append(await place(stack, f"q{n}", STORE))
+        stack.clock.advance(1)
+    other = await place(stack, "elsewhere", OTHER_STORE)
+    md = as_merchant(stack, stores=[STORE])
+    first = await list_store(stack, STORE, md, page_size=2)
+    second = await list_store(stack, STORE, md, page_size=2, page_token=first.next_page_token)
+    third = await list_store(stack, STORE, md, page_size=2, page_token=second.next_page_token)
+    listed = [o.order_id for page in (first, second, third) for o in page.orders]
+    assert listed == [o.order_id for o in reversed(mine)] and not third.next_page_token
+    assert other.order_id not in listed
+    # The queue by status: what is still to accept.
+    await accept(stack, mine[0], md)
+    to_accept = await list_store(stack, STORE, md, status=S.ORDER_STATUS_PAID)
+    assert [o.order_id for o in to_accept.orders] == [o.order_id for o in reversed(mine[1:])]
+    accepted = await list_store(stack, STORE, md, status=S.ORDER_STATUS_ACCEPTED)
+    assert [o.order_id for o in accepted.orders] == [mine[0].order_id]
+
+
+async def test_a_store_list_is_fenced_like_the_orders_in_it(stack):
+    await place(stack, "fa", STORE)
+    await place(stack, "fb", OTHER_STORE)
+    store_grant, brand_grant, rival = as_merchant(stack, stores=[STORE]), as_merchant(stack, brands=[BRAND]), as_merchant(stack, brands=["rival-brand"])
+    assert await refused(list_store(stack, OTHER_STORE, store_grant)) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
+    assert await refused(list_store(stack, STORE, rival)) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
+    assert len((await list_store(stack, OTHER_STORE, brand_grant)).orders) == 1
+    assert len((await list_store(stack, OTHER_STORE, stack.merchant_md)).orders) == 1  # the platform token
+    assert not (await list_store(stack, "a-store-without-orders", rival)).orders
+    assert await refused(list_store(stack, STORE, stack.md)) == ("PERMISSION_DENIED", "MERCHANT_REQUIRED")
+
+
+async def test_bad_store_list_requests_are_invalid_argument(stack):
+    md = stack.merchant_md
+    assert await refused(list_store(stack, "", md)) == ("INVALID_ARGUMENT", "FIELD_REQUIRED")
+    assert await refused(list_store(stack, STORE, md, status=99)) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
+    assert await refused(list_store(stack, STORE, md, page_token="bm9wZQ==")) == ("INVALID_ARGUMENT", "INVALID_PAGE_TOKEN")
+    assert await refused(list_store(stack, STORE, md, page_size=-1)) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")

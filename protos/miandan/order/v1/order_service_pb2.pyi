@@ -641,3 +641,65 @@ class ListAllOrdersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListAllOrdersResponse: _TypeAlias = ListAllOrdersResponse  # noqa: Y015
+
+@_typing.final
+class ListStoreOrdersRequest(_message.Message):
+    """Request of ListStoreOrders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    store_id: _builtins.str
+    """Store."""
+    status: _order_pb2.OrderStatus.ValueType
+    """Only orders in this status; UNSPECIFIED means every status."""
+    page_size: _builtins.int
+    """Maximum orders to return, 1..100; 0 means 20."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        store_id: _builtins.str = ...,
+        status: _order_pb2.OrderStatus.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "status", b"status", "store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoreOrdersRequest: _TypeAlias = ListStoreOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListStoreOrdersResponse(_message.Message):
+    """Response of ListStoreOrders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page; empty on the last."""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[_order_pb2.Order]:
+        """Orders, newest first."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[_order_pb2.Order] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStoreOrdersResponse: _TypeAlias = ListStoreOrdersResponse  # noqa: Y015

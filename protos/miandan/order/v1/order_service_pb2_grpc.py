@@ -91,6 +91,11 @@ class OrderServiceStub:
                 request_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersRequest.SerializeToString,
                 response_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersResponse.FromString,
                 _registered_method=True)
+        self.ListStoreOrders = channel.unary_unary(
+                '/miandan.order.v1.OrderService/ListStoreOrders',
+                request_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.SerializeToString,
+                response_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -177,6 +182,15 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStoreOrders(self, request, context):
+        """One store's orders, newest first: the merchant's queue of what to accept and make
+        (merchant credential). A merchant grant lists the stores it covers only: any other store
+        is PERMISSION_DENIED STORE_NOT_YOURS.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +248,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListAllOrders,
                     request_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersRequest.FromString,
                     response_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersResponse.SerializeToString,
+            ),
+            'ListStoreOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStoreOrders,
+                    request_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.FromString,
+                    response_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +554,33 @@ class OrderService:
             '/miandan.order.v1.OrderService/ListAllOrders',
             miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersRequest.SerializeToString,
             miandan_dot_order_dot_v1_dot_order__service__pb2.ListAllOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStoreOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.order.v1.OrderService/ListStoreOrders',
+            miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.SerializeToString,
+            miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,6 +63,11 @@ class OrderServiceStub:
     """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
     ListAllOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]
     """Every order, for audits (admin)."""
+    ListStoreOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]
+    """One store's orders, newest first: the merchant's queue of what to accept and make
+    (merchant credential). A merchant grant lists the stores it covers only: any other store
+    is PERMISSION_DENIED STORE_NOT_YOURS.
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -97,6 +102,11 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
     ListAllOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]  # type: ignore[assignment]
     """Every order, for audits (admin)."""
+    ListStoreOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]  # type: ignore[assignment]
+    """One store's orders, newest first: the merchant's queue of what to accept and make
+    (merchant credential). A merchant grant lists the stores it covers only: any other store
+    is PERMISSION_DENIED STORE_NOT_YOURS.
+    """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     """Places orders as sagas over the catalog (prices) and the card service (cards): a retry is
@@ -194,5 +204,16 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.ListAllOrdersResponse, _abc.Awaitable[_order_service_pb2.ListAllOrdersResponse]]:
         """Every order, for audits (admin)."""
+
+    @_abc_1.abstractmethod
+    def ListStoreOrders(
+        self,
+        request: _order_service_pb2.ListStoreOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_order_service_pb2.ListStoreOrdersResponse, _abc.Awaitable[_order_service_pb2.ListStoreOrdersResponse]]:
+        """One store's orders, newest first: the merchant's queue of what to accept and make
+        (merchant credential). A merchant grant lists the stores it covers only: any other store
+        is PERMISSION_DENIED STORE_NOT_YOURS.
+        """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
