@@ -43,13 +43,19 @@ class KnownIds:
     def __init__(self) -> None:
         self.by_field: dict[str, list[str]] = {}
         self.every: list[str] = []
+        # Ids of another user than the one the seeds call as (the neighbour's cards, orders,
+        # previews, invite code): a swap picks one of these half the time, since a missing
+        # ownership check shows only with them, and among all real ids they are a few.
+        self.foreign: dict[str, list[str]] = {}
 
-    def add(self, fields: Sequence[str], *values: str) -> None:
+    def add(self, fields: Sequence[str], *values: str, foreign: bool = False) -> None:
         for value in values:
             if not value:
                 continue
             for name in fields:
                 self.by_field.setdefault(name, []).append(value)
+                if foreign:
+                    self.foreign.setdefault(name, []).append(value)
             self.every.append(value)
 
     def pick(self, field_name: str, rng: random.Random) -> str | None:
@@ -87,7 +93,9 @@ def mutate(request: Message, rng: random.Random, known_ids: KnownIds = _NO_IDS) 
     ]
     if id_spots and rng.random() < 0.5:
         owner, field = rng.choice(id_spots)
-        setattr(owner, field.name, rng.choice(known_ids.by_field[field.name]))
+        theirs = known_ids.foreign.get(field.name)
+        pool = theirs if theirs and rng.random() < 0.5 else known_ids.by_field[field.name]
+        setattr(owner, field.name, rng.choice(pool))
         return copy
     owner, field = rng.choice(spots)
     if field.is_repeated:

@@ -177,9 +177,9 @@ async def prepare(suite: Any) -> Prepared:
         await answered(stub.Join, gw.JoinRequest(request_id="hostile-neighbour-join"), neighbour)
         theirs = gw.PlaceOrderRequest(request_id="hostile-neighbour-place", store_id=store.store_id, lines=[line],
                                       card_use=order_pb2.CARD_USE_NONE)
-        found.ids.add(["order_id"], (await answered(stub.PlaceOrder, theirs, neighbour)).order.order_id)
+        found.ids.add(["order_id"], (await answered(stub.PlaceOrder, theirs, neighbour)).order.order_id, foreign=True)
         their_text = gw.OrderByTextRequest(request_id="hostile-neighbour-text", text=f"来一杯{item.name}", location=near)
-        found.ids.add(["preview_id"], (await answered(stub.OrderByText, their_text, neighbour)).preview.preview_id)
+        found.ids.add(["preview_id"], (await answered(stub.OrderByText, their_text, neighbour)).preview.preview_id, foreign=True)
         mine = (await answered(stub.GetWallet, gw.GetWalletRequest(), user)).wallet.cards
         with_my_card = gw.PlaceOrderRequest(request_id="hostile-place-card", store_id=store.store_id, lines=[line],
                                             card_use=order_pb2.CARD_USE_SPECIFIC, card_id=mine[0].card_id if mine else "")
@@ -201,9 +201,10 @@ async def prepare(suite: Any) -> Prepared:
         for owner in (USER, NEIGHBOUR):
             cards = await stub.ListCards(card.ListCardsRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
             code = await stub.GetInviteCode(card.GetInviteCodeRequest(campaign_id=campaign, user_id=owner), metadata=admin, timeout=10)
-            found.ids.add(["code", "invite_code"], code.invite_code.code)
-            found.ids.add(["pass_phrase_text", "text"], code.invite_code.pass_phrase_text)
-            found.ids.add(["card_id"], *(c.card_id for c in cards.cards))
+            foreign = owner == NEIGHBOUR
+            found.ids.add(["code", "invite_code"], code.invite_code.code, foreign=foreign)
+            found.ids.add(["pass_phrase_text", "text"], code.invite_code.pass_phrase_text, foreign=foreign)
+            found.ids.add(["card_id"], *(c.card_id for c in cards.cards), foreign=foreign)
     return found
 
 
