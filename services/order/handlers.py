@@ -123,15 +123,17 @@ class OrderEvents:
     that falls behind loses intermediate messages, never the newest state: every message
     carries the whole order with its full history."""
 
-    def __init__(self, depth: int = 32) -> None:
+    def __init__(self, depth: int = 32, stores: "StoreFeed | None" = None) -> None:
         self._watchers: dict[str, set[asyncio.Queue[Order]]] = {}
         self._depth = depth
+        self.stores = stores if stores is not None else StoreFeed()
 
     def publish(self, order: Order) -> None:
         for q in self._watchers.get(order.order_id, ()):
             if q.full():
                 q.get_nowait()
             q.put_nowait(order)
+        self.stores.publish(order)
 
     def subscribe(self, order_id: str) -> asyncio.Queue[Order]:
         q: asyncio.Queue[Order] = asyncio.Queue(self._depth)
@@ -147,6 +149,61 @@ class OrderEvents:
 
     def watchers(self, order_id: str) -> int:
         return len(self._watchers.get(order_id, ()))
+
+
+WATCH_LAGGING = "WATCH_LAGGING"
+
+
+class StoreWatcher:
+    """One open WatchStoreOrders stream: its queue, and whether it fell behind."""
+
+    __slots__ = ("queue", "lagged", "merchant")
+
+    def __init__(self, depth: int, merchant: MerchantScope | None) -> None:
+        self.queue: asyncio.Queue[Order] = asyncio.Queue(depth)
+        self.lagged = False
+        self.merchant = merchant
+
+
+class StoreFeed:
+    """Committed order changes by store, for merchants' open streams. Unlike an order's
+    watcher, a store's may not skip a message (the next one may be another order): a watcher
+    whose queue is full is marked lagging and its stream ends, and the merchant lists again.
+    At most `max_watchers` streams per process: each holds a queue for as long as it is open."""
+
+    def __init__(self, depth: int = 256, max_watchers: int = 10_000) -> None:
+        self._by_store: dict[str, set[StoreWatcher]] = {}
+        self._depth = depth
+        self.max_watchers = max_watchers
+        self.open = 0
+
+    def publish(self, order: Order) -> None:
+        watchers = self._by_store.get(order.store_id)
+        if not watchers or not order.visible:
+            return
+        for w in watchers:
+            if w.merchant is not None and not w.merchant.covers(order.brand_id, order.store_id):
+                continue
+            if w.queue.full():
+                w.lagged = True
+            else:
+                w.queue.put_nowait(order)
+
+    def subscribe(self, store_id: str, merchant: MerchantScope | None) -> StoreWatcher:
+        if self.open >= self.max_watchers:
+            raise Unavailable("OVERLOADED", "关注门店订单的连接过多，请稍后再试 / too many store order streams open, retry later", 5_000)
+        w = StoreWatcher(self._depth, merchant)
+        self._by_store.setdefault(store_id, set()).add(w)
+        self.open += 1
+        return w
+
+    def unsubscribe(self, store_id: str, w: StoreWatcher) -> None:
+        subs = self._by_store.get(store_id)
+        if subs is not None and w in subs:
+            subs.discard(w)
+            self.open -= 1
+            if not subs:
+                del self._by_store[store_id]
 
 
 class _Flight:
@@ -805,6 +862,27 @@ class OrderService:
             return model.with_status(cur, target, now, model.ACTOR_MERCHANT, note)
 
         return await self.store.update(order_id, advance)
+
+    async def watch_store(self, store_id: str, *, merchant: MerchantScope | None = None) -> AsyncIterator[Order]:
+        """Every visible change of the store's orders from now on (merchant: the caller's grant,
+        None for every store). Ends with UNAVAILABLE WATCH_LAGGING if the caller fell behind."""
+        model.check_id("store_id", store_id)
+        # Subscribe before the check reads, so an order placed meanwhile is not missed.
+        feed = self.events.stores
+        watcher = feed.subscribe(store_id, merchant)
+        try:
+            if merchant is not None and store_id not in merchant.stores:
+                # A store without orders yet may be the grant's brand's: the feed then delivers
+                # only orders the grant covers, so nothing of another merchant leaks.
+                brand = await self.store.brand_of_store(store_id)
+                if brand is not None and brand not in merchant.brands:
+                    raise PermissionDenied("STORE_NOT_YOURS", f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
+            while True:
+                if watcher.lagged and watcher.queue.empty():  # what was queued is delivered first
+                    raise Unavailable(WATCH_LAGGING, "订单变化太快没跟上，请重新列出后再关注 / fell behind the store's orders: list them again, then watch again", 100)
+                yield await watcher.queue.get()
+        finally:
+            feed.unsubscribe(store_id, watcher)
 
     async def watch(self, order_id: str, user_id: str) -> AsyncIterator[Order]:
         model.check_id("order_id", order_id)

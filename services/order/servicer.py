@@ -213,6 +213,11 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         )
         return order_service_pb2.ListStoreOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
 
+    async def WatchStoreOrders(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        merchant = self.policy.merchant_scope(context.invocation_metadata())
+        async for order in self.service.watch_store(request.store_id, merchant=merchant):
+            yield order_service_pb2.WatchStoreOrdersResponse(order=order_to_proto(order))
+
     async def CancelOrder(self, request: Any, context: Any) -> Any:
         merchant = None
         if not request.user_id:

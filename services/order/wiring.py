@@ -69,6 +69,7 @@ async def build(
         {
             _M + "UpdateOrderStatus": MERCHANT,
             _M + "ListStoreOrders": MERCHANT,
+            _M + "WatchStoreOrders": MERCHANT,
             _M + "ListAllOrders": ADMIN,
         },
         clock=clock,
@@ -101,6 +102,7 @@ async def build(
             "GetOrder": "DEFAULT",
             "ListOrders": "DEFAULT",
             "ListStoreOrders": "DEFAULT",
+            "WatchStoreOrders": "DEFAULT",
             "WatchOrder": "DEFAULT",
             "GetCart": "DEFAULT",
         },

@@ -2,6 +2,8 @@
 store's order is missing, as another user's order is to a user."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -113,3 +115,43 @@ async def test_bad_store_list_requests_are_invalid_argument(stack):
     assert await refused(list_store(stack, STORE, md, status=99)) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
     assert await refused(list_store(stack, STORE, md, page_token="bm9wZQ==")) == ("INVALID_ARGUMENT", "INVALID_PAGE_TOKEN")
     assert await refused(list_store(stack, STORE, md, page_size=-1)) == ("INVALID_ARGUMENT", "INVALID_ARGUMENT")
+
+
+async def next_order(call, timeout=5.0):
+    return (await asyncio.wait_for(call.read(), timeout)).order
+
+
+async def test_a_merchant_watches_its_store_get_orders_and_no_other_stores(stack):
+    await place(stack, "seed", STORE)  # the store has orders: a foreign grant is refused at once
+    md = as_merchant(stack, stores=[STORE])
+    feed = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=md, timeout=20)
+    await asyncio.sleep(0.2)  # the stream is open before the orders come
+    elsewhere = await place(stack, "walker", OTHER_STORE)
+    new = await place(stack, "hungry", STORE)
+    got = await next_order(feed)
+    assert (got.order_id, got.status) == (new.order_id, S.ORDER_STATUS_PAID)
+    await accept(stack, new, md)
+    assert (await next_order(feed)).status == S.ORDER_STATUS_ACCEPTED
+    await stack.order.CancelOrder(svc.CancelOrderRequest(request_id="c", order_id=new.order_id, user_id="hungry", reason="changed"), metadata=stack.md)
+    assert (await next_order(feed)).status == S.ORDER_STATUS_CANCELLED
+    feed.cancel()
+    assert elsewhere.store_id == OTHER_STORE
+    rival = as_merchant(stack, brands=["rival-brand"])
+    call = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=rival, timeout=5)
+    assert await refused(call.read()) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
+
+
+async def test_a_foreign_grant_on_a_store_without_orders_yet_sees_nothing_of_it(stack):
+    rival = as_merchant(stack, brands=["rival-brand"])
+    theirs = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=rival, timeout=20)
+    mine = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=as_merchant(stack, brands=[BRAND]), timeout=20)
+    await asyncio.sleep(0.2)
+    o = await place(stack, "first", OTHER_STORE)
+    assert (await next_order(mine)).order_id == o.order_id
+    # Silence, or (had its check read the store after the order landed) a refusal: never the order.
+    with pytest.raises((asyncio.TimeoutError, grpc.aio.AioRpcError)) as err:
+        await asyncio.wait_for(theirs.read(), 0.5)
+    if isinstance(err.value, grpc.aio.AioRpcError):
+        assert error_details(err.value)["reason"] == "STORE_NOT_YOURS"
+    theirs.cancel()
+    mine.cancel()

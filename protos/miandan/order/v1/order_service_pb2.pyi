@@ -643,6 +643,52 @@ class ListAllOrdersResponse(_message.Message):
 Global___ListAllOrdersResponse: _TypeAlias = ListAllOrdersResponse  # noqa: Y015
 
 @_typing.final
+class WatchStoreOrdersRequest(_message.Message):
+    """Request of WatchStoreOrders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    store_id: _builtins.str
+    """Store."""
+    def __init__(
+        self,
+        *,
+        store_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStoreOrdersRequest: _TypeAlias = WatchStoreOrdersRequest  # noqa: Y015
+
+@_typing.final
+class WatchStoreOrdersResponse(_message.Message):
+    """One message of the WatchStoreOrders stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> _order_pb2.Order:
+        """An order of the store, as it is now."""
+
+    def __init__(
+        self,
+        *,
+        order: _order_pb2.Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchStoreOrdersResponse: _TypeAlias = WatchStoreOrdersResponse  # noqa: Y015
+
+@_typing.final
 class ListStoreOrdersRequest(_message.Message):
     """Request of ListStoreOrders."""
 

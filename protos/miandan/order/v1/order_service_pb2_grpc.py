@@ -96,6 +96,11 @@ class OrderServiceStub:
                 request_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.SerializeToString,
                 response_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.FromString,
                 _registered_method=True)
+        self.WatchStoreOrders = channel.unary_stream(
+                '/miandan.order.v1.OrderService/WatchStoreOrders',
+                request_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersRequest.SerializeToString,
+                response_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersResponse.FromString,
+                _registered_method=True)
 
 
 class OrderServiceServicer:
@@ -191,6 +196,16 @@ class OrderServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchStoreOrders(self, request, context):
+        """A store's orders as they change, from now on: each new paid order, each step the merchant
+        takes, each cancellation (merchant credential; a grant watches the stores it covers only).
+        Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+        ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OrderServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -253,6 +268,11 @@ def add_OrderServiceServicer_to_server(servicer, server):
                     servicer.ListStoreOrders,
                     request_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.FromString,
                     response_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.SerializeToString,
+            ),
+            'WatchStoreOrders': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchStoreOrders,
+                    request_deserializer=miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersRequest.FromString,
+                    response_serializer=miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -581,6 +601,33 @@ class OrderService:
             '/miandan.order.v1.OrderService/ListStoreOrders',
             miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersRequest.SerializeToString,
             miandan_dot_order_dot_v1_dot_order__service__pb2.ListStoreOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchStoreOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/miandan.order.v1.OrderService/WatchStoreOrders',
+            miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersRequest.SerializeToString,
+            miandan_dot_order_dot_v1_dot_order__service__pb2.WatchStoreOrdersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -68,6 +68,12 @@ class OrderServiceStub:
     (merchant credential). A merchant grant lists the stores it covers only: any other store
     is PERMISSION_DENIED STORE_NOT_YOURS.
     """
+    WatchStoreOrders: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]
+    """A store's orders as they change, from now on: each new paid order, each step the merchant
+    takes, each cancellation (merchant credential; a grant watches the stores it covers only).
+    Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
+    """
 
 @_typing.type_check_only
 class OrderServiceAsyncStub(OrderServiceStub):
@@ -106,6 +112,12 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """One store's orders, newest first: the merchant's queue of what to accept and make
     (merchant credential). A merchant grant lists the stores it covers only: any other store
     is PERMISSION_DENIED STORE_NOT_YOURS.
+    """
+    WatchStoreOrders: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]  # type: ignore[assignment]
+    """A store's orders as they change, from now on: each new paid order, each step the merchant
+    takes, each cancellation (merchant credential; a grant watches the stores it covers only).
+    Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -214,6 +226,18 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         """One store's orders, newest first: the merchant's queue of what to accept and make
         (merchant credential). A merchant grant lists the stores it covers only: any other store
         is PERMISSION_DENIED STORE_NOT_YOURS.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchStoreOrders(
+        self,
+        request: _order_service_pb2.WatchStoreOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_order_service_pb2.WatchStoreOrdersResponse], _abc.AsyncIterator[_order_service_pb2.WatchStoreOrdersResponse]]:
+        """A store's orders as they change, from now on: each new paid order, each step the merchant
+        takes, each cancellation (merchant credential; a grant watches the stores it covers only).
+        Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+        ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
