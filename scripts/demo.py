@@ -49,11 +49,12 @@ from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service
 from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2, lottery_service_pb2_grpc
-from miandan.order.v1 import order_pb2
-from services.common.auth import internal_metadata, open_channel
+from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY, internal_metadata, open_channel
 from services.common.config import Settings
 from services.common.errors import error_details
 from services.common.local_ports import free_port
+from services.common.merchant_grant import mint_grant
 from services.lottery import verify as draw_checker
 
 from gateway.token import mint
@@ -276,6 +277,7 @@ class Demo:
         self.limits: list[str] = []
         self.draw_day = ""
         self.draw_host = ""
+        self.ordered: order_pb2.Order | None = None  # the sentence's order, for the merchant's part
 
     def user(self, name: str) -> str:
         return f"{name}-{self.suffix}"
@@ -381,6 +383,7 @@ class Demo:
             gw.OrderByTextRequest(request_id=rid(), preview_id=p.preview_id, confirm=True), metadata=md, timeout=10
         )
         order = placed.order
+        self.ordered = order
         status = order_pb2.OrderStatus.Name(order.status)
         say(f"✓ ordered 已下单: order {order.order_id} from preview {p.preview_id[:10]}…, total {yuan(order.subtotal_fen)}, "
             f"card {yuan(order.card_discount_fen)}, to pay {yuan(order.payable_fen)} -> {status}")
@@ -396,6 +399,38 @@ class Demo:
         if order.payable_fen:
             say(f"  故事里分文未付 / the story has them pay nothing; this suite covers one order with one card "
                 f"(face value {yuan(order.card_discount_fen)}), so the rest, {yuan(order.payable_fen)}, was paid")
+
+    # --- 2b. the merchant's side ----------------------------------------------------------------
+
+    async def merchant(self) -> None:
+        order = self.ordered
+        if order is None or not order.order_id:
+            return
+        title(f"2b. 商家接单 / the store sees the order in its queue and makes it (merchant grant for {order.brand_id})")
+        grant = mint_grant(self.settings.merchant_signing_key, f"{order.brand_id}-hq", brands=[order.brand_id])
+        md = ((INTERNAL_TOKEN_KEY, self.settings.internal_token), (MERCHANT_TOKEN_KEY, grant))
+        async with open_channel(self.settings, self.settings.order_addr) as channel:
+            orders = order_service_pb2_grpc.OrderServiceStub(channel)
+            queue = await orders.ListStoreOrders(
+                order_service_pb2.ListStoreOrdersRequest(store_id=order.store_id, status=order_pb2.ORDER_STATUS_PAID), metadata=md, timeout=10,
+            )
+            if order.order_id not in {o.order_id for o in queue.orders}:
+                self.problem(f"order {order.order_id} is not in its store's queue")
+                return
+            say(f"  待接单 to accept at {order.store_name or order.store_id}: {len(queue.orders)} order(s), ours among them")
+            for step in (order_pb2.ORDER_STATUS_ACCEPTED, order_pb2.ORDER_STATUS_PREPARING, order_pb2.ORDER_STATUS_READY):
+                await orders.UpdateOrderStatus(
+                    order_service_pb2.UpdateOrderStatusRequest(request_id=rid(), order_id=order.order_id, status=step), metadata=md, timeout=10,
+                )
+            rival = ((INTERNAL_TOKEN_KEY, self.settings.internal_token), (MERCHANT_TOKEN_KEY, mint_grant(self.settings.merchant_signing_key, "rival-hq", brands=["rival"])))
+            try:
+                await orders.ListStoreOrders(order_service_pb2.ListStoreOrdersRequest(store_id=order.store_id), metadata=rival, timeout=10)
+                self.problem("a rival brand's grant listed this store's orders")
+            except grpc.aio.AioRpcError as err:
+                say(f"  别家商户看不到 a rival's grant: {err.code().name} {error_details(err)['reason']}")
+        seen = await self.gw.GetOrder(gw.GetOrderRequest(order_id=order.order_id), metadata=self.auth(self.user("xiaoming")), timeout=10)
+        say(f"✓ made 已出餐: the buyer now sees {order_pb2.OrderStatus.Name(seen.order.status)} "
+            f"({' → '.join(order_pb2.OrderStatus.Name(h.status).removeprefix('ORDER_STATUS_') for h in seen.order.history)})")
 
     # --- 3. cancel ---------------------------------------------------------------------------
 
@@ -634,7 +669,7 @@ class Demo:
 async def play(demo: Demo, *, draw_part: bool) -> bool:
     """The story's sections in order; False when the suite stopped answering."""
     steps = [demo.night_stores] if demo.own_suite else []
-    steps += [demo.family, demo.order_by_text, demo.cancel, demo.lottery_entry, demo.browse]
+    steps += [demo.family, demo.order_by_text, demo.merchant, demo.cancel, demo.lottery_entry, demo.browse]
     if draw_part:
         steps.append(demo.lottery_draw)
     if demo.own_suite:

@@ -107,6 +107,9 @@ def test_demo_plays_the_whole_story_with_its_own_suite():
     assert cards >= 6 and (f"the story says 11; this suite's join rule gave {cards}" in out or cards == 11), out
     # 2. ordered by text, with what was paid.
     assert re.search(r"^✓ ordered 已下单: order \S+ .*to pay ¥\d+\.\d\d", out, re.M), out
+    # 2b. the store saw it in its queue (merchant grant) and made it; a rival's grant saw nothing.
+    assert "ours among them" in out and "a rival's grant: PERMISSION_DENIED STORE_NOT_YOURS" in out, out
+    assert re.search(r"^✓ made 已出餐: the buyer now sees ORDER_STATUS_READY", out, re.M), out
     # 3. cancelled and the card came back.
     assert re.search(r"^✓ cancelled 已取消: order \S+ ORDER_STATUS_CANCELLED, card returned", out, re.M), out
     # 4. entered today's draw after three invites, the commitment shown before the cut-off.
