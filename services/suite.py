@@ -1,10 +1,11 @@
 """`make run`: the whole miandan suite on one machine, one OS process per service.
 
 Starts card, catalog, order, lottery and the gateway as `python -m ...` children (each owns its
-store under MIANDAN_DATA, exactly as separate deployments would), waits until each reports
-SERVING over grpc.health.v1, seeds the demo campaign and catalog on first start, prints one line
-per server, and stops them all gracefully on Ctrl-C / SIGTERM. A child that dies is restarted,
-so a kill -9 drill against `make run` behaves like a supervised deployment.
+store under MIANDAN_DATA, exactly as separate deployments would), each once the services it calls
+report SERVING over grpc.health.v1, seeds the demo campaign and catalog on first start, prints one
+line per server, and stops them all gracefully on Ctrl-C / SIGTERM. A child that dies is
+restarted (at once, or after a growing delay if it keeps dying right after its start), so a
+kill -9 drill against `make run` behaves like a supervised deployment.
 """
 
 from __future__ import annotations
