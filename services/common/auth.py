@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from .clock import Clock, SystemClock
 from .errors import DomainError, PermissionDenied, Unauthenticated
-from .merchant_grant import MerchantScope, read_grant
+from .merchant_grant import MerchantScope, RevokedGrants, read_grant
 
 __all__ = [
     "Role",
@@ -82,6 +82,7 @@ class AccessPolicy:
         self._admin = settings.admin_token.encode()
         self._merchant = settings.merchant_token.encode()
         self._grant_key = settings.merchant_signing_key
+        self._revoked = RevokedGrants(getattr(settings, "merchant_revoked_file", None))
         self.clock = clock or SystemClock()
         # Whether a client certificate in the auth context counts as the internal credential:
         # only when the server required and verified it against tls_ca. A server serving one-way
@@ -151,9 +152,12 @@ class AccessPolicy:
         if text.count(".") != 2:
             return None
         try:
-            return read_grant(self._grant_key, text, self.clock.now().timestamp())
+            scope = read_grant(self._grant_key, text, self.clock.now().timestamp())
         except ValueError as exc:
             return Unauthenticated("MERCHANT_GRANT_INVALID", f"商户授权无效 / merchant grant refused: {exc}")
+        if self._revoked.revoked(scope):
+            return Unauthenticated("MERCHANT_GRANT_INVALID", "商户授权已吊销 / merchant grant refused: revoked")
+        return scope
 
     def is_internal(self, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> bool:
         for key, value in metadata or ():

@@ -32,6 +32,9 @@ class Settings:
     merchant_token: str = "dev-merchant-token"
     # Signs merchant grants (services.common.merchant_grant): one merchant, its own stores only.
     merchant_signing_key: str = "dev-merchant-signing-key-change-me-in-production"
+    # Revoked merchant grants, one merchant id a line (services.common.merchant_grant): re-read
+    # while the services run, so a leaked grant stops working without a restart.
+    merchant_revoked_file: Path | None = None
     jwt_secret: str = "dev-jwt-secret-change-me-in-production-0000"
     jwt_issuer: str = "miandan"
     jwt_algorithm: str = "HS256"
@@ -149,6 +152,7 @@ class Settings:
             admin_token=_secret(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
             merchant_token=_secret(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
             merchant_signing_key=_secret(e, "MIANDAN_MERCHANT_SIGNING_KEY", "dev-merchant-signing-key-change-me-in-production"),
+            merchant_revoked_file=_path(e, "MIANDAN_MERCHANT_REVOKED_FILE"),
             jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me-in-production-0000"),
             jwt_issuer=e.get("MIANDAN_JWT_ISSUER", "miandan"),
             jwt_algorithm=algorithm,

@@ -8,6 +8,8 @@ touches: another merchant's store is PERMISSION_DENIED / STORE_NOT_YOURS (stores
 another merchant's order NOT_FOUND / ORDER_NOT_FOUND (order ids never leak, as between users).
 MIANDAN_MERCHANT_TOKEN stays the platform's own merchant credential, good for every store (the
 merchant hub, operators, the demo). Grants travel in the same `x-miandan-merchant-token` header.
+A leaked grant is revoked through MIANDAN_MERCHANT_REVOKED_FILE (RevokedGrants), re-read while
+the services run.
 
     python -m services.common.merchant_grant heytea-hq --brand heytea [--store s1] [--ttl 86400]
 
@@ -18,14 +20,16 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable
 
 import jwt
 
 from .clock import Clock, SystemClock
 
-__all__ = ["ISSUER", "MAX_LIFETIME_S", "MerchantScope", "mint_grant", "read_grant", "main"]
+__all__ = ["ISSUER", "MAX_LIFETIME_S", "MerchantScope", "RevokedGrants", "mint_grant", "read_grant", "main"]
 
 ISSUER = "miandan-merchant"
 # A grant is a bearer credential handed to a merchant's staff systems: it must run out.
@@ -44,6 +48,7 @@ class MerchantScope:
     merchant_id: str
     brands: frozenset[str]
     stores: frozenset[str]
+    issued_at: float = 0.0
 
     def covers(self, brand_id: str, store_id: str) -> bool:
         return brand_id in self.brands or store_id in self.stores
@@ -92,7 +97,52 @@ def read_grant(key: str, token: str, now: float) -> MerchantScope:
     if not (isinstance(brands, list) and isinstance(stores, list)):
         raise ValueError("brands and stores must be lists")
     _check_scope(merchant_id, brands, stores)
-    return MerchantScope(merchant_id, frozenset(brands), frozenset(stores))
+    return MerchantScope(merchant_id, frozenset(brands), frozenset(stores), float(iat))
+
+
+class RevokedGrants:
+    """The revocation file: a line `<merchant id>` revokes every grant of that merchant, a line
+    `<merchant id> <unix time>` those issued before that time (so a new grant can be handed out
+    after a leak); `#` starts a comment. Re-read when it changes, looked at every `check_s`
+    seconds at most; a missing file revokes nothing."""
+
+    def __init__(self, path: Path | None, *, check_s: float = 2.0) -> None:
+        self.path = path
+        self.check_s = check_s
+        self._next_check = 0.0
+        self._stamp: tuple[int, int, int] | None = None
+        self._before: dict[str, float] = {}
+
+    def revoked(self, scope: MerchantScope) -> bool:
+        if self.path is None:
+            return False
+        self._refresh()
+        before = self._before.get(scope.merchant_id)
+        return before is not None and scope.issued_at < before
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self.check_s
+        try:
+            st = self.path.stat()  # type: ignore[union-attr]
+        except OSError:
+            self._stamp, self._before = None, {}
+            return
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if stamp == self._stamp:
+            return
+        before: dict[str, float] = {}
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():  # type: ignore[union-attr]
+            fields = line.split("#", 1)[0].split()
+            if not fields:
+                continue
+            try:
+                before[fields[0]] = float(fields[1]) if len(fields) > 1 else math.inf
+            except ValueError:
+                before[fields[0]] = math.inf  # unreadable time: revoke them all rather than none
+        self._stamp, self._before = stamp, before
 
 
 def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None:

@@ -126,3 +126,11 @@ def test_end_users_are_paced_at_five_calls_a_second_with_bursts_of_twenty_by_def
     assert (s.user_rate, s.user_burst, s.user_rates_tracked) == (5.0, 20, 100_000)
     s = Settings.from_env("gateway", {"MIANDAN_USER_RATE": "0", "MIANDAN_USER_BURST": "50"})
     assert (s.user_rate, s.user_burst) == (0.0, 50)
+
+
+def test_the_revocation_file_of_merchant_grants_comes_from_the_environment():
+    from pathlib import Path
+
+    assert Settings.from_env("order", {}).merchant_revoked_file is None
+    s = Settings.from_env("order", {"MIANDAN_MERCHANT_REVOKED_FILE": "/etc/miandan/revoked"})
+    assert s.merchant_revoked_file == Path("/etc/miandan/revoked")

@@ -18,7 +18,7 @@ def test_a_grant_reads_back_as_its_merchant_and_scope():
     clock = FakeClock()
     token = mint_grant(KEY, "luckin-hq", brands=["luckin", "luckin"], stores=["s9"], clock=clock)
     scope = read_grant(KEY, token, clock.now().timestamp())
-    assert scope == MerchantScope("luckin-hq", frozenset({"luckin"}), frozenset({"s9"}))
+    assert scope == MerchantScope("luckin-hq", frozenset({"luckin"}), frozenset({"s9"}), int(clock.now().timestamp()))
     assert scope.covers("luckin", "s1") and scope.covers("mixue", "s9") and not scope.covers("mixue", "s1")
 
 
@@ -94,3 +94,27 @@ def test_the_cli_prints_a_grant_and_refuses_an_empty_scope(capsys, monkeypatch):
     assert read_grant(KEY, token, issued).brands == {"heytea"}
     assert main(["heytea-hq"]) == 2
     assert "at least one" in capsys.readouterr().err
+
+
+def test_a_revoked_grant_is_refused_without_a_restart(tmp_path):
+    import dataclasses
+
+    clock = FakeClock()
+    revoked = tmp_path / "revoked.txt"
+    policy = AccessPolicy(dataclasses.replace(SETTINGS, merchant_revoked_file=revoked), clock=clock)
+    policy._revoked.check_s = 0  # look at the file on every call
+    old = mint_grant(KEY, "leaky-hq", brands=["leaky"], clock=clock)
+    other = mint_grant(KEY, "honest-hq", brands=["honest"], clock=clock)
+    assert policy.check(MERCHANT, _md(old)) is None  # no file yet: nothing revoked
+    revoked.write_text("# leaked on the 28th\nleaky-hq\n")
+    refused = policy.check(MERCHANT, _md(old))
+    assert refused.reason == "MERCHANT_GRANT_INVALID" and "revoked" in str(refused)
+    assert policy.check(MERCHANT, _md(other)) is None
+    # Revoking what was issued before a moment lets the merchant get a new grant.
+    clock.advance(60)
+    new = mint_grant(KEY, "leaky-hq", brands=["leaky"], clock=clock)
+    revoked.write_text(f"leaky-hq {int(clock.now().timestamp())}  # grants before now\n")
+    assert policy.check(MERCHANT, _md(old)).reason == "MERCHANT_GRANT_INVALID"
+    assert policy.check(MERCHANT, _md(new)) is None
+    revoked.unlink()
+    assert policy.check(MERCHANT, _md(old)) is None
