@@ -18,8 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from services.common.clock import Clock, SystemClock, now_ms
 from services.common.decimal_text import ascii_int
-from services.common.errors import InvalidArgument, NotFound, PermissionDenied
-from services.common.merchant_grant import MerchantScope
+from services.common.errors import InvalidArgument, NotFound
+from services.common.merchant_grant import MerchantScope, store_not_yours
 
 from .changes import MenuChanges
 from .geo import GeoIndex
@@ -68,7 +68,6 @@ class _EmptyReading:
 _NO_READING = _EmptyReading()
 
 STORE_NOT_FOUND = "STORE_NOT_FOUND"
-STORE_NOT_YOURS = "STORE_NOT_YOURS"
 BRAND_NOT_FOUND = "BRAND_NOT_FOUND"
 ITEM_NOT_FOUND = "ITEM_NOT_FOUND"
 
@@ -317,7 +316,7 @@ class Catalog:
             raise InvalidArgument("item_id", "必填 / required")
         store = self._store(store_id)
         if merchant is not None and not merchant.covers(store.brand_id, store_id):
-            raise PermissionDenied(STORE_NOT_YOURS, f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
+            raise store_not_yours(store_id)
         if item_id not in self.menus.get(store.brand_id, {}):
             raise NotFound(ITEM_NOT_FOUND, f"该门店菜单上没有 / no item {item_id!r} on the menu of {store_id!r}")
         replayed = await self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock))

@@ -28,8 +28,12 @@ from typing import Any, Iterable
 import jwt
 
 from .clock import Clock, SystemClock
+from .errors import PermissionDenied
 
-__all__ = ["ISSUER", "MAX_LIFETIME_S", "MerchantScope", "RevokedGrants", "mint_grant", "read_grant", "main"]
+__all__ = [
+    "ISSUER", "MAX_LIFETIME_S", "STORE_NOT_YOURS", "MerchantScope", "RevokedGrants", "mint_grant", "read_grant",
+    "store_not_yours", "main",
+]
 
 ISSUER = "miandan-merchant"
 # A grant is a bearer credential handed to a merchant's staff systems: it must run out.
@@ -52,6 +56,14 @@ class MerchantScope:
 
     def covers(self, brand_id: str, store_id: str) -> bool:
         return brand_id in self.brands or store_id in self.stores
+
+
+STORE_NOT_YOURS = "STORE_NOT_YOURS"
+
+
+def store_not_yours(store_id: str) -> PermissionDenied:
+    """The refusal of a grant acting on a store it does not cover (stores are public: no secret)."""
+    return PermissionDenied(STORE_NOT_YOURS, f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
 
 
 def mint_grant(

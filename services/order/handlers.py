@@ -31,10 +31,9 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
     Unavailable,
 )
-from services.common.merchant_grant import MerchantScope
+from services.common.merchant_grant import MerchantScope, store_not_yours
 
 from . import model
 from .model import Order, Payment, Quote, Selection
@@ -791,15 +790,23 @@ class OrderService:
             raise InvalidArgument("status", "不是订单可处的状态 / not a status an order can be listed in")
         limit = model.page_size(page_size)
         before = _newest_first_after(page_token)
-        if merchant is not None and store_id not in merchant.stores:
-            # A brand grant covers the store when the store's orders name one of its brands.
-            brand = await self.store.brand_of_store(store_id)
-            if brand is None:
-                return [], ""
-            if brand not in merchant.brands:
-                raise PermissionDenied("STORE_NOT_YOURS", f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
+        if not await self._store_open_to(store_id, merchant):
+            return [], ""  # a store without orders: nothing to list, nothing to leak
         orders = await self.store.list_for_store(store_id, (status,) if status else model.LIVE_STATUSES, limit + 1, before)
         return _newest_first_page(orders, limit)
+
+    async def _store_open_to(self, store_id: str, merchant: MerchantScope | None) -> bool:
+        """False when the store has no orders yet and the grant names brands only (its brand is
+        unknown here); raises STORE_NOT_YOURS when its orders name a brand the grant lacks. A
+        brand grant covers a store when the store's orders name one of its brands."""
+        if merchant is None or store_id in merchant.stores:
+            return True
+        brand = await self.store.brand_of_store(store_id)
+        if brand is None:
+            return False
+        if brand not in merchant.brands:
+            raise store_not_yours(store_id)
+        return True
 
     async def list_all_orders(self, page_size: int, page_token: str) -> tuple[list[Order], str]:
         limit = model.page_size(page_size, model.DEFAULT_ADMIN_PAGE, model.MAX_ADMIN_PAGE)
@@ -871,12 +878,9 @@ class OrderService:
         feed = self.events.stores
         watcher = feed.subscribe(store_id, merchant)
         try:
-            if merchant is not None and store_id not in merchant.stores:
-                # A store without orders yet may be the grant's brand's: the feed then delivers
-                # only orders the grant covers, so nothing of another merchant leaks.
-                brand = await self.store.brand_of_store(store_id)
-                if brand is not None and brand not in merchant.brands:
-                    raise PermissionDenied("STORE_NOT_YOURS", f"这家门店不在你的授权内 / store {store_id!r} is not covered by your merchant grant")
+            # A store without orders yet may be the grant's brand's: the feed then delivers only
+            # orders the grant covers, so nothing of another merchant leaks.
+            await self._store_open_to(store_id, merchant)
             while True:
                 if watcher.lagged and watcher.queue.empty():  # what was queued is delivered first
                     raise Unavailable(WATCH_LAGGING, "订单变化太快没跟上，请重新列出后再关注 / fell behind the store's orders: list them again, then watch again", 100)
