@@ -9,7 +9,9 @@ Invariants enforced inside write transactions:
 * one entry per (campaign, day, user): PRIMARY KEY + INSERT OR IGNORE;
 * no entry after the cut-off or after the draw: checked against the stored draw row in the same
   transaction that inserts the entry;
-* a seed is never replaced: draws are created with INSERT OR IGNORE and seed is never UPDATEd;
+* a seed is never replaced: draws are created with INSERT OR IGNORE; the seed column is written
+  again only by the draw itself, which swaps the sealed form for the plain one after checking it
+  against the commitment (seed_seal.py: a day's seed is stored sealed until its draw);
 * a draw is revealed once: UPDATE ... WHERE drawn_ms IS NULL, results are stored and re-read.
 """
 from __future__ import annotations
@@ -26,6 +28,7 @@ from services.common.errors import FailedPrecondition
 
 from . import model
 from .model import DrawRecord, EntryRecord
+from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, is_sealed, key_path_from_env
 
 __all__ = ["LotteryStore", "SqliteLotteryStore", "MIGRATIONS", "SYNCHRONOUS"]
 
@@ -40,7 +43,7 @@ MIGRATIONS = [
         prize_value_fen INTEGER NOT NULL,
         winner_count    INTEGER NOT NULL,
         time_zone       TEXT    NOT NULL,
-        seed            BLOB    NOT NULL,          -- secret until drawn_ms is set
+        seed            BLOB    NOT NULL,          -- sealed (seed_seal.py) until drawn_ms is set
         commitment      TEXT    NOT NULL,
         commit_ms       INTEGER NOT NULL,
         cutoff_ms       INTEGER NOT NULL,          -- fixed at commit: a config change never moves it
@@ -90,12 +93,31 @@ class LotteryStore(Protocol):
 
 
 class SqliteLotteryStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, seal: SeedSeal) -> None:
         self.db = db
+        self.seal = seal
 
     @classmethod
-    async def open(cls, path: str | Path, *, clock: Clock | None = None) -> "SqliteLotteryStore":
-        return cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock))
+    async def open(cls, path: str | Path, *, clock: Clock | None = None, seal: SeedSeal | None = None) -> "SqliteLotteryStore":
+        """seal: the key that seals seeds; default the key file of MIANDAN_LOTTERY_SEED_KEY_FILE,
+        else lottery-seed.key beside the store (created on first start). Seeds of pending days
+        stored in plain text by earlier versions are sealed here."""
+        path = Path(path)
+        if seal is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            seal = SeedSeal.from_key_file(key_path_from_env(path))
+        store = cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock), seal)
+        try:
+            await store.db.write(_seal_plain_pending, seal)
+        except BaseException:
+            await store.db.close()
+            raise
+        return store
+
+    async def unreadable_pending(self) -> list[tuple[str, str]]:
+        """(campaign, day) of undrawn days whose seed this store's key cannot open: days that
+        cannot be drawn until the key they were sealed with is back."""
+        return await self.db.read(_unreadable_pending, self.seal)
 
     async def close(self) -> None:
         await self.db.close()
@@ -104,19 +126,19 @@ class SqliteLotteryStore:
         return await self.db.read(_select_draw, campaign_id, day)
 
     async def ensure_draw(self, draw: DrawRecord) -> DrawRecord:
-        return await self.db.write(_ensure_draw, draw)
+        return await self.db.write(_ensure_draw, self.seal, draw)
 
     async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord:
-        return await self.db.write(_commit_draw, wanted, frozenset(explicit), now_ms)
+        return await self.db.write(_commit_draw, self.seal, wanted, frozenset(explicit), now_ms)
 
     async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
-        return await self.db.write(_enter, draw_if_new, user_id, now_ms, request_id)
+        return await self.db.write(_enter, self.seal, draw_if_new, user_id, now_ms, request_id)
 
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:
         return await self.db.read(_select_entry_and_draw, campaign_id, day, user_id)
 
     async def run_draw(self, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
-        return await self.db.write(_run_draw, campaign_id, day, now_ms, beacon_value)
+        return await self.db.write(_run_draw, self.seal, campaign_id, day, now_ms, beacon_value)
 
     async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]:
         return await self.db.read(_entrants_page, campaign_id, day, after, limit)
@@ -138,6 +160,9 @@ class SqliteLotteryStore:
 
 
 def _draw(row: sqlite3.Row) -> DrawRecord:
+    """A day as read: its seed is b"" until drawn. The sealed form never leaves the store, and
+    the plain one is unsealed only by the draw (_run_draw)."""
+    stored = bytes(row["seed"])
     return DrawRecord(
         campaign_id=row["campaign_id"],
         day=row["day"],
@@ -145,7 +170,7 @@ def _draw(row: sqlite3.Row) -> DrawRecord:
         prize_value_fen=row["prize_value_fen"],
         winner_count=row["winner_count"],
         time_zone=row["time_zone"],
-        seed=bytes(row["seed"]),
+        seed=b"" if is_sealed(stored) or row["drawn_ms"] is None else stored,
         commitment=row["commitment"],
         commit_ms=row["commit_ms"],
         cutoff_ms=row["cutoff_ms"],
@@ -164,25 +189,26 @@ def _select_draw(conn: sqlite3.Connection, campaign_id: str, day: str) -> DrawRe
     return _draw(row) if row is not None else None
 
 
-def _insert_draw_if_absent(conn: sqlite3.Connection, d: DrawRecord) -> bool:
+def _insert_draw_if_absent(conn: sqlite3.Connection, seal: SeedSeal, d: DrawRecord) -> bool:
     cur = conn.execute(
         f"INSERT OR IGNORE INTO draws ({_DRAW_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            d.campaign_id, d.day, d.prize_name, d.prize_value_fen, d.winner_count, d.time_zone, d.seed,
+            d.campaign_id, d.day, d.prize_name, d.prize_value_fen, d.winner_count, d.time_zone,
+            seal.seal(d.seed, d.campaign_id, d.day),
             d.commitment, d.commit_ms, d.cutoff_ms, d.beacon_source, d.beacon_round, "", 0, None, "[]", "",
         ),
     )
     return cur.rowcount == 1
 
 
-def _ensure_draw(conn: sqlite3.Connection, draw: DrawRecord) -> DrawRecord:
-    _insert_draw_if_absent(conn, draw)
+def _ensure_draw(conn: sqlite3.Connection, seal: SeedSeal, draw: DrawRecord) -> DrawRecord:
+    _insert_draw_if_absent(conn, seal, draw)
     stored = _select_draw(conn, draw.campaign_id, draw.day)
     assert stored is not None
     return stored
 
 
-def _commit_draw(conn: sqlite3.Connection, wanted: DrawRecord, explicit: frozenset[str], now_ms: int) -> DrawRecord:
+def _commit_draw(conn: sqlite3.Connection, seal: SeedSeal, wanted: DrawRecord, explicit: frozenset[str], now_ms: int) -> DrawRecord:
     existing = _select_draw(conn, wanted.campaign_id, wanted.day)
     if existing is None:
         if now_ms >= wanted.cutoff_ms:
@@ -191,8 +217,8 @@ def _commit_draw(conn: sqlite3.Connection, wanted: DrawRecord, explicit: frozens
                 f"{wanted.day} 的报名已截止,截止后发布的承诺没有意义 / entries for {wanted.day} are closed: "
                 "a commitment published after the cut-off proves nothing",
             )
-        _insert_draw_if_absent(conn, wanted)
-        return wanted
+        _insert_draw_if_absent(conn, seal, wanted)
+        return replace(wanted, seed=b"")
     amended = model.amend_commit(existing, wanted, set(explicit), now_ms)
     if amended is existing:
         return existing
@@ -214,8 +240,8 @@ def _closed(day: str) -> FailedPrecondition:
     return FailedPrecondition("ENTRIES_CLOSED", f"{day} 的抽奖报名已截止 / entries for the {day} draw are closed")
 
 
-def _enter(conn: sqlite3.Connection, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
-    _insert_draw_if_absent(conn, draw_if_new)
+def _enter(conn: sqlite3.Connection, seal: SeedSeal, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
+    _insert_draw_if_absent(conn, seal, draw_if_new)
     draw = _select_draw(conn, draw_if_new.campaign_id, draw_if_new.day)
     assert draw is not None
     existing = conn.execute(
@@ -250,21 +276,23 @@ def _select_entry_and_draw(conn: sqlite3.Connection, campaign_id: str, day: str,
     return EntryRecord(campaign_id, day, user_id, row["entry_ms"], draw.drawn, bool(row["won"])), draw
 
 
-def _run_draw(conn: sqlite3.Connection, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
+def _run_draw(conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
     draw = _select_draw(conn, campaign_id, day)
     if draw is None or draw.drawn:
         return draw
     model.check_runnable(draw, now_ms, beacon_value)
+    seed = _unsealed_seed(conn, seal, draw)
     entrants = [r[0] for r in conn.execute(
         "SELECT user_id FROM entries WHERE campaign_id = ? AND day = ? ORDER BY user_id", (campaign_id, day)
     )]
-    result = model.reveal(draw, entrants, beacon_value, now_ms)
+    result = model.reveal(replace(draw, seed=seed), entrants, beacon_value, now_ms)
+    # The seed is public from here on: stored plain, so verifying a day never needs the key.
     cur = conn.execute(
-        "UPDATE draws SET beacon_value = ?, drawn_ms = ?, winners = ?, entrants_hash = ?, entrant_count = ? "
+        "UPDATE draws SET beacon_value = ?, drawn_ms = ?, winners = ?, entrants_hash = ?, entrant_count = ?, seed = ? "
         "WHERE campaign_id = ? AND day = ? AND drawn_ms IS NULL",
         (
             result.beacon_value, result.drawn_ms, json.dumps(list(result.winners), ensure_ascii=False),
-            result.entrants_hash, result.entrant_count, campaign_id, day,
+            result.entrants_hash, result.entrant_count, seed, campaign_id, day,
         ),
     )
     if cur.rowcount != 1:  # cannot happen under the single writer; never overwrite a result
@@ -274,6 +302,46 @@ def _run_draw(conn: sqlite3.Connection, campaign_id: str, day: str, now_ms: int,
         [(campaign_id, day, w) for w in result.winners],
     )
     return result
+
+
+def _unsealed_seed(conn: sqlite3.Connection, seal: SeedSeal, draw: DrawRecord) -> bytes:
+    (stored,) = conn.execute(
+        "SELECT seed FROM draws WHERE campaign_id = ? AND day = ?", (draw.campaign_id, draw.day)
+    ).fetchone()
+    seed = seal.open(bytes(stored), draw.campaign_id, draw.day)
+    if model.commitment_of(seed) != draw.commitment:
+        raise FailedPrecondition(
+            SEED_UNREADABLE,
+            f"{draw.campaign_id} {draw.day} 的种子与承诺不符,不能开奖 / the stored seed of {draw.campaign_id} {draw.day} "
+            "does not match its published commitment; the day cannot be drawn",
+            metadata={"campaign_id": draw.campaign_id, "day": draw.day},
+        )
+    return seed
+
+
+def _seal_plain_pending(conn: sqlite3.Connection, seal: SeedSeal) -> int:
+    rows = conn.execute(
+        "SELECT campaign_id, day, seed FROM draws WHERE drawn_ms IS NULL AND length(seed) = ?", (PLAIN_SEED_BYTES,)
+    ).fetchall()
+    if rows:
+        # Zero the plain bytes the UPDATE frees instead of leaving them in the file's free space.
+        conn.execute("PRAGMA secure_delete = ON")
+    for campaign_id, day, seed in rows:
+        conn.execute(
+            "UPDATE draws SET seed = ? WHERE campaign_id = ? AND day = ? AND drawn_ms IS NULL",
+            (seal.seal(bytes(seed), campaign_id, day), campaign_id, day),
+        )
+    return len(rows)
+
+
+def _unreadable_pending(conn: sqlite3.Connection, seal: SeedSeal) -> list[tuple[str, str]]:
+    bad = []
+    for campaign_id, day, stored in conn.execute("SELECT campaign_id, day, seed FROM draws WHERE drawn_ms IS NULL"):
+        try:
+            seal.open(bytes(stored), campaign_id, day)
+        except FailedPrecondition:
+            bad.append((campaign_id, day))
+    return bad
 
 
 def _entrants_page(conn: sqlite3.Connection, campaign_id: str, day: str, after: str, limit: int) -> list[str]:

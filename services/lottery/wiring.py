@@ -88,6 +88,13 @@ async def build(
         lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
 
     async def on_start() -> None:
+        unreadable = await store.unreadable_pending()
+        if unreadable:
+            # Entries still work; only these draws cannot run. Said at start, not at the cut-off.
+            server.logger.error(
+                "lottery: the seed key cannot open pending days; they cannot be drawn until the key they were sealed with is back",
+                extra={"days": [f"{c}/{d}" for c, d in unreadable][:20], "count": len(unreadable)},
+            )
         scheduler.start()
 
     async def on_stop() -> None:

@@ -1,0 +1,120 @@
+"""Seeds sealed at rest: a committed day's seed is stored encrypted until its draw runs.
+
+Why: whoever reads a day's seed before entries close can compute every user id's rank and enter
+only accounts that win (ids are cheap to grind), so the commit-reveal is only as secret as the
+store. The store file travels: `make backup` copies, operators' sqlite3 shells, disk snapshots.
+With the seed sealed, a copy of lottery.db alone reveals nothing before the draw; the key lives in
+its own file, which backups do not copy (they take `*.db` only).
+
+Format of a sealed seed (62 bytes): b"S1" + key id (4 bytes, the first bytes of SHA-256 of the
+key, so a wrong key is named rather than guessed) + nonce (12) + AES-256-GCM(seed) with its tag
+(32 + 16). The associated data is "<campaign_id>/<day>": a sealed seed copied onto another day's
+row does not open. A stored value of exactly 32 bytes is a plain seed: rows written before
+sealing existed, and every drawn day (its seed is public once the winners are fixed).
+
+The key: MIANDAN_LOTTERY_SEED_KEY_FILE, else `lottery-seed.key` beside the store; 64 hex
+characters. A missing file is created (mode 0600) with a fresh random key on first start. Lose it
+and the days committed under it cannot be drawn: keep it with the operator's other secrets, and
+with any backup that is meant to be restored (README, "Backups").
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+from pathlib import Path
+from typing import Mapping
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.common.errors import FailedPrecondition
+
+__all__ = ["SeedSeal", "SEED_UNREADABLE", "PLAIN_SEED_BYTES", "key_path_from_env", "is_sealed"]
+
+PLAIN_SEED_BYTES = 32
+KEY_BYTES = 32
+_MAGIC = b"S1"
+_KEY_ID_BYTES = 4
+_NONCE_BYTES = 12
+SEALED_BYTES = len(_MAGIC) + _KEY_ID_BYTES + _NONCE_BYTES + PLAIN_SEED_BYTES + 16
+SEED_UNREADABLE = "SEED_UNREADABLE"
+KEY_FILE_NAME = "lottery-seed.key"
+
+
+def key_path_from_env(store_path: Path, env: Mapping[str, str] | None = None) -> Path:
+    e = os.environ if env is None else env
+    configured = (e.get("MIANDAN_LOTTERY_SEED_KEY_FILE") or "").strip()
+    return Path(configured) if configured else store_path.parent / KEY_FILE_NAME
+
+
+def is_sealed(stored: bytes) -> bool:
+    return len(stored) != PLAIN_SEED_BYTES
+
+
+class SeedSeal:
+    def __init__(self, key: bytes) -> None:
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"a seed key is {KEY_BYTES} bytes, got {len(key)}")
+        self._aead = AESGCM(key)
+        self.key_id = hashlib.sha256(key).digest()[:_KEY_ID_BYTES]
+
+    @classmethod
+    def from_key_file(cls, path: Path) -> "SeedSeal":
+        """Reads the key, creating the file with a fresh key when there is none. ValueError
+        names the file when its content is not a key."""
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(KEY_BYTES) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        text = path.read_text(encoding="ascii", errors="replace").strip()
+        try:
+            key = bytes.fromhex(text)
+        except ValueError:
+            key = b""
+        if len(key) != KEY_BYTES:
+            raise ValueError(f"seed key file {path} must hold {2 * KEY_BYTES} hex characters (MIANDAN_LOTTERY_SEED_KEY_FILE)")
+        return cls(key)
+
+    def seal(self, seed: bytes, campaign_id: str, day: str) -> bytes:
+        if len(seed) != PLAIN_SEED_BYTES:
+            raise ValueError(f"a seed is {PLAIN_SEED_BYTES} bytes, got {len(seed)}")
+        nonce = secrets.token_bytes(_NONCE_BYTES)
+        return _MAGIC + self.key_id + nonce + self._aead.encrypt(nonce, seed, _bound_to(campaign_id, day))
+
+    def open(self, stored: bytes, campaign_id: str, day: str) -> bytes:
+        """The plain seed of a stored value (sealed or plain). FailedPrecondition
+        SEED_UNREADABLE when this key cannot open it: the day cannot be drawn until the key it
+        was sealed with is back."""
+        if not is_sealed(stored):
+            return stored
+        if len(stored) != SEALED_BYTES or not stored.startswith(_MAGIC):
+            raise _unreadable(campaign_id, day, "the stored seed is neither a seed nor a sealed seed")
+        key_id = stored[len(_MAGIC):len(_MAGIC) + _KEY_ID_BYTES]
+        if key_id != self.key_id:
+            raise _unreadable(
+                campaign_id, day, f"it was sealed with key {key_id.hex()}, this service holds key {self.key_id.hex()}"
+            )
+        nonce_at = len(_MAGIC) + _KEY_ID_BYTES
+        nonce = stored[nonce_at:nonce_at + _NONCE_BYTES]
+        try:
+            return self._aead.decrypt(nonce, stored[nonce_at + _NONCE_BYTES:], _bound_to(campaign_id, day))
+        except InvalidTag:
+            raise _unreadable(campaign_id, day, "the sealed seed does not open for this day (altered or moved)") from None
+
+
+def _bound_to(campaign_id: str, day: str) -> bytes:
+    return f"{campaign_id}/{day}".encode("utf-8")
+
+
+def _unreadable(campaign_id: str, day: str, why: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        SEED_UNREADABLE,
+        f"{campaign_id} {day} 的种子无法解封,暂不能开奖 / the seed of {campaign_id} {day} cannot be unsealed: {why}",
+        metadata={"campaign_id": campaign_id, "day": day},
+    )
