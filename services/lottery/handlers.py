@@ -12,6 +12,7 @@ from services.common.clock import Clock, to_ms
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
 
 from . import model
+from .beacon import DrandBeacon
 from .card_client import CardDirectory
 from .model import Campaign, DrawRecord, DrawSettings, EntryRecord
 from .store import LotteryStore
@@ -73,11 +74,27 @@ def _require_day(text: str) -> date:
 
 
 class Lottery:
-    def __init__(self, store: LotteryStore, cards: CardDirectory, clock: Clock, settings: DrawSettings | None = None) -> None:
+    def __init__(
+        self,
+        store: LotteryStore,
+        cards: CardDirectory,
+        clock: Clock,
+        settings: DrawSettings | None = None,
+        beacon: DrandBeacon | None = None,
+    ) -> None:
+        """beacon: fetches and verifies drand rounds (beacon.py); None = beacon values come only
+        from an admin's RunDraw."""
         self.store = store
         self.cards = cards
         self.clock = clock
         self.settings = settings or DrawSettings()
+        self.beacon = beacon
+
+    async def fetched_beacon_value(self, draw: DrawRecord) -> str | None:
+        """The verified value of the day's committed round, when it is out and can be fetched."""
+        if self.beacon is None or not draw.beacon_committed or not self.beacon.knows(draw.beacon_source):
+            return None
+        return await self.beacon.value(draw.beacon_source, draw.beacon_round, self.clock.now().timestamp())
 
     def now_ms(self) -> int:
         return to_ms(self.clock.now())
@@ -209,6 +226,18 @@ class Lottery:
         model.check_id(campaign_id, "campaign_id")
         day = _require_day(day_text)
         model.check_beacon_value(beacon_value)
+        pending = await self.store.get_draw(campaign_id, day.isoformat())
+        if pending is not None and not pending.drawn:
+            fetched = await self.fetched_beacon_value(pending)
+            if fetched and beacon_value and beacon_value != fetched:
+                # The operator knows the seed: a value of its choosing would pick the winners.
+                raise FailedPrecondition(
+                    "BEACON_VALUE_MISMATCH",
+                    f"{pending.beacon_source} 第 {pending.beacon_round} 轮的值不是所给的值 / the signed value of "
+                    f"{pending.beacon_source} round {pending.beacon_round} is {fetched}, not the one given",
+                    metadata={"beacon_value": fetched},
+                )
+            beacon_value = beacon_value or fetched or ""
         draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value)
         if draw is None:
             raise _no_draw(campaign_id, day)
@@ -267,8 +296,9 @@ class DrawScheduler:
 
     Time comes from the injected clock; `tick()` does one pass and is what tests call after
     moving a FakeClock. The background loop only repeats tick() every few seconds, so a
-    restart or a missed tick is caught up by the next one (both steps are idempotent). Days bound
-    to a public beacon are left for an admin RunDraw that supplies the beacon value.
+    restart or a missed tick is caught up by the next one (both steps are idempotent). A day bound
+    to a drand round is drawn once the lottery's beacon fetcher has that round's verified value
+    (beacon.py); without one, or for other sources, it waits for an admin RunDraw with the value.
     """
 
     def __init__(self, lottery: Lottery, *, timeout: float = 5.0) -> None:
@@ -295,11 +325,14 @@ class DrawScheduler:
                     done["committed"].append(f"{campaign_id}/{draw.day}")
         for draw in await lottery.store.due_draws(now_ms):
             key = f"{draw.campaign_id}/{draw.day}"
+            beacon_value = ""
             if draw.beacon_committed:
-                done["waiting_for_beacon"].append(key)
-                continue
+                beacon_value = await lottery.fetched_beacon_value(draw) or ""
+                if not beacon_value:
+                    done["waiting_for_beacon"].append(key)
+                    continue
             try:
-                await lottery.store.run_draw(draw.campaign_id, draw.day, now_ms, "")
+                await lottery.store.run_draw(draw.campaign_id, draw.day, now_ms, beacon_value)
                 done["drawn"].append(key)
             except DomainError as exc:
                 log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})

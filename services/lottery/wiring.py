@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Any, Mapping
 
 from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
 from services.common.auth import ADMIN, INTERNAL, AccessPolicy
@@ -12,6 +12,7 @@ from services.common.config import Settings
 from services.common.server import Server, build_server
 
 from . import model
+from .beacon import DrandBeacon, beacon_from_env
 from .card_client import CardDirectory, GrpcCardDirectory
 from .handlers import DrawScheduler, Lottery
 from .model import DrawSettings
@@ -20,6 +21,7 @@ from .store import SqliteLotteryStore
 
 __all__ = ["build", "draw_settings_from_env", "SERVICE_NAME"]
 
+FROM_ENV: Any = object()  # build()'s default beacon: the one MIANDAN_DRAND_RELAYS describes
 SERVICE_NAME = lottery_service_pb2.DESCRIPTOR.services_by_name["LotteryService"].full_name
 _M = f"/{SERVICE_NAME}/"
 
@@ -73,15 +75,17 @@ async def build(
     clock: Clock | None = None,
     cards: CardDirectory | None = None,
     draw_settings: DrawSettings | None = None,
+    beacon: DrandBeacon | None = FROM_ENV,
 ) -> Server:
     """The lottery server, not started. `cards` replaces the gRPC card client (tests);
-    `draw_settings` replaces the MIANDAN_LOTTERY_* environment. The returned server carries
+    `draw_settings` replaces the MIANDAN_LOTTERY_* environment; `beacon` replaces the drand
+    fetcher of MIANDAN_DRAND_RELAYS (None: beacon days wait for an admin RunDraw). The returned server carries
     `.lottery` (use cases) and `.scheduler` (call `await server.scheduler.tick()` in tests)."""
     clock = clock or SystemClock()
     draw_settings = draw_settings or draw_settings_from_env()
     store = await SqliteLotteryStore.open(settings.db_path, clock=clock)
     card_client = cards if cards is not None else GrpcCardDirectory(settings)
-    lottery = Lottery(store, card_client, clock, draw_settings)
+    lottery = Lottery(store, card_client, clock, draw_settings, beacon_from_env() if beacon is FROM_ENV else beacon)
     scheduler = DrawScheduler(lottery)
 
     def register(server) -> None:  # type: ignore[no-untyped-def]

@@ -170,15 +170,17 @@ def lottery_settings(tmp_path, card_port: int) -> Settings:
 class Lottery:
     """A started lottery server plus a client; restart() reopens it on the same data dir."""
 
-    def __init__(self, tmp_path, card_port: int, clock: FakeClock, draw_settings: DrawSettings) -> None:
+    def __init__(self, tmp_path, card_port: int, clock: FakeClock, draw_settings: DrawSettings, beacon=None) -> None:
         self.settings = lottery_settings(tmp_path, card_port)
         self.clock = clock
         self.draw_settings = draw_settings
+        # None: no drand fetching (tests never reach the network); beacon tests pass a local relay.
+        self.beacon = beacon
         self.server = None
         self.channel = None
 
     async def start(self):
-        self.server = await build(self.settings, clock=self.clock, draw_settings=self.draw_settings)
+        self.server = await build(self.settings, clock=self.clock, draw_settings=self.draw_settings, beacon=self.beacon)
         port = await self.server.start()
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         from miandan.lottery.v1 import lottery_service_pb2_grpc

@@ -230,7 +230,10 @@ class RunDrawRequest(_message.Message):
     day: _builtins.str
     """Day YYYY-MM-DD."""
     beacon_value: _builtins.str
-    """The value of the committed beacon round (required when a beacon was committed)."""
+    """The value of the committed beacon round (drand: its hex "randomness"). Required when a
+    beacon was committed and the service cannot fetch the round itself; when it can, empty means
+    "the fetched value" and any other value must equal it.
+    """
     def __init__(
         self,
         *,

@@ -106,10 +106,12 @@ class LotteryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RunDraw(self, request, context):
-        """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
-        beacon was bound, then it waits for this call with the beacon value). Never before the
-        cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
-        DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
+        """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
+        to a drand round is drawn once the service has fetched that round and verified its
+        signature, or by this call with the value). Never before the cut-off; running again returns
+        the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
+        BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_VALUE_MISMATCH (the service fetched the
+        round's signed value and it differs), SEED_UNREADABLE (the seed key cannot open the day's seed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -52,10 +52,12 @@ class LotteryServiceStub:
     BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
     """
     RunDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]
-    """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
-    beacon was bound, then it waits for this call with the beacon value). Never before the
-    cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
-    DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
+    """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
+    to a drand round is drawn once the service has fetched that round and verified its
+    signature, or by this call with the value). Never before the cut-off; running again returns
+    the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
+    BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_VALUE_MISMATCH (the service fetched the
+    round's signed value and it differs), SEED_UNREADABLE (the seed key cannot open the day's seed).
     """
     VerifyDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.VerifyDrawRequest, _lottery_service_pb2.VerifyDrawResponse]
     """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
@@ -88,10 +90,12 @@ class LotteryServiceAsyncStub(LotteryServiceStub):
     BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
     """
     RunDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]  # type: ignore[assignment]
-    """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
-    beacon was bound, then it waits for this call with the beacon value). Never before the
-    cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
-    DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
+    """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
+    to a drand round is drawn once the service has fetched that round and verified its
+    signature, or by this call with the value). Never before the cut-off; running again returns
+    the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
+    BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_VALUE_MISMATCH (the service fetched the
+    round's signed value and it differs), SEED_UNREADABLE (the seed key cannot open the day's seed).
     """
     VerifyDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.VerifyDrawRequest, _lottery_service_pb2.VerifyDrawResponse]  # type: ignore[assignment]
     """Everything needed to recompute a drawn day independently. Errors: DRAW_NOT_DRAWN
@@ -145,10 +149,12 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lottery_service_pb2.RunDrawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.RunDrawResponse, _abc.Awaitable[_lottery_service_pb2.RunDrawResponse]]:
-        """Reveals the seed and draws the winners (admin; also automatic after the cut-off unless a
-        beacon was bound, then it waits for this call with the beacon value). Never before the
-        cut-off; running again returns the stored result. Errors: DRAW_NOT_CLOSED,
-        DRAW_NOT_FOUND (never committed), BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED.
+        """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
+        to a drand round is drawn once the service has fetched that round and verified its
+        signature, or by this call with the value). Never before the cut-off; running again returns
+        the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
+        BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_VALUE_MISMATCH (the service fetched the
+        round's signed value and it differs), SEED_UNREADABLE (the seed key cannot open the day's seed).
         """
 
     @_abc_1.abstractmethod
