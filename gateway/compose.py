@@ -388,22 +388,35 @@ class Gateway:
                 "INTENT_NEEDS_CLARIFICATION",
                 preview.clarification or "没有听懂，请说得更具体 / please say more precisely what to order",
             )
-        placed = await self.order.PlaceOrder(
-            order_service_pb2.PlaceOrderRequest(
-                request_id=req.request_id,
-                user_id=user,
-                store_id=store_id,
-                lines=lines,
-                card_use=order_pb2.CARD_USE_BEST,
-                campaign_id=self.campaign_id,
-            ),
-            **o.kw(),
-        )
+        # A preview that showed a card was confirmed as a free (or cheaper) order: if no card is
+        # left by now (spent by another order meanwhile), refuse rather than place it at full price.
+        promised_card = bool(req.preview_id and preview.card_id)
+        try:
+            placed = await self.order.PlaceOrder(
+                order_service_pb2.PlaceOrderRequest(
+                    request_id=req.request_id,
+                    user_id=user,
+                    store_id=store_id,
+                    lines=lines,
+                    card_use=order_pb2.CARD_USE_REQUIRED if promised_card else order_pb2.CARD_USE_BEST,
+                    campaign_id=self.campaign_id,
+                ),
+                **o.kw(),
+            )
+        except grpc.aio.AioRpcError as err:
+            if promised_card and error_details(err).get("reason") == "NO_CARD_AVAILABLE":
+                raise FailedPrecondition(
+                    "PREVIEW_CARD_GONE",
+                    "预览里的免单卡已被使用，请重新预览查看新价格 / the card this preview counted on has been used "
+                    "since; preview again to see the new price",
+                ) from None
+            raise
+        # What is shown beside the order is what the order used, not what the preview guessed.
+        order = placed.order
+        preview.card_id = order.card_id
+        preview.card_covered_fen = order.card_discount_fen
+        preview.payable_fen = preview.total_fen - order.card_discount_fen
         if not req.preview_id:
-            order = placed.order
-            preview.card_id = order.card_id
-            preview.card_covered_fen = order.card_discount_fen
-            preview.payable_fen = preview.total_fen - order.card_discount_fen
             self._keep(preview, user, store_id, lines)
         return gateway_service_pb2.OrderByTextResponse(preview=preview, order=placed.order)
 

@@ -183,6 +183,29 @@ def test_order_by_text_previews_then_confirms_the_preview_by_id(stub, as_user, s
     assert info.value.code() == grpc.StatusCode.NOT_FOUND and error_details(info.value)["reason"] == "PREVIEW_NOT_FOUND"
 
 
+def test_a_preview_whose_card_was_spent_meanwhile_is_refused_not_placed_at_full_price(stub, as_user, stores):
+    user = uid("spender")
+    join(stub, as_user, user)
+    md = as_user(user)
+    preview = stub.OrderByText(gw.OrderByTextRequest(text="一杯冰鲜柠檬水", location=E2E_POINT), metadata=md, timeout=10).preview
+    assert preview.card_id and preview.payable_fen == 0, preview
+    # The only card goes to another order before the preview is confirmed.
+    lemonade = catalog_pb2.LineSelection(item_id=stores["lemonade"].item_id, quantity=1)
+    spent = stub.PlaceOrder(gw.PlaceOrderRequest(request_id=rid(), store_id=MIXUE_STORE, lines=[lemonade]), metadata=md, timeout=10).order
+    assert spent.card_id == preview.card_id
+    with pytest.raises(grpc.RpcError) as info:
+        stub.OrderByText(gw.OrderByTextRequest(request_id=rid(), preview_id=preview.preview_id, confirm=True), metadata=md, timeout=10)
+    assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_details(info.value)["reason"] == "PREVIEW_CARD_GONE"
+    orders = stub.ListOrders(gw.ListOrdersRequest(page_size=10), metadata=md, timeout=10).orders
+    assert [o.order_id for o in orders] == [spent.order_id]
+    # A fresh preview shows the new price, and confirming it places a paid-for order knowingly.
+    fresh = stub.OrderByText(gw.OrderByTextRequest(text="一杯冰鲜柠檬水", location=E2E_POINT), metadata=md, timeout=10).preview
+    assert not fresh.card_id and fresh.payable_fen == fresh.total_fen > 0
+    placed = stub.OrderByText(gw.OrderByTextRequest(request_id=rid(), preview_id=fresh.preview_id, confirm=True), metadata=md, timeout=10)
+    assert placed.order.payable_fen == fresh.payable_fen and placed.preview.payable_fen == fresh.payable_fen
+
+
 def test_the_story_sentence_is_ordered_in_one_call_and_the_rest_is_paid(stub, as_user, stores):
     user = uid("latte")
     join(stub, as_user, user)

@@ -380,3 +380,50 @@ async def test_a_preview_without_confirm_still_looks_up_the_best_card(fakes):
     await fakes.gateway.join("alice", "r1", "", fakes.options())
     await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())
     assert len(fakes.card.requests("ListCards")) == 1
+
+
+async def test_confirming_a_preview_that_showed_a_card_requires_a_card(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    assert preview.card_id
+    await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+    )
+    assert fakes.order.requests("PlaceOrder")[0].card_use == order_pb2.CARD_USE_REQUIRED
+
+
+async def test_confirming_a_preview_without_a_card_uses_the_best_card_there_is_by_then(fakes):
+    preview = (await fakes.gateway.order_by_text("nocard", gw.OrderByTextRequest(text="一杯拿铁"), fakes.options())).preview
+    assert not preview.card_id
+    await fakes.gateway.order_by_text(
+        "nocard", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+    )
+    assert fakes.order.requests("PlaceOrder")[0].card_use == order_pb2.CARD_USE_BEST
+
+
+async def test_a_previewed_card_spent_meanwhile_refuses_the_confirm_with_its_own_reason(fakes, make_rpc_error):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    fakes.order.fail["PlaceOrder"] = make_rpc_error(FailedPrecondition("NO_CARD_AVAILABLE", "no card"))
+    with pytest.raises(FailedPrecondition) as info:
+        await fakes.gateway.order_by_text(
+            "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+        )
+    assert info.value.reason == "PREVIEW_CARD_GONE"
+
+
+async def test_the_preview_answered_with_a_confirmed_order_shows_what_the_order_used(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+
+    async def place(request, **kw):
+        await fakes.order._record("PlaceOrder", request, kw)
+        return order_service_pb2.PlaceOrderResponse(order=order_pb2.Order(
+            order_id="o-9", user_id="alice", card_id="c-alice-2", subtotal_fen=3200, card_discount_fen=2500, payable_fen=700,
+        ))
+
+    fakes.order.PlaceOrder = place
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+    )
+    assert (reply.preview.card_id, reply.preview.card_covered_fen, reply.preview.payable_fen) == ("c-alice-2", 2500, 700)

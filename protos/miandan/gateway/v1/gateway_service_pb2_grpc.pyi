@@ -60,8 +60,10 @@ class GatewayServiceStub:
     """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
     live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
     Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
-    on text (empty, > 500 characters) or request_id (required with confirm).
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+    (the preview counted on a card and the user has none left by the confirm: preview again to
+    see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
+    request_id (required with confirm). With an order, the preview shows the card the order used.
     """
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -107,8 +109,10 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
     live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
     Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
-    on text (empty, > 500 characters) or request_id (required with confirm).
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+    (the preview counted on a card and the user has none left by the confirm: preview again to
+    see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
+    request_id (required with confirm). With an order, the preview shows the card the order used.
     """
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -169,8 +173,10 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
         live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
         Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INVALID_ARGUMENT
-        on text (empty, > 500 characters) or request_id (required with confirm).
+        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+        (the preview counted on a card and the user has none left by the confirm: preview again to
+        see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
+        request_id (required with confirm). With an order, the preview shows the card the order used.
         """
 
     @_abc_1.abstractmethod
