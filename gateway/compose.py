@@ -572,6 +572,19 @@ class Gateway:
             results.verification_note = "尚未开奖，开奖后可验证 / not drawn yet; verifiable once drawn"
         return gateway_service_pb2.GetDrawResultsResponse(results=results)
 
+    async def verify_draw(self, req: gateway_service_pb2.VerifyDrawRequest, o: CallOptions) -> gateway_service_pb2.VerifyDrawResponse:
+        """The lottery's VerifyDraw for the campaign, for anyone holding a user token: what
+        lets a user recompute the draw rather than trust the gateway's `verified`."""
+        if not req.day:
+            raise InvalidArgument("day", "required: the drawn day, YYYY-MM-DD / 请给出开奖日期")
+        page = await self.lottery.VerifyDraw(
+            lottery_service_pb2.VerifyDrawRequest(
+                campaign_id=self.campaign_id, day=req.day, page_size=req.page_size, page_token=req.page_token
+            ),
+            **o.kw(),
+        )
+        return gateway_service_pb2.VerifyDrawResponse(verification=page)
+
     async def _check(self, draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
         key = (draw.campaign_id or self.campaign_id, draw.day)
         cached = self._verified.get(key)

@@ -46,6 +46,7 @@ CRITICALITY: dict[str, str] = {
     "SearchStores": SHEDDABLE,
     "GetMenu": SHEDDABLE,
     "GetDrawResults": SHEDDABLE,
+    "VerifyDraw": SHEDDABLE,
 }
 
 
@@ -157,4 +158,8 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
     async def GetDrawResults(self, request: pb.GetDrawResultsRequest, context: Any) -> pb.GetDrawResultsResponse:
         user, o = self._begin(context, SHEDDABLE)
         return await guarded(self.gateway.draw_results(user, request.day, o))
+
+    async def VerifyDraw(self, request: pb.VerifyDrawRequest, context: Any) -> pb.VerifyDrawResponse:
+        _, o = self._begin(context, SHEDDABLE)
+        return await guarded(self.gateway.verify_draw(request, o))
 

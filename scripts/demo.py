@@ -588,7 +588,8 @@ class Demo:
             self.problem(f"VerifyDraw -> {err.code().name} {error_details(err)['reason']}")
             return
         checks = draw_checker.check(result)
-        say("  独立验证器 services.lottery.verify (stdlib re-implementation of the published algorithm):")
+        say("  独立验证器 services.lottery.verify, fed by the gateway's VerifyDraw as 老王 sees it")
+        say("  (a stdlib re-implementation of the published algorithm):")
         for ok, line in checks:
             say(f"    {'PASS' if ok else 'FAIL'}  {line}")
         passed = sum(1 for ok, _ in checks if ok)
@@ -597,19 +598,20 @@ class Demo:
         else:
             self.problem(f"draw {d.day} not verified: gateway verified={res.verified}, checker {passed}/{len(checks)}")
         if not self.own_suite:
-            say(f"  anyone can re-check: python -m services.lottery.verify --target {self.lottery_addr} "
-                f"--campaign {self.campaign_id} --day {d.day}")
+            say(f"  anyone with a user token can re-check: MIANDAN_USER_TOKEN=<token> python -m services.lottery.verify "
+                f"--gateway {self.gateway_addr} --day {d.day}")
 
     async def fetch_verify_draw(self, day: str) -> dict:
-        """All pages of VerifyDraw as the JSON the checker reads (what `verify --dump` writes)."""
+        """All pages of the gateway's VerifyDraw, as an end user reads them, in the JSON the
+        checker reads (what `verify --dump` writes)."""
         entrants: list[str] = []
         first = None
         token = ""
         for _ in range(1000):  # 10 M entrants at 10,000 a page; bounds a misbehaving server
-            page = await self.lottery.VerifyDraw(
-                lottery_service_pb2.VerifyDrawRequest(campaign_id=self.campaign_id, day=day, page_size=10_000, page_token=token),
-                metadata=self.admin, timeout=30,
-            )
+            page = (await self.gw.VerifyDraw(
+                gw.VerifyDrawRequest(day=day, page_size=10_000, page_token=token),
+                metadata=self.auth(self.draw_host), timeout=30,
+            )).verification
             first = first or page
             entrants.extend(page.entrants)
             token = page.next_page_token

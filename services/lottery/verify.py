@@ -2,10 +2,13 @@
 
     python -m services.lottery.verify --file result.json
     python -m services.lottery.verify --target 127.0.0.1:50054 --campaign spring-2026 --day 2026-01-28 [--dump result.json]
+    python -m services.lottery.verify --gateway 127.0.0.1:50050 --day 2026-01-28 [--dump result.json]
 
 --file reads the JSON of a VerifyDrawResponse with every page of entrants concatenated into
 "entrants" (what --dump writes; protobuf JSON, field names as in the .proto or lowerCamelCase).
-Live mode pages VerifyDraw with the internal credential from MIANDAN_INTERNAL_TOKEN.
+Live mode pages VerifyDraw: --target asks the lottery service with the internal credential from
+MIANDAN_INTERNAL_TOKEN; --gateway asks the public gateway as an end user, with the bearer token
+from MIANDAN_USER_TOKEN (any user's), for the gateway's campaign.
 
 This file deliberately re-implements the algorithm from its published description with the
 standard library only and imports nothing from the service, so it checks the service instead
@@ -150,25 +153,36 @@ def report(result: dict[str, Any], stream: Any = None) -> bool:
     return passed
 
 
-def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.0) -> dict[str, Any]:
-    """All pages of VerifyDraw as one JSON-ready dict (grpc imported only here)."""
+def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.0, *, via_gateway: bool = False) -> dict[str, Any]:
+    """All pages of VerifyDraw as one JSON-ready dict (grpc imported only here). via_gateway:
+    `target` is the gateway and `token` an end user's bearer token (campaign unused)."""
     import grpc
     from google.protobuf import json_format
 
+    from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
     from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
 
-    metadata = (("x-miandan-internal-token", token),)
     with grpc.insecure_channel(target) as channel:
-        stub = lottery_service_pb2_grpc.LotteryServiceStub(channel)
+        if via_gateway:
+            gateway = gateway_service_pb2_grpc.GatewayServiceStub(channel)
+            metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
+
+            def page_of(page_token: str) -> Any:
+                request = gateway_service_pb2.VerifyDrawRequest(day=day, page_size=10_000, page_token=page_token)
+                return gateway.VerifyDraw(request, metadata=metadata, timeout=timeout).verification
+        else:
+            lottery = lottery_service_pb2_grpc.LotteryServiceStub(channel)
+            metadata = (("x-miandan-internal-token", token),)
+
+            def page_of(page_token: str) -> Any:
+                request = lottery_service_pb2.VerifyDrawRequest(campaign_id=campaign, day=day, page_size=10_000, page_token=page_token)
+                return lottery.VerifyDraw(request, metadata=metadata, timeout=timeout)
+
         entrants: list[str] = []
         page_token = ""
         first = None
         while True:
-            resp = stub.VerifyDraw(
-                lottery_service_pb2.VerifyDrawRequest(campaign_id=campaign, day=day, page_size=10_000, page_token=page_token),
-                metadata=metadata,
-                timeout=timeout,
-            )
+            resp = page_of(page_token)
             first = first or resp
             entrants.extend(resp.entrants)
             page_token = resp.next_page_token
@@ -185,7 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.lottery.verify", description=__doc__.split("\n\n")[0])
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--file", help="JSON of a VerifyDraw response with all entrants ('-' for stdin)")
-    src.add_argument("--target", help="host:port of the lottery service (live)")
+    src.add_argument("--target", help="host:port of the lottery service (live, internal credential)")
+    src.add_argument("--gateway", help="host:port of the gateway (live, as an end user: MIANDAN_USER_TOKEN)")
     parser.add_argument("--campaign", help="campaign id (live)")
     parser.add_argument("--day", help="YYYY-MM-DD (live)")
     parser.add_argument("--dump", help="also write the fetched result as JSON to this file (live)")
@@ -197,10 +212,18 @@ def main(argv: list[str] | None = None) -> int:
             if not isinstance(result, dict):
                 raise ValueError("the JSON must be an object")
         else:
-            if not args.campaign or not args.day:
-                parser.error("--target needs --campaign and --day")
-            token = os.environ.get("MIANDAN_INTERNAL_TOKEN", "dev-internal-token")
-            result = fetch(args.target, args.campaign, args.day, token)
+            if args.gateway:
+                if not args.day:
+                    parser.error("--gateway needs --day")
+                token = os.environ.get("MIANDAN_USER_TOKEN", "")
+                if not token:
+                    parser.error("--gateway needs an end user's bearer token in MIANDAN_USER_TOKEN")
+                result = fetch(args.gateway, "", args.day, token, via_gateway=True)
+            else:
+                if not args.campaign or not args.day:
+                    parser.error("--target needs --campaign and --day")
+                token = os.environ.get("MIANDAN_INTERNAL_TOKEN", "dev-internal-token")
+                result = fetch(args.target, args.campaign, args.day, token)
             if args.dump:
                 with open(args.dump, "w", encoding="utf-8") as f:
                     json.dump(result, f, ensure_ascii=False, indent=2)

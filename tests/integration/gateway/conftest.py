@@ -70,7 +70,7 @@ async def _card_lottery_gateway(tmp_path: Any, rules: Any) -> AsyncIterator[Simp
             return (("authorization", f"Bearer {mint(settings, user, clock=clock, ttl=86400)}"),)
 
         yield SimpleNamespace(
-            clock=clock, settings=settings, admin=admin, card=cards, auth=auth,
+            clock=clock, settings=settings, admin=admin, card=cards, auth=auth, gateway_addr=f"127.0.0.1:{gateway_port}",
             lottery=lottery_service_pb2_grpc.LotteryServiceStub(channels[1]),
             gateway=gateway_service_pb2_grpc.GatewayServiceStub(channels[2]),
         )

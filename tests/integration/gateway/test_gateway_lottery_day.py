@@ -3,6 +3,7 @@ SQLite on tmp_path, port 0) on one FakeClock: invite three new users, enter befo
 move time past it, the operator runs the draw, and the gateway recomputes and verifies it."""
 from __future__ import annotations
 
+import asyncio
 
 import grpc
 import pytest
@@ -11,6 +12,7 @@ from miandan.card.v1 import card_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
 from services.common.errors import error_details
+from services.lottery import verify
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -57,3 +59,35 @@ async def test_three_invites_an_entry_a_draw_and_a_verified_result(day):
     assert results.caller_won and results.draw.commitment == entered.draw.commitment
     other = (await g.GetDrawResults(gw.GetDrawResultsRequest(day="2026-01-28"), metadata=day.auth("friend0"), timeout=10)).results
     assert other.verified and not other.caller_won
+
+
+async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_them_through_the_gateway(day, monkeypatch, capsys):
+    g = day.gateway
+    host = "laowang"
+    phrase = (await g.Join(gw.JoinRequest(request_id="j"), metadata=day.auth(host), timeout=10)).wallet.wallet.pass_phrase_text
+    for i in range(3):
+        await g.Join(gw.JoinRequest(request_id="j", pass_phrase_text=phrase), metadata=day.auth(f"friend{i}"), timeout=10)
+    await g.EnterLottery(gw.EnterLotteryRequest(request_id="e1"), metadata=day.auth(host), timeout=10)
+    outsider = day.auth("journalist")  # joined nothing, entered nothing
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await g.VerifyDraw(gw.VerifyDrawRequest(day="2026-01-28"), metadata=outsider, timeout=10)
+    assert (info.value.code(), error_details(info.value)["reason"]) == (grpc.StatusCode.FAILED_PRECONDITION, "DRAW_NOT_DRAWN")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await g.VerifyDraw(gw.VerifyDrawRequest(), metadata=outsider, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error_details(info.value)["violations"][0][0] == "day"
+
+    day.clock.advance(hours=11)
+    await day.lottery.RunDraw(
+        lottery_service_pb2.RunDrawRequest(request_id="run", campaign_id="spring-2026", day="2026-01-28"),
+        metadata=day.admin, timeout=10,
+    )
+    page = (await g.VerifyDraw(gw.VerifyDrawRequest(day="2026-01-28", page_size=1), metadata=outsider, timeout=10)).verification
+    assert list(page.entrants) == [host] and page.seed and list(page.winners) == [host]
+    assert page.entrant_count == 1 and not page.next_page_token
+
+    # The stdlib checker, fed by the public gateway with the outsider's token.
+    monkeypatch.setenv("MIANDAN_USER_TOKEN", outsider[0][1].removeprefix("Bearer "))
+    status = await asyncio.to_thread(verify.main, ["--gateway", day.gateway_addr, "--day", "2026-01-28"])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "VERIFIED" in out

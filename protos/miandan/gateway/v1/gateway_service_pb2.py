@@ -27,68 +27,73 @@ from miandan.catalog.v1 import catalog_service_pb2 as miandan_dot_catalog_dot_v1
 from miandan.common.v1 import common_pb2 as miandan_dot_common_dot_v1_dot_common__pb2
 from miandan.gateway.v1 import gateway_pb2 as miandan_dot_gateway_dot_v1_dot_gateway__pb2
 from miandan.lottery.v1 import lottery_pb2 as miandan_dot_lottery_dot_v1_dot_lottery__pb2
+from miandan.lottery.v1 import lottery_service_pb2 as miandan_dot_lottery_dot_v1_dot_lottery__service__pb2
 from miandan.order.v1 import order_pb2 as miandan_dot_order_dot_v1_dot_order__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(miandan/gateway/v1/gateway_service.proto\x12\x12miandan.gateway.v1\x1a miandan/catalog/v1/catalog.proto\x1a(miandan/catalog/v1/catalog_service.proto\x1a\x1emiandan/common/v1/common.proto\x1a miandan/gateway/v1/gateway.proto\x1a miandan/lottery/v1/lottery.proto\x1a\x1cmiandan/order/v1/order.proto\";\n\x0bJoinRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10pass_phrase_text\x18\x02 \x01(\t\"\x85\x01\n\x0cJoinResponse\x12.\n\x06wallet\x18\x01 \x01(\x0b\x32\x1e.miandan.gateway.v1.WalletView\x12\x14\n\x0cnewly_joined\x18\x02 \x01(\x08\x12\x17\n\x0finvite_accepted\x18\x03 \x01(\x08\x12\x16\n\x0einvite_problem\x18\x04 \x01(\t\"\x12\n\x10GetWalletRequest\"C\n\x11GetWalletResponse\x12.\n\x06wallet\x18\x01 \x01(\x0b\x32\x1e.miandan.gateway.v1.WalletView\"\x8a\x01\n\x12OrderByTextRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12-\n\x08location\x18\x03 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x0f\n\x07\x63onfirm\x18\x04 \x01(\x08\x12\x12\n\npreview_id\x18\x05 \x01(\t\"p\n\x13OrderByTextResponse\x12\x31\n\x07preview\x18\x01 \x01(\x0b\x32 .miandan.gateway.v1.OrderPreview\x12&\n\x05order\x18\x02 \x01(\x0b\x32\x17.miandan.order.v1.Order\"\xa9\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x30\n\x05lines\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.LineSelection\x12+\n\x08\x63\x61rd_use\x18\x04 \x01(\x0e\x32\x19.miandan.order.v1.CardUse\x12\x0f\n\x07\x63\x61rd_id\x18\x05 \x01(\t\"<\n\x12PlaceOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"X\n\x15\x43onfirmPaymentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x19\n\x11payment_reference\x18\x03 \x01(\t\"@\n\x16\x43onfirmPaymentResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x10GetOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x12ListOrdersResponse\x12\'\n\x06orders\x18\x01 \x03(\x0b\x32\x17.miandan.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x12\x43\x61ncelOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x13\x43\x61ncelOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x12WatchOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"N\n\x13SearchStoresRequest\x12\x37\n\x06search\x18\x01 \x01(\x0b\x32\'.miandan.catalog.v1.SearchStoresRequest\"]\n\x14SearchStoresResponse\x12,\n\x06stores\x18\x01 \x03(\x0b\x32\x1c.miandan.catalog.v1.StoreHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x0eGetMenuRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\"D\n\x0fGetMenuResponse\x12\x31\n\x04menu\x18\x01 \x01(\x0b\x32#.miandan.catalog.v1.GetMenuResponse\")\n\x13\x45nterLotteryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"h\n\x14\x45nterLotteryResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.miandan.lottery.v1.Entry\x12&\n\x04\x64raw\x18\x02 \x01(\x0b\x32\x18.miandan.lottery.v1.Draw\"$\n\x15GetDrawResultsRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\"J\n\x16GetDrawResultsResponse\x12\x30\n\x07results\x18\x01 \x01(\x0b\x32\x1f.miandan.gateway.v1.DrawResults2\xd1\t\n\x0eGatewayService\x12I\n\x04Join\x12\x1f.miandan.gateway.v1.JoinRequest\x1a .miandan.gateway.v1.JoinResponse\x12X\n\tGetWallet\x12$.miandan.gateway.v1.GetWalletRequest\x1a%.miandan.gateway.v1.GetWalletResponse\x12^\n\x0bOrderByText\x12&.miandan.gateway.v1.OrderByTextRequest\x1a\'.miandan.gateway.v1.OrderByTextResponse\x12[\n\nPlaceOrder\x12%.miandan.gateway.v1.PlaceOrderRequest\x1a&.miandan.gateway.v1.PlaceOrderResponse\x12g\n\x0e\x43onfirmPayment\x12).miandan.gateway.v1.ConfirmPaymentRequest\x1a*.miandan.gateway.v1.ConfirmPaymentResponse\x12U\n\x08GetOrder\x12#.miandan.gateway.v1.GetOrderRequest\x1a$.miandan.gateway.v1.GetOrderResponse\x12[\n\nListOrders\x12%.miandan.gateway.v1.ListOrdersRequest\x1a&.miandan.gateway.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.miandan.gateway.v1.CancelOrderRequest\x1a\'.miandan.gateway.v1.CancelOrderResponse\x12]\n\nWatchOrder\x12%.miandan.gateway.v1.WatchOrderRequest\x1a&.miandan.gateway.v1.WatchOrderResponse0\x01\x12\x61\n\x0cSearchStores\x12\'.miandan.gateway.v1.SearchStoresRequest\x1a(.miandan.gateway.v1.SearchStoresResponse\x12R\n\x07GetMenu\x12\".miandan.gateway.v1.GetMenuRequest\x1a#.miandan.gateway.v1.GetMenuResponse\x12\x61\n\x0c\x45nterLottery\x12\'.miandan.gateway.v1.EnterLotteryRequest\x1a(.miandan.gateway.v1.EnterLotteryResponse\x12g\n\x0eGetDrawResults\x12).miandan.gateway.v1.GetDrawResultsRequest\x1a*.miandan.gateway.v1.GetDrawResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n(miandan/gateway/v1/gateway_service.proto\x12\x12miandan.gateway.v1\x1a miandan/catalog/v1/catalog.proto\x1a(miandan/catalog/v1/catalog_service.proto\x1a\x1emiandan/common/v1/common.proto\x1a miandan/gateway/v1/gateway.proto\x1a miandan/lottery/v1/lottery.proto\x1a(miandan/lottery/v1/lottery_service.proto\x1a\x1cmiandan/order/v1/order.proto\";\n\x0bJoinRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x18\n\x10pass_phrase_text\x18\x02 \x01(\t\"\x85\x01\n\x0cJoinResponse\x12.\n\x06wallet\x18\x01 \x01(\x0b\x32\x1e.miandan.gateway.v1.WalletView\x12\x14\n\x0cnewly_joined\x18\x02 \x01(\x08\x12\x17\n\x0finvite_accepted\x18\x03 \x01(\x08\x12\x16\n\x0einvite_problem\x18\x04 \x01(\t\"\x12\n\x10GetWalletRequest\"C\n\x11GetWalletResponse\x12.\n\x06wallet\x18\x01 \x01(\x0b\x32\x1e.miandan.gateway.v1.WalletView\"\x8a\x01\n\x12OrderByTextRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12-\n\x08location\x18\x03 \x01(\x0b\x32\x1b.miandan.common.v1.GeoPoint\x12\x0f\n\x07\x63onfirm\x18\x04 \x01(\x08\x12\x12\n\npreview_id\x18\x05 \x01(\t\"p\n\x13OrderByTextResponse\x12\x31\n\x07preview\x18\x01 \x01(\x0b\x32 .miandan.gateway.v1.OrderPreview\x12&\n\x05order\x18\x02 \x01(\x0b\x32\x17.miandan.order.v1.Order\"\xa9\x01\n\x11PlaceOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08store_id\x18\x02 \x01(\t\x12\x30\n\x05lines\x18\x03 \x03(\x0b\x32!.miandan.catalog.v1.LineSelection\x12+\n\x08\x63\x61rd_use\x18\x04 \x01(\x0e\x32\x19.miandan.order.v1.CardUse\x12\x0f\n\x07\x63\x61rd_id\x18\x05 \x01(\t\"<\n\x12PlaceOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"X\n\x15\x43onfirmPaymentRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x19\n\x11payment_reference\x18\x03 \x01(\t\"@\n\x16\x43onfirmPaymentResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"#\n\x0fGetOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\":\n\x10GetOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\":\n\x11ListOrdersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"V\n\x12ListOrdersResponse\x12\'\n\x06orders\x18\x01 \x03(\x0b\x32\x17.miandan.order.v1.Order\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"J\n\x12\x43\x61ncelOrderRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x10\n\x08order_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"=\n\x13\x43\x61ncelOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"%\n\x11WatchOrderRequest\x12\x10\n\x08order_id\x18\x01 \x01(\t\"<\n\x12WatchOrderResponse\x12&\n\x05order\x18\x01 \x01(\x0b\x32\x17.miandan.order.v1.Order\"N\n\x13SearchStoresRequest\x12\x37\n\x06search\x18\x01 \x01(\x0b\x32\'.miandan.catalog.v1.SearchStoresRequest\"]\n\x14SearchStoresResponse\x12,\n\x06stores\x18\x01 \x03(\x0b\x32\x1c.miandan.catalog.v1.StoreHit\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x0eGetMenuRequest\x12\x10\n\x08store_id\x18\x01 \x01(\t\"D\n\x0fGetMenuResponse\x12\x31\n\x04menu\x18\x01 \x01(\x0b\x32#.miandan.catalog.v1.GetMenuResponse\")\n\x13\x45nterLotteryRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\"h\n\x14\x45nterLotteryResponse\x12(\n\x05\x65ntry\x18\x01 \x01(\x0b\x32\x19.miandan.lottery.v1.Entry\x12&\n\x04\x64raw\x18\x02 \x01(\x0b\x32\x18.miandan.lottery.v1.Draw\"$\n\x15GetDrawResultsRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\"J\n\x16GetDrawResultsResponse\x12\x30\n\x07results\x18\x01 \x01(\x0b\x32\x1f.miandan.gateway.v1.DrawResults\"G\n\x11VerifyDrawRequest\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"R\n\x12VerifyDrawResponse\x12<\n\x0cverification\x18\x01 \x01(\x0b\x32&.miandan.lottery.v1.VerifyDrawResponse2\xae\n\n\x0eGatewayService\x12I\n\x04Join\x12\x1f.miandan.gateway.v1.JoinRequest\x1a .miandan.gateway.v1.JoinResponse\x12X\n\tGetWallet\x12$.miandan.gateway.v1.GetWalletRequest\x1a%.miandan.gateway.v1.GetWalletResponse\x12^\n\x0bOrderByText\x12&.miandan.gateway.v1.OrderByTextRequest\x1a\'.miandan.gateway.v1.OrderByTextResponse\x12[\n\nPlaceOrder\x12%.miandan.gateway.v1.PlaceOrderRequest\x1a&.miandan.gateway.v1.PlaceOrderResponse\x12g\n\x0e\x43onfirmPayment\x12).miandan.gateway.v1.ConfirmPaymentRequest\x1a*.miandan.gateway.v1.ConfirmPaymentResponse\x12U\n\x08GetOrder\x12#.miandan.gateway.v1.GetOrderRequest\x1a$.miandan.gateway.v1.GetOrderResponse\x12[\n\nListOrders\x12%.miandan.gateway.v1.ListOrdersRequest\x1a&.miandan.gateway.v1.ListOrdersResponse\x12^\n\x0b\x43\x61ncelOrder\x12&.miandan.gateway.v1.CancelOrderRequest\x1a\'.miandan.gateway.v1.CancelOrderResponse\x12]\n\nWatchOrder\x12%.miandan.gateway.v1.WatchOrderRequest\x1a&.miandan.gateway.v1.WatchOrderResponse0\x01\x12\x61\n\x0cSearchStores\x12\'.miandan.gateway.v1.SearchStoresRequest\x1a(.miandan.gateway.v1.SearchStoresResponse\x12R\n\x07GetMenu\x12\".miandan.gateway.v1.GetMenuRequest\x1a#.miandan.gateway.v1.GetMenuResponse\x12\x61\n\x0c\x45nterLottery\x12\'.miandan.gateway.v1.EnterLotteryRequest\x1a(.miandan.gateway.v1.EnterLotteryResponse\x12g\n\x0eGetDrawResults\x12).miandan.gateway.v1.GetDrawResultsRequest\x1a*.miandan.gateway.v1.GetDrawResultsResponse\x12[\n\nVerifyDraw\x12%.miandan.gateway.v1.VerifyDrawRequest\x1a&.miandan.gateway.v1.VerifyDrawResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'miandan.gateway.v1.gateway_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOINREQUEST']._serialized_start=270
-  _globals['_JOINREQUEST']._serialized_end=329
-  _globals['_JOINRESPONSE']._serialized_start=332
-  _globals['_JOINRESPONSE']._serialized_end=465
-  _globals['_GETWALLETREQUEST']._serialized_start=467
-  _globals['_GETWALLETREQUEST']._serialized_end=485
-  _globals['_GETWALLETRESPONSE']._serialized_start=487
-  _globals['_GETWALLETRESPONSE']._serialized_end=554
-  _globals['_ORDERBYTEXTREQUEST']._serialized_start=557
-  _globals['_ORDERBYTEXTREQUEST']._serialized_end=695
-  _globals['_ORDERBYTEXTRESPONSE']._serialized_start=697
-  _globals['_ORDERBYTEXTRESPONSE']._serialized_end=809
-  _globals['_PLACEORDERREQUEST']._serialized_start=812
-  _globals['_PLACEORDERREQUEST']._serialized_end=981
-  _globals['_PLACEORDERRESPONSE']._serialized_start=983
-  _globals['_PLACEORDERRESPONSE']._serialized_end=1043
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1045
-  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1133
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1135
-  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=1199
-  _globals['_GETORDERREQUEST']._serialized_start=1201
-  _globals['_GETORDERREQUEST']._serialized_end=1236
-  _globals['_GETORDERRESPONSE']._serialized_start=1238
-  _globals['_GETORDERRESPONSE']._serialized_end=1296
-  _globals['_LISTORDERSREQUEST']._serialized_start=1298
-  _globals['_LISTORDERSREQUEST']._serialized_end=1356
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1358
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1444
-  _globals['_CANCELORDERREQUEST']._serialized_start=1446
-  _globals['_CANCELORDERREQUEST']._serialized_end=1520
-  _globals['_CANCELORDERRESPONSE']._serialized_start=1522
-  _globals['_CANCELORDERRESPONSE']._serialized_end=1583
-  _globals['_WATCHORDERREQUEST']._serialized_start=1585
-  _globals['_WATCHORDERREQUEST']._serialized_end=1622
-  _globals['_WATCHORDERRESPONSE']._serialized_start=1624
-  _globals['_WATCHORDERRESPONSE']._serialized_end=1684
-  _globals['_SEARCHSTORESREQUEST']._serialized_start=1686
-  _globals['_SEARCHSTORESREQUEST']._serialized_end=1764
-  _globals['_SEARCHSTORESRESPONSE']._serialized_start=1766
-  _globals['_SEARCHSTORESRESPONSE']._serialized_end=1859
-  _globals['_GETMENUREQUEST']._serialized_start=1861
-  _globals['_GETMENUREQUEST']._serialized_end=1895
-  _globals['_GETMENURESPONSE']._serialized_start=1897
-  _globals['_GETMENURESPONSE']._serialized_end=1965
-  _globals['_ENTERLOTTERYREQUEST']._serialized_start=1967
-  _globals['_ENTERLOTTERYREQUEST']._serialized_end=2008
-  _globals['_ENTERLOTTERYRESPONSE']._serialized_start=2010
-  _globals['_ENTERLOTTERYRESPONSE']._serialized_end=2114
-  _globals['_GETDRAWRESULTSREQUEST']._serialized_start=2116
-  _globals['_GETDRAWRESULTSREQUEST']._serialized_end=2152
-  _globals['_GETDRAWRESULTSRESPONSE']._serialized_start=2154
-  _globals['_GETDRAWRESULTSRESPONSE']._serialized_end=2228
-  _globals['_GATEWAYSERVICE']._serialized_start=2231
-  _globals['_GATEWAYSERVICE']._serialized_end=3464
+  _globals['_JOINREQUEST']._serialized_start=312
+  _globals['_JOINREQUEST']._serialized_end=371
+  _globals['_JOINRESPONSE']._serialized_start=374
+  _globals['_JOINRESPONSE']._serialized_end=507
+  _globals['_GETWALLETREQUEST']._serialized_start=509
+  _globals['_GETWALLETREQUEST']._serialized_end=527
+  _globals['_GETWALLETRESPONSE']._serialized_start=529
+  _globals['_GETWALLETRESPONSE']._serialized_end=596
+  _globals['_ORDERBYTEXTREQUEST']._serialized_start=599
+  _globals['_ORDERBYTEXTREQUEST']._serialized_end=737
+  _globals['_ORDERBYTEXTRESPONSE']._serialized_start=739
+  _globals['_ORDERBYTEXTRESPONSE']._serialized_end=851
+  _globals['_PLACEORDERREQUEST']._serialized_start=854
+  _globals['_PLACEORDERREQUEST']._serialized_end=1023
+  _globals['_PLACEORDERRESPONSE']._serialized_start=1025
+  _globals['_PLACEORDERRESPONSE']._serialized_end=1085
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_start=1087
+  _globals['_CONFIRMPAYMENTREQUEST']._serialized_end=1175
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_start=1177
+  _globals['_CONFIRMPAYMENTRESPONSE']._serialized_end=1241
+  _globals['_GETORDERREQUEST']._serialized_start=1243
+  _globals['_GETORDERREQUEST']._serialized_end=1278
+  _globals['_GETORDERRESPONSE']._serialized_start=1280
+  _globals['_GETORDERRESPONSE']._serialized_end=1338
+  _globals['_LISTORDERSREQUEST']._serialized_start=1340
+  _globals['_LISTORDERSREQUEST']._serialized_end=1398
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1400
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1486
+  _globals['_CANCELORDERREQUEST']._serialized_start=1488
+  _globals['_CANCELORDERREQUEST']._serialized_end=1562
+  _globals['_CANCELORDERRESPONSE']._serialized_start=1564
+  _globals['_CANCELORDERRESPONSE']._serialized_end=1625
+  _globals['_WATCHORDERREQUEST']._serialized_start=1627
+  _globals['_WATCHORDERREQUEST']._serialized_end=1664
+  _globals['_WATCHORDERRESPONSE']._serialized_start=1666
+  _globals['_WATCHORDERRESPONSE']._serialized_end=1726
+  _globals['_SEARCHSTORESREQUEST']._serialized_start=1728
+  _globals['_SEARCHSTORESREQUEST']._serialized_end=1806
+  _globals['_SEARCHSTORESRESPONSE']._serialized_start=1808
+  _globals['_SEARCHSTORESRESPONSE']._serialized_end=1901
+  _globals['_GETMENUREQUEST']._serialized_start=1903
+  _globals['_GETMENUREQUEST']._serialized_end=1937
+  _globals['_GETMENURESPONSE']._serialized_start=1939
+  _globals['_GETMENURESPONSE']._serialized_end=2007
+  _globals['_ENTERLOTTERYREQUEST']._serialized_start=2009
+  _globals['_ENTERLOTTERYREQUEST']._serialized_end=2050
+  _globals['_ENTERLOTTERYRESPONSE']._serialized_start=2052
+  _globals['_ENTERLOTTERYRESPONSE']._serialized_end=2156
+  _globals['_GETDRAWRESULTSREQUEST']._serialized_start=2158
+  _globals['_GETDRAWRESULTSREQUEST']._serialized_end=2194
+  _globals['_GETDRAWRESULTSRESPONSE']._serialized_start=2196
+  _globals['_GETDRAWRESULTSRESPONSE']._serialized_end=2270
+  _globals['_VERIFYDRAWREQUEST']._serialized_start=2272
+  _globals['_VERIFYDRAWREQUEST']._serialized_end=2343
+  _globals['_VERIFYDRAWRESPONSE']._serialized_start=2345
+  _globals['_VERIFYDRAWRESPONSE']._serialized_end=2427
+  _globals['_GATEWAYSERVICE']._serialized_start=2430
+  _globals['_GATEWAYSERVICE']._serialized_end=3756
 # @@protoc_insertion_point(module_scope)

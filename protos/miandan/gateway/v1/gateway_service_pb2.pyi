@@ -23,6 +23,7 @@ from miandan.catalog.v1 import catalog_service_pb2 as _catalog_service_pb2
 from miandan.common.v1 import common_pb2 as _common_pb2
 from miandan.gateway.v1 import gateway_pb2 as _gateway_pb2
 from miandan.lottery.v1 import lottery_pb2 as _lottery_pb2
+from miandan.lottery.v1 import lottery_service_pb2 as _lottery_service_pb2
 from miandan.order.v1 import order_pb2 as _order_pb2
 import builtins as _builtins
 import sys
@@ -723,3 +724,59 @@ class GetDrawResultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDrawResultsResponse: _TypeAlias = GetDrawResultsResponse  # noqa: Y015
+
+@_typing.final
+class VerifyDrawRequest(_message.Message):
+    """Request of VerifyDraw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    day: _builtins.str
+    """Day YYYY-MM-DD of a drawn day."""
+    page_size: _builtins.int
+    """Entrants per page, 1..10,000; 0 for 1,000."""
+    page_token: _builtins.str
+    """next_page_token of the previous page; empty for the first."""
+    def __init__(
+        self,
+        *,
+        day: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyDrawRequest: _TypeAlias = VerifyDrawRequest  # noqa: Y015
+
+@_typing.final
+class VerifyDrawResponse(_message.Message):
+    """Response of VerifyDraw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VERIFICATION_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def verification(self) -> _lottery_service_pb2.VerifyDrawResponse:
+        """The lottery service's own answer for the gateway's campaign: one page of entrants plus
+        everything else a recomputation needs; next_page_token inside it continues the list.
+        """
+
+    def __init__(
+        self,
+        *,
+        verification: _lottery_service_pb2.VerifyDrawResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["verification", b"verification"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["verification", b"verification"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___VerifyDrawResponse: _TypeAlias = VerifyDrawResponse  # noqa: Y015

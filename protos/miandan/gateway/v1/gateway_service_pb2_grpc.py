@@ -101,6 +101,11 @@ class GatewayServiceStub:
                 request_serializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsRequest.SerializeToString,
                 response_deserializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsResponse.FromString,
                 _registered_method=True)
+        self.VerifyDraw = channel.unary_unary(
+                '/miandan.gateway.v1.GatewayService/VerifyDraw',
+                request_serializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawRequest.SerializeToString,
+                response_deserializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -210,6 +215,17 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyDraw(self, request, context):
+        """Everything needed to recompute a drawn day without trusting the gateway's own check
+        (SHEDDABLE): the revealed seed, its commitment, the beacon value, the algorithm, the winners
+        and the sorted entrants, paged. `python -m services.lottery.verify --gateway` reads it.
+        Errors: DRAW_NOT_DRAWN (the seed is still secret), DRAW_NOT_FOUND, INVALID_ARGUMENT on day
+        (required, YYYY-MM-DD), page_size or page_token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -277,6 +293,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.GetDrawResults,
                     request_deserializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsRequest.FromString,
                     response_serializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsResponse.SerializeToString,
+            ),
+            'VerifyDraw': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyDraw,
+                    request_deserializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawRequest.FromString,
+                    response_serializer=miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -632,6 +653,33 @@ class GatewayService:
             '/miandan.gateway.v1.GatewayService/GetDrawResults',
             miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsRequest.SerializeToString,
             miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.GetDrawResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyDraw(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.gateway.v1.GatewayService/VerifyDraw',
+            miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawRequest.SerializeToString,
+            miandan_dot_gateway_dot_v1_dot_gateway__service__pb2.VerifyDrawResponse.FromString,
             options,
             channel_credentials,
             insecure,

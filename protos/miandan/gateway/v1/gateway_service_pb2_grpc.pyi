@@ -87,6 +87,13 @@ class GatewayServiceStub:
     """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
     recomputes the winners itself from the published algorithm.
     """
+    VerifyDraw: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.VerifyDrawRequest, _gateway_service_pb2.VerifyDrawResponse]
+    """Everything needed to recompute a drawn day without trusting the gateway's own check
+    (SHEDDABLE): the revealed seed, its commitment, the beacon value, the algorithm, the winners
+    and the sorted entrants, paged. `python -m services.lottery.verify --gateway` reads it.
+    Errors: DRAW_NOT_DRAWN (the seed is still secret), DRAW_NOT_FOUND, INVALID_ARGUMENT on day
+    (required, YYYY-MM-DD), page_size or page_token.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -135,6 +142,13 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     GetDrawResults: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetDrawResultsRequest, _gateway_service_pb2.GetDrawResultsResponse]  # type: ignore[assignment]
     """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
     recomputes the winners itself from the published algorithm.
+    """
+    VerifyDraw: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.VerifyDrawRequest, _gateway_service_pb2.VerifyDrawResponse]  # type: ignore[assignment]
+    """Everything needed to recompute a drawn day without trusting the gateway's own check
+    (SHEDDABLE): the revealed seed, its commitment, the beacon value, the algorithm, the winners
+    and the sorted entrants, paged. `python -m services.lottery.verify --gateway` reads it.
+    Errors: DRAW_NOT_DRAWN (the seed is still secret), DRAW_NOT_FOUND, INVALID_ARGUMENT on day
+    (required, YYYY-MM-DD), page_size or page_token.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -259,6 +273,19 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_gateway_service_pb2.GetDrawResultsResponse, _abc.Awaitable[_gateway_service_pb2.GetDrawResultsResponse]]:
         """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
         recomputes the winners itself from the published algorithm.
+        """
+
+    @_abc_1.abstractmethod
+    def VerifyDraw(
+        self,
+        request: _gateway_service_pb2.VerifyDrawRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_service_pb2.VerifyDrawResponse, _abc.Awaitable[_gateway_service_pb2.VerifyDrawResponse]]:
+        """Everything needed to recompute a drawn day without trusting the gateway's own check
+        (SHEDDABLE): the revealed seed, its commitment, the beacon value, the algorithm, the winners
+        and the sorted entrants, paged. `python -m services.lottery.verify --gateway` reads it.
+        Errors: DRAW_NOT_DRAWN (the seed is still secret), DRAW_NOT_FOUND, INVALID_ARGUMENT on day
+        (required, YYYY-MM-DD), page_size or page_token.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
