@@ -9,16 +9,17 @@ another merchant's order NOT_FOUND / ORDER_NOT_FOUND (order ids never leak, as b
 MIANDAN_MERCHANT_TOKEN stays the platform's own merchant credential, good for every store (the
 merchant hub, operators, the demo). Grants travel in the same `x-miandan-merchant-token` header.
 A leaked grant is revoked through MIANDAN_MERCHANT_REVOKED_FILE (RevokedGrants), re-read while
-the services run.
+the services run: one grant by its id (`jti`), or all of a merchant's.
 
     python -m services.common.merchant_grant heytea-hq --brand heytea [--store s1] [--ttl 86400]
 
-prints a grant signed with the configured key.
+prints a grant signed with the configured key (and its id on stderr, for the operator's records).
 """
 from __future__ import annotations
 
 import argparse
 import math
+import secrets
 import sys
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from .clock import Clock, SystemClock
 from .errors import PermissionDenied
 
 __all__ = [
-    "ISSUER", "MAX_LIFETIME_S", "STORE_NOT_YOURS", "MerchantScope", "RevokedGrants", "mint_grant", "read_grant",
+    "ISSUER", "MAX_LIFETIME_S", "STORE_NOT_YOURS", "MerchantScope", "RevokedGrants", "grant_id_of", "mint_grant", "read_grant",
     "store_not_yours", "main",
 ]
 
@@ -53,6 +54,7 @@ class MerchantScope:
     brands: frozenset[str]
     stores: frozenset[str]
     issued_at: float = 0.0
+    grant_id: str = ""  # the grant's jti; empty for grants minted before grants had ids
 
     def covers(self, brand_id: str, store_id: str) -> bool:
         return brand_id in self.brands or store_id in self.stores
@@ -80,8 +82,20 @@ def mint_grant(
     if not 0 < ttl <= MAX_LIFETIME_S:
         raise ValueError(f"ttl must be between 1 and {MAX_LIFETIME_S} seconds")
     now = int((clock or SystemClock()).now().timestamp())
-    claims = {"sub": merchant_id, "iss": ISSUER, "iat": now, "exp": now + int(ttl), "brands": brands, "stores": stores}
+    claims = {
+        "sub": merchant_id, "iss": ISSUER, "iat": now, "exp": now + int(ttl), "brands": brands, "stores": stores,
+        "jti": secrets.token_hex(8),
+    }
     return jwt.encode(claims, key, algorithm=_ALGORITHM)
+
+
+def grant_id_of(token: str) -> str:
+    """The id of a grant (unverified: for the operator's records and revocation lines only)."""
+    try:
+        jti = jwt.decode(token, options={"verify_signature": False}).get("jti", "")
+    except jwt.PyJWTError:
+        return ""
+    return jti if isinstance(jti, str) else ""
 
 
 def read_grant(key: str, token: str, now: float) -> MerchantScope:
@@ -109,14 +123,18 @@ def read_grant(key: str, token: str, now: float) -> MerchantScope:
     if not (isinstance(brands, list) and isinstance(stores, list)):
         raise ValueError("brands and stores must be lists")
     _check_scope(merchant_id, brands, stores)
-    return MerchantScope(merchant_id, frozenset(brands), frozenset(stores), float(iat))
+    grant_id = claims.get("jti", "")
+    if not isinstance(grant_id, str) or len(grant_id) > 64:
+        raise ValueError("jti must be a string of at most 64 characters")
+    return MerchantScope(merchant_id, frozenset(brands), frozenset(stores), float(iat), grant_id)
 
 
 class RevokedGrants:
-    """The revocation file: a line `<merchant id>` revokes every grant of that merchant, a line
-    `<merchant id> <unix time>` those issued before that time (so a new grant can be handed out
-    after a leak); `#` starts a comment. Re-read when it changes, looked at every `check_s`
-    seconds at most; a missing file revokes nothing."""
+    """The revocation file: a line `grant:<grant id>` revokes that one grant (a leaked terminal's,
+    while the merchant's other grants keep working), a line `<merchant id>` every grant of that
+    merchant, a line `<merchant id> <unix time>` those issued before that time (so a new grant can
+    be handed out after a leak); `#` starts a comment. Re-read when it changes, looked at every
+    `check_s` seconds at most; a missing file revokes nothing."""
 
     def __init__(self, path: Path | None, *, check_s: float = 2.0) -> None:
         self.path = path
@@ -124,11 +142,14 @@ class RevokedGrants:
         self._next_check = 0.0
         self._stamp: tuple[int, int, int] | None = None
         self._before: dict[str, float] = {}
+        self._grants: frozenset[str] = frozenset()
 
     def revoked(self, scope: MerchantScope) -> bool:
         if self.path is None:
             return False
         self._refresh()
+        if scope.grant_id and scope.grant_id in self._grants:
+            return True
         before = self._before.get(scope.merchant_id)
         return before is not None and scope.issued_at < before
 
@@ -140,21 +161,25 @@ class RevokedGrants:
         try:
             st = self.path.stat()  # type: ignore[union-attr]
         except OSError:
-            self._stamp, self._before = None, {}
+            self._stamp, self._before, self._grants = None, {}, frozenset()
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         if stamp == self._stamp:
             return
         before: dict[str, float] = {}
+        grants: set[str] = set()
         for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():  # type: ignore[union-attr]
             fields = line.split("#", 1)[0].split()
             if not fields:
+                continue
+            if fields[0].startswith("grant:"):
+                grants.add(fields[0].removeprefix("grant:"))
                 continue
             try:
                 before[fields[0]] = float(fields[1]) if len(fields) > 1 else math.inf
             except ValueError:
                 before[fields[0]] = math.inf  # unreadable time: revoke them all rather than none
-        self._stamp, self._before = stamp, before
+        self._stamp, self._before, self._grants = stamp, before, frozenset(grants)
 
 
 def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None:
@@ -183,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env("catalog")
-        print(mint_grant(settings.merchant_signing_key, args.merchant, brands=args.brand, stores=args.store, ttl=args.ttl))
+        grant = mint_grant(settings.merchant_signing_key, args.merchant, brands=args.brand, stores=args.store, ttl=args.ttl)
+        print(grant)
+        print(f"grant id {grant_id_of(grant)}: a line `grant:{grant_id_of(grant)}` in MIANDAN_MERCHANT_REVOKED_FILE revokes it", file=sys.stderr)
     except ValueError as exc:
         print(f"merchant_grant: {exc}", file=sys.stderr)
         return 2

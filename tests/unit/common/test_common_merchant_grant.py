@@ -8,7 +8,7 @@ from services.common.auth import ADMIN_TOKEN_KEY, INTERNAL_TOKEN_KEY, MERCHANT, 
 from services.common.clock import FakeClock
 from services.common.config import Settings
 from services.common.errors import DomainError
-from services.common.merchant_grant import MAX_LIFETIME_S, MAX_SCOPE_IDS, MerchantScope, main, mint_grant, read_grant
+from services.common.merchant_grant import MAX_LIFETIME_S, MAX_SCOPE_IDS, MerchantScope, grant_id_of, main, mint_grant, read_grant
 
 SETTINGS = Settings.from_env("catalog", {})
 KEY = SETTINGS.merchant_signing_key
@@ -18,7 +18,8 @@ def test_a_grant_reads_back_as_its_merchant_and_scope():
     clock = FakeClock()
     token = mint_grant(KEY, "luckin-hq", brands=["luckin", "luckin"], stores=["s9"], clock=clock)
     scope = read_grant(KEY, token, clock.now().timestamp())
-    assert scope == MerchantScope("luckin-hq", frozenset({"luckin"}), frozenset({"s9"}), int(clock.now().timestamp()))
+    assert scope == MerchantScope("luckin-hq", frozenset({"luckin"}), frozenset({"s9"}), int(clock.now().timestamp()), grant_id_of(token))
+    assert len(scope.grant_id) == 16 and grant_id_of(mint_grant(KEY, "luckin-hq", brands=["luckin"], clock=clock)) != scope.grant_id
     assert scope.covers("luckin", "s1") and scope.covers("mixue", "s9") and not scope.covers("mixue", "s1")
 
 
@@ -118,3 +119,28 @@ def test_a_revoked_grant_is_refused_without_a_restart(tmp_path):
     assert policy.check(MERCHANT, _md(new)) is None
     revoked.unlink()
     assert policy.check(MERCHANT, _md(old)) is None
+
+
+def test_one_leaked_grant_is_revoked_by_its_id_and_the_merchants_others_keep_working(tmp_path, capsys):
+    import dataclasses
+
+    clock = FakeClock()
+    revoked = tmp_path / "revoked.txt"
+    policy = AccessPolicy(dataclasses.replace(SETTINGS, merchant_revoked_file=revoked), clock=clock)
+    policy._revoked.check_s = 0
+    leaked = mint_grant(KEY, "heytea-hq", stores=["heytea-sz-1"], clock=clock)
+    kept = mint_grant(KEY, "heytea-hq", stores=["heytea-sz-2"], clock=clock)
+    revoked.write_text(f"grant:{grant_id_of(leaked)}  # the Shenzhen 1 till, stolen\n")
+    assert policy.check(MERCHANT, _md(leaked)).reason == "MERCHANT_GRANT_INVALID"
+    assert policy.check(MERCHANT, _md(kept)) is None
+    # A grant from before grants had ids is untouched by id lines.
+    now = int(clock.now().timestamp())
+    old = jwt.encode({"sub": "heytea-hq", "iss": "miandan-merchant", "iat": now, "exp": now + 60, "stores": ["s"]}, KEY)
+    assert read_grant(KEY, old, now).grant_id == "" and policy.check(MERCHANT, _md(old)) is None
+    odd = jwt.encode({"sub": "m", "iss": "miandan-merchant", "iat": now, "exp": now + 60, "stores": ["s"], "jti": 7}, KEY)
+    with pytest.raises(ValueError, match="(?i)jti"):
+        read_grant(KEY, odd, now)
+    # The CLI says which line revokes what it printed.
+    assert main(["heytea-hq", "--store", "heytea-sz-3"]) == 0
+    captured = capsys.readouterr()
+    assert f"grant:{grant_id_of(captured.out.strip())}" in captured.err
