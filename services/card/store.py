@@ -29,10 +29,11 @@ raise rolls its savepoint back); the store raises it after COMMIT.
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import sqlite3
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol, Sequence
 
@@ -633,16 +634,60 @@ def _check_request(conn: sqlite3.Connection, request_id: str, fingerprint: str, 
             raise request_id_reused()
 
 
-def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> Campaign:
-    existing = _load_campaign(conn, c.campaign_id)
-    if existing is not None:
+def _campaign_content(c: Campaign) -> str:
+    """The fingerprint of a CreateCampaign: every field of the request that defines the campaign
+    (id, name, window and the rules as resolved, so a zero field and its default are the same
+    request), not the server's create time or secret. JSON, so no name can make two different
+    requests print alike; it starts with "[", which tells it from the bare campaign_id the
+    records written before it hold (see _check_campaign_request)."""
+    # Every Rules field, in declaration order: what Campaign.same_definition compares.
+    return json.dumps(
+        [c.campaign_id, c.name, c.start_ms, c.end_ms, *astuple(c.rules)], ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def _check_campaign_request(conn: sqlite3.Connection, c: Campaign, existing: Campaign | None, request_id: str) -> None:
+    """_check_request for CreateCampaign: the same request_id with other content is refused
+    (REQUEST_ID_REUSED), whether or not the campaign exists. Records written before the
+    content was fingerprinted hold only the campaign_id, and records are swept after a week
+    while the campaign row keeps its request_id: both are judged on the stored campaign's
+    definition instead (campaigns never change after creation)."""
+    content = _campaign_content(c)
+    row = conn.execute(
+        "SELECT fingerprint FROM requests WHERE method = 'CreateCampaign' AND request_id = ?", (request_id,)
+    ).fetchone()
+    if row is not None:
+        stored = row[0]
+        if stored == content:
+            return
+        legacy_same = (
+            not stored.startswith("[") and stored == c.campaign_id
+            and existing is not None and existing.same_definition(c)
+        )
+        if not legacy_same:
+            raise request_id_reused()
+        return
+    if existing is not None and not existing.same_definition(c):
         stored_request = conn.execute(
             "SELECT request_id FROM campaigns WHERE campaign_id = ?", (c.campaign_id,)
         ).fetchone()[0]
-        if (request_id and request_id == stored_request) or existing.same_definition(c):
+        if stored_request == request_id:
+            raise request_id_reused()
+    # Undone with the rest of the call when it fails (CAMPAIGN_EXISTS): only answers are kept.
+    conn.execute(
+        "INSERT INTO requests (method, request_id, fingerprint, create_ms) VALUES ('CreateCampaign', ?, ?, ?)",
+        (request_id, content, c.create_ms),
+    )
+
+
+def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> Campaign:
+    existing = _load_campaign(conn, c.campaign_id)
+    if request_id:
+        _check_campaign_request(conn, c, existing, request_id)
+    if existing is not None:
+        if existing.same_definition(c):
             return existing
         raise AlreadyExists("CAMPAIGN_EXISTS", f"活动已存在 / campaign {c.campaign_id!r} already exists")
-    _check_request(conn, request_id, f"CreateCampaign|{c.campaign_id}", c.create_ms)
     r = c.rules
     conn.execute(
         f"INSERT INTO campaigns ({_CAMPAIGN_COLS}, request_id) VALUES ({', '.join('?' * 17)})",

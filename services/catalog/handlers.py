@@ -14,7 +14,7 @@ import gc
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
 
 from services.common.clock import Clock, SystemClock, now_ms
 from services.common.decimal_text import ascii_int
@@ -43,6 +43,8 @@ from .model import (
     validate_item,
 )
 from .store import CatalogStore
+
+T = TypeVar("T")
 
 DEFAULT_CARD_FACE_FEN = 2_500
 DEFAULT_SEARCH_RADIUS_M = 3_000.0
@@ -255,30 +257,43 @@ class Catalog:
 
     async def upsert_brand(self, request_id: str, brand: Brand) -> tuple[Brand, bool]:
         validate_brand(brand)
-        created, replayed = await self.store.upsert_brand(request_id, brand, now_ms(self.clock))
-        if not replayed:
-            self.brands[brand.brand_id] = brand
-            self.menus.setdefault(brand.brand_id, {})
-            self._catalog_changed()
-            self.changes.publish(all_stores=True)
-        return self.brands.get(brand.brand_id, brand), created
+        # A retry (same request_id, same brand) gets the first answer: the brand as that call
+        # stored it, which is this one, not whatever a later upsert made of it. A request_id
+        # used for another brand or content is refused REQUEST_ID_REUSED by the store.
+        def apply(outcome: tuple[bool, bool]) -> None:
+            if not outcome[1]:  # not a replay
+                self.brands[brand.brand_id] = brand
+                self.menus.setdefault(brand.brand_id, {})
+                self._catalog_changed()
+                self.changes.publish(all_stores=True)
+
+        created, _ = await _write_then_apply(self.store.upsert_brand(request_id, brand, now_ms(self.clock)), apply)
+        return brand, created
 
     async def upsert_item(self, request_id: str, item: MenuItem) -> tuple[MenuItem, bool]:
         validate_item(item)
         if item.brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {item.brand_id!r}")
-        created, replayed = await self.store.upsert_item(request_id, item, now_ms(self.clock))
-        if not replayed:
-            self.menus[item.brand_id][item.item_id] = item
-            self._catalog_changed()
-            # A menu is shared by every store of the brand: tens of thousands of ids.
-            self.changes.publish(all_stores=True)
-        return self.menus[item.brand_id].get(item.item_id, item), created
+        # As upsert_brand: a retry gets the first answer, a reused request_id is refused.
+        def apply(outcome: tuple[bool, bool]) -> None:
+            if not outcome[1]:
+                self.menus[item.brand_id][item.item_id] = item
+                self._catalog_changed()
+                # A menu is shared by every store of the brand: tens of thousands of ids.
+                self.changes.publish(all_stores=True)
+
+        created, _ = await _write_then_apply(self.store.upsert_item(request_id, item, now_ms(self.clock)), apply)
+        return item, created
 
     def begin_import(self) -> "StoreImport":
         return StoreImport(self)
 
     async def _apply_rows(self, rows: list[StoreRow]) -> None:
+        # Shielded as _write_then_apply: an import stream cut off mid-batch must not leave rows
+        # in the store that the in-memory indexes (what searches and quotes read) never got.
+        await asyncio.shield(self._store_and_index_rows(rows))
+
+    async def _store_and_index_rows(self, rows: list[StoreRow]) -> None:
         await self.store.upsert_stores(rows, now_ms(self.clock))
         stores, index = self.stores, self.index
         for n, row in enumerate(rows):
@@ -309,7 +324,11 @@ class Catalog:
     async def set_availability(
         self, request_id: str, store_id: str, item_id: str, available: bool, *, merchant: MerchantScope | None = None
     ) -> bool:
-        """merchant: the caller's grant, None when it may act on every store."""
+        """merchant: the caller's grant, None when it may act on every store. Returns the
+        availability the call set; a retry (same request_id at the same store, same item and
+        availability) changes nothing and gets that first answer again. A request_id used at
+        this store for another request is refused REQUEST_ID_REUSED; other stores' request ids
+        are another namespace (merchants pick their own, e.g. "so-1")."""
         if not store_id:
             raise InvalidArgument("store_id", "必填 / required")
         if not item_id:
@@ -319,8 +338,9 @@ class Catalog:
             raise store_not_yours(store_id)
         if item_id not in self.menus.get(store.brand_id, {}):
             raise NotFound(ITEM_NOT_FOUND, f"该门店菜单上没有 / no item {item_id!r} on the menu of {store_id!r}")
-        replayed = await self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock))
-        if not replayed:
+        def apply(replayed: bool) -> None:
+            if replayed:
+                return
             if available:
                 sold = self.sold_out.get(store_id)
                 if sold is not None:
@@ -330,7 +350,9 @@ class Catalog:
             else:
                 self.sold_out.setdefault(store_id, set()).add(item_id)
             self.changes.publish((store_id,))
-        return item_id not in self.sold_out.get(store_id, ())
+
+        await _write_then_apply(self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock)), apply)
+        return available
 
     # --- reads -----------------------------------------------------------------------------
 
@@ -645,6 +667,21 @@ class StoreImport:
         if self.result.accepted:
             self.catalog.finish_import()
         return self.result
+
+
+async def _write_then_apply(write: Awaitable[T], apply: Callable[[T], None]) -> T:
+    """The store write and the in-memory change it implies, as one unit a cancelled call cannot
+    split. Why: the write is committed by the store's writer whether or not its caller is still
+    waiting (a client that gives up, a deadline), and searches, menus and quotes read memory: a
+    cancel between the two would leave a sold-out item on sale, or a brand stored but unknown,
+    until a restart reloads the store. Shielded, the caller may go; the unit still finishes."""
+
+    async def unit() -> T:
+        outcome = await write
+        apply(outcome)
+        return outcome
+
+    return await asyncio.shield(unit())
 
 
 __all__ = [

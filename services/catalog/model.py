@@ -6,6 +6,8 @@ dict lookup and never touches the database.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import sys
 from dataclasses import dataclass, field
@@ -14,7 +16,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from services.common.errors import InvalidArgument
+from services.common.errors import AlreadyExists, InvalidArgument
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
 MIN_QUANTITY, MAX_QUANTITY = 1, 99
@@ -39,6 +41,9 @@ LOCATION_OUT_OF_RANGE = "LOCATION_OUT_OF_RANGE"
 BAD_OPENING_HOURS = "BAD_OPENING_HOURS"
 BAD_TIME_ZONE = "BAD_TIME_ZONE"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"
+
+# A request_id used again for a different request (the card and order services' reason).
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 
 
 # --- resources -------------------------------------------------------------------------------
@@ -371,6 +376,40 @@ def validate_item(item: MenuItem) -> None:
                 problems.append((f"{where}.options", f"option {o.option_id!r} would make the price negative"))
     if problems:
         raise InvalidArgument(violations=problems)
+
+
+# --- idempotency keys ------------------------------------------------------------------------
+#
+# A write's request_id is remembered with a fingerprint of what it asked for, as the order
+# service does (model.request_hash): the same request_id with the same fingerprint is a retry
+# and gets the first answer; with another fingerprint it is a reused key and is refused.
+
+
+def _fingerprint(parts: list[object]) -> str:
+    # Compact JSON (the order service's canonical text), hashed: a short key whatever the size
+    # of the request (menu items carry option groups), never ambiguous between fields.
+    canon = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canon.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def brand_fingerprint(b: Brand) -> str:
+    return _fingerprint(["UpsertBrand", b.brand_id, b.name, list(b.aliases), b.category, b.logo_url])
+
+
+def item_fingerprint(it: MenuItem) -> str:
+    groups = [
+        [g.group_id, g.name, g.default_option_id, [[o.option_id, o.name, o.price_delta_fen, list(o.aliases)] for o in g.options]]
+        for g in it.option_groups
+    ]
+    return _fingerprint(["UpsertMenuItem", it.brand_id, it.item_id, it.name, it.price_fen, list(it.aliases), it.category, groups])
+
+
+def availability_fingerprint(store_id: str, item_id: str, available: bool) -> str:
+    return _fingerprint(["SetItemAvailability", store_id, item_id, bool(available)])
+
+
+def request_id_reused() -> AlreadyExists:
+    return AlreadyExists(REQUEST_ID_REUSED, "request_id 已用于另一个请求 / request_id was used for a different request")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,8 +29,12 @@ from .model import (
     StoreDetails,
     StoreRecord,
     StoreRow,
+    availability_fingerprint,
+    brand_fingerprint,
     decode_hours,
     encode_hours,
+    item_fingerprint,
+    request_id_reused,
 )
 
 SYNCHRONOUS = "NORMAL"
@@ -82,6 +86,28 @@ MIGRATIONS: list[str] = [
         created    INTEGER NOT NULL,
         at_ms      INTEGER NOT NULL,
         PRIMARY KEY (kind, request_id)
+    ) WITHOUT ROWID;
+    """,
+    # 2: request ids were remembered per kind only, without what they were used for: a
+    # request_id one merchant had used at its store made another merchant's SetItemAvailability
+    # with the same id (at another store) a silent no-op, and an UpsertBrand/UpsertMenuItem that
+    # reused an id for another brand or item answered "created" without writing. Now each id is
+    # remembered with its scope (SetItemAvailability: the store; the admin upserts: none, one
+    # namespace per kind) and a fingerprint of the request, so a retry is told from a reuse
+    # (refused REQUEST_ID_REUSED). `created` keeps the first answer (for SetItemAvailability
+    # the availability it set). The old rows recorded no content, so no retry of them could be
+    # told from a reuse: they are dropped, and such a retry re-applies its write (every write
+    # here replaces whole rows with the request's content, so re-applying it is harmless).
+    """
+    DROP TABLE requests;
+    CREATE TABLE requests (
+        kind        TEXT NOT NULL,
+        scope       TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        created     INTEGER NOT NULL,
+        at_ms       INTEGER NOT NULL,
+        PRIMARY KEY (kind, scope, request_id)
     ) WITHOUT ROWID;
     """,
 ]
@@ -164,17 +190,22 @@ class SqliteCatalogStore:
         return await self.db.read(_load)
 
     async def upsert_brand(self, request_id: str, brand: Brand, now_ms: int) -> tuple[bool, bool]:
-        """(created, replayed): replayed means request_id was seen and nothing was written."""
+        """(created, replayed): replayed means request_id was already used for this same brand
+        (created is then the first call's answer) and nothing was written. Raises AlreadyExists
+        REQUEST_ID_REUSED when request_id was used for a different brand or content."""
         return await self.db.write(_upsert_brand, request_id, brand, now_ms)
 
     async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]:
+        """As upsert_brand, for one menu item (its request ids are a namespace of their own)."""
         return await self.db.write(_upsert_item, request_id, item, now_ms)
 
     async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> None:
         await self.db.write(_upsert_stores, rows, now_ms)
 
     async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
-        """True when this call changed nothing because request_id was already applied."""
+        """True when this call changed nothing because request_id was already applied at this
+        store to the same request. Raises AlreadyExists REQUEST_ID_REUSED when it was used at
+        this store for a different request (another store's ids are another namespace)."""
         return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms)
 
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]:
@@ -208,23 +239,36 @@ def _load(conn: sqlite3.Connection) -> Snapshot:
     return Snapshot(brands, items, stores, sold)
 
 
-def _seen(conn: sqlite3.Connection, request_id: str, kind: str) -> int | None:
+def _replayed(conn: sqlite3.Connection, kind: str, scope: str, request_id: str, fingerprint: str) -> int | None:
+    """The first answer (`created`) when request_id was already used for this very request,
+    None when it is new. A request_id already used for a different request is refused
+    REQUEST_ID_REUSED. Runs in the write transaction of the change, with _remember() after it:
+    the single writer makes check, change and record one atomic step."""
     if not request_id:
         return None
-    row = conn.execute("SELECT created FROM requests WHERE kind = ? AND request_id = ?", (kind, request_id)).fetchone()
-    return None if row is None else int(row[0])
+    row = conn.execute(
+        "SELECT fingerprint, created FROM requests WHERE kind = ? AND scope = ? AND request_id = ?", (kind, scope, request_id)
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != fingerprint:
+        raise request_id_reused()
+    return int(row[1])
 
 
-def _remember(conn: sqlite3.Connection, request_id: str, kind: str, created: bool, now_ms: int) -> None:
+def _remember(
+    conn: sqlite3.Connection, kind: str, scope: str, request_id: str, fingerprint: str, created: bool, now_ms: int
+) -> None:
     if request_id:
         conn.execute(
-            "INSERT INTO requests (request_id, kind, created, at_ms) VALUES (?, ?, ?, ?)",
-            (request_id, kind, int(created), now_ms),
+            "INSERT INTO requests (kind, scope, request_id, fingerprint, created, at_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (kind, scope, request_id, fingerprint, int(created), now_ms),
         )
 
 
 def _upsert_brand(conn: sqlite3.Connection, request_id: str, b: Brand, now_ms: int) -> tuple[bool, bool]:
-    seen = _seen(conn, request_id, "brand")
+    fingerprint = brand_fingerprint(b)
+    seen = _replayed(conn, "brand", "", request_id, fingerprint)
     if seen is not None:
         return bool(seen), True
     cur = conn.execute(
@@ -238,12 +282,13 @@ def _upsert_brand(conn: sqlite3.Connection, request_id: str, b: Brand, now_ms: i
             "UPDATE brands SET name = ?, aliases = ?, category = ?, logo_url = ?, updated_ms = ? WHERE brand_id = ?",
             (b.name, json.dumps(list(b.aliases), ensure_ascii=False), b.category, b.logo_url, now_ms, b.brand_id),
         )
-    _remember(conn, request_id, "brand", created, now_ms)
+    _remember(conn, "brand", "", request_id, fingerprint, created, now_ms)
     return created, False
 
 
 def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms: int) -> tuple[bool, bool]:
-    seen = _seen(conn, request_id, "item")
+    fingerprint = item_fingerprint(it)
+    seen = _replayed(conn, "item", "", request_id, fingerprint)
     if seen is not None:
         return bool(seen), True
     values = (it.name, json.dumps(list(it.aliases), ensure_ascii=False), it.category, it.price_fen, groups_to_json(it.option_groups), now_ms)
@@ -259,7 +304,7 @@ def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms
             "WHERE brand_id = ? AND item_id = ?",
             (*values, it.brand_id, it.item_id),
         )
-    _remember(conn, request_id, "item", created, now_ms)
+    _remember(conn, "item", "", request_id, fingerprint, created, now_ms)
     return created, False
 
 
@@ -279,7 +324,10 @@ def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: i
 
 
 def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
-    if _seen(conn, request_id, "availability") is not None:
+    # Scoped by store: merchants choose their own request ids ("so-1"), and one merchant's id
+    # must never reach another merchant's store. Within a store, the id names one request.
+    fingerprint = availability_fingerprint(store_id, item_id, available)
+    if _replayed(conn, "availability", store_id, request_id, fingerprint) is not None:
         return True
     if available:
         conn.execute("DELETE FROM sold_out WHERE store_id = ? AND item_id = ?", (store_id, item_id))
@@ -289,7 +337,7 @@ def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, 
             "ON CONFLICT (store_id, item_id) DO UPDATE SET updated_ms = excluded.updated_ms",
             (store_id, item_id, now_ms),
         )
-    _remember(conn, request_id, "availability", available, now_ms)
+    _remember(conn, "availability", store_id, request_id, fingerprint, available, now_ms)
     return False
 
 

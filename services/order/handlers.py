@@ -38,7 +38,7 @@ from services.common.merchant_grant import MerchantScope, store_not_yours
 from . import model
 from .model import Order, Payment, Quote, Selection
 from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
-from .store import OrderStore
+from .store import OrderStore, cart_request_reused
 from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
 
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
@@ -317,6 +317,14 @@ class OrderService:
         model.check_id("user_id", user_id)
         model.check_id("store_id", store_id)
         model.check_selections([selection], "line")
+        # A request_id names one line: a retry is answered with the cart as it is now, without
+        # another quote; the same id with another line (or store) is refused before anything
+        # else is judged. The store checks again in the write (a concurrent add).
+        added = await self.store.cart_line(user_id, request_id)
+        if added is not None:
+            if added != (store_id, selection):
+                raise cart_request_reused()
+            return await self.get_cart(user_id, budget)
         cart_store, lines = await self.store.cart(user_id)
         if lines and cart_store != store_id:
             raise FailedPrecondition(

@@ -193,7 +193,15 @@ class OrderStore(Protocol):
 
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]: ...
 
-    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None: ...
+    async def cart_line(self, user_id: str, request_id: str) -> tuple[str, Selection] | None:
+        """(store_id, selection) of the line this request_id added to the user's cart, None when
+        no line of the cart came from it."""
+        ...
+
+    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None:
+        """Append the line, or nothing for a retry of the request that added it; raises
+        AlreadyExists REQUEST_ID_REUSED when that request_id added a different line."""
+        ...
 
     async def clear_cart(self, user_id: str) -> None: ...
 
@@ -482,10 +490,21 @@ def _cart(conn: sqlite3.Connection, user_id: str) -> tuple[str, list[Selection]]
     return rows[0][0], [Selection.from_json(json.loads(r[1])) for r in rows]
 
 
+def _cart_line(conn: sqlite3.Connection, user_id: str, request_id: str) -> tuple[str, Selection] | None:
+    """The line a request_id added to the user's cart (store, selection), None if it has none."""
+    row = conn.execute(
+        "SELECT store_id, selection FROM cart_lines WHERE user_id = ? AND request_id = ?", (user_id, request_id)
+    ).fetchone()
+    return None if row is None else (row[0], Selection.from_json(json.loads(row[1])))
+
+
 def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: Selection, request_id: str) -> None:
-    if conn.execute(
-        "SELECT 1 FROM cart_lines WHERE user_id = ? AND request_id = ?", (user_id, request_id)
-    ).fetchone():
+    # The line a request added is its record: the request's whole content (the user is the
+    # key's other half) is the store and the selection, so the line is compared as stored.
+    added = _cart_line(conn, user_id, request_id)
+    if added is not None:
+        if added != (store_id, sel):
+            raise cart_request_reused()
         return  # a retry of a line already added
     row = conn.execute(
         "SELECT store_id, COUNT(*), COALESCE(MAX(position), -1) FROM cart_lines WHERE user_id = ?", (user_id,)
@@ -501,6 +520,13 @@ def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: S
     conn.execute(
         "INSERT INTO cart_lines (user_id, position, store_id, request_id, selection) VALUES (?, ?, ?, ?, ?)",
         (user_id, last + 1, store_id, request_id, json.dumps(sel.to_json(), separators=(",", ":"))),
+    )
+
+
+def cart_request_reused() -> AlreadyExists:
+    return AlreadyExists(
+        "REQUEST_ID_REUSED",
+        "这个 request_id 已用于另一行购物车商品 / this request_id was already used to add a different cart line",
     )
 
 
@@ -642,6 +668,10 @@ class SqliteOrderStore:
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]:
         # One user's few cart lines by primary-key prefix: a point read too.
         return await self.db.read_now(_cart, user_id)
+
+    async def cart_line(self, user_id: str, request_id: str) -> tuple[str, Selection] | None:
+        # A point read of the cart_requests index.
+        return await self.db.read_now(_cart_line, user_id, request_id)
 
     async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None:
         await self.db.write(_add_cart_line, user_id, store_id, selection, request_id)

@@ -1,4 +1,5 @@
 """Catalog use cases over an in-memory fake store and a fake resolver."""
+import asyncio
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -194,7 +195,9 @@ async def test_a_replayed_request_id_changes_nothing():
     await add_store(catalog, "s", "luckin", 0.0)
     assert await catalog.set_availability("r1", "s", "latte", False) is False
     assert await catalog.set_availability("r2", "s", "latte", True) is True
-    assert await catalog.set_availability("r1", "s", "latte", False) is True  # replay: still available
+    # Replay: the first answer again (sold out), and nothing changes: still available.
+    assert await catalog.set_availability("r1", "s", "latte", False) is False
+    assert "latte" not in catalog.sold_out.get("s", ())
 
 
 async def test_quote_uses_no_store_call():
@@ -236,3 +239,47 @@ async def test_a_resolver_that_crashes_gives_a_clarification_not_an_error():
     factory.resolver.resolve = boom
     out = await catalog.match_intent("拿铁", *HANGZHOU)
     assert not out.matched and out.clarification and out.available_brands == ("瑞幸咖啡",)
+
+
+class SlowStore(FakeStore):
+    """A store whose writes commit only when `gate` opens, as a real writer's batch does whether
+    or not its caller still waits."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def upsert_brand(self, request_id, brand, now_ms):
+        await self.gate.wait()
+        return await super().upsert_brand(request_id, brand, now_ms)
+
+    async def set_availability(self, request_id, store_id, item_id, available, now_ms):
+        await self.gate.wait()
+        return await super().set_availability(request_id, store_id, item_id, available, now_ms)
+
+    async def upsert_stores(self, rows, now_ms):
+        await self.gate.wait()
+        return await super().upsert_stores(rows, now_ms)
+
+
+async def test_a_write_whose_caller_gave_up_still_reaches_what_searches_and_quotes_read():
+    catalog, _ = await make_catalog()
+    await add_store(catalog, "s1", "luckin", 0.001)
+    store = catalog.store = SlowStore()
+    calls = [
+        asyncio.ensure_future(catalog.set_availability("so-1", "s1", "latte", False)),
+        asyncio.ensure_future(catalog.upsert_brand("b-1", Brand("mixue", "蜜雪冰城", (), "茶饮"))),
+    ]
+    session = catalog.begin_import()
+    await session.add([validate_store_row(0, "s2", "luckin", "s2", "addr", "杭州", HANGZHOU[0], HANGZHOU[1], (), False, "", catalog.brands)])
+    calls.append(asyncio.ensure_future(session.finish()))
+    await asyncio.sleep(0.01)
+    for call in calls:
+        call.cancel()  # the clients' deadlines pass while the writes are in the store's hands
+    await asyncio.gather(*calls, return_exceptions=True)
+    store.gate.set()  # the store commits them anyway
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert "latte" in catalog.sold_out.get("s1", ())
+    assert "mixue" in catalog.brands
+    assert "s2" in catalog.stores and store.rows.keys() >= {"s2"}

@@ -144,7 +144,9 @@ class CardServiceServicer:
     """
 
     def CreateCampaign(self, request, context):
-        """Creates a campaign (admin). Idempotent on request_id / campaign_id.
+        """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
+        with another definition is REQUEST_ID_REUSED; another request_id defining an existing
+        campaign differently is CAMPAIGN_EXISTS.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

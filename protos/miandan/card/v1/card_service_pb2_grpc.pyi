@@ -43,7 +43,10 @@ class CardServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> CardServiceAsyncStub: ...
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.CreateCampaignRequest, _card_service_pb2.CreateCampaignResponse]
-    """Creates a campaign (admin). Idempotent on request_id / campaign_id."""
+    """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
+    with another definition is REQUEST_ID_REUSED; another request_id defining an existing
+    campaign differently is CAMPAIGN_EXISTS.
+    """
     GetCampaign: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetCampaignRequest, _card_service_pb2.GetCampaignResponse]
     """Reads a campaign with its rules."""
     ClaimSignupCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]
@@ -141,7 +144,10 @@ class CardServiceAsyncStub(CardServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_card_service_pb2.CreateCampaignRequest, _card_service_pb2.CreateCampaignResponse]  # type: ignore[assignment]
-    """Creates a campaign (admin). Idempotent on request_id / campaign_id."""
+    """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
+    with another definition is REQUEST_ID_REUSED; another request_id defining an existing
+    campaign differently is CAMPAIGN_EXISTS.
+    """
     GetCampaign: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetCampaignRequest, _card_service_pb2.GetCampaignResponse]  # type: ignore[assignment]
     """Reads a campaign with its rules."""
     ClaimSignupCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ClaimSignupCardRequest, _card_service_pb2.ClaimSignupCardResponse]  # type: ignore[assignment]
@@ -242,7 +248,10 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.CreateCampaignRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.CreateCampaignResponse, _abc.Awaitable[_card_service_pb2.CreateCampaignResponse]]:
-        """Creates a campaign (admin). Idempotent on request_id / campaign_id."""
+        """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
+        with another definition is REQUEST_ID_REUSED; another request_id defining an existing
+        campaign differently is CAMPAIGN_EXISTS.
+        """
 
     @_abc_1.abstractmethod
     def GetCampaign(

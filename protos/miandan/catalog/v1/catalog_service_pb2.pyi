@@ -3,6 +3,9 @@
 isort:skip_file
 The merchant catalog service: brands, stores, menus, nearest-store search, quotes and
 natural-language order understanding. Reads need the internal credential; writes the admin one.
+Writes are idempotent on request_id: a retry with the same content gets the first answer; the
+same request_id with other content of the same RPC is ALREADY_EXISTS REQUEST_ID_REUSED.
+SetItemAvailability's request ids are per store (merchants pick their own).
 """
 
 from collections import abc as _abc
@@ -153,7 +156,7 @@ class UpsertBrandResponse(_message.Message):
     """True when it did not exist before."""
     @_builtins.property
     def brand(self) -> _catalog_pb2.Brand:
-        """The brand as stored."""
+        """The brand as this request stored it (a retry gets the first answer)."""
 
     def __init__(
         self,
@@ -209,7 +212,7 @@ class UpsertMenuItemResponse(_message.Message):
     """True when it did not exist before."""
     @_builtins.property
     def item(self) -> _catalog_pb2.MenuItem:
-        """The item as stored."""
+        """The item as this request stored it (a retry gets the first answer)."""
 
     def __init__(
         self,
@@ -469,7 +472,7 @@ class SetItemAvailabilityResponse(_message.Message):
     item_id: _builtins.str
     """Item."""
     available: _builtins.bool
-    """Availability now."""
+    """The availability this request set (a retry gets the first answer)."""
     def __init__(
         self,
         *,

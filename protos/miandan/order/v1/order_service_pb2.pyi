@@ -33,7 +33,9 @@ class AddCartItemRequest(_message.Message):
     STORE_ID_FIELD_NUMBER: _builtins.int
     LINE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key: a retry returns the cart; the same key with another line or store is
+    ALREADY_EXISTS REQUEST_ID_REUSED.
+    """
     user_id: _builtins.str
     """Owner of the cart."""
     store_id: _builtins.str
