@@ -24,7 +24,9 @@ from services.common.merchant_grant import MerchantScope, store_not_yours
 from .changes import MenuChanges
 from .geo import GeoIndex
 from .model import (
+    MAX_QUANTITY,
     MAX_QUOTE_LINES,
+    QUANTITY_OUT_OF_RANGE,
     MAX_TEXT_CHARS,
     Brand,
     MenuItem,
@@ -46,6 +48,10 @@ from .store import CatalogStore
 
 T = TypeVar("T")
 
+TOO_MANY_CLARIFICATION = (
+    f"每样一次最多点 {MAX_QUANTITY} 份，请说一个小一点的数量。/ "
+    f"At most {MAX_QUANTITY} of one item per order: please say a smaller number."
+)
 DEFAULT_CARD_FACE_FEN = 2_500
 DEFAULT_SEARCH_RADIUS_M = 3_000.0
 MAX_SEARCH_RADIUS_M = 50_000.0
@@ -542,6 +548,7 @@ class Catalog:
         chosen: list[tuple[Any, float, StoreRecord, tuple[WantedLine, ...], QuoteResult]] = []
         seen: set[tuple[str, tuple[Any, ...]]] = set()
         unavailable_brands: list[str] = []
+        too_many = False  # a reading that failed only on a count above MAX_QUANTITY (100杯)
         for cand in reading.candidates:
             if len(chosen) >= wanted:
                 break
@@ -559,6 +566,7 @@ class Catalog:
                 continue
             result = quote(store, menu, self.sold_out.get(store.store_id, frozenset()), lines, clock.now, is_open=True)
             if not result.orderable:
+                too_many = too_many or all(p.reason == QUANTITY_OUT_OF_RANGE for p in result.problems)
                 continue
             seen.add(key)
             chosen.append((cand, distance, store, lines, result))
@@ -576,6 +584,8 @@ class Catalog:
             return IntentOutcome(tuple(proposals), "", ())
 
         nearby = self._brands_nearby(lat, lng, clock)
+        if too_many:
+            return IntentOutcome((), TOO_MANY_CLARIFICATION, tuple(nearby))
         return IntentOutcome((), self._clarification(reading, nearby, unavailable_brands), tuple(nearby))
 
     def _nearest_orderable(self, brand_id: str, items: set[str], lat: float, lng: float, clock: OpenClock) -> tuple[float, StoreRecord] | None:

@@ -11,6 +11,9 @@ from dataclasses import dataclass
 _CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "兩": 2, "三": 3, "四": 4, "五": 5,
               "六": 6, "七": 7, "八": 8, "九": 9}
 _CN_UNITS = {"十": 10, "百": 100, "千": 1000}
+# 万 and 亿 close a section: 一百万 is (一百) x 万, 三千万 is (三千) x 万, 一万亿 is (一万) x 亿.
+_CN_BIG_UNITS = {"万": 10_000, "萬": 10_000, "亿": 100_000_000, "億": 100_000_000}
+_CN_NUM_CHARS = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG_UNITS)
 
 # Measure words people put after a number when ordering food and groceries.
 MEASURE_WORDS = "杯个份盒只块瓶袋斤枚包罐桶串根听支件箱碗颗粒条张客套桶"
@@ -26,22 +29,45 @@ _EN_NUMBERS = {
 
 
 def parse_chinese_numeral(s: str) -> int | None:
-    """一 -> 1, 十二 -> 12, 二十 -> 20, 两百 -> 200, 一百零五 -> 105, 12 -> 12; None if not a number."""
+    """一 -> 1, 十二 -> 12, 二十 -> 20, 两百 -> 200, 一百零五 -> 105, 一百二 -> 120, 一百万 -> 1000000,
+    12 -> 12; None if not a number. Two digits in a row (两三, 七八: "two or three") are an estimate,
+    not a number, so they are None too."""
     if not s:
         return None
     if s.isascii() and s.isdigit():
         return int(s)
-    section, current = 0, None
+    total = 0       # whole 亿 sections
+    wan = 0         # whole 万 sections since the last 亿
+    small = 0       # below 万
+    current = None  # a digit waiting for its unit
+    last_unit = 0   # the unit just before `current` (一百二 is 120), 0 after 零 or at the start
     for ch in s:
         if ch in _CN_DIGITS:
-            current = _CN_DIGITS[ch]
+            d = _CN_DIGITS[ch]
+            if current is not None:
+                return None  # 两三, 一零: not one number
+            if d == 0:
+                last_unit = 0  # 零 only holds a place: 一百零五
+                continue
+            current = d
         elif ch in _CN_UNITS:
             # 十二: a unit with no digit before it counts one of it.
-            section += (1 if current is None else current) * _CN_UNITS[ch]
-            current = None
+            small += (1 if current is None else current) * _CN_UNITS[ch]
+            current, last_unit = None, _CN_UNITS[ch]
+        elif ch in _CN_BIG_UNITS:
+            big = _CN_BIG_UNITS[ch]
+            below = small + (current or 0)
+            if big == 10_000:
+                wan += (below or 1) * big
+            else:
+                total += ((wan + below) or 1) * big
+                wan = 0
+            small, current, last_unit = 0, None, big
         else:
             return None
-    return section + (current or 0)
+    if current is not None and last_unit >= 100:
+        current *= last_unit // 10  # 一百二 is 120, 两万五 is 25000: the digit is one place lower
+    return total + wan + small + (current or 0)
 
 
 @dataclass(frozen=True)
@@ -52,59 +78,101 @@ class QuantityMatch:
     # True when a measure word, x-marker or number word makes it unmistakably a count; bare digits are
     # weaker ("3 生椰拿铁" is a count, but the resolver only trusts them next to an item).
     marked: bool = True
+    # Set (and quantity 0) when the phrase is a count that cannot be ordered as said: "fraction"
+    # (3.5杯, 半杯), "negative" (-2杯), "range" (2-3杯, 两三杯) or "zero" (0杯). The caller must
+    # ask, not guess: reading 3.5杯 as 5 or -2杯 as 2 orders something nobody asked for.
+    problem: str = ""
 
 
-_CN_NUM = "[零〇一二两兩三四五六七八九十百千]+"
+_CN_NUM = f"[{_CN_NUM_CHARS}]+"
+_DIGITS = r"\d+(?:\.\d+|/\d+)?"  # 3, 3.5, 1/2
 _MEASURE_CLASS = f"[{MEASURE_WORDS}对双打]"
+# A number starts where nothing before it could be part of it: no digit, decimal point or minus sign
+# before digits (else 1005杯 reads as 005杯, 3.5杯 as 5杯, 1/2杯 as 2杯), no numeral before Chinese numerals
+# (一百万杯 is not 万杯), and no 第 (第2杯半价 is "the second cup", not a count).
+_DIGIT_LEFT = r"(?<![\d.\-−第负])(?<!\d/)"
+_CN_LEFT = f"(?<![{_CN_NUM_CHARS}第负])"
+_RANGE_SEP = r"\s?[-−~～到至]\s?"
+_NUMBER = (rf"(?:{_DIGIT_LEFT}(?P<sign>[-−]|负)?(?P<num>{_DIGITS})|{_CN_LEFT}(?P<csign>负)?(?P<cnum>{_CN_NUM}))"
+           rf"(?:{_RANGE_SEP}(?P<num2>{_DIGITS}|{_CN_NUM}))?")
 _PATTERNS = [
-    # x2, ×3, *2 and 2x (not inside a word).
-    (re.compile(r"(?<![a-z0-9])[x×*]\s?(\d{1,3})(?![0-9a-z])"), "x"),
-    (re.compile(r"(?<![a-z0-9])(\d{1,3})\s?[x×](?![a-z0-9])"), "x"),
-    # 3杯, 12 个, 两杯, 十二杯, 一对
+    # x2, ×3, *2 and 2x (not inside a word); x1.5 and x-1 are read whole, to be refused.
+    (re.compile(rf"(?<![a-z0-9])[x×*]\s?(?P<sign>[-−])?(?P<num>{_DIGITS})(?![0-9a-z]|[./]\d)"), "x"),
+    (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})\s?[x×](?![a-z0-9])"), "x"),
+    # 3杯, 12 个, 两杯, 十二杯, 一对, 1005杯, 一百万杯; 3.5杯, -2杯, 2-3杯 (to be refused)
     # (but 25块钱 / 30块以内 is money, not a count)
-    (re.compile(rf"(\d{{1,3}}|{_CN_NUM})\s?({_MEASURE_CLASS})(?<!块(?=钱|以内|以下|左右|内|多))"), "measured"),
+    (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})(?<!块(?=钱|以内|以下|左右|内|多))"), "measured"),
+    # 半杯 (half a cup) is not a count either.
+    (re.compile(f"{_CN_LEFT}半\\s?[{MEASURE_WORDS}](?<!块(?=钱|以内|以下|左右|内|多))"), "half"),
     # 俩 (two), 仨 (three) stand alone
     (re.compile(r"[俩倆仨]"), "colloquial"),
     # English number words (longest first) before a noun.
     (re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _EN_NUMBERS), key=len, reverse=True))
                 + r")(?![a-z])"), "english"),
-    # bare digits, not part of a size like 500g or 1kg
-    (re.compile(r"(?<![0-9a-z.])(\d{1,3})(?![0-9.]|\s?(?:g|kg|ml|l|克|毫升|元|块|点|号|楼|分|岁|%)(?![a-z]))"), "bare"),
+    # bare digits, not part of a size like 500g or 1kg, a list number (1.) or a price range (20-30元)
+    (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})(?:{_RANGE_SEP}(?P<num2>{_DIGITS}))?"
+                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?(?:g|kg|ml|l|克|毫升|元|块|点|号|楼|分|岁|%|折)(?![a-z]))"), "bare"),
 ]
 
 
 def scan_quantities(text: str) -> list[QuantityMatch]:
-    """Every non-overlapping quantity phrase in `text` (lower-cased), leftmost first."""
+    """Every non-overlapping quantity phrase in `text` (lower-cased), leftmost first. A count that cannot
+    be ordered as said (3.5杯, -2杯, 两三杯) is found too, with its `problem` set."""
     found: list[QuantityMatch] = []
     taken = [False] * len(text)
     for pattern, kind in _PATTERNS:
         for m in pattern.finditer(text):
             if any(taken[m.start():m.end()]):
                 continue
-            q = _value(m, kind)
-            if q is None or q <= 0:
+            value = _value(m, kind)
+            if value is None:
                 continue
+            q, problem = value
+            if q <= 0 and not problem:
+                problem = "negative" if q < 0 else "zero"
             for i in range(m.start(), m.end()):
                 taken[i] = True
-            found.append(QuantityMatch(m.start(), m.end(), q, marked=kind != "bare"))
+            found.append(QuantityMatch(m.start(), m.end(), 0 if problem else q, marked=kind != "bare",
+                                       problem=problem))
     found.sort(key=lambda q: q.start)
     return found
 
 
-def _value(m: re.Match[str], kind: str) -> int | None:
-    if kind == "x" or kind == "bare":
-        return int(m.group(1))
+def _number(s: str) -> tuple[int, str]:
+    """The whole number `s` states (digits, 3.0 or Chinese numerals), or a problem: 3.5 and 1/2 are
+    fractions, 两三 an estimate."""
+    if "/" in s:
+        return 0, "fraction"
+    if "." in s:
+        whole, _, frac = s.partition(".")
+        return (int(whole), "") if not frac.strip("0") else (0, "fraction")
+    if s.isdigit():
+        return int(s), ""
+    n = parse_chinese_numeral(s)
+    return (n, "") if n is not None else (0, "range")
+
+
+def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
+    """(count, problem) of a match, None if it is no quantity after all."""
     if kind == "colloquial":
-        return 3 if m.group(0) == "仨" else 2
+        return (3 if m.group(0) == "仨" else 2), ""
     if kind == "english":
-        return _EN_NUMBERS[m.group(1)]
-    n = parse_chinese_numeral(m.group(1))
-    if n is None:
-        return None
-    return n * _MULTIPLYING.get(m.group(2), 1)
+        return _EN_NUMBERS[m.group(1)], ""
+    if kind == "half":
+        return 0, "fraction"
+    groups = m.groupdict()
+    if groups.get("num2"):
+        return 0, "range"  # 2-3杯, 两到三杯: which is it?
+    n, problem = _number(groups.get("num") or groups.get("cnum") or "")
+    if problem:
+        return 0, problem
+    if groups.get("sign") or groups.get("csign"):
+        return 0, "negative"
+    return n * _MULTIPLYING.get(groups.get("measure") or "", 1), ""
 
 
 def parse_quantity(text: str) -> int | None:
-    """The single quantity a short phrase states ("两杯" -> 2, "a couple of" -> 2), else None."""
+    """The single quantity a short phrase states ("两杯" -> 2, "a couple of" -> 2), else None (also
+    when the phrase is a count that cannot be ordered: "3.5杯", "-2杯")."""
     qs = scan_quantities(text.lower())
-    return qs[0].quantity if qs else None
+    return qs[0].quantity if qs and not qs[0].problem else None

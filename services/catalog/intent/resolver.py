@@ -87,6 +87,7 @@ class _Token:
     quantity: int = 0
     how: str = ""
     items: dict[str, float] = field(default_factory=dict)
+    problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
 
 
 @dataclass
@@ -276,6 +277,10 @@ class RuleBasedResolver:
         unknown = next((t.meaning.unknown for t in tokens if t.kind == UNKNOWN and t.meaning), "")
         if unknown and not known:
             return self._clarify_unknown(unknown)
+        unusable = next((t for t in tokens if t.kind == QTY and t.problem), None)
+        if unusable is not None:
+            # 3.5杯, -2杯, 2-3杯: ask for the count rather than order some other one.
+            return self._clarify_quantity(unusable.surface)
         if not drafts:
             if known and not unexplained:
                 return self._brand_only(known, face)
@@ -426,7 +431,7 @@ class RuleBasedResolver:
         masked = list(gap)
         for q in scan_quantities(gap):
             out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0,
-                              surface=gap[q.start:q.end], quantity=q.quantity))
+                              surface=gap[q.start:q.end], quantity=q.quantity, problem=q.problem))
             for c in range(q.start, q.end):
                 masked[c] = " "
         for m in _PUNCT.finditer("".join(masked)):
@@ -609,6 +614,12 @@ class RuleBasedResolver:
                        clarification=f"没听懂想点什么。可以选：{zh}，比如“来一杯生椰拿铁”。 / "
                                      f"Sorry, I couldn't find an order in that. We have {en}; "
                                      f"try e.g. \"a coconut latte from luckin\".")
+
+    def _clarify_quantity(self, surface: str) -> Reading:
+        return Reading(candidates=(),
+                       clarification=f"“{surface}”不是能下单的数量，请说要几份（整数），比如“来两杯生椰拿铁”。 / "
+                                     f"\"{surface}\" is not a quantity we can order: please say a whole number, "
+                                     f"e.g. \"2 coconut lattes\".")
 
     def _clarify_mismatch(self, drafts: list[_Draft], known: list[str], words: str = "") -> Reading:
         where = [words] if words else []
