@@ -8,7 +8,6 @@ stops working the moment it expires.
 """
 from __future__ import annotations
 
-import math
 import re
 import warnings
 from collections import OrderedDict
@@ -17,7 +16,7 @@ from typing import Any, Sequence
 
 import jwt
 
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, SystemClock, is_numeric_date
 from services.common.errors import Unauthenticated
 
 __all__ = [
@@ -96,12 +95,6 @@ def verification_key(settings: Any, algorithm: str | None = None) -> Any:
     if algorithm in _HMAC:
         return settings.jwt_secret
     return _read(settings.jwt_public_key_file, "public key")
-
-
-def _is_time(value: Any) -> bool:
-    """A NumericDate: a finite number (JSON also carries NaN, which compares false to every
-    time, so an `exp` of NaN would never expire)."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def bearer_token(metadata: Sequence[tuple[str, Any]] | None) -> str:
@@ -187,9 +180,9 @@ class TokenVerifier:
             check_user_id(sub)
         except ValueError as exc:
             raise _invalid(str(exc)) from None
-        if not _is_time(exp):
+        if not is_numeric_date(exp):
             raise _invalid("exp must be a number")
-        if not _is_time(iat):
+        if not is_numeric_date(iat):
             raise _invalid("iat must be a number")
         if now >= exp + LEEWAY_S:
             raise _expired()
@@ -200,6 +193,6 @@ class TokenVerifier:
         # Optional, but binding when present (RFC 7519 4.1.5). Such a token is refused, not
         # cached, so it works once its time has come.
         nbf = claims.get("nbf")
-        if nbf is not None and (not _is_time(nbf) or nbf > now + LEEWAY_S):
-            raise _invalid("not valid yet (nbf)" if _is_time(nbf) else "nbf must be a number")
+        if nbf is not None and (not is_numeric_date(nbf) or nbf > now + LEEWAY_S):
+            raise _invalid("not valid yet (nbf)" if is_numeric_date(nbf) else "nbf must be a number")
         return sub, float(exp)

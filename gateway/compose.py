@@ -562,7 +562,7 @@ class Gateway:
             try:
                 datetime.strptime(day, "%Y-%m-%d")
             except ValueError:
-                raise InvalidArgument("day", "YYYY-MM-DD, e.g. 2026-02-01") from None
+                raise InvalidArgument("day", "YYYY-MM-DD, e.g. 2026-02-01", reason="INVALID_DAY") from None
         draw = (await self.lottery.GetDraw(lottery_service_pb2.GetDrawRequest(campaign_id=self.campaign_id, day=day), **o.kw())).draw
         results = gateway_pb2.DrawResults(draw=draw, caller_won=user in draw.winners)
         if draw.status == lottery_pb2.DRAW_STATUS_DRAWN:

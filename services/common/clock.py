@@ -8,7 +8,22 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
-__all__ = ["Clock", "SystemClock", "FakeClock", "now_ms", "to_ms", "from_ms"]
+__all__ = ["Clock", "SystemClock", "FakeClock", "now_ms", "to_ms", "from_ms", "is_numeric_date"]
+
+# Seconds at the start of the year 10000: no token or grant lives that long.
+_LAST_NUMERIC_DATE = 253_402_300_800
+
+
+def is_numeric_date(value: object) -> bool:
+    """A JWT NumericDate we can compute with: a number (not a bool) between the years 0 and
+    10000. Why bounded: JSON carries NaN (never expires, since it compares false to every time)
+    and integers of any size (10**400 overflows every float conversion, which had turned a
+    signed token into INTERNAL instead of an invalid token). Compared without converting, so
+    nothing overflows here."""
+    return (
+        isinstance(value, (int, float)) and not isinstance(value, bool)
+        and -_LAST_NUMERIC_DATE < value < _LAST_NUMERIC_DATE
+    )
 
 
 class Clock(Protocol):

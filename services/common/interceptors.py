@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import grpc
 
 from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
-from .auth import CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role
+from .auth import CREDENTIAL_INVALID, CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role
 from .errors import (
     PUSHBACK_KEY,
     STATUS_DETAILS_KEY,
@@ -42,6 +42,7 @@ MALFORMED_REQUEST = "MALFORMED_REQUEST"
 BYPASS_PREFIXES = ("/grpc.health.", "/grpc.reflection.")
 
 _AbortError = grpc.aio.AbortError
+_log = logging.getLogger("miandan.auth")
 _AioRpcError = grpc.aio.AioRpcError
 _perf = time.perf_counter
 _INTERNAL = to_rpc_status(Internal("INTERNAL", "服务内部错误 / internal error"))
@@ -220,7 +221,13 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         metadata = context.invocation_metadata()
         crit = plan.criticality
         if plan.role is not PUBLIC:
-            err = self.policy.check(plan.role, metadata, context)
+            try:
+                err = self.policy.check(plan.role, metadata, context)
+            except Exception:  # noqa: BLE001 - a credential we failed to read is not a credential
+                # Outside the handler's error mapping: an exception here would reach the caller
+                # as UNKNOWN with its text. Fail closed, say why in the log.
+                _log.exception("credential check failed", extra={"method": plan.method})
+                err = CREDENTIAL_INVALID
             if err is not None:
                 self._reject(plan, err.code, context)
                 await context.abort_with_status(self._constant_status(err))

@@ -28,7 +28,7 @@ from typing import Any, Iterable
 
 import jwt
 
-from .clock import Clock, SystemClock
+from .clock import Clock, SystemClock, is_numeric_date
 from .errors import PermissionDenied
 
 __all__ = [
@@ -111,7 +111,7 @@ def read_grant(key: str, token: str, now: float) -> MerchantScope:
     except jwt.PyJWTError as exc:
         raise ValueError(type(exc).__name__) from None
     exp, iat = claims.get("exp"), claims.get("iat")
-    if not (_is_time(exp) and _is_time(iat)):
+    if not (is_numeric_date(exp) and is_numeric_date(iat)):
         raise ValueError("exp and iat must be numbers")
     if now >= exp + LEEWAY_S:
         raise ValueError("expired")
@@ -191,10 +191,6 @@ def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None
         raise ValueError(f"a grant names at most {MAX_SCOPE_IDS} brands and stores")
     if not all(isinstance(i, str) and 0 < len(i) <= 64 for i in (*brands, *stores)):
         raise ValueError("brand and store ids must be strings of 1..64 characters")
-
-
-def _is_time(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -214,8 +214,16 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.ListStoreOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
 
     async def WatchStoreOrders(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        merchant = self.policy.merchant_scope(context.invocation_metadata())
+        metadata = context.invocation_metadata()
+        merchant = self.policy.merchant_scope(metadata)
         async for order in self.service.watch_store(request.store_id, merchant=merchant):
+            if merchant is not None:
+                # The stream outlives the check made when it opened: a grant that has expired or
+                # been revoked since must not keep receiving the store's orders (buyers' ids,
+                # payments). Checked per change, before anything is sent: an HS256 check.
+                err = self.policy.check(MERCHANT, metadata, context)
+                if err is not None:
+                    raise err
             yield order_service_pb2.WatchStoreOrdersResponse(order=order_to_proto(order))
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:

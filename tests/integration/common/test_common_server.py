@@ -215,3 +215,22 @@ async def test_graceful_stop_lets_an_in_flight_call_finish(harness):
     state.release.set()
     assert await in_flight == b"done"
     await stopping
+
+
+async def test_a_credential_check_that_breaks_fails_closed_as_unauthenticated_not_unknown(harness):
+    server, channel, state, settings = harness
+
+    def broken(role, metadata, context=None):
+        raise OverflowError("int too large to convert to float")  # what a 10**400 exp once did
+
+    server.policy.check = broken
+    for name in ("Echo", "Stream"):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            if name == "Stream":
+                async for _ in channel.unary_stream(f"/{SERVICE}/Stream")(b"", metadata=internal_metadata(settings), timeout=2):
+                    pass
+            else:
+                await call(channel, name)(b"hi", metadata=internal_metadata(settings), timeout=2)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value
+        assert "int too large" not in (err.value.details() or "")
+    assert state.calls == 0

@@ -155,3 +155,26 @@ async def test_a_foreign_grant_on_a_store_without_orders_yet_sees_nothing_of_it(
         assert error_details(err.value)["reason"] == "STORE_NOT_YOURS"
     theirs.cancel()
     mine.cancel()
+
+
+@pytest.mark.parametrize("how", ["expired", "revoked"])
+async def test_a_store_stream_ends_once_its_grant_expires_or_is_revoked(stack, how, tmp_path):
+    await place(stack, "seed2", STORE)
+    grant = mint_grant(stack.settings.merchant_signing_key, "m-leaky", stores=[STORE], ttl=60, clock=stack.clock)
+    md = ((INTERNAL_TOKEN_KEY, stack.settings.internal_token), (MERCHANT_TOKEN_KEY, grant))
+    feed = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=md, timeout=20)
+    await asyncio.sleep(0.2)
+    first = await place(stack, "before", STORE)
+    assert (await next_order(feed)).order_id == first.order_id
+    if how == "expired":
+        stack.clock.advance(60 + 31)  # past exp and the leeway
+    else:
+        revoked = tmp_path / "revoked"
+        revoked.write_text("m-leaky\n")
+        policy = stack.order_server.policy
+        policy._revoked.path = revoked  # as if started with MIANDAN_MERCHANT_REVOKED_FILE
+        policy._revoked.check_s = 0
+    await place(stack, "after", STORE)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await next_order(feed)
+    assert (err.value.code(), error_details(err.value)["reason"]) == (grpc.StatusCode.UNAUTHENTICATED, "MERCHANT_GRANT_INVALID")

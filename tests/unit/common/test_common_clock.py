@@ -2,7 +2,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from services.common.clock import FakeClock, SystemClock, from_ms, now_ms
+from services.common.clock import FakeClock, SystemClock, from_ms, is_numeric_date, now_ms
 
 T0 = datetime(2026, 2, 1, 8, 0, tzinfo=timezone.utc)
 
@@ -30,3 +30,11 @@ def test_system_clock_is_timezone_aware_utc():
 def test_now_ms_round_trips_through_from_ms():
     clock = FakeClock(T0)
     assert from_ms(now_ms(clock)) == T0
+
+
+@pytest.mark.parametrize("value, ok", [
+    (1_767_225_600, True), (1.5e9, True), (0, True), (-1, True),
+    (10**400, False), (-(10**400), False), (float("nan"), False), (float("inf"), False), (True, False), ("1", False), (None, False),
+])
+def test_a_numeric_date_is_a_bounded_number(value, ok):
+    assert is_numeric_date(value) is ok

@@ -144,3 +144,14 @@ def test_one_leaked_grant_is_revoked_by_its_id_and_the_merchants_others_keep_wor
     assert main(["heytea-hq", "--store", "heytea-sz-3"]) == 0
     captured = capsys.readouterr()
     assert f"grant:{grant_id_of(captured.out.strip())}" in captured.err
+
+
+@pytest.mark.parametrize("claim", ["exp", "iat"])
+def test_a_grant_with_a_time_beyond_every_float_is_invalid_not_a_crash(claim):
+    # 10**400 overflowed math.isfinite: a signed grant turned into UNKNOWN / INTERNAL answers.
+    now = int(FakeClock().now().timestamp())
+    claims = {"sub": "m", "iss": "miandan-merchant", "iat": now, "exp": now + 60, "brands": ["b"], claim: 10**400}
+    with pytest.raises(ValueError, match="numbers"):
+        read_grant(KEY, jwt.encode(claims, KEY), now)
+    policy = AccessPolicy(SETTINGS, clock=FakeClock())
+    assert policy.check(MERCHANT, _md(jwt.encode(claims, KEY))).reason == "MERCHANT_GRANT_INVALID"

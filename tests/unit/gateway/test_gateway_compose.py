@@ -339,7 +339,7 @@ async def test_a_draw_whose_seed_does_not_match_its_commitment_is_not_verified(f
 async def test_a_malformed_day_is_invalid(fakes):
     with pytest.raises(InvalidArgument) as info:
         await fakes.gateway.draw_results("alice", "28/01/2026", fakes.options())
-    assert info.value.violations[0][0] == "day"
+    assert info.value.violations[0][0] == "day" and info.value.reason == "INVALID_DAY"  # as the lottery says it
 
 
 async def test_an_invalid_pass_phrase_is_reported_in_the_gateways_field_name(fakes, make_rpc_error):
