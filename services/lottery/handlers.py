@@ -198,6 +198,16 @@ class Lottery:
             raise InvalidArgument(violations=violations)
         if day_text:
             model.parse_day(day_text)
+        # The request as sent (model.request_key): a replay is answered before anything is
+        # judged again (the campaign, the window, the cut-off), with the day it committed.
+        request = model.request_key(
+            model.COMMIT_DRAW, request_id, self.now_ms(), campaign_id, day_text, prize_name, prize_value_fen,
+            winner_count, beacon_source, beacon_round,
+        )
+        if request is not None:
+            seen = await self.store.replayed(request)
+            if seen is not None:
+                return seen
         campaign = await self.cards.get_campaign(campaign_id, timeout=timeout)
         now = self.clock.now()
         now_ms = to_ms(now)
@@ -217,7 +227,7 @@ class Lottery:
                 ("beacon_source", beacon_source),
             ) if value
         }
-        return await self.store.commit_draw(wanted, explicit, now_ms)
+        return await self.store.commit_draw(wanted, explicit, now_ms, request)
 
     # --- RunDraw ------------------------------------------------------------------------
 
@@ -226,6 +236,11 @@ class Lottery:
         model.check_id(campaign_id, "campaign_id")
         day = _require_day(day_text)
         model.check_beacon_value(beacon_value)
+        request = model.request_key(model.RUN_DRAW, request_id, self.now_ms(), campaign_id, day.isoformat(), beacon_value)
+        if request is not None:
+            seen = await self.store.replayed(request)
+            if seen is not None:
+                return seen
         pending = await self.store.get_draw(campaign_id, day.isoformat())
         if pending is not None and not pending.drawn:
             fetched = await self.fetched_beacon_value(pending)
@@ -238,7 +253,7 @@ class Lottery:
                     metadata={"beacon_value": fetched},
                 )
             beacon_value = beacon_value or fetched or ""
-        draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value)
+        draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value, request)
         if draw is None:
             raise _no_draw(campaign_id, day)
         return draw
@@ -336,6 +351,8 @@ class DrawScheduler:
                 done["drawn"].append(key)
             except DomainError as exc:
                 log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})
+        # CommitDraw / RunDraw request ids older than a week, a bounded number per tick.
+        await lottery.store.forget_requests(now_ms - model.REQUEST_MEMORY_MS, 500)
         return done
 
     def start(self) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import re
 import secrets
@@ -19,7 +20,7 @@ from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.decimal_text import ascii_int
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.common.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 ALGORITHM = "miandan-draw-hmac-sha256"
 ALGORITHM_VERSION = 1
@@ -272,6 +273,43 @@ def check_beacon_round(source: str, round_text: str, cutoff_at_ms: int) -> None:
             f"round {round_text} of {source} is published before entries close; use {earliest} or later",
             reason="BEACON_ROUND_TOO_EARLY",
         )
+
+
+# --- request ids of the admin writes -------------------------------------------------------
+
+COMMIT_DRAW, RUN_DRAW = "CommitDraw", "RunDraw"
+REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+# How long a request_id is remembered (the scheduler's tick forgets older ones): a week, as the
+# card and order services keep theirs, far beyond any retry.
+REQUEST_MEMORY_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A CommitDraw's or RunDraw's request_id as its idempotency key. Both are admin calls, and
+    the admin is one caller: one namespace per method (a request_id may serve one CommitDraw
+    and one RunDraw). The same key with the same fingerprint is a replay, answered with the day
+    it named as that day is now (never re-applied: a replayed commit does not undo a later
+    amendment); with another fingerprint, REQUEST_ID_REUSED."""
+
+    method: str
+    request_id: str
+    fingerprint: str
+    at_ms: int
+
+
+def request_key(method: str, request_id: str, at_ms: int, *content: object) -> RequestKey | None:
+    """None without a request_id (optional on both calls: they are remembered only with one).
+    `content`: every field of the request as sent (an empty day stays empty: a replay of "today"
+    after midnight is still answered with the day it committed)."""
+    if not request_id:
+        return None
+    canon = json.dumps([method, *content], ensure_ascii=False, separators=(",", ":"))
+    return RequestKey(method, request_id, hashlib.sha256(canon.encode()).hexdigest()[:32], at_ms)
+
+
+def request_id_reused() -> AlreadyExists:
+    return AlreadyExists(REQUEST_ID_REUSED, "request_id 已用于另一个请求 / request_id was used for a different request")
 
 
 # --- validation -----------------------------------------------------------------------------

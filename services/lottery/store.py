@@ -12,7 +12,9 @@ Invariants enforced inside write transactions:
 * a seed is never replaced: draws are created with INSERT OR IGNORE; the seed column is written
   again only by the draw itself, which swaps the sealed form for the plain one after checking it
   against the commitment (seed_seal.py: a day's seed is stored sealed until its draw);
-* a draw is revealed once: UPDATE ... WHERE drawn_ms IS NULL, results are stored and re-read.
+* a draw is revealed once: UPDATE ... WHERE drawn_ms IS NULL, results are stored and re-read;
+* a CommitDraw or RunDraw request_id names one request: it is looked up, and remembered, in the
+  transaction that applies the call, so of concurrent calls under one key exactly one applies.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ from services.common.db import Database
 from services.common.errors import FailedPrecondition
 
 from . import model
-from .model import DrawRecord, EntryRecord
+from .model import DrawRecord, EntryRecord, RequestKey
 from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, is_sealed, key_path_from_env
 
 __all__ = ["LotteryStore", "SqliteLotteryStore", "MIGRATIONS", "SYNCHRONOUS"]
@@ -69,6 +71,22 @@ MIGRATIONS = [
     );
     CREATE INDEX entries_by_user ON entries (campaign_id, user_id, day);
     """,
+    # 2: the request ids of CommitDraw and RunDraw (model.RequestKey), each with the fingerprint
+    # of its request and the day it answered with, written in the transaction that applies the
+    # call; rows older than model.REQUEST_MEMORY_MS are forgotten by the scheduler's tick, as the
+    # card service's sweep forgets its own. A new table only: an existing store opens as it was.
+    """
+    CREATE TABLE requests (
+        method      TEXT    NOT NULL,
+        request_id  TEXT    NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        campaign_id TEXT    NOT NULL,
+        day         TEXT    NOT NULL,
+        create_ms   INTEGER NOT NULL,
+        PRIMARY KEY (method, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_age ON requests (create_ms);
+    """,
 ]
 
 _DRAW_COLUMNS = (
@@ -80,10 +98,18 @@ _DRAW_COLUMNS = (
 class LotteryStore(Protocol):
     async def get_draw(self, campaign_id: str, day: str) -> DrawRecord | None: ...
     async def ensure_draw(self, draw: DrawRecord) -> DrawRecord: ...
-    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord: ...
+    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int, request: RequestKey | None = None) -> DrawRecord: ...
     async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]: ...
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]: ...
-    async def run_draw(self, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None: ...
+    async def run_draw(
+        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None
+    ) -> DrawRecord | None: ...
+    async def replayed(self, request: RequestKey) -> DrawRecord | None:
+        """The day a request_id answered, as it is now, when it was used for this very request;
+        None when it is new. Raises AlreadyExists REQUEST_ID_REUSED when it was used for another.
+        commit_draw and run_draw make the same check in their write (a concurrent call)."""
+        ...
+    async def forget_requests(self, before_ms: int, limit: int) -> int: ...
     async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]: ...
     async def user_entries(self, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]: ...
     async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]: ...
@@ -128,8 +154,8 @@ class SqliteLotteryStore:
     async def ensure_draw(self, draw: DrawRecord) -> DrawRecord:
         return await self.db.write(_ensure_draw, self.seal, draw)
 
-    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord:
-        return await self.db.write(_commit_draw, self.seal, wanted, frozenset(explicit), now_ms)
+    async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int, request: RequestKey | None = None) -> DrawRecord:
+        return await self.db.write(_commit_draw, self.seal, wanted, frozenset(explicit), now_ms, request)
 
     async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
         return await self.db.write(_enter, self.seal, draw_if_new, user_id, now_ms, request_id)
@@ -137,8 +163,16 @@ class SqliteLotteryStore:
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:
         return await self.db.read(_select_entry_and_draw, campaign_id, day, user_id)
 
-    async def run_draw(self, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
-        return await self.db.write(_run_draw, self.seal, campaign_id, day, now_ms, beacon_value)
+    async def run_draw(
+        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None
+    ) -> DrawRecord | None:
+        return await self.db.write(_run_draw, self.seal, campaign_id, day, now_ms, beacon_value, request)
+
+    async def replayed(self, request: RequestKey) -> DrawRecord | None:
+        return await self.db.read(_replayed, request)
+
+    async def forget_requests(self, before_ms: int, limit: int) -> int:
+        return await self.db.write(_forget_requests, before_ms, limit)
 
     async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]:
         return await self.db.read(_entrants_page, campaign_id, day, after, limit)
@@ -208,7 +242,55 @@ def _ensure_draw(conn: sqlite3.Connection, seal: SeedSeal, draw: DrawRecord) -> 
     return stored
 
 
-def _commit_draw(conn: sqlite3.Connection, seal: SeedSeal, wanted: DrawRecord, explicit: frozenset[str], now_ms: int) -> DrawRecord:
+def _replayed(conn: sqlite3.Connection, request: RequestKey | None) -> DrawRecord | None:
+    """The day `request` answered, as it is now, when its request_id was used for this very
+    request; None when it is new (or absent). Another request's id: REQUEST_ID_REUSED."""
+    if request is None:
+        return None
+    row = conn.execute(
+        "SELECT fingerprint, campaign_id, day FROM requests WHERE method = ? AND request_id = ?",
+        (request.method, request.request_id),
+    ).fetchone()
+    if row is None:
+        return None
+    if row[0] != request.fingerprint:
+        raise model.request_id_reused()
+    draw = _select_draw(conn, row[1], row[2])
+    assert draw is not None  # a remembered call answered with a stored day; days are never deleted
+    return draw
+
+
+def _remember(conn: sqlite3.Connection, request: RequestKey | None, answer: DrawRecord) -> None:
+    if request is not None:
+        conn.execute(
+            "INSERT INTO requests (method, request_id, fingerprint, campaign_id, day, create_ms) VALUES (?, ?, ?, ?, ?, ?)",
+            (request.method, request.request_id, request.fingerprint, answer.campaign_id, answer.day, request.at_ms),
+        )
+
+
+def _forget_requests(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
+    # As the card service's sweep forgets its request ids: oldest first by the age index, a
+    # bounded number per pass.
+    return conn.execute(
+        "DELETE FROM requests WHERE (method, request_id) IN"
+        " (SELECT method, request_id FROM requests WHERE create_ms < ? LIMIT ?)",
+        (before_ms, limit),
+    ).rowcount
+
+
+def _commit_draw(
+    conn: sqlite3.Connection, seal: SeedSeal, wanted: DrawRecord, explicit: frozenset[str], now_ms: int,
+    request: RequestKey | None = None,
+) -> DrawRecord:
+    seen = _replayed(conn, request)
+    if seen is not None:
+        return seen
+    answer = _apply_commit(conn, seal, wanted, explicit, now_ms)
+    _remember(conn, request, answer)
+    return answer
+
+
+def _apply_commit(conn: sqlite3.Connection, seal: SeedSeal, wanted: DrawRecord, explicit: frozenset[str], now_ms: int) -> DrawRecord:
     existing = _select_draw(conn, wanted.campaign_id, wanted.day)
     if existing is None:
         if now_ms >= wanted.cutoff_ms:
@@ -276,7 +358,20 @@ def _select_entry_and_draw(conn: sqlite3.Connection, campaign_id: str, day: str,
     return EntryRecord(campaign_id, day, user_id, row["entry_ms"], draw.drawn, bool(row["won"])), draw
 
 
-def _run_draw(conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
+def _run_draw(
+    conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str,
+    request: RequestKey | None = None,
+) -> DrawRecord | None:
+    seen = _replayed(conn, request)
+    if seen is not None:
+        return seen
+    answer = _apply_run(conn, seal, campaign_id, day, now_ms, beacon_value)
+    if answer is not None:  # no day: DRAW_NOT_FOUND, nothing to remember
+        _remember(conn, request, answer)
+    return answer
+
+
+def _apply_run(conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
     draw = _select_draw(conn, campaign_id, day)
     if draw is None or draw.drawn:
         return draw

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Sequence
@@ -38,7 +39,7 @@ from services.common.merchant_grant import MerchantScope, store_not_yours
 from . import model
 from .model import Order, Payment, Quote, Selection
 from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
-from .store import OrderStore, cart_request_reused
+from .store import OrderStore, cart_request_reused, request_id_reused
 from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
 
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
@@ -232,6 +233,29 @@ class _Flight:
             self.answer.set_exception(Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100))
 
 
+class _KeyLocks:
+    """One asyncio.Lock per key while anyone holds or waits for it (then forgotten)."""
+
+    def __init__(self) -> None:
+        self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
+
+    @contextlib.asynccontextmanager
+    async def hold(self, key: Any) -> AsyncIterator[None]:
+        lock, users = self._locks.get(key, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[key]
+            if users == 1:
+                del self._locks[key]
+            else:
+                self._locks[key] = (lock, users - 1)
+
+
 @dataclass
 class SweepReport:
     recovered: int = 0
@@ -303,6 +327,8 @@ class OrderService:
         # Card reservations from this time on (ms) await the recovery pass's check for ones
         # no order row knows about; None when none do.
         self._scan_since: int | None = None
+        # ConfirmPayment calls in progress, one at a time per (user, request_id): see there.
+        self._payments = _KeyLocks()
 
     def _now(self) -> int:
         return now_ms(self.clock)
@@ -711,12 +737,35 @@ class OrderService:
     async def confirm_payment(
         self, order_id: str, user_id: str, reference: str, request_id: str = "", budget: Budget | None = None
     ) -> Order:
+        """request_id (optional, as ever): the idempotency key, scoped by the user. A replay is
+        answered with the order as it is now (PAID, or later: a retry of a payment that went
+        through never fails because the order moved on); the same key for another order or
+        reference is REQUEST_ID_REUSED."""
         budget = budget or _budget()
         model.check_id("order_id", order_id)
         model.check_id("user_id", user_id)
         model.check_id("payment_reference", reference, limit=256)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
+        key = model.request_key(model.CONFIRM_PAYMENT, request_id, user_id, self._now(), order_id, reference)
+        if key is None:
+            return await self._confirm_payment(order_id, user_id, reference, budget, None)
+        # The money is captured before the write that remembers the key: two calls under one key
+        # at once would both capture, and the one refused as a reuse only after its money was
+        # taken. So they take turns (this process is the store's only writer); a concurrent
+        # replay waits for the first call and then finds its record.
+        async with self._payments.hold((user_id, request_id)):
+            return await self._confirm_payment(order_id, user_id, reference, budget, key)
+
+    async def _confirm_payment(
+        self, order_id: str, user_id: str, reference: str, budget: Budget, key: model.RequestKey | None
+    ) -> Order:
         order = model.check_owner(await self.store.get(order_id), user_id)
+        if key is not None:
+            seen = await self.store.request_fingerprint(key, order)
+            if seen is not None:
+                if seen != key.fingerprint:
+                    raise _request_id_reused()
+                return order  # a replay: the order as it is now
         if order.status == model.PENDING_PAYMENT and self._now() >= order.payment.expire_ms:
             order = await self._expire(order, budget)
         if order.status == model.PENDING_PAYMENT:
@@ -735,14 +784,26 @@ class OrderService:
                     card_action=model.CARD_CONFIRM if cur.card_id else "",
                 )
 
-            order = await self.store.update(order_id, mark_paid, expect=order)
-            if order.status == model.PAID and order.payment.status == model.PAY_CAPTURED:
+            if key is None:
+                order = await self.store.update(order_id, mark_paid, expect=order)
+            else:
+                # The key is remembered with the payment; when the order lapsed meanwhile, with
+                # the late payment's record instead (a crash in between leaves the call to be
+                # replayed in full: the capture is idempotent per reference).
+                order, replayed = await self.store.apply_request(
+                    order_id, key, _owned_by(user_id), mark_paid, answered=_paid
+                )
+                if replayed:
+                    return order
+            if _paid(order):
                 return await self._drive_quietly(order, budget)
-            return await self._late_payment(order, reference, budget, captured=True)
+            return await self._late_payment(order, reference, budget, captured=True, key=key)
         if order.payment.reference == reference and order.payment.status in (model.PAY_CAPTURED, model.PAY_REFUNDED):
-            return order  # a retry of a payment already recorded
+            if key is not None:  # a retry of a payment already recorded, under a key of its own
+                order, _ = await self.store.apply_request(order_id, key, _owned_by(user_id), _as_is)
+            return order
         if order.status == model.CANCELLED and order.payment.status == model.PAY_VOIDED:
-            return await self._late_payment(order, reference, budget, captured=False)
+            return await self._late_payment(order, reference, budget, captured=False, key=key)
         if order.payment.status == model.PAY_NOT_REQUIRED:
             raise FailedPrecondition("PAYMENT_NOT_REQUIRED", "此订单无需付款 / nothing to pay on this order")
         raise FailedPrecondition("ORDER_NOT_PAYABLE", f"订单状态 {order.status} 不能付款 / a {order.status} order cannot be paid")
@@ -755,7 +816,9 @@ class OrderService:
         except PaymentTimeout:
             raise DeadlineExceeded("PAYMENT_PROVIDER_TIMEOUT", "支付渠道超时，请稍后重试 / the payment provider timed out, retry") from None
 
-    async def _late_payment(self, order: Order, reference: str, budget: Budget, *, captured: bool) -> Order:
+    async def _late_payment(
+        self, order: Order, reference: str, budget: Budget, *, captured: bool, key: model.RequestKey | None = None
+    ) -> Order:
         """Money that arrived for an order that already lapsed: take it (it left the payer's
         account) and give it back at once, recorded on the order. The card stays returned."""
         if not captured:
@@ -772,7 +835,12 @@ class OrderService:
                 update_ms=self._now(),
             )
 
-        order = await self.store.update(order.order_id, record)
+        if key is None:
+            order = await self.store.update(order.order_id, record)
+        else:
+            order, replayed = await self.store.apply_request(order.order_id, key, _owned_by(key.user_id), record)
+            if replayed:
+                return order
         return await self._drive_quietly(order, budget)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -831,7 +899,11 @@ class OrderService:
         *, merchant: MerchantScope | None = None,
     ) -> Order:
         """user_id empty = the merchant cancels (the servicer checked the merchant credential;
-        merchant is its grant, None when it may act on every store)."""
+        merchant is its grant, None when it may act on every store).
+
+        request_id (optional, as ever): the idempotency key, scoped by the user, or for a
+        merchant by the order's store. A replay is answered with the order as it is now; the
+        same key for another order or reason is REQUEST_ID_REUSED."""
         budget = budget or _budget()
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
@@ -840,25 +912,37 @@ class OrderService:
         actor = model.ACTOR_USER if user_id else model.ACTOR_MERCHANT
         now = self._now()
 
-        def cancel(cur: Order) -> Order:
+        def may_cancel(cur: Order) -> None:
             if user_id:
                 model.check_owner(cur, user_id)
             elif not cur.visible:
                 raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
             else:
                 model.check_merchant(cur, merchant)
+
+        def cancel(cur: Order) -> Order:
+            may_cancel(cur)
             if cur.status == model.CANCELLED:
                 return cur
             model.check_cancel(cur, actor)
             default = "USER_CANCELLED" if actor == model.ACTOR_USER else "MERCHANT_CANCELLED"
             return model.cancel(cur, now, actor, reason or default)
 
-        order = await self.store.update(order_id, cancel)
+        key = model.request_key(model.CANCEL_ORDER, request_id, user_id, now, order_id, reason)
+        if key is None:
+            order = await self.store.update(order_id, cancel)
+        else:
+            order, _ = await self.store.apply_request(order_id, key, may_cancel, cancel)
         return await self._drive_quietly(order, budget)
 
     async def update_status(
         self, order_id: str, target: str, note: str, request_id: str = "", *, merchant: MerchantScope | None = None
     ) -> Order:
+        """request_id (optional, as ever): the idempotency key, scoped by the order's store (a
+        merchant call: merchants pick their own ids, and one store's "u1" must never meet
+        another's). A replay is answered with the order as it is now, whatever step it has
+        reached since (never ILLEGAL_TRANSITION for a call that succeeded); the same key for
+        another order, status or note is REQUEST_ID_REUSED."""
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
         if len(note) > model.MAX_REASON:
@@ -867,16 +951,23 @@ class OrderService:
             raise InvalidArgument("status", "只能是 ACCEPTED/PREPARING/READY/COMPLETED / must be ACCEPTED, PREPARING, READY or COMPLETED")
         now = self._now()
 
-        def advance(cur: Order) -> Order:
+        def may_advance(cur: Order) -> None:
             if not cur.visible:
                 raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
             model.check_merchant(cur, merchant)
+
+        def advance(cur: Order) -> Order:
+            may_advance(cur)
             if cur.status == target:
                 return cur  # a retried transition
             model.check_advance(cur, target)
             return model.with_status(cur, target, now, model.ACTOR_MERCHANT, note)
 
-        return await self.store.update(order_id, advance)
+        key = model.request_key(model.UPDATE_ORDER_STATUS, request_id, "", now, order_id, target, note)
+        if key is None:
+            return await self.store.update(order_id, advance)
+        order, _ = await self.store.apply_request(order_id, key, may_advance, advance)
+        return order
 
     async def watch_store(self, store_id: str, *, merchant: MerchantScope | None = None) -> AsyncIterator[Order]:
         """Every visible change of the store's orders from now on (merchant: the caller's grant,
@@ -1014,6 +1105,11 @@ class OrderService:
                 report.failed += 1
                 report.errors.append(f"{order.order_id}: {exc!r}")
                 log.exception("sweep failed", extra={"order_id": order.order_id})
+        try:
+            # Request ids older than a week (model.REQUEST_MEMORY_MS), a bounded number per pass.
+            await self.store.forget_requests(now - model.REQUEST_MEMORY_MS, limit)
+        except Exception as exc:  # they wait for the next pass
+            log.warning("old request ids not forgotten", extra={"error": repr(exc)})
         await self._card_watermark_pass(startup, report)
         return report
 
@@ -1138,12 +1234,21 @@ class OrderService:
 
 
 def _request_id_reused() -> DomainError:
-    from services.common.errors import AlreadyExists
+    return request_id_reused()
 
-    return AlreadyExists(
-        "REQUEST_ID_REUSED",
-        "这个 request_id 已用于另一个订单请求 / this request_id was already used for a different order request",
-    )
+
+def _owned_by(user_id: str) -> Any:
+    """The guard of a buyer's call on an order (apply_request)."""
+    return lambda cur: model.check_owner(cur, user_id)
+
+
+def _as_is(cur: Order) -> Order:
+    return cur
+
+
+def _paid(order: Order) -> bool:
+    """ConfirmPayment's own success: the order PAID by this money."""
+    return order.status == model.PAID and order.payment.status == model.PAY_CAPTURED
 
 
 def selections_of(lines: Sequence[Any]) -> tuple[Selection, ...]:

@@ -297,6 +297,46 @@ def compact_json(obj: Any) -> str:
         return _stdlib_compact_json(obj)
 
 
+# The calls that change an existing order under the caller's request_id (PlaceOrder's key is the
+# order itself: order_id_for; AddCartItem's is the cart line it added).
+UPDATE_ORDER_STATUS, CANCEL_ORDER, CONFIRM_PAYMENT = "UpdateOrderStatus", "CancelOrder", "ConfirmPayment"
+# How long such a request_id is remembered (store.forget_requests, from the sweep): a week, as
+# the card service keeps its request ids, far beyond any retry. A replay after that is judged
+# as a new call.
+REQUEST_MEMORY_MS = 7 * 86_400_000
+
+
+@dataclass(frozen=True)
+class RequestKey:
+    """A request_id as the idempotency key of one call on an existing order: within its scope,
+    the same request_id with the same fingerprint is a replay (answered with the order as it
+    is now, never judged again), with another one a reuse (REQUEST_ID_REUSED).
+
+    Scope: a buyer's call (user_id set) is scoped by the user, a merchant's call (user_id "")
+    by the store of the order it acts on, so two users' or two stores' "u1" never meet. Each
+    method is a namespace of its own: one request_id may serve a CancelOrder and a
+    ConfirmPayment (as the card service lets one serve Reserve and Confirm)."""
+
+    method: str
+    request_id: str
+    fingerprint: str
+    user_id: str
+    at_ms: int
+
+    def scope(self, order: Order) -> str:
+        return f"user:{self.user_id}" if self.user_id else f"store:{order.store_id}"
+
+
+def request_key(method: str, request_id: str, user_id: str, at_ms: int, *content: Any) -> RequestKey | None:
+    """The key of a call whose request_id is `request_id` (None without one: the call is not
+    remembered, as before request ids were). `content`: every field of the request that defines
+    it besides the caller (order_id, target status, note, reason, payment_reference...)."""
+    if not request_id:
+        return None
+    canon = compact_json([method, *content])
+    return RequestKey(method, request_id, hashlib.sha256(canon.encode()).hexdigest()[:32], user_id, at_ms)
+
+
 # --- validation -------------------------------------------------------------------------------
 
 

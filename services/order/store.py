@@ -126,6 +126,25 @@ MIGRATIONS = [
     UPDATE orders SET store_id = COALESCE(json_extract(doc, '$.s'), '');
     CREATE INDEX orders_by_store ON orders (store_id, create_ms DESC, order_id DESC);
     """,
+    # 6: the request ids of the calls that change an existing order (UpdateOrderStatus,
+    # CancelOrder, ConfirmPayment: model.RequestKey), so a retry is told from a reuse. Written in
+    # the transaction that applies the call (`apply_request`); `order_id` and `status` name the
+    # answer (the order, and the status the call left it in); rows older than
+    # model.REQUEST_MEMORY_MS are swept (`forget_requests`) as the card service sweeps its own.
+    # A new table only: an existing store opens as it was, with no request remembered.
+    """
+    CREATE TABLE requests (
+        method      TEXT NOT NULL,
+        scope       TEXT NOT NULL,    -- user:<user_id> (buyer) or store:<store_id> (merchant)
+        request_id  TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        order_id    TEXT NOT NULL,
+        status      TEXT NOT NULL,
+        create_ms   INTEGER NOT NULL,
+        PRIMARY KEY (method, scope, request_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX requests_age ON requests (create_ms);
+    """,
 ]
 
 CARD_WATERMARK = "card_watermark"
@@ -170,6 +189,28 @@ class OrderStore(Protocol):
         """Apply mutate to the current row inside one transaction; returns the stored result.
         expect: the row as the caller last saw it; when the stored row is still that version,
         mutate is applied to it without reading the row back (same outcome, less work)."""
+        ...
+
+    async def apply_request(
+        self, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
+        *, answered: Callable[[Order], bool] | None = None,
+    ) -> tuple[Order, bool]:
+        """One call under its request_id, in one transaction: load the row, guard(row) (may the
+        caller act on it: raises NOT_FOUND and the like), then look the key up in its scope. A
+        replay (same fingerprint) returns (row as it is now, True) without calling mutate; a
+        reuse raises AlreadyExists REQUEST_ID_REUSED; a new key applies mutate, stores the
+        result and remembers the key with it: (result, False). answered(result) False: the call
+        is not finished by this write (it goes on to another one, which remembers the key), so
+        the key is not remembered here; None: always remembered."""
+        ...
+
+    async def request_fingerprint(self, key: model.RequestKey, order: Order) -> str | None:
+        """The fingerprint remembered for key's request_id in its scope (order: the order the
+        call acts on, which names a merchant call's scope), None when it is not remembered."""
+        ...
+
+    async def forget_requests(self, before_ms: int, limit: int) -> int:
+        """Forget at most `limit` request ids remembered before before_ms; returns how many."""
         ...
 
     async def list_for_user(self, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]: ...
@@ -370,10 +411,7 @@ def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
         # have collided, so the row exists; anything else is a corrupt store.
         raise AlreadyExists("REQUEST_ID_REUSED", "订单号冲突 / order id conflict")
     if existing.request_hash != o.request_hash:
-        raise AlreadyExists(
-            "REQUEST_ID_REUSED",
-            "这个 request_id 已用于另一个订单请求 / this request_id was already used for a different order request",
-        )
+        raise request_id_reused()
     if existing.status == model.ABORTED:
         # The earlier attempt failed and was compensated: the retry is a new attempt with fresh
         # prices, under a new reservation key.
@@ -417,6 +455,57 @@ def _update(conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_car
         if clear_cart_of:
             conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
     return changed
+
+
+def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
+    row = conn.execute(
+        "SELECT fingerprint FROM requests WHERE method = ? AND scope = ? AND request_id = ?",
+        (key.method, scope, key.request_id),
+    ).fetchone()
+    return None if row is None else row[0]
+
+
+def _apply_request(
+    conn: sqlite3.Connection, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
+    answered: Callable[[Order], bool] | None,
+) -> tuple[Order, bool]:
+    # The load-and-mutate path of _update, with the key checked and written in the same
+    # transaction: the single writer makes check, change and record one step, so of concurrent
+    # calls under one key exactly one applies and the others meet its record.
+    current = _load(conn, order_id)
+    if current is None:
+        raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+    guard(current)  # before the key: a caller learns nothing of orders it may not act on
+    scope = key.scope(current)
+    seen = _remembered(conn, key, scope)
+    if seen is not None:
+        if seen != key.fingerprint:
+            raise request_id_reused()
+        return current, True
+    changed = mutate(current)
+    if changed is not current:
+        _store(conn, changed)
+    if answered is not None and not answered(changed):
+        return changed, False
+    conn.execute(
+        "INSERT INTO requests (method, scope, request_id, fingerprint, order_id, status, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (key.method, scope, key.request_id, key.fingerprint, order_id, changed.status, key.at_ms),
+    )
+    return changed, False
+
+
+def _request_fingerprint(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
+    return _remembered(conn, key, scope)
+
+
+def _forget_requests(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
+    # As the card service's sweep forgets its request ids: oldest first by the age index, a
+    # bounded number per pass.
+    return conn.execute(
+        "DELETE FROM requests WHERE (method, scope, request_id) IN"
+        " (SELECT method, scope, request_id FROM requests WHERE create_ms < ? LIMIT ?)",
+        (before_ms, limit),
+    ).rowcount
 
 
 def _list_for_user(conn: sqlite3.Connection, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]:
@@ -520,6 +609,15 @@ def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: S
     conn.execute(
         "INSERT INTO cart_lines (user_id, position, store_id, request_id, selection) VALUES (?, ?, ?, ?, ?)",
         (user_id, last + 1, store_id, request_id, json.dumps(sel.to_json(), separators=(",", ":"))),
+    )
+
+
+def request_id_reused() -> AlreadyExists:
+    """A request_id already used for a different request on an order (PlaceOrder and the calls
+    under a model.RequestKey)."""
+    return AlreadyExists(
+        "REQUEST_ID_REUSED",
+        "这个 request_id 已用于另一个订单请求 / this request_id was already used for a different order request",
     )
 
 
@@ -647,6 +745,22 @@ class SqliteOrderStore:
         result = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
         self._changed(result)
         return result
+
+    async def apply_request(
+        self, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
+        *, answered: Callable[[Order], bool] | None = None,
+    ) -> tuple[Order, bool]:
+        result, replayed = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
+        if not replayed:  # as update(): every applied call is published, a replay changed nothing
+            self._changed(result)
+        return result, replayed
+
+    async def request_fingerprint(self, key: model.RequestKey, order: Order) -> str | None:
+        # A point read of the requests primary key.
+        return await self.db.read_now(_request_fingerprint, key, key.scope(order))
+
+    async def forget_requests(self, before_ms: int, limit: int) -> int:
+        return await self.db.write(_forget_requests, before_ms, limit)
 
     async def list_for_user(self, user_id: str, limit: int, before: tuple[int, str] | None) -> list[Order]:
         return await self.db.read(_list_for_user, user_id, limit, before)

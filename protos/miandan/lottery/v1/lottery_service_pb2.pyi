@@ -154,7 +154,9 @@ class CommitDrawRequest(_message.Message):
     BEACON_SOURCE_FIELD_NUMBER: _builtins.int
     BEACON_ROUND_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key (optional): a replay returns the day as it is now; the same key for another
+    day or other parameters is ALREADY_EXISTS REQUEST_ID_REUSED.
+    """
     campaign_id: _builtins.str
     """Campaign."""
     day: _builtins.str
@@ -224,7 +226,9 @@ class RunDrawRequest(_message.Message):
     DAY_FIELD_NUMBER: _builtins.int
     BEACON_VALUE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key (optional): a replay returns the draw; the same key for another day or
+    beacon value is ALREADY_EXISTS REQUEST_ID_REUSED.
+    """
     campaign_id: _builtins.str
     """Campaign."""
     day: _builtins.str

@@ -267,7 +267,9 @@ class ConfirmPaymentRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key (optional), per user: a replay returns the order as it is now; the same key
+    for another order or reference is ALREADY_EXISTS REQUEST_ID_REUSED. Remembered a week.
+    """
     order_id: _builtins.str
     """Order."""
     user_id: _builtins.str
@@ -433,7 +435,9 @@ class CancelOrderRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key (optional), per user, or for a merchant per store: a replay returns the
+    order as it is now; the same key for another order or reason is REQUEST_ID_REUSED.
+    """
     order_id: _builtins.str
     """Order."""
     user_id: _builtins.str
@@ -493,7 +497,10 @@ class UpdateOrderStatusRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key (optional), per store: a replay returns the order as it is now, even after
+    it moved on (never ILLEGAL_TRANSITION for a call that succeeded); the same key for another
+    order, status or note is ALREADY_EXISTS REQUEST_ID_REUSED.
+    """
     order_id: _builtins.str
     """Order."""
     status: _order_pb2.OrderStatus.ValueType
