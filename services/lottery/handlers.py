@@ -188,7 +188,7 @@ class Lottery:
             violations.append(("prize_value_fen", "must be >= 0 (0 means the default 1,000,000)"))
         if winner_count < 0 or winner_count > model.MAX_WINNER_COUNT:
             violations.append(("winner_count", f"must be 0..{model.MAX_WINNER_COUNT} (0 means the default 15)"))
-        if len(beacon_source) > MAX_BEACON_SOURCE_CHARS or any(ord(c) < 33 for c in beacon_source):
+        if beacon_source and not model.is_beacon_source(beacon_source):
             violations.append(("beacon_source", f"1..{MAX_BEACON_SOURCE_CHARS} printable characters without spaces"))
         if beacon_round and not beacon_source:
             violations.append(("beacon_round", "given without beacon_source"))

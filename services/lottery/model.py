@@ -315,6 +315,11 @@ def request_id_reused() -> AlreadyExists:
 # --- validation -----------------------------------------------------------------------------
 
 
+def is_beacon_source(text: str) -> bool:
+    """1..64 printable characters without spaces (U+2028 and friends included)."""
+    return 0 < len(text) <= 64 and all(c.isprintable() and not c.isspace() for c in text)
+
+
 def check_id(value: str, field_name: str) -> str:
     if not value:
         raise InvalidArgument(field_name, "must not be empty", reason="MISSING_FIELD")

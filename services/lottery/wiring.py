@@ -55,7 +55,7 @@ def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings
     cutoff_text = (e.get("MIANDAN_LOTTERY_CUTOFF") or "").strip()
     cutoff = model.parse_cutoff(cutoff_text) if cutoff_text else model.DEFAULT_CUTOFF
     beacon = (e.get("MIANDAN_LOTTERY_BEACON_SOURCE") or "").strip() or None
-    if beacon is not None and (len(beacon) > 64 or any(ord(c) < 33 for c in beacon)):
+    if beacon is not None and not model.is_beacon_source(beacon):
         raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable characters")
     raw = e.get("MIANDAN_LOTTERY_CAMPAIGNS") or e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026"
     campaigns = tuple(c.strip() for c in raw.split(",") if c.strip())

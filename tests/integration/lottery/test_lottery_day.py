@@ -328,6 +328,8 @@ async def test_future_days_unknown_campaigns_and_days_outside_the_window(lottery
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, winner_count=-1), "winner_count"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, prize_value_fen=-5), "prize_value_fen"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_round="7"), "beacon_round"),
+        ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:\u2028x"), "beacon_source"),
+        ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:\u3000x"), "beacon_source"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet", beacon_round="1"), "beacon_round"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day="2026-02-31"), "day"),
         # A calendar date whose 20:00 in Asia/Shanghai falls in year 0: datetime overflowed (INTERNAL).
