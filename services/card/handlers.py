@@ -84,11 +84,13 @@ def _bad_token() -> InvalidArgument:
 
 def _decode_token(token: str, arity: int) -> list[str]:
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
+        # validate=True: the lenient decoder drops characters outside the alphabet, so "!!"
+        # read as an empty token, i.e. the first page again, instead of a bad token.
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
     except (ValueError, UnicodeDecodeError):
         raise _bad_token() from None
     parts = raw.split("\x1f")
-    if len(parts) != arity:
+    if len(parts) != arity or parts == [""]:
         raise _bad_token()
     return parts
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,7 @@ MIN_QUANTITY, MAX_QUANTITY = 1, 99
 MAX_QUOTE_LINES = 50
 MAX_TEXT_CHARS = 500
 MAX_ID_CHARS = 128
+_SPACE = re.compile(r"\s")
 MAX_NAME_CHARS = 200
 MAX_PRICE_FEN = 10_000_000  # 100,000 yuan per unit: anything above is a typo, not a menu price
 
@@ -35,6 +37,7 @@ STORE_CLOSED = "STORE_CLOSED"
 
 # ImportStores rejection reasons.
 MISSING_STORE_ID = "MISSING_STORE_ID"
+INVALID_STORE_ID = "INVALID_STORE_ID"
 MISSING_NAME = "MISSING_NAME"
 UNKNOWN_BRAND = "UNKNOWN_BRAND"
 LOCATION_OUT_OF_RANGE = "LOCATION_OUT_OF_RANGE"
@@ -329,7 +332,10 @@ def valid_location(lat: float, lng: float) -> bool:
 
 
 def _id_ok(value: str) -> bool:
-    return 0 < len(value) <= MAX_ID_CHARS and value == value.strip()
+    """An id other services can carry: 1..128 printable characters, no space of any kind (a
+    store id with a newline or NUL was accepted, then refused by the order service's id
+    checks, or unmatchable in a merchant grant)."""
+    return 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and _SPACE.search(value) is None
 
 
 def validate_brand(brand: Brand) -> None:
@@ -441,6 +447,8 @@ def validate_store_row(
         return reject(MISSING_STORE_ID, "缺少门店编号 / store_id is required")
     if len(store_id) > MAX_ID_CHARS or len(name) > MAX_NAME_CHARS or len(address) > 500 or len(city) > 100:
         return reject(FIELD_TOO_LONG, "字段过长 / a field is too long (store_id 128, name 200, address 500, city 100)")
+    if not _id_ok(store_id):
+        return reject(INVALID_STORE_ID, "门店编号不能含空白或控制字符 / store_id must be printable without spaces")
     if not name.strip():
         return reject(MISSING_NAME, "缺少门店名称 / name is required")
     if brand_id not in known_brands:

@@ -43,6 +43,7 @@ LEEWAY_S = 30
 # Ids as the catalog mints them; a grant names at most this many (a chain's brands, or the
 # stores of a franchisee: a token travels in every call's metadata).
 MAX_SCOPE_IDS = 200
+MAX_ID_CHARS = 128  # as the catalog's store and brand ids
 _ALGORITHM = "HS256"
 
 
@@ -189,8 +190,8 @@ def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None
         raise ValueError("a grant names at least one brand or store")
     if len(brands) + len(stores) > MAX_SCOPE_IDS:
         raise ValueError(f"a grant names at most {MAX_SCOPE_IDS} brands and stores")
-    if not all(isinstance(i, str) and 0 < len(i) <= 64 for i in (*brands, *stores)):
-        raise ValueError("brand and store ids must be strings of 1..64 characters")
+    if not all(isinstance(i, str) and 0 < len(i) <= MAX_ID_CHARS for i in (*brands, *stores)):
+        raise ValueError(f"brand and store ids must be strings of 1..{MAX_ID_CHARS} characters")
 
 
 def main(argv: list[str] | None = None) -> int:

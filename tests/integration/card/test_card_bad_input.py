@@ -61,6 +61,11 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
         ("GetInviteStats", dict(campaign_id=C, user_id="alice", page_token="garbage"), "page_token"),
         ("ListCampaigns", dict(page_size=-1), "page_size"),
         ("ListCampaignCards", dict(campaign_id=C, page_size=5000), "page_size"),
+        # Characters outside base64url were dropped by the lenient decoder: "!!" read as no token,
+        # and the caller silently got the first page again.
+        ("ListCampaigns", dict(page_token="!!"), "page_token"),
+        ("ListCampaignCards", dict(campaign_id=C, page_token="!!"), "page_token"),
+        ("ListCampaignCards", dict(campaign_id=C, page_token="YW!!Jj"), "page_token"),
         ("GetCardHistory", dict(card_id=""), "card_id"),
     ],
 )

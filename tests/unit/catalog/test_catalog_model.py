@@ -83,6 +83,12 @@ def row(**kw):
     ({"periods": [(1, 600, 500)]}, model.BAD_OPENING_HOURS),
     ({"time_zone": "Mars/Olympus"}, model.BAD_TIME_ZONE),
     ({"store_id": "x" * 200}, model.FIELD_TOO_LONG),
+    # Ids the order service and merchant grants then could not carry.
+    ({"store_id": " s1"}, model.INVALID_STORE_ID),
+    ({"store_id": "s 1"}, model.INVALID_STORE_ID),
+    ({"store_id": "s1\n"}, model.INVALID_STORE_ID),
+    ({"store_id": "s\x001"}, model.INVALID_STORE_ID),
+    ({"store_id": "s\u30001"}, model.INVALID_STORE_ID),
 ])
 def test_a_bad_import_row_is_rejected_with_its_index_and_reason(kw, reason):
     out = row(**kw)

@@ -48,7 +48,8 @@ def test_an_expired_or_forged_or_overlong_grant_is_refused_saying_why():
         ("m", [], [], 60, "at least one"),
         ("", ["b"], [], 60, "merchant id"),
         ("m", [f"b{i}" for i in range(MAX_SCOPE_IDS + 1)], [], 60, "at most"),
-        ("m", [""], [], 60, "1..64"),
+        ("m", [""], [], 60, "1..128"),
+        ("m", [], ["s" * 129], 60, "1..128"),
         ("m", ["b"], [], 0, "ttl"),
         ("m", ["b"], [], MAX_LIFETIME_S + 1, "ttl"),
     ],
@@ -155,3 +156,10 @@ def test_a_grant_with_a_time_beyond_every_float_is_invalid_not_a_crash(claim):
         read_grant(KEY, jwt.encode(claims, KEY), now)
     policy = AccessPolicy(SETTINGS, clock=FakeClock())
     assert policy.check(MERCHANT, _md(jwt.encode(claims, KEY))).reason == "MERCHANT_GRANT_INVALID"
+
+
+def test_a_grant_names_store_ids_as_long_as_the_catalog_takes():
+    clock = FakeClock()
+    long_store = "s" * 128  # the catalog's limit for a store id
+    token = mint_grant(KEY, "franchisee", stores=[long_store], clock=clock)
+    assert read_grant(KEY, token, clock.now().timestamp()).covers("any-brand", long_store)

@@ -65,7 +65,7 @@ class RejectedStore(_message.Message):
     store_id: _builtins.str
     """store_id of the row, if any."""
     reason: _builtins.str
-    """Machine reason, e.g. MISSING_STORE_ID, UNKNOWN_BRAND, LOCATION_OUT_OF_RANGE."""
+    """Machine reason, e.g. MISSING_STORE_ID, INVALID_STORE_ID, UNKNOWN_BRAND, LOCATION_OUT_OF_RANGE."""
     message: _builtins.str
     """Human explanation."""
     def __init__(
