@@ -50,6 +50,13 @@ def test_the_pass_phrase_carries_the_code_and_the_face_value():
         "我朋友发的：{c}，领卡",
         "{fw}",
         "¥{c}¥ 复制这段口令，打开App领25元免单卡 ¥{c}¥",
+        # Split inside a sentence, as people read a code aloud or retype it.
+        "我的邀请码是 {a} {b} 快来",
+        "my code is {a}-{b}, thanks",
+        "CODE {a} {b} PLEASE",
+        # Zero-width characters some chat apps put into copied text.
+        "{a}\u200b{b}",
+        "¥{a}\ufeff{b}¥",
     ],
 )
 def test_a_code_is_found_in_any_reasonable_pasted_text(shape):
@@ -79,3 +86,4 @@ def test_a_code_with_a_wrong_check_letter_is_not_a_candidate():
     wrong = code[:-1] + next(c for c in codes.CHECK_LETTERS if c != code[-1])
     with pytest.raises(InvalidArgument):
         codes.extract_codes(f"¥{wrong}¥")
+
