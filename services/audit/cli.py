@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from collections import Counter
@@ -18,7 +19,7 @@ def parser() -> argparse.ArgumentParser:
         prog="python -m miandan audit",
         description="Cross-service reconciliation of a running miandan suite (read-only; admin credential "
         "from MIANDAN_INTERNAL_TOKEN / MIANDAN_ADMIN_TOKEN). Exit 0 when every invariant holds, 1 on findings, "
-        "2 when a service could not be read.",
+        "2 when the audit could not run (invalid arguments or MIANDAN_* settings, a service could not be read).",
     )
     p.add_argument("--card", metavar="HOST:PORT", help="card service (default MIANDAN_CARD_ADDR or 127.0.0.1:50051)")
     p.add_argument("--order", metavar="HOST:PORT", help="order service (default MIANDAN_ORDER_ADDR or 127.0.0.1:50053)")
@@ -37,12 +38,25 @@ async def _run(args: argparse.Namespace) -> int:
 
     addrs = {k: v for k, v in (("card", args.card), ("order", args.order), ("lottery", args.lottery)) if v}
     started = time.monotonic()
+    # Exit 1 means findings: a configuration the audit cannot run with is exit 2, in one line.
+    grace = args.reservation_grace
+    if not math.isfinite(grace) or grace < 0:
+        print(f"audit: --reservation-grace must be a finite number of seconds >= 0, not {grace}", file=sys.stderr)
+        return 2
     try:
-        facts = await fetch_facts(Targets.resolve(addrs), args.campaign)
+        targets = Targets.resolve(addrs)  # MIANDAN_* addresses and credentials
+    except ValueError as exc:
+        print(f"audit: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    try:
+        facts = await fetch_facts(targets, args.campaign)
     except grpc.aio.AioRpcError as err:
         print(f"audit could not read the services: {err.code().name}: {err.details()}", file=sys.stderr)
         return 2
-    findings = audit(facts, reservation_grace_ms=int(args.reservation_grace * 1000))
+    except OSError as exc:  # e.g. MIANDAN_TLS_* files that cannot be read
+        print(f"audit could not connect to the services: {exc}", file=sys.stderr)
+        return 2
+    findings = audit(facts, reservation_grace_ms=int(grace * 1000))
     for f in findings:
         print(f"FINDING {f}")
     drawn = sum(1 for d in facts.draws if d.status == "DRAWN")

@@ -406,9 +406,11 @@ def check_invites(
     inviter_cards: Counter[str] = Counter()
     invitee_cards: Counter[str] = Counter()
     signup_cards: Counter[str] = Counter()
+    all_cards: Counter[str] = Counter()
     for c in cards:
         if c.campaign_id != cid:
             continue
+        all_cards[c.user_id] += 1
         if c.source == SIGNUP:
             signup_cards[c.user_id] += 1
         elif c.source == INVITER:
@@ -417,12 +419,15 @@ def check_invites(
             invitee_cards[c.user_id] += 1
     for stats in inviters:
         rewarded = sum(1 for inv in stats.invites if inv.inviter_rewarded)
-        expected = rewarded * campaign.inviter_grant
-        if inviter_cards[stats.user_id] != expected:
+        have = inviter_cards[stats.user_id]
+        if not _inviter_cards_fit(campaign, rewarded, have, all_cards[stats.user_id]):
+            expected = rewarded * campaign.inviter_grant
             out.append(
                 Finding(
                     "INVITER_CARDS_MISMATCH",
-                    f"{rewarded} rewarded invites should give {expected} inviter cards, user has {inviter_cards[stats.user_id]}",
+                    f"{rewarded} rewarded invites should give {expected} inviter cards"
+                    + (f" (fewer only if the last grant reached the cap of {campaign.per_user_card_cap})" if have < expected else "")
+                    + f", user has {have} (of {all_cards[stats.user_id]} cards in all)",
                     {"campaign_id": cid, "user_id": stats.user_id},
                 )
             )
@@ -450,6 +455,24 @@ def check_invites(
         if invitee_cards[user] == 0:
             out.append(Finding("INVITEE_CARDS_MISMATCH", "invite records an invitee reward but user has no invitee card", {"campaign_id": cid, "user_id": user}))
     return out
+
+
+def _inviter_cards_fit(campaign: "CampaignFacts", rewarded: int, inviter_cards: int, user_cards: int) -> bool:
+    """Whether `inviter_cards` INVITER cards are what `rewarded` rewarded invites gave a user who
+    was granted `user_cards` cards of the campaign in all (ListCampaignCards lists every card
+    ever granted, whatever its state: the user's count against the cap).
+
+    The card service grants inviter_grant per invite but never past the per-user cap
+    (grant_size), and the budget check is all or nothing; an invite is rewarded when it gave at
+    least one card. So each rewarded invite gave inviter_grant cards, except that one grant may
+    stop short at the cap: that grant leaves the user at the cap, every later grant gives
+    nothing (and is not rewarded), and cards are never taken back. Hence exactly rewarded *
+    inviter_grant, or more than (rewarded - 1) * inviter_grant and fewer than that with the
+    user's cards at the cap."""
+    full = rewarded * campaign.inviter_grant
+    if inviter_cards == full:
+        return True
+    return rewarded > 0 and full - campaign.inviter_grant < inviter_cards < full and user_cards == campaign.per_user_card_cap
 
 
 def _invitee_top_up(campaign: "CampaignFacts", signup: int) -> int:

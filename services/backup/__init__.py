@@ -17,10 +17,17 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["StoreCopy", "back_up", "back_up_store"]
+__all__ = ["BackupError", "StoreCopy", "back_up", "back_up_store"]
 
 # Pages copied per step; between steps the service may write (the copy then redoes what changed).
 _PAGES_PER_STEP = 1024
+
+# What SQLite keeps beside a WAL-mode store while a connection has it open.
+_WAL_SIDE_FILES = ("-wal", "-shm")
+
+
+class BackupError(Exception):
+    """A store could not be copied (not an SQLite database, unreadable, ...): names the store."""
 
 
 @dataclass(frozen=True)
@@ -32,16 +39,57 @@ class StoreCopy:
     integrity: str  # "ok", or what integrity_check found
 
 
+def _uri(path: Path, mode: str) -> str:
+    # as_uri() percent-escapes what a URI gives a meaning to ("?", "#", "%"), so SQLite opens
+    # exactly this file and sees the mode parameter (an f"file:{path}" URI is cut at ? or #).
+    return f"{path.as_uri()}?mode={mode}"
+
+
 def back_up_store(source: Path, target: Path) -> StoreCopy:
     started = time.monotonic()
+    source = source.resolve(strict=True)
+    side_files = [source.with_name(source.name + suffix) for suffix in _WAL_SIDE_FILES]
+    present = {p for p in side_files if p.exists()}
     target.parent.mkdir(parents=True, exist_ok=True)
-    # Read-only, through the URI: a backup must never create or change a service's store.
-    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as src, sqlite3.connect(target) as dst:
-        src.backup(dst, pages=_PAGES_PER_STEP)
-        integrity = dst.execute("PRAGMA integrity_check").fetchone()[0]
-    src.close()
-    dst.close()
+    try:
+        # Read-only (mode=ro never creates a missing file): a backup must never create or change
+        # a service's store.
+        src = sqlite3.connect(_uri(source, "ro"), uri=True)
+        try:
+            dst = sqlite3.connect(target)
+            try:
+                src.backup(dst, pages=_PAGES_PER_STEP)
+                integrity = dst.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                dst.close()
+        finally:
+            src.close()
+            if not present:
+                _remove_own_side_files(source, side_files)
+    except sqlite3.Error as exc:
+        target.unlink(missing_ok=True)  # a partial copy must not pass for a store
+        raise BackupError(f"cannot copy {source}: {exc}") from exc
     return StoreCopy(source.stem, target, target.stat().st_size, time.monotonic() - started, integrity)
+
+
+def _remove_own_side_files(source: Path, side_files: list[Path]) -> None:
+    """Called when neither -wal nor -shm was there before the copy. A read-only connection to a
+    WAL-mode store that nothing else has open has to create both, and cannot remove them when it
+    closes (that takes a checkpoint, which needs write access). A connection that closes as the
+    store's only connection does remove them, after checkpointing the log (the empty one this
+    backup created): SQLite decides that under an exclusive lock, so a service that opened the
+    store in the meantime keeps its files. mode=rw never creates the store; query_only refuses writes."""
+    if not any(p.exists() for p in side_files):
+        return
+    try:
+        conn = sqlite3.connect(_uri(source, "rw"), uri=True)
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass  # best effort: the copy is good, and SQLite itself handles leftover -wal/-shm files
 
 
 def back_up(data_dir: Path, dest: Path) -> list[StoreCopy]:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from . import back_up
+from . import BackupError, back_up
 
 
 def main(argv: Sequence[str]) -> int:
@@ -21,7 +21,9 @@ def main(argv: Sequence[str]) -> int:
     args = p.parse_args(argv)
     try:
         copies = back_up(args.data, args.dest)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, BackupError) as exc:
+        # One line, exit 2: the data directory or DEST is not what it should be (a "*.db" that is
+        # not an SQLite store, no stores, DEST already there), not a crash of this command.
         print(f"backup failed: {exc}", file=sys.stderr)
         return 2
     for c in copies:
