@@ -1,14 +1,14 @@
 """`python -m gateway`: the public gRPC front (port 50050 by default)."""
 from __future__ import annotations
 
-from services.common.config import Settings
-from services.common.server import run, serve_built
+from services.common.server import main as serve_main
 
-from .wiring import build
+from .wiring import build, options_from_env
 
 
 def main() -> None:
-    run(serve_built(build, Settings.from_env("gateway")))
+    # No store: the gateway keeps nothing in MIANDAN_DATA.
+    serve_main("gateway", build, options=options_from_env, uses_store=False)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@ servicer authenticates their bearer token) and the gateway's criticality map."""
 from __future__ import annotations
 
 import os
+from typing import Any, Mapping
 
 from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from services.common.auth import PUBLIC, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings
+from services.common.config import Settings, env_number
 from services.common.server import Server, build_server
 
 from .auth import TokenVerifier
@@ -19,7 +20,7 @@ from .servicer import CRITICALITY, GatewayServicer
 from .user_rates import UserRates
 from .watches import WatchSlots
 
-__all__ = ["build", "campaign_id_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
+__all__ = ["build", "campaign_id_from_env", "options_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 DEFAULT_CAMPAIGN_ID = "spring-2026"
@@ -29,17 +30,15 @@ def campaign_id_from_env(settings: Settings) -> str:
     return getattr(settings, "campaign_id", None) or os.environ.get("MIANDAN_CAMPAIGN_ID") or DEFAULT_CAMPAIGN_ID
 
 
-def _preview_ttl() -> float:
-    raw = os.environ.get("MIANDAN_PREVIEW_TTL_SECONDS", "").strip()
-    if not raw:
-        return 600.0
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"MIANDAN_PREVIEW_TTL_SECONDS={raw!r} is not a number") from None
-    if not value > 0:
-        raise ValueError(f"MIANDAN_PREVIEW_TTL_SECONDS={raw!r} must be > 0")
-    return value
+def _preview_ttl(env: Mapping[str, str] | None = None) -> float:
+    # Finite: inf would overflow where the TTL becomes a deadline.
+    return env_number(env, "MIANDAN_PREVIEW_TTL_SECONDS", 600.0, above=0, maximum=86_400.0)
+
+
+def options_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """build()'s keyword arguments from the gateway's own variables (`python -m gateway` reads
+    them before anything starts); ValueError naming the variable."""
+    return {"preview_ttl_s": _preview_ttl(env)}
 
 
 # The largest request an end user needs is a PlaceOrder of 50 lines with 20 options each, about
@@ -48,17 +47,23 @@ def _preview_ttl() -> float:
 MAX_REQUEST_BYTES = 256 * 1024
 
 
-async def build(settings: Settings, *, clock: Clock | None = None, campaign_id: str | None = None) -> Server:
+async def build(
+    settings: Settings, *, clock: Clock | None = None, campaign_id: str | None = None, preview_ttl_s: float | None = None
+) -> Server:
+    """preview_ttl_s: None = MIANDAN_PREVIEW_TTL_SECONDS. Everything read from the environment is
+    read before the upstream channels open, so a bad value leaves nothing open behind."""
     clock = clock or SystemClock()
     verifier = TokenVerifier(settings, clock=clock)  # fails fast on a missing key file
+    campaign = campaign_id or campaign_id_from_env(settings)
+    previews = PreviewStore(ttl_seconds=_preview_ttl() if preview_ttl_s is None else preview_ttl_s, clock=clock)
     upstreams = Upstreams(settings)
     gateway = Gateway(
         card=upstreams.card,
         catalog=upstreams.catalog,
         order=upstreams.order,
         lottery=upstreams.lottery,
-        campaign_id=campaign_id or campaign_id_from_env(settings),
-        previews=PreviewStore(ttl_seconds=_preview_ttl(), clock=clock),
+        campaign_id=campaign,
+        previews=previews,
         clock=clock,
     )
     servicer = GatewayServicer(

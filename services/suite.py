@@ -15,6 +15,7 @@ import asyncio
 import datetime as dt
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,7 @@ class Child:
     started_at: float = 0.0  # time.monotonic() of the last start
     quick_exits: int = 0  # exits in a row, each within STEADY_S of its start
     restart_at: float | None = None  # when the supervisor starts it again after an exit
+    log_offset: int = 0  # where this start's output begins in log_path
 
     def __post_init__(self) -> None:
         self.settings = Settings.from_env(self.name, self.env)
@@ -87,6 +89,7 @@ class Child:
     def start(self) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
+        self.log_offset = log.seek(0, os.SEEK_END)
         # Own process group: Ctrl-C in the terminal reaches only the suite, which then stops
         # the children in order with SIGTERM instead of every process racing at once.
         self.process = subprocess.Popen(
@@ -99,6 +102,71 @@ class Child:
     @property
     def address(self) -> str:
         return f"{self.settings.host}:{self.settings.port}"
+
+    def said_listening(self) -> bool:
+        """Whether this start of the child printed its "listening on" line: only then is a
+        SERVING answer on its address its own, not another process's that holds the port."""
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(self.log_offset)
+                return b" listening on " in f.read()
+        except OSError:
+            return False
+
+
+def exit_reason(child: Child) -> str:
+    """Why a child exited, when it said: a service that cannot start ends its output with one
+    line `<service>: <reason>` (services.common.server.main). "" otherwise (killed, crashed)."""
+    line = last_line(getattr(child, "log_path", None))
+    return line if line.startswith(f"{child.name}: ") else ""
+
+
+def last_line(path: Path | None, limit: int = 300) -> str:
+    """The last non-blank line of a log, shortened; "" if none."""
+    if path is None:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            lines = [line for line in f.read().decode("utf-8", "replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    text = lines[-1].strip() if lines else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def port_problems(children: list[Child]) -> list[str]:
+    """The ports (service and metrics) the children would listen on that are taken already,
+    one line each naming the variable: another suite (or anything else) on them would answer
+    the health checks in their place, and a child that cannot bind exits at once."""
+    problems = []
+    for child in children:
+        s = child.settings
+        upper = child.name.upper()
+        for var, port in ((f"MIANDAN_{upper}_PORT", s.port), (f"MIANDAN_{upper}_METRICS_PORT", s.metrics_port)):
+            if not port:
+                continue
+            host = "127.0.0.1" if var.endswith("METRICS_PORT") else s.host  # /metrics listens on loopback
+            why = _cannot_bind(host, port)
+            if why:
+                problems.append(f"{child.name}: cannot listen on {host}:{port} ({var}={port}): {why}")
+    return problems
+
+
+def _cannot_bind(host: str, port: int) -> str | None:
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"MIANDAN_HOST={host!r} does not resolve ({getattr(exc, 'strerror', None) or exc})"
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as exc:
+            return exc.strerror or str(exc)
+    return None
 
 
 def process_specs(env: dict[str, str] | None = None) -> list[Child]:
@@ -132,10 +200,13 @@ async def wait_serving(child: Child, timeout: float = 30.0) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if child.process is not None and child.process.poll() is not None:
-                raise RuntimeError(f"{child.name} exited with code {child.process.returncode}; see {child.log_path}")
+                why = exit_reason(child)
+                raise RuntimeError(
+                    f"{child.name} exited with code {child.process.returncode}" + (f": {why}" if why else "") + f"; see {child.log_path}"
+                )
             try:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=PROTO_SERVICE[child.name]), timeout=1.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                if reply.status == health_pb2.HealthCheckResponse.SERVING and child.said_listening():
                     return
             except grpc.aio.AioRpcError:
                 pass
@@ -227,7 +298,9 @@ class Suite:
                 delay = restart_delay(child.quick_exits)
                 child.restart_at = now + delay
                 when = "restarting" if not delay else f"restarting in {delay:g} s ({child.quick_exits} quick exits in a row)"
-                print(f"{child.name:8} exited with code {child.process.returncode}; {when}", flush=True)
+                why = exit_reason(child)
+                why = f" ({why})" if why else ""
+                print(f"{child.name:8} exited with code {child.process.returncode}{why}; {when}", flush=True)
             if now >= child.restart_at:
                 child.restarts += 1
                 child.start()
@@ -253,8 +326,20 @@ class Suite:
 
 
 async def main_async(args: argparse.Namespace) -> int:
-    env = suite_env()
-    suite = Suite(process_specs(env))
+    try:
+        env = suite_env()
+        children = process_specs(env)
+    except ValueError as exc:  # a bad MIANDAN_* setting: one line naming it, like the services
+        print(f"miandan suite: {exc}", file=sys.stderr, flush=True)
+        return 2
+    taken = port_problems(children)
+    if taken:
+        # Started anyway, the children would exit at once, and another suite on these ports
+        # would answer their health checks: this suite would say "ready" while serving nothing.
+        for line in taken:
+            print(f"miandan suite failed to start: {line}", file=sys.stderr, flush=True)
+        return 1
+    suite = Suite(children)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, suite.stopping.set)

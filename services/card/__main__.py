@@ -5,34 +5,28 @@ expired cards are swept; MIANDAN_CARD_NEW_USER_WINDOW_SECONDS (600) — how long
 grant a user still counts as new for AcceptInvite; MIANDAN_CARD_GAUGE_SECONDS (15) — how often the
 campaign gauges (budget, issued, face value by card state) are refreshed for Prometheus.
 """
-import os
-import sys
+from __future__ import annotations
 
-from services.common.config import Settings
-from services.common.server import run, serve_built
+from typing import Any, Mapping
+
+from services.common.config import env_number
+from services.common.server import main
 
 from .wiring import build
 
+DAY_S = 86_400.0
 
-def _seconds(name: str, default: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        sys.exit(f"{name}={raw!r} is not a number of seconds")
-    if not value > 0:
-        sys.exit(f"{name}={raw!r} must be > 0")
-    return value
+
+def options_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """build()'s keyword arguments from the card's own variables; ValueError naming the variable
+    (inf and nan included: the window becomes integer milliseconds, an interval a timer)."""
+    window_s = env_number(env, "MIANDAN_CARD_NEW_USER_WINDOW_SECONDS", 600.0, above=0, maximum=365 * DAY_S)
+    return {
+        "sweep_interval_s": env_number(env, "MIANDAN_CARD_SWEEP_SECONDS", 5.0, above=0, maximum=DAY_S),
+        "gauge_interval_s": env_number(env, "MIANDAN_CARD_GAUGE_SECONDS", 15.0, above=0, maximum=DAY_S),
+        "new_user_window_ms": int(window_s * 1000),
+    }
 
 
 if __name__ == "__main__":
-    sweep_s = _seconds("MIANDAN_CARD_SWEEP_SECONDS", 5.0)
-    window_ms = int(_seconds("MIANDAN_CARD_NEW_USER_WINDOW_SECONDS", 600.0) * 1000)
-    gauge_s = _seconds("MIANDAN_CARD_GAUGE_SECONDS", 15.0)
-
-    async def build_card(settings: Settings):  # type: ignore[no-untyped-def]
-        return await build(settings, sweep_interval_s=sweep_s, gauge_interval_s=gauge_s, new_user_window_ms=window_ms)
-
-    run(serve_built(build_card, Settings.from_env("card")))
+    main("card", build, options=options_from_env)

@@ -53,39 +53,50 @@ async def build(
     registry: CollectorRegistry = REGISTRY,
 ) -> Server:
     clock = clock or SystemClock()
+    policy = AccessPolicy(settings, ROLES)  # reads settings only: before anything is opened
     store = await SqliteCardStore.open(
         settings.db_path, clock=clock, attempts=attempts, new_user_window_ms=new_user_window_ms
     )
-    handlers = CardHandlers(store, clock)
-    servicer = CardServicer(handlers)
-    gauges = CampaignGauges(store, clock, registry)
-    sweeper: list[asyncio.Task[None]] = []
+    registered: list[CampaignGauges] = []
+    try:
+        handlers = CardHandlers(store, clock)
+        servicer = CardServicer(handlers)
+        gauges = CampaignGauges(store, clock, registry)
+        registered.append(gauges)
+        sweeper: list[asyncio.Task[None]] = []
 
-    def register(server) -> None:  # type: ignore[no-untyped-def]
-        card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
+        def register(server) -> None:  # type: ignore[no-untyped-def]
+            card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
 
-    async def on_start() -> None:
-        loop = asyncio.get_running_loop()
-        sweeper.append(loop.create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
-        sweeper.append(loop.create_task(gauges.refresh_forever(gauge_interval_s), name="card-campaign-gauges"))
+        async def on_start() -> None:
+            loop = asyncio.get_running_loop()
+            sweeper.append(loop.create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
+            sweeper.append(loop.create_task(gauges.refresh_forever(gauge_interval_s), name="card-campaign-gauges"))
 
-    async def on_stop() -> None:
-        for task in sweeper:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        registry.unregister(gauges)
+        async def on_stop() -> None:
+            for task in sweeper:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            registry.unregister(gauges)
+            await store.close()
+
+        server = build_server(
+            settings,
+            service_names=[SERVICE_NAME],
+            register=register,
+            policy=policy,
+            criticality=CRITICALITY,
+            on_start=on_start,
+            on_stop=on_stop,
+        )
+    except BaseException:
+        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
+        for collector in registered:
+            with contextlib.suppress(KeyError):
+                registry.unregister(collector)
         await store.close()
-
-    server = build_server(
-        settings,
-        service_names=[SERVICE_NAME],
-        register=register,
-        policy=AccessPolicy(settings, ROLES),
-        criticality=CRITICALITY,
-        on_start=on_start,
-        on_stop=on_stop,
-    )
+        raise
     server.card_store = store  # type: ignore[attr-defined]  # tests and benches inspect the store
     server.card_handlers = handlers  # type: ignore[attr-defined]
     server.campaign_gauges = gauges  # type: ignore[attr-defined]

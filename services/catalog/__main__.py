@@ -7,10 +7,9 @@ import os
 os.environ.setdefault("PYPINYIN_NO_PHRASES", "true")
 os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "true")
 
-from services.common.config import Settings  # noqa: E402
-from services.common.server import run, serve_built  # noqa: E402
+from services.common.server import main  # noqa: E402
 
 from .wiring import build  # noqa: E402
 
 if __name__ == "__main__":
-    run(serve_built(build, Settings.from_env("catalog")))
+    main("catalog", build)

@@ -1,14 +1,19 @@
 """Process settings from the environment (12-factor): one frozen Settings per process."""
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .decimal_text import ascii_int
 
-__all__ = ["Settings", "DEFAULT_PORTS", "SERVICES"]
+__all__ = [
+    "Settings", "DEFAULT_PORTS", "SERVICES", "env_number", "event_loop_from_env", "check_campaign_id",
+    "check_start_files", "prepare_data_dir", "MAX_PENDING_CALLS",
+]
 
 DEFAULT_PORTS: dict[str, int] = {"gateway": 50050, "card": 50051, "catalog": 50052, "order": 50053, "lottery": 50054}
 SERVICES = tuple(DEFAULT_PORTS)
@@ -16,6 +21,13 @@ _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+# MIANDAN_EVENT_LOOP: "" and "uvloop" = uvloop where installed, "asyncio" = the standard loop.
+EVENT_LOOPS = ("uvloop", "asyncio")
+# The campaign id rule of the card service (services/card/model.py), checked here too so a bad
+# MIANDAN_CAMPAIGN_ID stops a service at start rather than failing every order or draw later.
+_CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# gRPC takes max_pending_calls, and twice it as the hard limit, as a C int.
+MAX_PENDING_CALLS = (2**31 - 1) // 2
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,9 @@ class Settings:
             metrics_port = None
         else:
             metrics_port = _port(e, metrics_var, 0, allow_zero=True) or None
+        if metrics_port is not None and metrics_port == port:
+            # Both would be bound: the second bind fails, after the store is open.
+            raise ValueError(f"{metrics_var}={metrics_port} is the same port as {port_var}; give /metrics its own port (or 'off')")
 
         tls_cert, tls_key = _path(e, "MIANDAN_TLS_CERT"), _path(e, "MIANDAN_TLS_KEY")
         if (tls_cert is None) != (tls_key is None):
@@ -140,6 +155,10 @@ class Settings:
         host = e.get("MIANDAN_HOST", "127.0.0.1").strip()
         if not host:
             raise ValueError("MIANDAN_HOST must not be empty")
+        event_loop_from_env(e)
+        campaign = (e.get("MIANDAN_CAMPAIGN_ID") or "").strip()
+        if campaign:
+            check_campaign_id(campaign, "MIANDAN_CAMPAIGN_ID")
 
         return cls(
             service=service,
@@ -173,7 +192,7 @@ class Settings:
             max_wait_ms=_number(e, "MIANDAN_MAX_WAIT_MS", 50.0, float, minimum=0),
             target_latency_ms=_number(e, "MIANDAN_TARGET_LATENCY_MS", 250.0, float, minimum=0),
             max_loop_lag_ms=_number(e, "MIANDAN_MAX_LOOP_LAG_MS", 0.0, float, minimum=0),
-            max_pending_calls=int(_number(e, "MIANDAN_MAX_PENDING_CALLS", 0, int, minimum=0)),
+            max_pending_calls=int(_number(e, "MIANDAN_MAX_PENDING_CALLS", 0, int, minimum=0, maximum=MAX_PENDING_CALLS)),
             watches_per_user=int(_number(e, "MIANDAN_WATCHES_PER_USER", 5, int, minimum=1)),
             max_watches=int(_number(e, "MIANDAN_MAX_WATCHES", 10_000, int, minimum=1)),
             user_rate=_number(e, "MIANDAN_USER_RATE", 5.0, float, minimum=0),
@@ -183,16 +202,66 @@ class Settings:
         )
 
 
-def _number(e: Mapping[str, str], var: str, default: float, kind: type, *, minimum: float) -> float:
+def env_number(
+    e: Mapping[str, str] | None,
+    var: str,
+    default: float,
+    kind: type = float,
+    *,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+) -> float:
+    """The number in variable `var` of `e` (None = os.environ), or `default` when it is unset or
+    blank. kind=int accepts integers only; floats must be finite (inf and nan are refused: an
+    "infinite" TTL or interval would overflow where it is turned into milliseconds or a
+    timer). minimum/maximum are inclusive bounds, above an exclusive lower one. Raises
+    ValueError naming the variable and its value."""
+    e = os.environ if e is None else e
     raw = e.get(var)
     if raw is None or raw.strip() == "":
         return default
+    text = raw.strip()
     try:
-        value = kind(raw.strip())
-    except ValueError:
-        raise ValueError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
-    if value < minimum or value != value:  # value != value catches NaN
-        raise ValueError(f"{var}={raw!r} must be >= {minimum}")
+        value = kind(text)
+    except (ValueError, OverflowError):
+        what = "an integer" if kind is int else "a number"
+        raise ValueError(f"{var}={raw!r} is not {what}") from None
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{var}={raw!r} is not a finite number")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{var}={raw!r} must be >= {_plain(minimum)}")
+    if above is not None and not value > above:
+        raise ValueError(f"{var}={raw!r} must be > {_plain(above)}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{var}={raw!r} must be <= {_plain(maximum)}")
+    return value
+
+
+def _plain(bound: float) -> str:
+    """A bound as people write it: 1073741823 and 0.5, not 1.07374e+09 and 0.500000."""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+def _number(
+    e: Mapping[str, str], var: str, default: float, kind: type, *, minimum: float, maximum: float | None = None
+) -> float:
+    return env_number(e, var, default, kind, minimum=minimum, maximum=maximum)
+
+
+def event_loop_from_env(env: Mapping[str, str] | None = None) -> str:
+    """MIANDAN_EVENT_LOOP: "uvloop" (also when unset) or "asyncio"; ValueError otherwise."""
+    e = os.environ if env is None else env
+    raw = e.get("MIANDAN_EVENT_LOOP") or ""
+    value = raw.strip().lower() or "uvloop"
+    if value not in EVENT_LOOPS:
+        raise ValueError(f"MIANDAN_EVENT_LOOP={raw!r} is not one of {', '.join(EVENT_LOOPS)}")
+    return value
+
+
+def check_campaign_id(value: str, var: str) -> str:
+    if not _CAMPAIGN_ID.fullmatch(value):
+        raise ValueError(f"{var}={value!r} is not a campaign id (letters, digits, '-' and '_', 1..64 characters)")
     return value
 
 
@@ -236,3 +305,74 @@ def _addr(e: Mapping[str, str], var: str, service: str) -> str:
     if not sep or not host or ascii_int(port, minimum=1, maximum=65535) is None:
         raise ValueError(f"{var}={raw!r} is not host:port")
     return raw
+
+
+_TLS_FILES = (("MIANDAN_TLS_CERT", "tls_cert", "certificate"), ("MIANDAN_TLS_KEY", "tls_key", "private key"), ("MIANDAN_TLS_CA", "tls_ca", "certificate"))
+
+
+def check_start_files(settings: Settings) -> None:
+    """The files a service reads at start, read once now: ValueError naming the variable when one
+    is missing, unreadable or not PEM, instead of an OSError (or gRPC's refusal to bind) after
+    the store is open. The gateway also needs its token verification key when the algorithm is
+    not HMAC (MIANDAN_JWT_PUBLIC_KEY_FILE)."""
+    files = [(var, getattr(settings, attr), what) for var, attr, what in _TLS_FILES]
+    if settings.service == "gateway" and settings.jwt_algorithm not in ("HS256", "HS384", "HS512"):
+        if settings.jwt_public_key_file is None:
+            raise ValueError(f"MIANDAN_JWT_ALGORITHM={settings.jwt_algorithm} needs MIANDAN_JWT_PUBLIC_KEY_FILE")
+        files.append(("MIANDAN_JWT_PUBLIC_KEY_FILE", settings.jwt_public_key_file, "jwt"))
+    for var, path, what in files:
+        if path is None:
+            continue
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ValueError(f"{var}={str(path)!r} cannot be read: {exc.strerror or exc}") from None
+        if what == "jwt":
+            if not _jwt_key_ok(settings.jwt_algorithm, data):
+                raise ValueError(f"{var}={str(path)!r} is not a {settings.jwt_algorithm} public key")
+        elif _pem_kind(data, what) is None:
+            raise ValueError(f"{var}={str(path)!r} is not a PEM {what}")
+
+
+def _jwt_key_ok(algorithm: str, data: bytes) -> bool:
+    """Whether PyJWT takes `data` as the verification key of `algorithm` (it reads several
+    formats: PEM keys and certificates, OpenSSH keys, JWKs)."""
+    try:
+        import jwt
+    except ImportError:  # pragma: no cover - only the gateway needs PyJWT
+        return True
+    try:
+        jwt.get_algorithm_by_name(algorithm).prepare_key(data)
+    except Exception:  # noqa: BLE001 - PyJWT raises several kinds for a key it cannot use
+        return False
+    return True
+
+
+def _pem_kind(data: bytes, what: str) -> str | None:
+    """The parsed object's kind if `data` holds a PEM `what`, else None."""
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import serialization
+    except ImportError:  # pragma: no cover - cryptography is a dependency
+        return what if b"-----BEGIN" in data else None
+    try:
+        if what == "certificate":
+            x509.load_pem_x509_certificates(data)
+        else:
+            serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        return None
+    return what
+
+
+def prepare_data_dir(settings: Settings) -> Path:
+    """Create MIANDAN_DATA (the stores' directory) if needed; ValueError naming the variable when
+    it cannot be created or is not a writable directory."""
+    path = settings.data_dir
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"MIANDAN_DATA={str(path)!r} cannot be created: {exc.strerror or exc}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"MIANDAN_DATA={str(path)!r} is not a writable directory")
+    return path

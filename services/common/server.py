@@ -5,15 +5,24 @@ register servicers -> health + reflection -> bind -> start -> mark SERVING.
 Stop order: mark NOT_SERVING (enter_graceful_shutdown, so load balancers and probes stop
 sending new work) -> server.stop(grace) drains in-flight calls -> on_stop. on_stop runs AFTER the
 drain on purpose: it typically closes the store / upstream channels that in-flight calls still use.
+
+A start that fails (the port taken, a bad certificate, on_start raising) runs on_stop before the
+error goes on: build() has already opened the store, and an open store's connection threads
+would otherwise keep the process alive after its event loop is gone. `main` is the entry point
+of every `python -m` service: one line and exit status 2 for a bad setting, 1 for any other
+failure to start.
 """
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
+import logging
 import os
 import signal
+import socket
 import sys
-from typing import Any, Awaitable, Callable, Coroutine, Sequence, TypeVar
+from typing import Any, Awaitable, Callable, Coroutine, Mapping, NoReturn, Sequence, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -21,13 +30,14 @@ from grpc_reflection.v1alpha import reflection
 
 from .admission import AdmissionController, admission_from_settings
 from .auth import MAX_MESSAGE_BYTES, AccessPolicy
-from .config import Settings
+from .config import Settings, check_start_files, event_loop_from_env, prepare_data_dir
 from .interceptors import CallPipeline
 from .logging import configure_logging, get_logger
 from .metrics import RpcMetrics, default_metrics, start_metrics_server
 
 __all__ = [
-    "Server", "build_server", "serve", "run", "server_options", "settle_heap", "raise_open_file_limit", "HEALTH_SERVICE_NAME",
+    "Server", "build_server", "serve", "run", "main", "StartError", "server_options", "settle_heap", "raise_open_file_limit",
+    "HEALTH_SERVICE_NAME",
 ]
 
 T = TypeVar("T")
@@ -36,6 +46,14 @@ T = TypeVar("T")
 # ~13 us at 20,000 with the start-up heap frozen; 10,000 keeps each pause near 5 ms.
 SERVING_GC_GEN0 = 10_000
 HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+# Exit statuses of `main` when a service cannot start: a bad setting (as argparse and sysexits'
+# EX_USAGE-style tools do) and anything else (a port taken, a host that does not resolve).
+EXIT_BAD_SETTING = 2
+EXIT_START_FAILED = 1
+
+
+class StartError(RuntimeError):
+    """A service could not start for a reason its message explains in one line."""
 
 
 def server_options(max_pending_calls: int = 0, max_request_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
@@ -102,15 +120,34 @@ class Server:
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
+        self._unstarted: grpc.aio.Server | None = None  # made by start(), not yet serving
         self._stopping: asyncio.Task[None] | None = None
+        self._cleaned_up = False  # on_stop ran (it runs at most once)
 
     @property
     def grpc_server(self) -> grpc.aio.Server | None:
         return self._server
 
     async def start(self) -> int:
-        """Start serving; returns the bound port (settings.port 0 = an ephemeral port)."""
+        """Start serving; returns the bound port (settings.port 0 = an ephemeral port).
+
+        When any step fails (on_start included), what was acquired is released before the error
+        goes on: the gRPC server is stopped and on_stop runs (it closes the store build() opened).
+        """
+        try:
+            return await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> int:
         s = self.settings
+        # Asked of the OS first, on a plain socket: a taken port or a host that is not ours then
+        # fails before on_start runs, with a line naming the variable (gRPC would log its own
+        # multi-line complaint and say only "Failed to bind").
+        problem = bind_problem(s.service, s.host, s.port)
+        if problem is not None:
+            raise StartError(problem)
         if self._on_start is not None:
             await self._on_start()
         pipeline = CallPipeline(
@@ -118,29 +155,56 @@ class Server:
         )
         options = server_options(getattr(s, "max_pending_calls", 0), self.max_request_bytes)
         server = grpc.aio.server(interceptors=[pipeline], options=options)
+        self._unstarted = server
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection((*self.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
         address = f"{s.host}:{s.port}"
-        if s.tls_enabled:
-            mutual = self.require_client_cert
-            creds = grpc.ssl_server_credentials(
-                [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],  # type: ignore[union-attr]
-                # Mutual TLS: the verified client cert is the internal credential (auth.py).
-                root_certificates=s.tls_ca.read_bytes() if mutual else None,  # type: ignore[union-attr]
-                require_client_auth=mutual,
-            )
-            port = server.add_secure_port(address, creds)
-        else:
-            port = server.add_insecure_port(address)
+        try:
+            if s.tls_enabled:
+                mutual = self.require_client_cert
+                creds = grpc.ssl_server_credentials(
+                    [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],  # type: ignore[union-attr]
+                    # Mutual TLS: the verified client cert is the internal credential (auth.py).
+                    root_certificates=s.tls_ca.read_bytes() if mutual else None,  # type: ignore[union-attr]
+                    require_client_auth=mutual,
+                )
+                port = server.add_secure_port(address, creds)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError:  # grpc.aio: "Failed to bind to address ..."
+            port = 0
         if port == 0:
-            raise RuntimeError(f"could not bind {address}")
+            raise StartError(bind_failure(s.service, s.host, s.port))
         await server.start()
         self.admission.watch_loop_lag(getattr(s, "max_loop_lag_ms", 0.0) / 1000)
-        self._server, self.port = server, port
+        self._server, self.port, self._unstarted = server, port, None
         for name in (*self.service_names, ""):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         return port
+
+    async def close(self) -> None:
+        """Release what build() and a start that did not finish acquired, without a grace period:
+        stop the gRPC server if one was made, stop watching loop lag, run on_stop (once). For a
+        start that failed; a serving server stops with stop(). Errors here are logged, not
+        raised, so they cannot hide the failure that led here."""
+        unstarted, self._unstarted = self._unstarted, None
+        for server in (x for x in (unstarted, self._server) if x is not None):
+            try:
+                await server.stop(0)
+            except Exception:  # noqa: BLE001 - never started, or already stopped
+                self.logger.debug("gRPC server stop after a failed start", exc_info=True)
+        self.admission.stop_watching_loop_lag()
+        await self._run_on_stop()
+
+    async def _run_on_stop(self) -> None:
+        done, self._cleaned_up = self._cleaned_up, True
+        if done or self._on_stop is None:
+            return
+        try:
+            await self._on_stop()
+        except Exception:  # noqa: BLE001 - the failure that led here matters more
+            self.logger.exception("on_stop failed after a failed start")
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop; safe to call more than once (later calls wait for the first)."""
@@ -153,7 +217,8 @@ class Server:
         if self._server is not None:
             await self._server.stop(grace)
         self.admission.stop_watching_loop_lag()
-        if self._on_stop is not None:
+        if self._on_stop is not None and not self._cleaned_up:
+            self._cleaned_up = True
             await self._on_stop()
 
     async def wait(self) -> None:
@@ -199,10 +264,68 @@ async def serve(settings: Settings, **kwargs: Any) -> None:
     await serve_server(settings, build_server(settings, **kwargs))
 
 
-async def serve_built(build: Callable[[Settings], Awaitable[Server]], settings: Settings) -> None:
-    """`__main__` of every service: the same `wiring.build` the tests use, served until a signal."""
+async def serve_built(
+    build: Callable[[Settings], Awaitable[Server]], settings: Settings, *, uses_store: bool = True
+) -> None:
+    """`__main__` of every service: the same `wiring.build` the tests use, served until a signal.
+
+    A failure before the server serves (a file MIANDAN_TLS_* names, MIANDAN_DATA, build(), the
+    bind) ends the process with one line on stderr (fail_to_start): status 2 for a bad setting,
+    1 otherwise. build() releases what it opened when it fails; Server.start does the same for
+    what comes after. uses_store: the service keeps stores in MIANDAN_DATA (all but the gateway).
+    """
     configure_logging(settings)  # before build, so store migrations are logged too
-    await serve_server(settings, await build(settings))
+    try:
+        check_start_files(settings)
+        if uses_store:
+            prepare_data_dir(settings)
+        server = await build(settings)
+        port = await start_serving(settings, server)
+    except Exception as exc:  # noqa: BLE001 - whatever it was, this process will not serve
+        fail_to_start(settings.service, exc)
+    await serve_until_stopped(settings, server, port)
+
+
+def bind_failure(service: str, host: str, port: int) -> str:
+    """Why gRPC could not listen on host:port, in one line naming the setting to change (gRPC
+    itself only says "Failed to bind")."""
+    return bind_problem(service, host, port) or f"cannot listen on {host}:{port} (MIANDAN_{service.upper()}_PORT, MIANDAN_HOST)"
+
+
+def bind_problem(service: str, host: str, port: int) -> str | None:
+    """Why listening on host:port would fail, in one line naming the setting to change, or None
+    when a plain socket can bind it (port 0: only the host is checked)."""
+    port_var = f"MIANDAN_{service.upper()}_PORT"
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        infos = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        return f"MIANDAN_HOST={host!r} is not an address of this machine ({getattr(exc, 'strerror', None) or exc})"
+    problems = []
+    # Like gRPC, which listens on every address the host resolves to and fails only when none
+    # would bind (localhost: 127.0.0.1 and ::1, where IPv6 may be off).
+    for family, kind, proto, _, sockaddr in infos:
+        try:
+            with socket.socket(family, kind, proto) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind(sockaddr)
+        except OSError as exc:
+            problems.append(exc)
+        else:
+            return None
+    for exc in problems:  # the most telling first
+        if exc.errno == errno.EADDRINUSE:
+            return f"cannot listen on {host}:{port}: the port is already in use ({port_var}={port})"
+    for exc in problems:
+        if exc.errno == errno.EACCES:
+            return f"cannot listen on {host}:{port}: permission denied ({port_var}={port})"
+    for exc in problems:
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"MIANDAN_HOST={host!r} is not an address of this machine"
+    if problems:
+        exc = problems[0]
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} ({port_var}, MIANDAN_HOST)"
+    return None
 
 
 def raise_open_file_limit() -> tuple[int, int] | None:
@@ -239,13 +362,35 @@ def settle_heap() -> None:
 
 
 async def serve_server(settings: Settings, server: Server) -> None:
+    """Start `server` and serve until SIGTERM/SIGINT, then stop gracefully."""
+    port = await start_serving(settings, server)
+    await serve_until_stopped(settings, server, port)
+
+
+async def start_serving(settings: Settings, server: Server) -> int:
+    """Metrics endpoint, then the server; on failure what build() opened is closed too
+    (server.close runs on_stop) before the error goes on. Returns the bound port."""
     logger = configure_logging(settings)
-    lifted = raise_open_file_limit()
-    if lifted is not None:
-        logger.info("open file limit raised", extra={"from": lifted[0], "to": lifted[1]})
-    if settings.metrics_port:
-        start_metrics_server(settings.metrics_port)
-    port = await server.start()
+    try:
+        lifted = raise_open_file_limit()
+        if lifted is not None:
+            logger.info("open file limit raised", extra={"from": lifted[0], "to": lifted[1]})
+        if settings.metrics_port:
+            try:
+                start_metrics_server(settings.metrics_port)
+            except OSError as exc:
+                var = f"MIANDAN_{settings.service.upper()}_METRICS_PORT"
+                raise StartError(
+                    f"cannot serve /metrics on port {settings.metrics_port}: {exc.strerror or exc} ({var}; 'off' turns it off)"
+                ) from None
+        return await server.start()
+    except BaseException:
+        await server.close()  # the store build() opened (a failed server.start already did)
+        raise
+
+
+async def serve_until_stopped(settings: Settings, server: Server, port: int) -> None:
+    logger = get_logger(settings.service)
     settle_heap()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
@@ -274,13 +419,84 @@ def run(main: Coroutine[Any, Any, T]) -> T:
     call, measured) and plain asyncio.run only where uvloop is unavailable (Windows).
     MIANDAN_EVENT_LOOP=asyncio forces the standard loop: for A/B benchmarks, and an escape hatch
     should a grpc.aio/uvloop incompatibility ever show up in production."""
-    if os.environ.get("MIANDAN_EVENT_LOOP", "").strip().lower() == "asyncio":
+    if event_loop_from_env() == "asyncio":
         return asyncio.run(main)
     try:
         import uvloop  # type: ignore[import-not-found]
     except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def main(
+    service: str,
+    build: Callable[..., Awaitable[Server]],
+    *,
+    options: Callable[[], Mapping[str, Any]] | None = None,
+    uses_store: bool = True,
+) -> NoReturn:
+    """`python -m services.<svc>` / `python -m gateway`: settings from the environment, then
+    `build(settings, **options())` served until SIGTERM/SIGINT; exits 0 after a graceful stop.
+
+    options: reads the service's own variables (ValueError naming the variable), before
+    anything starts, like Settings.from_env. uses_store: see serve_built.
+
+    A service that cannot start says why in one line on stderr, `<service>: <reason>`, and exits
+    at once: status 2 for a bad setting (a ValueError, which names the variable), 1 for
+    anything else (a port taken, a host that does not resolve). No traceback: the line says
+    what to change (MIANDAN_LOG_LEVEL=DEBUG logs the traceback too)."""
+    try:
+        settings = Settings.from_env(service)
+        kwargs = dict(options()) if options is not None else {}
+    except ValueError as exc:
+        _exit(service, " ".join(str(exc).split()), EXIT_BAD_SETTING)
+
+    async def build_it(s: Settings) -> Server:
+        return await build(s, **kwargs)
+
+    try:
+        run(serve_built(build_it, settings, uses_store=uses_store))
+    except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
+        _exit(service, "interrupted", 130)
+    sys.exit(0)
+
+
+def fail_to_start(service: str, exc: BaseException) -> NoReturn:
+    """End a process whose service could not start: one line, status 2 for a bad setting
+    (ValueError), 1 otherwise. Called with what build() and start() opened already closed."""
+    logging.getLogger(f"miandan.{service}").debug("start failed", exc_info=exc)
+    _exit(service, describe(exc), EXIT_BAD_SETTING if isinstance(exc, ValueError) else EXIT_START_FAILED)
+
+
+def describe(exc: BaseException) -> str:
+    """One line for a failure to start: the message where it says enough, else with its type."""
+    if isinstance(exc, (StartError, ValueError)):
+        text = str(exc)
+    elif isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename!r}" if exc.filename is not None else exc.strerror
+    else:
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    if not isinstance(exc, ValueError):
+        text = f"failed to start: {text}"
+    return " ".join(text.split())  # one line, whatever the message held
+
+
+def _exit(service: str, message: str, code: int) -> NoReturn:
+    """Print `<service>: <message>` and end the process now.
+
+    os._exit rather than sys.exit: a start that failed halfway may leave non-daemon threads
+    behind (aiosqlite runs each connection on one; a library may start others), and at a
+    normal exit the interpreter waits for every one of them. Start's own clean-up closes what
+    it knows about, but a single thread it missed would keep a service that will never serve
+    alive forever, listening on nothing, and a supervisor (services/suite.py, systemd,
+    Kubernetes) would never see it exit and restart it. Nothing is left to flush but the
+    standard streams and the log handlers, flushed here."""
+    try:
+        print(f"{service}: {message}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        logging.shutdown()
+    finally:
+        os._exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -62,17 +62,23 @@ class SeedSeal:
     @classmethod
     def from_key_file(cls, path: Path) -> "SeedSeal":
         """Reads the key, creating the file with a fresh key when there is none. ValueError
-        names the file when its content is not a key."""
+        names the file (and MIANDAN_LOTTERY_SEED_KEY_FILE) when its content is not a key or it
+        can be neither read nor created."""
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(KEY_BYTES) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        text = path.read_text(encoding="ascii", errors="replace").strip()
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(secrets.token_hex(KEY_BYTES) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())
+            text = path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError as exc:  # a directory, a missing parent directory, no permission
+            raise ValueError(
+                f"seed key file {path} cannot be read or created: {exc.strerror or exc} (MIANDAN_LOTTERY_SEED_KEY_FILE)"
+            ) from None
         try:
             key = bytes.fromhex(text)
         except ValueError:

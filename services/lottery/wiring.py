@@ -2,13 +2,14 @@
 `python -m services.lottery` share this."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any, Mapping
 
 from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
 from services.common.auth import ADMIN, INTERNAL, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings
+from services.common.config import Settings, check_campaign_id, env_number
 from services.common.server import Server, build_server
 
 from . import model
@@ -57,15 +58,11 @@ def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings
     beacon = (e.get("MIANDAN_LOTTERY_BEACON_SOURCE") or "").strip() or None
     if beacon is not None and not model.is_beacon_source(beacon):
         raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable characters")
+    var = "MIANDAN_LOTTERY_CAMPAIGNS" if e.get("MIANDAN_LOTTERY_CAMPAIGNS") else "MIANDAN_CAMPAIGN_ID"
     raw = e.get("MIANDAN_LOTTERY_CAMPAIGNS") or e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026"
-    campaigns = tuple(c.strip() for c in raw.split(",") if c.strip())
-    tick_raw = (e.get("MIANDAN_LOTTERY_TICK_SECONDS") or "5").strip()
-    try:
-        tick = float(tick_raw)
-    except ValueError:
-        raise ValueError(f"MIANDAN_LOTTERY_TICK_SECONDS={tick_raw!r} is not a number") from None
-    if not tick > 0:
-        raise ValueError(f"MIANDAN_LOTTERY_TICK_SECONDS={tick_raw!r} must be > 0")
+    campaigns = tuple(check_campaign_id(c.strip(), var) for c in raw.split(",") if c.strip())
+    # Finite and at most a day: inf would overflow the scheduler's timer.
+    tick = env_number(e, "MIANDAN_LOTTERY_TICK_SECONDS", 5.0, above=0, maximum=86_400.0)
     return DrawSettings(cutoff=cutoff, beacon_source=beacon, campaigns=campaigns, tick_seconds=tick)
 
 
@@ -82,39 +79,53 @@ async def build(
     fetcher of MIANDAN_DRAND_RELAYS (None: beacon days wait for an admin RunDraw). The returned server carries
     `.lottery` (use cases) and `.scheduler` (call `await server.scheduler.tick()` in tests)."""
     clock = clock or SystemClock()
+    # Everything read from the environment, read before the store opens (a bad value then
+    # leaves nothing open behind).
     draw_settings = draw_settings or draw_settings_from_env()
+    drand = beacon_from_env() if beacon is FROM_ENV else beacon
+    policy = AccessPolicy(settings, ROLES, default=INTERNAL)
     store = await SqliteLotteryStore.open(settings.db_path, clock=clock)
-    card_client = cards if cards is not None else GrpcCardDirectory(settings)
-    lottery = Lottery(store, card_client, clock, draw_settings, beacon_from_env() if beacon is FROM_ENV else beacon)
-    scheduler = DrawScheduler(lottery)
+    card_client: CardDirectory | None = None
+    try:
+        card_client = cards if cards is not None else GrpcCardDirectory(settings)
+        lottery = Lottery(store, card_client, clock, draw_settings, drand)
+        scheduler = DrawScheduler(lottery)
+        upstream = card_client
 
-    def register(server) -> None:  # type: ignore[no-untyped-def]
-        lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
+        def register(server) -> None:  # type: ignore[no-untyped-def]
+            lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
 
-    async def on_start() -> None:
-        unreadable = await store.unreadable_pending()
-        if unreadable:
-            # Entries still work; only these draws cannot run. Said at start, not at the cut-off.
-            server.logger.error(
-                "lottery: the seed key cannot open pending days; they cannot be drawn until the key they were sealed with is back",
-                extra={"days": [f"{c}/{d}" for c, d in unreadable][:20], "count": len(unreadable)},
-            )
-        scheduler.start()
+        async def on_start() -> None:
+            unreadable = await store.unreadable_pending()
+            if unreadable:
+                # Entries still work; only these draws cannot run. Said at start, not at the cut-off.
+                server.logger.error(
+                    "lottery: the seed key cannot open pending days; they cannot be drawn until the key they were sealed with is back",
+                    extra={"days": [f"{c}/{d}" for c, d in unreadable][:20], "count": len(unreadable)},
+                )
+            scheduler.start()
 
-    async def on_stop() -> None:
-        await scheduler.stop()
-        await card_client.close()
+        async def on_stop() -> None:
+            await scheduler.stop()
+            await upstream.close()
+            await store.close()
+
+        server = build_server(
+            settings,
+            service_names=[SERVICE_NAME],
+            register=register,
+            policy=policy,
+            criticality=CRITICALITY,
+            on_start=on_start,
+            on_stop=on_stop,
+        )
+    except BaseException:
+        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
+        if card_client is not None and cards is None:
+            with contextlib.suppress(Exception):
+                await card_client.close()
         await store.close()
-
-    server = build_server(
-        settings,
-        service_names=[SERVICE_NAME],
-        register=register,
-        policy=AccessPolicy(settings, ROLES, default=INTERNAL),
-        criticality=CRITICALITY,
-        on_start=on_start,
-        on_stop=on_stop,
-    )
+        raise
     server.lottery = lottery  # type: ignore[attr-defined]
     server.scheduler = scheduler  # type: ignore[attr-defined]
     return server

@@ -1,6 +1,7 @@
 """Production wiring of the order service, shared by `python -m services.order` and the tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Any
 
@@ -9,10 +10,10 @@ import grpc
 from miandan.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.auth import ADMIN, MERCHANT, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings
+from services.common.config import Settings, check_campaign_id, env_number
 from services.common.server import Server, build_server
 
-from .card_batch import card_client
+from .card_batch import batching_enabled, card_client
 from .handlers import OrderConfig, OrderEvents, OrderService
 from .payment import PaymentProvider, SandboxPaymentProvider
 from .servicer import OrderServicer
@@ -25,26 +26,23 @@ SERVICE_NAME = order_service_pb2.DESCRIPTOR.services_by_name["OrderService"].ful
 _M = f"/{SERVICE_NAME}/"
 
 
+_DAY_S = 86_400.0
+
+
 def config_from_env(env: Any = None) -> OrderConfig:
+    """MIANDAN_PAYMENT_TTL_SECONDS, MIANDAN_ORDER_PLACING_GRACE_SECONDS, MIANDAN_ORDER_SWEEP_SECONDS,
+    MIANDAN_CAMPAIGN_ID. Raises ValueError naming the variable (inf and nan included: the
+    seconds become integer milliseconds in the store)."""
     e = os.environ if env is None else env
 
-    def number(var: str, default: float) -> float:
-        raw = (e.get(var) or "").strip()
-        if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{var}={raw!r} is not a number") from None
-        if value <= 0:
-            raise ValueError(f"{var}={raw!r} must be > 0")
-        return value
+    def number(var: str, default: float, maximum: float) -> float:
+        return env_number(e, var, default, above=0, maximum=maximum)
 
     return OrderConfig(
-        payment_ttl_seconds=int(number("MIANDAN_PAYMENT_TTL_SECONDS", 900)),
-        placing_grace_seconds=int(number("MIANDAN_ORDER_PLACING_GRACE_SECONDS", 30)),
-        sweep_interval_seconds=number("MIANDAN_ORDER_SWEEP_SECONDS", 5.0),
-        default_campaign_id=(e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026").strip(),
+        payment_ttl_seconds=int(number("MIANDAN_PAYMENT_TTL_SECONDS", 900, 365 * _DAY_S)),
+        placing_grace_seconds=int(number("MIANDAN_ORDER_PLACING_GRACE_SECONDS", 30, 365 * _DAY_S)),
+        sweep_interval_seconds=number("MIANDAN_ORDER_SWEEP_SECONDS", 5.0, _DAY_S),
+        default_campaign_id=check_campaign_id((e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026").strip(), "MIANDAN_CAMPAIGN_ID"),
     )
 
 
@@ -57,13 +55,7 @@ async def build(
 ) -> Server:
     clock = clock or SystemClock()
     config = config or config_from_env()
-    events = OrderEvents()
-    store = await SqliteOrderStore.open(settings.db_path, clock=clock, listener=events.publish)
-    card = card_client(settings)  # coalesces concurrent reservations (MIANDAN_CARD_BATCH=0: one RPC each)
-    # Quote answers kept until the catalog's change feed says otherwise (MIANDAN_QUOTE_CACHE=0: off).
-    catalog = open_catalog_client(settings, clock=clock)
-    payments = payment_provider or SandboxPaymentProvider(settings.internal_token)
-    service = OrderService(store, card, catalog, payments, clock=clock, config=config, events=events)
+    batching_enabled()  # MIANDAN_CARD_BATCH: refused here, before the store is open
     policy = AccessPolicy(
         settings,
         {
@@ -74,41 +66,59 @@ async def build(
         },
         clock=clock,
     )
-    servicer = OrderServicer(service, policy)
+    events = OrderEvents()
+    store = await SqliteOrderStore.open(settings.db_path, clock=clock, listener=events.publish)
+    opened: list[Any] = []  # upstream clients to close should the rest fail
+    try:
+        card = card_client(settings)  # coalesces concurrent reservations (MIANDAN_CARD_BATCH=0: one RPC each)
+        opened.append(card)
+        # Quote answers kept until the catalog's change feed says otherwise (MIANDAN_QUOTE_CACHE=0: off).
+        catalog = open_catalog_client(settings, clock=clock)
+        opened.append(catalog)
+        payments = payment_provider or SandboxPaymentProvider(settings.internal_token)
+        service = OrderService(store, card, catalog, payments, clock=clock, config=config, events=events)
+        servicer = OrderServicer(service, policy)
 
-    def register(server: grpc.aio.Server) -> None:
-        order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+        def register(server: grpc.aio.Server) -> None:
+            order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
 
-    async def on_start() -> None:
-        # The first pass runs at once (in the background, so a card service that is still down
-        # does not keep us from serving) and finishes or compensates what a crash left behind.
-        await service.start_sweeper()
+        async def on_start() -> None:
+            # The first pass runs at once (in the background, so a card service that is still down
+            # does not keep us from serving) and finishes or compensates what a crash left behind.
+            await service.start_sweeper()
 
-    async def on_stop() -> None:
-        await service.stop_sweeper()
-        await card.close()
-        await catalog.close()
+        async def on_stop() -> None:
+            await service.stop_sweeper()
+            await card.close()
+            await catalog.close()
+            await store.close()
+
+        server = build_server(
+            settings,
+            service_names=[SERVICE_NAME],
+            register=register,
+            policy=policy,
+            criticality={
+                "PlaceOrder": "CRITICAL",
+                "ConfirmPayment": "CRITICAL",
+                "CancelOrder": "CRITICAL",
+                "GetOrder": "DEFAULT",
+                "ListOrders": "DEFAULT",
+                "ListStoreOrders": "DEFAULT",
+                "WatchStoreOrders": "DEFAULT",
+                "WatchOrder": "DEFAULT",
+                "GetCart": "DEFAULT",
+            },
+            on_start=on_start,
+            on_stop=on_stop,
+        )
+    except BaseException:
+        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
+        for client in reversed(opened):
+            with contextlib.suppress(Exception):
+                await client.close()
         await store.close()
-
-    server = build_server(
-        settings,
-        service_names=[SERVICE_NAME],
-        register=register,
-        policy=policy,
-        criticality={
-            "PlaceOrder": "CRITICAL",
-            "ConfirmPayment": "CRITICAL",
-            "CancelOrder": "CRITICAL",
-            "GetOrder": "DEFAULT",
-            "ListOrders": "DEFAULT",
-            "ListStoreOrders": "DEFAULT",
-            "WatchStoreOrders": "DEFAULT",
-            "WatchOrder": "DEFAULT",
-            "GetCart": "DEFAULT",
-        },
-        on_start=on_start,
-        on_stop=on_stop,
-    )
+        raise
     # Tests and the bench reach the use cases and clients through the server object.
     server.order_service = service  # type: ignore[attr-defined]
     server.upstream_calls = (card.calls, catalog.calls)  # type: ignore[attr-defined]
