@@ -9,10 +9,11 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from services.common.clock import Clock, to_ms
-from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound
+from services.common.decimal_text import ascii_int
+from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
 
 from . import model
-from .beacon import DrandBeacon
+from .beacon import DRAND, DrandBeacon
 from .card_client import CardDirectory
 from .model import Campaign, DrawRecord, DrawSettings, EntryRecord
 from .store import LotteryStore
@@ -89,6 +90,41 @@ class Lottery:
         self.clock = clock
         self.settings = settings or DrawSettings()
         self.beacon = beacon
+
+    async def _beacon_value_to_draw_with(self, draw: DrawRecord, given: str) -> str:
+        """The value a RunDraw may use for a day bound to a beacon. The operator can read the
+        seed, so a value of its choosing would pick the winners: a drand round is never taken
+        before it is published, and where the service can fetch it only the verified value is
+        used, whatever was given (a relay that is down or lies is a reason to retry, not to
+        trust the caller). Only with fetching off (MIANDAN_DRAND_RELAYS=off) or for a source it
+        cannot fetch is the given value used as is; it is published with the draw, for anyone
+        to check against the source."""
+        chain = DRAND.get(draw.beacon_source)
+        round_number = ascii_int(draw.beacon_round, minimum=1)
+        if chain is not None and round_number is not None and self.clock.now().timestamp() < chain.round_time(round_number):
+            raise FailedPrecondition(
+                "BEACON_NOT_PUBLISHED",
+                f"{draw.beacon_source} 第 {draw.beacon_round} 轮尚未发布 / {draw.beacon_source} round "
+                f"{draw.beacon_round} is not published yet; nobody can know its value",
+            )
+        if self.beacon is None or not self.beacon.knows(draw.beacon_source):
+            return given
+        fetched = await self.fetched_beacon_value(draw)
+        if fetched is None:
+            raise Unavailable(
+                "BEACON_UNVERIFIED",
+                f"暂时无法取得并验证 {draw.beacon_source} 第 {draw.beacon_round} 轮 / round {draw.beacon_round} of "
+                f"{draw.beacon_source} could not be fetched and verified right now; retry later",
+                30_000,
+            )
+        if given and given != fetched:
+            raise FailedPrecondition(
+                "BEACON_VALUE_MISMATCH",
+                f"{draw.beacon_source} 第 {draw.beacon_round} 轮的值不是所给的值 / the signed value of "
+                f"{draw.beacon_source} round {draw.beacon_round} is {fetched}, not the one given",
+                metadata={"beacon_value": fetched},
+            )
+        return fetched
 
     async def fetched_beacon_value(self, draw: DrawRecord) -> str | None:
         """The verified value of the day's committed round, when it is out and can be fetched."""
@@ -242,17 +278,8 @@ class Lottery:
             if seen is not None:
                 return seen
         pending = await self.store.get_draw(campaign_id, day.isoformat())
-        if pending is not None and not pending.drawn:
-            fetched = await self.fetched_beacon_value(pending)
-            if fetched and beacon_value and beacon_value != fetched:
-                # The operator knows the seed: a value of its choosing would pick the winners.
-                raise FailedPrecondition(
-                    "BEACON_VALUE_MISMATCH",
-                    f"{pending.beacon_source} 第 {pending.beacon_round} 轮的值不是所给的值 / the signed value of "
-                    f"{pending.beacon_source} round {pending.beacon_round} is {fetched}, not the one given",
-                    metadata={"beacon_value": fetched},
-                )
-            beacon_value = beacon_value or fetched or ""
+        if pending is not None and not pending.drawn and pending.beacon_committed and self.now_ms() >= pending.cutoff_ms:
+            beacon_value = await self._beacon_value_to_draw_with(pending, beacon_value)
         draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value, request)
         if draw is None:
             raise _no_draw(campaign_id, day)

@@ -133,10 +133,12 @@ async def test_an_admin_run_draw_may_not_pick_another_value_and_may_leave_it_to_
     run = pb.RunDrawRequest(request_id="run", campaign_id=CAMPAIGN, day=DAY)
     try:
         clock.advance(hours=9, seconds=1)
-        # Before the round is out nothing can be fetched: the value is required, as without a fetcher.
-        with pytest.raises(grpc.aio.AioRpcError) as err:
-            await lot.stub.RunDraw(run, metadata=lot.admin)
-        assert error_details(err.value)["reason"] == "BEACON_VALUE_REQUIRED"
+        # Before the round is out nobody can know its value: an admin's is refused, not used.
+        for given in ("", "ab" * 32):
+            run.beacon_value = given
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await lot.stub.RunDraw(run, metadata=lot.admin)
+            assert error_details(err.value)["reason"] == "BEACON_NOT_PUBLISHED"
         clock.advance(seconds=3)
         run.beacon_value = "ab" * 32  # an operator's choice: with the seed known, it would pick the winners
         with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -147,6 +149,29 @@ async def test_an_admin_run_draw_may_not_pick_another_value_and_may_leave_it_to_
         run.beacon_value = ""
         drawn = (await lot.stub.RunDraw(run, metadata=lot.admin)).draw
         assert drawn.beacon_value == RANDOMNESS and len(drawn.winners) == 15
+    finally:
+        await lot.stop()
+        relay.close()
+
+
+async def test_while_no_relay_gives_a_verified_value_an_admin_value_is_not_used(tmp_path, fake_card_server, clock):
+    # A relay that is down or lies (or one blocked on purpose) must not open the way for a value
+    # of the operator's choosing: the call is to be retried, and the day stays undrawn.
+    relay = Relay({"round": ROUND, "randomness": "00" * 32, "signature": SIGNATURE[:-2] + "00"})
+    lot = await a_day_bound_to_the_round(tmp_path, fake_card_server, clock, relay)
+    try:
+        clock.advance(hours=9, seconds=10)
+        run = pb.RunDrawRequest(request_id="run", campaign_id=CAMPAIGN, day=DAY, beacon_value="cd" * 32)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await lot.stub.RunDraw(run, metadata=lot.admin)
+        details = error_details(err.value)
+        assert (details["code"], details["reason"]) == ("UNAVAILABLE", "BEACON_UNVERIFIED") and details["retry_after_ms"]
+        pending = (await lot.stub.GetDraw(pb.GetDrawRequest(campaign_id=CAMPAIGN, day=DAY), metadata=lot.md)).draw
+        assert not pending.winners and not pending.seed
+        relay.answer = {"round": ROUND, "randomness": RANDOMNESS, "signature": SIGNATURE}
+        run.request_id = "run-2"
+        run.beacon_value = ""
+        assert (await lot.stub.RunDraw(run, metadata=lot.admin)).draw.beacon_value == RANDOMNESS
     finally:
         await lot.stop()
         relay.close()

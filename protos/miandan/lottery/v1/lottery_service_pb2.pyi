@@ -235,8 +235,8 @@ class RunDrawRequest(_message.Message):
     """Day YYYY-MM-DD."""
     beacon_value: _builtins.str
     """The value of the committed beacon round (drand: its hex "randomness"). Required when a
-    beacon was committed and the service cannot fetch the round itself; when it can, empty means
-    "the fetched value" and any other value must equal it.
+    beacon was committed and the service does not fetch rounds (MIANDAN_DRAND_RELAYS=off); when
+    it does, only the fetched, verified value is used: empty means that one, another is refused.
     """
     def __init__(
         self,

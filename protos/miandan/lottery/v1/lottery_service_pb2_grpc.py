@@ -110,8 +110,10 @@ class LotteryServiceServicer:
         to a drand round is drawn once the service has fetched that round and verified its
         signature, or by this call with the value). Never before the cut-off; running again returns
         the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
-        BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_VALUE_MISMATCH (the service fetched the
-        round's signed value and it differs), SEED_UNREADABLE (the seed key cannot open the day's seed).
+        BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_NOT_PUBLISHED (the drand round is not
+        out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs),
+        UNAVAILABLE BEACON_UNVERIFIED (the service fetches rounds and could not get a verified one: a
+        given value is never used instead), SEED_UNREADABLE (the seed key cannot open the day's seed).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
