@@ -23,14 +23,14 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.common.errors import FailedPrecondition
 
-__all__ = ["SeedSeal", "SEED_UNREADABLE", "PLAIN_SEED_BYTES", "key_path_from_env", "is_sealed"]
+__all__ = ["SeedSeal", "SEED_UNREADABLE", "PLAIN_SEED_BYTES", "key_path_from_env", "is_sealed", "key_id_of"]
 
 PLAIN_SEED_BYTES = 32
 KEY_BYTES = 32
@@ -60,11 +60,20 @@ class SeedSeal:
         self.key_id = hashlib.sha256(key).digest()[:_KEY_ID_BYTES]
 
     @classmethod
-    def from_key_file(cls, path: Path) -> "SeedSeal":
-        """Reads the key, creating the file with a fresh key when there is none. ValueError
-        names the file (and MIANDAN_LOTTERY_SEED_KEY_FILE) when its content is not a key or it
-        can be neither read nor created."""
+    def from_key_file(cls, path: Path, *, sealed_with: Sequence[str] = ()) -> "SeedSeal":
+        """Reads the key, creating the file with a fresh key when there is none, unless
+        `sealed_with` (the key ids of seeds the store still has to open) is not empty: a fresh
+        key would then seal the next days under a second key while the operator restores the
+        first, and no one process could draw them all. ValueError names the file (and
+        MIANDAN_LOTTERY_SEED_KEY_FILE) when it is missing then, when its content is not a key,
+        or when it can be neither read nor created."""
         try:
+            if sealed_with and not path.exists():
+                raise ValueError(
+                    f"seed key file {path} is missing, and the store holds seeds sealed with key "
+                    f"{', '.join(sealed_with)}: put that key file back (if it is lost for good, write a new key "
+                    "there; the days sealed with the old one can then not be drawn) (MIANDAN_LOTTERY_SEED_KEY_FILE)"
+                )
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -74,6 +83,7 @@ class SeedSeal:
                     f.write(secrets.token_hex(KEY_BYTES) + "\n")
                     f.flush()
                     os.fsync(f.fileno())
+                _sync_directory(path.parent)  # the key's directory entry survives a power loss too
             text = path.read_text(encoding="ascii", errors="replace").strip()
         except OSError as exc:  # a directory, a missing parent directory, no permission
             raise ValueError(
@@ -112,6 +122,21 @@ class SeedSeal:
             return self._aead.decrypt(nonce, stored[nonce_at + _NONCE_BYTES:], _bound_to(campaign_id, day))
         except InvalidTag:
             raise _unreadable(campaign_id, day, "the sealed seed does not open for this day (altered or moved)") from None
+
+
+def key_id_of(stored: bytes) -> str | None:
+    """The hex id of the key a stored seed is sealed with; None for a plain seed."""
+    if len(stored) != SEALED_BYTES or not stored.startswith(_MAGIC):
+        return None
+    return stored[len(_MAGIC):len(_MAGIC) + _KEY_ID_BYTES].hex()
+
+
+def _sync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _bound_to(campaign_id: str, day: str) -> bytes:

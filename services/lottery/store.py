@@ -30,7 +30,7 @@ from services.common.errors import FailedPrecondition
 
 from . import model
 from .model import DrawRecord, EntryRecord, RequestKey
-from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, is_sealed, key_path_from_env
+from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, is_sealed, key_id_of, key_path_from_env
 
 __all__ = ["LotteryStore", "SqliteLotteryStore", "MIGRATIONS", "SYNCHRONOUS"]
 
@@ -129,14 +129,14 @@ class SqliteLotteryStore:
         else lottery-seed.key beside the store (created on first start). Seeds of pending days
         stored in plain text by earlier versions are sealed here."""
         path = Path(path)
-        if seal is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            seal = SeedSeal.from_key_file(key_path_from_env(path))
-        store = cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock), seal)
+        db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock)
         try:
+            if seal is None:
+                seal = SeedSeal.from_key_file(key_path_from_env(path), sealed_with=await db.read(_pending_key_ids))
+            store = cls(db, seal)
             await store.db.write(_seal_plain_pending, seal)
         except BaseException:
-            await store.db.close()
+            await db.close()
             raise
         return store
 
@@ -427,6 +427,11 @@ def _seal_plain_pending(conn: sqlite3.Connection, seal: SeedSeal) -> int:
             (seal.seal(bytes(seed), campaign_id, day), campaign_id, day),
         )
     return len(rows)
+
+
+def _pending_key_ids(conn: sqlite3.Connection) -> list[str]:
+    ids = {key_id_of(bytes(r[0])) for r in conn.execute("SELECT seed FROM draws WHERE drawn_ms IS NULL")}
+    return sorted(i for i in ids if i is not None)
 
 
 def _unreadable_pending(conn: sqlite3.Connection, seal: SeedSeal) -> list[tuple[str, str]]:

@@ -73,7 +73,16 @@ async def test_a_wrong_key_stops_only_the_draw_with_a_reason_until_the_key_is_ba
     kept = tmp_path / "kept.key"
     await lottery.stop()
     shutil.move(key_file, kept)
-    await lottery.start()  # a fresh key is made: the service starts and takes entries
+    # Lost: the service does not start with a fresh key (it would seal the next days under a
+    # second one while the operator restores the first), and says which key it needs.
+    with pytest.raises(ValueError, match="MIANDAN_LOTTERY_SEED_KEY_FILE") as refused:
+        await lottery.start()
+    assert SeedSeal.from_key_file(kept).key_id.hex() in str(refused.value)
+    assert not key_file.exists()
+    lottery.server = None
+    # Another key put there on purpose: the service starts and takes entries.
+    key_file.write_text("ab" * 32)
+    await lottery.start()
     await card_server.invite("b", 3)
     await enter(lottery, "b")
     clock.advance(CUTOFF.total_seconds())

@@ -13,6 +13,7 @@ from services.lottery.seed_seal import (
     SEED_UNREADABLE,
     SeedSeal,
     is_sealed,
+    key_id_of,
     key_path_from_env,
 )
 
@@ -106,3 +107,18 @@ def test_the_key_file_defaults_beside_the_store_and_can_be_moved(tmp_path):
     store = tmp_path / "data" / "lottery.db"
     assert key_path_from_env(store, {}) == tmp_path / "data" / KEY_FILE_NAME
     assert str(key_path_from_env(store, {"MIANDAN_LOTTERY_SEED_KEY_FILE": "/run/secrets/seed.key"})) == "/run/secrets/seed.key"
+
+
+def test_no_fresh_key_is_made_while_the_store_holds_seeds_sealed_with_another(tmp_path):
+    path = tmp_path / KEY_FILE_NAME
+    with pytest.raises(ValueError, match="MIANDAN_LOTTERY_SEED_KEY_FILE") as err:
+        SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"])
+    assert "0a1b2c3d" in str(err.value) and not path.exists()
+    path.write_text("cd" * 32)  # an operator's deliberate new key is used
+    assert SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"]).key_id == SeedSeal(bytes.fromhex("cd" * 32)).key_id
+
+
+def test_the_key_id_of_a_stored_seed():
+    seal = seal_of(3)
+    assert key_id_of(seal.seal(SEED, "c", "d")) == seal.key_id.hex()
+    assert key_id_of(SEED) is None and key_id_of(b"S1" + b"\0" * 10) is None
