@@ -86,18 +86,23 @@ def extract_codes(text: str) -> list[str]:
         consider(inner)
     for run in _RUN.findall(folded):
         consider(run)
-    spaced = [_SEPARATORS.sub("", run) for run in _SPACED_RUN.findall(folded)]
-    for joined in spaced:
-        consider(joined)
-    # A split code next to other Latin words ("CODE ABCD EFGHJ"): every code-long stretch of
-    # the joined run; the check letter turns away all but about 1 in 23 of the wrong ones. Only
-    # short runs: a long one is prose, and 4 KB of it would be thousands of stretches per call.
-    for joined in spaced:
-        if len(joined) > 4 * CODE_LENGTH:
-            continue
-        for start in range(len(joined) - CODE_LENGTH + 1):
-            consider(joined[start:start + CODE_LENGTH])
     consider(folded)
+    if not candidates:
+        # Only when nothing above matched, so a text that found its code before still finds
+        # exactly the same candidates (AcceptInvite's request fingerprint is made of them): a
+        # code split into pieces inside a sentence ("码是 ABCD EFGHJ 快来", "CODE ABCD-EFGHJ").
+        # Whole pieces only, joined in order: a window across word boundaries would turn up a
+        # well-formed wrong code for about 1 in 23 windows.
+        for spaced in _SPACED_RUN.findall(folded):
+            pieces = [p for p in _SEPARATORS.split(spaced) if p]
+            for start in range(len(pieces)):
+                joined = ""
+                for piece in pieces[start:]:
+                    joined += piece
+                    if len(joined) >= CODE_LENGTH:
+                        break
+                if len(joined) == CODE_LENGTH:
+                    consider(joined)
     if not candidates:
         raise InvalidArgument("text", "未找到邀请码 / no invite code found in the text")
     return candidates[:MAX_CANDIDATES]

@@ -87,3 +87,13 @@ def test_a_code_with_a_wrong_check_letter_is_not_a_candidate():
     with pytest.raises(InvalidArgument):
         codes.extract_codes(f"¥{wrong}¥")
 
+
+
+@pytest.mark.parametrize("text", ["{c} SEE YA", "{c} AND {a} {b}", "¥{c}¥ MY CODE {a} {b}"])
+def test_a_text_whose_code_is_found_whole_gets_only_that_candidate(text):
+    # AcceptInvite's request fingerprint is made of the candidates: texts that found their code
+    # before split codes were looked for must give exactly the same list (a retry across the
+    # upgrade is a retry), and no stretch across words may add a well-formed wrong code.
+    code = codes.code_for(SECRET, "alice")
+    other = codes.code_for(SECRET, "bob")
+    assert codes.extract_codes(text.format(c=code, a=other[:4], b=other[4:])) == [code]
