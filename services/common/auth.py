@@ -156,6 +156,10 @@ class AccessPolicy:
         except ValueError as exc:
             return Unauthenticated("MERCHANT_GRANT_INVALID", f"商户授权无效 / merchant grant refused: {exc}")
         if self._revoked.revoked(scope):
+            if self._revoked.unreadable:
+                return Unauthenticated(
+                    "MERCHANT_GRANT_INVALID", "商户授权暂不可用 / merchant grant refused: the revocation list cannot be read"
+                )
             return Unauthenticated("MERCHANT_GRANT_INVALID", "商户授权已吊销 / merchant grant refused: revoked")
         return scope
 

@@ -18,6 +18,7 @@ prints a grant signed with the configured key (and its id on stderr, for the ope
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import secrets
 import sys
@@ -35,6 +36,8 @@ __all__ = [
     "ISSUER", "MAX_LIFETIME_S", "STORE_NOT_YOURS", "MerchantScope", "RevokedGrants", "grant_id_of", "mint_grant", "read_grant",
     "store_not_yours", "main",
 ]
+
+_log = logging.getLogger("miandan.auth")
 
 ISSUER = "miandan-merchant"
 # A grant is a bearer credential handed to a merchant's staff systems: it must run out.
@@ -144,11 +147,17 @@ class RevokedGrants:
         self._stamp: tuple[int, int, int] | None = None
         self._before: dict[str, float] = {}
         self._grants: frozenset[str] = frozenset()
+        # The file exists but cannot be read (a directory, permissions, an I/O error): what it
+        # revokes is unknown, so every grant counts as revoked until a read succeeds. Failing
+        # closed for one call only would let the next calls through on the old list.
+        self.unreadable = False
 
     def revoked(self, scope: MerchantScope) -> bool:
         if self.path is None:
             return False
         self._refresh()
+        if self.unreadable:
+            return True
         if scope.grant_id and scope.grant_id in self._grants:
             return True
         before = self._before.get(scope.merchant_id)
@@ -161,15 +170,23 @@ class RevokedGrants:
         self._next_check = now + self.check_s
         try:
             st = self.path.stat()  # type: ignore[union-attr]
-        except OSError:
-            self._stamp, self._before, self._grants = None, {}, frozenset()
+        except FileNotFoundError:
+            self._stamp, self._before, self._grants, self.unreadable = None, {}, frozenset(), False
+            return
+        except OSError as exc:
+            self._cannot_read(exc)
             return
         stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if stamp == self._stamp:
+        if stamp == self._stamp and not self.unreadable:
+            return
+        try:
+            text = self.path.read_text(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
+        except OSError as exc:  # IsADirectoryError, PermissionError, EIO
+            self._cannot_read(exc)
             return
         before: dict[str, float] = {}
         grants: set[str] = set()
-        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():  # type: ignore[union-attr]
+        for line in text.splitlines():
             fields = line.split("#", 1)[0].split()
             if not fields:
                 continue
@@ -180,7 +197,13 @@ class RevokedGrants:
                 before[fields[0]] = float(fields[1]) if len(fields) > 1 else math.inf
             except ValueError:
                 before[fields[0]] = math.inf  # unreadable time: revoke them all rather than none
-        self._stamp, self._before, self._grants = stamp, before, frozenset(grants)
+        self._stamp, self._before, self._grants, self.unreadable = stamp, before, frozenset(grants), False
+
+    def _cannot_read(self, exc: OSError) -> None:
+        if not self.unreadable:
+            _log.error("merchant revocation file cannot be read: refusing every merchant grant until it can",
+                       extra={"path": str(self.path), "error": str(exc)})
+        self._stamp, self.unreadable = None, True
 
 
 def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None:

@@ -163,3 +163,21 @@ def test_a_grant_names_store_ids_as_long_as_the_catalog_takes():
     long_store = "s" * 128  # the catalog's limit for a store id
     token = mint_grant(KEY, "franchisee", stores=[long_store], clock=clock)
     assert read_grant(KEY, token, clock.now().timestamp()).covers("any-brand", long_store)
+
+
+def test_an_unreadable_revocation_file_refuses_every_grant_until_it_can_be_read(tmp_path):
+    import dataclasses
+
+    clock = FakeClock()
+    revoked = tmp_path / "revoked"
+    revoked.mkdir()  # exists, cannot be read as a file
+    policy = AccessPolicy(dataclasses.replace(SETTINGS, merchant_revoked_file=revoked), clock=clock)
+    grant = mint_grant(KEY, "honest-hq", brands=["honest"], clock=clock)
+    for _ in range(3):  # every call, not only the one that read the file
+        refused = policy.check(MERCHANT, _md(grant))
+        assert refused.reason == "MERCHANT_GRANT_INVALID" and "cannot be read" in str(refused)
+    assert policy.check(MERCHANT, ((INTERNAL_TOKEN_KEY, SETTINGS.internal_token), (MERCHANT_TOKEN_KEY, SETTINGS.merchant_token))) is None
+    revoked.rmdir()
+    revoked.write_text("someone-else\n")
+    policy._revoked._next_check = 0.0  # the next look at the file is due
+    assert policy.check(MERCHANT, _md(grant)) is None
