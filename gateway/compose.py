@@ -120,6 +120,13 @@ class TimedCache(Generic[K, V]):
             self._inflight.pop(key, None)
 
 
+def _text_confirm_key(user: str, request_id: str, text: str) -> str:
+    """Where a confirm-from-text keeps what it matched: per user, request_id and sentence (another
+    sentence under the same request_id matches anew, and the order service refuses it)."""
+    digest = hashlib.sha256(f"{user}\x00{request_id}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()
+    return f"rq_{digest[:32]}"
+
+
 def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
     """An upstream idempotency key owned by this user: two users who pick the same client
     request_id never collide upstream, and the key stays short whatever the user id."""
@@ -380,7 +387,21 @@ class Gateway:
             # Confirming straight from text places the order at once, and the order itself says
             # which card it used and what it covered: asking the card service for the best card
             # first would be a card RPC spent on a guess.
-            preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
+            replay = self.previews.get(_text_confirm_key(user, req.request_id, text), user) if req.confirm else None
+            if replay is not None:
+                # A retry of this very confirm (its answer lost): the lines the first attempt
+                # matched, not a new match. A new one may pick another store once an item sold
+                # out, and the order service would then refuse the retry as REQUEST_ID_REUSED
+                # although the first attempt's order exists.
+                preview = gateway_pb2.OrderPreview.FromString(replay.preview)
+                store_id = replay.store_id
+                lines = catalog_service_pb2.QuoteRequest.FromString(replay.lines).lines
+            else:
+                preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
+                if req.confirm and store_id:
+                    # Kept before placing: the first attempt's order may exist even if its answer
+                    # never arrives.
+                    self._keep(preview, user, store_id, lines, key=_text_confirm_key(user, req.request_id, text))
         if not req.confirm:
             return gateway_service_pb2.OrderByTextResponse(preview=preview)
         if not store_id:
@@ -411,11 +432,17 @@ class Gateway:
                     "since; preview again to see the new price",
                 ) from None
             raise
-        # What is shown beside the order is what the order used, not what the preview guessed.
+        # What is shown beside the order is what the order used and charges, not what the preview
+        # guessed: the order re-quoted the prices (a price changed since the preview once gave a
+        # payable of -1,700 fen here).
         order = placed.order
         preview.card_id = order.card_id
         preview.card_covered_fen = order.card_discount_fen
-        preview.payable_fen = preview.total_fen - order.card_discount_fen
+        if order.subtotal_fen:
+            preview.total_fen = order.subtotal_fen
+            preview.payable_fen = order.payable_fen
+        else:
+            preview.payable_fen = max(0, preview.total_fen - order.card_discount_fen)
         if not req.preview_id:
             self._keep(preview, user, store_id, lines)
         return gateway_service_pb2.OrderByTextResponse(preview=preview, order=placed.order)
@@ -465,12 +492,14 @@ class Gateway:
         return preview, store_id, proposal.lines
 
     def _keep(
-        self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection]
+        self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection],
+        *, key: str = "",
     ) -> None:
-        """Keep a preview, as shown to its user, for a later confirm by preview_id."""
+        """Keep a preview, as shown to its user, for a later confirm by preview_id (or under
+        `key`, for a retried confirm from text)."""
         self.previews.put(
             PreviewRecord(
-                preview_id=preview.preview_id,
+                preview_id=key or preview.preview_id,
                 user_id=user,
                 text=preview.text,
                 preview=preview.SerializeToString(),

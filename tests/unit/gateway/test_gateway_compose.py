@@ -6,7 +6,7 @@ import time
 import grpc
 import pytest
 
-from miandan.catalog.v1 import catalog_service_pb2
+from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2
 from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
 from miandan.lottery.v1 import lottery_pb2
@@ -427,3 +427,57 @@ async def test_the_preview_answered_with_a_confirmed_order_shows_what_the_order_
         "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
     )
     assert (reply.preview.card_id, reply.preview.card_covered_fen, reply.preview.payable_fen) == ("c-alice-2", 2500, 700)
+
+
+async def test_a_retried_confirm_from_text_places_what_the_first_attempt_matched(fakes):
+    # The first answer was lost; meanwhile the store sold out and a new match would pick another
+    # store, which the order service refuses under the same request_id (REQUEST_ID_REUSED).
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    request = gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True)
+    await fakes.gateway.order_by_text("alice", request, fakes.options())
+
+    async def other_store(req, **kw):
+        await fakes.catalog._record("MatchIntent", req, kw)
+        return catalog_service_pb2.MatchIntentResponse(
+            status=catalog_pb2.INTENT_STATUS_MATCHED,
+            proposal=catalog_pb2.OrderProposal(
+                store=catalog_pb2.StoreHit(store=catalog_pb2.Store(store_id="luckin-hz-2")),
+                lines=[catalog_pb2.LineSelection(item_id="luckin-coconut-latte", quantity=2)],
+                quote=catalog_pb2.Quote(store_id="luckin-hz-2", total_fen=3200),
+            ),
+        )
+
+    fakes.catalog.MatchIntent = other_store
+    await fakes.gateway.order_by_text("alice", request, fakes.options())
+    first, retry = fakes.order.requests("PlaceOrder")
+    assert (retry.store_id, list(retry.lines), retry.request_id) == (first.store_id, list(first.lines), first.request_id)
+    assert len(fakes.catalog.requests("MatchIntent")) == 1  # the retry did not match anew
+    # Another sentence under the same request_id is matched anew (and refused upstream).
+    await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁，少冰", confirm=True), fakes.options()
+    )
+    assert fakes.order.requests("PlaceOrder")[2].store_id == "luckin-hz-2"
+    # Someone else's same request_id and sentence is theirs.
+    await fakes.gateway.order_by_text("bob", request, fakes.options())
+    assert fakes.order.requests("PlaceOrder")[3].store_id == "luckin-hz-2"
+
+
+async def test_the_preview_beside_a_confirmed_order_shows_the_orders_price_after_a_price_change(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.catalog.total_fen = 800
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="一杯蛋挞"), fakes.options())).preview
+    assert (preview.total_fen, preview.payable_fen) == (800, 0)
+
+    async def repriced(request, **kw):  # the price went up to 3,000 before the confirm
+        await fakes.order._record("PlaceOrder", request, kw)
+        return order_service_pb2.PlaceOrderResponse(order=order_pb2.Order(
+            order_id="o-2", user_id="alice", card_id="c-alice-1", subtotal_fen=3000, card_discount_fen=2500, payable_fen=500,
+            status=order_pb2.ORDER_STATUS_PENDING_PAYMENT,
+        ))
+
+    fakes.order.PlaceOrder = repriced
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True), fakes.options()
+    )
+    p = reply.preview
+    assert (p.total_fen, p.card_covered_fen, p.payable_fen) == (3000, 2500, 500)  # was 800 / 2500 / -1700
