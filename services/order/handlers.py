@@ -32,6 +32,7 @@ from services.common.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    PermissionDenied,
     Unavailable,
 )
 from services.common.merchant_grant import MerchantScope, store_not_yours
@@ -1039,8 +1040,12 @@ class OrderService:
             try:
                 await self.card.confirm(key, timeout=budget())
             except FailedPrecondition as exc:
-                # The hold lapsed before the payment landed: the order cannot stand as priced.
-                return await self._lapsed_card(order, exc.reason, budget)
+                # The hold lapsed before its confirmation arrived. The payment may well have
+                # landed inside its window (the card service was unreachable until the hold ran
+                # out): then the card went back to its owner unspent, and taking it again keeps
+                # the order the buyer saw PAID. Only without the card does the order not stand.
+                if not await self._hold_card_again(order, key, budget):
+                    return await self._lapsed_card(order, exc.reason, budget)
         elif card_action == model.CARD_RETURN:
             reservation = await self.card.release(key, timeout=budget())
             if reservation is None:
@@ -1069,6 +1074,27 @@ class OrderService:
             return replace(cur, update_ms=now, version=cur.version + 1, **changes)
 
         return await self.store.update(order.order_id, clear, expect=order)
+
+    async def _hold_card_again(self, order: Order, key: str, budget: Budget) -> bool:
+        """Reserve and confirm the order's own card again under its key, for the same amount.
+        False when that card is gone (spent by another order, expired) or would cover another
+        amount: the order is then cancelled and refunded as before."""
+        if not order.card_id:
+            return False
+        try:
+            held = await self.card.reserve(
+                campaign_id=order.campaign_id, user_id=order.user_id, key=key, amount_fen=order.subtotal_fen,
+                card_id=order.card_id, ttl_seconds=60, timeout=budget(),
+            )
+            if held.card_id != order.card_id or held.covered_fen != order.card_discount_fen:
+                await self.card.release(key, timeout=budget())
+                return False
+            if held.state != CONFIRMED:
+                await self.card.confirm(key, timeout=budget())
+        except (FailedPrecondition, NotFound, PermissionDenied):
+            return False
+        log.info("card held again for a paid order", extra={"order_id": order.order_id, "card_id": order.card_id})
+        return True
 
     async def _lapsed_card(self, order: Order, reason: str, budget: Budget) -> Order:
         now = self._now()

@@ -337,3 +337,49 @@ async def test_a_cart_is_priced_on_read_refuses_another_store_and_can_be_ordered
     ).order
     assert o.subtotal_fen == 3100 and o.payable_fen == 600 and o.store_id == STORE
     assert not (await stack.order.GetCart(svc.GetCartRequest(user_id="mia"), metadata=stack.md)).cart.lines
+
+
+async def _pay_while_the_card_service_is_down_past_the_hold(stack, user):
+    """A to-pay order, paid in its window while the card service is unreachable until the
+    card's hold has lapsed (payment window + 60 s): the card confirmation arrives too late."""
+    (card_id,) = await stack.signup(user)
+    o = (await stack.order.PlaceOrder(place_req(f"{user}-1", user, [line(CAKE)]), metadata=stack.md)).order
+    assert o.status == S.ORDER_STATUS_PENDING_PAYMENT and o.card_id == card_id
+    stack.proxy.cut()
+    paid = (await stack.order.ConfirmPayment(
+        svc.ConfirmPaymentRequest(request_id=f"{user}-pay", order_id=o.order_id, user_id=user, payment_reference=o.payment.payment_reference),
+        metadata=stack.md,
+    )).order
+    assert paid.status == S.ORDER_STATUS_PAID  # the card step waits for the sweep
+    await stack.service.drain()
+    stack.clock.advance(15 * 60 + 60 + 1)
+    return card_id, o
+
+
+async def test_a_payment_made_in_time_stands_when_the_card_confirmation_comes_after_the_hold_lapsed(stack):
+    card_id, o = await _pay_while_the_card_service_is_down_past_the_hold(stack, "olga")
+    stack.proxy.down = False
+    await _sweep_until_settled(stack)
+    got = (await stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="olga"), metadata=stack.md)).order
+    # The card went back to its owner unspent when the hold lapsed: it is taken again, and the
+    # order the buyer saw PAID stays PAID (it was cancelled and refunded, CARD_HOLD_LAPSED).
+    assert got.status == S.ORDER_STATUS_PAID and got.payment.status == S.PAYMENT_STATUS_CAPTURED
+    assert got.card_id == card_id and got.card_discount_fen == o.card_discount_fen
+    assert (await stack.cards("olga")) == {card_id: REDEEMED}
+
+
+async def test_when_the_lapsed_card_was_spent_meanwhile_the_paid_order_is_cancelled_and_refunded(stack):
+    card_id, o = await _pay_while_the_card_service_is_down_past_the_hold(stack, "pia")
+    stack.proxy.down = False
+    # The card, back with its owner, pays for another order first.
+    for _ in range(40):
+        try:
+            other = (await stack.order.PlaceOrder(place_req("pia-2", "pia"), metadata=stack.md, timeout=5)).order
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.25)  # the channel to the card service reconnecting
+    assert other.card_id == card_id
+    await _sweep_until_settled(stack)
+    got = (await stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="pia"), metadata=stack.md)).order
+    assert got.status == S.ORDER_STATUS_CANCELLED and got.cancel_reason == "CARD_HOLD_LAPSED"
+    assert got.payment.status == S.PAYMENT_STATUS_REFUNDED
