@@ -330,6 +330,10 @@ class OrderService:
         self._scan_since: int | None = None
         # ConfirmPayment calls in progress, one at a time per (user, request_id): see there.
         self._payments = _KeyLocks()
+        # Per order: a cancellation's state change and the taking again of a lapsed card
+        # (_hold_card_again) never interleave, so a card is never re-taken for an order that is
+        # being cancelled (it would stay REDEEMED while the order says it was returned).
+        self._card_turns = _KeyLocks()
 
     def _now(self) -> int:
         return now_ms(self.clock)
@@ -930,10 +934,11 @@ class OrderService:
             return model.cancel(cur, now, actor, reason or default)
 
         key = model.request_key(model.CANCEL_ORDER, request_id, user_id, now, order_id, reason)
-        if key is None:
-            order = await self.store.update(order_id, cancel)
-        else:
-            order, _ = await self.store.apply_request(order_id, key, may_cancel, cancel)
+        async with self._card_turns.hold(order_id):
+            if key is None:
+                order = await self.store.update(order_id, cancel)
+            else:
+                order, _ = await self.store.apply_request(order_id, key, may_cancel, cancel)
         return await self._drive_quietly(order, budget)
 
     async def update_status(
@@ -1081,18 +1086,24 @@ class OrderService:
         amount: the order is then cancelled and refunded as before."""
         if not order.card_id:
             return False
-        try:
-            held = await self.card.reserve(
-                campaign_id=order.campaign_id, user_id=order.user_id, key=key, amount_fen=order.subtotal_fen,
-                card_id=order.card_id, ttl_seconds=60, timeout=budget(),
-            )
-            if held.card_id != order.card_id or held.covered_fen != order.card_discount_fen:
-                await self.card.release(key, timeout=budget())
+        async with self._card_turns.hold(order.order_id):
+            # The row as it is now, not as this drive was handed it (a sweep's list is read
+            # before a cancel may land): only an order still waiting to confirm its card.
+            cur = await self.store.get(order.order_id)
+            if cur is None or cur.status == model.CANCELLED or cur.card_action != model.CARD_CONFIRM:
                 return False
-            if held.state != CONFIRMED:
-                await self.card.confirm(key, timeout=budget())
-        except (FailedPrecondition, NotFound, PermissionDenied):
-            return False
+            try:
+                held = await self.card.reserve(
+                    campaign_id=cur.campaign_id, user_id=cur.user_id, key=key, amount_fen=cur.subtotal_fen,
+                    card_id=cur.card_id, ttl_seconds=60, timeout=budget(),
+                )
+                if held.card_id != cur.card_id or held.covered_fen != cur.card_discount_fen:
+                    await self.card.release(key, timeout=budget())
+                    return False
+                if held.state != CONFIRMED:
+                    await self.card.confirm(key, timeout=budget())
+            except (FailedPrecondition, NotFound, PermissionDenied):
+                return False
         log.info("card held again for a paid order", extra={"order_id": order.order_id, "card_id": order.card_id})
         return True
 

@@ -9,7 +9,8 @@ import pytest
 from miandan.card.v1 import card_pb2, card_service_pb2 as card_svc
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as cat_svc
 from miandan.order.v1 import order_pb2, order_service_pb2 as svc
-from services.common.errors import error_details
+from services.common.errors import DomainError, FailedPrecondition, error_details
+from services.order.handlers import _budget
 
 # The seed of conftest.py (importlib mode cannot import conftest as a module).
 CAMPAIGN_ONE, CAMPAIGN_TWO = "it-one", "it-two"
@@ -383,3 +384,45 @@ async def test_when_the_lapsed_card_was_spent_meanwhile_the_paid_order_is_cancel
     got = (await stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="pia"), metadata=stack.md)).order
     assert got.status == S.ORDER_STATUS_CANCELLED and got.cancel_reason == "CARD_HOLD_LAPSED"
     assert got.payment.status == S.PAYMENT_STATUS_REFUNDED
+
+
+async def test_a_cancel_while_the_sweep_confirms_a_lapsed_card_leaves_the_card_with_its_owner(stack):
+    # The user cancels while the sweep's confirmation of the lapsed hold is on its way: the card
+    # must not be taken again for an order that is now cancelled and refunded.
+    card_id, o = await _pay_while_the_card_service_is_down_past_the_hold(stack, "quinn")
+    stack.proxy.down = False
+    service = stack.service
+    real_confirm = service.card.confirm
+    cancelled = []
+
+    async def confirm(key, *, timeout):
+        try:
+            return await real_confirm(key, timeout=timeout)
+        except FailedPrecondition:
+            if not cancelled:
+                cancelled.append(await service.cancel_order(o.order_id, "quinn", "不要了"))
+            raise
+
+    service.card.confirm = confirm
+    await _sweep_until_settled(stack)
+    got = (await stack.order.GetOrder(svc.GetOrderRequest(order_id=o.order_id, user_id="quinn"), metadata=stack.md)).order
+    assert cancelled and got.status == S.ORDER_STATUS_CANCELLED and got.payment.status == S.PAYMENT_STATUS_REFUNDED
+    assert (await stack.cards("quinn")) == {card_id: AVAILABLE}
+
+
+async def test_a_sweep_driving_a_row_read_before_a_cancel_does_not_take_the_card_again(stack):
+    card_id, o = await _pay_while_the_card_service_is_down_past_the_hold(stack, "rita")
+    stack.proxy.down = False
+    service = stack.service
+    stale = await service.store.get(o.order_id)  # as a sweep's list holds it
+    for _ in range(40):  # the channel to the card service may need a moment to reconnect
+        try:
+            await service.cancel_order(o.order_id, "rita", "不要了")
+            break
+        except DomainError:
+            await asyncio.sleep(0.25)
+    await _sweep_until_settled(stack)
+    await service._drive(stale, _budget(5))
+    got = await service.store.get(o.order_id)
+    assert got.status == "CANCELLED" and got.card_returned
+    assert (await stack.cards("rita")) == {card_id: AVAILABLE}
