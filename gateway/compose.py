@@ -22,6 +22,7 @@ import grpc
 
 from miandan.card.v1 import card_pb2, card_service_pb2
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2
+from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_pb2, gateway_service_pb2
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2
@@ -120,10 +121,12 @@ class TimedCache(Generic[K, V]):
             self._inflight.pop(key, None)
 
 
-def _text_confirm_key(user: str, request_id: str, text: str) -> str:
-    """Where a confirm-from-text keeps what it matched: per user, request_id and sentence (another
-    sentence under the same request_id matches anew, and the order service refuses it)."""
-    digest = hashlib.sha256(f"{user}\x00{request_id}\x00{text}".encode("utf-8", "surrogatepass")).hexdigest()
+def _text_confirm_key(user: str, request_id: str, text: str, location: common_pb2.GeoPoint) -> str:
+    """Where a confirm-from-text keeps what it matched: per user, request_id, sentence and place
+    (another sentence, or the same one from elsewhere, under the same request_id matches anew,
+    and the order service refuses it)."""
+    where = f"{location.latitude!r},{location.longitude!r}"
+    digest = hashlib.sha256(f"{user}\x00{request_id}\x00{text}\x00{where}".encode("utf-8", "surrogatepass")).hexdigest()
     return f"rq_{digest[:32]}"
 
 
@@ -371,6 +374,7 @@ class Gateway:
     async def order_by_text(self, user: str, req: gateway_service_pb2.OrderByTextRequest, o: CallOptions) -> gateway_service_pb2.OrderByTextResponse:
         if req.confirm and not req.request_id:
             raise InvalidArgument("request_id", "required with confirm / 确认下单需要 request_id")
+        replay_key = ""
         if req.preview_id:
             record = self.previews.get(req.preview_id, user)
             if record is None:
@@ -387,7 +391,8 @@ class Gateway:
             # Confirming straight from text places the order at once, and the order itself says
             # which card it used and what it covered: asking the card service for the best card
             # first would be a card RPC spent on a guess.
-            replay = self.previews.get(_text_confirm_key(user, req.request_id, text), user) if req.confirm else None
+            replay_key = _text_confirm_key(user, req.request_id, text, req.location) if req.confirm else ""
+            replay = self.previews.get(replay_key, user) if replay_key else None
             if replay is not None:
                 # A retry of this very confirm (its answer lost): the lines the first attempt
                 # matched, not a new match. A new one may pick another store once an item sold
@@ -401,7 +406,7 @@ class Gateway:
                 if req.confirm and store_id:
                     # Kept before placing: the first attempt's order may exist even if its answer
                     # never arrives.
-                    self._keep(preview, user, store_id, lines, key=_text_confirm_key(user, req.request_id, text))
+                    self._keep(preview, user, store_id, lines, key=replay_key)
         if not req.confirm:
             return gateway_service_pb2.OrderByTextResponse(preview=preview)
         if not store_id:
@@ -425,6 +430,10 @@ class Gateway:
                 **o.kw(),
             )
         except grpc.aio.AioRpcError as err:
+            if replay_key and err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                # A definite no (sold out, closed): nothing was placed, so the next try of this
+                # request_id may match anew rather than replay lines that cannot be ordered.
+                self.previews.discard(replay_key)
             if promised_card and error_details(err).get("reason") == "NO_CARD_AVAILABLE":
                 raise FailedPrecondition(
                     "PREVIEW_CARD_GONE",

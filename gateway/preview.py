@@ -52,6 +52,9 @@ class PreviewStore:
             # Oldest first: under a flood the previews nobody came back for go first.
             self._items.popitem(last=False)
 
+    def discard(self, preview_id: str) -> None:
+        self._items.pop(preview_id, None)
+
     def get(self, preview_id: str, user_id: str) -> PreviewRecord | None:
         """The preview if it exists, is unexpired and belongs to user_id; None otherwise (the
         caller cannot tell someone else's preview from a missing one)."""

@@ -481,3 +481,18 @@ async def test_the_preview_beside_a_confirmed_order_shows_the_orders_price_after
     )
     p = reply.preview
     assert (p.total_fen, p.card_covered_fen, p.payable_fen) == (3000, 2500, 500)  # was 800 / 2500 / -1700
+
+
+async def test_a_confirm_from_text_refused_for_good_matches_anew_on_the_next_try(fakes, make_rpc_error):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    request = gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True)
+    fakes.order.fail["PlaceOrder"] = make_rpc_error(FailedPrecondition("ITEM_SOLD_OUT", "sold out"))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await fakes.gateway.order_by_text("alice", request, fakes.options())
+    del fakes.order.fail["PlaceOrder"]
+    await fakes.gateway.order_by_text("alice", request, fakes.options())
+    assert len(fakes.catalog.requests("MatchIntent")) == 2  # not the lines that could not be ordered
+    # From another place, the same sentence and request_id is matched for that place.
+    elsewhere = gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True, location=HANGZHOU)
+    await fakes.gateway.order_by_text("alice", elsewhere, fakes.options())
+    assert len(fakes.catalog.requests("MatchIntent")) == 3
