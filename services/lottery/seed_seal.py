@@ -48,6 +48,13 @@ def key_path_from_env(store_path: Path, env: Mapping[str, str] | None = None) ->
     return Path(configured) if configured else store_path.parent / KEY_FILE_NAME
 
 
+def abandoned_key_ids(env: Mapping[str, str] | None = None) -> frozenset[str]:
+    """MIANDAN_LOTTERY_ABANDONED_SEED_KEYS: ids of lost keys the operator gives up on (comma
+    separated); days sealed with them can never be drawn, and no longer stop a start."""
+    e = os.environ if env is None else env
+    return frozenset(k.strip().lower() for k in (e.get("MIANDAN_LOTTERY_ABANDONED_SEED_KEYS") or "").split(",") if k.strip())
+
+
 def is_sealed(stored: bytes) -> bool:
     return len(stored) != PLAIN_SEED_BYTES
 
@@ -62,17 +69,18 @@ class SeedSeal:
     @classmethod
     def from_key_file(cls, path: Path, *, sealed_with: Sequence[str] = ()) -> "SeedSeal":
         """Reads the key, creating the file with a fresh key when there is none, unless
-        `sealed_with` (the key ids of seeds the store still has to open) is not empty: a fresh
-        key would then seal the next days under a second key while the operator restores the
-        first, and no one process could draw them all. ValueError names the file (and
-        MIANDAN_LOTTERY_SEED_KEY_FILE) when it is missing then, when its content is not a key,
-        or when it can be neither read nor created."""
+        `sealed_with` (the key ids of seeds the store still has to open, lost keys the operator
+        abandoned left out) is not empty: the key must then be one of those, or the next days
+        would be sealed under a second key while the operator restores the first, and no one
+        process could draw them all. ValueError names the file (and MIANDAN_LOTTERY_SEED_KEY_FILE)
+        when it is missing then or holds another key, when its content is not a key, or when it
+        can be neither read nor created."""
+        lost_for_good = "if it is lost for good, list its id in MIANDAN_LOTTERY_ABANDONED_SEED_KEYS: those days can then never be drawn"
         try:
             if sealed_with and not path.exists():
                 raise ValueError(
                     f"seed key file {path} is missing, and the store holds seeds sealed with key "
-                    f"{', '.join(sealed_with)}: put that key file back (if it is lost for good, write a new key "
-                    "there; the days sealed with the old one can then not be drawn) (MIANDAN_LOTTERY_SEED_KEY_FILE)"
+                    f"{', '.join(sealed_with)}: put that key file back ({lost_for_good}) (MIANDAN_LOTTERY_SEED_KEY_FILE)"
                 )
             try:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -95,7 +103,15 @@ class SeedSeal:
             key = b""
         if len(key) != KEY_BYTES:
             raise ValueError(f"seed key file {path} must hold {2 * KEY_BYTES} hex characters (MIANDAN_LOTTERY_SEED_KEY_FILE)")
-        return cls(key)
+        seal = cls(key)
+        if sealed_with and seal.key_id.hex() not in sealed_with:
+            # The wrong file (or a key written over the right one): the next days would be sealed
+            # with a key that opens none of the days already waiting, a split no one process heals.
+            raise ValueError(
+                f"the key in {path} (id {seal.key_id.hex()}) opens none of the days waiting to be drawn, sealed "
+                f"with key {', '.join(sealed_with)}: point MIANDAN_LOTTERY_SEED_KEY_FILE at that key ({lost_for_good})"
+            )
+        return seal
 
     def seal(self, seed: bytes, campaign_id: str, day: str) -> bytes:
         if len(seed) != PLAIN_SEED_BYTES:

@@ -30,7 +30,7 @@ from services.common.errors import FailedPrecondition
 
 from . import model
 from .model import DrawRecord, EntryRecord, RequestKey
-from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, is_sealed, key_id_of, key_path_from_env
+from .seed_seal import PLAIN_SEED_BYTES, SEED_UNREADABLE, SeedSeal, abandoned_key_ids, is_sealed, key_id_of, key_path_from_env
 
 __all__ = ["LotteryStore", "SqliteLotteryStore", "MIGRATIONS", "SYNCHRONOUS"]
 
@@ -132,7 +132,8 @@ class SqliteLotteryStore:
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock)
         try:
             if seal is None:
-                seal = SeedSeal.from_key_file(key_path_from_env(path), sealed_with=await db.read(_pending_key_ids))
+                waiting = [k for k in await db.read(_pending_key_ids) if k not in abandoned_key_ids()]
+                seal = SeedSeal.from_key_file(key_path_from_env(path), sealed_with=waiting)
             store = cls(db, seal)
             await store.db.write(_seal_plain_pending, seal)
         except BaseException:

@@ -65,7 +65,7 @@ async def test_neither_the_store_nor_its_backup_holds_the_seed_before_the_draw(l
     assert stored == seed
 
 
-async def test_a_wrong_key_stops_only_the_draw_with_a_reason_until_the_key_is_back(lottery, card_server, clock, tmp_path):
+async def test_a_wrong_key_stops_only_the_draw_with_a_reason_until_the_key_is_back(lottery, card_server, clock, tmp_path, monkeypatch):
     committed = await commit(lottery)
     await card_server.invite("a", 3)
     await enter(lottery, "a")
@@ -79,9 +79,14 @@ async def test_a_wrong_key_stops_only_the_draw_with_a_reason_until_the_key_is_ba
         await lottery.start()
     assert SeedSeal.from_key_file(kept).key_id.hex() in str(refused.value)
     assert not key_file.exists()
-    lottery.server = None
-    # Another key put there on purpose: the service starts and takes entries.
+    # Another key there (the wrong file, or a new key): it would seal the next days with a key
+    # that opens none of the waiting ones, so no start either.
     key_file.write_text("ab" * 32)
+    with pytest.raises(ValueError, match="opens none of the days"):
+        await lottery.start()
+    # The operator gives the old key up for lost: the service starts and takes entries.
+    old_id = SeedSeal.from_key_file(kept).key_id.hex()
+    monkeypatch.setenv("MIANDAN_LOTTERY_ABANDONED_SEED_KEYS", old_id)
     await lottery.start()
     await card_server.invite("b", 3)
     await enter(lottery, "b")
@@ -93,7 +98,8 @@ async def test_a_wrong_key_stops_only_the_draw_with_a_reason_until_the_key_is_ba
     pending = (await lottery.stub.GetDraw(pb.GetDrawRequest(campaign_id=CAMPAIGN, day=DAY), metadata=lottery.md)).draw
     assert pending.entrant_count == 2 and not pending.seed and not pending.winners
     await lottery.stop()
-    shutil.move(kept, key_file)
+    shutil.move(kept, key_file)  # found after all
+    monkeypatch.delenv("MIANDAN_LOTTERY_ABANDONED_SEED_KEYS")
     await lottery.start()
     drawn = await run_draw(lottery)
     assert hashlib.sha256(bytes.fromhex(drawn.seed)).hexdigest() == committed.commitment

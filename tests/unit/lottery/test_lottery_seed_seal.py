@@ -13,6 +13,7 @@ from services.lottery.seed_seal import (
     SEED_UNREADABLE,
     SeedSeal,
     is_sealed,
+    abandoned_key_ids,
     key_id_of,
     key_path_from_env,
 )
@@ -114,8 +115,13 @@ def test_no_fresh_key_is_made_while_the_store_holds_seeds_sealed_with_another(tm
     with pytest.raises(ValueError, match="MIANDAN_LOTTERY_SEED_KEY_FILE") as err:
         SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"])
     assert "0a1b2c3d" in str(err.value) and not path.exists()
-    path.write_text("cd" * 32)  # an operator's deliberate new key is used
-    assert SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"]).key_id == SeedSeal(bytes.fromhex("cd" * 32)).key_id
+    path.write_text("cd" * 32)  # another key: it would open none of the waiting days
+    with pytest.raises(ValueError, match="opens none of the days") as err:
+        SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"])
+    assert "MIANDAN_LOTTERY_ABANDONED_SEED_KEYS" in str(err.value)
+    right = SeedSeal(bytes.fromhex("cd" * 32)).key_id.hex()
+    assert SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d", right]).key_id.hex() == right
+    assert abandoned_key_ids({"MIANDAN_LOTTERY_ABANDONED_SEED_KEYS": " 0A1B2C3D, ff00ff00 "}) == {"0a1b2c3d", "ff00ff00"}
 
 
 def test_the_key_id_of_a_stored_seed():
