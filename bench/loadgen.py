@@ -57,6 +57,9 @@ _ensure_path()
 from services.common.local_ports import free_port  # noqa: E402 - after the path; the bench modules import it from here
 
 
+LATEST_CUTOFF = "23:59"
+
+
 def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> dict[str, str]:
     """The environment of a benchmark suite: fresh data, loopback, no per-call log lines (they
     would measure the disk, not the service), free ports unless the defaults are wanted, and
@@ -76,6 +79,10 @@ def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> d
         # a second: the gateway's per-user pace (gateway/user_rates.py) would measure itself, not
         # the suite. `make bench` keeps it (its users are distinct, as a crowd's are).
         MIANDAN_USER_RATE=os.environ.get("MIANDAN_USER_RATE", "0"),
+        # Entries for a day close at 20:00 Shanghai by default: a run in the evening would measure
+        # only ENTRIES_CLOSED (no qualification check, no write) and give another figure than
+        # the same run at noon. The latest cut-off keeps the lottery's work in every run.
+        MIANDAN_LOTTERY_CUTOFF=os.environ.get("MIANDAN_LOTTERY_CUTOFF", LATEST_CUTOFF),
         PYTHONUNBUFFERED="1",
     )
     for name in SERVICES:
@@ -523,10 +530,13 @@ def _order_request(fixture: Fixture, request_id: str) -> Any:
 # check by 30 %, then 1-3 orders (45 % one, 35 % two, 20 % three; mean 1.75), 30 % by sentence
 # and 70 % structured, each with CARD_USE_BEST: the card pays while the user has one, later
 # orders are paid (ConfirmPayment with the sandbox reference, as the app does); 5 % of orders
-# are cancelled, 10 % of users try the lottery. Orders are the largest share of the calls
+# are cancelled, 10 % of users try the lottery (most are not qualified yet), and an inviter
+# enters it when its pass-phrase brings its third new user. Orders are the largest share of the calls
 # (bench.capacity prints the mix; see its docstring).
 ORDERS_PER_USER = ((1, 0.45), (2, 0.35), (3, 0.20))
 P_WALLET, P_TEXT, P_CANCEL, P_LOTTERY, P_PHRASE = 0.30, 0.30, 0.05, 0.10, 0.5
+# The demo campaign's lottery_invite_threshold.
+LOTTERY_INVITES = 3
 
 
 class _Scenario:
@@ -541,6 +551,8 @@ class _Scenario:
         self.spec = spec
         self.fixture = spec.fixture
         self.phrases: list[str] = []
+        # pass-phrase -> [its owner, the owner's credentials, new users it brought]
+        self.inviters: dict[str, list[Any]] = {}
         self.location = common_pb2.GeoPoint(latitude=spec.fixture.latitude, longitude=spec.fixture.longitude) if spec.fixture else None
         self.n = 0
         self.mix: Counter[str] = Counter()
@@ -566,8 +578,18 @@ class _Scenario:
         own = joined.wallet.wallet.pass_phrase_text
         if own:
             self.phrases.append(own)
+            self.inviters[own] = [user, md, 0]
             if len(self.phrases) > 300:
+                for gone in self.phrases[:100]:
+                    self.inviters.pop(gone, None)
                 del self.phrases[:100]
+        if joined.invite_accepted and phrase in self.inviters:
+            inviter = self.inviters[phrase]
+            inviter[2] += 1
+            if inviter[2] == LOTTERY_INVITES:
+                # The inviter's third new user: its app says "you may enter today's draw".
+                mix["inviters entering the lottery"] += 1
+                await c.call("EnterLottery", g.EnterLotteryRequest(request_id=f"lottery-{inviter[0]}"), inviter[1])
         if rng.random() < P_WALLET:
             await c.call("GetWallet", g.GetWalletRequest(), md)
         orders = self._orders_for(rng)
