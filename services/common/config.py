@@ -1,6 +1,7 @@
 """Process settings from the environment (12-factor): one frozen Settings per process."""
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -12,7 +13,7 @@ from .decimal_text import ascii_int
 
 __all__ = [
     "Settings", "DEFAULT_PORTS", "SERVICES", "env_number", "event_loop_from_env", "check_campaign_id",
-    "check_start_files", "prepare_data_dir", "MAX_PENDING_CALLS",
+    "check_start_files", "prepare_data_dir", "MAX_PENDING_CALLS", "DEV_SECRETS", "refuse_published_secrets",
 ]
 
 DEFAULT_PORTS: dict[str, int] = {"gateway": 50050, "card": 50051, "catalog": 50052, "order": 50053, "lottery": 50054}
@@ -160,6 +161,8 @@ class Settings:
         if campaign:
             check_campaign_id(campaign, "MIANDAN_CAMPAIGN_ID")
 
+        refuse_published_secrets(e, service, host)
+
         return cls(
             service=service,
             host=host,
@@ -287,6 +290,58 @@ def _bool(e: Mapping[str, str], var: str, default: bool) -> bool:
 def _path(e: Mapping[str, str], var: str) -> Path | None:
     raw = e.get(var)
     return Path(raw) if raw and raw.strip() else None
+
+
+# The development secrets every copy of this repository carries: fine on loopback, where only
+# this machine can call, and a master key for anyone anywhere else (they mint user tokens,
+# merchant grants and admin calls).
+# The development secrets every copy of this repository carries, and the services that trust
+# each: fine on loopback, where only this machine can call, and a master key for anyone anywhere
+# else (user tokens, merchant grants, internal and admin calls).
+DEV_SECRETS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "MIANDAN_INTERNAL_TOKEN": ("dev-internal-token", SERVICES),
+    "MIANDAN_ADMIN_TOKEN": ("dev-admin-token", SERVICES),
+    "MIANDAN_MERCHANT_TOKEN": ("dev-merchant-token", ("catalog", "order")),
+    "MIANDAN_MERCHANT_SIGNING_KEY": ("dev-merchant-signing-key-change-me-in-production", ("catalog", "order")),
+    "MIANDAN_JWT_SECRET": ("dev-jwt-secret-change-me-in-production-0000", ("gateway",)),
+}
+# RFC 7518 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes); a shorter one can be
+# searched for offline from any one token it signed.
+MIN_HMAC_KEY_BYTES = 32
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name or a wildcard such as 0.0.0.0: reachable from elsewhere
+
+
+def refuse_published_secrets(e: Mapping[str, str], service: str, host: str) -> None:
+    """A service listening beyond loopback refuses to start while a secret it trusts is still
+    the development value (MIANDAN_ALLOW_DEV_SECRETS=1 allows it on a closed test network), or
+    while an HMAC key it verifies with is shorter than MIN_HMAC_KEY_BYTES. ValueError names the
+    variables."""
+    if _loopback(host) or _bool(e, "MIANDAN_ALLOW_DEV_SECRETS", False):
+        return
+    hmac_jwt = e.get("MIANDAN_JWT_ALGORITHM", "HS256").strip().startswith("HS")
+    trusted = [
+        var for var, (_, services) in DEV_SECRETS.items()
+        if service in services and (hmac_jwt or var != "MIANDAN_JWT_SECRET")
+    ]
+    left = [var for var in trusted if e.get(var, DEV_SECRETS[var][0]) == DEV_SECRETS[var][0]]
+    if left:
+        one = len(left) == 1
+        raise ValueError(
+            f"MIANDAN_HOST={host} listens beyond this machine but {', '.join(left)} "
+            f"{'is' if one else 'are'} the published development value: set {'it' if one else 'them'} "
+            "(or MIANDAN_ALLOW_DEV_SECRETS=1 on a closed test network)"
+        )
+    for var in ("MIANDAN_MERCHANT_SIGNING_KEY", "MIANDAN_JWT_SECRET"):
+        if var in trusted and len(e[var].encode()) < MIN_HMAC_KEY_BYTES:
+            raise ValueError(f"{var} is shorter than {MIN_HMAC_KEY_BYTES} bytes: an HMAC key that short can be found from one token it signed")
 
 
 def _secret(e: Mapping[str, str], var: str, default: str) -> str:

@@ -111,9 +111,17 @@ def test_a_service_whose_metrics_port_is_taken_exits_at_once_saying_so(tmp_path,
 
 
 def test_a_host_that_does_not_resolve_ends_the_service(tmp_path):
-    code, err = _service("card", _env(tmp_path, MIANDAN_HOST="no-such-host.invalid"))
+    code, err = _service("card", _env(tmp_path, MIANDAN_HOST="no-such-host.invalid", MIANDAN_ALLOW_DEV_SECRETS="1"))
     assert code == 1, err
     assert "MIANDAN_HOST='no-such-host.invalid'" in _the_one_line("card", err)
+
+
+def test_a_service_open_to_the_network_with_the_published_secrets_does_not_start(tmp_path):
+    code, err = _service("order", _env(tmp_path, MIANDAN_HOST="0.0.0.0", MIANDAN_ADMIN_TOKEN="a-real-one"))
+    assert code == 2, err
+    line = _the_one_line("order", err)
+    assert "MIANDAN_INTERNAL_TOKEN, MIANDAN_MERCHANT_TOKEN, MIANDAN_MERCHANT_SIGNING_KEY are the published development value" in line
+    assert not (tmp_path / "order.db").exists()  # refused before anything was opened
 
 
 @pytest.mark.parametrize(
