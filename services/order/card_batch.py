@@ -24,9 +24,11 @@ What each caller sees is exactly what GrpcCardClient.reserve gives it:
 * but an entry it gave up on may still be in flight to the card service, where it can land
   after the caller's compensation: a ReleaseReservation or RefundCard processed before a late
   redeem would leave a REDEEMED card under an aborted order (the kill drill found exactly that).
-  So release() and refund() of a key whose reservation is in flight first wait for that RPC to
-  be answered (it is bounded by its own timeout): the undo is then ordered after the do, as
-  it is on the unary path, where the caller's deadline cancels the card's unstarted write;
+  So release() and refund() of a key whose reservation is in flight first wait for every RPC
+  carrying it to be answered (each is bounded by its own timeout; there are two when the saga
+  repeated a reservation cut short by an earlier caller's deadline): the undo is then ordered
+  after the do, as it is on the unary path, where the caller's deadline cancels the card's
+  unstarted write;
 * a card service without ReserveCards (UNIMPLEMENTED: an older build during a rolling deploy)
   gets plain ReserveCard calls, and is probed again after `unimplemented_retry_s`.
 
@@ -148,8 +150,10 @@ class BatchingCardClient:
         self._unimplemented_until = 0.0  # loop.time() before which ReserveCards is not tried
         self._batch_ids = itertools.count(1)
         self._closed = False
-        # Reservation key -> done when the RPC carrying it has been answered (see release()).
-        self._sent: dict[str, asyncio.Future[None]] = {}
+        # Reservation key -> one future per RPC carrying it, done when that RPC has been
+        # answered (see release()). More than one when the saga repeats a reservation whose
+        # caller's deadline ran out while its first RPC was still in flight.
+        self._sent: dict[str, list[asyncio.Future[None]]] = {}
 
     # --- the CardClient protocol ------------------------------------------------------------
 
@@ -189,8 +193,7 @@ class BatchingCardClient:
 
     async def _answered(self, key: str) -> None:
         """Wait until no reservation of `key` is in flight any more (module docstring)."""
-        sent = self._sent.get(key)
-        if sent is not None:
+        for sent in list(self._sent.get(key, ())):
             await asyncio.shield(sent)
 
     async def close(self) -> None:
@@ -253,12 +256,14 @@ class BatchingCardClient:
         answered = asyncio.get_running_loop().create_future()
         keys = [w.args["key"] for w in batch]
         for key in keys:
-            self._sent[key] = answered
+            self._sent.setdefault(key, []).append(answered)
         try:
             await self._send_batch(batch)
         finally:
             for key in keys:
-                if self._sent.get(key) is answered:
+                sent = self._sent[key]
+                sent.remove(answered)
+                if not sent:
                     del self._sent[key]
             answered.set_result(None)
 

@@ -13,7 +13,9 @@ recovery pass (on start and every few seconds) compensates (ReleaseReservation) 
 when the card turns out to be redeemed already. Later side effects (confirm a card after
 payment, return a card, refund money) are written into the row as outstanding actions together
 with the state change that needs them, done inline, cleared, and re-driven by the sweep when an
-upstream was down.
+upstream was down. A retry of a request still being placed waits for that placement and lends it
+its own deadline meanwhile: a call cut short by an impatient first caller's deadline is made again
+with the same key (`Budget.joined_by`, `_outliving`).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import base64
 import contextlib
 import logging
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Sequence, TypeVar
 
 from services.common.decimal_text import ascii_int
 from services.common.clock import Clock, SystemClock, now_ms
@@ -54,27 +56,79 @@ WATERMARK_MARGIN_MS = 30_000
 # Attempts a new request takes on its own when its reservation key turns out to be one the
 # recovery pass undid after a crash (each attempt is a new key).
 MAX_UNWRITTEN_ATTEMPTS = 3
+# Times an idempotent upstream call cut short by an earlier caller's deadline is made again for
+# a retry that joined with a later one (`_outliving`); each repeat needs the deadline to have
+# moved again since the last, so this bounds only a stream of ever later joiners.
+MAX_OUTLIVED_REPEATS = 3
+T = TypeVar("T")
 
 
 class Budget:
     """Seconds an upstream call may still take: the caller's deadline, fixed as an absolute
-    loop time when the call arrived, so a saga step that outlives its caller stops too."""
+    loop time when the call arrived, so a saga step that outlives its caller stops too. A retry
+    of the same request that joins the work while it runs lends it its own deadline for as long
+    as it waits (`joined_by`): the work then stops at the latest deadline of those it answers."""
 
-    __slots__ = ("_deadline", "_default")
+    __slots__ = ("_deadline", "_default", "_joined")
 
     def __init__(self, seconds: float | None, default: float = 5.0) -> None:
         loop = asyncio.get_running_loop()
         self._default = default
         self._deadline = None if seconds is None else loop.time() + seconds
+        self._joined: list[Budget] = []
+
+    @property
+    def deadline(self) -> float | None:
+        """The loop time the work may run until; None: no caller set one (each call gets the default)."""
+        latest = self._deadline
+        for other in self._joined:
+            if latest is None or other._deadline is None:
+                return None
+            latest = max(latest, other._deadline)
+        return latest
+
+    def extended_beyond(self, deadline: float | None) -> bool:
+        """Whether a caller still waiting lets the work run past `deadline` (one seen earlier)."""
+        if deadline is None:
+            return False
+        now = self.deadline
+        return now is None or now > deadline
+
+    @contextlib.contextmanager
+    def joined_by(self, other: "Budget") -> Iterator[None]:
+        """While `other`'s caller waits for the work this budget bounds, the work may also use
+        `other`'s time; once it stops waiting (answered, gave up, went away) it lends none."""
+        self._joined.append(other)
+        try:
+            yield
+        finally:
+            self._joined.remove(other)
 
     def __call__(self) -> float:
-        if self._deadline is None:
-            return self._default
+        deadline = self.deadline
+        if deadline is None:
+            return max([self._default, *(other._default for other in self._joined)])
         # 20 ms kept back so our own answer (with its reason) reaches the caller before it gives up.
-        left = self._deadline - asyncio.get_running_loop().time() - 0.02
+        left = deadline - asyncio.get_running_loop().time() - 0.02
         if left <= 0:
             raise DeadlineExceeded("DEADLINE_PASSED", "调用方已超时 / the caller's deadline has passed")
         return left
+
+
+async def _outliving(budget: Budget, call: Callable[[float], Awaitable[T]]) -> T:
+    """`call(timeout)` within the budget, made again when it ran out of a deadline that a retry
+    of the same request, joining meanwhile and still waiting, has moved later: the time that ran
+    out was an earlier caller's, not the one now waiting. Only for idempotent calls (a repeat of
+    one that did land is answered as a replay). Any other error, a deadline nobody waiting
+    outlives, or a budget with no time left is raised as before."""
+    for repeats_left in range(MAX_OUTLIVED_REPEATS, -1, -1):
+        deadline = budget.deadline
+        try:
+            return await call(budget())
+        except DeadlineExceeded:
+            if not repeats_left or not budget.extended_beyond(deadline):
+                raise
+    raise AssertionError("unreachable: the last attempt returns or raises")
 
 
 def _budget(seconds: float = 5.0) -> Budget:
@@ -212,16 +266,23 @@ class _Flight:
     outcome is known; the task may go on compensating after that, and the flight stays
     registered until it ends, so no retry races the compensation."""
 
-    __slots__ = ("request_hash", "start_ms", "answer", "task")
+    __slots__ = ("request_hash", "start_ms", "budget", "answer", "task")
 
-    def __init__(self, request_hash: str | None, start_ms: int) -> None:
+    def __init__(self, request_hash: str | None, start_ms: int, budget: Budget | None = None) -> None:
         # None: the recovery of a reservation whose request is unknown; any retry waits for it.
         self.request_hash = request_hash
         self.start_ms = start_ms
+        # A placement's: the first caller's deadline, which a joining retry extends while it
+        # waits. None for the recovery's (it has its own call timeout and answers nobody).
+        self.budget = budget
         self.answer: asyncio.Future[Order] = asyncio.get_running_loop().create_future()
         # Retrieved even when nobody waits (a sweep's flight), so asyncio never warns.
         self.answer.add_done_callback(lambda f: f.cancelled() or f.exception())
         self.task: asyncio.Future[Any] | None = None
+
+    def ran_out_of_time(self) -> bool:
+        """Answered DeadlineExceeded already, and still undoing what it did."""
+        return self.answer.done() and not self.answer.cancelled() and isinstance(self.answer.exception(), DeadlineExceeded)
 
     def settle(self, order: Order | None = None, exc: BaseException | None = None) -> None:
         if self.answer.done():
@@ -412,17 +473,33 @@ class OrderService:
         if flight is None:
             # The saga runs in its own task: a caller that gives up (deadline, disconnect) does
             # not cut it in the middle, and concurrent duplicates wait for the same outcome.
-            flight = self._fly(order_id, fingerprint, self._place(order_id, fingerprint, campaign, r, budget))
+            flight = self._fly(order_id, fingerprint, self._place(order_id, fingerprint, campaign, r, budget), budget)
+            order = await asyncio.shield(flight.answer)
         elif flight.request_hash is not None and flight.request_hash != fingerprint:
             raise _request_id_reused()
-        order = await asyncio.shield(flight.answer)
+        else:
+            order = await self._join(flight, budget)
         if order is None or not order.visible:
             # The recovery pass owned this request and compensated it: a retry starts afresh.
             raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
         return order
 
-    def _fly(self, order_id: str, request_hash: str | None, work: Any) -> _Flight:
-        flight = self._flights[order_id] = _Flight(request_hash, self._now())
+    @staticmethod
+    async def _join(flight: _Flight, budget: Budget) -> Order:
+        """A duplicate of a request in flight waits for its outcome, lending the placement its
+        own deadline meanwhile: a patient retry of an impatient first attempt gets its order
+        instead of the first caller's DEADLINE_EXCEEDED (`_outliving`)."""
+        if flight.ran_out_of_time():
+            # It already answered an earlier caller's deadline and is being undone: nothing of
+            # it can be extended now, and that deadline is not this caller's.
+            raise Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry", 100)
+        if flight.budget is None:
+            return await asyncio.shield(flight.answer)
+        with flight.budget.joined_by(budget):
+            return await asyncio.shield(flight.answer)
+
+    def _fly(self, order_id: str, request_hash: str | None, work: Any, budget: Budget | None = None) -> _Flight:
+        flight = self._flights[order_id] = _Flight(request_hash, self._now(), budget)
 
         async def run() -> None:
             try:
@@ -466,7 +543,7 @@ class OrderService:
             if store_id and store_id != cart_store:
                 raise FailedPrecondition("CART_STORE_MISMATCH", "购物车不是这家店的 / the cart is for another store")
             store_id = cart_store
-        quote = await self.catalog.quote(store_id, selections, timeout=budget())
+        quote = await _outliving(budget, lambda timeout: self.catalog.quote(store_id, selections, timeout=timeout))
         if quote.problems:
             model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines")
         now = self._now()
@@ -655,16 +732,21 @@ class OrderService:
         return done
 
     async def _reserve(self, order: Order, key: str, budget: Budget, redeem: bool) -> Reservation:
-        return await self.card.reserve(
-            campaign_id=order.campaign_id,
-            user_id=order.user_id,
-            key=key,
-            amount_fen=order.subtotal_fen,
-            card_id=order.requested_card_id,
-            # Held long enough for the payment window; a payable-0 order confirms at once.
-            ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
-            timeout=budget(),
-            redeem=redeem,
+        # Repeated with the same key when a joining retry outlives the deadline it ran out of:
+        # the card service answers a reservation that did land as a replay.
+        return await _outliving(
+            budget,
+            lambda timeout: self.card.reserve(
+                campaign_id=order.campaign_id,
+                user_id=order.user_id,
+                key=key,
+                amount_fen=order.subtotal_fen,
+                card_id=order.requested_card_id,
+                # Held long enough for the payment window; a payable-0 order confirms at once.
+                ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
+                timeout=timeout,
+                redeem=redeem,
+            ),
         )
 
     async def _confirm_card(self, key: str, budget: Budget) -> None:
@@ -672,7 +754,7 @@ class OrderService:
         refused before any work): giving up would throw away the hold we already have."""
         for attempt in range(3):
             try:
-                await self.card.confirm(key, timeout=budget())
+                await _outliving(budget, lambda timeout: self.card.confirm(key, timeout=timeout))
                 return
             except Unavailable as exc:
                 if attempt == 2 or exc.metadata.get("upstream_reason") != "OVERLOADED":

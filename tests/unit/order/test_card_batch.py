@@ -393,3 +393,41 @@ def test_a_reservation_request_carries_the_key_and_no_request_id():
     args = dict(campaign_id="spring", user_id="u", key="ord_x.1", amount_fen=1500, card_id="", ttl_seconds=960, redeem=True)
     req = entry_request(args)
     assert req.request_id == "" and req.order_id == "ord_x.1" and req.redeem and req.amount_fen == 1500
+
+
+async def test_a_release_waits_for_every_rpc_still_carrying_the_key_when_the_saga_repeated_it(unary, stub):
+    # The saga repeats a reservation whose first caller's deadline ran out (a joined retry has
+    # time): with two RPCs in flight the repeat may be answered while the first RPC carrying the
+    # key is still out, and the release must still come after that one.
+    order: list[str] = []
+
+    async def release(key, *, timeout):
+        order.append(f"release {key}")
+        return None
+
+    unary.release = release
+    held = asyncio.Event()
+    answer_batch = stub.ReserveCards
+
+    async def reserve_cards(req, metadata=None, timeout=None):
+        await held.wait()
+        try:
+            return await answer_batch(req, metadata=metadata, timeout=timeout)
+        finally:
+            order.append("batch answered")
+
+    stub.ReserveCards = reserve_cards
+    client = batching(unary, stub, max_in_flight=2)
+    short = asyncio.ensure_future(reserve(client, "short", timeout=0.05))
+    longer = [asyncio.ensure_future(reserve(client, f"l{i}", timeout=1.0)) for i in range(3)]
+    with pytest.raises(DeadlineExceeded):
+        await short
+    repeated = await reserve(client, "short", timeout=1.0)  # alone, answered at once
+    assert repeated.card_id == "card-of-o-short" and order == []
+    undo = asyncio.ensure_future(client.release("o-short", timeout=1.0))
+    await turns()
+    assert not undo.done() and order == []  # the first RPC carrying the key is still out
+    held.set()
+    await asyncio.gather(*longer)
+    await undo
+    assert order == ["batch answered", "release o-short"]
