@@ -24,7 +24,7 @@ _EN_NUMBERS = {
     "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
     "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "a couple of": 2,
     "a couple": 2, "couple of": 2, "a pair of": 2, "pair of": 2, "a dozen": 12, "dozen": 12,
-    "half a dozen": 6,
+    "half a dozen": 6, "a half dozen": 6, "half dozen": 6, "a half-dozen": 6, "half-dozen": 6,
 }
 
 
@@ -102,6 +102,8 @@ _PATTERNS = [
     # 3杯, 12 个, 两杯, 十二杯, 一对, 1005杯, 一百万杯; 3.5杯, -2杯, 2-3杯 (to be refused)
     # (but 25块钱 / 30块以内 is money, not a count)
     (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})(?<!块(?=钱|以内|以下|左右|内|多))"), "measured"),
+    # 半打 is half a dozen: six, a whole count (unlike 半杯).
+    (re.compile(f"{_CN_LEFT}半\\s?打"), "half-dozen"),
     # 半杯 (half a cup) is not a count either.
     (re.compile(f"{_CN_LEFT}半\\s?[{MEASURE_WORDS}](?<!块(?=钱|以内|以下|左右|内|多))"), "half"),
     # 俩 (two), 仨 (three) stand alone
@@ -158,6 +160,8 @@ def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
         return (3 if m.group(0) == "仨" else 2), ""
     if kind == "english":
         return _EN_NUMBERS[m.group(1)], ""
+    if kind == "half-dozen":
+        return 6, ""
     if kind == "half":
         return 0, "fraction"
     groups = m.groupdict()

@@ -26,6 +26,7 @@ def test_a_word_that_is_not_a_numeral_is_not_a_number():
     ("x2", 2), ("×3", 3), ("2x", 2), ("*4", 4),
     ("兩杯", 2), ("倆", 2),
     ("a", 1), ("an", 1), ("two", 2), ("three", 3), ("a couple of", 2), ("a pair of", 2), ("a dozen", 12),
+    ("半打", 6), ("a half dozen", 6), ("half-dozen", 6),
 ])
 def test_quantity_phrases_state_their_count(text, value):
     assert parse_quantity(text) == value
@@ -89,3 +90,8 @@ def test_two_uncounted_mentions_with_different_options_are_two_cups():
 
 def test_a_budget_is_not_a_count():
     assert _lines("25块以内的珍珠奶茶") == [("mixue-pearl-milk-tea", 1, ())]
+
+
+def test_half_a_dozen_is_six_not_one():
+    assert _lines("半打蛋挞") == [("kfc-egg-tart", 6, ())]
+    assert _lines("蛋挞来半打") == [("kfc-egg-tart", 6, ())]
