@@ -33,9 +33,10 @@ from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
 
 _log = logging.getLogger(__name__)
 
-# Sentences longer than this are read only this far: an order is a sentence, not an essay, and it
-# bounds the work per call whatever a client sends.
-MAX_CHARS = 240
+# Sentences longer than this are read only this far: it bounds the work per call whatever a caller
+# sends. It is the longest text MatchIntent accepts (model.MAX_TEXT_CHARS): reading less dropped the
+# end of an accepted sentence without a word (its last item or options) and still ordered the rest.
+MAX_CHARS = 500
 MAX_CANDIDATES = 8
 
 BRAND, ITEM, CAT, OPT, UNKNOWN, SEP, GLOBAL, QTY = "brand", "item", "cat", "opt", "unknown", "sep", "global", "qty"

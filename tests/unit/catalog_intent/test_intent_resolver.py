@@ -5,6 +5,7 @@ import pytest
 
 from services.catalog.intent import (BrandSpec, GroupSpec, ItemSpec, OptionSpec, Reading, build_resolver,
                                      load_demo_specs)
+from services.catalog.model import MAX_TEXT_CHARS
 
 BRANDS, ITEMS = load_demo_specs()
 RESOLVER = build_resolver(BRANDS, ITEMS)
@@ -84,6 +85,14 @@ def test_items_from_two_brands_ask_which_brand_first():
     reading = RESOLVER.resolve("生椰拿铁和多肉葡萄")
     assert reading.candidates == ()
     assert "瑞幸咖啡" in reading.clarification and "喜茶" in reading.clarification
+
+
+def test_the_end_of_a_long_sentence_the_service_accepts_is_read():
+    text = "今天好冷，" * 96 + "来两杯生椰拿铁，一杯少冰"
+    assert len(text) <= MAX_TEXT_CHARS
+    top = RESOLVER.resolve(text).candidates[0]
+    assert sorted((ln.item_id, ln.quantity, tuple(ln.options.items())) for ln in top.lines) == [
+        ("luckin-coconut-latte", 1, ()), ("luckin-coconut-latte", 1, (("temperature", "less_ice"),))]
 
 
 def test_a_named_brand_with_an_unknown_item_asks_instead_of_guessing():
