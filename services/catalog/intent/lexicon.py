@@ -75,6 +75,18 @@ SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要"
 # Words that make the option after them apply to every line ("都要大杯", "all large").
 # Before a count it gives every line that count ("柠檬水和奶茶各两杯", "each").
 GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各", "各来", "各要", "all", "both", "each", "every")
+# Words that take back what comes right after them ("不要可乐，要一份薯条", "生椰拿铁不要大杯",
+# "no coke"): the item, category, brand or option they touch is not ordered. 要不 / 要不要 ("how
+# about") are offers, not refusals. Option phrases that hold a negation themselves (不要冰, no ice)
+# are whole phrases of the catalog and never reach this.
+NEGATION_BEFORE = re.compile(
+    r"(?:(?<!要)(?:不想要|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|不|别)"
+    r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
+    r"\s*(?:那个|这个|那|这)?\s*$")
+# ... and words that take back what came right before them ("生椰拿铁不要了，换成厚乳"): only at the
+# end of a clause, so 香辣鸡腿堡不要辣 (no spice) does not drop the burger.
+NEGATION_AFTER = re.compile(
+    r"^\s*(?:就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了)(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
 # Words never worth a fuzzy match (fillers of an order sentence).
 STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would like love get give order buy
 have take need some the a an of for to from at with and or please thanks thank can could may just

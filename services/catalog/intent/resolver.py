@@ -17,14 +17,16 @@ Everything that depends only on the catalog is indexed once in __init__.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Collection, Sequence
 
 from rapidfuzz import fuzz, process
 
 from .lexicon import CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES
+from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, normalize, pinyin_words, readings
 from .numbers import scan_quantities
@@ -40,6 +42,8 @@ MAX_CHARS = 500
 MAX_CANDIDATES = 8
 
 BRAND, ITEM, CAT, OPT, UNKNOWN, SEP, GLOBAL, QTY = "brand", "item", "cat", "opt", "unknown", "sep", "global", "qty"
+# A negation before (不要可乐) or after (可乐不要了) the phrase it takes back.
+NEG_BEFORE, NEG_AFTER = "neg_before", "neg_after"
 # Quality of a phrase per kind when lengths tie: a category word beats a piece of an item name
 # (奶茶 is a category, not 珍珠奶茶), a connective is worth little.
 _KIND_QUALITY = {BRAND: 1.0, UNKNOWN: 1.0, OPT: 1.0, CAT: 0.9, SEP: 0.3, GLOBAL: 0.4}
@@ -272,7 +276,10 @@ class RuleBasedResolver:
         raw = text if isinstance(text, str) else str(text)
         norm = normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS]
         tokens, unexplained = self._tokens(norm)
+        tokens, refused = _negated(tokens)
         drafts, global_opts = _parse(tokens)
+        drafts, left_out, not_offered = _without(drafts, refused)
+        avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
         known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
                                    if t.kind == BRAND and t.meaning and t.meaning.brand))
         unknown = next((t.meaning.unknown for t in tokens if t.kind == UNKNOWN and t.meaning), "")
@@ -288,7 +295,8 @@ class RuleBasedResolver:
             if known:
                 return self._clarify_mismatch([], known, unexplained)
             return self._clarify_nothing()
-        return self._candidates(drafts, global_opts, known, face)
+        return self._candidates(drafts, global_opts, known, face, avoid=avoid, left_out=left_out,
+                                not_offered=not_offered)
 
     # tokens ------------------------------------------------------------------------------------
     def _tokens(self, text: str) -> tuple[list[_Token], str]:
@@ -360,7 +368,7 @@ class RuleBasedResolver:
         if gap_start < n:
             gaps.append((gap_start, n))
         for a, b in gaps:
-            tokens.extend(self._gap_tokens(text, a, b))
+            tokens.extend(self._gap_tokens(text, a, b, clause_ends=b == n))
         tokens.sort(key=lambda t: t.start)
         covered = {c for t in tokens for c in range(t.start, t.end)}
         for t in list(tokens):
@@ -425,8 +433,8 @@ class RuleBasedResolver:
                 scale = 0.5 + 0.35 * (score - 80) / 20
                 matches[start].append((end, q * scale, meaning, "fuzzy", scale))
 
-    def _gap_tokens(self, text: str, a: int, b: int) -> list[_Token]:
-        """Quantities and punctuation in a stretch no catalog phrase explained."""
+    def _gap_tokens(self, text: str, a: int, b: int, *, clause_ends: bool) -> list[_Token]:
+        """Quantities, negations and punctuation in a stretch no catalog phrase explained."""
         gap = text[a:b]
         out: list[_Token] = []
         masked = list(gap)
@@ -435,13 +443,26 @@ class RuleBasedResolver:
                               surface=gap[q.start:q.end], quantity=q.quantity, problem=q.problem))
             for c in range(q.start, q.end):
                 masked[c] = " "
-        for m in _PUNCT.finditer("".join(masked)):
+        plain = "".join(masked)
+        taken = 0
+        after = NEGATION_AFTER.match(plain) if a > 0 else None
+        if after is not None and (after.end() < len(plain) or clause_ends or plain[after.end() - 1] in "了吧啦啊"):
+            out.append(_Token(kind=NEG_AFTER, start=a + after.start(), end=a + after.end(), quality=1.0,
+                              surface=after.group().strip()))
+            taken = after.end()
+        before = NEGATION_BEFORE.search(plain, taken) if b < len(text) else None
+        if before is not None:
+            out.append(_Token(kind=NEG_BEFORE, start=a + before.start(), end=a + before.end(), quality=1.0,
+                              surface=before.group().strip()))
+        for m in _PUNCT.finditer(plain):
             out.append(_Token(kind=SEP, start=a + m.start(), end=a + m.end(), quality=1.0, surface=m.group()))
         return out
 
     # choosing ----------------------------------------------------------------------------------
-    def _candidates(self, drafts: list[_Draft], global_opts: list[_Token], known: list[str], face: int) -> Reading:
-        brands = known or self._brands_for(drafts)
+    def _candidates(self, drafts: list[_Draft], global_opts: list[_Token], known: list[str], face: int, *,
+                    avoid: set[str] = frozenset(), left_out: Sequence[str] = (),
+                    not_offered: Sequence[str] = ()) -> Reading:
+        brands = known or [b for b in self._brands_for(drafts) if b not in avoid]
         per_brand: list[tuple[float, str, list[list[_Pick]]]] = []
         for brand_id in brands:
             choices = [self._choices(d, brand_id, face) for d in drafts]
@@ -455,12 +476,12 @@ class RuleBasedResolver:
             if strong and len(strong) < len(drafts):
                 dropped = [d for d in drafts if d not in strong]
                 drafts = strong
-                for brand_id in self._brands_for(drafts):
+                for brand_id in (b for b in self._brands_for(drafts) if b not in avoid):
                     choices = [self._choices(d, brand_id, face) for d in drafts]
                     if all(choices):
                         per_brand.append((min(c[0].confidence for c in choices) * 0.8, brand_id, choices))
         if not per_brand:
-            return self._clarify_mismatch(drafts, known)
+            return self._clarify_mismatch(drafts, known, avoid=avoid)
         if not known:
             per_brand.sort(key=lambda e: -e[0])
         all_category = all(d.token.kind == CAT for d in drafts)
@@ -494,6 +515,13 @@ class RuleBasedResolver:
                 # A clear reading (草莓 -> 盒马's strawberries): a far weaker one from another
                 # brand (芝芝莓莓) is a different order, not an alternative store for this one.
                 out = [c for c in out if c.confidence >= 0.8 * out[0].confidence]
+        notes = []
+        if left_out:
+            notes.append("left out as asked: " + ", ".join(f"「{w}」" for w in dict.fromkeys(left_out)))
+        if not_offered:
+            notes.append("cannot take out, not a menu option: " + ", ".join(f"「{w}」" for w in dict.fromkeys(not_offered)))
+        if notes:
+            out = [dataclasses.replace(c, explanation="; ".join([c.explanation, *notes])) for c in out]
         return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
 
     def _brands_for(self, drafts: list[_Draft]) -> list[str]:
@@ -597,6 +625,12 @@ class RuleBasedResolver:
                                      explanation=f"{self._brands[brand_id].name}: no item named; suggesting {item.name}"))
         return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
 
+    def _sold_by(self, draft: _Draft, brand_ids: Collection[str]) -> bool:
+        if draft.token.kind == ITEM:
+            return any(self._items[i].brand_id in brand_ids for i in draft.token.items)
+        cats = draft.token.meaning.cats if draft.token.meaning and draft.token.meaning.cats else ()
+        return any((b, c) in self._by_category for b in brand_ids for c in cats)
+
     # clarifications ----------------------------------------------------------------------------
     def _carried(self) -> tuple[str, str]:
         zh = "、".join(self._brands[b].name for b in self._brand_order)
@@ -622,7 +656,7 @@ class RuleBasedResolver:
                                      f"\"{surface}\" is not a quantity we can order: please say a whole number, "
                                      f"e.g. \"2 coconut lattes\".")
 
-    def _clarify_mismatch(self, drafts: list[_Draft], known: list[str], words: str = "") -> Reading:
+    def _listing(self, drafts: list[_Draft], words: str = "") -> str:
         where = [words] if words else []
         for d in drafts:
             if d.token.kind == ITEM:
@@ -630,9 +664,20 @@ class RuleBasedResolver:
                 where.append(f"{self._items[best].name}（{self._brands[self._items[best].brand_id].name}）")
             else:
                 where.append(d.token.surface)
-        listing = "、".join(where)
-        if known:
+        return "、".join(where)
+
+    def _clarify_mismatch(self, drafts: list[_Draft], known: list[str], words: str = "", *,
+                          avoid: set[str] = frozenset()) -> Reading:
+        listing = self._listing(drafts, words)
+        if avoid and not known and all(self._sold_by(d, avoid) for d in drafts):
+            names = "、".join(self._brands[b].name for b in avoid)
+            return Reading(candidates=(),
+                           clarification=f"只有{names}有：{listing}。还是从{names}点吗？ / "
+                                         f"Only {names} sells {listing}. Order it from {names} after all?")
+        if known and (len(known) == 1 or not drafts or not all(self._sold_by(d, known) for d in drafts)):
             names = "、".join(self._brands[b].name for b in known)
+            # What the named brand lacks, not the lines it does sell (瑞幸的多肉葡萄和生椰拿铁).
+            listing = self._listing([d for d in drafts if not self._sold_by(d, known)], words) or listing
             return Reading(candidates=(),
                            clarification=f"{names}没有：{listing}。要换一家吗？ / "
                                          f"{names} doesn't sell {listing}. Order from another brand?")
@@ -712,6 +757,54 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     if pending_opts and cur is not None:
         cur.shared.extend(pending_opts)
     return _merge_references(drafts), global_opts
+
+
+def _negated(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
+    """The phrases to parse, without the negations and the options and brands they take back, and
+    every phrase taken back ("不要可乐，要一份薯条": 可乐). Items and categories taken back stay in
+    the phrases, so the counts around them still attach to them (不要两杯美式); `_without`
+    drops their lines after parsing. A count between a negation and its phrase goes with it."""
+    gone: set[int] = set()
+    refused: list[_Token] = []
+    for k, t in enumerate(tokens):
+        if t.kind not in (NEG_BEFORE, NEG_AFTER):
+            continue
+        gone.add(k)
+        step = 1 if t.kind == NEG_BEFORE else -1
+        x = k + step
+        while 0 <= x < len(tokens) and tokens[x].kind == QTY:
+            x += step
+        if 0 <= x < len(tokens) and tokens[x].kind in (ITEM, CAT, OPT, BRAND, UNKNOWN):
+            refused.append(tokens[x])
+            if tokens[x].kind not in (ITEM, CAT):
+                gone.add(x)
+    return [t for k, t in enumerate(tokens) if k not in gone], refused
+
+
+def _without(drafts: list[_Draft], refused: list[_Token]) -> tuple[list[_Draft], list[str], list[str]]:
+    """The drafts left once the items and categories taken back are gone, every mention of them
+    (两杯美式…算了不要美式了), with what was left out and the refusals that could not be followed.
+    A piece of the name of an item still ordered (珍珠奶茶不要珍珠) asks to take something out of
+    that item, which no menu option offers: it is reported, not obeyed by dropping a line."""
+    left_out: list[str] = []
+    not_offered: list[str] = []
+    for r in refused:
+        if r.kind not in (ITEM, CAT):
+            continue
+        if r.kind == ITEM and r.how == "piece" and any(
+                d.token is not r and r.surface in d.token.surface for d in drafts if d.token.kind == ITEM):
+            not_offered.append(r.surface)
+            drafts = [d for d in drafts if d.token is not r]
+            continue
+        left_out.append(r.surface)
+        drafts = [d for d in drafts if d.token is not r and not (d.token.kind == r.kind and _same_thing(d.token, r))]
+    return drafts, left_out, not_offered
+
+
+def _same_thing(a: _Token, b: _Token) -> bool:
+    if a.kind == ITEM:
+        return set(a.items) == set(b.items)
+    return a.surface == b.surface
 
 
 def _merge_references(drafts: list[_Draft]) -> list[_Draft]:

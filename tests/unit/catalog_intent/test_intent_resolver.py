@@ -87,6 +87,18 @@ def test_items_from_two_brands_ask_which_brand_first():
     assert "瑞幸咖啡" in reading.clarification and "喜茶" in reading.clarification
 
 
+def test_items_of_two_named_brands_ask_which_brand_first_not_what_each_lacks():
+    reading = RESOLVER.resolve("蜜雪冰城的柠檬水和喜茶的多肉葡萄")
+    assert reading.candidates == ()
+    assert "一单只能来自一家" in reading.clarification and "没有" not in reading.clarification
+
+
+def test_a_named_brand_is_told_only_what_it_lacks():
+    reading = RESOLVER.resolve("瑞幸的多肉葡萄和生椰拿铁")
+    assert reading.candidates == ()
+    assert "瑞幸咖啡没有：多肉葡萄（喜茶）。" in reading.clarification and "生椰拿铁" not in reading.clarification
+
+
 def test_the_end_of_a_long_sentence_the_service_accepts_is_read():
     text = "今天好冷，" * 96 + "来两杯生椰拿铁，一杯少冰"
     assert len(text) <= MAX_TEXT_CHARS
