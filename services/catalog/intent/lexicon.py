@@ -121,6 +121,19 @@ def is_cjk(ch: str) -> bool:
 
 
 @lru_cache(maxsize=65536)
+def is_traditional(ch: str) -> bool:
+    """A CJK character outside GB 2312, the simplified set every common word is written in: in an
+    order sentence that is nearly always a traditional spelling (樂, 條, 鐵), not a typo."""
+    if not is_cjk(ch):
+        return False
+    try:
+        ch.encode("gb2312")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+@lru_cache(maxsize=65536)
 def readings(ch: str) -> frozenset[str]:
     """Toneless pinyin of one CJK character, its usual reading only: with every rare reading of a
     polyphone (波 bo/bei/bi) unrelated words start to sound alike."""

@@ -19,6 +19,9 @@ _CN_NUM_CHARS = "".join(_CN_DIGITS) + "".join(_CN_UNITS) + "".join(_CN_BIG_UNITS
 MEASURE_WORDS = "杯个份盒只块瓶袋斤枚包罐桶串根听支件箱碗颗粒条张客套桶"
 # Measures that multiply: 一对 = 2, 一双 = 2, 一打 = 12.
 _MULTIPLYING = {"对": 2, "双": 2, "打": 12}
+# Traditional spellings of the measure words and money words above, one character for one, so a
+# match keeps its place in the text as written (兩個 is 两个: two, not one).
+_TRADITIONAL = str.maketrans("個隻塊條張顆盃對雙聽錢內", "个只块条张颗杯对双听钱内")
 
 _EN_NUMBERS = {
     "a": 1, "an": 1, "one": 1, "single": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
@@ -120,6 +123,7 @@ _PATTERNS = [
 def scan_quantities(text: str) -> list[QuantityMatch]:
     """Every non-overlapping quantity phrase in `text` (lower-cased), leftmost first. A count that cannot
     be ordered as said (3.5杯, -2杯, 两三杯) is found too, with its `problem` set."""
+    text = text.translate(_TRADITIONAL)
     found: list[QuantityMatch] = []
     taken = [False] * len(text)
     for pattern, kind in _PATTERNS:

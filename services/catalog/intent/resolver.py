@@ -28,7 +28,7 @@ from rapidfuzz import fuzz, process
 from .lexicon import CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES
 from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
-from .lexicon import is_cjk, normalize, pinyin_words, readings
+from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
 from .numbers import scan_quantities
 from .options import ItemOptions, option_surfaces, option_table
 from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
@@ -253,11 +253,12 @@ class RuleBasedResolver:
                 self._by_word.setdefault(_LEAD_WORD.match(surface).group(), []).append((surface, meaning, left, right))
             else:
                 self._by_first.setdefault(surface[0], []).append((surface, meaning, left, right))
-            # Homophones only for whole names and aliases of 3+ Chinese characters: two-character
-            # homophones and pieces of names are everywhere in ordinary speech.
-            if left or len(surface) < 3 or not all(is_cjk(c) for c in surface):
+            # Homophones only for whole names and aliases (and brands we do not carry): pieces of
+            # names are everywhere in ordinary speech. Two-character ones only in traditional
+            # spelling (可樂, 薯條): their homophones are everywhere too.
+            if left or len(surface) < 2 or not all(is_cjk(c) for c in surface):
                 continue
-            if meaning.brand is not None or any(h != "piece" for h in meaning.item_how.values()):
+            if meaning.brand is not None or meaning.unknown or any(h != "piece" for h in meaning.item_how.values()):
                 rd = tuple(readings(c) for c in surface)
                 for r in rd[0]:
                     self._by_reading.setdefault(r, []).append((surface, rd, meaning))
@@ -330,15 +331,18 @@ class RuleBasedResolver:
                         j = i + len(surface)
                         if j > n:
                             continue
-                        exact = 0
+                        exact = variant = 0
                         for k in range(len(surface)):
                             c = text[i + k]
                             if c == surface[k]:
                                 exact += 1
                             elif not is_cjk(c) or not (readings(c) & rd[k]):
                                 break
+                            elif is_traditional(c):
+                                variant += 1
                         else:
-                            if exact < len(surface) and exact * 2 >= len(surface):
+                            sounds_alike = exact * 2 >= len(surface) if len(surface) >= 3 else False
+                            if exact < len(surface) and (sounds_alike or exact + variant == len(surface)):
                                 kind, q = meaning.best()
                                 scale = 0.6 + 0.3 * exact / len(surface)
                                 matches[i].append((j, q * scale, meaning, "sound", scale))

@@ -27,6 +27,7 @@ def test_a_word_that_is_not_a_numeral_is_not_a_number():
     ("兩杯", 2), ("倆", 2),
     ("a", 1), ("an", 1), ("two", 2), ("three", 3), ("a couple of", 2), ("a pair of", 2), ("a dozen", 12),
     ("半打", 6), ("a half dozen", 6), ("half-dozen", 6),
+    ("兩個", 2), ("三隻", 3), ("一對", 2), ("兩盃", 2),
 ])
 def test_quantity_phrases_state_their_count(text, value):
     assert parse_quantity(text) == value
@@ -95,3 +96,11 @@ def test_a_budget_is_not_a_count():
 def test_half_a_dozen_is_six_not_one():
     assert _lines("半打蛋挞") == [("kfc-egg-tart", 6, ())]
     assert _lines("蛋挞来半打") == [("kfc-egg-tart", 6, ())]
+
+
+def test_a_count_in_traditional_characters_is_read():
+    assert _lines("肯德基香辣雞腿堡兩個") == [("kfc-zinger", 2, ())]
+
+
+def test_a_budget_in_traditional_characters_is_not_a_count():
+    assert _lines("25塊錢以內的珍珠奶茶") == [("mixue-pearl-milk-tea", 1, ())]

@@ -67,6 +67,7 @@ def test_nonsense_gets_a_clarification_naming_the_brands_we_carry():
 
 @pytest.mark.parametrize("text,brand", [
     ("星巴克拿铁一杯", "星巴克"), ("a starbucks latte", "星巴克"), ("麦当劳的薯条", "麦当劳"), ("costa americano", "Costa"),
+    ("麥當勞的薯條", "麦当劳"),
 ])
 def test_a_brand_we_do_not_carry_is_named_in_the_clarification(text, brand):
     reading = RESOLVER.resolve(text)
@@ -146,6 +147,7 @@ def test_an_ambiguous_name_prefers_the_standard_item_with_lower_confidence_and_o
     ("cocunut latte", "生椰拿铁"), ("zingr burger", "香辣鸡腿堡"), ("duo rou pu tao", "多肉葡萄"),
     ("椰子拿铁", "生椰拿铁"), ("奥尔良烤鸡", "新奥尔良烤鸡腿堡"), ("智利车厘", "智利车厘子1kg"),
     ("來一杯生椰拿鐵", "生椰拿铁"), ("檸檬水", "冰鲜柠檬水"), ("pepsy", "百事可乐(中)"),
+    ("可樂", "百事可乐(中)"), ("薯條兩份", "薯条(中)"), ("蛋撻", "葡式蛋挞"), ("雞蛋", "鲜鸡蛋10枚"),
 ])
 def test_typos_homophones_and_partial_names_find_the_item_less_confidently(text, item):
     top = RESOLVER.resolve(text).candidates[0]
@@ -160,6 +162,11 @@ def test_typos_homophones_and_partial_names_find_the_item_less_confidently(text,
 def test_aliases_and_short_names_find_the_item(text, item):
     top = RESOLVER.resolve(text).candidates[0]
     assert [ITEM[ln.item_id].name for ln in top.lines] == [item]
+
+
+@pytest.mark.parametrize("text", ["克乐", "刻乐", "舒条", "蛋塔子"])
+def test_two_character_homophones_in_simplified_spelling_are_not_items(text):
+    assert RESOLVER.resolve(text).candidates == ()
 
 
 def test_an_exact_name_is_more_confident_than_a_homophone():
