@@ -51,6 +51,7 @@ _STANDARD_MARKERS = ("标准", "经典", "原味", "招牌", "standard", "classi
 _PUNCT = re.compile(r"[,，、;；。.!！?？/|~～\n]+")
 _SIZE_SUFFIX = re.compile(r"\s*(\([^)]*\)|\d+(\.\d+)?\s*(g|kg|ml|l|枚|个|只|斤|克|片)?)\s*$")
 _WORD = re.compile(r"[a-z][a-z'\-]*")
+_LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -275,7 +276,7 @@ class RuleBasedResolver:
 
     def _resolve(self, text: str, face: int) -> Reading:
         raw = text if isinstance(text, str) else str(text)
-        norm = normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS]
+        norm = _without_list_numbers(normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
         tokens, refused = _negated(tokens)
         drafts, global_opts = _parse(tokens)
@@ -826,6 +827,22 @@ def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _without_list_numbers(text: str) -> str:
+    """"1、生椰拿铁 2、厚乳拿铁": the numbers of a list, 1, 2, 3 … in order, are separators, not
+    counts (2、 read as two more 生椰拿铁). A lone "2、" after an item is still its count
+    (生椰拿铁2、厚乳拿铁1), and so is a list that does not start at 1."""
+    marks: list[re.Match[str]] = []
+    for m in _LIST_NUMBER.finditer(text):
+        if int(m.group(1)) == len(marks) + 1 and (marks or m.start() == 0 or not text[m.start() - 1].isalnum()):
+            marks.append(m)
+    if len(marks) < 2:
+        return text
+    out = list(text)
+    for m in marks:
+        out[m.start():m.end()] = "，" * (m.end() - m.start())
+    return "".join(out)
+
+
 def _core_name(name: str) -> str:
     """丹东草莓500g -> 丹东草莓, 薯条(中) -> 薯条: the part people say."""
     s = normalize(name)

@@ -104,3 +104,18 @@ def test_a_count_in_traditional_characters_is_read():
 
 def test_a_budget_in_traditional_characters_is_not_a_count():
     assert _lines("25塊錢以內的珍珠奶茶") == [("mixue-pearl-milk-tea", 1, ())]
+
+
+@pytest.mark.parametrize("text", ["1、生椰拿铁 2、厚乳拿铁", "1、生椰拿铁2、厚乳拿铁", "1）生椰拿铁 2）厚乳拿铁",
+                                  "1) coconut latte 2) thick milk latte"])
+def test_the_numbers_of_a_list_are_not_counts(text):
+    assert _lines(text) == [("luckin-coconut-latte", 1, ()), ("luckin-thick-milk-latte", 1, ())]
+
+
+def test_a_list_keeps_the_counts_of_its_lines():
+    assert _lines("1、生椰拿铁两杯 2、厚乳拿铁") == [("luckin-coconut-latte", 2, ()), ("luckin-thick-milk-latte", 1, ())]
+
+
+@pytest.mark.parametrize("text", ["生椰拿铁2、厚乳拿铁1", "生椰拿铁2，厚乳拿铁1"])
+def test_a_count_after_an_item_before_a_comma_is_still_its_count(text):
+    assert _lines(text) == [("luckin-coconut-latte", 2, ()), ("luckin-thick-milk-latte", 1, ())]
