@@ -85,6 +85,8 @@ class QuantityMatch:
     # (3.5杯, 半杯), "negative" (-2杯), "range" (2-3杯, 两三杯) or "zero" (0杯). The caller must
     # ask, not guess: reading 3.5杯 as 5 or -2杯 as 2 orders something nobody asked for.
     problem: str = ""
+    # True for a number of people (5个人, 三位, 4 people): a count of cups only with 每人 (each).
+    people: bool = False
 
 
 _CN_NUM = f"[{_CN_NUM_CHARS}]+"
@@ -99,6 +101,10 @@ _RANGE_SEP = r"\s?[-−~～到至]\s?"
 _NUMBER = (rf"(?:{_DIGIT_LEFT}(?P<sign>[-−]|负)?(?P<num>{_DIGITS})|{_CN_LEFT}(?P<csign>负)?(?P<cnum>{_CN_NUM}))"
            rf"(?:{_RANGE_SEP}(?P<num2>{_DIGITS}|{_CN_NUM}))?")
 _PATTERNS = [
+    # 5个人, 三位, 5人 (but 3人份 is three portions), 4 people, 3 of us: a number of people.
+    (re.compile(rf"{_NUMBER}\s?(?:个人|位|人)(?!份)"), "people"),
+    (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
+     "english-people"),
     # x2, ×3, *2 and 2x (not inside a word); x1.5 and x-1 are read whole, to be refused.
     (re.compile(rf"(?<![a-z0-9])[x×*]\s?(?P<sign>[-−])?(?P<num>{_DIGITS})(?![0-9a-z]|[./]\d)"), "x"),
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})\s?[x×](?![a-z0-9])"), "x"),
@@ -139,6 +145,7 @@ def scan_quantities(text: str) -> list[QuantityMatch]:
             for i in range(m.start(), m.end()):
                 taken[i] = True
             found.append(QuantityMatch(m.start(), m.end(), 0 if problem else q, marked=kind != "bare",
+                                       people=kind in ("people", "english-people"),
                                        problem=problem))
     found.sort(key=lambda q: q.start)
     return found
@@ -164,6 +171,9 @@ def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
         return (3 if m.group(0) == "仨" else 2), ""
     if kind == "english":
         return _EN_NUMBERS[m.group(1)], ""
+    if kind == "english-people":
+        num = m.group("num")
+        return (int(num) if num.isdigit() else _EN_NUMBERS[num]), ""
     if kind == "half-dozen":
         return 6, ""
     if kind == "half":

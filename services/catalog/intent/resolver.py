@@ -44,6 +44,8 @@ MAX_CANDIDATES = 8
 BRAND, ITEM, CAT, OPT, UNKNOWN, SEP, GLOBAL, QTY = "brand", "item", "cat", "opt", "unknown", "sep", "global", "qty"
 # A negation before (不要可乐) or after (可乐不要了) the phrase it takes back.
 NEG_BEFORE, NEG_AFTER = "neg_before", "neg_after"
+# 每人 (each person): the counts are per person, times the number of people said (5个人每人一杯).
+PER_PERSON = "per_person"
 # Quality of a phrase per kind when lengths tie: a category word beats a piece of an item name
 # (奶茶 is a category, not 珍珠奶茶), a connective is worth little.
 _KIND_QUALITY = {BRAND: 1.0, UNKNOWN: 1.0, OPT: 1.0, CAT: 0.9, SEP: 0.3, GLOBAL: 0.4}
@@ -52,6 +54,8 @@ _PUNCT = re.compile(r"[,，、;；。.!！?？/|~～\n]+")
 _SIZE_SUFFIX = re.compile(r"\s*(\([^)]*\)|\d+(\.\d+)?\s*(g|kg|ml|l|枚|个|只|斤|克|片)?)\s*$")
 _WORD = re.compile(r"[a-z][a-z'\-]*")
 _LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
+_PER_PERSON = re.compile(r"每个人|每人|每位|人手|一人(?=\s?(?:\d|[一两二三四五六七八九十俩]))"
+                         r"|(?<![a-z])(?:each person|per person|each of us|everyone)(?![a-z])")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
 
 
@@ -94,6 +98,7 @@ class _Token:
     how: str = ""
     items: dict[str, float] = field(default_factory=dict)
     problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
+    people: bool = False  # a number of people (5个人), not of cups
 
 
 @dataclass
@@ -279,8 +284,11 @@ class RuleBasedResolver:
         norm = _without_list_numbers(normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
         tokens, refused = _negated(tokens)
+        tokens, people = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
+        for d in drafts:
+            _times(d, people)
         avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
         known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
                                    if t.kind == BRAND and t.meaning and t.meaning.brand))
@@ -443,9 +451,12 @@ class RuleBasedResolver:
         gap = text[a:b]
         out: list[_Token] = []
         masked = list(gap)
-        for q in scan_quantities(gap):
-            out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0,
-                              surface=gap[q.start:q.end], quantity=q.quantity, problem=q.problem))
+        for m in _PER_PERSON.finditer(gap):
+            out.append(_Token(kind=PER_PERSON, start=a + m.start(), end=a + m.end(), quality=1.0, surface=m.group()))
+            masked[m.start():m.end()] = " " * (m.end() - m.start())
+        for q in scan_quantities("".join(masked)):
+            out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0, surface=gap[q.start:q.end],
+                              quantity=q.quantity, problem=q.problem, people=q.people))
             for c in range(q.start, q.end):
                 masked[c] = " "
         plain = "".join(masked)
@@ -784,6 +795,25 @@ def _negated(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
             if tokens[x].kind not in (ITEM, CAT):
                 gone.add(x)
     return [t for k, t in enumerate(tokens) if k not in gone], refused
+
+
+def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int]:
+    """The phrases to parse and how many people each count is for: with 每人 (each person), the
+    number of people said (5个人每人一杯生椰拿铁 is five cups, 每人一杯，一共5人 too) is no count of
+    its own. Without 每人 a number of people stays a count, as people say it (3个人的奶茶)."""
+    if not any(t.kind == PER_PERSON for t in tokens):
+        return tokens, 1
+    people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), 1)
+    return [t for t in tokens if t.kind != PER_PERSON and not (t.kind == QTY and t.people and not t.problem)], people
+
+
+def _times(draft: _Draft, people: int) -> None:
+    """The line's first count is per person; later ones split the total (5个人每人一杯，其中两杯少冰)."""
+    if people == 1:
+        return
+    if not draft.segs:
+        draft.segs.append(_Seg(1))
+    draft.segs[0].quantity *= people
 
 
 def _without(drafts: list[_Draft], refused: list[_Token]) -> tuple[list[_Draft], list[str], list[str]]:

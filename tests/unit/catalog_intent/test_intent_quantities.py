@@ -119,3 +119,21 @@ def test_a_list_keeps_the_counts_of_its_lines():
 @pytest.mark.parametrize("text", ["生椰拿铁2、厚乳拿铁1", "生椰拿铁2，厚乳拿铁1"])
 def test_a_count_after_an_item_before_a_comma_is_still_its_count(text):
     assert _lines(text) == [("luckin-coconut-latte", 2, ()), ("luckin-thick-milk-latte", 1, ())]
+
+
+@pytest.mark.parametrize("text,count", [
+    ("给办公室5个人每人一杯生椰拿铁", 5), ("每人一杯生椰拿铁，一共5人", 5), ("我们三个人，每人一杯生椰拿铁", 3),
+    ("5个人每人两杯生椰拿铁", 10), ("一人一杯生椰拿铁，我们4个人", 4), ("coconut latte for each of us, 3 of us", 3),
+])
+def test_each_person_times_the_number_of_people_is_the_count(text, count):
+    assert _lines(text) == [("luckin-coconut-latte", count, ())]
+
+
+def test_a_split_of_per_person_cups_is_a_split_of_the_total():
+    assert _lines("5个人每人一杯生椰拿铁，其中两杯少冰") == [
+        ("luckin-coconut-latte", 2, (("temperature", "less_ice"),)), ("luckin-coconut-latte", 3, ())]
+
+
+@pytest.mark.parametrize("text,count", [("每人一杯生椰拿铁", 1), ("三个人的生椰拿铁", 3), ("3人份生椰拿铁", 3)])
+def test_without_both_each_and_a_number_of_people_the_count_is_as_said(text, count):
+    assert _lines(text) == [("luckin-coconut-latte", count, ())]
