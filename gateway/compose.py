@@ -463,8 +463,12 @@ class Gateway:
         it covers is computed here from its own face value, so the catalog needs no card input)
         and keep the preview for a later confirm by id; without it the caller fills the card
         fields from the order it places and keeps the preview itself (_keep)."""
+        # Passed on only when the user sent one: a location built from an unset one is (0, 0), a
+        # real place in the Gulf of Guinea, and the catalog then answered "no store near you"
+        # instead of asking for the location.
+        where = req.location if req.HasField("location") else None
         match_call = self.catalog.MatchIntent(
-            catalog_service_pb2.MatchIntentRequest(text=text, location=req.location, max_alternatives=2), **o.kw()
+            catalog_service_pb2.MatchIntentRequest(text=text, location=where, max_alternatives=2), **o.kw()
         )
         card = None
         if with_card:

@@ -168,6 +168,11 @@ async def test_order_by_text_previews_what_the_card_covers(fakes):
     assert match.location.latitude == pytest.approx(30.27)
 
 
+async def test_order_by_text_without_a_location_sends_none_for_the_catalog_to_refuse(fakes):
+    await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="一杯拿铁"), fakes.options())
+    assert not fakes.catalog.requests("MatchIntent")[0].HasField("location")
+
+
 async def test_without_a_card_the_whole_total_is_payable(fakes):
     reply = await fakes.gateway.order_by_text("nocard", gw.OrderByTextRequest(text="一杯拿铁"), fakes.options())
     assert (reply.preview.card_covered_fen, reply.preview.payable_fen, reply.preview.card_id) == (0, 3200, "")
