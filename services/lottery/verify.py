@@ -39,6 +39,13 @@ def _get(obj: dict[str, Any], name: str, default: Any = None) -> Any:
     return obj.get(camel, default)
 
 
+def _draw_of(result: dict[str, Any]) -> dict[str, Any]:
+    draw = _get(result, "draw", {}) or {}
+    if not isinstance(draw, dict):
+        raise ValueError("draw is not an object")
+    return draw
+
+
 def _rfc3339(value: Any) -> datetime | None:
     if not value:
         return None
@@ -69,7 +76,7 @@ def _rank(key: bytes, ids: list[str], count: int) -> list[str]:
 def check(result: dict[str, Any]) -> list[tuple[bool, str]]:
     """Every check as (passed, human line)."""
     out: list[tuple[bool, str]] = []
-    draw = _get(result, "draw", {}) or {}
+    draw = _draw_of(result)
 
     algorithm, version = _get(result, "algorithm", ""), int(_get(result, "algorithm_version", 0) or 0)
     known = algorithm == ALGORITHM and version == VERSION
@@ -147,7 +154,7 @@ def report(result: dict[str, Any], stream: Any = None) -> bool:
     if note:
         print(f"note: {note}", file=stream)
     passed = all(ok for ok, _ in checks)
-    draw = _get(result, "draw", {}) or {}
+    draw = _draw_of(result)
     label = f"{_get(draw, 'campaign_id', '?')} {_get(draw, 'day', '?')}"
     print(f"VERDICT {label}: " + ("VERIFIED - the published winners follow from the committed seed" if passed else "NOT VERIFIED"), file=stream)
     return passed
@@ -234,7 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         details = getattr(exc, "details", None)
         print(f"cannot check: {details() if callable(details) else exc}", file=sys.stderr)
         return 2
-    return 0 if report(result) else 1
+    try:
+        passed = report(result)
+    except (TypeError, ValueError, AttributeError) as exc:
+        # A field of the wrong shape (a hand-edited or truncated file): nothing was checked, which
+        # is not the same answer as a draw that does not verify.
+        print(f"cannot check: the result is malformed ({exc})", file=sys.stderr)
+        return 2
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":

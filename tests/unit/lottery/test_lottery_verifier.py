@@ -140,3 +140,25 @@ def test_the_command_line_exits_0_only_when_everything_matches(tmp_path, capsys)
     assert verify.main(["--file", str(tmp_path / "missing.json")]) == 2
     (tmp_path / "junk.json").write_text("{not json", encoding="utf-8")
     assert verify.main(["--file", str(tmp_path / "junk.json")]) == 2
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("algorithm_version", "one"),
+        ("entrant_count", "many"),
+        ("entrants", 5),
+        ("draw", ["not", "an", "object"]),
+        ("draw.commit_time", "yesterday"),
+    ],
+)
+def test_a_malformed_file_cannot_be_checked_rather_than_crashing(tmp_path, capsys, field, value):
+    res = result()
+    if field.startswith("draw."):
+        res["draw"][field.removeprefix("draw.")] = value
+    else:
+        res[field] = value
+    path = tmp_path / "malformed.json"
+    path.write_text(json.dumps(res), encoding="utf-8")
+    assert verify.main(["--file", str(path)]) == 2
+    assert "cannot check" in capsys.readouterr().err
