@@ -5,7 +5,8 @@
     python -m services.lottery.verify --gateway 127.0.0.1:50050 --day 2026-01-28 [--dump result.json]
 
 --file reads the JSON of a VerifyDrawResponse with every page of entrants concatenated into
-"entrants" (what --dump writes; protobuf JSON, field names as in the .proto or lowerCamelCase).
+"entrants" (what --dump writes; protobuf JSON, field names as in the .proto or lowerCamelCase),
+bare as the lottery service answers it or inside the gateway's {"verification": ...}.
 Live mode pages VerifyDraw: --target asks the lottery service with the internal credential from
 MIANDAN_INTERNAL_TOKEN; --gateway asks the public gateway as an end user, with the bearer token
 from MIANDAN_USER_TOKEN (any user's), for the gateway's campaign.
@@ -160,6 +161,21 @@ def report(result: dict[str, Any], stream: Any = None) -> bool:
     return passed
 
 
+def _result_in_file(document: Any) -> dict[str, Any]:
+    """The lottery's VerifyDraw result a --file holds: as --dump writes it, or wrapped in the
+    gateway's VerifyDraw response ({"verification": ...}, what a user who asks the public API with
+    grpcurl saves), which would otherwise read as an unknown algorithm, i.e. NOT VERIFIED."""
+    if not isinstance(document, dict):
+        raise ValueError("the JSON must be an object")
+    inner = document.get("verification")
+    result = inner if isinstance(inner, dict) and "algorithm" not in document else document
+    listed, announced = _get(result, "entrants", []) or [], _get(result, "entrant_count", 0) or 0
+    if _get(result, "next_page_token", "") and isinstance(listed, list) and len(listed) < int(announced):
+        # One page of a longer entrant list: the recomputation needs every entrant.
+        raise ValueError("the file holds one page of entrants (next_page_token is set); fetch all pages, e.g. with --dump")
+    return result
+
+
 def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.0, *, via_gateway: bool = False) -> dict[str, Any]:
     """All pages of VerifyDraw as one JSON-ready dict (grpc imported only here). via_gateway:
     `target` is the gateway and `token` an end user's bearer token (campaign unused)."""
@@ -215,9 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.file:
             text = sys.stdin.read() if args.file == "-" else open(args.file, encoding="utf-8").read()
-            result = json.loads(text)
-            if not isinstance(result, dict):
-                raise ValueError("the JSON must be an object")
+            result = _result_in_file(json.loads(text))
         else:
             if args.gateway:
                 if not args.day:

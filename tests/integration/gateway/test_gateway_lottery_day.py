@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 import pytest
+from google.protobuf import json_format
 
 from miandan.card.v1 import card_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw
@@ -61,7 +62,7 @@ async def test_three_invites_an_entry_a_draw_and_a_verified_result(day):
     assert other.verified and not other.caller_won
 
 
-async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_them_through_the_gateway(day, monkeypatch, capsys):
+async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_them_through_the_gateway(day, monkeypatch, capsys, tmp_path):
     g = day.gateway
     host = "laowang"
     phrase = (await g.Join(gw.JoinRequest(request_id="j"), metadata=day.auth(host), timeout=10)).wallet.wallet.pass_phrase_text
@@ -91,3 +92,10 @@ async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_the
     out = capsys.readouterr().out
     assert status == 0, out
     assert "VERIFIED" in out
+
+    # The same page as `grpcurl ... GatewayService/VerifyDraw` prints it, saved and checked offline.
+    saved = tmp_path / "verify-draw.json"
+    saved.write_text(json_format.MessageToJson(
+        await g.VerifyDraw(gw.VerifyDrawRequest(day="2026-01-28"), metadata=outsider, timeout=10)
+    ), encoding="utf-8")
+    assert verify.main(["--file", str(saved)]) == 0, capsys.readouterr().out

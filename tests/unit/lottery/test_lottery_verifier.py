@@ -118,13 +118,12 @@ def test_an_unknown_algorithm_is_rejected():
     assert failed(res)
 
 
+def camel_case(res: dict) -> dict:
+    return {k.split("_")[0] + "".join(p.title() for p in k.split("_")[1:]): v for k, v in res.items()}
+
+
 def test_camel_case_protobuf_json_is_accepted():
-    res = result()
-    camel = {}
-    for k, v in res.items():
-        parts = k.split("_")
-        camel[parts[0] + "".join(p.title() for p in parts[1:])] = v
-    assert failed(camel) == []
+    assert failed(camel_case(result())) == []
 
 
 def test_the_command_line_exits_0_only_when_everything_matches(tmp_path, capsys):
@@ -162,3 +161,23 @@ def test_a_malformed_file_cannot_be_checked_rather_than_crashing(tmp_path, capsy
     path.write_text(json.dumps(res), encoding="utf-8")
     assert verify.main(["--file", str(path)]) == 2
     assert "cannot check" in capsys.readouterr().err
+
+
+def test_the_gateways_verify_draw_response_saved_to_a_file_is_checked(tmp_path, capsys):
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps({"verification": camel_case(result())}), encoding="utf-8")
+    assert verify.main(["--file", str(path)]) == 0
+    assert "VERDICT spring-2026 2026-01-28: VERIFIED" in capsys.readouterr().out
+    tampered = result()
+    tampered["winners"] = tampered["winners"][1:]
+    path.write_text(json.dumps({"verification": camel_case(tampered)}), encoding="utf-8")
+    assert verify.main(["--file", str(path)]) == 1
+
+
+def test_one_page_of_a_longer_entrant_list_cannot_be_checked(tmp_path, capsys):
+    page = camel_case(result())
+    page["entrants"], page["nextPageToken"] = page["entrants"][:10], "dXNlci0wMDA5"
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps({"verification": page}), encoding="utf-8")
+    assert verify.main(["--file", str(path)]) == 2
+    assert "one page" in capsys.readouterr().err
