@@ -241,8 +241,16 @@ def require_in_window(day: date, campaign: Campaign) -> None:
 def parse_cutoff(text: str) -> time:
     m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
     if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-        raise ValueError(f"MIANDAN_LOTTERY_CUTOFF={text!r} is not HH:MM (00:00..23:59)")
-    return time(int(m.group(1)), int(m.group(2)))
+        raise ValueError(f"MIANDAN_LOTTERY_CUTOFF={text!r} is not HH:MM (00:01..23:59)")
+    cutoff = time(int(m.group(1)), int(m.group(2)))
+    if cutoff == time(0, 0):
+        # A cut-off belongs to its own day: 00:00 closes each day at the instant it opens, so no
+        # day would ever be committed or entered, and nothing would say why.
+        raise ValueError(
+            f"MIANDAN_LOTTERY_CUTOFF={text!r} closes each day's entries when that day begins, so nobody could "
+            "ever enter; the latest cut-off is 23:59"
+        )
+    return cutoff
 
 
 # --- beacons --------------------------------------------------------------------------------

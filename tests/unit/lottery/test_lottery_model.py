@@ -140,7 +140,7 @@ def test_cutoff_setting_parses_hh_mm(text, expected):
     assert model.parse_cutoff(text) == expected
 
 
-@pytest.mark.parametrize("text", ["24:00", "20", "8pm", "20:60"])
+@pytest.mark.parametrize("text", ["24:00", "20", "8pm", "20:60", "00:00", "0:00"])
 def test_bad_cutoff_setting_names_the_variable(text):
     with pytest.raises(ValueError, match="MIANDAN_LOTTERY_CUTOFF"):
         model.parse_cutoff(text)
