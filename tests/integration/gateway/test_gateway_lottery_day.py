@@ -99,3 +99,20 @@ async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_the
         await g.VerifyDraw(gw.VerifyDrawRequest(day="2026-01-28"), metadata=outsider, timeout=10)
     ), encoding="utf-8")
     assert verify.main(["--file", str(saved)]) == 0, capsys.readouterr().out
+
+
+async def test_a_past_day_that_was_never_committed_is_not_promised_a_draw(day):
+    # The day before the servers first started: in the campaign, past its cut-off, never
+    # committed (nothing was running), and it can never be any more.
+    results = (await day.gateway.GetDrawResults(
+        gw.GetDrawResultsRequest(day="2026-01-27"), metadata=day.auth("laowang"), timeout=10
+    )).results
+    assert results.draw.status == lottery_pb2.DRAW_STATUS_CLOSED and not results.draw.commitment
+    assert not results.verified and "no draw was held" in results.verification_note
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await day.lottery.CommitDraw(
+            lottery_service_pb2.CommitDrawRequest(campaign_id="spring-2026", day="2026-01-27"), metadata=day.admin, timeout=10
+        )
+    assert error_details(info.value)["reason"] == "ENTRIES_CLOSED"
+    today = (await day.gateway.GetDrawResults(gw.GetDrawResultsRequest(), metadata=day.auth("laowang"), timeout=10)).results
+    assert "verifiable once drawn" in today.verification_note  # an open day is still promised its draw
