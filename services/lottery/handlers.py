@@ -250,8 +250,8 @@ class Lottery:
         day = model.resolve_day(day_text, campaign, now)
         model.require_in_window(day, campaign)
         source = beacon_source or self.settings.beacon_source or ""
-        if source and beacon_round:
-            model.check_beacon_round(source, beacon_round, model.cutoff_ms(day, campaign.zone, self.settings.cutoff))
+        # A given round is checked against the cut-off of the day it binds (the store knows
+        # whether that is a new day's or one fixed at an earlier commit).
         wanted = model.new_draw(
             campaign, day, self.settings.cutoff, now_ms,
             prize_name=prize_name, prize_value_fen=prize_value_fen, winner_count=winner_count,
@@ -260,7 +260,7 @@ class Lottery:
         explicit = {
             name for name, value in (
                 ("prize_name", prize_name), ("prize_value_fen", prize_value_fen), ("winner_count", winner_count),
-                ("beacon_source", beacon_source),
+                ("beacon_source", beacon_source), ("beacon_round", beacon_round),
             ) if value
         }
         return await self.store.commit_draw(wanted, explicit, now_ms, request)

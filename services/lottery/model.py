@@ -392,22 +392,28 @@ def new_draw(
 def amend_commit(existing: DrawRecord, wanted: DrawRecord, explicit: set[str], now_ms: int) -> DrawRecord:
     """CommitDraw on a day that already has a commitment: the seed is never replaced. Before the
     cut-off the prize, winner count and (once) the beacon may still be set; afterwards only a
-    request asking for what is already there succeeds (a retry)."""
+    request asking for what is already there succeeds (a retry). `explicit` names the fields the
+    request set ("beacon_round" included)."""
     changes: dict[str, object] = {}
     for name in ("prize_name", "prize_value_fen", "winner_count"):
         if name in explicit and getattr(wanted, name) != getattr(existing, name):
             changes[name] = getattr(wanted, name)
-    if "beacon_source" in explicit and (
-        wanted.beacon_source != existing.beacon_source or wanted.beacon_round != existing.beacon_round
-    ):
-        if existing.beacon_source:
-            raise FailedPrecondition(
-                "BEACON_ALREADY_BOUND",
-                f"该日已绑定信标 {existing.beacon_source}#{existing.beacon_round} / this day is already bound "
-                f"to beacon {existing.beacon_source} round {existing.beacon_round}; it can never change",
-            )
-        changes["beacon_source"] = wanted.beacon_source
-        changes["beacon_round"] = wanted.beacon_round
+    if "beacon_source" in explicit:
+        # The round follows the day's own cut-off, fixed at its commit: `wanted` was made with
+        # today's setting, which a restart with another MIANDAN_LOTTERY_CUTOFF may have moved
+        # earlier, to a round published while entries are still open.
+        source = wanted.beacon_source
+        round_text = wanted.beacon_round if "beacon_round" in explicit else beacon_round_for(source, existing.cutoff_ms)
+        if (source, round_text) != (existing.beacon_source, existing.beacon_round):
+            if existing.beacon_source:
+                raise FailedPrecondition(
+                    "BEACON_ALREADY_BOUND",
+                    f"该日已绑定信标 {existing.beacon_source}#{existing.beacon_round} / this day is already bound "
+                    f"to beacon {existing.beacon_source} round {existing.beacon_round}; it can never change",
+                )
+            check_beacon_round(source, round_text, existing.cutoff_ms)
+            changes["beacon_source"] = source
+            changes["beacon_round"] = round_text
     if not changes:
         return existing
     if existing.drawn or now_ms >= existing.cutoff_ms:

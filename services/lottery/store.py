@@ -300,6 +300,8 @@ def _apply_commit(conn: sqlite3.Connection, seal: SeedSeal, wanted: DrawRecord, 
                 f"{wanted.day} 的报名已截止,截止后发布的承诺没有意义 / entries for {wanted.day} are closed: "
                 "a commitment published after the cut-off proves nothing",
             )
+        if "beacon_round" in explicit:
+            model.check_beacon_round(wanted.beacon_source, wanted.beacon_round, wanted.cutoff_ms)
         _insert_draw_if_absent(conn, seal, wanted)
         return replace(wanted, seed=b"")
     amended = model.amend_commit(existing, wanted, set(explicit), now_ms)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
-from datetime import timedelta
+from datetime import datetime, time, timedelta, timezone
 
 import grpc
 import pytest
@@ -256,6 +257,34 @@ async def test_a_committed_beacon_round_makes_the_draw_wait_for_its_value(lotter
     assert result["beacon_configured"] is True and result["beacon_value"] == beacon
     assert all(ok for ok, _ in verify.check(result)), verify.check(result)
     assert "beacon" in result["note"] and "no public beacon" not in result["note"]
+
+
+def published_at(source: str, round_text: str) -> datetime:
+    genesis, period = model.DRAND_CHAINS[source]
+    return datetime.fromtimestamp(genesis + (int(round_text) - 1) * period, timezone.utc)
+
+
+async def test_a_beacon_bound_after_a_restart_that_moved_the_cutoff_follows_the_days_own_cutoff(lottery, card_server, clock):
+    committed = (await lottery.stub.CommitDraw(pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY), metadata=lottery.admin)).draw
+    closes = committed.cutoff_time.ToDatetime(tzinfo=timezone.utc)  # 20:00 Shanghai, fixed at the commit
+    lottery.draw_settings = dataclasses.replace(lottery.draw_settings, cutoff=time(18, 0))
+    await lottery.restart()
+    # A round of 18:00 would be public two hours before entries close: anyone holding the seed
+    # could then rank every id and enter winning ones.
+    too_early = model.beacon_round_for("drand:quicknet", to_ms(closes - timedelta(hours=2)))
+    err = await rpc_error(lottery.stub.CommitDraw(pb.CommitDrawRequest(
+        campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet", beacon_round=too_early
+    ), metadata=lottery.admin))
+    assert (err["code"], err["reason"]) == ("INVALID_ARGUMENT", "BEACON_ROUND_TOO_EARLY")
+    bound = (await lottery.stub.CommitDraw(
+        pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet"), metadata=lottery.admin
+    )).draw
+    assert bound.cutoff_time == committed.cutoff_time
+    assert closes <= published_at("drand:quicknet", bound.beacon_round) < closes + timedelta(seconds=3)
+    again = (await lottery.stub.CommitDraw(
+        pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:quicknet"), metadata=lottery.admin
+    )).draw
+    assert again.beacon_round == bound.beacon_round  # a retry, not a second binding
 
 
 async def test_a_beacon_value_without_a_committed_round_is_refused(lottery, card_server, clock):

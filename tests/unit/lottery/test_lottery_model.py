@@ -236,6 +236,18 @@ def test_amending_a_commit_never_touches_the_seed_and_closes_at_the_cutoff():
     assert err.value.reason == "BEACON_ALREADY_BOUND"
 
 
+def test_a_beacon_bound_to_a_committed_day_follows_that_days_cutoff_not_todays_setting():
+    d = draw()  # committed with entries closing at 20:00
+    # The same request after a restart with MIANDAN_LOTTERY_CUTOFF=18:00.
+    wanted = model.new_draw(SH, date(2026, 1, 28), time(18, 0), 2_000, beacon_source="drand:quicknet")
+    amended = model.amend_commit(d, wanted, {"beacon_source"}, 2_000)
+    assert amended.beacon_round == model.beacon_round_for("drand:quicknet", d.cutoff_ms) != wanted.beacon_round
+    assert model.amend_commit(amended, wanted, {"beacon_source"}, 3_000) is amended  # its retry
+    with pytest.raises(InvalidArgument) as err:
+        model.amend_commit(d, wanted, {"beacon_source", "beacon_round"}, 2_000)
+    assert err.value.reason == "BEACON_ROUND_TOO_EARLY"
+
+
 def test_reveal_records_winners_hash_and_beacon():
     d = draw(winner_count=2)
     out = model.reveal(d, USERS, "bv", d.cutoff_ms + 5)
