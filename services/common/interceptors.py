@@ -310,8 +310,12 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         return to_rpc_status(err)
 
     def _constant_status(self, err: DomainError) -> grpc.Status:
-        # Auth rejections are module constants: encode each once. Keyed by the object itself
-        # (kept alive by the dict), never by id(), which a fresh error could reuse.
+        # The credential rejections are module constants: encode each once. Keyed by the object
+        # itself (kept alive by the dict), never by id(), which a fresh error could reuse. A
+        # merchant grant's refusal is made per call (it says what is wrong with that grant):
+        # memoised, every refused call of a terminal with an expired grant would stay here.
+        if err.reason not in CREDENTIAL_REASONS:
+            return to_rpc_status(err)
         status = self._status_cache.get(err)
         if status is None:
             status = self._status_cache[err] = to_rpc_status(err)
