@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 __all__ = [
     "PaymentProvider",
@@ -62,6 +62,18 @@ class PaymentProvider(Protocol):
         ...
 
 
+# Captures and refunds the sandbox keeps a record of, newest last (tests and operators look at
+# them). It needs none to answer: a capture is a function of its reference. Bounded, since the
+# order service runs for the whole campaign and pays through it for every order with money due.
+REMEMBERED_PAYMENTS = 10_000
+
+
+def _remember(record: dict[str, Any], key: str, value: Any) -> None:
+    record[key] = value
+    while len(record) > REMEMBERED_PAYMENTS:
+        del record[next(iter(record))]
+
+
 class SandboxPaymentProvider:
     name = "sandbox"
 
@@ -97,11 +109,12 @@ class SandboxPaymentProvider:
             raise PaymentDeclined("PAYMENT_REFERENCE_INVALID")
         capture = self.captures.get(reference)
         if capture is None:
-            capture = self.captures[reference] = Capture(payment_id, amount_fen)
+            capture = Capture(payment_id, amount_fen)
+            _remember(self.captures, reference, capture)
         return capture
 
     async def refund(self, payment_id: str, amount_fen: int) -> None:
         if self.mode == "timeout":
             await asyncio.sleep(self.timeout_seconds)
             raise PaymentTimeout(payment_id)
-        self.refunds[payment_id] = amount_fen
+        _remember(self.refunds, payment_id, amount_fen)
