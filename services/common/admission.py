@@ -224,6 +224,11 @@ class AdmissionController:
         finally:
             self._n_waiting -= 1
             timer.cancel()
+            if not (fut.done() and not fut.cancelled() and fut.result()):
+                # Timed out or cancelled: out of the queue now. _grant skips such futures, but
+                # only reaches them when a slot frees under this level's cap, and a CRITICAL load
+                # holding every slot for minutes would leave each wave of DEFAULT waiters behind.
+                _forget(queue, fut)
         if not granted:
             self.rejected += 1
             self._congested_until = self._time() + self.update_interval
@@ -356,6 +361,14 @@ def admission_from_settings(settings: Any) -> AdmissionController:
         max_wait_ms=settings.max_wait_ms,
         target_latency=(settings.target_latency_ms / 1000) if getattr(settings, "target_latency_ms", 0) else None,
     )
+
+
+def _forget(queue: deque[asyncio.Future[bool]], fut: asyncio.Future[bool]) -> None:
+    # O(waiters): the queue holds only waiters still waiting, at most max_waiters of them.
+    try:
+        queue.remove(fut)
+    except ValueError:  # already taken off by _grant
+        pass
 
 
 def _expire(fut: asyncio.Future[bool]) -> None:

@@ -259,3 +259,24 @@ def test_a_lag_target_of_zero_never_refuses():
         assert not ctl.lagging and ctl.try_enter(DEFAULT)
 
     asyncio.run(scenario())
+
+
+async def test_waiters_that_gave_up_do_not_pile_up_behind_a_full_critical_load():
+    """CRITICAL calls keep every slot taken for minutes (lunch time): DEFAULT calls wait, time
+    out or are cancelled by their clients, wave after wave. What they leave in the queue must
+    not grow with the number of waves (it did: only a slot free under DEFAULT's cap pruned it)."""
+    ctl, now = controller(20, max_wait_ms=4, min_limit=20, max_limit=20)  # the limit stays put
+    assert all(ctl.try_enter(CRITICAL) for _ in range(20))
+    for wave in range(60):
+        waiters = [asyncio.ensure_future(ctl.wait_enter(DEFAULT)) for _ in range(8)]
+        await asyncio.sleep(0)
+        for w in waiters[::2]:
+            w.cancel()  # their clients went away
+        # One CRITICAL call ends and the next takes its slot: the DEFAULT queue is never reached.
+        ctl.release(0.01)
+        assert ctl.try_enter(CRITICAL)
+        done = await asyncio.gather(*waiters, return_exceptions=True)
+        assert not any(d is True for d in done)
+        now.t += 1.0  # past the congestion window: the next wave waits again
+        assert len(ctl._waiters[DEFAULT]) <= ctl.max_waiters
+    assert len(ctl._waiters[DEFAULT]) == 0 and ctl._n_waiting == 0
