@@ -160,12 +160,21 @@ class StoreRow:
 # --- opening hours ---------------------------------------------------------------------------
 
 _HOURS_INTERN: dict[Hours, Hours] = {}
+# Distinct timetables interned (and validated, and encoded) at most: a table is never emptied
+# (encode_hours keys on the identity of its tuples), and the catalog runs for the whole campaign
+# while imports bring new hours for the same stores; beyond this a timetable is simply not shared.
+MAX_REMEMBERED_TIMETABLES = 100_000
 
 
 def intern_hours(hours: Hours) -> Hours:
     """One shared tuple per distinct timetable: chains repeat a handful of timetables across
     hundreds of thousands of stores, so this is most of the memory saved on hours."""
-    return _HOURS_INTERN.setdefault(hours, hours)
+    shared = _HOURS_INTERN.get(hours)
+    if shared is not None:
+        return shared
+    if len(_HOURS_INTERN) < MAX_REMEMBERED_TIMETABLES:
+        _HOURS_INTERN[hours] = hours
+    return hours
 
 
 def validate_hours(periods: Iterable[tuple[int, int, int]]) -> tuple[Hours | None, str]:
@@ -196,7 +205,7 @@ def validate_hours_cached(periods: Sequence[tuple[int, int, int]]) -> tuple[Hour
     if hit is None:
         hours, why = validate_hours(periods)
         hit = (intern_hours(hours) if hours is not None else None, why)
-        if len(_VALIDATED) < 100_000:
+        if len(_VALIDATED) < MAX_REMEMBERED_TIMETABLES:
             _VALIDATED[periods] = hit
     return hit
 
