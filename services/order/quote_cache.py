@@ -15,7 +15,12 @@ served again only while nothing the catalog announced could have changed it. The
   (it is deleted there and never served), so no per-store index of entries is needed.
 - An answer expires at the catalog's valid_until_time (the store's next opening or closing
   boundary) and after MAX_AGE_SECONDS whatever happens, measured on the injected Clock; the
-  number of answers is bounded (least recently used goes first).
+  number of answers is bounded (least recently used goes first), and so is what they hold: an
+  answer weighs its selections, options, priced lines and problems (`_weight`), the answers
+  kept weigh at most MAX_WEIGHT together, and one heavier than MAX_ENTRY_WEIGHT is not kept.
+  Counting answers alone bounded little: 50 lines of 20 made-up options each, which any buyer
+  may send, came back with thousands of problems, 1.4 MB an answer with 128-character ids
+  (tracemalloc), 28 GB for 20,000 of them.
 - Answers with problems (sold out, unknown item, store closed) are kept too: they are the
   catalog's answer at that version and the same announcements invalidate them, and a flash
   crowd retrying a sold-out item is exactly the load worth absorbing. Errors (store not found,
@@ -54,6 +59,10 @@ __all__ = [
 
 QUOTE_CACHE_ENV = "MIANDAN_QUOTE_CACHE"
 MAX_ENTRIES = 20_000
+# Units (`_weight`) the kept answers may hold together, and one answer at most. An order of a
+# few lines with a few options weighs about 10; a unit is at most a few hundred bytes.
+MAX_WEIGHT = 200_000
+MAX_ENTRY_WEIGHT = 500
 MAX_AGE_SECONDS = 60.0
 # The catalog sends a heartbeat every 5 s: three missed means the connection is dead.
 IDLE_SECONDS = 15.0
@@ -163,9 +172,20 @@ class _Entry:
     quote: Quote
     menu_version: int
     expires_ms: int
+    weight: int
 
 
 _Key = tuple[str, tuple[tuple[str, int, tuple[tuple[str, str], ...]], ...]]
+
+
+def _weight(key: _Key, quote: Quote) -> int:
+    """What an answer holds, in units of a selection, option, priced line or problem."""
+    return (
+        1
+        + sum(1 + len(options) for _, _, options in key[1])
+        + sum(1 + len(line.options) for line in quote.lines)
+        + len(quote.problems)
+    )
 
 
 def _key(store_id: str, selections: Sequence[Selection]) -> _Key:
@@ -185,6 +205,8 @@ class QuoteCache:
         *,
         clock: Clock | None = None,
         max_entries: int = MAX_ENTRIES,
+        max_weight: int = MAX_WEIGHT,
+        max_entry_weight: int = MAX_ENTRY_WEIGHT,
         max_age_seconds: float = MAX_AGE_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
         max_tracked_stores: int = MAX_TRACKED_STORES,
@@ -194,10 +216,13 @@ class QuoteCache:
         self.source = source
         self.clock = clock or SystemClock()
         self.max_entries = max_entries
+        self.max_weight = max_weight
+        self.max_entry_weight = max_entry_weight
         self.max_age_ms = int(max_age_seconds * 1000)
         self.idle_seconds = idle_seconds
         self.max_tracked_stores = max_tracked_stores
         self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self.weight = 0  # of the answers kept
         # Last version announced per store since the hello, and for all stores.
         self._store_floor: dict[str, int] = {}
         self._all_floor = 0
@@ -240,7 +265,7 @@ class QuoteCache:
                 if _COUNTERS:
                     _COUNTERS["hit"].inc()
                 return entry.quote
-            del self._entries[key]
+            self._drop(key)
         self.misses += 1
         if _COUNTERS:
             _COUNTERS["miss"].inc()
@@ -267,10 +292,24 @@ class QuoteCache:
         ):
             self.refused += 1
             return
-        self._entries[key] = _Entry(quote, stamp.menu_version, expires)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        weight = _weight(key, quote)
+        if weight > self.max_entry_weight:
+            self.refused += 1
+            return
+        self._drop(key)  # a concurrent miss kept it meanwhile
+        self._entries[key] = _Entry(quote, stamp.menu_version, expires, weight)
+        self.weight += weight
+        while len(self._entries) > self.max_entries or self.weight > self.max_weight:
+            self.weight -= self._entries.popitem(last=False)[1].weight
+
+    def _drop(self, key: _Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.weight -= entry.weight
+
+    def _drop_all(self) -> None:
+        self._entries.clear()
+        self.weight = 0
 
     # --- the change feed -------------------------------------------------------------------
 
@@ -349,7 +388,7 @@ class QuoteCache:
             raise RuntimeError(f"unexpected change-feed message {change!r} (live={self.live}, epoch={self.epoch!r}, version={self.version})")
         self.version = change.version
         if change.all_stores:
-            self._entries.clear()
+            self._drop_all()
             self._store_floor.clear()
             self._all_floor = change.version
             return
@@ -357,7 +396,7 @@ class QuoteCache:
         for store_id in change.store_ids:
             floors[store_id] = change.version
         if len(floors) > self.max_tracked_stores:
-            self._entries.clear()
+            self._drop_all()
             floors.clear()
             self._all_floor = change.version
 
@@ -367,7 +406,7 @@ class QuoteCache:
         self.live = False
         self._live_event.clear()
         self._generation += 1
-        self._entries.clear()
+        self._drop_all()
         self._store_floor.clear()
         self._all_floor = 0
 

@@ -323,6 +323,28 @@ async def test_the_cache_holds_at_most_max_entries_dropping_the_least_recently_u
         await c.close()
 
 
+async def test_what_the_kept_answers_hold_is_bounded_as_well_as_their_number(feed, clock):
+    # LATTE weighs 3 (the request, its line, the priced line); five lattes of a store weigh 11.
+    five = tuple(Selection("latte", q) for q in range(1, 6))
+    c = QuoteCache(feed, clock=clock, max_entries=100, max_weight=30, max_entry_weight=12)
+    c.start()
+    try:
+        assert await c.wait_live(2)
+        for store in ("a", "b", "c", "d"):
+            await c.quote(store, five, timeout=1)
+            assert c.weight <= 30
+        assert len(c) == 2 and c.weight == 22  # the two most recent; the others made room
+        await c.quote("d", five, timeout=1)
+        assert feed.calls["Quote"] == 4  # d was kept and served
+        await c.quote("e", five + five[:1], timeout=1)  # weighs 13: answered, not kept
+        assert len(c) == 2 and c.weight == 22 and c.refused == 1
+        feed.change(all_stores=True)
+        await announced(c, feed.version)
+        assert len(c) == 0 and c.weight == 0
+    finally:
+        await c.close()
+
+
 async def test_too_many_tracked_store_announcements_collapse_into_dropping_everything(feed, clock):
     c = QuoteCache(feed, clock=clock, max_tracked_stores=10)
     c.start()
