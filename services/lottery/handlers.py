@@ -351,8 +351,6 @@ class DrawScheduler:
     async def tick(self) -> dict[str, list[str]]:
         lottery = self.lottery
         done: dict[str, list[str]] = {"committed": [], "drawn": [], "waiting_for_beacon": []}
-        now = lottery.clock.now()
-        now_ms = to_ms(now)
         campaign_ids = sorted(set(lottery.settings.campaigns) | set(await lottery.store.campaign_ids()))
         for campaign_id in campaign_ids:
             try:
@@ -360,11 +358,16 @@ class DrawScheduler:
             except DomainError as exc:
                 log.debug("scheduler: campaign unavailable", extra={"campaign_id": campaign_id, "reason": exc.reason})
                 continue
+            # Read after the card call: a slow answer just before the cut-off must not let a day
+            # be committed after its cut-off stamped with a time before it.
+            now = lottery.clock.now()
+            now_ms = to_ms(now)
             day = model.today(now, campaign.zone)
             if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
                 draw = await lottery.store.ensure_draw(lottery.fresh_draw(campaign, day, now_ms))
                 if draw.commit_ms == now_ms:
                     done["committed"].append(f"{campaign_id}/{draw.day}")
+        now_ms = lottery.now_ms()
         for draw in await lottery.store.due_draws(now_ms):
             key = f"{draw.campaign_id}/{draw.day}"
             beacon_value = ""
@@ -374,7 +377,8 @@ class DrawScheduler:
                     done["waiting_for_beacon"].append(key)
                     continue
             try:
-                await lottery.store.run_draw(draw.campaign_id, draw.day, now_ms, beacon_value)
+                # The beacon fetch may have taken seconds: the draw is stamped when it runs.
+                await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
                 done["drawn"].append(key)
             except DomainError as exc:
                 log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})

@@ -117,3 +117,37 @@ async def test_the_scheduler_skips_campaigns_it_cannot_read(env):
     lottery, cards, _ = env
     cards.down = True
     assert await DrawScheduler(lottery).tick() == {"committed": [], "drawn": [], "waiting_for_beacon": []}
+
+
+class SlowCards(FakeCards):
+    """The card service answers GetCampaign only after `clock` moved on by `delay_seconds`."""
+
+    def __init__(self, clock: FakeClock, delay_seconds: float) -> None:
+        super().__init__()
+        self.clock, self.delay_seconds = clock, delay_seconds
+
+    async def get_campaign(self, campaign_id: str, *, timeout: float) -> Campaign:
+        self.clock.advance(seconds=self.delay_seconds)
+        return await super().get_campaign(campaign_id, timeout=timeout)
+
+
+async def test_a_campaign_answered_after_the_cutoff_does_not_commit_the_closed_day(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "l.db")
+    try:
+        clock = FakeClock(datetime(2026, 1, 28, 11, 59, 59, tzinfo=timezone.utc))  # 19:59:59 Shanghai
+        lottery = Lottery(store, SlowCards(clock, 2), clock, DrawSettings(cutoff=time(20, 0), campaigns=(CAMPAIGN,)))
+        assert (await DrawScheduler(lottery).tick())["committed"] == []
+        assert await store.get_draw(CAMPAIGN, DAY) is None
+    finally:
+        await store.close()
+
+
+async def test_a_campaign_answered_in_time_commits_the_day_stamped_when_it_was_committed(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "l.db")
+    try:
+        clock = FakeClock(datetime(2026, 1, 28, 11, 59, 50, tzinfo=timezone.utc))
+        lottery = Lottery(store, SlowCards(clock, 2), clock, DrawSettings(cutoff=time(20, 0), campaigns=(CAMPAIGN,)))
+        assert (await DrawScheduler(lottery).tick())["committed"] == [f"{CAMPAIGN}/{DAY}"]
+        assert (await store.get_draw(CAMPAIGN, DAY)).commit_ms == to_ms(datetime(2026, 1, 28, 11, 59, 52, tzinfo=timezone.utc))
+    finally:
+        await store.close()
