@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Hashable, Sequence, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Hashable, NoReturn, Sequence, TypeVar
 from zoneinfo import ZoneInfo
 
 import grpc
@@ -50,6 +50,11 @@ _INVITE_PROBLEM_CODES = (
 # Lottery failures after which the wallet is still worth showing (degraded lottery standing).
 _LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND)
 MAX_TEXT_CHARS = 500
+# Below this confidence the catalog's reading is a guess among several (拿铁: one latte of four,
+# 0.51); a phrase that names a category and gets its usual item (来杯咖啡 -> 标准美式) scores 0.70.
+# Confirming straight from text places the order with no screen in between, so a guess is
+# shown back for a confirm by preview_id instead of being bought.
+MIN_CONFIRM_CONFIDENCE = 0.6
 # What a wallet shows but no user changes: the campaign (its time zone decides what "today" is)
 # and today's draw summary. Reading them once per wallet was ~1 of every 5 upstream calls of a
 # Join or GetWallet; kept here they cost one call per TTL per gateway process instead.
@@ -403,6 +408,8 @@ class Gateway:
                 lines = catalog_service_pb2.QuoteRequest.FromString(replay.lines).lines
             else:
                 preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
+                if req.confirm and store_id and preview.proposal.confidence < MIN_CONFIRM_CONFIDENCE:
+                    self._refuse_guess(preview, user, store_id, lines)
                 if req.confirm and store_id:
                     # Kept before placing: the first attempt's order may exist even if its answer
                     # never arrives.
@@ -503,6 +510,21 @@ class Gateway:
         if with_card:
             self._keep(preview, user, store_id, proposal.lines)
         return preview, store_id, proposal.lines
+
+    def _refuse_guess(
+        self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection]
+    ) -> NoReturn:
+        """A confirm from text whose reading is only a guess: nothing is placed; the preview is
+        kept so that the app can ask "did you mean…?" and confirm it by its preview_id."""
+        self._keep(preview, user, store_id, lines)
+        proposal = preview.proposal
+        guess = "、".join(f"{line.quantity}×{line.item_name}" for line in proposal.quote.lines) or proposal.explanation or "这个读法 / this reading"
+        raise FailedPrecondition(
+            "INTENT_UNCERTAIN",
+            f"不确定您要的是不是「{guess}」，请确认预览 {preview.preview_id} 后再下单 / not sure you meant "
+            f"{guess}; confirm preview {preview.preview_id} (or say more precisely what to order)",
+            metadata={"preview_id": preview.preview_id, "confidence": f"{proposal.confidence:.2f}"},
+        )
 
     def _keep(
         self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection],

@@ -127,13 +127,21 @@ class FakeCatalog(Recorder):
                 status=catalog_pb2.INTENT_STATUS_NEEDS_CLARIFICATION, clarification="想点什么？/ what would you like?"
             )
         lines = [catalog_pb2.LineSelection(item_id="luckin-coconut-latte", quantity=2)]
+        # A bare "拿铁" is one latte of several, as the real resolver reads it.
+        confidence = 0.51 if request.text == "拿铁" else 0.97
         return catalog_service_pb2.MatchIntentResponse(
             status=catalog_pb2.INTENT_STATUS_MATCHED,
             proposal=catalog_pb2.OrderProposal(
                 store=catalog_pb2.StoreHit(store=catalog_pb2.Store(store_id="luckin-hz-1", name="瑞幸")),
                 lines=lines,
-                quote=catalog_pb2.Quote(store_id="luckin-hz-1", total_fen=self.total_fen),
+                quote=catalog_pb2.Quote(
+                    store_id="luckin-hz-1",
+                    total_fen=self.total_fen,
+                    lines=[catalog_pb2.QuotedLine(item_id="luckin-coconut-latte", item_name="生椰拿铁", quantity=2)],
+                ),
+                confidence=confidence,
             ),
+            confidence=confidence,
         )
 
     async def SearchStores(self, request, **kw):

@@ -197,6 +197,29 @@ async def test_order_by_text_with_confirm_places_the_order_with_the_best_card(fa
     assert [(line.item_id, line.quantity) for line in place.lines] == [("luckin-coconut-latte", 2)]
 
 
+async def test_a_guess_is_not_bought_straight_from_text_but_shown_back_for_a_confirm_by_id(fakes):
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    with pytest.raises(FailedPrecondition) as info:
+        await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(request_id="o1", text="拿铁", confirm=True), fakes.options())
+    assert info.value.reason == "INTENT_UNCERTAIN" and "2×生椰拿铁" in info.value.message
+    assert info.value.metadata["confidence"] == "0.51"
+    assert fakes.order.requests("PlaceOrder") == []
+    # The same request again is refused the same way (nothing was kept as its replay).
+    with pytest.raises(FailedPrecondition):
+        await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(request_id="o1", text="拿铁", confirm=True), fakes.options())
+    # "Yes, that one": the preview the refusal named is confirmed by its id.
+    reply = await fakes.gateway.order_by_text(
+        "alice", gw.OrderByTextRequest(request_id="o1", preview_id=info.value.metadata["preview_id"], confirm=True), fakes.options()
+    )
+    assert reply.order.order_id == "o-1" and len(fakes.order.requests("PlaceOrder")) == 1
+    assert len(fakes.catalog.requests("MatchIntent")) == 2
+
+
+async def test_a_guess_may_still_be_previewed(fakes):
+    reply = await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="拿铁"), fakes.options())
+    assert reply.preview.proposal.confidence == pytest.approx(0.51) and reply.preview.preview_id
+
+
 async def test_a_preview_is_confirmed_later_by_its_id_without_reparsing(fakes):
     preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
     reply = await fakes.gateway.order_by_text(
@@ -449,6 +472,7 @@ async def test_a_retried_confirm_from_text_places_what_the_first_attempt_matched
                 store=catalog_pb2.StoreHit(store=catalog_pb2.Store(store_id="luckin-hz-2")),
                 lines=[catalog_pb2.LineSelection(item_id="luckin-coconut-latte", quantity=2)],
                 quote=catalog_pb2.Quote(store_id="luckin-hz-2", total_fen=3200),
+                confidence=0.97,
             ),
         )
 

@@ -60,7 +60,9 @@ class GatewayServiceStub:
     """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
     live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
     Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INTENT_UNCERTAIN
+    (confirm on a sentence read only as a guess, confidence below 0.6, e.g. 一杯拿铁: nothing is
+    placed; ErrorInfo metadata preview_id names the kept preview to confirm by id), PREVIEW_CARD_GONE
     (the preview counted on a card and the user has none left by the confirm: preview again to
     see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
     request_id (required with confirm). With an order, the preview shows the card the order used.
@@ -116,7 +118,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
     live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
     Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+    INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INTENT_UNCERTAIN
+    (confirm on a sentence read only as a guess, confidence below 0.6, e.g. 一杯拿铁: nothing is
+    placed; ErrorInfo metadata preview_id names the kept preview to confirm by id), PREVIEW_CARD_GONE
     (the preview counted on a card and the user has none left by the confirm: preview again to
     see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
     request_id (required with confirm). With an order, the preview shows the card the order used.
@@ -187,7 +191,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         """Orders from one sentence: a priced preview, or with confirm the placed order. Previews
         live in the gateway for 10 minutes (MIANDAN_PREVIEW_TTL_SECONDS) and only for their owner.
         Errors: PREVIEW_NOT_FOUND (unknown, expired or someone else's preview_id),
-        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), PREVIEW_CARD_GONE
+        INTENT_NEEDS_CLARIFICATION (confirm on a sentence that matched nothing), INTENT_UNCERTAIN
+        (confirm on a sentence read only as a guess, confidence below 0.6, e.g. 一杯拿铁: nothing is
+        placed; ErrorInfo metadata preview_id names the kept preview to confirm by id), PREVIEW_CARD_GONE
         (the preview counted on a card and the user has none left by the confirm: preview again to
         see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
         request_id (required with confirm). With an order, the preview shows the card the order used.
