@@ -35,7 +35,7 @@ import sqlite3
 from collections import Counter
 from dataclasses import astuple, dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 from services.common.clock import Clock
 from services.common.db import Database
@@ -616,9 +616,13 @@ def _list_campaigns(conn: sqlite3.Connection, after_id: str, limit: int) -> list
 REQUEST_MEMORY_MS = 7 * 86_400_000  # request ids are remembered a week, far beyond any retry
 
 
-def _check_request(conn: sqlite3.Connection, request_id: str, fingerprint: str, now_ms: int) -> None:
+def _check_request(
+    conn: sqlite3.Connection, request_id: str, fingerprint: str, now_ms: int,
+    same: Callable[[str], bool] | None = None,
+) -> None:
     """A request_id names one request of one method: replaying it is fine, reusing it for
-    different content is refused. `fingerprint` is "Method|content"."""
+    different content is refused. `fingerprint` is "Method|content"; `same(stored)` may accept
+    a stored content other than this one as the same request (an older format of it)."""
     if not request_id:
         return
     method, _, content = fingerprint.partition("|")
@@ -630,8 +634,61 @@ def _check_request(conn: sqlite3.Connection, request_id: str, fingerprint: str, 
         row = conn.execute(
             "SELECT fingerprint FROM requests WHERE method = ? AND request_id = ?", (method, request_id)
         ).fetchone()
-        if row[0] != content:
+        if row[0] != content and (same is None or not same(row[0])):
             raise request_id_reused()
+
+
+# Fingerprints that gained fields (ReserveCard's ttl, AcceptInvite's claim_signup) are written
+# as a JSON array led by this format version, so no value can make two requests print alike.
+# Records written before hold the old "a|b|c" text, which starts with a campaign_id (never "["):
+# those are compared with the old formula, so a retry across the upgrade is still a replay
+# (the old record cannot tell the new fields). Records are swept after REQUEST_MEMORY_MS, so a
+# release more than a week after this one no longer meets any and may drop the old formulas.
+_FINGERPRINT_V2 = 2
+
+
+def _fingerprint_v2(*fields: Any) -> str:
+    return json.dumps([_FINGERPRINT_V2, *fields], ensure_ascii=False, separators=(",", ":"))
+
+
+def _fingerprint_v1(*fields: Any) -> str:
+    """The content as records written before _FINGERPRINT_V2 hold it."""
+    return "|".join(str(f) for f in fields)
+
+
+def _check_reserve_request(
+    conn: sqlite3.Connection, c: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
+    request_id: str, now_ms: int, redeem: bool,
+) -> None:
+    """_check_request for ReserveCard (redeem is no content: see _reserve). A redeem holds
+    nothing, so its ttl is no content either: it is recorded as null, and a null on either side
+    matches any ttl, so a hold and then its redeem under one key need not repeat the ttl.
+    `ttl_s` is the ttl as resolved: 0 and the campaign's default are the same request."""
+    if not request_id:
+        return
+    fields = (c.campaign_id, user_id, order_id, amount_fen, card_id)
+    ttl = None if redeem else ttl_s
+
+    def same(stored: str) -> bool:
+        if not stored.startswith("["):
+            return stored == _fingerprint_v1(*fields)
+        recorded = json.loads(stored)
+        return recorded[:-1] == [_FINGERPRINT_V2, *fields] and (recorded[-1] is None or ttl is None)
+
+    _check_request(conn, request_id, "ReserveCard|" + _fingerprint_v2(*fields, ttl), now_ms, same)
+
+
+def _check_accept_request(
+    conn: sqlite3.Connection, c: Campaign, invitee: str, candidates: list[str], request_id: str, now_ms: int,
+    signup_request_id: str | None,
+) -> None:
+    """_check_request for AcceptInvite; `signup_request_id` None without claim_signup. The claim
+    is content: with it the call also claims the sign-up card and answers the claim."""
+    if not request_id:
+        return
+    legacy = _fingerprint_v1(c.campaign_id, invitee, ",".join(candidates))
+    content = _fingerprint_v2(c.campaign_id, invitee, candidates, signup_request_id is not None, signup_request_id or "")
+    _check_request(conn, request_id, "AcceptInvite|" + content, now_ms, lambda stored: stored == legacy)
 
 
 def _campaign_content(c: Campaign) -> str:
@@ -841,10 +898,12 @@ def _joining_cards(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> 
 
 def _accept_invite(
     conn: sqlite3.Connection, c: Campaign, invitee: str, candidates: list[str], request_id: str, now_ms: int,
-    policy: AttemptPolicy, window_ms: int,
+    policy: AttemptPolicy, window_ms: int, signup_request_id: str | None = None,
 ) -> AcceptResult | DomainError:
+    """`signup_request_id`: the claim's key when the call is an AcceptInvite with claim_signup
+    (_join_by_invite), None for a lone AcceptInvite."""
     cid = c.campaign_id
-    _check_request(conn, request_id, f"AcceptInvite|{cid}|{invitee}|{','.join(candidates)}", now_ms)
+    _check_accept_request(conn, c, invitee, candidates, request_id, now_ms, signup_request_id)
     attempt = conn.execute(
         "SELECT window_start_ms, failures FROM invite_attempts WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
     ).fetchone()
@@ -942,7 +1001,7 @@ def _join_by_invite(
     signup_cards, newly = _claim_signup(conn, c, invitee, signup_request_id, now_ms)
     try:
         accepted: AcceptResult | DomainError = _accept_invite(
-            conn, c, invitee, candidates, request_id, now_ms, policy, window_ms
+            conn, c, invitee, candidates, request_id, now_ms, policy, window_ms, signup_request_id
         )
     except DomainError as exc:
         accepted = exc
@@ -951,7 +1010,7 @@ def _join_by_invite(
         return JoinResult(accepted, signup_cards, newly)
     conn.execute("ROLLBACK TO join_claim")
     conn.execute("RELEASE join_claim")
-    alone = _accept_invite(conn, c, invitee, candidates, request_id, now_ms, policy, window_ms)
+    alone = _accept_invite(conn, c, invitee, candidates, request_id, now_ms, policy, window_ms, signup_request_id)
     if isinstance(alone, AcceptResult):
         # No invite check depends on the claim today, so this is not reached; should one ever,
         # the invite came first and the claim follows it as a ClaimSignupCard would.
@@ -1061,7 +1120,7 @@ def _reserve(
 ) -> Hold:
     # `redeem` is not part of the fingerprint: the same request_id may first hold the card and
     # later redeem it (a Reserve(redeem) after a plain Reserve of the same order confirms it).
-    _check_request(conn, request_id, f"ReserveCard|{c.campaign_id}|{user_id}|{order_id}|{amount_fen}|{card_id}", now_ms)
+    _check_reserve_request(conn, c, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms, redeem)
     existing = _reservation(conn, order_id)
     if existing is not None:
         if existing.user_id != user_id or existing.campaign_id != c.campaign_id:

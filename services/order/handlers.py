@@ -42,7 +42,7 @@ from services.common.merchant_grant import MerchantScope, store_not_yours
 from . import model
 from .model import Order, Payment, Quote, Selection
 from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
-from .store import OrderStore, cart_request_reused, request_id_reused
+from .store import OrderStore, request_id_reused
 from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
 
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
@@ -409,13 +409,12 @@ class OrderService:
         model.check_id("user_id", user_id)
         model.check_id("store_id", store_id)
         model.check_selections([selection], "line")
-        # A request_id names one line: a retry is answered with the cart as it is now, without
-        # another quote; the same id with another line (or store) is refused before anything
-        # else is judged. The store checks again in the write (a concurrent add).
-        added = await self.store.cart_line(user_id, request_id)
-        if added is not None:
-            if added != (store_id, selection):
-                raise cart_request_reused()
+        # A request_id names one line: a retry is answered with the cart as it is now (without
+        # the line once it was cleared or ordered: it is not put back), without another quote;
+        # the same id with another line (or store) is refused before anything else is judged.
+        # The store checks again in the write (a concurrent add).
+        key = model.cart_request_key(request_id, user_id, self._now(), store_id, selection)
+        if await self.store.cart_request_seen(key, store_id, selection):
             return await self.get_cart(user_id, budget)
         cart_store, lines = await self.store.cart(user_id)
         if lines and cart_store != store_id:
@@ -429,7 +428,7 @@ class OrderService:
         own = [p for p in quote.problems if p.line_index == new_index and p.reason in model.ARGUMENT_PROBLEMS]
         if own:
             raise InvalidArgument("line", f"{own[0].reason}: {own[0].message}", own[0].reason)
-        await self.store.add_cart_line(user_id, store_id, selection, request_id)
+        await self.store.add_cart_line(key, store_id, selection)
         after_store, after = await self.store.cart(user_id)
         if after != candidate:  # a retry of an earlier add, or a concurrent change: price what is there
             quote = await self.catalog.quote(after_store, after, timeout=budget()) if after else None

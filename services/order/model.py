@@ -298,8 +298,11 @@ def compact_json(obj: Any) -> str:
 
 
 # The calls that change an existing order under the caller's request_id (PlaceOrder's key is the
-# order itself: order_id_for; AddCartItem's is the cart line it added).
+# order itself: order_id_for).
 UPDATE_ORDER_STATUS, CANCEL_ORDER, CONFIRM_PAYMENT = "UpdateOrderStatus", "CancelOrder", "ConfirmPayment"
+# AddCartItem's key is remembered the same way, beside the line it added: the line goes with the
+# cart (ClearCart, an order from the cart), and a retry after that must not put it back.
+ADD_CART_ITEM = "AddCartItem"
 # How long such a request_id is remembered (store.forget_requests, from the sweep): a week, as
 # the card service keeps its request ids, far beyond any retry. A replay after that is judged
 # as a new call.
@@ -324,7 +327,20 @@ class RequestKey:
     at_ms: int
 
     def scope(self, order: Order) -> str:
-        return f"user:{self.user_id}" if self.user_id else f"store:{order.store_id}"
+        return self.user_scope if self.user_id else f"store:{order.store_id}"
+
+    @property
+    def user_scope(self) -> str:
+        """The scope of a buyer's call, which needs no order (AddCartItem)."""
+        return f"user:{self.user_id}"
+
+
+def cart_request_key(request_id: str, user_id: str, at_ms: int, store_id: str, selection: Selection) -> RequestKey:
+    """AddCartItem's key (its request_id is required): the line's store and selection are the
+    request's content."""
+    key = request_key(ADD_CART_ITEM, request_id, user_id, at_ms, store_id, selection.to_json())
+    assert key is not None
+    return key
 
 
 def request_key(method: str, request_id: str, user_id: str, at_ms: int, *content: Any) -> RequestKey | None:

@@ -132,6 +132,8 @@ MIGRATIONS = [
     # answer (the order, and the status the call left it in); rows older than
     # model.REQUEST_MEMORY_MS are swept (`forget_requests`) as the card service sweeps its own.
     # A new table only: an existing store opens as it was, with no request remembered.
+    # AddCartItem's keys are kept here too (`add_cart_line`), with order_id and status empty:
+    # its answer is the cart as it is now.
     """
     CREATE TABLE requests (
         method      TEXT NOT NULL,
@@ -239,8 +241,16 @@ class OrderStore(Protocol):
         no line of the cart came from it."""
         ...
 
-    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None:
-        """Append the line, or nothing for a retry of the request that added it; raises
+    async def cart_request_seen(self, key: model.RequestKey, store_id: str, selection: Selection) -> bool:
+        """True when key's request already added its line (a replay: the line may have left the
+        cart since), False for a new request; raises AlreadyExists REQUEST_ID_REUSED when that
+        request_id added a different line. A point read, for the early check."""
+        ...
+
+    async def add_cart_line(self, key: model.RequestKey, store_id: str, selection: Selection) -> bool:
+        """Append the line to key.user_id's cart and remember key (forgotten with the other
+        request ids: forget_requests), in one transaction: True. False, with nothing added, for
+        a replay of a request that added its line (even if cleared or ordered since); raises
         AlreadyExists REQUEST_ID_REUSED when that request_id added a different line."""
         ...
 
@@ -587,14 +597,41 @@ def _cart_line(conn: sqlite3.Connection, user_id: str, request_id: str) -> tuple
     return None if row is None else (row[0], Selection.from_json(json.loads(row[1])))
 
 
-def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: Selection, request_id: str) -> None:
-    # The line a request added is its record: the request's whole content (the user is the
-    # key's other half) is the store and the selection, so the line is compared as stored.
-    added = _cart_line(conn, user_id, request_id)
-    if added is not None:
-        if added != (store_id, sel):
+def _cart_request_seen(conn: sqlite3.Connection, key: model.RequestKey, store_id: str, sel: Selection) -> bool:
+    seen = _remembered(conn, key, key.user_scope)
+    if seen is None:
+        return _added_by_line(conn, key, store_id, sel)
+    if seen != key.fingerprint:
+        raise cart_request_reused()
+    return True
+
+
+def _added_by_line(conn: sqlite3.Connection, key: model.RequestKey, store_id: str, sel: Selection) -> bool:
+    """A line in the cart is its request's record too: for lines added before keys were
+    remembered, and for lines that stay in the cart longer than their key is remembered."""
+    added = _cart_line(conn, key.user_id, key.request_id)
+    if added is None:
+        return False
+    if added != (store_id, sel):
+        raise cart_request_reused()
+    return True
+
+
+def _add_cart_line(conn: sqlite3.Connection, key: model.RequestKey, store_id: str, sel: Selection) -> bool:
+    # Remembered first, as the card store does (INSERT OR IGNORE): a new request, the usual
+    # case, reads no record. Every refusal below raises, which undoes the record with the rest.
+    scope = key.user_scope
+    if conn.execute(
+        "INSERT OR IGNORE INTO requests (method, scope, request_id, fingerprint, order_id, status, create_ms)"
+        " VALUES (?, ?, ?, ?, '', '', ?)",
+        (key.method, scope, key.request_id, key.fingerprint, key.at_ms),
+    ).rowcount == 0:
+        if _remembered(conn, key, scope) != key.fingerprint:
             raise cart_request_reused()
-        return  # a retry of a line already added
+        return False
+    if _added_by_line(conn, key, store_id, sel):
+        return False
+    user_id = key.user_id
     row = conn.execute(
         "SELECT store_id, COUNT(*), COALESCE(MAX(position), -1) FROM cart_lines WHERE user_id = ?", (user_id,)
     ).fetchone()
@@ -608,8 +645,9 @@ def _add_cart_line(conn: sqlite3.Connection, user_id: str, store_id: str, sel: S
         raise FailedPrecondition("CART_FULL", f"购物车最多 {model.MAX_CART_LINES} 行 / at most {model.MAX_CART_LINES} lines")
     conn.execute(
         "INSERT INTO cart_lines (user_id, position, store_id, request_id, selection) VALUES (?, ?, ?, ?, ?)",
-        (user_id, last + 1, store_id, request_id, json.dumps(sel.to_json(), separators=(",", ":"))),
+        (user_id, last + 1, store_id, key.request_id, json.dumps(sel.to_json(), separators=(",", ":"))),
     )
+    return True
 
 
 def request_id_reused() -> AlreadyExists:
@@ -787,8 +825,12 @@ class SqliteOrderStore:
         # A point read of the cart_requests index.
         return await self.db.read_now(_cart_line, user_id, request_id)
 
-    async def add_cart_line(self, user_id: str, store_id: str, selection: Selection, request_id: str) -> None:
-        await self.db.write(_add_cart_line, user_id, store_id, selection, request_id)
+    async def cart_request_seen(self, key: model.RequestKey, store_id: str, selection: Selection) -> bool:
+        # Point reads of the requests primary key and, without a record, the cart_requests index.
+        return await self.db.read_now(_cart_request_seen, key, store_id, selection)
+
+    async def add_cart_line(self, key: model.RequestKey, store_id: str, selection: Selection) -> bool:
+        return await self.db.write(_add_cart_line, key, store_id, selection)
 
     async def clear_cart(self, user_id: str) -> None:
         await self.db.write(_clear_cart, user_id)

@@ -171,9 +171,11 @@ async def test_the_claim_is_recorded_under_its_own_request_id(card):
     # The gateway's plain ClaimSignupCard retry with the join's key replays the claim...
     later = await card.ClaimSignupCard(request_id=f"join-{ONE}-bob-r1", campaign_id=ONE, user_id="bob")
     assert not later.newly_granted and [c.card_id for c in later.cards] == [c.card_id for c in joined.signup_claim.cards]
-    # ... and a plain AcceptInvite with the invite's key replays the invite.
-    plain = await card.AcceptInvite(request_id=f"invite-{ONE}-bob-r1", campaign_id=ONE, invitee_user_id="bob", text=phrase)
-    assert not plain.newly_accepted and not plain.HasField("signup_claim")
+    # ... while the invite's key names a join: a plain AcceptInvite under it is another request
+    # (claim_signup is content), refused rather than answered as the join.
+    assert await failure(
+        card.AcceptInvite(request_id=f"invite-{ONE}-bob-r1", campaign_id=ONE, invitee_user_id="bob", text=phrase)
+    ) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
     # Both keys are taken: each names bob's request of its method.
     assert await failure(card.ClaimSignupCard(request_id=f"join-{ONE}-bob-r1", campaign_id=ONE, user_id="carol")) == (
         grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED",
