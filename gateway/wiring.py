@@ -10,7 +10,7 @@ from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from services.common.auth import PUBLIC, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings, env_number
-from services.common.server import Server, build_server
+from services.common.server import Resources, Server, build_server, builds_server
 
 from .auth import TokenVerifier
 from .clients import Upstreams
@@ -47,8 +47,14 @@ def options_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
 MAX_REQUEST_BYTES = 256 * 1024
 
 
+@builds_server
 async def build(
-    settings: Settings, *, clock: Clock | None = None, campaign_id: str | None = None, preview_ttl_s: float | None = None
+    settings: Settings,
+    *,
+    resources: Resources,
+    clock: Clock | None = None,
+    campaign_id: str | None = None,
+    preview_ttl_s: float | None = None,
 ) -> Server:
     """preview_ttl_s: None = MIANDAN_PREVIEW_TTL_SECONDS. Everything read from the environment is
     read before the upstream channels open, so a bad value leaves nothing open behind."""
@@ -56,7 +62,7 @@ async def build(
     verifier = TokenVerifier(settings, clock=clock)  # fails fast on a missing key file
     campaign = campaign_id or campaign_id_from_env(settings)
     previews = PreviewStore(ttl_seconds=_preview_ttl() if preview_ttl_s is None else preview_ttl_s, clock=clock)
-    upstreams = Upstreams(settings)
+    upstreams = resources.closing(Upstreams(settings))
     gateway = Gateway(
         card=upstreams.card,
         catalog=upstreams.catalog,
@@ -84,12 +90,12 @@ async def build(
         register=register,
         policy=AccessPolicy(settings, default=PUBLIC),
         criticality=CRITICALITY,
-        on_stop=upstreams.close,
         # End users have no client certificate: one-way TLS on the public port even when
         # MIANDAN_TLS_CA turns on mutual TLS suite-wide. The upstream channels (open_channel)
         # still present this process's certificate to the internal services.
         require_client_cert=False,
         max_request_bytes=MAX_REQUEST_BYTES,
+        resources=resources,
     )
     # Tests reach in for the parts (e.g. to count signature checks).
     server.gateway = gateway  # type: ignore[attr-defined]

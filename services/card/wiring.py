@@ -1,9 +1,6 @@
 """Production wiring of the card service, shared by `python -m services.card` and the tests."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
@@ -12,7 +9,7 @@ from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
 from services.common.auth import ADMIN, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
-from services.common.server import Server, build_server
+from services.common.server import Resources, Server, build_server, builds_server
 
 from .campaign_gauges import CampaignGauges
 from .handlers import CardHandlers
@@ -42,9 +39,11 @@ CRITICALITY = {
 }
 
 
+@builds_server
 async def build(
     settings: Settings,
     *,
+    resources: Resources,
     clock: Clock | None = None,
     sweep_interval_s: float = 5.0,
     gauge_interval_s: float = 15.0,
@@ -54,49 +53,32 @@ async def build(
 ) -> Server:
     clock = clock or SystemClock()
     policy = AccessPolicy(settings, ROLES)  # reads settings only: before anything is opened
-    store = await SqliteCardStore.open(
-        settings.db_path, clock=clock, attempts=attempts, new_user_window_ms=new_user_window_ms
-    )
-    registered: list[CampaignGauges] = []
-    try:
-        handlers = CardHandlers(store, clock)
-        servicer = CardServicer(handlers)
-        gauges = CampaignGauges(store, clock, registry)
-        registered.append(gauges)
-        sweeper: list[asyncio.Task[None]] = []
-
-        def register(server) -> None:  # type: ignore[no-untyped-def]
-            card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
-
-        async def on_start() -> None:
-            loop = asyncio.get_running_loop()
-            sweeper.append(loop.create_task(handlers.sweep_forever(sweep_interval_s), name="card-sweep"))
-            sweeper.append(loop.create_task(gauges.refresh_forever(gauge_interval_s), name="card-campaign-gauges"))
-
-        async def on_stop() -> None:
-            for task in sweeper:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            registry.unregister(gauges)
-            await store.close()
-
-        server = build_server(
-            settings,
-            service_names=[SERVICE_NAME],
-            register=register,
-            policy=policy,
-            criticality=CRITICALITY,
-            on_start=on_start,
-            on_stop=on_stop,
+    store = resources.closing(
+        await SqliteCardStore.open(
+            settings.db_path, clock=clock, attempts=attempts, new_user_window_ms=new_user_window_ms
         )
-    except BaseException:
-        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
-        for collector in registered:
-            with contextlib.suppress(KeyError):
-                registry.unregister(collector)
-        await store.close()
-        raise
+    )
+    handlers = CardHandlers(store, clock)
+    servicer = CardServicer(handlers)
+    gauges = CampaignGauges(store, clock, registry)
+    resources.on_close(registry.unregister, gauges, name="campaign-gauges")
+
+    def register(server) -> None:  # type: ignore[no-untyped-def]
+        card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)
+
+    async def on_start() -> None:
+        resources.task(handlers.sweep_forever(sweep_interval_s), name="card-sweep")
+        resources.task(gauges.refresh_forever(gauge_interval_s), name="card-campaign-gauges")
+
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=policy,
+        criticality=CRITICALITY,
+        on_start=on_start,
+        resources=resources,
+    )
     server.card_store = store  # type: ignore[attr-defined]  # tests and benches inspect the store
     server.card_handlers = handlers  # type: ignore[attr-defined]
     server.campaign_gauges = gauges  # type: ignore[attr-defined]

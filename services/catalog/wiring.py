@@ -7,7 +7,7 @@ from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
 from services.common.auth import ADMIN, INTERNAL, MERCHANT, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings
-from services.common.server import Server, build_server
+from services.common.server import Resources, Server, build_server, builds_server
 
 from .handlers import Catalog, ResolverFactory
 from .servicer import CatalogServicer
@@ -41,15 +41,14 @@ CRITICALITY = {
 }
 
 
-async def build(settings: Settings, *, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None) -> Server:
+@builds_server
+async def build(
+    settings: Settings, *, resources: Resources, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None
+) -> Server:
     clock = clock or SystemClock()
-    store = await SqliteCatalogStore.open(settings.db_path, clock=clock)
-    try:
-        catalog = Catalog(store, clock=clock, resolver_factory=resolver_factory)
-        await catalog.start()
-    except BaseException:
-        await store.close()
-        raise
+    store = resources.closing(await SqliteCatalogStore.open(settings.db_path, clock=clock))
+    catalog = resources.closing(Catalog(store, clock=clock, resolver_factory=resolver_factory))
+    await catalog.start()
     policy = AccessPolicy(settings, ROLES, default=INTERNAL, clock=clock)
     servicer = CatalogServicer(catalog, policy)
 
@@ -61,10 +60,6 @@ async def build(settings: Settings, *, clock: Clock | None = None, resolver_fact
         if catalog.brands:
             await catalog.current_resolver()
 
-    async def close() -> None:
-        await catalog.close()
-        await store.close()
-
     server = build_server(
         settings,
         service_names=[SERVICE_NAME],
@@ -72,7 +67,7 @@ async def build(settings: Settings, *, clock: Clock | None = None, resolver_fact
         policy=policy,
         criticality=CRITICALITY,
         on_start=warm_up,
-        on_stop=close,
+        resources=resources,
     )
     server.catalog = catalog  # type: ignore[attr-defined]  # tests and benchmarks inspect it
     return server

@@ -3,19 +3,23 @@
 Start order (BentoML / grpc examples): on_start -> create server with the CallPipeline ->
 register servicers -> health + reflection -> bind -> start -> mark SERVING.
 Stop order: mark NOT_SERVING (enter_graceful_shutdown, so load balancers and probes stop
-sending new work) -> server.stop(grace) drains in-flight calls -> on_stop. on_stop runs AFTER the
-drain on purpose: it typically closes the store / upstream channels that in-flight calls still use.
+sending new work) -> server.stop(grace) drains in-flight calls -> the server's Resources close,
+last opened first. They close AFTER the drain on purpose: the store / upstream channels are what
+in-flight calls still use.
 
-A start that fails (the port taken, a bad certificate, on_start raising) runs on_stop before the
-error goes on: build() has already opened the store, and an open store's connection threads
-would otherwise keep the process alive after its event loop is gone. `main` is the entry point
-of every `python -m` service: one line and exit status 2 for a bad setting, 1 for any other
-failure to start.
+The kit owns the clean-up from the moment a resource opens: a wiring's build (`@builds_server`)
+registers each thing it opens with the `Resources` it is handed, and a build that fails, a start
+that fails (the port taken, a bad certificate, on_start raising) or a stop closes them all. An
+open store's connection threads would otherwise keep the process alive after its event loop is
+gone. `main` is the entry point of every `python -m` service: one line and exit status 2 for a
+bad setting, 1 for any other failure to start.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import functools
 import gc
 import logging
 import os
@@ -34,10 +38,11 @@ from .config import Settings, check_start_files, event_loop_from_env, prepare_da
 from .interceptors import CallPipeline
 from .logging import configure_logging, get_logger
 from .metrics import RpcMetrics, default_metrics, start_metrics_server
+from .resources import Resources
 
 __all__ = [
-    "Server", "build_server", "serve", "run", "main", "StartError", "server_options", "settle_heap", "raise_open_file_limit",
-    "HEALTH_SERVICE_NAME",
+    "Server", "build_server", "builds_server", "Resources", "serve", "run", "main", "StartError", "server_options",
+    "settle_heap", "raise_open_file_limit", "HEALTH_SERVICE_NAME",
 ]
 
 T = TypeVar("T")
@@ -95,6 +100,7 @@ class Server:
         metrics: RpcMetrics | None = None,
         require_client_cert: bool | None = None,
         max_request_bytes: int = MAX_MESSAGE_BYTES,
+        resources: Resources | None = None,
     ) -> None:
         self.settings = settings
         self.max_request_bytes = max_request_bytes
@@ -113,16 +119,20 @@ class Server:
         self._register = register
         self.policy = policy
         self.criticality = dict(criticality or {})
-        self._on_start, self._on_stop = on_start, on_stop
+        self._on_start = on_start
         self.admission = admission or admission_from_settings(settings)
         self.metrics = metrics if metrics is not None else default_metrics()
         self.logger = get_logger(settings.service)
+        # What build() opened, closed after the drain (or when a start fails). on_stop joins them
+        # as the last thing opened, so it runs before what it may still use.
+        self.resources = resources if resources is not None else Resources(self.logger)
+        if on_stop is not None:
+            self.resources.on_close(on_stop, name="on_stop")
         self.health = health.aio.HealthServicer()
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._unstarted: grpc.aio.Server | None = None  # made by start(), not yet serving
         self._stopping: asyncio.Task[None] | None = None
-        self._cleaned_up = False  # on_stop ran (it runs at most once)
 
     @property
     def grpc_server(self) -> grpc.aio.Server | None:
@@ -132,7 +142,7 @@ class Server:
         """Start serving; returns the bound port (settings.port 0 = an ephemeral port).
 
         When any step fails (on_start included), what was acquired is released before the error
-        goes on: the gRPC server is stopped and on_stop runs (it closes the store build() opened).
+        goes on: the gRPC server is stopped and the resources close (the store build() opened).
         """
         try:
             return await self._start()
@@ -185,8 +195,8 @@ class Server:
 
     async def close(self) -> None:
         """Release what build() and a start that did not finish acquired, without a grace period:
-        stop the gRPC server if one was made, stop watching loop lag, run on_stop (once). For a
-        start that failed; a serving server stops with stop(). Errors here are logged, not
+        stop the gRPC server if one was made, stop watching loop lag, close the resources (once).
+        For a start that failed; a serving server stops with stop(). Errors here are logged, not
         raised, so they cannot hide the failure that led here."""
         unstarted, self._unstarted = self._unstarted, None
         for server in (x for x in (unstarted, self._server) if x is not None):
@@ -195,16 +205,9 @@ class Server:
             except Exception:  # noqa: BLE001 - never started, or already stopped
                 self.logger.debug("gRPC server stop after a failed start", exc_info=True)
         self.admission.stop_watching_loop_lag()
-        await self._run_on_stop()
-
-    async def _run_on_stop(self) -> None:
-        done, self._cleaned_up = self._cleaned_up, True
-        if done or self._on_stop is None:
-            return
-        try:
-            await self._on_stop()
-        except Exception:  # noqa: BLE001 - the failure that led here matters more
-            self.logger.exception("on_stop failed after a failed start")
+        # Each failed close is logged as it happens; the failure that led here matters more.
+        with contextlib.suppress(Exception):
+            await self.resources.close()
 
     async def stop(self, grace: float | None = None) -> None:
         """Graceful stop; safe to call more than once (later calls wait for the first)."""
@@ -217,9 +220,7 @@ class Server:
         if self._server is not None:
             await self._server.stop(grace)
         self.admission.stop_watching_loop_lag()
-        if self._on_stop is not None and not self._cleaned_up:
-            self._cleaned_up = True
-            await self._on_stop()
+        await self.resources.close()
 
     async def wait(self) -> None:
         if self._server is not None:
@@ -241,9 +242,11 @@ def build_server(
     metrics: RpcMetrics | None = None,
     require_client_cert: bool | None = None,
     max_request_bytes: int = MAX_MESSAGE_BYTES,
+    resources: Resources | None = None,
 ) -> Server:
     """require_client_cert: None = mutual TLS whenever MIANDAN_TLS_CA is set; False = one-way
-    TLS for end users (the gateway's public port); True = insist (ValueError without a CA)."""
+    TLS for end users (the gateway's public port); True = insist (ValueError without a CA).
+    resources: what build() opened (builds_server), closed once the server stops or fails to start."""
     return Server(
         settings,
         service_names=service_names,
@@ -256,7 +259,32 @@ def build_server(
         metrics=metrics,
         require_client_cert=require_client_cert,
         max_request_bytes=max_request_bytes,
+        resources=resources,
     )
+
+
+def builds_server(build: Callable[..., Awaitable[Server]]) -> Callable[..., Awaitable[Server]]:
+    """Decorates a wiring's `async def build(settings, *, resources, **options) -> Server`: the
+    kit hands it a fresh `Resources`, with which it registers each thing the moment it opens it,
+    and passes them on to build_server. Should build fail, they are closed before the error goes
+    on; once it returns, the server owns them (closed when it stops, or when its start fails).
+    Callers (tests, `main`) call `build(settings, **options)` without `resources`."""
+
+    @functools.wraps(build)
+    async def build_owning_resources(settings: Settings, **options: Any) -> Server:
+        resources = Resources(get_logger(settings.service))
+        try:
+            server = await build(settings, resources=resources, **options)
+            if server.resources is not resources:
+                raise TypeError(f"{build.__qualname__} must pass its resources to build_server")
+        except BaseException:
+            # Each failed close is logged as it happens; the failure that led here matters more.
+            with contextlib.suppress(Exception):
+                await resources.close()
+            raise
+        return server
+
+    return build_owning_resources
 
 
 async def serve(settings: Settings, **kwargs: Any) -> None:
@@ -271,8 +299,8 @@ async def serve_built(
 
     A failure before the server serves (a file MIANDAN_TLS_* names, MIANDAN_DATA, build(), the
     bind) ends the process with one line on stderr (fail_to_start): status 2 for a bad setting,
-    1 otherwise. build() releases what it opened when it fails; Server.start does the same for
-    what comes after. uses_store: the service keeps stores in MIANDAN_DATA (all but the gateway).
+    1 otherwise. What build() opened is closed by then (builds_server, then Server.close).
+    uses_store: the service keeps stores in MIANDAN_DATA (all but the gateway).
     """
     configure_logging(settings)  # before build, so store migrations are logged too
     try:
@@ -369,7 +397,7 @@ async def serve_server(settings: Settings, server: Server) -> None:
 
 async def start_serving(settings: Settings, server: Server) -> int:
     """Metrics endpoint, then the server; on failure what build() opened is closed too
-    (server.close runs on_stop) before the error goes on. Returns the bound port."""
+    (server.close closes its resources) before the error goes on. Returns the bound port."""
     logger = configure_logging(settings)
     try:
         lifted = raise_open_file_limit()

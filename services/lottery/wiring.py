@@ -2,7 +2,6 @@
 `python -m services.lottery` share this."""
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any, Mapping
 
@@ -10,7 +9,7 @@ from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
 from services.common.auth import ADMIN, INTERNAL, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings, check_campaign_id, env_number
-from services.common.server import Server, build_server
+from services.common.server import Resources, Server, build_server, builds_server
 
 from . import model
 from .beacon import DrandBeacon, beacon_from_env
@@ -66,9 +65,11 @@ def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings
     return DrawSettings(cutoff=cutoff, beacon_source=beacon, campaigns=campaigns, tick_seconds=tick)
 
 
+@builds_server
 async def build(
     settings: Settings,
     *,
+    resources: Resources,
     clock: Clock | None = None,
     cards: CardDirectory | None = None,
     draw_settings: DrawSettings | None = None,
@@ -76,7 +77,8 @@ async def build(
 ) -> Server:
     """The lottery server, not started. `cards` replaces the gRPC card client (tests);
     `draw_settings` replaces the MIANDAN_LOTTERY_* environment; `beacon` replaces the drand
-    fetcher of MIANDAN_DRAND_RELAYS (None: beacon days wait for an admin RunDraw). The returned server carries
+    fetcher of MIANDAN_DRAND_RELAYS (None: beacon days wait for an admin RunDraw). The server closes
+    the card directory it is given, as it does its own. The returned server carries
     `.lottery` (use cases) and `.scheduler` (call `await server.scheduler.tick()` in tests)."""
     clock = clock or SystemClock()
     # Everything read from the environment, read before the store opens (a bad value then
@@ -84,48 +86,34 @@ async def build(
     draw_settings = draw_settings or draw_settings_from_env()
     drand = beacon_from_env() if beacon is FROM_ENV else beacon
     policy = AccessPolicy(settings, ROLES, default=INTERNAL)
-    store = await SqliteLotteryStore.open(settings.db_path, clock=clock)
-    card_client: CardDirectory | None = None
-    try:
-        card_client = cards if cards is not None else GrpcCardDirectory(settings)
-        lottery = Lottery(store, card_client, clock, draw_settings, drand)
-        scheduler = DrawScheduler(lottery)
-        upstream = card_client
+    store = resources.closing(await SqliteLotteryStore.open(settings.db_path, clock=clock))
+    card_client = resources.closing(cards if cards is not None else GrpcCardDirectory(settings), name="card-directory")
+    lottery = Lottery(store, card_client, clock, draw_settings, drand)
+    scheduler = DrawScheduler(lottery)
 
-        def register(server) -> None:  # type: ignore[no-untyped-def]
-            lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
+    def register(server) -> None:  # type: ignore[no-untyped-def]
+        lottery_service_pb2_grpc.add_LotteryServiceServicer_to_server(LotteryServicer(lottery), server)
 
-        async def on_start() -> None:
-            unreadable = await store.unreadable_pending()
-            if unreadable:
-                # Entries still work; only these draws cannot run. Said at start, not at the cut-off.
-                server.logger.error(
-                    "lottery: the seed key cannot open pending days; they cannot be drawn until the key they were sealed with is back",
-                    extra={"days": [f"{c}/{d}" for c, d in unreadable][:20], "count": len(unreadable)},
-                )
-            scheduler.start()
+    async def on_start() -> None:
+        unreadable = await store.unreadable_pending()
+        if unreadable:
+            # Entries still work; only these draws cannot run. Said at start, not at the cut-off.
+            server.logger.error(
+                "lottery: the seed key cannot open pending days; they cannot be drawn until the key they were sealed with is back",
+                extra={"days": [f"{c}/{d}" for c, d in unreadable][:20], "count": len(unreadable)},
+            )
+        resources.on_close(scheduler.stop, name="lottery-scheduler")
+        scheduler.start()
 
-        async def on_stop() -> None:
-            await scheduler.stop()
-            await upstream.close()
-            await store.close()
-
-        server = build_server(
-            settings,
-            service_names=[SERVICE_NAME],
-            register=register,
-            policy=policy,
-            criticality=CRITICALITY,
-            on_start=on_start,
-            on_stop=on_stop,
-        )
-    except BaseException:
-        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
-        if card_client is not None and cards is None:
-            with contextlib.suppress(Exception):
-                await card_client.close()
-        await store.close()
-        raise
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=policy,
+        criticality=CRITICALITY,
+        on_start=on_start,
+        resources=resources,
+    )
     server.lottery = lottery  # type: ignore[attr-defined]
     server.scheduler = scheduler  # type: ignore[attr-defined]
     return server

@@ -1,7 +1,6 @@
 """Production wiring of the order service, shared by `python -m services.order` and the tests."""
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Any
 
@@ -11,7 +10,7 @@ from miandan.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.auth import ADMIN, MERCHANT, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings, check_campaign_id, env_number
-from services.common.server import Server, build_server
+from services.common.server import Resources, Server, build_server, builds_server
 
 from .card_batch import batching_enabled, card_client
 from .handlers import OrderConfig, OrderEvents, OrderService
@@ -46,9 +45,11 @@ def config_from_env(env: Any = None) -> OrderConfig:
     )
 
 
+@builds_server
 async def build(
     settings: Settings,
     *,
+    resources: Resources,
     clock: Clock | None = None,
     payment_provider: PaymentProvider | None = None,
     config: OrderConfig | None = None,
@@ -67,58 +68,44 @@ async def build(
         clock=clock,
     )
     events = OrderEvents()
-    store = await SqliteOrderStore.open(settings.db_path, clock=clock, listener=events.publish)
-    opened: list[Any] = []  # upstream clients to close should the rest fail
-    try:
-        card = card_client(settings)  # coalesces concurrent reservations (MIANDAN_CARD_BATCH=0: one RPC each)
-        opened.append(card)
-        # Quote answers kept until the catalog's change feed says otherwise (MIANDAN_QUOTE_CACHE=0: off).
-        catalog = open_catalog_client(settings, clock=clock)
-        opened.append(catalog)
-        payments = payment_provider or SandboxPaymentProvider(settings.internal_token)
-        service = OrderService(store, card, catalog, payments, clock=clock, config=config, events=events)
-        servicer = OrderServicer(service, policy)
+    store = resources.closing(await SqliteOrderStore.open(settings.db_path, clock=clock, listener=events.publish))
+    # Coalesces concurrent reservations (MIANDAN_CARD_BATCH=0: one RPC each).
+    card = resources.closing(card_client(settings), name="card-client")
+    # Quote answers kept until the catalog's change feed says otherwise (MIANDAN_QUOTE_CACHE=0: off).
+    catalog = resources.closing(open_catalog_client(settings, clock=clock), name="catalog-client")
+    payments = payment_provider or SandboxPaymentProvider(settings.internal_token)
+    service = OrderService(store, card, catalog, payments, clock=clock, config=config, events=events)
+    servicer = OrderServicer(service, policy)
 
-        def register(server: grpc.aio.Server) -> None:
-            order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
+    def register(server: grpc.aio.Server) -> None:
+        order_service_pb2_grpc.add_OrderServiceServicer_to_server(servicer, server)
 
-        async def on_start() -> None:
-            # The first pass runs at once (in the background, so a card service that is still down
-            # does not keep us from serving) and finishes or compensates what a crash left behind.
-            await service.start_sweeper()
+    async def on_start() -> None:
+        # The first pass runs at once (in the background, so a card service that is still down
+        # does not keep us from serving) and finishes or compensates what a crash left behind.
+        # Stopping it drains the orders it drives, before the clients and the store close.
+        resources.on_close(service.stop_sweeper, name="order-sweeper")
+        await service.start_sweeper()
 
-        async def on_stop() -> None:
-            await service.stop_sweeper()
-            await card.close()
-            await catalog.close()
-            await store.close()
-
-        server = build_server(
-            settings,
-            service_names=[SERVICE_NAME],
-            register=register,
-            policy=policy,
-            criticality={
-                "PlaceOrder": "CRITICAL",
-                "ConfirmPayment": "CRITICAL",
-                "CancelOrder": "CRITICAL",
-                "GetOrder": "DEFAULT",
-                "ListOrders": "DEFAULT",
-                "ListStoreOrders": "DEFAULT",
-                "WatchStoreOrders": "DEFAULT",
-                "WatchOrder": "DEFAULT",
-                "GetCart": "DEFAULT",
-            },
-            on_start=on_start,
-            on_stop=on_stop,
-        )
-    except BaseException:
-        # Nothing serves this store: close it, or its connection thread outlives the process's loop.
-        for client in reversed(opened):
-            with contextlib.suppress(Exception):
-                await client.close()
-        await store.close()
-        raise
+    server = build_server(
+        settings,
+        service_names=[SERVICE_NAME],
+        register=register,
+        policy=policy,
+        criticality={
+            "PlaceOrder": "CRITICAL",
+            "ConfirmPayment": "CRITICAL",
+            "CancelOrder": "CRITICAL",
+            "GetOrder": "DEFAULT",
+            "ListOrders": "DEFAULT",
+            "ListStoreOrders": "DEFAULT",
+            "WatchStoreOrders": "DEFAULT",
+            "WatchOrder": "DEFAULT",
+            "GetCart": "DEFAULT",
+        },
+        on_start=on_start,
+        resources=resources,
+    )
     # Tests and the bench reach the use cases and clients through the server object.
     server.order_service = service  # type: ignore[attr-defined]
     server.upstream_calls = (card.calls, catalog.calls)  # type: ignore[attr-defined]
