@@ -96,6 +96,10 @@ class DrawRecord:
         return self.drawn_ms is not None
 
     @property
+    def zone(self) -> ZoneInfo:
+        return zone_of(self.time_zone)
+
+    @property
     def beacon_committed(self) -> bool:
         return bool(self.beacon_source)
 
@@ -111,6 +115,7 @@ class EntryRecord:
 
 
 class Status:
+    UPCOMING = "UPCOMING"
     OPEN = "OPEN"
     CLOSED = "CLOSED"
     DRAWN = "DRAWN"
@@ -119,7 +124,12 @@ class Status:
 def status_of(draw: DrawRecord, now_ms: int) -> str:
     if draw.drawn:
         return Status.DRAWN
-    return Status.OPEN if now_ms < draw.cutoff_ms else Status.CLOSED
+    if now_ms >= draw.cutoff_ms:
+        return Status.CLOSED
+    # A day asked about before it begins: "open" would invite an entry EnterDraw refuses.
+    if now_ms < day_start_ms(date.fromisoformat(draw.day), draw.zone):
+        return Status.UPCOMING
+    return Status.OPEN
 
 
 @dataclass(frozen=True)

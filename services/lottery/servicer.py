@@ -15,6 +15,7 @@ from .model import DrawRecord, EntryRecord
 __all__ = ["LotteryServicer", "draw_to_proto", "entry_to_proto"]
 
 _STATUS = {
+    model.Status.UPCOMING: lottery_pb2.DRAW_STATUS_UPCOMING,
     model.Status.OPEN: lottery_pb2.DRAW_STATUS_OPEN,
     model.Status.CLOSED: lottery_pb2.DRAW_STATUS_CLOSED,
     model.Status.DRAWN: lottery_pb2.DRAW_STATUS_DRAWN,

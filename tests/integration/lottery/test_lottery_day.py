@@ -327,7 +327,8 @@ async def test_future_days_unknown_campaigns_and_days_outside_the_window(lottery
     assert (err["code"], err["reason"]) == ("NOT_FOUND", "CAMPAIGN_NOT_FOUND")
     # An uncommitted day inside the window has a schedule but no commitment yet.
     later = await get_draw(lottery, "2026-03-01")
-    assert later.commitment == "" and later.status == lottery_pb2.DRAW_STATUS_OPEN and later.cutoff_time.seconds > 0
+    # It has not begun: UPCOMING, not OPEN (an entry would be ENTRIES_NOT_OPEN).
+    assert later.commitment == "" and later.status == lottery_pb2.DRAW_STATUS_UPCOMING and later.cutoff_time.seconds > 0
     err = await rpc_error(lottery.stub.GetDraw(pb.GetDrawRequest(campaign_id=CAMPAIGN, day="2030-01-01"), metadata=lottery.md))
     assert err["reason"] == "DRAW_NOT_FOUND"
     # Today's draw by an empty day.

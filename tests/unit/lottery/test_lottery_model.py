@@ -256,3 +256,11 @@ def test_reveal_records_winners_hash_and_beacon():
     assert model.status_of(out, 0) == model.Status.DRAWN
     assert model.status_of(d, d.cutoff_ms - 1) == model.Status.OPEN
     assert model.status_of(d, d.cutoff_ms) == model.Status.CLOSED
+
+
+def test_a_day_asked_about_before_it_begins_is_upcoming_not_open():
+    d = draw()  # 2026-01-28, Asia/Shanghai: the day begins at 2026-01-27 16:00 UTC
+    start = int(datetime(2026, 1, 27, 16, 0, tzinfo=timezone.utc).timestamp() * 1000)
+    assert model.status_of(d, start - 1) == model.Status.UPCOMING
+    assert model.status_of(d, start) == model.Status.OPEN
+    assert model.status_of(d, 0) == model.Status.UPCOMING

@@ -58,6 +58,10 @@ class _DrawStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DrawStatus
     """Past the cut-off, winners not drawn yet."""
     DRAW_STATUS_DRAWN: _DrawStatus.ValueType  # 3
     """Winners drawn and the seed revealed."""
+    DRAW_STATUS_UPCOMING: _DrawStatus.ValueType  # 4
+    """The day has not begun (campaign-local): its entries open at its start, EnterDraw answers
+    ENTRIES_NOT_OPEN until then.
+    """
 
 class DrawStatus(_DrawStatus, metaclass=_DrawStatusEnumTypeWrapper):
     """Where a day's draw is."""
@@ -70,6 +74,10 @@ DRAW_STATUS_CLOSED: DrawStatus.ValueType  # 2
 """Past the cut-off, winners not drawn yet."""
 DRAW_STATUS_DRAWN: DrawStatus.ValueType  # 3
 """Winners drawn and the seed revealed."""
+DRAW_STATUS_UPCOMING: DrawStatus.ValueType  # 4
+"""The day has not begun (campaign-local): its entries open at its start, EnterDraw answers
+ENTRIES_NOT_OPEN until then.
+"""
 Global___DrawStatus: _TypeAlias = DrawStatus  # noqa: Y015
 
 @_typing.final
