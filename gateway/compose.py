@@ -644,7 +644,7 @@ class Gateway:
         """The lottery's VerifyDraw for the campaign, for anyone holding a user token: what
         lets a user recompute the draw rather than trust the gateway's `verified`."""
         if not req.day:
-            raise InvalidArgument("day", "required: the drawn day, YYYY-MM-DD / 请给出开奖日期")
+            raise InvalidArgument("day", "required: the drawn day, YYYY-MM-DD / 请给出开奖日期", reason="MISSING_FIELD")
         page = await self.lottery.VerifyDraw(
             lottery_service_pb2.VerifyDrawRequest(
                 campaign_id=self.campaign_id, day=req.day, page_size=req.page_size, page_token=req.page_token

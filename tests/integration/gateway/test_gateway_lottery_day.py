@@ -76,6 +76,7 @@ async def test_any_user_pages_a_drawn_days_entrants_and_the_checker_verifies_the
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await g.VerifyDraw(gw.VerifyDrawRequest(), metadata=outsider, timeout=10)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and error_details(info.value)["violations"][0][0] == "day"
+    assert error_details(info.value)["reason"] == "MISSING_FIELD"  # as the lottery itself says it
 
     day.clock.advance(hours=11)
     await day.lottery.RunDraw(
