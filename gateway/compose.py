@@ -63,6 +63,7 @@ CAMPAIGN_TTL_S = 30.0
 DRAW_TTL_S = 3.0
 VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
+VERIFIED_TTL_S = 7 * 86_400.0  # a drawn day's verification does not change
 
 
 def _refuses_the_invite(err: grpc.aio.AioRpcError) -> bool:
@@ -126,6 +127,14 @@ class TimedCache(Generic[K, V]):
             self._inflight.pop(key, None)
 
 
+class _NotVerified(Exception):
+    """A draw check that failed: answered to everyone who waited for it, never kept."""
+
+    def __init__(self, check: DrawCheck) -> None:
+        super().__init__(check.note)
+        self.check = check
+
+
 def _text_confirm_key(user: str, request_id: str, text: str, location: common_pb2.GeoPoint) -> str:
     """Where a confirm-from-text keeps what it matched: per user, request_id, sentence and place
     (another sentence, or the same one from elsewhere, under the same request_id matches anew,
@@ -163,8 +172,10 @@ class Gateway:
         self.zone = ZoneInfo(time_zone)
         self._campaign: TimedCache[str, card_pb2.Campaign] = TimedCache(CAMPAIGN_TTL_S, self.clock)
         self._draws: TimedCache[str, lottery_pb2.Draw] = TimedCache(DRAW_TTL_S, self.clock)
-        # A drawn day never changes, so its verification is done once per process.
-        self._verified: OrderedDict[tuple[str, str], DrawCheck] = OrderedDict()
+        # A drawn day never changes, so its verification is done once per process; and once
+        # however many ask while it runs: at 20:00 the whole country asks for the results at the
+        # same moment, and each check holds every entrant (up to millions) in memory.
+        self._verified: TimedCache[tuple[str, str], DrawCheck] = TimedCache(VERIFIED_TTL_S, self.clock, max_entries=64)
 
     # --- Join / wallet ----------------------------------------------------------------------
 
@@ -655,9 +666,13 @@ class Gateway:
 
     async def _check(self, draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
         key = (draw.campaign_id or self.campaign_id, draw.day)
-        cached = self._verified.get(key)
-        if cached is not None:
-            return cached
+        try:
+            return await self._verified.get(key, lambda: self._verify(key, draw, o))
+        except _NotVerified as failed:
+            # Only a success is kept; a failure is re-checked next time (it may be our bug).
+            return failed.check
+
+    async def _verify(self, key: tuple[str, str], draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
         entrants: list[str] = []
         token = ""
         first: lottery_service_pb2.VerifyDrawResponse | None = None
@@ -674,7 +689,7 @@ class Gateway:
             if not token:
                 break
         else:
-            return DrawCheck(False, "too many entrants to verify here; use VerifyDraw directly")
+            raise _NotVerified(DrawCheck(False, "too many entrants to verify here; use VerifyDraw directly"))
         assert first is not None
         check = check_draw(
             seed_hex=first.seed,
@@ -688,9 +703,6 @@ class Gateway:
             algorithm=first.algorithm,
             algorithm_version=first.algorithm_version,
         )
-        if check.verified:
-            # Only a success is final; a failure is re-checked next time (it may be our bug).
-            self._verified[key] = check
-            while len(self._verified) > 64:
-                self._verified.popitem(last=False)
+        if not check.verified:
+            raise _NotVerified(check)
         return check

@@ -1,6 +1,7 @@
 """The gateway's flows against in-memory upstream fakes."""
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -347,6 +348,27 @@ async def test_a_drawn_day_is_recomputed_and_verified(fakes, make_drawn):
     again = await fakes.gateway.draw_results(loser, "2026-01-28", fakes.options())
     assert again.results.verified and not again.results.caller_won
     assert len(fakes.lottery.requests("VerifyDraw")) == 3  # a verified day is not fetched again
+
+
+async def test_results_asked_by_a_crowd_at_once_are_verified_once(fakes, make_drawn):
+    entrants = [f"user-{i}" for i in range(25)]
+    fakes.lottery.draw, fakes.lottery.verify = make_drawn(entrants, winner_count=15)
+    fakes.lottery.page_size = 10
+    fakes.lottery.delay["VerifyDraw"] = 0.01  # every caller arrives while the first check runs
+    replies = await asyncio.gather(*(fakes.gateway.draw_results(u, "2026-01-28", fakes.options()) for u in entrants))
+    assert all(r.results.verified for r in replies)
+    assert len(fakes.lottery.requests("VerifyDraw")) == 3  # one check's three pages, not 25 checks'
+
+
+async def test_a_failed_check_is_answered_to_all_who_waited_and_made_again_later(fakes, make_drawn):
+    fakes.lottery.draw, fakes.lottery.verify = make_drawn([f"user-{i}" for i in range(20)], winner_count=3)
+    fakes.lottery.draw.winners[0] = "user-rigged"
+    fakes.lottery.delay["VerifyDraw"] = 0.01
+    replies = await asyncio.gather(*(fakes.gateway.draw_results("alice", "2026-01-28", fakes.options()) for _ in range(5)))
+    assert all(not r.results.verified and "differ" in r.results.verification_note for r in replies)
+    assert len(fakes.lottery.requests("VerifyDraw")) == 1  # one page, fetched once for the five
+    await fakes.gateway.draw_results("alice", "2026-01-28", fakes.options())
+    assert len(fakes.lottery.requests("VerifyDraw")) == 2  # not kept: checked again
 
 
 async def test_a_draw_whose_winners_do_not_recompute_is_not_verified(fakes, make_drawn):
