@@ -105,7 +105,11 @@ class TimedCache(Generic[K, V]):
             return hit[0]
         shared = self._inflight.get(key)
         if shared is None:
-            shared = self._inflight[key] = [asyncio.ensure_future(self._fetch(key, fetch)), 0]
+            task = asyncio.ensure_future(self._fetch(key, fetch))
+            shared = self._inflight[key] = [task, 0]
+            # Also when the task is cancelled before its first step (its own finally never runs):
+            # a cancelled fetch left here would answer every later caller with CancelledError.
+            task.add_done_callback(lambda done: self._forget(key, done))
         shared[1] += 1
         try:
             # shield: one waiter cancelled (its client left) does not cancel the others' fetch.
@@ -125,6 +129,11 @@ class TimedCache(Generic[K, V]):
             return value
         finally:
             self._inflight.pop(key, None)
+
+    def _forget(self, key: K, task: "asyncio.Future[V]") -> None:
+        shared = self._inflight.get(key)
+        if shared is not None and shared[0] is task:
+            del self._inflight[key]
 
 
 class _NotVerified(Exception):

@@ -1,0 +1,36 @@
+"""TimedCache: one fetch shared by every caller that misses at once, kept for its TTL."""
+import asyncio
+
+import pytest
+
+from gateway.compose import TimedCache
+from services.common.clock import FakeClock
+
+
+async def test_callers_that_miss_at_once_share_one_fetch():
+    cache: TimedCache[str, int] = TimedCache(10, FakeClock())
+    fetches = 0
+
+    async def fetch() -> int:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.01)
+        return 7
+
+    assert await asyncio.gather(*(cache.get("k", fetch) for _ in range(20))) == [7] * 20
+    assert fetches == 1 and await cache.get("k", fetch) == 7 and fetches == 1
+
+
+async def test_a_fetch_cancelled_before_its_first_step_is_not_left_behind():
+    cache: TimedCache[str, int] = TimedCache(10, FakeClock())
+
+    async def fetch() -> int:
+        return 7
+
+    waiter = asyncio.ensure_future(cache.get("k", fetch))
+    await asyncio.sleep(0)  # the waiter made the fetch task, which has not run yet
+    cache._inflight["k"][0].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    # The next caller fetches anew instead of awaiting the cancelled fetch forever after.
+    assert await asyncio.wait_for(cache.get("k", fetch), 1) == 7
