@@ -1,19 +1,31 @@
 """`python -m bench.intent`: accuracy of the natural-language resolver and its speed.
 
 Prints dev-set accuracy, held-out accuracy (sentences written before tuning), the build time and
-resolve() p50/p99 over many runs of every sentence on the demo menu.
+resolve() p50/p99 over many runs of every sentence on the demo menu; then Catalog.match_intent
+(resolver, store choice, quote; no gRPC) in Shanghai on a catalog of generated stores (`--stores`,
+default 300,000) at 12:30 and at 03:30, when most stores are closed.
 """
 from __future__ import annotations
 
+import asyncio
+import random
 import statistics
 import sys
+import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from services.catalog.intent import build_resolver, load_demo_specs
 from services.catalog.intent.evaluation import Judge, load_cases
 
 ROOT = Path(__file__).resolve().parents[1]
+SHANGHAI = (31.2304, 121.4737)
+# A Wednesday in Shanghai: 12:30, every generated store open; 03:30, only some KFC (24 h).
+DAY = datetime(2026, 1, 28, 4, 30, tzinfo=timezone.utc)
+NIGHT = datetime(2026, 1, 27, 19, 30, tzinfo=timezone.utc)
+# The broad and ambiguous sentences: many candidates, each looked for near the user.
+WIDE_TEXTS = ("喝的", "拿铁", "来杯咖啡", "奶茶")
 
 
 def _accuracy(resolver, judge, cases, show_failures: bool) -> tuple[int, int]:
@@ -25,6 +37,61 @@ def _accuracy(resolver, judge, cases, show_failures: bool) -> tuple[int, int]:
         elif show_failures:
             print(f"  MISS {case['text']!r}: {why}")
     return ok, len(cases)
+
+
+def _stores_arg(argv: list[str], default: int) -> int:
+    if "--stores" in argv:
+        return int(argv[argv.index("--stores") + 1])
+    return default
+
+
+async def _match_day_and_night(stores: int, texts: list[str], passes: int) -> dict[str, list[float]]:
+    """MatchIntent wall times (ms) per phase, on one in-process catalog (real SQLite, FakeClock)."""
+    from services.catalog.generate import load_generated
+    from services.catalog.handlers import Catalog
+    from services.catalog.store import SqliteCatalogStore
+    from services.common.clock import FakeClock
+
+    rng = random.Random(7)
+    points = [(SHANGHAI[0] + rng.uniform(-0.05, 0.05), SHANGHAI[1] + rng.uniform(-0.05, 0.05)) for _ in range(8)]
+    with tempfile.TemporaryDirectory(prefix="bench-intent-") as tmp:
+        store = await SqliteCatalogStore.open(Path(tmp) / "catalog.db")
+        clock = FakeClock(DAY)
+        catalog = Catalog(store, clock=clock)
+        try:
+            await catalog.start()
+            t = time.perf_counter()
+            accepted = await load_generated(catalog, stores)
+            await catalog.current_resolver()
+            print(f"catalog of {accepted:,} generated stores loaded in {time.perf_counter() - t:.1f} s")
+            figures: dict[str, list[float]] = {}
+            for phase, when in (("day", DAY), ("night", NIGHT)):
+                clock.set(when)
+                for text in texts[:5]:  # warm-up: first calls fill caches
+                    await catalog.match_intent(text, *points[0])
+                for label, sample in ((phase, texts), (f"{phase} wide", list(WIDE_TEXTS))):
+                    samples = figures[label] = []
+                    for _ in range(passes):
+                        for n, text in enumerate(sample):
+                            lat, lng = points[n % len(points)]
+                            s = time.perf_counter_ns()
+                            await catalog.match_intent(text, lat, lng, max_alternatives=2)
+                            samples.append((time.perf_counter_ns() - s) / 1e6)
+            return figures
+        finally:
+            await catalog.close()
+            await store.close()
+
+
+def _print_day_and_night(stores: int, figures: dict[str, list[float]]) -> None:
+    print(f"MatchIntent in Shanghai, {stores:,} generated stores (wall ms; day 12:30, night 03:30 Asia/Shanghai):")
+    for label, samples in figures.items():
+        samples = sorted(samples)
+        print(f"  {label:<11} {len(samples):>5} calls  p50 {statistics.median(samples):7.3f}  "
+              f"p99 {samples[int(len(samples) * 0.99)]:7.3f}  max {samples[-1]:7.3f}")
+    for kind in ("", " wide"):
+        day, night = statistics.median(figures["day" + kind]), statistics.median(figures["night" + kind])
+        print(f"  night/day p50{kind}: {night / day:.2f}x")
 
 
 def main(argv: list[str]) -> int:
@@ -66,6 +133,10 @@ def main(argv: list[str]) -> int:
     s = time.perf_counter_ns()
     resolver.resolve(long_text)
     print(f"resolve() on {len(long_text)} chars: {(time.perf_counter_ns() - s) / 1e6:.3f} ms")
+    smoke = "--smoke" in argv
+    stores = _stores_arg(argv, 2_000 if smoke else 300_000)
+    figures = asyncio.run(_match_day_and_night(stores, [c["text"] for c in dev if c["text"]], 1 if smoke else 10))
+    _print_day_and_night(stores, figures)
     return 0
 
 

@@ -4,7 +4,8 @@
 
 Streams the stores into a running catalog through ImportStores (admin credential from the
 MIANDAN_* environment), after making sure the demo brands and menus exist. Also a library:
-`import_generated(stub, metadata, n)` is what bench/catalog.py uses.
+`import_generated(stub, metadata, n)` is what bench/catalog.py uses, `load_generated(catalog, n)`
+fills an in-process Catalog (no server) for benchmarks and tests that set its clock.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import asyncio
 import math
 import random
 import time
-from typing import AsyncIterator, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
+
+from .model import Rejection, StoreRow, validate_store_row
 
 # (city, latitude, longitude, weight): centres of the biggest Chinese cities; weight ~ store density.
 CITIES: tuple[tuple[str, float, float, int], ...] = (
@@ -103,6 +106,36 @@ async def import_generated(
     stub: catalog_service_pb2_grpc.CatalogServiceStub, metadata, n: int, *, seed: int = 2026, timeout: float = 600.0
 ) -> catalog_service_pb2.ImportStoresResponse:
     return await stub.ImportStores(request_stream(generate_stores(n, seed=seed)), metadata=metadata, timeout=timeout)
+
+
+async def load_generated(catalog: Any, n: int, *, seed: int = 2026) -> int:
+    """The demo brands and menus and n generated stores, into a started in-process
+    services.catalog.handlers.Catalog through its own write paths; returns the stores accepted."""
+    from services.catalog.servicer import brand_from_pb, item_from_pb
+
+    from .demo import brand_messages, read_menu
+
+    for brand, items in brand_messages(read_menu()):
+        await catalog.upsert_brand(f"generate-brand-{brand.brand_id}", brand_from_pb(brand))
+        for item in items:
+            await catalog.upsert_item(f"generate-item-{item.item_id}", item_from_pb(item))
+    session = catalog.begin_import()
+    batch: list[catalog_pb2.Store] = []
+    for store in generate_stores(n, seed=seed):
+        batch.append(store)
+        if len(batch) >= 5_000:
+            await session.add(_validated(batch, session.rows_seen, catalog.brands))
+            batch = []
+    await session.add(_validated(batch, session.rows_seen, catalog.brands))
+    return (await session.finish()).accepted
+
+
+def _validated(stores: Sequence[catalog_pb2.Store], start: int, brands: Any) -> list[StoreRow | Rejection]:
+    return [
+        validate_store_row(start + i, s.store_id, s.brand_id, s.name, s.address, s.city, s.location.latitude, s.location.longitude,
+                 tuple((p.weekday, p.open_minute, p.close_minute) for p in s.opening_hours), s.closed, s.time_zone, brands)
+        for i, s in enumerate(stores)
+    ]
 
 
 async def _main(args: argparse.Namespace) -> None:

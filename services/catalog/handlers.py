@@ -22,7 +22,7 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.merchant_grant import MerchantScope, store_not_yours
 
 from .changes import MenuChanges
-from .geo import GeoIndex
+from .geo import BrandIndex, GeoIndex
 from .model import (
     MAX_QUANTITY,
     MAX_QUOTE_LINES,
@@ -231,8 +231,9 @@ class Catalog:
         self.stores: dict[str, StoreRecord] = {}
         self.index = GeoIndex()
         # One index per brand as well: MatchIntent and brand searches then never scan the
-        # other brands' stores in a dense city centre.
-        self.brand_indexes: dict[str, GeoIndex] = {}
+        # other brands' stores in a dense city centre. It is split by timetable too, so at
+        # night MatchIntent passes over the closed stores whole (geo.BrandIndex).
+        self.brand_indexes: dict[str, BrandIndex] = {}
         self.sold_out: dict[str, set[str]] = {}
         # Bumped by every brand or menu change; the resolver is rebuilt when it moves.
         self.version = 0
@@ -315,10 +316,10 @@ class Catalog:
             self._brand_index(record.brand_id).put(record, previous)
         self.changes.publish((row.store_id for row in rows), all_stores=len(rows) > 100)
 
-    def _brand_index(self, brand_id: str) -> GeoIndex:
+    def _brand_index(self, brand_id: str) -> BrandIndex:
         index = self.brand_indexes.get(brand_id)
         if index is None:
-            index = self.brand_indexes[brand_id] = GeoIndex()
+            index = self.brand_indexes[brand_id] = BrandIndex()
         return index
 
     def finish_import(self) -> None:
@@ -591,15 +592,13 @@ class Catalog:
     def _nearest_orderable(self, brand_id: str, items: set[str], lat: float, lng: float, clock: OpenClock) -> tuple[float, StoreRecord] | None:
         sold_out = self.sold_out
 
-        def keep(s: StoreRecord) -> bool:
-            if not clock.is_open(s):
-                return False
+        def in_stock(s: StoreRecord) -> bool:
             sold = sold_out.get(s.store_id)
             return not sold or not (sold & items)
 
         index = self._brand_index(brand_id)
         for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
-            found = index.nearest(lat, lng, radius, keep, limit=1)
+            found = index.nearest_open(lat, lng, radius, clock, in_stock)
             if found:
                 return found[0]
         return None
@@ -609,7 +608,7 @@ class Catalog:
         for radius in (NEAR_RADIUS_M, WIDE_RADIUS_M):
             nearest: list[tuple[float, str]] = []
             for brand_id, index in self.brand_indexes.items():
-                found = index.nearest(lat, lng, radius, clock.is_open, limit=1)
+                found = index.nearest_open(lat, lng, radius, clock)
                 if found and brand_id in self.brands:
                     nearest.append((found[0][0], self.brands[brand_id].name))
             if nearest:

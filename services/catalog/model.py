@@ -310,13 +310,17 @@ class OpenClock:
     def is_open(self, store: StoreRecord) -> bool:
         if store.closed:
             return False
-        key = (id(store.hours), store.time_zone)
+        return self.hours_open(store.hours, store.time_zone)
+
+    def hours_open(self, hours: Hours, time_zone: str) -> bool:
+        """Whether a store that is not closed for good, with these hours, is open now."""
+        key = (id(hours), time_zone)
         hit = self._memo.get(key)
         if hit is None:
-            local = self._local.get(store.time_zone)
+            local = self._local.get(time_zone)
             if local is None:
-                local = self._local[store.time_zone] = local_weekday_minute(self.now, store.time_zone)
-            hit = self._memo[key] = open_at(store.hours, *local)
+                local = self._local[time_zone] = local_weekday_minute(self.now, time_zone)
+            hit = self._memo[key] = open_at(hours, *local)
         return hit
 
 

@@ -1,8 +1,10 @@
 """The grid index answers exactly what a brute-force scan would."""
 import random
 
-from services.catalog.geo import GeoIndex
-from services.catalog.model import StoreRecord, haversine_m
+from datetime import datetime, timedelta, timezone
+
+from services.catalog.geo import BrandIndex, GeoIndex
+from services.catalog.model import OpenClock, StoreRecord, haversine_m, validate_hours_cached
 
 
 def make_stores(n, seed=1, centre=(30.27, 120.16), spread=0.2):
@@ -60,3 +62,75 @@ def test_a_sparse_index_is_searched_by_its_occupied_cells_and_agrees_with_the_ri
         index.put(s)
     got = [s.store_id for _, s in index.nearest(30.27, 120.16, 50000, limit=200)]
     assert got == [s.store_id for _, s in brute(stores, 30.27, 120.16, 50000, None, 200)]
+
+
+def hours(open_minute, close_minute):
+    return validate_hours_cached([(d, open_minute, close_minute) for d in range(1, 8)])[0]
+
+
+# 24 h, shop hours, past midnight, breakfast, mall hours, a day off, and always open (no hours).
+TIMETABLES = [hours(0, 1440), hours(9 * 60, 23 * 60), hours(10 * 60, 25 * 60), hours(6 * 60, 10 * 60),
+              hours(7 * 60, 22 * 60), validate_hours_cached([(d, 480, 1200) for d in range(1, 6)])[0], ()]
+
+
+def timetabled_stores(n, seed):
+    """A brand's stores over several timetables and zones, some closed for good, some pairs at
+    the very same spot (a tie nearest() breaks by store_id)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if out and rng.random() < 0.1:
+            lat, lng = out[-1].lat, out[-1].lng
+        else:
+            lat, lng = 31.23 + rng.uniform(-0.3, 0.3), 121.47 + rng.uniform(-0.3, 0.3)
+        out.append(StoreRecord(f"s{i:05d}", "b", f"store {i}", lat, lng, rng.choice(TIMETABLES), rng.random() < 0.05,
+                               rng.choice(["Asia/Shanghai", "Asia/Shanghai", "Europe/London"])))
+    return out
+
+
+def test_nearest_open_answers_what_nearest_with_an_open_filter_answers_at_every_hour():
+    stores = timetabled_stores(1200, seed=3)
+    index = BrandIndex()
+    for s in stores:
+        index.put(s)
+    rng = random.Random(4)
+    # Moves, timetable changes and closings go through put(store, previous) as an import does.
+    for s in rng.sample(stores, 150):
+        changed = StoreRecord(s.store_id, "b", s.name, s.lat + rng.uniform(-0.01, 0.01), s.lng, rng.choice(TIMETABLES),
+                              rng.random() < 0.3, s.time_zone)
+        index.put(changed, s)
+        stores[stores.index(s)] = changed
+    sold_out = {s.store_id for s in rng.sample(stores, 300)}
+    start = datetime(2026, 1, 27, 16, 0, tzinfo=timezone.utc)  # Wednesday 00:00 in Shanghai
+    for step in range(0, 48 * 60, 37):
+        clock = OpenClock(start + timedelta(minutes=step))
+        lat, lng = 31.23 + rng.uniform(-0.35, 0.35), 121.47 + rng.uniform(-0.35, 0.35)
+        radius = rng.choice([500.0, 5000.0, 20000.0])
+        limit = rng.choice([1, 1, 3, 25])
+        keep = rng.choice([None, lambda s: s.store_id not in sold_out])
+        want = index.nearest(lat, lng, radius, (lambda s: clock.is_open(s) and (keep is None or keep(s))), limit)
+        assert index.nearest_open(lat, lng, radius, clock, keep, limit) == want, step
+
+
+def test_a_tie_between_an_open_store_of_each_timetable_goes_to_the_greater_store_id():
+    index = BrandIndex()
+    for store_id, timetable in (("a", TIMETABLES[0]), ("c", TIMETABLES[1]), ("b", TIMETABLES[2])):
+        index.put(StoreRecord(store_id, "b", store_id, 31.2, 121.4, timetable, False, "Asia/Shanghai"))
+    noon, night = OpenClock(datetime(2026, 1, 28, 4, 0, tzinfo=timezone.utc)), OpenClock(datetime(2026, 1, 27, 16, 30, tzinfo=timezone.utc))
+    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, noon)] == ["c"]
+    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, night)] == ["b"]  # 00:30: 24 h and late night
+    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, night, limit=3)] == ["a", "b"]
+
+
+def test_at_night_the_closed_stores_of_a_brand_are_not_read_one_by_one(monkeypatch):
+    index = BrandIndex()
+    for s in timetabled_stores(1000, seed=5):
+        index.put(StoreRecord(s.store_id, "b", s.name, s.lat, s.lng, TIMETABLES[1], False, "Asia/Shanghai"))
+    read = []
+    monkeypatch.setattr("services.catalog.geo.haversine_m", lambda *a: read.append(a) or haversine_m(*a))
+    night = OpenClock(datetime(2026, 1, 27, 19, 30, tzinfo=timezone.utc))  # 03:30 in Shanghai
+    assert index.nearest_open(31.23, 121.47, 20000, night) == [] and read == []
+    # One store on London time (19:30 there, open) 15 km away: found, reading it alone.
+    index.put(StoreRecord("london", "b", "london", 31.23 + 15 / 111.2, 121.47, TIMETABLES[1], False, "Europe/London"))
+    assert [s.store_id for _, s in index.nearest_open(31.23, 121.47, 20000, night)] == ["london"]
+    assert len(read) == 1
