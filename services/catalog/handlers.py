@@ -398,9 +398,14 @@ class Catalog:
         if brand_id and brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {brand_id!r}")
         clock = OpenClock(self.clock.now())
-        keep = self._store_filter("", category, clock if open_now else None)
-        index = self._brand_index(brand_id) if brand_id else self.index
-        found = index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
+        if brand_id and open_now:
+            # At night a brand's closed timetables are passed over whole (BrandIndex.nearest_open).
+            keep = self._store_filter("", category, None)
+            found = self._brand_index(brand_id).nearest_open(lat, lng, radius, clock, keep, limit=offset + size + 1)
+        else:
+            keep = self._store_filter("", category, clock if open_now else None)
+            index = self._brand_index(brand_id) if brand_id else self.index
+            found = index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
         page = found[offset : offset + size]
         more = len(found) > offset + size and offset + size <= MAX_SEARCH_OFFSET
         details = await self.store.store_details([s.store_id for _, s in page])

@@ -145,3 +145,35 @@ async def test_the_answers_at_every_hour_and_place_are_those_of_the_full_scan(ca
                 matched += new.matched
     # The comparison saw both kinds of answer, not only clarifications.
     assert compared == len(TIMES) * len(PLACES) * len(texts) and compared / 4 < matched < compared * 3 / 4
+
+
+async def test_searching_a_brand_open_now_at_night_reads_its_open_stores_only_and_finds_the_same(catalog, monkeypatch):
+    await add_odd_stores(catalog)
+    reads = count_store_reads(monkeypatch)
+    lat, lng = SHANGHAI
+    for day, hour, minute in TIMES:
+        catalog.clock.set(at(day, hour, minute))
+        clock = geo_clock(catalog)
+        for brand_id, index in catalog.brand_indexes.items():
+            for category in ("", catalog.brands[brand_id].category):
+                hits, _ = await catalog.search_stores(
+                    lat, lng, radius_m=50_000, brand_id=brand_id, category=category, open_now=True, page_size=25
+                )
+                full = index.nearest(lat, lng, 50_000, clock.is_open, limit=26)[:25]
+                assert [(h.distance_m, h.store.store_id) for h in hits] == [(d, s.store_id) for d, s in full], (brand_id, hour)
+    # At 03:30 the brands whose every timetable is closed are not read at all.
+    catalog.clock.set(NIGHT)
+    reads.clear()
+    for brand_id in catalog.brand_indexes:
+        await catalog.search_stores(lat, lng, radius_m=50_000, brand_id=brand_id, open_now=True, page_size=25)
+    at_night = len(reads)
+    reads.clear()
+    for index in catalog.brand_indexes.values():  # as the search went before
+        index.nearest(lat, lng, 50_000, geo_clock(catalog).is_open, limit=26)
+    assert at_night * 4 < len(reads), (at_night, len(reads))
+
+
+def geo_clock(catalog):
+    from services.catalog.model import OpenClock
+
+    return OpenClock(catalog.clock.now())
