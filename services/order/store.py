@@ -436,7 +436,10 @@ def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
     return existing, False
 
 
-def _update(conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str, expect: Order | None = None) -> Order:
+def _update(
+    conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str, expect: Order | None = None
+) -> tuple[Order, bool]:
+    """(the order as it is now, whether this call wrote a change)."""
     if expect is not None:
         # The caller holds the row as it last wrote or read it: apply mutate to that copy and
         # write it only if the stored row is still that version (every change bumps version),
@@ -455,7 +458,7 @@ def _update(conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_car
             if cur.rowcount == 1:
                 if clear_cart_of:
                     conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
-                return changed
+                return changed, True
     current = _load(conn, order_id)
     if current is None:
         raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
@@ -464,7 +467,7 @@ def _update(conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_car
         _store(conn, changed)
         if clear_cart_of:
             conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
-    return changed
+    return changed, changed is not current
 
 
 def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
@@ -478,7 +481,8 @@ def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> 
 def _apply_request(
     conn: sqlite3.Connection, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
     answered: Callable[[Order], bool] | None,
-) -> tuple[Order, bool]:
+) -> tuple[Order, bool, bool]:
+    """(the order as it is now, whether the call is a replay, whether it wrote a change)."""
     # The load-and-mutate path of _update, with the key checked and written in the same
     # transaction: the single writer makes check, change and record one step, so of concurrent
     # calls under one key exactly one applies and the others meet its record.
@@ -491,17 +495,18 @@ def _apply_request(
     if seen is not None:
         if seen != key.fingerprint:
             raise request_id_reused()
-        return current, True
+        return current, True, False
     changed = mutate(current)
-    if changed is not current:
+    written = changed is not current
+    if written:
         _store(conn, changed)
     if answered is not None and not answered(changed):
-        return changed, False
+        return changed, False, written
     conn.execute(
         "INSERT INTO requests (method, scope, request_id, fingerprint, order_id, status, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (key.method, scope, key.request_id, key.fingerprint, order_id, changed.status, key.at_ms),
     )
-    return changed, False
+    return changed, False, written
 
 
 def _request_fingerprint(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
@@ -780,16 +785,17 @@ class SqliteOrderStore:
         return await self.db.write(_advance_card_watermark, at_ms)
 
     async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
-        result = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
-        self._changed(result)
+        result, written = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
+        if written:  # a call that changed nothing (a retried step, a second cancel) is no news
+            self._changed(result)
         return result
 
     async def apply_request(
         self, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
         *, answered: Callable[[Order], bool] | None = None,
     ) -> tuple[Order, bool]:
-        result, replayed = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
-        if not replayed:  # as update(): every applied call is published, a replay changed nothing
+        result, replayed, written = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
+        if written:  # as update(): only a change is published (a replay or a no-op call is none)
             self._changed(result)
         return result, replayed
 

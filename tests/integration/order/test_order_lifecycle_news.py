@@ -1,0 +1,89 @@
+"""What the buyer and the merchant are told as an order ends: the last message of the buyer's
+stream names the card returned and the money refunded, the merchant's stream carries each change
+once, and a refund the payment provider leaves unanswered does not turn a cancellation into an
+error."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+
+from miandan.card.v1 import card_pb2
+from miandan.catalog.v1 import catalog_pb2
+from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
+
+# The seed of conftest.py (importlib mode cannot import conftest as a module).
+CAMPAIGN, STORE, LATTE, CAKE = "it-one", "it-store-1", "it-latte", "it-cake"  # 1500 and 3000 fen, a card of 2500
+AVAILABLE = card_pb2.CARD_STATE_AVAILABLE
+
+
+async def place(stack, user, item=LATTE):
+    await stack.signup(user)
+    request = svc.PlaceOrderRequest(
+        request_id=f"{user}-1", user_id=user, store_id=STORE, campaign_id=CAMPAIGN,
+        lines=[catalog_pb2.LineSelection(item_id=item, quantity=1)], card_use=S.CARD_USE_BEST,
+    )
+    return (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
+
+
+async def place_paid_in_part(stack, user):
+    """A cake: the card pays 2,500 fen of it, money the other 500."""
+    order = await place(stack, user, CAKE)
+    pay = svc.ConfirmPaymentRequest(
+        request_id="pay", order_id=order.order_id, user_id=user, payment_reference=order.payment.payment_reference
+    )
+    paid = (await stack.order.ConfirmPayment(pay, metadata=stack.md, timeout=5)).order
+    assert paid.status == S.ORDER_STATUS_PAID and paid.payment.status == S.PAYMENT_STATUS_CAPTURED
+    return paid
+
+
+def merchant_cancel(stack, order, request_id="mc"):
+    return stack.order.CancelOrder(svc.CancelOrderRequest(request_id=request_id, order_id=order.order_id), metadata=stack.merchant_md, timeout=5)
+
+
+def user_cancel(stack, order, user, request_id="uc"):
+    return stack.order.CancelOrder(
+        svc.CancelOrderRequest(request_id=request_id, order_id=order.order_id, user_id=user), metadata=stack.md, timeout=5
+    )
+
+
+def advance(stack, order, status, request_id):
+    return stack.order.UpdateOrderStatus(
+        svc.UpdateOrderStatusRequest(request_id=request_id, order_id=order.order_id, status=status),
+        metadata=stack.merchant_md, timeout=5,
+    )
+
+
+async def rest_of(stream):
+    out = []
+    while (msg := await stream.read()) is not grpc.aio.EOF:
+        out.append(msg.order)
+    return out
+
+async def test_a_store_watcher_gets_each_change_once_and_nothing_for_calls_that_change_nothing(stack):
+    feed = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=stack.merchant_md, timeout=20)
+    for _ in range(100):  # the stream is open before the orders come
+        if stack.service.events.stores.open:
+            break
+        await asyncio.sleep(0.02)
+    order = await place(stack, "cat")
+    await advance(stack, order, S.ORDER_STATUS_ACCEPTED, "acc")
+    await advance(stack, order, S.ORDER_STATUS_ACCEPTED, "acc-tapped-twice")  # already ACCEPTED
+    await advance(stack, order, S.ORDER_STATUS_ACCEPTED, "")
+    await user_cancel(stack, order, "cat")
+    await user_cancel(stack, order, "cat", "uc-again")  # already CANCELLED
+    await merchant_cancel(stack, order)
+    sentinel = await place(stack, "dan")  # the next change: whatever came before it has arrived
+    got = []
+    while not got or got[-1].order_id != sentinel.order_id:
+        got.append((await feed.read()).order)
+    feed.cancel()
+    assert [(o.order_id, o.status, o.card_returned) for o in got] == [
+        (order.order_id, S.ORDER_STATUS_PAID, False),
+        (order.order_id, S.ORDER_STATUS_ACCEPTED, False),
+        (order.order_id, S.ORDER_STATUS_CANCELLED, False),  # the cancellation
+        (order.order_id, S.ORDER_STATUS_CANCELLED, True),  # its card back
+        (sentinel.order_id, S.ORDER_STATUS_PAID, False),
+    ]
+
