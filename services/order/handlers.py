@@ -1083,7 +1083,9 @@ class OrderService:
             order = model.check_owner(await self.store.get(order_id), user_id)
             yield order
             sent = order.version
-            while not order.final:
+            # Not at the cancellation itself: its card return and refund follow in a later
+            # change, and a stream ended before them would leave the buyer told neither happened.
+            while not order.settled:
                 try:
                     latest = await asyncio.wait_for(queue.get(), self.config.watch_poll_seconds)
                 except asyncio.TimeoutError:

@@ -221,6 +221,12 @@ class Order:
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
 
+    @property
+    def settled(self) -> bool:
+        """Final with nothing left to carry out: a cancellation is written before its card goes
+        back and its money is refunded (outstanding actions, cleared by a later write)."""
+        return self.final and not self.card_action and not self.payment_action
+
 
 _ORDER_FIELDS = frozenset(f.name for f in fields(Order))
 

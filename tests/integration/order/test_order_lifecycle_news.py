@@ -61,6 +61,29 @@ async def rest_of(stream):
         out.append(msg.order)
     return out
 
+async def test_the_buyers_stream_ends_once_a_merchant_cancellation_has_returned_the_card_and_refunded_the_money(stack):
+    order = await place_paid_in_part(stack, "ann")
+    stream = stack.order.WatchOrder(svc.WatchOrderRequest(order_id=order.order_id, user_id="ann"), metadata=stack.md, timeout=10)
+    assert (await stream.read()).order.status == S.ORDER_STATUS_PAID
+    await merchant_cancel(stack, order)
+    last = (await rest_of(stream))[-1]
+    assert last.status == S.ORDER_STATUS_CANCELLED
+    assert last.card_returned and last.payment.status == S.PAYMENT_STATUS_REFUNDED and last.payment.refunded_fen == 500
+
+
+async def test_the_buyers_stream_ends_once_a_lapsed_payment_window_has_given_the_card_back(stack):
+    order = await place(stack, "bea", CAKE)
+    assert order.status == S.ORDER_STATUS_PENDING_PAYMENT
+    stream = stack.order.WatchOrder(svc.WatchOrderRequest(order_id=order.order_id, user_id="bea"), metadata=stack.md, timeout=10)
+    await stream.read()
+    stack.clock.advance(15 * 60 + 1)
+    await stack.service.sweep()
+    last = (await rest_of(stream))[-1]
+    assert last.status == S.ORDER_STATUS_CANCELLED and last.history[-1].note == "PAYMENT_TTL_PASSED"
+    assert last.card_returned and last.payment.status == S.PAYMENT_STATUS_VOIDED
+    assert set((await stack.cards("bea")).values()) == {AVAILABLE}
+
+
 async def test_a_store_watcher_gets_each_change_once_and_nothing_for_calls_that_change_nothing(stack):
     feed = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=stack.merchant_md, timeout=20)
     for _ in range(100):  # the stream is open before the orders come

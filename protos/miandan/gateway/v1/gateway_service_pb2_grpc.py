@@ -182,7 +182,7 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchOrder(self, request, context):
-        """Streams the caller's order status until it completes or is cancelled.
+        """Streams the caller's order until it completes or is cancelled, its card returned and money refunded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -78,7 +78,7 @@ class GatewayServiceStub:
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelOrderRequest, _gateway_service_pb2.CancelOrderResponse]
     """Cancels one of the caller's orders; the card comes back (CRITICAL)."""
     WatchOrder: _grpc.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]
-    """Streams the caller's order status until it completes or is cancelled."""
+    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
     SearchStores: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]
     """Stores near a point (SHEDDABLE)."""
     GetMenu: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetMenuRequest, _gateway_service_pb2.GetMenuResponse]
@@ -136,7 +136,7 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelOrderRequest, _gateway_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
     """Cancels one of the caller's orders; the card comes back (CRITICAL)."""
     WatchOrder: _aio.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
-    """Streams the caller's order status until it completes or is cancelled."""
+    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
     SearchStores: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]  # type: ignore[assignment]
     """Stores near a point (SHEDDABLE)."""
     GetMenu: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetMenuRequest, _gateway_service_pb2.GetMenuResponse]  # type: ignore[assignment]
@@ -245,7 +245,7 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.WatchOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_service_pb2.WatchOrderResponse], _abc.AsyncIterator[_gateway_service_pb2.WatchOrderResponse]]:
-        """Streams the caller's order status until it completes or is cancelled."""
+        """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
 
     @_abc_1.abstractmethod
     def SearchStores(

@@ -174,7 +174,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchOrder(self, request, context):
-        """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED.
+        """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED once
+        nothing of it is left to do (a cancellation's card returned and money refunded).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -60,7 +60,9 @@ class OrderServiceStub:
     merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
     """
     WatchOrder: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]
-    """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
+    """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED once
+    nothing of it is left to do (a cancellation's card returned and money refunded).
+    """
     ListAllOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]
     """Every order, for audits (admin)."""
     ListStoreOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]
@@ -105,7 +107,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
     """
     WatchOrder: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchOrderRequest, _order_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
-    """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
+    """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED once
+    nothing of it is left to do (a cancellation's card returned and money refunded).
+    """
     ListAllOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListAllOrdersRequest, _order_service_pb2.ListAllOrdersResponse]  # type: ignore[assignment]
     """Every order, for audits (admin)."""
     ListStoreOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]  # type: ignore[assignment]
@@ -207,7 +211,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.WatchOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_order_service_pb2.WatchOrderResponse], _abc.AsyncIterator[_order_service_pb2.WatchOrderResponse]]:
-        """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED."""
+        """Sends the order at once and again on every change; ends at COMPLETED or CANCELLED once
+        nothing of it is left to do (a cancellation's card returned and money refunded).
+        """
 
     @_abc_1.abstractmethod
     def ListAllOrders(
