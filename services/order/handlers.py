@@ -1112,9 +1112,11 @@ class OrderService:
     async def _drive_quietly(self, order: Order, budget: Budget) -> Order:
         try:
             return await self._drive(order, budget)
-        except DomainError as exc:
-            # The state change is recorded with its outstanding action; the sweep finishes it.
-            log.warning("compensation deferred to the sweep", extra={"order_id": order.order_id, "reason": exc.reason})
+        except (DomainError, PaymentTimeout) as exc:
+            # The state change is recorded with its outstanding action; the sweep finishes it. A
+            # refund the provider did not answer is no failure of the caller's call either.
+            reason = exc.reason if isinstance(exc, DomainError) else "PAYMENT_PROVIDER_TIMEOUT"
+            log.warning("compensation deferred to the sweep", extra={"order_id": order.order_id, "reason": reason})
             return order
 
     async def _drive(self, order: Order, budget: Budget) -> Order:

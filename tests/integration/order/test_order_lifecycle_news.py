@@ -61,6 +61,7 @@ async def rest_of(stream):
         out.append(msg.order)
     return out
 
+
 async def test_the_buyers_stream_ends_once_a_merchant_cancellation_has_returned_the_card_and_refunded_the_money(stack):
     order = await place_paid_in_part(stack, "ann")
     stream = stack.order.WatchOrder(svc.WatchOrderRequest(order_id=order.order_id, user_id="ann"), metadata=stack.md, timeout=10)
@@ -110,3 +111,17 @@ async def test_a_store_watcher_gets_each_change_once_and_nothing_for_calls_that_
         (sentinel.order_id, S.ORDER_STATUS_PAID, False),
     ]
 
+
+@pytest.mark.parametrize("who", ["user", "merchant"])
+async def test_a_cancellation_whose_refund_the_provider_leaves_unanswered_stands_and_the_sweep_refunds(stack, who):
+    order = await place_paid_in_part(stack, f"eve-{who}")
+    stack.payments.mode = "timeout"
+    cancel = user_cancel(stack, order, f"eve-{who}") if who == "user" else merchant_cancel(stack, order)
+    cancelled = (await cancel).order
+    assert cancelled.status == S.ORDER_STATUS_CANCELLED and cancelled.payment.status == S.PAYMENT_STATUS_CAPTURED
+    stack.payments.mode = "approve"
+    await stack.service.sweep()
+    now = (await stack.order.GetOrder(svc.GetOrderRequest(order_id=order.order_id, user_id=f"eve-{who}"), metadata=stack.md)).order
+    assert now.payment.status == S.PAYMENT_STATUS_REFUNDED and now.payment.refunded_fen == 500 and now.card_returned
+    assert stack.payments.refunds == {order.payment.payment_id: 500}
+    assert set((await stack.cards(f"eve-{who}")).values()) == {AVAILABLE}
