@@ -1141,7 +1141,7 @@ class OrderService:
             if reservation is None:
                 returned = False
             elif reservation.state == RELEASED:
-                returned = True
+                returned = not reservation.card_expired
             elif reservation.state in (CONFIRMED, REFUNDED):
                 returned = await self.card.refund(key, timeout=budget())
         if payment_action == model.PAYMENT_REFUND:

@@ -9,7 +9,7 @@ UPSTREAM_UNAVAILABLE / DEADLINE_EXCEEDED UPSTREAM_DEADLINE.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
 
 import grpc
@@ -70,6 +70,9 @@ class Reservation:
     # service made it: what the recovery pass reads from ListReservations.
     key: str = ""
     create_ms: int = 0
+    # ReleaseReservation's answer: the card's validity ended while it was held, so the release
+    # put it back EXPIRED, not spendable (as RefundCard's returned=False says of a redeemed one).
+    card_expired: bool = False
 
 
 class CardClient(Protocol):
@@ -217,7 +220,7 @@ class GrpcCardClient:
             if exc.code() is grpc.StatusCode.NOT_FOUND:
                 return None
             raise translate(exc, "card") from None
-        return _reservation(resp.reservation)
+        return replace(_reservation(resp.reservation), card_expired=resp.card.state == card_pb2.CARD_STATE_EXPIRED)
 
     async def refund(self, key: str, *, timeout: float) -> bool:
         self.calls["RefundCard"] += 1

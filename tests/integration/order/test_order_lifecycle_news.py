@@ -5,11 +5,12 @@ error."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta, timezone
 
 import grpc
 import pytest
 
-from miandan.card.v1 import card_pb2
+from miandan.card.v1 import card_pb2, card_service_pb2 as card_svc
 from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
 
@@ -125,3 +126,17 @@ async def test_a_cancellation_whose_refund_the_provider_leaves_unanswered_stands
     assert now.payment.status == S.PAYMENT_STATUS_REFUNDED and now.payment.refunded_fen == 500 and now.card_returned
     assert stack.payments.refunds == {order.payment.payment_id: 500}
     assert set((await stack.cards(f"eve-{who}")).values()) == {AVAILABLE}
+
+
+async def test_a_card_that_expired_while_its_order_waited_for_payment_is_not_said_to_be_returned(stack):
+    await stack.signup("fay")
+    cards = await stack.card.ListCards(card_svc.ListCardsRequest(campaign_id=CAMPAIGN, user_id="fay"), metadata=stack.md)
+    card_ends = cards.cards[0].expire_time.ToDatetime(tzinfo=timezone.utc)
+    # Placed minutes before the card's validity ends: the payment window outlives the card.
+    stack.clock.set(card_ends - timedelta(minutes=5))
+    order = await place(stack, "fay", CAKE)
+    assert order.status == S.ORDER_STATUS_PENDING_PAYMENT and order.card_id
+    stack.clock.set(card_ends + timedelta(minutes=1))
+    cancelled = (await user_cancel(stack, order, "fay")).order
+    assert cancelled.status == S.ORDER_STATUS_CANCELLED and not cancelled.card_returned
+    assert set((await stack.cards("fay")).values()) == {card_pb2.CARD_STATE_EXPIRED}
