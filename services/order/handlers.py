@@ -234,7 +234,9 @@ class StoreFeed:
 
     def publish(self, order: Order) -> None:
         watchers = self._by_store.get(order.store_id)
-        if not watchers or not order.visible:
+        if not watchers or not order.visible or not model.reached_paid(order):
+            # An order waiting for its payment is nothing the merchant can act on, nor is its
+            # lapse: the stream carries each new paid order and what follows it.
             return
         for w in watchers:
             if w.merchant is not None and not w.merchant.covers(order.brand_id, order.store_id):

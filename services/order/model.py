@@ -462,6 +462,11 @@ def check_advance(order: Order, target: str) -> None:
         )
 
 
+def reached_paid(order: Order) -> bool:
+    """Whether the order was ever PAID (a merchant's to make), whatever it is now."""
+    return any(change.status == PAID for change in order.history)
+
+
 def check_cancel(order: Order, actor: str) -> None:
     allowed = USER_CANCELLABLE if actor == ACTOR_USER else MERCHANT_CANCELLABLE
     if order.status not in allowed:

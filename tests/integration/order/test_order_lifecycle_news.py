@@ -140,3 +140,24 @@ async def test_a_card_that_expired_while_its_order_waited_for_payment_is_not_sai
     cancelled = (await user_cancel(stack, order, "fay")).order
     assert cancelled.status == S.ORDER_STATUS_CANCELLED and not cancelled.card_returned
     assert set((await stack.cards("fay")).values()) == {card_pb2.CARD_STATE_EXPIRED}
+
+
+async def test_a_store_watcher_sees_an_order_once_it_is_paid_and_never_one_whose_payment_lapsed(stack):
+    feed = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=stack.merchant_md, timeout=20)
+    for _ in range(100):
+        if stack.service.events.stores.open:
+            break
+        await asyncio.sleep(0.02)
+    lapsing = await place(stack, "gus", CAKE)  # waits for 500 fen, never paid
+    paid = await place_paid_in_part(stack, "hal")
+    stack.clock.advance(15 * 60 + 1)
+    await stack.service.sweep()  # the unpaid one lapses: cancelled, card back
+    assert (await stack.order.GetOrder(svc.GetOrderRequest(order_id=lapsing.order_id, user_id="gus"), metadata=stack.md)).order.status == S.ORDER_STATUS_CANCELLED
+    sentinel = await place(stack, "ida")
+    got = []
+    while not got or got[-1].order_id != sentinel.order_id:
+        got.append((await feed.read()).order)
+    feed.cancel()
+    assert lapsing.order_id not in {o.order_id for o in got}
+    # (a part-paid order is sent PAID twice: once paid, once its card confirmed)
+    assert {(o.order_id, o.status) for o in got} == {(paid.order_id, S.ORDER_STATUS_PAID), (sentinel.order_id, S.ORDER_STATUS_PAID)}

@@ -13,7 +13,10 @@ from services.order.handlers import PlaceOrderInput, StoreFeed
 from services.order.model import Selection
 
 
-def place(request_id: str, user: str, store: str = "s1") -> PlaceOrderInput:
+def place(world, request_id: str, user: str, store: str = "s1") -> PlaceOrderInput:
+    """An order the user's card pays in full: PAID at once, so a merchant's to make (the feed
+    carries no order still waiting for its payment)."""
+    world.card.grant(f"card-{user}-{request_id}", user)
     return PlaceOrderInput(request_id=request_id, user_id=user, store_id=store, lines=(Selection("latte", 1),))
 
 
@@ -21,9 +24,9 @@ async def test_a_watcher_gets_each_visible_change_of_its_store_in_order(world):
     feed = world.service.watch_store("s1")
     first = asyncio.ensure_future(feed.__anext__())
     await asyncio.sleep(0)  # subscribed
-    a = await world.service.place_order(place("r1", "u1"))
-    await world.service.place_order(place("r2", "u2", store="s2"))
-    b = await world.service.place_order(place("r3", "u3"))
+    a = await world.service.place_order(place(world, "r1", "u1"))
+    await world.service.place_order(place(world, "r2", "u2", store="s2"))
+    b = await world.service.place_order(place(world, "r3", "u3"))
     got = [await first, await feed.__anext__()]
     assert [o.order_id for o in got] == [a.order_id, b.order_id]  # no PLACING row, no other store
     await world.service.cancel_order(a.order_id, "u1", "changed my mind")
@@ -38,7 +41,7 @@ async def test_a_watcher_that_falls_behind_is_ended_after_what_it_had(world):
     first = asyncio.ensure_future(feed.__anext__())
     await asyncio.sleep(0)
     for n in range(6):
-        await world.service.place_order(place(f"r{n}", f"u{n}"))
+        await world.service.place_order(place(world, f"r{n}", f"u{n}"))
     delivered = [await first]
     with pytest.raises(DomainError) as err:
         while True:
@@ -50,7 +53,7 @@ async def test_a_watcher_that_falls_behind_is_ended_after_what_it_had(world):
 
 
 async def test_a_grant_gets_only_the_orders_it_covers(world):
-    order = await world.service.place_order(place("r1", "u1"))
+    order = await world.service.place_order(place(world, "r1", "u1"))
     rival = MerchantScope("rival", frozenset({"another-brand"}), frozenset())
     own = MerchantScope("hq", frozenset({order.brand_id}), frozenset())
     feed = StoreFeed()
@@ -75,3 +78,15 @@ async def test_open_streams_are_bounded():
     feed.unsubscribe("s2", w)  # twice is harmless
     assert feed.open == 1
     feed.subscribe("s3", None)
+
+
+async def test_an_order_waiting_for_its_payment_is_not_sent_nor_its_lapse(world):
+    feed = world.service.watch_store("s1")
+    first = asyncio.ensure_future(feed.__anext__())
+    await asyncio.sleep(0)
+    unpaid = await world.service.place_order(PlaceOrderInput(request_id="r0", user_id="u0", store_id="s1", lines=(Selection("latte", 1),)))
+    assert unpaid.status == "PENDING_PAYMENT"
+    await world.service.cancel_order(unpaid.order_id, "u0", "changed my mind")
+    paid = await world.service.place_order(place(world, "r1", "u1"))
+    assert (await first).order_id == paid.order_id
+    await feed.aclose()
