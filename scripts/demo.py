@@ -2,7 +2,9 @@
 
 Every user action goes through miandan.gateway.v1.GatewayService with the generated stubs and a
 bearer token minted with the suite's JWT settings; only the operator steps of the lottery
-(CommitDraw, RunDraw, VerifyDraw) go to the lottery service directly, with the admin credential.
+(CommitDraw, RunDraw, VerifyDraw) go to the lottery service directly, with the admin credential,
+and the store's steps (its queue of orders) to the order service (MIANDAN_ORDER_ADDR, which like
+every address follows MIANDAN_ORDER_PORT when unset), with a merchant grant.
 User ids carry a timestamp suffix, so the demo can be re-run against the same data.
 
 Which suite:
@@ -713,7 +715,8 @@ async def main_async(args: argparse.Namespace, holder: list[OwnSuite]) -> int:
     say(f"miandan demo 免单演示 — {datetime.now(SHANGHAI):%Y-%m-%d %H:%M:%S} Asia/Shanghai")
     if not own:
         if await answering(settings, gateway_addr):
-            say(f"  using the suite answering at {gateway_addr} (lottery operator steps at {lottery_addr})")
+            say(f"  using the suite answering at {gateway_addr} (lottery operator steps at {lottery_addr}, "
+                f"the store's at {settings.order_addr})")
         else:
             say(f"  no suite answers at {gateway_addr}; the demo starts its own")
             own = True

@@ -353,13 +353,23 @@ def _secret(e: Mapping[str, str], var: str, default: str) -> str:
 
 
 def _addr(e: Mapping[str, str], var: str, service: str) -> str:
-    raw = (e.get(var) or f"127.0.0.1:{DEFAULT_PORTS[service]}").strip()
+    raw = (e.get(var) or _local_addr(e, service)).strip()
     if raw.startswith(("unix:", "unix-abstract:")):
         return raw
     host, sep, port = raw.rpartition(":")
     if not sep or not host or ascii_int(port, minimum=1, maximum=65535) is None:
         raise ValueError(f"{var}={raw!r} is not host:port")
     return raw
+
+
+def _local_addr(e: Mapping[str, str], service: str) -> str:
+    """Where `service` listens on this machine when no MIANDAN_<SERVICE>_ADDR says otherwise: the
+    MIANDAN_<SERVICE>_PORT the operator moved it to for `make run` (a shared machine's defaults
+    taken), so the tools run with the same environment (make demo, make audit, make catalog-300k)
+    find the suite instead of waiting on the default port. Port 0 (any free port) names no
+    address: the default stays."""
+    port = _port(e, f"MIANDAN_{service.upper()}_PORT", DEFAULT_PORTS[service], allow_zero=True)
+    return f"127.0.0.1:{port or DEFAULT_PORTS[service]}"
 
 
 _TLS_FILES = (("MIANDAN_TLS_CERT", "tls_cert", "certificate"), ("MIANDAN_TLS_KEY", "tls_key", "private key"), ("MIANDAN_TLS_CA", "tls_ca", "certificate"))

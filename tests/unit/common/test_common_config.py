@@ -45,6 +45,18 @@ def test_environment_overrides_each_field():
     assert s.tls_enabled
 
 
+def test_a_service_moved_to_another_port_is_called_there_unless_its_address_is_set():
+    # `make run` on a shared machine with MIANDAN_CARD_PORT moved: `make audit` and `make demo`
+    # run with the same environment used to call 50051 and wait there for nothing.
+    moved = {"MIANDAN_CARD_PORT": "52051", "MIANDAN_ORDER_PORT": "52053", "MIANDAN_LOTTERY_PORT": "0"}
+    s = Settings.from_env("gateway", moved)
+    assert s.card_addr == "127.0.0.1:52051" and s.order_addr == "127.0.0.1:52053"
+    assert s.lottery_addr == "127.0.0.1:50054"  # any free port names no address
+    assert s.catalog_addr == "127.0.0.1:50052"
+    explicit = Settings.from_env("gateway", {**moved, "MIANDAN_CARD_ADDR": "card.internal:7000"})
+    assert explicit.card_addr == "card.internal:7000"
+
+
 def test_metrics_port_zero_disables_metrics_and_port_zero_means_ephemeral():
     assert Settings.from_env("catalog", {"MIANDAN_CATALOG_METRICS_PORT": "0"}).metrics_port is None
     s = Settings.from_env("catalog", {"MIANDAN_CATALOG_PORT": "0"})
