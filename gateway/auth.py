@@ -75,18 +75,34 @@ def _wrong_issuer() -> Unauthenticated:
     return Unauthenticated("TOKEN_WRONG_ISSUER", "登录凭证签发方不符 / token issued by someone else")
 
 
+def _key_variable(what: str) -> str:
+    return f"MIANDAN_JWT_{what.upper().replace(' ', '_')}_FILE"
+
+
 def _read(path: Path | None, what: str) -> bytes:
     if path is None:
-        raise ValueError(f"JWT algorithm needs {what} (MIANDAN_JWT_{what.upper().replace(' ', '_')}_FILE)")
-    return Path(path).read_bytes()
+        raise ValueError(f"JWT algorithm needs {what} ({_key_variable(what)})")
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{_key_variable(what)}={str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
 def signing_key(settings: Any, algorithm: str | None = None) -> Any:
-    """Key that signs tokens: the shared secret for HS*, the private key file otherwise."""
+    """Key that signs tokens: the shared secret for HS*, the private key file otherwise. A file
+    PyJWT cannot sign with is a ValueError naming the variable, not PyJWT's InvalidKeyError."""
     algorithm = algorithm or settings.jwt_algorithm
     if algorithm in _HMAC:
         return settings.jwt_secret
-    return _read(settings.jwt_private_key_file, "private key")
+    data = _read(settings.jwt_private_key_file, "private key")
+    try:
+        key = jwt.get_algorithm_by_name(algorithm).prepare_key(data)
+    except (jwt.PyJWTError, ValueError, TypeError):
+        key = None
+    # PyJWT prepares a public key as readily (the .pub and .key files swapped), then fails to sign.
+    if not callable(getattr(key, "sign", None)):
+        raise ValueError(f"{_key_variable('private key')}={str(settings.jwt_private_key_file)!r} is not a {algorithm} private key") from None
+    return data
 
 
 def verification_key(settings: Any, algorithm: str | None = None) -> Any:

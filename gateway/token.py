@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ttl", type=int, default=3600, help="seconds the token stays valid (default 3600)")
     parser.add_argument("--issuer", default=None, help="iss claim (default MIANDAN_JWT_ISSUER or 'miandan')")
     args = parser.parse_args(argv)
+    if args.ttl < 1:
+        # mint() takes any ttl (tests need expired tokens); from here a token already expired
+        # would only come back from the gateway as TOKEN_EXPIRED.
+        parser.error("--ttl must be at least 1 second")
     try:
         settings = Settings.from_env("gateway")
         print(mint(settings, args.user, ttl=args.ttl, issuer=args.issuer))

@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import Settings
+from services.common.config import Settings, prepare_data_dir
 
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
 # Who calls whom. A service starts only once everything it calls answers SERVING: a gRPC channel
@@ -329,6 +329,9 @@ async def main_async(args: argparse.Namespace) -> int:
     try:
         env = suite_env()
         children = process_specs(env)
+        # The children's logs live under MIANDAN_DATA: made here, so a directory that cannot be
+        # is named as each service would name it, not an OSError of the first log file.
+        prepare_data_dir(children[0].settings)
     except ValueError as exc:  # a bad MIANDAN_* setting: one line naming it, like the services
         print(f"miandan suite: {exc}", file=sys.stderr, flush=True)
         return 2

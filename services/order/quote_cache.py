@@ -418,8 +418,14 @@ def _describe(exc: BaseException) -> str:
 
 
 def cache_enabled(env: Mapping[str, str] | None = None) -> bool:
-    raw = ((os.environ if env is None else env).get(QUOTE_CACHE_ENV) or "1").strip().lower()
-    return raw not in ("0", "false", "no", "off")
+    """MIANDAN_QUOTE_CACHE as a boolean; anything else stops the start, as MIANDAN_CARD_BATCH does:
+    a typo such as `of` or `disabled` used to leave the cache on without a word."""
+    raw = ((os.environ if env is None else env).get(QUOTE_CACHE_ENV) or "").strip().lower()
+    if raw in ("", "1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{QUOTE_CACHE_ENV}={raw!r}: expected 1/0 (true/false, yes/no, on/off)")
 
 
 def open_catalog_client(settings: Any, *, clock: Clock | None = None, env: Mapping[str, str] | None = None) -> Any:

@@ -132,6 +132,7 @@ def test_a_service_open_to_the_network_with_the_published_secrets_does_not_start
         ("card", "MIANDAN_MAX_PENDING_CALLS", "99999999999999999999999", "MIANDAN_MAX_PENDING_CALLS="),
         ("order", "MIANDAN_PAYMENT_TTL_SECONDS", "inf", "MIANDAN_PAYMENT_TTL_SECONDS='inf'"),
         ("order", "MIANDAN_CARD_BATCH", "maybe", "MIANDAN_CARD_BATCH='maybe'"),
+        ("order", "MIANDAN_QUOTE_CACHE", "disabled", "MIANDAN_QUOTE_CACHE='disabled'"),
         ("order", "MIANDAN_CAMPAIGN_ID", "bad id!", "MIANDAN_CAMPAIGN_ID='bad id!'"),
         ("lottery", "MIANDAN_LOTTERY_CUTOFF", "25:00", "MIANDAN_LOTTERY_CUTOFF='25:00'"),
         ("lottery", "MIANDAN_DRAND_RELAYS", "ftp://x", "MIANDAN_DRAND_RELAYS"),
@@ -191,3 +192,13 @@ def test_make_run_refuses_ports_another_process_holds(tmp_path, taken_port):
     assert code == 1, err
     assert f"MIANDAN_CARD_PORT={taken_port}" in err and "Traceback" not in err
     assert not (tmp_path / "card.db").exists()  # no child was started
+
+
+def test_make_run_names_a_data_directory_it_cannot_make(tmp_path):
+    """It used to say `miandan suite failed to start: [Errno 20] Not a directory: ...`, naming
+    neither the variable nor which directory it had tried to make."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    code, err, _ = _run([sys.executable, "-m", "services.suite", "--no-seed"], _env(tmp_path, MIANDAN_DATA=str(blocker / "data")))
+    assert code == 2, err
+    assert err.strip() == f"miandan suite: MIANDAN_DATA='{blocker / 'data'}' cannot be created: Not a directory"

@@ -244,3 +244,49 @@ def test_a_token_may_live_at_most_the_configured_lifetime():
 def test_minting_a_token_the_gateway_would_refuse_fails():
     with pytest.raises(ValueError, match="MIANDAN_JWT_MAX_LIFETIME_S"):
         mint(SETTINGS, "alice", ttl=SETTINGS.jwt_max_lifetime_s + 1)
+
+
+@pytest.mark.parametrize("ttl", ["0", "-60"])
+def test_the_token_command_mints_no_token_that_is_expired_already(capsys, ttl):
+    with pytest.raises(SystemExit) as exit_:
+        token_main(["alice", "--ttl", ttl])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and not captured.out and "--ttl must be at least 1 second" in captured.err
+
+
+def _ed25519_key_files(tmp_path):
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = tmp_path / "jwt.key", tmp_path / "jwt.pub"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+@pytest.mark.parametrize(
+    ("key_file", "says"),
+    [
+        ("missing", "cannot be read: No such file or directory"),
+        ("directory", "cannot be read: Is a directory"),
+        ("not-a-key", "is not a EdDSA private key"),
+        ("public", "is not a EdDSA private key"),  # the .key and .pub files swapped
+    ],
+)
+def test_the_token_command_names_a_signing_key_file_it_cannot_sign_with(tmp_path, monkeypatch, capsys, key_file, says):
+    _, public = _ed25519_key_files(tmp_path)
+    (tmp_path / "not-a-key").write_text("hello\n")
+    path = {"missing": tmp_path / "nope.key", "directory": tmp_path, "not-a-key": tmp_path / "not-a-key", "public": public}[key_file]
+    monkeypatch.setenv("MIANDAN_JWT_ALGORITHM", "EdDSA")
+    monkeypatch.setenv("MIANDAN_JWT_PRIVATE_KEY_FILE", str(path))
+    assert token_main(["alice"]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out
+    assert captured.err.strip() == f"gateway.token: MIANDAN_JWT_PRIVATE_KEY_FILE='{path}' {says}"
+
+
+def test_the_token_command_signs_with_the_configured_private_key(tmp_path, monkeypatch, capsys):
+    private, public = _ed25519_key_files(tmp_path)
+    monkeypatch.setenv("MIANDAN_JWT_ALGORITHM", "EdDSA")
+    monkeypatch.setenv("MIANDAN_JWT_PRIVATE_KEY_FILE", str(private))
+    monkeypatch.setenv("MIANDAN_JWT_PUBLIC_KEY_FILE", str(public))
+    assert token_main(["alice"]) == 0
+    assert TokenVerifier(Settings.from_env("gateway")).verify(capsys.readouterr().out.strip()) == "alice"

@@ -387,3 +387,9 @@ async def test_many_concurrent_quotes_during_changes_never_serve_a_price_older_t
 def test_the_environment_switch_turns_the_cache_off():
     assert cache_enabled({}) and cache_enabled({"MIANDAN_QUOTE_CACHE": "1"})
     assert not cache_enabled({"MIANDAN_QUOTE_CACHE": "0"}) and not cache_enabled({"MIANDAN_QUOTE_CACHE": "off"})
+
+
+@pytest.mark.parametrize("value", ["2", "disabled", "of"])
+def test_a_value_that_is_no_switch_position_is_refused_naming_the_variable(value):
+    with pytest.raises(ValueError, match=f"MIANDAN_QUOTE_CACHE='{value}'"):
+        cache_enabled({"MIANDAN_QUOTE_CACHE": value})
