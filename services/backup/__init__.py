@@ -8,7 +8,9 @@ the copy make SQLite restart the copy of what changed), then checked with integr
 Each store is consistent on its own; the stores are copied one after another, so a set restored
 together may show the cross-service gaps of a crash (an order placed after the card store was
 copied): the services' own recovery settles those, and `python -m miandan audit` shows what is
-left. To restore: stop the suite, put the files back in MIANDAN_DATA, start it.
+left. To restore: stop the suite, put the files back in MIANDAN_DATA, delete any -wal and -shm
+file left beside them (there are none after a clean stop; after a kill -9, SQLite would replay the
+old log's pages onto the restored store), start it.
 """
 from __future__ import annotations
 

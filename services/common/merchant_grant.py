@@ -34,7 +34,7 @@ from .errors import PermissionDenied
 
 __all__ = [
     "ISSUER", "MAX_LIFETIME_S", "STORE_NOT_YOURS", "MerchantScope", "RevokedGrants", "grant_id_of", "mint_grant", "read_grant",
-    "store_not_yours", "main",
+    "revocation_hint", "store_not_yours", "main",
 ]
 
 _log = logging.getLogger("miandan.auth")
@@ -217,6 +217,16 @@ def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None
         raise ValueError(f"brand and store ids must be strings of 1..{MAX_ID_CHARS} characters")
 
 
+def revocation_hint(grant_id: str, revoked_file: Path | None) -> str:
+    """What the operator keeps with a grant it hands out: the line that revokes it, and where that
+    line goes. Without MIANDAN_MERCHANT_REVOKED_FILE the services read no file, so nothing
+    revokes the grant before it expires short of restarting them with the variable set."""
+    line = f"grant id {grant_id}: a line `grant:{grant_id}` in MIANDAN_MERCHANT_REVOKED_FILE"
+    if revoked_file is None:
+        return f"{line} revokes it (not set here: services started without it read no revocations)"
+    return f"{line} ({revoked_file}) revokes it"
+
+
 def main(argv: list[str] | None = None) -> int:
     from .config import Settings
 
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env("catalog")
         grant = mint_grant(settings.merchant_signing_key, args.merchant, brands=args.brand, stores=args.store, ttl=args.ttl)
         print(grant)
-        print(f"grant id {grant_id_of(grant)}: a line `grant:{grant_id_of(grant)}` in MIANDAN_MERCHANT_REVOKED_FILE revokes it", file=sys.stderr)
+        print(revocation_hint(grant_id_of(grant), settings.merchant_revoked_file), file=sys.stderr)
     except ValueError as exc:
         print(f"merchant_grant: {exc}", file=sys.stderr)
         return 2

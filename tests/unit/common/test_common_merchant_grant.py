@@ -147,6 +147,21 @@ def test_one_leaked_grant_is_revoked_by_its_id_and_the_merchants_others_keep_wor
     assert f"grant:{grant_id_of(captured.out.strip())}" in captured.err
 
 
+def test_the_cli_says_where_the_revocation_line_goes_or_that_no_file_is_read(capsys, monkeypatch, tmp_path):
+    # `make run` as the README starts it reads no revocation file: the grant-id line alone sent
+    # operators to edit a file no service was reading.
+    monkeypatch.delenv("MIANDAN_MERCHANT_REVOKED_FILE", raising=False)
+    assert main(["heytea-hq", "--brand", "heytea"]) == 0
+    err = capsys.readouterr().err
+    assert "revokes it (not set here: services started without it read no revocations)" in err
+    revoked = tmp_path / "revoked"
+    monkeypatch.setenv("MIANDAN_MERCHANT_REVOKED_FILE", str(revoked))
+    assert main(["heytea-hq", "--brand", "heytea"]) == 0
+    captured = capsys.readouterr()
+    grant_id = grant_id_of(captured.out.strip())
+    assert captured.err.strip() == f"grant id {grant_id}: a line `grant:{grant_id}` in MIANDAN_MERCHANT_REVOKED_FILE ({revoked}) revokes it"
+
+
 @pytest.mark.parametrize("claim", ["exp", "iat"])
 def test_a_grant_with_a_time_beyond_every_float_is_invalid_not_a_crash(claim):
     # 10**400 overflowed math.isfinite: a signed grant turned into UNKNOWN / INTERNAL answers.
