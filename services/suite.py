@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import Settings, prepare_data_dir
+from services.common.config import Settings, prepare_data_dir, refuse_published_secrets
 
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
 # Who calls whom. A service starts only once everything it calls answers SERVING: a gRPC channel
@@ -60,6 +60,8 @@ def suite_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env["MIANDAN_DATA"] = str(Path(env.get("MIANDAN_DATA", "data")).resolve())
     env.setdefault("MIANDAN_CAMPAIGN_ID", DEFAULT_CAMPAIGN_ID)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Every secret the five processes trust, named at once rather than one service per attempt.
+    refuse_published_secrets(env, None, env.get("MIANDAN_HOST", "127.0.0.1").strip())
     for name in SERVICES:
         s = Settings.from_env(name, env)
         env.setdefault(f"MIANDAN_{name.upper()}_ADDR", f"{s.host}:{s.port}")

@@ -319,17 +319,18 @@ def _loopback(host: str) -> bool:
         return False  # a host name or a wildcard such as 0.0.0.0: reachable from elsewhere
 
 
-def refuse_published_secrets(e: Mapping[str, str], service: str, host: str) -> None:
+def refuse_published_secrets(e: Mapping[str, str], service: str | None, host: str) -> None:
     """A service listening beyond loopback refuses to start while a secret it trusts is still
     the development value (MIANDAN_ALLOW_DEV_SECRETS=1 allows it on a closed test network), or
-    while an HMAC key it verifies with is shorter than MIN_HMAC_KEY_BYTES. ValueError names the
+    while an HMAC key it verifies with is shorter than MIN_HMAC_KEY_BYTES. service=None: every
+    secret of the suite at once (make run names them all in one go). ValueError names the
     variables."""
     if _loopback(host) or _bool(e, "MIANDAN_ALLOW_DEV_SECRETS", False):
         return
     hmac_jwt = e.get("MIANDAN_JWT_ALGORITHM", "HS256").strip().startswith("HS")
     trusted = [
         var for var, (_, services) in DEV_SECRETS.items()
-        if service in services and (hmac_jwt or var != "MIANDAN_JWT_SECRET")
+        if (service is None or service in services) and (hmac_jwt or var != "MIANDAN_JWT_SECRET")
     ]
     left = [var for var in trusted if e.get(var, DEV_SECRETS[var][0]) == DEV_SECRETS[var][0]]
     if left:
