@@ -118,6 +118,9 @@ class TimedCache(Generic[K, V]):
             shared[1] -= 1
             if shared[1] == 0 and not shared[0].done():
                 shared[0].cancel()
+                # Forgotten now, not when the fetch has seen its cancellation: a caller arriving
+                # in between would join it and be answered CancelledError, cancelled by nobody.
+                self._forget(key, shared[0])
 
     async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         try:
@@ -128,7 +131,8 @@ class TimedCache(Generic[K, V]):
                 self._values.popitem(last=False)
             return value
         finally:
-            self._inflight.pop(key, None)
+            # Only itself: a fetch cancelled by its last waiter may end after a new one began.
+            self._forget(key, asyncio.current_task())  # type: ignore[arg-type]
 
     def _forget(self, key: K, task: "asyncio.Future[V]") -> None:
         shared = self._inflight.get(key)

@@ -34,3 +34,30 @@ async def test_a_fetch_cancelled_before_its_first_step_is_not_left_behind():
         await waiter
     # The next caller fetches anew instead of awaiting the cancelled fetch forever after.
     assert await asyncio.wait_for(cache.get("k", fetch), 1) == 7
+
+
+async def test_a_caller_arriving_as_the_last_waiter_leaves_gets_a_fetch_of_its_own():
+    # The last waiter's client goes away, which cancels the shared fetch; a caller that asks in
+    # the same loop turn, before the fetch has seen its cancellation, must not join it: it would
+    # be answered CancelledError although nobody cancelled its call.
+    cache: TimedCache[str, int] = TimedCache(10, FakeClock())
+    fetches = 0
+
+    async def fetch() -> int:
+        nonlocal fetches
+        fetches += 1
+        await asyncio.sleep(0.01)
+        return 7
+
+    leaving = asyncio.ensure_future(cache.get("k", fetch))
+    await asyncio.sleep(0)  # it waits on the shared fetch
+    leaving.cancel()
+    arriving = asyncio.ensure_future(cache.get("k", fetch))  # runs right after `leaving` lets go
+    with pytest.raises(asyncio.CancelledError):
+        await leaving
+    for _ in range(3):
+        await asyncio.sleep(0)  # the cancelled fetch ends while the new one is still out
+    # ... and does not forget the new one: a caller now shares it.
+    later = asyncio.ensure_future(cache.get("k", fetch))
+    assert await asyncio.wait_for(asyncio.gather(arriving, later), 1) == [7, 7]
+    assert fetches == 2
