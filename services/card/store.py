@@ -368,6 +368,7 @@ class ReserveCall(NamedTuple):
 class SweepCounts:
     released: int = 0
     expired: int = 0
+    forgotten: int = 0  # request ids older than REQUEST_MEMORY_MS
 
 
 class CardStore(Protocol):
@@ -1358,9 +1359,9 @@ def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int) -> SweepCounts:
         " WHERE card_id IN (SELECT card_id FROM cards WHERE state = 1 AND expire_ms <= ? LIMIT ?)",
         (EXPIRE, now_ms, now_ms, limit),
     ).rowcount
-    conn.execute(
+    counts.forgotten = conn.execute(
         "DELETE FROM requests WHERE (method, request_id) IN"
         " (SELECT method, request_id FROM requests WHERE create_ms < ? LIMIT ?)",
         (now_ms - REQUEST_MEMORY_MS, limit),
-    )
+    ).rowcount
     return counts

@@ -36,3 +36,18 @@ async def test_the_sweep_survives_a_failure_and_drains_full_batches_without_wait
     assert len(store.calls) >= 3
     assert all(limit == 10 for _, limit in store.calls)
     assert store.calls[0][0] == int(clock.now().timestamp() * 1000)
+
+
+async def test_full_batches_of_old_request_ids_are_drained_in_one_pass():
+    store = FakeSweepStore([SweepCounts(forgotten=10), SweepCounts(forgotten=10), SweepCounts(forgotten=4)])
+    task = asyncio.create_task(CardHandlers(store, FakeClock()).sweep_forever(3600, batch=10))
+    try:
+        # Within the first pass, not an hour later.
+        await asyncio.wait_for(store.done.wait(), 2)
+    finally:
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+    assert len(store.calls) == 3

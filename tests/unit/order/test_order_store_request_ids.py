@@ -153,3 +153,17 @@ async def test_the_sweep_forgets_request_ids_after_a_week(world):
     # Forgotten: the same call is judged as a new one.
     err = await reason(world.service.update_status(order.order_id, model.ACCEPTED, "", "u1"))
     assert err == "ILLEGAL_TRANSITION"
+
+
+async def test_a_busy_week_of_request_ids_is_forgotten_in_one_pass_not_500_a_pass(world):
+    world.card.grant("c1", "u1")
+    order = await world.service.place_order(
+        PlaceOrderInput(request_id="r1", user_id="u1", store_id="s1", lines=(Selection("latte", 1),))
+    )
+    # 1,200 remembered request ids (a merchant's replays would answer each of them).
+    await asyncio.gather(*(world.service.update_status(order.order_id, model.ACCEPTED, "", f"k{n}") for n in range(1_200)))
+    count = "SELECT COUNT(*) FROM requests"
+    assert (await world.store.db.read(lambda c: c.execute(count).fetchone()[0])) >= 1_200
+    world.clock.advance(model.REQUEST_MEMORY_MS / 1000 + 60)
+    await world.service.sweep(limit=500)
+    assert await world.store.db.read(lambda c: c.execute(count).fetchone()[0]) == 0
