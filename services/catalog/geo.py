@@ -29,6 +29,13 @@ _FLAT_MAX_LAT = 60.0
 # A brand with more timetables than this is searched for open stores in its whole index: one
 # search per open timetable would then cost more than the closed stores it skips.
 MAX_TIMETABLES = 16
+# A brand that went over MAX_TIMETABLES is split again once it is down to this many: well below,
+# so that a brand hovering around the limit is not split and dropped at every import.
+SPLIT_AGAIN_TIMETABLES = 8
+# A brand not split counts its timetables again after moves and removals of one store in this
+# many (nothing else brings the count down): the count may read every store, and splitting again
+# indexes them all at once (~0.2 s for 100,000), so either costs a few store reads a change.
+RECOUNT_EVERY_SHARE = 8
 
 
 def cell_key(lat: float, lng: float) -> int:
@@ -43,6 +50,10 @@ class GeoIndex:
 
     def __len__(self) -> int:
         return self._count
+
+    def __iter__(self) -> Iterator[StoreRecord]:
+        for bucket in self._cells.values():
+            yield from bucket
 
     def put(self, store: StoreRecord, previous: StoreRecord | None = None) -> None:
         """Insert `store`, replacing `previous` (the record it had before, if any)."""
@@ -158,6 +169,12 @@ class _Timetable:
         self.index = GeoIndex()
 
 
+def _timetable_key(store: StoreRecord) -> tuple[int, str]:
+    # The id of the hours, which are interned: hashing the hours tuple on every put would slow an
+    # import of 300,000 stores; the _Timetable keeps the hours alive.
+    return id(store.hours), store.time_zone
+
+
 class BrandIndex(GeoIndex):
     """One brand's stores, and the same stores (but those closed for good) split by timetable.
 
@@ -165,35 +182,79 @@ class BrandIndex(GeoIndex):
     handful of timetables. At 03:30 most are closed, and a search for the nearest open store
     that dismissed the closed ones one at a time read every store of the brand within its
     radius: tens of ms per brand at 300,000 stores, on the catalog's one event loop. It now
-    passes over a closed timetable whole and searches the open ones only."""
+    passes over a closed timetable whole and searches the open ones only.
+
+    A brand with more than MAX_TIMETABLES timetables is searched whole, so it keeps no split:
+    an index per timetable costs ~600 bytes, and with a timetable per store (odd hours, or hours
+    no longer shared once model.MAX_REMEMBERED_TIMETABLES is reached) the split weighed ten
+    times the brand's index. It is split again once down to SPLIT_AGAIN_TIMETABLES, noticed
+    within len/RECOUNT_EVERY_SHARE changes: until then only its night searches are slower."""
 
     def __init__(self) -> None:
         super().__init__()
-        # (id of the interned hours, time zone): hashing the hours tuple on every put would
-        # slow an import of 300,000 stores; the _Timetable keeps the hours alive.
-        self._timetables: dict[tuple[int, str], _Timetable] = {}
+        # None while the brand has too many timetables to be searched by timetable.
+        self._timetables: dict[tuple[int, str], _Timetable] | None = {}
+        # While not split: moves and removals left before the timetables are counted again.
+        self._changes_before_recount = 0
 
     def put(self, store: StoreRecord, previous: StoreRecord | None = None) -> None:
-        super().put(store, previous)
-        if store.closed:
+        super().put(store, previous)  # the previous record leaves through self.remove
+        timetables = self._timetables
+        if store.closed or timetables is None:
             return
-        key = (id(store.hours), store.time_zone)
-        timetable = self._timetables.get(key)
+        key = _timetable_key(store)
+        timetable = timetables.get(key)
         if timetable is None:
-            timetable = self._timetables[key] = _Timetable(store.hours, store.time_zone)
+            if len(timetables) == MAX_TIMETABLES:
+                self._stop_splitting()
+                return
+            timetable = timetables[key] = _Timetable(store.hours, store.time_zone)
         timetable.index.put(store)
 
     def remove(self, store: StoreRecord) -> None:
         super().remove(store)
+        timetables = self._timetables
+        if timetables is None:
+            # Only a store leaving its timetable can bring the count down.
+            self._changes_before_recount -= 1
+            if self._changes_before_recount <= 0:
+                self._split_if_few_timetables()
+            return
         if store.closed:
             return
-        key = (id(store.hours), store.time_zone)
-        timetable = self._timetables.get(key)
+        key = _timetable_key(store)
+        timetable = timetables.get(key)
         if timetable is None:
             return
         timetable.index.remove(store)
         if not len(timetable.index):
-            del self._timetables[key]
+            del timetables[key]
+
+    def _stop_splitting(self) -> None:
+        self._timetables = None
+        self._changes_before_recount = max(len(self) // RECOUNT_EVERY_SHARE, 1)
+
+    def _split_if_few_timetables(self) -> None:
+        keys: set[tuple[int, str]] = set()
+        for store in self:
+            if not store.closed:
+                keys.add(_timetable_key(store))
+                if len(keys) > SPLIT_AGAIN_TIMETABLES:
+                    self._stop_splitting()
+                    return
+        timetables: dict[tuple[int, str], _Timetable] = {}
+        for cell, bucket in self._cells.items():
+            for store in bucket:
+                if not store.closed:
+                    key = _timetable_key(store)
+                    timetable = timetables.get(key)
+                    if timetable is None:
+                        timetable = timetables[key] = _Timetable(store.hours, store.time_zone)
+                    # Same cell as in the brand's index: no need to work it out again.
+                    index = timetable.index
+                    index._cells.setdefault(cell, []).append(store)
+                    index._count += 1
+        self._timetables = timetables
 
     def nearest_open(
         self,
@@ -207,17 +268,17 @@ class BrandIndex(GeoIndex):
         """nearest() over the stores open at the clock's instant that `keep` keeps: the same
         stores, in the same order, as nearest() with a filter of both."""
         timetables = self._timetables
-        if not timetables:
-            return []
-        open_now = None
-        if len(timetables) <= MAX_TIMETABLES:
+        if timetables is not None:
+            if not timetables:
+                return []
             open_now = [t.index for t in timetables.values() if clock.hours_open(t.hours, t.time_zone)]
-        if open_now is None or len(open_now) == len(timetables):
-            # Daytime: open stores are everywhere, the whole index finds the nearest at once.
-            if keep is None:
-                return self.nearest(lat, lng, radius_m, clock.is_open, limit)
-            return self.nearest(lat, lng, radius_m, lambda s: clock.is_open(s) and keep(s), limit)
-        return _nearest_of(open_now, lat, lng, radius_m, keep, limit)
+            if len(open_now) < len(timetables):
+                return _nearest_of(open_now, lat, lng, radius_m, keep, limit)
+        # Daytime: open stores are everywhere, the whole index finds the nearest at once. And a
+        # brand of too many timetables: one search per open timetable would cost more.
+        if keep is None:
+            return self.nearest(lat, lng, radius_m, clock.is_open, limit)
+        return self.nearest(lat, lng, radius_m, lambda s: clock.is_open(s) and keep(s), limit)
 
 
 def _nearest_of(

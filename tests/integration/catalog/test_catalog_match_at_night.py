@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.catalog import geo
+from services.catalog import geo, model
 from services.catalog.generate import load_generated
 from services.catalog.handlers import NEAR_RADIUS_M, WIDE_RADIUS_M, CLARIFY_BRANDS
 from services.catalog.intent.evaluation import load_cases
@@ -132,19 +132,80 @@ async def add_odd_stores(catalog):
 async def test_the_answers_at_every_hour_and_place_are_those_of_the_full_scan(catalog):
     await add_odd_stores(catalog)
     texts = [c["text"] for c in load_cases(DEV_SET) if c["text"]][::2] + WIDE_TEXTS
+    compared, matched = await compare_with_the_full_scan(catalog, PLACES, texts)
+    # The comparison saw both kinds of answer, not only clarifications.
+    assert compared == len(TIMES) * len(PLACES) * len(texts) and compared / 4 < matched < compared * 3 / 4
+
+
+async def compare_with_the_full_scan(catalog, places, texts, label=""):
     compared = matched = 0
     for day, hour, minute in TIMES:
         catalog.clock.set(at(day, hour, minute))
-        for place, (lat, lng) in PLACES.items():
+        for place, (lat, lng) in places.items():
             for n, text in enumerate(texts):
                 alternatives = n % 3
                 new = await catalog.match_intent(text, lat, lng, max_alternatives=alternatives)
                 old = await old_match_intent(catalog, text, lat, lng, max_alternatives=alternatives)
-                assert new == old, (day, hour, minute, place, text)
+                assert new == old, (label, day, hour, minute, place, text)
                 compared += 1
                 matched += new.matched
-    # The comparison saw both kinds of answer, not only clarifications.
-    assert compared == len(TIMES) * len(PLACES) * len(texts) and compared / 4 < matched < compared * 3 / 4
+    return compared, matched
+
+
+async def reimport(catalog, brand_id, change):
+    """A new import of every store of the brand: change(n, store) gives the row's (brand_id,
+    lat, periods, closed)."""
+    stores = sorted((s for s in catalog.stores.values() if s.brand_id == brand_id), key=lambda s: s.store_id)
+    session = catalog.begin_import()
+    rows = []
+    for n, s in enumerate(stores):
+        brand, lat, periods, closed = change(n, s)
+        rows.append(validate_store_row(n, s.store_id, brand, s.name, "上海市某路1号", "上海", lat, s.lng, periods, closed, s.time_zone,
+                                       catalog.brands))
+    await session.add(rows)
+    assert (await session.finish()).accepted == len(stores)
+
+
+def periods_of(store):
+    return [(p.weekday, p.open_minute, p.close_minute) for p in store.hours]
+
+
+async def night_reads(catalog, reads, text):
+    catalog.clock.set(NIGHT)
+    reads.clear()
+    await catalog.match_intent(text, *SHANGHAI, max_alternatives=2)
+    return len(reads)
+
+
+async def test_a_brand_over_the_timetable_limit_and_back_gives_the_answers_of_the_full_scan(catalog, monkeypatch):
+    """Once model.MAX_REMEMBERED_TIMETABLES is reached, the new hours of an import are not shared:
+    each store has a timetable of its own, and its brand index keeps no split by timetable
+    (it weighed ten times the index). The answers stay those of the full scan, over the limit,
+    while stores move, close and leave the brand there, and once the brand is back to one
+    timetable, when the night search again passes over its closed stores."""
+    await add_odd_stores(catalog)
+    reads = count_store_reads(monkeypatch)
+    places = {"上海": SHANGHAI, "上海郊区": PLACES["上海郊区"]}
+    texts = ["拿铁", "来杯咖啡", "来一杯生椰拿铁", "喝的", "随便", "来杯星巴克"]
+    few = await night_reads(catalog, reads, "拿铁")
+    week = [(d, 7 * 60 + 15, 22 * 60) for d in range(1, 8)]  # hours not seen yet
+
+    def move_close_rebrand(n, s):
+        if n % 40 == 0:
+            return "heytea", s.lat, periods_of(s), s.closed
+        return "luckin", s.lat + (0.002 if n % 3 == 0 else 0), week if n % 5 else [(d, 0, 1440) for d in range(1, 8)], n % 7 == 0
+
+    with monkeypatch.context() as full:
+        full.setattr(model, "MAX_REMEMBERED_TIMETABLES", len(model._HOURS_INTERN))
+        await reimport(catalog, "luckin", lambda n, s: ("luckin", s.lat, week, s.closed))
+        # The test did take luckin over the limit: at 03:30 every luckin store within reach is read.
+        assert await night_reads(catalog, reads, "拿铁") > 10 * max(few, 1)
+        await compare_with_the_full_scan(catalog, places, texts, "over the limit")
+        await reimport(catalog, "luckin", move_close_rebrand)
+        await compare_with_the_full_scan(catalog, places, texts, "over the limit, changed")
+    await reimport(catalog, "luckin", lambda n, s: ("luckin", s.lat, [(d, 7 * 60, 22 * 60) for d in range(1, 8)], n % 7 == 0))
+    await compare_with_the_full_scan(catalog, places, texts, "back to one timetable")
+    assert await night_reads(catalog, reads, "拿铁") <= max(2 * few, 10)
 
 
 async def test_searching_a_brand_open_now_at_night_reads_its_open_stores_only_and_finds_the_same(catalog, monkeypatch):

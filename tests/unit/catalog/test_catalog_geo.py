@@ -1,10 +1,12 @@
 """The grid index answers exactly what a brute-force scan would."""
+import dataclasses
 import random
+import tracemalloc
 
 from datetime import datetime, timedelta, timezone
 
-from services.catalog.geo import BrandIndex, GeoIndex
-from services.catalog.model import OpenClock, StoreRecord, haversine_m, validate_hours_cached
+from services.catalog.geo import MAX_TIMETABLES, BrandIndex, GeoIndex
+from services.catalog.model import OpenClock, StoreRecord, haversine_m, validate_hours, validate_hours_cached
 
 
 def make_stores(n, seed=1, centre=(30.27, 120.16), spread=0.2):
@@ -100,16 +102,120 @@ def test_nearest_open_answers_what_nearest_with_an_open_filter_answers_at_every_
                               rng.random() < 0.3, s.time_zone)
         index.put(changed, s)
         stores[stores.index(s)] = changed
-    sold_out = {s.store_id for s in rng.sample(stores, 300)}
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng)
+
+
+def assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, every_minutes=37, label=""):
+    sold_out = {s.store_id for s in rng.sample(stores, len(stores) // 4)}
     start = datetime(2026, 1, 27, 16, 0, tzinfo=timezone.utc)  # Wednesday 00:00 in Shanghai
-    for step in range(0, 48 * 60, 37):
+    for step in range(0, 48 * 60, every_minutes):
         clock = OpenClock(start + timedelta(minutes=step))
         lat, lng = 31.23 + rng.uniform(-0.35, 0.35), 121.47 + rng.uniform(-0.35, 0.35)
         radius = rng.choice([500.0, 5000.0, 20000.0])
         limit = rng.choice([1, 1, 3, 25])
         keep = rng.choice([None, lambda s: s.store_id not in sold_out])
         want = index.nearest(lat, lng, radius, (lambda s: clock.is_open(s) and (keep is None or keep(s))), limit)
-        assert index.nearest_open(lat, lng, radius, clock, keep, limit) == want, step
+        assert index.nearest_open(lat, lng, radius, clock, keep, limit) == want, (label, step)
+
+
+def hours_of_its_own(n):
+    """A timetable of the store's own, not interned: odd hours, or any new hours once
+    model.MAX_REMEMBERED_TIMETABLES is reached (then not shared even when equal to another's)."""
+    open_minute = (n * 97) % 1200
+    return validate_hours([(d, open_minute, open_minute + 240 + n % 900) for d in range(1, 8) if d != n % 7 + 1])[0]
+
+
+def timetables_of(stores):
+    return len({(s.hours, s.time_zone) for s in stores if not s.closed})
+
+
+def test_nearest_open_stays_nearest_with_an_open_filter_across_the_timetable_limit():
+    rng = random.Random(6)
+    stores = timetabled_stores(800, seed=6)
+    index = BrandIndex()
+    for s in stores:
+        index.put(s)
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "few")
+
+    def change(s, **fields):
+        changed = dataclasses.replace(s, **fields)
+        index.put(changed, s)
+        stores[stores.index(s)] = changed
+
+    # Up: a store after another gets hours of its own, through the limit and far beyond it.
+    assert timetables_of(stores) < MAX_TIMETABLES
+    seen = set()
+    for n, s in enumerate(rng.sample([s for s in stores if not s.closed], 3 * MAX_TIMETABLES)):
+        change(s, hours=hours_of_its_own(n))
+        count = timetables_of(stores)
+        if count in (MAX_TIMETABLES, MAX_TIMETABLES + 1) and count not in seen:
+            seen.add(count)
+            assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 211, f"{count} timetables")
+    assert seen == {MAX_TIMETABLES, MAX_TIMETABLES + 1}
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "many")
+    # Moves, closings, reopenings, removals and new stores while over the limit.
+    for s in rng.sample(stores, 200):
+        change(s, lat=s.lat + rng.uniform(-0.01, 0.01), closed=rng.random() < 0.3)
+    for s in rng.sample(stores, 60):
+        index.remove(s)
+        stores.remove(s)
+    for n in range(40):
+        s = StoreRecord(f"new{n}", "b", "new", 31.23 + rng.uniform(-0.3, 0.3), 121.47 + rng.uniform(-0.3, 0.3),
+                        rng.choice([hours_of_its_own(1000 + n), *TIMETABLES]), False, "Asia/Shanghai")
+        index.put(s)
+        stores.append(s)
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "many, changed")
+    # Down: a new import gives every store one of the shared timetables again, some stay odd.
+    for n, s in enumerate(list(stores)):
+        change(s, hours=TIMETABLES[n % 3] if n % 50 else hours_of_its_own(n))
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "between the limits")
+    for s in list(stores):
+        if s.hours not in TIMETABLES[:3]:
+            change(s, hours=TIMETABLES[3])
+    for s in list(stores):  # one more import, as it comes
+        change(s, lng=s.lng + rng.uniform(-0.001, 0.001))
+    assert timetables_of(stores) <= 8
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "few again")
+    # And up once more.
+    for n, s in enumerate(rng.sample(stores, 2 * MAX_TIMETABLES)):
+        change(s, hours=hours_of_its_own(2000 + n))
+    assert_nearest_open_is_nearest_with_an_open_filter(index, stores, rng, 53, "many again")
+
+
+def test_a_brand_with_a_timetable_per_store_weighs_about_what_its_plain_index_weighs():
+    """Before, it kept an index per timetable it never searched by: with 20,000 stores of 19,400
+    timetables 13 MB against 1.1 MB, and ~180 MB at 300,000 stores once hours were not shared."""
+    rng = random.Random(7)
+    stores = [StoreRecord(s.store_id, "b", s.name, s.lat, s.lng, hours_of_its_own(n) if n % 10 else TIMETABLES[n % 7], s.closed,
+                          s.time_zone) for n, s in enumerate(timetabled_stores(4000, seed=7))]
+    moved = {s.store_id: StoreRecord(s.store_id, "b", s.name, s.lat + rng.uniform(-0.02, 0.02), s.lng, hours_of_its_own(9000 + n),
+                                     False, s.time_zone) for n, s in enumerate(rng.sample(stores, 500))}
+    removed = rng.sample([s for s in stores if s.store_id not in moved], 500)
+
+    def fill(index):
+        for s in stores:
+            index.put(s)
+        for s in stores:
+            if s.store_id in moved:
+                index.put(moved[s.store_id], s)
+        for s in removed:
+            index.remove(s)
+        return index
+
+    plain, brand = traced_bytes(lambda: fill(GeoIndex())), traced_bytes(lambda: fill(BrandIndex()))
+    assert brand < 1.2 * plain, (brand, plain)
+
+
+def traced_bytes(build):
+    """Bytes allocated while build() ran and still held when it returned."""
+    tracemalloc.start()
+    try:
+        built = build()
+        held = tracemalloc.get_traced_memory()[0]
+        del built
+        return held
+    finally:
+        tracemalloc.stop()
 
 
 def test_a_tie_between_an_open_store_of_each_timetable_goes_to_the_greater_store_id():
@@ -134,3 +240,23 @@ def test_at_night_the_closed_stores_of_a_brand_are_not_read_one_by_one(monkeypat
     index.put(StoreRecord("london", "b", "london", 31.23 + 15 / 111.2, 121.47, TIMETABLES[1], False, "Europe/London"))
     assert [s.store_id for _, s in index.nearest_open(31.23, 121.47, 20000, night)] == ["london"]
     assert len(read) == 1
+
+
+def test_a_brand_back_to_few_timetables_passes_over_its_closed_stores_at_night_again(monkeypatch):
+    index = BrandIndex()
+    stores = [StoreRecord(s.store_id, "b", s.name, s.lat, s.lng, TIMETABLES[1], False, "Asia/Shanghai")
+              for s in timetabled_stores(1000, seed=8)]
+    for s in stores:
+        index.put(s)
+    odd = [StoreRecord(f"odd{n}", "b", "odd", 31.23, 121.47 + n / 1000, hours_of_its_own(n), False, "Asia/Shanghai")
+           for n in range(3 * MAX_TIMETABLES)]
+    for s in odd:
+        index.put(s)
+    for s in odd:
+        index.remove(s)
+    for s in stores:  # the next import of the brand's stores
+        index.put(StoreRecord(s.store_id, "b", s.name, s.lat, s.lng, s.hours, False, s.time_zone), s)
+    read = []
+    monkeypatch.setattr("services.catalog.geo.haversine_m", lambda *a: read.append(a) or haversine_m(*a))
+    night = OpenClock(datetime(2026, 1, 27, 19, 30, tzinfo=timezone.utc))  # 03:30 in Shanghai
+    assert index.nearest_open(31.23, 121.47, 20000, night) == [] and read == []
