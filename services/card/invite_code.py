@@ -28,8 +28,11 @@ _INDEX = {c: i for i, c in enumerate(ALPHABET)}
 _BETWEEN_YEN = re.compile(r"¥([^¥]{1,60})¥")
 _RUN = re.compile(r"[A-Z0-9]+")
 # What people (and chat apps) put inside a code they pass on: spaces, dashes, dots, and the
-# zero-width characters some apps insert when text is copied.
-_SEPARATOR_CHARS = r"\s\-_.·,，。:：\u200b\u200c\u200d\u2060\ufeff"
+# invisible format characters apps insert when text is copied or wrapped: zero-width spaces and
+# joiners, soft hyphens (line breaking of a long word), and the direction marks and embeddings
+# (LRM, RLM, U+202A..U+202E, U+2066..U+2069) that Android and bidi-aware chat apps wrap copied
+# runs in. The user sees a perfect code, so refusing it would leave nothing to correct.
+_SEPARATOR_CHARS = r"\s\-_.·,，。:：\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff"
 _SEPARATORS = re.compile(f"[{_SEPARATOR_CHARS}]+")
 # Code characters split by separators, e.g. "ABCD EFGHJ" inside a sentence.
 _SPACED_RUN = re.compile(f"[A-Z0-9](?:[A-Z0-9{_SEPARATOR_CHARS}]*[A-Z0-9])?")

@@ -57,6 +57,11 @@ def test_the_pass_phrase_carries_the_code_and_the_face_value():
         # Zero-width characters some chat apps put into copied text.
         "{a}\u200b{b}",
         "¥{a}\ufeff{b}¥",
+        # Soft hyphens and direction marks: as invisible, so the user cannot see what to fix.
+        "¥{a}\u00ad{b}¥ 复制这段口令",
+        "{a}\u200e{b}",
+        "\u202a{a}\u202c\u202a{b}\u202c",
+        "快来 {a}\u2066{b}\u2069 领卡",
     ],
 )
 def test_a_code_is_found_in_any_reasonable_pasted_text(shape):
