@@ -920,7 +920,7 @@ def _accept_invite(
             (cid, *candidates),
         ).fetchall()
     }
-    code = next((cand for cand in candidates if cand in owners), None)
+    code = _chosen_code(candidates, owners, invitee)
     if code is None:
         if attempt is None or now_ms >= attempt[0] + policy.window_ms:
             conn.execute(
@@ -982,6 +982,15 @@ def _accept_invite(
          inviter_reason, invitee_reason, code),
     )
     return AcceptResult(invite, _joining_cards(conn, cid, invitee) if signup_cards else invitee_cards, True)
+
+
+def _chosen_code(candidates: list[str], owners: dict[str, tuple[str, int]], invitee: str) -> str | None:
+    """The first candidate that is some user's code, another user's before the invitee's own:
+    a pasted chat log may hold the invitee's own pass-phrase above the friend's it means to
+    accept, and refusing that as SELF_INVITE would lose a good invite. The own code is chosen
+    only when it is the only one found (SELF_INVITE then)."""
+    found = [cand for cand in candidates if cand in owners]
+    return next((cand for cand in found if owners[cand][0] != invitee), found[0] if found else None)
 
 
 def _join_by_invite(

@@ -95,6 +95,15 @@ async def test_a_pass_phrase_with_invisible_characters_inside_its_code_is_accept
     assert (await suite.wallet("host")).wallet.invites_made == 1
 
 
+async def test_a_pasted_chat_holding_the_users_own_pass_phrase_above_a_friends_accepts_the_friends(suite):
+    await suite.join("aunt")
+    await suite.wallet("niece")  # opening the wallet gives the niece her own pass-phrase to share
+    chat = f"我: {await suite.phrase('niece')}\n阿姨: {await suite.phrase('aunt')}"
+    joined = await suite.join("niece", chat)
+    assert joined.invite_accepted and joined.invite_problem == ""
+    assert joined.wallet.wallet.invited_by_user_id == "aunt"
+
+
 async def test_the_users_own_pass_phrase_alone_is_refused_as_self_invite_and_the_user_still_joins(suite):
     own = await suite.phrase("loner")
     joined = await suite.join("loner", own)
