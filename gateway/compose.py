@@ -193,7 +193,7 @@ class Gateway:
     # --- Join / wallet ----------------------------------------------------------------------
 
     async def join(self, user: str, request_id: str, pass_phrase_text: str, o: CallOptions) -> gateway_service_pb2.JoinResponse:
-        if len(pass_phrase_text) > 4096:
+        if len(pass_phrase_text.encode()) > 4096:  # bytes, as the card service counts them
             raise InvalidArgument("pass_phrase_text", "at most 4 KB / 口令文本过长")
         # The lottery half of the wallet does not depend on the join: read alongside the card
         # calls, as wallet_view reads it alongside GetWallet.
@@ -290,12 +290,19 @@ class Gateway:
     async def _claim_signup(
         self, user: str, join_rid: str, include_wallet: bool, o: CallOptions
     ) -> card_service_pb2.ClaimSignupCardResponse:
-        return await self.card.ClaimSignupCard(
-            card_service_pb2.ClaimSignupCardRequest(
-                request_id=join_rid, campaign_id=self.campaign_id, user_id=user, include_wallet=include_wallet
-            ),
-            **o.kw(),
-        )
+        try:
+            return await self.card.ClaimSignupCard(
+                card_service_pb2.ClaimSignupCardRequest(
+                    request_id=join_rid, campaign_id=self.campaign_id, user_id=user, include_wallet=include_wallet
+                ),
+                **o.kw(),
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() != _Code.FAILED_PRECONDITION or error_details(err).get("reason") != "CARD_CAP_REACHED":
+                raise
+            # A user whose shared pass-phrase filled its wallet (21 cards) before it ever joined:
+            # the sign-up card cannot come, but joining must not fail for good. Joined, no card.
+            return card_service_pb2.ClaimSignupCardResponse()
 
     async def _wallet_of_write(self, reply: Any, user: str, o: CallOptions) -> card_service_pb2.GetWalletResponse:
         """The wallet a write returned (include_wallet), or GetWallet's from an older card service."""

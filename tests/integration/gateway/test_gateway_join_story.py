@@ -11,6 +11,7 @@ import pytest
 
 from miandan.card.v1 import card_pb2, card_service_pb2 as cpb
 from miandan.gateway.v1 import gateway_service_pb2 as gw
+from services.common.errors import error_details
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -109,3 +110,22 @@ async def test_the_users_own_pass_phrase_alone_is_refused_as_self_invite_and_the
     joined = await suite.join("loner", own)
     assert joined.newly_joined and not joined.invite_accepted and joined.invite_problem == "SELF_INVITE"
     assert joined.wallet.wallet.cards_granted == 1
+
+
+async def test_a_user_whose_shared_phrase_filled_its_wallet_before_it_joined_still_joins(suite):
+    phrase = await suite.phrase("sharer")  # opened the wallet, shared the phrase, never joined
+    # 21 friends' invites fill the sharer's wallet (one card each) before the sharer joins.
+    await asyncio.gather(*(suite.join(f"pal-{i}", phrase) for i in range(21)))
+    assert (await suite.wallet("sharer")).wallet.cards_granted == 21
+    for rid in ("j1", "j2"):  # and again: joining never fails for good
+        joined = await suite.join("sharer", rid=rid)
+        assert not joined.newly_joined and joined.wallet.wallet.cards_granted == 21
+    assert (await suite.budget()).cards_issued == 21 + 21
+
+
+async def test_a_long_paste_is_measured_in_bytes_as_the_card_service_measures_it(suite):
+    await suite.join("poster")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await suite.join("reader", "免" * 1_400)  # 1,400 characters, 4,200 bytes
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_details(err.value)["violations"][0][0] == "pass_phrase_text"
