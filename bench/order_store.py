@@ -167,7 +167,7 @@ async def _in_flight(concurrency: int, items: list[Any], one: Callable[[Any], An
 
 
 async def store_insert_round(path: Path, orders: list[Order], concurrency: int) -> float:
-    store = await SqliteOrderStore.open(path, listener=lambda o: None)
+    store = await SqliteOrderStore.open(path, listener=lambda order, before: None)
     try:
 
         async def one(o: Order) -> None:
@@ -182,7 +182,7 @@ async def store_insert_round(path: Path, orders: list[Order], concurrency: int) 
 
 
 async def store_pair_round(path: Path, drafts: list[Order], concurrency: int, now_ms: int) -> float:
-    store = await SqliteOrderStore.open(path, listener=lambda o: None)
+    store = await SqliteOrderStore.open(path, listener=lambda order, before: None)
     try:
 
         async def one(o: Order) -> None:

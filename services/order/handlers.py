@@ -185,12 +185,12 @@ class OrderEvents:
         self._depth = depth
         self.stores = stores if stores is not None else StoreFeed()
 
-    def publish(self, order: Order) -> None:
+    def publish(self, order: Order, before: Order | None = None) -> None:
         for q in self._watchers.get(order.order_id, ()):
             if q.full():
                 q.get_nowait()
             q.put_nowait(order)
-        self.stores.publish(order)
+        self.stores.publish(order, before)
 
     def subscribe(self, order_id: str) -> asyncio.Queue[Order]:
         q: asyncio.Queue[Order] = asyncio.Queue(self._depth)
@@ -234,11 +234,15 @@ class StoreFeed:
         self.max_watchers = max_watchers
         self.open = 0
 
-    def publish(self, order: Order) -> None:
+    def publish(self, order: Order, before: Order | None = None) -> None:
         watchers = self._by_store.get(order.store_id)
         if not watchers or not order.visible or not model.reached_paid(order):
             # An order waiting for its payment is nothing the merchant can act on, nor is its
             # lapse: the stream carries each new paid order and what follows it.
+            return
+        if before is not None and not model.merchant_news(before, order):
+            # Bookkeeping only (a paid order's card confirmed): the same order again would be a
+            # second ticket printed in the kitchen.
             return
         for w in watchers:
             if w.merchant is not None and not w.merchant.covers(order.brand_id, order.store_id):

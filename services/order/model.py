@@ -462,6 +462,16 @@ def check_advance(order: Order, target: str) -> None:
         )
 
 
+# What a change may touch without anything to show for it: the row's version and time, and the
+# work still to carry out (a card to confirm, money to refund; what it leads to is shown).
+_BOOKKEEPING = {"update_ms": 0, "version": 0, "card_action": "", "payment_action": ""}
+
+
+def merchant_news(before: Order, after: Order) -> bool:
+    """Whether `after` shows anything `before` did not, bookkeeping aside."""
+    return replace(before, **_BOOKKEEPING) != replace(after, **_BOOKKEEPING)
+
+
 def reached_paid(order: Order) -> bool:
     """Whether the order was ever PAID (a merchant's to make), whatever it is now."""
     return any(change.status == PAID for change in order.history)

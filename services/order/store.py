@@ -438,8 +438,8 @@ def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
 
 def _update(
     conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str, expect: Order | None = None
-) -> tuple[Order, bool]:
-    """(the order as it is now, whether this call wrote a change)."""
+) -> tuple[Order, bool, Order]:
+    """(the order as it is now, whether this call wrote a change, the order before it)."""
     if expect is not None:
         # The caller holds the row as it last wrote or read it: apply mutate to that copy and
         # write it only if the stored row is still that version (every change bumps version),
@@ -458,7 +458,7 @@ def _update(
             if cur.rowcount == 1:
                 if clear_cart_of:
                     conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
-                return changed, True
+                return changed, True, expect
     current = _load(conn, order_id)
     if current is None:
         raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
@@ -467,7 +467,7 @@ def _update(
         _store(conn, changed)
         if clear_cart_of:
             conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
-    return changed, changed is not current
+    return changed, changed is not current, current
 
 
 def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
@@ -481,8 +481,9 @@ def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> 
 def _apply_request(
     conn: sqlite3.Connection, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
     answered: Callable[[Order], bool] | None,
-) -> tuple[Order, bool, bool]:
-    """(the order as it is now, whether the call is a replay, whether it wrote a change)."""
+) -> tuple[Order, bool, bool, Order]:
+    """(the order as it is now, whether the call is a replay, whether it wrote a change, the
+    order before it)."""
     # The load-and-mutate path of _update, with the key checked and written in the same
     # transaction: the single writer makes check, change and record one step, so of concurrent
     # calls under one key exactly one applies and the others meet its record.
@@ -495,18 +496,18 @@ def _apply_request(
     if seen is not None:
         if seen != key.fingerprint:
             raise request_id_reused()
-        return current, True, False
+        return current, True, False, current
     changed = mutate(current)
     written = changed is not current
     if written:
         _store(conn, changed)
     if answered is not None and not answered(changed):
-        return changed, False, written
+        return changed, False, written, current
     conn.execute(
         "INSERT INTO requests (method, scope, request_id, fingerprint, order_id, status, create_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
         (key.method, scope, key.request_id, key.fingerprint, order_id, changed.status, key.at_ms),
     )
-    return changed, False, written
+    return changed, False, written, current
 
 
 def _request_fingerprint(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
@@ -676,10 +677,11 @@ def _clear_cart(conn: sqlite3.Connection, user_id: str) -> None:
 
 
 class SqliteOrderStore:
-    """OrderStore over services.common.db. `listener(order)` is called after every committed
-    change (feeds WatchOrder)."""
+    """OrderStore over services.common.db. `listener(order, before)` is called after every
+    committed change (feeds WatchOrder and WatchStoreOrders); `before` is the order as it was,
+    None for a new row."""
 
-    def __init__(self, db: Database, listener: Callable[[Order], None] | None = None) -> None:
+    def __init__(self, db: Database, listener: Callable[[Order, Order | None], None] | None = None) -> None:
         self.db = db
         self.listener = listener
         # The order ids this store may hold (module docstring): None until the table's ids are
@@ -691,7 +693,9 @@ class SqliteOrderStore:
         self._reading_ids: asyncio.Task[None] | None = None
 
     @classmethod
-    async def open(cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order], None] | None = None) -> "SqliteOrderStore":
+    async def open(
+        cls, path: Any, *, clock: Clock | None = None, listener: Callable[[Order, Order | None], None] | None = None
+    ) -> "SqliteOrderStore":
         # Writes on the loop thread: see the module docstring.
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2, writes_on_loop=True)
         store = cls(db, listener)
@@ -754,9 +758,9 @@ class SqliteOrderStore:
             # folds the layers into one.
             known.append(KnownOrderIds(2 * newest.capacity, newest.fp_rate))
 
-    def _changed(self, order: Order) -> None:
+    def _changed(self, order: Order, before: Order | None = None) -> None:
         if self.listener is not None:
-            self.listener(order)
+            self.listener(order, before)
 
     async def get(self, order_id: str) -> Order | None:
         # A primary-key point read: inline on the loop thread (db.read_now, as the card store
@@ -785,18 +789,18 @@ class SqliteOrderStore:
         return await self.db.write(_advance_card_watermark, at_ms)
 
     async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
-        result, written = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
+        result, written, before = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
         if written:  # a call that changed nothing (a retried step, a second cancel) is no news
-            self._changed(result)
+            self._changed(result, before)
         return result
 
     async def apply_request(
         self, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
         *, answered: Callable[[Order], bool] | None = None,
     ) -> tuple[Order, bool]:
-        result, replayed, written = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
+        result, replayed, written, before = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
         if written:  # as update(): only a change is published (a replay or a no-op call is none)
-            self._changed(result)
+            self._changed(result, before)
         return result, replayed
 
     async def request_fingerprint(self, key: model.RequestKey, order: Order) -> str | None:
