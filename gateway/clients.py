@@ -1,20 +1,31 @@
 """The gateway's upstreams: one channel per service, opened once and reused for every call.
 
-Retries live in each channel's gRPC service config (gRFC A6), not in handler code: only on
-UNAVAILABLE (the peer did not do the work or shed it before touching a store), only for methods
-that are safe to repeat (reads, and mutations that carry a request_id the callee is idempotent
-on), and with retry throttling so that a struggling upstream is not hit by a retry storm: once
-more than half the token bucket is spent, clients stop retrying until successes refill it.
-An upstream's grpc-retry-pushback-ms is honoured by the same machinery.
+Retries: only on UNAVAILABLE (the peer did not do the work or shed it before touching a store),
+only for methods that are safe to repeat (reads, and mutations that carry a request_id the callee
+is idempotent on), after a short backoff (20 ms doubling to 200 ms, at most 3 attempts, within
+the caller's deadline), and with a retry budget per upstream so that a struggling upstream is not
+hit by a retry storm: once more than half the tokens are spent, the gateway stops retrying until
+successes refill it (gRFC A6's retry throttling).
+
+Why here and not in the channel's service config (gRFC A6), where they used to be: gRPC's own
+retries obey the upstream's grpc-retry-pushback-ms, and every miandan refusal carries its retry
+delay there (1 s for OVERLOADED). An upstream shedding load then held the user's call through two
+one-second waits, holding a gateway slot too, and a caller with a shorter deadline got a bare
+DEADLINE_EXCEEDED instead of "busy, retry in 1 s". The upstream's delay is the end user's to
+wait, not the gateway's: after the quick retries its refusal is passed on at once, with its delay.
 
 Deadlines: every call gets `timeout=` from CallOptions, i.e. what is left of the end user's
 deadline, so no upstream works for an answer nobody waits for.
 """
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+import grpc
 
 from miandan.card.v1 import card_service_pb2_grpc
 from miandan.catalog.v1 import catalog_service_pb2_grpc
@@ -25,7 +36,7 @@ from services.common.auth import internal_metadata, open_channel
 from services.common.deadline import DEADLINE_PASSED
 from services.common.errors import DeadlineExceeded
 
-__all__ = ["IDEMPOTENT_METHODS", "service_config", "CallOptions", "Upstreams"]
+__all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "Retrying", "CallOptions", "Upstreams"]
 
 # Methods the gateway may retry on UNAVAILABLE, per upstream service.
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
@@ -35,30 +46,82 @@ IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
     ),
     "miandan.catalog.v1.CatalogService": ("SearchStores", "GetMenu", "MatchIntent", "Quote", "ListBrands"),
     "miandan.order.v1.OrderService": (
-        "GetOrder", "ListOrders", "WatchOrder",  # reads (a stream is retried only before its first message)
+        # WatchOrder is not here: a refused stream reaches the app at once, which reopens it.
+        "GetOrder", "ListOrders",  # reads
         "PlaceOrder", "ConfirmPayment", "CancelOrder",  # idempotent on request_id
     ),
     "miandan.lottery.v1.LotteryService": ("GetDraw", "VerifyDraw", "ListMyEntries", "EnterDraw"),
 }
 
 
-def service_config(service: str) -> dict[str, Any]:
-    return {
-        "methodConfig": [
-            {
-                "name": [{"service": service, "method": m} for m in IDEMPOTENT_METHODS[service]],
-                "retryPolicy": {
-                    "maxAttempts": 3,
-                    "initialBackoff": "0.02s",
-                    "maxBackoff": "0.2s",
-                    "backoffMultiplier": 2,
-                    "retryableStatusCodes": ["UNAVAILABLE"],
-                },
-            }
-        ],
-        # Each failure costs 1 token, each success gives back 0.1; retries stop below 5 tokens.
-        "retryThrottling": {"maxTokens": 10, "tokenRatio": 0.1},
-    }
+RETRY_ATTEMPTS = 3
+RETRY_FIRST_BACKOFF_S = 0.02
+RETRY_MAX_BACKOFF_S = 0.2
+
+
+class RetryBudget:
+    """gRFC A6 retry throttling for one upstream: each UNAVAILABLE costs a token, each success
+    gives back `ratio`; retries only while more than half of `max_tokens` is left."""
+
+    def __init__(self, max_tokens: float = 10.0, ratio: float = 0.1) -> None:
+        self.max_tokens, self.ratio = max_tokens, ratio
+        self.tokens = max_tokens
+
+    def failed(self) -> None:
+        self.tokens = max(0.0, self.tokens - 1)
+
+    def succeeded(self) -> None:
+        self.tokens = min(self.max_tokens, self.tokens + self.ratio)
+
+    def allows_retry(self) -> bool:
+        return self.tokens > self.max_tokens / 2
+
+
+class Retrying:
+    """A unary upstream method retried on UNAVAILABLE (see the module docstring), never waiting
+    out the upstream's pushback."""
+
+    __slots__ = ("_method", "_budget", "_jitter")
+
+    def __init__(self, method: Callable[..., Any], budget: RetryBudget, jitter: Callable[[], float] = random.random) -> None:
+        self._method, self._budget, self._jitter = method, budget, jitter
+
+    async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None) -> Any:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        backoff = RETRY_FIRST_BACKOFF_S
+        for attempt in range(1, RETRY_ATTEMPTS + 1):
+            try:
+                reply = await self._method(request, timeout=timeout, metadata=metadata)
+            except grpc.aio.AioRpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise
+                self._budget.failed()
+                pause = backoff * self._jitter()
+                if attempt == RETRY_ATTEMPTS or not self._budget.allows_retry():
+                    raise
+                if deadline is not None and deadline - time.monotonic() <= pause:
+                    raise
+                await asyncio.sleep(pause)
+                backoff = min(2 * backoff, RETRY_MAX_BACKOFF_S)
+                if deadline is not None:
+                    timeout = deadline - time.monotonic()
+                continue
+            self._budget.succeeded()
+            return reply
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+class _RetryingStub:
+    """A stub whose idempotent unary methods are Retrying; everything else is the stub's own."""
+
+    def __init__(self, stub: Any, methods: tuple[str, ...]) -> None:
+        self._stub = stub
+        budget = RetryBudget()
+        for name in methods:
+            setattr(self, name, Retrying(getattr(stub, name), budget))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stub, name)
 
 
 @dataclass(frozen=True)
@@ -88,15 +151,27 @@ class Upstreams:
     def __init__(self, settings: Any) -> None:
         self.settings = settings
         self._channels = {
-            "card": open_channel(settings, settings.card_addr, service_config("miandan.card.v1.CardService")),
-            "catalog": open_channel(settings, settings.catalog_addr, service_config("miandan.catalog.v1.CatalogService")),
-            "order": open_channel(settings, settings.order_addr, service_config("miandan.order.v1.OrderService")),
-            "lottery": open_channel(settings, settings.lottery_addr, service_config("miandan.lottery.v1.LotteryService")),
+            # No retryPolicy in the channel: gRPC's retries would wait out the pushback (above).
+            name: open_channel(settings, addr)
+            for name, addr in (
+                ("card", settings.card_addr), ("catalog", settings.catalog_addr),
+                ("order", settings.order_addr), ("lottery", settings.lottery_addr),
+            )
         }
-        self.card = card_service_pb2_grpc.CardServiceStub(self._channels["card"])
-        self.catalog = catalog_service_pb2_grpc.CatalogServiceStub(self._channels["catalog"])
-        self.order = order_service_pb2_grpc.OrderServiceStub(self._channels["order"])
-        self.lottery = lottery_service_pb2_grpc.LotteryServiceStub(self._channels["lottery"])
+        self.card = _RetryingStub(
+            card_service_pb2_grpc.CardServiceStub(self._channels["card"]), IDEMPOTENT_METHODS["miandan.card.v1.CardService"]
+        )
+        self.catalog = _RetryingStub(
+            catalog_service_pb2_grpc.CatalogServiceStub(self._channels["catalog"]),
+            IDEMPOTENT_METHODS["miandan.catalog.v1.CatalogService"],
+        )
+        self.order = _RetryingStub(
+            order_service_pb2_grpc.OrderServiceStub(self._channels["order"]), IDEMPOTENT_METHODS["miandan.order.v1.OrderService"]
+        )
+        self.lottery = _RetryingStub(
+            lottery_service_pb2_grpc.LotteryServiceStub(self._channels["lottery"]),
+            IDEMPOTENT_METHODS["miandan.lottery.v1.LotteryService"],
+        )
         base = internal_metadata(settings)
         # Built once per criticality: metadata tuples are reused by every call.
         self._metadata = {

@@ -17,6 +17,7 @@ from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service
 from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2, lottery_service_pb2_grpc
 from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
+from services.common.admission import Overloaded
 from services.common.config import Settings
 from services.common.errors import Unavailable, error_details, to_rpc_status
 
@@ -236,6 +237,25 @@ async def test_an_upstream_overload_reaches_the_client_as_overloaded_with_a_retr
     details = error_details(info.value)
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert details["reason"] == "OVERLOADED" and details["retry_after_ms"] == 10
+
+
+@pytest.mark.parametrize("rpc", ["PlaceOrder", "GetOrder"])
+async def test_an_upstream_shedding_with_its_usual_one_second_delay_is_answered_at_once_with_that_delay(harness, rpc):
+    # The kit's own refusal (pushback 1000 ms). gRPC's channel retries waited it out twice:
+    # 2 s of a held call, or a bare DEADLINE_EXCEEDED for a caller with a shorter deadline.
+    harness.order.failures = [Overloaded(1000)] * 3
+    request = gw.PlaceOrderRequest(request_id="r1", store_id="s1") if rpc == "PlaceOrder" else gw.GetOrderRequest(order_id="o-1")
+    start = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await getattr(harness.stub, rpc)(request, metadata=harness.auth(), timeout=0.8)
+    elapsed = time.perf_counter() - start
+    details = error_details(info.value)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert details["reason"] == "OVERLOADED" and details["retry_after_ms"] == 1000 and details["pushback_ms"] == 1000
+    assert "当前参与人数较多" in details["message"]
+    assert elapsed < 0.5
+    # Retried quickly (the upstream may admit the next attempt), never past the refusals.
+    assert len(harness.seen.of(rpc)) == 3
 
 
 async def test_watch_order_stops_the_upstream_stream_when_the_client_goes_away(harness):

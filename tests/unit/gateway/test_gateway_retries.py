@@ -1,0 +1,76 @@
+"""The gateway's retries of its upstreams (gateway.clients.Retrying): UNAVAILABLE only, a short
+backoff whatever the upstream's pushback says, inside the caller's deadline, and a budget that
+stops retrying an upstream that keeps refusing."""
+from __future__ import annotations
+
+import time
+
+import grpc
+import pytest
+
+from gateway.clients import RetryBudget, Retrying
+from services.common.admission import Overloaded
+from services.common.errors import NotFound
+
+from .conftest import rpc_error
+
+
+class Upstream:
+    def __init__(self, *answers: BaseException | str) -> None:
+        self.answers = list(answers)
+        self.timeouts: list[float | None] = []
+
+    async def __call__(self, request, *, timeout=None, metadata=None):
+        self.timeouts.append(timeout)
+        answer = self.answers.pop(0) if self.answers else "ok"
+        if isinstance(answer, BaseException):
+            raise answer
+        return answer
+
+
+async def test_a_refusal_with_a_one_second_pushback_is_retried_after_milliseconds_and_then_passed_on():
+    upstream = Upstream(*[rpc_error(Overloaded(1000))] * 3)
+    start = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await Retrying(upstream, RetryBudget())("req", timeout=5.0)
+    assert time.perf_counter() - start < 0.3
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(upstream.timeouts) == 3
+
+
+async def test_a_refusal_followed_by_an_answer_is_the_answer_and_each_attempt_gets_what_is_left():
+    upstream = Upstream(rpc_error(Overloaded(1000)))
+    assert await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=2.0) == "ok"
+    first, second = upstream.timeouts
+    assert first == 2.0 and 1.9 < second < 1.99
+
+
+async def test_other_answers_are_not_retried():
+    upstream = Upstream(rpc_error(NotFound("ORDER_NOT_FOUND", "no such order")))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await Retrying(upstream, RetryBudget())("req", timeout=1.0)
+    assert len(upstream.timeouts) == 1
+
+
+async def test_no_retry_starts_that_the_deadline_leaves_no_room_for():
+    upstream = Upstream(rpc_error(Overloaded(1000)))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=0.01)
+    assert len(upstream.timeouts) == 1
+
+
+async def test_an_upstream_that_keeps_refusing_stops_being_retried_until_successes_refill_the_budget():
+    budget = RetryBudget(max_tokens=10, ratio=0.1)
+    upstream = Upstream(*[rpc_error(Overloaded(1000))] * 100)
+    call = Retrying(upstream, budget, jitter=lambda: 0.0)
+    for _ in range(4):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call("req", timeout=1.0)
+    # 5 tokens spent by the first refusals: from then on one attempt per call.
+    attempts = len(upstream.timeouts)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await call("req", timeout=1.0)
+    assert len(upstream.timeouts) == attempts + 1
+    upstream.answers = []
+    for _ in range(60):  # 0.1 token each, from empty to above half
+        await call("req", timeout=1.0)
+    assert budget.allows_retry()
