@@ -47,8 +47,9 @@ _INVITE_PROBLEM_CODES = (
     _Code.RESOURCE_EXHAUSTED,
     _Code.PERMISSION_DENIED,
 )
-# Lottery failures after which the wallet is still worth showing (degraded lottery standing).
-_LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND)
+# Lottery failures after which the wallet is still worth showing (degraded lottery standing);
+# CANCELLED is the lottery's gRPC core turning the call away (servicer._is_transport_failure).
+_LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND, _Code.CANCELLED)
 MAX_TEXT_CHARS = 500
 # Below this confidence the catalog's reading is a guess among several (拿铁: one latte of four,
 # 0.51); a phrase that names a category and gets its usual item (来杯咖啡 -> 标准美式) scores 0.70.

@@ -51,9 +51,12 @@ CRITICALITY: dict[str, str] = {
 
 
 def _is_transport_failure(err: grpc.aio.AioRpcError) -> bool:
-    """UNAVAILABLE produced by the channel (connection refused, upstream restarting), not an
-    answer of a miandan service: those always carry google.rpc details (e.g. OVERLOADED)."""
-    if err.code() != grpc.StatusCode.UNAVAILABLE:
+    """A failure produced by gRPC rather than answered by a miandan service (whose answers always
+    carry google.rpc details, e.g. OVERLOADED): UNAVAILABLE from the channel (connection refused,
+    upstream restarting), or CANCELLED from the upstream's core, which refuses a call its busy
+    event loop has not taken in (Settings.max_pending_calls) or that a stopping server drops. A
+    call the gateway gives up on itself ends in CancelledError, never in this error."""
+    if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return False
     return not any(key == STATUS_DETAILS_KEY for key, _ in (err.trailing_metadata() or ()))
 

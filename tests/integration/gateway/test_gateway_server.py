@@ -384,3 +384,23 @@ async def test_an_unreachable_upstream_is_unavailable_with_retry_advice_and_no_i
             assert error_details(info.value)["reason"] == "UPSTREAM_UNAVAILABLE"
     finally:
         await server.stop(0)
+
+
+async def test_an_upstream_whose_core_refuses_the_call_is_unavailable_with_retry_advice_not_cancelled():
+    # A busy upstream's gRPC core refuses calls its event loop has not taken in
+    # (MIANDAN_MAX_PENDING_CALLS) with a bare CANCELLED: the end user did not cancel anything.
+    h = Harness()
+
+    async def refused_by_core(request, context):
+        await context.abort(grpc.StatusCode.CANCELLED, "")
+
+    h.order.GetOrder = refused_by_core
+    await h.start()
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await h.stub.GetOrder(gw.GetOrderRequest(order_id="o-1"), metadata=h.auth(), timeout=5)
+        d = error_details(info.value)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert d["reason"] == "UPSTREAM_UNAVAILABLE" and d["retry_after_ms"] == 1000
+    finally:
+        await h.stop()

@@ -145,6 +145,15 @@ async def test_the_wallet_is_still_shown_when_the_lottery_is_down(fakes, make_rp
     assert view.lottery.day == "2026-01-28"  # computed from the clock in Asia/Shanghai
 
 
+async def test_the_wallet_is_still_shown_when_the_lottery_s_core_refuses_its_calls(fakes):
+    # CANCELLED without details: a busy lottery's gRPC core turning calls away (max_pending_calls).
+    refused = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "")
+    fakes.lottery.fail["GetDraw"] = refused
+    joined = await fakes.gateway.join("alice", "r1", "", fakes.options())
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert len(joined.wallet.cards) == len(view.cards) == 1 and not view.lottery.entered_today
+
+
 async def test_a_card_failure_fails_the_wallet_and_cancels_the_other_calls(fakes, make_rpc_error):
     fakes.card.fail["GetWallet"] = make_rpc_error(Unavailable("OVERLOADED", "busy", 1000))
     fakes.lottery.delay["GetDraw"] = 5
