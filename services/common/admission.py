@@ -40,9 +40,11 @@ milliseconds of CPU, far inside every deadline, so a limit there only throws cal
 Headroom per criticality (Google SRE "Handling Overload"): SHEDDABLE may fill up to 50 % of the
 limit and never waits, DEFAULT up to 80 % and waits up to max_wait/2, CRITICAL up to 100 % and
 waits up to max_wait. Waiting is CoDel-like: once a waiter times out (a standing queue: waiting
-does not help), calls of every level stop waiting for one interval and are refused at once: under
-a flood a refusal that took max_wait to say no is a slow refusal, and the caller's retry comes
-back anyway. An internal caller may raise
+does not help), calls of its level and below stop waiting for one interval and are refused at
+once: under a flood a refusal that took max_wait to say no is a slow refusal, and the caller's
+retry comes back anyway. Only of its level and below: DEFAULT waiters timing out (they may use 80 %
+of the limit) said nothing about CRITICAL ones, and refusing orders at once because browsing
+queued shed orders a freed slot would have served within milliseconds. An internal caller may raise
 or lower a call's criticality with x-miandan-criticality (the gateway passes the end-user
 call's level on).
 
@@ -158,7 +160,9 @@ class AdmissionController:
         self.on_limit_change = on_limit_change
         self._waiters: dict[str, deque[asyncio.Future[bool]]] = {CRITICAL: deque(), DEFAULT: deque()}
         self._n_waiting = 0
-        self._congested_until = -math.inf
+        # Per waiting level: a standing queue of DEFAULT waiters says nothing about CRITICAL
+        # ones, which may take 100 % of the limit (and get slots DEFAULT may not).
+        self._congested_until = {CRITICAL: -math.inf, DEFAULT: -math.inf}
         self.rejected = 0
         # Event-loop lag (see watch_loop_lag); never lagging until a probe says so.
         self.loop_lag = 0.0
@@ -204,10 +208,11 @@ class AdmissionController:
         if wait_s <= 0 or self._n_waiting >= self.max_waiters or self.lagging:
             self.rejected += 1
             return False
-        if self._time() < self._congested_until:
+        level = CRITICAL if criticality == CRITICAL else DEFAULT
+        if self._time() < self._congested_until[level]:
             self.rejected += 1
             return False
-        queue = self._waiters[criticality if criticality == CRITICAL else DEFAULT]
+        queue = self._waiters[level]
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bool] = loop.create_future()
         queue.append(fut)
@@ -231,7 +236,10 @@ class AdmissionController:
                 _forget(queue, fut)
         if not granted:
             self.rejected += 1
-            self._congested_until = self._time() + self.update_interval
+            until = self._time() + self.update_interval
+            # A CRITICAL wait in vain: nobody's waiting helps. A DEFAULT one: DEFAULT's doesn't.
+            for stopped in (CRITICAL, DEFAULT) if level == CRITICAL else (DEFAULT,):
+                self._congested_until[stopped] = until
         return granted
 
     def try_acquire(self, criticality: str = DEFAULT) -> Permit:

@@ -280,3 +280,22 @@ async def test_waiters_that_gave_up_do_not_pile_up_behind_a_full_critical_load()
         now.t += 1.0  # past the congestion window: the next wave waits again
         assert len(ctl._waiters[DEFAULT]) <= ctl.max_waiters
     assert len(ctl._waiters[DEFAULT]) == 0 and ctl._n_waiting == 0
+
+
+def test_default_waiters_timing_out_do_not_stop_critical_calls_from_waiting():
+    async def scenario():
+        ctl, now = controller(10, min_limit=10, max_wait_ms=40)
+        # DEFAULT may fill 80 % of the limit: 8 slots, all taken; CRITICAL has 2 more, taken too.
+        held = [ctl.try_acquire(DEFAULT) for _ in range(8)] + [ctl.try_acquire(CRITICAL) for _ in range(2)]
+        assert not await ctl.wait_enter(DEFAULT)  # a standing queue of DEFAULT waiters
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert not await ctl.wait_enter(DEFAULT)
+        assert loop.time() - start < 0.01  # DEFAULT stops waiting for an interval
+        # An order waits for a slot that frees within milliseconds, and gets it.
+        order = asyncio.ensure_future(ctl.wait_enter(CRITICAL))
+        await asyncio.sleep(0.005)
+        held.pop().release()
+        assert await asyncio.wait_for(order, 1)
+
+    asyncio.run(scenario())
