@@ -47,6 +47,8 @@ _AioRpcError = grpc.aio.AioRpcError
 _perf = time.perf_counter
 _INTERNAL = to_rpc_status(Internal("INTERNAL", "服务内部错误 / internal error"))
 _DEADLINE = to_rpc_status(DeadlineExceeded("DEADLINE_EXCEEDED", "处理超时 / deadline exceeded"))
+# Answers that say "busy, or not reachable now: retry": counted by reason (miandan_rpc_refusals_total).
+_BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 _FORWARDED_KEYS = (STATUS_DETAILS_KEY, PUSHBACK_KEY)
 
 
@@ -243,6 +245,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         if not admission.try_enter(crit) and not await admission.wait_enter(crit):
             if plan.metrics is not None:
                 plan.metrics.shed(crit)
+                self.metrics.refused(self.service_name, "UNAVAILABLE", "OVERLOADED")
             self._reject(plan, "UNAVAILABLE", context)
             await context.abort_with_status(self._overload[crit])
         if not plan.learn:
@@ -276,6 +279,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
     def _fail(self, plan: _Plan, exc: BaseException, request: Any, context: Any) -> tuple[str, bool, grpc.Status]:
         """(code, ok-for-admission, status) for an exception escaping the handler."""
         if isinstance(exc, DomainError):
+            if exc.code in _BUSY_CODES and self.metrics is not None:
+                self.metrics.refused(self.service_name, exc.code, exc.reason)
             return exc.code, exc.code != "DEADLINE_EXCEEDED", self._status_of(exc)
         if isinstance(exc, asyncio.TimeoutError):
             return "DEADLINE_EXCEEDED", False, _DEADLINE
@@ -303,6 +308,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 return "INTERNAL", True, _INTERNAL
             # Otherwise it is the peer's answer about the caller's request (CARD_NOT_OWNED: a
             # user naming another user's card) and passes on like any other.
+        if code.name in _BUSY_CODES and self.metrics is not None:
+            self.metrics.refused(self.service_name, code.name, error_details(exc)["reason"] or "UPSTREAM_" + code.name)
         trailing = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in _FORWARDED_KEYS)
         return code.name, code is not grpc.StatusCode.DEADLINE_EXCEEDED, _Status(code, exc.details() or "", trailing)
 

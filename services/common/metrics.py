@@ -9,6 +9,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histo
 __all__ = ["RpcMetrics", "MethodMetrics", "default_metrics", "start_metrics_server"]
 
 # Sub-millisecond buckets matter: an in-process hop is ~100 µs.
+# Distinct (service, code, reason) series of miandan_rpc_refusals_total at most.
+MAX_REFUSAL_REASONS = 256
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -56,7 +58,29 @@ class RpcMetrics:
             "miandan_rpc_shed_total", "RPCs rejected by admission control", ["service", "method", "criticality"],
             registry=registry,
         )
+        self.refusals = Counter(
+            "miandan_rpc_refusals_total",
+            "Calls answered busy or unavailable (UNAVAILABLE, RESOURCE_EXHAUSTED), by machine reason: "
+            "this service's admission (OVERLOADED), a user's pace (USER_RATE_LIMITED), an upstream's "
+            "refusal passed on (UPSTREAM_UNAVAILABLE, or its own reason)",
+            ["service", "code", "reason"],
+            registry=registry,
+        )
+        self._refusals: dict[tuple[str, str, str], Any] = {}
         self._methods: dict[tuple[str, str], MethodMetrics] = {}
+
+    def refused(self, service: str, code: str, reason: str) -> None:
+        key = (service, code, reason)
+        child = self._refusals.get(key)
+        if child is None:
+            if len(self._refusals) >= MAX_REFUSAL_REASONS:
+                # Reasons are code constants, so this is a bound that never bites; still, a label
+                # is a time series, and a peer's text must not be able to mint them.
+                key = (service, code, "OTHER")
+                child = self._refusals.get(key)
+            if child is None:
+                child = self._refusals[key] = self.refusals.labels(*key)
+        child.inc()
 
     def method(self, service: str, method: str) -> MethodMetrics:
         key = (service, method)

@@ -126,4 +126,8 @@ async def test_a_burst_far_above_capacity_gets_only_ok_or_overloaded_and_critica
     shed_lines = [line for line in body.splitlines() if line.startswith("miandan_rpc_shed_total{")
                   and 'method="SearchStores"' in line and 'criticality="SHEDDABLE"' in line]
     assert shed_lines and float(shed_lines[0].rsplit(" ", 1)[1]) >= len(shed), body[:2000]
+    # And by reason, beside whatever else was answered busy.
+    refusals = [line for line in body.splitlines() if line.startswith('miandan_rpc_refusals_total{')
+                and 'reason="OVERLOADED"' in line and 'service="gateway"' in line]
+    assert refusals and float(refusals[0].rsplit(" ", 1)[1]) >= len(shed), body[:2000]
     assert any(line.startswith('miandan_admission_limit{service="gateway"}') for line in body.splitlines())
