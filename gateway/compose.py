@@ -47,6 +47,9 @@ _INVITE_PROBLEM_CODES = (
     _Code.RESOURCE_EXHAUSTED,
     _Code.PERMISSION_DENIED,
 )
+# Upstream failures after which a write may have been done all the same: its answer was lost.
+# CANCELLED is a stopping upstream dropping a call in progress (servicer._is_transport_failure).
+_ANSWER_MAYBE_LOST_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.CANCELLED)
 # Lottery failures after which the wallet is still worth showing (degraded lottery standing);
 # CANCELLED is the lottery's gRPC core turning the call away (servicer._is_transport_failure).
 _LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND, _Code.CANCELLED)
@@ -469,7 +472,7 @@ class Gateway:
                 **o.kw(),
             )
         except grpc.aio.AioRpcError as err:
-            if replay_key and err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            if replay_key and err.code() not in _ANSWER_MAYBE_LOST_CODES:
                 # A definite no (sold out, closed): nothing was placed, so the next try of this
                 # request_id may match anew rather than replay lines that cannot be ordered.
                 self.previews.discard(replay_key)

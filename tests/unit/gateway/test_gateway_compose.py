@@ -522,6 +522,22 @@ async def test_a_retried_confirm_from_text_places_what_the_first_attempt_matched
     assert fakes.order.requests("PlaceOrder")[3].store_id == "luckin-hz-2"
 
 
+async def test_a_confirm_from_text_dropped_by_a_stopping_order_service_is_retried_with_what_it_matched(fakes):
+    # A bare CANCELLED: the order service stopped with the placement in progress, so the order may
+    # exist. The gateway tells the user to retry (UPSTREAM_UNAVAILABLE); a retry that matched anew
+    # could pick another store and be refused as REQUEST_ID_REUSED.
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    request = gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True)
+    fakes.order.fail["PlaceOrder"] = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await fakes.gateway.order_by_text("alice", request, fakes.options())
+    del fakes.order.fail["PlaceOrder"]
+    await fakes.gateway.order_by_text("alice", request, fakes.options())
+    first, retry = fakes.order.requests("PlaceOrder")
+    assert (retry.store_id, list(retry.lines), retry.request_id) == (first.store_id, list(first.lines), first.request_id)
+    assert len(fakes.catalog.requests("MatchIntent")) == 1  # the retry did not match anew
+
+
 async def test_the_preview_beside_a_confirmed_order_shows_the_orders_price_after_a_price_change(fakes):
     await fakes.gateway.join("alice", "r1", "", fakes.options())
     fakes.catalog.total_fen = 800
