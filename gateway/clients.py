@@ -1,18 +1,20 @@
 """The gateway's upstreams: one channel per service, opened once and reused for every call.
 
-Retries: only on UNAVAILABLE (the peer did not do the work or shed it before touching a store),
-only for methods that are safe to repeat (reads, and mutations that carry a request_id the callee
-is idempotent on), after a short backoff (20 ms doubling to 200 ms, at most 3 attempts, within
-the caller's deadline), and with a retry budget per upstream so that a struggling upstream is not
-hit by a retry storm: once more than half the tokens are spent, the gateway stops retrying until
-successes refill it (gRFC A6's retry throttling).
+Retries: only on UNAVAILABLE without a pushback (a dropped connection, a peer not yet listening:
+the call did no work), only for methods that are safe to repeat (reads, and mutations that carry
+a request_id the callee is idempotent on), after a short backoff (20 ms doubling to 200 ms, at
+most 3 attempts, within the caller's deadline), and with a retry budget per upstream so that a
+struggling upstream is not hit by a retry storm: once more than half the tokens are spent, the
+gateway stops retrying until successes refill it (gRFC A6's retry throttling). A refusal that
+carries a pushback (OVERLOADED: the upstream is shedding) is passed on at once: asking again
+20 ms later would only add to the load it is shedding.
 
 Why here and not in the channel's service config (gRFC A6), where they used to be: gRPC's own
 retries obey the upstream's grpc-retry-pushback-ms, and every miandan refusal carries its retry
 delay there (1 s for OVERLOADED). An upstream shedding load then held the user's call through two
 one-second waits, holding a gateway slot too, and a caller with a shorter deadline got a bare
 DEADLINE_EXCEEDED instead of "busy, retry in 1 s". The upstream's delay is the end user's to
-wait, not the gateway's: after the quick retries its refusal is passed on at once, with its delay.
+wait, not the gateway's: its refusal is passed on at once, with its delay.
 
 Deadlines: every call gets `timeout=` from CallOptions, i.e. what is left of the end user's
 deadline, so no upstream works for an answer nobody waits for.
@@ -34,7 +36,7 @@ from miandan.order.v1 import order_service_pb2_grpc
 from services.common.admission import CRITICALITY_KEY, DEFAULT
 from services.common.auth import internal_metadata, open_channel
 from services.common.deadline import DEADLINE_PASSED
-from services.common.errors import DeadlineExceeded
+from services.common.errors import PUSHBACK_KEY, DeadlineExceeded
 
 __all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "Retrying", "CallOptions", "Upstreams"]
 
@@ -96,6 +98,10 @@ class Retrying:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 self._budget.failed()
+                if _asks_to_wait(err):
+                    # The upstream refused on purpose (OVERLOADED, with its delay): asking again in
+                    # 20 ms would only add to its load. The user gets its answer, and waits it.
+                    raise
                 pause = backoff * self._jitter()
                 if attempt == RETRY_ATTEMPTS or not self._budget.allows_retry():
                     raise
@@ -109,6 +115,12 @@ class Retrying:
             self._budget.succeeded()
             return reply
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+def _asks_to_wait(err: grpc.aio.AioRpcError) -> bool:
+    """A refusal that carries a pushback (a miandan service shedding or briefly unable), unlike
+    a dropped connection or a peer not yet listening, which carry none."""
+    return any(key == PUSHBACK_KEY for key, _ in err.trailing_metadata() or ())
 
 
 class _RetryingStub:

@@ -352,9 +352,11 @@ class CardHandlers:
         writes already look through them; this makes the stored state and ledger catch up)."""
         while True:
             try:
-                while True:
+                # Full batches are drained at once (request ids too: a busy week of joins records
+                # more than one batch a pass), up to SWEEP_BATCHES_PER_PASS: a backlog waits for the
+                # next pass rather than queueing reservations behind back-to-back deletes.
+                for _ in range(SWEEP_BATCHES_PER_PASS):
                     counts = await self.store.sweep(self.now(), batch)
-                    # Request ids too: a busy week of joins records more than one batch a pass.
                     if max(counts.released, counts.expired, counts.forgotten) < batch:
                         break
             except asyncio.CancelledError:
@@ -362,6 +364,10 @@ class CardHandlers:
             except Exception:  # a failed sweep must not kill the service; the next one retries
                 log.exception("card sweep failed")
             await asyncio.sleep(interval_s)
+
+
+# Batches one sweep pass takes at most (500 rows each by default).
+SWEEP_BATCHES_PER_PASS = 20
 
 
 # Placeholder in reserve_batch's outcome list until the entry's outcome is known.

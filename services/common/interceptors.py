@@ -309,7 +309,9 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             # Otherwise it is the peer's answer about the caller's request (CARD_NOT_OWNED: a
             # user naming another user's card) and passes on like any other.
         if code.name in _BUSY_CODES and self.metrics is not None:
-            self.metrics.refused(self.service_name, code.name, error_details(exc)["reason"] or "UPSTREAM_" + code.name)
+            # Passed on from a peer: named as such, so a peer's OVERLOADED is not this service's.
+            reason = error_details(exc)["reason"] or code.name
+            self.metrics.refused(self.service_name, code.name, reason if reason.startswith("UPSTREAM_") else "UPSTREAM_" + reason)
         trailing = tuple((k, v) for k, v in (exc.trailing_metadata() or ()) if k in _FORWARDED_KEYS)
         return code.name, code is not grpc.StatusCode.DEADLINE_EXCEEDED, _Status(code, exc.details() or "", trailing)
 

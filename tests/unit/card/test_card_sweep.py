@@ -51,3 +51,17 @@ async def test_full_batches_of_old_request_ids_are_drained_in_one_pass():
         except asyncio.CancelledError:
             pass
     assert len(store.calls) == 3
+
+
+async def test_a_backlog_is_swept_a_bounded_number_of_batches_per_pass():
+    from services.card.handlers import SWEEP_BATCHES_PER_PASS
+
+    store = FakeSweepStore([SweepCounts(forgotten=10)] * (SWEEP_BATCHES_PER_PASS + 5))
+    task = asyncio.create_task(CardHandlers(store, FakeClock()).sweep_forever(3600, batch=10))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass
+    assert len(store.calls) == SWEEP_BATCHES_PER_PASS  # the rest waits for the next pass

@@ -1,6 +1,7 @@
-"""The gateway's retries of its upstreams (gateway.clients.Retrying): UNAVAILABLE only, a short
-backoff whatever the upstream's pushback says, inside the caller's deadline, and a budget that
-stops retrying an upstream that keeps refusing."""
+"""The gateway's retries of its upstreams (gateway.clients.Retrying): UNAVAILABLE without a
+pushback only (a dropped connection; a refusal with its delay is passed on at once), a short
+backoff inside the caller's deadline, and a budget that stops retrying an upstream that keeps
+failing."""
 from __future__ import annotations
 
 import time
@@ -28,8 +29,22 @@ class Upstream:
         return answer
 
 
-async def test_a_refusal_with_a_one_second_pushback_is_retried_after_milliseconds_and_then_passed_on():
+def dropped() -> grpc.aio.AioRpcError:
+    """What a connection that failed or dropped gives: UNAVAILABLE, no details, no pushback."""
+    return grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, grpc.aio.Metadata(), grpc.aio.Metadata(), "Socket closed")
+
+
+async def test_a_refusal_with_a_pushback_is_passed_on_at_once_not_asked_again():
     upstream = Upstream(*[rpc_error(Overloaded(1000))] * 3)
+    start = time.perf_counter()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await Retrying(upstream, RetryBudget())("req", timeout=5.0)
+    assert time.perf_counter() - start < 0.1
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(upstream.timeouts) == 1
+
+
+async def test_a_dropped_connection_is_retried_after_milliseconds_and_then_passed_on():
+    upstream = Upstream(*[dropped()] * 3)
     start = time.perf_counter()
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await Retrying(upstream, RetryBudget())("req", timeout=5.0)
@@ -37,8 +52,8 @@ async def test_a_refusal_with_a_one_second_pushback_is_retried_after_millisecond
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE and len(upstream.timeouts) == 3
 
 
-async def test_a_refusal_followed_by_an_answer_is_the_answer_and_each_attempt_gets_what_is_left():
-    upstream = Upstream(rpc_error(Overloaded(1000)))
+async def test_a_drop_followed_by_an_answer_is_the_answer_and_each_attempt_gets_what_is_left():
+    upstream = Upstream(dropped())
     assert await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=2.0) == "ok"
     first, second = upstream.timeouts
     assert first == 2.0 and 1.9 < second < 1.99
@@ -52,7 +67,7 @@ async def test_other_answers_are_not_retried():
 
 
 async def test_no_retry_starts_that_the_deadline_leaves_no_room_for():
-    upstream = Upstream(rpc_error(Overloaded(1000)))
+    upstream = Upstream(dropped())
     with pytest.raises(grpc.aio.AioRpcError):
         await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=0.01)
     assert len(upstream.timeouts) == 1
@@ -60,7 +75,7 @@ async def test_no_retry_starts_that_the_deadline_leaves_no_room_for():
 
 async def test_an_upstream_that_keeps_refusing_stops_being_retried_until_successes_refill_the_budget():
     budget = RetryBudget(max_tokens=10, ratio=0.1)
-    upstream = Upstream(*[rpc_error(Overloaded(1000))] * 100)
+    upstream = Upstream(*[dropped() for _ in range(100)])
     call = Retrying(upstream, budget, jitter=lambda: 0.0)
     for _ in range(4):
         with pytest.raises(grpc.aio.AioRpcError):
