@@ -68,6 +68,9 @@ DRAW_TTL_S = 3.0
 VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
 VERIFIED_TTL_S = 7 * 86_400.0  # a drawn day's verification does not change
+# How far back a confirm from text looks for the order its request_id placed: a retry comes
+# within minutes, when that order is among the user's newest.
+RECENT_ORDERS = 50
 
 
 def _refuses_the_invite(err: grpc.aio.AioRpcError) -> bool:
@@ -159,6 +162,42 @@ def _text_confirm_key(user: str, request_id: str, text: str, location: common_pb
     where = f"{location.latitude!r},{location.longitude!r}"
     digest = hashlib.sha256(f"{user}\x00{request_id}\x00{text}\x00{where}".encode("utf-8", "surrogatepass")).hexdigest()
     return f"rq_{digest[:32]}"
+
+
+def _needs_clarification(preview: gateway_pb2.OrderPreview) -> FailedPrecondition:
+    return FailedPrecondition(
+        "INTENT_NEEDS_CLARIFICATION",
+        preview.clarification or "没有听懂，请说得更具体 / please say more precisely what to order",
+    )
+
+
+def _refused_for_good(refusal: Exception) -> bool:
+    """A refusal that no retry of the same call changes (the gateway's own, or an upstream
+    FAILED_PRECONDITION / ALREADY_EXISTS / NOT_FOUND), unlike an overload or a deadline."""
+    if isinstance(refusal, grpc.aio.AioRpcError):
+        return refusal.code() in (_Code.FAILED_PRECONDITION, _Code.ALREADY_EXISTS, _Code.NOT_FOUND)
+    return isinstance(refusal, FailedPrecondition)
+
+
+def _preview_of_order(text: str, order: order_pb2.Order) -> gateway_pb2.OrderPreview:
+    """The preview beside an order placed earlier: what the order holds, not today's reading."""
+    return gateway_pb2.OrderPreview(
+        text=text,
+        proposal=catalog_pb2.OrderProposal(
+            store=catalog_pb2.StoreHit(store=catalog_pb2.Store(store_id=order.store_id, name=order.store_name, brand_id=order.brand_id)),
+            lines=[
+                catalog_pb2.LineSelection(
+                    item_id=line.item_id, quantity=line.quantity,
+                    options=[catalog_pb2.OptionChoice(group_id=opt.group_id, option_id=opt.option_id) for opt in line.options],
+                )
+                for line in order.lines
+            ],
+        ),
+        total_fen=order.subtotal_fen,
+        card_id=order.card_id,
+        card_covered_fen=order.card_discount_fen,
+        payable_fen=order.payable_fen,
+    )
 
 
 def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
@@ -442,9 +481,16 @@ class Gateway:
                 store_id = replay.store_id
                 lines = catalog_service_pb2.QuoteRequest.FromString(replay.lines).lines
             else:
-                preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
-                if req.confirm and store_id and preview.proposal.confidence < MIN_CONFIRM_CONFIDENCE:
-                    self._refuse_guess(preview, user, store_id, lines)
+                try:
+                    preview, store_id, lines = await self._preview(user, text, req, o, with_card=not req.confirm)
+                    if req.confirm and not store_id:
+                        raise _needs_clarification(preview)
+                    if req.confirm and preview.proposal.confidence < MIN_CONFIRM_CONFIDENCE:
+                        self._refuse_guess(preview, user, store_id, lines)
+                except (FailedPrecondition, grpc.aio.AioRpcError) as refusal:
+                    if replay_key and _refused_for_good(refusal):
+                        return await self._answer_if_placed(user, req.request_id, text, refusal, o)
+                    raise
                 if req.confirm and store_id:
                     # Kept before placing: the first attempt's order may exist even if its answer
                     # never arrives.
@@ -452,10 +498,7 @@ class Gateway:
         if not req.confirm:
             return gateway_service_pb2.OrderByTextResponse(preview=preview)
         if not store_id:
-            raise FailedPrecondition(
-                "INTENT_NEEDS_CLARIFICATION",
-                preview.clarification or "没有听懂，请说得更具体 / please say more precisely what to order",
-            )
+            raise _needs_clarification(preview)
         # A preview that showed a card was confirmed as a free (or cheaper) order: if no card is
         # left by now (spent by another order meanwhile), refuse rather than place it at full price.
         promised_card = bool(req.preview_id and preview.card_id)
@@ -476,6 +519,8 @@ class Gateway:
                 # A definite no (sold out, closed): nothing was placed, so the next try of this
                 # request_id may match anew rather than replay lines that cannot be ordered.
                 self.previews.discard(replay_key)
+            if replay_key and _refused_for_good(err):
+                return await self._answer_if_placed(user, req.request_id, text, err, o)
             if promised_card and error_details(err).get("reason") == "NO_CARD_AVAILABLE":
                 raise FailedPrecondition(
                     "PREVIEW_CARD_GONE",
@@ -545,6 +590,23 @@ class Gateway:
         if with_card:
             self._keep(preview, user, store_id, proposal.lines)
         return preview, store_id, proposal.lines
+
+    async def _answer_if_placed(
+        self, user: str, request_id: str, text: str, refusal: Exception, o: CallOptions
+    ) -> gateway_service_pb2.OrderByTextResponse:
+        """The answer to a confirm from text that is refused now although its request_id may have
+        placed an order: what the first attempt matched is kept in this process only (lost to a
+        restart, an upgrade, another replica, the preview TTL), and the sentence may read otherwise
+        today (a newer resolver, a store closed or an item sold out since). The order is the
+        record that lasts: a retry is answered with it, and only a request that placed nothing is
+        refused. Asked on refusals only, so a confirm that places costs no extra call."""
+        reply = await self.order.ListOrders(
+            order_service_pb2.ListOrdersRequest(user_id=user, page_size=RECENT_ORDERS), **o.kw()
+        )
+        order = next((order for order in reply.orders if order.request_id == request_id), None)
+        if order is None:
+            raise refusal
+        return gateway_service_pb2.OrderByTextResponse(preview=_preview_of_order(text, order), order=order)
 
     def _refuse_guess(
         self, preview: gateway_pb2.OrderPreview, user: str, store_id: str, lines: Sequence[catalog_pb2.LineSelection]

@@ -141,6 +141,8 @@ class GatewayServiceServicer:
         (the preview counted on a card and the user has none left by the confirm: preview again to
         see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
         request_id (required with confirm). With an order, the preview shows the card the order used.
+        A confirm whose request_id already placed an order is answered with that order even when the
+        sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -66,6 +66,8 @@ class GatewayServiceStub:
     (the preview counted on a card and the user has none left by the confirm: preview again to
     see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
     request_id (required with confirm). With an order, the preview shows the card the order used.
+    A confirm whose request_id already placed an order is answered with that order even when the
+    sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
     """
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -124,6 +126,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     (the preview counted on a card and the user has none left by the confirm: preview again to
     see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
     request_id (required with confirm). With an order, the preview shows the card the order used.
+    A confirm whose request_id already placed an order is answered with that order even when the
+    sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
     """
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -197,6 +201,8 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         (the preview counted on a card and the user has none left by the confirm: preview again to
         see the new price; nothing is placed), INVALID_ARGUMENT on text (empty, > 500 characters) or
         request_id (required with confirm). With an order, the preview shows the card the order used.
+        A confirm whose request_id already placed an order is answered with that order even when the
+        sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
         """
 
     @_abc_1.abstractmethod
