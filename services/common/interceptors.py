@@ -97,7 +97,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         self.call_log_level = logging.INFO if getattr(settings, "log_calls", True) else logging.DEBUG
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._status_cache: dict[DomainError, grpc.Status] = {}
-        self._overload = {level: to_rpc_status(_overloaded(admission, level)) for level in CRITICALITIES}
+        self._overload = {level: _overload_statuses(admission, level) for level in CRITICALITIES}
+        self._refused = 0
         if metrics is not None:
             self._in_flight = metrics.in_flight.labels(service_name)
             limit_gauge = metrics.admission_limit.labels(service_name)
@@ -247,7 +248,9 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 plan.metrics.shed(crit)
                 self.metrics.refused(self.service_name, "UNAVAILABLE", "OVERLOADED")
             self._reject(plan, "UNAVAILABLE", context)
-            await context.abort_with_status(self._overload[crit])
+            statuses = self._overload[crit]
+            self._refused += 1
+            await context.abort_with_status(statuses[self._refused % len(statuses)])
         if not plan.learn:
             # Streams are gated (refused when overloaded) but don't hold a slot for their lifetime.
             admission.release(None)
@@ -383,8 +386,20 @@ def _parsing(deserializer: Callable[[bytes], Any] | None, *, streamed: bool) -> 
     return parse
 
 
-def _overloaded(admission: AdmissionController, level: str) -> DomainError:
-    return Overloaded(admission.retry_after_ms(level))
+# Refusals in a row are told delays spread over 75-125 % of the level's (RetryInfo and pushback;
+# the message keeps the level's whole seconds): a crowd refused in the same instant and told the
+# same delay would all come back in the same instant. Encoded once, handed out in turn.
+OVERLOAD_DELAY_STEPS = 9
+
+
+def _overload_statuses(admission: AdmissionController, level: str) -> tuple[grpc.Status, ...]:
+    base = admission.retry_after_ms(level)
+    statuses = []
+    for step in range(OVERLOAD_DELAY_STEPS):
+        err = Overloaded(base)
+        err.retry_after_ms = max(1, round(base * (0.75 + 0.5 * step / (OVERLOAD_DELAY_STEPS - 1))))
+        statuses.append(to_rpc_status(err))
+    return tuple(statuses)
 
 
 def _override(metadata: Any, crit: str, policy: AccessPolicy | None, context: Any) -> str:

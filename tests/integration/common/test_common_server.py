@@ -197,11 +197,17 @@ async def test_a_burst_beyond_the_limit_is_shed_with_pushback_while_health_stays
     codes = [c for c, _ in results]
     assert set(codes) <= {"OK", "UNAVAILABLE"}
     assert 1 <= codes.count("OK") <= 2 and codes.count("UNAVAILABLE") >= 18
+    delays = set()
     for code, err in results:
         if err is not None:
             d = error_details(err)
             assert d["reason"] == "OVERLOADED" and d["retry_after_ms"] > 0
+            assert 750 <= d["retry_after_ms"] <= 1250 and d["pushback_ms"] == d["retry_after_ms"]
+            assert "请 1 秒后再试" in d["message"]
             assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == str(d["retry_after_ms"])
+            delays.add(d["retry_after_ms"])
+    # Told apart, so that the crowd refused together does not come back together.
+    assert len(delays) >= 5, delays
     assert state.calls == codes.count("OK")
 
 
