@@ -1,12 +1,13 @@
 """The gateway's upstreams: one channel per service, opened once and reused for every call.
 
 Retries: only on UNAVAILABLE without a pushback (a dropped connection, a peer not yet listening:
-the call did no work), only for methods that are safe to repeat (reads, and mutations that carry
+the call did no work) or with a short one (at most the longest backoff: an upstream saying "retry"
+after a placement it interrupted or undid, waited out before asking again), only for methods that are safe to repeat (reads, and mutations that carry
 a request_id the callee is idempotent on), after a short backoff (20 ms doubling to 200 ms, at
 most 3 attempts, within the caller's deadline), and with a retry budget per upstream so that a
 struggling upstream is not hit by a retry storm: once more than half the tokens are spent, the
 gateway stops retrying until successes refill it (gRFC A6's retry throttling). A refusal that
-carries a pushback (OVERLOADED: the upstream is shedding) is passed on at once: asking again
+carries a longer pushback (OVERLOADED: the upstream is shedding) is passed on at once: asking again
 20 ms later would only add to the load it is shedding.
 
 Why here and not in the channel's service config (gRFC A6), where they used to be: gRPC's own
@@ -22,6 +23,7 @@ deadline, so no upstream works for an answer nobody waits for.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -98,11 +100,15 @@ class Retrying:
                 if err.code() != grpc.StatusCode.UNAVAILABLE:
                     raise
                 self._budget.failed()
-                if _asks_to_wait(err):
+                pushback_s = _pushback_s(err)
+                if pushback_s > RETRY_MAX_BACKOFF_S:
                     # The upstream refused on purpose (OVERLOADED, with its delay): asking again in
                     # 20 ms would only add to its load. The user gets its answer, and waits it.
                     raise
-                pause = backoff * self._jitter()
+                # A short pushback is a "retry now" from an upstream that did no harm (an order
+                # placement interrupted or aborted, a card that covered part: 50-200 ms): the
+                # next attempt succeeds, after the delay it asked for, not sooner.
+                pause = max(backoff * self._jitter(), pushback_s)
                 if attempt == RETRY_ATTEMPTS or not self._budget.allows_retry():
                     raise
                 if deadline is not None and deadline - time.monotonic() <= pause:
@@ -117,10 +123,16 @@ class Retrying:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _asks_to_wait(err: grpc.aio.AioRpcError) -> bool:
-    """A refusal that carries a pushback (a miandan service shedding or briefly unable), unlike
-    a dropped connection or a peer not yet listening, which carry none."""
-    return any(key == PUSHBACK_KEY for key, _ in err.trailing_metadata() or ())
+def _pushback_s(err: grpc.aio.AioRpcError) -> float:
+    """The delay a refusal asks for, in seconds: 0 for a dropped connection or a peer not yet
+    listening, which carry none; infinite for one that cannot be read (never asked sooner)."""
+    for key, value in err.trailing_metadata() or ():
+        if key == PUSHBACK_KEY:
+            try:
+                return max(0, int(value)) / 1000
+            except ValueError:
+                return math.inf
+    return 0.0
 
 
 class _RetryingStub:

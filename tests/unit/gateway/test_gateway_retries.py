@@ -11,7 +11,7 @@ import pytest
 
 from gateway.clients import RetryBudget, Retrying
 from services.common.admission import Overloaded
-from services.common.errors import NotFound
+from services.common.errors import NotFound, Unavailable
 
 from .conftest import rpc_error
 
@@ -89,3 +89,12 @@ async def test_an_upstream_that_keeps_refusing_stops_being_retried_until_success
     for _ in range(60):  # 0.1 token each, from empty to above half
         await call("req", timeout=1.0)
     assert budget.allows_retry()
+
+
+async def test_a_refusal_asking_for_a_short_wait_is_retried_after_that_wait():
+    # The order service's "retry" after a placement it interrupted or undid (50-200 ms): the
+    # next attempt places the order, so the user must not get the refusal.
+    upstream = Upstream(rpc_error(Unavailable("CARD_REDEEMED_PARTLY", "the card covers part of the order, retry", 50)))
+    start = time.perf_counter()
+    assert await Retrying(upstream, RetryBudget(), jitter=lambda: 0.0)("req", timeout=2.0) == "ok"
+    assert time.perf_counter() - start >= 0.05 and len(upstream.timeouts) == 2
