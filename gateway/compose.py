@@ -600,9 +600,15 @@ class Gateway:
         today (a newer resolver, a store closed or an item sold out since). The order is the
         record that lasts: a retry is answered with it, and only a request that placed nothing is
         refused. Asked on refusals only, so a confirm that places costs no extra call."""
-        reply = await self.order.ListOrders(
-            order_service_pb2.ListOrdersRequest(user_id=user, page_size=RECENT_ORDERS), **o.kw()
-        )
+        try:
+            reply = await self.order.ListOrders(
+                order_service_pb2.ListOrdersRequest(user_id=user, page_size=RECENT_ORDERS), **o.kw()
+            )
+        except grpc.aio.AioRpcError:
+            # The look is a courtesy to a retry: when the order service cannot answer it (busy,
+            # down), the refusal itself is the answer, not "busy, retry" for a call that will be
+            # refused again.
+            raise refusal from None
         order = next((order for order in reply.orders if order.request_id == request_id), None)
         if order is None:
             raise refusal

@@ -113,3 +113,21 @@ async def test_a_confirm_the_gateway_remembers_asks_for_no_orders(fakes, make_rp
     await fakes.gateway.order_by_text("alice", CONFIRM, fakes.options())
     await fakes.gateway.order_by_text("alice", CONFIRM, fakes.options())
     assert fakes.order.requests("ListOrders") == []
+
+
+async def test_a_refusal_stays_the_answer_when_the_order_service_cannot_be_asked(fakes, make_rpc_error):
+    from services.common.admission import Overloaded
+
+    keep_orders(fakes, make_rpc_error)
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+
+    async def busy(request, **kw):
+        await fakes.order._record("ListOrders", request, kw)
+        raise make_rpc_error(Overloaded(1000))
+
+    fakes.order.ListOrders = busy
+    reads_now(fakes, confidence=0.51)
+    # A guess, refused: the look for an earlier order is shed, and the user still learns why.
+    with pytest.raises(FailedPrecondition) as info:
+        await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(request_id="o9", text="拿铁", confirm=True), fakes.options())
+    assert info.value.reason == "INTENT_UNCERTAIN" and len(fakes.order.requests("ListOrders")) == 1
