@@ -205,10 +205,13 @@ class AdmissionController:
     async def wait_enter(self, criticality: str) -> bool:
         """After try_enter failed: wait briefly for a slot. True = admitted (slot taken)."""
         wait_s = self._wait_s.get(criticality, self._wait_s[DEFAULT])
-        if wait_s <= 0 or self._n_waiting >= self.max_waiters or self.lagging:
+        level = CRITICAL if criticality == CRITICAL else DEFAULT
+        # DEFAULT may fill the wait queue only as far as its share of the limit, so a queue full
+        # of browsing never turns an order away at once.
+        room = self.max_waiters if level == CRITICAL else int(self.max_waiters * _SHARE[DEFAULT])
+        if wait_s <= 0 or self._n_waiting >= room or self.lagging:
             self.rejected += 1
             return False
-        level = CRITICAL if criticality == CRITICAL else DEFAULT
         if self._time() < self._congested_until[level]:
             self.rejected += 1
             return False

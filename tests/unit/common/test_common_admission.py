@@ -299,3 +299,22 @@ def test_default_waiters_timing_out_do_not_stop_critical_calls_from_waiting():
         assert await asyncio.wait_for(order, 1)
 
     asyncio.run(scenario())
+
+
+def test_a_wait_queue_full_of_default_calls_leaves_room_for_critical_ones():
+    async def scenario():
+        ctl, now = controller(4, min_limit=4, max_wait_ms=200, max_waiters=10)
+        held = [ctl.try_acquire(DEFAULT) for _ in range(3)] + [ctl.try_acquire(CRITICAL)]
+        browsing = [asyncio.ensure_future(ctl.wait_enter(DEFAULT)) for _ in range(12)]
+        await asyncio.sleep(0)
+        assert sum(b.done() for b in browsing) == 4  # 8 of 10 places may wait, the rest refused at once
+        order = asyncio.ensure_future(ctl.wait_enter(CRITICAL))
+        await asyncio.sleep(0.005)
+        assert not order.done()  # waiting, not refused
+        held.pop().release()  # the CRITICAL slot frees: the order takes it
+        assert await asyncio.wait_for(order, 1)
+        for b in browsing:
+            b.cancel()
+        await asyncio.gather(*browsing, return_exceptions=True)
+
+    asyncio.run(scenario())
