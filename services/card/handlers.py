@@ -26,7 +26,9 @@ from .model import (
     check_campaign_id,
     check_id,
     check_ttl,
+    cards_obtainable,
     new_campaign,
+    offers_cards,
     page_size,
     redeem_not_covered,
 )
@@ -68,6 +70,10 @@ class WalletView:
     invites_made: int
     invite_code: str
     invited_by: str
+    # What the campaign can still give now (model.cards_obtainable / model.offers_cards): a
+    # wallet shows, and its pass-phrase promises, only cards that a grant would not refuse.
+    cards_obtainable: int
+    offers_card: bool
 
 
 # First part of a ListReservations page token.
@@ -144,10 +150,15 @@ class CardHandlers:
         cards, newly = await self.store.claim_signup(c, user_id, request_id, now)
         return [card.at(now) for card in cards], newly
 
-    async def invite_code(self, campaign_id: str, user_id: str) -> tuple[Campaign, str]:
+    async def invite_code(self, campaign_id: str, user_id: str) -> tuple[Campaign, str, bool]:
+        """The campaign, the user's code, and whether its pass-phrase may promise a card."""
         check_id(user_id, "user_id")
         c = await self.campaign(campaign_id)
-        return c, await self.store.invite_code(c, user_id)
+        code = await self.store.invite_code(c, user_id)
+        now = self.now()
+        # Outside the window nothing is offered whatever the budget: no need to read it.
+        offers = c.is_active(now) and offers_cards(c, await self.store.issued_fen(c.campaign_id), now)
+        return c, code, offers
 
     async def accept_invite(self, request_id: str, campaign_id: str, invitee: str, text: str) -> AcceptResult:
         check_id(request_id, "request_id", required=False)
@@ -205,6 +216,7 @@ class CardHandlers:
         return WalletView(
             c, user_id, [card.at(now) for card in data.cards], data.cards_granted, data.invites_made,
             data.invite_code or "", data.invited_by,
+            cards_obtainable(c, data.cards_granted, data.issued_fen, now), offers_cards(c, data.issued_fen, now),
         )
 
     # --- reservations ------------------------------------------------------------------------

@@ -62,7 +62,12 @@ def code_for(secret: bytes, user_id: str, n: int = 0) -> str:
     return text + check_letter(text)
 
 
-def pass_phrase(code: str, face_value_fen: int) -> str:
+def pass_phrase(code: str, face_value_fen: int, *, offers_card: bool = True) -> str:
+    """The text a user shares. It promises the friend a card only while one can be granted
+    (model.offers_cards); otherwise it still carries the code, since an accepted invite may
+    count for the lottery even when no card comes with it."""
+    if not offers_card:
+        return f"¥{code}¥ 复制这段口令，打开App参与免单活动"
     return f"¥{code}¥ 复制这段口令，打开App领{face_yuan_text(face_value_fen)}元免单卡"
 
 

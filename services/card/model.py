@@ -310,6 +310,25 @@ def grant_size(wanted: int, granted_so_far: int, cap: int) -> int:
     return max(0, min(wanted, cap - granted_so_far))
 
 
+def offers_cards(campaign: Campaign, issued_fen: int, now_ms: int) -> bool:
+    """Whether a grant of one card could succeed now, the per-user cap aside: the campaign is
+    running and what is left of its budget pays for a card. issued_fen never goes down (a
+    refunded or expired card stays issued), so once this is False for the budget it stays so."""
+    rules = campaign.rules
+    return campaign.is_active(now_ms) and rules.budget_fen - issued_fen >= rules.card_face_value_fen
+
+
+def cards_obtainable(campaign: Campaign, cards_granted: int, issued_fen: int, now_ms: int) -> int:
+    """Cards the user could still be granted now: what the cap leaves, no more than the rest of
+    the budget pays for, and none while the campaign is not running. A wallet must not promise
+    cards that every grant would refuse (CAMPAIGN_BUDGET_EXHAUSTED, CAMPAIGN_NOT_ACTIVE)."""
+    if not campaign.is_active(now_ms):
+        return 0
+    rules = campaign.rules
+    affordable = (rules.budget_fen - issued_fen) // rules.card_face_value_fen
+    return max(0, min(rules.per_user_card_cap - cards_granted, affordable))
+
+
 def covered_fen(amount_fen: int, face_value_fen: int) -> int:
     return min(amount_fen, face_value_fen)
 

@@ -147,11 +147,11 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         )
 
     async def GetInviteCode(self, request: pb.GetInviteCodeRequest, context: Any) -> pb.GetInviteCodeResponse:
-        c, code = await self.h.invite_code(request.campaign_id, request.user_id)
+        c, code, offers_card = await self.h.invite_code(request.campaign_id, request.user_id)
         return pb.GetInviteCodeResponse(
             invite_code=card_pb2.InviteCode(
                 campaign_id=c.campaign_id, user_id=request.user_id, code=code,
-                pass_phrase_text=codes.pass_phrase(code, c.rules.card_face_value_fen),
+                pass_phrase_text=codes.pass_phrase(code, c.rules.card_face_value_fen, offers_card=offers_card),
             )
         )
 
@@ -205,9 +205,11 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             wallet=card_pb2.Wallet(
                 campaign_id=w.campaign.campaign_id, user_id=w.user_id, totals=totals, cards_granted=w.cards_granted,
                 spendable_fen=spendable, invite_code=w.invite_code,
-                pass_phrase_text=codes.pass_phrase(w.invite_code, rules.card_face_value_fen) if w.invite_code else "",
+                pass_phrase_text=codes.pass_phrase(
+                    w.invite_code, rules.card_face_value_fen, offers_card=w.offers_card
+                ) if w.invite_code else "",
                 invites_made=w.invites_made,
-                cards_obtainable=max(0, rules.per_user_card_cap - w.cards_granted), card_cap=rules.per_user_card_cap,
+                cards_obtainable=w.cards_obtainable, card_cap=rules.per_user_card_cap,
                 lottery_progress=w.invites_made, lottery_threshold=rules.lottery_invite_threshold,
                 lottery_qualified=w.invites_made >= rules.lottery_invite_threshold, invited_by_user_id=w.invited_by,
             ),

@@ -329,6 +329,9 @@ class WalletData:
     invites_made: int
     invite_code: str | None
     invited_by: str
+    # The campaign's issued face value as of the same read: whether the wallet may still
+    # promise cards (model.cards_obtainable, model.offers_cards).
+    issued_fen: int
 
 
 @dataclass(frozen=True)
@@ -391,6 +394,7 @@ class CardStore(Protocol):
     ) -> JoinResult: ...
     async def user_cards(self, campaign_id: str, user_id: str) -> list[Card]: ...
     async def wallet(self, campaign: Campaign, user_id: str) -> WalletData: ...
+    async def issued_fen(self, campaign_id: str) -> int: ...
     async def reserve(
         self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
         request_id: str, now_ms: int, redeem: bool = False,
@@ -497,8 +501,11 @@ class SqliteCardStore:
         data: WalletData = await self.db.read_now(_wallet, campaign.campaign_id, user_id)
         if data.invite_code is None:
             code = await self._write(_ensure_code_fn, campaign, user_id)
-            data = WalletData(data.cards, data.cards_granted, data.invites_made, code, data.invited_by)
+            data = replace(data, invite_code=code)
         return data
+
+    async def issued_fen(self, campaign_id: str) -> int:
+        return await self.db.read_now(_issued_fen, campaign_id)
 
     # --- reservations ------------------------------------------------------------------------
 
@@ -1049,9 +1056,17 @@ def _wallet(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> WalletD
         "SELECT inviter_user_id FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (campaign_id, user_id)
     ).fetchone()
     cards = _user_cards(conn, campaign_id, user_id)
+    issued = _issued_fen(conn, campaign_id)
     if member is None:
-        return WalletData(cards, 0, 0, None, invited_by[0] if invited_by else "")
-    return WalletData(cards, member[0], member[1], member[2], invited_by[0] if invited_by else "")
+        return WalletData(cards, 0, 0, None, invited_by[0] if invited_by else "", issued)
+    return WalletData(cards, member[0], member[1], member[2], invited_by[0] if invited_by else "", issued)
+
+
+def _issued_fen(conn: sqlite3.Connection, campaign_id: str) -> int:
+    # The running total _grant keeps on the campaign row: a primary-key read, where summing
+    # card_totals would read a row per state and counting cards would scan the campaign.
+    row = conn.execute("SELECT issued_fen FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
+    return row[0] if row else 0
 
 
 # --- reservations ----------------------------------------------------------------------------

@@ -37,6 +37,13 @@ def test_the_pass_phrase_carries_the_code_and_the_face_value():
     assert text.startswith("¥K7QM3XPAB¥") and "25元免单卡" in text
 
 
+def test_a_pass_phrase_that_offers_no_card_promises_none_and_still_carries_the_code():
+    code = codes.code_for(SECRET, "alice")
+    text = codes.pass_phrase(code, 2500, offers_card=False)
+    assert text == f"¥{code}¥ 复制这段口令，打开App参与免单活动" and "免单卡" not in text
+    assert codes.extract_codes(text)[0] == code
+
+
 @pytest.mark.parametrize(
     "shape",
     [

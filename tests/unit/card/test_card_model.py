@@ -63,6 +63,16 @@ def test_a_grant_never_passes_the_cap():
     assert m.grant_size(1, 25, 21) == 0
 
 
+def test_a_wallet_offers_what_the_cap_leaves_the_budget_pays_for_and_nothing_outside_the_window():
+    c = m.new_campaign("c", "n", 1000, 2000, m.Rules(budget_fen=10 * 2_500), 0, b"")
+    assert m.cards_obtainable(c, 1, 0, 1500) == 10 and m.offers_cards(c, 0, 1500)
+    assert m.cards_obtainable(c, 1, 8 * 2_500 + 1, 1500) == 1 and m.offers_cards(c, 8 * 2_500 + 1, 1500)
+    assert m.cards_obtainable(c, 1, 9 * 2_500 + 1, 1500) == 0 and not m.offers_cards(c, 9 * 2_500 + 1, 1500)
+    assert m.cards_obtainable(c, 21, 0, 1500) == 0 and m.offers_cards(c, 0, 1500)  # the cap is the user's
+    for outside in (999, 2000):
+        assert m.cards_obtainable(c, 1, 0, outside) == 0 and not m.offers_cards(c, 0, outside)
+
+
 def test_a_card_covers_at_most_its_face_value():
     assert m.covered_fen(1800, 2500) == 1800
     assert m.covered_fen(4000, 2500) == 2500

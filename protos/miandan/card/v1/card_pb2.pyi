@@ -458,11 +458,18 @@ class Wallet(_message.Message):
     invite_code: _builtins.str
     """The user's invite code."""
     pass_phrase_text: _builtins.str
-    """Ready-to-paste pass-phrase text to share the code."""
+    """Ready-to-paste pass-phrase text to share the code. It promises a card
+    ("¥K7QM3XPA¥ 复制这段口令，打开App领25元免单卡") only while the campaign is running and its
+    remaining budget pays for at least one card; otherwise it carries the same code without the
+    promise ("¥K7QM3XPA¥ 复制这段口令，打开App参与免单活动"): an invite may still count for the lottery.
+    """
     invites_made: _builtins.int
     """New users who accepted this user's invite."""
     cards_obtainable: _builtins.int
-    """Cards the user can still obtain before reaching the cap."""
+    """Cards the user can still obtain now: what the cap leaves, at most as many as the campaign's
+    remaining budget pays for (budget - issued, in whole cards), and 0 while the campaign is not
+    running (before its start or after its end) or its remaining budget is less than one card.
+    """
     card_cap: _builtins.int
     """The per-user cap."""
     lottery_progress: _builtins.int
@@ -520,7 +527,10 @@ class InviteCode(_message.Message):
     code: _builtins.str
     """At least 8 characters from an alphabet without look-alikes, the last one a check letter."""
     pass_phrase_text: _builtins.str
-    """Chinese text to paste into any chat app, e.g. "¥K7QM3XPA¥ 复制这段口令，打开App领25元免单卡"."""
+    """Chinese text to paste into any chat app, e.g. "¥K7QM3XPA¥ 复制这段口令，打开App领25元免单卡".
+    Promises a card only while one can be granted (see Wallet.pass_phrase_text); otherwise
+    "¥K7QM3XPA¥ 复制这段口令，打开App参与免单活动".
+    """
     def __init__(
         self,
         *,

@@ -71,7 +71,9 @@ class WalletView(_message.Message):
     LOTTERY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def wallet(self) -> _card_pb2.Wallet:
-        """Totals, invite code, pass-phrase, cap headroom."""
+        """Totals, invite code, pass-phrase, cards still obtainable (none, and a pass-phrase that
+        promises no card, once the budget cannot pay for one or the campaign is not running).
+        """
 
     @_builtins.property
     def cards(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Card]:
