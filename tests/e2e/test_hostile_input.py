@@ -155,7 +155,16 @@ async def prepare(suite: Any) -> Prepared:
         found.ids.add(["brand_id"], *(b.brand_id for b in brands.brands))
         hits = await stub.SearchStores(catalog.SearchStoresRequest(location=near, page_size=20), metadata=admin, timeout=10)
         found.ids.add(["store_id", "store_ids"], *(h.store.store_id for h in hits.stores))
-        store = hits.stores[0].store
+        # The user's valid order goes to a store open around the clock (no opening hours) of the
+        # nearest brand: the demo stores close at night, and this test runs at any hour.
+        nearest = hits.stores[0].store
+        store = catalog_pb2.Store(
+            store_id="e2e-hostile-all-day", brand_id=nearest.brand_id, name=f"{nearest.name}(e2e全天店)", address="e2e",
+            city=nearest.city, location=near,
+        )
+        imported = await stub.ImportStores(iter([catalog.ImportStoresRequest(stores=[store])]), metadata=admin, timeout=10)
+        assert imported.accepted == 1, imported
+        found.ids.add(["store_id", "store_ids"], store.store_id)
         menu = await stub.GetMenu(catalog.GetMenuRequest(store_id=store.store_id), metadata=admin, timeout=10)
         item = menu.entries[0].item
         found.ids.add(["item_id"], *(e.item.item_id for e in menu.entries))
