@@ -1,5 +1,5 @@
 """The gateway's retries of its upstreams (gateway.clients.Retrying): UNAVAILABLE without a
-pushback only (a dropped connection; a refusal with its delay is passed on at once), a short
+pushback only (a dropped connection, or a call the upstream's core turned away; a refusal with its delay is passed on at once), a short
 backoff inside the caller's deadline, and a budget that stops retrying an upstream that keeps
 failing."""
 from __future__ import annotations
@@ -57,6 +57,25 @@ async def test_a_drop_followed_by_an_answer_is_the_answer_and_each_attempt_gets_
     assert await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=2.0) == "ok"
     first, second = upstream.timeouts
     assert first == 2.0 and 1.9 < second < 1.99
+
+
+def turned_away(details: bytes | None = None) -> grpc.aio.AioRpcError:
+    """What an upstream's core gives a call its busy loop never took in: CANCELLED, no details."""
+    trailing = grpc.aio.Metadata(("grpc-status-details-bin", details)) if details else grpc.aio.Metadata()
+    return grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), trailing, "Cancelled")
+
+
+async def test_a_call_the_upstreams_core_turned_away_is_retried_like_a_dropped_connection():
+    upstream = Upstream(turned_away(), turned_away())
+    assert await Retrying(upstream, RetryBudget(), jitter=lambda: 1.0)("req", timeout=2.0) == "ok"
+    assert len(upstream.timeouts) == 3
+
+
+async def test_a_cancelled_answer_from_a_handler_is_not_retried():
+    upstream = Upstream(turned_away(details=b"\x08\x01"))
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await Retrying(upstream, RetryBudget())("req", timeout=1.0)
+    assert info.value.code() == grpc.StatusCode.CANCELLED and len(upstream.timeouts) == 1
 
 
 async def test_other_answers_are_not_retried():
