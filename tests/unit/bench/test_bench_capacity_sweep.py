@@ -19,6 +19,13 @@ def test_the_capacity_is_the_busiest_level_that_meets_the_latency_target():
     assert capacity_level([calm, knee, queued]) is knee
 
 
+def test_a_level_that_sheds_is_past_capacity_however_fast_it_answers_the_rest():
+    knee, shedding = _level(16, 3_700, 150.0), _level(24, 3_900, 150.0)
+    for _ in range(5):
+        shedding.result.add("PlaceOrder", "UNAVAILABLE", 2.0)
+    assert capacity_level([knee, shedding]) is knee
+
+
 def test_without_any_level_meeting_the_target_the_least_queued_is_reported():
     slow, slower = _level(8, 2_000, 250.0), _level(16, 2_100, 400.0)
     assert capacity_level([slower, slow]) is slow
