@@ -6,9 +6,8 @@ and language; (2) the story's scenario through the gateway of a fresh suite star
 starts it. Both at several load levels (users in flight, `--concurrency 8,16,24`): the capacity is
 the most orders/s of a level whose p99 stays under 200 ms and that sheds (almost) nothing, and
 the ceiling the most empty calls/s of any level, since where a closed loop saturates two cores
-depends on the machine. Prints the
-sweep, then for the capacity level per-RPC throughput, latency percentiles and status codes,
-orders/s, and the ratio orders/s / empty calls/s (target >= 0.15 with p99 < 200 ms).
+depends on the machine. Prints the sweep, then for the capacity level per-RPC throughput,
+latency percentiles and status codes, orders/s, and the ratio orders/s / empty calls/s (target >= 0.15 with p99 < 200 ms).
 
 It also says how much of the gap is the shape of the scenario rather than the work of the
 handlers: it measures, in the same run, an empty relay hop (client -> a Python server whose
