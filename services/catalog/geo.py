@@ -38,6 +38,20 @@ SPLIT_AGAIN_TIMETABLES = 8
 RECOUNT_EVERY_SHARE = 8
 
 
+# Among stores at the same distance the answer keeps the smaller store ids, the ones it lists
+# first: pages are cut from answers of growing length (offset + size + 1), and a longer answer
+# must begin with the shorter one, or stores at one spot (a mall) are shown twice on the next
+# page and some never. The heap's top is the entry to drop, so its ids compare the other way:
+# each UTF-8 byte b becomes 254 - b (UTF-8 has no 0xFF byte) and 0xFF ends the key, so that a
+# longer id that starts with a shorter one sorts first, as it must when reversed.
+_REVERSE_BYTES = bytes(254 - b if b < 255 else 0 for b in range(256))
+
+
+def _dropped_first(store_id: str) -> bytes:
+    """A key that orders ids in reverse (the greater id is dropped first among equal distances)."""
+    return store_id.encode("utf-8", "surrogatepass").translate(_REVERSE_BYTES) + b"\xff"
+
+
 def cell_key(lat: float, lng: float) -> int:
     return (math.floor(lat / CELL_DEG) << _J_BITS) + math.floor(lng / CELL_DEG)
 
@@ -85,7 +99,7 @@ class GeoIndex:
         limit: int = 10,
     ) -> list[tuple[float, StoreRecord]]:
         """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id."""
-        best: list[tuple[float, str, StoreRecord]] = []  # max-heap via negated distance
+        best: list[tuple[float, bytes, StoreRecord]] = []  # max-heap via negated distance, then greater id
         bound = radius_m  # no hit can be farther than this
         flat = abs(lat) < _FLAT_MAX_LAT
         ky = _M_PER_DEG
@@ -110,7 +124,7 @@ class GeoIndex:
                         continue
                     if keep is not None and not keep(s):
                         continue
-                    entry = (-d, s.store_id, s)
+                    entry = (-d, _dropped_first(s.store_id), s)
                     if len(best) < limit:
                         heapq.heappush(best, entry)
                     else:
@@ -290,9 +304,8 @@ def _nearest_of(
     for index in sorted(indexes, key=len, reverse=True):  # the biggest is likely the nearest: bound the rest
         best.extend(index.nearest(lat, lng, bound, keep, limit))
         if len(best) >= limit:
-            # Of stores at the same distance nearest() keeps the greater store_id: so does this.
-            best.sort(key=lambda h: h[1].store_id, reverse=True)
-            best.sort(key=lambda h: h[0])
+            # Of stores at the same distance nearest() keeps the smaller store_id: so does this.
+            best.sort(key=lambda h: (h[0], h[1].store_id))
             del best[limit:]
             bound = best[-1][0]
     return sorted(best, key=lambda h: (h[0], h[1].store_id))

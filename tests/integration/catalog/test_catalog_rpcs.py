@@ -308,3 +308,22 @@ async def test_everything_survives_a_restart(start_catalog, tmp_path):
     assert [(p.weekday, p.open_minute, p.close_minute) for p in menu.store.opening_hours] == [(3, 600, 1500)]
     hits = await second.stub.SearchStores(svc.SearchStoresRequest(location=loc()), metadata=second.md)
     assert [h.store.store_id for h in hits.stores] == ["s1"]
+
+
+async def test_paging_through_stores_at_the_very_same_spot_shows_each_store_once(cat):
+    # A mall, or a bulk import geocoded to one point: fifteen stores at one distance. Page one
+    # kept the greatest ids of the tie and sorted them by id, page two the smallest: it showed
+    # four stores again and never the first four.
+    stores = [store_pb(f"mall-{i:02d}", "luckin", HZ[0], HZ[1]) for i in range(15)]
+    await cat.stub.ImportStores(stream_of(stores), metadata=cat.admin)
+    for filters in ({}, {"brand_id": "luckin"}, {"open_now": True}, {"brand_id": "luckin", "open_now": True}):
+        seen, token = [], ""
+        while True:
+            r = await cat.stub.SearchStores(
+                svc.SearchStoresRequest(location=loc(), page_size=10, page_token=token, **filters), metadata=cat.md
+            )
+            seen += [h.store.store_id for h in r.stores]
+            token = r.next_page_token
+            if not token:
+                break
+        assert seen == [s.store_id for s in stores], filters

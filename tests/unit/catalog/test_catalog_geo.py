@@ -218,14 +218,16 @@ def traced_bytes(build):
         tracemalloc.stop()
 
 
-def test_a_tie_between_an_open_store_of_each_timetable_goes_to_the_greater_store_id():
+def test_a_tie_between_an_open_store_of_each_timetable_goes_to_the_smaller_store_id():
+    # As nearest() and the pages cut from it: the smaller id first ("a" has breakfast hours,
+    # closed at noon and at night).
     index = BrandIndex()
-    for store_id, timetable in (("a", TIMETABLES[0]), ("c", TIMETABLES[1]), ("b", TIMETABLES[2])):
+    for store_id, timetable in (("c", TIMETABLES[0]), ("a", TIMETABLES[3]), ("b", TIMETABLES[2])):
         index.put(StoreRecord(store_id, "b", store_id, 31.2, 121.4, timetable, False, "Asia/Shanghai"))
     noon, night = OpenClock(datetime(2026, 1, 28, 4, 0, tzinfo=timezone.utc)), OpenClock(datetime(2026, 1, 27, 16, 30, tzinfo=timezone.utc))
-    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, noon)] == ["c"]
+    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, noon)] == ["b"]
     assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, night)] == ["b"]  # 00:30: 24 h and late night
-    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, night, limit=3)] == ["a", "b"]
+    assert [s.store_id for _, s in index.nearest_open(31.2, 121.4, 1000, night, limit=3)] == ["b", "c"]
 
 
 def test_at_night_the_closed_stores_of_a_brand_are_not_read_one_by_one(monkeypatch):
@@ -260,3 +262,22 @@ def test_a_brand_back_to_few_timetables_passes_over_its_closed_stores_at_night_a
     monkeypatch.setattr("services.catalog.geo.haversine_m", lambda *a: read.append(a) or haversine_m(*a))
     night = OpenClock(datetime(2026, 1, 27, 19, 30, tzinfo=timezone.utc))  # 03:30 in Shanghai
     assert index.nearest_open(31.23, 121.47, 20000, night) == [] and read == []
+
+
+def test_a_shorter_answer_is_the_start_of_a_longer_one_when_stores_tie():
+    # Pages are cut from answers of growing length (offset + size + 1): among stores at the same
+    # distance the shorter answer must keep the ones the longer shows first (the smaller ids).
+    index, brand = GeoIndex(), BrandIndex()
+    for i in range(15):
+        store = StoreRecord(f"m{i:02d}", "b", "mall", 31.2, 121.4, TIMETABLES[i % 3], False, "Asia/Shanghai")
+        index.put(store)
+        brand.put(store)
+    noon = OpenClock(datetime(2026, 1, 28, 4, 0, tzinfo=timezone.utc))
+    for find in (
+        lambda limit: index.nearest(31.2, 121.4, 1000, limit=limit),
+        lambda limit: brand.nearest_open(31.2, 121.4, 1000, noon, limit=limit),
+    ):
+        longest = [s.store_id for _, s in find(15)]
+        assert longest == [f"m{i:02d}" for i in range(15)]
+        for limit in (1, 4, 11):
+            assert [s.store_id for _, s in find(limit)] == longest[:limit]
