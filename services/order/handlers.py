@@ -962,19 +962,24 @@ class OrderService:
         before = _newest_first_after(page_token)
         if not await self._store_open_to(store_id, merchant):
             return [], ""  # a store without orders: nothing to list, nothing to leak
-        orders = await self.store.list_for_store(store_id, (status,) if status else model.LIVE_STATUSES, limit + 1, before)
+        # A grant that covers the store by brand lists its brands' orders only: a store an import
+        # moved to another brand keeps the former brand's orders, which are not the new one's.
+        brands = None if merchant is None or store_id in merchant.stores else merchant.brands
+        statuses = (status,) if status else model.LIVE_STATUSES
+        orders = await self.store.list_for_store(store_id, statuses, limit + 1, before, brands)
         return _newest_first_page(orders, limit)
 
     async def _store_open_to(self, store_id: str, merchant: MerchantScope | None) -> bool:
         """False when the store has no orders yet and the grant names brands only (its brand is
-        unknown here); raises STORE_NOT_YOURS when its orders name a brand the grant lacks. A
-        brand grant covers a store when the store's orders name one of its brands."""
+        unknown here); raises STORE_NOT_YOURS when none of its orders names a brand of the grant.
+        A brand grant covers a store when one of the store's orders names one of its brands (an
+        import may have moved the store from one brand to another: each keeps its own orders)."""
         if merchant is None or store_id in merchant.stores:
             return True
-        brand = await self.store.brand_of_store(store_id)
-        if brand is None:
+        covered = await self.store.store_has_brand(store_id, merchant.brands)
+        if covered is None:
             return False
-        if brand not in merchant.brands:
+        if not covered:
             raise store_not_yours(store_id)
         return True
 

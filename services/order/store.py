@@ -48,7 +48,7 @@ import json
 import logging
 import sqlite3
 from dataclasses import replace
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Collection, Protocol, Sequence
 
 import orjson
 
@@ -220,13 +220,16 @@ class OrderStore(Protocol):
     async def list_all(self, limit: int, after: str) -> list[Order]: ...
 
     async def list_for_store(
-        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None,
+        brands: Collection[str] | None = None,
     ) -> list[Order]:
-        """The store's orders in those statuses, newest first, keyset-paged like list_for_user."""
+        """The store's orders in those statuses, newest first, keyset-paged like list_for_user;
+        with `brands`, only those naming one of them."""
         ...
 
-    async def brand_of_store(self, store_id: str) -> str | None:
-        """The brand its orders name (every order of a store names the same), None without orders."""
+    async def store_has_brand(self, store_id: str, brands: Collection[str]) -> bool | None:
+        """Whether an order of the store names one of `brands`, None when it has no orders.
+        Its orders usually name one brand, but an import may move a store to another brand."""
         ...
 
     async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
@@ -544,21 +547,36 @@ def _list_for_user(conn: sqlite3.Connection, user_id: str, limit: int, before: t
 
 
 def _list_for_store(
-    conn: sqlite3.Connection, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+    conn: sqlite3.Connection, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None,
+    brands: Collection[str] | None = None,
 ) -> list[Order]:
     marks = ",".join("?" * len(statuses))
     page = "" if before is None else " AND (create_ms < ? OR (create_ms = ? AND order_id < ?))"
+    # The brand lives in the document only; the store's index still bounds the rows read.
+    of_brands = "" if brands is None else f" AND json_extract(doc, '$.b') IN ({','.join('?' * len(brands))})"
     rows = conn.execute(
-        f"SELECT order_id, doc FROM orders WHERE store_id = ? AND status IN ({marks}){page}"
+        f"SELECT order_id, doc FROM orders WHERE store_id = ? AND status IN ({marks}){page}{of_brands}"
         " ORDER BY create_ms DESC, order_id DESC LIMIT ?",
-        (store_id, *statuses, *(() if before is None else (before[0], before[0], before[1])), limit),
+        (store_id, *statuses, *(() if before is None else (before[0], before[0], before[1])), *(brands or ()), limit),
     ).fetchall()
     return [from_doc(r[0], r[1]) for r in rows]
 
 
-def _brand_of_store(conn: sqlite3.Connection, store_id: str) -> str | None:
+def _store_has_brand(conn: sqlite3.Connection, store_id: str, brands: Collection[str]) -> bool | None:
+    # The newest order first: it names the store's brand unless the store changed brands, so
+    # the grant of the store's brand is answered from one row.
     row = conn.execute("SELECT doc FROM orders WHERE store_id = ? LIMIT 1", (store_id,)).fetchone()
-    return None if row is None else json.loads(row[0]).get("b", "")
+    if row is None:
+        return None
+    if json.loads(row[0]).get("b", "") in brands:
+        return True
+    if not brands:
+        return False
+    marks = ",".join("?" * len(brands))
+    found = conn.execute(
+        f"SELECT 1 FROM orders WHERE store_id = ? AND json_extract(doc, '$.b') IN ({marks}) LIMIT 1", (store_id, *brands)
+    ).fetchone()
+    return found is not None
 
 
 def _list_all(conn: sqlite3.Connection, limit: int, after: str) -> list[Order]:
@@ -817,12 +835,13 @@ class SqliteOrderStore:
         return await self.db.read(_list_all, limit, after)
 
     async def list_for_store(
-        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None
+        self, store_id: str, statuses: Sequence[str], limit: int, before: tuple[int, str] | None,
+        brands: Collection[str] | None = None,
     ) -> list[Order]:
-        return await self.db.read(_list_for_store, store_id, statuses, limit, before)
+        return await self.db.read(_list_for_store, store_id, statuses, limit, before, brands)
 
-    async def brand_of_store(self, store_id: str) -> str | None:
-        return await self.db.read(_brand_of_store, store_id)
+    async def store_has_brand(self, store_id: str, brands: Collection[str]) -> bool | None:
+        return await self.db.read(_store_has_brand, store_id, brands)
 
     async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
         return await self.db.read(_due, now_ms, placing_before_ms, limit)

@@ -178,3 +178,46 @@ async def test_a_store_stream_ends_once_its_grant_expires_or_is_revoked(stack, h
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await next_order(feed)
     assert (err.value.code(), error_details(err.value)["reason"]) == (grpc.StatusCode.UNAUTHENTICATED, "MERCHANT_GRANT_INVALID")
+
+
+async def test_a_store_moved_to_another_brand_lists_each_brands_orders_to_that_brand_only(stack):
+    # ImportStores may give a store_id to another brand (a franchise changing chains). The new
+    # brand's grant listed the old brand's orders (its buyers, its takings) though every one of
+    # them was ORDER_NOT_FOUND to it, and the old brand was refused the list of orders it may
+    # still move along.
+    from miandan.catalog.v1 import catalog_service_pb2 as cat_svc
+    from miandan.common.v1 import common_pb2
+
+    admin = stack.admin_md
+    await stack.catalog.UpsertBrand(cat_svc.UpsertBrandRequest(
+        request_id="brand-new", brand=catalog_pb2.Brand(brand_id="new-brand", name="新茶饮", category="茶饮")), metadata=admin)
+    await stack.catalog.UpsertMenuItem(cat_svc.UpsertMenuItemRequest(
+        request_id="item-new", item=catalog_pb2.MenuItem(item_id="new-tea", brand_id="new-brand", name="新奶茶", price_fen=900)),
+        metadata=admin)
+    old = await place(stack, "before-move", STORE)
+
+    async def moved():
+        yield cat_svc.ImportStoresRequest(stores=[catalog_pb2.Store(
+            store_id=STORE, brand_id="new-brand", name="新茶饮(店)", location=common_pb2.GeoPoint(latitude=30.27, longitude=120.15))])
+
+    assert (await stack.catalog.ImportStores(moved(), metadata=admin)).accepted == 1
+    stack.clock.advance(1)  # newest first: the new brand's order is the newer
+    await stack.signup("after-move")
+    request = svc.PlaceOrderRequest(
+        request_id="after-1", user_id="after-move", store_id=STORE, campaign_id=CAMPAIGN,
+        lines=[catalog_pb2.LineSelection(item_id="new-tea", quantity=1)], card_use=S.CARD_USE_BEST,
+    )
+    for _ in range(50):  # the order service's quote cache hears of the move within moments
+        try:
+            new = (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
+            break
+        except grpc.aio.AioRpcError:
+            await asyncio.sleep(0.05)
+    assert new.brand_id == "new-brand" and old.brand_id == BRAND
+    new_grant, old_grant = as_merchant(stack, brands=["new-brand"]), as_merchant(stack, brands=[BRAND])
+    assert [o.order_id for o in (await list_store(stack, STORE, new_grant)).orders] == [new.order_id]
+    assert [o.order_id for o in (await list_store(stack, STORE, old_grant)).orders] == [old.order_id]
+    assert (await accept(stack, old, old_grant)).order.status == S.ORDER_STATUS_ACCEPTED
+    # The store's own grant and the platform see the store's whole queue.
+    for md in (as_merchant(stack, stores=[STORE]), stack.merchant_md):
+        assert [o.order_id for o in (await list_store(stack, STORE, md)).orders] == [new.order_id, old.order_id]

@@ -42,7 +42,10 @@ async def test_rows_from_before_the_column_are_listed_by_store_after_the_upgrade
         assert [o.order_id for o in await store.list_for_store("s1", everything, 10, None)] == ["ord_d", "ord_c", "ord_a"]
         assert [o.order_id for o in await store.list_for_store("s1", everything, 10, (3, "ord_c"))] == ["ord_a"]
         assert [o.order_id for o in await store.list_for_store("s2", (model.ACCEPTED,), 10, None)] == []
-        assert await store.brand_of_store("s2") == "brand-of-s2" and await store.brand_of_store("s9") is None
+        assert await store.store_has_brand("s2", {"brand-of-s2"}) is True and await store.store_has_brand("s9", {"brand-of-s2"}) is None
+        assert await store.store_has_brand("s2", {"rival"}) is False and await store.store_has_brand("s2", frozenset()) is False
+        assert [o.order_id for o in await store.list_for_store("s1", everything, 10, None, {"brand-of-s1"})] == ["ord_d", "ord_c", "ord_a"]
+        assert await store.list_for_store("s1", everything, 10, None, {"rival"}) == []
         # A PLACING row is not in the merchant's queue until it is paid.
         await store.begin_placement(replace(draft("ord_e", user="u-e"), store_id="s1", create_ms=5, update_ms=5))
         assert "ord_e" not in [o.order_id for o in await store.list_for_store("s1", everything, 10, None)]
