@@ -25,6 +25,10 @@ MAX_QUOTE_LINES = 50
 MAX_TEXT_CHARS = 500
 MAX_ID_CHARS = 128
 _SPACE = re.compile(r"\s")
+# C0 and C1 control characters (NUL, line breaks, tabs, ESC, DEL...): a name or address is one
+# line of text shown in apps and printed on kitchen tickets, and a NUL ends it early in C code.
+# Every other character is text (ideographic spaces, emoji, zero-width joiners).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 MAX_NAME_CHARS = 200
 MAX_PRICE_FEN = 10_000_000  # 100,000 yuan per unit: anything above is a typo, not a menu price
 
@@ -44,6 +48,7 @@ LOCATION_OUT_OF_RANGE = "LOCATION_OUT_OF_RANGE"
 BAD_OPENING_HOURS = "BAD_OPENING_HOURS"
 BAD_TIME_ZONE = "BAD_TIME_ZONE"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"
+CONTROL_CHARACTERS = "CONTROL_CHARACTERS"
 
 # A request_id used again for a different request (the card and order services' reason).
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
@@ -351,8 +356,14 @@ def _id_ok(value: str) -> bool:
     return 0 < len(value) <= MAX_ID_CHARS and value.isprintable() and _SPACE.search(value) is None
 
 
+def _controls(*texts: str) -> bool:
+    return any(_CONTROL.search(t) is not None for t in texts)
+
+
 def validate_brand(brand: Brand) -> None:
     problems = []
+    if _controls(brand.name, brand.category, brand.logo_url, *brand.aliases):
+        problems.append(("brand", "名称不能含控制字符 / names must not contain control characters (line breaks, NUL, tabs)"))
     if not _id_ok(brand.brand_id):
         problems.append(("brand.brand_id", "required, 1..128 characters without surrounding spaces"))
     if not brand.name.strip() or len(brand.name) > MAX_NAME_CHARS:
@@ -365,6 +376,11 @@ def validate_brand(brand: Brand) -> None:
 
 def validate_item(item: MenuItem) -> None:
     problems = []
+    texts = [item.name, item.category, *item.aliases]
+    for g in item.option_groups:
+        texts += [g.name, *(o.name for o in g.options), *(a for o in g.options for a in o.aliases)]
+    if _controls(*texts):
+        problems.append(("item", "名称不能含控制字符 / names must not contain control characters (line breaks, NUL, tabs)"))
     if not _id_ok(item.item_id):
         problems.append(("item.item_id", "required, 1..128 characters without surrounding spaces"))
     if not _id_ok(item.brand_id):
@@ -464,6 +480,8 @@ def validate_store_row(
         return reject(INVALID_STORE_ID, "门店编号不能含空白或控制字符 / store_id must be printable without spaces")
     if not name.strip():
         return reject(MISSING_NAME, "缺少门店名称 / name is required")
+    if _controls(name, address, city):
+        return reject(CONTROL_CHARACTERS, "名称、地址或城市含控制字符 / name, address or city contains control characters (line breaks, NUL, tabs)")
     if brand_id not in known_brands:
         return reject(UNKNOWN_BRAND, f"未知品牌 / unknown brand {brand_id!r}")
     if not valid_location(lat, lng) or (lat == 0.0 and lng == 0.0):

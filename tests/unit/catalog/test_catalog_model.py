@@ -144,3 +144,31 @@ def test_menu_validation_names_the_bad_fields():
     assert {"item.item_id", "item.name", "item.price_fen", "item.option_groups[0].options"} <= fields
     with pytest.raises(InvalidArgument):
         model.validate_brand(Brand("", ""))
+
+
+def test_names_with_control_characters_are_refused_and_other_scripts_and_emoji_are_kept():
+    # A NUL or a line break in a store name was stored and served to every app and kitchen
+    # ticket; ideographic spaces, emoji and zero-width joiners are ordinary text.
+    def row(**fields):
+        values = dict(name="喜茶(测试店)", address="南京东路1号", city="上海") | fields
+        return model.validate_store_row(
+            0, "s1", "heytea", values["name"], values["address"], values["city"], 31.0, 121.0, (), False, "", {"heytea": None}
+        )
+
+    for bad in ({"name": "喜茶\x00店"}, {"name": "喜茶\n店"}, {"address": "南京东路\r\n1号"}, {"city": "上海\x85"}, {"name": "店\x7f"}):
+        rejected = row(**bad)
+        assert isinstance(rejected, model.Rejection) and rejected.reason == model.CONTROL_CHARACTERS, bad
+    kept = row(name="🍵喜茶\u3000(测试)\u200d店", address="Rue de l'Église 1")
+    assert isinstance(kept, model.StoreRow) and kept.name == "🍵喜茶\u3000(测试)\u200d店"
+    for bad_brand in (Brand("b", "品牌\x00"), Brand("b", "品牌", aliases=("别\n名",))):
+        with pytest.raises(InvalidArgument):
+            model.validate_brand(bad_brand)
+    for bad_item in (
+        MenuItem("i", "b", "拿\x1b铁", 100),
+        MenuItem("i", "b", "拿铁", 100, aliases=("latte\t",)),
+        MenuItem("i", "b", "拿铁", 100, option_groups=(OptionGroup("size", "杯\x00型", (Option("l", "大杯"),)),)),
+        MenuItem("i", "b", "拿铁", 100, option_groups=(OptionGroup("size", "杯型", (Option("l", "大\n杯"),)),)),
+    ):
+        with pytest.raises(InvalidArgument):
+            model.validate_item(bad_item)
+    model.validate_item(MenuItem("i", "b", "生椰拿铁🥥", 100, aliases=("coconut latte",)))
