@@ -9,7 +9,6 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field, replace
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from services.common.errors import (
     DomainError,
@@ -20,6 +19,7 @@ from services.common.errors import (
     ResourceExhausted,
     AlreadyExists,
 )
+from services.common.time_zone import is_iana_zone
 
 DAY_MS = 86_400_000
 
@@ -220,9 +220,7 @@ def resolve_rules(given: Rules) -> Rules:
     threshold = pick("lottery_invite_threshold", 1, MAX_THRESHOLD)
     ttl = pick("reservation_ttl_seconds", 1, MAX_TTL_SECONDS)
     tz = given.time_zone or DEFAULT_RULES.time_zone
-    try:
-        ZoneInfo(tz)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file path
+    if not is_iana_zone(tz):
         bad.append(("rules.time_zone", "not an IANA time zone"))
     if not bad and cap < max(signup + invitee, inviter):
         bad.append(("rules.per_user_card_cap", "must be >= signup_grant + invitee_grant and >= inviter_grant"))

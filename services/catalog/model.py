@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from services.common.errors import AlreadyExists, InvalidArgument
+from services.common.time_zone import is_iana_zone
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
 MIN_QUANTITY, MAX_QUANTITY = 1, 99
@@ -248,13 +249,7 @@ def zone(name: str) -> ZoneInfo:
 
 
 def valid_time_zone(name: str) -> bool:
-    if not name:
-        return True
-    try:
-        zone(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return False
-    return True
+    return not name or is_iana_zone(name)
 
 
 def local_weekday_minute(now: datetime, time_zone: str) -> tuple[int, int]:

@@ -28,6 +28,8 @@ def test_zero_rules_take_the_story_defaults():
         # ZoneInfo raises OSError ("File name too long") for these, which was not caught: INTERNAL.
         (m.Rules(budget_fen=10_000, time_zone="美" * 300), "rules.time_zone"),
         (m.Rules(budget_fen=10_000, time_zone="x" * 5000), "rules.time_zone"),
+        # The host would decide the campaign's day: two services on two hosts could disagree.
+        (m.Rules(budget_fen=10_000, time_zone="localtime"), "rules.time_zone"),
         (m.Rules(budget_fen=1_000), "rules.budget_fen"),  # not even one card
     ],
 )

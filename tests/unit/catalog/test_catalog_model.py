@@ -82,6 +82,9 @@ def row(**kw):
     ({"lat": 0.0, "lng": 0.0}, model.LOCATION_OUT_OF_RANGE),
     ({"periods": [(1, 600, 500)]}, model.BAD_OPENING_HOURS),
     ({"time_zone": "Mars/Olympus"}, model.BAD_TIME_ZONE),
+    # Zones the host decides: the hours would move with the machine the catalog runs on.
+    ({"time_zone": "localtime"}, model.BAD_TIME_ZONE),
+    ({"time_zone": "Factory"}, model.BAD_TIME_ZONE),
     ({"store_id": "x" * 200}, model.FIELD_TOO_LONG),
     # Ids the order service and merchant grants then could not carry.
     ({"store_id": " s1"}, model.INVALID_STORE_ID),
