@@ -132,7 +132,7 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 def sql_insert_round(path: Path, orders: list[Order], batch: int) -> float:
     conn = _connect(path)
     try:
-        cpu = _run_batches(conn, [[(order_store._insert_placed, (o, ""), None) for o in c] for c in _chunks(orders, batch)])
+        cpu = _run_batches(conn, [[(order_store._insert_placed, (o, None), None) for o in c] for c in _chunks(orders, batch)])
         return cpu / len(orders) * 1e6
     finally:
         conn.close()
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         conn = _connect(path)
         try:
             fill = [placed(i, "fill", now_ms) for i in range(args.rows)]
-            _run_batches(conn, [[(order_store._insert_placed, (o, ""), None) for o in c] for c in _chunks(fill, 256)])
+            _run_batches(conn, [[(order_store._insert_placed, (o, None), None) for o in c] for c in _chunks(fill, 256)])
         finally:
             conn.close()
         for r in range(args.repeats):

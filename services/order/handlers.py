@@ -42,7 +42,7 @@ from services.common.merchant_grant import MerchantScope, store_not_yours
 from . import model
 from .model import Order, Payment, Quote, Selection
 from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
-from .store import OrderStore, request_id_reused
+from .store import CartGone, CartTaken, OrderStore, request_id_reused
 from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
 
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
@@ -543,8 +543,9 @@ class OrderService:
                 raise _request_id_reused()
             return existing if existing.visible else await self._run_saga(existing, budget)
         store_id, selections = r.store_id, list(r.lines)
+        cart: CartTaken | None = None
         if r.from_cart:
-            cart_store, selections = await self.store.cart(r.user_id)
+            cart_store, selections, cart = await self.store.cart_to_order(r.user_id)
             if not selections:
                 raise FailedPrecondition("CART_EMPTY", "购物车是空的 / the cart is empty")
             if store_id and store_id != cart_store:
@@ -575,13 +576,13 @@ class OrderService:
         if existing is None:
             # A new request: its row is written once, after the card call (module docstring).
             await self._ensure_card_watermark()
-            return await self._run_saga(draft, budget, written=False)
+            return await self._run_saga(draft, budget, written=False, cart=cart)
         order, fresh = await self.store.begin_placement(draft)
         if not fresh and order.status != model.PLACING:
             return order
         # fresh (a new attempt after an aborted one), or a PLACING row left by a crash or an
         # upstream outage: (re)run the saga on the row.
-        return await self._run_saga(order, budget)
+        return await self._run_saga(order, budget, cart=cart)
 
     async def _ensure_card_watermark(self) -> None:
         """A card watermark is stored before the first placement without a row, so the next
@@ -592,10 +593,14 @@ class OrderService:
             await self.store.start_card_watermark(self._now() - WATERMARK_MARGIN_MS)
             self._watermark_set = True
 
-    async def _run_saga(self, order: Order, budget: Budget, written: bool = True) -> Order:
+    async def _run_saga(self, order: Order, budget: Budget, written: bool = True, cart: CartTaken | None = None) -> Order:
         """written=False: the order has no row yet (a new request). Its one write is the
         finished order; every failure first writes the PLACING row (`_placing_row`), then
-        compensates exactly as for a placement that has one."""
+        compensates exactly as for a placement that has one.
+
+        cart: the cart lines a from_cart order was made from; its write takes them, and is
+        refused (CartGone) when they left the cart meanwhile. None for a PLACING row resumed
+        without reading the cart: its write empties the cart, as before."""
         key = order.reservation_key
         reservation: Reservation | None = None
         if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
@@ -629,7 +634,7 @@ class OrderService:
             if not written and order.attempt < MAX_UNWRITTEN_ATTEMPTS:
                 # The replay of an attempt the recovery pass undid after a crash (its row was
                 # never written): take the next attempt's key, as a retry after an abort does.
-                return await self._run_saga(model.revised(order, attempt=order.attempt + 1), budget, written=False)
+                return await self._run_saga(model.revised(order, attempt=order.attempt + 1), budget, written=False, cart=cart)
             # An idempotent replay of a reservation that was released meanwhile.
             err = FailedPrecondition("RESERVATION_LAPSED", "卡的预留已失效，请重试 / the card hold lapsed, retry")
             await self._abort(await self._placing_row(order, written), err)
@@ -691,11 +696,16 @@ class OrderService:
                 payment=payment,
             )
 
-        clear_cart_of = order.user_id if order.from_cart else ""
+        clear_cart_of = order.user_id if order.from_cart and cart is None else ""
         if not written:
-            return await self._write_placed(finish(order), clear_cart_of, reservation is not None)
+            return await self._write_placed(finish(order), cart, reservation is not None)
         try:
-            done = await self.store.update(order.order_id, finish, clear_cart_of=clear_cart_of, expect=order)
+            done = await self.store.update(order.order_id, finish, clear_cart_of=clear_cart_of, cart=cart, expect=order)
+        except CartGone as gone:
+            # Not a failure to recover from (the recovery would finish an order whose card is
+            # redeemed): the cart went to another call, so this attempt ends holding nothing.
+            await self._cart_gone(order, gone)
+            raise
         except Exception:
             await self._compensate_quietly(order)
             raise
@@ -716,11 +726,11 @@ class OrderService:
             raise
         return row
 
-    async def _write_placed(self, placed: Order, clear_cart_of: str, holds_card: bool) -> Order:
-        """The one write of a new request: the finished order. On failure the card call is
-        undone by its key (there is no row to compensate through)."""
+    async def _write_placed(self, placed: Order, cart: CartTaken | None, holds_card: bool) -> Order:
+        """The one write of a new request: the finished order. On failure (CartGone included)
+        the card call is undone by its key (there is no row to compensate through)."""
         try:
-            done = await self.store.insert_placed(placed, clear_cart_of=clear_cart_of)
+            done = await self.store.insert_placed(placed, cart=cart)
         except Exception:
             if holds_card:
                 await self._undo_unwritten_quietly(placed.reservation_key, placed.create_ms)
@@ -770,6 +780,25 @@ class OrderService:
                 if budget() <= wait:
                     raise
                 await asyncio.sleep(wait)
+
+    async def _cart_gone(self, order: Order, gone: CartGone) -> None:
+        """A placement with a PLACING row whose cart lines were taken meanwhile: give back the
+        card it holds (released, or refunded once redeemed), then abort the attempt. A card
+        call that fails leaves the row PLACING, for the sweep's recovery. With a budget of its
+        own, as every compensation: the caller's may be spent."""
+        budget = _budget(self.config.sweep_call_timeout)
+        if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
+            try:
+                reservation = await self.card.release(order.reservation_key, timeout=budget())
+                if reservation is not None and reservation.state == CONFIRMED:
+                    await self.card.refund(order.reservation_key, timeout=budget())
+            except DomainError as exc:
+                log.warning(
+                    "card of a placement whose cart was taken left to the sweep",
+                    extra={"order_id": order.order_id, "reason": exc.reason},
+                )
+                return
+        await self._abort(order, gone)
 
     async def _abort(self, order: Order, err: DomainError) -> Order:
         now, attempt = self._now(), order.attempt

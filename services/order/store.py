@@ -47,7 +47,7 @@ import asyncio
 import json
 import logging
 import sqlite3
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Collection, Protocol, Sequence
 
 import orjson
@@ -62,7 +62,7 @@ from .order_ids import KnownOrderIds
 
 log = logging.getLogger("miandan.order")
 
-__all__ = ["OrderStore", "SqliteOrderStore", "MIGRATIONS", "SYNCHRONOUS", "Mutation"]
+__all__ = ["CartGone", "CartTaken", "OrderStore", "SqliteOrderStore", "MIGRATIONS", "SYNCHRONOUS", "Mutation"]
 
 SYNCHRONOUS = "NORMAL"
 
@@ -154,6 +154,34 @@ CARD_WATERMARK = "card_watermark"
 Mutation = Callable[[Order], Order]
 
 
+@dataclass(frozen=True)
+class CartTaken:
+    """The cart lines an order is made from (PlaceOrder from_cart), each by its position and the
+    request_id that added it. The write of the order removes exactly these lines, and only while
+    every one of them is still in the cart (`_take_cart`): emptying the whole cart threw away a
+    line added while the order was being placed (the user had been told it was in the cart), and
+    two placements of one cart at once (a double tap) both became orders."""
+
+    user_id: str
+    lines: tuple[tuple[int, str], ...]
+
+
+class CartGone(FailedPrecondition):
+    """The cart lines a placement was made from left the cart before its order was written:
+    another placement ordered them, or ClearCart. Told as the call coming after that one would
+    be: CART_EMPTY, or CART_CHANGED when the cart holds only lines added since."""
+
+    def __init__(self, now_empty: bool) -> None:
+        if now_empty:
+            super().__init__("CART_EMPTY", "购物车是空的 / the cart is empty")
+        else:
+            super().__init__(
+                "CART_CHANGED",
+                "下单期间购物车已被下单或清空，现在的商品是之后加入的，请确认后再下单 / the cart was ordered or "
+                "cleared while this order was being placed; what it holds was added since: check it and order again",
+            )
+
+
 class OrderStore(Protocol):
     async def get(self, order_id: str) -> Order | None: ...
 
@@ -168,10 +196,11 @@ class OrderStore(Protocol):
         after an aborted one). Raises AlreadyExists REQUEST_ID_REUSED on other content."""
         ...
 
-    async def insert_placed(self, order: Order, *, clear_cart_of: str = "") -> Order | None:
+    async def insert_placed(self, order: Order, *, cart: CartTaken | None = None) -> Order | None:
         """Write a placement's first and only row (a finished order: PAID or PENDING_PAYMENT)
-        and empty the cart it came from, in one transaction. None when a row with its id or
-        request_id exists already (nothing written)."""
+        and take the cart lines it was made from (`cart`), in one transaction. None when a row
+        with its id or request_id exists already (nothing written); raises CartGone, with
+        nothing written, when those lines left the cart meanwhile."""
         ...
 
     async def card_watermark(self) -> int | None:
@@ -187,10 +216,15 @@ class OrderStore(Protocol):
         the stored value."""
         ...
 
-    async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
+    async def update(
+        self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", cart: CartTaken | None = None,
+        expect: Order | None = None,
+    ) -> Order:
         """Apply mutate to the current row inside one transaction; returns the stored result.
         expect: the row as the caller last saw it; when the stored row is still that version,
-        mutate is applied to it without reading the row back (same outcome, less work)."""
+        mutate is applied to it without reading the row back (same outcome, less work).
+        When mutate changes the row: cart = take those cart lines with it (CartGone, nothing
+        written, when they left the cart meanwhile); clear_cart_of = empty that user's cart."""
         ...
 
     async def apply_request(
@@ -238,6 +272,11 @@ class OrderStore(Protocol):
         ...
 
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]: ...
+
+    async def cart_to_order(self, user_id: str) -> tuple[str, list[Selection], CartTaken]:
+        """The cart as `cart` reads it, and which lines those are: what a placement from the
+        cart takes when its order is written (insert_placed / update with cart=)."""
+        ...
 
     async def cart_line(self, user_id: str, request_id: str) -> tuple[str, Selection] | None:
         """(store_id, selection) of the line this request_id added to the user's cart, None when
@@ -388,11 +427,11 @@ def _insert(conn: sqlite3.Connection, o: Order) -> bool:
     ).rowcount == 1
 
 
-def _insert_placed(conn: sqlite3.Connection, o: Order, clear_cart_of: str) -> bool:
+def _insert_placed(conn: sqlite3.Connection, o: Order, cart: CartTaken | None) -> bool:
     if not _insert(conn, o):
         return False
-    if clear_cart_of:
-        conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
+    if cart is not None:
+        _take_cart(conn, cart)  # raises when the lines are gone: the insert is undone with it
     return True
 
 
@@ -440,7 +479,8 @@ def _begin_placement(conn: sqlite3.Connection, o: Order) -> tuple[Order, bool]:
 
 
 def _update(
-    conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str, expect: Order | None = None
+    conn: sqlite3.Connection, order_id: str, mutate: Mutation, clear_cart_of: str, expect: Order | None = None,
+    cart: CartTaken | None = None,
 ) -> tuple[Order, bool, Order]:
     """(the order as it is now, whether this call wrote a change, the order before it)."""
     if expect is not None:
@@ -459,8 +499,7 @@ def _update(
                 (*_row_values(changed), order_id, expect.status, expect.version),
             )
             if cur.rowcount == 1:
-                if clear_cart_of:
-                    conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
+                _empty_cart(conn, clear_cart_of, cart)
                 return changed, True, expect
     current = _load(conn, order_id)
     if current is None:
@@ -468,9 +507,15 @@ def _update(
     changed = mutate(current)
     if changed is not current:
         _store(conn, changed)
-        if clear_cart_of:
-            conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
+        _empty_cart(conn, clear_cart_of, cart)
     return changed, changed is not current, current
+
+
+def _empty_cart(conn: sqlite3.Connection, clear_cart_of: str, cart: CartTaken | None) -> None:
+    if cart is not None:
+        _take_cart(conn, cart)  # raises when the lines are gone: the row's change is undone with it
+    elif clear_cart_of:
+        conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (clear_cart_of,))
 
 
 def _remembered(conn: sqlite3.Connection, key: model.RequestKey, scope: str) -> str | None:
@@ -611,6 +656,30 @@ def _cart(conn: sqlite3.Connection, user_id: str) -> tuple[str, list[Selection]]
     if not rows:
         return "", []
     return rows[0][0], [Selection.from_json(json.loads(r[1])) for r in rows]
+
+
+def _cart_to_order(conn: sqlite3.Connection, user_id: str) -> tuple[str, list[Selection], CartTaken]:
+    rows = conn.execute(
+        "SELECT position, request_id, store_id, selection FROM cart_lines WHERE user_id = ? ORDER BY position", (user_id,)
+    ).fetchall()
+    taken = CartTaken(user_id, tuple((r[0], r[1]) for r in rows))
+    if not rows:
+        return "", [], taken
+    return rows[0][2], [Selection.from_json(json.loads(r[3])) for r in rows], taken
+
+
+def _take_cart(conn: sqlite3.Connection, cart: CartTaken) -> None:
+    """Remove the lines an order was made from, in the transaction that writes the order. Raises
+    CartGone when any of them is gone already (the caller's write is undone with it)."""
+    removed = 0
+    for position, request_id in cart.lines:
+        removed += conn.execute(
+            "DELETE FROM cart_lines WHERE user_id = ? AND position = ? AND request_id = ?",
+            (cart.user_id, position, request_id),
+        ).rowcount
+    if removed != len(cart.lines):
+        left = conn.execute("SELECT 1 FROM cart_lines WHERE user_id = ? LIMIT 1", (cart.user_id,)).fetchone()
+        raise CartGone(now_empty=left is None)
 
 
 def _cart_line(conn: sqlite3.Connection, user_id: str, request_id: str) -> tuple[str, Selection] | None:
@@ -790,9 +859,9 @@ class SqliteOrderStore:
         self._remember(order.order_id)
         return await self.db.write(_begin_placement, order)
 
-    async def insert_placed(self, order: Order, *, clear_cart_of: str = "") -> Order | None:
+    async def insert_placed(self, order: Order, *, cart: CartTaken | None = None) -> Order | None:
         self._remember(order.order_id)
-        if not await self.db.write(_insert_placed, order, clear_cart_of):
+        if not await self.db.write(_insert_placed, order, cart):
             return None
         self._changed(order)
         return order
@@ -806,8 +875,11 @@ class SqliteOrderStore:
     async def advance_card_watermark(self, at_ms: int) -> int:
         return await self.db.write(_advance_card_watermark, at_ms)
 
-    async def update(self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", expect: Order | None = None) -> Order:
-        result, written, before = await self.db.write(_update, order_id, mutate, clear_cart_of, expect)
+    async def update(
+        self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", cart: CartTaken | None = None,
+        expect: Order | None = None,
+    ) -> Order:
+        result, written, before = await self.db.write(_update, order_id, mutate, clear_cart_of, expect, cart)
         if written:  # a call that changed nothing (a retried step, a second cancel) is no news
             self._changed(result, before)
         return result
@@ -849,6 +921,10 @@ class SqliteOrderStore:
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]:
         # One user's few cart lines by primary-key prefix: a point read too.
         return await self.db.read_now(_cart, user_id)
+
+    async def cart_to_order(self, user_id: str) -> tuple[str, list[Selection], CartTaken]:
+        # The same point read as cart(), with the lines' keys.
+        return await self.db.read_now(_cart_to_order, user_id)
 
     async def cart_line(self, user_id: str, request_id: str) -> tuple[str, Selection] | None:
         # A point read of the cart_requests index.

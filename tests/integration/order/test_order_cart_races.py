@@ -1,0 +1,51 @@
+"""A cart ordered by several placements at once (a double tap on "order", a flaky app sending the
+same cart again under a new request_id) ends as one order, as if the taps had come one after the
+other: the cart is taken by the placement that writes first, the others are told it is empty and
+hold no card."""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+
+from miandan.card.v1 import card_pb2
+from miandan.catalog.v1 import catalog_pb2
+from miandan.order.v1 import order_pb2, order_service_pb2 as svc
+from services.common.errors import error_details
+
+# The seed of conftest.py (importlib mode cannot import conftest as a module).
+CAMPAIGN_TWO = "it-two"  # two sign-up cards per user
+STORE, LATTE = "it-store-1", "it-latte"  # 1500 fen
+
+AVAILABLE, REDEEMED = card_pb2.CARD_STATE_AVAILABLE, card_pb2.CARD_STATE_REDEEMED
+
+
+async def test_ten_placements_of_one_cart_at_once_make_one_order_and_spend_one_card(stack):
+    await stack.signup("tapper", CAMPAIGN_TWO)  # two cards: enough for two free orders
+    await stack.order.AddCartItem(
+        svc.AddCartItemRequest(
+            request_id="add-1", user_id="tapper", store_id=STORE, line=catalog_pb2.LineSelection(item_id=LATTE, quantity=1)
+        ),
+        metadata=stack.md,
+    )
+    outcomes = await asyncio.gather(
+        *(
+            stack.order.PlaceOrder(
+                svc.PlaceOrderRequest(request_id=f"tap-{i}", user_id="tapper", from_cart=True, campaign_id=CAMPAIGN_TWO),
+                metadata=stack.md,
+                timeout=10,
+            )
+            for i in range(10)
+        ),
+        return_exceptions=True,
+    )
+    placed = [o.order for o in outcomes if not isinstance(o, BaseException)]
+    refused = [e for e in outcomes if isinstance(e, BaseException)]
+    assert len(placed) == 1, [(o.order_id, o.status) for o in placed]
+    assert placed[0].status == order_pb2.ORDER_STATUS_PAID and placed[0].subtotal_fen == 1500
+    assert all(isinstance(e, grpc.aio.AioRpcError) for e in refused), refused
+    assert {(e.code(), error_details(e)["reason"]) for e in refused} == {(grpc.StatusCode.FAILED_PRECONDITION, "CART_EMPTY")}
+    listed = await stack.order.ListOrders(svc.ListOrdersRequest(user_id="tapper", page_size=50), metadata=stack.md)
+    assert [o.order_id for o in listed.orders] == [placed[0].order_id]
+    # The refused placements gave back whatever card they had taken before they were refused.
+    assert sorted((await stack.cards("tapper", CAMPAIGN_TWO)).values()) == sorted([AVAILABLE, REDEEMED])
