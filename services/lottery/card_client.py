@@ -13,7 +13,7 @@ import grpc
 
 from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
 from services.common.auth import internal_metadata, open_channel
-from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable, error_details
 
 from .model import DEFAULT_THRESHOLD, DEFAULT_TIME_ZONE, Campaign
 
@@ -36,9 +36,10 @@ def campaign_not_found(campaign_id: str) -> NotFound:
     return NotFound("CAMPAIGN_NOT_FOUND", f"活动不存在 / campaign {campaign_id!r} not found")
 
 
-def upstream_unavailable(detail: str = "") -> Unavailable:
+def upstream_unavailable(detail: str = "", *, shedding: bool = False) -> Unavailable:
+    """shedding: the card service refused on purpose (OVERLOADED), named apart from it being down."""
     return Unavailable(
-        "UPSTREAM_UNAVAILABLE",
+        "UPSTREAM_OVERLOADED" if shedding else "UPSTREAM_UNAVAILABLE",
         "卡券服务暂不可用,请稍后再试 / the card service is unavailable, please retry" + (f" ({detail})" if detail else ""),
         retry_after_ms=1000,
     )
@@ -93,12 +94,11 @@ def _translate(exc: grpc.aio.AioRpcError, campaign_id: str) -> Exception:
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return DeadlineExceeded("UPSTREAM_DEADLINE_EXCEEDED", "卡券服务超时 / the card service did not answer in time")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        from services.common.errors import error_details
-
         info = error_details(exc)
         return InvalidArgument(
             violations=info["violations"], reason=info["reason"] or "INVALID_ARGUMENT", message=exc.details() or "invalid argument"
         )
     # UNAVAILABLE (down or shedding), RESOURCE_EXHAUSTED, INTERNAL, auth misconfiguration...:
     # for the lottery's caller all mean "the card service cannot answer now".
-    return upstream_unavailable(code.name)
+    shedding = code == grpc.StatusCode.UNAVAILABLE and error_details(exc)["reason"] == "OVERLOADED"
+    return upstream_unavailable(code.name, shedding=shedding)

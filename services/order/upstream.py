@@ -3,8 +3,8 @@
 One channel per upstream, opened once and reused (channels multiplex calls). Every call carries
 the internal credential and a timeout taken from the caller's remaining deadline. Upstream
 failures come out as DomainErrors: the caller's own mistakes (someone else's card, an unknown
-item) keep their code and reason; an upstream that is down or slow becomes UNAVAILABLE
-UPSTREAM_UNAVAILABLE / DEADLINE_EXCEEDED UPSTREAM_DEADLINE.
+item) keep their code and reason; an upstream that is down, shedding or slow becomes UNAVAILABLE
+UPSTREAM_UNAVAILABLE / UPSTREAM_OVERLOADED / DEADLINE_EXCEEDED UPSTREAM_DEADLINE.
 """
 from __future__ import annotations
 
@@ -123,8 +123,10 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
     message = info.get("message") or exc.details() or reason
     if code is grpc.StatusCode.UNAVAILABLE:
         retry = info.get("retry_after_ms") or info.get("pushback_ms") or 200
+        # A peer shedding (OVERLOADED) is named apart from a peer down, here and in this
+        # service's refusal metrics: "the card service is shedding" is another page to an operator.
         return Unavailable(
-            "UPSTREAM_UNAVAILABLE",
+            "UPSTREAM_OVERLOADED" if reason == "OVERLOADED" else "UPSTREAM_UNAVAILABLE",
             f"{upstream} 服务暂不可用，请稍后重试 / the {upstream} service is unavailable ({reason}), retry later",
             retry_after_ms=retry,
             metadata={"upstream": upstream, "upstream_reason": reason},
