@@ -16,6 +16,7 @@ than `tracked` busy users, the longest known.
 from __future__ import annotations
 
 import math
+from datetime import timedelta
 
 from services.common.clock import Clock, SystemClock
 from services.common.errors import ResourceExhausted
@@ -38,6 +39,7 @@ class UserRates:
         # Seconds are counted from here: at Unix-time magnitudes a float would round every
         # 0.2 s step by ~0.2 µs and the error would pile up on a busy user's time.
         self._epoch = self.clock.now()
+        self._last = 0.0  # the latest `now` seen, seconds since _epoch
         self._full_at: dict[str, float] = {}
         self.refused = 0
 
@@ -45,7 +47,7 @@ class UserRates:
         """Count one call of `user`, or raise RESOURCE_EXHAUSTED / USER_RATE_LIMITED."""
         if not self.enabled:
             return
-        now = (self.clock.now() - self._epoch).total_seconds()
+        now = self._elapsed()
         full_at = max(self._full_at.get(user, now), now)
         wait = full_at - self.tolerance - now
         if wait > 1e-9:  # not float noise: 19 x 0.2 is 3.8000000000000003
@@ -58,6 +60,18 @@ class UserRates:
         self._full_at[user] = full_at + self.interval
         if len(self._full_at) > self.tracked:
             self._forget(now)
+
+    def _elapsed(self) -> float:
+        """Seconds since _epoch, never going back. Why: the Clock is the wall clock, which NTP
+        may step back; every user seen in the last seconds would then have a bucket full until
+        a minute ahead and be refused for that minute (a crowd locked out at lunch time). Time
+        that ran backwards is taken as no time passing: the epoch moves back with the clock."""
+        now = (self.clock.now() - self._epoch).total_seconds()
+        if now < self._last:
+            self._epoch -= timedelta(seconds=self._last - now)
+            return self._last
+        self._last = now
+        return now
 
     def _forget(self, now: float) -> None:
         for u in [u for u, t in self._full_at.items() if t <= now]:

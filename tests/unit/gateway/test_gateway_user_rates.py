@@ -81,3 +81,21 @@ def test_memory_stays_bounded_and_a_busy_user_is_still_limited():
 def test_bad_settings_are_refused(rate, burst, tracked):
     with pytest.raises(ValueError):
         UserRates(rate, burst, tracked)
+
+
+def test_a_wall_clock_stepped_back_does_not_lock_users_out():
+    # NTP stepping the host's clock back a minute: the rate is about time elapsed, and no time
+    # elapsed backwards. It used to refuse every user seen in the last seconds for ~56 s.
+    clock = FakeClock()
+    rates = UserRates(5, 20, clock=clock)
+    for _ in range(3):
+        rates.take("alice")
+    clock.advance(-60)
+    rates.take("alice")
+    for _ in range(16):
+        rates.take("bob")
+        rates.take("alice")
+    # The burst is still spent as before: 20 calls, the 21st waits one interval.
+    assert refusal(rates, "alice").retry_after_ms == 200
+    clock.advance(0.2)
+    rates.take("alice")
