@@ -103,12 +103,14 @@ class TimedCache(Generic[K, V]):
 
     def __init__(self, ttl_s: float, clock: Clock, max_entries: int = 16) -> None:
         self.ttl_s, self.clock, self.max_entries = ttl_s, clock, max_entries
-        self._values: OrderedDict[K, tuple[V, float]] = OrderedDict()
+        self._values: OrderedDict[K, tuple[V, float]] = OrderedDict()  # key -> (value, fetched at)
         self._inflight: dict[K, list[Any]] = {}  # key -> [fetch future, waiters]
 
     async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         hit = self._values.get(key)
-        if hit is not None and hit[1] > self.clock.now().timestamp():
+        if hit is not None and hit[1] <= self.clock.now().timestamp() < hit[1] + self.ttl_s:
+            # Also stale when fetched "after now": the wall clock stepped back, and a TTL counted
+            # from the fetch would keep the value for as long as the step on top of it.
             return hit[0]
         shared = self._inflight.get(key)
         if shared is None:
@@ -132,7 +134,7 @@ class TimedCache(Generic[K, V]):
     async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         try:
             value = await fetch()
-            self._values[key] = (value, self.clock.now().timestamp() + self.ttl_s)
+            self._values[key] = (value, self.clock.now().timestamp())  # fetched at
             self._values.move_to_end(key)
             while len(self._values) > self.max_entries:
                 self._values.popitem(last=False)

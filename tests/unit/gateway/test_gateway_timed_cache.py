@@ -61,3 +61,24 @@ async def test_a_caller_arriving_as_the_last_waiter_leaves_gets_a_fetch_of_its_o
     later = asyncio.ensure_future(cache.get("k", fetch))
     assert await asyncio.wait_for(asyncio.gather(arriving, later), 1) == [7, 7]
     assert fetches == 2
+
+
+async def test_a_value_kept_before_the_wall_clock_stepped_back_is_not_kept_longer():
+    # The clock is the wall clock: stepped back a minute, a 3 s draw summary used to be served
+    # for 63 s. A value fetched "in the future" is stale, whatever its TTL says.
+    clock = FakeClock()
+    cache: TimedCache[str, int] = TimedCache(3, clock)
+    values = iter(range(100))
+
+    async def fetch() -> int:
+        return next(values)
+
+    assert await cache.get("k", fetch) == 0
+    clock.advance(1)
+    assert await cache.get("k", fetch) == 0
+    clock.advance(-60)
+    assert await cache.get("k", fetch) == 1
+    clock.advance(2.9)
+    assert await cache.get("k", fetch) == 1
+    clock.advance(0.2)
+    assert await cache.get("k", fetch) == 2
