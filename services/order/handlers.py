@@ -392,8 +392,10 @@ class OrderService:
         # an order can ask the card service to reserve and redeem in one call.
         self._face_values: dict[str, int] = {}
         self._sweeper: asyncio.Task[None] | None = None
-        # The card watermark is stored (once per process we know it is).
+        # The card watermark is stored (once per process we know it is), and its value as this
+        # process last wrote or read it (ms).
         self._watermark_set = False
+        self._watermark_ms: int | None = None
         # Card reservations from this time on (ms) await the recovery pass's check for ones
         # no order row knows about; None when none do.
         self._scan_since: int | None = None
@@ -587,11 +589,18 @@ class OrderService:
     async def _ensure_card_watermark(self) -> None:
         """A card watermark is stored before the first placement without a row, so the next
         start's recovery pass looks for what a crash may leave behind."""
+        at = self._now() - WATERMARK_MARGIN_MS
         if not self._watermark_set:
             # Only if unset: a watermark left by the previous run is where this start's
             # recovery pass must look from.
-            await self.store.start_card_watermark(self._now() - WATERMARK_MARGIN_MS)
+            self._watermark_ms = await self.store.start_card_watermark(at)
             self._watermark_set = True
+        if self._watermark_ms is not None and at < self._watermark_ms:
+            # The wall clock stepped back (NTP): the card service, on the same clock, stamps
+            # this placement's reservation before the watermark, where a recovery pass after a
+            # crash would never look. Lowered before the card call; lowering only widens the
+            # next scan. (A pass moves it up again only to the oldest placement in flight.)
+            self._watermark_ms = await self.store.lower_card_watermark(at)
 
     async def _run_saga(self, order: Order, budget: Budget, written: bool = True, cart: CartTaken | None = None) -> Order:
         """written=False: the order has no row yet (a new request). Its one write is the
@@ -1311,7 +1320,7 @@ class OrderService:
             self._scan_since = None
         now = self._now()
         oldest = min((f.start_ms for f in self._flights.values()), default=now)
-        await self.store.advance_card_watermark(min(oldest, now) - WATERMARK_MARGIN_MS)
+        self._watermark_ms = await self.store.advance_card_watermark(min(oldest, now) - WATERMARK_MARGIN_MS)
         self._watermark_set = True
 
     async def _recover_unwritten(self, since_ms: int, report: SweepReport) -> None:

@@ -216,6 +216,11 @@ class OrderStore(Protocol):
         the stored value."""
         ...
 
+    async def lower_card_watermark(self, at_ms: int) -> int:
+        """Set the watermark to at_ms unless it is already earlier; returns the stored value.
+        (The wall clock stepped back: reservations are now stamped before it.)"""
+        ...
+
     async def update(
         self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", cart: CartTaken | None = None,
         expect: Order | None = None,
@@ -448,6 +453,14 @@ def _start_card_watermark(conn: sqlite3.Connection, at_ms: int) -> int:
 def _advance_card_watermark(conn: sqlite3.Connection, at_ms: int) -> int:
     conn.execute(
         "INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = MAX(value, excluded.value)",
+        (CARD_WATERMARK, at_ms),
+    )
+    return _card_watermark(conn)  # type: ignore[return-value]
+
+
+def _lower_card_watermark(conn: sqlite3.Connection, at_ms: int) -> int:
+    conn.execute(
+        "INSERT INTO marks (name, value) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET value = MIN(value, excluded.value)",
         (CARD_WATERMARK, at_ms),
     )
     return _card_watermark(conn)  # type: ignore[return-value]
@@ -874,6 +887,9 @@ class SqliteOrderStore:
 
     async def advance_card_watermark(self, at_ms: int) -> int:
         return await self.db.write(_advance_card_watermark, at_ms)
+
+    async def lower_card_watermark(self, at_ms: int) -> int:
+        return await self.db.write(_lower_card_watermark, at_ms)
 
     async def update(
         self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", cart: CartTaken | None = None,

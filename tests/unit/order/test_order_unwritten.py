@@ -261,3 +261,25 @@ async def test_a_row_of_another_attempt_that_appears_meanwhile_gets_our_card_bac
     monkeypatch.setattr(world.store, "insert_placed", other_attempt_first)
     await fails(world.service.place_order(place("r1")), "UNAVAILABLE", "PLACEMENT_INTERRUPTED")
     assert world.card.cards["c1"].state == "AVAILABLE" and world.card.calls["RefundCard"] == 1
+
+
+async def test_a_card_held_after_the_wall_clock_stepped_back_is_still_found_after_a_crash(world):
+    # The card service stamps reservations with the wall clock, the same one that set the
+    # watermark: stepped back a minute (NTP), every reservation of that minute is stamped before
+    # the stored watermark. A crash then left the card held or redeemed for an order that does
+    # not exist, and the recovery pass, listing from the watermark, never saw it.
+    world.card.grant("c3", "u3")
+    await world.service.place_order(place("r0", card_use=model.CARD_NONE))  # stores the watermark
+    await world.service.sweep()
+    mark = await world.store.card_watermark()
+    world.clock.advance(-60)
+    crash_after_the_card_call(world)
+    await fails(world.service.place_order(place("r3", user="u3")), "UNAVAILABLE", "PLACEMENT_INTERRUPTED")
+    key3 = model.order_id_for("u3", "r3")
+    assert world.card.reservations[key3].state == CONFIRMED
+    assert world.card.reservations[key3].create_ms < mark
+    world.clock.advance(1)
+    service = restarted(world)
+    report = await service.sweep(startup=True)
+    assert report.recovered == 1 and report.failed == 0
+    assert world.card.reservations[key3].state == REFUNDED and world.card.cards["c3"].state == "AVAILABLE"
