@@ -171,6 +171,7 @@ class _GrpcChangeStream:
 class _Entry:
     quote: Quote
     menu_version: int
+    asked_ms: int
     expires_ms: int
     weight: int
 
@@ -259,7 +260,8 @@ class QuoteCache:
         now = to_ms(self.clock.now())
         entry = self._entries.get(key)
         if entry is not None:
-            if entry.expires_ms > now and entry.menu_version >= self._floor(store_id):
+            # Asked "after now": the wall clock stepped back, and the answer's age is unknown.
+            if entry.asked_ms <= now < entry.expires_ms and entry.menu_version >= self._floor(store_id):
                 self._entries.move_to_end(key)
                 self.hits += 1
                 if _COUNTERS:
@@ -297,7 +299,7 @@ class QuoteCache:
             self.refused += 1
             return
         self._drop(key)  # a concurrent miss kept it meanwhile
-        self._entries[key] = _Entry(quote, stamp.menu_version, expires, weight)
+        self._entries[key] = _Entry(quote, stamp.menu_version, asked_ms, expires, weight)
         self.weight += weight
         while len(self._entries) > self.max_entries or self.weight > self.max_weight:
             self.weight -= self._entries.popitem(last=False)[1].weight

@@ -303,6 +303,18 @@ async def test_an_answer_expires_after_the_maximum_age_whatever_the_catalog_says
     assert feed.calls["Quote"] == 2
 
 
+async def test_an_answer_kept_before_the_wall_clock_stepped_back_is_asked_again(cache, feed, clock):
+    # Stepped back a minute (NTP), the maximum age counted from the ask used to stretch to two
+    # minutes. An answer asked "after now" is of unknown age: asked again.
+    await cache.quote("s1", LATTE, timeout=1)
+    clock.advance(-60)
+    await cache.quote("s1", LATTE, timeout=1)
+    assert feed.calls["Quote"] == 2
+    clock.advance(59)
+    await cache.quote("s1", LATTE, timeout=1)
+    assert feed.calls["Quote"] == 2
+
+
 async def test_the_cache_holds_at_most_max_entries_dropping_the_least_recently_used(feed, clock):
     c = QuoteCache(feed, clock=clock, max_entries=3)
     c.start()
