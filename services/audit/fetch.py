@@ -28,6 +28,7 @@ from .model import (
     DrawFacts,
     InviteFacts,
     InviterFacts,
+    MemberFacts,
     OrderFacts,
 )
 
@@ -224,6 +225,7 @@ async def fetch_facts(
             stats = await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(users)))
             # Users with no invites stay in: an INVITER card without an invite is a finding too.
             facts.inviters[cid] = list(stats)
+            facts.members[cid] = list(await asyncio.gather(*(_member(reader, cards, cid, u) for u in sorted(users))))
         return facts
 
 
@@ -255,6 +257,13 @@ async def _invite_stats(reader: _Reader, cards: Any, campaign_id: str, user_id: 
             for i in invites
         ),
     )
+
+
+async def _member(reader: _Reader, cards: Any, campaign_id: str, user_id: str) -> MemberFacts:
+    wallet = (
+        await reader.call(cards.GetWallet, card_service_pb2.GetWalletRequest(campaign_id=campaign_id, user_id=user_id))
+    ).wallet
+    return MemberFacts(user_id=user_id, cards_granted=wallet.cards_granted, invites_made=wallet.invites_made)
 
 
 async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:

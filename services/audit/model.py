@@ -25,6 +25,7 @@ __all__ = [
     "OrderFacts",
     "InviteFacts",
     "InviterFacts",
+    "MemberFacts",
     "DrawFacts",
     "AuditFacts",
     "LIVE_PAID_STATUSES",
@@ -33,6 +34,7 @@ __all__ = [
     "check_redemptions",
     "check_reservations",
     "check_invites",
+    "check_member_counters",
     "check_draws",
     "check_entrants_qualified",
     "recompute_winners",
@@ -130,6 +132,17 @@ class InviterFacts:
 
 
 @dataclass(frozen=True)
+class MemberFacts:
+    """GetWallet of one user: the counters the card service keeps beside the rows they count.
+    cards_granted is what the per-user cap is enforced on; invites_made is the lottery progress
+    the user's wallet shows."""
+
+    user_id: str
+    cards_granted: int
+    invites_made: int
+
+
+@dataclass(frozen=True)
 class DrawFacts:
     campaign_id: str
     day: str
@@ -158,6 +171,7 @@ class AuditFacts:
     cards: list[CardFacts] = field(default_factory=list)
     orders: list[OrderFacts] = field(default_factory=list)
     inviters: dict[str, list[InviterFacts]] = field(default_factory=dict)  # by campaign
+    members: dict[str, list[MemberFacts]] = field(default_factory=dict)  # by campaign
     draws: list[DrawFacts] = field(default_factory=list)
     now_ms: int = 0
 
@@ -457,6 +471,32 @@ def check_invites(
     return out
 
 
+def check_member_counters(
+    campaign: CampaignFacts, members: Sequence[MemberFacts], inviters: Sequence[InviterFacts], cards: Sequence[CardFacts]
+) -> list[Finding]:
+    """Each user's kept counters equal what they count: cards_granted the user's cards (every
+    card ever granted stays listed, whatever its state), invites_made the invites it made.
+
+    The cap is enforced on cards_granted, so a counter that fell behind lets the user collect
+    cards past the cap before any card count shows it; invites_made is what the wallet shows as
+    lottery progress, so one invite counted twice shows a user qualified who is not."""
+    cid = campaign.campaign_id
+    held: Counter[str] = Counter(c.user_id for c in cards if c.campaign_id == cid)
+    invites = {s.user_id: len(s.invites) for s in inviters}
+    out: list[Finding] = []
+    for m in members:
+        ids = {"campaign_id": cid, "user_id": m.user_id}
+        if m.cards_granted != held[m.user_id]:
+            out.append(
+                Finding("CARDS_GRANTED_MISMATCH", f"wallet counts {m.cards_granted} cards granted, the user has {held[m.user_id]}", ids)
+            )
+        if m.user_id in invites and m.invites_made != invites[m.user_id]:
+            out.append(
+                Finding("INVITE_COUNTER_MISMATCH", f"wallet counts {m.invites_made} invites made, {invites[m.user_id]} invites are recorded", ids)
+            )
+    return out
+
+
 def _inviter_cards_fit(campaign: "CampaignFacts", rewarded: int, inviter_cards: int, user_cards: int) -> bool:
     """Whether `inviter_cards` INVITER cards are what `rewarded` rewarded invites gave a user who
     was granted `user_cards` cards of the campaign in all (ListCampaignCards lists every card
@@ -580,6 +620,7 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
         out += check_budget(campaign, facts.budgets.get(cid), cards)
         out += check_user_cap(campaign, cards)
         out += check_invites(campaign, facts.inviters.get(cid, []), cards)
+        out += check_member_counters(campaign, facts.members.get(cid, []), facts.inviters.get(cid, []), cards)
         out += check_entrants_qualified(campaign, facts.draws, facts.inviters.get(cid, []))
     out += check_redemptions(facts.cards, facts.orders)
     out += check_reservations(facts.cards, facts.now_ms, reservation_grace_ms)

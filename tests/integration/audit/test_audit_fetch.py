@@ -83,6 +83,10 @@ class Card(card_service_pb2_grpc.CardServiceServicer):
     async def GetInviteStats(self, request, context):
         return cs.GetInviteStatsResponse(invited_count=0)
 
+    async def GetWallet(self, request, context):
+        granted = sum(1 for c in self.w.cards if c.user_id == request.user_id)
+        return cs.GetWalletResponse(wallet=card_pb2.Wallet(campaign_id=CID, user_id=request.user_id, cards_granted=granted))
+
 
 class Order(order_service_pb2_grpc.OrderServiceServicer):
     def __init__(self, world: World) -> None:

@@ -151,3 +151,44 @@ async def test_a_real_draw_verifies_and_its_entrants_qualified(suite):
     facts = await fetch_facts(Targets.resolve(settings), CID)
     [draw] = [d for d in facts.draws if d.day == day]
     assert draw.status == "DRAWN" and list(draw.entrants) == entrants and draw.seed and draw.entrants_hash
+
+
+async def _join_family(settings) -> None:
+    """alice signs up; bob and carol join with her code: alice has 3 cards and 2 invites."""
+    md = internal_metadata(settings)
+    async with open_channel(settings, settings.card_addr) as ch:
+        cards = card_service_pb2_grpc.CardServiceStub(ch)
+        await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id="s-alice", campaign_id=CID, user_id="alice"), metadata=md, timeout=10)
+        code = (await cards.GetInviteCode(cs.GetInviteCodeRequest(campaign_id=CID, user_id="alice"), metadata=md, timeout=10)).invite_code
+        for user in ("bob", "carol"):
+            await cards.ClaimSignupCard(cs.ClaimSignupCardRequest(request_id=f"s-{user}", campaign_id=CID, user_id=user), metadata=md, timeout=10)
+            await cards.AcceptInvite(
+                cs.AcceptInviteRequest(request_id=f"i-{user}", campaign_id=CID, invitee_user_id=user, text=code.code), metadata=md, timeout=10
+            )
+
+
+async def test_an_invite_counted_twice_in_the_inviters_wallet_is_caught(suite):
+    # The wallet's invites_made (lottery progress, "qualified" on the phone) is a counter kept
+    # beside the invite rows; one invite counted twice shows a user qualified who is not.
+    settings, data = suite
+    await _seed(settings)
+    await _join_family(settings)
+    assert await run_audit(settings, CID) == []
+
+    with sqlite3.connect(data / "card.db") as db:  # behind the card service's back
+        db.execute("UPDATE members SET invites_made = invites_made + 1 WHERE campaign_id = ? AND user_id = 'alice'", (CID,))
+    findings = await run_audit(settings, CID)
+    assert [(f.check, f.ids.get("user_id")) for f in findings] == [("INVITE_COUNTER_MISMATCH", "alice")], findings
+
+
+async def test_a_cap_counter_that_drifted_from_the_users_cards_is_caught(suite):
+    # The per-user cap is enforced on members.cards_granted: a counter below the cards held
+    # would let the user collect cards past the cap before any card count shows it.
+    settings, data = suite
+    await _seed(settings)
+    await _join_family(settings)
+
+    with sqlite3.connect(data / "card.db") as db:
+        db.execute("UPDATE members SET cards_granted = 0 WHERE campaign_id = ? AND user_id = 'alice'", (CID,))
+    findings = await run_audit(settings, CID)
+    assert [(f.check, f.ids.get("user_id")) for f in findings] == [("CARDS_GRANTED_MISMATCH", "alice")], findings
