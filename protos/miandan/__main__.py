@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 
 USAGE = (
-    "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID]\n"
+    "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID] [--wait SECONDS]\n"
     "       python -m miandan backup DEST [--data DIR]"
 )
 COMMANDS = {"audit": "services.audit.cli", "backup": "services.backup.cli"}

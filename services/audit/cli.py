@@ -29,11 +29,16 @@ def parser() -> argparse.ArgumentParser:
         "--reservation-grace", type=float, default=DEFAULT_RESERVATION_GRACE_MS / 1000, metavar="SECONDS",
         help="how long after its TTL a hold may still read RESERVED (the sweeper's period); default %(default)s",
     )
+    p.add_argument(
+        "--wait", type=float, default=30.0, metavar="SECONDS",
+        help="how long to keep asking a service that sheds calls or does not answer (a restarting service is back "
+        "within seconds) before giving up with exit 2; default %(default)s",
+    )
     return p
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from .fetch import Targets, fetch_facts
+    from .fetch import PageLoop, ServiceUnreadable, Targets, fetch_facts
     from .model import audit
 
     addrs = {k: v for k, v in (("card", args.card), ("order", args.order), ("lottery", args.lottery)) if v}
@@ -43,13 +48,22 @@ async def _run(args: argparse.Namespace) -> int:
     if not math.isfinite(grace) or grace < 0:
         print(f"audit: --reservation-grace must be a finite number of seconds >= 0, not {grace}", file=sys.stderr)
         return 2
+    if not math.isfinite(args.wait) or args.wait < 0:
+        print(f"audit: --wait must be a finite number of seconds >= 0, not {args.wait}", file=sys.stderr)
+        return 2
     try:
         targets = Targets.resolve(addrs)  # MIANDAN_* addresses and credentials
     except ValueError as exc:
         print(f"audit: invalid configuration: {exc}", file=sys.stderr)
         return 2
     try:
-        facts = await fetch_facts(targets, args.campaign)
+        facts = await fetch_facts(targets, args.campaign, retry_for=args.wait)
+    except ServiceUnreadable as exc:
+        print(f"audit could not read {exc}", file=sys.stderr)
+        return 2
+    except PageLoop as exc:
+        print(f"audit stopped: {exc}", file=sys.stderr)
+        return 2
     except grpc.aio.AioRpcError as err:
         print(f"audit could not read the services: {err.code().name}: {err.details()}", file=sys.stderr)
         return 2

@@ -32,7 +32,7 @@ from .model import (
     OrderFacts,
 )
 
-__all__ = ["Targets", "fetch_facts"]
+__all__ = ["ServiceUnreadable", "Targets", "fetch_facts"]
 
 T = TypeVar("T")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
@@ -112,6 +112,23 @@ def campaign_facts(c: Any) -> CampaignFacts:
     )
 
 
+class ServiceUnreadable(Exception):
+    """A read the audit needs failed for good (after the retries of a shed or unreachable
+    service): names the service and the address asked, so the operator knows where to look."""
+
+    def __init__(self, service: str, address: str, method: str, err: grpc.aio.AioRpcError) -> None:
+        self.service, self.address, self.method, self.code = service, address, method, err.code()
+        super().__init__(f"the {service} service at {address} ({method}): {err.code().name}: {err.details()}")
+
+
+# gRPC service name -> (label, Targets field) for ServiceUnreadable.
+_SERVICES = {
+    "miandan.card.v1.CardService": "card",
+    "miandan.order.v1.OrderService": "order",
+    "miandan.lottery.v1.LotteryService": "lottery",
+}
+
+
 class _Reader:
     def __init__(self, targets: Targets, *, concurrency: int, timeout: float, retry_for: float) -> None:
         self.targets = targets
@@ -129,9 +146,20 @@ class _Reader:
                     return await fn(request, metadata=self.metadata, timeout=self.timeout)
                 except grpc.aio.AioRpcError as err:
                     if err.code() not in _RETRYABLE or time.monotonic() + delay > give_up:
-                        raise
+                        raise self._unreadable(fn, err) from err
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+
+    def _unreadable(self, fn: Any, err: grpc.aio.AioRpcError) -> ServiceUnreadable:
+        path = getattr(fn, "_method", b"")
+        path = path.decode() if isinstance(path, bytes) else str(path)
+        full, _, method = path.strip("/").rpartition("/")
+        service = _SERVICES.get(full, full or "a")
+        return ServiceUnreadable(service, getattr(self.targets, service, "?"), method or "?", err)
+
+
+class PageLoop(RuntimeError):
+    """A listing answered a page token it had already given: the audit stops instead of looping."""
 
 
 async def _pages(reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Callable[[str], Any], items: str) -> list[Any]:
@@ -145,7 +173,7 @@ async def _pages(reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Calla
         if not token:
             return out
         if token in seen:  # a server bug must not turn the audit into an endless loop
-            raise RuntimeError(f"{fn} returned page token {token!r} twice")
+            raise PageLoop(f"{getattr(fn, '_method', fn)!r} returned page token {token!r} twice")
         seen.add(token)
 
 

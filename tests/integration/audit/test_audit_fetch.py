@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import os
 import sys
 from pathlib import Path
@@ -165,3 +166,25 @@ async def test_the_cli_exits_zero_when_all_holds_and_one_with_findings(world):
     code, out = await _cli(world.addrs["card"])
     assert code == 1, out
     assert "FINDING REDEEMED_CARD_ORDER_NOT_PAID" in out and "card_id=c1" in out and "order_id=o1" in out
+
+
+@pytest.fixture
+def nothing_listening():
+    with socket.socket() as s:  # bound, never listening: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("down", ["card", "order", "lottery"])
+async def test_a_service_that_does_not_answer_is_named_with_its_address_in_one_line_and_exit_2(world, nothing_listening, down):
+    addrs = dict(world.addrs, **{down: nothing_listening})
+    env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "miandan", "audit", "--card", addrs["card"], "--order", addrs["order"], "--lottery", addrs["lottery"],
+        "--wait", "0.5", cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout=30)
+    assert proc.returncode == 2, (out, err)
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err.decode(), err.decode()
+    assert f"{down} service at {nothing_listening}" in lines[0] and "UNAVAILABLE" in lines[0], lines[0]
