@@ -6,9 +6,14 @@ a consistent snapshot of that one database while its service keeps writing (page
 the copy make SQLite restart the copy of what changed), then checked with integrity_check.
 
 Each store is consistent on its own; the stores are copied one after another, so a set restored
-together may show the cross-service gaps of a crash (an order placed after the card store was
-copied): the services' own recovery settles those, and `python -m miandan audit` shows what is
-left. To restore: stop the suite, put the files back in MIANDAN_DATA, delete any -wal and -shm
+together holds the gaps of a crash between two services. Which gaps depends on the order of the
+copies, and only one order leaves gaps the services' own recovery settles: the order service
+(and the lottery, whose entries rest on invites) before the card service. A card store copied
+later may then hold cards held or redeemed for orders the copied order store never wrote, which
+the restored order service's first recovery pass finds and undoes (its card watermark); a card
+store copied first would miss the redemptions of orders placed after it, and those PAID orders'
+cards would be spendable a second time, which nothing repairs. `python -m miandan audit` shows
+what is left. To restore: stop the suite, put the files back in MIANDAN_DATA, delete any -wal and -shm
 file left beside them (there are none after a clean stop; after a kill -9, SQLite would replay the
 old log's pages onto the restored store), start it.
 """
@@ -94,9 +99,19 @@ def _remove_own_side_files(source: Path, side_files: list[Path]) -> None:
         pass  # best effort: the copy is good, and SQLite itself handles leftover -wal/-shm files
 
 
+# Copied first to last (see the module docstring): the stores whose records point at cards before
+# the card store; a store not named here goes between them.
+_COPY_RANK = {"order": 0, "lottery": 1, "catalog": 2, "card": 9}
+_OTHER_RANK = 5
+
+
+def copy_order(stores: list[Path]) -> list[Path]:
+    return sorted(stores, key=lambda p: (_COPY_RANK.get(p.stem, _OTHER_RANK), p.name))
+
+
 def back_up(data_dir: Path, dest: Path) -> list[StoreCopy]:
-    """Every `*.db` of data_dir copied into dest (which must not exist yet)."""
-    stores = sorted(p for p in data_dir.glob("*.db") if p.is_file())
+    """Every `*.db` of data_dir copied into dest (which must not exist yet), the card store last."""
+    stores = copy_order([p for p in data_dir.glob("*.db") if p.is_file()])
     if not stores:
         raise FileNotFoundError(f"no stores (*.db) in {data_dir}")
     dest.mkdir(parents=True, exist_ok=False)
