@@ -10,7 +10,9 @@ together holds the gaps of a crash between two services. Which gaps depends on t
 copies, and only one order leaves gaps the services' own recovery settles: the order service
 (and the lottery, whose entries rest on invites) before the card service. A card store copied
 later may then hold cards held or redeemed for orders the copied order store never wrote, which
-the restored order service's first recovery pass finds and undoes (its card watermark); a card
+the restored order service's first recovery pass finds and undoes (its card watermark), or
+redeemed for orders it holds still awaiting payment, which it cancels (the card given back) when
+their payment window runs out; a card
 store copied first would miss the redemptions of orders placed after it, and those PAID orders'
 cards would be spendable a second time, which nothing repairs. `python -m miandan audit` shows
 what is left. To restore: stop the suite, put the files back in MIANDAN_DATA, delete any -wal and -shm
