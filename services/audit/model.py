@@ -298,6 +298,26 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
             owner = orders_by_id.get(card_order)
             if owner is None:
                 out.append(Finding("REDEEMED_CARD_WITHOUT_ORDER", "card is REDEEMED for an order that does not exist", ids))
+            elif owner.status in LIVE_PAID_STATUSES:
+                # A paid order that names another card (or none): were that card spent on it
+                # too, the order used two cards.
+                own = cards_by_id.get(owner.card_id, [])
+                if own and own[0].state == REDEEMED and order_of(own[0].order_id) == owner.order_id:
+                    out.append(
+                        Finding(
+                            "ORDER_SPENT_TWO_CARDS",
+                            f"{owner.status} order spent card {owner.card_id} and this card is REDEEMED for it too",
+                            ids,
+                        )
+                    )
+                else:
+                    out.append(
+                        Finding(
+                            "CARD_ORDER_LINK_MISMATCH",
+                            f"card is REDEEMED for {owner.status} order {owner.order_id}, which names card {owner.card_id or '(none)'}",
+                            ids,
+                        )
+                    )
             else:
                 out.append(
                     Finding(

@@ -349,3 +349,17 @@ def test_the_full_audit_of_a_consistent_world_is_clean_and_of_a_broken_one_is_no
     assert audit(facts) == []
     facts.orders.append(order("o2", card_id="a1"))
     assert checks(audit(facts)) == ["CARD_DOUBLE_SPENT"]
+
+
+def test_a_second_card_redeemed_for_a_paid_order_is_an_order_that_spent_two_cards():
+    cards = [card("c1", state="REDEEMED", order_id="o1"), card("c2", state="REDEEMED", order_id="o1")]
+    found = check_redemptions(cards, [order("o1", card_id="c1", discount=2_500)])
+    assert [(f.check, f.ids["order_id"], f.ids["card_id"]) for f in found] == [("ORDER_SPENT_TWO_CARDS", "o1", "c2")]
+    assert "c1" in found[0].message
+
+
+def test_a_card_redeemed_for_a_paid_order_that_names_another_card_is_a_link_mismatch_not_an_unpaid_order():
+    found = check_redemptions([card("c2", state="REDEEMED", order_id="o1")], [order("o1", card_id="c1"), order("o2")])
+    assert checks(found) == ["CARD_ORDER_LINK_MISMATCH", "ORDER_CARD_MISSING"]
+    found = check_redemptions([card("c2", state="REDEEMED", order_id="o2")], [order("o2")])  # an order that used no card
+    assert checks(found) == ["CARD_ORDER_LINK_MISMATCH"]
