@@ -8,6 +8,7 @@ a short backoff, because an operator audit must not fail just because the suite 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Mapping, TypeVar
@@ -231,6 +232,7 @@ async def fetch_facts(
                 facts.draws.append(await _draw(reader, lottery, d))
 
         await asyncio.gather(*(one_campaign(cid) for cid in ids))
+        await _flag_winners(reader, lottery, facts)
 
         all_orders = await _pages(
             reader, orders.ListAllOrders, lambda t: order_service_pb2.ListAllOrdersRequest(page_size=1000, page_token=t), "orders"
@@ -292,6 +294,31 @@ async def _member(reader: _Reader, cards: Any, campaign_id: str, user_id: str) -
         await reader.call(cards.GetWallet, card_service_pb2.GetWalletRequest(campaign_id=campaign_id, user_id=user_id))
     ).wallet
     return MemberFacts(user_id=user_id, cards_granted=wallet.cards_granted, invites_made=wallet.invites_made)
+
+
+async def _flag_winners(reader: _Reader, lottery: Any, facts: AuditFacts) -> None:
+    """Each drawn day's entrants as their own entries tell them (won or not): one ListMyEntries
+    listing per entrant and campaign, all days at once."""
+    drawn = [d for d in facts.draws if d.status == "DRAWN"]
+    if not drawn:
+        return
+    users = sorted({(d.campaign_id, u) for d in drawn for u in d.entrants})
+    won: set[tuple[str, str, str]] = set()  # (campaign, day, user)
+
+    async def entries_of(campaign_id: str, user_id: str) -> None:
+        entries = await _pages(
+            reader, lottery.ListMyEntries,
+            lambda t: lottery_service_pb2.ListMyEntriesRequest(campaign_id=campaign_id, user_id=user_id, page_size=100, page_token=t),
+            "entries",
+        )
+        won.update((campaign_id, e.day, user_id) for e in entries if e.won)
+
+    await asyncio.gather(*(entries_of(c, u) for c, u in users))
+    facts.draws = [
+        dataclasses.replace(d, flagged_winners=tuple(u for u in d.entrants if (d.campaign_id, d.day, u) in won))
+        if d.status == "DRAWN" else d
+        for d in facts.draws
+    ]
 
 
 async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:

@@ -160,6 +160,8 @@ class DrawFacts:
     # Winners as VerifyDraw reports them, when they were read from there too; must equal winners.
     verify_winners: tuple[str, ...] | None = None
     cutoff_ms: int = 0
+    # Entrants whose own entry says won (ListMyEntries, what each user is told), when read.
+    flagged_winners: tuple[str, ...] | None = None
 
 
 @dataclass
@@ -592,15 +594,31 @@ def check_draws(draws: Sequence[DrawFacts]) -> list[Finding]:
             out.append(Finding("DRAW_ENTRANTS_HASH_MISMATCH", "hash of the listed entrants is not entrants_hash", ids))
         if d.verify_winners is not None and tuple(d.verify_winners) != tuple(d.winners):
             out.append(Finding("DRAW_WINNERS_DISAGREE", "VerifyDraw and the published draw list different winners", ids))
+        if d.flagged_winners is not None and set(d.flagged_winners) != set(d.winners) & set(entrants):
+            told_won = sorted(set(d.flagged_winners) - set(d.winners))
+            told_lost = sorted((set(d.winners) & set(entrants)) - set(d.flagged_winners))  # a stray winner: WINNER_NOT_ENTRANT
+            out.append(
+                Finding(
+                    "WINNER_FLAG_MISMATCH",
+                    "entries disagree with the draw's winners:"
+                    + (f" told they won but not winners: {', '.join(told_won[:10])}" if told_won else "")
+                    + (f" winners told they lost: {', '.join(told_lost[:10])}" if told_lost else ""),
+                    ids,
+                )
+            )
         stray = sorted(set(d.winners) - set(entrants))
         if stray:
             out.append(Finding("WINNER_NOT_ENTRANT", f"winners who did not enter: {', '.join(stray[:10])}", ids))
         expected = recompute_winners(d.seed, d.beacon_value, sorted(set(entrants), key=lambda u: u.encode()), d.winner_count)
-        if list(d.winners) != expected:
+        published = list(d.winners)
+        if published != expected:
+            # From the first place they differ: the lists may agree on their first places.
+            at = next((i for i, (a, b) in enumerate(zip(expected, published)) if a != b), min(len(expected), len(published)))
             out.append(
                 Finding(
                     "DRAW_DOES_NOT_VERIFY",
-                    f"recomputed winners {expected[:5]}{'...' if len(expected) > 5 else ''} differ from published {list(d.winners)[:5]}",
+                    f"{len(expected)} recomputed winners differ from the {len(published)} published from place {at + 1}: "
+                    f"recomputed {expected[at:at + 5]}, published {published[at:at + 5]}",
                     ids,
                 )
             )

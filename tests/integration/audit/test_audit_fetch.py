@@ -106,6 +106,13 @@ class Lottery(lottery_service_pb2_grpc.LotteryServiceServicer):
     async def ListDraws(self, request, context):
         return ls.ListDrawsResponse(draws=[self.w.draw])
 
+    async def ListMyEntries(self, request, context):
+        d = self.w.draw
+        if request.user_id not in self.w.entrants:
+            return ls.ListMyEntriesResponse()
+        entry = lottery_pb2.Entry(campaign_id=CID, day=d.day, user_id=request.user_id, drawn=True, won=request.user_id in d.winners)
+        return ls.ListMyEntriesResponse(entries=[entry])
+
     async def VerifyDraw(self, request, context):
         page, nxt = _page(self.w.entrants, 2, request.page_token)
         d = self.w.draw

@@ -118,10 +118,10 @@ async def test_real_traffic_audits_clean_and_a_tampered_card_is_caught(suite):
     assert {(f.check, f.ids.get("card_id")) for f in findings} >= {("ORDER_CARD_NOT_REDEEMED", spent.card_id)}, findings
 
 
-async def test_a_real_draw_verifies_and_its_entrants_qualified(suite):
+async def test_a_real_draw_verifies_and_its_entrants_qualified_and_a_winner_told_it_lost_is_caught(suite):
     from miandan.lottery.v1 import lottery_service_pb2 as ls, lottery_service_pb2_grpc
 
-    settings, _ = suite
+    settings, data = suite
     await _seed(settings)
     md = internal_metadata(settings)
     admin = internal_metadata(settings, admin=True)
@@ -151,6 +151,14 @@ async def test_a_real_draw_verifies_and_its_entrants_qualified(suite):
     facts = await fetch_facts(Targets.resolve(settings), CID)
     [draw] = [d for d in facts.draws if d.day == day]
     assert draw.status == "DRAWN" and list(draw.entrants) == entrants and draw.seed and draw.entrants_hash
+
+    # Each entry keeps its own won flag (ListMyEntries: what the user is told), beside the draw's
+    # winners list: the two must name the same users.
+    with sqlite3.connect(data / "lottery.db") as db:  # behind the lottery service's back
+        db.execute("UPDATE entries SET won = 0 WHERE campaign_id = ? AND day = ? AND user_id = 'ben'", (CID, day))
+    findings = await run_audit(settings, CID)
+    assert [(f.check, f.ids.get("day")) for f in findings] == [("WINNER_FLAG_MISMATCH", day)], findings
+    assert "ben" in findings[0].message
 
 
 async def _join_family(settings) -> None:

@@ -363,3 +363,21 @@ def test_a_card_redeemed_for_a_paid_order_that_names_another_card_is_a_link_mism
     assert checks(found) == ["CARD_ORDER_LINK_MISMATCH", "ORDER_CARD_MISSING"]
     found = check_redemptions([card("c2", state="REDEEMED", order_id="o2")], [order("o2")])  # an order that used no card
     assert checks(found) == ["CARD_ORDER_LINK_MISMATCH"]
+
+
+def test_entries_that_tell_a_loser_it_won_or_a_winner_it_lost_are_found():
+    d = drawn(["u1", "u2", "u3", "u4"])
+    loser = next(u for u in d.entrants if u not in d.winners)
+    assert check_draws([drawn(["u1", "u2", "u3", "u4"], flagged_winners=d.winners)]) == []
+    told_won = check_draws([drawn(["u1", "u2", "u3", "u4"], flagged_winners=d.winners + (loser,))])
+    assert checks(told_won) == ["WINNER_FLAG_MISMATCH"] and loser in told_won[0].message
+    told_lost = check_draws([drawn(["u1", "u2", "u3", "u4"], flagged_winners=d.winners[1:])])
+    assert checks(told_lost) == ["WINNER_FLAG_MISMATCH"] and d.winners[0] in told_lost[0].message
+
+
+def test_an_extra_winner_appended_to_a_draw_is_named_from_the_place_the_lists_differ():
+    d = drawn(["u1", "u2", "u3"], winner_count=2)
+    found = check_draws([drawn(["u1", "u2", "u3"], winner_count=2, winners=d.winners + ("mallory",), flagged_winners=d.winners)])
+    assert checks(found) == ["DRAW_DOES_NOT_VERIFY", "TOO_MANY_WINNERS", "WINNER_NOT_ENTRANT"]  # no entry told anyone wrong
+    [verify] = [f for f in found if f.check == "DRAW_DOES_NOT_VERIFY"]
+    assert "from place 3" in verify.message and "mallory" in verify.message
