@@ -1,9 +1,9 @@
 """`python -m miandan backup DEST`: a copy of every service's store, taken while the suite runs.
 
 Why: WAL and synchronous commits make an acknowledged write survive kill -9, not a lost disk or
-an operator's mistaken DELETE. Each store is copied with SQLite's online backup API, which gives
-a consistent snapshot of that one database while its service keeps writing (pages written during
-the copy make SQLite restart the copy of what changed), then checked with integrity_check.
+an operator's mistaken DELETE. Each store is copied with SQLite's online backup API inside one read
+transaction, which gives a snapshot of that one database as it was when its copy began while its
+service keeps writing, then checked with integrity_check.
 
 Each store is consistent on its own; the stores are copied one after another, so a set restored
 together holds the gaps of a crash between two services. Which gaps depends on the order of the
@@ -25,6 +25,7 @@ import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["BackupError", "StoreCopy", "back_up", "back_up_store"]
 
@@ -54,7 +55,8 @@ def _uri(path: Path, mode: str) -> str:
     return f"{path.as_uri()}?mode={mode}"
 
 
-def back_up_store(source: Path, target: Path) -> StoreCopy:
+def back_up_store(source: Path, target: Path, *, progress: Callable[[int, int], None] | None = None) -> StoreCopy:
+    """Copy one store. `progress(remaining_pages, total_pages)` is called after every step."""
     started = time.monotonic()
     source = source.resolve(strict=True)
     side_files = [source.with_name(source.name + suffix) for suffix in _WAL_SIDE_FILES]
@@ -63,11 +65,19 @@ def back_up_store(source: Path, target: Path) -> StoreCopy:
     try:
         # Read-only (mode=ro never creates a missing file): a backup must never create or change
         # a service's store.
-        src = sqlite3.connect(_uri(source, "ro"), uri=True)
+        src = sqlite3.connect(_uri(source, "ro"), uri=True, isolation_level=None)
         try:
+            # One read transaction from the first step to the last: every step reads the same
+            # snapshot. Without it each step reads the newest state, and a write by the service
+            # between two steps makes SQLite start the copy over: a store many steps long under
+            # steady writes was copied over and over. (The service keeps writing meanwhile: a
+            # WAL reader blocks no writer, it only keeps the log from being checkpointed past it.)
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_master").fetchone()
             dst = sqlite3.connect(target)
             try:
-                src.backup(dst, pages=_PAGES_PER_STEP)
+                step = (lambda _status, remaining, total: progress(remaining, total)) if progress else None
+                src.backup(dst, pages=_PAGES_PER_STEP, progress=step)
                 integrity = dst.execute("PRAGMA integrity_check").fetchone()[0]
             finally:
                 dst.close()
