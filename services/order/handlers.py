@@ -540,6 +540,12 @@ class OrderService:
         # here, and a new request learns it may write its row only once. The store's in-memory
         # filter of order ids spares a new request the read (order_ids.py: ~1 us against 30-60).
         existing = await self.store.get(order_id) if self.store.may_exist(order_id) else None
+        if existing is not None and existing.refused and existing.request_hash == fingerprint:
+            # The call before this one was refused (its cart was ordered meanwhile): resuming its
+            # saga would finish it into an order of a cart it no longer owns. Undone first, this
+            # retry is a new attempt, as after any abort.
+            await self._recover_placing(existing, budget)
+            existing = await self.store.get(order_id)
         if existing is not None and existing.status != model.ABORTED:
             if existing.request_hash != fingerprint:
                 raise _request_id_reused()
@@ -793,8 +799,10 @@ class OrderService:
     async def _cart_gone(self, order: Order, gone: CartGone) -> None:
         """A placement with a PLACING row whose cart lines were taken meanwhile: give back the
         card it holds (released, or refunded once redeemed), then abort the attempt. A card
-        call that fails leaves the row PLACING, for the sweep's recovery. With a budget of its
-        own, as every compensation: the caller's may be spent."""
+        call that fails leaves the row PLACING, marked refused (`Order.refused`), for the
+        sweep's recovery or the caller's retry to undo: unmarked, either would find the card
+        redeemed and finish the order the caller was told failed. With a budget of its own, as
+        every compensation: the caller's may be spent."""
         budget = _budget(self.config.sweep_call_timeout)
         if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
             try:
@@ -806,6 +814,14 @@ class OrderService:
                     "card of a placement whose cart was taken left to the sweep",
                     extra={"order_id": order.order_id, "reason": exc.reason},
                 )
+                now, attempt = self._now(), order.attempt
+
+                def refuse(cur: Order) -> Order:
+                    if cur.status != model.PLACING or cur.attempt != attempt:
+                        return cur
+                    return replace(cur, update_ms=now, version=cur.version + 1, error=(gone.code, gone.reason, gone.message))
+
+                await self.store.update(order.order_id, refuse)
                 return
         await self._abort(order, gone)
 
@@ -832,13 +848,15 @@ class OrderService:
             return None
 
     async def _recover_placing(self, order: Order, budget: Budget) -> Order | None:
+        # A refused attempt (its caller was told why) keeps its own error; any other was cut off.
+        refused = DomainError(*order.error) if order.refused else None
         if order.card_use == model.CARD_NONE or order.subtotal_fen == 0:
-            await self._abort(order, Unavailable("PLACEMENT_INTERRUPTED", "下单中断 / placement interrupted"))
+            await self._abort(order, refused or Unavailable("PLACEMENT_INTERRUPTED", "下单中断 / placement interrupted"))
             return None
         reservation = await self.card.release(order.reservation_key, timeout=budget())
         if reservation is not None and reservation.state == CONFIRMED:
             discount, payable = model.split(order.subtotal_fen, reservation.covered_fen)
-            if payable == 0:
+            if payable == 0 and refused is None:
                 # The card was redeemed before the crash: the order stands, finish it.
                 now, attempt = self._now(), order.attempt
 
@@ -861,7 +879,7 @@ class OrderService:
                     order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else ""
                 )
             await self.card.refund(order.reservation_key, timeout=budget())
-        await self._abort(order, Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry"))
+        await self._abort(order, refused or Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry"))
         return None
 
     # --- payment --------------------------------------------------------------------------

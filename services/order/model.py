@@ -214,6 +214,13 @@ class Order:
         return self.order_id if self.attempt == 0 else f"{self.order_id}.{self.attempt}"
 
     @property
+    def refused(self) -> bool:
+        """A PLACING row whose attempt was refused after its card call (its cart was ordered by
+        another call) but whose card could not be given back then: its caller was told it
+        failed, so it is undone, never finished into an order."""
+        return self.status == PLACING and bool(self.error[1])
+
+    @property
     def visible(self) -> bool:
         return self.status in LIVE_STATUSES
 

@@ -98,3 +98,60 @@ async def test_a_retried_placement_whose_cart_was_ordered_meanwhile_is_aborted_a
     row = await world.store.get(model.order_id_for("u1", "r1"))
     assert row is not None and row.status == model.ABORTED
     assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "RESERVED"]
+
+
+async def _retry_refused_while_the_card_service_blinks(world):
+    """A retried placement (its row written by an aborted first attempt) redeems a card, finds
+    its cart ordered meanwhile, and cannot give the card back: the card service does not answer
+    its release. Returns the other placement's order."""
+    await world.service.add_cart_item("u1", "s1", Selection("latte", 1), "a1")
+    with pytest.raises(DomainError):
+        await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))  # no card yet: ABORTED row
+    world.card.grant("c1", "u1")
+    world.card.grant("c2", "u1")
+    held, go = hold_first_quote(world)
+    retry = asyncio.ensure_future(world.service.place_order(from_cart("r1", model.CARD_REQUIRED)))
+    await asyncio.wait_for(held.wait(), 2)
+    other = await world.service.place_order(from_cart("r2"))
+    assert other.status == model.PAID
+    release = world.card.release
+
+    async def blinking_release(key, *, timeout):
+        world.card.release = release  # the next release goes through
+        world.card.calls["ReleaseReservation"] += 1
+        from services.common.errors import Unavailable
+
+        raise Unavailable("UPSTREAM_UNAVAILABLE", "card down", 100)
+
+    world.card.release = blinking_release
+    go.set()
+    with pytest.raises(DomainError) as refused:
+        await asyncio.wait_for(retry, 2)
+    assert refused.value.reason == "CART_EMPTY"
+    await world.service.drain()
+    return other
+
+
+async def test_a_refused_placement_whose_card_was_not_given_back_is_undone_by_the_sweep_not_finished(world):
+    # The user was told the cart was empty: the sweep that finds the row must give the card
+    # back, not finish the placement as a second PAID order of the same cart.
+    other = await _retry_refused_while_the_card_service_blinks(world)
+    world.clock.advance(31)
+    await world.service.sweep()
+    orders, _ = await world.service.list_orders("u1", 10, "")
+    assert [o.order_id for o in orders] == [other.order_id]
+    row = await world.store.get(model.order_id_for("u1", "r1"))
+    assert row is not None and row.status == model.ABORTED and row.error[1] == "CART_EMPTY"
+    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
+
+
+async def test_the_retry_of_a_refused_placement_whose_card_was_not_given_back_places_nothing(world):
+    # Its retry (same request_id) is told the cart is empty, as the call before it was, and
+    # gives the card back: it does not resume the placement into an order of the other's cart.
+    other = await _retry_refused_while_the_card_service_blinks(world)
+    with pytest.raises(DomainError) as again:
+        await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))
+    assert again.value.reason == "CART_EMPTY"
+    orders, _ = await world.service.list_orders("u1", 10, "")
+    assert [o.order_id for o in orders] == [other.order_id]
+    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
