@@ -28,8 +28,11 @@ MAX_ID_CHARS = 128
 _SPACE = re.compile(r"\s")
 # C0 and C1 control characters (NUL, line breaks, tabs, ESC, DEL...): a name or address is one
 # line of text shown in apps and printed on kitchen tickets, and a NUL ends it early in C code.
-# Every other character is text (ideographic spaces, emoji, zero-width joiners).
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Also the Unicode line and paragraph separators (line breaks in most renderers) and the bidi
+# embeddings, overrides and isolates, which make a name display as another ("店家" shown
+# reversed, a brand spoofed). Every other character is text (ideographic spaces, emoji,
+# zero-width joiners).
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_NAME_CHARS = 200
 MAX_PRICE_FEN = 10_000_000  # 100,000 yuan per unit: anything above is a typo, not a menu price
 

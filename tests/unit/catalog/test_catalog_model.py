@@ -158,7 +158,8 @@ def test_names_with_control_characters_are_refused_and_other_scripts_and_emoji_a
             0, "s1", "heytea", values["name"], values["address"], values["city"], 31.0, 121.0, (), False, "", {"heytea": None}
         )
 
-    for bad in ({"name": "喜茶\x00店"}, {"name": "喜茶\n店"}, {"address": "南京东路\r\n1号"}, {"city": "上海\x85"}, {"name": "店\x7f"}):
+    for bad in ({"name": "喜茶\x00店"}, {"name": "喜茶\n店"}, {"address": "南京东路\r\n1号"}, {"city": "上海\x85"}, {"name": "店\x7f"},
+                {"name": "喜茶\u2028店"}, {"address": "南京东路\u20291号"}, {"name": "\u202e店茶喜"}, {"name": "喜\u2066茶\u2069"}):
         rejected = row(**bad)
         assert isinstance(rejected, model.Rejection) and rejected.reason == model.CONTROL_CHARACTERS, bad
     kept = row(name="🍵喜茶\u3000(测试)\u200d店", address="Rue de l'Église 1")
