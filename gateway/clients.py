@@ -41,7 +41,7 @@ from services.common.auth import internal_metadata, open_channel
 from services.common.deadline import DEADLINE_PASSED
 from services.common.errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "Retrying", "CallOptions", "Upstreams"]
+__all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "Retrying", "CallOptions", "Upstreams", "is_transport_failure"]
 
 # Methods the gateway may retry on UNAVAILABLE, per upstream service.
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
@@ -98,7 +98,10 @@ class Retrying:
             try:
                 reply = await self._method(request, timeout=timeout, metadata=metadata)
             except grpc.aio.AioRpcError as err:
-                if err.code() != grpc.StatusCode.UNAVAILABLE and not _turned_away(err):
+                # A core's CANCELLED did no work either, like a dropped connection: a capacity
+                # run at 48 users in flight passed such PlaceOrders to users as
+                # UPSTREAM_UNAVAILABLE where a retry 20 ms later was placed.
+                if err.code() != grpc.StatusCode.UNAVAILABLE and not is_transport_failure(err):
                     raise
                 self._budget.failed()
                 pushback_s = _pushback_s(err)
@@ -124,14 +127,13 @@ class Retrying:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-def _turned_away(err: grpc.aio.AioRpcError) -> bool:
-    """CANCELLED from the upstream's gRPC core, not from a miandan handler (whose answers carry
-    google.rpc details): a call its busy event loop never took in (Settings.max_pending_calls)
-    or a stopping server dropped. Like a dropped connection it did no work, so it is retried: a
-    capacity run at 48 users in flight saw such a PlaceOrder reach the user as
-    UPSTREAM_UNAVAILABLE where a retry 20 ms later was placed. The budget bounds them as it
-    bounds every retry."""
-    if err.code() != grpc.StatusCode.CANCELLED:
+def is_transport_failure(err: grpc.aio.AioRpcError) -> bool:
+    """A failure produced by gRPC rather than answered by a miandan service (whose answers always
+    carry google.rpc details, e.g. OVERLOADED): UNAVAILABLE from the channel (connection refused,
+    upstream restarting), or CANCELLED from the upstream's core, which refuses a call its busy
+    event loop has not taken in (Settings.max_pending_calls) or that a stopping server drops. A
+    call the gateway gives up on itself ends in CancelledError, never in this error."""
+    if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
         return False
     return not any(key == STATUS_DETAILS_KEY for key, _ in (err.trailing_metadata() or ()))
 

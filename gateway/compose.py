@@ -48,10 +48,10 @@ _INVITE_PROBLEM_CODES = (
     _Code.PERMISSION_DENIED,
 )
 # Upstream failures after which a write may have been done all the same: its answer was lost.
-# CANCELLED is a stopping upstream dropping a call in progress (servicer._is_transport_failure).
+# CANCELLED is a stopping upstream dropping a call in progress (clients.is_transport_failure).
 _ANSWER_MAYBE_LOST_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.CANCELLED)
 # Lottery failures after which the wallet is still worth showing (degraded lottery standing);
-# CANCELLED is the lottery's gRPC core turning the call away (servicer._is_transport_failure).
+# CANCELLED is the lottery's gRPC core turning the call away (clients.is_transport_failure).
 _LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND, _Code.CANCELLED)
 MAX_TEXT_CHARS = 500
 # Below this confidence the catalog's reading is a guess among several (拿铁: one latte of four,

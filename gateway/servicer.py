@@ -15,10 +15,10 @@ import grpc
 from miandan.gateway.v1 import gateway_service_pb2 as pb, gateway_service_pb2_grpc
 from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
 from services.common.deadline import remaining
-from services.common.errors import STATUS_DETAILS_KEY, Unavailable
+from services.common.errors import Unavailable
 
 from .auth import TokenVerifier
-from .clients import CallOptions
+from .clients import CallOptions, is_transport_failure
 from .compose import Gateway
 from .user_rates import UserRates
 from .watches import WatchSlots
@@ -50,22 +50,11 @@ CRITICALITY: dict[str, str] = {
 }
 
 
-def _is_transport_failure(err: grpc.aio.AioRpcError) -> bool:
-    """A failure produced by gRPC rather than answered by a miandan service (whose answers always
-    carry google.rpc details, e.g. OVERLOADED): UNAVAILABLE from the channel (connection refused,
-    upstream restarting), or CANCELLED from the upstream's core, which refuses a call its busy
-    event loop has not taken in (Settings.max_pending_calls) or that a stopping server drops. A
-    call the gateway gives up on itself ends in CancelledError, never in this error."""
-    if err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
-        return False
-    return not any(key == STATUS_DETAILS_KEY for key, _ in (err.trailing_metadata() or ()))
-
-
 def restated(err: grpc.aio.AioRpcError) -> BaseException:
     """Upstream answers pass through unchanged (the kit forwards their status and details), but
     a transport failure is restated: its text names internal addresses, which end users must
     not see, and it carries no retry advice."""
-    if _is_transport_failure(err):
+    if is_transport_failure(err):
         return Unavailable(
             UPSTREAM_UNAVAILABLE,
             "服务暂时不可用，请稍后再试 / service temporarily unavailable, please retry shortly",

@@ -621,8 +621,8 @@ def _list_for_store(
 
 
 def _store_has_brand(conn: sqlite3.Connection, store_id: str, brands: Collection[str]) -> bool | None:
-    # The newest order first: it names the store's brand unless the store changed brands, so
-    # the grant of the store's brand is answered from one row.
+    # Any one order first (the store index, no sort): it names the store's brand unless the
+    # store changed brands, so the grant of the store's brand is answered from one row.
     row = conn.execute("SELECT doc FROM orders WHERE store_id = ? LIMIT 1", (store_id,)).fetchone()
     if row is None:
         return None

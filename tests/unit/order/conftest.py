@@ -112,7 +112,7 @@ class FakeCardService:
         self._gate("ConfirmReservation")
         if self.shed_confirms > 0:
             self.shed_confirms -= 1
-            raise Unavailable("UPSTREAM_UNAVAILABLE", "shed", 10, metadata={"upstream_reason": "OVERLOADED"})
+            raise Unavailable("UPSTREAM_OVERLOADED", "shed", 10, metadata={"upstream_reason": "OVERLOADED"})
         r = self.reservations.get(key)
         if r is None:
             raise NotFound("RESERVATION_NOT_FOUND", "none")
