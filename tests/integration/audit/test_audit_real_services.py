@@ -3,20 +3,18 @@ SQLite on tmp_path, port 0): clean after real traffic, and it catches a card who
 tampered with behind the services' back."""
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import sqlite3
 
 import pytest
 
-from miandan.card.v1 import card_pb2, card_service_pb2 as cs, card_service_pb2_grpc
-from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as cat, catalog_service_pb2_grpc
-from miandan.common.v1 import common_pb2
+from miandan.card.v1 import card_service_pb2 as cs, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2 as os_, order_service_pb2_grpc
 from services.audit import run_audit
 from services.common.auth import internal_metadata, open_channel
 from services.common.clock import FakeClock
-from services.common.config import Settings
+from tests.integration.in_process_suite import seed_campaign_and_store, start_suite
 
 CID = "audit-it"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
@@ -26,31 +24,10 @@ LOTTERY_CLOCK = FakeClock(dt.datetime.combine(TOMORROW, dt.time(0, 30), tzinfo=S
 
 @pytest.fixture
 async def suite(tmp_path):
-    from services.card.wiring import build as build_card
-    from services.catalog.wiring import build as build_catalog
-    from services.lottery.wiring import build as build_lottery
-    from services.order.wiring import build as build_order
-
-    env = {"MIANDAN_DATA": str(tmp_path), "MIANDAN_LOG_CALLS": "0", "MIANDAN_CAMPAIGN_ID": CID}
-    for name in ("card", "catalog", "order", "lottery", "gateway"):
-        env[f"MIANDAN_{name.upper()}_PORT"] = "0"
-        env[f"MIANDAN_{name.upper()}_METRICS_PORT"] = "off"
     servers = []
-
-    async def start(name, build, clock=None, **addrs):
-        settings = dataclasses.replace(Settings.from_env(name, env), **addrs)
-        server = await build(settings, clock=clock) if clock is not None else await build(settings)
-        port = await server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    card = await start("card", build_card)
-    catalog = await start("catalog", build_catalog)
-    order = await start("order", build_order, card_addr=card, catalog_addr=catalog)
     # The lottery lives early tomorrow (campaign time): today's invites count for tomorrow's draw,
     # and the test moves its clock past the cut-off instead of waiting for it.
-    lottery = await start("lottery", build_lottery, card_addr=card, clock=LOTTERY_CLOCK)
-    settings = dataclasses.replace(Settings.from_env("gateway", env), card_addr=card, catalog_addr=catalog, order_addr=order, lottery_addr=lottery)
+    settings = await start_suite(tmp_path, CID, servers, lottery_clock=LOTTERY_CLOCK)
     try:
         yield settings, tmp_path
     finally:
@@ -59,31 +36,7 @@ async def suite(tmp_path):
 
 
 async def _seed(settings) -> str:
-    """A campaign and one store with one item; returns the store id."""
-    admin = internal_metadata(settings, admin=True)
-    async with open_channel(settings, settings.card_addr) as ch:
-        req = cs.CreateCampaignRequest(request_id="c1", campaign_id=CID, name="audit", rules=card_pb2.CampaignRules(budget_fen=1_000_000))
-        req.start_time.FromDatetime(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
-        req.end_time.FromDatetime(dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc))
-        await card_service_pb2_grpc.CardServiceStub(ch).CreateCampaign(req, metadata=admin, timeout=10)
-    async with open_channel(settings, settings.catalog_addr) as ch:
-        catalog = catalog_service_pb2_grpc.CatalogServiceStub(ch)
-        await catalog.UpsertBrand(
-            cat.UpsertBrandRequest(request_id="b1", brand=catalog_pb2.Brand(brand_id="auditbrand", name="审计咖啡", category="咖啡")),
-            metadata=admin, timeout=10,
-        )
-        item = catalog_pb2.MenuItem(item_id="audit-latte", brand_id="auditbrand", name="拿铁", category="咖啡", price_fen=1_500)
-        await catalog.UpsertMenuItem(cat.UpsertMenuItemRequest(request_id="m1", item=item), metadata=admin, timeout=10)
-        # No opening hours: open around the clock, so the test does not depend on the time of day.
-        store = catalog_pb2.Store(store_id="audit-store", brand_id="auditbrand", name="审计咖啡(测试店)", address="测试路1号", city="杭州",
-                                  location=common_pb2.GeoPoint(latitude=30.27, longitude=120.16))
-
-        async def rows():
-            yield cat.ImportStoresRequest(stores=[store])
-
-        reply = await catalog.ImportStores(rows(), metadata=admin, timeout=10)
-        assert reply.accepted == 1, reply
-    return "audit-store"
+    return await seed_campaign_and_store(settings, CID, "audit", "审计", budget_fen=1_000_000)
 
 
 async def test_real_traffic_audits_clean_and_a_tampered_card_is_caught(suite):

@@ -8,48 +8,24 @@ stores' copies is wide enough to hold orders."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import datetime as dt
 import shutil
 import sqlite3
 import time
 
-import pytest
-
 import services.backup as backup
-from miandan.card.v1 import card_pb2, card_service_pb2 as cs, card_service_pb2_grpc
-from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as cat, catalog_service_pb2_grpc
-from miandan.common.v1 import common_pb2
+from miandan.card.v1 import card_service_pb2 as cs, card_service_pb2_grpc
+from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2 as os_, order_service_pb2_grpc
 from services.audit import run_audit
 from services.common.auth import internal_metadata, open_channel
 from services.common.config import Settings
+from tests.integration.in_process_suite import seed_campaign_and_store, start_suite
 
 CID = "backup-it"
 
 
 async def _start_suite(data, servers: list) -> Settings:
-    from services.card.wiring import build as build_card
-    from services.catalog.wiring import build as build_catalog
-    from services.lottery.wiring import build as build_lottery
-    from services.order.wiring import build as build_order
-
-    env = {"MIANDAN_DATA": str(data), "MIANDAN_LOG_CALLS": "0", "MIANDAN_CAMPAIGN_ID": CID}
-    for name in ("card", "catalog", "order", "lottery", "gateway"):
-        env[f"MIANDAN_{name.upper()}_PORT"] = "0"
-        env[f"MIANDAN_{name.upper()}_METRICS_PORT"] = "off"
-
-    async def start(name, build, **addrs):
-        server = await build(dataclasses.replace(Settings.from_env(name, env), **addrs))
-        port = await server.start()
-        servers.append(server)
-        return f"127.0.0.1:{port}"
-
-    card = await start("card", build_card)
-    catalog = await start("catalog", build_catalog)
-    order = await start("order", build_order, card_addr=card, catalog_addr=catalog)
-    lottery = await start("lottery", build_lottery, card_addr=card)
-    return dataclasses.replace(Settings.from_env("gateway", env), card_addr=card, catalog_addr=catalog, order_addr=order, lottery_addr=lottery)
+    return await start_suite(data, CID, servers)
 
 
 async def _stop(servers: list) -> None:
@@ -59,23 +35,7 @@ async def _stop(servers: list) -> None:
 
 
 async def _seed(settings: Settings) -> None:
-    admin = internal_metadata(settings, admin=True)
-    async with open_channel(settings, settings.card_addr) as ch:
-        req = cs.CreateCampaignRequest(request_id="c1", campaign_id=CID, name="backup", rules=card_pb2.CampaignRules(budget_fen=10**9))
-        req.start_time.FromDatetime(dt.datetime(2020, 1, 1, tzinfo=dt.timezone.utc))
-        req.end_time.FromDatetime(dt.datetime(2099, 1, 1, tzinfo=dt.timezone.utc))
-        await card_service_pb2_grpc.CardServiceStub(ch).CreateCampaign(req, metadata=admin, timeout=10)
-    async with open_channel(settings, settings.catalog_addr) as ch:
-        catalog = catalog_service_pb2_grpc.CatalogServiceStub(ch)
-        await catalog.UpsertBrand(
-            cat.UpsertBrandRequest(request_id="b1", brand=catalog_pb2.Brand(brand_id="bkbrand", name="备份咖啡", category="咖啡")),
-            metadata=admin, timeout=10,
-        )
-        item = catalog_pb2.MenuItem(item_id="bk-latte", brand_id="bkbrand", name="拿铁", category="咖啡", price_fen=1_500)
-        await catalog.UpsertMenuItem(cat.UpsertMenuItemRequest(request_id="m1", item=item), metadata=admin, timeout=10)
-        store = catalog_pb2.Store(store_id="bk-store", brand_id="bkbrand", name="备份咖啡(测试店)", address="测试路1号", city="杭州",
-                                  location=common_pb2.GeoPoint(latitude=30.27, longitude=120.16))  # open around the clock
-        await catalog.ImportStores(iter([cat.ImportStoresRequest(stores=[store])]), metadata=admin, timeout=10)
+    await seed_campaign_and_store(settings, CID, "bk", "备份", budget_fen=10**9)
 
 
 async def _orders_until(settings: Settings, stop: asyncio.Event, worker: int) -> int:
