@@ -122,3 +122,14 @@ async def test_the_dev_set_end_to_end(demo):
     # The resolver is judged on its own in tests/unit/catalog_intent; here the whole path
     # (resolver + store choice + quote) must keep nearly all of it.
     assert total >= 30 and correct / total >= 0.9, failures
+
+
+async def test_max_alternatives_above_five_is_read_as_five_and_a_negative_one_is_refused(demo):
+    five = await match(demo, "来一杯咖啡", max_alternatives=5)
+    for many in (6, 2**31 - 1):
+        r = await match(demo, "来一杯咖啡", max_alternatives=many)
+        assert len(r.alternatives) == len(five.alternatives) <= 5
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await match(demo, "来一杯咖啡", max_alternatives=-1)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert any(f == "max_alternatives" for f, _ in error_details(err.value)["violations"])

@@ -327,3 +327,14 @@ async def test_paging_through_stores_at_the_very_same_spot_shows_each_store_once
             if not token:
                 break
         assert seen == [s.store_id for s in stores], filters
+
+
+async def test_a_page_size_above_the_maximum_is_read_as_the_maximum_not_refused(cat):
+    # The proto's contract for ListBrands and SearchStores (AIP-158 style): 101 or 2**31-1 reads as 100.
+    stores = [store_pb(f"s{i:03d}", "luckin", HZ[0] + i * 0.0001, HZ[1]) for i in range(120)]
+    await cat.stub.ImportStores(stream_of(stores), metadata=cat.admin)
+    for size in (101, 2**31 - 1):
+        hits = await cat.stub.SearchStores(svc.SearchStoresRequest(location=loc(), radius_meters=50000, page_size=size), metadata=cat.md)
+        assert len(hits.stores) == 100 and hits.next_page_token
+        brands = await cat.stub.ListBrands(svc.ListBrandsRequest(page_size=size), metadata=cat.md)
+        assert len(brands.brands) == 5 and not brands.next_page_token

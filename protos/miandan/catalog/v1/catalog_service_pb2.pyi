@@ -240,7 +240,9 @@ class ListBrandsRequest(_message.Message):
     category: _builtins.str
     """Only brands of this category; empty for all."""
     page_size: _builtins.int
-    """Maximum brands to return, 1..100; 0 means 50."""
+    """Maximum brands to return, 1..100; 0 means 50; a larger value is read as 100 (negative is
+    INVALID_ARGUMENT).
+    """
     page_token: _builtins.str
     """next_page_token of the previous page."""
     def __init__(
@@ -308,7 +310,9 @@ class SearchStoresRequest(_message.Message):
     open_now: _builtins.bool
     """Only stores open now."""
     page_size: _builtins.int
-    """Maximum stores to return, 1..100; 0 means 10."""
+    """Maximum stores to return, 1..100; 0 means 10; a larger value is read as 100 (negative is
+    INVALID_ARGUMENT).
+    """
     page_token: _builtins.str
     """next_page_token of the previous page."""
     @_builtins.property
@@ -585,7 +589,9 @@ class MatchIntentRequest(_message.Message):
     card_face_value_fen: _builtins.int
     """Face value of the user's card in fen, to say what it covers; 0 means 2,500."""
     max_alternatives: _builtins.int
-    """Alternatives to return besides the proposal, 0..5."""
+    """Alternatives to return besides the proposal, 0..5; a larger value is read as 5 (negative is
+    INVALID_ARGUMENT).
+    """
     @_builtins.property
     def location(self) -> _common_pb2.GeoPoint:
         """Where the user is; stores are searched near it."""
