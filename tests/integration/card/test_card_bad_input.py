@@ -51,6 +51,8 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
         ("ReserveCard", dict(campaign_id=C, user_id="alice", order_id="o", amount_fen=0), "amount_fen"),
         ("ReserveCard", dict(campaign_id=C, user_id="alice", order_id="", amount_fen=100), "order_id"),
         ("ReserveCard", dict(campaign_id=C, user_id="alice", order_id="o", amount_fen=100, ttl_seconds=-5), "ttl_seconds"),
+        # A hold of more than a day: the proto's 0..86,400.
+        ("ReserveCard", dict(campaign_id=C, user_id="alice", order_id="o", amount_fen=100, ttl_seconds=86_401), "ttl_seconds"),
         ("ConfirmReservation", dict(order_id=""), "order_id"),
         ("ReleaseReservation", dict(order_id=""), "order_id"),
         ("RefundCard", dict(order_id="订单"), "order_id"),

@@ -572,7 +572,7 @@ class ReserveCardRequest(_message.Message):
     card_id: _builtins.str
     """A specific card; empty to let the service pick the one that expires first."""
     ttl_seconds: _builtins.int
-    """Hold duration in seconds; 0 takes the campaign's reservation_ttl_seconds."""
+    """Hold duration in seconds, 0..86,400; 0 takes the campaign's reservation_ttl_seconds."""
     redeem: _builtins.bool
     """Reserve and redeem in one step, for an order the card pays in full: the reservation is
     CONFIRMED and the card REDEEMED in the same transaction (saves the ConfirmReservation
