@@ -356,6 +356,7 @@ async def test_future_days_unknown_campaigns_and_days_outside_the_window(lottery
         ("ListDraws", pb.ListDrawsRequest(campaign_id=CAMPAIGN, page_size=101), "page_size"),
         ("ListDraws", pb.ListDrawsRequest(campaign_id=""), "campaign_id"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, winner_count=-1), "winner_count"),
+        ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, winner_count=10_001), "winner_count"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, prize_value_fen=-5), "prize_value_fen"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_round="7"), "beacon_round"),
         ("CommitDraw", pb.CommitDrawRequest(campaign_id=CAMPAIGN, day=DAY, beacon_source="drand:\u2028x"), "beacon_source"),

@@ -166,7 +166,7 @@ class CommitDrawRequest(_message.Message):
     prize_value_fen: _builtins.int
     """Prize value in fen; 0 for the default 1,000,000."""
     winner_count: _builtins.int
-    """Number of winners; 0 for the default 15."""
+    """Number of winners, 0..10,000; 0 for the default 15."""
     beacon_source: _builtins.str
     """Public randomness source to bind, e.g. "drand:quicknet"; empty for none."""
     beacon_round: _builtins.str
