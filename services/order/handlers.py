@@ -418,7 +418,7 @@ class OrderService:
         model.check_request_id(request_id)
         model.check_id("user_id", user_id)
         model.check_id("store_id", store_id)
-        model.check_selections([selection], "line")
+        model.check_selection(selection, "line")
         # A request_id names one line: a retry is answered with the cart as it is now (without
         # the line once it was cleared or ordered: it is not put back), without another quote;
         # the same id with another line (or store) is refused before anything else is judged.

@@ -387,16 +387,29 @@ def check_selections(selections: Sequence[Selection], field_name: str = "lines")
         raise InvalidArgument(field_name, "至少一行 / at least one line is required", "NO_LINES")
     if len(selections) > MAX_LINES:
         raise InvalidArgument(field_name, f"最多 {MAX_LINES} 行 / at most {MAX_LINES} lines", "TOO_MANY_LINES")
+    _raise_line_violations([v for i, s in enumerate(selections) for v in _line_violations(s, f"{field_name}[{i}]")])
+
+
+def check_selection(selection: Selection, field_name: str = "line") -> None:
+    """One line in a field of its own (AddCartItem's `line`): violations name `line.quantity`,
+    a path of the request the caller sent, not `line[0].quantity`."""
+    _raise_line_violations(_line_violations(selection, field_name))
+
+
+def _line_violations(s: Selection, path: str) -> list[tuple[str, str]]:
     violations = []
-    for i, s in enumerate(selections):
-        if not s.item_id:
-            violations.append((f"{field_name}[{i}].item_id", "必填 / required"))
-        elif len(s.item_id) > MAX_ID:
-            violations.append((f"{field_name}[{i}].item_id", "太长 / too long"))
-        if not 1 <= s.quantity <= MAX_QUANTITY:
-            violations.append((f"{field_name}[{i}].quantity", f"须在 1..{MAX_QUANTITY} / must be 1..{MAX_QUANTITY}"))
-        if len(s.options) > MAX_OPTIONS:
-            violations.append((f"{field_name}[{i}].options", "太多 / too many"))
+    if not s.item_id:
+        violations.append((f"{path}.item_id", "必填 / required"))
+    elif len(s.item_id) > MAX_ID:
+        violations.append((f"{path}.item_id", "太长 / too long"))
+    if not 1 <= s.quantity <= MAX_QUANTITY:
+        violations.append((f"{path}.quantity", f"须在 1..{MAX_QUANTITY} / must be 1..{MAX_QUANTITY}"))
+    if len(s.options) > MAX_OPTIONS:
+        violations.append((f"{path}.options", "太多 / too many"))
+    return violations
+
+
+def _raise_line_violations(violations: list[tuple[str, str]]) -> None:
     if violations:
         reason = "QUANTITY_OUT_OF_RANGE" if all(v[0].endswith(".quantity") for v in violations) else "INVALID_LINE"
         raise InvalidArgument(violations=violations, reason=reason)
