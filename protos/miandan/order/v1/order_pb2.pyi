@@ -46,8 +46,8 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """Where an order is. PENDING_PAYMENT -> PAID -> ACCEPTED -> PREPARING -> READY -> COMPLETED;
-    CANCELLED from PENDING_PAYMENT, PAID or ACCEPTED (the user only before PREPARING; the
-    merchant any time before READY).
+    CANCELLED from PENDING_PAYMENT, PAID, ACCEPTED or PREPARING (the user only before PREPARING;
+    the merchant any time before READY).
     """
 
 ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
