@@ -141,7 +141,9 @@ class ClearCartRequest(_message.Message):
     user_id: _builtins.str
     """Owner of the cart."""
     request_id: _builtins.str
-    """Idempotency key."""
+    """Optional, at most 128 characters; not remembered: clearing is idempotent by itself, so a
+    retry empties the cart again (with any line added since the first attempt).
+    """
     def __init__(
         self,
         *,
