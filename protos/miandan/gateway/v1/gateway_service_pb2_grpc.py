@@ -177,7 +177,8 @@ class GatewayServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels one of the caller's orders; the card comes back (CRITICAL).
+        """Cancels one of the caller's orders; the card comes back unless it has expired meanwhile
+        (Order.card_returned says which) and money paid is refunded (CRITICAL).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -78,7 +78,9 @@ class GatewayServiceStub:
     ListOrders: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.ListOrdersRequest, _gateway_service_pb2.ListOrdersResponse]
     """The caller's orders, newest first."""
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelOrderRequest, _gateway_service_pb2.CancelOrderResponse]
-    """Cancels one of the caller's orders; the card comes back (CRITICAL)."""
+    """Cancels one of the caller's orders; the card comes back unless it has expired meanwhile
+    (Order.card_returned says which) and money paid is refunded (CRITICAL).
+    """
     WatchOrder: _grpc.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]
     """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
     SearchStores: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]
@@ -138,7 +140,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     ListOrders: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.ListOrdersRequest, _gateway_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """The caller's orders, newest first."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.CancelOrderRequest, _gateway_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels one of the caller's orders; the card comes back (CRITICAL)."""
+    """Cancels one of the caller's orders; the card comes back unless it has expired meanwhile
+    (Order.card_returned says which) and money paid is refunded (CRITICAL).
+    """
     WatchOrder: _aio.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
     """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
     SearchStores: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]  # type: ignore[assignment]
@@ -243,7 +247,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.CancelOrderResponse, _abc.Awaitable[_gateway_service_pb2.CancelOrderResponse]]:
-        """Cancels one of the caller's orders; the card comes back (CRITICAL)."""
+        """Cancels one of the caller's orders; the card comes back unless it has expired meanwhile
+        (Order.card_returned says which) and money paid is refunded (CRITICAL).
+        """
 
     @_abc_1.abstractmethod
     def WatchOrder(

@@ -42,7 +42,9 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     ORDER_STATUS_COMPLETED: _OrderStatus.ValueType  # 6
     """Handed over. Final."""
     ORDER_STATUS_CANCELLED: _OrderStatus.ValueType  # 7
-    """Cancelled; the card and the payment were returned. Final."""
+    """Cancelled; the payment was returned, and the card unless it had expired (card_returned).
+    Final.
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """Where an order is. PENDING_PAYMENT -> PAID -> ACCEPTED -> PREPARING -> READY -> COMPLETED;
@@ -65,7 +67,9 @@ ORDER_STATUS_READY: OrderStatus.ValueType  # 5
 ORDER_STATUS_COMPLETED: OrderStatus.ValueType  # 6
 """Handed over. Final."""
 ORDER_STATUS_CANCELLED: OrderStatus.ValueType  # 7
-"""Cancelled; the card and the payment were returned. Final."""
+"""Cancelled; the payment was returned, and the card unless it had expired (card_returned).
+Final.
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _CardUse:

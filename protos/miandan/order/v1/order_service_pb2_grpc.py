@@ -159,7 +159,8 @@ class OrderServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CancelOrder(self, request, context):
-        """Cancels an order and returns its card and payment. Idempotent.
+        """Cancels an order and returns its card (unless it has expired meanwhile: see
+        Order.card_returned) and its payment. Idempotent.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

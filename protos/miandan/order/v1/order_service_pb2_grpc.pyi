@@ -54,7 +54,9 @@ class OrderServiceStub:
     ListOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]
     """The user's orders, newest first."""
     CancelOrder: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]
-    """Cancels an order and returns its card and payment. Idempotent."""
+    """Cancels an order and returns its card (unless it has expired meanwhile: see
+    Order.card_returned) and its payment. Idempotent.
+    """
     UpdateOrderStatus: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.UpdateOrderStatusRequest, _order_service_pb2.UpdateOrderStatusResponse]
     """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
     merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
@@ -101,7 +103,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListOrdersRequest, _order_service_pb2.ListOrdersResponse]  # type: ignore[assignment]
     """The user's orders, newest first."""
     CancelOrder: _aio.UnaryUnaryMultiCallable[_order_service_pb2.CancelOrderRequest, _order_service_pb2.CancelOrderResponse]  # type: ignore[assignment]
-    """Cancels an order and returns its card and payment. Idempotent."""
+    """Cancels an order and returns its card (unless it has expired meanwhile: see
+    Order.card_returned) and its payment. Idempotent.
+    """
     UpdateOrderStatus: _aio.UnaryUnaryMultiCallable[_order_service_pb2.UpdateOrderStatusRequest, _order_service_pb2.UpdateOrderStatusResponse]  # type: ignore[assignment]
     """Moves an order along its lifecycle (merchant credential); only legal transitions. To a
     merchant grant, an order of a store it does not cover is NOT_FOUND ORDER_NOT_FOUND.
@@ -193,7 +197,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _order_service_pb2.CancelOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_order_service_pb2.CancelOrderResponse, _abc.Awaitable[_order_service_pb2.CancelOrderResponse]]:
-        """Cancels an order and returns its card and payment. Idempotent."""
+        """Cancels an order and returns its card (unless it has expired meanwhile: see
+        Order.card_returned) and its payment. Idempotent.
+        """
 
     @_abc_1.abstractmethod
     def UpdateOrderStatus(
