@@ -136,31 +136,41 @@ class CampaignRules(_message.Message):
     RESERVATION_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     card_face_value_fen: _builtins.int
-    """Face value of one card in fen; a card pays min(order total, face value). Default 2,500."""
+    """Face value of one card in fen; a card pays min(order total, face value). 0 means the
+    default, 2,500; at most 100,000,000.
+    """
     per_user_card_cap: _builtins.int
-    """Most cards one user can ever be granted in the campaign. Default 21."""
+    """Most cards one user can ever be granted in the campaign. 0 means the default, 21; at most
+    1,000, and at least signup_grant + invitee_grant and inviter_grant.
+    """
     signup_grant: _builtins.int
-    """Cards granted on sign-up. Default 1. Not granted to a user who joins with a pass-phrase:
+    """Cards granted on sign-up, 0 (default 1) or 1..100. Not granted to a user who joins with a pass-phrase:
     the invitee grant takes its place (see invitee_grant).
     """
     inviter_grant: _builtins.int
-    """Cards granted to the inviter per accepted invite. Default 1."""
+    """Cards granted to the inviter per accepted invite, 0 (default 1) or 1..100."""
     invitee_grant: _builtins.int
     """Cards a user who joins with a pass-phrase gets for joining, in place of the sign-up grant:
     AcceptInvite tops the invitee up to max(signup_grant, invitee_grant) cards counting the
     sign-up cards of the same join, so the joiner ends with that many whichever of
-    ClaimSignupCard and AcceptInvite came first. Default 1 (one card per joiner).
+    ClaimSignupCard and AcceptInvite came first. 0 (default 1: one card per joiner) or 1..100.
     """
     card_validity_days: _builtins.int
-    """Days a card stays valid after its grant; 0 means until the campaign ends."""
+    """Days a card stays valid after its grant, 0..3,650; 0 means until the campaign ends."""
     budget_fen: _builtins.int
-    """Total face value that may ever be issued, in fen. Never exceeded."""
+    """Total face value that may ever be issued, in fen. Never exceeded. Required: at least one
+    card's face value, at most 10^17.
+    """
     lottery_invite_threshold: _builtins.int
-    """New users a user must invite to enter the daily lottery. Default 3."""
+    """New users a user must invite to enter the daily lottery, 0 (default 3) or 1..10,000."""
     reservation_ttl_seconds: _builtins.int
-    """Seconds a reservation holds a card before it is released automatically. Default 900."""
+    """Seconds a reservation holds a card before it is released automatically, 0 (default 900)
+    or 1..86,400.
+    """
     time_zone: _builtins.str
-    """IANA time zone of the campaign's days (lottery days, display). Default Asia/Shanghai."""
+    """IANA time zone of the campaign's days (lottery days, display). Default Asia/Shanghai.
+    Names the host decides (localtime, posix/..., right/...) are refused.
+    """
     def __init__(
         self,
         *,
