@@ -580,17 +580,19 @@ class OrderService:
             create_ms=now,
             update_ms=now,
             from_cart=r.from_cart,
+            # Kept in the row from its first write, so whoever finishes it takes these lines.
+            cart_keys=cart.lines if cart is not None else (),
         )
         if existing is None:
             # A new request: its row is written once, after the card call (module docstring).
             await self._ensure_card_watermark()
-            return await self._run_saga(draft, budget, written=False, cart=cart)
+            return await self._run_saga(draft, budget, written=False)
         order, fresh = await self.store.begin_placement(draft)
         if not fresh and order.status != model.PLACING:
             return order
         # fresh (a new attempt after an aborted one), or a PLACING row left by a crash or an
         # upstream outage: (re)run the saga on the row.
-        return await self._run_saga(order, budget, cart=cart)
+        return await self._run_saga(order, budget)
 
     async def _ensure_card_watermark(self) -> None:
         """A card watermark is stored before the first placement without a row, so the next
@@ -608,14 +610,14 @@ class OrderService:
             # next scan. (A pass moves it up again only to the oldest placement in flight.)
             self._watermark_ms = await self.store.lower_card_watermark(at)
 
-    async def _run_saga(self, order: Order, budget: Budget, written: bool = True, cart: CartTaken | None = None) -> Order:
+    async def _run_saga(self, order: Order, budget: Budget, written: bool = True) -> Order:
         """written=False: the order has no row yet (a new request). Its one write is the
         finished order; every failure first writes the PLACING row (`_placing_row`), then
         compensates exactly as for a placement that has one.
 
-        cart: the cart lines a from_cart order was made from; its write takes them, and is
-        refused (CartGone) when they left the cart meanwhile. None for a PLACING row resumed
-        without reading the cart: its write empties the cart, as before."""
+        A from_cart order's write takes the cart lines it was made from (`Order.cart_keys`), and
+        is refused (CartGone) when they left the cart meanwhile; a PLACING row of the previous
+        release (no lines kept) empties the cart, as it did."""
         key = order.reservation_key
         reservation: Reservation | None = None
         if order.card_use != model.CARD_NONE and order.subtotal_fen > 0:
@@ -649,7 +651,7 @@ class OrderService:
             if not written and order.attempt < MAX_UNWRITTEN_ATTEMPTS:
                 # The replay of an attempt the recovery pass undid after a crash (its row was
                 # never written): take the next attempt's key, as a retry after an abort does.
-                return await self._run_saga(model.revised(order, attempt=order.attempt + 1), budget, written=False, cart=cart)
+                return await self._run_saga(model.revised(order, attempt=order.attempt + 1), budget, written=False)
             # An idempotent replay of a reservation that was released meanwhile.
             err = FailedPrecondition("RESERVATION_LAPSED", "卡的预留已失效，请重试 / the card hold lapsed, retry")
             await self._abort(await self._placing_row(order, written), err)
@@ -711,6 +713,7 @@ class OrderService:
                 payment=payment,
             )
 
+        cart = _cart_taken(order)
         clear_cart_of = order.user_id if order.from_cart and cart is None else ""
         if not written:
             return await self._write_placed(finish(order), cart, reservation is not None)
@@ -875,9 +878,19 @@ class OrderService:
                         payment=Payment(status=model.PAY_NOT_REQUIRED),
                     )
 
-                return await self.store.update(
-                    order.order_id, finish, clear_cart_of=order.user_id if order.from_cart else ""
-                )
+                cart = _cart_taken(order)
+                try:
+                    return await self.store.update(
+                        order.order_id, finish, clear_cart_of=order.user_id if order.from_cart and cart is None else "",
+                        cart=cart,
+                    )
+                except CartGone as gone:
+                    # Its cart lines left the cart meanwhile (the user, told this placement failed
+                    # or not told at all, ordered them again, or cleared the cart): finished, it
+                    # would order them a second time. Given back and aborted, as the placement
+                    # itself would have been refused.
+                    await self._cart_gone(order, gone)
+                    return None
             await self.card.refund(order.reservation_key, timeout=budget())
         await self._abort(order, refused or Unavailable("PLACEMENT_INTERRUPTED", "下单中断，请重试 / placement interrupted, retry"))
         return None
@@ -1427,6 +1440,12 @@ class OrderService:
             except Exception:
                 log.exception("sweep pass failed")
             await asyncio.sleep(self.config.sweep_interval_seconds)
+
+
+def _cart_taken(order: Order) -> CartTaken | None:
+    """The cart lines a from_cart order's write takes; None for other orders and for from_cart
+    rows of the previous release, which kept none (their write empties the user's cart)."""
+    return CartTaken(order.user_id, order.cart_keys) if order.cart_keys else None
 
 
 def _request_id_reused() -> DomainError:

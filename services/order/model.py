@@ -205,6 +205,12 @@ class Order:
     from_cart: bool = False
     # A failed placement keeps its error so concurrent waiters see the same answer.
     error: tuple[str, str, str] = ("", "", "")
+    # A from_cart order: the cart lines it was made from, each as (position, request_id) (the
+    # store's CartTaken), kept in its row from the first write. A PLACING row finished by the
+    # recovery (sweep, or a retry after a crash) takes these lines and only these, never lines
+    # added since. Empty for other orders, and for rows written before lines were kept: their
+    # recovery empties the user's cart, as it did.
+    cart_keys: tuple[tuple[int, str], ...] = ()
 
     @property
     def reservation_key(self) -> str:

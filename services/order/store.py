@@ -307,37 +307,39 @@ class OrderStore(Protocol):
 # --- (de)serialisation ----------------------------------------------------------------------
 
 def to_doc(o: Order) -> str:
-    return model.compact_json(
-        {
-            "rid": o.request_id,
-            "rh": o.request_hash,
-            "u": o.user_id,
-            "s": o.store_id,
-            "sn": o.store_name,
-            "b": o.brand_id,
-            "cp": o.campaign_id,
-            "l": [ln.to_json() for ln in o.lines],
-            "st": o.subtotal_fen,
-            "cu": o.card_use,
-            "rc": o.requested_card_id,
-            "status": o.status,
-            "c": o.create_ms,
-            "m": o.update_ms,
-            "h": [[h.status, h.time_ms, h.actor, h.note] for h in o.history],
-            "card": o.card_id,
-            "disc": o.card_discount_fen,
-            "pay": o.payable_fen,
-            "p": o.payment.to_json(),
-            "cr": o.cancel_reason,
-            "ret": o.card_returned,
-            "a": o.attempt,
-            "v": o.version,
-            "ca": o.card_action,
-            "pa": o.payment_action,
-            "fc": o.from_cart,
-            "e": list(o.error),
-        }
-    )
+    doc: dict[str, Any] = {
+        "rid": o.request_id,
+        "rh": o.request_hash,
+        "u": o.user_id,
+        "s": o.store_id,
+        "sn": o.store_name,
+        "b": o.brand_id,
+        "cp": o.campaign_id,
+        "l": [ln.to_json() for ln in o.lines],
+        "st": o.subtotal_fen,
+        "cu": o.card_use,
+        "rc": o.requested_card_id,
+        "status": o.status,
+        "c": o.create_ms,
+        "m": o.update_ms,
+        "h": [[h.status, h.time_ms, h.actor, h.note] for h in o.history],
+        "card": o.card_id,
+        "disc": o.card_discount_fen,
+        "pay": o.payable_fen,
+        "p": o.payment.to_json(),
+        "cr": o.cancel_reason,
+        "ret": o.card_returned,
+        "a": o.attempt,
+        "v": o.version,
+        "ca": o.card_action,
+        "pa": o.payment_action,
+        "fc": o.from_cart,
+        "e": list(o.error),
+    }
+    if o.cart_keys:
+        # Only on from_cart orders: every other doc stays the text it was.
+        doc["ck"] = [list(k) for k in o.cart_keys]
+    return model.compact_json(doc)
 
 
 def from_doc(order_id: str, doc: str) -> Order:
@@ -380,6 +382,8 @@ def from_doc(order_id: str, doc: str) -> Order:
         payment_action=d["pa"],
         from_cart=d["fc"],
         error=tuple(d["e"]),
+        # Absent from rows written before lines were kept, and from orders not made from a cart.
+        cart_keys=tuple((k[0], k[1]) for k in d["ck"]) if "ck" in d else (),
     )
     return o
 

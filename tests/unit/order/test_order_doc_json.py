@@ -63,6 +63,9 @@ ORDERS = {
         error=("FAILED_PRECONDITION", "CARD_NOT_AVAILABLE", "卡已被使用 / card already used"),
     ),
     "big numbers": base(subtotal_fen=2**53 + 1, create_ms=2**62, version=2**31),
+    "from the cart, with the lines it was made from": base(
+        from_cart=True, cart_keys=((0, "add-1"), (3, "加购-😀 \"x\"")),
+    ),
 }
 
 
@@ -71,8 +74,10 @@ def test_an_order_doc_is_the_text_the_stdlib_wrote(o):
     doc = to_doc(o)
     assert doc == stdlib_to_doc(o)
     assert doc.encode() == stdlib_to_doc(o).encode()
+    # "ck" (the cart lines kept) only on orders made from a cart: every other doc is unchanged.
     assert list(json.loads(doc)) == ["rid", "rh", "u", "s", "sn", "b", "cp", "l", "st", "cu", "rc", "status", "c",
-                                     "m", "h", "card", "disc", "pay", "p", "cr", "ret", "a", "v", "ca", "pa", "fc", "e"]
+                                     "m", "h", "card", "disc", "pay", "p", "cr", "ret", "a", "v", "ca", "pa", "fc", "e",
+                                     *(["ck"] if o.cart_keys else [])]
     assert "茶饮(一店)" in doc  # UTF-8 characters, not \u escapes
 
 
@@ -89,6 +94,15 @@ def test_a_row_the_stdlib_wrote_reads_back(o):
     assert from_doc(o.order_id, stdlib_to_doc(o)) == o
     # a doc with \u escapes (ensure_ascii) or spaces, as a hand-edited row could hold, still opens
     assert from_doc(o.order_id, json.dumps(json.loads(to_doc(o)), ensure_ascii=True, indent=1)) == o
+
+
+def test_a_from_cart_row_of_the_previous_release_opens_without_cart_lines():
+    o = base(from_cart=True, cart_keys=((0, "add-1"),))
+    d = json.loads(to_doc(o))
+    del d["ck"]  # written before rows kept their cart lines
+    back = from_doc(o.order_id, stdlib_compact(d))
+    assert back.from_cart and back.cart_keys == ()
+    assert back == model.revised(o, cart_keys=())
 
 
 def test_a_doc_only_the_stdlib_reads_still_opens():
