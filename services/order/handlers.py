@@ -310,20 +310,41 @@ class _KeyLocks:
         self._locks: dict[Any, tuple[asyncio.Lock, int]] = {}
 
     @contextlib.asynccontextmanager
-    async def hold(self, key: Any) -> AsyncIterator[None]:
+    async def hold(self, key: Any, budget: "Budget | None" = None) -> AsyncIterator[None]:
+        """budget: waits for the lock only within the caller's deadline (DEADLINE_PASSED)."""
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
+            await (lock.acquire() if budget is None else _acquire_within(lock, budget))
+            try:
                 yield
+            finally:
+                lock.release()
         finally:
             lock, users = self._locks[key]
             if users == 1:
                 del self._locks[key]
             else:
                 self._locks[key] = (lock, users - 1)
+
+
+async def _acquire_within(lock: asyncio.Lock, budget: "Budget") -> None:
+    """Acquire `lock` before the caller's deadline, or the later one of a retry that joined
+    meanwhile; DEADLINE_PASSED once none is left. No deadline: as long as it takes."""
+    while True:
+        deadline = budget.deadline
+        if deadline is None:
+            await lock.acquire()
+            return
+        try:
+            async with asyncio.timeout(budget()):
+                await lock.acquire()
+            return
+        except TimeoutError:
+            if not budget.extended_beyond(deadline):
+                raise DeadlineExceeded("DEADLINE_PASSED", "调用方已超时 / the caller's deadline has passed") from None
 
 
 @dataclass
@@ -405,6 +426,8 @@ class OrderService:
         # (_hold_card_again) never interleave, so a card is never re-taken for an order that is
         # being cancelled (it would stay REDEEMED while the order says it was returned).
         self._card_turns = _KeyLocks()
+        # Per user: from_cart placements, one at a time (`_place`).
+        self._cart_turns = _KeyLocks()
 
     def _now(self) -> int:
         return now_ms(self.clock)
@@ -536,6 +559,25 @@ class OrderService:
             flight.settle(exc=exc)
 
     async def _place(self, order_id: str, fingerprint: str, campaign: str, r: PlaceOrderInput, budget: Budget) -> Order:
+        if not r.from_cart:
+            return await self._place_now(order_id, fingerprint, campaign, r, budget)
+        # A user's placements of the cart take turns, from the read of the cart to the write of
+        # the order or the end of its compensation: the second of a double tap then finds the
+        # cart empty (CART_EMPTY) before it reserves anything, as a tap coming after the first
+        # would. Each running on its own, the two reserved cards independently: with one card
+        # free, the tap that took it could lose the cart to the one without (CARD_USE_BEST goes
+        # on at full price, and its write came first); the card went back and the user paid
+        # although it was free, which no one-after-the-other order of the taps gives. The store's
+        # check that the lines are still there (CartTaken) cannot see this: each write is right
+        # on its own; the loss is in which tap holds the card. Letting the one holding a card
+        # win instead would need the first writer to know of a slower tap that has not written
+        # yet. A lock in this process is enough: it is the store's only writer (as for
+        # ConfirmPayment's turns). Retries of one request do not wait here (they join its
+        # flight); a placement of listed lines (not from the cart) does not either.
+        async with self._cart_turns.hold(r.user_id, budget):
+            return await self._place_now(order_id, fingerprint, campaign, r, budget)
+
+    async def _place_now(self, order_id: str, fingerprint: str, campaign: str, r: PlaceOrderInput, budget: Budget) -> Order:
         # A retry after success (even once the cart is empty) or after a crash finds its row
         # here, and a new request learns it may write its row only once. The store's in-memory
         # filter of order ids spares a new request the read (order_ids.py: ~1 us against 30-60).

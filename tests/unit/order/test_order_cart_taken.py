@@ -1,7 +1,8 @@
 """A placement from the cart takes the lines it was made from, and only those, and only if they are
 still in the cart when its order is written: the interleavings of a cart ordered while the user
-keeps adding to it, or ordered twice at once, end as some one-after-the-other order of the calls
-would."""
+keeps adding to it, clears it, or orders it twice at once, end as some one-after-the-other order
+of the calls would. Two placements of one user's cart take turns (test_order_cart_double_tap.py);
+what takes the lines under a placement is then ClearCart (or the recovery of an earlier one)."""
 from __future__ import annotations
 
 import asyncio
@@ -51,34 +52,75 @@ async def test_a_line_added_while_the_cart_is_being_ordered_stays_in_the_cart(wo
     assert cart.selections == (Selection("tea", 2),)
 
 
-async def test_a_cart_ordered_by_another_placement_meanwhile_is_not_ordered_again(world):
+async def test_a_second_placement_of_the_cart_waits_for_the_first_and_is_told_the_cart_is_empty(world):
     world.card.grant("c1", "u1")
     world.card.grant("c2", "u1")
     await world.service.add_cart_item("u1", "s1", Selection("latte", 1), "a1")
     held, go = hold_first_quote(world)
     slow = asyncio.ensure_future(world.service.place_order(from_cart("tap-1")))
     await asyncio.wait_for(held.wait(), 2)
-    first = await world.service.place_order(from_cart("tap-2"))
-    assert first.status == model.PAID and (await world.service.get_cart("u1")).selections == ()
+    second = asyncio.ensure_future(world.service.place_order(from_cart("tap-2")))
+    await asyncio.sleep(0.05)
+    assert not second.done() and world.card.calls["ReserveCard"] == 0  # waiting its turn
     go.set()
+    first = await asyncio.wait_for(slow, 2)
+    assert first.status == model.PAID and (await world.service.get_cart("u1")).selections == ()
     with pytest.raises(DomainError) as refused:
-        await asyncio.wait_for(slow, 2)
+        await asyncio.wait_for(second, 2)
     assert (refused.value.code, refused.value.reason) == ("FAILED_PRECONDITION", "CART_EMPTY")
-    # One order, one card spent; the card the refused placement had redeemed is back.
+    # One order, one card spent; the second placement never took a card.
+    assert world.card.calls["ReserveCard"] == 1
     orders, _ = await world.service.list_orders("u1", 10, "")
     assert [o.order_id for o in orders] == [first.order_id]
     assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
     # Its retry is told the same, and holds nothing either.
     await world.service.drain()
     with pytest.raises(DomainError) as again:
-        await world.service.place_order(from_cart("tap-1"))
+        await world.service.place_order(from_cart("tap-2"))
     assert again.value.reason == "CART_EMPTY"
     assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
 
 
-async def test_a_retried_placement_whose_cart_was_ordered_meanwhile_is_aborted_and_holds_no_card(world):
+async def test_a_second_placement_waits_only_until_its_deadline(world):
+    from services.order.handlers import Budget
+
+    await world.service.add_cart_item("u1", "s1", Selection("latte", 1), "a1")
+    held, go = hold_first_quote(world)
+    slow = asyncio.ensure_future(world.service.place_order(from_cart("tap-1")))
+    await asyncio.wait_for(held.wait(), 2)
+    with pytest.raises(DomainError) as late:
+        await world.service.place_order(from_cart("tap-2"), Budget(0.1))
+    assert (late.value.code, late.value.reason) == ("DEADLINE_EXCEEDED", "DEADLINE_PASSED")
+    go.set()
+    assert (await asyncio.wait_for(slow, 2)).status == model.PENDING_PAYMENT
+    await world.service.drain()
+
+
+@pytest.mark.parametrize("add_after_clear", [False, True])
+async def test_a_cart_cleared_while_it_is_being_ordered_is_not_ordered(world, add_after_clear):
+    world.card.grant("c1", "u1")
+    await world.service.add_cart_item("u1", "s1", Selection("latte", 1), "a1")
+    held, go = hold_first_quote(world)
+    slow = asyncio.ensure_future(world.service.place_order(from_cart("tap-1")))
+    await asyncio.wait_for(held.wait(), 2)
+    await world.service.clear_cart("u1")
+    if add_after_clear:
+        await world.service.add_cart_item("u1", "s1", Selection("tea", 1), "a2")
+    go.set()
+    with pytest.raises(DomainError) as refused:
+        await asyncio.wait_for(slow, 2)
+    assert refused.value.reason == ("CART_CHANGED" if add_after_clear else "CART_EMPTY")
+    await world.service.drain()
+    orders, _ = await world.service.list_orders("u1", 10, "")
+    assert orders == []
+    assert world.card.cards["c1"].state == "AVAILABLE"  # the card it had redeemed is back
+    expected = (Selection("tea", 1),) if add_after_clear else ()
+    assert (await world.service.get_cart("u1")).selections == expected
+
+
+async def test_a_retried_placement_whose_cart_was_cleared_meanwhile_is_aborted_and_holds_no_card(world):
     # The first attempt is aborted with its row written (no card yet for a CARD_REQUIRED order);
-    # its retry runs the saga on that row, and the cart is ordered by another placement meanwhile.
+    # its retry runs the saga on that row, and the cart is cleared meanwhile.
     await world.service.add_cart_item("u1", "s1", Selection("cake", 1), "a1")
     with pytest.raises(DomainError) as no_card:
         await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))
@@ -88,8 +130,7 @@ async def test_a_retried_placement_whose_cart_was_ordered_meanwhile_is_aborted_a
     held, go = hold_first_quote(world)
     retry = asyncio.ensure_future(world.service.place_order(from_cart("r1", model.CARD_REQUIRED)))
     await asyncio.wait_for(held.wait(), 2)
-    other = await world.service.place_order(from_cart("r2"))
-    assert other.status == model.PENDING_PAYMENT
+    await world.service.clear_cart("u1")
     go.set()
     with pytest.raises(DomainError) as refused:
         await asyncio.wait_for(retry, 2)
@@ -97,13 +138,13 @@ async def test_a_retried_placement_whose_cart_was_ordered_meanwhile_is_aborted_a
     await world.service.drain()
     row = await world.store.get(model.order_id_for("u1", "r1"))
     assert row is not None and row.status == model.ABORTED
-    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "RESERVED"]
+    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "AVAILABLE"]
 
 
 async def _retry_refused_while_the_card_service_blinks(world):
     """A retried placement (its row written by an aborted first attempt) redeems a card, finds
-    its cart ordered meanwhile, and cannot give the card back: the card service does not answer
-    its release. Returns the other placement's order."""
+    its cart cleared and filled again meanwhile, and cannot give the card back: the card service
+    does not answer its release."""
     await world.service.add_cart_item("u1", "s1", Selection("latte", 1), "a1")
     with pytest.raises(DomainError):
         await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))  # no card yet: ABORTED row
@@ -112,8 +153,8 @@ async def _retry_refused_while_the_card_service_blinks(world):
     held, go = hold_first_quote(world)
     retry = asyncio.ensure_future(world.service.place_order(from_cart("r1", model.CARD_REQUIRED)))
     await asyncio.wait_for(held.wait(), 2)
-    other = await world.service.place_order(from_cart("r2"))
-    assert other.status == model.PAID
+    await world.service.clear_cart("u1")
+    await world.service.add_cart_item("u1", "s1", Selection("tea", 1), "a2")
     release = world.card.release
 
     async def blinking_release(key, *, timeout):
@@ -127,31 +168,31 @@ async def _retry_refused_while_the_card_service_blinks(world):
     go.set()
     with pytest.raises(DomainError) as refused:
         await asyncio.wait_for(retry, 2)
-    assert refused.value.reason == "CART_EMPTY"
+    assert refused.value.reason == "CART_CHANGED"
     await world.service.drain()
-    return other
 
 
 async def test_a_refused_placement_whose_card_was_not_given_back_is_undone_by_the_sweep_not_finished(world):
-    # The user was told the cart was empty: the sweep that finds the row must give the card
-    # back, not finish the placement as a second PAID order of the same cart.
-    other = await _retry_refused_while_the_card_service_blinks(world)
+    # The user was told the cart changed: the sweep that finds the row must give the card back,
+    # not finish the placement as an order the user was told failed.
+    await _retry_refused_while_the_card_service_blinks(world)
     world.clock.advance(31)
     await world.service.sweep()
     orders, _ = await world.service.list_orders("u1", 10, "")
-    assert [o.order_id for o in orders] == [other.order_id]
+    assert orders == []
     row = await world.store.get(model.order_id_for("u1", "r1"))
-    assert row is not None and row.status == model.ABORTED and row.error[1] == "CART_EMPTY"
-    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
+    assert row is not None and row.status == model.ABORTED and row.error[1] == "CART_CHANGED"
+    assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "AVAILABLE"]
+    assert (await world.service.get_cart("u1")).selections == (Selection("tea", 1),)
 
 
 async def test_the_retry_of_a_refused_placement_whose_card_was_not_given_back_places_nothing(world):
-    # Its retry (same request_id) is told the cart is empty, as the call before it was, and
-    # gives the card back: it does not resume the placement into an order of the other's cart.
-    other = await _retry_refused_while_the_card_service_blinks(world)
-    with pytest.raises(DomainError) as again:
-        await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))
-    assert again.value.reason == "CART_EMPTY"
+    # Its retry (same request_id) gives the card back: it does not resume the placement into an
+    # order of the cleared latte. It goes on as a new attempt, of the cart as it is now (the tea).
+    await _retry_refused_while_the_card_service_blinks(world)
+    again = await world.service.place_order(from_cart("r1", model.CARD_REQUIRED))
+    assert [(l.item_id, l.quantity) for l in again.lines] == [("tea", 1)] and again.attempt == 2
     orders, _ = await world.service.list_orders("u1", 10, "")
-    assert [o.order_id for o in orders] == [other.order_id]
+    assert [o.order_id for o in orders] == [again.order_id]
     assert sorted(c.state for c in world.card.cards.values()) == ["AVAILABLE", "REDEEMED"]
+    assert (await world.service.get_cart("u1")).selections == ()
