@@ -20,6 +20,37 @@ wait, not the gateway's: its refusal is passed on at once, with its delay.
 
 Deadlines: every call gets `timeout=` from CallOptions, i.e. what is left of the end user's
 deadline, so no upstream works for an answer nobody waits for.
+
+Bulkheads: every unary call to an upstream holds a place in that upstream's Bulkhead for as long
+as it (and its retries) runs. Why: the gateway has one admission limit for all its calls, and an
+end-user call holds its slot while it waits on an upstream. With the order service frozen
+(`kill -STOP`, 5-20 s) the calls waiting on it filled every slot, and Join, GetWallet and
+EnterLottery, which never touch it, were refused OVERLOADED for the whole freeze and a second
+after. Now MIANDAN_UPSTREAM_SHARE_PERCENT (default 50) of the gateway's current admission limit
+are each upstream's own places. Beyond them, places are lent, up to the whole limit, to calls that
+are safe to end early and ask again (IDEMPOTENT_METHODS), for as long as the upstream keeps
+answering: once its oldest call in flight has waited MIANDAN_UPSTREAM_STALL_MS (default 500 ms,
+the p99 objective of a call), nothing more is lent and the lent calls are ended. A call refused
+or ended gets UNAVAILABLE, reason UPSTREAM_SATURATED, retry in ~1 s (spread over 75-125 %), so the
+end-user call ends and gives its gateway slot back instead of queueing behind the stuck ones.
+
+Why lend: a count alone cannot tell a lunch peak from a stall. 40 concurrent orders at a limit
+the CPU queueing has brought down to 32 are a peak the gateway must serve
+(tests/integration/common/test_common_floor.py); a fixed share small enough to leave Join slots
+at that limit (80 % of it for DEFAULT calls, admission.py) would refuse most of them. A frozen
+upstream answers nothing and one that is too slow to meet the objective is no better, so its
+oldest call says which is which. Why 50 %: DEFAULT calls may fill 80 % of the limit, so half for
+a stalled upstream leaves 30 % to every other DEFAULT call (19 slots at the start value 64, 10 at
+the floor 32); 60 % would leave 6 at the floor.
+
+Why a reason of its own, not UPSTREAM_OVERLOADED: that one says an upstream answered OVERLOADED
+(it is shedding, and miandan_rpc_refusals_total counts it so); UPSTREAM_SATURATED says the gateway
+itself stopped sending because its calls to that upstream are not coming back: an operator must
+look at a frozen or slow upstream, not at its admission limit. The refusal is built as the
+upstream's own UNAVAILABLE answer would be (an AioRpcError with status details and pushback), so
+every path that handles an upstream's refusal (the pipeline passing it on, compose's fallbacks)
+handles this one the same way. Streams (WatchOrder) are not counted: they are long by design and
+bounded by gateway/watches.py.
 """
 from __future__ import annotations
 
@@ -39,9 +70,19 @@ from miandan.order.v1 import order_service_pb2_grpc
 from services.common.admission import CRITICALITY_KEY, DEFAULT
 from services.common.auth import internal_metadata, open_channel
 from services.common.deadline import DEADLINE_PASSED
-from services.common.errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded
+from services.common.errors import PUSHBACK_KEY, STATUS_DETAILS_KEY, DeadlineExceeded, Unavailable, to_rpc_status
 
-__all__ = ["IDEMPOTENT_METHODS", "RetryBudget", "Retrying", "CallOptions", "Upstreams", "is_transport_failure"]
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "UPSTREAM_SATURATED",
+    "Bulkhead",
+    "Bulkheaded",
+    "RetryBudget",
+    "Retrying",
+    "CallOptions",
+    "Upstreams",
+    "is_transport_failure",
+]
 
 # Methods the gateway may retry on UNAVAILABLE, per upstream service.
 IDEMPOTENT_METHODS: dict[str, tuple[str, ...]] = {
@@ -150,17 +191,182 @@ def _pushback_s(err: grpc.aio.AioRpcError) -> float:
     return 0.0
 
 
-class _RetryingStub:
-    """A stub whose idempotent unary methods are Retrying; everything else is the stub's own."""
+UPSTREAM_SATURATED = "UPSTREAM_SATURATED"
+# A saturated upstream is asked again after about as long as an overloaded gateway asks for.
+SATURATED_RETRY_AFTER_MS = 1000
+# Refusals in a row are told delays spread over 75-125 % (as the pipeline's OVERLOADED ones): a
+# crowd refused in the same instant must not come back in the same instant.
+SATURATED_DELAY_STEPS = 9
 
-    def __init__(self, stub: Any, methods: tuple[str, ...]) -> None:
+
+def _saturated_error(retry_after_ms: int) -> grpc.aio.AioRpcError:
+    status = to_rpc_status(
+        Unavailable(
+            UPSTREAM_SATURATED,
+            "服务繁忙，请 1 秒后再试 / service busy, please retry in 1 s",
+            retry_after_ms,
+        )
+    )
+    return grpc.aio.AioRpcError(
+        status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), status.details
+    )
+
+
+class _Place:
+    """One call's place in a Bulkhead: when it started, and for a place lent beyond the share,
+    the future that ends the call early when the upstream stalls."""
+
+    __slots__ = ("start", "evict")
+
+    def __init__(self, start: float, evict: "asyncio.Future[None] | None") -> None:
+        self.start, self.evict = start, evict
+
+
+class Bulkhead:
+    """The gateway's calls in flight to one upstream (see the module docstring): `share` of
+    `capacity()` (the gateway's admission limit, read per call since it adapts) are the
+    upstream's own; beyond them, places are lent (up to the whole limit) to calls that may be
+    ended early, while the upstream keeps answering: once its oldest call has waited `stall_s`,
+    nothing more is lent and the lent calls are ended with UPSTREAM_SATURATED."""
+
+    __slots__ = (
+        "upstream", "share", "stall_s", "peak", "refused", "evicted", "_capacity", "_time", "_places", "_lent", "_watch",
+    )
+
+    def __init__(
+        self,
+        upstream: str,
+        capacity: Callable[[], float],
+        share: float,
+        stall_s: float = 0.5,
+        time_source: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < share <= 1 or not stall_s > 0:
+            raise ValueError("share must be in (0, 1] and stall_s > 0")
+        self.upstream, self.share, self.stall_s = upstream, share, stall_s
+        self._capacity, self._time = capacity, time_source
+        # Insertion order is start order: the first is the oldest call in flight.
+        self._places: dict[_Place, None] = {}
+        self._lent: dict[_Place, None] = {}
+        self._watch: asyncio.TimerHandle | None = None
+        self.peak = 0  # the most in flight at once
+        self.refused = 0  # refused before being sent
+        self.evicted = 0  # lent calls ended because the upstream stalled
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._places)
+
+    @property
+    def lent(self) -> int:
+        return len(self._lent)
+
+    def bound(self) -> int:
+        return max(1, int(self._capacity() * self.share))
+
+    def stalled(self) -> bool:
+        """True while the oldest call in flight has waited stall_s or more."""
+        for place in self._places:
+            return self._time() - place.start >= self.stall_s
+        return False
+
+    def enter(self, may_borrow: bool = True) -> _Place:
+        """A place for one call, or the refusal raised (AioRpcError UNAVAILABLE / UPSTREAM_SATURATED).
+        may_borrow=False: a call that must not be ended early (not idempotent) gets own places only."""
+        n = len(self._places)
+        now = self._time()
+        if n < self.bound():
+            place = _Place(now, None)
+        elif may_borrow and n < self._capacity() and not self.stalled():
+            place = _Place(now, asyncio.get_running_loop().create_future())
+            self._lent[place] = None
+            if self._watch is None:
+                self._watch = asyncio.get_running_loop().call_later(self.stall_s / 4, self._check)
+        else:
+            self.refused += 1
+            raise self.refusal()
+        self._places[place] = None
+        if n + 1 > self.peak:
+            self.peak = n + 1
+        return place
+
+    def leave(self, place: _Place) -> None:
+        del self._places[place]
+        if place.evict is not None:
+            self._lent.pop(place, None)
+
+    def refusal(self) -> grpc.aio.AioRpcError:
+        step = (self.refused + self.evicted) % SATURATED_DELAY_STEPS
+        return _saturated_error(round(SATURATED_RETRY_AFTER_MS * (0.75 + 0.5 * step / (SATURATED_DELAY_STEPS - 1))))
+
+    def _check(self) -> None:
+        """While places are lent: end them once the upstream stalls."""
+        self._watch = None
+        if not self._lent:
+            return
+        if self.stalled():
+            for place in self._lent:
+                if place.evict is not None and not place.evict.done():
+                    place.evict.set_result(None)
+                    self.evicted += 1
+            self._lent.clear()
+            return
+        self._watch = asyncio.get_running_loop().call_later(self.stall_s / 4, self._check)
+
+
+class Bulkheaded:
+    """A unary upstream method whose calls hold a place in the upstream's Bulkhead while they
+    run (retries included: a call waiting out a backoff still holds its gateway slot).
+    may_borrow: the method is safe to end early and ask again (IDEMPOTENT_METHODS)."""
+
+    __slots__ = ("_method", "_bulkhead", "_may_borrow")
+
+    def __init__(self, method: Callable[..., Any], bulkhead: Bulkhead, may_borrow: bool = True) -> None:
+        self._method, self._bulkhead, self._may_borrow = method, bulkhead, may_borrow
+
+    async def __call__(self, request: Any, *, timeout: float | None = None, metadata: Any = None) -> Any:
+        bulkhead = self._bulkhead
+        place = bulkhead.enter(self._may_borrow)
+        try:
+            if place.evict is None:
+                return await self._method(request, timeout=timeout, metadata=metadata)
+            return await _unless_evicted(self._method(request, timeout=timeout, metadata=metadata), place.evict, bulkhead)
+        finally:
+            bulkhead.leave(place)
+
+
+async def _unless_evicted(call: Any, evict: "asyncio.Future[None]", bulkhead: Bulkhead) -> Any:
+    task = asyncio.ensure_future(call)
+    try:
+        await asyncio.wait((task, evict), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if task.done():
+        return task.result()
+    # The upstream stalled: this call gives its gateway slot back. It is idempotent (on its
+    # request_id), so the user's retry gets what the upstream made of it, if anything.
+    task.cancel()
+    raise bulkhead.refusal()
+
+
+class _RetryingStub:
+    """A stub whose idempotent unary methods are Retrying, every unary method behind the
+    upstream's Bulkhead; streams are the stub's own."""
+
+    def __init__(self, stub: Any, methods: tuple[str, ...], bulkhead: Bulkhead) -> None:
         self._stub = stub
+        self.bulkhead = bulkhead
         budget = RetryBudget()
         for name in methods:
-            setattr(self, name, Retrying(getattr(stub, name), budget))
+            setattr(self, name, Bulkheaded(Retrying(getattr(stub, name), budget), bulkhead))
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._stub, name)
+        method = getattr(self._stub, name)
+        if isinstance(method, grpc.aio.UnaryUnaryMultiCallable):
+            method = Bulkheaded(method, self.bulkhead, may_borrow=False)
+            setattr(self, name, method)  # wrapped once
+        return method
 
 
 @dataclass(frozen=True)
@@ -185,10 +391,17 @@ class CallOptions:
 
 
 class Upstreams:
-    """Stubs of the four internal services over long-lived channels."""
+    """Stubs of the four internal services over long-lived channels, each behind its Bulkhead.
+    capacity: the gateway's current admission limit (None = MIANDAN_MAX_CONCURRENCY, fixed)."""
 
-    def __init__(self, settings: Any) -> None:
+    def __init__(self, settings: Any, capacity: Callable[[], float] | None = None) -> None:
         self.settings = settings
+        if capacity is None:
+            fixed = float(settings.max_concurrency)
+            capacity = lambda: fixed  # noqa: E731
+        share = getattr(settings, "upstream_share_percent", 50) / 100
+        stall_s = getattr(settings, "upstream_stall_ms", 500.0) / 1000
+        self.bulkheads = {name: Bulkhead(name, capacity, share, stall_s) for name in ("card", "catalog", "order", "lottery")}
         self._channels = {
             # No retryPolicy in the channel: gRPC's retries would wait out the pushback (above).
             name: open_channel(settings, addr)
@@ -198,18 +411,22 @@ class Upstreams:
             )
         }
         self.card = _RetryingStub(
-            card_service_pb2_grpc.CardServiceStub(self._channels["card"]), IDEMPOTENT_METHODS["miandan.card.v1.CardService"]
+            card_service_pb2_grpc.CardServiceStub(self._channels["card"]), IDEMPOTENT_METHODS["miandan.card.v1.CardService"],
+            self.bulkheads["card"],
         )
         self.catalog = _RetryingStub(
             catalog_service_pb2_grpc.CatalogServiceStub(self._channels["catalog"]),
             IDEMPOTENT_METHODS["miandan.catalog.v1.CatalogService"],
+            self.bulkheads["catalog"],
         )
         self.order = _RetryingStub(
-            order_service_pb2_grpc.OrderServiceStub(self._channels["order"]), IDEMPOTENT_METHODS["miandan.order.v1.OrderService"]
+            order_service_pb2_grpc.OrderServiceStub(self._channels["order"]), IDEMPOTENT_METHODS["miandan.order.v1.OrderService"],
+            self.bulkheads["order"],
         )
         self.lottery = _RetryingStub(
             lottery_service_pb2_grpc.LotteryServiceStub(self._channels["lottery"]),
             IDEMPOTENT_METHODS["miandan.lottery.v1.LotteryService"],
+            self.bulkheads["lottery"],
         )
         base = internal_metadata(settings)
         # Built once per criticality: metadata tuples are reused by every call.

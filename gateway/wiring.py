@@ -7,6 +7,7 @@ import os
 from typing import Any, Mapping
 
 from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
+from services.common.admission import admission_from_settings
 from services.common.auth import PUBLIC, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings, env_number
@@ -62,7 +63,9 @@ async def build(
     verifier = TokenVerifier(settings, clock=clock)  # fails fast on a missing key file
     campaign = campaign_id or campaign_id_from_env(settings)
     previews = PreviewStore(ttl_seconds=_preview_ttl() if preview_ttl_s is None else preview_ttl_s, clock=clock)
-    upstreams = resources.closing(Upstreams(settings))
+    # Made here, not by build_server, so the upstreams' bulkheads follow its adaptive limit.
+    admission = admission_from_settings(settings)
+    upstreams = resources.closing(Upstreams(settings, capacity=lambda: admission.limit))
     gateway = Gateway(
         card=upstreams.card,
         catalog=upstreams.catalog,
@@ -96,8 +99,10 @@ async def build(
         require_client_cert=False,
         max_request_bytes=MAX_REQUEST_BYTES,
         resources=resources,
+        admission=admission,
     )
     # Tests reach in for the parts (e.g. to count signature checks).
     server.gateway = gateway  # type: ignore[attr-defined]
     server.verifier = verifier  # type: ignore[attr-defined]
+    server.upstreams = upstreams  # type: ignore[attr-defined]
     return server

@@ -104,6 +104,13 @@ class Settings:
     user_rate: float = 5.0
     user_burst: int = 20
     user_rates_tracked: int = 100_000
+    # Gateway: the part of its admission limit, in percent, that calls to each upstream hold as
+    # their own (gateway/clients.py, Bulkhead): a frozen order service then holds half the slots,
+    # not every one, and Join / GetWallet / EnterLottery keep theirs. Beyond it, places are lent
+    # only while the upstream's oldest call in flight has waited less than upstream_stall_ms (the
+    # p99 objective of a call); then the lent calls end.
+    upstream_share_percent: int = 50
+    upstream_stall_ms: float = 500.0
     log_calls: bool = True
 
     @property
@@ -201,6 +208,8 @@ class Settings:
             user_rate=_number(e, "MIANDAN_USER_RATE", 5.0, float, minimum=0),
             user_burst=int(_number(e, "MIANDAN_USER_BURST", 20, int, minimum=1)),
             user_rates_tracked=int(_number(e, "MIANDAN_USER_RATE_TRACKED", 100_000, int, minimum=1)),
+            upstream_share_percent=int(_number(e, "MIANDAN_UPSTREAM_SHARE_PERCENT", 50, int, minimum=1, maximum=100)),
+            upstream_stall_ms=_number(e, "MIANDAN_UPSTREAM_STALL_MS", 500.0, float, minimum=1),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
         )
 

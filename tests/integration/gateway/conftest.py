@@ -23,9 +23,10 @@ SHANGHAI = timezone(timedelta(hours=8))
 
 
 @asynccontextmanager
-async def _card_lottery_gateway(tmp_path: Any, rules: Any) -> AsyncIterator[SimpleNamespace]:
+async def _card_lottery_gateway(tmp_path: Any, rules: Any, order_addr: str = "127.0.0.1:1") -> AsyncIterator[SimpleNamespace]:
     """Yields clock, settings, admin (metadata), card / lottery / gateway stubs and auth(user),
-    with campaign spring-2026 created under `rules` (a card_pb2.CampaignRules)."""
+    with campaign spring-2026 created under `rules` (a card_pb2.CampaignRules). order_addr: the
+    order service the gateway calls (default a closed port)."""
     from gateway.token import mint
     from gateway.wiring import build as build_gateway
     from services.card.wiring import build as build_card
@@ -51,7 +52,7 @@ async def _card_lottery_gateway(tmp_path: Any, rules: Any) -> AsyncIterator[Simp
         settings = dataclasses.replace(
             base, card_addr=f"127.0.0.1:{card_port}", lottery_addr=f"127.0.0.1:{lottery_port}",
             # Unused by these tests; a closed port makes any stray call fail fast.
-            catalog_addr="127.0.0.1:1", order_addr="127.0.0.1:1",
+            catalog_addr="127.0.0.1:1", order_addr=order_addr,
         )
         gateway = await build_gateway(settings, clock=clock, campaign_id="spring-2026")
         gateway_port = await gateway.start()
