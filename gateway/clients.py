@@ -230,7 +230,8 @@ class Bulkhead:
     nothing more is lent and the lent calls are ended with UPSTREAM_SATURATED."""
 
     __slots__ = (
-        "upstream", "share", "stall_s", "peak", "refused", "evicted", "_capacity", "_time", "_places", "_lent", "_watch",
+        "upstream", "share", "stall_s", "most", "peak", "refused", "evicted", "_capacity", "_time", "_places", "_lent",
+        "_watch",
     )
 
     def __init__(
@@ -239,11 +240,14 @@ class Bulkhead:
         capacity: Callable[[], float],
         share: float,
         stall_s: float = 0.5,
+        most: float = math.inf,
         time_source: Callable[[], float] = time.monotonic,
     ) -> None:
+        """most: the capacity the share is taken of never counts above this (the admission
+        limit's start value; see bound())."""
         if not 0 < share <= 1 or not stall_s > 0:
             raise ValueError("share must be in (0, 1] and stall_s > 0")
-        self.upstream, self.share, self.stall_s = upstream, share, stall_s
+        self.upstream, self.share, self.stall_s, self.most = upstream, share, stall_s, most
         self._capacity, self._time = capacity, time_source
         # Insertion order is start order: the first is the oldest call in flight.
         self._places: dict[_Place, None] = {}
@@ -262,7 +266,11 @@ class Bulkhead:
         return len(self._lent)
 
     def bound(self) -> int:
-        return max(1, int(self._capacity() * self.share))
+        """The upstream's own places. Of the limit, but never of more than `most`: the admission
+        limit grows while stuck calls hold half of it and fast calls the rest (it reads the stuck
+        ones as use), and with it the places of a frozen upstream, each one more call stuck until
+        its deadline (an e2e freeze of 2.5 s took the order share from 32 to 45)."""
+        return max(1, int(min(self._capacity(), self.most) * self.share))
 
     def stalled(self) -> bool:
         """True while the oldest call in flight has waited stall_s or more."""
@@ -401,7 +409,10 @@ class Upstreams:
             capacity = lambda: fixed  # noqa: E731
         share = getattr(settings, "upstream_share_percent", 50) / 100
         stall_s = getattr(settings, "upstream_stall_ms", 500.0) / 1000
-        self.bulkheads = {name: Bulkhead(name, capacity, share, stall_s) for name in ("card", "catalog", "order", "lottery")}
+        most = float(settings.max_concurrency)
+        self.bulkheads = {
+            name: Bulkhead(name, capacity, share, stall_s, most) for name in ("card", "catalog", "order", "lottery")
+        }
         self._channels = {
             # No retryPolicy in the channel: gRPC's retries would wait out the pushback (above).
             name: open_channel(settings, addr)

@@ -197,6 +197,19 @@ async def test_the_share_follows_the_admission_limit_as_it_adapts():
     assert bulkhead.bound() == 1, "never zero: one call may always try"
 
 
+async def test_the_share_does_not_grow_with_a_limit_that_grows_while_calls_are_stuck():
+    limit = [64.0]
+    bulkhead = Bulkhead("order", lambda: limit[0], 0.5, STALL_S, most=64)
+    tasks = await stick(32, Bulkheaded(Stuck(), bulkhead))
+    await until(bulkhead.stalled)
+    limit[0] = 90.0  # the admission controller reads the stuck half as use, and grows
+    assert bulkhead.bound() == 32
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await Bulkheaded(answers, bulkhead)("req")
+    assert saturated(info.value)
+    await cancel(tasks)
+
+
 async def test_unary_methods_outside_the_retried_list_are_bulkheaded_without_borrowing_streams_are_not():
     class Unary(grpc.aio.UnaryUnaryMultiCallable):
         def __call__(self, request, **kw):
