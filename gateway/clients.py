@@ -27,7 +27,7 @@ end-user call holds its slot while it waits on an upstream. With the order servi
 (`kill -STOP`, 5-20 s) the calls waiting on it filled every slot, and Join, GetWallet and
 EnterLottery, which never touch it, were refused OVERLOADED for the whole freeze and a second
 after. Now MIANDAN_UPSTREAM_SHARE_PERCENT (default 50) of the gateway's current admission limit
-are each upstream's own places. Beyond them, places are lent, up to the whole limit, to calls that
+are each upstream's own places. Beyond them, places are lent (as many as admission lets in) to calls that
 are safe to end early and ask again (IDEMPOTENT_METHODS), for as long as the upstream keeps
 answering: once its oldest call in flight has waited MIANDAN_UPSTREAM_STALL_MS (default 500 ms,
 the p99 objective of a call), nothing more is lent and the lent calls are ended. A call refused
@@ -225,9 +225,9 @@ class _Place:
 class Bulkhead:
     """The gateway's calls in flight to one upstream (see the module docstring): `share` of
     `capacity()` (the gateway's admission limit, read per call since it adapts) are the
-    upstream's own; beyond them, places are lent (up to the whole limit) to calls that may be
-    ended early, while the upstream keeps answering: once its oldest call has waited `stall_s`,
-    nothing more is lent and the lent calls are ended with UPSTREAM_SATURATED."""
+    upstream's own; beyond them, places are lent to calls that may be ended early, while the
+    upstream keeps answering: once its oldest call has waited `stall_s`, nothing more is lent and
+    the lent calls are ended with UPSTREAM_SATURATED."""
 
     __slots__ = (
         "upstream", "share", "stall_s", "most", "peak", "refused", "evicted", "_capacity", "_time", "_places", "_lent",
@@ -285,7 +285,9 @@ class Bulkhead:
         now = self._time()
         if n < self.bound():
             place = _Place(now, None)
-        elif may_borrow and n < self._capacity() and not self.stalled():
+        elif may_borrow and not self.stalled():
+            # No bound of its own: the admission limit bounds every call the gateway holds, and
+            # checking it here again refused calls it had just admitted when it shrank between.
             place = _Place(now, asyncio.get_running_loop().create_future())
             self._lent[place] = None
             if self._watch is None:
