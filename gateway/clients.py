@@ -27,7 +27,8 @@ end-user call holds its slot while it waits on an upstream. With the order servi
 (`kill -STOP`, 5-20 s) the calls waiting on it filled every slot, and Join, GetWallet and
 EnterLottery, which never touch it, were refused OVERLOADED for the whole freeze and a second
 after. Now MIANDAN_UPSTREAM_SHARE_PERCENT (default 50) of the gateway's current admission limit
-are each upstream's own places. Beyond them, places are lent (as many as admission lets in) to calls that
+(counted at most at its start value, MIANDAN_MAX_CONCURRENCY: Bulkhead.bound says why) are each
+upstream's own places. Beyond them, places are lent (as many as admission lets in) to calls that
 are safe to end early and ask again (IDEMPOTENT_METHODS), for as long as the upstream keeps
 answering: once its oldest call in flight has waited MIANDAN_UPSTREAM_STALL_MS (default 500 ms,
 the p99 objective of a call), nothing more is lent and the lent calls are ended. A call refused
