@@ -21,18 +21,18 @@ STORE, LATTE = "it-store-1", "it-latte"  # 1500 fen
 AVAILABLE, REDEEMED = card_pb2.CARD_STATE_AVAILABLE, card_pb2.CARD_STATE_REDEEMED
 
 
-async def test_ten_placements_of_one_cart_at_once_make_one_order_and_spend_one_card(stack):
-    await stack.signup("tapper", CAMPAIGN_TWO)  # two cards: enough for two free orders
+async def _tap_cart_ten_times(stack, user: str, campaign: str) -> tuple[list, list]:
+    """One latte in the user's cart, then ten PlaceOrder{from_cart} at once: (orders, refusals)."""
     await stack.order.AddCartItem(
         svc.AddCartItemRequest(
-            request_id="add-1", user_id="tapper", store_id=STORE, line=catalog_pb2.LineSelection(item_id=LATTE, quantity=1)
+            request_id="add-1", user_id=user, store_id=STORE, line=catalog_pb2.LineSelection(item_id=LATTE, quantity=1)
         ),
         metadata=stack.md,
     )
     outcomes = await asyncio.gather(
         *(
             stack.order.PlaceOrder(
-                svc.PlaceOrderRequest(request_id=f"tap-{i}", user_id="tapper", from_cart=True, campaign_id=CAMPAIGN_TWO),
+                svc.PlaceOrderRequest(request_id=f"tap-{i}", user_id=user, from_cart=True, campaign_id=campaign),
                 metadata=stack.md,
                 timeout=10,
             )
@@ -40,8 +40,12 @@ async def test_ten_placements_of_one_cart_at_once_make_one_order_and_spend_one_c
         ),
         return_exceptions=True,
     )
-    placed = [o.order for o in outcomes if not isinstance(o, BaseException)]
-    refused = [e for e in outcomes if isinstance(e, BaseException)]
+    return [o.order for o in outcomes if not isinstance(o, BaseException)], [e for e in outcomes if isinstance(e, BaseException)]
+
+
+async def test_ten_placements_of_one_cart_at_once_make_one_order_and_spend_one_card(stack):
+    await stack.signup("tapper", CAMPAIGN_TWO)  # two cards: enough for two free orders
+    placed, refused = await _tap_cart_ten_times(stack, "tapper", CAMPAIGN_TWO)
     assert len(placed) == 1, [(o.order_id, o.status) for o in placed]
     assert placed[0].status == order_pb2.ORDER_STATUS_PAID and placed[0].subtotal_fen == 1500
     assert all(isinstance(e, grpc.aio.AioRpcError) for e in refused), refused
@@ -59,25 +63,7 @@ async def test_ten_placements_of_one_cart_with_one_free_card_make_one_order_paid
     # the tap holding the card nearly always wrote first anyway: test_order_cart_double_tap.py
     # holds the taps where the other order shows.)
     await stack.signup("lonecard", CAMPAIGN_ONE)
-    await stack.order.AddCartItem(
-        svc.AddCartItemRequest(
-            request_id="add-1", user_id="lonecard", store_id=STORE, line=catalog_pb2.LineSelection(item_id=LATTE, quantity=1)
-        ),
-        metadata=stack.md,
-    )
-    outcomes = await asyncio.gather(
-        *(
-            stack.order.PlaceOrder(
-                svc.PlaceOrderRequest(request_id=f"tap-{i}", user_id="lonecard", from_cart=True, campaign_id=CAMPAIGN_ONE),
-                metadata=stack.md,
-                timeout=10,
-            )
-            for i in range(10)
-        ),
-        return_exceptions=True,
-    )
-    placed = [o.order for o in outcomes if not isinstance(o, BaseException)]
-    refused = [e for e in outcomes if isinstance(e, BaseException)]
+    placed, refused = await _tap_cart_ten_times(stack, "lonecard", CAMPAIGN_ONE)
     assert len(placed) == 1, [(o.order_id, o.status) for o in placed]
     assert (placed[0].status, placed[0].payable_fen) == (order_pb2.ORDER_STATUS_PAID, 0), placed[0]
     assert {(e.code(), error_details(e)["reason"]) for e in refused} == {(grpc.StatusCode.FAILED_PRECONDITION, "CART_EMPTY")}
