@@ -30,19 +30,21 @@ after. Now MIANDAN_UPSTREAM_SHARE_PERCENT (default 50) of the gateway's current 
 (counted at most at its start value, MIANDAN_MAX_CONCURRENCY: Bulkhead.bound says why) are each
 upstream's own places. Beyond them, places are lent (as many as admission lets in) to calls that
 are safe to end early and ask again (IDEMPOTENT_METHODS), for as long as the upstream keeps
-answering: once its oldest call in flight has waited MIANDAN_UPSTREAM_STALL_MS (default 500 ms,
-the p99 objective of a call), nothing more is lent and the lent calls are ended. A call refused
-or ended gets UNAVAILABLE, reason UPSTREAM_SATURATED, retry in ~1 s (spread over 75-125 %), so the
-end-user call ends and gives its gateway slot back instead of queueing behind the stuck ones.
+answering: once a tenth of its calls in flight (at least one; its oldest, when few) have waited
+MIANDAN_UPSTREAM_STALL_MS (default 500 ms, the p99 objective of a call), nothing more is lent and
+the lent calls are ended. A call refused or ended gets UNAVAILABLE, reason UPSTREAM_SATURATED,
+retry in ~1 s (spread over 75-125 %), so the end-user call ends and gives its gateway slot back
+instead of queueing behind the stuck ones.
 
 Why lend: a count alone cannot tell a lunch peak from a stall. 40 concurrent orders at a limit
 the CPU queueing has brought down to 32 are a peak the gateway must serve
 (tests/integration/common/test_common_floor.py); a fixed share small enough to leave Join slots
 at that limit (80 % of it for DEFAULT calls, admission.py) would refuse most of them. A frozen
-upstream answers nothing and one that is too slow to meet the objective is no better, so its
-oldest call says which is which. Why 50 %: DEFAULT calls may fill 80 % of the limit, so half for
-a stalled upstream leaves 30 % to every other DEFAULT call (19 slots at the start value 64, 10 at
-the floor 32); 60 % would leave 6 at the floor.
+upstream answers nothing and one that is too slow to meet the objective is no better, so the age
+of its calls says which is which (of a tenth of them: one slow call is the tail the objective
+allows, not a stall). Why 50 %: DEFAULT calls may fill 80 % of the limit, so half for a stalled
+upstream leaves 30 % to every other DEFAULT call (19 slots at the start value 64, 10 at the floor
+32); 60 % would leave 6 at the floor.
 
 Why a reason of its own, not UPSTREAM_OVERLOADED: that one says an upstream answered OVERLOADED
 (it is shedding, and miandan_rpc_refusals_total counts it so); UPSTREAM_SATURATED says the gateway
@@ -198,6 +200,9 @@ SATURATED_RETRY_AFTER_MS = 1000
 # Refusals in a row are told delays spread over 75-125 % (as the pipeline's OVERLOADED ones): a
 # crowd refused in the same instant must not come back in the same instant.
 SATURATED_DELAY_STEPS = 9
+# An upstream has stalled once 1 / STALLED_PART of its calls in flight have waited the stall time
+# (Bulkhead.stalled).
+STALLED_PART = 10
 
 
 def _saturated_error(retry_after_ms: int) -> grpc.aio.AioRpcError:
@@ -227,8 +232,8 @@ class Bulkhead:
     """The gateway's calls in flight to one upstream (see the module docstring): `share` of
     `capacity()` (the gateway's admission limit, read per call since it adapts) are the
     upstream's own; beyond them, places are lent to calls that may be ended early, while the
-    upstream keeps answering: once its oldest call has waited `stall_s`, nothing more is lent and
-    the lent calls are ended with UPSTREAM_SATURATED."""
+    upstream keeps answering: once a tenth of its calls have waited `stall_s` (`stalled`),
+    nothing more is lent and the lent calls are ended with UPSTREAM_SATURATED."""
 
     __slots__ = (
         "upstream", "share", "stall_s", "most", "peak", "refused", "evicted", "_capacity", "_time", "_places", "_lent",
@@ -274,9 +279,21 @@ class Bulkhead:
         return max(1, int(min(self._capacity(), self.most) * self.share))
 
     def stalled(self) -> bool:
-        """True while the oldest call in flight has waited stall_s or more."""
-        for place in self._places:
-            return self._time() - place.start >= self.stall_s
+        """True while a tenth of the calls in flight (at least one) have waited stall_s or more.
+        Why not the oldest alone: the p99 objective lets one call in a hundred take longer, so at
+        a lunch peak of 40 calls one of them nearly always has; its age ended every lent call and
+        refused the next (1 % of calls just past the objective refused ~7 % of a peak). A frozen
+        upstream ages every call it holds, and one too slow for the objective most of them: a
+        tenth is ten times the tail the objective allows."""
+        needed = max(1, len(self._places) // STALLED_PART)
+        cutoff = self._time() - self.stall_s
+        old = 0
+        for place in self._places:  # start order: the old ones come first
+            if place.start > cutoff:
+                return False
+            old += 1
+            if old >= needed:
+                return True
         return False
 
     def enter(self, may_borrow: bool = True) -> _Place:

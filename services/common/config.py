@@ -107,8 +107,8 @@ class Settings:
     # Gateway: the part of its admission limit, in percent, that calls to each upstream hold as
     # their own (gateway/clients.py, Bulkhead): a frozen order service then holds half the slots,
     # not every one, and Join / GetWallet / EnterLottery keep theirs. Beyond it, places are lent
-    # only while the upstream's oldest call in flight has waited less than upstream_stall_ms (the
-    # p99 objective of a call); then the lent calls end.
+    # only until a tenth of the upstream's calls in flight (at least one) have waited
+    # upstream_stall_ms (the p99 objective of a call); then the lent calls end.
     upstream_share_percent: int = 50
     upstream_stall_ms: float = 500.0
     log_calls: bool = True
