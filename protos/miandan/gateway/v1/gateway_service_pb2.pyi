@@ -9,7 +9,11 @@ Errors common to every RPC (google.rpc.ErrorInfo reason):
   UNAUTHENTICATED: TOKEN_MISSING, TOKEN_EXPIRED, TOKEN_INVALID (bad signature, malformed,
     missing sub/exp/iat/iss claim), TOKEN_WRONG_ISSUER;
   UNAVAILABLE: OVERLOADED (with RetryInfo and grpc-retry-pushback-ms; shed by the gateway or an
-    upstream service), UPSTREAM_UNAVAILABLE (a service could not be reached; RetryInfo 1 s);
+    upstream service), UPSTREAM_UNAVAILABLE (a service could not be reached; RetryInfo 1 s),
+    UPSTREAM_SATURATED (the gateway's calls to a service are not coming back, a frozen or too
+    slow one: not sent, or ended; RetryInfo ~1 s);
+  RESOURCE_EXHAUSTED: USER_RATE_LIMITED (this user calls faster than its pace; RetryInfo says
+    when the next call is let through);
   DEADLINE_EXCEEDED: the caller's deadline passed (it is propagated to every upstream call).
 Errors of the services behind (e.g. CARD_CAP_REACHED, ORDER_NOT_FOUND) pass through unchanged.
 """
