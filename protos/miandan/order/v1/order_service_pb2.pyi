@@ -203,7 +203,11 @@ class PlaceOrderRequest(_message.Message):
     store_id: _builtins.str
     """Store."""
     from_cart: _builtins.bool
-    """Order the user's cart (and clear it once placed)."""
+    """Order the user's cart: the order takes from the cart the lines it was made from (a line
+    added while it is placed stays). A user's placements of the cart take turns; one that finds
+    its lines ordered or cleared meanwhile is refused FAILED_PRECONDITION CART_EMPTY, or
+    CART_CHANGED when the cart holds only lines added since. An empty cart is CART_EMPTY.
+    """
     card_use: _order_pb2.CardUse.ValueType
     """How to use a free-order card."""
     card_id: _builtins.str
