@@ -459,7 +459,13 @@ class Gateway:
         if req.preview_id:
             record = self.previews.get(req.preview_id, user)
             if record is None:
-                raise NotFound("PREVIEW_NOT_FOUND", "预览不存在或已过期，请重新输入 / preview not found or expired")
+                gone = NotFound("PREVIEW_NOT_FOUND", "预览不存在或已过期，请重新输入 / preview not found or expired")
+                if req.confirm:
+                    # Previews live in this process only: the retry of a confirm whose answer was
+                    # lost to a restart (an upgrade) or the preview TTL is answered with the order
+                    # its first attempt placed, when it placed one.
+                    return await self._answer_if_placed(user, req.request_id, req.text, gone, o)
+                raise gone
             preview = gateway_pb2.OrderPreview.FromString(record.preview)
             store_id = record.store_id
             lines = catalog_service_pb2.QuoteRequest.FromString(record.lines).lines

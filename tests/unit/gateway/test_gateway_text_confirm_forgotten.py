@@ -131,3 +131,30 @@ async def test_a_refusal_stays_the_answer_when_the_order_service_cannot_be_asked
     with pytest.raises(FailedPrecondition) as info:
         await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(request_id="o9", text="拿铁", confirm=True), fakes.options())
     assert info.value.reason == "INTENT_UNCERTAIN" and len(fakes.order.requests("ListOrders")) == 1
+
+
+async def test_a_preview_confirm_retried_after_the_gateway_forgot_the_preview_answers_its_order(fakes, make_rpc_error):
+    # The app previews, the user confirms by preview_id, the answer is lost, the gateway
+    # restarts (an upgrade): the retry of that confirm gets the order its first attempt placed,
+    # not PREVIEW_NOT_FOUND for an order that exists.
+    keep_orders(fakes, make_rpc_error)
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    preview = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+    confirm = gw.OrderByTextRequest(request_id="o1", preview_id=preview.preview_id, confirm=True)
+    first = (await fakes.gateway.order_by_text("alice", confirm, fakes.options())).order
+    restart(fakes)
+    reply = await fakes.gateway.order_by_text("alice", confirm, fakes.options())
+    assert reply.order == first
+    assert reply.preview.proposal.store.store.store_id == first.store_id
+    # A preview_id the gateway never kept, confirmed under a request_id that placed nothing, or
+    # by another user, is still not found.
+    from services.common.errors import NotFound
+
+    for user, request in (("alice", gw.OrderByTextRequest(request_id="o2", preview_id=preview.preview_id, confirm=True)),
+                          ("bob", confirm)):
+        with pytest.raises(NotFound) as info:
+            await fakes.gateway.order_by_text(user, request, fakes.options())
+        assert info.value.reason == "PREVIEW_NOT_FOUND"
+    # A preview asked for again (no confirm) is not looked up among the orders.
+    with pytest.raises(NotFound):
+        await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(preview_id=preview.preview_id), fakes.options())
