@@ -488,7 +488,7 @@ def validate_store_row(
     if hours is None:
         return reject(BAD_OPENING_HOURS, f"营业时间无效 / bad opening hours: {why}")
     if not valid_time_zone(time_zone):
-        return reject(BAD_TIME_ZONE, f"未知时区 / unknown time zone {time_zone!r}")
+        return reject(BAD_TIME_ZONE, f"不是 IANA 时区 / not an IANA time zone (host-dependent names are refused): {time_zone!r}")
     # Interned: 300,000 rows repeat a handful of brand ids and zones; one string each.
     return StoreRow(
         store_id, sys.intern(brand_id), name, address, city, lat, lng, hours, closed, sys.intern(time_zone or DEFAULT_TIME_ZONE)
