@@ -318,3 +318,39 @@ def test_a_wait_queue_full_of_default_calls_leaves_room_for_critical_ones():
         await asyncio.gather(*browsing, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_call_waits_only_for_slots_not_already_promised_to_the_calls_waiting_ahead():
+    """Calls finish at 200/s, so a 50 ms wait sees about 10 slots freed: waiters may count on
+    0.4 of them (4). A fifth is refused at once: its wait could only end in a slow refusal."""
+
+    async def scenario():
+        ctl, now = controller(20, min_limit=20, max_limit=20, max_wait_ms=50)
+        drive(ctl, now, 0.010, rounds=5)  # 20 calls per 0.1 s interval
+        assert ctl.done_rate == pytest.approx(200, rel=0.1)
+        assert sum(ctl.try_enter(CRITICAL) for _ in range(20)) == 20
+        waiting = [asyncio.ensure_future(ctl.wait_enter(CRITICAL)) for _ in range(4)]
+        await asyncio.sleep(0)
+        assert not any(w.done() for w in waiting)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert not await ctl.wait_enter(CRITICAL)
+        assert loop.time() - start < 0.01
+        ctl.release(0.01)  # a slot frees: the first waiter takes it
+        assert await asyncio.wait_for(waiting[0], 1)
+        await asyncio.gather(*waiting[1:])
+
+    asyncio.run(scenario())
+
+
+def test_before_any_call_has_finished_a_call_may_wait():
+    async def scenario():
+        ctl, _ = controller(2, min_limit=2, max_limit=2, max_wait_ms=50)
+        assert ctl.try_enter(CRITICAL) and ctl.try_enter(CRITICAL)
+        waiter = asyncio.ensure_future(ctl.wait_enter(CRITICAL))
+        await asyncio.sleep(0.005)
+        assert not waiter.done()
+        ctl.release(0.01)
+        assert await asyncio.wait_for(waiter, 1)
+
+    asyncio.run(scenario())
