@@ -63,8 +63,8 @@ LATEST_CUTOFF = "23:59"
 def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> dict[str, str]:
     """The environment of a benchmark suite: fresh data, loopback, no per-call log lines (they
     would measure the disk, not the service), free ports unless the defaults are wanted, and
-    gRPC's core refusing calls beyond 32 that wait for a busy event loop (an operator knob, off
-    by default; see Settings.max_pending_calls), no per-user pace unless MIANDAN_USER_RATE says. The event-loop lag guard
+    the gateway's gRPC core refusing calls beyond 32 that wait for its busy event loop (an
+    operator knob, off by default; see Settings.max_pending_calls), no per-user pace unless MIANDAN_USER_RATE says. The event-loop lag guard
     (MIANDAN_MAX_LOOP_LAG_MS) stays off, as by default: with held calls bounded it only cost
     (its 10 ms probe in every process: make bench 235 -> 294 orders/s without it, interleaved
     pairs; bench.overload peaked at 490 orders/s with it and 750 without)."""
@@ -74,7 +74,7 @@ def bench_env(data_dir: Path, *, free_ports: bool = True, **overrides: str) -> d
         MIANDAN_DATA=str(data_dir),
         MIANDAN_HOST="127.0.0.1",
         MIANDAN_LOG_CALLS="0",
-        MIANDAN_MAX_PENDING_CALLS=os.environ.get("MIANDAN_MAX_PENDING_CALLS", "32"),
+        MIANDAN_GATEWAY_MAX_PENDING_CALLS=os.environ.get("MIANDAN_GATEWAY_MAX_PENDING_CALLS", "32"),
         # The open-loop generator plays a crowd with a few hundred accounts at thousands of calls
         # a second: the gateway's per-user pace (gateway/user_rates.py) would measure itself, not
         # the suite. `make bench` keeps it (its users are distinct, as a crowd's are).

@@ -60,7 +60,7 @@ from bench.loadgen import (
 MULTIPLIERS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 5.0)
 SMOKE_MULTIPLIERS = (0.5, 1.0, 3.0, 5.0)
 # CANCELLED: this client never cancels, so it is gRPC's core refusing a call the gateway's event
-# loop had not taken in yet (MIANDAN_MAX_PENDING_CALLS, 32 in the benchmarks): a refusal too.
+# loop had not taken in yet (MIANDAN_GATEWAY_MAX_PENDING_CALLS, 32 in the benchmarks): a refusal too.
 REJECTION_CODES = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "CANCELLED")
 # Where a refusal was made, for the second table: in C by gRPC's core before the gateway's event
 # loop saw the call, or in Python by the gateway's admission control once the loop took it in.

@@ -124,6 +124,17 @@ def test_held_calls_keep_grpcs_own_limits_unless_the_environment_bounds_them():
     assert options["grpc.server.max_pending_requests_hard_limit"] == 128
 
 
+def test_one_service_may_bound_its_held_calls_alone_in_the_suites_shared_environment():
+    env = {"MIANDAN_GATEWAY_MAX_PENDING_CALLS": "32"}
+    assert Settings.from_env("gateway", env).max_pending_calls == 32
+    assert Settings.from_env("order", env).max_pending_calls == 0
+    env["MIANDAN_MAX_PENDING_CALLS"] = "100"
+    assert Settings.from_env("gateway", env).max_pending_calls == 32
+    assert Settings.from_env("card", env).max_pending_calls == 100
+    with pytest.raises(ValueError, match="MIANDAN_ORDER_MAX_PENDING_CALLS"):
+        Settings.from_env("order", {"MIANDAN_ORDER_MAX_PENDING_CALLS": "-1"})
+
+
 def test_order_streams_are_bounded_per_user_and_per_gateway():
     s = Settings.from_env("gateway", {})
     assert (s.watches_per_user, s.max_watches) == (5, 10_000)
