@@ -1,37 +1,15 @@
 """A service whose handler lets an upstream's error through (the pipeline's _forward), with two
 real servers wired as services are: the upstream's answer about the request reaches the caller
 as itself, while a refusal of our own service credential is our deployment bug (INTERNAL)."""
-import dataclasses
-
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
-from services.common.admission import AdmissionController
-from services.common.auth import ADMIN, AccessPolicy, internal_metadata
-from services.common.config import Settings
+from services.common.auth import ADMIN, internal_metadata
 from services.common.errors import PermissionDenied, error_details
-from services.common.metrics import RpcMetrics
-from services.common.server import build_server
+
+from tests.integration.common.kit_server import kit_settings, start_generic
 
 UPSTREAM, RELAY = "test.Upstream", "test.Relay"
-
-
-def _settings():
-    return dataclasses.replace(Settings.from_env("card", {}), port=0, metrics_port=None, grace_seconds=1.0)
-
-
-async def _start(name, handlers, roles=None):
-    settings = _settings()
-    server = build_server(
-        settings,
-        service_names=[name],
-        register=lambda s: s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),)),
-        policy=AccessPolicy(settings, roles or {}),
-        admission=AdmissionController(8, min_limit=8, max_limit=8, max_wait_ms=0),
-        metrics=RpcMetrics(CollectorRegistry()),
-    )
-    return server, await server.start()
 
 
 @pytest.fixture
@@ -43,11 +21,11 @@ async def relay():
         return request
 
     unary = grpc.unary_unary_rpc_method_handler
-    upstream, up_port = await _start(
+    upstream, up_port = await start_generic(
         UPSTREAM, {"NotYours": unary(not_yours), "Echo": unary(echo), "AdminEcho": unary(echo)},
-        {f"/{UPSTREAM}/AdminEcho": ADMIN},
+        roles={f"/{UPSTREAM}/AdminEcho": ADMIN},
     )
-    settings = _settings()
+    settings = kit_settings()
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{up_port}")
 
     def forwarding(method, metadata):
@@ -56,7 +34,7 @@ async def relay():
         return unary(handler)
 
     creds = internal_metadata(settings)
-    relay_server, relay_port = await _start(RELAY, {
+    relay_server, relay_port = await start_generic(RELAY, {
         "NotYours": forwarding("NotYours", creds),
         "NoCredential": forwarding("Echo", ()),
         "NotAdmin": forwarding("AdminEcho", creds),

@@ -2,18 +2,14 @@
 clearest congestion signal a relaying service gets: its own admission limit must shrink, as for
 a missed deadline, so it stops admitting calls it can only pass on as refusals. Two real
 servers, wired as services are; the relay's admission runs on a fake clock."""
-import dataclasses
-
 import grpc
 import pytest
-from prometheus_client import CollectorRegistry
 
 from services.common.admission import AdmissionController, Overloaded
-from services.common.auth import AccessPolicy, internal_metadata
-from services.common.config import Settings
+from services.common.auth import internal_metadata
 from services.common.errors import NotFound, Unavailable
-from services.common.metrics import RpcMetrics
-from services.common.server import build_server
+
+from tests.integration.common.kit_server import kit_settings, start_generic
 
 UPSTREAM, RELAY = "test.Upstream", "test.Relay"
 LIMIT = 20
@@ -24,23 +20,6 @@ class FakeTime:
 
     def __call__(self):
         return self.t
-
-
-def _settings():
-    return dataclasses.replace(Settings.from_env("card", {}), port=0, metrics_port=None, grace_seconds=1.0)
-
-
-async def _start(name, handlers, admission):
-    settings = _settings()
-    server = build_server(
-        settings,
-        service_names=[name],
-        register=lambda s: s.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),)),
-        policy=AccessPolicy(settings, {}),
-        admission=admission,
-        metrics=RpcMetrics(CollectorRegistry()),
-    )
-    return server, await server.start()
 
 
 @pytest.fixture
@@ -55,13 +34,11 @@ async def relay():
         return request
 
     unary = grpc.unary_unary_rpc_method_handler
-    upstream, up_port = await _start(
-        UPSTREAM,
-        {"Overloaded": unary(overloaded), "Unknown": unary(unknown), "Echo": unary(echo)},
-        AdmissionController(8, min_limit=8, max_limit=8, max_wait_ms=0),
+    upstream, up_port = await start_generic(
+        UPSTREAM, {"Overloaded": unary(overloaded), "Unknown": unary(unknown), "Echo": unary(echo)}
     )
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{up_port}")
-    creds = internal_metadata(_settings())
+    creds = internal_metadata(kit_settings())
 
     def forwarding(method):
         async def handler(request, context):
@@ -74,10 +51,10 @@ async def relay():
 
     now = FakeTime()
     admission = AdmissionController(LIMIT, min_limit=2, max_limit=LIMIT, max_wait_ms=0, min_samples=1, time_source=now)
-    relay_server, relay_port = await _start(
+    relay_server, relay_port = await start_generic(
         RELAY,
         {name: forwarding(name) for name in ("Overloaded", "Unknown", "Echo")} | {"Unreachable": unary(unreachable)},
-        admission,
+        admission=admission,
     )
     caller = grpc.aio.insecure_channel(f"127.0.0.1:{relay_port}")
 
