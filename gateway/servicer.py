@@ -15,7 +15,7 @@ import grpc
 from miandan.gateway.v1 import gateway_service_pb2 as pb, gateway_service_pb2_grpc
 from services.common.admission import CRITICAL, DEFAULT, SHEDDABLE
 from services.common.deadline import remaining
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, UpstreamBusy
 
 from .auth import TokenVerifier
 from .clients import CallOptions, is_transport_failure
@@ -53,9 +53,11 @@ CRITICALITY: dict[str, str] = {
 def restated(err: grpc.aio.AioRpcError) -> BaseException:
     """Upstream answers pass through unchanged (the kit forwards their status and details), but
     a transport failure is restated: its text names internal addresses, which end users must
-    not see, and it carries no retry advice."""
+    not see, and it carries no retry advice. A call the upstream's core turned away (CANCELLED)
+    found it busy; one that could not connect found it down."""
     if is_transport_failure(err):
-        return Unavailable(
+        busy = err.code() is grpc.StatusCode.CANCELLED
+        return (UpstreamBusy if busy else Unavailable)(
             UPSTREAM_UNAVAILABLE,
             "服务暂时不可用，请稍后再试 / service temporarily unavailable, please retry shortly",
             UPSTREAM_RETRY_AFTER_MS,

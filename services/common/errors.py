@@ -13,6 +13,7 @@ __all__ = [
     "PUSHBACK_KEY",
     "STATUS_DETAILS_KEY",
     "DomainError",
+    "UpstreamBusy",
     "InvalidArgument",
     "NotFound",
     "AlreadyExists",
@@ -138,6 +139,12 @@ class ResourceExhausted(_Retryable):
 
 class Unavailable(_Retryable):
     code = "UNAVAILABLE"
+
+
+class UpstreamBusy(Unavailable):
+    """An upstream turned the call away for load (it said OVERLOADED, or its gRPC core refused a
+    call its busy event loop had not taken in). On the wire the same as Unavailable; to the
+    relaying service's admission a congestion signal, unlike an upstream that is down."""
 
 
 # --- mapping to the wire -------------------------------------------------------------------

@@ -28,6 +28,7 @@ from .errors import (
     DomainError,
     Internal,
     InvalidArgument,
+    UpstreamBusy,
     error_details,
     to_rpc_status,
 )
@@ -52,18 +53,15 @@ _BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 _FORWARDED_KEYS = (STATUS_DETAILS_KEY, PUSHBACK_KEY)
 
 
-# An upstream that refused the call (its admission said OVERLOADED, or its gRPC core turned the
-# call away and retries did not help): the clearest congestion signal a relaying service gets.
-# The call ends as a miss for admission (like a deadline), so the relay's limit shrinks and it
-# refuses the excess itself, at once, instead of admitting calls it can only pass on as
-# refusals after a round trip and retries (bench.overload at 3-5x: rejection p99 77-104 ms
-# -> 58-59 ms, goodput unchanged). Not UPSTREAM_SATURATED: that is the gateway's bulkhead
-# keeping one stuck upstream from the others, which a smaller overall limit would undo.
-_UPSTREAM_REFUSALS = frozenset({"OVERLOADED", "UPSTREAM_OVERLOADED", "UPSTREAM_UNAVAILABLE"})
-
-
-def _upstream_refused(code: str, reason: str | None) -> bool:
-    return code == "UNAVAILABLE" and reason in _UPSTREAM_REFUSALS
+# An upstream that refused the call for load (its admission said OVERLOADED, or its gRPC core
+# turned the call away and retries did not help: UpstreamBusy) is the clearest congestion signal
+# a relaying service gets. The call ends as a miss for admission (like a deadline), so the
+# relay's limit shrinks and it refuses the excess itself, at once, instead of admitting calls it
+# can only pass on as refusals after a round trip and retries (bench.overload at 3-5x:
+# rejection p99 77-104 ms -> 58-59 ms, goodput unchanged). Not an upstream that is down (its
+# calls fail at once and hold nothing), nor the gateway's bulkhead (UPSTREAM_SATURATED: one stuck
+# upstream must not shrink the gateway for the others).
+_BUSY_REASONS = frozenset({"OVERLOADED", "UPSTREAM_OVERLOADED"})
 
 
 class _Plan:
@@ -298,8 +296,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         if isinstance(exc, DomainError):
             if exc.code in _BUSY_CODES and self.metrics is not None:
                 self.metrics.refused(self.service_name, exc.code, exc.reason)
-            ok = exc.code != "DEADLINE_EXCEEDED" and not (exc.reason.startswith("UPSTREAM_") and _upstream_refused(exc.code, exc.reason))
-            return exc.code, ok, self._status_of(exc)
+            return exc.code, exc.code != "DEADLINE_EXCEEDED" and not isinstance(exc, UpstreamBusy), self._status_of(exc)
         if isinstance(exc, asyncio.TimeoutError):
             return "DEADLINE_EXCEEDED", False, _DEADLINE
         if isinstance(exc, _AioRpcError):
@@ -329,7 +326,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         ok = code is not grpc.StatusCode.DEADLINE_EXCEEDED
         if code.name in _BUSY_CODES:
             reason = error_details(exc)["reason"] or code.name
-            ok = ok and not _upstream_refused(code.name, reason)
+            ok = ok and reason not in _BUSY_REASONS
             if self.metrics is not None:
                 # Passed on from a peer: named as such, so a peer's OVERLOADED is not this service's.
                 self.metrics.refused(self.service_name, code.name, reason if reason.startswith("UPSTREAM_") else "UPSTREAM_" + reason)

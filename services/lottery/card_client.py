@@ -13,7 +13,7 @@ import grpc
 
 from miandan.card.v1 import card_service_pb2, card_service_pb2_grpc
 from services.common.auth import internal_metadata, open_channel
-from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable, error_details
+from services.common.errors import DeadlineExceeded, InvalidArgument, NotFound, Unavailable, UpstreamBusy, error_details
 
 from .model import DEFAULT_THRESHOLD, DEFAULT_TIME_ZONE, Campaign
 
@@ -38,7 +38,7 @@ def campaign_not_found(campaign_id: str) -> NotFound:
 
 def upstream_unavailable(detail: str = "", *, shedding: bool = False) -> Unavailable:
     """shedding: the card service refused on purpose (OVERLOADED), named apart from it being down."""
-    return Unavailable(
+    return (UpstreamBusy if shedding else Unavailable)(
         "UPSTREAM_OVERLOADED" if shedding else "UPSTREAM_UNAVAILABLE",
         "卡券服务暂不可用,请稍后再试 / the card service is unavailable, please retry" + (f" ({detail})" if detail else ""),
         retry_after_ms=1000,

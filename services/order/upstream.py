@@ -28,6 +28,7 @@ from services.common.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    UpstreamBusy,
     error_details,
 )
 
@@ -125,7 +126,7 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
         retry = info.get("retry_after_ms") or info.get("pushback_ms") or 200
         # A peer shedding (OVERLOADED) is named apart from a peer down, here and in this
         # service's refusal metrics: "the card service is shedding" is another page to an operator.
-        return Unavailable(
+        return (UpstreamBusy if reason == "OVERLOADED" else Unavailable)(
             "UPSTREAM_OVERLOADED" if reason == "OVERLOADED" else "UPSTREAM_UNAVAILABLE",
             f"{upstream} 服务暂不可用，请稍后重试 / the {upstream} service is unavailable ({reason}), retry later",
             retry_after_ms=retry,

@@ -1,13 +1,15 @@
-"""An upstream that refuses calls (its core turned them away, or it said OVERLOADED) is the
-clearest congestion signal a relaying service gets: its own admission limit must shrink, as for
-a missed deadline, so it stops admitting calls it can only pass on as refusals. Two real
-servers, wired as services are; the relay's admission runs on a fake clock."""
+"""An upstream that refuses calls for load (its core turned them away, or it said OVERLOADED) is
+the clearest congestion signal a relaying service gets: its own admission limit must shrink, as
+for a missed deadline, so it stops admitting calls it can only pass on as refusals. An upstream
+that is down is not busy: its calls fail at once and hold nothing. Two real servers, wired as
+services are; the relay's admission runs on a fake clock."""
 import grpc
 import pytest
 
 from services.common.admission import AdmissionController, Overloaded
 from services.common.auth import internal_metadata
-from services.common.errors import NotFound, Unavailable
+from services.common.errors import NotFound, error_details
+from gateway.servicer import restated
 
 from tests.integration.common.kit_server import kit_settings, start_generic
 
@@ -45,15 +47,20 @@ async def relay():
             return await channel.unary_unary(f"/{UPSTREAM}/{method}")(request, metadata=creds, timeout=5)
         return unary(handler)
 
-    async def unreachable(request, context):
-        # What the gateway says after its retries when an upstream's core refused the call.
-        raise Unavailable("UPSTREAM_UNAVAILABLE", "service temporarily unavailable", 1000)
+    def after_retries(code, details):
+        # What the gateway says when its last attempt failed in gRPC, not in the upstream.
+        async def handler(request, context):
+            raise restated(grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details))
+        return unary(handler)
 
     now = FakeTime()
     admission = AdmissionController(LIMIT, min_limit=2, max_limit=LIMIT, max_wait_ms=0, min_samples=1, time_source=now)
     relay_server, relay_port = await start_generic(
         RELAY,
-        {name: forwarding(name) for name in ("Overloaded", "Unknown", "Echo")} | {"Unreachable": unary(unreachable)},
+        {name: forwarding(name) for name in ("Overloaded", "Unknown", "Echo")} | {
+            "CoreRefused": after_retries(grpc.StatusCode.CANCELLED, "CANCELLED"),
+            "Down": after_retries(grpc.StatusCode.UNAVAILABLE, "failed to connect to all addresses"),
+        },
         admission=admission,
     )
     caller = grpc.aio.insecure_channel(f"127.0.0.1:{relay_port}")
@@ -62,8 +69,8 @@ async def relay():
         try:
             await caller.unary_unary(f"/{RELAY}/{name}")(b"x", metadata=creds, timeout=5)
         except grpc.aio.AioRpcError as err:
-            return err.code()
-        return grpc.StatusCode.OK
+            return err.code(), error_details(err)["reason"]
+        return grpc.StatusCode.OK, None
 
     async def limit_after(name):
         """Two calls an update interval apart: the second's release updates the limit."""
@@ -79,15 +86,23 @@ async def relay():
     await upstream.stop(0)
 
 
-@pytest.mark.parametrize("name", ["Overloaded", "Unreachable"])
-async def test_an_upstream_refusal_shrinks_the_relays_admission_limit(relay, name):
-    code, limit = await relay(name)
-    assert code is grpc.StatusCode.UNAVAILABLE
+@pytest.mark.parametrize("name, reason", [("Overloaded", "OVERLOADED"), ("CoreRefused", "UPSTREAM_UNAVAILABLE")])
+async def test_an_upstream_refusal_for_load_shrinks_the_relays_admission_limit(relay, name, reason):
+    answer, limit = await relay(name)
+    assert answer == (grpc.StatusCode.UNAVAILABLE, reason)
     assert limit < LIMIT
 
 
-@pytest.mark.parametrize("name, expected", [("Echo", grpc.StatusCode.OK), ("Unknown", grpc.StatusCode.NOT_FOUND)])
-async def test_an_upstream_answer_leaves_the_limit_alone(relay, name, expected):
-    code, limit = await relay(name)
-    assert code is expected
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("Echo", (grpc.StatusCode.OK, None)),
+        ("Unknown", (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")),
+        # Told to the user exactly as a busy upstream is; only admission tells them apart.
+        ("Down", (grpc.StatusCode.UNAVAILABLE, "UPSTREAM_UNAVAILABLE")),
+    ],
+)
+async def test_an_answer_or_an_upstream_that_is_down_leaves_the_limit_alone(relay, name, expected):
+    answer, limit = await relay(name)
+    assert answer == expected
     assert limit == LIMIT

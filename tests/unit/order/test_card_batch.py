@@ -21,6 +21,7 @@ from services.common.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unavailable,
+    UpstreamBusy,
     to_rpc_status,
 )
 from services.order.card_batch import BatchingCardClient, batching_enabled, card_client, entry_request
@@ -231,7 +232,7 @@ async def test_an_overloaded_card_service_fails_the_whole_batch_as_the_unary_cal
     got = await asyncio.gather(*(reserve(client, f"u{i}") for i in range(5)), return_exceptions=True)
     for err in got:
         # A shedding card service is named apart from one that is down.
-        assert isinstance(err, Unavailable) and err.reason == "UPSTREAM_OVERLOADED"
+        assert isinstance(err, UpstreamBusy) and err.reason == "UPSTREAM_OVERLOADED"
         assert err.metadata == {"upstream": "card", "upstream_reason": "OVERLOADED"} and err.retry_after_ms == 40
     assert len({id(e) for e in got}) == 5  # raised separately, so each its own instance
 
