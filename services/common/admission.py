@@ -42,10 +42,10 @@ limit and never waits, DEFAULT up to 80 % and waits up to max_wait/2, CRITICAL u
 waits up to max_wait. A call waits only while the calls already waiting are fewer than the
 slots the calls in flight are expected to free within its wait (the rate calls finish at,
 smoothed over update intervals, times the wait, times 0.4 since slots free in bursts); beyond
-that its wait could only end in a refusal, and a refusal after 50 ms is a slow one (bench.overload
-at 3-5x: about 5 % of refusals had waited out the 50 ms, and set their p99). Waiting is CoDel-like: once a waiter times out (a standing queue: waiting
-does not help), calls of its level and below stop waiting for one interval and are refused at
-once: under a flood a refusal that took max_wait to say no is a slow refusal, and the caller's
+that its wait could only end in a refusal, and a refusal after 50 ms is a slow one
+(bench.overload at 3-5x: about 5 % of refusals had waited out the 50 ms, and set their p99).
+Waiting is CoDel-like: once a waiter times out (a standing queue: waiting does not help),
+calls of its level and below stop waiting for one interval and are refused at once: under a flood a refusal that took max_wait to say no is a slow refusal, and the caller's
 retry comes back anyway. Only of its level and below: DEFAULT waiters timing out (they may use 80 %
 of the limit) said nothing about CRITICAL ones, and refusing orders at once because browsing
 queued shed orders a freed slot would have served within milliseconds. An internal caller may raise
