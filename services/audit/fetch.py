@@ -245,18 +245,54 @@ async def fetch_facts(
             order_facts(o) for o in all_orders if o.campaign_id in wanted or o.card_id in own_cards or (not o.campaign_id and not o.card_id)
         ]
 
-        # Invites have no campaign-wide listing: ask for every user the audit knows of.
         for cid in ids:
-            users = {c.user_id for c in facts.cards if c.campaign_id == cid}
-            users |= {o.user_id for o in facts.orders if o.campaign_id == cid}
-            for d in facts.draws:
-                if d.campaign_id == cid:
-                    users |= set(d.entrants)
-            stats = await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(users)))
-            # Users with no invites stay in: an INVITER card without an invite is a finding too.
-            facts.inviters[cid] = list(stats)
-            facts.members[cid] = list(await asyncio.gather(*(_member(reader, cards, cid, u) for u in sorted(users))))
+            await _people(reader, cards, cid, facts)
         return facts
+
+
+async def _people(reader: _Reader, cards: Any, cid: str, facts: AuditFacts) -> None:
+    """Members and invites of one campaign from its campaign-wide listings: a page per 1,000
+    members or invites, not two calls per user (a campaign of millions of users read that way
+    took hours). Every user the audit met elsewhere (a card, an order, a draw) is in too, with
+    zero counters and no invites when the card service does not know it (itself a finding when
+    the user holds cards). The drawn days' entrants are also asked per user (GetInviteStats, what
+    the lottery asked at entry), so the count that let them enter is checked against its list."""
+    members = await _pages(
+        reader, cards.ListCampaignMembers,
+        lambda t: card_service_pb2.ListCampaignMembersRequest(campaign_id=cid, page_size=1000, page_token=t), "members",
+    )
+    invites = await _pages(
+        reader, cards.ListCampaignInvites,
+        lambda t: card_service_pb2.ListCampaignInvitesRequest(campaign_id=cid, page_size=1000, page_token=t), "invites",
+    )
+    users = {m.user_id for m in members}
+    users |= {c.user_id for c in facts.cards if c.campaign_id == cid}
+    users |= {o.user_id for o in facts.orders if o.campaign_id == cid}
+    users |= {i.inviter_user_id for i in invites}
+    entrants = {u for d in facts.draws if d.campaign_id == cid for u in d.entrants}
+    users |= entrants
+    made: dict[str, list[InviteFacts]] = {u: [] for u in users}
+    for i in invites:
+        made[i.inviter_user_id].append(_invite_facts(i))
+    asked = {s.user_id: s for s in await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(entrants)))}
+    # Users with no invites stay in: an INVITER card without an invite is a finding too.
+    facts.inviters[cid] = [asked.get(u) or InviterFacts(user_id=u, invited_count=len(made[u]), invites=tuple(made[u])) for u in sorted(users)]
+    counters = {m.user_id: m for m in members}
+    facts.members[cid] = [
+        MemberFacts(user_id=u, cards_granted=counters[u].cards_granted, invites_made=counters[u].invites_made)
+        if u in counters else MemberFacts(user_id=u, cards_granted=0, invites_made=0)
+        for u in sorted(users)
+    ]
+
+
+def _invite_facts(i: Any) -> InviteFacts:
+    return InviteFacts(
+        inviter_user_id=i.inviter_user_id,
+        invitee_user_id=i.invitee_user_id,
+        inviter_rewarded=i.inviter_rewarded,
+        invitee_rewarded=i.invitee_rewarded,
+        accept_time_ms=_ms(i.accept_time),
+    )
 
 
 async def _invite_stats(reader: _Reader, cards: Any, campaign_id: str, user_id: str) -> InviterFacts:
@@ -276,24 +312,8 @@ async def _invite_stats(reader: _Reader, cards: Any, campaign_id: str, user_id: 
     return InviterFacts(
         user_id=user_id,
         invited_count=count,
-        invites=tuple(
-            InviteFacts(
-                inviter_user_id=i.inviter_user_id,
-                invitee_user_id=i.invitee_user_id,
-                inviter_rewarded=i.inviter_rewarded,
-                invitee_rewarded=i.invitee_rewarded,
-                accept_time_ms=_ms(i.accept_time),
-            )
-            for i in invites
-        ),
+        invites=tuple(_invite_facts(i) for i in invites),
     )
-
-
-async def _member(reader: _Reader, cards: Any, campaign_id: str, user_id: str) -> MemberFacts:
-    wallet = (
-        await reader.call(cards.GetWallet, card_service_pb2.GetWalletRequest(campaign_id=campaign_id, user_id=user_id))
-    ).wallet
-    return MemberFacts(user_id=user_id, cards_granted=wallet.cards_granted, invites_made=wallet.invites_made)
 
 
 async def _flag_winners(reader: _Reader, lottery: Any, facts: AuditFacts) -> None:

@@ -124,7 +124,9 @@ class InviteFacts:
 
 @dataclass(frozen=True)
 class InviterFacts:
-    """GetInviteStats of one user: the count it reports and the invites it lists."""
+    """The invites one user made: from the campaign-wide listing (ListCampaignInvites, the count
+    being what it lists), or for a drawn day's entrant from GetInviteStats, the count it reports
+    and the invites it lists."""
 
     user_id: str
     invited_count: int
@@ -133,7 +135,8 @@ class InviterFacts:
 
 @dataclass(frozen=True)
 class MemberFacts:
-    """GetWallet of one user: the counters the card service keeps beside the rows they count.
+    """One member's counters (ListCampaignMembers, what its wallet shows), kept by the card
+    service beside the rows they count.
     cards_granted is what the per-user cap is enforced on; invites_made is the lottery progress
     the user's wallet shows."""
 

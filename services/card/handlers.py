@@ -40,6 +40,7 @@ from .store import (
     Invite,
     JoinResult,
     LedgerRow,
+    Member,
     RefundResult,
     ReserveCall,
 )
@@ -78,6 +79,9 @@ class WalletView:
 
 # First part of a ListReservations page token.
 _RESERVATIONS_TOKEN = "R"
+# Tokens of the audit listings name their listing: a members token passed to the invites
+# listing (both are keyed by a user id) is refused instead of starting mid-way.
+_MEMBERS_TOKEN, _INVITES_TOKEN = "M", "I"
 
 
 def _encode_token(*parts: object) -> str:
@@ -99,6 +103,16 @@ def _decode_token(token: str, arity: int) -> list[str]:
     if len(parts) != arity or parts == [""]:
         raise _bad_token()
     return parts
+
+
+def _tagged_after(token: str, tag: str) -> str:
+    """The key a listing's page token continues after ("" for the first page)."""
+    if not token:
+        return ""
+    kind, after = _decode_token(token, 2)
+    if kind != tag or not after:
+        raise _bad_token()
+    return after
 
 
 def _token_ms(text: str, negative: bool = True) -> int:
@@ -348,6 +362,24 @@ class CardHandlers:
         more = len(cards) > limit
         cards = cards[:limit]
         return [card.at(now) for card in cards], _encode_token(cards[-1].card_id) if more else ""
+
+    async def campaign_members(self, campaign_id: str, size: int, token: str) -> tuple[list[Member], str]:
+        limit = page_size(size, 500, 1000)
+        after = _tagged_after(token, _MEMBERS_TOKEN)
+        c = await self.campaign(campaign_id)
+        members = await self.store.campaign_members(c.campaign_id, after, limit + 1)
+        more = len(members) > limit
+        members = members[:limit]
+        return members, _encode_token(_MEMBERS_TOKEN, members[-1].user_id) if more else ""
+
+    async def campaign_invites(self, campaign_id: str, size: int, token: str) -> tuple[list[Invite], str]:
+        limit = page_size(size, 500, 1000)
+        after = _tagged_after(token, _INVITES_TOKEN)
+        c = await self.campaign(campaign_id)
+        invites = await self.store.campaign_invites(c.campaign_id, after, limit + 1)
+        more = len(invites) > limit
+        invites = invites[:limit]
+        return invites, _encode_token(_INVITES_TOKEN, invites[-1].invitee_user_id) if more else ""
 
     async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]]:
         check_id(card_id, "card_id")

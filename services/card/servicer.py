@@ -292,6 +292,20 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         cards, token = await self.h.campaign_cards(request.campaign_id, request.state, request.page_size, request.page_token)
         return pb.ListCampaignCardsResponse(cards=[card_pb(c) for c in cards], next_page_token=token)
 
+    async def ListCampaignMembers(self, request: pb.ListCampaignMembersRequest, context: Any) -> pb.ListCampaignMembersResponse:
+        members, token = await self.h.campaign_members(request.campaign_id, request.page_size, request.page_token)
+        return pb.ListCampaignMembersResponse(
+            members=[
+                pb.CampaignMember(user_id=m.user_id, cards_granted=m.cards_granted, invites_made=m.invites_made)
+                for m in members
+            ],
+            next_page_token=token,
+        )
+
+    async def ListCampaignInvites(self, request: pb.ListCampaignInvitesRequest, context: Any) -> pb.ListCampaignInvitesResponse:
+        invites, token = await self.h.campaign_invites(request.campaign_id, request.page_size, request.page_token)
+        return pb.ListCampaignInvitesResponse(invites=[invite_pb(i) for i in invites], next_page_token=token)
+
     async def GetCardHistory(self, request: pb.GetCardHistoryRequest, context: Any) -> pb.GetCardHistoryResponse:
         card, rows = await self.h.card_history(request.card_id)
         return pb.GetCardHistoryResponse(

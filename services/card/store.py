@@ -343,6 +343,15 @@ class BudgetData:
 
 
 @dataclass(frozen=True)
+class Member:
+    """A user who joined a campaign, with the counters kept beside the rows they count."""
+
+    user_id: str
+    cards_granted: int
+    invites_made: int
+
+
+@dataclass(frozen=True)
 class LedgerRow:
     sequence: int
     card_id: str
@@ -412,6 +421,8 @@ class CardStore(Protocol):
     async def budget(self, campaign: Campaign, now_ms: int) -> BudgetData: ...
     async def campaign_cards(self, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]: ...
     async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]] | None: ...
+    async def campaign_members(self, campaign_id: str, after_user: str, limit: int) -> list[Member]: ...
+    async def campaign_invites(self, campaign_id: str, after_invitee: str, limit: int) -> list[Invite]: ...
     async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts: ...
     async def close(self) -> None: ...
 
@@ -563,6 +574,12 @@ class SqliteCardStore:
 
     async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]] | None:
         return await self.db.read_now(_card_history, card_id)
+
+    async def campaign_members(self, campaign_id: str, after_user: str, limit: int) -> list[Member]:
+        return await self.db.read(_campaign_members, campaign_id, after_user, limit)
+
+    async def campaign_invites(self, campaign_id: str, after_invitee: str, limit: int) -> list[Invite]:
+        return await self.db.read(_campaign_invites, campaign_id, after_invitee, limit)
 
     async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts:
         return await self.db.write(_sweep, now_ms, limit)
@@ -1357,6 +1374,24 @@ def _campaign_cards(conn: sqlite3.Connection, campaign_id: str, state: int, afte
         params,
     ).fetchall()
     return [_card_from(r) for r in rows]
+
+
+def _campaign_members(conn: sqlite3.Connection, campaign_id: str, after_user: str, limit: int) -> list[Member]:
+    # The members primary key (campaign_id, user_id) is the order: each page is one range seek.
+    rows = conn.execute(
+        "SELECT user_id, cards_granted, invites_made FROM members WHERE campaign_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+        (campaign_id, after_user, limit),
+    ).fetchall()
+    return [Member(*r) for r in rows]
+
+
+def _campaign_invites(conn: sqlite3.Connection, campaign_id: str, after_invitee: str, limit: int) -> list[Invite]:
+    # Keyed (campaign_id, invitee_user_id) like the table: one range seek per page.
+    rows = conn.execute(
+        f"SELECT {_INVITE_COLS} FROM invites WHERE campaign_id = ? AND invitee_user_id > ? ORDER BY invitee_user_id LIMIT ?",
+        (campaign_id, after_invitee, limit),
+    ).fetchall()
+    return [_invite_from(r) for r in rows]
 
 
 def _card_history(conn: sqlite3.Connection, card_id: str) -> tuple[Card, list[LedgerRow]] | None:

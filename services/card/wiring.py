@@ -20,7 +20,9 @@ from .store import SqliteCardStore
 SERVICE_NAME = card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_name
 _M = f"/{SERVICE_NAME}/"
 
-ROLES = {_M + name: ADMIN for name in ("CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory")}
+ROLES = {_M + name: ADMIN for name in (
+    "CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers", "ListCampaignInvites",
+)}
 # The order path (a card held and spent for a paid order) is the last thing to shed; wallet
 # headroom and lottery counters are the first.
 CRITICALITY = {
@@ -34,6 +36,7 @@ CRITICALITY = {
         for name in (
             "CreateCampaign", "GetCampaign", "ClaimSignupCard", "GetInviteCode", "AcceptInvite", "ListCards",
             "GetWallet", "ListCampaigns", "ListCampaignCards", "GetCardHistory",
+            "ListCampaignMembers", "ListCampaignInvites",
         )
     },
 }

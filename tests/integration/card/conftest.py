@@ -31,7 +31,9 @@ class CardClient:
 
     def __getattr__(self, name):
         method = getattr(self.stub, name)
-        admin = name in ("CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory")
+        admin = name in (
+            "CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers", "ListCampaignInvites",
+        )
         md = self.admin_md if admin else self.md
 
         def call(request=None, **fields):

@@ -1246,3 +1246,149 @@ class ListReservationsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListReservationsResponse: _TypeAlias = ListReservationsResponse  # noqa: Y015
+
+@_typing.final
+class ListCampaignMembersRequest(_message.Message):
+    """Request of ListCampaignMembers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """Campaign."""
+    page_size: _builtins.int
+    """Maximum members to return, 1..1000; 0 means 500."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignMembersRequest: _TypeAlias = ListCampaignMembersRequest  # noqa: Y015
+
+@_typing.final
+class CampaignMember(_message.Message):
+    """One member of a campaign and the counters kept for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    USER_ID_FIELD_NUMBER: _builtins.int
+    CARDS_GRANTED_FIELD_NUMBER: _builtins.int
+    INVITES_MADE_FIELD_NUMBER: _builtins.int
+    user_id: _builtins.str
+    """The user."""
+    cards_granted: _builtins.int
+    """Cards granted to the user so far, whatever became of them: the per-user cap is enforced on it."""
+    invites_made: _builtins.int
+    """Invites the user made that new users accepted: the lottery progress its wallet shows."""
+    def __init__(
+        self,
+        *,
+        user_id: _builtins.str = ...,
+        cards_granted: _builtins.int = ...,
+        invites_made: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cards_granted", b"cards_granted", "invites_made", b"invites_made", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CampaignMember: _TypeAlias = CampaignMember  # noqa: Y015
+
+@_typing.final
+class ListCampaignMembersResponse(_message.Message):
+    """Response of ListCampaignMembers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MEMBERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page."""
+    @_builtins.property
+    def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___CampaignMember]:
+        """Members, by user id."""
+
+    def __init__(
+        self,
+        *,
+        members: _abc.Iterable[Global___CampaignMember] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignMembersResponse: _TypeAlias = ListCampaignMembersResponse  # noqa: Y015
+
+@_typing.final
+class ListCampaignInvitesRequest(_message.Message):
+    """Request of ListCampaignInvites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """Campaign."""
+    page_size: _builtins.int
+    """Maximum invites to return, 1..1000; 0 means 500."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignInvitesRequest: _TypeAlias = ListCampaignInvitesRequest  # noqa: Y015
+
+@_typing.final
+class ListCampaignInvitesResponse(_message.Message):
+    """Response of ListCampaignInvites."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INVITES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page."""
+    @_builtins.property
+    def invites(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.Invite]:
+        """Invites, by invitee user id (a user is invited at most once per campaign)."""
+
+    def __init__(
+        self,
+        *,
+        invites: _abc.Iterable[_card_pb2.Invite] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["invites", b"invites", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCampaignInvitesResponse: _TypeAlias = ListCampaignInvitesResponse  # noqa: Y015

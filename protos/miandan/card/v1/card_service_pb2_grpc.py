@@ -131,6 +131,16 @@ class CardServiceStub:
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryRequest.SerializeToString,
                 response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryResponse.FromString,
                 _registered_method=True)
+        self.ListCampaignMembers = channel.unary_unary(
+                '/miandan.card.v1.CardService/ListCampaignMembers',
+                request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersRequest.SerializeToString,
+                response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersResponse.FromString,
+                _registered_method=True)
+        self.ListCampaignInvites = channel.unary_unary(
+                '/miandan.card.v1.CardService/ListCampaignInvites',
+                request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesRequest.SerializeToString,
+                response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesResponse.FromString,
+                _registered_method=True)
 
 
 class CardServiceServicer:
@@ -313,6 +323,24 @@ class CardServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCampaignMembers(self, request, context):
+        """Lists every member of a campaign (a user who joined it) with the counters the card service
+        keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
+        GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
+        (outside 0..1000) or page_token (not one this RPC returned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCampaignInvites(self, request, context):
+        """Lists every invite accepted in a campaign, by invitee, for audits (admin): one page per 1,000
+        invites instead of one GetInviteStats per user. Errors as ListCampaignMembers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CardServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -405,6 +433,16 @@ def add_CardServiceServicer_to_server(servicer, server):
                     servicer.GetCardHistory,
                     request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryRequest.FromString,
                     response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryResponse.SerializeToString,
+            ),
+            'ListCampaignMembers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaignMembers,
+                    request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersRequest.FromString,
+                    response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersResponse.SerializeToString,
+            ),
+            'ListCampaignInvites': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCampaignInvites,
+                    request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesRequest.FromString,
+                    response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -900,6 +938,60 @@ class CardService:
             '/miandan.card.v1.CardService/GetCardHistory',
             miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryRequest.SerializeToString,
             miandan_dot_card_dot_v1_dot_card__service__pb2.GetCardHistoryResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaignMembers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.card.v1.CardService/ListCampaignMembers',
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersRequest.SerializeToString,
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignMembersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCampaignInvites(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.card.v1.CardService/ListCampaignInvites',
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesRequest.SerializeToString,
+            miandan_dot_card_dot_v1_dot_card__service__pb2.ListCampaignInvitesResponse.FromString,
             options,
             channel_credentials,
             insecure,

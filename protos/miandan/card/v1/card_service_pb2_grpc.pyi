@@ -130,6 +130,16 @@ class CardServiceStub:
     """Lists every card of a campaign, for audits (admin)."""
     GetCardHistory: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetCardHistoryRequest, _card_service_pb2.GetCardHistoryResponse]
     """The ledger of one card: every transition it went through, oldest first (admin)."""
+    ListCampaignMembers: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignMembersRequest, _card_service_pb2.ListCampaignMembersResponse]
+    """Lists every member of a campaign (a user who joined it) with the counters the card service
+    keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
+    GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
+    (outside 0..1000) or page_token (not one this RPC returned).
+    """
+    ListCampaignInvites: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignInvitesRequest, _card_service_pb2.ListCampaignInvitesResponse]
+    """Lists every invite accepted in a campaign, by invitee, for audits (admin): one page per 1,000
+    invites instead of one GetInviteStats per user. Errors as ListCampaignMembers.
+    """
 
 @_typing.type_check_only
 class CardServiceAsyncStub(CardServiceStub):
@@ -231,6 +241,16 @@ class CardServiceAsyncStub(CardServiceStub):
     """Lists every card of a campaign, for audits (admin)."""
     GetCardHistory: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetCardHistoryRequest, _card_service_pb2.GetCardHistoryResponse]  # type: ignore[assignment]
     """The ledger of one card: every transition it went through, oldest first (admin)."""
+    ListCampaignMembers: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignMembersRequest, _card_service_pb2.ListCampaignMembersResponse]  # type: ignore[assignment]
+    """Lists every member of a campaign (a user who joined it) with the counters the card service
+    keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
+    GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
+    (outside 0..1000) or page_token (not one this RPC returned).
+    """
+    ListCampaignInvites: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignInvitesRequest, _card_service_pb2.ListCampaignInvitesResponse]  # type: ignore[assignment]
+    """Lists every invite accepted in a campaign, by invitee, for audits (admin): one page per 1,000
+    invites instead of one GetInviteStats per user. Errors as ListCampaignMembers.
+    """
 
 class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     """Owns every rule about free-order cards. All invariants (budget, per-user cap, one
@@ -437,5 +457,27 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.GetCardHistoryResponse, _abc.Awaitable[_card_service_pb2.GetCardHistoryResponse]]:
         """The ledger of one card: every transition it went through, oldest first (admin)."""
+
+    @_abc_1.abstractmethod
+    def ListCampaignMembers(
+        self,
+        request: _card_service_pb2.ListCampaignMembersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_card_service_pb2.ListCampaignMembersResponse, _abc.Awaitable[_card_service_pb2.ListCampaignMembersResponse]]:
+        """Lists every member of a campaign (a user who joined it) with the counters the card service
+        keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
+        GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
+        (outside 0..1000) or page_token (not one this RPC returned).
+        """
+
+    @_abc_1.abstractmethod
+    def ListCampaignInvites(
+        self,
+        request: _card_service_pb2.ListCampaignInvitesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_card_service_pb2.ListCampaignInvitesResponse, _abc.Awaitable[_card_service_pb2.ListCampaignInvitesResponse]]:
+        """Lists every invite accepted in a campaign, by invitee, for audits (admin): one page per 1,000
+        invites instead of one GetInviteStats per user. Errors as ListCampaignMembers.
+        """
 
 def add_CardServiceServicer_to_server(servicer: CardServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
