@@ -6,7 +6,7 @@ import base64
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from services.common.clock import Clock, now_ms
 from services.common.decimal_text import ascii_int
@@ -46,6 +46,7 @@ from .store import (
 )
 
 log = logging.getLogger("miandan.card")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -364,22 +365,26 @@ class CardHandlers:
         return [card.at(now) for card in cards], _encode_token(cards[-1].card_id) if more else ""
 
     async def campaign_members(self, campaign_id: str, size: int, token: str) -> tuple[list[Member], str]:
-        limit = page_size(size, 500, 1000)
-        after = _tagged_after(token, _MEMBERS_TOKEN)
-        c = await self.campaign(campaign_id)
-        members = await self.store.campaign_members(c.campaign_id, after, limit + 1)
-        more = len(members) > limit
-        members = members[:limit]
-        return members, _encode_token(_MEMBERS_TOKEN, members[-1].user_id) if more else ""
+        return await self._campaign_listing(campaign_id, size, token, _MEMBERS_TOKEN, self.store.campaign_members, lambda m: m.user_id)
 
     async def campaign_invites(self, campaign_id: str, size: int, token: str) -> tuple[list[Invite], str]:
+        return await self._campaign_listing(
+            campaign_id, size, token, _INVITES_TOKEN, self.store.campaign_invites, lambda i: i.invitee_user_id
+        )
+
+    async def _campaign_listing(
+        self, campaign_id: str, size: int, token: str, tag: str,
+        fetch: Callable[[str, str, int], Awaitable[list[T]]], key: Callable[[T], str],
+    ) -> tuple[list[T], str]:
+        """One page of a campaign-wide listing keyed by a user id (keyset: rows added behind the
+        cursor while an audit pages are neither repeated nor skipped)."""
         limit = page_size(size, 500, 1000)
-        after = _tagged_after(token, _INVITES_TOKEN)
+        after = _tagged_after(token, tag)
         c = await self.campaign(campaign_id)
-        invites = await self.store.campaign_invites(c.campaign_id, after, limit + 1)
-        more = len(invites) > limit
-        invites = invites[:limit]
-        return invites, _encode_token(_INVITES_TOKEN, invites[-1].invitee_user_id) if more else ""
+        rows = await fetch(c.campaign_id, after, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, _encode_token(tag, key(rows[-1])) if more else ""
 
     async def card_history(self, card_id: str) -> tuple[Card, list[LedgerRow]]:
         check_id(card_id, "card_id")
