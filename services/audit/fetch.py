@@ -317,28 +317,22 @@ async def _invite_stats(reader: _Reader, cards: Any, campaign_id: str, user_id: 
 
 
 async def _flag_winners(reader: _Reader, lottery: Any, facts: AuditFacts) -> None:
-    """Each drawn day's entrants as their own entries tell them (won or not): one ListMyEntries
-    listing per entrant and campaign, all days at once."""
-    drawn = [d for d in facts.draws if d.status == "DRAWN"]
-    if not drawn:
-        return
-    users = sorted({(d.campaign_id, u) for d in drawn for u in d.entrants})
-    won: set[tuple[str, str, str]] = set()  # (campaign, day, user)
+    """Each drawn day's entrants told they won, as their entries say (what ListMyEntries tells
+    each user): one ListDrawEntries(won_only) listing per day, not one call per entrant."""
 
-    async def entries_of(campaign_id: str, user_id: str) -> None:
+    async def flagged(d: DrawFacts) -> DrawFacts:
+        if d.status != "DRAWN":
+            return d
         entries = await _pages(
-            reader, lottery.ListMyEntries,
-            lambda t: lottery_service_pb2.ListMyEntriesRequest(campaign_id=campaign_id, user_id=user_id, page_size=100, page_token=t),
+            reader, lottery.ListDrawEntries,
+            lambda t: lottery_service_pb2.ListDrawEntriesRequest(
+                campaign_id=d.campaign_id, day=d.day, won_only=True, page_size=1000, page_token=t
+            ),
             "entries",
         )
-        won.update((campaign_id, e.day, user_id) for e in entries if e.won)
+        return dataclasses.replace(d, flagged_winners=tuple(sorted(e.user_id for e in entries if e.won)))
 
-    await asyncio.gather(*(entries_of(c, u) for c, u in users))
-    facts.draws = [
-        dataclasses.replace(d, flagged_winners=tuple(u for u in d.entrants if (d.campaign_id, d.day, u) in won))
-        if d.status == "DRAWN" else d
-        for d in facts.draws
-    ]
+    facts.draws = list(await asyncio.gather(*(flagged(d) for d in facts.draws)))
 
 
 async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:

@@ -24,6 +24,9 @@ log = logging.getLogger("miandan.lottery")
 
 VERIFY_PAGE_DEFAULT, VERIFY_PAGE_MAX = 1000, 10_000
 LIST_PAGE_DEFAULT, LIST_PAGE_MAX = 30, 100
+ENTRIES_PAGE_DEFAULT, ENTRIES_PAGE_MAX = 500, 1000
+# ListDrawEntries' tokens name it: a VerifyDraw token (also a user id) is refused, not followed.
+_ENTRIES_TOKEN = "entries:"
 MAX_PRIZE_NAME_CHARS = 100
 MAX_BEACON_SOURCE_CHARS = 64
 MAX_REQUEST_ID_CHARS = 128
@@ -315,6 +318,23 @@ class Lottery:
         more = len(rows) > limit
         rows = rows[:limit]
         return rows, _encode_token(rows[-1].day) if more else ""
+
+    async def list_day_entries(
+        self, campaign_id: str, day_text: str, won_only: bool, page_size: int, page_token: str
+    ) -> tuple[list[EntryRecord], str]:
+        model.check_id(campaign_id, "campaign_id")
+        day = _require_day(day_text)
+        limit = model.check_page_size(page_size, ENTRIES_PAGE_DEFAULT, ENTRIES_PAGE_MAX)
+        after = _decode_token(page_token)
+        if page_token and not (after.startswith(_ENTRIES_TOKEN) and len(after) > len(_ENTRIES_TOKEN)):
+            raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+        draw = await self.store.get_draw(campaign_id, day.isoformat())
+        if draw is None:
+            raise _no_draw(campaign_id, day)
+        rows = await self.store.day_entries(draw, after[len(_ENTRIES_TOKEN):], won_only, limit + 1)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return rows, _encode_token(_ENTRIES_TOKEN + rows[-1].user_id) if more else ""
 
     async def list_draws(self, campaign_id: str, page_size: int, page_token: str) -> tuple[list[DrawRecord], str]:
         model.check_id(campaign_id, "campaign_id")

@@ -119,6 +119,12 @@ class LotteryServicer(lottery_service_pb2_grpc.LotteryServiceServicer):
         )
         return lottery_service_pb2.ListMyEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
 
+    async def ListDrawEntries(self, request: Any, context: Any) -> lottery_service_pb2.ListDrawEntriesResponse:
+        entries, token = await self.lottery.list_day_entries(
+            request.campaign_id, request.day, request.won_only, request.page_size, request.page_token
+        )
+        return lottery_service_pb2.ListDrawEntriesResponse(entries=[entry_to_proto(e) for e in entries], next_page_token=token)
+
     async def ListDraws(self, request: Any, context: Any) -> lottery_service_pb2.ListDrawsResponse:
         draws, token = await self.lottery.list_draws(request.campaign_id, request.page_size, request.page_token)
         now_ms = self.lottery.now_ms()

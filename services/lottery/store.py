@@ -112,6 +112,7 @@ class LotteryStore(Protocol):
     async def forget_requests(self, before_ms: int, limit: int) -> int: ...
     async def entrants_page(self, campaign_id: str, day: str, after: str, limit: int) -> list[str]: ...
     async def user_entries(self, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]: ...
+    async def day_entries(self, draw: DrawRecord, after: str, won_only: bool, limit: int) -> list[EntryRecord]: ...
     async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]: ...
     async def due_draws(self, now_ms: int) -> list[DrawRecord]: ...
     async def campaign_ids(self) -> list[str]: ...
@@ -180,6 +181,10 @@ class SqliteLotteryStore:
 
     async def user_entries(self, campaign_id: str, user_id: str, before_day: str, limit: int) -> list[EntryRecord]:
         return await self.db.read(_user_entries, campaign_id, user_id, before_day, limit)
+
+    async def day_entries(self, draw: DrawRecord, after: str, won_only: bool, limit: int) -> list[EntryRecord]:
+        rows = await self.db.read(_day_entries, draw.campaign_id, draw.day, after, won_only, limit)
+        return [EntryRecord(draw.campaign_id, draw.day, user, ms, draw.drawn, bool(won)) for user, ms, won in rows]
 
     async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]:
         return await self.db.read(_draws_page, campaign_id, before_day, limit)
@@ -462,6 +467,18 @@ def _user_entries(conn: sqlite3.Connection, campaign_id: str, user_id: str, befo
         (campaign_id, user_id, before_day, before_day, limit),
     )
     return [EntryRecord(campaign_id, r["day"], user_id, r["entry_ms"], r["drawn_ms"] is not None, bool(r["won"])) for r in rows]
+
+
+def _day_entries(
+    conn: sqlite3.Connection, campaign_id: str, day: str, after: str, won_only: bool, limit: int
+) -> list[tuple[str, int, int]]:
+    # The primary key's range for the day: won_only reads the day's entries once per page and
+    # keeps the few winners (a day's winners are a handful of its entrants).
+    won = " AND won = 1" if won_only else ""
+    return [tuple(r) for r in conn.execute(
+        f"SELECT user_id, entry_ms, won FROM entries WHERE campaign_id = ? AND day = ? AND user_id > ?{won} ORDER BY user_id LIMIT ?",
+        (campaign_id, day, after, limit),
+    )]
 
 
 def _draws_page(conn: sqlite3.Connection, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]:

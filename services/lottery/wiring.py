@@ -33,6 +33,7 @@ ROLES = {
     _M + "VerifyDraw": INTERNAL,
     _M + "ListMyEntries": INTERNAL,
     _M + "ListDraws": INTERNAL,
+    _M + "ListDrawEntries": ADMIN,
 }
 # Entering is a user action worth keeping under load; views of draws can be retried later.
 CRITICALITY = {
@@ -43,6 +44,7 @@ CRITICALITY = {
     _M + "VerifyDraw": "SHEDDABLE",
     _M + "ListMyEntries": "SHEDDABLE",
     _M + "ListDraws": "SHEDDABLE",
+    _M + "ListDrawEntries": "SHEDDABLE",
 }
 
 

@@ -115,12 +115,15 @@ class Lottery(lottery_service_pb2_grpc.LotteryServiceServicer):
     async def ListDraws(self, request, context):
         return ls.ListDrawsResponse(draws=[self.w.draw])
 
-    async def ListMyEntries(self, request, context):
+    async def ListDrawEntries(self, request, context):
+        _require_admin(context)
         d = self.w.draw
-        if request.user_id not in self.w.entrants:
-            return ls.ListMyEntriesResponse()
-        entry = lottery_pb2.Entry(campaign_id=CID, day=d.day, user_id=request.user_id, drawn=True, won=request.user_id in d.winners)
-        return ls.ListMyEntriesResponse(entries=[entry])
+        entries = [
+            lottery_pb2.Entry(campaign_id=CID, day=d.day, user_id=u, drawn=True, won=u in d.winners)
+            for u in self.w.entrants if not request.won_only or u in d.winners
+        ]
+        page, nxt = _page(entries, 1, request.page_token)
+        return ls.ListDrawEntriesResponse(entries=page, next_page_token=nxt)
 
     async def VerifyDraw(self, request, context):
         page, nxt = _page(self.w.entrants, 2, request.page_token)

@@ -507,3 +507,69 @@ class ListDrawsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListDrawsResponse: _TypeAlias = ListDrawsResponse  # noqa: Y015
+
+@_typing.final
+class ListDrawEntriesRequest(_message.Message):
+    """Request of ListDrawEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    DAY_FIELD_NUMBER: _builtins.int
+    WON_ONLY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    campaign_id: _builtins.str
+    """Campaign."""
+    day: _builtins.str
+    """Day YYYY-MM-DD."""
+    won_only: _builtins.bool
+    """Only the entries told they won."""
+    page_size: _builtins.int
+    """Maximum entries to return, 1..1000; 0 means 500."""
+    page_token: _builtins.str
+    """next_page_token of the previous page."""
+    def __init__(
+        self,
+        *,
+        campaign_id: _builtins.str = ...,
+        day: _builtins.str = ...,
+        won_only: _builtins.bool = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campaign_id", b"campaign_id", "day", b"day", "page_size", b"page_size", "page_token", b"page_token", "won_only", b"won_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDrawEntriesRequest: _TypeAlias = ListDrawEntriesRequest  # noqa: Y015
+
+@_typing.final
+class ListDrawEntriesResponse(_message.Message):
+    """Response of ListDrawEntries."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Token of the next page."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[_lottery_pb2.Entry]:
+        """Entries, by user id."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[_lottery_pb2.Entry] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDrawEntriesResponse: _TypeAlias = ListDrawEntriesResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class LotteryServiceStub:
                 request_serializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsRequest.SerializeToString,
                 response_deserializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsResponse.FromString,
                 _registered_method=True)
+        self.ListDrawEntries = channel.unary_unary(
+                '/miandan.lottery.v1.LotteryService/ListDrawEntries',
+                request_serializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesRequest.SerializeToString,
+                response_deserializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesResponse.FromString,
+                _registered_method=True)
 
 
 class LotteryServiceServicer:
@@ -141,6 +146,16 @@ class LotteryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDrawEntries(self, request, context):
+        """The entries of one day, by user id, each as its user is told it (drawn, won), for audits
+        (admin): with won_only, the entries told they won, one page for a whole draw instead of one
+        ListMyEntries per entrant. Errors: NOT_FOUND DRAW_NOT_FOUND; INVALID_ARGUMENT INVALID_DAY,
+        INVALID_PAGE_SIZE (outside 0..1000), INVALID_PAGE_TOKEN (not one this RPC returned).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LotteryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -178,6 +193,11 @@ def add_LotteryServiceServicer_to_server(servicer, server):
                     servicer.ListDraws,
                     request_deserializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsRequest.FromString,
                     response_serializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsResponse.SerializeToString,
+            ),
+            'ListDrawEntries': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDrawEntries,
+                    request_deserializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesRequest.FromString,
+                    response_serializer=miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -370,6 +390,33 @@ class LotteryService:
             '/miandan.lottery.v1.LotteryService/ListDraws',
             miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsRequest.SerializeToString,
             miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDrawEntries(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.lottery.v1.LotteryService/ListDrawEntries',
+            miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesRequest.SerializeToString,
+            miandan_dot_lottery_dot_v1_dot_lottery__service__pb2.ListDrawEntriesResponse.FromString,
             options,
             channel_credentials,
             insecure,

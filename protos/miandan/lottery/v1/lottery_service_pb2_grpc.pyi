@@ -69,6 +69,12 @@ class LotteryServiceStub:
     """A user's entries and wins, newest first."""
     ListDraws: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawsRequest, _lottery_service_pb2.ListDrawsResponse]
     """Draws of a campaign, newest first (for audits)."""
+    ListDrawEntries: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawEntriesRequest, _lottery_service_pb2.ListDrawEntriesResponse]
+    """The entries of one day, by user id, each as its user is told it (drawn, won), for audits
+    (admin): with won_only, the entries told they won, one page for a whole draw instead of one
+    ListMyEntries per entrant. Errors: NOT_FOUND DRAW_NOT_FOUND; INVALID_ARGUMENT INVALID_DAY,
+    INVALID_PAGE_SIZE (outside 0..1000), INVALID_PAGE_TOKEN (not one this RPC returned).
+    """
 
 @_typing.type_check_only
 class LotteryServiceAsyncStub(LotteryServiceStub):
@@ -109,6 +115,12 @@ class LotteryServiceAsyncStub(LotteryServiceStub):
     """A user's entries and wins, newest first."""
     ListDraws: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawsRequest, _lottery_service_pb2.ListDrawsResponse]  # type: ignore[assignment]
     """Draws of a campaign, newest first (for audits)."""
+    ListDrawEntries: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.ListDrawEntriesRequest, _lottery_service_pb2.ListDrawEntriesResponse]  # type: ignore[assignment]
+    """The entries of one day, by user id, each as its user is told it (drawn, won), for audits
+    (admin): with won_only, the entries told they won, one page for a whole draw instead of one
+    ListMyEntries per entrant. Errors: NOT_FOUND DRAW_NOT_FOUND; INVALID_ARGUMENT INVALID_DAY,
+    INVALID_PAGE_SIZE (outside 0..1000), INVALID_PAGE_TOKEN (not one this RPC returned).
+    """
 
 class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Runs one verifiable draw a day per campaign (algorithm documented in lottery.proto)."""
@@ -188,5 +200,17 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.ListDrawsResponse, _abc.Awaitable[_lottery_service_pb2.ListDrawsResponse]]:
         """Draws of a campaign, newest first (for audits)."""
+
+    @_abc_1.abstractmethod
+    def ListDrawEntries(
+        self,
+        request: _lottery_service_pb2.ListDrawEntriesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_lottery_service_pb2.ListDrawEntriesResponse, _abc.Awaitable[_lottery_service_pb2.ListDrawEntriesResponse]]:
+        """The entries of one day, by user id, each as its user is told it (drawn, won), for audits
+        (admin): with won_only, the entries told they won, one page for a whole draw instead of one
+        ListMyEntries per entrant. Errors: NOT_FOUND DRAW_NOT_FOUND; INVALID_ARGUMENT INVALID_DAY,
+        INVALID_PAGE_SIZE (outside 0..1000), INVALID_PAGE_TOKEN (not one this RPC returned).
+        """
 
 def add_LotteryServiceServicer_to_server(servicer: LotteryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
