@@ -476,11 +476,15 @@ class OrderService:
         quote = await self.catalog.quote(store_id, lines, timeout=budget())
         return CartView(user_id, store_id, tuple(lines), quote)
 
-    async def clear_cart(self, user_id: str, request_id: str = "") -> CartView:
+    async def clear_cart(self, user_id: str, request_id: str = "", budget: Budget | None = None) -> CartView:
+        """request_id (optional) is remembered per user: a retry of a clear that was done answers
+        the cart as it is now and removes nothing, so a line added after the first attempt
+        survives a late retry of it."""
         model.check_id("user_id", user_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
-        await self.store.clear_cart(user_id)
-        return CartView(user_id, "", (), None)
+        if await self.store.clear_cart(user_id, request_id, self._now()):
+            return CartView(user_id, "", (), None)
+        return await self.get_cart(user_id, budget)
 
     # --- placement ------------------------------------------------------------------------
 

@@ -161,7 +161,7 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         return order_service_pb2.GetCartResponse(cart=cart_to_proto(cart))
 
     async def ClearCart(self, request: Any, context: Any) -> Any:
-        cart = await self.service.clear_cart(request.user_id, request.request_id)
+        cart = await self.service.clear_cart(request.user_id, request.request_id, _budget(context))
         return order_service_pb2.ClearCartResponse(cart=cart_to_proto(cart))
 
     async def PlaceOrder(self, request: Any, context: Any) -> Any:

@@ -301,7 +301,7 @@ class OrderStore(Protocol):
         AlreadyExists REQUEST_ID_REUSED when that request_id added a different line."""
         ...
 
-    async def clear_cart(self, user_id: str) -> None: ...
+    async def clear_cart(self, user_id: str, request_id: str = "", now_ms: int = 0) -> bool: ...
 
 
 # --- (de)serialisation ----------------------------------------------------------------------
@@ -776,8 +776,26 @@ def cart_request_reused() -> AlreadyExists:
     )
 
 
-def _clear_cart(conn: sqlite3.Connection, user_id: str) -> None:
+CLEAR_CART = "ClearCart"
+
+
+def _clear_cart(conn: sqlite3.Connection, user_id: str, request_id: str, now_ms: int) -> bool:
+    """Empty the cart; False (nothing done) when this user's request_id already emptied it: every
+    line in the cart now was added after that clear, and a late retry must not throw it away."""
+    if request_id:
+        scope = f"user:{user_id}"
+        seen = conn.execute(
+            "SELECT 1 FROM requests WHERE method = ? AND scope = ? AND request_id = ?", (CLEAR_CART, scope, request_id)
+        ).fetchone()
+        if seen is not None:
+            return False
+        # Forgotten with the other request ids (the order sweep); nothing else to tell apart.
+        conn.execute(
+            "INSERT INTO requests (method, scope, request_id, fingerprint, order_id, status, create_ms) VALUES (?, ?, ?, '', '', '', ?)",
+            (CLEAR_CART, scope, request_id, now_ms),
+        )
     conn.execute("DELETE FROM cart_lines WHERE user_id = ?", (user_id,))
+    return True
 
 
 class SqliteOrderStore:
@@ -957,5 +975,5 @@ class SqliteOrderStore:
     async def add_cart_line(self, key: model.RequestKey, store_id: str, selection: Selection) -> bool:
         return await self.db.write(_add_cart_line, key, store_id, selection)
 
-    async def clear_cart(self, user_id: str) -> None:
-        await self.db.write(_clear_cart, user_id)
+    async def clear_cart(self, user_id: str, request_id: str = "", now_ms: int = 0) -> bool:
+        return await self.db.write(_clear_cart, user_id, request_id, now_ms)

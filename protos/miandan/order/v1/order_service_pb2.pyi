@@ -141,8 +141,9 @@ class ClearCartRequest(_message.Message):
     user_id: _builtins.str
     """Owner of the cart."""
     request_id: _builtins.str
-    """Optional, at most 128 characters; not remembered: clearing is idempotent by itself, so a
-    retry empties the cart again (with any line added since the first attempt).
+    """Optional, at most 128 characters; remembered per user for a week (as CancelOrder's): a retry of
+    a clear that was done removes nothing and answers the cart as it is now, so a line added
+    after the first attempt survives a late retry of it.
     """
     def __init__(
         self,
@@ -167,7 +168,7 @@ class ClearCartResponse(_message.Message):
     CART_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def cart(self) -> _order_pb2.Cart:
-        """The empty cart."""
+        """The empty cart; for a retry of a done clear, the cart now (lines added since)."""
 
     def __init__(
         self,
