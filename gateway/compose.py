@@ -743,9 +743,10 @@ class Gateway:
         if draw.status == lottery_pb2.DRAW_STATUS_DRAWN:
             check = await self._check(draw, o)
             results.verified, results.verification_note = check.verified, check.note
-        elif draw.status == lottery_pb2.DRAW_STATUS_CLOSED and not draw.commitment:
+        elif draw.status == lottery_pb2.DRAW_STATUS_NOT_HELD or (draw.status == lottery_pb2.DRAW_STATUS_CLOSED and not draw.commitment):
             # Past its cut-off without a commitment (the lottery was not running that day): the
-            # lottery refuses to commit or enter it any more, so it will never be drawn.
+            # lottery refuses to commit or enter it any more, so it will never be drawn. (A
+            # lottery of the previous release says CLOSED for it.)
             results.verification_note = "该日没有抽奖 / no draw was held this day: it has no entrants and will have no winners"
         else:
             results.verification_note = "尚未开奖，开奖后可验证 / not drawn yet; verifiable once drawn"

@@ -119,13 +119,16 @@ class Status:
     OPEN = "OPEN"
     CLOSED = "CLOSED"
     DRAWN = "DRAWN"
+    NOT_HELD = "NOT_HELD"
 
 
 def status_of(draw: DrawRecord, now_ms: int) -> str:
     if draw.drawn:
         return Status.DRAWN
     if now_ms >= draw.cutoff_ms:
-        return Status.CLOSED
+        # Only a day nobody committed has no commitment (every stored draw has one), and past
+        # its cut-off it cannot be committed any more: CLOSED would promise winners.
+        return Status.CLOSED if draw.commitment else Status.NOT_HELD
     # A day asked about before it begins: "open" would invite an entry EnterDraw refuses.
     if now_ms < day_start_ms(date.fromisoformat(draw.day), draw.zone):
         return Status.UPCOMING

@@ -18,6 +18,7 @@ _STATUS = {
     model.Status.UPCOMING: lottery_pb2.DRAW_STATUS_UPCOMING,
     model.Status.OPEN: lottery_pb2.DRAW_STATUS_OPEN,
     model.Status.CLOSED: lottery_pb2.DRAW_STATUS_CLOSED,
+    model.Status.NOT_HELD: lottery_pb2.DRAW_STATUS_NOT_HELD,
     model.Status.DRAWN: lottery_pb2.DRAW_STATUS_DRAWN,
 }
 

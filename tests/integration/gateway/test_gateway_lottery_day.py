@@ -108,7 +108,7 @@ async def test_a_past_day_that_was_never_committed_is_not_promised_a_draw(day):
     results = (await day.gateway.GetDrawResults(
         gw.GetDrawResultsRequest(day="2026-01-27"), metadata=day.auth("laowang"), timeout=10
     )).results
-    assert results.draw.status == lottery_pb2.DRAW_STATUS_CLOSED and not results.draw.commitment
+    assert results.draw.status == lottery_pb2.DRAW_STATUS_NOT_HELD and not results.draw.commitment
     assert not results.verified and "no draw was held" in results.verification_note
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await day.lottery.CommitDraw(

@@ -1,3 +1,4 @@
+import dataclasses
 import hashlib
 import hmac
 from collections import Counter
@@ -264,3 +265,11 @@ def test_a_day_asked_about_before_it_begins_is_upcoming_not_open():
     assert model.status_of(d, start - 1) == model.Status.UPCOMING
     assert model.status_of(d, start) == model.Status.OPEN
     assert model.status_of(d, 0) == model.Status.UPCOMING
+
+
+def test_a_day_past_its_cut_off_that_nobody_committed_is_not_held_not_closed():
+    """CLOSED promises winners; a day without a commitment can no longer be committed or drawn."""
+    uncommitted = dataclasses.replace(draw(), commitment="")
+    assert model.status_of(uncommitted, uncommitted.cutoff_ms - 1) == model.Status.OPEN
+    assert model.status_of(uncommitted, uncommitted.cutoff_ms) == model.Status.NOT_HELD
+    assert model.status_of(draw(), draw().cutoff_ms) == model.Status.CLOSED

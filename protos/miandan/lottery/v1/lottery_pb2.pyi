@@ -55,12 +55,16 @@ class _DrawStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DrawStatus
     DRAW_STATUS_OPEN: _DrawStatus.ValueType  # 1
     """Entries are accepted until cutoff_time."""
     DRAW_STATUS_CLOSED: _DrawStatus.ValueType  # 2
-    """Past the cut-off, winners not drawn yet."""
+    """Past the cut-off of a committed day, winners not drawn yet."""
     DRAW_STATUS_DRAWN: _DrawStatus.ValueType  # 3
     """Winners drawn and the seed revealed."""
     DRAW_STATUS_UPCOMING: _DrawStatus.ValueType  # 4
     """The day has not begun (campaign-local): its entries open at its start, EnterDraw answers
     ENTRIES_NOT_OPEN until then.
+    """
+    DRAW_STATUS_NOT_HELD: _DrawStatus.ValueType  # 5
+    """Past the cut-off and never committed (the lottery was not running that day): no draw is
+    held that day; it has no entrants and will have no winners (CommitDraw refuses it now).
     """
 
 class DrawStatus(_DrawStatus, metaclass=_DrawStatusEnumTypeWrapper):
@@ -71,12 +75,16 @@ DRAW_STATUS_UNSPECIFIED: DrawStatus.ValueType  # 0
 DRAW_STATUS_OPEN: DrawStatus.ValueType  # 1
 """Entries are accepted until cutoff_time."""
 DRAW_STATUS_CLOSED: DrawStatus.ValueType  # 2
-"""Past the cut-off, winners not drawn yet."""
+"""Past the cut-off of a committed day, winners not drawn yet."""
 DRAW_STATUS_DRAWN: DrawStatus.ValueType  # 3
 """Winners drawn and the seed revealed."""
 DRAW_STATUS_UPCOMING: DrawStatus.ValueType  # 4
 """The day has not begun (campaign-local): its entries open at its start, EnterDraw answers
 ENTRIES_NOT_OPEN until then.
+"""
+DRAW_STATUS_NOT_HELD: DrawStatus.ValueType  # 5
+"""Past the cut-off and never committed (the lottery was not running that day): no draw is
+held that day; it has no entrants and will have no winners (CommitDraw refuses it now).
 """
 Global___DrawStatus: _TypeAlias = DrawStatus  # noqa: Y015
 
