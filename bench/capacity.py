@@ -1,8 +1,8 @@
 """`make bench`: the capacity figure.
 
 Measures, in one run on this machine: (1) an empty gRPC call (one Python grpc.aio server with an
-empty unary method, driven by the same load-generator processes) — the ceiling of this hardware
-and language; (2) the story's scenario through the gateway of a fresh suite started as `make run`
+empty unary method on the services' own loop, uvloop, driven by the same load-generator
+processes) — the ceiling of this hardware and language; (2) the story's scenario through the gateway of a fresh suite started as `make run`
 starts it. Both at several load levels (users in flight, `--concurrency 8,16,24`): the capacity is
 the most orders/s of a level whose p99 stays under 200 ms and that sheds (almost) nothing, and
 the ceiling the most empty calls/s of any level, since where a closed loop saturates two cores
