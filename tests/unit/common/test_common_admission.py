@@ -320,25 +320,23 @@ def test_a_wait_queue_full_of_default_calls_leaves_room_for_critical_ones():
     asyncio.run(scenario())
 
 
-def test_a_call_waits_only_for_slots_not_already_promised_to_the_calls_waiting_ahead():
-    """Calls finish at 200/s, so a 50 ms wait sees about 10 slots freed: waiters may count on
-    0.4 of them (4). A fifth is refused at once: its wait could only end in a slow refusal."""
+def test_every_critical_waiter_keeps_its_turn_however_many_wait_ahead():
+    """Calls finish at 200/s, a 50 ms wait sees about 10 slots freed, and 10 calls wait: each gets
+    the slot freed for it. A rule that refused at once every waiter beyond 0.4 of the expected
+    frees (the 5th on) fed on itself under callers that come straight back (bench-card:
+    Reserve+Confirm 976 -> 328/s, 6,481 refusals in 4 s)."""
 
     async def scenario():
         ctl, now = controller(20, min_limit=20, max_limit=20, max_wait_ms=50)
         drive(ctl, now, 0.010, rounds=5)  # 20 calls per 0.1 s interval
-        assert ctl.done_rate == pytest.approx(200, rel=0.1)
         assert sum(ctl.try_enter(CRITICAL) for _ in range(20)) == 20
-        waiting = [asyncio.ensure_future(ctl.wait_enter(CRITICAL)) for _ in range(4)]
+        waiting = [asyncio.ensure_future(ctl.wait_enter(CRITICAL)) for _ in range(10)]
         await asyncio.sleep(0)
         assert not any(w.done() for w in waiting)
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        assert not await ctl.wait_enter(CRITICAL)
-        assert loop.time() - start < 0.01
-        ctl.release(0.01)  # a slot frees: the first waiter takes it
-        assert await asyncio.wait_for(waiting[0], 1)
-        await asyncio.gather(*waiting[1:])
+        for _ in range(10):
+            ctl.release(0.01)  # slots free one after another, each to the next waiter
+            await asyncio.sleep(0.001)
+        assert all(await asyncio.wait_for(asyncio.gather(*waiting), 1))
 
     asyncio.run(scenario())
 
