@@ -12,6 +12,14 @@ import pytest
 import scripts.demo as demo_module
 
 
+def story_of(family, later_step) -> SimpleNamespace:
+    """A Demo with the story's steps: `family` first, `later_step` for every later one."""
+    steps = {name: later_step for name in ("order_by_text", "merchant", "cancel", "lottery_entry", "browse", "lottery_draw")}
+    demo = SimpleNamespace(own_suite=False, family=family, problems=[], **steps)
+    demo.problem = demo.problems.append
+    return demo
+
+
 @pytest.fixture
 async def silent_server():
     """A server whose one method never answers in time: the call is in flight when Ctrl-C comes."""
@@ -46,8 +54,7 @@ async def test_ctrl_c_while_a_step_waits_on_a_grpc_call_ends_the_story(silent_se
     async def later_step() -> None:
         ran.append(later_step.__name__)
 
-    steps = {name: later_step for name in ("order_by_text", "merchant", "cancel", "lottery_entry", "browse", "lottery_draw")}
-    demo = SimpleNamespace(own_suite=False, family=family, problems=[], problem=lambda text: demo.problems.append(text), **steps)
+    demo = story_of(family, later_step)
     story = asyncio.ensure_future(demo_module.play(demo, draw_part=True))
     await asyncio.wait_for(started.wait(), 10)
     demo_module.interrupt_story(story, asyncio.get_running_loop())
@@ -75,8 +82,7 @@ async def test_a_cancellation_swallowed_inside_a_step_still_ends_the_story(monke
         ran.append("later")
         await asyncio.sleep(30)
 
-    steps = {name: later_step for name in ("order_by_text", "merchant", "cancel", "lottery_entry", "browse", "lottery_draw")}
-    demo = SimpleNamespace(own_suite=False, family=family, problems=[], problem=lambda text: demo.problems.append(text), **steps)
+    demo = story_of(family, later_step)
     story = asyncio.ensure_future(demo_module.play(demo, draw_part=True))
     await asyncio.wait_for(inside.wait(), 10)
     demo_module.interrupt_story(story, asyncio.get_running_loop())
