@@ -44,6 +44,10 @@ def _encode_token(value: str) -> str:
     return base64.urlsafe_b64encode(value.encode("utf-8")).decode("ascii").rstrip("=")
 
 
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+
+
 def _decode_token(token: str) -> str:
     if not token:
         return ""
@@ -52,7 +56,7 @@ def _decode_token(token: str) -> str:
     except (binascii.Error, ValueError):
         value = ""
     if not value:
-        raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+        raise _bad_token()
     return value
 
 
@@ -62,7 +66,7 @@ def _day_token(token: str) -> str:
         try:
             model.parse_day(value, "page_token")
         except InvalidArgument:
-            raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN") from None
+            raise _bad_token() from None
     return value
 
 
@@ -327,7 +331,7 @@ class Lottery:
         limit = model.check_page_size(page_size, ENTRIES_PAGE_DEFAULT, ENTRIES_PAGE_MAX)
         after = _decode_token(page_token)
         if page_token and not (after.startswith(_ENTRIES_TOKEN) and len(after) > len(_ENTRIES_TOKEN)):
-            raise InvalidArgument("page_token", "not a token returned by this service", reason="INVALID_PAGE_TOKEN")
+            raise _bad_token()
         draw = await self.store.get_draw(campaign_id, day.isoformat())
         if draw is None:
             raise _no_draw(campaign_id, day)
