@@ -371,6 +371,9 @@ class DrawScheduler:
         self.lottery = lottery
         self.timeout = timeout
         self._task: asyncio.Task[None] | None = None
+        # Set once the loop's first pass has ended (drawn or failed): a test that moves a
+        # FakeClock past a cut-off waits for it, or that pass could draw the day under the test.
+        self.first_pass_done = asyncio.Event()
 
     async def tick(self) -> dict[str, list[str]]:
         lottery = self.lottery
@@ -431,4 +434,5 @@ class DrawScheduler:
                 raise
             except Exception:  # a bad tick must not end the schedule; the next one retries
                 log.exception("scheduler tick failed")
+            self.first_pass_done.set()
             await asyncio.sleep(self.lottery.settings.tick_seconds)

@@ -2,6 +2,7 @@
 exists, else a small fake CardService servicer) and the lottery server from its own wiring."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import importlib.util
 from datetime import datetime, timezone
@@ -182,6 +183,9 @@ class Lottery:
     async def start(self):
         self.server = await build(self.settings, clock=self.clock, draw_settings=self.draw_settings, beacon=self.beacon)
         port = await self.server.start()
+        # The background pass at start reads the clock after a card call: moved past a cut-off
+        # meanwhile, it would draw the day a test is about to draw itself.
+        await asyncio.wait_for(self.server.scheduler.first_pass_done.wait(), 30)
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         from miandan.lottery.v1 import lottery_service_pb2_grpc
 

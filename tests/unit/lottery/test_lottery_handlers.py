@@ -1,6 +1,7 @@
 """Use cases over a fake card directory (the CardDirectory Protocol) and the SQLite store."""
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, time, timezone
 
 import pytest
@@ -151,3 +152,23 @@ async def test_a_campaign_answered_in_time_commits_the_day_stamped_when_it_was_c
         assert (await store.get_draw(CAMPAIGN, DAY)).commit_ms == to_ms(datetime(2026, 1, 28, 11, 59, 52, tzinfo=timezone.utc))
     finally:
         await store.close()
+
+
+class BrokenCards(FakeCards):
+    async def get_campaign(self, campaign_id: str, *, timeout: float) -> Campaign:
+        raise RuntimeError("a bug in the card client")
+
+
+@pytest.mark.parametrize("cards", [FakeCards, BrokenCards])
+async def test_the_background_loop_says_when_its_first_pass_has_ended(env, cards):
+    lottery, _, clock = env
+    lottery.cards = cards()
+    scheduler = DrawScheduler(lottery)
+    assert not scheduler.first_pass_done.is_set()
+    scheduler.start()
+    try:
+        await asyncio.wait_for(scheduler.first_pass_done.wait(), 5)
+        committed = await lottery.store.get_draw(CAMPAIGN, DAY)
+        assert (committed is not None) == (cards is FakeCards)  # the pass ran before the event
+    finally:
+        await scheduler.stop()
