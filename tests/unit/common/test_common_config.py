@@ -135,6 +135,17 @@ def test_one_service_may_bound_its_held_calls_alone_in_the_suites_shared_environ
         Settings.from_env("order", {"MIANDAN_ORDER_MAX_PENDING_CALLS": "-1"})
 
 
+def test_the_gateway_waits_less_for_a_slot_than_the_services_behind_it_and_each_may_be_set():
+    assert Settings.from_env("gateway", {}).max_wait_ms == 20.0
+    assert Settings.from_env("order", {}).max_wait_ms == 50.0
+    env = {"MIANDAN_MAX_WAIT_MS": "80"}
+    assert Settings.from_env("gateway", env).max_wait_ms == Settings.from_env("card", env).max_wait_ms == 80.0
+    env["MIANDAN_GATEWAY_MAX_WAIT_MS"] = "10"
+    assert (Settings.from_env("gateway", env).max_wait_ms, Settings.from_env("card", env).max_wait_ms) == (10.0, 80.0)
+    with pytest.raises(ValueError, match="MIANDAN_CARD_MAX_WAIT_MS"):
+        Settings.from_env("card", {"MIANDAN_CARD_MAX_WAIT_MS": "-5"})
+
+
 def test_order_streams_are_bounded_per_user_and_per_gateway():
     s = Settings.from_env("gateway", {})
     assert (s.watches_per_user, s.max_watches) == (5, 10_000)
