@@ -83,6 +83,7 @@ _RESERVATIONS_TOKEN = "R"
 # Tokens of the audit listings name their listing: a members token passed to the invites
 # listing (both are keyed by a user id) is refused instead of starting mid-way.
 _MEMBERS_TOKEN, _INVITES_TOKEN = "M", "I"
+_CAMPAIGNS_TOKEN, _USER_CARDS_TOKEN, _INVITE_STATS_TOKEN, _CAMPAIGN_CARDS_TOKEN = "C", "K", "V", "A"
 
 
 def _encode_token(*parts: object) -> str:
@@ -106,14 +107,39 @@ def _decode_token(token: str, arity: int) -> list[str]:
     return parts
 
 
+def _tagged_parts(token: str, tag: str, arity: int, *, untagged_too: bool = False) -> list[str] | None:
+    """The position a listing's page token continues after (None: the first page). The tag
+    names the listing, since several share a shape ((ms, id) of ListCards and GetInviteStats; one
+    id of ListCampaigns and ListCampaignCards): another listing's token is refused, not read as
+    a position in this one. untagged_too: the listing's tokens carried no tag before, and one
+    handed out then still pages on (a client paging across an upgrade)."""
+    if not token:
+        return None
+    if untagged_too:
+        for shape in (arity + 1, arity):
+            try:
+                parts = _decode_token(token, shape)
+            except InvalidArgument:
+                continue
+            if shape == arity:
+                return parts
+            if parts[0] == tag:
+                return parts[1:]
+        raise _bad_token()
+    parts = _decode_token(token, arity + 1)
+    if parts[0] != tag:
+        raise _bad_token()
+    return parts[1:]
+
+
 def _tagged_after(token: str, tag: str) -> str:
     """The key a listing's page token continues after ("" for the first page)."""
-    if not token:
+    parts = _tagged_parts(token, tag, 1)
+    if parts is None:
         return ""
-    kind, after = _decode_token(token, 2)
-    if kind != tag or not after:
+    if not parts[0]:
         raise _bad_token()
-    return after
+    return parts[0]
 
 
 def _token_ms(text: str, negative: bool = True) -> int:
@@ -149,11 +175,11 @@ class CardHandlers:
 
     async def list_campaigns(self, size: int, token: str) -> tuple[list[Campaign], str]:
         limit = page_size(size, 50, 100)
-        after = _decode_token(token, 1)[0] if token else ""
+        after = (_tagged_parts(token, _CAMPAIGNS_TOKEN, 1, untagged_too=True) or [""])[0]
         found = await self.store.list_campaigns(after, limit + 1)
         more = len(found) > limit
         found = found[:limit]
-        return found, _encode_token(found[-1].campaign_id) if more else ""
+        return found, _encode_token(_CAMPAIGNS_TOKEN, found[-1].campaign_id) if more else ""
 
     # --- cards -------------------------------------------------------------------------------
 
@@ -209,8 +235,9 @@ class CardHandlers:
         limit = page_size(size, 50, 100)
         state = _check_state(state)
         after: tuple[int, str] | None = None
-        if token:
-            ms, card_id = _decode_token(token, 2)
+        position = _tagged_parts(token, _USER_CARDS_TOKEN, 2, untagged_too=True)
+        if position is not None:
+            ms, card_id = position
             after = (_token_ms(ms), card_id)
         c = await self.campaign(campaign_id)
         now = self.now()
@@ -221,7 +248,7 @@ class CardHandlers:
             cards = [card for card in cards if (card.expire_ms, card.card_id) > after]
         page = cards[:limit]
         more = len(cards) > limit
-        return page, _encode_token(page[-1].expire_ms, page[-1].card_id) if more else ""
+        return page, _encode_token(_USER_CARDS_TOKEN, page[-1].expire_ms, page[-1].card_id) if more else ""
 
     async def wallet(self, campaign_id: str, user_id: str) -> WalletView:
         check_id(user_id, "user_id")
@@ -317,11 +344,9 @@ class CardHandlers:
         contract): the last page's (create_ms, order_id) is where the next one starts."""
         limit = page_size(size, 500, 1000)
         after: tuple[int, str] | None = None
-        if token:
-            kind, ms, order_id = _decode_token(token, 3)
-            # The kind tag: a ListCards or GetInviteStats token has the same (ms, id) shape.
-            if kind != _RESERVATIONS_TOKEN:
-                raise _bad_token()
+        position = _tagged_parts(token, _RESERVATIONS_TOKEN, 2)
+        if position is not None:
+            ms, order_id = position
             after = (_token_ms(ms), order_id)
         low = created_after_ms if created_after_ms is not None and after is None else -(2**62)
         found = await self.store.list_reservations(low, after, limit + 1)
@@ -339,14 +364,15 @@ class CardHandlers:
         check_id(user_id, "user_id")
         limit = page_size(size, 50, 100)
         after: tuple[int, str] | None = None
-        if token:
-            ms, invitee = _decode_token(token, 2)
+        position = _tagged_parts(token, _INVITE_STATS_TOKEN, 2, untagged_too=True)
+        if position is not None:
+            ms, invitee = position
             after = (_token_ms(ms, negative=False), invitee)
         c = await self.campaign(campaign_id)
         count, invites = await self.store.invite_stats(c.campaign_id, user_id, before_ms, after, limit + 1)
         more = len(invites) > limit
         invites = invites[:limit]
-        next_token = _encode_token(invites[-1].accept_ms, invites[-1].invitee_user_id) if more else ""
+        next_token = _encode_token(_INVITE_STATS_TOKEN, invites[-1].accept_ms, invites[-1].invitee_user_id) if more else ""
         return c, count, invites, next_token
 
     async def budget(self, campaign_id: str) -> tuple[Campaign, BudgetData]:
@@ -356,13 +382,13 @@ class CardHandlers:
     async def campaign_cards(self, campaign_id: str, state: int, size: int, token: str) -> tuple[list[Card], str]:
         limit = page_size(size, 500, 1000)
         state = _check_state(state)
-        after = _decode_token(token, 1)[0] if token else ""
+        after = (_tagged_parts(token, _CAMPAIGN_CARDS_TOKEN, 1, untagged_too=True) or [""])[0]
         c = await self.campaign(campaign_id)
         now = self.now()
         cards = await self.store.campaign_cards(c.campaign_id, state, after, limit + 1, now)
         more = len(cards) > limit
         cards = cards[:limit]
-        return [card.at(now) for card in cards], _encode_token(cards[-1].card_id) if more else ""
+        return [card.at(now) for card in cards], _encode_token(_CAMPAIGN_CARDS_TOKEN, cards[-1].card_id) if more else ""
 
     async def campaign_members(self, campaign_id: str, size: int, token: str) -> tuple[list[Member], str]:
         return await self._campaign_listing(campaign_id, size, token, _MEMBERS_TOKEN, self.store.campaign_members, lambda m: m.user_id)
