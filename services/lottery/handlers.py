@@ -25,8 +25,11 @@ log = logging.getLogger("miandan.lottery")
 VERIFY_PAGE_DEFAULT, VERIFY_PAGE_MAX = 1000, 10_000
 LIST_PAGE_DEFAULT, LIST_PAGE_MAX = 30, 100
 ENTRIES_PAGE_DEFAULT, ENTRIES_PAGE_MAX = 500, 1000
-# ListDrawEntries' tokens name it: a VerifyDraw token (also a user id) is refused, not followed.
-_ENTRIES_TOKEN = "entries:"
+# A page token names its listing: VerifyDraw and ListDrawEntries both page by a user id,
+# ListMyEntries and ListDraws by a day, and another listing's token is refused, not followed.
+# The separator is a control character, which neither ids nor days may hold.
+_VERIFY_TOKEN, _ENTRIES_TOKEN, _MY_ENTRIES_TOKEN, _DRAWS_TOKEN = "verify", "entries", "mine", "draws"
+_TAG_END = "\x1f"
 MAX_PRIZE_NAME_CHARS = 100
 MAX_BEACON_SOURCE_CHARS = 64
 MAX_REQUEST_ID_CHARS = 128
@@ -60,8 +63,28 @@ def _decode_token(token: str) -> str:
     return value
 
 
-def _day_token(token: str) -> str:
+def _tagged_token(tag: str, position: str) -> str:
+    return _encode_token(tag + _TAG_END + position)
+
+
+def _position(token: str, tag: str, *, untagged_too: bool = False) -> str:
+    """Where a listing's page token continues ("" for the first page). untagged_too: the
+    listing's tokens carried no name before, and one handed out then still pages on."""
     value = _decode_token(token)
+    if not value:
+        return ""
+    named, end, position = value.partition(_TAG_END)
+    if end:
+        if named != tag or not position:
+            raise _bad_token()
+        return position
+    if untagged_too:
+        return value
+    raise _bad_token()
+
+
+def _day_position(token: str, tag: str) -> str:
+    value = _position(token, tag, untagged_too=True)
     if value:
         try:
             model.parse_day(value, "page_token")
@@ -298,7 +321,7 @@ class Lottery:
         model.check_id(campaign_id, "campaign_id")
         day = _require_day(day_text)
         limit = model.check_page_size(page_size, VERIFY_PAGE_DEFAULT, VERIFY_PAGE_MAX)
-        after = _decode_token(page_token)
+        after = _position(page_token, _VERIFY_TOKEN, untagged_too=True)
         draw = await self.store.get_draw(campaign_id, day.isoformat())
         if draw is None:
             raise _no_draw(campaign_id, day)
@@ -309,7 +332,7 @@ class Lottery:
         ids = await self.store.entrants_page(campaign_id, day.isoformat(), after, limit + 1)
         more = len(ids) > limit
         ids = ids[:limit]
-        return VerifyPage(draw, ids, _encode_token(ids[-1]) if more else "", model.verify_note(draw))
+        return VerifyPage(draw, ids, _tagged_token(_VERIFY_TOKEN, ids[-1]) if more else "", model.verify_note(draw))
 
     # --- ListMyEntries / ListDraws ------------------------------------------------------
 
@@ -317,11 +340,11 @@ class Lottery:
         model.check_id(campaign_id, "campaign_id")
         model.check_id(user_id, "user_id")
         limit = model.check_page_size(page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
-        before = _day_token(page_token)
+        before = _day_position(page_token, _MY_ENTRIES_TOKEN)
         rows = await self.store.user_entries(campaign_id, user_id, before, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, _encode_token(rows[-1].day) if more else ""
+        return rows, _tagged_token(_MY_ENTRIES_TOKEN, rows[-1].day) if more else ""
 
     async def list_day_entries(
         self, campaign_id: str, day_text: str, won_only: bool, page_size: int, page_token: str
@@ -329,25 +352,23 @@ class Lottery:
         model.check_id(campaign_id, "campaign_id")
         day = _require_day(day_text)
         limit = model.check_page_size(page_size, ENTRIES_PAGE_DEFAULT, ENTRIES_PAGE_MAX)
-        after = _decode_token(page_token)
-        if page_token and not (after.startswith(_ENTRIES_TOKEN) and len(after) > len(_ENTRIES_TOKEN)):
-            raise _bad_token()
+        after = _position(page_token, _ENTRIES_TOKEN)
         draw = await self.store.get_draw(campaign_id, day.isoformat())
         if draw is None:
             raise _no_draw(campaign_id, day)
-        rows = await self.store.day_entries(draw, after[len(_ENTRIES_TOKEN):], won_only, limit + 1)
+        rows = await self.store.day_entries(draw, after, won_only, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, _encode_token(_ENTRIES_TOKEN + rows[-1].user_id) if more else ""
+        return rows, _tagged_token(_ENTRIES_TOKEN, rows[-1].user_id) if more else ""
 
     async def list_draws(self, campaign_id: str, page_size: int, page_token: str) -> tuple[list[DrawRecord], str]:
         model.check_id(campaign_id, "campaign_id")
         limit = model.check_page_size(page_size, LIST_PAGE_DEFAULT, LIST_PAGE_MAX)
-        before = _day_token(page_token)
+        before = _day_position(page_token, _DRAWS_TOKEN)
         rows = await self.store.draws_page(campaign_id, before, limit + 1)
         more = len(rows) > limit
         rows = rows[:limit]
-        return rows, _encode_token(rows[-1].day) if more else ""
+        return rows, _tagged_token(_DRAWS_TOKEN, rows[-1].day) if more else ""
 
 
 def _no_draw(campaign_id: str, day: date) -> NotFound:
