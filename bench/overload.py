@@ -29,10 +29,11 @@ cores (capacity is measured the same way, so the multiples still hold).
 behind the suite's busy processes, so what it records is the suite's latency, not its own wait
 for a core. At normal priority its loop lagged 45-130 ms at 3x and 5x; under real-time priority
 9-13 ms, and the p99 of rejections at 3x and 5x fell from 62-89 ms to 44-59 ms (10 s steps,
-interleaved runs, the gateway waiting 20 ms for a slot). It is not the default because its CPU then goes first and grows with the offered load
-(0.40 -> 0.60 cores at 5x: answered at once, calls are handled one wake-up each instead of in
-batches), so the suite's goodput beyond capacity falls to 82-88 % of peak, against 90-100 % at
-normal priority. Neither way is the crowd's phones, which take no CPU from the server at all.
+interleaved runs, MIANDAN_GATEWAY_MAX_WAIT_MS=20). It is not the default because its CPU then
+goes first and grows with the offered load (0.40 -> 0.60 cores at 5x: answered at once, calls
+are handled one wake-up each instead of in batches), so the suite's goodput beyond capacity fell
+to 82-88 % of peak, against 90-100 % at normal priority. Neither way is the crowd's phones,
+which take no CPU from the server at all.
 
     python -m bench.overload [--capacity N] [--step-seconds S] [--procs P] [--no-client-throttle] [--pin-client] [--client-priority normal|realtime] [--smoke]
 """
