@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.loadgen import realtime_permitted
+
 ROOT = Path(__file__).resolve().parents[2]
 BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent", "card_store", "intake"]
 
@@ -39,3 +41,10 @@ def _smoke(tmp_path, bench, *args):
 def test_the_overload_curve_with_the_load_generator_on_a_cpu_of_its_own_finishes_cleanly(tmp_path):
     run = _smoke(tmp_path, "overload", "--pin-client", "--out", str(tmp_path))
     assert "load generator pinned to CPU" in run.stdout and (tmp_path / "overload.png").exists()
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(not realtime_permitted(), reason="real-time scheduling needs root or CAP_SYS_NICE")
+def test_the_overload_curve_with_a_real_time_load_generator_finishes_cleanly(tmp_path):
+    run = _smoke(tmp_path, "overload", "--client-priority", "realtime", "--out", str(tmp_path))
+    assert "real-time round-robin" in run.stdout and (tmp_path / "overload.png").exists()
