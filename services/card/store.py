@@ -932,11 +932,22 @@ def _accept_invite(
     attempt = conn.execute(
         "SELECT window_start_ms, failures FROM invite_attempts WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
     ).fetchone()
+    marks = ", ".join("?" * len(candidates))
     if attempt is not None:
         wait_ms = attempts_blocked(attempt[1], attempt[0], now_ms, policy)
         if wait_ms:
-            return attempts_exceeded(wait_ms)
-    marks = ", ".join("?" * len(candidates))
+            # The limit slows down guesses; the code of the invite this user already accepted
+            # is no guess: a retry of the join that succeeded gets that join back, whatever
+            # wrong codes came since. Answered here, before any other candidate is looked at,
+            # so the answer is the same whatever else the text holds: it tells the user only
+            # what it already knows, and no guess rides along unlimited.
+            row = conn.execute(
+                f"SELECT {_INVITE_COLS} FROM invites WHERE campaign_id = ? AND invitee_user_id = ? AND code IN ({marks})",
+                (cid, invitee, *candidates),
+            ).fetchone()
+            if row is None:
+                return attempts_exceeded(wait_ms)
+            return AcceptResult(_invite_from(row), _joining_cards(conn, cid, invitee), False)
     owners = {
         code: (user, granted)
         for code, user, granted in conn.execute(
@@ -945,16 +956,15 @@ def _accept_invite(
         ).fetchall()
     }
     code = _chosen_code(candidates, owners, invitee)
+    # A well-formed code in the text that is no one's is a wrong code even beside codes that
+    # are someone's: one's own code (or the accepted one) pasted next to guesses would
+    # otherwise tell a real guess (INVITEE_NOT_NEW, ALREADY_ACCEPTED, an invite) from a wrong
+    # one (SELF_INVITE, the replay) without limit. Codes that are all someone's cost nothing
+    # (a chat log with one's own pass-phrase above the friend's).
+    wrong = len(owners) < len(candidates)
+    if wrong:
+        _count_wrong_code(conn, cid, invitee, attempt, now_ms, policy)
     if code is None:
-        if attempt is None or now_ms >= attempt[0] + policy.window_ms:
-            conn.execute(
-                "INSERT OR REPLACE INTO invite_attempts (campaign_id, user_id, window_start_ms, failures) VALUES (?, ?, ?, 1)",
-                (cid, invitee, now_ms),
-            )
-        else:
-            conn.execute(
-                "UPDATE invite_attempts SET failures = failures + 1 WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
-            )
         # Committed on purpose: the failure must count even though the call fails.
         return invite_code_not_found()
     inviter, inviter_granted = owners[code]
@@ -964,12 +974,12 @@ def _accept_invite(
     if row is not None:
         existing = _invite_from(row)
         if existing.inviter_user_id != inviter:
-            raise already_accepted()
+            return _refuse(already_accepted(), keep_count=wrong)
         return AcceptResult(existing, _joining_cards(conn, cid, invitee), False)
     if inviter == invitee:
-        raise self_invite()
+        return _refuse(self_invite(), keep_count=wrong)
     if not c.is_active(now_ms):
-        raise campaign_not_active()
+        return _refuse(campaign_not_active(), keep_count=wrong)
     member = conn.execute(
         "SELECT cards_granted, signup_ms, invites_made FROM members WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
     ).fetchone()
@@ -986,7 +996,7 @@ def _accept_invite(
         signup_cards = min(c.rules.signup_grant, c.rules.per_user_card_cap) if signup_ms is not None else 0
         activity = InviteeActivity(signup_ms, max(0, granted - signup_cards), has_reservations, invites_made > 0)
     if not is_new_invitee(activity, now_ms, window_ms):
-        raise invitee_not_new()
+        return _refuse(invitee_not_new(), keep_count=wrong)
     # The invitee's joining grant replaces its sign-up grant: top it up to the joining grant,
     # counting the sign-up cards of this same join (none when the invite comes first).
     wanted = joining_grant(c.rules) - signup_cards
@@ -1006,6 +1016,29 @@ def _accept_invite(
          inviter_reason, invitee_reason, code),
     )
     return AcceptResult(invite, _joining_cards(conn, cid, invitee) if signup_cards else invitee_cards, True)
+
+
+def _count_wrong_code(
+    conn: sqlite3.Connection, cid: str, invitee: str, attempt: Any, now_ms: int, policy: AttemptPolicy
+) -> None:
+    """One more wrong invite code for the user, in its current window or a new one."""
+    if attempt is None or now_ms >= attempt[0] + policy.window_ms:
+        conn.execute(
+            "INSERT OR REPLACE INTO invite_attempts (campaign_id, user_id, window_start_ms, failures) VALUES (?, ?, ?, 1)",
+            (cid, invitee, now_ms),
+        )
+    else:
+        conn.execute(
+            "UPDATE invite_attempts SET failures = failures + 1 WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+        )
+
+
+def _refuse(error: DomainError, *, keep_count: bool) -> DomainError:
+    """An AcceptInvite refusal: returned (committed with the wrong code it counted, see the
+    module docstring) when the call counted one, else raised (nothing of the call is kept)."""
+    if not keep_count:
+        raise error
+    return error
 
 
 def _chosen_code(candidates: list[str], owners: dict[str, tuple[str, int]], invitee: str) -> str | None:
