@@ -20,6 +20,7 @@ relays); "off" leaves beacon days to an admin RunDraw, as before.
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import os
@@ -122,7 +123,11 @@ class DrandBeacon:
             url = f"{relay}/{chain.chain_hash}/public/{round_number}"
             try:
                 status, body = await self._get(url)
-            except (OSError, ValueError) as exc:  # refused, timed out, TLS, a malformed URL
+            # refused, timed out, TLS, a malformed URL; HTTPException: an answer that is not HTTP
+            # (BadStatusLine from a proxy or another program on the port, LineTooLong), which
+            # http.client raises as neither of the other two. Any of them is this relay's fault:
+            # the next one may well have the round.
+            except (OSError, ValueError, http.client.HTTPException) as exc:
                 log.warning("beacon relay failed", extra={"url": url, "error": str(exc)[:200]})
                 continue
             if status in (404, 425):
@@ -144,7 +149,9 @@ def signed_randomness(chain: DrandChain, round_number: int, body: bytes) -> str:
         raise BeaconRejected("answer too large")
     try:
         answer = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: arrays or objects nested deeper than the decoder goes ("[[[[..." fits
+        # in MAX_ANSWER_BYTES many times over); no ValueError, and it would end the relay loop.
         raise BeaconRejected("not JSON") from None
     if not isinstance(answer, dict) or answer.get("round") != round_number:
         raise BeaconRejected(f"not round {round_number}")

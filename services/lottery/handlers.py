@@ -181,6 +181,13 @@ class Lottery:
         model.check_id(user_id, "user_id")
         if day_text:
             model.parse_day(day_text)
+        if request_id:
+            # A replay is answered before anything is judged again (the campaign, the day, the
+            # cut-off), with the entry the key made; the key reused for another entry is refused.
+            seen = await self.store.entry_for_request(user_id, request_id)
+            if seen is not None:
+                model.check_entry_replay(seen[0], campaign_id, day_text)
+                return seen[0], seen[1], False
         campaign = await self.cards.get_campaign(campaign_id, timeout=timeout)
         now = self.clock.now()
         now_ms = to_ms(now)
@@ -209,7 +216,7 @@ class Lottery:
         # Re-read the clock: the card call took time, and the store's cut-off check must judge
         # the moment of the write, not the moment the request arrived.
         now_ms = self.now_ms()
-        return await self.store.enter(self.fresh_draw(campaign, day, now_ms), user_id, now_ms, request_id)
+        return await self.store.enter(self.fresh_draw(campaign, day, now_ms), user_id, now_ms, request_id, day_text)
 
     # --- GetDraw ------------------------------------------------------------------------
 

@@ -333,6 +333,16 @@ def request_id_reused() -> AlreadyExists:
     return AlreadyExists(REQUEST_ID_REUSED, "request_id 已用于另一个请求 / request_id was used for a different request")
 
 
+def check_entry_replay(seen: EntryRecord, campaign_id: str, asked_day: str) -> None:
+    """An EnterDraw whose request_id (a key of the user's) already made `seen`: a replay, to
+    be answered with that entry as it is now, unless the key is reused for another entry, i.e.
+    another campaign or another day named explicitly (REQUEST_ID_REUSED). asked_day "" (today)
+    is the request as sent: a retry of "today" after midnight is still the entry it made then,
+    as CommitDraw answers a replay of "today" with the day it committed."""
+    if seen.campaign_id != campaign_id or (asked_day and asked_day != seen.day):
+        raise request_id_reused()
+
+
 # --- validation -----------------------------------------------------------------------------
 
 

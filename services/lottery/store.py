@@ -87,6 +87,12 @@ MIGRATIONS = [
     ) WITHOUT ROWID;
     CREATE INDEX requests_age ON requests (create_ms);
     """,
+    # 3: EnterDraw's request_id is a key of the user's (model.check_entry_replay): looked up by
+    # (user, key) before an entry is made, so a key used for one day's entry is not taken again
+    # for another day's. Entries always stored their key; this only makes the look-up a seek.
+    """
+    CREATE INDEX entries_request ON entries (user_id, request_id) WHERE request_id <> '';
+    """,
 ]
 
 _DRAW_COLUMNS = (
@@ -99,7 +105,14 @@ class LotteryStore(Protocol):
     async def get_draw(self, campaign_id: str, day: str) -> DrawRecord | None: ...
     async def ensure_draw(self, draw: DrawRecord) -> DrawRecord: ...
     async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int, request: RequestKey | None = None) -> DrawRecord: ...
-    async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]: ...
+    async def enter(
+        self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str, asked_day: str | None = None
+    ) -> tuple[EntryRecord, DrawRecord, bool]:
+        """asked_day: the day as the request named it ("" for today); None: draw_if_new's day."""
+        ...
+    async def entry_for_request(self, user_id: str, request_id: str) -> tuple[EntryRecord, DrawRecord] | None:
+        """The entry an EnterDraw request_id of this user made, with its day, if any."""
+        ...
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]: ...
     async def run_draw(
         self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None
@@ -159,8 +172,14 @@ class SqliteLotteryStore:
     async def commit_draw(self, wanted: DrawRecord, explicit: set[str], now_ms: int, request: RequestKey | None = None) -> DrawRecord:
         return await self.db.write(_commit_draw, self.seal, wanted, frozenset(explicit), now_ms, request)
 
-    async def enter(self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
-        return await self.db.write(_enter, self.seal, draw_if_new, user_id, now_ms, request_id)
+    async def enter(
+        self, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str, asked_day: str | None = None
+    ) -> tuple[EntryRecord, DrawRecord, bool]:
+        asked = draw_if_new.day if asked_day is None else asked_day
+        return await self.db.write(_enter, self.seal, draw_if_new, user_id, now_ms, request_id, asked)
+
+    async def entry_for_request(self, user_id: str, request_id: str) -> tuple[EntryRecord, DrawRecord] | None:
+        return await self.db.read(_entry_for_request, user_id, request_id)
 
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:
         return await self.db.read(_select_entry_and_draw, campaign_id, day, user_id)
@@ -330,7 +349,16 @@ def _closed(day: str) -> FailedPrecondition:
     return FailedPrecondition("ENTRIES_CLOSED", f"{day} 的抽奖报名已截止 / entries for the {day} draw are closed")
 
 
-def _enter(conn: sqlite3.Connection, seal: SeedSeal, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str) -> tuple[EntryRecord, DrawRecord, bool]:
+def _enter(
+    conn: sqlite3.Connection, seal: SeedSeal, draw_if_new: DrawRecord, user_id: str, now_ms: int, request_id: str,
+    asked_day: str,
+) -> tuple[EntryRecord, DrawRecord, bool]:
+    # The key is looked up again in the write: another call under it may have entered since
+    # the handler's look-up (another campaign, or a slow card call across midnight).
+    seen = _entry_for_request(conn, user_id, request_id) if request_id else None
+    if seen is not None and (seen[0].campaign_id, seen[0].day) != (draw_if_new.campaign_id, draw_if_new.day):
+        model.check_entry_replay(seen[0], draw_if_new.campaign_id, asked_day)
+        return seen[0], seen[1], False
     _insert_draw_if_absent(conn, seal, draw_if_new)
     draw = _select_draw(conn, draw_if_new.campaign_id, draw_if_new.day)
     assert draw is not None
@@ -352,6 +380,20 @@ def _enter(conn: sqlite3.Connection, seal: SeedSeal, draw_if_new: DrawRecord, us
         (draw.campaign_id, draw.day),
     )
     return EntryRecord(draw.campaign_id, draw.day, user_id, now_ms), replace(draw, entrant_count=draw.entrant_count + 1), True
+
+
+def _entry_for_request(conn: sqlite3.Connection, user_id: str, request_id: str) -> tuple[EntryRecord, DrawRecord] | None:
+    # "request_id <> ''" lets SQLite use the partial index entries_request; the earliest day
+    # answers for a key that entries made before the key was checked share.
+    row = conn.execute(
+        "SELECT campaign_id, day FROM entries WHERE user_id = ? AND request_id = ? AND request_id <> '' ORDER BY day LIMIT 1",
+        (user_id, request_id),
+    ).fetchone()
+    if row is None:
+        return None
+    entry, draw = _select_entry_and_draw(conn, row["campaign_id"], row["day"], user_id)
+    assert entry is not None and draw is not None  # entries and draws are never deleted
+    return entry, draw
 
 
 def _select_entry_and_draw(conn: sqlite3.Connection, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]:

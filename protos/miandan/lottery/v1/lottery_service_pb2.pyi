@@ -32,7 +32,10 @@ class EnterDrawRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     DAY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key (also idempotent per user and day)."""
+    """Idempotency key, the user's own: a replay is answered with the entry it made (a replay of
+    "today" after midnight included); the key reused for another campaign or day is
+    ALREADY_EXISTS REQUEST_ID_REUSED. Entering is also idempotent per user and day.
+    """
     campaign_id: _builtins.str
     """Campaign."""
     user_id: _builtins.str
