@@ -50,6 +50,12 @@ __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "Car
 log = logging.getLogger("miandan.order")
 # The card service's longest hold (its ReserveCard ttl_seconds limit).
 MAX_HOLD_SECONDS = 86_400
+# A to-pay order's card is held this much longer than its payment window: the hold starts
+# (on the card service's clock) before the window does, and a payment on the window's last
+# second must still find it.
+HOLD_MARGIN_SECONDS = 60
+# The longest payment window a card hold covers (MIANDAN_PAYMENT_TTL_SECONDS is refused above).
+MAX_PAYMENT_TTL_SECONDS = MAX_HOLD_SECONDS - HOLD_MARGIN_SECONDS
 # How far before the oldest placement in flight the card watermark stays: the card service
 # stamps a reservation with its own clock, which may run behind ours (another host).
 WATERMARK_MARGIN_MS = 30_000
@@ -356,37 +362,56 @@ class SweepReport:
     errors: list[str] = field(default_factory=list)
 
 
+# A page token names its listing (conventions: INVALID_PAGE_TOKEN): ListOrders and
+# ListStoreOrders both page by (create_ms, order_id), and a buyer's token read as a position in
+# a store's queue (or the reverse) started it mid-way instead of being refused. Tokens handed out
+# before they were named carry no tag and still page on (a client paging across an upgrade).
+USER_ORDERS_TOKEN, STORE_ORDERS_TOKEN, ALL_ORDERS_TOKEN = "U", "S", "A"
+
+
 def _encode_token(*parts: Any) -> str:
     return base64.urlsafe_b64encode("|".join(str(p) for p in parts).encode()).decode()
 
 
-def _decode_token(token: str, n: int) -> list[str]:
+def _bad_token() -> InvalidArgument:
+    return InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+
+
+def _decode_token(token: str, tag: str, n: int) -> list[str]:
+    """The n parts of a listing's page token, tagged `tag` or untagged (from before tags)."""
     try:
-        parts = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-    except Exception:
-        parts = []
-    if len(parts) != n:
-        raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+        # validate=True: the lenient decoder drops characters outside the alphabet, so "!!!"
+        # read as an empty token, i.e. the first page again, instead of a bad token.
+        raw = base64.b64decode(token + "=" * (-len(token) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise _bad_token() from None
+    parts = raw.split("|")
+    if len(parts) == n + 1 and parts[0] == tag:
+        parts = parts[1:]
+    elif len(parts) != n:
+        raise _bad_token()
+    if not all(parts):
+        raise _bad_token()
     return parts
 
 
-def _newest_first_after(page_token: str) -> tuple[int, str] | None:
+def _newest_first_after(page_token: str, tag: str) -> tuple[int, str] | None:
     """The (create_ms, order_id) a newest-first page continues after."""
     if not page_token:
         return None
-    ms, oid = _decode_token(page_token, 2)
+    ms, oid = _decode_token(page_token, tag, 2)
     create_ms = ascii_int(ms, minimum=0)
     if create_ms is None:
-        raise InvalidArgument("page_token", "无效的分页标记 / invalid page token", "INVALID_PAGE_TOKEN")
+        raise _bad_token()
     return create_ms, oid
 
 
-def _newest_first_page(orders: list[Order], limit: int) -> tuple[list[Order], str]:
+def _newest_first_page(orders: list[Order], limit: int, tag: str) -> tuple[list[Order], str]:
     """A page from `limit + 1` rows: the extra row only says that another page follows."""
     if len(orders) <= limit:
         return orders, ""
     orders = orders[:limit]
-    return orders, _encode_token(orders[-1].create_ms, orders[-1].order_id)
+    return orders, _encode_token(tag, orders[-1].create_ms, orders[-1].order_id)
 
 
 class OrderService:
@@ -455,6 +480,7 @@ class OrderService:
                 "CART_STORE_MISMATCH",
                 "购物车里是另一家店的商品，请先清空 / the cart holds another store's items: clear it first",
             )
+        model.check_cart_room(len(lines))
         candidate = [*lines, selection]
         quote = await self.catalog.quote(store_id, candidate, timeout=budget())
         new_index = len(lines)
@@ -608,6 +634,7 @@ class OrderService:
         quote = await _outliving(budget, lambda timeout: self.catalog.quote(store_id, selections, timeout=timeout))
         if quote.problems:
             model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines")
+        model.check_prices(quote, "cart.lines" if r.from_cart else "lines")
         now = self._now()
         draft = Order(
             order_id=order_id,
@@ -824,7 +851,7 @@ class OrderService:
                 amount_fen=order.subtotal_fen,
                 card_id=order.requested_card_id,
                 # Held long enough for the payment window; a payable-0 order confirms at once.
-                ttl_seconds=min(self.config.payment_ttl_seconds + 60, MAX_HOLD_SECONDS),
+                ttl_seconds=min(self.config.payment_ttl_seconds + HOLD_MARGIN_SECONDS, MAX_HOLD_SECONDS),
                 timeout=timeout,
                 redeem=redeem,
             ),
@@ -1062,8 +1089,8 @@ class OrderService:
     async def list_orders(self, user_id: str, page_size: int, page_token: str) -> tuple[list[Order], str]:
         model.check_id("user_id", user_id)
         limit = model.page_size(page_size)
-        orders = await self.store.list_for_user(user_id, limit + 1, _newest_first_after(page_token))
-        return _newest_first_page(orders, limit)
+        orders = await self.store.list_for_user(user_id, limit + 1, _newest_first_after(page_token, USER_ORDERS_TOKEN))
+        return _newest_first_page(orders, limit, USER_ORDERS_TOKEN)
 
     async def list_store_orders(
         self, store_id: str, status: str, page_size: int, page_token: str, *, merchant: MerchantScope | None = None
@@ -1074,7 +1101,7 @@ class OrderService:
         if status and status not in model.LIVE_STATUSES:
             raise InvalidArgument("status", "不是订单可处的状态 / not a status an order can be listed in")
         limit = model.page_size(page_size)
-        before = _newest_first_after(page_token)
+        before = _newest_first_after(page_token, STORE_ORDERS_TOKEN)
         if not await self._store_open_to(store_id, merchant):
             return [], ""  # a store without orders: nothing to list, nothing to leak
         # A grant that covers the store by brand lists its brands' orders only: a store an import
@@ -1082,7 +1109,7 @@ class OrderService:
         brands = None if merchant is None or store_id in merchant.stores else merchant.brands
         statuses = (status,) if status else model.LIVE_STATUSES
         orders = await self.store.list_for_store(store_id, statuses, limit + 1, before, brands)
-        return _newest_first_page(orders, limit)
+        return _newest_first_page(orders, limit, STORE_ORDERS_TOKEN)
 
     async def _store_open_to(self, store_id: str, merchant: MerchantScope | None) -> bool:
         """False when the store has no orders yet and the grant names brands only (its brand is
@@ -1100,12 +1127,12 @@ class OrderService:
 
     async def list_all_orders(self, page_size: int, page_token: str) -> tuple[list[Order], str]:
         limit = model.page_size(page_size, model.DEFAULT_ADMIN_PAGE, model.MAX_ADMIN_PAGE)
-        after = _decode_token(page_token, 1)[0] if page_token else ""
+        after = _decode_token(page_token, ALL_ORDERS_TOKEN, 1)[0] if page_token else ""
         orders = await self.store.list_all(limit + 1, after)
         token = ""
         if len(orders) > limit:
             orders = orders[:limit]
-            token = _encode_token(orders[-1].order_id)
+            token = _encode_token(ALL_ORDERS_TOKEN, orders[-1].order_id)
         return orders, token
 
     async def cancel_order(
@@ -1326,10 +1353,14 @@ class OrderService:
         def lapse(cur: Order) -> Order:
             if cur.card_action != model.CARD_CONFIRM:
                 return cur
-            cancelled = model.cancel(replace(cur, card_action=""), now, model.ACTOR_SYSTEM, "CARD_HOLD_LAPSED", reason)
-            return cancelled
+            return model.card_hold_lapsed(cur, now, reason)
 
         order = await self.store.update(order.order_id, lapse)
+        if order.payment.note == model.NOTE_CARD_LAPSED and not order.card_action and order.status != model.CANCELLED:
+            log.error(
+                "card of a ready or completed order lapsed and was spent elsewhere: the order stands, its card part is unpaid",
+                extra={"order_id": order.order_id, "card_id": order.card_id, "card_discount_fen": order.card_discount_fen},
+            )
         return await self._drive(order, budget)
 
     async def sweep(self, *, startup: bool = False, limit: int = 500) -> SweepReport:

@@ -62,6 +62,9 @@ PAYMENT_REFUND = "REFUND"
 # Notes.
 NOTE_PAYMENT_TTL = "PAYMENT_TTL_PASSED"
 NOTE_LATE_PAYMENT = "LATE_PAYMENT_REFUNDED"
+# Payment.note of an order the merchant had made READY (or handed over) when its card's hold
+# turned out to have lapsed and the card to be spent elsewhere: it stands, the card part unpaid.
+NOTE_CARD_LAPSED = "CARD_HOLD_LAPSED"
 
 # --- limits ---------------------------------------------------------------------------------
 
@@ -412,6 +415,12 @@ def _line_violations(s: Selection, path: str) -> list[tuple[str, str]]:
         violations.append((f"{path}.quantity", f"须在 1..{MAX_QUANTITY} / must be 1..{MAX_QUANTITY}"))
     if len(s.options) > MAX_OPTIONS:
         violations.append((f"{path}.options", "太多 / too many"))
+    elif len({g: o for g, o in s.options}) != len(set(s.options)):
+        # One option per group (the catalog prices one). Judged here, not left to the catalog's
+        # Quote: it names the line by its index in the quote, `lines[3].options` for the fourth
+        # line of a cart, which is no field of AddCartItem's request.
+        twice = sorted({g for g, o in s.options if any(g2 == g and o2 != o for g2, o2 in s.options)})
+        violations.append((f"{path}.options", f"选项组 {', '.join(twice)} 选了多次 / group(s) {', '.join(twice)} chosen twice"))
     return violations
 
 
@@ -419,6 +428,20 @@ def _raise_line_violations(violations: list[tuple[str, str]]) -> None:
     if violations:
         reason = "QUANTITY_OUT_OF_RANGE" if all(v[0].endswith(".quantity") for v in violations) else "INVALID_LINE"
         raise InvalidArgument(violations=violations, reason=reason)
+
+
+def check_cart_room(lines_in_cart: int) -> None:
+    """A cart takes MAX_CART_LINES lines. Judged before the cart is priced with the new line: the
+    catalog prices at most MAX_LINES lines a quote, and a 51st line reached it first, which
+    refused the whole quote as the caller's INVALID_ARGUMENT about a `lines` field AddCartItem
+    does not have, instead of telling the user the cart is full. The store checks again in the
+    write (a concurrent add)."""
+    if lines_in_cart >= MAX_CART_LINES:
+        raise cart_full()
+
+
+def cart_full() -> FailedPrecondition:
+    return FailedPrecondition("CART_FULL", f"购物车最多 {MAX_CART_LINES} 行 / at most {MAX_CART_LINES} lines")
 
 
 def check_card_choice(card_use: str, card_id: str) -> None:
@@ -457,6 +480,23 @@ def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -
     err = FailedPrecondition(state.reason, state.message or state.reason)
     err.violations = violations
     raise err
+
+
+def check_prices(quote: Quote, field_name: str = "lines") -> None:
+    """Refuse a quote that prices a line below zero. The catalog refuses such menus now, but one
+    stored before (two option groups that each take 80 fen off a 100-fen item) still priced
+    lines at -60: the order had a negative subtotal and a payment intent for a negative amount.
+    The store's menu is wrong, not the request: FAILED_PRECONDITION naming the lines. A free
+    line (0 fen) is a price like any other."""
+    violations = [
+        (f"{field_name}[{index}]", f"价格无效 / invalid price {line.unit_price_fen} fen")
+        for index, line in zip(quote.line_indexes, quote.lines)
+        if line.unit_price_fen < 0 or line.line_total_fen < 0
+    ]
+    if violations or quote.total_fen < 0:
+        err = FailedPrecondition("PRICE_INVALID", "商品价格有误，暂时无法下单 / an item's price is wrong, it cannot be ordered now")
+        err.violations = violations
+        raise err
 
 
 # --- money ------------------------------------------------------------------------------------
@@ -530,6 +570,22 @@ def cancel(order: Order, now_ms: int, actor: str, reason: str, note: str = "") -
         payment=payment,
         payment_action=payment_action,
         card_action=CARD_RETURN if order.card_id else "",
+    )
+
+
+def card_hold_lapsed(order: Order, now_ms: int, reason: str) -> Order:
+    """A paid order whose card confirmation came after the hold lapsed, and whose card could not
+    be taken again (spent on another order, expired). Before READY it is cancelled and its money
+    refunded, as the merchant could still cancel it. From READY on it is not: the merchant made
+    (or handed over) the order, and READY and COMPLETED are past every cancellation (COMPLETED is
+    final). Cancelling it moved a handed-over order back to CANCELLED and refunded the buyer, who
+    had spent the card elsewhere too. It stands, with nothing left to carry out and the lapse in
+    its payment note, for operators to settle the card part by hand."""
+    if order.status in MERCHANT_CANCELLABLE:
+        return cancel(revised(order, card_action=""), now_ms, ACTOR_SYSTEM, NOTE_CARD_LAPSED, reason)
+    return revised(
+        order, card_action="", payment=replace(order.payment, note=NOTE_CARD_LAPSED), update_ms=now_ms,
+        version=order.version + 1,
     )
 
 

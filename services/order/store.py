@@ -752,7 +752,7 @@ def _add_cart_line(conn: sqlite3.Connection, key: model.RequestKey, store_id: st
             "购物车里是另一家店的商品，请先清空 / the cart holds another store's items: clear it first",
         )
     if count >= model.MAX_CART_LINES:
-        raise FailedPrecondition("CART_FULL", f"购物车最多 {model.MAX_CART_LINES} 行 / at most {model.MAX_CART_LINES} lines")
+        raise model.cart_full()
     conn.execute(
         "INSERT INTO cart_lines (user_id, position, store_id, request_id, selection) VALUES (?, ?, ?, ?, ?)",
         (user_id, last + 1, store_id, key.request_id, json.dumps(sel.to_json(), separators=(",", ":"))),

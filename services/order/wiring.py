@@ -13,7 +13,7 @@ from services.common.config import Settings, check_campaign_id, env_number
 from services.common.server import Resources, Server, build_server, builds_server
 
 from .card_batch import batching_enabled, card_client
-from .handlers import OrderConfig, OrderEvents, OrderService
+from .handlers import MAX_PAYMENT_TTL_SECONDS, OrderConfig, OrderEvents, OrderService
 from .payment import PaymentProvider, SandboxPaymentProvider
 from .servicer import OrderServicer
 from .quote_cache import open_catalog_client
@@ -29,7 +29,7 @@ _DAY_S = 86_400.0
 
 
 def config_from_env(env: Any = None) -> OrderConfig:
-    """MIANDAN_PAYMENT_TTL_SECONDS, MIANDAN_ORDER_PLACING_GRACE_SECONDS, MIANDAN_ORDER_SWEEP_SECONDS,
+    """MIANDAN_PAYMENT_TTL_SECONDS (1..86,340), MIANDAN_ORDER_PLACING_GRACE_SECONDS, MIANDAN_ORDER_SWEEP_SECONDS,
     MIANDAN_CAMPAIGN_ID. Raises ValueError naming the variable (inf and nan included: the
     seconds become integer milliseconds in the store)."""
     e = os.environ if env is None else env
@@ -38,7 +38,11 @@ def config_from_env(env: Any = None) -> OrderConfig:
         return env_number(e, var, default, above=0, maximum=maximum)
 
     return OrderConfig(
-        payment_ttl_seconds=int(number("MIANDAN_PAYMENT_TTL_SECONDS", 900, 365 * _DAY_S)),
+        # Whole seconds, at least one (0.5 became a window of 0: every to-pay order was born
+        # lapsed), and no longer than a card hold covers: the card service holds a card for a
+        # day at most, so a longer window let the card go back to its owner (and be spent on
+        # another order) while the order still waited for its money.
+        payment_ttl_seconds=int(env_number(e, "MIANDAN_PAYMENT_TTL_SECONDS", 900, minimum=1, maximum=MAX_PAYMENT_TTL_SECONDS)),
         placing_grace_seconds=int(number("MIANDAN_ORDER_PLACING_GRACE_SECONDS", 30, 365 * _DAY_S)),
         sweep_interval_seconds=number("MIANDAN_ORDER_SWEEP_SECONDS", 5.0, _DAY_S),
         default_campaign_id=check_campaign_id((e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026").strip(), "MIANDAN_CAMPAIGN_ID"),
