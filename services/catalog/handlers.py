@@ -52,6 +52,10 @@ TOO_MANY_CLARIFICATION = (
     f"每样一次最多点 {MAX_QUANTITY} 份，请说一个小一点的数量。/ "
     f"At most {MAX_QUANTITY} of one item per order: please say a smaller number."
 )
+TOO_MANY_LINES_CLARIFICATION = (
+    f"一单最多 {MAX_QUOTE_LINES} 种不同的商品，请分几单来点。/ "
+    f"An order takes at most {MAX_QUOTE_LINES} different lines: please split it into several orders."
+)
 DEFAULT_CARD_FACE_FEN = 2_500
 DEFAULT_SEARCH_RADIUS_M = 3_000.0
 MAX_SEARCH_RADIUS_M = 50_000.0
@@ -555,12 +559,19 @@ class Catalog:
         seen: set[tuple[str, tuple[Any, ...]]] = set()
         unavailable_brands: list[str] = []
         too_many = False  # a reading that failed only on a count above MAX_QUANTITY (100杯)
+        too_many_lines = False  # a reading of more different lines than an order takes
         for cand in reading.candidates:
             if len(chosen) >= wanted:
                 break
             lines = tuple(WantedLine(l.item_id, int(l.quantity), dict(l.options)) for l in cand.lines)
             menu = self.menus.get(cand.brand_id)
             if not lines or cand.brand_id not in self.brands or menu is None or any(l.item_id not in menu for l in lines):
+                continue
+            if len(lines) > MAX_QUOTE_LINES:
+                # 500 characters name 60 different drinks ("中杯热柠檬水、大杯热柠檬水、..."): a
+                # proposal of them was one Quote itself refuses and PlaceOrder refuses (1..50
+                # lines), so the user was shown an order that could not be placed.
+                too_many_lines = True
                 continue
             found = self._nearest_orderable(cand.brand_id, {l.item_id for l in lines}, lat, lng, clock)
             if found is None:
@@ -592,6 +603,8 @@ class Catalog:
         nearby = self._brands_nearby(lat, lng, clock)
         if too_many:
             return IntentOutcome((), TOO_MANY_CLARIFICATION, tuple(nearby))
+        if too_many_lines:
+            return IntentOutcome((), TOO_MANY_LINES_CLARIFICATION, tuple(nearby))
         return IntentOutcome((), self._clarification(reading, nearby, unavailable_brands), tuple(nearby))
 
     def _nearest_orderable(self, brand_id: str, items: set[str], lat: float, lng: float, clock: OpenClock) -> tuple[float, StoreRecord] | None:

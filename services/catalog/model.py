@@ -407,6 +407,12 @@ def validate_item(item: MenuItem) -> None:
                 problems.append((f"{where}.options", f"price_delta_fen of {o.option_id!r} out of range"))
             if item.price_fen + o.price_delta_fen < 0:
                 problems.append((f"{where}.options", f"option {o.option_id!r} would make the price negative"))
+    # A line takes one option of every group, so the cheapest choice of each adds up: two
+    # groups of -80 on a 100-fen item each passed the check above alone and quoted -60 together
+    # (a negative subtotal, a negative payment). Checked only once no single option fails.
+    cheapest = item.price_fen + sum(min((o.price_delta_fen for o in g.options), default=0) for g in item.option_groups)
+    if not problems and cheapest < 0:
+        problems.append(("item.option_groups", f"options chosen together would make the price negative ({cheapest} fen)"))
     if problems:
         raise InvalidArgument(violations=problems)
 

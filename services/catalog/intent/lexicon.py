@@ -72,6 +72,9 @@ for _canonical, _names in {
 # Words that join two order lines ("两杯拿铁和一杯美式", "a zinger and a pepsi").
 SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要", "再加", "另外", "外加", "加上", "加", "再",
               "and", "plus", "also", "then", "&", "+")
+# Separators that add to what came before: a count after them is more cups of the same item
+# ("一杯生椰拿铁，再来一杯" is two), never a part of the count before ("两杯，一杯少冰").
+ADDITIVE_SEPARATORS = frozenset(("再来", "再要", "再加", "再", "另外", "外加"))
 # Words that make the option after them apply to every line ("都要大杯", "all large").
 # Before a count it gives every line that count ("柠檬水和奶茶各两杯", "each").
 GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各", "各来", "各要", "all", "both", "each", "every")
@@ -84,9 +87,12 @@ NEGATION_BEFORE = re.compile(
     r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
     r"\s*(?:那个|这个|那|这)?\s*$")
 # ... and words that take back what came right before them ("生椰拿铁不要了，换成厚乳"): only at the
-# end of a clause, so 香辣鸡腿堡不要辣 (no spice) does not drop the burger.
+# end of a clause, so 香辣鸡腿堡不要辣 (no spice) does not drop the burger. Also as a clause of its
+# own after the phrase ("一杯生椰拿铁，不要了", "…，算了吧", "…，还是不要了"): a user who changed their
+# mind before sending; read as an order, OrderByText's confirm placed and paid it at once.
+_TAKE_BACK = r"(?:还是|就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了)"
 NEGATION_AFTER = re.compile(
-    r"^\s*(?:就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了)(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
+    rf"^[\s,，、]*{_TAKE_BACK}(?:[\s,，、]*{_TAKE_BACK})*(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
 # Words never worth a fuzzy match (fillers of an order sentence).
 STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would like love get give order buy
 have take need some the a an of for to from at with and or please thanks thank can could may just

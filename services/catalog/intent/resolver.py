@@ -25,7 +25,9 @@ from typing import Collection, Sequence
 
 from rapidfuzz import fuzz, process
 
-from .lexicon import CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES
+from .lexicon import (
+    ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES,
+)
 from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
@@ -106,6 +108,8 @@ class _Seg:
     quantity: int
     opts: list[_Token] = field(default_factory=list)
     pre: bool = False
+    # Said after 再来 / 再加 (one more): cups on top of the ones before, never a part of them.
+    more: bool = False
 
 
 @dataclass
@@ -122,14 +126,16 @@ class _Draft:
             return [(1, base)]
         if len(self.segs) == 1:
             return [(self.segs[0].quantity, base + self.segs[0].opts)]
-        head, rest = self.segs[0], self.segs[1:]
+        head, rest = self.segs[0], [s for s in self.segs[1:] if not s.more]
+        more = [(s.quantity, base + s.opts) for s in self.segs[1:] if s.more]
         rest_total = sum(s.quantity for s in rest)
         if not head.opts and head.quantity >= rest_total:
-            # 两杯，一杯少冰一杯去冰: the first count is the total, the others split it.
+            # 两杯，一杯少冰一杯去冰: the first count is the total, the others split it. But
+            # 一杯生椰拿铁，再来一杯 is two: a count after 再来 is on top (it read as one cup).
             out = [(s.quantity, base + s.opts) for s in rest]
             if head.quantity > rest_total:
                 out.append((head.quantity - rest_total, base))
-            return out
+            return out + more
         return [(s.quantity, base + s.opts) for s in self.segs]
 
 
@@ -713,6 +719,7 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     seg_open: _Seg | None = None
     clause_break = False
     global_next = False
+    more_next = False  # a 再来 / 再加 since the last line or count: the next count is on top
     skip = (OPT, BRAND, UNKNOWN, GLOBAL)
 
     def ahead(k: int) -> int | None:
@@ -737,6 +744,7 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     for k, t in enumerate(tokens):
         if t.kind == SEP:
             clause_break, seg_open, global_next = True, None, False
+            more_next = more_next or t.surface in ADDITIVE_SEPARATORS
         elif t.kind == GLOBAL:
             global_next = True
         elif t.kind in (ITEM, CAT):
@@ -746,7 +754,7 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
             d.shared.extend(pending_opts)
             pending_qty, pending_opts = None, []
             drafts.append(d)
-            cur, seg_open, clause_break = d, None, False
+            cur, seg_open, clause_break, more_next = d, None, False, False
         elif t.kind == QTY and global_next and drafts:
             for d in drafts:
                 if not d.segs:
@@ -759,8 +767,11 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
             if pre or cur is None:
                 pending_qty = t.quantity
             else:
-                seg_open = _Seg(t.quantity)
+                if more_next and not cur.segs:
+                    cur.segs.append(_Seg(1))  # 来杯生椰拿铁，再来一杯: the cup said first
+                seg_open = _Seg(t.quantity, more=more_next)
                 cur.segs.append(seg_open)
+            more_next = False
         elif t.kind == OPT:
             if global_next:
                 global_opts.append(t)
