@@ -12,11 +12,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, AsyncIterator, Awaitable, Callable, Generic, Hashable, NoReturn, Sequence, TypeVar
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import grpc
 
@@ -65,6 +66,14 @@ MIN_CONFIRM_CONFIDENCE = 0.6
 CAMPAIGN_TTL_S = 30.0
 # Short: a draw's status and entrant count move during the day, and the wallet only uses its day.
 DRAW_TTL_S = 3.0
+# How long the lottery half of a wallet (today's draw, the user's entry) may wait: at most this,
+# and at most this share of the time the caller has left. Why not the caller's whole deadline: a
+# frozen or stalled lottery (kill -STOP, a disk stall) answers nothing, and its calls then ran the
+# end user's deadline out: every Join and GetWallet took the whole deadline, and a qualified
+# user's (whose entry is read after the draw) failed DEADLINE_EXCEEDED instead of being shown
+# without lottery standing. An answering lottery takes milliseconds.
+LOTTERY_STANDING_WAIT_S = 1.0
+LOTTERY_STANDING_SHARE = 0.5
 VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
 VERIFIED_TTL_S = 7 * 86_400.0  # a drawn day's verification does not change
@@ -134,14 +143,18 @@ class TimedCache(Generic[K, V]):
     async def _fetch(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
         try:
             value = await fetch()
-            self._values[key] = (value, self.clock.now().timestamp())  # fetched at
-            self._values.move_to_end(key)
-            while len(self._values) > self.max_entries:
-                self._values.popitem(last=False)
+            self.put(key, value)
             return value
         finally:
             # Only itself: a fetch cancelled by its last waiter may end after a new one began.
             self._forget(key, asyncio.current_task())  # type: ignore[arg-type]
+
+    def put(self, key: K, value: V) -> None:
+        """Keep `value` for `key` from now on, for ttl_s."""
+        self._values[key] = (value, self.clock.now().timestamp())  # fetched at
+        self._values.move_to_end(key)
+        while len(self._values) > self.max_entries:
+            self._values.popitem(last=False)
 
     def _forget(self, key: K, task: "asyncio.Future[V]") -> None:
         shared = self._inflight.get(key)
@@ -202,6 +215,16 @@ def _preview_of_order(text: str, order: order_pb2.Order) -> gateway_pb2.OrderPre
     )
 
 
+def _lottery_standing(o: CallOptions) -> CallOptions:
+    """The options of a wallet's lottery calls: o with its deadline brought forward so that the
+    wallet can still be answered without lottery standing (LOTTERY_STANDING_WAIT_S)."""
+    now = time.monotonic()
+    left = LOTTERY_STANDING_WAIT_S if o.deadline is None else (o.deadline - now) * LOTTERY_STANDING_SHARE
+    if left <= 0:
+        return o  # the caller's deadline has passed: o.kw() says so
+    return CallOptions(now + min(left, LOTTERY_STANDING_WAIT_S), o.metadata)
+
+
 def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
     """An upstream idempotency key owned by this user: two users who pick the same client
     request_id never collide upstream, and the key stays short whatever the user id."""
@@ -228,12 +251,14 @@ class Gateway:
         self.previews = previews or PreviewStore(clock=self.clock)
         # Until the campaign is read (or when the card service cannot say): the default zone.
         self.zone = ZoneInfo(time_zone)
+        self._unknown_zones: set[str] = set()  # campaign zones this host cannot load (warned once)
         self._campaign: TimedCache[str, card_pb2.Campaign] = TimedCache(CAMPAIGN_TTL_S, self.clock)
         self._draws: TimedCache[str, lottery_pb2.Draw] = TimedCache(DRAW_TTL_S, self.clock)
-        # A drawn day never changes, so its verification is done once per process; and once
-        # however many ask while it runs: at 20:00 the whole country asks for the results at the
-        # same moment, and each check holds every entrant (up to millions) in memory.
-        self._verified: TimedCache[tuple[str, str], DrawCheck] = TimedCache(VERIFIED_TTL_S, self.clock, max_entries=64)
+        # A drawn day never changes, so its verification is done once per process (once per
+        # commitment and winners published: _check); and once however many ask while it runs:
+        # at 20:00 the whole country asks for the results at the same moment, and each check
+        # holds every entrant (up to millions) in memory.
+        self._verified: TimedCache[tuple[Any, ...], DrawCheck] = TimedCache(VERIFIED_TTL_S, self.clock, max_entries=64)
 
     # --- Join / wallet ----------------------------------------------------------------------
 
@@ -388,8 +413,9 @@ class Gateway:
         wallet = wallet_reply.wallet
         day = draw.day if draw is not None else await self._today(o)
         # EnterDraw admits only qualified users and invites are never taken back: a user who is
-        # not qualified now has no entry today, so its entries need not be read.
-        entered = wallet.lottery_qualified and await self._entered(user, day, o)
+        # not qualified now has no entry today, so its entries need not be read. Nor when the
+        # lottery just failed to say what today's draw is: asking it again would wait as long.
+        entered = draw is not None and wallet.lottery_qualified and await self._entered(user, day, o)
         lottery = gateway_pb2.LotteryStatus(
             day=day,
             invites=wallet.lottery_progress or wallet.invites_made,
@@ -403,8 +429,9 @@ class Gateway:
         """Today's draw (cached a few seconds). The lottery is the least important part of a
         wallet: when it is down or slow the wallet is still shown, without today's entry."""
         day = await self._today(o)
+        lo = _lottery_standing(o)
         try:
-            return await self._draws.get(day, lambda: self._get_draw(day, o))
+            return await self._draws.get(day, lambda: self._get_draw(day, lo))
         except grpc.aio.AioRpcError as err:
             if err.code() not in _LOTTERY_DEGRADE_CODES:
                 raise
@@ -421,7 +448,7 @@ class Gateway:
         try:
             reply = await self.lottery.ListMyEntries(
                 lottery_service_pb2.ListMyEntriesRequest(campaign_id=self.campaign_id, user_id=user, page_size=3),
-                **o.kw(),
+                **_lottery_standing(o).kw(),
             )
         except grpc.aio.AioRpcError as err:
             if err.code() not in _LOTTERY_DEGRADE_CODES:
@@ -435,8 +462,17 @@ class Gateway:
         in while the card service cannot be asked)."""
         try:
             campaign = await self._campaign.get(self.campaign_id, lambda: self._get_campaign(o))
-            if campaign.rules.time_zone and campaign.rules.time_zone != self.zone.key:
-                self.zone = ZoneInfo(campaign.rules.time_zone)
+            name = campaign.rules.time_zone
+            if name and name != self.zone.key and name not in self._unknown_zones:
+                try:
+                    self.zone = ZoneInfo(name)
+                except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a path
+                    # The card service checked the name against its own zone database; this
+                    # host's may be older (a zone named since), or the campaign older than that
+                    # check. Every Join and GetWallet failed INTERNAL on it; the day's label
+                    # keeps the current zone instead, as the lottery keeps its default.
+                    self._unknown_zones.add(name)
+                    log.warning("campaign time zone unknown on this host, using %s", self.zone.key, extra={"zone": name[:64]})
         except grpc.aio.AioRpcError as err:
             # Only the day's label depends on it: the wallet itself still stands or falls with
             # the card service's own answer.
@@ -766,14 +802,20 @@ class Gateway:
         return gateway_service_pb2.VerifyDrawResponse(verification=page)
 
     async def _check(self, draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
-        key = (draw.campaign_id or self.campaign_id, draw.day)
+        # Kept per what was checked, not per day: the check vouches that these winners follow
+        # from this commitment's seed. Kept per day, winners the lottery published for a verified
+        # day afterwards (a tampered store, a bad restore) were shown verified for a week.
+        key = (
+            draw.campaign_id or self.campaign_id, draw.day, draw.commitment, tuple(draw.winners), draw.winner_count,
+            draw.entrant_count,
+        )
         try:
             return await self._verified.get(key, lambda: self._verify(key, draw, o))
         except _NotVerified as failed:
             # Only a success is kept; a failure is re-checked next time (it may be our bug).
             return failed.check
 
-    async def _verify(self, key: tuple[str, str], draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
+    async def _verify(self, key: tuple[Any, ...], draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
         entrants: list[str] = []
         token = ""
         first: lottery_service_pb2.VerifyDrawResponse | None = None
@@ -792,7 +834,11 @@ class Gateway:
         else:
             raise _NotVerified(DrawCheck(False, "too many entrants to verify here; use VerifyDraw directly"))
         assert first is not None
-        check = check_draw(
+        # In a worker thread: the check hashes and ranks every entrant, ~0.5 s of CPU per 100,000
+        # (a popular day has a million), and on the event loop it stopped every call of this
+        # gateway (orders, health checks) at 20:00, when everyone asks for the results.
+        checking = asyncio.ensure_future(asyncio.to_thread(
+            check_draw,
             seed_hex=first.seed,
             commitment=draw.commitment or first.commitment,
             beacon_value=first.beacon_value,
@@ -803,7 +849,19 @@ class Gateway:
             winners=list(draw.winners),
             algorithm=first.algorithm,
             algorithm_version=first.algorithm_version,
-        )
+        ))
+        try:
+            check = await asyncio.shield(checking)
+        except asyncio.CancelledError:
+            # Every caller gave up (their deadlines) while the thread, which cannot be stopped,
+            # checks on: keep what it finds. Thrown away, a day whose check outlasts a caller's
+            # deadline would be paged and checked again by every caller and never shown verified.
+            checking.add_done_callback(lambda done: self._keep_verified(key, done))
+            raise
         if not check.verified:
             raise _NotVerified(check)
         return check
+
+    def _keep_verified(self, key: tuple[Any, ...], done: "asyncio.Future[DrawCheck]") -> None:
+        if not done.cancelled() and done.exception() is None and done.result().verified:
+            self._verified.put(key, done.result())
