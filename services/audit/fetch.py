@@ -32,6 +32,7 @@ from .model import (
     MemberFacts,
     OrderFacts,
 )
+from .pool import map_bounded
 
 __all__ = ["ServiceUnreadable", "Targets", "fetch_facts"]
 
@@ -96,6 +97,8 @@ def order_facts(order: Any) -> OrderFacts:
         campaign_id=order.campaign_id,
         card_discount_fen=order.card_discount_fen,
         subtotal_fen=order.subtotal_fen,
+        payable_fen=order.payable_fen,
+        payment_note=order.payment.note,
     )
 
 
@@ -134,6 +137,7 @@ class _Reader:
     def __init__(self, targets: Targets, *, concurrency: int, timeout: float, retry_for: float) -> None:
         self.targets = targets
         self.metadata = internal_metadata(targets.settings, admin=True)
+        self.concurrency = concurrency
         self.gate = asyncio.Semaphore(concurrency)
         self.timeout = timeout
         self.retry_for = retry_for
@@ -274,7 +278,9 @@ async def _people(reader: _Reader, cards: Any, cid: str, facts: AuditFacts) -> N
     made: dict[str, list[InviteFacts]] = {u: [] for u in users}
     for i in invites:
         made[i.inviter_user_id].append(_invite_facts(i))
-    asked = {s.user_id: s for s in await asyncio.gather(*(_invite_stats(reader, cards, cid, u) for u in sorted(entrants)))}
+    # As many workers as the reader lets calls through: more would only wait at its gate.
+    stats = await map_bounded(lambda u: _invite_stats(reader, cards, cid, u), sorted(entrants), workers=reader.concurrency)
+    asked = {s.user_id: s for s in stats}
     # Users with no invites stay in: an INVITER card without an invite is a finding too.
     facts.inviters[cid] = [asked.get(u) or InviterFacts(user_id=u, invited_count=len(made[u]), invites=tuple(made[u])) for u in sorted(users)]
     counters = {m.user_id: m for m in members}
@@ -332,7 +338,7 @@ async def _flag_winners(reader: _Reader, lottery: Any, facts: AuditFacts) -> Non
         )
         return dataclasses.replace(d, flagged_winners=tuple(sorted(e.user_id for e in entries if e.won)))
 
-    facts.draws = list(await asyncio.gather(*(flagged(d) for d in facts.draws)))
+    facts.draws = await map_bounded(flagged, facts.draws, workers=reader.concurrency)
 
 
 async def _draw(reader: _Reader, lottery: Any, draw: Any) -> DrawFacts:

@@ -32,6 +32,7 @@ __all__ = [
     "check_budget",
     "check_user_cap",
     "check_redemptions",
+    "check_order_amounts",
     "check_reservations",
     "check_invites",
     "check_member_counters",
@@ -47,6 +48,10 @@ AVAILABLE, RESERVED, REDEEMED, EXPIRED = "AVAILABLE", "RESERVED", "REDEEMED", "E
 SIGNUP, INVITER, INVITEE = "SIGNUP", "INVITER", "INVITEE"
 LIVE_PAID_STATUSES = frozenset({"PAID", "ACCEPTED", "PREPARING", "READY", "COMPLETED"})
 CANCELLED = "CANCELLED"
+# Payment.note of a READY or COMPLETED order the order service kept standing after its card's
+# hold lapsed and the card went to another order (or expired): it holds no REDEEMED card, and an
+# operator settles its card part by hand.
+CARD_HOLD_LAPSED = "CARD_HOLD_LAPSED"
 DRAWN = "DRAWN"
 DRAW_ALGORITHM = "miandan-draw-hmac-sha256"
 
@@ -111,6 +116,8 @@ class OrderFacts:
     campaign_id: str = ""
     card_discount_fen: int = 0
     subtotal_fen: int = 0
+    payable_fen: int = 0
+    payment_note: str = ""
 
 
 @dataclass(frozen=True)
@@ -270,7 +277,8 @@ def check_user_cap(campaign: CampaignFacts, cards: Sequence[CardFacts]) -> list[
 def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) -> list[Finding]:
     """card.order_id <-> order.card_id: every REDEEMED card is spent on exactly one live paid order
     (PAID or later, not CANCELLED), and every such order that used a card holds exactly that one
-    REDEEMED card, owned by the order's user."""
+    REDEEMED card, owned by the order's user. An order kept standing with payment note
+    CARD_HOLD_LAPSED holds none: it is reported as such, its card part to be settled by hand."""
     out: list[Finding] = []
     cards_by_id: dict[str, list[CardFacts]] = defaultdict(list)
     for c in cards:
@@ -288,9 +296,16 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
         base, dot, attempt = key.rpartition(".")
         return base if dot and attempt.isdigit() and base in orders_by_id else key
 
+    def lapsed_elsewhere(o: OrderFacts) -> bool:
+        # Kept standing without its card, as its payment note says: it does not spend the card
+        # (the order the card is REDEEMED for does), it is reported once as an order to settle.
+        return o.payment_note == CARD_HOLD_LAPSED and not any(
+            c.state == REDEEMED and order_of(c.order_id) == o.order_id for c in cards_by_id.get(o.card_id, [])
+        )
+
     live_by_card: dict[str, list[OrderFacts]] = defaultdict(list)
     for o in orders:
-        if o.card_id and o.status in LIVE_PAID_STATUSES:
+        if o.card_id and o.status in LIVE_PAID_STATUSES and not lapsed_elsewhere(o):
             live_by_card[o.card_id].append(o)
 
     for c in cards:
@@ -360,7 +375,17 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
             out.append(Finding("ORDER_CARD_MISSING", f"{o.status} order names a card the card service does not have", ids))
             continue
         card = found[0]
-        if card.state != REDEEMED:
+        if lapsed_elsewhere(o):
+            elsewhere = f" for order {card.order_id}" if card.state == REDEEMED and card.order_id else ""
+            out.append(
+                Finding(
+                    "ORDER_CARD_NOT_REDEEMED",
+                    f"{o.status} order stands with payment note {CARD_HOLD_LAPSED}: its card hold lapsed and the card is "
+                    f"{card.state}{elsewhere}; settle its card part of {o.card_discount_fen} fen by hand",
+                    ids,
+                )
+            )
+        elif card.state != REDEEMED:
             out.append(Finding("ORDER_CARD_NOT_REDEEMED", f"{o.status} order's card is {card.state}", ids))
         elif order_of(card.order_id) != o.order_id and len(live_by_card.get(o.card_id, [])) <= 1:
             # (the double-spend case was reported once per card above)
@@ -377,6 +402,26 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
                     ids,
                 )
             )
+    return out
+
+
+def check_order_amounts(orders: Sequence[OrderFacts]) -> list[Finding]:
+    """The card pays at most the order's subtotal and money never a negative amount: a discount
+    above the subtotal gives the buyer more than the order costs, out of the campaign's budget
+    (order.proto: card_discount_fen = min(subtotal, face value), payable = subtotal - discount)."""
+    out: list[Finding] = []
+    for o in orders:
+        ids = {"order_id": o.order_id, "user_id": o.user_id, "card_id": o.card_id}
+        if o.card_discount_fen > 0 and o.card_discount_fen > o.subtotal_fen:
+            out.append(
+                Finding(
+                    "DISCOUNT_ABOVE_SUBTOTAL",
+                    f"{o.status} order's card discount {o.card_discount_fen} fen is above its subtotal {o.subtotal_fen} fen",
+                    ids,
+                )
+            )
+        elif o.payable_fen < 0:  # (a discount above the subtotal was reported just above)
+            out.append(Finding("PAYABLE_NEGATIVE", f"{o.status} order's payable is {o.payable_fen} fen", ids))
     return out
 
 
@@ -664,6 +709,7 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
         out += check_member_counters(campaign, facts.members.get(cid, []), facts.inviters.get(cid, []), cards)
         out += check_entrants_qualified(campaign, facts.draws, facts.inviters.get(cid, []))
     out += check_redemptions(facts.cards, facts.orders)
+    out += check_order_amounts(facts.orders)
     out += check_reservations(facts.cards, facts.now_ms, reservation_grace_ms)
     out += check_draws(facts.draws)
     return out

@@ -48,7 +48,8 @@ class World:
         ]
         self.cards[0].state, self.cards[0].order_id = card_pb2.CARD_STATE_REDEEMED, "o0"
         self.orders = [
-            order_pb2.Order(order_id="o0", user_id="u0", status=order_pb2.ORDER_STATUS_PAID, card_id="c0", card_discount_fen=2_500, campaign_id=CID),
+            order_pb2.Order(order_id="o0", user_id="u0", status=order_pb2.ORDER_STATUS_PAID, card_id="c0", card_discount_fen=2_500,
+                            subtotal_fen=3_200, payable_fen=700, campaign_id=CID),
             order_pb2.Order(order_id="o1", user_id="u1", status=order_pb2.ORDER_STATUS_CANCELLED, campaign_id=CID),
             order_pb2.Order(order_id="o2", user_id="u2", status=order_pb2.ORDER_STATUS_COMPLETED, campaign_id=CID),
         ]
