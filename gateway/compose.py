@@ -54,6 +54,10 @@ _ANSWER_MAYBE_LOST_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.CA
 # Lottery failures after which the wallet is still worth showing (degraded lottery standing);
 # CANCELLED is the lottery's gRPC core turning the call away (clients.is_transport_failure).
 _LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND, _Code.CANCELLED)
+# Card failures after which a preview is still worth showing, without its card part: the lookup
+# only tells the user what a confirm would cost, and the confirm picks (or refuses) the card
+# itself. CANCELLED is the card service's gRPC core turning the call away.
+_CARD_PREVIEW_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.CANCELLED)
 MAX_TEXT_CHARS = 500
 # Below this confidence the catalog's reading is a guess among several (拿铁: one latte of four,
 # 0.51); a phrase that names a category and gets its usual item (来杯咖啡 -> 标准美式) scores 0.70.
@@ -576,6 +580,7 @@ class Gateway:
         # guessed: the order re-quoted the prices (a price changed since the preview once gave a
         # payable of -1,700 fen here).
         order = placed.order
+        preview.card_unknown = False  # the order says what the card does now
         preview.card_id = order.card_id
         preview.card_covered_fen = order.card_discount_fen
         if order.subtotal_fen:
@@ -601,18 +606,9 @@ class Gateway:
         match_call = self.catalog.MatchIntent(
             catalog_service_pb2.MatchIntentRequest(text=text, location=where, max_alternatives=2), **o.kw()
         )
-        card = None
+        card, card_known = None, True
         if with_card:
-            match, cards = await gather_all(
-                match_call,
-                self.card.ListCards(
-                    card_service_pb2.ListCardsRequest(
-                        campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
-                    ),
-                    **o.kw(),
-                ),
-            )
-            card = cards.cards[0] if cards.cards else None
+            match, (card_known, card) = await gather_all(match_call, self._best_card(user, o))
         else:
             match = await match_call
         preview = gateway_pb2.OrderPreview(text=text, alternatives=match.alternatives, clarification=match.clarification)
@@ -628,12 +624,31 @@ class Gateway:
         preview.card_covered_fen = covered
         preview.payable_fen = total - covered
         preview.card_id = card.card_id if card is not None else ""
+        preview.card_unknown = not card_known
         preview.preview_id = self.previews.new_id()
         preview.expire_time.FromDatetime(self.previews.expiry())
         store_id = proposal.store.store.store_id or proposal.quote.store_id
         if with_card:
             self._keep(preview, user, store_id, proposal.lines)
         return preview, store_id, proposal.lines
+
+    async def _best_card(self, user: str, o: CallOptions) -> tuple[bool, card_pb2.Card | None]:
+        """(known, the card a preview shows): (False, None) when the card service cannot be
+        reached. A preview spends nothing, so it is shown without its card part rather than
+        refused; a confirm asks for the card again (through the order service) and refuses then."""
+        try:
+            reply = await self.card.ListCards(
+                card_service_pb2.ListCardsRequest(
+                    campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
+                ),
+                **o.kw(),
+            )
+        except grpc.aio.AioRpcError as err:
+            if err.code() not in _CARD_PREVIEW_DEGRADE_CODES:
+                raise
+            log.warning("preview shown without its card part", extra={"code": err.code().name})
+            return False, None
+        return True, (reply.cards[0] if reply.cards else None)
 
     async def _answer_if_placed(
         self, user: str, request_id: str, text: str, refusal: Exception, o: CallOptions

@@ -116,6 +116,7 @@ class OrderPreview(_message.Message):
     CLARIFICATION_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CARD_ID_FIELD_NUMBER: _builtins.int
+    CARD_UNKNOWN_FIELD_NUMBER: _builtins.int
     preview_id: _builtins.str
     """Handle to confirm this preview later without re-parsing."""
     text: _builtins.str
@@ -130,6 +131,11 @@ class OrderPreview(_message.Message):
     """A question to the caller when the sentence was not clear enough."""
     card_id: _builtins.str
     """Card that would be used; empty without one."""
+    card_unknown: _builtins.bool
+    """True when the card service could not be asked: card_id is empty, card_covered_fen 0 and
+    payable_fen the whole total, and a confirm uses the caller's best card (or is refused
+    UNAVAILABLE while the card service stays unreachable).
+    """
     @_builtins.property
     def proposal(self) -> _catalog_pb2.OrderProposal:
         """The proposal (store, lines, quote); unset when a clarification is needed."""
@@ -155,10 +161,11 @@ class OrderPreview(_message.Message):
         clarification: _builtins.str = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         card_id: _builtins.str = ...,
+        card_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expire_time", b"expire_time", "proposal", b"proposal"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "card_covered_fen", b"card_covered_fen", "card_id", b"card_id", "clarification", b"clarification", "expire_time", b"expire_time", "payable_fen", b"payable_fen", "preview_id", b"preview_id", "proposal", b"proposal", "text", b"text", "total_fen", b"total_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alternatives", b"alternatives", "card_covered_fen", b"card_covered_fen", "card_id", b"card_id", "card_unknown", b"card_unknown", "clarification", b"clarification", "expire_time", b"expire_time", "payable_fen", b"payable_fen", "preview_id", b"preview_id", "proposal", b"proposal", "text", b"text", "total_fen", b"total_fen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
