@@ -407,39 +407,55 @@ class DrawScheduler:
         lottery = self.lottery
         done: dict[str, list[str]] = {"committed": [], "drawn": [], "waiting_for_beacon": []}
         campaign_ids = sorted(set(lottery.settings.campaigns) | set(await lottery.store.campaign_ids()))
+        # Each campaign and each due day stands alone: a bug or a bad row in one must not keep
+        # the others from being committed and drawn, nor the request ids from being forgotten.
         for campaign_id in campaign_ids:
             try:
-                campaign = await lottery.cards.get_campaign(campaign_id, timeout=self.timeout)
-            except DomainError as exc:
-                log.debug("scheduler: campaign unavailable", extra={"campaign_id": campaign_id, "reason": exc.reason})
-                continue
-            # Read after the card call: a slow answer just before the cut-off must not let a day
-            # be committed after its cut-off stamped with a time before it.
-            now = lottery.clock.now()
-            now_ms = to_ms(now)
-            day = model.today(now, campaign.zone)
-            if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
-                draw = await lottery.store.ensure_draw(lottery.fresh_draw(campaign, day, now_ms))
-                if draw.commit_ms == now_ms:
-                    done["committed"].append(f"{campaign_id}/{draw.day}")
+                await self._commit_today(campaign_id, done)
+            except Exception:
+                log.exception("scheduler: day not committed", extra={"campaign_id": campaign_id})
         now_ms = lottery.now_ms()
         for draw in await lottery.store.due_draws(now_ms):
-            key = f"{draw.campaign_id}/{draw.day}"
-            beacon_value = ""
-            if draw.beacon_committed:
-                beacon_value = await lottery.fetched_beacon_value(draw) or ""
-                if not beacon_value:
-                    done["waiting_for_beacon"].append(key)
-                    continue
             try:
-                # The beacon fetch may have taken seconds: the draw is stamped when it runs.
-                await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
-                done["drawn"].append(key)
-            except DomainError as exc:
-                log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})
+                await self._draw_due(draw, done)
+            except Exception:
+                log.exception("scheduler: draw failed", extra={"campaign_id": draw.campaign_id, "day": draw.day})
         # CommitDraw / RunDraw request ids older than a week, a bounded number per tick.
         await lottery.store.forget_requests(now_ms - model.REQUEST_MEMORY_MS, 500)
         return done
+
+    async def _commit_today(self, campaign_id: str, done: dict[str, list[str]]) -> None:
+        lottery = self.lottery
+        try:
+            campaign = await lottery.cards.get_campaign(campaign_id, timeout=self.timeout)
+        except DomainError as exc:
+            log.debug("scheduler: campaign unavailable", extra={"campaign_id": campaign_id, "reason": exc.reason})
+            return
+        # Read after the card call: a slow answer just before the cut-off must not let a day
+        # be committed after its cut-off stamped with a time before it.
+        now = lottery.clock.now()
+        now_ms = to_ms(now)
+        day = model.today(now, campaign.zone)
+        if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
+            draw = await lottery.store.ensure_draw(lottery.fresh_draw(campaign, day, now_ms))
+            if draw.commit_ms == now_ms:
+                done["committed"].append(f"{campaign_id}/{draw.day}")
+
+    async def _draw_due(self, draw: DrawRecord, done: dict[str, list[str]]) -> None:
+        lottery = self.lottery
+        key = f"{draw.campaign_id}/{draw.day}"
+        beacon_value = ""
+        if draw.beacon_committed:
+            beacon_value = await lottery.fetched_beacon_value(draw) or ""
+            if not beacon_value:
+                done["waiting_for_beacon"].append(key)
+                return
+        try:
+            # The beacon fetch may have taken seconds: the draw is stamped when it runs.
+            await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
+            done["drawn"].append(key)
+        except DomainError as exc:
+            log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})
 
     def start(self) -> None:
         if self._task is None:

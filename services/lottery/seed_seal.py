@@ -13,15 +13,19 @@ row does not open. A stored value of exactly 32 bytes is a plain seed: rows writ
 sealing existed, and every drawn day (its seed is public once the winners are fixed).
 
 The key: MIANDAN_LOTTERY_SEED_KEY_FILE, else `lottery-seed.key` beside the store; 64 hex
-characters. A missing file is created (mode 0600) with a fresh random key on first start. Lose it
+characters. A missing file is created (mode 0600) with a fresh random key on first start, whole or
+not at all (written beside it, then linked into place); an empty one, left by a first start that
+an earlier version did not finish, is replaced while the store holds no committed day. Lose it
 and the days committed under it cannot be drawn: keep it with the operator's other secrets, and
 with any backup that is meant to be restored (README, "Backups").
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -67,14 +71,15 @@ class SeedSeal:
         self.key_id = hashlib.sha256(key).digest()[:_KEY_ID_BYTES]
 
     @classmethod
-    def from_key_file(cls, path: Path, *, sealed_with: Sequence[str] = ()) -> "SeedSeal":
+    def from_key_file(cls, path: Path, *, sealed_with: Sequence[str] = (), days_committed: bool = False) -> "SeedSeal":
         """Reads the key, creating the file with a fresh key when there is none, unless
         `sealed_with` (the key ids of seeds the store still has to open, lost keys the operator
         abandoned left out) is not empty: the key must then be one of those, or the next days
         would be sealed under a second key while the operator restores the first, and no one
-        process could draw them all. ValueError names the file (and MIANDAN_LOTTERY_SEED_KEY_FILE)
-        when it is missing then or holds another key, when its content is not a key, or when it
-        can be neither read nor created."""
+        process could draw them all. An empty file counts as none only while the store holds no
+        committed day (`days_committed` false): that is what a first start cut short leaves behind.
+        ValueError names the file (and MIANDAN_LOTTERY_SEED_KEY_FILE) when it is missing then or
+        holds another key, when its content is not a key, or when it can be neither read nor created."""
         lost_for_good = "if it is lost for good, list its id in MIANDAN_LOTTERY_ABANDONED_SEED_KEYS: those days can then never be drawn"
         try:
             if sealed_with and not path.exists():
@@ -82,21 +87,29 @@ class SeedSeal:
                     f"seed key file {path} is missing, and the store holds seeds sealed with key "
                     f"{', '.join(sealed_with)}: put that key file back ({lost_for_good}) (MIANDAN_LOTTERY_SEED_KEY_FILE)"
                 )
-            try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:
-                pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(secrets.token_hex(KEY_BYTES) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())
-                _sync_directory(path.parent)  # the key's directory entry survives a power loss too
+            if not path.exists():
+                _create_key_file(path)
             text = path.read_text(encoding="ascii", errors="replace").strip()
-        except OSError as exc:  # a directory, a missing parent directory, no permission
+            if not text and not days_committed:
+                _replace_empty_key_file(path)
+                text = path.read_text(encoding="ascii", errors="replace").strip()
+        except OSError as exc:  # a directory, a missing parent directory, no permission, a full disk
             raise ValueError(
                 f"seed key file {path} cannot be read or created: {exc.strerror or exc} (MIANDAN_LOTTERY_SEED_KEY_FILE)"
             ) from None
+        if not text:
+            # Not a first start cut short: a key sealed the store's days, and then the file lost it.
+            if sealed_with:
+                what_now = (
+                    f"put back the key file of key {', '.join(sealed_with)}, which the days waiting to be drawn "
+                    f"were sealed with ({lost_for_good}, and remove the empty file)"
+                )
+            else:
+                what_now = "no day waiting to be drawn needs it: remove the empty file and the next start makes a fresh key"
+            raise ValueError(
+                f"seed key file {path} is empty, and the store already holds committed days: {what_now} "
+                "(MIANDAN_LOTTERY_SEED_KEY_FILE)"
+            )
         try:
             key = bytes.fromhex(text)
         except ValueError:
@@ -145,6 +158,54 @@ def key_id_of(stored: bytes) -> str | None:
     if len(stored) != SEALED_BYTES or not stored.startswith(_MAGIC):
         return None
     return stored[len(_MAGIC):len(_MAGIC) + _KEY_ID_BYTES].hex()
+
+
+def _fresh_key_beside(path: Path) -> Path:
+    """A new key written and flushed to a private temporary file in the key file's directory."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as f:
+            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except BaseException:
+        os.unlink(name)
+        raise
+    return Path(name)
+
+
+def _create_key_file(path: Path) -> None:
+    """Puts a fresh key at `path`, whole or not at all: a full disk or a crash leaves no key
+    file, never an empty or partial one that would stop every later start. The link never
+    replaces a file: a key another starter put there first is the one both use."""
+    fresh = _fresh_key_beside(path)
+    try:
+        os.link(fresh, path)
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(fresh)
+    _sync_directory(path.parent)  # the key's directory entry survives a power loss too
+
+
+def _replace_empty_key_file(path: Path) -> None:
+    """Replaces the empty file an interrupted first start left (earlier versions wrote the key
+    into the file they had just created). Starters take the old file's lock and replace it only
+    while `path` is still that file and still empty, so a key another one put there is kept."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        if os.stat(path).st_ino != os.fstat(fd).st_ino or os.read(fd, 4096).strip():
+            return
+        fresh = _fresh_key_beside(path)
+        try:
+            os.replace(fresh, path)
+        except BaseException:
+            os.unlink(fresh)
+            raise
+        _sync_directory(path.parent)
+    finally:
+        os.close(fd)
 
 
 def _sync_directory(directory: Path) -> None:

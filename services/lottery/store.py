@@ -147,7 +147,9 @@ class SqliteLotteryStore:
         try:
             if seal is None:
                 waiting = [k for k in await db.read(_pending_key_ids) if k not in abandoned_key_ids()]
-                seal = SeedSeal.from_key_file(key_path_from_env(path), sealed_with=waiting)
+                seal = SeedSeal.from_key_file(
+                    key_path_from_env(path), sealed_with=waiting, days_committed=await db.read(_any_day_committed)
+                )
             store = cls(db, seal)
             await store.db.write(_seal_plain_pending, seal)
         except BaseException:
@@ -477,6 +479,10 @@ def _seal_plain_pending(conn: sqlite3.Connection, seal: SeedSeal) -> int:
             (seal.seal(bytes(seed), campaign_id, day), campaign_id, day),
         )
     return len(rows)
+
+
+def _any_day_committed(conn: sqlite3.Connection) -> bool:
+    return conn.execute("SELECT 1 FROM draws LIMIT 1").fetchone() is not None
 
 
 def _pending_key_ids(conn: sqlite3.Connection) -> list[str]:

@@ -9,7 +9,9 @@
 bare as the lottery service answers it or inside the gateway's {"verification": ...}.
 Live mode pages VerifyDraw: --target asks the lottery service with the internal credential from
 MIANDAN_INTERNAL_TOKEN; --gateway asks the public gateway as an end user, with the bearer token
-from MIANDAN_USER_TOKEN (any user's), for the gateway's campaign.
+from MIANDAN_USER_TOKEN (any user's), for the gateway's campaign. A page refused with a wait to
+keep to (RetryInfo: the gateway paces each user, so a day of more than ~200,000 entrants runs
+into it part-way) is asked again after that wait, for at most --max-wait seconds in all.
 
 This file deliberately re-implements the algorithm from its published description with the
 standard library only and imports nothing from the service, so it checks the service instead
@@ -24,11 +26,20 @@ import itertools
 import json
 import os
 import sys
+import time
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 ALGORITHM = "miandan-draw-hmac-sha256"
 VERSION = 1
+MAX_WAIT_SECONDS = 300.0
+# Each wait counts for at least this much: a server answering "retry in 0 s" forever must
+# still run out the budget instead of keeping the tool asking.
+MIN_WAIT_SECONDS = 0.05
+
+
+class FetchError(Exception):
+    """A live fetch that did not get every page; the message is one line for the operator."""
 
 
 def _get(obj: dict[str, Any], name: str, default: Any = None) -> Any:
@@ -176,9 +187,59 @@ def _result_in_file(document: Any) -> dict[str, Any]:
     return result
 
 
-def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.0, *, via_gateway: bool = False) -> dict[str, Any]:
+def _refusal(error: Any) -> str:
+    """One line naming a failed call: its status, its reason (ErrorInfo) and its message."""
+    from google.rpc import error_details_pb2
+
+    code = getattr(error.code(), "name", "UNKNOWN") if callable(getattr(error, "code", None)) else "UNKNOWN"
+    details = error.details() if callable(getattr(error, "details", None)) else str(error)
+    reason = ""
+    for detail in _status_details(error):
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason = info.reason
+    label = f"{code} {reason}" if reason and reason != code else code
+    return " ".join(f"VerifyDraw failed: {label}: {details or ''}".split())
+
+
+def _status_details(error: Any) -> list[Any]:
+    from google.rpc import status_pb2
+
+    trailing = error.trailing_metadata() if callable(getattr(error, "trailing_metadata", None)) else None
+    for key, value in trailing or ():
+        if key == "grpc-status-details-bin":
+            try:
+                return list(status_pb2.Status.FromString(value).details)
+            except Exception:  # a garbled trailer is no wait to keep to
+                return []
+    return []
+
+
+def _retry_delay(error: Any) -> float | None:
+    """Seconds a refusal for pace or load (RESOURCE_EXHAUSTED, UNAVAILABLE) asks the caller to
+    wait (google.rpc.RetryInfo); None for any other error, which waiting would not mend."""
+    import grpc
+    from google.rpc import error_details_pb2
+
+    if error.code() not in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE):
+        return None
+    for detail in _status_details(error):
+        if detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            return max(retry.retry_delay.ToMilliseconds(), 0) / 1000
+    return None
+
+
+def fetch(
+    target: str, campaign: str, day: str, token: str, timeout: float = 10.0, *, via_gateway: bool = False,
+    max_wait: float = MAX_WAIT_SECONDS, sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
     """All pages of VerifyDraw as one JSON-ready dict (grpc imported only here). via_gateway:
-    `target` is the gateway and `token` an end user's bearer token (campaign unused)."""
+    `target` is the gateway and `token` an end user's bearer token (campaign unused). A page
+    refused with a RetryInfo wait is asked again after it, `max_wait` seconds in all; FetchError
+    when a call fails otherwise or the waits would run past that."""
     import grpc
     from google.protobuf import json_format
 
@@ -204,8 +265,22 @@ def fetch(target: str, campaign: str, day: str, token: str, timeout: float = 10.
         entrants: list[str] = []
         page_token = ""
         first = None
+        waited = 0.0
         while True:
-            resp = page_of(page_token)
+            try:
+                resp = page_of(page_token)
+            except grpc.RpcError as exc:
+                delay = _retry_delay(exc)
+                if delay is None:
+                    raise FetchError(_refusal(exc)) from None
+                delay = max(delay, MIN_WAIT_SECONDS)
+                if waited + delay > max_wait:
+                    raise FetchError(
+                        f"{_refusal(exc)} (gave up: {waited:.1f} s waited in all, at most {max_wait:g} s; see --max-wait)"
+                    ) from None
+                sleep(delay)
+                waited += delay
+                continue  # the same page again
             first = first or resp
             entrants.extend(resp.entrants)
             page_token = resp.next_page_token
@@ -227,6 +302,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--campaign", help="campaign id (live)")
     parser.add_argument("--day", help="YYYY-MM-DD (live)")
     parser.add_argument("--dump", help="also write the fetched result as JSON to this file (live)")
+    parser.add_argument(
+        "--max-wait", type=float, default=MAX_WAIT_SECONDS,
+        help=f"seconds to wait in all for pages refused with a retry delay, e.g. the gateway's pace per user (live; default {MAX_WAIT_SECONDS:g})",
+    )
     args = parser.parse_args(argv)
     try:
         if args.file:
@@ -239,16 +318,16 @@ def main(argv: list[str] | None = None) -> int:
                 token = os.environ.get("MIANDAN_USER_TOKEN", "")
                 if not token:
                     parser.error("--gateway needs an end user's bearer token in MIANDAN_USER_TOKEN")
-                result = fetch(args.gateway, "", args.day, token, via_gateway=True)
+                result = fetch(args.gateway, "", args.day, token, via_gateway=True, max_wait=args.max_wait)
             else:
                 if not args.campaign or not args.day:
                     parser.error("--target needs --campaign and --day")
                 token = os.environ.get("MIANDAN_INTERNAL_TOKEN", "dev-internal-token")
-                result = fetch(args.target, args.campaign, args.day, token)
+                result = fetch(args.target, args.campaign, args.day, token, max_wait=args.max_wait)
             if args.dump:
                 with open(args.dump, "w", encoding="utf-8") as f:
                     json.dump(result, f, ensure_ascii=False, indent=2)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, FetchError) as exc:
         print(f"cannot check: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # grpc.RpcError and friends: the draw could not be fetched

@@ -95,7 +95,7 @@ def test_the_key_file_is_created_once_private_and_then_reused(tmp_path):
     assert again.open(first.seal(SEED, "c", "d"), "c", "d") == SEED
 
 
-@pytest.mark.parametrize("content", ["", "not hex", "ab" * 16, "ab" * 33])
+@pytest.mark.parametrize("content", ["not hex", "ab" * 16, "ab" * 33])  # empty: test_lottery_seed_key_file_creation
 def test_a_key_file_that_holds_no_key_is_refused_naming_it(tmp_path, content):
     path = tmp_path / "key"
     path.write_text(content)
