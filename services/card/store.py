@@ -1409,10 +1409,23 @@ def _campaign_cards(conn: sqlite3.Connection, campaign_id: str, state: int, afte
     return [_card_from(r) for r in rows]
 
 
+# Who took part in a campaign: claimed its sign-up grant, accepted an invite, or was granted cards
+# or counted invites (an inviter whose code someone accepted, even one that never claimed: the
+# audit checks the counters of every card holder). A members row alone is not that: it is made
+# the first time a user's invite code is, and GetWallet and GetInviteCode make the code (it lives
+# on the row, so the same user always gets the same one) for users who only looked.
+_TOOK_PART = (
+    "(m.signup_ms IS NOT NULL OR m.cards_granted > 0 OR m.invites_made > 0"
+    " OR EXISTS (SELECT 1 FROM invites i WHERE i.campaign_id = m.campaign_id AND i.invitee_user_id = m.user_id))"
+)
+
+
 def _campaign_members(conn: sqlite3.Connection, campaign_id: str, after_user: str, limit: int) -> list[Member]:
-    # The members primary key (campaign_id, user_id) is the order: each page is one range seek.
+    # The members primary key (campaign_id, user_id) is the order: each page is one range seek,
+    # passing over the rows of users who only looked.
     rows = conn.execute(
-        "SELECT user_id, cards_granted, invites_made FROM members WHERE campaign_id = ? AND user_id > ? ORDER BY user_id LIMIT ?",
+        "SELECT m.user_id, m.cards_granted, m.invites_made FROM members m"
+        f" WHERE m.campaign_id = ? AND m.user_id > ? AND {_TOOK_PART} ORDER BY m.user_id LIMIT ?",
         (campaign_id, after_user, limit),
     ).fetchall()
     return [Member(*r) for r in rows]
