@@ -324,7 +324,8 @@ class CardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListCampaignMembers(self, request, context):
-        """Lists every member of a campaign (a user who joined it) with the counters the card service
+        """Lists every member of a campaign (a user who joined it, or whose invite code was accepted;
+        not one who only opened a wallet or asked for a code) with the counters the card service
         keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
         GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
         (outside 0..1000) or page_token (not one this RPC returned).

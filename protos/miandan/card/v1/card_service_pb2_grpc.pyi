@@ -131,7 +131,8 @@ class CardServiceStub:
     GetCardHistory: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetCardHistoryRequest, _card_service_pb2.GetCardHistoryResponse]
     """The ledger of one card: every transition it went through, oldest first (admin)."""
     ListCampaignMembers: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignMembersRequest, _card_service_pb2.ListCampaignMembersResponse]
-    """Lists every member of a campaign (a user who joined it) with the counters the card service
+    """Lists every member of a campaign (a user who joined it, or whose invite code was accepted;
+    not one who only opened a wallet or asked for a code) with the counters the card service
     keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
     GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
     (outside 0..1000) or page_token (not one this RPC returned).
@@ -242,7 +243,8 @@ class CardServiceAsyncStub(CardServiceStub):
     GetCardHistory: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetCardHistoryRequest, _card_service_pb2.GetCardHistoryResponse]  # type: ignore[assignment]
     """The ledger of one card: every transition it went through, oldest first (admin)."""
     ListCampaignMembers: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignMembersRequest, _card_service_pb2.ListCampaignMembersResponse]  # type: ignore[assignment]
-    """Lists every member of a campaign (a user who joined it) with the counters the card service
+    """Lists every member of a campaign (a user who joined it, or whose invite code was accepted;
+    not one who only opened a wallet or asked for a code) with the counters the card service
     keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
     GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
     (outside 0..1000) or page_token (not one this RPC returned).
@@ -464,7 +466,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.ListCampaignMembersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.ListCampaignMembersResponse, _abc.Awaitable[_card_service_pb2.ListCampaignMembersResponse]]:
-        """Lists every member of a campaign (a user who joined it) with the counters the card service
+        """Lists every member of a campaign (a user who joined it, or whose invite code was accepted;
+        not one who only opened a wallet or asked for a code) with the counters the card service
         keeps for it, by user id, for audits (admin): one page per 1,000 members instead of one
         GetWallet per user. Errors: NOT_FOUND CAMPAIGN_NOT_FOUND; INVALID_ARGUMENT on page_size
         (outside 0..1000) or page_token (not one this RPC returned).
