@@ -15,7 +15,7 @@ import json
 from typing import Any, Mapping, Sequence
 
 from .clock import Clock, SystemClock
-from .errors import DomainError, PermissionDenied, Unauthenticated
+from .errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, error_details
 from .merchant_grant import MerchantScope, RevokedGrants, read_grant
 
 __all__ = [
@@ -28,6 +28,9 @@ __all__ = [
     "ADMIN_TOKEN_KEY",
     "MERCHANT_TOKEN_KEY",
     "CREDENTIAL_REASONS",
+    "UPSTREAM_UNAVAILABLE",
+    "refuses_our_credential",
+    "credential_refused",
     "AccessPolicy",
     "MerchantScope",
     "internal_metadata",
@@ -182,6 +185,38 @@ class AccessPolicy:
 
 
 # --- client side -----------------------------------------------------------------------------
+
+UPSTREAM_UNAVAILABLE = "UPSTREAM_UNAVAILABLE"
+CREDENTIAL_REFUSED_RETRY_AFTER_MS = 1000
+
+
+def refuses_our_credential(rpc_error: Any) -> bool:
+    """Whether an upstream's failed call refused this process's own service credential (the
+    internal token, the admin or merchant token, or its mTLS identity): UNAUTHENTICATED or
+    PERMISSION_DENIED with one of CREDENTIAL_REASONS, or with no reason at all (a peer that is
+    not a miandan service). Any other such answer is the peer's word about the caller's request
+    (CARD_NOT_OWNED) and is the caller's to hear."""
+    import grpc
+
+    if rpc_error.code() not in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return False
+    reason = error_details(rpc_error)["reason"]
+    return reason is None or reason in CREDENTIAL_REASONS
+
+
+def credential_refused(metadata: Mapping[str, str] | None = None) -> Unavailable:
+    """What the caller hears when an upstream refused our credential. Not INTERNAL: nothing the
+    caller sent is wrong and no code is broken; it is a deployment fault, usually a rotation of
+    MIANDAN_INTERNAL_TOKEN or of the certificates that has reached some processes and not yet
+    others, which passes once it has reached them all. So: an upstream that cannot be used right
+    now, retry shortly, as for one that is down. Which credential was refused is the operator's
+    to read in the log (logged once per burst by the caller of this), not the end user's."""
+    return Unavailable(
+        UPSTREAM_UNAVAILABLE,
+        "服务暂时不可用，请稍后再试 / service temporarily unavailable, please retry shortly",
+        CREDENTIAL_REFUSED_RETRY_AFTER_MS,
+        metadata=metadata,
+    )
 
 
 def internal_metadata(settings: Any, admin: bool = False, merchant: bool = False) -> tuple[tuple[str, str], ...]:

@@ -19,7 +19,7 @@ __all__ = [
 DEFAULT_PORTS: dict[str, int] = {"gateway": 50050, "card": 50051, "catalog": 50052, "order": 50053, "lottery": 50054}
 SERVICES = tuple(DEFAULT_PORTS)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-_JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA")
+_JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 # MIANDAN_EVENT_LOOP: "" and "uvloop" = uvloop where installed, "asyncio" = the standard loop.
@@ -333,8 +333,9 @@ DEV_SECRETS: dict[str, tuple[str, tuple[str, ...]]] = {
     "MIANDAN_JWT_SECRET": ("dev-jwt-secret-change-me-in-production-0000", ("gateway",)),
 }
 # RFC 7518 3.2: an HMAC key at least as long as the hash (HS256: 32 bytes); a shorter one can be
-# searched for offline from any one token it signed.
+# searched for offline from any one token it signed. The merchant grants are HS256.
 MIN_HMAC_KEY_BYTES = 32
+HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 def _loopback(host: str) -> bool:
@@ -349,12 +350,14 @@ def _loopback(host: str) -> bool:
 def refuse_published_secrets(e: Mapping[str, str], service: str | None, host: str) -> None:
     """A service listening beyond loopback refuses to start while a secret it trusts is still
     the development value (MIANDAN_ALLOW_DEV_SECRETS=1 allows it on a closed test network), or
-    while an HMAC key it verifies with is shorter than MIN_HMAC_KEY_BYTES. service=None: every
+    while an HMAC key it verifies with is shorter than its algorithm's hash (HMAC_KEY_BYTES; the
+    merchant grants' HS256: MIN_HMAC_KEY_BYTES). service=None: every
     secret of the suite at once (make run names them all in one go). ValueError names the
     variables."""
     if _loopback(host) or _bool(e, "MIANDAN_ALLOW_DEV_SECRETS", False):
         return
-    hmac_jwt = e.get("MIANDAN_JWT_ALGORITHM", "HS256").strip().startswith("HS")
+    jwt_algorithm = e.get("MIANDAN_JWT_ALGORITHM", "HS256").strip()
+    hmac_jwt = jwt_algorithm.startswith("HS")
     trusted = [
         var for var, (_, services) in DEV_SECRETS.items()
         if (service is None or service in services) and (hmac_jwt or var != "MIANDAN_JWT_SECRET")
@@ -367,9 +370,15 @@ def refuse_published_secrets(e: Mapping[str, str], service: str | None, host: st
             f"{'is' if one else 'are'} the published development value: set {'it' if one else 'them'} "
             "(or MIANDAN_ALLOW_DEV_SECRETS=1 on a closed test network)"
         )
-    for var in ("MIANDAN_MERCHANT_SIGNING_KEY", "MIANDAN_JWT_SECRET"):
-        if var in trusted and len(e[var].encode()) < MIN_HMAC_KEY_BYTES:
-            raise ValueError(f"{var} is shorter than {MIN_HMAC_KEY_BYTES} bytes: an HMAC key that short can be found from one token it signed")
+    least = {
+        "MIANDAN_MERCHANT_SIGNING_KEY": (MIN_HMAC_KEY_BYTES, ""),
+        "MIANDAN_JWT_SECRET": (
+            HMAC_KEY_BYTES.get(jwt_algorithm, MIN_HMAC_KEY_BYTES), f" (the size of the hash of MIANDAN_JWT_ALGORITHM={jwt_algorithm})"
+        ),
+    }
+    for var, (size, why) in least.items():
+        if var in trusted and len(e[var].encode()) < size:
+            raise ValueError(f"{var} is shorter than {size} bytes{why}: an HMAC key that short can be found from one token it signed")
 
 
 def _secret(e: Mapping[str, str], var: str, default: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping
 import grpc
 
 from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
-from .auth import CREDENTIAL_INVALID, CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role
+from .auth import CREDENTIAL_INVALID, CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role, credential_refused, refuses_our_credential
 from .errors import (
     PUSHBACK_KEY,
     STATUS_DETAILS_KEY,
@@ -32,6 +32,7 @@ from .errors import (
     error_details,
     to_rpc_status,
 )
+from .logging import BurstLog
 from .metrics import MethodMetrics, RpcMetrics
 
 __all__ = ["CallPipeline", "REQUEST_ID_KEY", "BYPASS_PREFIXES", "MALFORMED_REQUEST"]
@@ -48,6 +49,7 @@ _AioRpcError = grpc.aio.AioRpcError
 _perf = time.perf_counter
 _INTERNAL = to_rpc_status(Internal("INTERNAL", "服务内部错误 / internal error"))
 _DEADLINE = to_rpc_status(DeadlineExceeded("DEADLINE_EXCEEDED", "处理超时 / deadline exceeded"))
+_CREDENTIAL_REFUSED = to_rpc_status(credential_refused())
 # Answers that say "busy, or not reachable now: retry": counted by reason (miandan_rpc_refusals_total).
 _BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 _FORWARDED_KEYS = (STATUS_DETAILS_KEY, PUSHBACK_KEY)
@@ -111,6 +113,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         self._status_cache: dict[DomainError, grpc.Status] = {}
         self._overload = {level: _overload_statuses(admission, level) for level in CRITICALITIES}
         self._refused = 0
+        self._credential_refusals = BurstLog(logger)
         if metrics is not None:
             self._in_flight = metrics.in_flight.labels(service_name)
             limit_gauge = metrics.admission_limit.labels(service_name)
@@ -315,14 +318,20 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         """An upstream call failed and the handler let it through: pass the upstream's status
         (with its ErrorInfo/RetryInfo and pushback) on, so e.g. OVERLOADED reaches the client."""
         code = exc.code()
-        if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-            reason = error_details(exc)["reason"]
-            if reason is None or reason in CREDENTIAL_REASONS:
-                # Our credential was refused by a peer: a deployment bug, not the caller's fault.
-                self.logger.error("upstream refused our credential", extra={"method": plan.method, "upstream": str(exc.details())})
-                return "INTERNAL", True, _INTERNAL
-            # Otherwise it is the peer's answer about the caller's request (CARD_NOT_OWNED: a
-            # user naming another user's card) and passes on like any other.
+        if refuses_our_credential(exc):
+            # Our credential was refused by a peer (credential_refused says why this is not
+            # INTERNAL). Every call fails alike until the deployment is fixed: one line per
+            # burst for the operator, a count per call in the refusals metric. Any other
+            # UNAUTHENTICATED / PERMISSION_DENIED is the peer's answer about the caller's request
+            # (CARD_NOT_OWNED: a user naming another user's card) and passes on like any other.
+            reason = error_details(exc)["reason"] or code.name
+            self._credential_refusals.log(
+                "upstream refused our credential",
+                extra={"method": plan.method, "upstream_code": code.name, "upstream_reason": reason, "upstream": str(exc.details())},
+            )
+            if self.metrics is not None:
+                self.metrics.refused(self.service_name, "UNAVAILABLE", "UPSTREAM_" + reason)
+            return "UNAVAILABLE", True, _CREDENTIAL_REFUSED
         ok = code is not grpc.StatusCode.DEADLINE_EXCEEDED
         if code.name in _BUSY_CODES:
             reason = error_details(exc)["reason"] or code.name

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["JsonFormatter", "configure_logging", "get_logger"]
+__all__ = ["BurstLog", "JsonFormatter", "configure_logging", "get_logger"]
 
 _STANDARD = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
@@ -59,3 +60,31 @@ def configure_logging(settings: Any) -> logging.Logger:
 
 def get_logger(service: str) -> logging.Logger:
     return logging.getLogger(f"miandan.{service}")
+
+
+class BurstLog:
+    """One line for a burst of like events: the first is logged, the ones within `quiet_s` of
+    that line are only counted, and the next line after says how many it stands for (`untold`).
+
+    For a fault that fails every call while it lasts (a peer refusing our credential mid-rotation):
+    a line per call would bury the log at the rate of the traffic, and the operator needs one line
+    to act on, plus one a while later while it is still going on."""
+
+    def __init__(
+        self, logger: logging.Logger, level: int = logging.ERROR, quiet_s: float = 60.0,
+        time_source: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.level, self.quiet_s, self._time = logger, level, quiet_s, time_source
+        self._quiet_until = -math.inf
+        self._untold = 0
+
+    def log(self, msg: str, extra: dict[str, Any] | None = None) -> bool:
+        """True when this event got a line of its own."""
+        now = self._time()
+        if now < self._quiet_until:
+            self._untold += 1
+            return False
+        self.logger.log(self.level, msg, extra={**(extra or {}), "untold": self._untold})
+        self._untold = 0
+        self._quiet_until = now + self.quiet_s
+        return True

@@ -1,6 +1,7 @@
 """A service whose handler lets an upstream's error through (the pipeline's _forward), with two
 real servers wired as services are: the upstream's answer about the request reaches the caller
-as itself, while a refusal of our own service credential is our deployment bug (INTERNAL)."""
+as itself, while a refusal of our own service credential is our deployment fault, passed on as an
+upstream that cannot be used now (UNAVAILABLE), never INTERNAL."""
 import grpc
 import pytest
 
@@ -56,8 +57,9 @@ async def test_an_upstreams_permission_denied_about_the_request_reaches_the_call
 
 
 @pytest.mark.parametrize("name", ["NoCredential", "NotAdmin"])
-async def test_an_upstream_refusing_our_own_credential_is_internal_and_says_nothing_of_it(relay, name):
+async def test_an_upstream_refusing_our_own_credential_is_unavailable_and_says_nothing_of_it(relay, name):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await relay(name)
-    assert info.value.code() is grpc.StatusCode.INTERNAL
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert error_details(info.value)["reason"] == "UPSTREAM_UNAVAILABLE"
     assert "credential" not in info.value.details()
