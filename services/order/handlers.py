@@ -633,7 +633,7 @@ class OrderService:
             store_id = cart_store
         quote = await _outliving(budget, lambda timeout: self.catalog.quote(store_id, selections, timeout=timeout))
         if quote.problems:
-            model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines")
+            model.raise_for_problems(quote.problems, "cart.lines" if r.from_cart else "lines", of_cart=r.from_cart)
         model.check_prices(quote, "cart.lines" if r.from_cart else "lines")
         now = self._now()
         draft = Order(

@@ -378,6 +378,14 @@ def request_key(method: str, request_id: str, user_id: str, at_ms: int, *content
 # --- validation -------------------------------------------------------------------------------
 
 
+# Unicode's control characters (category Cc). No id of the suite holds one, and an order id is
+# the hash of user id, NUL and request id (order_id_for): a NUL inside either let user "a\x00b"
+# with request "c" name the order of user "a" with request "b\x00c". Refused rather than
+# escaped, so that every order id made so far stays the same. INVALID_ID: the lottery's reason
+# for the same refusal.
+_CONTROL_CHARACTER = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
 def check_id(field_name: str, value: str, *, required: bool = True, limit: int = MAX_ID) -> None:
     if not value:
         if required:
@@ -385,6 +393,8 @@ def check_id(field_name: str, value: str, *, required: bool = True, limit: int =
         return
     if len(value) > limit:
         raise InvalidArgument(field_name, f"最长 {limit} 个字符 / at most {limit} characters", "FIELD_TOO_LONG")
+    if _CONTROL_CHARACTER.search(value):
+        raise InvalidArgument(field_name, "不能含控制字符 / must not contain control characters", "INVALID_ID")
 
 
 def check_request_id(value: str) -> None:
@@ -463,7 +473,12 @@ def page_size(requested: int, default: int = DEFAULT_PAGE, limit: int = MAX_PAGE
 ARGUMENT_PROBLEMS = {"UNKNOWN_ITEM", "QUANTITY_OUT_OF_RANGE", "OPTION_NOT_OFFERED"}
 
 
-def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -> None:
+# A from_cart placement whose cart holds a line the menu no longer takes as it was added.
+CART_LINE_OUTDATED = "CART_LINE_OUTDATED"
+
+
+def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines", *, of_cart: bool = False) -> None:
+    """of_cart: the lines are the user's cart (PlaceOrder from_cart), not the request's."""
     problems = list(problems)
     if not problems:
         return
@@ -473,6 +488,17 @@ def raise_for_problems(problems: Iterable[Problem], field_name: str = "lines") -
     ]
     first = problems[0]
     if all(p.reason in ARGUMENT_PROBLEMS for p in problems):
+        if of_cart:
+            # The catalog took each line when it was added to the cart; the menu changed since
+            # (an option, an item or a quantity taken off). Nothing in the request is wrong and
+            # sending it again cannot help: the cart must change first.
+            err = FailedPrecondition(
+                CART_LINE_OUTDATED,
+                f"购物车里的商品已不按原样供应，请修改后再下单 / a line of the cart is no longer on the menu as it was "
+                f"added ({first.reason}: {first.message}): change it, then order",
+            )
+            err.violations = violations
+            raise err
         raise InvalidArgument(violations=violations, reason=first.reason, message=f"{first.reason}: {first.message}")
     # A condition of the world (sold out, closed) wins over argument problems: it is what the
     # user must act on first. FailedPrecondition has no violations slot, so build it directly.

@@ -4,10 +4,12 @@ One channel per upstream, opened once and reused (channels multiplex calls). Eve
 the internal credential and a timeout taken from the caller's remaining deadline. Upstream
 failures come out as DomainErrors: the caller's own mistakes (someone else's card, an unknown
 item) keep their code and reason; an upstream that is down, shedding or slow becomes UNAVAILABLE
-UPSTREAM_UNAVAILABLE / UPSTREAM_OVERLOADED / DEADLINE_EXCEEDED UPSTREAM_DEADLINE.
+UPSTREAM_UNAVAILABLE / UPSTREAM_OVERLOADED / DEADLINE_EXCEEDED UPSTREAM_DEADLINE, and one that
+refuses our own credential (a rotation half done) UNAVAILABLE UPSTREAM_UNAVAILABLE too.
 """
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence
@@ -16,7 +18,7 @@ import grpc
 
 from miandan.card.v1 import card_pb2, card_service_pb2, card_service_pb2_grpc
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
-from services.common.auth import CREDENTIAL_REASONS, internal_metadata, open_channel
+from services.common.auth import credential_refused, internal_metadata, open_channel, refuses_our_credential
 from services.common.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -31,6 +33,7 @@ from services.common.errors import (
     UpstreamBusy,
     error_details,
 )
+from services.common.logging import BurstLog
 
 from .model import Line, PricedOption, Problem, Quote, Selection
 
@@ -142,13 +145,29 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
         return ResourceExhausted(reason, message, info.get("retry_after_ms"))
     if code is grpc.StatusCode.INVALID_ARGUMENT:
         return InvalidArgument(violations=info.get("violations") or (), reason=reason, message=message)
-    if code is grpc.StatusCode.PERMISSION_DENIED and reason in CREDENTIAL_REASONS:
-        return Internal("UPSTREAM_REFUSED_CREDENTIAL", f"{upstream}: {message}")
+    if refuses_our_credential(exc):
+        # Not the caller's doing and gone once the rotation reaches every process (see
+        # credential_refused): UNAVAILABLE for the caller, one line per burst for the operator.
+        _credential_log(upstream).log(
+            "upstream refused our credential", extra={"upstream": upstream, "upstream_code": code.name, "upstream_reason": reason}
+        )
+        return credential_refused({"upstream": upstream})
     cls = _BY_CODE.get(code)
     if cls is not None:
         return cls(reason, message)  # type: ignore[call-arg]
-    # UNAUTHENTICATED (our credential refused) or an upstream bug: not the caller's fault.
+    # An upstream bug: not the caller's fault.
     return Internal("UPSTREAM_ERROR", f"{upstream}: {code.name} {reason}")
+
+
+_log = logging.getLogger("miandan.order")
+_credential_logs: dict[str, BurstLog] = {}
+
+
+def _credential_log(upstream: str) -> BurstLog:
+    log = _credential_logs.get(upstream)
+    if log is None:
+        log = _credential_logs[upstream] = BurstLog(_log)
+    return log
 
 
 # --- gRPC implementations ---------------------------------------------------------------------

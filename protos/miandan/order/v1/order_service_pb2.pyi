@@ -207,7 +207,11 @@ class PlaceOrderRequest(_message.Message):
     """Order the user's cart: the order takes from the cart the lines it was made from (a line
     added while it is placed stays). A user's placements of the cart take turns; one that finds
     its lines ordered or cleared meanwhile is refused FAILED_PRECONDITION CART_EMPTY, or
-    CART_CHANGED when the cart holds only lines added since. An empty cart is CART_EMPTY.
+    CART_CHANGED when the cart holds only lines added since. An empty cart is CART_EMPTY. A
+    cart line the menu no longer takes as it was added (an item, option or quantity taken off
+    since) is FAILED_PRECONDITION CART_LINE_OUTDATED, each such line named cart.lines[i] in
+    BadRequest with the catalog's reason (UNKNOWN_ITEM, OPTION_NOT_OFFERED,
+    QUANTITY_OUT_OF_RANGE): change the cart, then order.
     """
     card_use: _order_pb2.CardUse.ValueType
     """How to use a free-order card."""
