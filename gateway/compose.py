@@ -27,6 +27,7 @@ from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_pb2, gateway_service_pb2
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2
+from services.common.auth import refuses_our_credential
 from services.common.clock import Clock, SystemClock
 from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, error_details
 
@@ -54,6 +55,13 @@ _ANSWER_MAYBE_LOST_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.CA
 # Lottery failures after which the wallet is still worth showing (degraded lottery standing);
 # CANCELLED is the lottery's gRPC core turning the call away (clients.is_transport_failure).
 _LOTTERY_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.DEADLINE_EXCEEDED, _Code.NOT_FOUND, _Code.CANCELLED)
+
+
+def _lottery_degrades(err: grpc.aio.AioRpcError) -> bool:
+    """Whether a wallet is still shown without its lottery part after this lottery failure: the
+    lottery down or slow, or refusing our own credential (a token rotation half done), which the
+    user can do nothing about and which would otherwise fail the whole wallet."""
+    return err.code() in _LOTTERY_DEGRADE_CODES or refuses_our_credential(err)
 # Card failures after which a preview is still worth showing, without its card part: the lookup
 # only tells the user what a confirm would cost, and the confirm picks (or refuses) the card
 # itself. CANCELLED is the card service's gRPC core turning the call away.
@@ -437,7 +445,7 @@ class Gateway:
         try:
             return await self._draws.get(day, lambda: self._get_draw(day, lo))
         except grpc.aio.AioRpcError as err:
-            if err.code() not in _LOTTERY_DEGRADE_CODES:
+            if not _lottery_degrades(err):
                 raise
             log.warning("wallet shown without lottery standing", extra={"code": err.code().name})
             return None
@@ -455,7 +463,7 @@ class Gateway:
                 **_lottery_standing(o).kw(),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() not in _LOTTERY_DEGRADE_CODES:
+            if not _lottery_degrades(err):
                 raise
             log.warning("wallet shown without today's entry", extra={"code": err.code().name})
             return False
