@@ -5,7 +5,7 @@ import asyncio
 import base64
 import logging
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Iterable, Sequence, TypeVar
 
 from services.common.clock import Clock, now_ms
@@ -270,7 +270,8 @@ class CardHandlers:
         e = ReserveEntry(request_id, campaign_id, user_id, order_id, amount_fen, card_id, ttl_seconds, redeem)
         _check_reserve_input(e)
         c = await self.campaign(campaign_id)
-        return await self.store.reserve(*_reserve_call(e, c, self.now()))
+        now = self.now()
+        return _hold_at(await self.store.reserve(*_reserve_call(e, c, now)), now)
 
     async def reserve_batch(self, request_id: str, entries: Sequence[ReserveEntry]) -> list[Hold | BaseException]:
         """Each entry as `reserve` would answer it, in order: its Hold, or the exception raised
@@ -308,7 +309,7 @@ class CardHandlers:
                 slots.append(i)
         if calls:
             for i, outcome in zip(slots, await self.store.reserve_many(calls)):
-                outcomes[i] = outcome
+                outcomes[i] = _hold_at(outcome, now) if isinstance(outcome, Hold) else outcome
         return outcomes
 
     async def _campaigns(self, campaign_ids: Iterable[str]) -> dict[str, Campaign | Exception]:
@@ -324,17 +325,21 @@ class CardHandlers:
     async def confirm(self, request_id: str, order_id: str) -> Hold:
         check_id(request_id, "request_id", required=False)
         check_id(order_id, "order_id")
-        return await self.store.confirm(order_id, request_id, self.now())
+        now = self.now()
+        return _hold_at(await self.store.confirm(order_id, request_id, now), now)
 
     async def release(self, request_id: str, order_id: str) -> Hold:
         check_id(request_id, "request_id", required=False)
         check_id(order_id, "order_id")
-        return await self.store.release(order_id, request_id, self.now())
+        now = self.now()
+        return _hold_at(await self.store.release(order_id, request_id, now), now)
 
     async def refund(self, request_id: str, order_id: str) -> RefundResult:
         check_id(request_id, "request_id", required=False)
         check_id(order_id, "order_id")
-        return await self.store.refund(order_id, request_id, self.now())
+        now = self.now()
+        r = await self.store.refund(order_id, request_id, now)
+        return replace(r, card=r.card.at(now))
 
     async def list_reservations(
         self, created_after_ms: int | None, size: int, token: str
@@ -443,6 +448,14 @@ class CardHandlers:
 
 # Batches one sweep pass takes at most (500 rows each by default).
 SWEEP_BATCHES_PER_PASS = 20
+
+
+def _hold_at(hold: Hold, now: int) -> Hold:
+    """A store answer with its card as it is at `now`, as every read shows cards (Card.at): a
+    replay, or the card of an order released or refunded earlier, is read back as stored, which
+    lags the clock for a card past its validity or under another order's lapsed hold."""
+    card = hold.card.at(now)
+    return hold if card is hold.card else replace(hold, card=card)
 
 
 # Placeholder in reserve_batch's outcome list until the entry's outcome is known.
