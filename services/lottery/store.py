@@ -204,8 +204,11 @@ class SqliteLotteryStore:
         return await self.db.read(_user_entries, campaign_id, user_id, before_day, limit)
 
     async def day_entries(self, draw: DrawRecord, after: str, won_only: bool, limit: int) -> list[EntryRecord]:
+        # drawn comes with each row from the same statement as won: `draw` may have been read
+        # before a RunDraw committed, and its drawn beside the rows' won would tell a winner
+        # "won" in a day "not drawn yet".
         rows = await self.db.read(_day_entries, draw.campaign_id, draw.day, after, won_only, limit)
-        return [EntryRecord(draw.campaign_id, draw.day, user, ms, draw.drawn, bool(won)) for user, ms, won in rows]
+        return [EntryRecord(draw.campaign_id, draw.day, user, ms, bool(drawn), bool(won)) for user, ms, won, drawn in rows]
 
     async def draws_page(self, campaign_id: str, before_day: str, limit: int) -> list[DrawRecord]:
         return await self.db.read(_draws_page, campaign_id, before_day, limit)
@@ -519,12 +522,15 @@ def _user_entries(conn: sqlite3.Connection, campaign_id: str, user_id: str, befo
 
 def _day_entries(
     conn: sqlite3.Connection, campaign_id: str, day: str, after: str, won_only: bool, limit: int
-) -> list[tuple[str, int, int]]:
+) -> list[tuple[str, int, int, int]]:
     # The primary key's range for the day: won_only reads the day's entries once per page and
-    # keeps the few winners (a day's winners are a handful of its entrants).
-    won = " AND won = 1" if won_only else ""
+    # keeps the few winners (a day's winners are a handful of its entrants). The day's drawn
+    # state is read by the same statement (one snapshot), as _user_entries reads it.
+    won = " AND e.won = 1" if won_only else ""
     return [tuple(r) for r in conn.execute(
-        f"SELECT user_id, entry_ms, won FROM entries WHERE campaign_id = ? AND day = ? AND user_id > ?{won} ORDER BY user_id LIMIT ?",
+        "SELECT e.user_id, e.entry_ms, e.won, d.drawn_ms IS NOT NULL FROM entries e JOIN draws d"
+        " ON d.campaign_id = e.campaign_id AND d.day = e.day"
+        f" WHERE e.campaign_id = ? AND e.day = ? AND e.user_id > ?{won} ORDER BY e.user_id LIMIT ?",
         (campaign_id, day, after, limit),
     )]
 
