@@ -251,6 +251,11 @@ class StoreFeed:
             # second ticket printed in the kitchen.
             return
         for w in watchers:
+            if w.lagged:
+                # Nothing more once a change was dropped: its stream ends when the queue is
+                # empty, and a reader as slow as the orders would never find it empty if each
+                # one it took made room for the next (the gap unsaid while the rush lasts).
+                continue
             if w.merchant is not None and not w.merchant.covers(order.brand_id, order.store_id):
                 continue
             if w.queue.full():

@@ -884,6 +884,25 @@ class SqliteOrderStore:
         if self.listener is not None:
             self.listener(order, before)
 
+    def _write_heard(self, fn: Callable[..., Any], *args: Any, news: Callable[[Any], Any]) -> "asyncio.Future[Any]":
+        """db.write whose committed change reaches the listener whatever becomes of the caller.
+        `news(result)`: (order, before) to tell of, or None. Told from the write's own answer,
+        not after the caller resumes: gRPC cancels a handler's task when its client goes away,
+        and a cancel landing between COMMIT and that resumption left a change in the table that
+        no stream ever carried (WatchStoreOrders has no other source). The caller still resumes
+        after the listener has run, as it did."""
+        fut = self.db.submit(fn, *args)
+
+        def tell(done: "asyncio.Future[Any]") -> None:
+            if done.cancelled() or done.exception() is not None:
+                return
+            heard = news(done.result())
+            if heard is not None:
+                self._changed(*heard)
+
+        fut.add_done_callback(tell)
+        return fut
+
     async def get(self, order_id: str) -> Order | None:
         # A primary-key point read: inline on the loop thread (db.read_now, as the card store
         # reads wallets), ~15 us instead of ~100-180 us for the hop to a reader thread.
@@ -896,10 +915,8 @@ class SqliteOrderStore:
 
     async def insert_placed(self, order: Order, *, cart: CartTaken | None = None) -> Order | None:
         self._remember(order.order_id)
-        if not await self.db.write(_insert_placed, order, cart):
-            return None
-        self._changed(order)
-        return order
+        inserted = await self._write_heard(_insert_placed, order, cart, news=lambda ok: (order, None) if ok else None)
+        return order if inserted else None
 
     async def card_watermark(self) -> int | None:
         return await self.db.read_now(_card_watermark)
@@ -917,18 +934,20 @@ class SqliteOrderStore:
         self, order_id: str, mutate: Mutation, *, clear_cart_of: str = "", cart: CartTaken | None = None,
         expect: Order | None = None,
     ) -> Order:
-        result, written, before = await self.db.write(_update, order_id, mutate, clear_cart_of, expect, cart)
-        if written:  # a call that changed nothing (a retried step, a second cancel) is no news
-            self._changed(result, before)
+        # A call that changed nothing (a retried step, a second cancel) is no news.
+        result, _, _ = await self._write_heard(
+            _update, order_id, mutate, clear_cart_of, expect, cart, news=lambda r: (r[0], r[2]) if r[1] else None
+        )
         return result
 
     async def apply_request(
         self, order_id: str, key: model.RequestKey, guard: Callable[[Order], Any], mutate: Mutation,
         *, answered: Callable[[Order], bool] | None = None,
     ) -> tuple[Order, bool]:
-        result, replayed, written, before = await self.db.write(_apply_request, order_id, key, guard, mutate, answered)
-        if written:  # as update(): only a change is published (a replay or a no-op call is none)
-            self._changed(result, before)
+        # As update(): only a change is published (a replay or a no-op call is none).
+        result, replayed, _, _ = await self._write_heard(
+            _apply_request, order_id, key, guard, mutate, answered, news=lambda r: (r[0], r[3]) if r[2] else None
+        )
         return result, replayed
 
     async def request_fingerprint(self, key: model.RequestKey, order: Order) -> str | None:

@@ -63,13 +63,13 @@ async def test_an_id_may_exist_from_the_moment_its_insert_is_submitted(tmp_path,
     # committed, not after the write returns.
     store = await SqliteOrderStore.open(tmp_path / "o.db")
     seen: list[bool] = []
-    write = store.db.write
+    submit = store.db.submit  # what every write goes through (db.write awaits it)
 
-    async def watching_write(fn, order, *args):
+    def watching_submit(fn, order, *args):
         seen.append(store.may_exist(order.order_id))
-        return await write(fn, order, *args)
+        return submit(fn, order, *args)
 
-    monkeypatch.setattr(store.db, "write", watching_write)
+    monkeypatch.setattr(store.db, "submit", watching_submit)
     try:
         await store.begin_placement(placing("u1", "r1"))
         await store.insert_placed(paid("u1", "r2"))
