@@ -38,6 +38,7 @@ from .model import (
     StoreRow,
     WantedLine,
     card_cover,
+    check_request_id,
     next_open_change,
     quote,
     valid_location,
@@ -267,6 +268,7 @@ class Catalog:
     # --- writes ----------------------------------------------------------------------------
 
     async def upsert_brand(self, request_id: str, brand: Brand) -> tuple[Brand, bool]:
+        check_request_id(request_id)
         validate_brand(brand)
         # A retry (same request_id, same brand) gets the first answer: the brand as that call
         # stored it, which is this one, not whatever a later upsert made of it. A request_id
@@ -282,6 +284,7 @@ class Catalog:
         return brand, created
 
     async def upsert_item(self, request_id: str, item: MenuItem) -> tuple[MenuItem, bool]:
+        check_request_id(request_id)
         validate_item(item)
         if item.brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {item.brand_id!r}")
@@ -344,6 +347,7 @@ class Catalog:
             raise InvalidArgument("store_id", "必填 / required")
         if not item_id:
             raise InvalidArgument("item_id", "必填 / required")
+        check_request_id(request_id)
         store = self._store(store_id)
         if merchant is not None and not merchant.covers(store.brand_id, store_id):
             raise store_not_yours(store_id)

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from services.common.errors import AlreadyExists, InvalidArgument
+from services.common.errors import MAX_MESSAGE_BYTES, AlreadyExists, InvalidArgument, clip
 from services.common.time_zone import is_iana_zone
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
@@ -35,6 +35,17 @@ _SPACE = re.compile(r"\s")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 MAX_NAME_CHARS = 200
 MAX_PRICE_FEN = 10_000_000  # 100,000 yuan per unit: anything above is a typo, not a menu price
+# What one brand or menu item may hold. Every text and list of a record is bounded, not only its
+# names: ListBrands, and GetMenu at each of a brand's stores, send the records whole, and one
+# megabytes long (a logo_url, a category, ten thousand options) made every such answer larger
+# than a client reads (4 MiB by default), RESOURCE_EXHAUSTED for every buyer. An item at every
+# limit, in Chinese (3 bytes a character), is about 1.3 MB; the demo's largest has 3 groups,
+# 5 options in a group and 12 aliases to an option.
+MAX_URL_CHARS = 2_048
+MAX_ALIASES = 100  # of a brand or an item
+MAX_OPTION_ALIASES = 20
+MAX_OPTION_GROUPS = 20
+MAX_OPTIONS = 100  # of an item, all its groups together
 
 # Quote problem reasons (QuoteProblem.reason).
 UNKNOWN_ITEM = "UNKNOWN_ITEM"
@@ -366,8 +377,12 @@ def validate_brand(brand: Brand) -> None:
         problems.append(("brand.brand_id", "required, 1..128 characters without surrounding spaces"))
     if not brand.name.strip() or len(brand.name) > MAX_NAME_CHARS:
         problems.append(("brand.name", "required, 1..200 characters"))
-    if len(brand.aliases) > 100 or any(not a.strip() or len(a) > MAX_NAME_CHARS for a in brand.aliases):
+    if len(brand.aliases) > MAX_ALIASES or any(not a.strip() or len(a) > MAX_NAME_CHARS for a in brand.aliases):
         problems.append(("brand.aliases", "at most 100 non-empty aliases of up to 200 characters"))
+    if len(brand.category) > MAX_NAME_CHARS:
+        problems.append(("brand.category", "at most 200 characters"))
+    if len(brand.logo_url) > MAX_URL_CHARS:
+        problems.append(("brand.logo_url", f"at most {MAX_URL_CHARS} characters"))
     if problems:
         raise InvalidArgument(violations=problems)
 
@@ -387,16 +402,29 @@ def validate_item(item: MenuItem) -> None:
         problems.append(("item.name", "required, 1..200 characters"))
     if not 0 < item.price_fen <= MAX_PRICE_FEN:
         problems.append(("item.price_fen", f"required, 1..{MAX_PRICE_FEN} fen"))
-    if any(not a.strip() or len(a) > MAX_NAME_CHARS for a in item.aliases):
-        problems.append(("item.aliases", "aliases must be non-empty, up to 200 characters"))
+    if len(item.aliases) > MAX_ALIASES or any(not a.strip() or len(a) > MAX_NAME_CHARS for a in item.aliases):
+        problems.append(("item.aliases", "at most 100 non-empty aliases of up to 200 characters"))
+    if len(item.category) > MAX_NAME_CHARS:
+        problems.append(("item.category", "at most 200 characters"))
+    if len(item.option_groups) > MAX_OPTION_GROUPS or sum(len(g.options) for g in item.option_groups) > MAX_OPTIONS:
+        # Refused before the groups are looked at: a violation for each would be thousands.
+        problems.append(("item.option_groups", f"at most {MAX_OPTION_GROUPS} option groups and {MAX_OPTIONS} options in all"))
+        raise InvalidArgument(violations=problems)
     seen_groups = set()
     for gi, g in enumerate(item.option_groups):
         where = f"item.option_groups[{gi}]"
         if not _id_ok(g.group_id) or g.group_id in seen_groups:
             problems.append((f"{where}.group_id", "required and unique within the item"))
         seen_groups.add(g.group_id)
+        if len(g.name) > MAX_NAME_CHARS:
+            problems.append((f"{where}.name", "at most 200 characters"))
         if not g.options:
             problems.append((f"{where}.options", "a group needs at least one option"))
+        if any(
+            len(o.name) > MAX_NAME_CHARS or len(o.aliases) > MAX_OPTION_ALIASES or any(len(a) > MAX_NAME_CHARS for a in o.aliases)
+            for o in g.options
+        ):
+            problems.append((f"{where}.options", f"names and aliases up to 200 characters, at most {MAX_OPTION_ALIASES} aliases an option"))
         ids = [o.option_id for o in g.options]
         if len(set(ids)) != len(ids) or not all(_id_ok(i) for i in ids):
             problems.append((f"{where}.options", "option_id required and unique within the group"))
@@ -422,6 +450,19 @@ def validate_item(item: MenuItem) -> None:
 # A write's request_id is remembered with a fingerprint of what it asked for, as the order
 # service does (model.request_hash): the same request_id with the same fingerprint is a retry
 # and gets the first answer; with another fingerprint it is a reused key and is refused.
+
+
+MAX_REQUEST_ID_CHARS = 128  # as the order service's
+
+
+def check_request_id(request_id: str) -> None:
+    """Optional; at most MAX_REQUEST_ID_CHARS. A request id is kept for good with its answer
+    (nothing sweeps the requests table), so one of any length grew the database by that much
+    a call: a megabyte a tap from a merchant's terminal sending its payload as the id."""
+    if len(request_id) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument(
+            "request_id", f"最长 {MAX_REQUEST_ID_CHARS} 个字符 / at most {MAX_REQUEST_ID_CHARS} characters", "FIELD_TOO_LONG"
+        )
 
 
 def _fingerprint(parts: list[object]) -> str:
@@ -459,6 +500,10 @@ class Rejection:
     message: str
 
 
+# A rejected row's store_id as the import report carries it, at most (UTF-8 bytes).
+MAX_REPORTED_ID_BYTES = 4 * MAX_ID_CHARS
+
+
 def validate_store_row(
     row_index: int,
     store_id: str,
@@ -474,7 +519,12 @@ def validate_store_row(
     known_brands: Mapping[str, object],
 ) -> StoreRow | Rejection:
     def reject(reason: str, message: str) -> Rejection:
-        return Rejection(row_index, store_id, reason, message)
+        # What the report echoes of the row is bounded: a row whose fields are megabytes long
+        # (a CSV whose quoting broke) was sent back whole, and a few of them made the report
+        # larger than a client reads (4 MiB by default): RESOURCE_EXHAUSTED instead of the
+        # report, though the import's good rows were stored. A valid id (128 characters, 4
+        # bytes each at most) stays whole; a longer one keeps enough of itself to be found.
+        return Rejection(row_index, clip(store_id, MAX_REPORTED_ID_BYTES), reason, clip(message, MAX_MESSAGE_BYTES))
 
     if not store_id.strip():
         return reject(MISSING_STORE_ID, "缺少门店编号 / store_id is required")
