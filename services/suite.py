@@ -3,9 +3,9 @@
 Starts card, catalog, order, lottery and the gateway as `python -m ...` children (each owns its
 store under MIANDAN_DATA, exactly as separate deployments would), each once the services it calls
 report SERVING over grpc.health.v1, seeds the demo campaign and catalog on first start, prints one
-line per server, and stops them all gracefully on Ctrl-C / SIGTERM. A child that dies is
-restarted (at once, or after a growing delay if it keeps dying right after its start), so a
-kill -9 drill against `make run` behaves like a supervised deployment.
+line per server, and stops them all gracefully on Ctrl-C / SIGTERM / SIGHUP (the terminal gone).
+A child that dies is restarted (at once, or after a growing delay if it keeps dying right after
+its start), so a kill -9 drill against `make run` behaves like a supervised deployment.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import Settings, prepare_data_dir, refuse_published_secrets
+from services.common.config import DEFAULT_PORTS, Settings, prepare_data_dir, refuse_published_secrets
 
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
 # Who calls whom. A service starts only once everything it calls answers SERVING: a gRPC channel
@@ -51,6 +51,22 @@ DEFAULT_CAMPAIGN_ID = "spring-2026"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
+def say(text: str, *, err: bool = False) -> None:
+    """One line to the operator. Output that went away (`make run | tee log` with tee gone, a
+    closed terminal) must not stop the supervisor: it would leave the children running,
+    orphaned, and restart none. From then on the suite writes to /dev/null; the services'
+    logs under MIANDAN_DATA/logs keep the details."""
+    stream = sys.stderr if err else sys.stdout
+    try:
+        print(text, file=stream, flush=True)
+    except (OSError, ValueError):  # EPIPE, EIO; ValueError: the stream was closed
+        devnull = open(os.devnull, "w")
+        if err:
+            sys.stderr = devnull
+        else:
+            sys.stdout = devnull
+
+
 def suite_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment every child gets: one data dir, and upstream addresses that follow the
     ports actually configured, so overriding a port never leaves a caller pointing elsewhere."""
@@ -58,13 +74,34 @@ def suite_env(base: dict[str, str] | None = None) -> dict[str, str]:
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root / "protos"), str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env["MIANDAN_DATA"] = str(Path(env.get("MIANDAN_DATA", "data")).resolve())
-    env.setdefault("MIANDAN_CAMPAIGN_ID", DEFAULT_CAMPAIGN_ID)
+    if not (env.get("MIANDAN_CAMPAIGN_ID") or "").strip():
+        # Blank is unset, as the services read it: seeding a campaign "" would fail the start.
+        env["MIANDAN_CAMPAIGN_ID"] = DEFAULT_CAMPAIGN_ID
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Every secret the five processes trust, named at once rather than one service per attempt.
     refuse_published_secrets(env, None, env.get("MIANDAN_HOST", "127.0.0.1").strip())
+    taken: dict[int, str] = {}  # port -> the variable that gives it
     for name in SERVICES:
         s = Settings.from_env(name, env)
-        env.setdefault(f"MIANDAN_{name.upper()}_ADDR", f"{s.host}:{s.port}")
+        upper = name.upper()
+        if not s.port:
+            # Settings would name MIANDAN_<SERVICE>_ADDR='host:0', a variable the operator never set.
+            raise ValueError(
+                f"MIANDAN_{upper}_PORT=0 (any free port) does not work with make run: the other services "
+                f"must know where {name} listens; give it a port (default {DEFAULT_PORTS[name]})"
+            )
+        metrics_var = f"MIANDAN_{upper}_METRICS_PORT"
+        if not (env.get(metrics_var) or "").strip():
+            metrics_var += f" (MIANDAN_{upper}_PORT + 1000 unless set)"
+        for var, port in ((f"MIANDAN_{upper}_PORT", s.port), (metrics_var, s.metrics_port)):
+            if not port:
+                continue
+            if port in taken:
+                # Started anyway, the second server would exit saying its port is in use, naming
+                # a port of its own and not the clash.
+                raise ValueError(f"{var}={port} is also {taken[port]}: every server and /metrics endpoint needs its own port")
+            taken[port] = var
+        env.setdefault(f"MIANDAN_{upper}_ADDR", f"{s.host}:{s.port}")
     return env
 
 
@@ -302,7 +339,7 @@ class Suite:
                 when = "restarting" if not delay else f"restarting in {delay:g} s ({child.quick_exits} quick exits in a row)"
                 why = exit_reason(child)
                 why = f" ({why})" if why else ""
-                print(f"{child.name:8} exited with code {child.process.returncode}{why}; {when}", flush=True)
+                say(f"{child.name:8} exited with code {child.process.returncode}{why}; {when}")
             if now >= child.restart_at:
                 child.restarts += 1
                 child.start()
@@ -322,9 +359,16 @@ class Suite:
             except subprocess.TimeoutExpired:
                 child.process.kill()
                 code = await asyncio.to_thread(child.process.wait)
-                print(f"{child.name:8} did not stop in time; killed", flush=True)
+                say(f"{child.name:8} did not stop in time; killed")
             worst = worst or code
         return worst
+
+
+def listening_line(child: Child) -> str:
+    """The line `make run` prints per server. /metrics listens on loopback whatever MIANDAN_HOST
+    says (services.common.metrics): its address is 127.0.0.1, not the service's host."""
+    metrics = f", metrics http://127.0.0.1:{child.settings.metrics_port}/metrics" if child.settings.metrics_port else ""
+    return f"{child.name:8} {MODULES[child.name]:17} listening on {child.address}{metrics} (pid {child.process.pid})"
 
 
 async def main_async(args: argparse.Namespace) -> int:
@@ -335,34 +379,43 @@ async def main_async(args: argparse.Namespace) -> int:
         # is named as each service would name it, not an OSError of the first log file.
         prepare_data_dir(children[0].settings)
     except ValueError as exc:  # a bad MIANDAN_* setting: one line naming it, like the services
-        print(f"miandan suite: {exc}", file=sys.stderr, flush=True)
+        say(f"miandan suite: {exc}", err=True)
         return 2
     taken = port_problems(children)
     if taken:
         # Started anyway, the children would exit at once, and another suite on these ports
         # would answer their health checks: this suite would say "ready" while serving nothing.
         for line in taken:
-            print(f"miandan suite failed to start: {line}", file=sys.stderr, flush=True)
+            say(f"miandan suite failed to start: {line}", err=True)
         return 1
     suite = Suite(children)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    # SIGHUP too: the children run in their own sessions, so a terminal that goes away (window
+    # closed, ssh dropped) hangs up only the suite, which by default would die and leave all
+    # five servers running, holding the ports and stores.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, suite.stopping.set)
     try:
         await suite.start()
         if not args.no_seed:
             await seed_demo_data(env)
     except Exception as exc:  # a failed start must not leave orphans behind
-        print(f"miandan suite failed to start: {exc}", file=sys.stderr, flush=True)
+        if isinstance(exc, grpc.aio.AioRpcError):  # seeding: one line, not the error's multi-line repr
+            exc = f"seeding the demo campaign and catalog: {exc.code().name}: {' '.join((exc.details() or '').split())}"
+        say(f"miandan suite failed to start: {exc}", err=True)
         await suite.stop()
         return 1
     for child in suite.children:
-        metrics = f", metrics http://{child.settings.host}:{child.settings.metrics_port}/metrics" if child.settings.metrics_port else ""
-        print(f"{child.name:8} {MODULES[child.name]:17} listening on {child.address}{metrics} (pid {child.process.pid})", flush=True)
-    print(f"miandan suite ready: data in {env['MIANDAN_DATA']}, logs in {env['MIANDAN_DATA']}/logs; Ctrl-C stops", flush=True)
-    await suite.supervise()
+        say(listening_line(child))
+    say(f"miandan suite ready: data in {env['MIANDAN_DATA']}, logs in {env['MIANDAN_DATA']}/logs; Ctrl-C stops")
+    try:
+        await suite.supervise()
+    except Exception as exc:  # noqa: BLE001 - the children must not outlive a broken supervisor
+        say(f"miandan suite: the supervisor failed ({type(exc).__name__}: {exc}); stopping every service", err=True)
+        await suite.stop()
+        return 1
     code = await suite.stop()
-    print("miandan suite stopped", flush=True)
+    say("miandan suite stopped")
     return 0 if code in (0, -signal.SIGTERM) else code
 
 
