@@ -21,6 +21,7 @@ old log's pages onto the restored store), start it.
 """
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -76,7 +77,12 @@ def back_up_store(source: Path, target: Path, *, progress: Callable[[int, int], 
             src.execute("SELECT count(*) FROM sqlite_master").fetchone()
             dst = sqlite3.connect(target)
             try:
-                step = (lambda _status, remaining, total: progress(remaining, total)) if progress else None
+                # Always a callback: Python runs signal handlers only between bytecodes, so
+                # without one a Ctrl-C or SIGTERM would wait for the whole store's copy.
+                def step(_status: int, remaining: int, total: int) -> None:
+                    if progress is not None:
+                        progress(remaining, total)
+
                 src.backup(dst, pages=_PAGES_PER_STEP, progress=step)
                 integrity = dst.execute("PRAGMA integrity_check").fetchone()[0]
             finally:
@@ -88,6 +94,9 @@ def back_up_store(source: Path, target: Path, *, progress: Callable[[int, int], 
     except sqlite3.Error as exc:
         target.unlink(missing_ok=True)  # a partial copy must not pass for a store
         raise BackupError(f"cannot copy {source}: {exc}") from exc
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed otherwise: no partial copy left
+        target.unlink(missing_ok=True)
+        raise
     return StoreCopy(source.stem, target, target.stat().st_size, time.monotonic() - started, integrity)
 
 
@@ -122,9 +131,15 @@ def copy_order(stores: list[Path]) -> list[Path]:
 
 
 def back_up(data_dir: Path, dest: Path) -> list[StoreCopy]:
-    """Every `*.db` of data_dir copied into dest (which must not exist yet), the card store last."""
+    """Every `*.db` of data_dir copied into dest (which must not exist yet), the card store last.
+    A backup that fails or is interrupted before its last copy leaves no dest behind: a directory
+    holding some of the stores would pass for a backup, and a restore from it would lose the rest."""
     stores = copy_order([p for p in data_dir.glob("*.db") if p.is_file()])
     if not stores:
         raise FileNotFoundError(f"no stores (*.db) in {data_dir}")
     dest.mkdir(parents=True, exist_ok=False)
-    return [back_up_store(p, dest / p.name) for p in stores]
+    try:
+        return [back_up_store(p, dest / p.name) for p in stores]
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # made above, so only this backup's files
+        raise

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -19,15 +20,30 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("dest", type=Path, help="a directory that does not exist yet")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MIANDAN_DATA") or "data"), help="the suite's data directory (default MIANDAN_DATA or ./data)")
     args = p.parse_args(argv)
+    # SIGTERM ends the copy as Ctrl-C does, so the half-made DEST is removed rather than left.
+    try:
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    except ValueError:  # not the main thread (called as a library): signals stay as they are
+        previous = None
     try:
         copies = back_up(args.data, args.dest)
+    except KeyboardInterrupt:
+        print(f"backup interrupted: no backup written to {args.dest}", file=sys.stderr)
+        return 130
     except (OSError, ValueError, BackupError) as exc:
         # One line, exit 2: the data directory or DEST is not what it should be (a "*.db" that is
         # not an SQLite store, no stores, DEST already there), not a crash of this command.
         print(f"backup failed: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     for c in copies:
         print(f"{c.name:8} {c.bytes / 1e6:9.1f} MB in {c.seconds:6.2f} s  integrity {c.integrity}  -> {c.path}")
     bad = [c for c in copies if c.integrity != "ok"]
     print("backup complete" if not bad else f"backup INCOMPLETE: {', '.join(c.name for c in bad)} failed integrity_check")
     return 1 if bad else 0
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
