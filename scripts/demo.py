@@ -89,7 +89,12 @@ def yuan(fen: int) -> str:
 
 
 def say(text: str = "") -> None:
-    print(text, flush=True)
+    """One line of the story. Output that went away (a closed terminal, `| head`) must not stop
+    the demo before it stops its own suite: from then on it writes to /dev/null."""
+    try:
+        print(text, flush=True)
+    except (OSError, ValueError):  # EPIPE, EIO; ValueError: the stream was closed
+        sys.stdout = open(os.devnull, "w")
 
 
 def title(text: str) -> None:
@@ -793,6 +798,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.cutoff_in <= 600:
         parser.error("--cutoff-in must be in (0, 600] seconds")
+    try:
+        Settings.from_env("gateway")  # main_async reads it first: a bad MIANDAN_* is one line, not a traceback
+    except ValueError as exc:
+        print(f"demo: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     holder: list[OwnSuite] = []
     code = 1
 
@@ -804,7 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         # interrupt_story flags the story, which ends at its next step, and cancels again.
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        # SIGHUP too: the own suite runs in its own session, so a terminal that goes away hangs
+        # up only the demo, which by default would die and leave the five servers running.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.add_signal_handler(sig, interrupt_story, task, loop)
         return await main_async(args, holder)
 
@@ -819,12 +831,13 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for suite in holder:
             say("  stopping the own suite 正在停止…")
-            # A second Ctrl-C must not orphan the five servers mid-stop; the wait is bounded.
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            # A second Ctrl-C (or a hang-up) must not orphan the five servers mid-stop; the wait is bounded.
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGHUP)}
             try:
                 rc = suite.stop()
             finally:
-                signal.signal(signal.SIGINT, previous)
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
             clean = rc in (0, -signal.SIGTERM)
             # Kept for a look at the logs when something went wrong; an interrupt is no failure.
             keep = not clean or code not in (0, 130)

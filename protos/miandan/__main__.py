@@ -23,7 +23,11 @@ def main(argv: list[str]) -> int:
         except ImportError as exc:  # installed without the services packages
             print(f"{argv[0]} needs the miandan services packages on the path: {exc}", file=sys.stderr)
             return 2
-        return command.main(argv[1:])
+        try:
+            return command.main(argv[1:])
+        except KeyboardInterrupt:  # Ctrl-C: the operator knows why it stopped, no traceback needed
+            print(f"{argv[0]} interrupted", file=sys.stderr)
+            return 130
     print(f"unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
     return 2
 

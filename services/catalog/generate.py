@@ -13,8 +13,11 @@ import argparse
 import asyncio
 import math
 import random
+import sys
 import time
 from typing import Any, AsyncIterator, Iterator, Sequence
+
+import grpc
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2, catalog_service_pb2_grpc
 
@@ -149,20 +152,55 @@ async def _main(args: argparse.Namespace) -> None:
     admin = internal_metadata(settings, admin=True)
     async with open_channel(settings, target) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        await load_menu(stub, admin)
-        started = time.perf_counter()
-        response = await import_generated(stub, admin, args.stores, seed=args.seed)
+        try:
+            await load_menu(stub, admin)
+            started = time.perf_counter()
+            response = await import_generated(stub, admin, args.stores, seed=args.seed)
+        except grpc.aio.AioRpcError as err:
+            hint = " (is the suite running? `make run`)" if err.code() == grpc.StatusCode.UNAVAILABLE else ""
+            raise _Failed(f"cannot import into the catalog at {target}{hint}: {err.code().name}: {' '.join((err.details() or '').split())}") from None
         took = time.perf_counter() - started
     print(f"imported {response.accepted} stores ({response.rejected} rejected) into {target} in {took:.1f} s")
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--stores", type=int, default=300_000, help="how many stores (default 300000)")
+class _Failed(Exception):
+    """The import did not happen: the one line to print."""
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} must be at least 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`make catalog-300k`. Exit 0 once imported; otherwise one line on stderr (no traceback):
+    2 for a bad setting or argument, 1 when the catalog could not be reached or refused, 130 on Ctrl-C."""
+    parser = argparse.ArgumentParser(prog="python -m services.catalog.generate", description=__doc__.splitlines()[0])
+    parser.add_argument("--stores", type=_positive, default=300_000, help="how many stores (default 300000)")
     parser.add_argument("--target", default="", help="catalog host:port (default MIANDAN_CATALOG_ADDR)")
     parser.add_argument("--seed", type=int, default=2026, help="generator seed (same seed, same stores)")
-    asyncio.run(_main(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    try:
+        asyncio.run(_main(args))
+    except ValueError as exc:  # a MIANDAN_* setting (Settings.from_env names it)
+        print(f"catalog generate: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # e.g. MIANDAN_TLS_* files that cannot be read
+        print(f"catalog generate: cannot connect: {exc}", file=sys.stderr)
+        return 1
+    except _Failed as exc:
+        print(f"catalog generate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("catalog generate: interrupted (the stores sent so far may be imported)", file=sys.stderr)
+        return 130
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
