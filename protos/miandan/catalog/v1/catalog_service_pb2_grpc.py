@@ -100,14 +100,19 @@ class CatalogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def UpsertBrand(self, request, context):
-        """Creates or replaces a brand (admin).
+        """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
+        2,048, at most 100 aliases; beyond: INVALID_ARGUMENT naming the field. request_id at most
+        128 characters (FIELD_TOO_LONG).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def UpsertMenuItem(self, request, context):
-        """Creates or replaces a menu item of a brand (admin).
+        """Creates or replaces a menu item of a brand (admin). Names, categories, group and option
+        names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
+        20 aliases per option; options whose cheapest choice takes the price below 0 are refused
+        (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,9 +43,16 @@ class CatalogServiceStub:
     store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
     """
     UpsertBrand: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertBrandRequest, _catalog_service_pb2.UpsertBrandResponse]
-    """Creates or replaces a brand (admin)."""
+    """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
+    2,048, at most 100 aliases; beyond: INVALID_ARGUMENT naming the field. request_id at most
+    128 characters (FIELD_TOO_LONG).
+    """
     UpsertMenuItem: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertMenuItemRequest, _catalog_service_pb2.UpsertMenuItemResponse]
-    """Creates or replaces a menu item of a brand (admin)."""
+    """Creates or replaces a menu item of a brand (admin). Names, categories, group and option
+    names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
+    20 aliases per option; options whose cheapest choice takes the price below 0 are refused
+    (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+    """
     ListBrands: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ListBrandsRequest, _catalog_service_pb2.ListBrandsResponse]
     """Lists brands."""
     SearchStores: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.SearchStoresRequest, _catalog_service_pb2.SearchStoresResponse]
@@ -81,9 +88,16 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
     """
     UpsertBrand: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertBrandRequest, _catalog_service_pb2.UpsertBrandResponse]  # type: ignore[assignment]
-    """Creates or replaces a brand (admin)."""
+    """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
+    2,048, at most 100 aliases; beyond: INVALID_ARGUMENT naming the field. request_id at most
+    128 characters (FIELD_TOO_LONG).
+    """
     UpsertMenuItem: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertMenuItemRequest, _catalog_service_pb2.UpsertMenuItemResponse]  # type: ignore[assignment]
-    """Creates or replaces a menu item of a brand (admin)."""
+    """Creates or replaces a menu item of a brand (admin). Names, categories, group and option
+    names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
+    20 aliases per option; options whose cheapest choice takes the price below 0 are refused
+    (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+    """
     ListBrands: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ListBrandsRequest, _catalog_service_pb2.ListBrandsResponse]  # type: ignore[assignment]
     """Lists brands."""
     SearchStores: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.SearchStoresRequest, _catalog_service_pb2.SearchStoresResponse]  # type: ignore[assignment]
@@ -128,7 +142,10 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.UpsertBrandRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.UpsertBrandResponse, _abc.Awaitable[_catalog_service_pb2.UpsertBrandResponse]]:
-        """Creates or replaces a brand (admin)."""
+        """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
+        2,048, at most 100 aliases; beyond: INVALID_ARGUMENT naming the field. request_id at most
+        128 characters (FIELD_TOO_LONG).
+        """
 
     @_abc_1.abstractmethod
     def UpsertMenuItem(
@@ -136,7 +153,11 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _catalog_service_pb2.UpsertMenuItemRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.UpsertMenuItemResponse, _abc.Awaitable[_catalog_service_pb2.UpsertMenuItemResponse]]:
-        """Creates or replaces a menu item of a brand (admin)."""
+        """Creates or replaces a menu item of a brand (admin). Names, categories, group and option
+        names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
+        20 aliases per option; options whose cheapest choice takes the price below 0 are refused
+        (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+        """
 
     @_abc_1.abstractmethod
     def ListBrands(
