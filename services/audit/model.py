@@ -408,10 +408,27 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
 def check_order_amounts(orders: Sequence[OrderFacts]) -> list[Finding]:
     """The card pays at most the order's subtotal and money never a negative amount: a discount
     above the subtotal gives the buyer more than the order costs, out of the campaign's budget
-    (order.proto: card_discount_fen = min(subtotal, face value), payable = subtotal - discount)."""
+    (order.proto: card_discount_fen = min(subtotal, face value), payable = subtotal - discount).
+
+    And a paid order (PAID or later, not CANCELLED) asked money for exactly what the card left:
+    payable_fen == subtotal_fen - card_discount_fen, order.proto's definition (an order has no
+    delivery fee, packaging charge or other adjustment; the amounts are set once, at placement,
+    and nothing changes them after, a lapsed card hold included). A payable below it means the
+    campaign or the merchant paid the difference unseen; above it, the buyer was overcharged.
+    Orders not paid are left out: one still being placed (UNSPECIFIED over the API) has no split
+    yet, and a cancelled one asks for no money."""
     out: list[Finding] = []
     for o in orders:
         ids = {"order_id": o.order_id, "user_id": o.user_id, "card_id": o.card_id}
+        if o.status in LIVE_PAID_STATUSES and o.payable_fen != o.subtotal_fen - o.card_discount_fen:
+            out.append(
+                Finding(
+                    "PAYABLE_MISMATCH",
+                    f"{o.status} order's payable {o.payable_fen} fen is not its subtotal {o.subtotal_fen} fen "
+                    f"less its card discount {o.card_discount_fen} fen",
+                    ids,
+                )
+            )
         if o.card_discount_fen > 0 and o.card_discount_fen > o.subtotal_fen:
             out.append(
                 Finding(

@@ -33,7 +33,10 @@ def card(card_id: str, user: str = "alice", state: str = "AVAILABLE", source: st
 
 
 def order(order_id: str, user: str = "alice", status: str = "PAID", card_id: str = "", discount: int = 0) -> OrderFacts:
-    return OrderFacts(order_id=order_id, user_id=user, status=status, card_id=card_id, campaign_id=CID, card_discount_fen=discount, subtotal_fen=3_000)
+    return OrderFacts(
+        order_id=order_id, user_id=user, status=status, card_id=card_id, campaign_id=CID, card_discount_fen=discount,
+        subtotal_fen=3_000, payable_fen=3_000 - discount,
+    )
 
 
 def budget(issued: int, cards: int, reserved: int = 0, redeemed: int = 0, total: int = 10_000) -> BudgetFacts:
