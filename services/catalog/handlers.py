@@ -25,6 +25,8 @@ from .changes import MenuChanges
 from .geo import BrandIndex, GeoIndex
 from .model import (
     MAX_QUANTITY,
+    MAX_STORES_PER_MESSAGE,
+    TOO_MANY_STORES,
     MAX_QUOTE_LINES,
     QUANTITY_OUT_OF_RANGE,
     MAX_TEXT_CHARS,
@@ -48,6 +50,7 @@ from .model import (
 from .store import CatalogStore
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 TOO_MANY_CLARIFICATION = (
     f"每样一次最多点 {MAX_QUANTITY} 份，请说一个小一点的数量。/ "
@@ -663,6 +666,10 @@ class StoreImport:
     size, and indexed in memory after COMMIT."""
 
     FLUSH_ROWS = 5_000
+    # Rows validated between two yields to the event loop: a full message (5,000 rows with a
+    # week of opening hours each) takes ~60 ms to validate, a pause every Quote would wait out;
+    # a chunk is ~12 ms, the same slice the indexing after COMMIT takes (_store_and_index_rows).
+    VALIDATE_CHUNK = 1_000
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
@@ -673,6 +680,41 @@ class StoreImport:
     @property
     def known_brands(self) -> Mapping[str, Brand]:
         return self.catalog.brands
+
+    async def add_message(self, rows: Sequence[P], validate: Callable[[int, P], StoreRow | Rejection]) -> None:
+        """One message of the stream: `validate(row_index, row)` (the servicer's translation
+        into model.validate_store_row) runs over its rows VALIDATE_CHUNK at a time, letting other
+        calls through in between.
+
+        A message of more than MAX_STORES_PER_MESSAGE rows ends the stream: it is refused whole
+        (INVALID_ARGUMENT TOO_MANY_STORES on `stores`, none of its rows looked at), and the
+        messages before it are imported first, as if the stream had ended there (their rows
+        committed and indexed), so the caller knows where it stands: every row before
+        `row_index` (ErrorInfo metadata, with the `accepted` and `rejected` counts so far) was
+        taken as a complete import takes it, nothing from there on. Re-running the import is
+        safe (rows are upserted by store_id)."""
+        if len(rows) > MAX_STORES_PER_MESSAGE:
+            result = await self.finish()
+            raise InvalidArgument(
+                "stores",
+                f"每条消息最多 {MAX_STORES_PER_MESSAGE:,} 家门店 / at most {MAX_STORES_PER_MESSAGE:,} stores per message, "
+                f"got {len(rows):,}; the {self.rows_seen:,} rows before it were imported ({result.accepted:,} accepted, "
+                f"{result.rejected:,} rejected), this message and the rest of the stream were not",
+                reason=TOO_MANY_STORES,
+                metadata={
+                    "max_stores": str(MAX_STORES_PER_MESSAGE),
+                    "stores": str(len(rows)),
+                    "row_index": str(self.rows_seen),
+                    "accepted": str(result.accepted),
+                    "rejected": str(result.rejected),
+                },
+            )
+        chunk = self.VALIDATE_CHUNK
+        for start in range(0, len(rows), chunk):
+            if start:
+                await asyncio.sleep(0)  # let Quote calls through while a big message is validated
+            base = self.rows_seen
+            await self.add([validate(base + i, row) for i, row in enumerate(rows[start : start + chunk])])
 
     async def add(self, outcomes: Iterable[StoreRow | Rejection]) -> None:
         buffer = self._buffer

@@ -65,6 +65,14 @@ BAD_TIME_ZONE = "BAD_TIME_ZONE"
 FIELD_TOO_LONG = "FIELD_TOO_LONG"
 CONTROL_CHARACTERS = "CONTROL_CHARACTERS"
 
+# Rows one ImportStores message may carry (catalog_service.proto). The rows of a message are read
+# and validated on the event loop that serves Quote: a 16 MiB message of 300,000 rows, taken in
+# one go, paused every other call for over a second. A larger message is refused whole
+# (INVALID_ARGUMENT TOO_MANY_STORES naming `stores`) rather than cut up, so no row of it is half
+# taken; the importers send 5,000 (services/catalog/generate.py).
+MAX_STORES_PER_MESSAGE = 5_000
+TOO_MANY_STORES = "TOO_MANY_STORES"
+
 # A request_id used again for a different request (the card and order services' reason).
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
 

@@ -11,7 +11,7 @@ from services.common.errors import InvalidArgument, Unavailable
 from . import model
 from .changes import LAGGING, SubscriptionEnded
 from .handlers import Catalog, Proposal, StoreHit
-from .model import Brand, MenuItem, Option, OptionGroup, StoreDetails, StoreRecord, WantedLine, validate_store_row
+from .model import Brand, MenuItem, Option, OptionGroup, StoreDetails, StoreRecord, StoreRow, WantedLine, validate_store_row
 
 pb = catalog_pb2
 svc = catalog_service_pb2
@@ -44,6 +44,23 @@ def item_from_pb(i: catalog_pb2.MenuItem) -> MenuItem:
             )
             for g in i.option_groups
         ),
+    )
+
+
+def store_row_from_pb(row_index: int, s: catalog_pb2.Store, brands: Any) -> StoreRow | model.Rejection:
+    return validate_store_row(
+        row_index,
+        s.store_id,
+        s.brand_id,
+        s.name,
+        s.address,
+        s.city,
+        s.location.latitude if s.HasField("location") else 0.0,
+        s.location.longitude if s.HasField("location") else 0.0,
+        tuple([(p.weekday, p.open_minute, p.close_minute) for p in s.opening_hours]),
+        s.closed,
+        s.time_zone,
+        brands,
     )
 
 
@@ -162,26 +179,8 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
     async def ImportStores(self, request_iterator: AsyncIterator[svc.ImportStoresRequest], context: Any) -> svc.ImportStoresResponse:
         session = self.catalog.begin_import()
         async for message in request_iterator:
-            brands = session.known_brands
-            start = session.rows_seen
-            outcomes = [
-                validate_store_row(
-                    start + i,
-                    s.store_id,
-                    s.brand_id,
-                    s.name,
-                    s.address,
-                    s.city,
-                    s.location.latitude if s.HasField("location") else 0.0,
-                    s.location.longitude if s.HasField("location") else 0.0,
-                    tuple([(p.weekday, p.open_minute, p.close_minute) for p in s.opening_hours]),
-                    s.closed,
-                    s.time_zone,
-                    brands,
-                )
-                for i, s in enumerate(message.stores)
-            ]
-            await session.add(outcomes)
+            # The session enforces the per-message row limit and paces the validation.
+            await session.add_message(message.stores, lambda index, s: store_row_from_pb(index, s, session.known_brands))
         r = await session.finish()
         return svc.ImportStoresResponse(
             accepted=r.accepted,

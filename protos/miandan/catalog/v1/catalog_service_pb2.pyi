@@ -35,7 +35,9 @@ class ImportStoresRequest(_message.Message):
     STORES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def stores(self) -> _containers.RepeatedCompositeFieldContainer[_catalog_pb2.Store]:
-        """A batch of stores (send many per message for speed; up to 5,000)."""
+        """A batch of stores (send many per message for speed; at most 5,000, more is INVALID_ARGUMENT
+        TOO_MANY_STORES).
+        """
 
     def __init__(
         self,

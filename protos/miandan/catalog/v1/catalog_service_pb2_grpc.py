@@ -93,7 +93,10 @@ class CatalogServiceServicer:
 
     def ImportStores(self, request_iterator, context):
         """Imports stores as a client stream (hundreds of thousands in one call), upserting by
-        store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
+        store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin). A message
+        of more than 5,000 stores ends the call with INVALID_ARGUMENT TOO_MANY_STORES naming `stores`:
+        the messages before it are imported as if the stream had ended there, that message and the
+        rest are not (ErrorInfo metadata: row_index of its first row, accepted, rejected so far).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,10 @@ class CatalogServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CatalogServiceAsyncStub: ...
     ImportStores: _grpc.StreamUnaryMultiCallable[_catalog_service_pb2.ImportStoresRequest, _catalog_service_pb2.ImportStoresResponse]
     """Imports stores as a client stream (hundreds of thousands in one call), upserting by
-    store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
+    store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin). A message
+    of more than 5,000 stores ends the call with INVALID_ARGUMENT TOO_MANY_STORES naming `stores`:
+    the messages before it are imported as if the stream had ended there, that message and the
+    rest are not (ErrorInfo metadata: row_index of its first row, accepted, rejected so far).
     """
     UpsertBrand: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertBrandRequest, _catalog_service_pb2.UpsertBrandResponse]
     """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
@@ -85,7 +88,10 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ImportStores: _aio.StreamUnaryMultiCallable[_catalog_service_pb2.ImportStoresRequest, _catalog_service_pb2.ImportStoresResponse]  # type: ignore[assignment]
     """Imports stores as a client stream (hundreds of thousands in one call), upserting by
-    store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
+    store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin). A message
+    of more than 5,000 stores ends the call with INVALID_ARGUMENT TOO_MANY_STORES naming `stores`:
+    the messages before it are imported as if the stream had ended there, that message and the
+    rest are not (ErrorInfo metadata: row_index of its first row, accepted, rejected so far).
     """
     UpsertBrand: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.UpsertBrandRequest, _catalog_service_pb2.UpsertBrandResponse]  # type: ignore[assignment]
     """Creates or replaces a brand (admin). Names and categories at most 200 characters, logo_url
@@ -133,7 +139,10 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.ImportStoresResponse, _abc.Awaitable[_catalog_service_pb2.ImportStoresResponse]]:
         """Imports stores as a client stream (hundreds of thousands in one call), upserting by
-        store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin).
+        store_id; safe to re-run. Reports accepted and rejected rows with reasons (admin). A message
+        of more than 5,000 stores ends the call with INVALID_ARGUMENT TOO_MANY_STORES naming `stores`:
+        the messages before it are imported as if the stream had ended there, that message and the
+        rest are not (ErrorInfo metadata: row_index of its first row, accepted, rejected so far).
         """
 
     @_abc_1.abstractmethod
