@@ -1153,8 +1153,7 @@ class OrderService:
         budget = budget or _budget()
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
-        if len(reason) > model.MAX_REASON:
-            raise InvalidArgument("reason", f"最长 {model.MAX_REASON} 个字符 / at most {model.MAX_REASON} characters")
+        model.check_text("reason", reason)
         actor = model.ACTOR_USER if user_id else model.ACTOR_MERCHANT
         now = self._now()
 
@@ -1192,8 +1191,7 @@ class OrderService:
         another order, status or note is REQUEST_ID_REUSED."""
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
-        if len(note) > model.MAX_REASON:
-            raise InvalidArgument("note", f"最长 {model.MAX_REASON} 个字符 / at most {model.MAX_REASON} characters")
+        model.check_text("note", note)
         if target not in model.FORWARD.values():
             raise InvalidArgument("status", "只能是 ACCEPTED/PREPARING/READY/COMPLETED / must be ACCEPTED, PREPARING, READY or COMPLETED")
         now = self._now()

@@ -397,6 +397,28 @@ def check_id(field_name: str, value: str, *, required: bool = True, limit: int =
         raise InvalidArgument(field_name, "不能含控制字符 / must not contain control characters", "INVALID_ID")
 
 
+# Control characters (Cc) a free text may not hold: every one but the line break and the tab. A
+# cancel reason and a status note are printed on kitchen tickets and shown in the merchant's
+# app: ESC starts printer and terminal commands, NUL ends the text early in C code, CR and
+# backspace overwrite what was printed, BEL rings. A line break or tab is how people write
+# (a note over two lines) and prints as such. Same reason as the catalog's for names
+# (CONTROL_CHARACTERS), which refuses line breaks too: a name is one line.
+_TEXT_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def check_text(field_name: str, value: str, *, limit: int = MAX_REASON) -> None:
+    """A free text of a request (CancelOrder reason, UpdateOrderStatus note): at most `limit`
+    characters, no control character but line break and tab. INVALID_ARGUMENT naming the field."""
+    if len(value) > limit:
+        raise InvalidArgument(field_name, f"最长 {limit} 个字符 / at most {limit} characters", "FIELD_TOO_LONG")
+    if _TEXT_CONTROL_CHARACTER.search(value):
+        raise InvalidArgument(
+            field_name,
+            "不能含控制字符（换行和制表符除外）/ must not contain control characters other than line breaks (\\n) and tabs",
+            "CONTROL_CHARACTERS",
+        )
+
+
 def check_request_id(value: str) -> None:
     check_id("request_id", value, limit=MAX_REQUEST_ID)
 

@@ -456,7 +456,10 @@ class CancelOrderRequest(_message.Message):
     grant may cancel the orders of its own stores only).
     """
     reason: _builtins.str
-    """Why."""
+    """Why. At most 500 characters with no control character but line break and tab (it is
+    printed on kitchen tickets); otherwise INVALID_ARGUMENT naming `reason` (FIELD_TOO_LONG,
+    CONTROL_CHARACTERS).
+    """
     def __init__(
         self,
         *,
@@ -517,7 +520,10 @@ class UpdateOrderStatusRequest(_message.Message):
     status: _order_pb2.OrderStatus.ValueType
     """Status to enter: ACCEPTED, PREPARING, READY or COMPLETED."""
     note: _builtins.str
-    """Note kept in the history."""
+    """Note kept in the history. At most 500 characters with no control character but line break
+    and tab (it is printed on kitchen tickets); otherwise INVALID_ARGUMENT naming `note`
+    (FIELD_TOO_LONG, CONTROL_CHARACTERS).
+    """
     def __init__(
         self,
         *,
