@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .admission import AdmissionController, admission_from_settings
 from .auth import MAX_MESSAGE_BYTES, AccessPolicy
-from .config import Settings, check_start_files, event_loop_from_env, prepare_data_dir
+from .config import Settings, check_start_files, env_number, event_loop_from_env, prepare_data_dir
 from .interceptors import CallPipeline
 from .logging import configure_logging, get_logger
 from .metrics import RpcMetrics, default_metrics, start_metrics_server
@@ -42,7 +42,7 @@ from .resources import Resources
 
 __all__ = [
     "Server", "build_server", "builds_server", "Resources", "serve", "run", "main", "StartError", "server_options",
-    "settle_heap", "raise_open_file_limit", "HEALTH_SERVICE_NAME",
+    "settle_heap", "raise_open_file_limit", "HEALTH_SERVICE_NAME", "keepalive_from_env",
 ]
 
 T = TypeVar("T")
@@ -55,17 +55,42 @@ HEALTH_SERVICE_NAME = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 # EX_USAGE-style tools do) and anything else (a port taken, a host that does not resolve).
 EXIT_BAD_SETTING = 2
 EXIT_START_FAILED = 1
+# Server keepalive (MIANDAN_KEEPALIVE_SECONDS / _TIMEOUT_SECONDS): a client that vanished without
+# closing its connection (lost signal, a NAT that forgot the mapping) never sends the FIN or RST
+# that would end its calls, so an idle watch stream would hold its slot until the next change
+# failed to write, forever on a quiet store. A ping after this long idle, unanswered within the
+# timeout, closes the connection and cancels its calls.
+KEEPALIVE_SECONDS = 60.0
+KEEPALIVE_TIMEOUT_SECONDS = 20.0
 
 
 class StartError(RuntimeError):
     """A service could not start for a reason its message explains in one line."""
 
 
-def server_options(max_pending_calls: int = 0, max_request_bytes: int = MAX_MESSAGE_BYTES) -> list[tuple[str, Any]]:
+def keepalive_from_env(env: Mapping[str, str] | None = None) -> tuple[float, float]:
+    """(idle seconds before the server pings a connection, seconds it waits for the answer)
+    from MIANDAN_KEEPALIVE_SECONDS and MIANDAN_KEEPALIVE_TIMEOUT_SECONDS (env None = os.environ).
+    Raises ValueError naming a bad value."""
+    # At most a day each: gRPC takes milliseconds in a C int.
+    return (
+        env_number(env, "MIANDAN_KEEPALIVE_SECONDS", KEEPALIVE_SECONDS, minimum=1, maximum=86_400),
+        env_number(env, "MIANDAN_KEEPALIVE_TIMEOUT_SECONDS", KEEPALIVE_TIMEOUT_SECONDS, minimum=1, maximum=86_400),
+    )
+
+
+def server_options(
+    max_pending_calls: int = 0,
+    max_request_bytes: int = MAX_MESSAGE_BYTES,
+    *,
+    keepalive_s: float = KEEPALIVE_SECONDS,
+    keepalive_timeout_s: float = KEEPALIVE_TIMEOUT_SECONDS,
+) -> list[tuple[str, Any]]:
     """max_pending_calls > 0: gRPC refuses new calls once that many wait for the event loop
     (at random up to twice as many, always beyond; see Settings.max_pending_calls).
     max_request_bytes: larger requests are refused by gRPC itself (RESOURCE_EXHAUSTED), before
-    they are read into memory; answers may still be up to MAX_MESSAGE_BYTES."""
+    they are read into memory; answers may still be up to MAX_MESSAGE_BYTES.
+    keepalive_s / keepalive_timeout_s: see KEEPALIVE_SECONDS."""
     pending = (
         [
             ("grpc.server.max_pending_requests", max_pending_calls),
@@ -80,6 +105,14 @@ def server_options(max_pending_calls: int = 0, max_request_bytes: int = MAX_MESS
         # Accept the clients' 30 s keepalive pings (open_channel) instead of answering GOAWAY.
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_time_ms", int(keepalive_s * 1000)),
+        ("grpc.keepalive_timeout_ms", int(keepalive_timeout_s * 1000)),
+        # gRPC 1.85 drops the connection when a ping goes unanswered for ping_timeout_ms
+        # (default 60 s), whatever keepalive_timeout_ms says (seen with GRPC_TRACE=http2_ping).
+        ("grpc.http2.ping_timeout_ms", int(keepalive_timeout_s * 1000)),
+        # Older gRPC cores stop a server's pings after two (the default) without data between
+        # them: just the idle watch stream they are for. 1.85 no longer limits the server's.
+        ("grpc.http2.max_pings_without_data", 0),
         # Two processes silently sharing a port would split traffic between old and new code.
         ("grpc.so_reuseport", 0),
     ]
@@ -104,6 +137,8 @@ class Server:
     ) -> None:
         self.settings = settings
         self.max_request_bytes = max_request_bytes
+        # Read here, not at start: a bad value fails the build, before on_start opens anything.
+        self.keepalive = keepalive_from_env()
         # None = as configured: mutual TLS (client certificate required and verified against
         # MIANDAN_TLS_CA) whenever a CA is set. False = one-way TLS, for a port end users reach
         # without certificates (the gateway); the server then does not even ask for a client
@@ -163,7 +198,10 @@ class Server:
         pipeline = CallPipeline(
             s.service, s, self.policy, self.admission, self.criticality, self.metrics, self.logger
         )
-        options = server_options(getattr(s, "max_pending_calls", 0), self.max_request_bytes)
+        options = server_options(
+            getattr(s, "max_pending_calls", 0), self.max_request_bytes,
+            keepalive_s=self.keepalive[0], keepalive_timeout_s=self.keepalive[1],
+        )
         server = grpc.aio.server(interceptors=[pipeline], options=options)
         self._unstarted = server
         self._register(server)
