@@ -18,17 +18,9 @@ from services.common.metrics import RpcMetrics
 from services.common.server import build_server
 
 from tests.integration.common.kit_server import kit_settings
+from tests.log_lines import Lines
 
 UPSTREAM, RELAY = "test.Upstream", "test.Relay"
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 async def _serve(settings, name, handlers, roles=None):

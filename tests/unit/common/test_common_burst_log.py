@@ -3,15 +3,7 @@ saying how many events the silence stood for."""
 import logging
 
 from services.common.logging import BurstLog
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
+from tests.log_lines import Lines
 
 
 def test_a_burst_is_one_line_and_the_next_line_after_the_quiet_time_counts_the_untold_ones():

@@ -9,20 +9,12 @@ import pytest
 from services.common.auth import ADMIN_REQUIRED, CREDENTIAL_INVALID, CREDENTIAL_MISSING
 from services.common.errors import PermissionDenied, Unavailable, to_rpc_status
 from services.order import upstream
+from tests.log_lines import Lines
 
 
 def answered(err):
     status = to_rpc_status(err)
     return grpc.aio.AioRpcError(status.code, grpc.aio.Metadata(), grpc.aio.Metadata(*status.trailing_metadata), status.details)
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.DEBUG)
-        self.records = []
-
-    def emit(self, record):
-        self.records.append(record)
 
 
 @pytest.fixture
