@@ -3,9 +3,11 @@
 Metadata keys (lower-case, as gRPC requires):
   x-miandan-internal-token  every call into an internal service (or a verified mTLS client cert)
   x-miandan-admin-token     admin RPCs, in addition to the internal credential
-  x-miandan-merchant-token  merchant RPCs (admin also qualifies), in addition to the internal credential:
-                            the platform's MIANDAN_MERCHANT_TOKEN (every store) or one merchant's
-                            grant (services.common.merchant_grant: its own brands and stores only)
+  x-miandan-merchant-token  merchant RPCs (admin also qualifies): the platform's MIANDAN_MERCHANT_TOKEN
+                            (every store) or one merchant's grant (services.common.merchant_grant:
+                            its own brands and stores only). With the internal credential, or alone:
+                            a merchant's systems need not (and should not) hold the internal token,
+                            which would let them call every internal RPC as the gateway does.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ __all__ = [
     "INTERNAL",
     "ADMIN",
     "MERCHANT",
+    "INTERNAL_OR_MERCHANT",
+    "MERCHANT_ROLES",
     "INTERNAL_TOKEN_KEY",
     "ADMIN_TOKEN_KEY",
     "MERCHANT_TOKEN_KEY",
@@ -49,9 +53,15 @@ class Role(str, enum.Enum):
     INTERNAL = "INTERNAL"
     ADMIN = "ADMIN"
     MERCHANT = "MERCHANT"  # merchant or admin
+    # CancelOrder: the gateway cancels for a user (internal credential), a merchant for its store
+    # (its own credential alone will do); which of the two a call is, the servicer decides.
+    INTERNAL_OR_MERCHANT = "INTERNAL_OR_MERCHANT"
 
 
 PUBLIC, INTERNAL, ADMIN, MERCHANT = Role.PUBLIC, Role.INTERNAL, Role.ADMIN, Role.MERCHANT
+INTERNAL_OR_MERCHANT = Role.INTERNAL_OR_MERCHANT
+# Roles a merchant's own credential may fill without the internal one.
+MERCHANT_ROLES = frozenset({MERCHANT, INTERNAL_OR_MERCHANT})
 
 # Rejections are constants: building them per call would cost more than the check itself.
 CREDENTIAL_MISSING = Unauthenticated(
@@ -112,22 +122,29 @@ class AccessPolicy:
             if not _eq(internal, self._internal):
                 return CREDENTIAL_INVALID
         elif not self._peer_verified(context):
+            # No service credential: only a merchant, on a merchant RPC, with its own credential.
+            # An admin always comes through the platform (internal credential first).
+            if merchant is not None and role in MERCHANT_ROLES:
+                return self._merchant_refusal(merchant)
             return CREDENTIAL_MISSING
-        if role is INTERNAL:
+        if role is INTERNAL or role is INTERNAL_OR_MERCHANT:
             return None
         if admin is not None and _eq(admin, self._admin):
             return None
         if role is MERCHANT:
             if merchant is not None:
-                if _eq(merchant, self._merchant):
-                    return None
-                scope = self._grant(merchant)
-                if isinstance(scope, MerchantScope):
-                    return None
-                if scope is not None:
-                    return scope
-            return CREDENTIAL_INVALID if merchant is not None or admin is not None else MERCHANT_REQUIRED
+                return self._merchant_refusal(merchant)
+            return CREDENTIAL_INVALID if admin is not None else MERCHANT_REQUIRED
         return CREDENTIAL_INVALID if admin is not None else ADMIN_REQUIRED
+
+    def _merchant_refusal(self, merchant: Any) -> DomainError | None:
+        """None for the platform's merchant token or a good grant; else why not."""
+        if _eq(merchant, self._merchant):
+            return None
+        scope = self._grant(merchant)
+        if isinstance(scope, MerchantScope):
+            return None
+        return scope if scope is not None else CREDENTIAL_INVALID
 
     def merchant_scope(self, metadata: Sequence[tuple[str, Any]] | None) -> MerchantScope | None:
         """What the caller of a merchant RPC may act on, once check(MERCHANT) has passed: None

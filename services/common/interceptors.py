@@ -20,7 +20,9 @@ from typing import Any, Callable, Mapping
 import grpc
 
 from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
-from .auth import CREDENTIAL_INVALID, CREDENTIAL_REASONS, PUBLIC, AccessPolicy, Role, credential_refused, refuses_our_credential
+from .auth import (
+    CREDENTIAL_INVALID, CREDENTIAL_REASONS, MERCHANT_ROLES, PUBLIC, AccessPolicy, Role, credential_refused, refuses_our_credential,
+)
 from .errors import (
     PUSHBACK_KEY,
     STATUS_DETAILS_KEY,
@@ -249,7 +251,9 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             if err is not None:
                 self._reject(plan, err.code, context)
                 await context.abort_with_status(self._constant_status(err))
-            crit = _override(metadata, crit, None, None)
+            # A merchant's credential alone passes merchant RPCs: only a proven internal caller
+            # may choose its call's criticality.
+            crit = _override(metadata, crit, self.policy if plan.role in MERCHANT_ROLES else None, context)
         else:
             crit = _override(metadata, crit, self.policy, context)
         left = context.time_remaining()

@@ -8,13 +8,19 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from services.common.auth import MERCHANT, AccessPolicy
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, PermissionDenied
 
 from . import model
 from .handlers import Budget, CartView, OrderService, PlaceOrderInput, selections_of
 from .model import Order
 
 __all__ = ["OrderServicer", "order_to_proto", "cart_to_proto"]
+
+ACTS_AS_USER = PermissionDenied(
+    "MERCHANT_CANNOT_ACT_AS_USER",
+    "商户凭证只能取消自己门店的订单，不能代用户取消 / a merchant credential cancels its own stores' orders "
+    "(no user_id), never on a user's behalf",
+)
 
 _STATUS = {name: order_pb2.OrderStatus.Value(f"ORDER_STATUS_{name}") for name in model.LIVE_STATUSES}
 _STATUS_BY_VALUE = {v: k for k, v in _STATUS.items()}
@@ -228,12 +234,17 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:
         merchant = None
+        metadata = context.invocation_metadata()
         if not request.user_id:
             # A cancellation without a user is the merchant's: it needs the merchant credential.
-            err = self.policy.check(MERCHANT, context.invocation_metadata(), context)
+            err = self.policy.check(MERCHANT, metadata, context)
             if err is not None:
                 raise err
-            merchant = self.policy.merchant_scope(context.invocation_metadata())
+            merchant = self.policy.merchant_scope(metadata)
+        elif not self.policy.is_internal(metadata, context):
+            # The user's path trusts user_id as the gateway's word for who signed in. A merchant
+            # (its credential alone let it this far) naming a buyer would cancel any store's order.
+            raise ACTS_AS_USER
         order = await self.service.cancel_order(
             request.order_id, request.user_id, request.reason, request.request_id, _budget(context), merchant=merchant
         )

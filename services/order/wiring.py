@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from miandan.order.v1 import order_service_pb2, order_service_pb2_grpc
-from services.common.auth import ADMIN, MERCHANT, AccessPolicy
+from services.common.auth import ADMIN, INTERNAL_OR_MERCHANT, MERCHANT, AccessPolicy
 from services.common.clock import Clock, SystemClock
 from services.common.config import Settings, check_campaign_id, env_number
 from services.common.server import Resources, Server, build_server, builds_server
@@ -67,6 +67,7 @@ async def build(
             _M + "UpdateOrderStatus": MERCHANT,
             _M + "ListStoreOrders": MERCHANT,
             _M + "WatchStoreOrders": MERCHANT,
+            _M + "CancelOrder": INTERNAL_OR_MERCHANT,
             _M + "ListAllOrders": ADMIN,
         },
         clock=clock,

@@ -74,6 +74,7 @@ async def test_a_grant_that_is_expired_forged_or_too_long_is_refused(cat):
     # Not a grant and not the platform token: the credential is wrong, as before grants.
     md = ((INTERNAL_TOKEN_KEY, cat.settings.internal_token), (MERCHANT_TOKEN_KEY, "guess"))
     assert await refused(sold_out(cat, "mx1", LEMONADE, md)) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIAL_INVALID")
-    # A grant is no internal credential: without one the call is refused before anything else.
+    # A grant is no internal credential: alone it passes merchant RPCs only.
     md = ((MERCHANT_TOKEN_KEY, mint_grant(cat.settings.merchant_signing_key, "m", brands=["luckin"], clock=cat.clock)),)
-    assert await refused(sold_out(cat, "lk1", LATTE, md)) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIAL_MISSING")
+    menu = cat.stub.GetMenu(svc.GetMenuRequest(store_id="lk1"), metadata=md)
+    assert await refused(menu) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIAL_MISSING")

@@ -4,7 +4,9 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from services.common.auth import ADMIN_TOKEN_KEY, INTERNAL_TOKEN_KEY, MERCHANT, MERCHANT_TOKEN_KEY, AccessPolicy
+from services.common.auth import (
+    ADMIN, ADMIN_TOKEN_KEY, INTERNAL, INTERNAL_OR_MERCHANT, INTERNAL_TOKEN_KEY, MERCHANT, MERCHANT_TOKEN_KEY, AccessPolicy,
+)
 from services.common.clock import FakeClock
 from services.common.config import Settings
 from services.common.errors import DomainError
@@ -196,3 +198,27 @@ def test_an_unreadable_revocation_file_refuses_every_grant_until_it_can_be_read(
     revoked.write_text("someone-else\n")
     policy._revoked._next_check = 0.0  # the next look at the file is due
     assert policy.check(MERCHANT, _md(grant)) is None
+
+
+def test_a_merchants_own_credential_alone_fills_merchant_roles_and_no_other():
+    clock = FakeClock()
+    policy = AccessPolicy(SETTINGS, clock=clock)
+    grant = ((MERCHANT_TOKEN_KEY, mint_grant(KEY, "m", stores=["s1"], ttl=60, clock=clock)),)
+    platform = ((MERCHANT_TOKEN_KEY, SETTINGS.merchant_token),)
+    for role in (MERCHANT, INTERNAL_OR_MERCHANT):
+        assert policy.check(role, grant) is None and policy.check(role, platform) is None
+        assert policy.check(role, ((MERCHANT_TOKEN_KEY, "guess"),)).reason == "CREDENTIAL_INVALID"
+        assert policy.check(role, ()).reason == "CREDENTIAL_MISSING"
+        # An admin comes through the platform: its token alone is no credential.
+        assert policy.check(role, ((ADMIN_TOKEN_KEY, SETTINGS.admin_token),)).reason == "CREDENTIAL_MISSING"
+    assert policy.merchant_scope(grant).stores == frozenset({"s1"})
+    for role in (INTERNAL, ADMIN):
+        assert policy.check(role, grant).reason == "CREDENTIAL_MISSING"
+        assert policy.check(role, platform).reason == "CREDENTIAL_MISSING"
+    assert not policy.is_internal(grant) and not policy.is_internal(platform)
+    # With the internal credential, INTERNAL_OR_MERCHANT is plain internal; a wrong one is refused
+    # whatever merchant credential comes with it.
+    assert policy.check(INTERNAL_OR_MERCHANT, _md()) is None
+    assert policy.check(MERCHANT, ((INTERNAL_TOKEN_KEY, "wrong"),) + grant).reason == "CREDENTIAL_INVALID"
+    clock.advance(91)
+    assert policy.check(MERCHANT, grant).reason == "MERCHANT_GRANT_INVALID"

@@ -452,7 +452,9 @@ class CancelOrderRequest(_message.Message):
     order_id: _builtins.str
     """Order."""
     user_id: _builtins.str
-    """Owner cancelling it; empty when the merchant cancels (merchant credential; a merchant
+    """Owner cancelling it, on the gateway's word (internal credential: a caller with only a
+    merchant credential naming a user is PERMISSION_DENIED / MERCHANT_CANNOT_ACT_AS_USER); empty
+    when the merchant cancels (merchant credential, alone or with the internal one; a merchant
     grant may cancel the orders of its own stores only).
     """
     reason: _builtins.str
