@@ -10,6 +10,9 @@ so its cost depends on local density, not on the total number of stores.
 Distances are great-circle (haversine) metres. Most candidates are dismissed first by a flat
 (equirectangular) estimate, which is within a few percent of the true distance at city scale,
 so the trigonometry runs only for stores that may make the result.
+
+Columns of cells wrap at the antimeridian: a store at 179.99°E is two kilometres from a user at
+179.99°W (Fiji, Chukotka), and a walk of columns that stopped at ±180° never reached it.
 """
 from __future__ import annotations
 
@@ -22,6 +25,10 @@ from .model import EARTH_RADIUS_M, Hours, OpenClock, StoreRecord, haversine_m
 CELL_DEG = 0.005
 _M_PER_DEG = math.pi * EARTH_RADIUS_M / 180.0  # ~111.2 km
 _J_BITS = 20  # cell key = (i << 20) + j; |j| <= 36,000 < 2**19, so keys are unique
+# Columns around the globe; j is kept in -_HALF_COLUMNS.._HALF_COLUMNS - 1, so 180°E and 180°W,
+# one meridian, are one column.
+_COLUMNS = round(360 / CELL_DEG)
+_HALF_COLUMNS = _COLUMNS // 2
 # The flat estimate uses the query's latitude for every candidate; within this slack it never
 # dismisses a store whose true distance is inside the bound (checked up to 50 km below 60°N).
 _FLAT_SLACK = 1.05
@@ -52,8 +59,23 @@ def _dropped_first(store_id: str) -> bytes:
     return store_id.encode("utf-8", "surrogatepass").translate(_REVERSE_BYTES) + b"\xff"
 
 
+def _column(j: int) -> int:
+    """Column j wrapped into -_HALF_COLUMNS.._HALF_COLUMNS - 1."""
+    return (j + _HALF_COLUMNS) % _COLUMNS - _HALF_COLUMNS
+
+
 def cell_key(lat: float, lng: float) -> int:
-    return (math.floor(lat / CELL_DEG) << _J_BITS) + math.floor(lng / CELL_DEG)
+    j = math.floor(lng / CELL_DEG)
+    if j >= _HALF_COLUMNS:  # 180°E itself: the column of 180°W
+        j -= _COLUMNS
+    return (math.floor(lat / CELL_DEG) << _J_BITS) + j
+
+
+def _lng_reach_deg(lat: float, radius_m: float) -> float:
+    """How far east or west of the query, in degrees, a store within radius_m may be (at least
+    a whole column, at most the globe)."""
+    max_lat = min(89.9, abs(lat) + radius_m / _M_PER_DEG)
+    return min(360.0, radius_m / max(1.0, _M_PER_DEG * math.cos(math.radians(max_lat))) + CELL_DEG)
 
 
 class GeoIndex:
@@ -101,7 +123,10 @@ class GeoIndex:
         """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id."""
         best: list[tuple[float, bytes, StoreRecord]] = []  # max-heap via negated distance, then greater id
         bound = radius_m  # no hit can be farther than this
-        flat = abs(lat) < _FLAT_MAX_LAT
+        # The flat estimate measures longitude straight across: across the antimeridian it would
+        # put a store two kilometres away on the other side of the globe, so a search that
+        # reaches it gives every candidate the haversine (which wraps); any other keeps it.
+        flat = abs(lat) < _FLAT_MAX_LAT and abs(lng) + _lng_reach_deg(lat, radius_m) < 180.0
         ky = _M_PER_DEG
         kx = _M_PER_DEG * math.cos(math.radians(lat))
         cells = self._cells
@@ -137,21 +162,34 @@ class GeoIndex:
         return sorted(((-nd, s) for nd, _, s in best), key=lambda h: (h[0], h[1].store_id))
 
     def _cells_outward(self, lat: float, lng: float, radius_m: float) -> Iterator[tuple[float, list[int]]]:
-        ci, cj = math.floor(lat / CELL_DEG), math.floor(lng / CELL_DEG)
+        ci, cj = math.floor(lat / CELL_DEG), _column(math.floor(lng / CELL_DEG))
         lat_cell_m = CELL_DEG * _M_PER_DEG
         # Longitude cells shrink towards the poles: use the narrowest width inside the search
         # box so the ring's lower bound on distance stays a true lower bound.
         max_lat = min(89.9, abs(lat) + radius_m / _M_PER_DEG)
         lng_cell_m = max(1.0, CELL_DEG * _M_PER_DEG * math.cos(math.radians(max_lat)))
         max_i = math.ceil(radius_m / lat_cell_m) + 1
-        max_j = min(math.ceil(radius_m / lng_cell_m) + 1, int(360 / CELL_DEG))
+        # Columns are counted both ways round the globe, so half of them reach every column.
+        max_j = min(math.ceil(radius_m / lng_cell_m) + 1, _HALF_COLUMNS)
+        # A box that reaches past ±180° wraps round to the other side, where going round both
+        # ways column cj + _HALF_COLUMNS is cj - _HALF_COLUMNS: it is walked once. Any other
+        # box keeps the plain arithmetic.
+        wraps = not -_HALF_COLUMNS <= cj - max_j <= cj + max_j < _HALF_COLUMNS
         if (2 * max_i + 1) * (2 * max_j + 1) > 4 * len(self._cells) + 64:
             # A box with more cells than there are occupied cells (near the poles, or a sparse
             # index): walking the occupied cells is cheaper than walking the box.
             half = 1 << (_J_BITS - 1)
+            low = (1 << _J_BITS) - 1
+            if wraps:
+                yield 0.0, [
+                    k for k in self._cells
+                    if abs(((k + half) >> _J_BITS) - ci) <= max_i
+                    and abs((((k + half) & low) - half - cj + _HALF_COLUMNS) % _COLUMNS - _HALF_COLUMNS) <= max_j
+                ]
+                return
             yield 0.0, [
                 k for k in self._cells
-                if abs(((k + half) >> _J_BITS) - ci) <= max_i and abs(((k + half) & ((1 << _J_BITS) - 1)) - half - cj) <= max_j
+                if abs(((k + half) >> _J_BITS) - ci) <= max_i and abs(((k + half) & low) - half - cj) <= max_j
             ]
             return
         step_m = min(lat_cell_m, lng_cell_m)
@@ -163,6 +201,17 @@ class GeoIndex:
                 break
             keys = []
             span_j = min(r, max_j)
+            if wraps:
+                columns = [_column(cj + dj) for dj in range(-span_j, min(span_j, _HALF_COLUMNS - 1) + 1)]
+                sides = [_column(cj - r)] + ([_column(cj + r)] if r < _HALF_COLUMNS else [])
+                for di in range(-min(r, max_i), min(r, max_i) + 1):
+                    row = (ci + di) << _J_BITS
+                    if abs(di) == r:
+                        keys.extend([row + j for j in columns])
+                    elif r <= max_j:
+                        keys.extend([row + j for j in sides])
+                yield ring_min, keys
+                continue
             for di in range(-min(r, max_i), min(r, max_i) + 1):
                 row = (ci + di) << _J_BITS
                 if abs(di) == r:

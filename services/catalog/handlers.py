@@ -41,6 +41,7 @@ from .model import (
     WantedLine,
     card_cover,
     check_request_id,
+    item_not_on_menu,
     next_open_change,
     quote,
     valid_location,
@@ -85,7 +86,6 @@ _NO_READING = _EmptyReading()
 
 STORE_NOT_FOUND = "STORE_NOT_FOUND"
 BRAND_NOT_FOUND = "BRAND_NOT_FOUND"
-ITEM_NOT_FOUND = "ITEM_NOT_FOUND"
 
 
 # --- resolver seam -----------------------------------------------------------------------
@@ -311,7 +311,11 @@ class Catalog:
         await asyncio.shield(self._store_and_index_rows(rows))
 
     async def _store_and_index_rows(self, rows: list[StoreRow]) -> None:
-        await self.store.upsert_stores(rows, now_ms(self.clock))
+        dropped = await self.store.upsert_stores(rows, now_ms(self.clock))
+        # Before the first yield below: a SetItemAvailability committed after this import is
+        # applied after this line, so only the marks the import dropped are forgotten. The
+        # stores are published with the rest of the rows once indexed.
+        self._forget_sold_out(dropped)
         stores, index = self.stores, self.index
         for n, row in enumerate(rows):
             if n and n % 1000 == 0:
@@ -325,6 +329,14 @@ class Catalog:
                 previous = None
             self._brand_index(record.brand_id).put(record, previous)
         self.changes.publish((row.store_id for row in rows), all_stores=len(rows) > 100)
+
+    def _forget_sold_out(self, marks: Iterable[tuple[str, str]]) -> None:
+        for store_id, item_id in marks:
+            sold = self.sold_out.get(store_id)
+            if sold is not None:
+                sold.discard(item_id)
+                if not sold:
+                    del self.sold_out[store_id]
 
     def _brand_index(self, brand_id: str) -> BrandIndex:
         index = self.brand_indexes.get(brand_id)
@@ -355,7 +367,7 @@ class Catalog:
         if merchant is not None and not merchant.covers(store.brand_id, store_id):
             raise store_not_yours(store_id)
         if item_id not in self.menus.get(store.brand_id, {}):
-            raise NotFound(ITEM_NOT_FOUND, f"该门店菜单上没有 / no item {item_id!r} on the menu of {store_id!r}")
+            raise item_not_on_menu(store_id, item_id)
         def apply(replayed: bool) -> None:
             if replayed:
                 return

@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Iterable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
-from services.common.errors import MAX_MESSAGE_BYTES, AlreadyExists, InvalidArgument, clip
+from services.common.errors import MAX_MESSAGE_BYTES, AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, clip
 from services.common.time_zone import is_iana_zone
 
 DEFAULT_TIME_ZONE = "Asia/Shanghai"
@@ -46,6 +46,17 @@ MAX_ALIASES = 100  # of a brand or an item
 MAX_OPTION_ALIASES = 20
 MAX_OPTION_GROUPS = 20
 MAX_OPTIONS = 100  # of an item, all its groups together
+# Items one brand's menu may hold. GetMenu sends a store's whole menu in one answer (it has no
+# pages) and a client reads at most 4 MiB by default: the richest demo item (3 option groups with
+# their aliases) is 1.3 KB on the wire, so 2,000 such items are ~2.6 MB and still read, where a
+# menu nothing bounds (an import script re-run with fresh item ids) would end as an answer no
+# buyer of the brand can read, at every one of its stores; every menu is also re-indexed for
+# MatchIntent after each change. The largest chains list a few hundred items. A full menu is
+# FAILED_PRECONDITION, not RESOURCE_EXHAUSTED: retrying does not help (the order service's
+# CART_FULL alike), and RESOURCE_EXHAUSTED is the suite's answer to load, retried after a delay.
+MAX_MENU_ITEMS = 2_000
+MENU_FULL = "MENU_FULL"
+ITEM_NOT_FOUND = "ITEM_NOT_FOUND"
 
 # Quote problem reasons (QuoteProblem.reason).
 UNKNOWN_ITEM = "UNKNOWN_ITEM"
@@ -494,6 +505,19 @@ def item_fingerprint(it: MenuItem) -> str:
 
 def availability_fingerprint(store_id: str, item_id: str, available: bool) -> str:
     return _fingerprint(["SetItemAvailability", store_id, item_id, bool(available)])
+
+
+def menu_full(brand_id: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        MENU_FULL,
+        f"品牌 {brand_id} 的菜单已满（最多 {MAX_MENU_ITEMS:,} 个商品），只能修改已有商品 / the menu of brand {brand_id!r} "
+        f"is full (at most {MAX_MENU_ITEMS:,} items): existing items can still be updated",
+        metadata={"brand_id": brand_id, "max_items": str(MAX_MENU_ITEMS)},
+    )
+
+
+def item_not_on_menu(store_id: str, item_id: str) -> NotFound:
+    return NotFound(ITEM_NOT_FOUND, f"该门店菜单上没有 / no item {item_id!r} on the menu of {store_id!r}")
 
 
 def request_id_reused() -> AlreadyExists:

@@ -13,6 +13,7 @@ loaded once at start, plus the rarely-read address/city columns.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from services.common.clock import Clock
 from services.common.db import Database
 
 from .model import (
+    MAX_MENU_ITEMS,
     Brand,
     MenuItem,
     Option,
@@ -34,10 +36,13 @@ from .model import (
     decode_hours,
     encode_hours,
     item_fingerprint,
+    item_not_on_menu,
+    menu_full,
     request_id_reused,
 )
 
 SYNCHRONOUS = "NORMAL"
+_log = logging.getLogger("miandan.catalog.store")
 
 MIGRATIONS: list[str] = [
     """
@@ -125,7 +130,7 @@ class CatalogStore(Protocol):
     async def load(self) -> Snapshot: ...
     async def upsert_brand(self, request_id: str, brand: Brand, now_ms: int) -> tuple[bool, bool]: ...
     async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]: ...
-    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> None: ...
+    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]: ...
     async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool: ...
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]: ...
     async def close(self) -> None: ...
@@ -180,7 +185,15 @@ class SqliteCatalogStore:
 
     @classmethod
     async def open(cls, path: str | Path, *, clock: Clock | None = None) -> "SqliteCatalogStore":
-        return cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=1))
+        store = cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=1))
+        try:
+            dropped = await store.db.write(_drop_stray_sold_out)
+        except BaseException:
+            await store.close()
+            raise
+        if dropped:
+            _log.warning("dropped sold-out marks of items not on their store's menu", extra={"marks": dropped})
+        return store
 
     async def close(self) -> None:
         self._point.close()
@@ -196,11 +209,15 @@ class SqliteCatalogStore:
         return await self.db.write(_upsert_brand, request_id, brand, now_ms)
 
     async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]:
-        """As upsert_brand, for one menu item (its request ids are a namespace of their own)."""
+        """As upsert_brand, for one menu item (its request ids are a namespace of their own).
+        Raises FailedPrecondition MENU_FULL when the item is new and its brand already has
+        MAX_MENU_ITEMS."""
         return await self.db.write(_upsert_item, request_id, item, now_ms)
 
-    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> None:
-        await self.db.write(_upsert_stores, rows, now_ms)
+    async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]:
+        """Upserts the rows; returns the sold-out marks (store_id, item_id) it dropped: all those
+        of every store the rows move to another brand."""
+        return await self.db.write(_upsert_stores, rows, now_ms)
 
     async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
         """True when this call changed nothing because request_id was already applied at this
@@ -291,14 +308,22 @@ def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms
     seen = _replayed(conn, "item", "", request_id, fingerprint)
     if seen is not None:
         return bool(seen), True
+    exists = conn.execute("SELECT 1 FROM menu_items WHERE brand_id = ? AND item_id = ?", (it.brand_id, it.item_id)).fetchone()
+    if exists is None:
+        # Counted in the write transaction: the single writer runs concurrent upserts one after
+        # the other, so the last places cannot be taken twice (memory lags the commits).
+        (count,) = conn.execute("SELECT COUNT(*) FROM menu_items WHERE brand_id = ?", (it.brand_id,)).fetchone()
+        if count >= MAX_MENU_ITEMS:
+            raise menu_full(it.brand_id)
     values = (it.name, json.dumps(list(it.aliases), ensure_ascii=False), it.category, it.price_fen, groups_to_json(it.option_groups), now_ms)
-    cur = conn.execute(
-        "INSERT INTO menu_items (brand_id, item_id, name, aliases, category, price_fen, option_groups, updated_ms) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (brand_id, item_id) DO NOTHING",
-        (it.brand_id, it.item_id, *values),
-    )
-    created = cur.rowcount == 1
-    if not created:
+    created = exists is None
+    if created:
+        conn.execute(
+            "INSERT INTO menu_items (brand_id, item_id, name, aliases, category, price_fen, option_groups, updated_ms) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (it.brand_id, it.item_id, *values),
+        )
+    else:
         conn.execute(
             "UPDATE menu_items SET name = ?, aliases = ?, category = ?, price_fen = ?, option_groups = ?, updated_ms = ? "
             "WHERE brand_id = ? AND item_id = ?",
@@ -308,7 +333,8 @@ def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms
     return created, False
 
 
-def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: int) -> None:
+def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]:
+    dropped = _drop_marks_of_rebranded(conn, rows)
     conn.executemany(
         "INSERT INTO stores (store_id, brand_id, name, address, city, latitude, longitude, hours, closed, time_zone, updated_ms) "
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -321,6 +347,46 @@ def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: i
             for r in rows
         ],
     )
+    return dropped
+
+
+def _drop_marks_of_rebranded(conn: sqlite3.Connection, rows: Sequence[StoreRow]) -> list[tuple[str, str]]:
+    """Drops the sold-out marks of the stores `rows` move to another brand, before they move.
+    A mark names an item of the store's brand: kept across a move it marked an item of the old
+    brand that the store no longer sells, or the new brand's item of the same id sold out though
+    no merchant said so. Costs a primary-key probe a row (~4 ms a 5,000-row batch, in the writer
+    thread); only stores that have marks are read further."""
+    new_brand = {r.store_id: r.brand_id for r in rows}
+    ids = list(new_brand)
+    moved: list[str] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        moved += [
+            store_id
+            for store_id, brand_id in conn.execute(
+                f"SELECT s.store_id, s.brand_id FROM stores s WHERE s.store_id IN ({marks}) "
+                "AND EXISTS (SELECT 1 FROM sold_out o WHERE o.store_id = s.store_id)",
+                chunk,
+            )
+            if brand_id != new_brand[store_id]
+        ]
+    dropped: list[tuple[str, str]] = []
+    for store_id in moved:
+        dropped += [(store_id, item_id) for (item_id,) in conn.execute("SELECT item_id FROM sold_out WHERE store_id = ?", (store_id,))]
+        conn.execute("DELETE FROM sold_out WHERE store_id = ?", (store_id,))
+    return dropped
+
+
+def _drop_stray_sold_out(conn: sqlite3.Connection) -> int:
+    """Drops marks naming no item of their store's brand (left by imports that moved a store to
+    another brand before they dropped its marks): items are never deleted, so no such mark can
+    ever be read, and one would mark the new brand's item sold out the day it gets that id."""
+    cur = conn.execute(
+        "DELETE FROM sold_out WHERE NOT EXISTS (SELECT 1 FROM stores s JOIN menu_items m "
+        "ON m.brand_id = s.brand_id AND m.item_id = sold_out.item_id WHERE s.store_id = sold_out.store_id)"
+    )
+    return cur.rowcount
 
 
 def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
@@ -332,6 +398,14 @@ def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, 
     if available:
         conn.execute("DELETE FROM sold_out WHERE store_id = ? AND item_id = ?", (store_id, item_id))
     else:
+        # Checked again here, not only against memory: an import that moves the store to another
+        # brand may commit between the caller's check and this write.
+        on_menu = conn.execute(
+            "SELECT 1 FROM stores s JOIN menu_items m ON m.brand_id = s.brand_id AND m.item_id = ? WHERE s.store_id = ?",
+            (item_id, store_id),
+        ).fetchone()
+        if on_menu is None:
+            raise item_not_on_menu(store_id, item_id)
         conn.execute(
             "INSERT INTO sold_out (store_id, item_id, updated_ms) VALUES (?, ?, ?) "
             "ON CONFLICT (store_id, item_id) DO UPDATE SET updated_ms = excluded.updated_ms",

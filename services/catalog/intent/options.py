@@ -34,6 +34,21 @@ COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "热": ("热饮的", "热一点", "烫的", "温热", "热乎的", "heated"),
 }
 
+# Words that give a direction, not a level, and the options (canonical names) that go that way:
+# said with such an option for one line ("冰的，少冰": cold, with less ice; "别太甜，半糖") they
+# agree with it, the option tells the rest. With an option the other way ("冰的热拿铁", an iced
+# hot latte) they contradict it, and the resolver asks.
+DIRECTIONS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
+    (frozenset({"冰的", "要冰的", "冷的", "冰镇", "冰镇的", "iced", "cold"}), frozenset({"正常冰", "少冰", "去冰"})),
+    (frozenset({"不要太甜", "别太甜", "不太甜", "少甜", "less sweet", "not too sweet", "less sweetness", "low sugar"}),
+     frozenset({"少糖", "半糖", "微糖", "不另外加糖"})),
+)
+
+
+def agree(word: str, option_name: str) -> bool:
+    """Whether `word` (as said, normalised) only gives the direction `option_name` goes."""
+    return any(word in words and option_name in options for words, options in DIRECTIONS)
+
 
 @dataclass(frozen=True)
 class ItemOptions:

@@ -32,7 +32,7 @@ from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
 from .numbers import scan_quantities
-from .options import ItemOptions, option_surfaces, option_table
+from .options import ItemOptions, agree, option_surfaces, option_table
 from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
 
 _log = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ _LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
 _PER_PERSON = re.compile(r"每个人|每人|每位|人手|一人(?=\s?(?:\d|[一两二三四五六七八九十俩]))"
                          r"|(?<![a-z])(?:each person|per person|each of us|everyone)(?![a-z])")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
+# Words that take back the option said before and put the next one in its place ("少冰，算了还是
+# 去冰", "热的拿铁，不对，冰的", "hot, actually iced"): the later option is meant. Without one, two
+# options of one group for one line ("冰的热拿铁", an iced hot latte) contradict each other.
+_CORRECTION = re.compile(r"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|"
+                         r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 
 @dataclass
@@ -101,6 +106,7 @@ class _Token:
     items: dict[str, float] = field(default_factory=dict)
     problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
     people: bool = False  # a number of people (5个人), not of cups
+    corrects: bool = False  # an option said after a correction (算了还是去冰): it replaces the one before
 
 
 @dataclass
@@ -398,6 +404,12 @@ class RuleBasedResolver:
                     tokens.append(_Token(kind=OPT, start=p, end=p + 1, quality=1.0, surface=text[p], meaning=size))
                     covered.add(p)
         tokens.sort(key=lambda t: t.start)
+        said_before = 0
+        for t in tokens:
+            if t.kind == OPT and _CORRECTION.search(text, said_before, t.start):
+                t.corrects = True
+            if t.kind in (ITEM, CAT, OPT):
+                said_before = t.end
         runs, run = [], ""
         for c in range(n + 1):
             if c < n and c not in covered and is_cjk(text[c]):
@@ -508,6 +520,7 @@ class RuleBasedResolver:
             per_brand.sort(key=lambda e: -e[0])
         all_category = all(d.token.kind == CAT for d in drafts)
         out: list[Candidate] = []
+        questions: dict[int, str] = {}  # id of a candidate whose words contradict -> what to ask
         if all_category:
             # One candidate per good pick, best pick of every brand first, so the service can take
             # the nearest store that has any of them.
@@ -518,11 +531,11 @@ class RuleBasedResolver:
             ranked.sort(key=lambda r: r[:3])
             for rank, _, _, brand_id, pick in ranked[:MAX_CANDIDATES]:
                 picks = [pick] + [c[0] for c in next(e[2] for e in per_brand if e[1] == brand_id)[1:]]
-                out.append(self._candidate(brand_id, drafts, picks, global_opts, True, dropped, rank))
+                out.append(self._candidate(brand_id, drafts, picks, global_opts, True, dropped, rank, questions))
         else:
             for conf, brand_id, choices in per_brand:
                 by_cat = any(d.token.kind == CAT for d in drafts)
-                out.append(self._candidate(brand_id, drafts, [c[0] for c in choices], global_opts, by_cat, dropped, 0))
+                out.append(self._candidate(brand_id, drafts, [c[0] for c in choices], global_opts, by_cat, dropped, 0, questions))
                 # Alternatives for an ambiguous line (拿铁: which latte?).
                 for li, c in enumerate(choices):
                     for alt in c[1:3]:
@@ -530,13 +543,17 @@ class RuleBasedResolver:
                             continue  # 美式 is 标准美式: 橙C美式 is not an alternative worth a store search
                         picks = [cc[0] for cc in choices]
                         picks[li] = alt
-                        out.append(self._candidate(brand_id, drafts, picks, global_opts, by_cat, dropped, 1))
+                        out.append(self._candidate(brand_id, drafts, picks, global_opts, by_cat, dropped, 1, questions))
         if not all_category:
             out.sort(key=lambda c: -c.confidence)
             if out and out[0].confidence >= 0.9:
                 # A clear reading (草莓 -> 盒马's strawberries): a far weaker one from another
                 # brand (芝芝莓莓) is a different order, not an alternative store for this one.
                 out = [c for c in out if c.confidence >= 0.8 * out[0].confidence]
+        if out and id(out[0]) in questions:
+            # 冰的热拿铁: whichever option were taken, the user would get a drink they did not ask
+            # for; ask, as for any other reading that cannot be decided.
+            return Reading(candidates=(), clarification=questions[id(out[0])])
         notes = []
         if left_out:
             notes.append("left out as asked: " + ", ".join(f"「{w}」" for w in dict.fromkeys(left_out)))
@@ -600,7 +617,7 @@ class RuleBasedResolver:
         return picks
 
     def _candidate(self, brand_id: str, drafts: list[_Draft], picks: list[_Pick], global_opts: list[_Token],
-                   by_category: bool, dropped: list[_Draft], rank: int) -> Candidate:
+                   by_category: bool, dropped: list[_Draft], rank: int, questions: dict[int, str]) -> Candidate:
         lines: list[WantedLine] = []
         notes: list[str] = []
         ignored: list[str] = []
@@ -631,8 +648,35 @@ class RuleBasedResolver:
                           + (" [" + ",".join(self._options[ln.item_id].names[(g, o)] for g, o in ln.options.items()) + "]"
                              if ln.options else "") for ln in lines)
         explanation = "; ".join([f"{brand.name}: {parts}", *(n for n in notes if n)])
-        return Candidate(brand_id=brand_id, lines=tuple(lines), confidence=round(conf * (0.9 ** rank), 3),
-                         explanation=explanation, by_category=by_category)
+        candidate = Candidate(brand_id=brand_id, lines=tuple(lines), confidence=round(conf * (0.9 ** rank), 3),
+                              explanation=explanation, by_category=by_category)
+        question = self._contradiction(drafts, picks)
+        if question:
+            questions[id(candidate)] = question
+        return candidate
+
+    def _contradiction(self, drafts: list[_Draft], picks: list[_Pick]) -> str:
+        """The question to ask when one line is given two options of one group and nothing takes
+        the first back (冰的热拿铁: iced or hot?), else "". Only the line's own words count: an
+        option for every line (都要热的) gives way to one said for this line, and a split
+        (两杯，一杯热的一杯冰的) is one line per part."""
+        for draft, pick in zip(drafts, picks):
+            table = self._options[pick.item.item_id]
+            for said in (draft.shared, *(seg.opts for seg in draft.segs)):
+                chosen: dict[str, tuple[str, _Token]] = {}
+                for o in said:
+                    hit = table.lookup(o.meaning.option_keys if o.meaning else ())
+                    if hit is None:
+                        continue
+                    earlier = chosen.get(hit[0])
+                    if earlier is not None and earlier[0] != hit[1] and not o.corrects:
+                        first, second = table.names[(hit[0], earlier[0])], table.names[hit]
+                        what, s1, s2 = draft.token.surface, earlier[1].surface, o.surface
+                        if not (agree(s1, second) or agree(s2, first)):
+                            return (f"{what}要{first}还是{second}？「{s1}」和「{s2}」只能选一个。 / "
+                                    f"{what}: {first} or {second}? \"{s1}\" and \"{s2}\" cannot both apply.")
+                    chosen[hit[0]] = (hit[1], o)
+        return ""
 
     def _brand_only(self, known: list[str], face: int) -> Reading:
         out = []

@@ -72,6 +72,16 @@ async def test_a_brand_we_do_not_carry_gets_a_clarification_naming_nearby_brands
     assert any(name in r.clarification for name in r.available_brands)
 
 
+async def test_an_iced_hot_latte_is_a_question_not_a_hot_latte(demo):
+    r = await match(demo, "来杯冰的热拿铁")
+    assert r.status == catalog_pb2.INTENT_STATUS_NEEDS_CLARIFICATION and not r.HasField("proposal")
+    assert "正常冰还是热" in r.clarification and "瑞幸咖啡" in r.available_brands
+    r = await match(demo, "来杯热的拿铁")
+    assert r.status == catalog_pb2.INTENT_STATUS_MATCHED
+    assert [[(o.group_id, o.option_id) for o in ln.options if o.group_id == "temperature"] for ln in r.proposal.lines] == [
+        [("temperature", "hot")]]
+
+
 async def test_far_from_every_store_it_asks_instead_of_guessing(demo):
     r = await match(demo, "来一杯生椰拿铁", location=GOBI)
     assert r.status == catalog_pb2.INTENT_STATUS_NEEDS_CLARIFICATION and not r.available_brands and r.clarification

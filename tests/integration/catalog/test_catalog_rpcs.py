@@ -162,6 +162,23 @@ async def test_search_stores_orders_by_distance_and_filters(cat):
     assert [h.store.store_id for h in r.stores] == ["near-kfc"]
 
 
+async def test_search_stores_finds_stores_across_the_antimeridian(cat):
+    # Taveuni, Fiji, straddles 180°: stores 1-2 km apart on either side of the meridian.
+    stores = [
+        store_pb("east", "luckin", -16.80, 179.99), store_pb("west", "kfc", -16.80, -179.99),
+        store_pb("far-west", "kfc", -16.80, -179.5), store_pb("greenwich", "luckin", -16.80, 0.01),
+    ]
+    await cat.stub.ImportStores(stream_of(stores), metadata=cat.admin)
+    for lng, want in ((-179.995, ["west", "east"]), (179.995, ["east", "west"])):
+        r = await cat.stub.SearchStores(svc.SearchStoresRequest(location=loc(-16.80, lng), radius_meters=5000), metadata=cat.md)
+        assert [h.store.store_id for h in r.stores] == want
+        assert all(h.distance_meters < 1700 for h in r.stores)
+    r = await cat.stub.SearchStores(
+        svc.SearchStoresRequest(location=loc(-16.80, -179.99), radius_meters=5000, brand_id="luckin", open_now=True), metadata=cat.md
+    )
+    assert [h.store.store_id for h in r.stores] == ["east"]
+
+
 @pytest.mark.parametrize("request_kw, code, field", [
     ({"location": common_pb2.GeoPoint(latitude=91, longitude=0)}, grpc.StatusCode.INVALID_ARGUMENT, "location"),
     ({"location": common_pb2.GeoPoint(latitude=30, longitude=-200)}, grpc.StatusCode.INVALID_ARGUMENT, "location"),

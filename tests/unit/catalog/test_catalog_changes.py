@@ -112,7 +112,7 @@ class _Store:
         return True, False
 
     async def upsert_stores(self, rows, now_ms):
-        pass
+        return []
 
     async def set_availability(self, request_id, store_id, item_id, available, now_ms):
         return False

@@ -57,6 +57,52 @@ def test_search_near_the_antimeridian_and_poles_does_not_fail():
     assert [s.store_id for _, s in index.nearest(0.0, 179.99, 5000)] == ["e"]
 
 
+def test_a_store_across_the_antimeridian_is_found_from_the_other_side():
+    index = GeoIndex()
+    east = StoreRecord("east", "x", "east", -17.8, 179.99, (), False, "")
+    west = StoreRecord("west", "x", "west", -17.8, -179.995, (), False, "")
+    edge = StoreRecord("edge", "x", "edge", -17.8, 180.0, (), False, "")
+    for s in (east, west, edge):
+        index.put(s)
+    # -179.99 and 179.99 are 0.02° (~2.1 km at 17.8°S) apart across the meridian, not 359.98°.
+    got = [(s.store_id, round(d)) for d, s in index.nearest(-17.8, -179.99, 5000)]
+    assert got == [(s.store_id, round(haversine_m(-17.8, -179.99, s.lat, s.lng))) for s in (west, edge, east)]
+    assert got[-1][1] < 2200
+    assert [s.store_id for _, s in index.nearest(-17.8, 179.99, 5000)] == ["east", "edge", "west"]
+    assert [s.store_id for _, s in index.nearest(-17.8, 180.0, 100)] == ["edge"]
+    assert [s.store_id for _, s in index.nearest(-17.8, -180.0, 100)] == ["edge"]
+    index.remove(edge)  # 180°E is filed with 180°W: it leaves from there
+    assert [s.store_id for _, s in index.nearest(-17.8, 179.999, 5000)] == ["west", "east"]
+
+
+def test_nearest_across_the_antimeridian_equals_a_brute_force_scan():
+    rng = random.Random(7)
+    stores = [
+        StoreRecord(f"s{i:04d}", "a", f"store {i}", -17.8 + rng.uniform(-0.3, 0.3),
+                    (180.0 + rng.uniform(-0.3, 0.3) + 180.0) % 360.0 - 180.0, (), False, "")
+        for i in range(600)
+    ]
+    index = GeoIndex()
+    for s in stores:
+        index.put(s)
+    for _ in range(30):
+        lat, lng = -17.8 + rng.uniform(-0.3, 0.3), rng.choice([179.99, -179.99, 179.8, -179.7, 180.0, -180.0])
+        radius = rng.choice([300.0, 3000.0, 20000.0, 50000.0])
+        limit = rng.choice([1, 10, 37])
+        got = [(round(d, 6), s.store_id) for d, s in index.nearest(lat, lng, radius, None, limit)]
+        want = [(round(d, 6), s.store_id) for d, s in brute(stores, lat, lng, radius, None, limit)]
+        assert got == want, (lat, lng, radius, limit)
+
+
+def test_a_search_that_reaches_round_the_pole_lists_each_store_once():
+    index = GeoIndex()
+    stores = [StoreRecord(f"p{k}", "x", "p", 89.9, -180.0 + 30.0 * k, (), False, "") for k in range(12)]
+    for s in stores:
+        index.put(s)
+    got = [s.store_id for _, s in index.nearest(89.95, 0.0, 50000, limit=50)]
+    assert sorted(got) == sorted(s.store_id for s in stores)
+
+
 def test_a_sparse_index_is_searched_by_its_occupied_cells_and_agrees_with_the_rings():
     stores = make_stores(200, spread=0.05)
     index = GeoIndex()

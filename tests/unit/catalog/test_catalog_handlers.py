@@ -23,6 +23,7 @@ class FakeStore:
     def __init__(self):
         self.requests = {}
         self.rows = {}
+        self.marks = set()
         self.writes = 0
 
     async def load(self):
@@ -43,11 +44,18 @@ class FakeStore:
 
     async def upsert_stores(self, rows, now_ms):
         self.writes += 1
+        moved = {r.store_id for r in rows if r.store_id in self.rows and self.rows[r.store_id].brand_id != r.brand_id}
+        dropped = sorted(m for m in self.marks if m[0] in moved)
+        self.marks.difference_update(dropped)
         for r in rows:
             self.rows[r.store_id] = r
+        return dropped
 
     async def set_availability(self, request_id, store_id, item_id, available, now_ms):
-        return self._once(("avail", request_id), available)[1]
+        replayed = self._once(("avail", request_id), available)[1]
+        if not replayed:
+            (self.marks.discard if available else self.marks.add)((store_id, item_id))
+        return replayed
 
     async def store_details(self, ids):
         return {i: StoreDetails(self.rows[i].address, self.rows[i].city) for i in ids if i in self.rows}
@@ -198,6 +206,23 @@ async def test_a_replayed_request_id_changes_nothing():
     # Replay: the first answer again (sold out), and nothing changes: still available.
     assert await catalog.set_availability("r1", "s", "latte", False) is False
     assert "latte" not in catalog.sold_out.get("s", ())
+
+
+async def test_an_import_that_moves_a_store_to_another_brand_forgets_its_sold_out_marks():
+    catalog, _ = await make_catalog()
+    await add_store(catalog, "s", "luckin", 0.0)
+    await add_store(catalog, "t", "luckin", 0.001)
+    await catalog.set_availability("", "s", "latte", False)
+    await catalog.set_availability("", "t", "latte", False)
+    sub = catalog.changes.subscribe()
+    await add_store(catalog, "s", "heytea", 0.0)
+    await add_store(catalog, "t", "luckin", 0.001)  # same brand: its marks stay
+    assert "s" not in catalog.sold_out and catalog.sold_out["t"] == {"latte"}
+    assert set((await sub.next(1)).store_ids) == {"s", "t"}
+    assert catalog.quote("s", [WantedLine("grape", 1)]).orderable
+    await add_store(catalog, "s", "luckin", 0.0)
+    assert catalog.quote("s", [WantedLine("latte", 1)]).orderable
+    assert [e for e in (await catalog.get_menu("s")).entries if not e[1]] == []
 
 
 async def test_quote_uses_no_store_call():

@@ -72,3 +72,48 @@ def test_an_option_after_all_items_with_all_applies_to_every_line():
 def test_split_options_make_one_line_each():
     top = RESOLVER.resolve("珍珠奶茶两杯，一杯少糖一杯半糖").candidates[0]
     assert sorted((ln.quantity, ln.options["sugar"]) for ln in top.lines) == [(1, "half"), (1, "less")]
+
+
+@pytest.mark.parametrize("text, first, second", [
+    ("来杯冰的热拿铁", "正常冰", "热"), ("冰的热的拿铁", "正常冰", "热"), ("热拿铁去冰", "热", "去冰"),
+    ("一杯生椰拿铁少冰热的", "少冰", "热"), ("an iced hot latte", "正常冰", "热"),
+])
+def test_two_temperatures_for_one_line_are_asked_about_not_guessed(text, first, second):
+    reading = RESOLVER.resolve(text)
+    assert reading.candidates == ()
+    assert f"{first}还是{second}" in reading.clarification and f"{first} or {second}" in reading.clarification
+
+
+@pytest.mark.parametrize("text, want", [
+    ("来杯冰拿铁", [("luckin-moutai-latte", {})]),  # 冰 alone is no option (冰鲜柠檬水): as before
+    ("热的拿铁", [("luckin-moutai-latte", {"temperature": "hot"})]),
+    ("一杯冰美式一杯热拿铁", [("luckin-americano", {}), ("luckin-moutai-latte", {"temperature": "hot"})]),
+    ("两杯拿铁，一杯热的一杯冰的", [("luckin-moutai-latte", {"temperature": "hot"}),
+                                  ("luckin-moutai-latte", {"temperature": "regular_ice"})]),
+])
+def test_one_temperature_a_line_is_taken_as_said(text, want):
+    top = RESOLVER.resolve(text).candidates[0]
+    assert [(ln.item_id, ln.options) for ln in top.lines] == want
+
+
+@pytest.mark.parametrize("text, option", [
+    ("热的拿铁，不对，冰的", "regular_ice"), ("生椰拿铁热的，算了还是少冰", "less_ice"), ("热拿铁，改成去冰", "no_ice"),
+    ("a hot latte, actually iced", "regular_ice"),
+])
+def test_an_option_said_as_a_correction_replaces_the_one_before(text, option):
+    top = RESOLVER.resolve(text).candidates[0]
+    assert [ln.options for ln in top.lines] == [{"temperature": option}]
+
+
+@pytest.mark.parametrize("text, group, option", [
+    ("生椰拿铁冰的少冰", "temperature", "less_ice"), ("要冰的生椰拿铁，去冰", "temperature", "no_ice"),
+    ("an iced coconut latte with no ice", "temperature", "no_ice"), ("珍珠奶茶别太甜，半糖", "sugar", "half"),
+])
+def test_a_word_for_the_direction_agrees_with_the_level_said_beside_it(text, group, option):
+    top = RESOLVER.resolve(text).candidates[0]
+    assert [ln.options for ln in top.lines] == [{group: option}]
+
+
+def test_two_sizes_for_one_line_are_asked_about_too():
+    reading = RESOLVER.resolve("大杯中杯生椰拿铁")
+    assert reading.candidates == () and "大杯还是中杯" in reading.clarification
