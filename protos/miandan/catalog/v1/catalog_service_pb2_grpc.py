@@ -116,6 +116,8 @@ class CatalogServiceServicer:
         names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
         20 aliases per option; options whose cheapest choice takes the price below 0 are refused
         (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+        A brand's menu holds at most 2,000 items: a new item beyond is FAILED_PRECONDITION /
+        MENU_FULL; the items it has can still be replaced.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -55,6 +55,8 @@ class CatalogServiceStub:
     names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
     20 aliases per option; options whose cheapest choice takes the price below 0 are refused
     (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+    A brand's menu holds at most 2,000 items: a new item beyond is FAILED_PRECONDITION /
+    MENU_FULL; the items it has can still be replaced.
     """
     ListBrands: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.ListBrandsRequest, _catalog_service_pb2.ListBrandsResponse]
     """Lists brands."""
@@ -103,6 +105,8 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
     20 aliases per option; options whose cheapest choice takes the price below 0 are refused
     (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+    A brand's menu holds at most 2,000 items: a new item beyond is FAILED_PRECONDITION /
+    MENU_FULL; the items it has can still be replaced.
     """
     ListBrands: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.ListBrandsRequest, _catalog_service_pb2.ListBrandsResponse]  # type: ignore[assignment]
     """Lists brands."""
@@ -166,6 +170,8 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         names at most 200 characters; at most 100 aliases, 20 option groups, 100 options in all and
         20 aliases per option; options whose cheapest choice takes the price below 0 are refused
         (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
+        A brand's menu holds at most 2,000 items: a new item beyond is FAILED_PRECONDITION /
+        MENU_FULL; the items it has can still be replaced.
         """
 
     @_abc_1.abstractmethod
