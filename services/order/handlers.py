@@ -35,6 +35,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
     PermissionDenied,
+    ResourceExhausted,
     Unavailable,
 )
 from services.common.merchant_grant import MerchantScope, store_not_yours
@@ -228,17 +229,33 @@ class StoreWatcher:
         self.merchant = merchant
 
 
+# Streams one merchant grant may hold on one store: the kitchen display, the counter, a
+# manager's phone and a few reconnects in between. A grant is a merchant's own credential, held
+# outside the platform: without a bound, one merchant's buggy or hostile client would take every
+# one of the process's slots and shut every other merchant out.
+STREAMS_PER_MERCHANT_STORE = 16
+# And all of one merchant's stores together: a share of the process, so a chain watching each of
+# its stores still leaves room for the others.
+MERCHANT_SHARE = 0.25
+TOO_MANY_WATCHES = "TOO_MANY_WATCHES"
+
+
 class StoreFeed:
     """Committed order changes by store, for merchants' open streams. Unlike an order's
     watcher, a store's may not skip a message (the next one may be another order): a watcher
     whose queue is full is marked lagging and its stream ends, and the merchant lists again.
-    At most `max_watchers` streams per process: each holds a queue for as long as it is open."""
+    At most `max_watchers` streams per process: each holds a queue for as long as it is open.
+    A merchant grant holds at most STREAMS_PER_MERCHANT_STORE of them on one store and
+    MERCHANT_SHARE of them in all; the platform's credential (merchant None) only the total."""
 
     def __init__(self, depth: int = 256, max_watchers: int = 10_000) -> None:
         self._by_store: dict[str, set[StoreWatcher]] = {}
         self._depth = depth
         self.max_watchers = max_watchers
+        self.per_merchant = max(STREAMS_PER_MERCHANT_STORE, int(max_watchers * MERCHANT_SHARE))
         self.open = 0
+        self._of_merchant: dict[str, int] = {}
+        self._of_merchant_store: dict[tuple[str, str], int] = {}
 
     def publish(self, order: Order, before: Order | None = None) -> None:
         watchers = self._by_store.get(order.store_id)
@@ -264,11 +281,28 @@ class StoreFeed:
                 w.queue.put_nowait(order)
 
     def subscribe(self, store_id: str, merchant: MerchantScope | None) -> StoreWatcher:
+        if merchant is not None:
+            key = (merchant.merchant_id, store_id)
+            if self._of_merchant_store.get(key, 0) >= STREAMS_PER_MERCHANT_STORE:
+                raise ResourceExhausted(
+                    TOO_MANY_WATCHES,
+                    f"这家门店最多同时关注 {STREAMS_PER_MERCHANT_STORE} 个连接 / at most {STREAMS_PER_MERCHANT_STORE} open "
+                    f"streams of one merchant on store {store_id!r}: close one first",
+                )
+            if self._of_merchant.get(merchant.merchant_id, 0) >= self.per_merchant:
+                raise ResourceExhausted(
+                    TOO_MANY_WATCHES,
+                    f"最多同时关注 {self.per_merchant} 个门店连接 / at most {self.per_merchant} open store streams "
+                    "per merchant: close some first",
+                )
         if self.open >= self.max_watchers:
             raise Unavailable("OVERLOADED", "关注门店订单的连接过多，请稍后再试 / too many store order streams open, retry later", 5_000)
         w = StoreWatcher(self._depth, merchant)
         self._by_store.setdefault(store_id, set()).add(w)
         self.open += 1
+        if merchant is not None:
+            _count(self._of_merchant, merchant.merchant_id, 1)
+            _count(self._of_merchant_store, (merchant.merchant_id, store_id), 1)
         return w
 
     def unsubscribe(self, store_id: str, w: StoreWatcher) -> None:
@@ -278,6 +312,17 @@ class StoreFeed:
             self.open -= 1
             if not subs:
                 del self._by_store[store_id]
+            if w.merchant is not None:
+                _count(self._of_merchant, w.merchant.merchant_id, -1)
+                _count(self._of_merchant_store, (w.merchant.merchant_id, store_id), -1)
+
+
+def _count(counts: dict[Any, int], key: Any, by: int) -> None:
+    left = counts.get(key, 0) + by
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class _Flight:

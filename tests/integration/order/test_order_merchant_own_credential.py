@@ -10,7 +10,6 @@ import pytest
 
 from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
-from services.common.admission import CRITICALITY_KEY
 from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY
 from services.common.errors import error_details
 from services.common.merchant_grant import mint_grant
@@ -114,3 +113,24 @@ async def test_a_bad_grant_or_a_wrong_internal_token_beside_a_good_grant_is_refu
     assert await refused(move(stack, order, wrong_internal)) == ("UNAUTHENTICATED", "CREDENTIAL_INVALID")
     assert await refused(move(stack, order, ())) == ("UNAUTHENTICATED", "CREDENTIAL_MISSING")
     assert await status(stack, order, "gus") == S.ORDER_STATUS_PAID
+
+
+async def test_one_merchant_holds_a_bounded_number_of_streams_on_a_store(stack):
+    from services.order.handlers import STREAMS_PER_MERCHANT_STORE
+
+    await place(stack, "hal", STORE)
+    md = grant_only(stack, stores=[STORE])
+    feeds = [stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=md, timeout=20)
+             for _ in range(STREAMS_PER_MERCHANT_STORE)]
+    await asyncio.sleep(0.3)  # every stream is open
+    extra = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=STORE), metadata=md, timeout=5)
+    assert await refused(extra.read()) == ("RESOURCE_EXHAUSTED", "TOO_MANY_WATCHES")
+    # The platform still watches the store, and each open stream still gets the next order.
+    platform = stack.order.WatchStoreOrders(
+        svc.WatchStoreOrdersRequest(store_id=STORE), metadata=((MERCHANT_TOKEN_KEY, stack.settings.merchant_token),), timeout=20
+    )
+    await asyncio.sleep(0.2)
+    new = await place(stack, "ivy", STORE)
+    for feed in (*feeds, platform):
+        assert (await asyncio.wait_for(feed.read(), 5)).order.order_id == new.order_id
+        feed.cancel()

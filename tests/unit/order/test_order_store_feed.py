@@ -9,7 +9,7 @@ import pytest
 
 from services.common.errors import DomainError
 from services.common.merchant_grant import MerchantScope
-from services.order.handlers import PlaceOrderInput, StoreFeed
+from services.order.handlers import STREAMS_PER_MERCHANT_STORE, PlaceOrderInput, StoreFeed
 from services.order.model import Selection
 
 
@@ -90,3 +90,26 @@ async def test_an_order_waiting_for_its_payment_is_not_sent_nor_its_lapse(world)
     paid = await world.service.place_order(place(world, "r1", "u1"))
     assert (await first).order_id == paid.order_id
     await feed.aclose()
+
+
+async def test_one_merchant_cannot_take_every_stream_slot():
+    feed = StoreFeed(max_watchers=100)
+    hq = MerchantScope("hq", frozenset({"b"}), frozenset())
+    other = MerchantScope("other", frozenset({"c"}), frozenset())
+    held = [feed.subscribe("s1", hq) for _ in range(STREAMS_PER_MERCHANT_STORE)]
+    with pytest.raises(DomainError) as err:
+        feed.subscribe("s1", hq)
+    assert (err.value.code, err.value.reason) == ("RESOURCE_EXHAUSTED", "TOO_MANY_WATCHES")
+    # Another merchant, and the platform's credential, still get the store.
+    feed.subscribe("s1", other)
+    feed.subscribe("s1", None)
+    # Over all its stores a merchant holds a quarter of the process.
+    for n in range(25 - STREAMS_PER_MERCHANT_STORE):
+        held.append(feed.subscribe(f"s{n + 2}", hq))
+    with pytest.raises(DomainError) as err:
+        feed.subscribe("s-last", hq)
+    assert err.value.reason == "TOO_MANY_WATCHES"
+    # A closed stream gives its place back, to that store and to the merchant's share.
+    feed.unsubscribe("s1", held[0])
+    feed.subscribe("s1", hq)
+    assert feed.open == 25 + 2

@@ -76,7 +76,9 @@ class OrderServiceStub:
     """A store's orders as they change, from now on: each new paid order, each step the merchant
     takes, each cancellation (merchant credential; a grant watches the stores it covers only).
     Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
-    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
+    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
+    at most 16 open streams on a store (and a quarter of a process's in all): beyond,
+    RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
     """
 
 @_typing.type_check_only
@@ -125,7 +127,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     """A store's orders as they change, from now on: each new paid order, each step the merchant
     takes, each cancellation (merchant credential; a grant watches the stores it covers only).
     Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
-    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
+    ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
+    at most 16 open streams on a store (and a quarter of a process's in all): beyond,
+    RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -249,7 +253,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         """A store's orders as they change, from now on: each new paid order, each step the merchant
         takes, each cancellation (merchant credential; a grant watches the stores it covers only).
         Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
-        ended with UNAVAILABLE WATCH_LAGGING: list again and watch again.
+        ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
+        at most 16 open streams on a store (and a quarter of a process's in all): beyond,
+        RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
