@@ -437,7 +437,7 @@ class CardHandlers:
                 # next pass rather than queueing reservations behind back-to-back deletes.
                 for _ in range(SWEEP_BATCHES_PER_PASS):
                     counts = await self.store.sweep(self.now(), batch)
-                    if max(counts.released, counts.expired, counts.forgotten) < batch:
+                    if max(counts.released, counts.expired, counts.forgotten, counts.attempts_forgotten) < batch:
                         break
             except asyncio.CancelledError:
                 raise

@@ -276,6 +276,16 @@ MIGRATIONS = [
     """,
 ]
 
+# Indexes made when the store opens (IF NOT EXISTS), not by a migration: the previous release
+# refuses a store whose schema version it does not know (services/common/db.py), while an extra
+# index changes nothing it reads or writes, so a rollback still starts on the newer store.
+INDEXES = [
+    # The sweep forgets invite_attempts rows whose window is over (a user's next wrong code
+    # starts a new window whether or not its row is there). Each was kept for good: one row per
+    # user who ever typed a wrong code, read by nobody once its ten minutes were up.
+    "CREATE INDEX IF NOT EXISTS invite_attempts_window ON invite_attempts(window_start_ms)",
+]
+
 
 # --- results ---------------------------------------------------------------------------------
 
@@ -381,6 +391,7 @@ class SweepCounts:
     released: int = 0
     expired: int = 0
     forgotten: int = 0  # request ids older than REQUEST_MEMORY_MS
+    attempts_forgotten: int = 0  # invite_attempts rows whose window is over
 
 
 class CardStore(Protocol):
@@ -448,6 +459,11 @@ class SqliteCardStore:
     @classmethod
     async def open(cls, path: str | Path, *, clock: Clock | None = None, **kwargs: Any) -> "SqliteCardStore":
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2)
+        try:
+            await db.write(_make_indexes)
+        except BaseException:
+            await db.close()
+            raise
         return cls(db, **kwargs)
 
     async def close(self) -> None:
@@ -582,7 +598,7 @@ class SqliteCardStore:
         return await self.db.read(_campaign_invites, campaign_id, after_invitee, limit)
 
     async def sweep(self, now_ms: int, limit: int = 500) -> SweepCounts:
-        return await self.db.write(_sweep, now_ms, limit)
+        return await self.db.write(_sweep, now_ms, limit, self.attempts.window_ms)
 
 
 # === functions below run inside the writer / reader threads =================================
@@ -948,10 +964,14 @@ def _accept_invite(
             if row is None:
                 return attempts_exceeded(wait_ms)
             return AcceptResult(_invite_from(row), _joining_cards(conn, cid, invitee), False)
+    # INDEXED BY: without statistics SQLite reads two or more candidates (a pasted chat log, up
+    # to MAX_CANDIDATES) through the primary key instead, i.e. every member of the campaign, in
+    # the writer (91 ms at a million members, every ReserveCard queued behind it).
     owners = {
         code: (user, granted)
         for code, user, granted in conn.execute(
-            f"SELECT invite_code, user_id, cards_granted FROM members WHERE campaign_id = ? AND invite_code IN ({marks})",
+            "SELECT invite_code, user_id, cards_granted FROM members INDEXED BY members_code"
+            f" WHERE campaign_id = ? AND invite_code IN ({marks})",
             (cid, *candidates),
         ).fetchall()
     }
@@ -1451,8 +1471,14 @@ def _card_history(conn: sqlite3.Connection, card_id: str) -> tuple[Card, list[Le
     return card, [LedgerRow(*r) for r in rows]
 
 
-def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int) -> SweepCounts:
-    """Release lapsed holds and expire cards past validity, service-wide, at most `limit` each."""
+def _make_indexes(conn: sqlite3.Connection) -> None:
+    for script in INDEXES:
+        conn.execute(script)
+
+
+def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int, attempts_window_ms: int | None = None) -> SweepCounts:
+    """Release lapsed holds, expire cards past validity, forget old request ids and (with
+    `attempts_window_ms`) invite attempts whose window is over, service-wide, at most `limit` each."""
     counts = SweepCounts()
     for card_id, order_id in conn.execute(
         "SELECT card_id, order_id FROM cards WHERE state = 2 AND reserved_until_ms <= ? LIMIT ?", (now_ms, limit)
@@ -1469,4 +1495,12 @@ def _sweep(conn: sqlite3.Connection, now_ms: int, limit: int) -> SweepCounts:
         " (SELECT method, request_id FROM requests WHERE create_ms < ? LIMIT ?)",
         (now_ms - REQUEST_MEMORY_MS, limit),
     ).rowcount
+    if attempts_window_ms is not None:
+        # A row whose window is over counts for nothing (model.attempts_blocked): deleted, it is
+        # the same as one never written.
+        counts.attempts_forgotten = conn.execute(
+            "DELETE FROM invite_attempts WHERE (campaign_id, user_id) IN"
+            " (SELECT campaign_id, user_id FROM invite_attempts WHERE window_start_ms <= ? LIMIT ?)",
+            (now_ms - attempts_window_ms, limit),
+        ).rowcount
     return counts

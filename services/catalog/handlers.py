@@ -25,6 +25,7 @@ from .changes import MenuChanges
 from .geo import BrandIndex, GeoIndex
 from .model import (
     MAX_QUANTITY,
+    REQUEST_MEMORY_MS,
     MAX_STORES_PER_MESSAGE,
     TOO_MANY_STORES,
     MAX_QUOTE_LINES,
@@ -71,8 +72,12 @@ MAX_ALTERNATIVES = 5
 MAX_REJECTIONS_REPORTED = 1_000
 CLARIFY_BRANDS = 8
 REBUILD_QUIET_S = 0.05
+# Batches of old request ids one pass forgets at most: a backlog (the first pass after an
+# upgrade meets every id ever kept) waits for the next pass rather than for a long delete.
+FORGET_BATCHES_PER_PASS = 20
 
 _log = logging.getLogger("miandan.catalog.intent")
+_sweep_log = logging.getLogger("miandan.catalog")
 
 
 @dataclass(frozen=True)
@@ -534,6 +539,27 @@ class Catalog:
             await self.current_resolver()
         except Exception:  # a broken resolver shows up on the next MatchIntent instead
             pass
+
+    async def forget_old_requests(self, batch: int = 500) -> int:
+        """One pass: forget request ids older than REQUEST_MEMORY_MS on the injected clock,
+        `batch` per transaction, at most FORGET_BATCHES_PER_PASS batches. Returns how many."""
+        forgotten = 0
+        for _ in range(FORGET_BATCHES_PER_PASS):
+            count = await self.store.forget_requests(now_ms(self.clock) - REQUEST_MEMORY_MS, batch)
+            forgotten += count
+            if count < batch:
+                break
+        return forgotten
+
+    async def forget_requests_forever(self, interval_s: float, batch: int = 500) -> None:
+        while True:
+            try:
+                await self.forget_old_requests(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the disk refused: they wait for the next pass
+                _sweep_log.exception("old request ids not forgotten")
+            await asyncio.sleep(interval_s)
 
     async def close(self) -> None:
         self.changes.close()

@@ -524,6 +524,14 @@ def request_id_reused() -> AlreadyExists:
     return AlreadyExists(REQUEST_ID_REUSED, "request_id 已用于另一个请求 / request_id was used for a different request")
 
 
+# How long a write's request_id is remembered (Catalog.forget_old_requests): a week, as the
+# card, order and lottery services remember theirs, far beyond any retry. Kept for good, the
+# merchants' SetItemAvailability ids alone (a few per store a day, 300,000 stores) would grow
+# the table by about a million rows a day for the whole campaign. A retry after that re-applies
+# its write, which replaces whole rows with the request's content.
+REQUEST_MEMORY_MS = 7 * 86_400_000
+
+
 @dataclass(frozen=True, slots=True)
 class Rejection:
     row_index: int

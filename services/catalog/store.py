@@ -1,4 +1,5 @@
-"""The catalog's own SQLite database: brands, menu items, stores, sold-out marks, request ids.
+"""The catalog's own SQLite database: brands, menu items, stores, sold-out marks, request ids
+(remembered a week: model.REQUEST_MEMORY_MS).
 
 synchronous=NORMAL, deliberately: every write here is re-importable catalog data (ImportStores
 is an upsert, menus and brands are replaced whole, sold-out marks are re-set by merchants). WAL
@@ -117,6 +118,15 @@ MIGRATIONS: list[str] = [
     """,
 ]
 
+# Indexes made when the store opens (IF NOT EXISTS), not by a migration: the previous release
+# refuses a store whose schema version it does not know (services/common/db.py), while an extra
+# index changes nothing it reads or writes, so a rollback still starts on the newer store.
+INDEXES = [
+    # Request ids are forgotten after model.REQUEST_MEMORY_MS (forget_requests, oldest first):
+    # the age index serves that sweep a bounded batch at a time instead of a scan of the table.
+    "CREATE INDEX IF NOT EXISTS requests_age ON requests (at_ms)",
+]
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -133,6 +143,9 @@ class CatalogStore(Protocol):
     async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]: ...
     async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool: ...
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]: ...
+    async def forget_requests(self, before_ms: int, limit: int) -> int:
+        """Forget at most `limit` request ids remembered before before_ms; returns how many."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -187,6 +200,7 @@ class SqliteCatalogStore:
     async def open(cls, path: str | Path, *, clock: Clock | None = None) -> "SqliteCatalogStore":
         store = cls(await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=1))
         try:
+            await store.db.write(_make_indexes)
             dropped = await store.db.write(_drop_stray_sold_out)
         except BaseException:
             await store.close()
@@ -229,6 +243,9 @@ class SqliteCatalogStore:
         if not store_ids:
             return {}
         return _store_details(self._point, list(store_ids))
+
+    async def forget_requests(self, before_ms: int, limit: int) -> int:
+        return await self.db.write(_forget_requests, before_ms, limit)
 
 
 def _load(conn: sqlite3.Connection) -> Snapshot:
@@ -413,6 +430,21 @@ def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, 
         )
     _remember(conn, "availability", store_id, request_id, fingerprint, available, now_ms)
     return False
+
+
+def _make_indexes(conn: sqlite3.Connection) -> None:
+    for script in INDEXES:
+        conn.execute(script)
+
+
+def _forget_requests(conn: sqlite3.Connection, before_ms: int, limit: int) -> int:
+    # As the card and order services forget theirs: oldest first by the age index, a bounded
+    # number per transaction, so an import or a merchant's write waits for one short batch.
+    return conn.execute(
+        "DELETE FROM requests WHERE (kind, scope, request_id) IN"
+        " (SELECT kind, scope, request_id FROM requests WHERE at_ms < ? LIMIT ?)",
+        (before_ms, limit),
+    ).rowcount
 
 
 def _store_details(conn: sqlite3.Connection, ids: list[str]) -> dict[str, StoreDetails]:

@@ -43,7 +43,8 @@ CRITICALITY = {
 
 @builds_server
 async def build(
-    settings: Settings, *, resources: Resources, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None
+    settings: Settings, *, resources: Resources, clock: Clock | None = None, resolver_factory: ResolverFactory | None = None,
+    forget_interval_s: float = 60.0,
 ) -> Server:
     clock = clock or SystemClock()
     store = resources.closing(await SqliteCatalogStore.open(settings.db_path, clock=clock))
@@ -55,7 +56,8 @@ async def build(
     def register(server) -> None:  # type: ignore[no-untyped-def]
         catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(servicer, server)
 
-    async def warm_up() -> None:
+    async def on_start() -> None:
+        resources.task(catalog.forget_requests_forever(forget_interval_s), name="catalog-forget-requests")
         # Build the resolver before the first MatchIntent instead of during it.
         if catalog.brands:
             await catalog.current_resolver()
@@ -66,7 +68,7 @@ async def build(
         register=register,
         policy=policy,
         criticality=CRITICALITY,
-        on_start=warm_up,
+        on_start=on_start,
         resources=resources,
     )
     server.catalog = catalog  # type: ignore[attr-defined]  # tests and benchmarks inspect it

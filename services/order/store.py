@@ -149,6 +149,32 @@ MIGRATIONS = [
     """,
 ]
 
+# Indexes made when the store opens (IF NOT EXISTS), not by a migration: the previous release
+# refuses a store whose schema version it does not know (services/common/db.py), while an extra
+# index changes nothing it reads or writes, so a rollback still starts on the newer store.
+INDEXES = [
+    # A store's queue (ListStoreOrders of PAID, ACCEPTED, PREPARING or READY: what the merchant
+    # still has to act on). orders_by_store holds every order the store ever had, and a listing
+    # by one of those statuses read it newest first until it filled a page: with a queue shorter
+    # than a page, that is the store's whole history, on every poll of the kitchen's terminal
+    # (30 ms at 60,000 orders, 1,000 a day for two months). This index holds only orders in the
+    # queue: an order enters it when paid and leaves when completed or cancelled, and each status
+    # change in between rewrites its entry in this small index (status is in its WHERE). Its
+    # WHERE is ORs, not IN: SQLite evaluates it on every status change, and builds an IN list's
+    # lookup table each time (an order's insert and three status changes cost 18 µs more with
+    # IN, 2 µs with ORs). The first open after the upgrade builds it in one pass over the table
+    # (~0.4 s per million orders read from the page cache).
+    """
+    CREATE INDEX IF NOT EXISTS orders_store_queue ON orders (store_id, create_ms DESC, order_id DESC)
+    WHERE status = 'PAID' OR status = 'ACCEPTED' OR status = 'PREPARING' OR status = 'READY'
+    """,
+]
+
+# The WHERE of orders_store_queue, word for word: the planner uses a partial index only for a
+# query whose WHERE holds the index's own terms.
+_IN_STORE_QUEUE = "(status = 'PAID' OR status = 'ACCEPTED' OR status = 'PREPARING' OR status = 'READY')"
+_STORE_QUEUE = (model.PAID, model.ACCEPTED, model.PREPARING, model.READY)
+
 CARD_WATERMARK = "card_watermark"
 
 Mutation = Callable[[Order], Order]
@@ -397,6 +423,11 @@ def _row_values(o: Order) -> tuple[Any, ...]:
 # --- functions run in the writer / reader thread ----------------------------------------------
 
 
+def _make_indexes(conn: sqlite3.Connection) -> None:
+    for script in INDEXES:
+        conn.execute(script)
+
+
 def _load(conn: sqlite3.Connection, order_id: str) -> Order | None:
     row = conn.execute("SELECT doc FROM orders WHERE order_id = ?", (order_id,)).fetchone()
     return None if row is None else from_doc(order_id, row[0])
@@ -613,11 +644,12 @@ def _list_for_store(
     brands: Collection[str] | None = None,
 ) -> list[Order]:
     marks = ",".join("?" * len(statuses))
+    queue = f" AND {_IN_STORE_QUEUE}" if all(s in _STORE_QUEUE for s in statuses) else ""
     page = "" if before is None else " AND (create_ms < ? OR (create_ms = ? AND order_id < ?))"
     # The brand lives in the document only; the store's index still bounds the rows read.
     of_brands = "" if brands is None else f" AND json_extract(doc, '$.b') IN ({','.join('?' * len(brands))})"
     rows = conn.execute(
-        f"SELECT order_id, doc FROM orders WHERE store_id = ? AND status IN ({marks}){page}{of_brands}"
+        f"SELECT order_id, doc FROM orders WHERE store_id = ? AND status IN ({marks}){queue}{page}{of_brands}"
         " ORDER BY create_ms DESC, order_id DESC LIMIT ?",
         (store_id, *statuses, *(() if before is None else (before[0], before[0], before[1])), *(brands or ()), limit),
     ).fetchall()
@@ -820,6 +852,11 @@ class SqliteOrderStore:
     ) -> "SqliteOrderStore":
         # Writes on the loop thread: see the module docstring.
         db = await Database.open(path, MIGRATIONS, synchronous=SYNCHRONOUS, clock=clock, readers=2, writes_on_loop=True)
+        try:
+            await db.write(_make_indexes)
+        except BaseException:
+            await db.close()
+            raise
         store = cls(db, listener)
         # Before the store is handed out: every insert from here on lands in this filter.
         store._since_open = KnownOrderIds(SINCE_OPEN_CAPACITY)
