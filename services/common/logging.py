@@ -78,13 +78,13 @@ class BurstLog:
         self._quiet_until = -math.inf
         self._untold = 0
 
-    def log(self, msg: str, extra: dict[str, Any] | None = None) -> bool:
+    def log(self, msg: str, extra: dict[str, Any] | None = None, exc_info: bool = False) -> bool:
         """True when this event got a line of its own."""
         now = self._time()
         if now < self._quiet_until:
             self._untold += 1
             return False
-        self.logger.log(self.level, msg, extra={**(extra or {}), "untold": self._untold})
+        self.logger.log(self.level, msg, extra={**(extra or {}), "untold": self._untold}, exc_info=exc_info)
         self._untold = 0
         self._quiet_until = now + self.quiet_s
         return True

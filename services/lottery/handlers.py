@@ -7,10 +7,12 @@ import binascii
 import logging
 from dataclasses import dataclass, replace
 from datetime import date
+from typing import Any
 
 from services.common.clock import Clock, to_ms
 from services.common.decimal_text import ascii_int
 from services.common.errors import DomainError, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.common.logging import BurstLog
 
 from . import model
 from .beacon import DRAND, DrandBeacon
@@ -395,9 +397,15 @@ class DrawScheduler:
     (beacon.py); without one, or for other sources, it waits for an admin RunDraw with the value.
     """
 
+    # A day that cannot be drawn (its seed's key abandoned, a bug) fails every tick, every few
+    # seconds, for as long as the lottery runs: one line per day this often, with the count of
+    # the failures in between, instead of 17,000 a day each.
+    QUIET_S = 600.0
+
     def __init__(self, lottery: Lottery, *, timeout: float = 5.0) -> None:
         self.lottery = lottery
         self.timeout = timeout
+        self._failing: dict[str, BurstLog] = {}  # by campaign or campaign/day, while it fails
         self._task: asyncio.Task[None] | None = None
         # Set once the loop's first pass has ended (drawn or failed): a test that moves a
         # FakeClock past a cut-off waits for it, or that pass could draw the day under the test.
@@ -409,17 +417,25 @@ class DrawScheduler:
         campaign_ids = sorted(set(lottery.settings.campaigns) | set(await lottery.store.campaign_ids()))
         # Each campaign and each due day stands alone: a bug or a bad row in one must not keep
         # the others from being committed and drawn, nor the request ids from being forgotten.
+        failing: set[str] = set()
         for campaign_id in campaign_ids:
             try:
                 await self._commit_today(campaign_id, done)
             except Exception:
-                log.exception("scheduler: day not committed", extra={"campaign_id": campaign_id})
+                self._failed(failing, campaign_id, logging.ERROR, "scheduler: day not committed", {"campaign_id": campaign_id}, True)
         now_ms = lottery.now_ms()
         for draw in await lottery.store.due_draws(now_ms):
+            key = f"{draw.campaign_id}/{draw.day}"
             try:
                 await self._draw_due(draw, done)
+            except DomainError as exc:
+                self._failed(failing, key, logging.WARNING, "scheduler: draw not run", {"draw": key, "reason": exc.reason})
             except Exception:
-                log.exception("scheduler: draw failed", extra={"campaign_id": draw.campaign_id, "day": draw.day})
+                self._failed(failing, key, logging.ERROR, "scheduler: draw failed",
+                             {"campaign_id": draw.campaign_id, "day": draw.day}, True)
+        # What failed before and not this time is over: its next failure is news again.
+        for key in [k for k in self._failing if k not in failing]:
+            del self._failing[key]
         # CommitDraw / RunDraw request ids older than a week, a bounded number per tick.
         await lottery.store.forget_requests(now_ms - model.REQUEST_MEMORY_MS, 500)
         return done
@@ -450,12 +466,19 @@ class DrawScheduler:
             if not beacon_value:
                 done["waiting_for_beacon"].append(key)
                 return
-        try:
-            # The beacon fetch may have taken seconds: the draw is stamped when it runs.
-            await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
-            done["drawn"].append(key)
-        except DomainError as exc:
-            log.warning("scheduler: draw not run", extra={"draw": key, "reason": exc.reason})
+        # The beacon fetch may have taken seconds: the draw is stamped when it runs.
+        await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
+        done["drawn"].append(key)
+
+    def _seconds(self) -> float:
+        return self.lottery.clock.now().timestamp()  # the injected clock: tests move it
+
+    def _failed(self, failing: set[str], key: str, level: int, msg: str, extra: dict[str, Any], exc_info: bool = False) -> None:
+        failing.add(key)
+        burst = self._failing.get(key)
+        if burst is None or burst.level != level:
+            burst = self._failing[key] = BurstLog(log, level, self.QUIET_S, time_source=self._seconds)
+        burst.log(msg, extra, exc_info)
 
     def start(self) -> None:
         if self._task is None:

@@ -82,3 +82,40 @@ async def test_a_campaign_that_fails_does_not_keep_the_others_day_from_being_com
         assert await store.get_draw(BROKEN, DAY) is None
     finally:
         await store.close()
+
+
+async def test_a_day_that_keeps_failing_is_one_line_per_quiet_spell_not_one_per_tick(tmp_path, caplog):
+    store = await StoreFailingOneDraw.open(tmp_path / "lottery.db")
+    try:
+        clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+        lottery = Lottery(store, TwoCampaigns(), clock, DrawSettings(cutoff=time(20, 0), campaigns=(BROKEN, HEALTHY)))
+        scheduler = DrawScheduler(lottery)
+        await lottery.enter_draw("", BROKEN, "u1", DAY, timeout=1)
+        clock.advance(hours=11)
+        with caplog.at_level(logging.WARNING, logger="miandan.lottery"):
+            for _ in range(int(DrawScheduler.QUIET_S // 5) + 2):  # a tick every 5 s, past one quiet spell
+                await scheduler.tick()
+                clock.advance(seconds=5)
+        failed = [r for r in caplog.records if r.getMessage() == "scheduler: draw failed"]
+        assert [r.untold for r in failed] == [0, int(DrawScheduler.QUIET_S // 5) - 1]
+        assert all(r.exc_info for r in failed) and all(r.day == DAY for r in failed)
+    finally:
+        await store.close()
+
+
+async def test_a_day_failing_again_after_it_recovered_is_news_at_once(tmp_path, caplog):
+    store = await StoreFailingOneDraw.open(tmp_path / "lottery.db")
+    try:
+        clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+        lottery = Lottery(store, OneCampaignBroken(), clock, DrawSettings(cutoff=time(20, 0), campaigns=(BROKEN, HEALTHY)))
+        scheduler = DrawScheduler(lottery)
+        with caplog.at_level(logging.ERROR, logger="miandan.lottery"):
+            await scheduler.tick()
+            await scheduler.tick()  # still failing: counted, not said
+            lottery.cards = TwoCampaigns()
+            await scheduler.tick()  # recovered
+            lottery.cards = OneCampaignBroken()
+            await scheduler.tick()  # failing again: said at once
+        assert [r.getMessage() for r in caplog.records].count("scheduler: day not committed") == 2
+    finally:
+        await store.close()
