@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import DEFAULT_PORTS, Settings, prepare_data_dir, refuse_published_secrets
+from services.common.server import SUPERVISOR_PID_VAR
 
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
 # Who calls whom. A service starts only once everything it calls answers SERVING: a gRPC channel
@@ -131,8 +132,11 @@ class Child:
         self.log_offset = log.seek(0, os.SEEK_END)
         # Own process group: Ctrl-C in the terminal reaches only the suite, which then stops
         # the children in order with SIGTERM instead of every process racing at once.
+        # The supervisor's pid: the child asks to be stopped should this process die without
+        # stopping it (server.follow_supervisor).
+        env = {**self.env, SUPERVISOR_PID_VAR: str(os.getpid())}
         self.process = subprocess.Popen(
-            self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.started_at = time.monotonic()
         self.restart_at = None

@@ -511,6 +511,7 @@ def main(
     at once: status 2 for a bad setting (a ValueError, which names the variable), 1 for
     anything else (a port taken, a host that does not resolve). No traceback: the line says
     what to change (MIANDAN_LOG_LEVEL=DEBUG logs the traceback too)."""
+    follow_supervisor()
     try:
         settings = Settings.from_env(service)
         kwargs = dict(options()) if options is not None else {}
@@ -525,6 +526,39 @@ def main(
     except KeyboardInterrupt:  # Ctrl-C before the signal handlers were installed
         _exit(service, "interrupted", 130)
     sys.exit(0)
+
+
+SUPERVISOR_PID_VAR = "MIANDAN_SUPERVISOR_PID"
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def follow_supervisor(env: Mapping[str, str] | None = None) -> bool:
+    """When `make run`'s supervisor (services/suite.py) started this process, as it says in
+    MIANDAN_SUPERVISOR_PID: ask Linux for a SIGTERM when the supervisor dies, however it dies.
+
+    Why: the supervisor starts each service in a session of its own (so Ctrl-C reaches only the
+    supervisor, which then stops them in order), and stops them itself on SIGINT, SIGTERM and
+    SIGHUP. A kill -9, an OOM kill or a crash of the supervisor gave it no such chance: the five
+    servers ran on, orphans holding the ports and the stores, and the next `make run` could only
+    name the ports they held. SIGTERM is the graceful stop (drain, close the stores).
+
+    True when the request was made. Elsewhere than Linux, or without the variable (systemd,
+    Kubernetes, a shell), nothing changes."""
+    wanted = (os.environ if env is None else env).get(SUPERVISOR_PID_VAR, "")
+    if not wanted.isdigit() or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):  # no prctl in this libc: carry on as before
+        return False
+    if os.getppid() != int(wanted):
+        # The supervisor died before the request was made: nobody will send the signal.
+        os.kill(os.getpid(), signal.SIGTERM)
+    return True
 
 
 def fail_to_start(service: str, exc: BaseException) -> NoReturn:
