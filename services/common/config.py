@@ -34,6 +34,9 @@ MAX_PENDING_CALLS = (2**31 - 1) // 2
 @dataclass(frozen=True)
 class Settings:
     service: str
+    # As it goes before ":port" in an address: an IPv6 literal in brackets ([::1]), whether or not
+    # MIANDAN_HOST had them, so every f"{host}:{port}" (the bind, the suite's upstream addresses,
+    # the log lines) is one gRPC reads as host and port.
     host: str = "127.0.0.1"
     port: int = 0
     # None = no /metrics endpoint.
@@ -170,6 +173,12 @@ class Settings:
         host = e.get("MIANDAN_HOST", "127.0.0.1").strip()
         if not host:
             raise ValueError("MIANDAN_HOST must not be empty")
+        listen_host = address_host(host)
+        if listen_host is None:
+            raise ValueError(
+                f"MIANDAN_HOST={host!r} is not a host name or an IP address (the port is {port_var}; "
+                "an IPv6 address goes with or without brackets: ::1 or [::1])"
+            )
         event_loop_from_env(e)
         campaign = (e.get("MIANDAN_CAMPAIGN_ID") or "").strip()
         if campaign:
@@ -179,7 +188,7 @@ class Settings:
 
         return cls(
             service=service,
-            host=host,
+            host=listen_host,
             port=port,
             metrics_port=metrics_port,
             data_dir=Path(e.get("MIANDAN_DATA") or "data"),
@@ -389,11 +398,36 @@ def _secret(e: Mapping[str, str], var: str, default: str) -> str:
     return value
 
 
+def address_host(host: str) -> str | None:
+    """`host` as it goes before ":port": an IPv6 literal bracketed ("::1" -> "[::1]"), a name or
+    an IPv4 address as it is; None for a host with a colon or brackets that is no IPv6 address
+    ("localhost:50051", "[127.0.0.1]"). Unbracketed, "::1:50051" is no host and port to gRPC:
+    the server says only "Failed to bind", a channel dials some other address."""
+    if not any(c in host for c in ":[]"):
+        return host
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    return f"[{bare}]" if _ipv6(bare) else None
+
+
+def _ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _addr(e: Mapping[str, str], var: str, service: str) -> str:
     raw = (e.get(var) or _local_addr(e, service)).strip()
     if raw.startswith(("unix:", "unix-abstract:")):
         return raw
     host, sep, port = raw.rpartition(":")
+    if _ipv6(raw) or _ipv6(host):
+        # Not bracketed for the operator as MIANDAN_HOST is: "fe80::1:5005" is an address without
+        # a port and an address with one, and gRPC would dial the first.
+        raise ValueError(
+            f"{var}={raw!r}: an IPv6 address goes in brackets, then the port, e.g. [::1]:{DEFAULT_PORTS[service]}"
+        )
     if not sep or not host or ascii_int(port, minimum=1, maximum=65535) is None:
         raise ValueError(f"{var}={raw!r} is not host:port")
     return raw

@@ -8,6 +8,11 @@ Why this shape:
   violation that means "already exists") rolls back only its own changes.
 * Callers' futures resolve only after COMMIT returns: a write is acknowledged once durable at
   the chosen `synchronous` level.
+* A write's future can be cancelled until its batch starts (fn then never runs), not after: from
+  then on the write may commit whatever the caller does, and the future's done-callbacks are how
+  a store tells listeners of committed changes (the order store's streams). A cancelled future
+  would tell them nothing of a row that is in the table. A task cancelled while awaiting it
+  (gRPC cancels a handler whose client went away) gets its CancelledError when the batch ends.
 * Reads go to separate connections; in WAL mode they see a consistent snapshot and never block
   the writer.
 * `writes_on_loop=True` (opt-in, for NORMAL/OFF stores whose writes are all small) runs each
@@ -91,6 +96,26 @@ def store_unavailable(exc: BaseException) -> Exception | None:
     return None
 
 
+class _Write(asyncio.Future):  # type: ignore[type-arg]
+    """A queued write's future: cancel() is refused once its batch has started (module docstring).
+
+    A refused cancel() is what a Task awaiting the future handles already: Task.cancel() then
+    marks the task to be cancelled at its next step, which comes when this future resolves. So
+    the caller still ends in CancelledError, after the batch, with no second future, callback or
+    task per write (asyncio.shield would add all three to every write of the hot path)."""
+
+    __slots__ = ("_batched",)
+
+    def __init__(self, *, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._batched = False
+
+    def cancel(self, msg: Any | None = None) -> bool:
+        if self._batched:
+            return False
+        return super().cancel(msg=msg)
+
+
 class Database:
     """Use `await Database.open(...)`; see module docstring for the design."""
 
@@ -105,7 +130,7 @@ class Database:
         self._checkpointer: aiosqlite.Connection | None = None
         self._checkpoint: asyncio.Task[None] | None = None
         self._since_checkpoint = 0
-        self._pending: deque[tuple[Callable[..., Any], tuple[Any, ...], asyncio.Future[Any]]] = deque()
+        self._pending: deque[tuple[Callable[..., Any], tuple[Any, ...], _Write]] = deque()
         self._wakeup = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -175,11 +200,13 @@ class Database:
         """write() without the await: queue `fn(conn, *args)` and return the future of its
         outcome (same semantics as write()). For callers that queue many writes at once: a
         plain future per write, no coroutine or Task (asyncio.gather over futures creates no
-        tasks). Cancelling the future before its batch runs means fn is not run. Must be
-        called on the loop thread; raises RuntimeError at once if the database is closed."""
+        tasks). Cancelling the future before its batch runs means fn is not run; once the batch
+        has started, cancel() returns False and the future resolves with the write's outcome (a
+        task awaiting it is cancelled when the batch ends). Must be called on the loop thread;
+        raises RuntimeError at once if the database is closed."""
         if self._closed:
             raise RuntimeError("database is closed")
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        fut = _Write(loop=asyncio.get_running_loop())
         self._pending.append((fn, args, fut))
         if len(self._pending) == 1:
             self._wakeup.set()
@@ -255,6 +282,7 @@ class Database:
                 item = pending.popleft()
                 # A caller that already gave up (cancelled, e.g. its deadline passed) is not run.
                 if not item[2].done():
+                    item[2]._batched = True
                     batch.append(item)
             if not batch:
                 continue
@@ -266,15 +294,12 @@ class Database:
             except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
                 failure = self._unavailable(exc) or (exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 for _, _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(failure)
+                    fut.set_exception(failure)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
             self.batches += 1
             for (_, _, fut), (ok, value) in zip(batch, outcomes):
-                if fut.done():  # caller cancelled while the batch ran; its write is committed anyway
-                    continue
                 if ok:
                     fut.set_result(value)
                 else:

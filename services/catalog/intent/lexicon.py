@@ -2,11 +2,21 @@
 and the text normalisation and pinyin helpers every index shares."""
 from __future__ import annotations
 
+import os
 import re
 import unicodedata
 from functools import lru_cache
 
-from pypinyin import Style, lazy_pinyin, pinyin
+# pypinyin's phrase dictionary costs ~40 MB and ~190k long-lived lists and dicts in every process
+# that loads it; the resolver compares pinyin of the sentence with pinyin of menu names computed
+# the same way, so per-character readings are enough (dev and held-out accuracy are identical
+# without it). Set here, where pypinyin is loaded, so the server, the tools and the tests all
+# resolve as the server does: a pytest process that had loaded it spent 100-150 ms in each full
+# garbage collection, long enough to stall a timed test's event loop (test_common_floor).
+os.environ.setdefault("PYPINYIN_NO_PHRASES", "true")
+os.environ.setdefault("PYPINYIN_NO_DICT_COPY", "true")
+
+from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402
 
 # Category words -> item categories they ask for (item categories are the catalog's own; brand
 # categories such as 茶饮 and the item categories themselves are added from the data at build time).

@@ -14,10 +14,13 @@ REAL = {
 }
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]"])
+@pytest.mark.parametrize(
+    ("host", "listens_on"),
+    [("127.0.0.1", "127.0.0.1"), ("127.8.9.10", "127.8.9.10"), ("localhost", "localhost"), ("::1", "[::1]"), ("[::1]", "[::1]")],
+)
 @pytest.mark.parametrize("service", SERVICES)
-def test_loopback_keeps_the_development_defaults(service, host):
-    assert Settings.from_env(service, {"MIANDAN_HOST": host}).host == host
+def test_loopback_keeps_the_development_defaults(service, host, listens_on):
+    assert Settings.from_env(service, {"MIANDAN_HOST": host}).host == listens_on
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.0.0.7", "card.internal"])

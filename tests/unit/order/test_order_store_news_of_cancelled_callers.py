@@ -8,6 +8,7 @@ which has no other source, never heard of it."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -84,3 +85,34 @@ async def test_a_placed_order_committed_as_its_caller_is_cancelled_is_still_hear
     await committed_while_cancelled(store, lambda: store.insert_placed(paid("o3")))
     assert (await store.get("o3")).status == model.PAID
     assert [o.order_id for o in store.heard] == ["o3"]
+
+
+async def test_an_update_cancelled_while_its_batch_waits_for_the_write_lock_is_still_heard(store, tmp_path):
+    # Another connection (an operator's sqlite3 shell) holds the write lock: the batch waits for
+    # it on the writer thread, where its caller's cancel used to cancel the write's future too.
+    await store.insert_placed(paid("o4"))
+    store.heard.clear()
+    shell = sqlite3.connect(tmp_path / "o.db", isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    try:
+        caller = asyncio.ensure_future(store.update("o4", accept))
+        for _ in range(500):
+            if caller.done() or not store.db._pending:
+                break
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.02)
+        assert not caller.done()  # its batch is waiting for the lock
+        batches = store.db.batches
+        caller.cancel()
+        await asyncio.sleep(0.02)
+    finally:
+        shell.execute("ROLLBACK")
+        shell.close()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    for _ in range(500):
+        if store.db.batches > batches:
+            break
+        await asyncio.sleep(0.01)
+    assert (await store.get("o4")).status == model.ACCEPTED  # committed once the lock was free
+    assert [o.status for o in store.heard] == [model.ACCEPTED]
