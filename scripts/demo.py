@@ -52,7 +52,7 @@ from miandan.common.v1 import common_pb2
 from miandan.gateway.v1 import gateway_service_pb2 as gw, gateway_service_pb2_grpc
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2, lottery_service_pb2_grpc
 from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
-from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY, internal_metadata, open_channel
+from services.common.auth import MERCHANT_TOKEN_KEY, internal_metadata, open_channel
 from services.common.config import Settings
 from services.common.errors import error_details
 from services.common.local_ports import free_port
@@ -415,7 +415,7 @@ class Demo:
             return
         title(f"2b. 商家接单 / the store sees the order in its queue and makes it (merchant grant for {order.brand_id})")
         grant = mint_grant(self.settings.merchant_signing_key, f"{order.brand_id}-hq", brands=[order.brand_id])
-        md = ((INTERNAL_TOKEN_KEY, self.settings.internal_token), (MERCHANT_TOKEN_KEY, grant))
+        md = ((MERCHANT_TOKEN_KEY, grant),)  # the merchant's whole credential: it holds no internal token
         async with open_channel(self.settings, self.settings.order_addr) as channel:
             orders = order_service_pb2_grpc.OrderServiceStub(channel)
             queue = await orders.ListStoreOrders(
@@ -429,7 +429,7 @@ class Demo:
                 await orders.UpdateOrderStatus(
                     order_service_pb2.UpdateOrderStatusRequest(request_id=rid(), order_id=order.order_id, status=step), metadata=md, timeout=10,
                 )
-            rival = ((INTERNAL_TOKEN_KEY, self.settings.internal_token), (MERCHANT_TOKEN_KEY, mint_grant(self.settings.merchant_signing_key, "rival-hq", brands=["rival"])))
+            rival = ((MERCHANT_TOKEN_KEY, mint_grant(self.settings.merchant_signing_key, "rival-hq", brands=["rival"])),)
             try:
                 await orders.ListStoreOrders(order_service_pb2.ListStoreOrdersRequest(store_id=order.store_id), metadata=rival, timeout=10)
                 self.problem("a rival brand's grant listed this store's orders")

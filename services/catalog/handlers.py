@@ -362,7 +362,8 @@ class Catalog:
         availability the call set; a retry (same request_id at the same store, same item and
         availability) changes nothing and gets that first answer again. A request_id used at
         this store for another request is refused REQUEST_ID_REUSED; other stores' request ids
-        are another namespace (merchants pick their own, e.g. "so-1")."""
+        are another namespace, and so are other merchants' (merchants pick their own, e.g.
+        "so-1")."""
         if not store_id:
             raise InvalidArgument("store_id", "必填 / required")
         if not item_id:
@@ -386,7 +387,8 @@ class Catalog:
                 self.sold_out.setdefault(store_id, set()).add(item_id)
             self.changes.publish((store_id,))
 
-        await _write_then_apply(self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock)), apply)
+        by = {} if merchant is None else {"merchant_id": merchant.merchant_id}
+        await _write_then_apply(self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock), **by), apply)
         return available
 
     # --- reads -----------------------------------------------------------------------------

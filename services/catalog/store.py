@@ -141,7 +141,9 @@ class CatalogStore(Protocol):
     async def upsert_brand(self, request_id: str, brand: Brand, now_ms: int) -> tuple[bool, bool]: ...
     async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]: ...
     async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]: ...
-    async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool: ...
+    async def set_availability(
+        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = ""
+    ) -> bool: ...
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]: ...
     async def forget_requests(self, before_ms: int, limit: int) -> int:
         """Forget at most `limit` request ids remembered before before_ms; returns how many."""
@@ -233,11 +235,14 @@ class SqliteCatalogStore:
         of every store the rows move to another brand."""
         return await self.db.write(_upsert_stores, rows, now_ms)
 
-    async def set_availability(self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
+    async def set_availability(
+        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = ""
+    ) -> bool:
         """True when this call changed nothing because request_id was already applied at this
         store to the same request. Raises AlreadyExists REQUEST_ID_REUSED when it was used at
-        this store for a different request (another store's ids are another namespace)."""
-        return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms)
+        this store for a different request (another store's ids are another namespace, and so
+        are another merchant's: merchant_id, the caller's grant's merchant, "" for the platform)."""
+        return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms, merchant_id)
 
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]:
         if not store_ids:
@@ -406,11 +411,17 @@ def _drop_stray_sold_out(conn: sqlite3.Connection) -> int:
     return cur.rowcount
 
 
-def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int) -> bool:
+def _set_availability(
+    conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, merchant_id: str = ""
+) -> bool:
     # Scoped by store: merchants choose their own request ids ("so-1"), and one merchant's id
-    # must never reach another merchant's store. Within a store, the id names one request.
+    # must never reach another merchant's store. And by a grant's merchant: a chain's
+    # headquarters and the store's franchisee both mark its items, neither knowing the other's
+    # ids, and the franchisee's "so-1" was taken for a retry of headquarters' "so-1" (a mark
+    # since undone) and silently dropped. Within that, the id names one request.
+    scope = store_id if not merchant_id else "merchant:" + json.dumps([merchant_id, store_id], ensure_ascii=False)
     fingerprint = availability_fingerprint(store_id, item_id, available)
-    if _replayed(conn, "availability", store_id, request_id, fingerprint) is not None:
+    if _replayed(conn, "availability", scope, request_id, fingerprint) is not None:
         return True
     if available:
         conn.execute("DELETE FROM sold_out WHERE store_id = ? AND item_id = ?", (store_id, item_id))
@@ -428,7 +439,7 @@ def _set_availability(conn: sqlite3.Connection, request_id: str, store_id: str, 
             "ON CONFLICT (store_id, item_id) DO UPDATE SET updated_ms = excluded.updated_ms",
             (store_id, item_id, now_ms),
         )
-    _remember(conn, "availability", store_id, request_id, fingerprint, available, now_ms)
+    _remember(conn, "availability", scope, request_id, fingerprint, available, now_ms)
     return False
 
 

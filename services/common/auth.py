@@ -161,6 +161,10 @@ class AccessPolicy:
         if merchant is not None and _eq(merchant, self._merchant):
             return None
         scope = self._grant(merchant) if merchant is not None else None
+        if isinstance(scope, DomainError):
+            # The grant ran out or was revoked since check(MERCHANT) let it in (this very call):
+            # say so, as the check would now, not that no merchant credential was sent.
+            raise scope
         if not isinstance(scope, MerchantScope):
             raise MERCHANT_REQUIRED  # check(MERCHANT) would have refused this caller
         return scope

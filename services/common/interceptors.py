@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 import grpc
 
-from .admission import CRITICALITIES, CRITICALITY_KEY, AdmissionController, Overloaded
+from .admission import CRITICAL, CRITICALITIES, CRITICALITY_KEY, DEFAULT, AdmissionController, Overloaded
 from .auth import (
     CREDENTIAL_INVALID, CREDENTIAL_REASONS, MERCHANT_ROLES, PUBLIC, AccessPolicy, Role, credential_refused, refuses_our_credential,
 )
@@ -55,6 +55,8 @@ _CREDENTIAL_REFUSED = to_rpc_status(credential_refused())
 # Answers that say "busy, or not reachable now: retry": counted by reason (miandan_rpc_refusals_total).
 _BUSY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED"})
 _FORWARDED_KEYS = (STATUS_DETAILS_KEY, PUSHBACK_KEY)
+# The level of a call made with a merchant's credential alone: DEFAULT at most.
+_MERCHANT_CRITICALITY = {CRITICAL: DEFAULT}
 
 
 # An upstream that refused the call for load (its admission said OVERLOADED, or its gRPC core
@@ -251,9 +253,14 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             if err is not None:
                 self._reject(plan, err.code, context)
                 await context.abort_with_status(self._constant_status(err))
-            # A merchant's credential alone passes merchant RPCs: only a proven internal caller
-            # may choose its call's criticality.
-            crit = _override(metadata, crit, self.policy if plan.role in MERCHANT_ROLES else None, context)
+            if plan.role in MERCHANT_ROLES and not self.policy.is_internal(metadata, context):
+                # A merchant's credential alone passes merchant RPCs: it may not choose its
+                # call's criticality, nor run at a level the method has for the platform's
+                # callers (CancelOrder is CRITICAL for the gateway cancelling for a buyer): an
+                # outside party's flood must be shed before orders and payments.
+                crit = _MERCHANT_CRITICALITY.get(crit, crit)
+            else:
+                crit = _override(metadata, crit, None, context)
         else:
             crit = _override(metadata, crit, self.policy, context)
         left = context.time_remaining()

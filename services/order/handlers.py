@@ -152,7 +152,8 @@ class OrderConfig:
     placing_grace_seconds: int = 30
     sweep_interval_seconds: float = 5.0
     default_campaign_id: str = "spring-2026"
-    # Bounded wait of a WatchOrder stream between checks of the store.
+    # Bounded wait of a WatchOrder stream between checks of the store, and of a merchant
+    # grant's WatchStoreOrders stream between checks of the grant.
     watch_poll_seconds: float = 10.0
     # Time the sweep gives each upstream call (it has no caller deadline).
     sweep_call_timeout: float = 3.0
@@ -1158,7 +1159,11 @@ class OrderService:
         # moved to another brand keeps the former brand's orders, which are not the new one's.
         brands = None if merchant is None or store_id in merchant.stores else merchant.brands
         statuses = (status,) if status else model.LIVE_STATUSES
-        orders = await self.store.list_for_store(store_id, statuses, limit + 1, before, brands)
+        orders, stop = await self.store.store_page(store_id, statuses, limit + 1, before, brands)
+        if stop is not None:
+            # A window of the store read without filling the page (a status few orders are in):
+            # a short page, maybe empty, and the token of where the reading stopped.
+            return orders, _encode_token(STORE_ORDERS_TOKEN, *stop)
         return _newest_first_page(orders, limit, STORE_ORDERS_TOKEN)
 
     async def _store_open_to(self, store_id: str, merchant: MerchantScope | None) -> bool:
@@ -1168,6 +1173,11 @@ class OrderService:
         import may have moved the store from one brand to another: each keeps its own orders)."""
         if merchant is None or store_id in merchant.stores:
             return True
+        if not merchant.brands:
+            # A grant of named stores covers those only: refused without a read, so the answer
+            # does not tell whether the store has orders (an empty list if not, STORE_NOT_YOURS
+            # if so, before).
+            raise store_not_yours(store_id)
         covered = await self.store.store_has_brand(store_id, merchant.brands)
         if covered is None:
             return False
@@ -1193,8 +1203,9 @@ class OrderService:
         merchant is its grant, None when it may act on every store).
 
         request_id (optional, as ever): the idempotency key, scoped by the user, or for a
-        merchant by the order's store. A replay is answered with the order as it is now; the
-        same key for another order or reason is REQUEST_ID_REUSED."""
+        merchant by the order's store (and a grant's merchant: model.RequestKey). A replay is
+        answered with the order as it is now; the same key for another order or reason is
+        REQUEST_ID_REUSED."""
         budget = budget or _budget()
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
@@ -1218,7 +1229,9 @@ class OrderService:
             default = "USER_CANCELLED" if actor == model.ACTOR_USER else "MERCHANT_CANCELLED"
             return model.cancel(cur, now, actor, reason or default)
 
-        key = model.request_key(model.CANCEL_ORDER, request_id, user_id, now, order_id, reason)
+        key = model.request_key(
+            model.CANCEL_ORDER, request_id, user_id, now, order_id, reason, merchant_id=_merchant_id(user_id, merchant)
+        )
         async with self._card_turns.hold(order_id):
             if key is None:
                 order = await self.store.update(order_id, cancel)
@@ -1229,11 +1242,12 @@ class OrderService:
     async def update_status(
         self, order_id: str, target: str, note: str, request_id: str = "", *, merchant: MerchantScope | None = None
     ) -> Order:
-        """request_id (optional, as ever): the idempotency key, scoped by the order's store (a
-        merchant call: merchants pick their own ids, and one store's "u1" must never meet
-        another's). A replay is answered with the order as it is now, whatever step it has
-        reached since (never ILLEGAL_TRANSITION for a call that succeeded); the same key for
-        another order, status or note is REQUEST_ID_REUSED."""
+        """request_id (optional, as ever): the idempotency key, scoped by the order's store and
+        a grant's merchant (a merchant call: merchants pick their own ids, and one store's or one
+        merchant's "u1" must never meet another's: model.RequestKey). A replay is answered with
+        the order as it is now, whatever step it has reached since (never ILLEGAL_TRANSITION for
+        a call that succeeded); the same key for another order, status or note is
+        REQUEST_ID_REUSED."""
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
         model.check_text("note", note)
@@ -1253,15 +1267,21 @@ class OrderService:
             model.check_advance(cur, target)
             return model.with_status(cur, target, now, model.ACTOR_MERCHANT, note)
 
-        key = model.request_key(model.UPDATE_ORDER_STATUS, request_id, "", now, order_id, target, note)
+        key = model.request_key(
+            model.UPDATE_ORDER_STATUS, request_id, "", now, order_id, target, note, merchant_id=_merchant_id("", merchant)
+        )
         if key is None:
             return await self.store.update(order_id, advance)
         order, _ = await self.store.apply_request(order_id, key, may_advance, advance)
         return order
 
-    async def watch_store(self, store_id: str, *, merchant: MerchantScope | None = None) -> AsyncIterator[Order]:
+    async def watch_store(
+        self, store_id: str, *, merchant: MerchantScope | None = None, still_granted: Callable[[], None] | None = None,
+    ) -> AsyncIterator[Order]:
         """Every visible change of the store's orders from now on (merchant: the caller's grant,
-        None for every store). Ends with UNAVAILABLE WATCH_LAGGING if the caller fell behind."""
+        None for every store). Ends with UNAVAILABLE WATCH_LAGGING if the caller fell behind.
+        still_granted: raises once the caller's credential no longer holds; called before each
+        change is sent and after every watch_poll_seconds without one."""
         model.check_id("store_id", store_id)
         # Subscribe before the check reads, so an order placed meanwhile is not missed.
         feed = self.events.stores
@@ -1273,7 +1293,19 @@ class OrderService:
             while True:
                 if watcher.lagged and watcher.queue.empty():  # what was queued is delivered first
                     raise Unavailable(WATCH_LAGGING, "订单变化太快没跟上，请重新列出后再关注 / fell behind the store's orders: list them again, then watch again", 100)
-                yield await watcher.queue.get()
+                if still_granted is None:
+                    yield await watcher.queue.get()
+                    continue
+                try:
+                    async with asyncio.timeout(self.config.watch_poll_seconds):
+                        order = await watcher.queue.get()
+                except TimeoutError:
+                    # A quiet store: a revoked or expired grant's stream would otherwise stay
+                    # open, holding its slots, for as long as no order came.
+                    still_granted()
+                    continue
+                still_granted()
+                yield order
         finally:
             feed.unsubscribe(store_id, watcher)
 
@@ -1571,6 +1603,12 @@ def _cart_taken(order: Order) -> CartTaken | None:
     """The cart lines a from_cart order's write takes; None for other orders and for from_cart
     rows of the previous release, which kept none (their write empties the user's cart)."""
     return CartTaken(order.user_id, order.cart_keys) if order.cart_keys else None
+
+
+def _merchant_id(user_id: str, merchant: MerchantScope | None) -> str:
+    """The merchant whose request ids a call's request_id is one of ("" for a buyer's call, and
+    for the platform's merchant credential): see model.RequestKey."""
+    return "" if user_id or merchant is None else merchant.merchant_id
 
 
 def _request_id_reused() -> DomainError:

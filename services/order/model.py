@@ -338,18 +338,27 @@ class RequestKey:
     is now, never judged again), with another one a reuse (REQUEST_ID_REUSED).
 
     Scope: a buyer's call (user_id set) is scoped by the user, a merchant's call (user_id "")
-    by the store of the order it acts on, so two users' or two stores' "u1" never meet. Each
-    method is a namespace of its own: one request_id may serve a CancelOrder and a
-    ConfirmPayment (as the card service lets one serve Reserve and Confirm)."""
+    by the store of the order it acts on, so two users' or two stores' "u1" never meet; a
+    merchant grant's call by its merchant too (merchant_id), since several merchants act on one
+    store (a chain's headquarters and the store's franchisee, a store's former and new brand)
+    and none of them knows the others' ids. Each method is a namespace of its own: one
+    request_id may serve a CancelOrder and a ConfirmPayment (as the card service lets one serve
+    Reserve and Confirm)."""
 
     method: str
     request_id: str
     fingerprint: str
     user_id: str
     at_ms: int
+    merchant_id: str = ""  # the grant's merchant; "" for the platform's merchant credential
 
     def scope(self, order: Order) -> str:
-        return self.user_scope if self.user_id else f"store:{order.store_id}"
+        if self.user_id:
+            return self.user_scope
+        if self.merchant_id:
+            # JSON, so that no store id and merchant id can spell another pair's scope.
+            return "merchant:" + compact_json([self.merchant_id, order.store_id])
+        return f"store:{order.store_id}"
 
     @property
     def user_scope(self) -> str:
@@ -365,14 +374,17 @@ def cart_request_key(request_id: str, user_id: str, at_ms: int, store_id: str, s
     return key
 
 
-def request_key(method: str, request_id: str, user_id: str, at_ms: int, *content: Any) -> RequestKey | None:
+def request_key(
+    method: str, request_id: str, user_id: str, at_ms: int, *content: Any, merchant_id: str = ""
+) -> RequestKey | None:
     """The key of a call whose request_id is `request_id` (None without one: the call is not
     remembered, as before request ids were). `content`: every field of the request that defines
-    it besides the caller (order_id, target status, note, reason, payment_reference...)."""
+    it besides the caller (order_id, target status, note, reason, payment_reference...).
+    merchant_id: the merchant of the grant making the call (see RequestKey)."""
     if not request_id:
         return None
     canon = compact_json([method, *content])
-    return RequestKey(method, request_id, hashlib.sha256(canon.encode()).hexdigest()[:32], user_id, at_ms)
+    return RequestKey(method, request_id, hashlib.sha256(canon.encode()).hexdigest()[:32], user_id, at_ms, merchant_id)
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2, order_service_pb2_grpc
 from services.common.auth import MERCHANT, AccessPolicy
 from services.common.errors import InvalidArgument, PermissionDenied
+from services.common.merchant_grant import MerchantScope
 
 from . import model
 from .handlers import Budget, CartView, OrderService, PlaceOrderInput, selections_of
 from .model import Order
 
-__all__ = ["OrderServicer", "order_to_proto", "cart_to_proto"]
+__all__ = ["OrderServicer", "order_to_proto", "cart_to_proto", "merchant_view"]
 
 ACTS_AS_USER = PermissionDenied(
     "MERCHANT_CANNOT_ACT_AS_USER",
@@ -98,6 +99,26 @@ def order_to_proto(o: Order) -> order_pb2.Order:
         card_returned=o.card_returned,
         campaign_id=o.campaign_id,
     )
+
+
+def merchant_view(order: order_pb2.Order) -> order_pb2.Order:
+    """The order as a merchant grant sees it: what to make, for how much, and where it stands,
+    not who the buyer is on the platform. A grant is held outside the platform, by 300,000
+    stores' systems: the buyer's account id (the same at every store: a merchant could follow a
+    buyer across its stores and match it with other sources), the card and the buyer's request
+    id, and the payment's identifiers (the reference the buyer pays with) are the platform's.
+    Redacted here, not in the message: the same Order is the buyer's through the gateway."""
+    order.user_id = ""
+    order.request_id = ""
+    order.card_id = ""
+    order.payment.payment_id = ""
+    order.payment.payment_reference = ""
+    return order
+
+
+def _as_seen_by(merchant: MerchantScope | None, order: Order) -> order_pb2.Order:
+    p = order_to_proto(order)
+    return p if merchant is None else merchant_view(p)
 
 
 def cart_to_proto(c: CartView) -> order_pb2.Cart:
@@ -213,24 +234,29 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             status = _STATUS_BY_VALUE.get(request.status, "")
             if not status:
                 raise InvalidArgument("status", f"未知的订单状态 {request.status} / unknown order status {request.status}")
+        merchant = self.policy.merchant_scope(context.invocation_metadata())
         orders, token = await self.service.list_store_orders(
-            request.store_id, status, request.page_size, request.page_token,
-            merchant=self.policy.merchant_scope(context.invocation_metadata()),
+            request.store_id, status, request.page_size, request.page_token, merchant=merchant,
         )
-        return order_service_pb2.ListStoreOrdersResponse(orders=[order_to_proto(o) for o in orders], next_page_token=token)
+        return order_service_pb2.ListStoreOrdersResponse(orders=[_as_seen_by(merchant, o) for o in orders], next_page_token=token)
 
     async def WatchStoreOrders(self, request: Any, context: Any) -> AsyncIterator[Any]:
         metadata = context.invocation_metadata()
         merchant = self.policy.merchant_scope(metadata)
-        async for order in self.service.watch_store(request.store_id, merchant=merchant):
-            if merchant is not None:
-                # The stream outlives the check made when it opened: a grant that has expired or
-                # been revoked since must not keep receiving the store's orders (buyers' ids,
-                # payments). Checked per change, before anything is sent: an HS256 check.
-                err = self.policy.check(MERCHANT, metadata, context)
-                if err is not None:
-                    raise err
-            yield order_service_pb2.WatchStoreOrdersResponse(order=order_to_proto(order))
+
+        def still_granted() -> None:
+            # The stream outlives the check made when it opened: a grant that has expired or
+            # been revoked since must not keep receiving the store's orders, nor keep its
+            # streams (they count against its merchant's limits, which a new grant then shares).
+            # Checked per change before anything is sent, and while the store is quiet.
+            err = self.policy.check(MERCHANT, metadata, context)
+            if err is not None:
+                raise err
+
+        async for order in self.service.watch_store(
+            request.store_id, merchant=merchant, still_granted=None if merchant is None else still_granted
+        ):
+            yield order_service_pb2.WatchStoreOrdersResponse(order=_as_seen_by(merchant, order))
 
     async def CancelOrder(self, request: Any, context: Any) -> Any:
         merchant = None
@@ -248,15 +274,13 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
         order = await self.service.cancel_order(
             request.order_id, request.user_id, request.reason, request.request_id, _budget(context), merchant=merchant
         )
-        return order_service_pb2.CancelOrderResponse(order=order_to_proto(order))
+        return order_service_pb2.CancelOrderResponse(order=_as_seen_by(merchant, order))
 
     async def UpdateOrderStatus(self, request: Any, context: Any) -> Any:
         target = _STATUS_BY_VALUE.get(request.status, "")
-        order = await self.service.update_status(
-            request.order_id, target, request.note, request.request_id,
-            merchant=self.policy.merchant_scope(context.invocation_metadata()),
-        )
-        return order_service_pb2.UpdateOrderStatusResponse(order=order_to_proto(order))
+        merchant = self.policy.merchant_scope(context.invocation_metadata())
+        order = await self.service.update_status(request.order_id, target, request.note, request.request_id, merchant=merchant)
+        return order_service_pb2.UpdateOrderStatusResponse(order=_as_seen_by(merchant, order))
 
     async def WatchOrder(self, request: Any, context: Any) -> AsyncIterator[Any]:
         async for order in self.service.watch(request.order_id, request.user_id):

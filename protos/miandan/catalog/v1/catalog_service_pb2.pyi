@@ -5,7 +5,8 @@ The merchant catalog service: brands, stores, menus, nearest-store search, quote
 natural-language order understanding. Reads need the internal credential; writes the admin one.
 Writes are idempotent on request_id: a retry with the same content gets the first answer; the
 same request_id with other content of the same RPC is ALREADY_EXISTS REQUEST_ID_REUSED.
-SetItemAvailability's request ids are per store (merchants pick their own).
+SetItemAvailability's request ids are per store and per merchant grant's merchant (merchants
+pick their own).
 """
 
 from collections import abc as _abc
@@ -441,7 +442,9 @@ class SetItemAvailabilityRequest(_message.Message):
     ITEM_ID_FIELD_NUMBER: _builtins.int
     AVAILABLE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key."""
+    """Idempotency key, per store and, for a merchant grant, per its merchant: a chain's grant and
+    its franchisee's each have their own ids at one store.
+    """
     store_id: _builtins.str
     """Store."""
     item_id: _builtins.str

@@ -5,7 +5,8 @@ The merchant catalog service: brands, stores, menus, nearest-store search, quote
 natural-language order understanding. Reads need the internal credential; writes the admin one.
 Writes are idempotent on request_id: a retry with the same content gets the first answer; the
 same request_id with other content of the same RPC is ALREADY_EXISTS REQUEST_ID_REUSED.
-SetItemAvailability's request ids are per store (merchants pick their own).
+SetItemAvailability's request ids are per store and per merchant grant's merchant (merchants
+pick their own).
 """
 
 from collections import abc as _abc

@@ -239,7 +239,7 @@ class Payment(_message.Message):
     REFUNDED_FEN_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
-    """Provider-side identifier of the payment intent."""
+    """Provider-side identifier of the payment intent; empty to a merchant grant."""
     provider: _builtins.str
     """Provider name, e.g. "sandbox"."""
     amount_fen: _builtins.int
@@ -247,7 +247,9 @@ class Payment(_message.Message):
     status: Global___PaymentStatus.ValueType
     """Status."""
     payment_reference: _builtins.str
-    """Reference the client pays with (the sandbox approves only references it issued)."""
+    """Reference the client pays with (the sandbox approves only references it issued); empty to a
+    merchant grant.
+    """
     refunded_fen: _builtins.int
     """Amount given back in fen."""
     note: _builtins.str
@@ -304,9 +306,11 @@ class Order(_message.Message):
     order_id: _builtins.str
     """Stable identifier."""
     request_id: _builtins.str
-    """Idempotency key it was placed with."""
+    """Idempotency key it was placed with; empty to a merchant grant."""
     user_id: _builtins.str
-    """Owner."""
+    """Owner; empty to a merchant grant (a merchant sees the order, not who the buyer is on the
+    platform).
+    """
     store_id: _builtins.str
     """Store."""
     store_name: _builtins.str
@@ -316,7 +320,7 @@ class Order(_message.Message):
     subtotal_fen: _builtins.int
     """Sum of lines in fen."""
     card_id: _builtins.str
-    """Card used; empty when none."""
+    """Card used; empty when none, and to a merchant grant."""
     card_discount_fen: _builtins.int
     """What the card pays, min(subtotal, face value), in fen."""
     payable_fen: _builtins.int

@@ -446,8 +446,9 @@ class CancelOrderRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key (optional), per user, or for a merchant per store: a replay returns the
-    order as it is now; the same key for another order or reason is REQUEST_ID_REUSED.
+    """Idempotency key (optional), per user, or for a merchant per store (and per merchant, for a
+    merchant grant): a replay returns the order as it is now; the same key for another order or
+    reason is REQUEST_ID_REUSED.
     """
     order_id: _builtins.str
     """Order."""
@@ -513,9 +514,10 @@ class UpdateOrderStatusRequest(_message.Message):
     STATUS_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
-    """Idempotency key (optional), per store: a replay returns the order as it is now, even after
-    it moved on (never ILLEGAL_TRANSITION for a call that succeeded); the same key for another
-    order, status or note is ALREADY_EXISTS REQUEST_ID_REUSED.
+    """Idempotency key (optional), per store (and per merchant, for a merchant grant: two merchants
+    acting on one store never meet each other's ids): a replay returns the order as it is now,
+    even after it moved on (never ILLEGAL_TRANSITION for a call that succeeded); the same key
+    for another order, status or note is ALREADY_EXISTS REQUEST_ID_REUSED.
     """
     order_id: _builtins.str
     """Order."""
@@ -759,7 +761,10 @@ class ListStoreOrdersResponse(_message.Message):
     ORDERS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
-    """Token of the next page; empty on the last."""
+    """Token of the next page; empty on the last. A page may hold fewer orders than page_size,
+    even none, and still have a token (at most 1,000 of the store's orders are read per
+    call): page on until the token is empty.
+    """
     @_builtins.property
     def orders(self) -> _containers.RepeatedCompositeFieldContainer[_order_pb2.Order]:
         """Orders, newest first."""

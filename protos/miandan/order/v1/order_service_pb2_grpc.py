@@ -192,7 +192,10 @@ class OrderServiceServicer:
     def ListStoreOrders(self, request, context):
         """One store's orders, newest first: the merchant's queue of what to accept and make
         (merchant credential). A merchant grant lists the stores it covers only: any other store
-        is PERMISSION_DENIED STORE_NOT_YOURS.
+        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
+        store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
+        has to act on, names one of the grant's brands (a store without orders lists empty to a
+        brand grant; a grant naming stores only covers those stores).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -204,7 +207,9 @@ class OrderServiceServicer:
         Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
         ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
         at most 16 open streams on a store (and a quarter of a process's in all): beyond,
-        RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
+        RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
+        MERCHANT_GRANT_INVALID once the grant expires or is revoked: at its next change, or within
+        10 s on a quiet store.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

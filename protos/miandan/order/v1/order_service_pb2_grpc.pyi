@@ -70,7 +70,10 @@ class OrderServiceStub:
     ListStoreOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]
     """One store's orders, newest first: the merchant's queue of what to accept and make
     (merchant credential). A merchant grant lists the stores it covers only: any other store
-    is PERMISSION_DENIED STORE_NOT_YOURS.
+    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
+    store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
+    has to act on, names one of the grant's brands (a store without orders lists empty to a
+    brand grant; a grant naming stores only covers those stores).
     """
     WatchStoreOrders: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
@@ -78,7 +81,9 @@ class OrderServiceStub:
     Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
     ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
     at most 16 open streams on a store (and a quarter of a process's in all): beyond,
-    RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
+    RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
+    MERCHANT_GRANT_INVALID once the grant expires or is revoked: at its next change, or within
+    10 s on a quiet store.
     """
 
 @_typing.type_check_only
@@ -121,7 +126,10 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListStoreOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]  # type: ignore[assignment]
     """One store's orders, newest first: the merchant's queue of what to accept and make
     (merchant credential). A merchant grant lists the stores it covers only: any other store
-    is PERMISSION_DENIED STORE_NOT_YOURS.
+    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
+    store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
+    has to act on, names one of the grant's brands (a store without orders lists empty to a
+    brand grant; a grant naming stores only covers those stores).
     """
     WatchStoreOrders: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]  # type: ignore[assignment]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
@@ -129,7 +137,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
     ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
     at most 16 open streams on a store (and a quarter of a process's in all): beyond,
-    RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
+    RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
+    MERCHANT_GRANT_INVALID once the grant expires or is revoked: at its next change, or within
+    10 s on a quiet store.
     """
 
 class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -241,7 +251,10 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_order_service_pb2.ListStoreOrdersResponse, _abc.Awaitable[_order_service_pb2.ListStoreOrdersResponse]]:
         """One store's orders, newest first: the merchant's queue of what to accept and make
         (merchant credential). A merchant grant lists the stores it covers only: any other store
-        is PERMISSION_DENIED STORE_NOT_YOURS.
+        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
+        store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
+        has to act on, names one of the grant's brands (a store without orders lists empty to a
+        brand grant; a grant naming stores only covers those stores).
         """
 
     @_abc_1.abstractmethod
@@ -255,7 +268,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
         Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
         ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
         at most 16 open streams on a store (and a quarter of a process's in all): beyond,
-        RESOURCE_EXHAUSTED TOO_MANY_WATCHES.
+        RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
+        MERCHANT_GRANT_INVALID once the grant expires or is revoked: at its next change, or within
+        10 s on a quiet store.
         """
 
 def add_OrderServiceServicer_to_server(servicer: OrderServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
