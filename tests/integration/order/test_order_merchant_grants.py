@@ -12,9 +12,7 @@ from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
 from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY
 from services.common.errors import error_details
 from services.common.merchant_grant import mint_grant
-
-# The seed of conftest.py (importlib mode cannot import conftest as a module).
-CAMPAIGN, STORE, OTHER_STORE, BRAND, LATTE = "it-one", "it-store-1", "it-store-2", "it-brand", "it-latte"
+from tests.integration.order.merchant_calls import BRAND, CAMPAIGN, OTHER_STORE, STORE, place, refused, status
 
 
 def as_merchant(stack, **scope):
@@ -22,29 +20,10 @@ def as_merchant(stack, **scope):
     return ((INTERNAL_TOKEN_KEY, stack.settings.internal_token), (MERCHANT_TOKEN_KEY, grant))
 
 
-async def place(stack, user, store):
-    await stack.signup(user)
-    request = svc.PlaceOrderRequest(
-        request_id=f"{user}-1", user_id=user, store_id=store, campaign_id=CAMPAIGN,
-        lines=[catalog_pb2.LineSelection(item_id=LATTE, quantity=1)], card_use=S.CARD_USE_BEST,
-    )
-    return (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
-
-
 def accept(stack, order, md, request_id="acc"):
     return stack.order.UpdateOrderStatus(
         svc.UpdateOrderStatusRequest(request_id=request_id, order_id=order.order_id, status=S.ORDER_STATUS_ACCEPTED), metadata=md
     )
-
-
-async def refused(call):
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value.code().name, error_details(err.value)["reason"]
-
-
-async def status(stack, order, user):
-    return (await stack.order.GetOrder(svc.GetOrderRequest(order_id=order.order_id, user_id=user), metadata=stack.md)).order.status
 
 
 async def test_a_store_grant_moves_that_stores_orders_and_finds_no_other(stack):

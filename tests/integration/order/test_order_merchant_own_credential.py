@@ -5,40 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
-import grpc
-import pytest
-
-from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
 from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY
-from services.common.errors import error_details
 from services.common.merchant_grant import mint_grant
-
-# The seed of conftest.py (importlib mode cannot import conftest as a module).
-CAMPAIGN, STORE, OTHER_STORE, LATTE = "it-one", "it-store-1", "it-store-2", "it-latte"
-
-
-def grant_only(stack, **scope):
-    return ((MERCHANT_TOKEN_KEY, mint_grant(stack.settings.merchant_signing_key, "m-1", clock=stack.clock, **scope)),)
-
-
-async def place(stack, user, store):
-    await stack.signup(user)
-    request = svc.PlaceOrderRequest(
-        request_id=f"{user}-1", user_id=user, store_id=store, campaign_id=CAMPAIGN,
-        lines=[catalog_pb2.LineSelection(item_id=LATTE, quantity=1)], card_use=S.CARD_USE_BEST,
-    )
-    return (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
-
-
-async def refused(call):
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await call
-    return err.value.code().name, error_details(err.value)["reason"]
-
-
-async def status(stack, order, user):
-    return (await stack.order.GetOrder(svc.GetOrderRequest(order_id=order.order_id, user_id=user), metadata=stack.md)).order.status
+from tests.integration.order.merchant_calls import OTHER_STORE, STORE, grant_only, place, refused, status
 
 
 def move(stack, order, md, to=S.ORDER_STATUS_ACCEPTED, request_id="acc"):

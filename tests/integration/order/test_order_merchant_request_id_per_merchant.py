@@ -8,27 +8,9 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from miandan.catalog.v1 import catalog_pb2
 from miandan.order.v1 import order_pb2 as S, order_service_pb2 as svc
-from services.common.auth import MERCHANT_TOKEN_KEY
 from services.common.errors import error_details
-from services.common.merchant_grant import mint_grant
-
-# The seed of conftest.py (importlib mode cannot import conftest as a module).
-CAMPAIGN, STORE, BRAND, LATTE = "it-one", "it-store-1", "it-brand", "it-latte"
-
-
-def grant(stack, merchant, **scope):
-    return ((MERCHANT_TOKEN_KEY, mint_grant(stack.settings.merchant_signing_key, merchant, clock=stack.clock, **scope)),)
-
-
-async def place(stack, user):
-    await stack.signup(user)
-    request = svc.PlaceOrderRequest(
-        request_id=f"{user}-1", user_id=user, store_id=STORE, campaign_id=CAMPAIGN,
-        lines=[catalog_pb2.LineSelection(item_id=LATTE, quantity=1)], card_use=S.CARD_USE_BEST,
-    )
-    return (await stack.order.PlaceOrder(request, metadata=stack.md, timeout=5)).order
+from tests.integration.order.merchant_calls import BRAND, STORE, grant_only as grant, place
 
 
 def move(stack, order, md, status, request_id):
