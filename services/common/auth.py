@@ -19,6 +19,7 @@ from typing import Any, Mapping, Sequence
 from .clock import Clock, SystemClock
 from .errors import DomainError, PermissionDenied, Unauthenticated, Unavailable, error_details
 from .merchant_grant import MerchantScope, RevokedGrants, read_grant
+from .rates import KeyedRates
 
 __all__ = [
     "Role",
@@ -32,6 +33,7 @@ __all__ = [
     "ADMIN_TOKEN_KEY",
     "MERCHANT_TOKEN_KEY",
     "CREDENTIAL_REASONS",
+    "MERCHANT_RATE_LIMITED",
     "UPSTREAM_UNAVAILABLE",
     "refuses_our_credential",
     "credential_refused",
@@ -70,6 +72,8 @@ CREDENTIAL_MISSING = Unauthenticated(
 CREDENTIAL_INVALID = Unauthenticated("CREDENTIAL_INVALID", "服务凭证无效 / invalid service credential")
 ADMIN_REQUIRED = PermissionDenied("ADMIN_REQUIRED", "需要管理员凭证 / admin credential required")
 MERCHANT_REQUIRED = PermissionDenied("MERCHANT_REQUIRED", "需要商户或管理员凭证 / merchant or admin credential required")
+# A merchant grant's calls beyond its merchant's pace (AccessPolicy.pace): RESOURCE_EXHAUSTED.
+MERCHANT_RATE_LIMITED = "MERCHANT_RATE_LIMITED"
 # The reasons of a refused service credential: from a peer, a deployment bug, not the caller's doing.
 CREDENTIAL_REASONS = frozenset(e.reason for e in (CREDENTIAL_MISSING, CREDENTIAL_INVALID, ADMIN_REQUIRED, MERCHANT_REQUIRED))
 
@@ -97,6 +101,16 @@ class AccessPolicy:
         self._grant_key = settings.merchant_signing_key
         self._revoked = RevokedGrants(getattr(settings, "merchant_revoked_file", None))
         self.clock = clock or SystemClock()
+        # Per merchant, not per grant: a merchant holding many grants (a terminal per store) has
+        # one pace. Per process, as admission is.
+        self.merchant_rates = KeyedRates(
+            getattr(settings, "merchant_rate", 0.0), getattr(settings, "merchant_burst", 1),
+            getattr(settings, "merchant_rates_tracked", 100_000), clock=self.clock, reason=MERCHANT_RATE_LIMITED,
+            message="商户调用太频繁，请稍后再试 / too many calls with this merchant's grants, slow down",
+        )
+        # The grant _grant() verified last, by its text: pace() runs right after check() on the
+        # same call (no await between them), so the grant check() just read is not read again.
+        self._last_grant: tuple[str, MerchantScope] | None = None
         # Whether a client certificate in the auth context counts as the internal credential:
         # only when the server required and verified it against tls_ca. A server serving one-way
         # TLS (Server(require_client_cert=False), the gateway) turns this off.
@@ -146,6 +160,35 @@ class AccessPolicy:
             return None
         return scope if scope is not None else CREDENTIAL_INVALID
 
+    def pace(self, role: Role, metadata: Sequence[tuple[str, Any]] | None) -> DomainError | None:
+        """Once per call of a merchant RPC, after check() let it in (the pipeline; a stream is
+        one call, when it opens): count it against its merchant's pace when a merchant grant
+        came with it, and return the refusal (RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the
+        wait in RetryInfo) when it is beyond. The platform's merchant token and the admin
+        credential are not paced: they are the platform's own. Returned, not raised, as check()."""
+        if role not in MERCHANT_ROLES or not self.merchant_rates.enabled:
+            return None
+        admin = merchant = None
+        for key, value in metadata or ():
+            if key == ADMIN_TOKEN_KEY:
+                admin = value
+            elif key == MERCHANT_TOKEN_KEY:
+                merchant = value
+        if merchant is None or (admin is not None and _eq(admin, self._admin)) or _eq(merchant, self._merchant):
+            return None
+        text = merchant.decode("latin-1") if isinstance(merchant, bytes) else str(merchant)
+        last = self._last_grant
+        if last is not None and last[0] == text:
+            scope: MerchantScope | DomainError | None = last[1]
+        else:
+            # Not read by check(): CancelOrder with the internal credential beside the grant (its
+            # servicer reads the grant when the call is the merchant's). A grant that does not
+            # hold is refused there, not here.
+            scope = self._grant(merchant)
+        if not isinstance(scope, MerchantScope):
+            return None
+        return self.merchant_rates.refusal(scope.merchant_id)
+
     def merchant_scope(self, metadata: Sequence[tuple[str, Any]] | None) -> MerchantScope | None:
         """What the caller of a merchant RPC may act on, once check(MERCHANT) has passed: None
         for every store (the admin credential or the platform's merchant token), else the
@@ -185,6 +228,7 @@ class AccessPolicy:
                     "MERCHANT_GRANT_INVALID", "商户授权暂不可用 / merchant grant refused: the revocation list cannot be read"
                 )
             return Unauthenticated("MERCHANT_GRANT_INVALID", "商户授权已吊销 / merchant grant refused: revoked")
+        self._last_grant = (text, scope)
         return scope
 
     def is_internal(self, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> bool:

@@ -114,6 +114,14 @@ class Settings:
     user_rate: float = 5.0
     user_burst: int = 20
     user_rates_tracked: int = 100_000
+    # Order service and catalog: calls per second one merchant keeps up with its grants, and how
+    # many at once (0 = off; services/common/auth.py, AccessPolicy.pace). A merchant is an outside
+    # party: without it one merchant's systems could take as much of a process's admission
+    # capacity as they liked. 20/s and bursts of 100 are far above what a store's staff taps or a
+    # chain's systems poll (a merchant's stores share them; WatchStoreOrders streams the changes).
+    merchant_rate: float = 20.0
+    merchant_burst: int = 100
+    merchant_rates_tracked: int = 100_000
     # Gateway: the part of its admission limit, in percent, that calls to each upstream hold as
     # their own (gateway/clients.py, Bulkhead): a frozen order service then holds half the slots,
     # not every one, and Join / GetWallet / EnterLottery keep theirs. Beyond it, places are lent
@@ -224,6 +232,9 @@ class Settings:
             user_rate=_number(e, "MIANDAN_USER_RATE", 5.0, float, minimum=0),
             user_burst=int(_number(e, "MIANDAN_USER_BURST", 20, int, minimum=1)),
             user_rates_tracked=int(_number(e, "MIANDAN_USER_RATE_TRACKED", 100_000, int, minimum=1)),
+            merchant_rate=_number(e, "MIANDAN_MERCHANT_RATE", 20.0, float, minimum=0),
+            merchant_burst=_merchant_burst(e),
+            merchant_rates_tracked=int(_number(e, "MIANDAN_MERCHANT_RATE_TRACKED", 100_000, int, minimum=1)),
             upstream_share_percent=int(_number(e, "MIANDAN_UPSTREAM_SHARE_PERCENT", 50, int, minimum=1, maximum=100)),
             upstream_stall_ms=_number(e, "MIANDAN_UPSTREAM_STALL_MS", 500.0, float, minimum=1),
             log_calls=_bool(e, "MIANDAN_LOG_CALLS", True),
@@ -286,6 +297,18 @@ def _number(
     e: Mapping[str, str], var: str, default: float, kind: type, *, minimum: float, maximum: float | None = None
 ) -> float:
     return env_number(e, var, default, kind, minimum=minimum, maximum=maximum)
+
+
+def _merchant_burst(e: Mapping[str, str]) -> int:
+    """MIANDAN_MERCHANT_BURST, at least 1: a burst of 0 would refuse every merchant call, which
+    is not how the limit is turned off (MIANDAN_MERCHANT_RATE=0 is), so the refusal says so."""
+    burst = int(env_number(e, "MIANDAN_MERCHANT_BURST", 100, int))
+    if burst < 1:
+        raise ValueError(
+            f"MIANDAN_MERCHANT_BURST={e.get('MIANDAN_MERCHANT_BURST')!r} must be >= 1 "
+            "(MIANDAN_MERCHANT_RATE=0 turns the merchant limit off)"
+        )
+    return burst
 
 
 def event_loop_from_env(env: Mapping[str, str] | None = None) -> str:

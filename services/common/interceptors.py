@@ -1,8 +1,8 @@
 """The single server interceptor every miandan service runs (CallPipeline).
 
 Per call, in order: (health and reflection bypass everything, so probes stay answerable under
-overload) -> auth -> deadline already passed? -> admission -> handler -> map its exception to a
-rich status -> metrics + one log line.
+overload) -> auth (and a merchant grant's pace) -> deadline already passed? -> admission ->
+handler -> map its exception to a rich status -> metrics + one log line.
 
 Why one interceptor doing everything: each grpc.aio interceptor adds a coroutine hop and a
 handler lookup per call; the suite is benchmarked on a 3-hop path, so the pipeline is a single
@@ -73,11 +73,12 @@ _BUSY_REASONS = frozenset({"OVERLOADED", "UPSTREAM_OVERLOADED"})
 class _Plan:
     """Everything about a method that does not change between calls."""
 
-    __slots__ = ("method", "role", "criticality", "metrics", "learn")
+    __slots__ = ("method", "role", "merchant", "criticality", "metrics", "learn")
 
     def __init__(self, method: str, role: Role, criticality: str, metrics: MethodMetrics | None, learn: bool) -> None:
         self.method = method
         self.role = role
+        self.merchant = role in MERCHANT_ROLES  # paced per merchant (AccessPolicy.pace)
         self.criticality = criticality
         self.metrics = metrics
         # Only unary calls teach the admission controller: a stream's duration is not latency.
@@ -245,6 +246,10 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         if plan.role is not PUBLIC:
             try:
                 err = self.policy.check(plan.role, metadata, context)
+                if err is None and plan.merchant:
+                    # Before admission: a merchant calling beyond its pace takes no slot, nor a
+                    # place in the wait queue, from the calls admission is there for.
+                    err = self.policy.pace(plan.role, metadata)
             except Exception:  # noqa: BLE001 - a credential we failed to read is not a credential
                 # Outside the handler's error mapping: an exception here would reach the caller
                 # as UNKNOWN with its text. Fail closed, say why in the log.
@@ -252,6 +257,8 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 err = CREDENTIAL_INVALID
             if err is not None:
                 self._reject(plan, err.code, context)
+                if err.code in _BUSY_CODES and self.metrics is not None:
+                    self.metrics.refused(self.service_name, err.code, err.reason)
                 await context.abort_with_status(self._constant_status(err))
             if plan.role in MERCHANT_ROLES and not self.policy.is_internal(metadata, context):
                 # A merchant's credential alone passes merchant RPCs: it may not choose its

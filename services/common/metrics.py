@@ -61,7 +61,8 @@ class RpcMetrics:
         self.refusals = Counter(
             "miandan_rpc_refusals_total",
             "Calls answered busy or unavailable (UNAVAILABLE, RESOURCE_EXHAUSTED), by machine reason: "
-            "this service's admission (OVERLOADED), a user's pace (USER_RATE_LIMITED), an upstream's "
+            "this service's admission (OVERLOADED), a user's or a merchant's pace (USER_RATE_LIMITED, "
+            "MERCHANT_RATE_LIMITED), an upstream's "
             "refusal passed on (UPSTREAM_UNAVAILABLE, or its own reason)",
             ["service", "code", "reason"],
             registry=registry,

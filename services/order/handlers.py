@@ -1210,6 +1210,7 @@ class OrderService:
         model.check_id("order_id", order_id)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
         model.check_text("reason", reason)
+        self._refuse_unknown(order_id)
         actor = model.ACTOR_USER if user_id else model.ACTOR_MERCHANT
         now = self._now()
 
@@ -1239,6 +1240,17 @@ class OrderService:
                 order, _ = await self.store.apply_request(order_id, key, may_cancel, cancel)
         return await self._drive_quietly(order, budget)
 
+    def _refuse_unknown(self, order_id: str) -> None:
+        """NOT_FOUND at once for an id the store's filter of order ids says has no row, before
+        anything waits for the store's single writer: a merchant's script trying made-up ids
+        (their answer was NOT_FOUND from inside a write batch, each taking a place in the batch
+        the orders are written in) now costs ~2 µs on the loop. Safe because the filter never
+        says "no row" for a row that exists: every id in the table is added when the store
+        opens and every insert's as it is submitted, and until the table's ids are read (in the
+        background after a start) it says "may exist" for every id (store.py, order_ids.py)."""
+        if not self.store.may_exist(order_id):
+            raise NotFound("ORDER_NOT_FOUND", "订单不存在 / order not found")
+
     async def update_status(
         self, order_id: str, target: str, note: str, request_id: str = "", *, merchant: MerchantScope | None = None
     ) -> Order:
@@ -1253,6 +1265,7 @@ class OrderService:
         model.check_text("note", note)
         if target not in model.FORWARD.values():
             raise InvalidArgument("status", "只能是 ACCEPTED/PREPARING/READY/COMPLETED / must be ACCEPTED, PREPARING, READY or COMPLETED")
+        self._refuse_unknown(order_id)
         now = self._now()
 
         def may_advance(cur: Order) -> None:

@@ -39,7 +39,10 @@ go to a filter of their own: the scan's snapshot holds every row committed befor
 that filter every row submitted since open(), so together they miss none.
 Invariant: only this process writes the orders table, and every insert into it goes through
 `begin_placement` / `insert_placed` (both through `_insert`), so a False is never wrong. A store
-opened on a file that another process also writes must not trust it.
+opened on a file that another process also writes must not trust it. A False also answers
+UpdateOrderStatus and CancelOrder NOT_FOUND without queueing their write (handlers.py,
+`_refuse_unknown`): a wrong False would no longer cost PlaceOrder a read it skipped, but tell a
+merchant or a buyer that an order they hold does not exist.
 """
 from __future__ import annotations
 

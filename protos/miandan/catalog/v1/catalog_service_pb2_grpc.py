@@ -147,7 +147,8 @@ class CatalogServiceServicer:
     def SetItemAvailability(self, request, context):
         """Marks an item sold out or available again at one store (admin or merchant). A merchant
         grant covers its own brands and stores only: any other store is PERMISSION_DENIED
-        STORE_NOT_YOURS.
+        STORE_NOT_YOURS. A merchant's grants share one pace (20 calls/s, bursts of 100 by default):
+        beyond it RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the wait in RetryInfo.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -68,7 +68,8 @@ class CatalogServiceStub:
     SetItemAvailability: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]
     """Marks an item sold out or available again at one store (admin or merchant). A merchant
     grant covers its own brands and stores only: any other store is PERMISSION_DENIED
-    STORE_NOT_YOURS.
+    STORE_NOT_YOURS. A merchant's grants share one pace (20 calls/s, bursts of 100 by default):
+    beyond it RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the wait in RetryInfo.
     """
     Quote: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.QuoteRequest, _catalog_service_pb2.QuoteResponse]
     """The authoritative price of lines at a store, or a precise problem per line."""
@@ -118,7 +119,8 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     SetItemAvailability: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]  # type: ignore[assignment]
     """Marks an item sold out or available again at one store (admin or merchant). A merchant
     grant covers its own brands and stores only: any other store is PERMISSION_DENIED
-    STORE_NOT_YOURS.
+    STORE_NOT_YOURS. A merchant's grants share one pace (20 calls/s, bursts of 100 by default):
+    beyond it RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the wait in RetryInfo.
     """
     Quote: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.QuoteRequest, _catalog_service_pb2.QuoteResponse]  # type: ignore[assignment]
     """The authoritative price of lines at a store, or a precise problem per line."""
@@ -207,7 +209,8 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_catalog_service_pb2.SetItemAvailabilityResponse, _abc.Awaitable[_catalog_service_pb2.SetItemAvailabilityResponse]]:
         """Marks an item sold out or available again at one store (admin or merchant). A merchant
         grant covers its own brands and stores only: any other store is PERMISSION_DENIED
-        STORE_NOT_YOURS.
+        STORE_NOT_YOURS. A merchant's grants share one pace (20 calls/s, bursts of 100 by default):
+        beyond it RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the wait in RetryInfo.
         """
 
     @_abc_1.abstractmethod

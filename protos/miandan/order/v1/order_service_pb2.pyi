@@ -3,6 +3,9 @@
 isort:skip_file
 The order service: carts, idempotent order placement with a free-order card, payment,
 lifecycle and a live status stream. Internal; UpdateOrderStatus needs the merchant credential.
+A merchant grant's calls (UpdateOrderStatus, ListStoreOrders, WatchStoreOrders when it opens,
+CancelOrder without user_id) share one pace per merchant (20 calls/s, bursts of 100 by
+default): beyond it RESOURCE_EXHAUSTED MERCHANT_RATE_LIMITED, with the wait in RetryInfo.
 """
 
 from collections import abc as _abc
