@@ -168,13 +168,8 @@ class AccessPolicy:
         credential are not paced: they are the platform's own. Returned, not raised, as check()."""
         if role not in MERCHANT_ROLES or not self.merchant_rates.enabled:
             return None
-        admin = merchant = None
-        for key, value in metadata or ():
-            if key == ADMIN_TOKEN_KEY:
-                admin = value
-            elif key == MERCHANT_TOKEN_KEY:
-                merchant = value
-        if merchant is None or (admin is not None and _eq(admin, self._admin)) or _eq(merchant, self._merchant):
+        _, merchant = self._grant_text(metadata)
+        if merchant is None:
             return None
         text = merchant.decode("latin-1") if isinstance(merchant, bytes) else str(merchant)
         last = self._last_grant
@@ -193,15 +188,8 @@ class AccessPolicy:
         """What the caller of a merchant RPC may act on, once check(MERCHANT) has passed: None
         for every store (the admin credential or the platform's merchant token), else the
         stores and brands of its merchant grant."""
-        admin = merchant = None
-        for key, value in metadata or ():
-            if key == ADMIN_TOKEN_KEY:
-                admin = value
-            elif key == MERCHANT_TOKEN_KEY:
-                merchant = value
-        if admin is not None and _eq(admin, self._admin):
-            return None
-        if merchant is not None and _eq(merchant, self._merchant):
+        every_store, merchant = self._grant_text(metadata)
+        if every_store:
             return None
         scope = self._grant(merchant) if merchant is not None else None
         if isinstance(scope, DomainError):
@@ -211,6 +199,20 @@ class AccessPolicy:
         if not isinstance(scope, MerchantScope):
             raise MERCHANT_REQUIRED  # check(MERCHANT) would have refused this caller
         return scope
+
+    def _grant_text(self, metadata: Sequence[tuple[str, Any]] | None) -> tuple[bool, Any]:
+        """(every store, the merchant credential as sent): every store for the admin credential
+        or the platform's merchant token; else the credential that may be one merchant's grant
+        (None when none came)."""
+        admin = merchant = None
+        for key, value in metadata or ():
+            if key == ADMIN_TOKEN_KEY:
+                admin = value
+            elif key == MERCHANT_TOKEN_KEY:
+                merchant = value
+        if (admin is not None and _eq(admin, self._admin)) or (merchant is not None and _eq(merchant, self._merchant)):
+            return True, None
+        return False, merchant
 
     def _grant(self, value: Any) -> MerchantScope | DomainError | None:
         """The grant's scope; an error naming what is wrong with a grant; None when the value is
