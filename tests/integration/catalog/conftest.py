@@ -59,3 +59,18 @@ def store_pb(store_id, brand_id, lat, lng, *, name=None, hours=(), closed=False,
     )
     s.location.latitude, s.location.longitude = lat, lng
     return s
+
+
+HANGZHOU = (30.2741, 120.1551)
+
+
+async def with_demo_stores(running, *stores):
+    """`running` with the demo brands' menus and these (store_id, brand_id) stores, in Hangzhou:
+    the setup of every test of merchants marking items."""
+    from miandan.catalog.v1 import catalog_service_pb2 as svc
+    from services.catalog.demo import load_menu
+
+    await load_menu(running.stub, running.admin)
+    rows = [store_pb(store_id, brand_id, *HANGZHOU) for store_id, brand_id in stores]
+    await running.stub.ImportStores(iter([svc.ImportStoresRequest(stores=rows)]), metadata=running.admin)
+    return running

@@ -6,13 +6,11 @@ import grpc
 import pytest
 
 from miandan.catalog.v1 import catalog_service_pb2 as svc
-from services.catalog.demo import load_menu
 from services.common.auth import MERCHANT_TOKEN_KEY
 from services.common.errors import PUSHBACK_KEY, error_details
 from services.common.merchant_grant import mint_grant
-from tests.integration.catalog.conftest import store_pb
+from tests.integration.catalog.conftest import with_demo_stores
 
-HZ = (30.2741, 120.1551)
 LATTE, LEMONADE = "luckin-coconut-latte", "mixue-lemonade"
 BURST = 100  # Settings.merchant_burst's default
 INTERVAL_MS = 50  # 1 / Settings.merchant_rate's default
@@ -20,12 +18,7 @@ INTERVAL_MS = 50  # 1 / Settings.merchant_rate's default
 
 @pytest.fixture
 async def cat(start_catalog):
-    running = await start_catalog()
-    await load_menu(running.stub, running.admin)
-    await running.stub.ImportStores(
-        iter([svc.ImportStoresRequest(stores=[store_pb("lk1", "luckin", *HZ), store_pb("mx1", "mixue", *HZ)])]), metadata=running.admin
-    )
-    return running
+    return await with_demo_stores(await start_catalog(), ("lk1", "luckin"), ("mx1", "mixue"))
 
 
 def grant(cat, merchant, **scope):

@@ -8,23 +8,18 @@ import grpc
 import pytest
 
 from miandan.catalog.v1 import catalog_service_pb2 as svc
-from services.catalog.demo import load_menu
 from services.common.auth import MERCHANT_TOKEN_KEY
 from services.common.errors import error_details
 from services.common.merchant_grant import mint_grant
-from tests.integration.catalog.conftest import store_pb
+from tests.integration.catalog.conftest import with_demo_stores
 
-HZ = (30.2741, 120.1551)
 GRAPE, GREEN = "heytea-very-grape", "heytea-green-tea"
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
 async def cat(start_catalog):
-    running = await start_catalog()
-    await load_menu(running.stub, running.admin)
-    await running.stub.ImportStores(iter([svc.ImportStoresRequest(stores=[store_pb("ht1", "heytea", *HZ)])]), metadata=running.admin)
-    return running
+    return await with_demo_stores(await start_catalog(), ("ht1", "heytea"))
 
 
 def grant(cat, merchant, **scope):

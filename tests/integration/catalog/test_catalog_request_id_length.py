@@ -9,20 +9,15 @@ import grpc
 import pytest
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as svc
-from services.catalog.demo import load_menu
 from services.common.errors import error_details
-from tests.integration.catalog.conftest import store_pb
+from tests.integration.catalog.conftest import with_demo_stores
 
-HZ = (30.2741, 120.1551)
 LATTE = "luckin-coconut-latte"
 
 
 @pytest.fixture
 async def cat(start_catalog):
-    running = await start_catalog()
-    await load_menu(running.stub, running.admin)
-    await running.stub.ImportStores(iter([svc.ImportStoresRequest(stores=[store_pb("lk1", "luckin", *HZ)])]), metadata=running.admin)
-    return running
+    return await with_demo_stores(await start_catalog(), ("lk1", "luckin"))
 
 
 def writes(cat, request_id):

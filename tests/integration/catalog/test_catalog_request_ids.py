@@ -11,12 +11,11 @@ import grpc
 import pytest
 
 from miandan.catalog.v1 import catalog_pb2, catalog_service_pb2 as svc
-from services.catalog.demo import load_menu
 from services.catalog.store import MIGRATIONS
 from services.common.auth import INTERNAL_TOKEN_KEY, MERCHANT_TOKEN_KEY
 from services.common.errors import error_details
 from services.common.merchant_grant import mint_grant
-from tests.integration.catalog.conftest import catalog_settings, store_pb
+from tests.integration.catalog.conftest import catalog_settings, with_demo_stores
 
 HZ = (30.2741, 120.1551)
 GRAPE, LATTE = "heytea-very-grape", "luckin-coconut-latte"
@@ -26,11 +25,7 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 async def cat(start_catalog):
-    running = await start_catalog()
-    await load_menu(running.stub, running.admin)
-    stores = [store_pb("ht1", "heytea", *HZ), store_pb("lk1", "luckin", *HZ)]
-    await running.stub.ImportStores(iter([svc.ImportStoresRequest(stores=stores)]), metadata=running.admin)
-    return running
+    return await with_demo_stores(await start_catalog(), ("ht1", "heytea"), ("lk1", "luckin"))
 
 
 def as_merchant(cat, merchant, **scope):
