@@ -468,6 +468,13 @@ class Catalog:
         is_open = OpenClock(self.clock.now()).is_open(store)
         return MenuView(store, details.get(store_id, StoreDetails()), self.brands[store.brand_id], entries, is_open)
 
+    async def get_store(self, store_id: str) -> tuple[StoreRecord, StoreDetails]:
+        if not store_id:
+            raise InvalidArgument("store_id", "必填 / required")
+        store = self._store(store_id)
+        details = await self.store.store_details([store_id])
+        return store, details.get(store_id, StoreDetails())
+
     def quote(self, store_id: str, lines: Sequence[WantedLine]) -> QuoteResult:
         if not store_id:
             raise InvalidArgument("store_id", "必填 / required")

@@ -225,6 +225,9 @@ class CatalogServicer(catalog_service_pb2_grpc.CatalogServiceServicer):
             open_now=view.open_now,
         )
 
+    async def GetStore(self, request: svc.GetStoreRequest, context: Any) -> svc.GetStoreResponse:
+        return svc.GetStoreResponse(store=store_pb(*await self.catalog.get_store(request.store_id)))
+
     async def SetItemAvailability(self, request: svc.SetItemAvailabilityRequest, context: Any) -> svc.SetItemAvailabilityResponse:
         available = await self.catalog.set_availability(
             request.request_id, request.store_id, request.item_id, request.available,

@@ -35,6 +35,8 @@ CRITICALITY = {
     # Refusing it under load would turn every cached Quote back into an RPC: the opposite of shedding.
     _method("WatchMenuChanges"): CRITICAL,
     _method("MatchIntent"): DEFAULT,
+    # Asked before a merchant lists or watches a store its grant covers by brand only.
+    _method("GetStore"): DEFAULT,
     _method("SearchStores"): SHEDDABLE,
     _method("GetMenu"): SHEDDABLE,
     _method("ListBrands"): SHEDDABLE,

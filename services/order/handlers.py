@@ -44,6 +44,7 @@ from . import model
 from .model import Order, Payment, Quote, Selection
 from .payment import PaymentDeclined, PaymentProvider, PaymentTimeout
 from .store import CartGone, CartTaken, OrderStore, request_id_reused
+from .store_brands import StoreBrands
 from .upstream import CONFIRMED, HELD, REFUNDED, RELEASED, CardClient, CatalogClient, Reservation
 
 __all__ = ["OrderConfig", "OrderEvents", "OrderService", "PlaceOrderInput", "CartView", "Budget"]
@@ -482,6 +483,7 @@ class OrderService:
         self.catalog = catalog
         self.payments = payments
         self.clock = clock or SystemClock()
+        self.store_brands = StoreBrands(catalog, clock=self.clock)
         self.config = config or OrderConfig()
         self.events = events or OrderEvents()
         self._flights: dict[str, _Flight] = {}
@@ -1167,10 +1169,11 @@ class OrderService:
         return _newest_first_page(orders, limit, STORE_ORDERS_TOKEN)
 
     async def _store_open_to(self, store_id: str, merchant: MerchantScope | None) -> bool:
-        """False when the store has no orders yet and the grant names brands only (its brand is
-        unknown here); raises STORE_NOT_YOURS when none of its orders names a brand of the grant.
-        A brand grant covers a store when one of the store's orders names one of its brands (an
-        import may have moved the store from one brand to another: each keeps its own orders)."""
+        """Raises STORE_NOT_YOURS unless the grant covers the store; False when it does and the
+        store has no orders yet (nothing to read). A brand grant covers a store that belongs
+        to one of its brands now (the catalog's word), and one where any of the store's
+        latest orders names one of its brands (an import may move a store to another brand:
+        the former brand keeps its orders there, the new one gets the store)."""
         if merchant is None or store_id in merchant.stores:
             return True
         if not merchant.brands:
@@ -1179,11 +1182,13 @@ class OrderService:
             # if so, before).
             raise store_not_yours(store_id)
         covered = await self.store.store_has_brand(store_id, merchant.brands)
-        if covered is None:
-            return False
-        if not covered:
+        if covered:
+            return True
+        # Asked of the catalog whether or not the store has orders, so a refusal does not tell
+        # a rival which stores have taken orders, nor lets it hold streams on those without.
+        if await self.store_brands.of(store_id) not in merchant.brands:
             raise store_not_yours(store_id)
-        return True
+        return covered is not None
 
     async def list_all_orders(self, page_size: int, page_token: str) -> tuple[list[Order], str]:
         limit = model.page_size(page_size, model.DEFAULT_ADMIN_PAGE, model.MAX_ADMIN_PAGE)

@@ -130,6 +130,8 @@ class QuoteSource(Protocol):
 
     def watch_changes(self) -> ChangeStream: ...
 
+    async def store_brand(self, store_id: str, *, timeout: float) -> str: ...
+
     async def close(self) -> None: ...
 
 
@@ -275,6 +277,9 @@ class QuoteCache:
         quote, stamp = await self.source.quote_stamped(store_id, selections, timeout=timeout)
         self._keep(key, store_id, quote, stamp, generation, now)
         return quote
+
+    async def store_brand(self, store_id: str, *, timeout: float) -> str:
+        return await self.source.store_brand(store_id, timeout=timeout)
 
     def _floor(self, store_id: str) -> int:
         floor = self._store_floor.get(store_id, 0)

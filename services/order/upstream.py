@@ -109,6 +109,10 @@ class CardClient(Protocol):
 class CatalogClient(Protocol):
     async def quote(self, store_id: str, selections: Sequence[Selection], *, timeout: float) -> Quote: ...
 
+    async def store_brand(self, store_id: str, *, timeout: float) -> str:
+        """The brand the store belongs to now. Raises NotFound STORE_NOT_FOUND, Unavailable."""
+        ...
+
 
 # --- error translation ------------------------------------------------------------------------
 
@@ -296,6 +300,15 @@ class GrpcCatalogClient:
             return await self._stub.Quote(req, metadata=self._md, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             raise translate(exc, "catalog") from None
+
+
+    async def store_brand(self, store_id: str, *, timeout: float) -> str:
+        self.calls["GetStore"] += 1
+        try:
+            resp = await self._stub.GetStore(catalog_service_pb2.GetStoreRequest(store_id=store_id), metadata=self._md, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise translate(exc, "catalog") from None
+        return resp.store.brand_id
 
 
 def quote_of(resp: Any, store_id: str) -> Quote:

@@ -58,7 +58,7 @@ def test_grpcurl_describes_every_rpc_named_in_the_design(suite):
     rpcs = {
         "card": "CreateCampaign GetCampaign ClaimSignupCard GetInviteCode AcceptInvite ListCards GetWallet "
         "ReserveCard ConfirmReservation ReleaseReservation RefundCard GetInviteStats GetBudget",
-        "catalog": "ImportStores UpsertBrand UpsertMenuItem ListBrands SearchStores GetMenu SetItemAvailability Quote MatchIntent",
+        "catalog": "ImportStores UpsertBrand UpsertMenuItem ListBrands SearchStores GetMenu GetStore SetItemAvailability Quote MatchIntent",
         "order": "AddCartItem GetCart ClearCart PlaceOrder ConfirmPayment GetOrder ListOrders CancelOrder UpdateOrderStatus WatchOrder",
         "lottery": "EnterDraw GetDraw CommitDraw RunDraw VerifyDraw ListMyEntries",
         "gateway": "Join GetWallet OrderByText PlaceOrder GetOrder ListOrders CancelOrder WatchOrder SearchStores "

@@ -257,6 +257,20 @@ async def test_availability_errors(cat):
     await expect_error(cat.stub.GetMenu(svc.GetMenuRequest(), metadata=cat.md), grpc.StatusCode.INVALID_ARGUMENT, field="store_id")
 
 
+async def test_get_store_says_whose_the_store_is_now_without_its_menu(cat):
+    await cat.stub.ImportStores(stream_of([store_pb("s1", "luckin", *HZ)]), metadata=cat.admin)
+    got = (await cat.stub.GetStore(svc.GetStoreRequest(store_id="s1"), metadata=cat.md)).store
+    assert (got.store_id, got.brand_id, got.address) == ("s1", "luckin", "西湖区1号")
+    await cat.stub.ImportStores(stream_of([store_pb("s1", "mixue", *HZ)]), metadata=cat.admin)  # a franchise changes chains
+    assert (await cat.stub.GetStore(svc.GetStoreRequest(store_id="s1"), metadata=cat.md)).store.brand_id == "mixue"
+    await expect_error(cat.stub.GetStore(svc.GetStoreRequest(store_id="nope"), metadata=cat.md), grpc.StatusCode.NOT_FOUND, "STORE_NOT_FOUND")
+    await expect_error(cat.stub.GetStore(svc.GetStoreRequest(), metadata=cat.md), grpc.StatusCode.INVALID_ARGUMENT, field="store_id")
+    # Internal: a merchant's credential alone does not open it.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await cat.stub.GetStore(svc.GetStoreRequest(store_id="s1"), metadata=cat.merchant[1:])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
 def line(item_id, qty=1, **options):
     return catalog_pb2.LineSelection(item_id=item_id, quantity=qty, options=[catalog_pb2.OptionChoice(group_id=g, option_id=o) for g, o in options.items()])
 

@@ -84,7 +84,7 @@ async def test_a_store_list_is_fenced_like_the_orders_in_it(stack):
     assert await refused(list_store(stack, STORE, rival)) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
     assert len((await list_store(stack, OTHER_STORE, brand_grant)).orders) == 1
     assert len((await list_store(stack, OTHER_STORE, stack.merchant_md)).orders) == 1  # the platform token
-    assert not (await list_store(stack, "a-store-without-orders", rival)).orders
+    assert await refused(list_store(stack, "no-such-store", rival)) == ("NOT_FOUND", "STORE_NOT_FOUND")
     assert await refused(list_store(stack, STORE, stack.md)) == ("PERMISSION_DENIED", "MERCHANT_REQUIRED")
 
 
@@ -120,20 +120,24 @@ async def test_a_merchant_watches_its_store_get_orders_and_no_other_stores(stack
     assert await refused(call.read()) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
 
 
-async def test_a_foreign_grant_on_a_store_without_orders_yet_sees_nothing_of_it(stack):
+async def test_a_store_without_orders_yet_is_its_brands_and_refused_to_every_other_brand(stack):
+    # Before, a store without orders could not be placed: a rival brand's grant got an empty
+    # list and an open stream there, and STORE_NOT_YOURS only once the store had taken an
+    # order, so its answers told which rival stores had orders. The catalog now says whose
+    # the store is.
     rival = as_merchant(stack, brands=["rival-brand"])
-    theirs = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=rival, timeout=20)
-    mine = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=as_merchant(stack, brands=[BRAND]), timeout=20)
+    assert await refused(list_store(stack, OTHER_STORE, rival)) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
+    theirs = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=rival, timeout=5)
+    assert await refused(theirs.read()) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
+    brand_grant = as_merchant(stack, brands=[BRAND])
+    assert not (await list_store(stack, OTHER_STORE, brand_grant)).orders
+    mine = stack.order.WatchStoreOrders(svc.WatchStoreOrdersRequest(store_id=OTHER_STORE), metadata=brand_grant, timeout=20)
     await asyncio.sleep(0.2)
     o = await place(stack, "first", OTHER_STORE)
     assert (await next_order(mine)).order_id == o.order_id
-    # Silence, or (had its check read the store after the order landed) a refusal: never the order.
-    with pytest.raises((asyncio.TimeoutError, grpc.aio.AioRpcError)) as err:
-        await asyncio.wait_for(theirs.read(), 0.5)
-    if isinstance(err.value, grpc.aio.AioRpcError):
-        assert error_details(err.value)["reason"] == "STORE_NOT_YOURS"
-    theirs.cancel()
     mine.cancel()
+    # And once it has orders, the rival is refused exactly as before it had any.
+    assert await refused(list_store(stack, OTHER_STORE, rival)) == ("PERMISSION_DENIED", "STORE_NOT_YOURS")
 
 
 @pytest.mark.parametrize("how", ["expired", "revoked"])

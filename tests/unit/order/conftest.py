@@ -160,6 +160,15 @@ class FakeCatalog:
     closed: set[str] = field(default_factory=set)
     calls: Counter = field(default_factory=Counter)
     down: bool = False
+    brands: dict[str, str] = field(default_factory=dict)  # store -> brand, "brand" when absent
+
+    async def store_brand(self, store_id, *, timeout):
+        self.calls["GetStore"] += 1
+        if self.down:
+            raise Unavailable("UPSTREAM_UNAVAILABLE", "catalog down", 100)
+        if store_id not in self.stores:
+            raise NotFound("STORE_NOT_FOUND", "no such store")
+        return self.brands.get(store_id, "brand")
 
     async def quote(self, store_id, selections, *, timeout):
         self.calls["Quote"] += 1

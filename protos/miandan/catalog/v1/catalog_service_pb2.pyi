@@ -392,6 +392,52 @@ class GetMenuRequest(_message.Message):
 Global___GetMenuRequest: _TypeAlias = GetMenuRequest  # noqa: Y015
 
 @_typing.final
+class GetStoreRequest(_message.Message):
+    """Request of GetStore."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_ID_FIELD_NUMBER: _builtins.int
+    store_id: _builtins.str
+    """Store."""
+    def __init__(
+        self,
+        *,
+        store_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["store_id", b"store_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoreRequest: _TypeAlias = GetStoreRequest  # noqa: Y015
+
+@_typing.final
+class GetStoreResponse(_message.Message):
+    """Response of GetStore."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def store(self) -> _catalog_pb2.Store:
+        """The store."""
+
+    def __init__(
+        self,
+        *,
+        store: _catalog_pb2.Store | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["store", b"store"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStoreResponse: _TypeAlias = GetStoreResponse  # noqa: Y015
+
+@_typing.final
 class GetMenuResponse(_message.Message):
     """Response of GetMenu."""
 

@@ -65,6 +65,11 @@ class CatalogServiceStub:
                 request_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuRequest.SerializeToString,
                 response_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuResponse.FromString,
                 _registered_method=True)
+        self.GetStore = channel.unary_unary(
+                '/miandan.catalog.v1.CatalogService/GetStore',
+                request_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreRequest.SerializeToString,
+                response_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreResponse.FromString,
+                _registered_method=True)
         self.SetItemAvailability = channel.unary_unary(
                 '/miandan.catalog.v1.CatalogService/SetItemAvailability',
                 request_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.SetItemAvailabilityRequest.SerializeToString,
@@ -144,6 +149,15 @@ class CatalogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetStore(self, request, context):
+        """Internal: one store as the catalog has it now, its brand included, without its menu (the
+        order service asks which brand a store belongs to before a brand's merchant grant may list
+        or watch it). An unknown store is NOT_FOUND STORE_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SetItemAvailability(self, request, context):
         """Marks an item sold out or available again at one store (admin or merchant). A merchant
         grant covers its own brands and stores only: any other store is PERMISSION_DENIED
@@ -212,6 +226,11 @@ def add_CatalogServiceServicer_to_server(servicer, server):
                     servicer.GetMenu,
                     request_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuRequest.FromString,
                     response_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuResponse.SerializeToString,
+            ),
+            'GetStore': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStore,
+                    request_deserializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreRequest.FromString,
+                    response_serializer=miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreResponse.SerializeToString,
             ),
             'SetItemAvailability': grpc.unary_unary_rpc_method_handler(
                     servicer.SetItemAvailability,
@@ -397,6 +416,33 @@ class CatalogService:
             '/miandan.catalog.v1.CatalogService/GetMenu',
             miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuRequest.SerializeToString,
             miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetMenuResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStore(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.catalog.v1.CatalogService/GetStore',
+            miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreRequest.SerializeToString,
+            miandan_dot_catalog_dot_v1_dot_catalog__service__pb2.GetStoreResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -65,6 +65,11 @@ class CatalogServiceStub:
     """Stores near a point, nearest first, with distance in metres."""
     GetMenu: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetMenuRequest, _catalog_service_pb2.GetMenuResponse]
     """A store's menu with each item's availability and options."""
+    GetStore: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.GetStoreRequest, _catalog_service_pb2.GetStoreResponse]
+    """Internal: one store as the catalog has it now, its brand included, without its menu (the
+    order service asks which brand a store belongs to before a brand's merchant grant may list
+    or watch it). An unknown store is NOT_FOUND STORE_NOT_FOUND.
+    """
     SetItemAvailability: _grpc.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]
     """Marks an item sold out or available again at one store (admin or merchant). A merchant
     grant covers its own brands and stores only: any other store is PERMISSION_DENIED
@@ -116,6 +121,11 @@ class CatalogServiceAsyncStub(CatalogServiceStub):
     """Stores near a point, nearest first, with distance in metres."""
     GetMenu: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetMenuRequest, _catalog_service_pb2.GetMenuResponse]  # type: ignore[assignment]
     """A store's menu with each item's availability and options."""
+    GetStore: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.GetStoreRequest, _catalog_service_pb2.GetStoreResponse]  # type: ignore[assignment]
+    """Internal: one store as the catalog has it now, its brand included, without its menu (the
+    order service asks which brand a store belongs to before a brand's merchant grant may list
+    or watch it). An unknown store is NOT_FOUND STORE_NOT_FOUND.
+    """
     SetItemAvailability: _aio.UnaryUnaryMultiCallable[_catalog_service_pb2.SetItemAvailabilityRequest, _catalog_service_pb2.SetItemAvailabilityResponse]  # type: ignore[assignment]
     """Marks an item sold out or available again at one store (admin or merchant). A merchant
     grant covers its own brands and stores only: any other store is PERMISSION_DENIED
@@ -200,6 +210,17 @@ class CatalogServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_catalog_service_pb2.GetMenuResponse, _abc.Awaitable[_catalog_service_pb2.GetMenuResponse]]:
         """A store's menu with each item's availability and options."""
+
+    @_abc_1.abstractmethod
+    def GetStore(
+        self,
+        request: _catalog_service_pb2.GetStoreRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_catalog_service_pb2.GetStoreResponse, _abc.Awaitable[_catalog_service_pb2.GetStoreResponse]]:
+        """Internal: one store as the catalog has it now, its brand included, without its menu (the
+        order service asks which brand a store belongs to before a brand's merchant grant may list
+        or watch it). An unknown store is NOT_FOUND STORE_NOT_FOUND.
+        """
 
     @_abc_1.abstractmethod
     def SetItemAvailability(

@@ -192,10 +192,12 @@ class OrderServiceServicer:
     def ListStoreOrders(self, request, context):
         """One store's orders, newest first: the merchant's queue of what to accept and make
         (merchant credential). A merchant grant lists the stores it covers only: any other store
-        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
-        store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
-        has to act on, names one of the grant's brands (a store without orders lists empty to a
-        brand grant; a grant naming stores only covers those stores).
+        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store of its brands (the
+        catalog's word, kept up to 10 s) and one where the store's newest order, or one of its
+        latest 1,000 orders or of the latest 1,000 it still has to act on, names one of the
+        grant's brands (a store's former brand keeps its orders there); a brand grant lists only
+        the orders of its brands. An unknown store is NOT_FOUND STORE_NOT_FOUND to a brand grant;
+        a grant naming stores only covers those stores.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -73,10 +73,12 @@ class OrderServiceStub:
     ListStoreOrders: _grpc.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]
     """One store's orders, newest first: the merchant's queue of what to accept and make
     (merchant credential). A merchant grant lists the stores it covers only: any other store
-    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
-    store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
-    has to act on, names one of the grant's brands (a store without orders lists empty to a
-    brand grant; a grant naming stores only covers those stores).
+    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store of its brands (the
+    catalog's word, kept up to 10 s) and one where the store's newest order, or one of its
+    latest 1,000 orders or of the latest 1,000 it still has to act on, names one of the
+    grant's brands (a store's former brand keeps its orders there); a brand grant lists only
+    the orders of its brands. An unknown store is NOT_FOUND STORE_NOT_FOUND to a brand grant;
+    a grant naming stores only covers those stores.
     """
     WatchStoreOrders: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
@@ -129,10 +131,12 @@ class OrderServiceAsyncStub(OrderServiceStub):
     ListStoreOrders: _aio.UnaryUnaryMultiCallable[_order_service_pb2.ListStoreOrdersRequest, _order_service_pb2.ListStoreOrdersResponse]  # type: ignore[assignment]
     """One store's orders, newest first: the merchant's queue of what to accept and make
     (merchant credential). A merchant grant lists the stores it covers only: any other store
-    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
-    store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
-    has to act on, names one of the grant's brands (a store without orders lists empty to a
-    brand grant; a grant naming stores only covers those stores).
+    is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store of its brands (the
+    catalog's word, kept up to 10 s) and one where the store's newest order, or one of its
+    latest 1,000 orders or of the latest 1,000 it still has to act on, names one of the
+    grant's brands (a store's former brand keeps its orders there); a brand grant lists only
+    the orders of its brands. An unknown store is NOT_FOUND STORE_NOT_FOUND to a brand grant;
+    a grant naming stores only covers those stores.
     """
     WatchStoreOrders: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]  # type: ignore[assignment]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
@@ -254,10 +258,12 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_order_service_pb2.ListStoreOrdersResponse, _abc.Awaitable[_order_service_pb2.ListStoreOrdersResponse]]:
         """One store's orders, newest first: the merchant's queue of what to accept and make
         (merchant credential). A merchant grant lists the stores it covers only: any other store
-        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store by its orders: the
-        store's newest order, or one of its latest 1,000 orders or of the latest 1,000 it still
-        has to act on, names one of the grant's brands (a store without orders lists empty to a
-        brand grant; a grant naming stores only covers those stores).
+        is PERMISSION_DENIED STORE_NOT_YOURS. A brand grant covers a store of its brands (the
+        catalog's word, kept up to 10 s) and one where the store's newest order, or one of its
+        latest 1,000 orders or of the latest 1,000 it still has to act on, names one of the
+        grant's brands (a store's former brand keeps its orders there); a brand grant lists only
+        the orders of its brands. An unknown store is NOT_FOUND STORE_NOT_FOUND to a brand grant;
+        a grant naming stores only covers those stores.
         """
 
     @_abc_1.abstractmethod
