@@ -412,6 +412,28 @@ class Reservation:
         return self
 
 
+def made_after_replayed_request(state: ReservationState, *, refund: bool = False) -> bool:
+    """Whether a replayed Release or Refund (its request_id already answered, same content)
+    finds a reservation that a later ReserveCard of the order made. Once such a call was
+    answered the order's reservation was not HELD (both end a hold), nor CONFIRMED after a
+    Refund; only a new ReserveCard makes it HELD (then CONFIRMED) again. A late duplicate must
+    leave that one alone: a refund replayed onto the order's later redemption would give back a
+    card the order paid with (spent twice), a release replayed onto a later hold would take the
+    card from under an order being paid."""
+    if state == ReservationState.HELD:
+        return True
+    return refund and state == ReservationState.CONFIRMED
+
+
+def replayed_reserve_error(r: Reservation, now_ms: int) -> DomainError | None:
+    """What a replayed ReserveCard answers when the hold it made has ended since (released, or
+    lapsed): that error, not a new hold. A new hold for the order takes a new request_id; a late
+    duplicate of the first one would otherwise lock the user's card for another TTL, for an
+    order that nobody will confirm or release. None: the reservation is still live (or final)."""
+    now = r.at(now_ms)
+    return not_held_error(now) if now.state == ReservationState.RELEASED else None
+
+
 def check_amount(amount_fen: int) -> int:
     if amount_fen <= 0:
         raise InvalidArgument("amount_fen", "must be > 0")

@@ -77,10 +77,12 @@ from .model import (
     invitee_not_new,
     is_new_invitee,
     joining_grant,
+    made_after_replayed_request,
     no_card_available,
     not_held_error,
     order_id_conflict,
     redeem_not_covered,
+    replayed_reserve_error,
     request_id_reused,
     reservation_not_found,
     self_invite,
@@ -660,12 +662,14 @@ REQUEST_MEMORY_MS = 7 * 86_400_000  # request ids are remembered a week, far bey
 def _check_request(
     conn: sqlite3.Connection, request_id: str, fingerprint: str, now_ms: int,
     same: Callable[[str], bool] | None = None,
-) -> None:
+) -> bool:
     """A request_id names one request of one method: replaying it is fine, reusing it for
     different content is refused. `fingerprint` is "Method|content"; `same(stored)` may accept
-    a stored content other than this one as the same request (an older format of it)."""
+    a stored content other than this one as the same request (an older format of it). Returns
+    whether this is a replay (the id was already recorded for this request), so the caller can
+    keep a late duplicate from acting on what later requests made."""
     if not request_id:
-        return
+        return False
     method, _, content = fingerprint.partition("|")
     cur = conn.execute(
         "INSERT OR IGNORE INTO requests (method, request_id, fingerprint, create_ms) VALUES (?, ?, ?, ?)",
@@ -677,6 +681,8 @@ def _check_request(
         ).fetchone()
         if row[0] != content and (same is None or not same(row[0])):
             raise request_id_reused()
+        return True
+    return False
 
 
 # Fingerprints that gained fields (ReserveCard's ttl, AcceptInvite's claim_signup) are written
@@ -700,13 +706,13 @@ def _fingerprint_v1(*fields: Any) -> str:
 def _check_reserve_request(
     conn: sqlite3.Connection, c: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
     request_id: str, now_ms: int, redeem: bool,
-) -> None:
+) -> bool:
     """_check_request for ReserveCard (redeem is no content: see _reserve). A redeem holds
     nothing, so its ttl is no content either: it is recorded as null, and a null on either side
     matches any ttl, so a hold and then its redeem under one key need not repeat the ttl.
     `ttl_s` is the ttl as resolved: 0 and the campaign's default are the same request."""
     if not request_id:
-        return
+        return False
     fields = (c.campaign_id, user_id, order_id, amount_fen, card_id)
     ttl = None if redeem else ttl_s
 
@@ -716,20 +722,21 @@ def _check_reserve_request(
         recorded = json.loads(stored)
         return recorded[:-1] == [_FINGERPRINT_V2, *fields] and (recorded[-1] is None or ttl is None)
 
-    _check_request(conn, request_id, "ReserveCard|" + _fingerprint_v2(*fields, ttl), now_ms, same)
+    return _check_request(conn, request_id, "ReserveCard|" + _fingerprint_v2(*fields, ttl), now_ms, same)
 
 
 def _check_accept_request(
     conn: sqlite3.Connection, c: Campaign, invitee: str, candidates: list[str], request_id: str, now_ms: int,
     signup_request_id: str | None,
-) -> None:
-    """_check_request for AcceptInvite; `signup_request_id` None without claim_signup. The claim
-    is content: with it the call also claims the sign-up card and answers the claim."""
+) -> bool:
+    """_check_request for AcceptInvite (whether it is a replay); `signup_request_id` None without
+    claim_signup. The claim is content: with it the call also claims the sign-up card and
+    answers the claim."""
     if not request_id:
-        return
+        return False
     legacy = _fingerprint_v1(c.campaign_id, invitee, ",".join(candidates))
     content = _fingerprint_v2(c.campaign_id, invitee, candidates, signup_request_id is not None, signup_request_id or "")
-    _check_request(conn, request_id, "AcceptInvite|" + content, now_ms, lambda stored: stored == legacy)
+    return _check_request(conn, request_id, "AcceptInvite|" + content, now_ms, lambda stored: stored == legacy)
 
 
 def _campaign_content(c: Campaign) -> str:
@@ -944,7 +951,7 @@ def _accept_invite(
     """`signup_request_id`: the claim's key when the call is an AcceptInvite with claim_signup
     (_join_by_invite), None for a lone AcceptInvite."""
     cid = c.campaign_id
-    _check_accept_request(conn, c, invitee, candidates, request_id, now_ms, signup_request_id)
+    replay = _check_accept_request(conn, c, invitee, candidates, request_id, now_ms, signup_request_id)
     attempt = conn.execute(
         "SELECT window_start_ms, failures FROM invite_attempts WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
     ).fetchone()
@@ -982,7 +989,10 @@ def _accept_invite(
     # one (SELF_INVITE, the replay) without limit. Codes that are all someone's cost nothing
     # (a chat log with one's own pass-phrase above the friend's).
     wrong = len(owners) < len(candidates)
-    if wrong:
+    # A replay (same request_id, same codes) guesses nothing new: its wrong code was counted by
+    # the first attempt, and counting each retry of an app or of the gateway's reconnects would
+    # lock a user out after ten retries of one typo. Its answer is still the refusal.
+    if wrong and not replay:
         _count_wrong_code(conn, cid, invitee, attempt, now_ms, policy)
     if code is None:
         # Committed on purpose: the failure must count even though the call fails.
@@ -1212,14 +1222,21 @@ _TAKEN = {False: CardState.RESERVED, True: CardState.REDEEMED}
 def _reserve(
     conn: sqlite3.Connection, c: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
     request_id: str, now_ms: int, redeem: bool = False,
-) -> Hold:
+) -> Hold | DomainError:
     # `redeem` is not part of the fingerprint: the same request_id may first hold the card and
     # later redeem it (a Reserve(redeem) after a plain Reserve of the same order confirms it).
-    _check_reserve_request(conn, c, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms, redeem)
+    replay = _check_reserve_request(conn, c, user_id, order_id, amount_fen, card_id, ttl_s, request_id, now_ms, redeem)
     existing = _reservation(conn, order_id)
     if existing is not None:
         if existing.user_id != user_id or existing.campaign_id != c.campaign_id:
             raise order_id_conflict()
+        ended = replayed_reserve_error(existing, now_ms) if replay else None
+        if ended is not None:
+            if existing.is_lapsed(now_ms):
+                # Committed with the answer: the card is free again, as any write leaves it.
+                _end_hold(conn, existing.card_id, order_id, now_ms, RESERVATION_TIMEOUT)
+                return ended
+            raise ended
         if existing.is_lapsed(now_ms):
             _end_hold(conn, existing.card_id, order_id, now_ms, RESERVATION_TIMEOUT)
         elif redeem and existing.state == ReservationState.HELD:
@@ -1293,6 +1310,11 @@ def _held(conn: sqlite3.Connection, order_id: str) -> Reservation:
 
 
 def _confirm(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold | DomainError:
+    # A replay that finds a later hold of the order does confirm it, unlike Release and Refund:
+    # the order service, whose payment landed while the card service was out of reach until the
+    # hold lapsed, holds the card again under the same key and confirms it under the same
+    # request_id (services/order handlers._hold_card_again). Confirming only spends the card on
+    # the order it is held for, never returns one.
     _check_request(conn, request_id, f"ConfirmReservation|{order_id}", now_ms)
     r = _held(conn, order_id)
     if r.is_lapsed(now_ms):
@@ -1312,8 +1334,12 @@ def _confirm(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: i
 
 
 def _release(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> Hold:
-    _check_request(conn, request_id, f"ReleaseReservation|{order_id}", now_ms)
+    replay = _check_request(conn, request_id, f"ReleaseReservation|{order_id}", now_ms)
     r = _held(conn, order_id)
+    if replay and made_after_replayed_request(r.state):
+        # A late duplicate of a release answered before: the hold it finds is the order's later
+        # attempt, which it must not end. Answered as it stands.
+        return Hold(r, _card(conn, r.card_id))  # type: ignore[arg-type]
     if r.state == ReservationState.HELD:
         cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
         card = _end_hold(conn, r.card_id, order_id, now_ms, cause)
@@ -1322,9 +1348,13 @@ def _release(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: i
 
 
 def _refund(conn: sqlite3.Connection, order_id: str, request_id: str, now_ms: int) -> RefundResult:
-    _check_request(conn, request_id, f"RefundCard|{order_id}", now_ms)
+    replay = _check_request(conn, request_id, f"RefundCard|{order_id}", now_ms)
     r = _held(conn, order_id)
-    if r.state == ReservationState.HELD:
+    if replay and made_after_replayed_request(r.state, refund=True):
+        # A late duplicate of a refund answered before: the hold or redemption it finds is the
+        # order's later attempt, which it must not end or give back. Answered as it stands.
+        card = _card(conn, r.card_id)  # type: ignore[assignment]
+    elif r.state == ReservationState.HELD:
         # Cancelled before payment: the hold simply ends.
         cause = RESERVATION_TIMEOUT if r.is_lapsed(now_ms) else RELEASE
         card = _end_hold(conn, r.card_id, order_id, now_ms, cause)

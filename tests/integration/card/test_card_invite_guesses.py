@@ -91,3 +91,19 @@ async def test_a_guess_beside_the_accepted_code_counts_and_the_replay_still_answ
     # Blocked now: the replay still answers, and says nothing about the real code beside it.
     again = await card.AcceptInvite(campaign_id=C, invitee_user_id="bob", text=f"{real} {alice}")
     assert not again.newly_accepted and again.invite == first.invite
+
+
+async def test_retries_of_one_wrong_code_request_count_one_attempt(card):
+    # An app (or the gateway on a dropped connection) retrying the same AcceptInvite request
+    # guesses nothing new: the retries answer INVITE_CODE_NOT_FOUND again without each costing
+    # the user one of its 10 wrong codes, so ten retries of a typo do not lock it out.
+    await card.campaign(C)
+    await card.ClaimSignupCard(request_id="s-alice", campaign_id=C, user_id="alice")
+    phrase = (await card.GetInviteCode(campaign_id=C, user_id="alice")).invite_code.pass_phrase_text
+    typo = codes.code_for(b"old", "typo")
+    for _ in range(12):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await card.AcceptInvite(request_id="join-bob-1", campaign_id=C, invitee_user_id="bob", text=typo)
+        assert error_details(err.value)["reason"] == "INVITE_CODE_NOT_FOUND"
+    joined = await card.AcceptInvite(request_id="join-bob-2", campaign_id=C, invitee_user_id="bob", text=phrase)
+    assert joined.newly_accepted

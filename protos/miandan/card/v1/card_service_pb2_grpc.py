@@ -198,7 +198,8 @@ class CardServiceServicer:
         per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
         CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
         sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
-        Replaying the accepted code returns the same invite with newly_accepted = false.
+        Replaying the accepted code returns the same invite with newly_accepted = false. Retries
+        of one request (same request_id and text) count one wrong code however often they come.
         Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
         its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
         grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -232,7 +233,9 @@ class CardServiceServicer:
         Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
         PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
         ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-        lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+        lapsed takes a new hold, with a new request_id or none: a late retry of the request that
+        made the ended hold is FAILED_PRECONDITION RESERVATION_RELEASED or RESERVATION_EXPIRED and
+        holds nothing. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
         would not pay the whole amount_fen (nothing is held then).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -262,7 +265,8 @@ class CardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReleaseReservation(self, request, context):
-        """Releases the card held for an order back to AVAILABLE. Idempotent.
+        """Releases the card held for an order back to AVAILABLE. Idempotent: a late retry (same
+        request_id) never ends a later hold of the order; it answers the reservation as it stands.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -271,7 +275,8 @@ class CardServiceServicer:
     def RefundCard(self, request, context):
         """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
         On a reservation still HELD (cancelled before payment) it releases the hold.
-        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND. A late retry (same request_id) never ends
+        or gives back a later hold or redemption of the order; it answers it as it stands.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

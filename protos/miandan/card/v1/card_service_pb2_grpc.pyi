@@ -69,7 +69,8 @@ class CardServiceStub:
     per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
-    Replaying the accepted code returns the same invite with newly_accepted = false.
+    Replaying the accepted code returns the same invite with newly_accepted = false. Retries
+    of one request (same request_id and text) count one wrong code however often they come.
     Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
     its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
     grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -89,7 +90,9 @@ class CardServiceStub:
     Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
     PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
     ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-    lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+    lapsed takes a new hold, with a new request_id or none: a late retry of the request that
+    made the ended hold is FAILED_PRECONDITION RESERVATION_RELEASED or RESERVATION_EXPIRED and
+    holds nothing. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
     would not pay the whole amount_fen (nothing is held then).
     """
     ReserveCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardsRequest, _card_service_pb2.ReserveCardsResponse]
@@ -107,11 +110,14 @@ class CardServiceStub:
     RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
     """
     ReleaseReservation: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ReleaseReservationRequest, _card_service_pb2.ReleaseReservationResponse]
-    """Releases the card held for an order back to AVAILABLE. Idempotent."""
+    """Releases the card held for an order back to AVAILABLE. Idempotent: a late retry (same
+    request_id) never ends a later hold of the order; it answers the reservation as it stands.
+    """
     RefundCard: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.RefundCardRequest, _card_service_pb2.RefundCardResponse]
     """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
     On a reservation still HELD (cancelled before payment) it releases the hold.
-    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND. A late retry (same request_id) never ends
+    or gives back a later hold or redemption of the order; it answers it as it stands.
     """
     ListReservations: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListReservationsRequest, _card_service_pb2.ListReservationsResponse]
     """Internal, for the order service's recovery pass: every reservation created at or after
@@ -181,7 +187,8 @@ class CardServiceAsyncStub(CardServiceStub):
     per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
-    Replaying the accepted code returns the same invite with newly_accepted = false.
+    Replaying the accepted code returns the same invite with newly_accepted = false. Retries
+    of one request (same request_id and text) count one wrong code however often they come.
     Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
     its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
     grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -201,7 +208,9 @@ class CardServiceAsyncStub(CardServiceStub):
     Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
     PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
     ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-    lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+    lapsed takes a new hold, with a new request_id or none: a late retry of the request that
+    made the ended hold is FAILED_PRECONDITION RESERVATION_RELEASED or RESERVATION_EXPIRED and
+    holds nothing. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
     would not pay the whole amount_fen (nothing is held then).
     """
     ReserveCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ReserveCardsRequest, _card_service_pb2.ReserveCardsResponse]  # type: ignore[assignment]
@@ -219,11 +228,14 @@ class CardServiceAsyncStub(CardServiceStub):
     RESERVATION_RELEASED, RESERVATION_REFUNDED; unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
     """
     ReleaseReservation: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ReleaseReservationRequest, _card_service_pb2.ReleaseReservationResponse]  # type: ignore[assignment]
-    """Releases the card held for an order back to AVAILABLE. Idempotent."""
+    """Releases the card held for an order back to AVAILABLE. Idempotent: a late retry (same
+    request_id) never ends a later hold of the order; it answers the reservation as it stands.
+    """
     RefundCard: _aio.UnaryUnaryMultiCallable[_card_service_pb2.RefundCardRequest, _card_service_pb2.RefundCardResponse]  # type: ignore[assignment]
     """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
     On a reservation still HELD (cancelled before payment) it releases the hold.
-    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+    Unknown order: NOT_FOUND RESERVATION_NOT_FOUND. A late retry (same request_id) never ends
+    or gives back a later hold or redemption of the order; it answers it as it stands.
     """
     ListReservations: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListReservationsRequest, _card_service_pb2.ListReservationsResponse]  # type: ignore[assignment]
     """Internal, for the order service's recovery pass: every reservation created at or after
@@ -320,7 +332,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
         CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
         sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
-        Replaying the accepted code returns the same invite with newly_accepted = false.
+        Replaying the accepted code returns the same invite with newly_accepted = false. Retries
+        of one request (same request_id and text) count one wrong code however often they come.
         Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
         its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
         grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -358,7 +371,9 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         Codes: NO_CARD_AVAILABLE and CARD_NOT_AVAILABLE are FAILED_PRECONDITION; CARD_NOT_OWNED is
         PERMISSION_DENIED; CARD_NOT_FOUND is NOT_FOUND; an order_id already used by another user is
         ALREADY_EXISTS ORDER_ID_CONFLICT. Reserving again for an order whose hold was released or
-        lapsed takes a new hold. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
+        lapsed takes a new hold, with a new request_id or none: a late retry of the request that
+        made the ended hold is FAILED_PRECONDITION RESERVATION_RELEASED or RESERVATION_EXPIRED and
+        holds nothing. With redeem: FAILED_PRECONDITION REDEEM_NOT_COVERED when the card
         would not pay the whole amount_fen (nothing is held then).
         """
 
@@ -394,7 +409,9 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.ReleaseReservationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.ReleaseReservationResponse, _abc.Awaitable[_card_service_pb2.ReleaseReservationResponse]]:
-        """Releases the card held for an order back to AVAILABLE. Idempotent."""
+        """Releases the card held for an order back to AVAILABLE. Idempotent: a late retry (same
+        request_id) never ends a later hold of the order; it answers the reservation as it stands.
+        """
 
     @_abc_1.abstractmethod
     def RefundCard(
@@ -404,7 +421,8 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_card_service_pb2.RefundCardResponse, _abc.Awaitable[_card_service_pb2.RefundCardResponse]]:
         """Returns the card spent on a cancelled order (AVAILABLE again unless expired). Idempotent.
         On a reservation still HELD (cancelled before payment) it releases the hold.
-        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND.
+        Unknown order: NOT_FOUND RESERVATION_NOT_FOUND. A late retry (same request_id) never ends
+        or gives back a later hold or redemption of the order; it answers it as it stands.
         """
 
     @_abc_1.abstractmethod
