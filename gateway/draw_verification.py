@@ -13,6 +13,7 @@ __all__ = ["ALGORITHM", "ALGORITHM_VERSION", "DrawCheck", "winners_of", "entrant
 
 ALGORITHM = "miandan-draw-hmac-sha256"
 ALGORITHM_VERSION = 1
+SEED_BYTES = 32  # step 1: a 32-byte seed from a CSPRNG
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,17 @@ def check_draw(
         seed = bytes.fromhex(seed_hex)
     except ValueError:
         return DrawCheck(False, "revealed seed is not hex")
+    # A seed of another length matching its commitment is not the algorithm's: the empty one's
+    # commitment is public knowledge, and with it anyone ranked every user before the cut-off.
+    if len(seed) != SEED_BYTES:
+        return DrawCheck(False, f"revealed seed is {len(seed)} bytes, not {SEED_BYTES}")
     if hashlib.sha256(seed).hexdigest() != commitment.lower():
         return DrawCheck(False, "revealed seed does not match the published commitment")
     if len(entrants) != entrant_count or len(set(entrants)) != len(entrants):
         return DrawCheck(False, f"entrant list has {len(entrants)} ids, {entrant_count} announced")
-    if published_entrants_hash and entrants_hash(entrants) != published_entrants_hash.lower():
+    # Every drawn day publishes the hash (step 2): without it the list paged here is tied to
+    # nothing the lottery committed to in its draw.
+    if entrants_hash(entrants) != published_entrants_hash.lower():
         return DrawCheck(False, "entrant list does not match its published hash")
     expected = winners_of(seed, beacon_value, entrants, winner_count)
     if list(winners) != expected:

@@ -316,13 +316,31 @@ class Lottery:
             seen = await self.store.replayed(request)
             if seen is not None:
                 return seen
-        pending = await self.store.get_draw(campaign_id, day.isoformat())
-        if pending is not None and not pending.drawn and pending.beacon_committed and self.now_ms() >= pending.cutoff_ms:
-            beacon_value = await self._beacon_value_to_draw_with(pending, beacon_value)
-        draw = await self.store.run_draw(campaign_id, day.isoformat(), self.now_ms(), beacon_value, request)
-        if draw is None:
-            raise _no_draw(campaign_id, day)
-        return draw
+        # Twice at most: a beacon bound after the look-up (a CommitDraw or the day's first
+        # EnterDraw, judged before the cut-off and written since) is refused by the store's
+        # draw, and judged again here; a beacon, once bound, never changes.
+        for attempt in range(2):
+            # One reading of the clock judges and stamps the draw, unless the beacon fetch
+            # took time: read apart, a look-up a moment before the cut-off skipped the beacon
+            # check and a draw stamped a moment after it passed its own.
+            now_ms = self.now_ms()
+            pending = await self.store.get_draw(campaign_id, day.isoformat())
+            value = beacon_value
+            if pending is not None and not pending.drawn and pending.beacon_committed and now_ms >= pending.cutoff_ms:
+                value = await self._beacon_value_to_draw_with(pending, beacon_value)
+                now_ms = self.now_ms()
+            try:
+                draw = await self.store.run_draw(
+                    campaign_id, day.isoformat(), now_ms, value, request, judged_beacon=model.beacon_of(pending)
+                )
+            except FailedPrecondition as exc:
+                if exc.reason != model.BEACON_BOUND_MEANWHILE or attempt:
+                    raise
+                continue
+            if draw is None:
+                raise _no_draw(campaign_id, day)
+            return draw
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     # --- VerifyDraw ---------------------------------------------------------------------
 
@@ -466,8 +484,11 @@ class DrawScheduler:
             if not beacon_value:
                 done["waiting_for_beacon"].append(key)
                 return
-        # The beacon fetch may have taken seconds: the draw is stamped when it runs.
-        await lottery.store.run_draw(draw.campaign_id, draw.day, lottery.now_ms(), beacon_value)
+        # The beacon fetch may have taken seconds: the draw is stamped when it runs. A beacon
+        # bound since due_draws read the day is refused by the store and judged next tick.
+        await lottery.store.run_draw(
+            draw.campaign_id, draw.day, lottery.now_ms(), beacon_value, judged_beacon=model.beacon_of(draw)
+        )
         done["drawn"].append(key)
 
     def _seconds(self) -> float:

@@ -469,6 +469,29 @@ def check_runnable(draw: DrawRecord, now_ms: int, beacon_value: str) -> None:
         )
 
 
+BEACON_BOUND_MEANWHILE = "BEACON_BOUND_MEANWHILE"
+
+
+def beacon_of(draw: DrawRecord | None) -> tuple[str, str]:
+    """(source, round) a day is bound to, ("", "") for none or for a day not committed."""
+    return (draw.beacon_source, draw.beacon_round) if draw is not None else ("", "")
+
+
+def check_beacon_judged(draw: DrawRecord, judged: tuple[str, str]) -> None:
+    """A draw's beacon value is judged (fetched and verified, or held to the published round's
+    time) for the beacon the day was bound to when it was looked up. A CommitDraw or the
+    EnterDraw that creates the day, both judged before the cut-off, may be written after that
+    look-up and bind a beacon: a value then taken as given was never checked against that round,
+    and one of the operator's choosing would pick the winners while the day claims a public
+    beacon. Refused, to be judged again."""
+    if beacon_of(draw) != judged:
+        raise FailedPrecondition(
+            BEACON_BOUND_MEANWHILE,
+            f"{draw.day} 刚绑定了信标 {draw.beacon_source},请重试 / {draw.day} was bound to beacon "
+            f"{draw.beacon_source} round {draw.beacon_round} while this draw was prepared; retry",
+        )
+
+
 def reveal(draw: DrawRecord, sorted_entrants: list[str], beacon_value: str, now_ms: int) -> DrawRecord:
     return replace(
         draw,

@@ -13,6 +13,8 @@ Invariants enforced inside write transactions:
   again only by the draw itself, which swaps the sealed form for the plain one after checking it
   against the commitment (seed_seal.py: a day's seed is stored sealed until its draw);
 * a draw is revealed once: UPDATE ... WHERE drawn_ms IS NULL, results are stored and re-read;
+* a day is drawn only with a beacon value judged for the beacon it is bound to when the draw
+  is written (model.check_beacon_judged), not the one a look-up before that write saw;
 * a CommitDraw or RunDraw request_id names one request: it is looked up, and remembered, in the
   transaction that applies the call, so of concurrent calls under one key exactly one applies.
 """
@@ -115,8 +117,13 @@ class LotteryStore(Protocol):
         ...
     async def entry_and_draw(self, campaign_id: str, day: str, user_id: str) -> tuple[EntryRecord | None, DrawRecord | None]: ...
     async def run_draw(
-        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None
-    ) -> DrawRecord | None: ...
+        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None,
+        judged_beacon: tuple[str, str] = ("", ""),
+    ) -> DrawRecord | None:
+        """judged_beacon: the (source, round) `beacon_value` was judged for, the day's as the
+        caller looked it up ("", "" for none): a day bound to another since is refused
+        (model.check_beacon_judged), never drawn with a value nobody checked against its round."""
+        ...
     async def replayed(self, request: RequestKey) -> DrawRecord | None:
         """The day a request_id answered, as it is now, when it was used for this very request;
         None when it is new. Raises AlreadyExists REQUEST_ID_REUSED when it was used for another.
@@ -187,9 +194,10 @@ class SqliteLotteryStore:
         return await self.db.read(_select_entry_and_draw, campaign_id, day, user_id)
 
     async def run_draw(
-        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None
+        self, campaign_id: str, day: str, now_ms: int, beacon_value: str, request: RequestKey | None = None,
+        judged_beacon: tuple[str, str] = ("", ""),
     ) -> DrawRecord | None:
-        return await self.db.write(_run_draw, self.seal, campaign_id, day, now_ms, beacon_value, request)
+        return await self.db.write(_run_draw, self.seal, campaign_id, day, now_ms, beacon_value, request, judged_beacon)
 
     async def replayed(self, request: RequestKey) -> DrawRecord | None:
         return await self.db.read(_replayed, request)
@@ -415,21 +423,26 @@ def _select_entry_and_draw(conn: sqlite3.Connection, campaign_id: str, day: str,
 
 def _run_draw(
     conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str,
-    request: RequestKey | None = None,
+    request: RequestKey | None = None, judged_beacon: tuple[str, str] = ("", ""),
 ) -> DrawRecord | None:
     seen = _replayed(conn, request)
     if seen is not None:
         return seen
-    answer = _apply_run(conn, seal, campaign_id, day, now_ms, beacon_value)
+    answer = _apply_run(conn, seal, campaign_id, day, now_ms, beacon_value, judged_beacon)
     if answer is not None:  # no day: DRAW_NOT_FOUND, nothing to remember
         _remember(conn, request, answer)
     return answer
 
 
-def _apply_run(conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str) -> DrawRecord | None:
+def _apply_run(
+    conn: sqlite3.Connection, seal: SeedSeal, campaign_id: str, day: str, now_ms: int, beacon_value: str,
+    judged_beacon: tuple[str, str],
+) -> DrawRecord | None:
     draw = _select_draw(conn, campaign_id, day)
     if draw is None or draw.drawn:
         return draw
+    # In the transaction that draws: the beacon the value was judged for is the day's own.
+    model.check_beacon_judged(draw, judged_beacon)
     model.check_runnable(draw, now_ms, beacon_value)
     seed = _unsealed_seed(conn, seal, draw)
     entrants = [r[0] for r in conn.execute(

@@ -85,10 +85,16 @@ def _rank(key: bytes, ids: list[str], count: int) -> list[str]:
     return [uid for _, _, uid in scored[:count]]
 
 
-def check(result: dict[str, Any]) -> list[tuple[bool, str]]:
-    """Every check as (passed, human line)."""
+def check(result: dict[str, Any], *, day: str = "", campaign_id: str = "") -> list[tuple[bool, str]]:
+    """Every check as (passed, human line). day, campaign_id: what a live check asked for (the
+    gateway's campaign is not named by its caller): another day's draw, however honest, says
+    nothing about the winners of the day asked."""
     out: list[tuple[bool, str]] = []
     draw = _draw_of(result)
+    for name, asked in (("day", day), ("campaign_id", campaign_id)):
+        if asked:
+            got = str(_get(draw, name, "") or "")
+            out.append((got == asked, f"the draw's {name} {got!r} is the one asked, {asked!r}"))
 
     algorithm, version = _get(result, "algorithm", ""), int(_get(result, "algorithm_version", 0) or 0)
     known = algorithm == ALGORITHM and version == VERSION
@@ -157,9 +163,9 @@ def check(result: dict[str, Any]) -> list[tuple[bool, str]]:
     return out
 
 
-def report(result: dict[str, Any], stream: Any = None) -> bool:
+def report(result: dict[str, Any], stream: Any = None, *, day: str = "", campaign_id: str = "") -> bool:
     stream = stream or sys.stdout
-    checks = check(result)
+    checks = check(result, day=day, campaign_id=campaign_id)
     for ok, line in checks:
         print(("PASS  " if ok else "FAIL  ") + line, file=stream)
     note = _get(result, "note", "")
@@ -335,7 +341,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot check: {details() if callable(details) else exc}", file=sys.stderr)
         return 2
     try:
-        passed = report(result)
+        # Live, the answer must be of the day (and campaign) asked; a --file names its own.
+        live = not args.file
+        passed = report(result, day=args.day if live else "", campaign_id=(args.campaign or "") if live else "")
     except (TypeError, ValueError, AttributeError) as exc:
         # A field of the wrong shape (a hand-edited or truncated file): nothing was checked, which
         # is not the same answer as a draw that does not verify.

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, time, timezone
+from dataclasses import replace
+from datetime import date, datetime, time, timezone
 
 import pytest
 
@@ -172,3 +173,138 @@ async def test_the_background_loop_says_when_its_first_pass_has_ended(env, cards
         assert (committed is not None) == (cards is FakeCards)  # the pass ran before the event
     finally:
         await scheduler.stop()
+
+
+# --- a RunDraw's beacon value is judged for the day as the draw finds it ---------------------
+
+ADMINS_PICK, SIGNED = "ab" * 32, "f0" * 32
+
+
+class VerifyingBeacon:
+    """The drand fetcher with the committed round out and verified: its value is SIGNED."""
+
+    def knows(self, source: str) -> bool:
+        return source == "drand:quicknet"
+
+    async def value(self, source: str, round_text: str, now_s: float) -> str | None:
+        return SIGNED
+
+
+class WriteLandingAfterTheLookUp:
+    """The store, with `meanwhile` run right after the first look-up of a day: a concurrent
+    call, judged earlier, whose write lands between that look-up and the draw."""
+
+    def __init__(self, store, meanwhile) -> None:
+        self.store, self.meanwhile = store, meanwhile
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+    async def get_draw(self, campaign_id: str, day: str):
+        found = await self.store.get_draw(campaign_id, day)
+        if self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            await meanwhile()
+        return found
+
+
+@pytest.fixture
+async def beacon_env(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "lottery.db")
+    cards = FakeCards()
+    cards.counts.update({"u1": 3, "u2": 3})
+    clock = FakeClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+    lottery = Lottery(store, cards, clock, DrawSettings(cutoff=time(20, 0), campaigns=(CAMPAIGN,)), VerifyingBeacon())
+    try:
+        yield lottery, store, clock
+    finally:
+        await store.close()
+
+
+class TickingClock(FakeClock):
+    """Once ticking, a millisecond passes between any two readings, as on a real clock at the
+    turn of a millisecond."""
+
+    ticking = False
+
+    def now(self) -> datetime:
+        now = super().now()
+        if self.ticking:
+            self.advance(seconds=0.001)
+        return now
+
+
+async def test_a_run_asked_as_the_cutoff_passes_never_draws_with_the_admins_beacon_value(tmp_path):
+    store = await SqliteLotteryStore.open(tmp_path / "lottery.db")
+    try:
+        cards = FakeCards()
+        cards.counts.update({"u1": 3, "u2": 3})
+        clock = TickingClock(datetime(2026, 1, 28, 2, 0, tzinfo=timezone.utc))
+        lottery = Lottery(store, cards, clock, DrawSettings(cutoff=time(20, 0), campaigns=(CAMPAIGN,)), VerifyingBeacon())
+        committed = await lottery.commit_draw("", CAMPAIGN, DAY, beacon_source="drand:quicknet", timeout=1)
+        await lottery.enter_draw("", CAMPAIGN, "u1", DAY, timeout=1)
+        await lottery.enter_draw("", CAMPAIGN, "u2", DAY, timeout=1)
+        # Asked at each of the last milliseconds before the cut-off, with the clock moving on
+        # between any two readings: judged before the cut-off, a run must not draw after it
+        # with a value nobody checked; judged after it, the value must be the signed one.
+        clock.ticking = True
+        for early_ms in range(8, 0, -1):
+            clock.set(datetime.fromtimestamp((committed.cutoff_ms - early_ms) / 1000, tz=timezone.utc))
+            with pytest.raises(DomainError) as err:
+                await lottery.run_draw("", CAMPAIGN, DAY, ADMINS_PICK)
+            assert err.value.reason in ("DRAW_NOT_CLOSED", "BEACON_NOT_PUBLISHED", "BEACON_VALUE_MISMATCH"), early_ms
+            assert not (await store.get_draw(CAMPAIGN, DAY)).drawn
+        # Once the round is out the draw uses its signed value and no other.
+        clock.ticking = False
+        clock.advance(seconds=10)
+        with pytest.raises(DomainError) as err:
+            await lottery.run_draw("", CAMPAIGN, DAY, ADMINS_PICK)
+        assert err.value.reason == "BEACON_VALUE_MISMATCH"
+        assert (await lottery.run_draw("", CAMPAIGN, DAY, "")).beacon_value == SIGNED
+    finally:
+        await store.close()
+
+
+async def test_a_beacon_bound_while_a_run_was_judged_is_drawn_only_with_its_signed_value(beacon_env):
+    lottery, store, clock = beacon_env
+    committed = await lottery.commit_draw("", CAMPAIGN, DAY, timeout=1)  # no beacon yet
+    await lottery.enter_draw("", CAMPAIGN, "u1", DAY, timeout=1)
+    await lottery.enter_draw("", CAMPAIGN, "u2", DAY, timeout=1)
+    clock.set(datetime.fromtimestamp((committed.cutoff_ms + 10_000) / 1000, tz=timezone.utc))
+
+    async def bind_the_beacon_judged_before_the_cutoff() -> None:
+        # A CommitDraw that read the clock a moment before the cut-off and is written now.
+        wanted = replace(committed, beacon_source="drand:quicknet",
+                         beacon_round=model.beacon_round_for("drand:quicknet", committed.cutoff_ms))
+        await store.commit_draw(wanted, {"beacon_source"}, committed.cutoff_ms - 1)
+
+    lottery.store = WriteLandingAfterTheLookUp(store, bind_the_beacon_judged_before_the_cutoff)
+    try:
+        drawn = await lottery.run_draw("", CAMPAIGN, DAY, ADMINS_PICK)
+    except DomainError as err:
+        assert err.reason == "BEACON_VALUE_MISMATCH"
+    else:
+        raise AssertionError(f"drawn with {drawn.beacon_value!r} for {drawn.beacon_source} round {drawn.beacon_round}")
+    assert not (await store.get_draw(CAMPAIGN, DAY)).drawn
+    assert (await lottery.run_draw("", CAMPAIGN, DAY, "")).beacon_value == SIGNED
+
+
+async def test_a_day_committed_with_a_beacon_while_a_run_found_none_is_not_drawn_with_the_admins_value(beacon_env):
+    lottery, store, clock = beacon_env
+    lottery.settings = replace(lottery.settings, beacon_source="drand:quicknet")
+    campaign = lottery.cards.campaign
+    cutoff = model.cutoff_ms(date(2026, 1, 28), campaign.zone, time(20, 0))
+    clock.set(datetime.fromtimestamp((cutoff + 10_000) / 1000, tz=timezone.utc))
+
+    async def an_entry_judged_before_the_cutoff() -> None:
+        # An EnterDraw that read the clock a moment before the cut-off and creates the day now.
+        await store.enter(lottery.fresh_draw(campaign, date(2026, 1, 28), cutoff - 1), "u1", cutoff - 1, "")
+
+    lottery.store = WriteLandingAfterTheLookUp(store, an_entry_judged_before_the_cutoff)
+    try:
+        drawn = await lottery.run_draw("", CAMPAIGN, DAY, ADMINS_PICK)
+    except DomainError as err:
+        assert err.reason == "BEACON_VALUE_MISMATCH"
+    else:
+        raise AssertionError(f"drawn with {drawn.beacon_value!r} for {drawn.beacon_source} round {drawn.beacon_round}")
+    assert not (await store.get_draw(CAMPAIGN, DAY)).drawn

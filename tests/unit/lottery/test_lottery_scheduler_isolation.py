@@ -33,10 +33,10 @@ class StoreFailingOneDraw(SqliteLotteryStore):
 
     forgotten_before: int | None = None
 
-    async def run_draw(self, campaign_id, day, now_ms, beacon_value, request=None):
+    async def run_draw(self, campaign_id, day, now_ms, beacon_value, request=None, **judged):
         if campaign_id == BROKEN:
             raise RuntimeError("database disk image is malformed")
-        return await super().run_draw(campaign_id, day, now_ms, beacon_value, request)
+        return await super().run_draw(campaign_id, day, now_ms, beacon_value, request, **judged)
 
     async def forget_requests(self, before_ms: int, limit: int) -> int:
         self.forgotten_before = before_ms

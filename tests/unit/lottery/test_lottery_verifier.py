@@ -181,3 +181,22 @@ def test_one_page_of_a_longer_entrant_list_cannot_be_checked(tmp_path, capsys):
     path.write_text(json.dumps({"verification": page}), encoding="utf-8")
     assert verify.main(["--file", str(path)]) == 2
     assert "one page" in capsys.readouterr().err
+
+
+def test_a_live_check_answered_with_another_days_draw_is_not_verified(monkeypatch, capsys):
+    # The gateway (or the lottery) asked for one day answers with another day's honest draw:
+    # it recomputes, but it says nothing about the day asked, whose winners may be anything.
+    asked = []
+
+    def fetch(target, campaign, day, token, *args, **kwargs):
+        asked.append(day)
+        return result()  # 2026-01-28's draw, whatever was asked
+
+    monkeypatch.setattr(verify, "fetch", fetch)
+    monkeypatch.setenv("MIANDAN_USER_TOKEN", "t")
+    assert verify.main(["--gateway", "127.0.0.1:1", "--day", "2026-01-28"]) == 0
+    assert verify.main(["--gateway", "127.0.0.1:1", "--day", "2026-01-29"]) == 1
+    assert "NOT VERIFIED" in capsys.readouterr().out
+    assert verify.main(["--target", "127.0.0.1:1", "--campaign", "spring-2026", "--day", "2026-01-28"]) == 0
+    assert verify.main(["--target", "127.0.0.1:1", "--campaign", "autumn-2026", "--day", "2026-01-28"]) == 1
+    assert asked == ["2026-01-28", "2026-01-29", "2026-01-28", "2026-01-28"]
