@@ -118,8 +118,10 @@ GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "�
 # is left after them and after every known phrase is something we did not understand (全家桶).
 FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀嘛吗下想喝吃买整请麻烦谢谢好了在去附近家店外卖单"
                          "有什么推荐哪些啥样个款就再也还和跟今天现在马上先", )
-# A size said as one character right before the item: 大可乐, 中薯.
-SIZE_PREFIXES = {"大": "大杯", "中": "中杯"}
+# An option said as one character right before the item: a size (大可乐, 中薯), or iced (冰美式,
+# 冰拿铁: the commonest way to ask for a cold coffee). Alone anywhere else "冰" is no option: it
+# is part of item and brand names (冰鲜柠檬水, 蜜雪冰城), which are read first and cover it.
+OPTION_PREFIXES = {"大": "大杯", "中": "中杯", "冰": "冰的"}
 
 _SPACE = re.compile(r"\s+")
 _CONTROL = dict.fromkeys(c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))

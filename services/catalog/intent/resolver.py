@@ -26,7 +26,7 @@ from typing import Collection, Sequence
 from rapidfuzz import fuzz, process
 
 from .lexicon import (
-    ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, SIZE_PREFIXES,
+    ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, OPTION_PREFIXES,
 )
 from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
@@ -398,11 +398,14 @@ class RuleBasedResolver:
         covered = {c for t in tokens for c in range(t.start, t.end)}
         for t in list(tokens):
             p = t.start - 1
-            if t.kind == ITEM and p >= 0 and p not in covered and text[p] in SIZE_PREFIXES:
-                size = self._surfaces.get(SIZE_PREFIXES[text[p]])
-                if size is not None and size.option_keys:
-                    tokens.append(_Token(kind=OPT, start=p, end=p + 1, quality=1.0, surface=text[p], meaning=size))
-                    covered.add(p)
+            # Each of a run of them (大冰美式, 冰大美式).
+            while t.kind == ITEM and p >= 0 and p not in covered and text[p] in OPTION_PREFIXES:
+                option = self._surfaces.get(OPTION_PREFIXES[text[p]])
+                if option is None or not option.option_keys:
+                    break
+                tokens.append(_Token(kind=OPT, start=p, end=p + 1, quality=1.0, surface=text[p], meaning=option))
+                covered.add(p)
+                p -= 1
         tokens.sort(key=lambda t: t.start)
         said_before = 0
         for t in tokens:

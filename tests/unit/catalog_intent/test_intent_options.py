@@ -85,9 +85,15 @@ def test_two_temperatures_for_one_line_are_asked_about_not_guessed(text, first, 
 
 
 @pytest.mark.parametrize("text, want", [
-    ("来杯冰拿铁", [("luckin-moutai-latte", {})]),  # 冰 alone is no option (冰鲜柠檬水): as before
+    # 冰 right before the item asks for it iced (said, not left to the menu's default, which at
+    # another shop may be hot); elsewhere it is part of names (冰鲜柠檬水, 蜜雪冰城).
+    ("来杯冰拿铁", [("luckin-moutai-latte", {"temperature": "regular_ice"})]),
+    ("大冰美式", [("luckin-americano", {"size": "large", "temperature": "regular_ice"})]),
+    ("冰大美式", [("luckin-americano", {"temperature": "regular_ice", "size": "large"})]),
+    ("冰鲜柠檬水", [("mixue-lemonade", {})]),
+    ("蜜雪冰城柠檬水", [("mixue-lemonade", {})]),
     ("热的拿铁", [("luckin-moutai-latte", {"temperature": "hot"})]),
-    ("一杯冰美式一杯热拿铁", [("luckin-americano", {}), ("luckin-moutai-latte", {"temperature": "hot"})]),
+    ("一杯冰美式一杯热拿铁", [("luckin-americano", {"temperature": "regular_ice"}), ("luckin-moutai-latte", {"temperature": "hot"})]),
     ("两杯拿铁，一杯热的一杯冰的", [("luckin-moutai-latte", {"temperature": "hot"}),
                                   ("luckin-moutai-latte", {"temperature": "regular_ice"})]),
 ])
