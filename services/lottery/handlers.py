@@ -264,7 +264,7 @@ class Lottery:
         if winner_count < 0 or winner_count > model.MAX_WINNER_COUNT:
             violations.append(("winner_count", f"must be 0..{model.MAX_WINNER_COUNT} (0 means the default 15)"))
         if beacon_source and not model.is_beacon_source(beacon_source):
-            violations.append(("beacon_source", f"1..{MAX_BEACON_SOURCE_CHARS} printable characters without spaces"))
+            violations.append(("beacon_source", f"1..{MAX_BEACON_SOURCE_CHARS} printable ASCII characters without spaces"))
         if beacon_round and not beacon_source:
             violations.append(("beacon_round", "given without beacon_source"))
         if len(beacon_round) > MAX_BEACON_SOURCE_CHARS:

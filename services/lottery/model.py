@@ -347,8 +347,11 @@ def check_entry_replay(seen: EntryRecord, campaign_id: str, asked_day: str) -> N
 
 
 def is_beacon_source(text: str) -> bool:
-    """1..64 printable characters without spaces (U+2028 and friends included)."""
-    return 0 < len(text) <= 64 and all(c.isprintable() and not c.isspace() for c in text)
+    """1..64 printable ASCII characters without spaces. ASCII because the name is what a verifier
+    reads to know which public beacon to check: "drand:quicknеt" with a Cyrillic е would look
+    like drand's while naming a source no one publishes, so its value (the operator's own,
+    taken as given for a source the service cannot fetch) would pick the winners unseen."""
+    return 0 < len(text) <= 64 and all(c.isascii() and c.isprintable() and not c.isspace() for c in text)
 
 
 def check_id(value: str, field_name: str) -> str:

@@ -58,7 +58,7 @@ def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings
     cutoff = model.parse_cutoff(cutoff_text) if cutoff_text else model.DEFAULT_CUTOFF
     beacon = (e.get("MIANDAN_LOTTERY_BEACON_SOURCE") or "").strip() or None
     if beacon is not None and not model.is_beacon_source(beacon):
-        raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable characters")
+        raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable ASCII characters without spaces")
     var = "MIANDAN_LOTTERY_CAMPAIGNS" if e.get("MIANDAN_LOTTERY_CAMPAIGNS") else "MIANDAN_CAMPAIGN_ID"
     raw = e.get("MIANDAN_LOTTERY_CAMPAIGNS") or e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026"
     campaigns = tuple(check_campaign_id(c.strip(), var) for c in raw.split(",") if c.strip())

@@ -273,3 +273,11 @@ def test_a_day_past_its_cut_off_that_nobody_committed_is_not_held_not_closed():
     assert model.status_of(uncommitted, uncommitted.cutoff_ms - 1) == model.Status.OPEN
     assert model.status_of(uncommitted, uncommitted.cutoff_ms) == model.Status.NOT_HELD
     assert model.status_of(draw(), draw().cutoff_ms) == model.Status.CLOSED
+
+
+@pytest.mark.parametrize("source, ok", [
+    ("drand:quicknet", True), ("auditor-2026.v1", True), ("drand:quicknеt", False),  # a Cyrillic е
+    ("drand:quick net", False), ("ｄrand:quicknet", False), ("", False), ("x" * 65, False),
+])
+def test_a_beacon_source_is_plain_ascii_so_a_look_alike_cannot_pass_for_a_public_one(source, ok):
+    assert model.is_beacon_source(source) is ok

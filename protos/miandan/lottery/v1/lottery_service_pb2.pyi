@@ -171,7 +171,9 @@ class CommitDrawRequest(_message.Message):
     winner_count: _builtins.int
     """Number of winners, 0..10,000; 0 for the default 15."""
     beacon_source: _builtins.str
-    """Public randomness source to bind, e.g. "drand:quicknet"; empty for none."""
+    """Public randomness source to bind, e.g. "drand:quicknet"; empty for none. 1..64 printable
+    ASCII characters without spaces (a look-alike letter would name a source no one publishes).
+    """
     beacon_round: _builtins.str
     """The round of that source whose value RunDraw must use."""
     def __init__(
