@@ -29,7 +29,8 @@ from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2
 from services.common.auth import refuses_our_credential
 from services.common.clock import Clock, SystemClock
-from services.common.errors import FailedPrecondition, InvalidArgument, NotFound, error_details
+from services.common.deadline import DEADLINE_PASSED
+from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, error_details
 
 from .clients import CallOptions
 from .draw_verification import DrawCheck, check_draw
@@ -86,6 +87,17 @@ DRAW_TTL_S = 3.0
 # without lottery standing. An answering lottery takes milliseconds.
 LOTTERY_STANDING_WAIT_S = 1.0
 LOTTERY_STANDING_SHARE = 0.5
+# The most a read shared by every caller who asks at once (the campaign) may take; each caller
+# waits for it at most until its own deadline, and it is given up once none waits any more.
+SHARED_READ_S = 5.0
+# Likewise for a drawn day's check (paging every entrant, then recomputing the draw): at 20:00 a
+# crowd waits on one check, and whoever keeps waiting keeps it going.
+SHARED_CHECK_S = 120.0
+# Drawn days checked at once per gateway process. Why: each check holds every entrant of its day
+# (up to millions) and recomputes the draw on a worker thread; checks of one day are shared, but
+# one account asking for twenty past days at once (its burst) ran twenty together. The rest wait
+# their turn, each caller within its own deadline.
+CONCURRENT_DRAW_CHECKS = 2
 VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
 VERIFIED_TTL_S = 7 * 86_400.0  # a drawn day's verification does not change
@@ -112,6 +124,10 @@ async def gather_all(*aws: Awaitable[Any]) -> list[Any]:
         raise
 
 
+def _deadline_passed() -> DeadlineExceeded:
+    return DeadlineExceeded(DEADLINE_PASSED, "调用方已超时 / the caller's deadline has passed")
+
+
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
@@ -127,7 +143,10 @@ class TimedCache(Generic[K, V]):
         self._values: OrderedDict[K, tuple[V, float]] = OrderedDict()  # key -> (value, fetched at)
         self._inflight: dict[K, list[Any]] = {}  # key -> [fetch future, waiters]
 
-    async def get(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+    async def get(self, key: K, fetch: Callable[[], Awaitable[V]], until: float | None = None) -> V:
+        """until: when this caller stops waiting (time.monotonic(); None: as long as the fetch
+        runs), then DeadlineExceeded. The fetch must not run under the deadline of whoever came
+        first (Gateway._shared_read says why): every waiter bounds its own wait instead."""
         hit = self._values.get(key)
         if hit is not None and hit[1] <= self.clock.now().timestamp() < hit[1] + self.ttl_s:
             # Also stale when fetched "after now": the wall clock stepped back, and a TTL counted
@@ -142,8 +161,15 @@ class TimedCache(Generic[K, V]):
             task.add_done_callback(lambda done: self._forget(key, done))
         shared[1] += 1
         try:
-            # shield: one waiter cancelled (its client left) does not cancel the others' fetch.
-            return await asyncio.shield(shared[0])
+            if until is None:
+                # shield: one waiter cancelled (its client left) does not cancel the others' fetch.
+                return await asyncio.shield(shared[0])
+            # asyncio.wait neither cancels the fetch when this waiter gives up nor mistakes a
+            # TimeoutError of the fetch's own for this waiter's deadline.
+            done, _ = await asyncio.wait((shared[0],), timeout=max(0.0, until - time.monotonic()))
+            if not done:
+                raise _deadline_passed()
+            return shared[0].result()
         finally:
             shared[1] -= 1
             if shared[1] == 0 and not shared[0].done():
@@ -237,6 +263,17 @@ def _lottery_standing(o: CallOptions) -> CallOptions:
     return CallOptions(now + min(left, LOTTERY_STANDING_WAIT_S), o.metadata)
 
 
+def _shared_read(o: CallOptions, seconds: float) -> CallOptions:
+    """The options of a read made once for everyone who asks at the same moment (TimedCache):
+    its own deadline, not the first caller's. Why: the first caller may have milliseconds left
+    (a phone on a bad network, a call that queued for admission), and under its deadline the read
+    failed for every caller who joined it: their wallets lost their lottery standing or failed
+    DEADLINE_EXCEEDED, and a crowd waiting on a drawn day's check failed with it, each with
+    seconds of their own left. Each caller bounds its own wait (TimedCache.get's until) and the
+    read is cancelled once nobody waits, so no upstream works for an answer nobody waits for."""
+    return CallOptions(time.monotonic() + seconds, o.metadata)
+
+
 def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
     """An upstream idempotency key owned by this user: two users who pick the same client
     request_id never collide upstream, and the key stays short whatever the user id."""
@@ -271,6 +308,7 @@ class Gateway:
         # at 20:00 the whole country asks for the results at the same moment, and each check
         # holds every entrant (up to millions) in memory.
         self._verified: TimedCache[tuple[Any, ...], DrawCheck] = TimedCache(VERIFIED_TTL_S, self.clock, max_entries=64)
+        self._checking = asyncio.Semaphore(CONCURRENT_DRAW_CHECKS)
 
     # --- Join / wallet ----------------------------------------------------------------------
 
@@ -441,13 +479,20 @@ class Gateway:
         """Today's draw (cached a few seconds). The lottery is the least important part of a
         wallet: when it is down or slow the wallet is still shown, without today's entry."""
         day = await self._today(o)
-        lo = _lottery_standing(o)
         try:
-            return await self._draws.get(day, lambda: self._get_draw(day, lo))
+            return await self._draws.get(
+                day,
+                lambda: self._get_draw(day, _shared_read(o, LOTTERY_STANDING_WAIT_S)),
+                until=_lottery_standing(o).deadline,
+            )
         except grpc.aio.AioRpcError as err:
             if not _lottery_degrades(err):
                 raise
             log.warning("wallet shown without lottery standing", extra={"code": err.code().name})
+            return None
+        except DeadlineExceeded:
+            # This caller's share of its deadline ran out (the read goes on for the others).
+            log.warning("wallet shown without lottery standing", extra={"code": "DEADLINE_EXCEEDED"})
             return None
 
     async def _get_draw(self, day: str, o: CallOptions) -> lottery_pb2.Draw:
@@ -473,7 +518,9 @@ class Gateway:
         """Today in the campaign's time zone (the campaign is cached; the configured zone stands
         in while the card service cannot be asked)."""
         try:
-            campaign = await self._campaign.get(self.campaign_id, lambda: self._get_campaign(o))
+            campaign = await self._campaign.get(
+                self.campaign_id, lambda: self._get_campaign(_shared_read(o, SHARED_READ_S)), until=o.deadline
+            )
             name = campaign.rules.time_zone
             if name and name != self.zone.key and name not in self._unknown_zones:
                 try:
@@ -485,10 +532,11 @@ class Gateway:
                     # keeps the current zone instead, as the lottery keeps its default.
                     self._unknown_zones.add(name)
                     log.warning("campaign time zone unknown on this host, using %s", self.zone.key, extra={"zone": name[:64]})
-        except grpc.aio.AioRpcError as err:
+        except (grpc.aio.AioRpcError, DeadlineExceeded) as err:
             # Only the day's label depends on it: the wallet itself still stands or falls with
             # the card service's own answer.
-            log.warning("campaign time zone unknown, using the default", extra={"code": err.code().name})
+            code = err.code().name if isinstance(err, grpc.aio.AioRpcError) else err.code
+            log.warning("campaign time zone unknown, using the default", extra={"code": code})
         return self.today()
 
     async def _get_campaign(self, o: CallOptions) -> card_pb2.Campaign:
@@ -833,12 +881,28 @@ class Gateway:
             draw.entrant_count,
         )
         try:
-            return await self._verified.get(key, lambda: self._verify(key, draw, o))
+            return await self._verified.get(
+                key, lambda: self._verify(key, draw, _shared_read(o, SHARED_CHECK_S)), until=o.deadline
+            )
         except _NotVerified as failed:
             # Only a success is kept; a failure is re-checked next time (it may be our bug).
             return failed.check
 
     async def _verify(self, key: tuple[Any, ...], draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
+        # One of CONCURRENT_DRAW_CHECKS places (see there), held until the check's thread ends,
+        # even when every caller gave up before (_verify_now hands the place to the thread): a
+        # thread checking on for nobody still holds its entrants and its share of the GIL.
+        await self._checking.acquire()
+        place = [self._checking.release]
+        try:
+            return await self._verify_now(key, draw, o, place)
+        finally:
+            if place:
+                place.pop()()
+
+    async def _verify_now(
+        self, key: tuple[Any, ...], draw: lottery_pb2.Draw, o: CallOptions, place: list[Callable[[], None]]
+    ) -> DrawCheck:
         entrants: list[str] = []
         token = ""
         first: lottery_service_pb2.VerifyDrawResponse | None = None
@@ -880,6 +944,8 @@ class Gateway:
             # checks on: keep what it finds. Thrown away, a day whose check outlasts a caller's
             # deadline would be paged and checked again by every caller and never shown verified.
             checking.add_done_callback(lambda done: self._keep_verified(key, done))
+            release = place.pop()
+            checking.add_done_callback(lambda _: release())
             raise
         if not check.verified:
             raise _NotVerified(check)
