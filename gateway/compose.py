@@ -934,6 +934,10 @@ class Gateway:
             entrant_count=int(first.entrant_count),
             winner_count=draw.winner_count,
             winners=list(draw.winners),
+            commit_ms=draw.commit_time.ToMilliseconds() if draw.HasField("commit_time") else 0,
+            cutoff_ms=draw.cutoff_time.ToMilliseconds() if draw.HasField("cutoff_time") else 0,
+            drawn_ms=draw.draw_time.ToMilliseconds() if draw.HasField("draw_time") else 0,
+            beacon_source=draw.beacon_source,
             algorithm=first.algorithm,
             algorithm_version=first.algorithm_version,
         ))

@@ -51,11 +51,27 @@ def check_draw(
     entrant_count: int,
     winner_count: int,
     winners: Sequence[str],
+    commit_ms: int,
+    cutoff_ms: int,
+    drawn_ms: int,
+    beacon_source: str,
     algorithm: str = ALGORITHM,
     algorithm_version: int = ALGORITHM_VERSION,
 ) -> DrawCheck:
+    """commit_ms, cutoff_ms, drawn_ms: the draw's commit, cut-off and draw times (ms since the
+    epoch, 0 when absent); beacon_source: the beacon bound at commit, "" for none."""
     if algorithm != ALGORITHM or algorithm_version != ALGORITHM_VERSION:
         return DrawCheck(False, f"unknown algorithm {algorithm} v{algorithm_version}; cannot recompute")
+    # A commitment counts only if published before entries closed and the draw came after:
+    # committed (or drawn) with the entrant list in view, the seed could have been chosen for it.
+    if not 0 < commit_ms < cutoff_ms <= drawn_ms:
+        return DrawCheck(False, "the commitment was not published before the cut-off, or the draw came before it")
+    # A day bound to a beacon is drawn with that beacon's value: drawn without one, the operator's
+    # seed alone decided while the day claims a public beacon.
+    if beacon_source and not beacon_value:
+        return DrawCheck(False, f"the day is bound to beacon {beacon_source} but was drawn without its value")
+    if beacon_value and not beacon_source:
+        return DrawCheck(False, "a beacon value was used though no beacon was bound at commit")
     try:
         seed = bytes.fromhex(seed_hex)
     except ValueError:

@@ -220,6 +220,10 @@ def drawn(entrants: list[str], winner_count: int = 2, seed: bytes = b"s" * 32) -
         campaign_id="spring-2026", day="2026-01-28", winner_count=winner_count, status=lottery_pb2.DRAW_STATUS_DRAWN,
         commitment=hashlib.sha256(seed).hexdigest(), entrant_count=len(entrants), winners=winners, seed=seed.hex(),
     )
+    # Committed at 08:00 UTC the day before, entries closed at 12:00 UTC (20:00 Shanghai), drawn a second later.
+    draw.commit_time.FromMilliseconds(1_769_500_800_000)
+    draw.cutoff_time.FromMilliseconds(1_769_601_600_000)
+    draw.draw_time.FromMilliseconds(1_769_601_601_000)
     verify = dict(
         seed=seed.hex(), commitment=draw.commitment, entrants=ordered,
         entrants_hash=hashlib.sha256("\n".join(ordered).encode()).hexdigest(), entrant_count=len(entrants),

@@ -72,6 +72,7 @@ def test_a_consistent_draw_checks_out_and_each_kind_of_tampering_is_caught():
     good = dict(
         seed_hex=seed.hex(), commitment=hashlib.sha256(seed).hexdigest(), beacon_value="", entrants=entrants,
         published_entrants_hash=entrants_hash(entrants), entrant_count=30, winner_count=15, winners=winners,
+        commit_ms=1_000, cutoff_ms=2_000, drawn_ms=2_000, beacon_source="",
     )
     assert check_draw(**good).verified
     bad = {
