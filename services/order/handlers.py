@@ -1069,7 +1069,7 @@ class OrderService:
                     model.PAID,
                     now,
                     model.ACTOR_USER,
-                    payment=replace(cur.payment, status=model.PAY_CAPTURED),
+                    payment=model.captured(cur.payment),
                     card_action=model.CARD_CONFIRM if cur.card_id else "",
                 )
 
@@ -1103,6 +1103,13 @@ class OrderService:
         except PaymentDeclined as exc:
             raise FailedPrecondition(exc.reason, "支付被拒绝 / the payment was declined") from None
         except PaymentTimeout:
+            if reference == order.payment.reference:
+                # The money may have been taken. Noted on the order, so that if the buyer never
+                # retries, the order's cancellation or lapse settles it (captured again and
+                # refunded) instead of voiding a payment that went through. Only the reference
+                # issued for the order can take its money.
+                now = self._now()
+                await self.store.update(order.order_id, lambda cur: model.capture_unanswered(cur, now))
             raise DeadlineExceeded("PAYMENT_PROVIDER_TIMEOUT", "支付渠道超时，请稍后重试 / the payment provider timed out, retry") from None
 
     async def _late_payment(
@@ -1397,7 +1404,10 @@ class OrderService:
                 returned = not reservation.card_expired
             elif reservation.state in (CONFIRMED, REFUNDED):
                 returned = await self.card.refund(key, timeout=budget())
-        if payment_action == model.PAYMENT_REFUND:
+        money_taken = payment_action == model.PAYMENT_REFUND
+        if payment_action == model.PAYMENT_SETTLE:
+            money_taken = await self._capture_unanswered_again(order)
+        if money_taken:
             await self.payments.refund(order.payment.payment_id, order.payment.amount_fen)
         now = self._now()
 
@@ -1409,14 +1419,28 @@ class OrderService:
                     changes["card_returned"] = returned
             if payment_action and cur.payment_action == payment_action:
                 changes["payment_action"] = ""
-                changes["payment"] = replace(
-                    cur.payment, status=model.PAY_REFUNDED, refunded_fen=cur.payment.amount_fen
-                )
+                if payment_action == model.PAYMENT_SETTLE:
+                    changes["payment"] = model.unanswered_capture_settled(cur.payment, money_taken)
+                else:
+                    changes["payment"] = replace(
+                        cur.payment, status=model.PAY_REFUNDED, refunded_fen=cur.payment.amount_fen
+                    )
             if not changes:
                 return cur
             return replace(cur, update_ms=now, version=cur.version + 1, **changes)
 
         return await self.store.update(order.order_id, clear, expect=order)
+
+    async def _capture_unanswered_again(self, order: Order) -> bool:
+        """Whether the money of a cancelled order's unanswered capture was taken: the capture is
+        made again with the issued reference (idempotent, so one that landed answers as itself;
+        the buyer paid with it). Declined: nothing was taken. A timeout again is raised: the
+        sweep asks on its next pass."""
+        try:
+            await self.payments.capture(order.payment.reference, order.order_id, order.payment.amount_fen)
+        except PaymentDeclined:
+            return False
+        return True
 
     async def _hold_card_again(self, order: Order, key: str, budget: Budget) -> bool:
         """Reserve and confirm the order's own card again under its key, for the same amount.

@@ -58,6 +58,10 @@ PAY_VOIDED = "VOIDED"
 CARD_CONFIRM = "CONFIRM"  # ConfirmReservation (order became PAID by money)
 CARD_RETURN = "RETURN"  # ReleaseReservation, or RefundCard when it was already redeemed
 PAYMENT_REFUND = "REFUND"
+# A cancelled order whose capture went unanswered (NOTE_CAPTURE_UNANSWERED): whether its money was
+# taken is found out by capturing again (idempotent per reference: a capture that landed answers
+# as itself) and, when it was, the money is refunded. Declined: nothing was taken.
+PAYMENT_SETTLE = "SETTLE"
 
 # Notes.
 NOTE_PAYMENT_TTL = "PAYMENT_TTL_PASSED"
@@ -65,6 +69,12 @@ NOTE_LATE_PAYMENT = "LATE_PAYMENT_REFUNDED"
 # Payment.note of an order the merchant had made READY (or handed over) when its card's hold
 # turned out to have lapsed and the card to be spent elsewhere: it stands, the card part unpaid.
 NOTE_CARD_LAPSED = "CARD_HOLD_LAPSED"
+# Payment.note of a payment whose capture the provider left unanswered (PaymentTimeout): the
+# money may have left the payer's account. While the order waits for payment, a retried
+# ConfirmPayment captures it (the capture is idempotent) and the note goes; once the order is
+# cancelled or lapses, it is settled (PAYMENT_SETTLE) instead of voided, so that money taken
+# behind a timeout is refunded rather than kept for an order that does not stand.
+NOTE_CAPTURE_UNANSWERED = "CAPTURE_UNANSWERED"
 
 # --- limits ---------------------------------------------------------------------------------
 
@@ -620,6 +630,8 @@ def cancel(order: Order, now_ms: int, actor: str, reason: str, note: str = "") -
         payment_action = PAYMENT_REFUND
     elif payment.status == PAY_PENDING:
         payment = replace(payment, status=PAY_VOIDED)
+        if payment.note == NOTE_CAPTURE_UNANSWERED:
+            payment_action = PAYMENT_SETTLE
     return with_status(
         order,
         CANCELLED,
@@ -631,6 +643,38 @@ def cancel(order: Order, now_ms: int, actor: str, reason: str, note: str = "") -
         payment_action=payment_action,
         card_action=CARD_RETURN if order.card_id else "",
     )
+
+
+def capture_unanswered(order: Order, now_ms: int) -> Order:
+    """The order once a capture of its payment went unanswered (NOTE_CAPTURE_UNANSWERED). A
+    payable order keeps waiting for payment, noted; a cancelled one (the capture of a late
+    payment) is settled by the sweep. Any other state already accounts for the money."""
+    p = order.payment
+    if p.note == NOTE_CAPTURE_UNANSWERED or order.payment_action:
+        return order
+    if p.status == PAY_PENDING:
+        return revised(order, payment=replace(p, note=NOTE_CAPTURE_UNANSWERED), update_ms=now_ms, version=order.version + 1)
+    if p.status == PAY_VOIDED:
+        return revised(
+            order, payment=replace(p, note=NOTE_CAPTURE_UNANSWERED), payment_action=PAYMENT_SETTLE, update_ms=now_ms,
+            version=order.version + 1,
+        )
+    return order
+
+
+def captured(payment: Payment) -> Payment:
+    """The payment once its money is taken for the order: an unanswered earlier capture is
+    answered now."""
+    note = "" if payment.note == NOTE_CAPTURE_UNANSWERED else payment.note
+    return replace(payment, status=PAY_CAPTURED, note=note)
+
+
+def unanswered_capture_settled(payment: Payment, money_taken: bool) -> Payment:
+    """A cancelled order's payment once its unanswered capture is settled: the money taken behind
+    the timeout is refunded, as a late payment's is; when nothing was taken it stays voided."""
+    if money_taken:
+        return replace(payment, status=PAY_REFUNDED, refunded_fen=payment.amount_fen, note=NOTE_LATE_PAYMENT)
+    return replace(payment, note="")
 
 
 def card_hold_lapsed(order: Order, now_ms: int, reason: str) -> Order:

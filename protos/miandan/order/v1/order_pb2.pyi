@@ -253,7 +253,11 @@ class Payment(_message.Message):
     refunded_fen: _builtins.int
     """Amount given back in fen."""
     note: _builtins.str
-    """Why the money moved unusually, e.g. LATE_PAYMENT_REFUNDED (paid after the order lapsed)."""
+    """Why the money moved unusually, e.g. LATE_PAYMENT_REFUNDED (paid after the order lapsed, or
+    taken behind a provider timeout for an order that then did not stand), CAPTURE_UNANSWERED
+    (the provider left a capture unanswered: retry ConfirmPayment with the same reference; if
+    the order is cancelled or lapses first, any money taken is refunded).
+    """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When the order is cancelled if not paid."""
