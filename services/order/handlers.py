@@ -1516,6 +1516,11 @@ class OrderService:
             for _ in range(FORGET_BATCHES_PER_PASS):
                 if await self.store.forget_requests(now - model.REQUEST_MEMORY_MS, limit) < limit:
                     break
+            # Refused placements keep their row only to answer their request_id: as long as
+            # the request ids are remembered, not for the rest of the campaign.
+            for _ in range(FORGET_BATCHES_PER_PASS):
+                if await self.store.forget_aborted(now - model.REQUEST_MEMORY_MS, limit) < limit:
+                    break
         except Exception as exc:  # they wait for the next pass
             log.warning("old request ids not forgotten", extra={"error": repr(exc)})
         await self._card_watermark_pass(startup, report)
