@@ -231,6 +231,13 @@ def validate_hours(periods: Iterable[tuple[int, int, int]]) -> tuple[Hours | Non
     return tuple(out), ""
 
 
+# Opening periods one store's week may hold: eight a day (breakfast, lunch, dinner, late night
+# and split shifts fit several times over). Every SearchStores hit, GetMenu and GetStore sends
+# them all and every open-now check reads them all: nothing bounded them, and ten stores of an
+# import row with 60,000 periods each made every search near them a 6 MB answer, more than a
+# client reads (RESOURCE_EXHAUSTED for every buyer there); the memo below kept such rows whole.
+MAX_OPENING_PERIODS = 7 * 8
+
 _VALIDATED: dict[tuple[tuple[int, int, int], ...], tuple[Hours | None, str]] = {}
 
 
@@ -238,6 +245,9 @@ def validate_hours_cached(periods: Sequence[tuple[int, int, int]]) -> tuple[Hour
     """validate_hours memoised on the raw periods: an import of 300,000 stores repeats a handful
     of timetables, so each is validated and interned once (bounded: a hostile import with
     millions of distinct timetables stops filling the memo)."""
+    if len(periods) > MAX_OPENING_PERIODS:
+        # Refused before the memo: a key of 60,000 periods is not kept, nor validated.
+        return None, f"at most {MAX_OPENING_PERIODS} periods a week, got {len(periods):,}"
     if type(periods) is not tuple:
         periods = tuple(periods)
     hit = _VALIDATED.get(periods)
@@ -323,7 +333,10 @@ def next_open_change(store: StoreRecord, now: datetime) -> datetime | None:
     minute = local.replace(second=0, microsecond=0)
     # Wall-clock arithmetic, as open_at reads wall-clock minutes.
     at = minute + timedelta(minutes=ahead)
-    if at.utcoffset() != local.utcoffset():
+    # The offset of the instant itself, not of the wall time: a boundary in the hour a spring
+    # shift skips (02:30 that never comes) carries the old offset, and read so it fell half an
+    # hour after the store really opened.
+    if at.astimezone(timezone.utc).astimezone(at.tzinfo).utcoffset() != local.utcoffset():
         # A daylight-saving shift lies in between and wall minutes no longer map 1:1 to real
         # ones: promise only the current minute.
         at = minute + timedelta(minutes=1)

@@ -100,7 +100,21 @@ _CN_LEFT = f"(?<![{_CN_NUM_CHARS}第负])"
 _RANGE_SEP = r"\s?[-−~～到至]\s?"
 _NUMBER = (rf"(?:{_DIGIT_LEFT}(?P<sign>[-−]|负)?(?P<num>{_DIGITS})|{_CN_LEFT}(?P<csign>负)?(?P<cnum>{_CN_NUM}))"
            rf"(?:{_RANGE_SEP}(?P<num2>{_DIGITS}|{_CN_NUM}))?")
+# Magnitudes written after a number: 10k, 2w (万, as people type it), a thousand, two million.
+_MAGNITUDES = {"k": 1_000, "w": 10_000, "hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
+_EN_SMALL = "|".join(k for k, v in _EN_NUMBERS.items() if " " not in k and v <= 12)
 _PATTERNS = [
+    # A number written as a power (10^9, 10**9, 1e9, 10的9次方) is a count this reader does not
+    # work out: its last digits alone were read (10^9杯 ordered 9 cups). It is asked about.
+    (re.compile(rf"{_DIGIT_LEFT}(?:\d+(?:\.\d+)?|{_CN_NUM})\s?(?:\^|\*\*|e(?=[+\-−]?\d)|的\s?(?=(?:\d+|{_CN_NUM})\s?次方))"
+                rf"\s?[+\-−]?(?:\d+|{_CN_NUM})(?:\s?次方)?(?:\s?{_MEASURE_CLASS})?"), "power"),
+    # Digits grouped by thousands (9,999,999 and 1,000): one number, not three counts that added
+    # up (9,999,999 ordered 2,007 cups) nor a count of 000.
+    (re.compile(rf"{_DIGIT_LEFT}(?P<grouped>\d{{1,3}}(?:,\d{{3}})+)(?![\d.]|,\d)(?:\s?(?P<measure>{_MEASURE_CLASS}))?"), "grouped"),
+    # 10k, 2w, 1.5k; a hundred, two thousand, 3 million: the magnitude is part of the number
+    # (10k杯 ordered 10 cups, "a thousand lattes" one).
+    (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<num>\d+(?:\.\d+)?)(?P<mag>[kw])(?![a-z])(?:\s?(?P<measure>{_MEASURE_CLASS}))?"), "magnitude"),
+    (re.compile(rf"(?<![a-z])(?P<num>\d+|{_EN_SMALL})\s(?P<mag>hundred|thousand|million|billion)(?![a-z])"), "magnitude"),
     # 5个人, 三位, 5人 (but 3人份 is three portions), 4 people, 3 of us: a number of people.
     (re.compile(rf"{_NUMBER}\s?(?:个人|位|人)(?!份)"), "people"),
     (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
@@ -178,6 +192,22 @@ def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
         return 6, ""
     if kind == "half":
         return 0, "fraction"
+    if kind == "power":
+        return 0, "power"
+    if kind == "grouped":
+        return int(m.group("grouped").replace(",", "")) * _MULTIPLYING.get(m.group("measure") or "", 1), ""
+    if kind == "magnitude":
+        num = m.group("num")
+        whole, problem = _number(num) if num[0].isdigit() else (_EN_NUMBERS[num], "")
+        scale = _MAGNITUDES[m.group("mag")]
+        if problem == "fraction" and "." in num:
+            # 1.5k is 1,500: a whole number once scaled.
+            whole_part, _, frac = num.partition(".")
+            scaled = int(whole_part) * scale + int(frac) * scale // 10 ** len(frac)
+            if int(frac) * scale % 10 ** len(frac) == 0:
+                return scaled, ""
+            return 0, "fraction"
+        return (0, problem) if problem else (whole * scale, "")
     groups = m.groupdict()
     if groups.get("num2"):
         return 0, "range"  # 2-3杯, 两到三杯: which is it?

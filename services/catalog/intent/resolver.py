@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Collection, Sequence
@@ -501,9 +502,10 @@ class RuleBasedResolver:
                     not_offered: Sequence[str] = ()) -> Reading:
         brands = known or [b for b in self._brands_for(drafts) if b not in avoid]
         per_brand: list[tuple[float, str, list[list[_Pick]]]] = []
+        choices_at = self._choices_memo(drafts, face)
         for brand_id in brands:
-            choices = [self._choices(d, brand_id, face) for d in drafts]
-            if all(choices):
+            choices = choices_at(brand_id)
+            if choices is not None:
                 conf = min(c[0].confidence for c in choices)
                 per_brand.append((conf, brand_id, choices))
         dropped: list[_Draft] = []
@@ -511,11 +513,13 @@ class RuleBasedResolver:
             # A weak piece-of-a-name match from another brand should not sink a clear order.
             strong = [d for d in drafts if d.token.kind == CAT or max(d.token.items.values()) >= 0.75]
             if strong and len(strong) < len(drafts):
-                dropped = [d for d in drafts if d not in strong]
+                kept = {id(d) for d in strong}
+                dropped = [d for d in drafts if id(d) not in kept]
                 drafts = strong
+                choices_at = self._choices_memo(drafts, face)
                 for brand_id in (b for b in self._brands_for(drafts) if b not in avoid):
-                    choices = [self._choices(d, brand_id, face) for d in drafts]
-                    if all(choices):
+                    choices = choices_at(brand_id)
+                    if choices is not None:
                         per_brand.append((min(c[0].confidence for c in choices) * 0.8, brand_id, choices))
         if not per_brand:
             return self._clarify_mismatch(drafts, known, avoid=avoid)
@@ -536,23 +540,18 @@ class RuleBasedResolver:
                 picks = [pick] + [c[0] for c in next(e[2] for e in per_brand if e[1] == brand_id)[1:]]
                 out.append(self._candidate(brand_id, drafts, picks, global_opts, True, dropped, rank, questions))
         else:
-            for conf, brand_id, choices in per_brand:
-                by_cat = any(d.token.kind == CAT for d in drafts)
-                out.append(self._candidate(brand_id, drafts, [c[0] for c in choices], global_opts, by_cat, dropped, 0, questions))
-                # Alternatives for an ambiguous line (拿铁: which latte?).
-                for li, c in enumerate(choices):
-                    for alt in c[1:3]:
-                        if alt.confidence < c[0].confidence * 0.8 and c[0].confidence >= 0.9:
-                            continue  # 美式 is 标准美式: 橙C美式 is not an alternative worth a store search
-                        picks = [cc[0] for cc in choices]
-                        picks[li] = alt
-                        out.append(self._candidate(brand_id, drafts, picks, global_opts, by_cat, dropped, 1, questions))
-        if not all_category:
-            out.sort(key=lambda c: -c.confidence)
-            if out and out[0].confidence >= 0.9:
+            by_cat = any(d.token.kind == CAT for d in drafts)
+            # Every reading is ranked by its confidence first and only the MAX_CANDIDATES kept are
+            # built: building one reads the whole sentence, and an ambiguous word said 500 times
+            # (茶茶茶…) has 1,000 alternatives, so building them all took a second of the event
+            # loop that serves Quote. Same readings, same order (the sort is stable).
+            ranked_picks = sorted(_readings(per_brand), key=lambda r: -r[0])
+            if ranked_picks and ranked_picks[0][0] >= 0.9:
                 # A clear reading (草莓 -> 盒马's strawberries): a far weaker one from another
                 # brand (芝芝莓莓) is a different order, not an alternative store for this one.
-                out = [c for c in out if c.confidence >= 0.8 * out[0].confidence]
+                ranked_picks = [r for r in ranked_picks if r[0] >= 0.8 * ranked_picks[0][0]]
+            for _, brand_id, picks, rank in ranked_picks[:MAX_CANDIDATES]:
+                out.append(self._candidate(brand_id, drafts, picks(), global_opts, by_cat, dropped, rank, questions))
         if out and id(out[0]) in questions:
             # 冰的热拿铁: whichever option were taken, the user would get a drink they did not ask
             # for; ask, as for any other reading that cannot be decided.
@@ -577,6 +576,31 @@ class RuleBasedResolver:
             cats = {c for d in drafts if d.token.meaning and d.token.meaning.cats for c in d.token.meaning.cats}
             return [b for b in self._brand_order if any((b, c) in self._by_category for c in cats)]
         return sorted(seen, key=lambda b: -seen[b])
+
+    def _choices_memo(self, drafts: list[_Draft], face: int):
+        """brand_id -> every draft's choices at that brand, or None when a draft has none there.
+        A word said many times is chosen for once per brand: 500 mentions of an item a hundred
+        brands sell (茶茶茶…) were 50,000 choices, seconds of the event loop."""
+        kinds: dict[tuple, int] = {}
+        # What _choices reads of a draft; its items depend on the words around it, so they count.
+        sigs = [kinds.setdefault((d.token.kind, d.token.surface, d.token.how, id(d.token.meaning),
+                                  tuple(d.token.items.items()), max((s.quantity for s in d.segs), default=1)),
+                                 len(kinds))
+                for d in drafts]
+        memo: dict[tuple[int, str], list[_Pick]] = {}
+
+        def choices_at(brand_id: str) -> list[list[_Pick]] | None:
+            out = []
+            for d, sig in zip(drafts, sigs):
+                got = memo.get((sig, brand_id))
+                if got is None:
+                    got = memo[(sig, brand_id)] = self._choices(d, brand_id, face)
+                if not got:
+                    return None
+                out.append(got)
+            return out
+
+        return choices_at
 
     def _choices(self, draft: _Draft, brand_id: str, face: int) -> list[_Pick]:
         tok = draft.token
@@ -622,6 +646,7 @@ class RuleBasedResolver:
     def _candidate(self, brand_id: str, drafts: list[_Draft], picks: list[_Pick], global_opts: list[_Token],
                    by_category: bool, dropped: list[_Draft], rank: int, questions: dict[int, str]) -> Candidate:
         lines: list[WantedLine] = []
+        line_of: dict[tuple[str, tuple[tuple[str, str], ...]], int] = {}
         notes: list[str] = []
         ignored: list[str] = []
         for draft, pick in zip(drafts, picks):
@@ -634,11 +659,15 @@ class RuleBasedResolver:
                         ignored.append(f"{o.surface} ({pick.item.name})")
                     else:
                         chosen[hit[0]] = hit[1]
-                for n, line in enumerate(lines):
-                    if line.item_id == pick.item.item_id and line.options == chosen:
-                        lines[n] = WantedLine(line.item_id, line.quantity + qty, line.options)
-                        break
+                # One line per item and options, found by key: a scan of the lines for every
+                # part made a sentence of 250 different items 250 x 250 steps a reading.
+                key = (pick.item.item_id, tuple(sorted(chosen.items())))
+                n = line_of.get(key)
+                if n is not None:
+                    line = lines[n]
+                    lines[n] = WantedLine(line.item_id, line.quantity + qty, line.options)
                 else:
+                    line_of[key] = len(lines)
                     lines.append(WantedLine(pick.item.item_id, qty, chosen))
             notes.append(pick.note)
         conf = min(p.confidence for p in picks) if picks else 0.0
@@ -904,13 +933,17 @@ def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
     """"两杯芝芝莓莓，芝芝莓莓要去冰": a later mention with no count of its own and only options
     refers back to the counted line of the same item, it is not one more cup."""
     out: list[_Draft] = []
+    # The first counted line of each item, by what the item's word may name: looked up, not
+    # searched for (a sentence of 500 items compared every one with every other).
+    counted: dict[frozenset[str], _Draft] = {}
     for d in drafts:
-        earlier = next((e for e in out if e.token.kind == ITEM and d.token.kind == ITEM and e.segs
-                        and set(e.token.items) == set(d.token.items)), None)
+        earlier = counted.get(frozenset(d.token.items)) if d.token.kind == ITEM else None
         if earlier is not None and not d.segs and d.shared:
             earlier.shared.extend(d.shared)
             continue
         out.append(d)
+        if d.token.kind == ITEM and d.segs:
+            counted.setdefault(frozenset(d.token.items), d)
     return out
 
 
@@ -929,6 +962,35 @@ def _without_list_numbers(text: str) -> str:
     for m in marks:
         out[m.start():m.end()] = "，" * (m.end() - m.start())
     return "".join(out)
+
+
+def _readings(per_brand: list[tuple[float, str, list[list[_Pick]]]]):
+    """(confidence, brand_id, picks(), rank) of every reading of a sentence that is not all
+    category words, in the order they are offered before ranking: per brand its best picks, then
+    each ambiguous line's alternatives (拿铁: which latte?). The confidence is the one the built
+    Candidate gets (the weakest pick, 0.9 for an alternative), worked out without building it:
+    the weakest of the other lines comes from running minima, so this is linear in the lines."""
+    for _, brand_id, choices in per_brand:
+        best = [c[0] for c in choices]
+        yield round(min(p.confidence for p in best), 3), brand_id, best.copy, 0
+        before = [math.inf]  # before[i]: the weakest of best[:i]
+        for p in best:
+            before.append(min(before[-1], p.confidence))
+        after = [math.inf] * (len(best) + 1)  # after[i]: the weakest of best[i:]
+        for i in range(len(best) - 1, -1, -1):
+            after[i] = min(after[i + 1], best[i].confidence)
+        for li, c in enumerate(choices):
+            for alt in c[1:3]:
+                if alt.confidence < c[0].confidence * 0.8 and c[0].confidence >= 0.9:
+                    continue  # 美式 is 标准美式: 橙C美式 is not an alternative worth a store search
+                conf = min(before[li], alt.confidence, after[li + 1])
+
+                def picks(best: list[_Pick] = best, li: int = li, alt: _Pick = alt) -> list[_Pick]:
+                    out = best.copy()
+                    out[li] = alt
+                    return out
+
+                yield round(conf * 0.9, 3), brand_id, picks, 1
 
 
 def _core_name(name: str) -> str:

@@ -101,6 +101,18 @@ def test_near_a_daylight_saving_shift_a_quote_is_promised_only_the_current_minut
     assert next_open_change(store, saturday_night) == datetime(2026, 3, 28, 22, 1, tzinfo=timezone.utc)
 
 
+
+def test_a_store_opening_in_the_hour_a_spring_shift_skips_is_not_promised_closed_past_its_opening():
+    # New York skips 02:00..03:00 on Sunday 2026-03-08. A store opening at 02:30 that day opens
+    # when the clock jumps, 03:00 EDT (07:00 UTC); the bound was 02:30 read as EST, 07:30 UTC,
+    # and a kept Quote said STORE_CLOSED for half an hour of an open store.
+    sunday = 7
+    store = _store([(sunday, 150, 1200)], tz="America/New_York")
+    one_am = datetime(2026, 3, 8, 6, 0, tzinfo=timezone.utc)  # 01:00 EST, closed
+    bound = next_open_change(store, one_am)
+    assert bound is not None and bound <= datetime(2026, 3, 8, 7, 0, tzinfo=timezone.utc)
+
+
 class _Store:
     async def load(self):
         return Snapshot([], [], [], [])

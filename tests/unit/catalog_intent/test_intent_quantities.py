@@ -137,3 +137,21 @@ def test_a_split_of_per_person_cups_is_a_split_of_the_total():
 @pytest.mark.parametrize("text,count", [("每人一杯生椰拿铁", 1), ("三个人的生椰拿铁", 3), ("3人份生椰拿铁", 3)])
 def test_without_both_each_and_a_number_of_people_the_count_is_as_said(text, count):
     assert _lines(text) == [("luckin-coconut-latte", count, ())]
+
+
+@pytest.mark.parametrize("text", ["10^9杯美式", "美式10^9杯", "1e9杯美式", "10**9杯美式", "10的9次方杯美式", "美式 x1e9", "美式 2**3"])
+def test_a_count_written_as_a_power_is_asked_about_not_read_as_its_last_digits(text):
+    reading = RESOLVER.resolve(text)
+    # 10^9杯 ordered 9 americanos, 2^10 ten.
+    assert not reading.candidates
+    assert "不是能下单的数量" in reading.clarification
+
+
+@pytest.mark.parametrize("text,count", [
+    ("美式 9,999,999杯", 9_999_999), ("美式 1,000", 1_000), ("美式 10k杯", 10_000), ("美式 1.5k", 1_500), ("2w杯美式", 20_000),
+    ("a hundred americanos", 100), ("a thousand americanos", 1_000), ("two million americanos", 2_000_000),
+])
+def test_a_count_with_thousands_separators_or_a_magnitude_is_read_whole(text, count):
+    # 9,999,999 ordered 2,007 (three counts added up), 1,000 asked about "000", 10k杯 ordered 10
+    # and "a thousand" one: the catalog now answers "at most 99" instead.
+    assert _lines(text) == [("luckin-americano", count, ())]

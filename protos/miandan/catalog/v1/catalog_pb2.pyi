@@ -150,7 +150,9 @@ class Store(_message.Message):
 
     @_builtins.property
     def opening_hours(self) -> _containers.RepeatedCompositeFieldContainer[Global___OpeningPeriod]:
-        """Weekly opening hours; empty means open around the clock."""
+        """Weekly opening hours; empty means open around the clock. At most 56 periods (8 a day); an
+        import of more is refused BAD_OPENING_HOURS.
+        """
 
     def __init__(
         self,
