@@ -43,6 +43,11 @@ _log = logging.getLogger(__name__)
 # end of an accepted sentence without a word (its last item or options) and still ordered the rest.
 MAX_CHARS = 500
 MAX_CANDIDATES = 8
+# Things one sentence may ask for (an order holds at most 50 lines). Why a bound: every mention
+# is chosen for at every brand that sells it, and 250 mentions of 奶茶 fill 500 characters; with
+# hundreds of brands selling it one such sentence took seconds of the event loop that serves
+# Quote. More is asked to be split, as no order could take them anyway.
+MAX_MENTIONS = 50
 
 BRAND, ITEM, CAT, OPT, UNKNOWN, SEP, GLOBAL, QTY = "brand", "item", "cat", "opt", "unknown", "sep", "global", "qty"
 # A negation before (不要可乐) or after (可乐不要了) the phrase it takes back.
@@ -300,6 +305,8 @@ class RuleBasedResolver:
         tokens, people = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
+        if len(drafts) > MAX_MENTIONS:
+            return self._clarify_too_many(len(drafts))
         for d in drafts:
             _times(d, people)
         avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
@@ -753,6 +760,12 @@ class RuleBasedResolver:
                        clarification=f"“{surface}”不是能下单的数量，请说要几份（整数），比如“来两杯生椰拿铁”。 / "
                                      f"\"{surface}\" is not a quantity we can order: please say a whole number, "
                                      f"e.g. \"2 coconut lattes\".")
+
+    def _clarify_too_many(self, mentions: int) -> Reading:
+        return Reading(candidates=(),
+                       clarification=f"一句话里点了{mentions}样，最多{MAX_MENTIONS}样，请分几次说。 / "
+                                     f"That is {mentions} things in one sentence; at most {MAX_MENTIONS}: "
+                                     f"please order them in parts.")
 
     def _listing(self, drafts: list[_Draft], words: str = "") -> str:
         where = [words] if words else []

@@ -2,7 +2,7 @@
 on the event loop that also prices every order (Quote), so a second spent on one hostile sentence
 was a second of every buyer's Quote waiting."""
 from services.catalog.intent import BrandSpec, ItemSpec, build_resolver, load_demo_specs
-from services.catalog.intent.resolver import MAX_CANDIDATES, RuleBasedResolver
+from services.catalog.intent.resolver import MAX_CANDIDATES, MAX_MENTIONS, RuleBasedResolver
 
 
 def _counting(monkeypatch, name):
@@ -20,8 +20,8 @@ def _counting(monkeypatch, name):
 def test_an_ambiguous_word_said_hundreds_of_times_builds_only_the_readings_offered(monkeypatch):
     resolver = build_resolver(*load_demo_specs())
     built = _counting(monkeypatch, "_candidate")
-    reading = resolver.resolve("拿铁，" * 166)
-    # 拿铁 is several lattes: each mention had two alternatives, and all 333 readings were
+    reading = resolver.resolve("拿铁，" * MAX_MENTIONS)
+    # 拿铁 is several lattes: each mention had two alternatives, and all 101 readings were
     # built (each reading the whole sentence) to keep 8.
     assert reading.candidates and len(reading.candidates) <= MAX_CANDIDATES
     assert len(built) <= MAX_CANDIDATES
@@ -33,8 +33,17 @@ def test_a_word_many_brands_sell_is_chosen_for_once_per_brand(monkeypatch):
              for n in range(20) for k in range(3)]
     resolver = build_resolver(brands, items)
     chosen = _counting(monkeypatch, "_choices")
-    reading = resolver.resolve("茶" * 500)
+    reading = resolver.resolve("茶" * MAX_MENTIONS)
     assert reading.candidates
-    # 500 mentions at 20 brands were 10,000 choices; the mentions are all alike.
+    # 50 mentions at 20 brands were 1,000 choices; the mentions are all alike.
     assert len(chosen) <= 20 * 2
 
+
+
+def test_a_sentence_asking_for_more_than_an_order_holds_is_asked_to_be_split_before_any_choosing(monkeypatch):
+    resolver = build_resolver(*load_demo_specs())
+    chosen = _counting(monkeypatch, "_choices")
+    reading = resolver.resolve("奶茶" * 250)  # 500 characters, 250 mentions
+    assert not reading.candidates and "250" in reading.clarification and f"{MAX_MENTIONS}" in reading.clarification
+    assert not chosen
+    assert resolver.resolve("拿铁，" * MAX_MENTIONS).candidates  # as many as an order holds is read
