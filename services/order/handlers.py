@@ -506,6 +506,8 @@ class OrderService:
         self._card_turns = _KeyLocks()
         # Per user: from_cart placements, one at a time (`_place`).
         self._cart_turns = _KeyLocks()
+        # Where the next sweep pass reads on from (an order id; "" from the start).
+        self._sweep_after = ""
 
     def _now(self) -> int:
         return now_ms(self.clock)
@@ -1491,7 +1493,13 @@ class OrderService:
         report = SweepReport()
         now = self._now()
         placing_before = now + 1 if startup else now - self.config.placing_grace_seconds * 1000
-        for order in await self.store.due(now, placing_before, limit):
+        due = await self.store.due(now, placing_before, limit, self._sweep_after)
+        # The next pass goes on after this one's last row, and from the start once it reached
+        # the end: rows that keep failing (a compensation a lasting upstream error refuses) were
+        # read first by every pass, and 500 of them stopped every other order's expiry and
+        # recovery for good.
+        self._sweep_after = due[-1].order_id if len(due) == limit else ""
+        for order in due:
             if order.order_id in self._flights:
                 continue  # a live task owns it
             # Claimed like a placement, so a concurrent retry waits for the outcome.

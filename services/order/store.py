@@ -339,9 +339,9 @@ class OrderStore(Protocol):
         store has no orders."""
         ...
 
-    async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
+    async def due(self, now_ms: int, placing_before_ms: int, limit: int, after: str = "") -> list[Order]:
         """Orders the sweep must act on: stale PLACING rows, lapsed PENDING_PAYMENT ones and
-        rows with an outstanding compensation."""
+        rows with an outstanding compensation; by order id, those after `after` only."""
         ...
 
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]: ...
@@ -770,15 +770,15 @@ def _list_all(conn: sqlite3.Connection, limit: int, after: str) -> list[Order]:
 # The statuses are literals, not parameters: the planner picks a partial index only when the
 # query's WHERE implies the index's (orders_placing, orders_awaiting_payment: migration 3).
 _DUE = (
-    f"SELECT order_id, doc FROM orders WHERE status = '{model.PLACING}' AND update_ms < ?"
-    f" UNION SELECT order_id, doc FROM orders WHERE status = '{model.PENDING_PAYMENT}' AND expire_ms <= ?"
-    " UNION SELECT order_id, doc FROM orders WHERE pending = 1"
-    " LIMIT ?"
+    f"SELECT order_id, doc FROM orders WHERE status = '{model.PLACING}' AND update_ms < ? AND order_id > ?"
+    f" UNION SELECT order_id, doc FROM orders WHERE status = '{model.PENDING_PAYMENT}' AND expire_ms <= ? AND order_id > ?"
+    " UNION SELECT order_id, doc FROM orders WHERE pending = 1 AND order_id > ?"
+    " ORDER BY order_id LIMIT ?"
 )
 
 
-def _due(conn: sqlite3.Connection, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
-    rows = conn.execute(_DUE, (placing_before_ms, now_ms, limit)).fetchall()
+def _due(conn: sqlite3.Connection, now_ms: int, placing_before_ms: int, limit: int, after: str = "") -> list[Order]:
+    rows = conn.execute(_DUE, (placing_before_ms, after, now_ms, after, after, limit)).fetchall()
     return [from_doc(r[0], r[1]) for r in rows]
 
 
@@ -1102,8 +1102,8 @@ class SqliteOrderStore:
     async def store_has_brand(self, store_id: str, brands: Collection[str]) -> bool | None:
         return await self.db.read(_store_has_brand, store_id, brands)
 
-    async def due(self, now_ms: int, placing_before_ms: int, limit: int) -> list[Order]:
-        return await self.db.read(_due, now_ms, placing_before_ms, limit)
+    async def due(self, now_ms: int, placing_before_ms: int, limit: int, after: str = "") -> list[Order]:
+        return await self.db.read(_due, now_ms, placing_before_ms, limit, after)
 
     async def cart(self, user_id: str) -> tuple[str, list[Selection]]:
         # One user's few cart lines by primary-key prefix: a point read too.

@@ -184,7 +184,7 @@ async def test_the_sweep_finds_exactly_its_rows_through_the_partial_indexes(tmp_
             indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
             from services.order.store import _DUE
 
-            plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + _DUE, (2_000, 1_000, 100)))
+            plan = " ".join(r[3] for r in db.execute("EXPLAIN QUERY PLAN " + _DUE, (2_000, "", 1_000, "", "", 100)))
         assert "orders_by_status" not in indexes
         assert {"orders_placing", "orders_awaiting_payment", "orders_pending"} <= indexes
         assert "orders_placing" in plan and "orders_awaiting_payment" in plan, plan
