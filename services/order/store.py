@@ -769,10 +769,12 @@ def _list_all(conn: sqlite3.Connection, limit: int, after: str) -> list[Order]:
 
 # The statuses are literals, not parameters: the planner picks a partial index only when the
 # query's WHERE implies the index's (orders_placing, orders_awaiting_payment: migration 3).
+# `+order_id`: the sweep's cursor filters the rows each partial index finds; as a plain term the
+# planner walked the primary key from the cursor instead, reading every order after it.
 _DUE = (
-    f"SELECT order_id, doc FROM orders WHERE status = '{model.PLACING}' AND update_ms < ? AND order_id > ?"
-    f" UNION SELECT order_id, doc FROM orders WHERE status = '{model.PENDING_PAYMENT}' AND expire_ms <= ? AND order_id > ?"
-    " UNION SELECT order_id, doc FROM orders WHERE pending = 1 AND order_id > ?"
+    f"SELECT order_id, doc FROM orders WHERE status = '{model.PLACING}' AND update_ms < ? AND +order_id > ?"
+    f" UNION SELECT order_id, doc FROM orders WHERE status = '{model.PENDING_PAYMENT}' AND expire_ms <= ? AND +order_id > ?"
+    " UNION SELECT order_id, doc FROM orders WHERE pending = 1 AND +order_id > ?"
     " ORDER BY order_id LIMIT ?"
 )
 
