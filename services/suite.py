@@ -21,6 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Coroutine
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -323,6 +324,25 @@ class Suite:
     async def start(self) -> None:
         await start_in_order(self.children)
 
+    async def unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` (the start, the seeding) unless a stop is asked first: Ctrl-C, SIGTERM or
+        SIGHUP while a wave waits for a service to be SERVING (up to its 30 s timeout, a wave
+        after another) must stop the suite now, not after the start, the seeding and a "ready"
+        line. False when the stop came first (`work` is then cancelled); its errors propagate."""
+        task = asyncio.ensure_future(work)
+        stop_asked = asyncio.ensure_future(self.stopping.wait())
+        try:
+            await asyncio.wait({task, stop_asked}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_asked.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            return False
+        task.result()  # a failed start raises here
+        return True
+
     async def supervise(self) -> None:
         while not self.stopping.is_set():
             self.tend(time.monotonic())
@@ -350,22 +370,36 @@ class Suite:
 
     async def stop(self) -> int:
         self.stopping.set()
-        # Reverse order: the gateway stops taking user calls before its upstreams go away.
-        for child in reversed(self.children):
-            if child.process is not None and child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
+        # Callers first, in waves (start_in_order reversed): a service gets SIGTERM only once
+        # every service that calls it has exited. A draining server refuses new calls, so an
+        # upstream signalled together with its callers would fail the calls they still have in
+        # flight (a PlaceOrder the gateway is finishing needs order, order needs card) and the
+        # drain would end in errors instead of answers.
         worst = 0
-        for child in reversed(self.children):
-            if child.process is None:
-                continue
-            try:
-                code = await asyncio.to_thread(child.process.wait, child.settings.grace_seconds + 5)
-            except subprocess.TimeoutExpired:
-                child.process.kill()
-                code = await asyncio.to_thread(child.process.wait)
-                say(f"{child.name:8} did not stop in time; killed")
-            worst = worst or code
+        left = list(self.children)
+        while left:
+            wave = [c for c in left if not any(c.name in UPSTREAMS.get(o.name, ()) for o in left if o is not c)]
+            if not wave:  # a cycle cannot happen with UPSTREAMS; never wait forever if it did
+                wave = list(left)
+            for child in wave:
+                if child.process is not None and child.process.poll() is None:
+                    child.process.send_signal(signal.SIGTERM)
+            codes = await asyncio.gather(*(self._wait_stopped(child) for child in wave))
+            for code in codes:
+                worst = worst or code
+            left = [c for c in left if c not in wave]
         return worst
+
+    async def _wait_stopped(self, child: Child) -> int:
+        if child.process is None:
+            return 0
+        try:
+            return await asyncio.to_thread(child.process.wait, child.settings.grace_seconds + 5)
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            code = await asyncio.to_thread(child.process.wait)
+            say(f"{child.name:8} did not stop in time; killed")
+            return code
 
 
 def listening_line(child: Child) -> str:
@@ -399,10 +433,16 @@ async def main_async(args: argparse.Namespace) -> int:
     # five servers running, holding the ports and stores.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         loop.add_signal_handler(sig, suite.stopping.set)
-    try:
+    async def start_and_seed() -> None:
         await suite.start()
         if not args.no_seed:
             await seed_demo_data(env)
+
+    try:
+        if not await suite.unless_stopped(start_and_seed()):
+            await suite.stop()
+            say("miandan suite stopped before it was ready")
+            return 0
     except Exception as exc:  # a failed start must not leave orphans behind
         if isinstance(exc, grpc.aio.AioRpcError):  # seeding: one line, not the error's multi-line repr
             exc = f"seeding the demo campaign and catalog: {exc.code().name}: {' '.join((exc.details() or '').split())}"

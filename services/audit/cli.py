@@ -6,6 +6,7 @@ import asyncio
 import math
 import sys
 import time
+import traceback
 from collections import Counter
 from typing import Sequence
 
@@ -15,6 +16,8 @@ from . import DEFAULT_RESERVATION_GRACE_MS
 
 
 def parser() -> argparse.ArgumentParser:
+    from . import DEFAULT_CONFIRM_AFTER_S
+
     p = argparse.ArgumentParser(
         prog="python -m miandan audit",
         description="Cross-service reconciliation of a running miandan suite (read-only; admin credential "
@@ -34,12 +37,17 @@ def parser() -> argparse.ArgumentParser:
         help="how long to keep asking a service that sheds calls or does not answer (a restarting service is back "
         "within seconds) before giving up with exit 2; default %(default)s",
     )
+    p.add_argument(
+        "--confirm-after", type=float, default=DEFAULT_CONFIRM_AFTER_S, metavar="SECONDS",
+        help="when a pass finds anything, look again this long after it and report only what both passes found: "
+        "under live traffic a record read between two services' writes looks wrong once; default %(default)s",
+    )
     return p
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from .fetch import PageLoop, ServiceUnreadable, Targets, fetch_facts
-    from .model import audit
+    from . import audit_confirmed
+    from .fetch import PageLoop, ServiceUnreadable, Targets
 
     addrs = {k: v for k, v in (("card", args.card), ("order", args.order), ("lottery", args.lottery)) if v}
     started = time.monotonic()
@@ -51,13 +59,18 @@ async def _run(args: argparse.Namespace) -> int:
     if not math.isfinite(args.wait) or args.wait < 0:
         print(f"audit: --wait must be a finite number of seconds >= 0, not {args.wait}", file=sys.stderr)
         return 2
+    if not math.isfinite(args.confirm_after) or args.confirm_after < 0:
+        print(f"audit: --confirm-after must be a finite number of seconds >= 0, not {args.confirm_after}", file=sys.stderr)
+        return 2
     try:
         targets = Targets.resolve(addrs)  # MIANDAN_* addresses and credentials
     except ValueError as exc:
         print(f"audit: invalid configuration: {exc}", file=sys.stderr)
         return 2
     try:
-        facts = await fetch_facts(targets, args.campaign, retry_for=args.wait)
+        run = await audit_confirmed(
+            targets, args.campaign, reservation_grace_ms=int(grace * 1000), confirm_after=args.confirm_after, retry_for=args.wait
+        )
     except ServiceUnreadable as exc:
         print(f"audit could not read {exc}", file=sys.stderr)
         return 2
@@ -70,9 +83,14 @@ async def _run(args: argparse.Namespace) -> int:
     except OSError as exc:  # e.g. MIANDAN_TLS_* files that cannot be read
         print(f"audit could not connect to the services: {exc}", file=sys.stderr)
         return 2
-    findings = audit(facts, reservation_grace_ms=int(grace * 1000))
+    facts, findings = run.facts, run.findings
     for f in findings:
         print(f"FINDING {f}")
+    if run.not_confirmed:
+        print(
+            f"{len(run.not_confirmed)} finding(s) of the first pass were not found again {args.confirm_after:g} s later "
+            "(records read while being written): " + ", ".join(f"{k} x{n}" for k, n in sorted(Counter(f.check for f in run.not_confirmed).items()))
+        )
     drawn = sum(1 for d in facts.draws if d.status == "DRAWN")
     print(
         f"audited {len(facts.campaigns)} campaign(s), {len(facts.cards)} cards, {len(facts.orders)} orders, "
@@ -88,4 +106,13 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(_run(parser().parse_args(argv)))
+    args = parser().parse_args(argv)
+    try:
+        return asyncio.run(_run(args))
+    except Exception:  # noqa: BLE001 - see below
+        # Exit 1 means "the suite broke an invariant" to the scripts that run the audit (the
+        # drill, a cron job): a failure of the audit itself is exit 2, "could not run", with its
+        # traceback for whoever fixes it. (Left uncaught, Python would exit 1.)
+        traceback.print_exc()
+        print("audit could not run: it failed unexpectedly (traceback above)", file=sys.stderr)
+        return 2

@@ -6,8 +6,10 @@ service cancelled, an invite counted twice, a draw whose winners do not follow f
 These checks take plain facts (no grpc, no sqlite) so each can be proven with hand-made data, and
 return Findings instead of raising: an operator wants every problem in one run, not the first.
 
-The facts describe a quiescent system: run the audit after the load stops. Under live traffic a
-card can legitimately be REDEEMED a moment before its order is written PAID.
+The facts of one pass are read listing after listing, not at one instant: under live traffic a
+card can legitimately be REDEEMED a moment before its order is written PAID. check_budget holds
+the cards to the range of two GetBudget answers taken around their listing, and the audit reports
+a finding only when a second pass finds it again (services.audit.audit_confirmed).
 """
 from __future__ import annotations
 
@@ -95,7 +97,8 @@ class BudgetFacts:
     expired_fen: int = 0
 
 
-@dataclass(frozen=True)
+# slots: tens of millions of these are held at once at national scale (no __dict__ each).
+@dataclass(frozen=True, slots=True)
 class CardFacts:
     card_id: str
     campaign_id: str
@@ -107,7 +110,8 @@ class CardFacts:
     reserved_until_ms: int = 0
 
 
-@dataclass(frozen=True)
+# slots: tens of millions of these are held at once at national scale (no __dict__ each).
+@dataclass(frozen=True, slots=True)
 class OrderFacts:
     order_id: str
     user_id: str
@@ -180,6 +184,8 @@ class AuditFacts:
 
     campaigns: list[CampaignFacts] = field(default_factory=list)
     budgets: dict[str, BudgetFacts] = field(default_factory=dict)
+    # GetBudget asked again once the campaign's cards were listed (missing: the same as budgets).
+    budgets_after: dict[str, BudgetFacts] = field(default_factory=dict)
     cards: list[CardFacts] = field(default_factory=list)
     orders: list[OrderFacts] = field(default_factory=list)
     inviters: dict[str, list[InviterFacts]] = field(default_factory=dict)  # by campaign
@@ -191,8 +197,17 @@ class AuditFacts:
 # --- budget ------------------------------------------------------------------------------------
 
 
-def check_budget(campaign: CampaignFacts, budget: BudgetFacts | None, cards: Sequence[CardFacts]) -> list[Finding]:
-    """Issued face value never above the budget, and equal to the sum of the cards that exist."""
+def check_budget(
+    campaign: CampaignFacts, budget: BudgetFacts | None, cards: Sequence[CardFacts], after: BudgetFacts | None = None
+) -> list[Finding]:
+    """Issued face value never above the budget, and equal to the sum of the cards that exist.
+
+    `budget` is GetBudget asked before the cards were listed, `after` asked again once they
+    were (None: nothing changed in between, a quiescent suite). Under live traffic cards are
+    issued while the listing pages on, so the listed cards are held to the range of the two
+    answers: issued_fen and cards_issued only grow (cards are never deleted), every card issued
+    before the first answer is listed, and none listed was issued after the second. The RESERVED
+    and REDEEMED totals move both ways, so they are compared only when the two answers agree."""
     ids = {"campaign_id": campaign.campaign_id}
     out: list[Finding] = []
     own = [c for c in cards if c.campaign_id == campaign.campaign_id]
@@ -202,42 +217,59 @@ def check_budget(campaign: CampaignFacts, budget: BudgetFacts | None, cards: Seq
     if budget is None:
         out.append(Finding("BUDGET_MISSING", "the card service reported no budget for the campaign", ids))
         return out
-    if budget.issued_fen > budget.budget_fen or budget.issued_fen > campaign.budget_fen:
-        out.append(
-            Finding("BUDGET_EXCEEDED", f"issued_fen {budget.issued_fen} is above budget_fen {budget.budget_fen}", ids)
-        )
-    if budget.budget_fen != campaign.budget_fen:
-        out.append(
-            Finding(
-                "BUDGET_MISMATCH",
-                f"GetBudget says budget {budget.budget_fen} fen, the campaign rules say {campaign.budget_fen}",
-                ids,
+    after = after or budget
+    for reply in (budget, after) if after != budget else (budget,):
+        if reply.issued_fen > reply.budget_fen or reply.issued_fen > campaign.budget_fen:
+            out.append(
+                Finding("BUDGET_EXCEEDED", f"issued_fen {reply.issued_fen} is above budget_fen {reply.budget_fen}", ids)
             )
-        )
-    if budget.issued_fen != issued:
-        out.append(
-            Finding("ISSUED_MISMATCH", f"issued_fen {budget.issued_fen} but the {len(own)} cards sum to {issued} fen", ids)
-        )
-    if budget.cards_issued != len(own):
-        out.append(Finding("ISSUED_COUNT_MISMATCH", f"cards_issued {budget.cards_issued} but {len(own)} cards exist", ids))
-    if budget.remaining_fen != budget.budget_fen - budget.issued_fen:
-        out.append(
-            Finding(
-                "REMAINING_MISMATCH",
-                f"remaining_fen {budget.remaining_fen} != budget {budget.budget_fen} - issued {budget.issued_fen}",
-                ids,
-            )
-        )
-    for state, reported in ((RESERVED, budget.reserved_fen), (REDEEMED, budget.redeemed_fen)):
-        actual = sum(c.face_value_fen for c in own if c.state == state)
-        if reported != actual:
+        if reply.budget_fen != campaign.budget_fen:
             out.append(
                 Finding(
-                    f"{state}_VALUE_MISMATCH",
-                    f"GetBudget says {reported} fen {state}, the {state} cards sum to {actual} fen",
+                    "BUDGET_MISMATCH",
+                    f"GetBudget says budget {reply.budget_fen} fen, the campaign rules say {campaign.budget_fen}",
                     ids,
                 )
             )
+        if reply.remaining_fen != reply.budget_fen - reply.issued_fen:
+            out.append(
+                Finding(
+                    "REMAINING_MISMATCH",
+                    f"remaining_fen {reply.remaining_fen} != budget {reply.budget_fen} - issued {reply.issued_fen}",
+                    ids,
+                )
+            )
+
+    def reported(before: int, later: int) -> str:
+        return str(before) if before == later else f"{before} before the cards were listed and {later} after"
+
+    if not budget.issued_fen <= issued <= after.issued_fen:
+        out.append(
+            Finding(
+                "ISSUED_MISMATCH",
+                f"issued_fen {reported(budget.issued_fen, after.issued_fen)} but the {len(own)} cards sum to {issued} fen",
+                ids,
+            )
+        )
+    if not budget.cards_issued <= len(own) <= after.cards_issued:
+        out.append(
+            Finding(
+                "ISSUED_COUNT_MISMATCH",
+                f"cards_issued {reported(budget.cards_issued, after.cards_issued)} but {len(own)} cards exist",
+                ids,
+            )
+        )
+    if after == budget:
+        for state, value in ((RESERVED, budget.reserved_fen), (REDEEMED, budget.redeemed_fen)):
+            actual = sum(c.face_value_fen for c in own if c.state == state)
+            if value != actual:
+                out.append(
+                    Finding(
+                        f"{state}_VALUE_MISMATCH",
+                        f"GetBudget says {value} fen {state}, the {state} cards sum to {actual} fen",
+                        ids,
+                    )
+                )
     return out
 
 
@@ -720,7 +752,7 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
     for campaign in facts.campaigns:
         cid = campaign.campaign_id
         cards = [c for c in facts.cards if c.campaign_id == cid]
-        out += check_budget(campaign, facts.budgets.get(cid), cards)
+        out += check_budget(campaign, facts.budgets.get(cid), cards, facts.budgets_after.get(cid))
         out += check_user_cap(campaign, cards)
         out += check_invites(campaign, facts.inviters.get(cid, []), cards)
         out += check_member_counters(campaign, facts.members.get(cid, []), facts.inviters.get(cid, []), cards)

@@ -21,8 +21,12 @@ old log's pages onto the restored store), start it.
 """
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
 import shutil
 import sqlite3
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,13 +137,36 @@ def copy_order(stores: list[Path]) -> list[Path]:
 def back_up(data_dir: Path, dest: Path) -> list[StoreCopy]:
     """Every `*.db` of data_dir copied into dest (which must not exist yet), the card store last.
     A backup that fails or is interrupted before its last copy leaves no dest behind: a directory
-    holding some of the stores would pass for a backup, and a restore from it would lose the rest."""
+    holding some of the stores would pass for a backup, and a restore from it would lose the rest.
+    The copies are made in a hidden `.<dest>.partial-*` directory beside dest, renamed to dest only
+    once every store is copied and on disk: a backup killed outright (kill -9, the OOM killer, a
+    power cut), which can clean nothing up, leaves that hidden directory, never a dest."""
     stores = copy_order([p for p in data_dir.glob("*.db") if p.is_file()])
     if not stores:
         raise FileNotFoundError(f"no stores (*.db) in {data_dir}")
-    dest.mkdir(parents=True, exist_ok=False)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if dest.exists() or dest.is_symlink():
+        raise FileExistsError(f"[Errno {errno.EEXIST}] {os.strerror(errno.EEXIST)}: {str(dest)!r}")
+    partial = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
     try:
-        return [back_up_store(p, dest / p.name) for p in stores]
+        copies = [back_up_store(p, partial / p.name) for p in stores]
+        for c in copies:
+            _fsync(c.path)
+        _fsync(partial)
+        # rename(2) would replace an empty directory made at dest meanwhile; refuse that too.
+        if dest.exists() or dest.is_symlink():
+            raise FileExistsError(f"[Errno {errno.EEXIST}] {os.strerror(errno.EEXIST)}: {str(dest)!r}")
+        os.rename(partial, dest)
+        _fsync(dest.parent)  # the rename itself survives a power cut
     except BaseException:
-        shutil.rmtree(dest, ignore_errors=True)  # made above, so only this backup's files
+        shutil.rmtree(partial, ignore_errors=True)  # made above, so only this backup's files
         raise
+    return [dataclasses.replace(c, path=dest / c.path.name) for c in copies]
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -20,11 +20,15 @@ def main(argv: Sequence[str]) -> int:
     p.add_argument("dest", type=Path, help="a directory that does not exist yet")
     p.add_argument("--data", type=Path, default=Path(os.environ.get("MIANDAN_DATA") or "data"), help="the suite's data directory (default MIANDAN_DATA or ./data)")
     args = p.parse_args(argv)
-    # SIGTERM ends the copy as Ctrl-C does, so the half-made DEST is removed rather than left.
+    # SIGTERM ends the copy as Ctrl-C does, so the half-made copy is removed rather than left;
+    # SIGHUP too: the terminal of the operator who typed `make backup` went away (ssh dropped),
+    # whose default action would end the process without removing anything.
+    previous: dict[int, object] = {}
     try:
-        previous = signal.signal(signal.SIGTERM, _interrupt)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            previous[sig] = signal.signal(sig, _interrupt)
     except ValueError:  # not the main thread (called as a library): signals stay as they are
-        previous = None
+        pass
     try:
         copies = back_up(args.data, args.dest)
     except KeyboardInterrupt:
@@ -36,8 +40,8 @@ def main(argv: Sequence[str]) -> int:
         print(f"backup failed: {exc}", file=sys.stderr)
         return 2
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
     for c in copies:
         print(f"{c.name:8} {c.bytes / 1e6:9.1f} MB in {c.seconds:6.2f} s  integrity {c.integrity}  -> {c.path}")
     bad = [c for c in copies if c.integrity != "ok"]

@@ -183,7 +183,7 @@ async def test_a_draw_whose_winners_do_not_verify_is_reported(world):
 async def _cli(addr: str, *extra: str) -> tuple[int, str]:
     env = dict(os.environ, PYTHONPATH=f"{ROOT / 'protos'}{os.pathsep}{ROOT}")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "miandan", "audit", "--card", addr, "--order", addr, "--lottery", addr, *extra,
+        sys.executable, "-m", "miandan", "audit", "--card", addr, "--order", addr, "--lottery", addr, "--confirm-after", "0.1", *extra,
         cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )
     out, _ = await asyncio.wait_for(proc.communicate(), timeout=30)

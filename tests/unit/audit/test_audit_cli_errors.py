@@ -74,3 +74,18 @@ def test_exit_0_when_all_holds_and_1_only_for_findings(fetched, capsys):
     fetched.facts = AuditFacts(cards=[CardFacts("c1", "other", "alice", "AVAILABLE", "SIGNUP", 2_500)])
     assert audit_main([]) == 0
     assert "OK: every invariant holds" in capsys.readouterr().out
+
+
+def test_an_audit_that_breaks_unexpectedly_is_exit_2_not_the_findings_exit_1(fetched, monkeypatch, capsys):
+    """Exit 1 tells a script (the drill, a cron job) "the suite broke an invariant": a failure of
+    the audit itself (here a fetch raising what nobody foresaw) must not say that."""
+    import services.audit.fetch as fetch_module
+
+    async def broken(*args, **kw):
+        raise RuntimeError("a reply the audit did not foresee")
+
+    monkeypatch.setattr(fetch_module, "fetch_facts", broken)
+    code = audit_main(["--card", "127.0.0.1:1"])
+    out = capsys.readouterr()
+    assert code == 2, out
+    assert "a reply the audit did not foresee" in out.err and "FINDING" not in out.out
