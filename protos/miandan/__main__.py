@@ -3,9 +3,11 @@ copies its stores."""
 from __future__ import annotations
 
 import sys
+import traceback
 
 USAGE = (
-    "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID] [--wait SECONDS]\n"
+    "usage: python -m miandan audit [--card HOST:PORT] [--order HOST:PORT] [--lottery HOST:PORT] [--campaign ID] [--wait SECONDS]"
+    " [--confirm-after SECONDS]\n"
     "       python -m miandan backup DEST [--data DIR]"
 )
 COMMANDS = {"audit": "services.audit.cli", "backup": "services.backup.cli"}
@@ -28,6 +30,13 @@ def main(argv: list[str]) -> int:
         except KeyboardInterrupt:  # Ctrl-C: the operator knows why it stopped, no traceback needed
             print(f"{argv[0]} interrupted", file=sys.stderr)
             return 130
+        except Exception:  # noqa: BLE001 - see below
+            # Exit 1 is each command's own verdict (the audit's findings, a backup that failed its
+            # integrity check): a failure of the command itself is 2, "could not run", with its
+            # traceback for whoever fixes it (left uncaught, Python would exit 1).
+            traceback.print_exc()
+            print(f"{argv[0]} could not run: it failed unexpectedly (traceback above)", file=sys.stderr)
+            return 2
     print(f"unknown command {argv[0]!r}\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -138,3 +138,12 @@ def test_sigterm_during_a_copy_is_heard_between_steps_and_leaves_no_dest(tmp_pat
     assert "Traceback" not in done.stderr and "interrupted" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not dest.exists()
+
+
+def test_a_backup_that_breaks_unexpectedly_is_exit_2_not_the_integrity_exit_1(data, tmp_path, monkeypatch, capsys):
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug of the backup itself")
+
+    monkeypatch.setattr("services.backup.cli.back_up", broken)
+    assert miandan_main(["backup", str(tmp_path / "dest"), "--data", str(data)]) == 2
+    assert "could not run" in capsys.readouterr().err
