@@ -12,6 +12,7 @@ from services.order import model
 from services.order import store as order_store
 from services.order.store import SqliteOrderStore, to_doc
 
+from tests.unit.order.sqlite_steps import steps
 from tests.unit.order.test_order_saga import place
 from tests.unit.order.test_order_store_version import draft, pay
 
@@ -33,19 +34,10 @@ def fill(path, refused: int, listed: int) -> None:
 
 def steps_of_listing(path) -> int:
     """SQLite virtual-machine steps (in thousands) of the first page of u1's orders."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    with sqlite3.connect(path) as db:
-        db.set_progress_handler(count, 1000)
-        # A page that reaches past the listed orders: the refused ones are all that is left.
-        found = order_store._list_for_user(db, "u1", 21, None)
+    # A page that reaches past the listed orders: the refused ones are all that is left.
+    found, count = steps(path, order_store._list_for_user, "u1", 21, None)
     assert [o.status for o in found] == [model.PAID] * 3
-    return steps
+    return count
 
 
 async def test_a_users_listing_costs_the_same_after_thousands_of_refused_placements(tmp_path):

@@ -14,24 +14,10 @@ from services.order import model
 from services.order import store as order_store
 from services.order.store import SqliteOrderStore
 
+from tests.unit.order.sqlite_steps import steps
 from tests.unit.order.test_order_store_queue import fill
 
 WINDOW = order_store.STORE_READ_WINDOW
-
-
-def steps(path, fn, *args):
-    """fn's result, and the SQLite virtual-machine steps (in thousands) it took."""
-    count = 0
-
-    def tick() -> int:
-        nonlocal count
-        count += 1
-        return 0
-
-    with sqlite3.connect(path) as db:
-        db.set_progress_handler(tick, 1000)
-        result = fn(db, *args)
-    return result, count
 
 
 async def store_with(tmp_path, history: int, queue=()) -> object:

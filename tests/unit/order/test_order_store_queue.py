@@ -14,6 +14,7 @@ from services.order import model
 from services.order import store as order_store
 from services.order.store import SqliteOrderStore, to_doc
 
+from tests.unit.order.sqlite_steps import steps
 from tests.unit.order.test_order_store_version import draft, pay
 
 QUEUE = (model.PAID, model.ACCEPTED, model.PREPARING, model.READY)
@@ -70,18 +71,9 @@ async def test_the_queue_lists_its_orders_newest_first_by_status(opened):
 
 def steps_of_listing(path, status: str, brands=None) -> int:
     """SQLite virtual-machine steps (in thousands) of one page of the store's orders by status."""
-    steps = 0
-
-    def count() -> int:
-        nonlocal steps
-        steps += 1
-        return 0
-
-    with sqlite3.connect(path) as db:
-        db.set_progress_handler(count, 1000)
-        found = order_store._list_for_store(db, "s1", (status,), 51, None, brands)
+    found, count = steps(path, order_store._list_for_store, "s1", (status,), 51, None, brands)
     assert [o.status for o in found] == [status] * 3
-    return steps
+    return count
 
 
 @pytest.mark.parametrize("status", QUEUE)
