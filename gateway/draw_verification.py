@@ -1,13 +1,15 @@
 """An independent check of a drawn day, written from the algorithm published in
 miandan/lottery/v1/lottery.proto ("miandan-draw-hmac-sha256" v1), not from the lottery's code:
-if the two ever disagree, one of them is wrong and the user is told."""
+if the two ever disagree, one of them is wrong and the user is told. (Both take HMAC-SHA256 from
+services.common.keyed_hash, a primitive checked against hmac.new; the ranking is each's own.)"""
 from __future__ import annotations
 
 import hashlib
 import heapq
-import hmac
 from dataclasses import dataclass
 from typing import Sequence
+
+from services.common.keyed_hash import hmac_sha256_under
 
 __all__ = ["ALGORITHM", "ALGORITHM_VERSION", "DrawCheck", "winners_of", "entrants_hash", "check_draw"]
 
@@ -31,11 +33,9 @@ def entrants_hash(entrants: Sequence[str]) -> str:
 
 
 def winners_of(seed: bytes, beacon_value: str, entrants: Sequence[str], winner_count: int) -> list[str]:
-    key = seed + beacon_value.encode("utf-8")
-    scored = (
-        (int.from_bytes(hmac.new(key, u.encode("utf-8"), hashlib.sha256).digest(), "big"), u.encode("utf-8"), u)
-        for u in set(entrants)
-    )
+    mac = hmac_sha256_under(seed + beacon_value.encode("utf-8"))
+    # Digests of one length order as the big-endian numbers the algorithm ranks by.
+    scored = ((mac(u.encode("utf-8")), u.encode("utf-8"), u) for u in set(entrants))
     # The winner_count smallest, in order (what sorted()[:n] gives): no sort of every entrant's
     # score, one C call that holds the GIL, and so the event loop, for its whole length.
     return [u for _, _, u in heapq.nsmallest(max(0, winner_count), scored)]
