@@ -13,6 +13,9 @@ Why this shape:
   a store tells listeners of committed changes (the order store's streams). A cancelled future
   would tell them nothing of a row that is in the table. A task cancelled while awaiting it
   (gRPC cancels a handler whose client went away) gets its CancelledError when the batch ends.
+* Every accepted write is answered: close() runs the queue dry even if its own caller stops
+  waiting, and should the write loop ever end otherwise (a bug), queued and later writes fail at
+  once with RuntimeError instead of waiting forever.
 * Reads go to separate connections; in WAL mode they see a consistent snapshot and never block
   the writer.
 * `writes_on_loop=True` (opt-in, for NORMAL/OFF stores whose writes are all small) runs each
@@ -134,6 +137,10 @@ class Database:
         self._wakeup = asyncio.Event()
         self._writer_task: asyncio.Task[None] | None = None
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        # Why the write loop ended before close() asked it to (a bug): submit() then refuses at
+        # once instead of queueing a write nobody will ever run.
+        self._writer_died: BaseException | None = None
         self.max_batch = MAX_BATCH
         self.batches = 0  # observability/tests: how many transactions were committed
         self.store_failures = 0  # writes refused because the disk under the store refused
@@ -187,6 +194,7 @@ class Database:
             raise
         self._reader_cycle = itertools.cycle(self._readers)
         self._writer_task = asyncio.get_running_loop().create_task(self._write_loop(), name=f"db-writer:{self.path.name}")
+        self._writer_task.add_done_callback(self._writer_ended)
         return self
 
     async def write(self, fn: Callable[..., T], *args: Any) -> T:
@@ -206,6 +214,8 @@ class Database:
         raises RuntimeError at once if the database is closed."""
         if self._closed:
             raise RuntimeError("database is closed")
+        if self._writer_died is not None:
+            raise RuntimeError(f"database writer stopped: {self._writer_died!r}")
         fut = _Write(loop=asyncio.get_running_loop())
         self._pending.append((fn, args, fut))
         if len(self._pending) == 1:
@@ -245,14 +255,25 @@ class Database:
         return await self.read(fn, *args)
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._wakeup.set()
-        if self._writer_task is not None:
-            # The loop drains already-queued writes before exiting, so nothing accepted is dropped.
-            await self._writer_task
-        await self._close_connections()
+        """Refuse new writes, run every write already accepted, then close the connections.
+        A later call waits for the first one to finish."""
+        if self._closing is None:
+            self._closed = True
+            self._wakeup.set()
+            self._closing = asyncio.ensure_future(self._drain_and_close())
+        # Shielded: a caller that stops waiting (wait_for around a stop) must not cancel the
+        # writer. Cancelled mid-batch, it told that batch's callers "failed" for writes that the
+        # writer thread went on to commit, left the queued writes unanswered forever and the
+        # connection threads open.
+        await asyncio.shield(self._closing)
+
+    async def _drain_and_close(self) -> None:
+        try:
+            if self._writer_task is not None:
+                # The loop drains already-queued writes before exiting, so nothing accepted is dropped.
+                await asyncio.wait({self._writer_task})
+        finally:
+            await self._close_connections()
 
     async def _close_connections(self) -> None:
         if self._inline is not None:
@@ -267,6 +288,22 @@ class Database:
                 except Exception:
                     pass
         self._readers.clear()
+
+    def _writer_ended(self, task: asyncio.Task[None]) -> None:
+        """Done-callback of the write loop. It returns only once close() asked and the queue is
+        empty; ending any other way (a bug, the event loop cancelling it at shutdown) would leave
+        every queued and later write waiting forever, and a started write's future refuses
+        cancel(), so its caller's deadline could not end the wait either. Fail them instead."""
+        if self._closed and not self._pending and not task.cancelled() and task.exception() is None:
+            return
+        failure = asyncio.CancelledError() if task.cancelled() else task.exception()
+        self._writer_died = failure
+        if failure is not None and not task.cancelled():
+            _log.error("store writer stopped: every write now fails", exc_info=failure, extra={"db": str(self.path)})
+        while self._pending:
+            fut = self._pending.popleft()[2]
+            if not fut.done():
+                fut.set_exception(RuntimeError(f"database writer stopped: {failure!r}"))
 
     async def _write_loop(self) -> None:
         pending = self._pending
@@ -294,16 +331,13 @@ class Database:
             except BaseException as exc:  # BEGIN/COMMIT failed: nothing in the batch is durable
                 failure = self._unavailable(exc) or (exc if isinstance(exc, Exception) else RuntimeError(repr(exc)))
                 for _, _, fut in batch:
-                    fut.set_exception(failure)
+                    _settle(fut, False, failure)
                 if isinstance(exc, asyncio.CancelledError):
                     raise
                 continue
             self.batches += 1
             for (_, _, fut), (ok, value) in zip(batch, outcomes):
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(self._unavailable(value) or value)
+                _settle(fut, ok, value if ok else (self._unavailable(value) or value))
             if self._writes_on_loop:
                 await self._after_batch_on_loop(len(batch))
 
@@ -357,6 +391,23 @@ class Database:
                 await self._checkpointer._execute(_checkpoint_passive, self._checkpointer._conn)
         except sqlite3.Error:
             pass  # busy (a reader's snapshot) or closing: the next one copies these frames too
+
+
+def _settle(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    """Resolve a write's future with its outcome. A future refuses StopIteration (TypeError: a
+    write fn that called next() on an empty cursor); raised out of the write loop, that killed
+    the writer, leaving the rest of the batch and every later write unanswered. It reaches the
+    caller as a RuntimeError instead, as StopIteration escaping a coroutine does."""
+    if fut.done():
+        return
+    if ok:
+        fut.set_result(value)
+    elif isinstance(value, StopIteration):
+        failure = RuntimeError(f"write raised StopIteration: {value!r}")
+        failure.__cause__ = value
+        fut.set_exception(failure)
+    else:
+        fut.set_exception(value)
 
 
 # --- functions below run in the connection threads -------------------------------------------

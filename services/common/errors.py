@@ -255,6 +255,7 @@ def error_details(rpc_error: Any) -> dict[str, Any]:
     {"code": "FAILED_PRECONDITION", "message", "reason", "domain", "metadata",
      "violations": [(field, desc)], "retry_after_ms", "pushback_ms"}; missing parts are None/empty.
     """
+    from google.protobuf.message import DecodeError
     from google.rpc import error_details_pb2, status_pb2
 
     code = rpc_error.code() if hasattr(rpc_error, "code") else None
@@ -271,21 +272,30 @@ def error_details(rpc_error: Any) -> dict[str, Any]:
     trailing = rpc_error.trailing_metadata() if hasattr(rpc_error, "trailing_metadata") else None
     for key, value in trailing or ():
         if key == STATUS_DETAILS_KEY:
-            status = status_pb2.Status.FromString(value)
+            try:
+                status = status_pb2.Status.FromString(value)
+            except (DecodeError, TypeError):
+                # Not a google.rpc.Status (a peer that is no miandan service, a proxy): the code
+                # and message still tell the caller what happened. Raised, it had turned a
+                # relay's pass-on of an upstream's answer into UNKNOWN.
+                continue
             out["message"] = status.message or out["message"]
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    out["reason"], out["domain"], out["metadata"] = info.reason, info.domain, dict(info.metadata)
-                elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-                    bad = error_details_pb2.BadRequest()
-                    detail.Unpack(bad)
-                    out["violations"] = [(v.field, v.description) for v in bad.field_violations]
-                elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
-                    retry = error_details_pb2.RetryInfo()
-                    detail.Unpack(retry)
-                    out["retry_after_ms"] = retry.retry_delay.ToMilliseconds()
+            try:
+                for detail in status.details:
+                    if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                        info = error_details_pb2.ErrorInfo()
+                        detail.Unpack(info)
+                        out["reason"], out["domain"], out["metadata"] = info.reason, info.domain, dict(info.metadata)
+                    elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+                        bad = error_details_pb2.BadRequest()
+                        detail.Unpack(bad)
+                        out["violations"] = [(v.field, v.description) for v in bad.field_violations]
+                    elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+                        retry = error_details_pb2.RetryInfo()
+                        detail.Unpack(retry)
+                        out["retry_after_ms"] = retry.retry_delay.ToMilliseconds()
+            except DecodeError:
+                pass  # a detail that is not what its type says: keep what was read
         elif key == PUSHBACK_KEY:
             try:
                 out["pushback_ms"] = int(value)

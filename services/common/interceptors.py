@@ -314,6 +314,23 @@ class CallPipeline(grpc.aio.ServerInterceptor):
 
     def _fail(self, plan: _Plan, exc: BaseException, request: Any, context: Any) -> tuple[str, bool, grpc.Status]:
         """(code, ok-for-admission, status) for an exception escaping the handler."""
+        if not isinstance(exc, Exception):
+            raise exc  # KeyboardInterrupt / SystemExit are not ours to swallow
+        try:
+            return self._classify(plan, exc, request, context)
+        except Exception as failure:  # noqa: BLE001
+            # Turning the error into a status failed (a DomainError whose message or violation
+            # is not text, an upstream's status details that are not a google.rpc.Status).
+            # Raised from here, it reached the caller as gRPC's own UNKNOWN "Unexpected <class
+            # ...>: <text>", internals included, and the metrics counted the call as OK.
+            self.logger.error(
+                "could not map a handler's exception to a status",
+                exc_info=failure,
+                extra={"method": plan.method, "request_id": _request_id(request, context), "handler_error": repr(exc)[:500]},
+            )
+            return "INTERNAL", True, _INTERNAL
+
+    def _classify(self, plan: _Plan, exc: Exception, request: Any, context: Any) -> tuple[str, bool, grpc.Status]:
         if isinstance(exc, DomainError):
             if exc.code in _BUSY_CODES and self.metrics is not None:
                 self.metrics.refused(self.service_name, exc.code, exc.reason)
@@ -322,8 +339,6 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             return "DEADLINE_EXCEEDED", False, _DEADLINE
         if isinstance(exc, _AioRpcError):
             return self._forward(plan, exc)
-        if not isinstance(exc, Exception):
-            raise exc  # KeyboardInterrupt / SystemExit are not ours to swallow
         # Anything else is a bug: say so loudly, tell the caller nothing internal.
         self.logger.error(
             "unexpected exception in handler",

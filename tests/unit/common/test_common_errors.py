@@ -143,3 +143,30 @@ def test_bounds_cut_on_character_boundaries_and_leave_small_errors_untouched():
     d = roundtrip(small)
     assert d["violations"] == [("quantity", "must be 1..99"), ("store_id", "required")]
     assert d["message"] == "quantity: must be 1..99; store_id: required"
+
+
+def test_error_details_of_status_details_that_do_not_parse_keeps_what_it_can():
+    from google.protobuf import any_pb2
+    from google.rpc import status_pb2
+
+    class Garbled:
+        def __init__(self, blob):
+            self.blob = blob
+
+        def code(self):
+            return grpc.StatusCode.UNAVAILABLE
+
+        def details(self):
+            return "busy"
+
+        def trailing_metadata(self):
+            return (("grpc-status-details-bin", self.blob), ("grpc-retry-pushback-ms", "250"))
+
+    # Not a google.rpc.Status at all (a proxy, another stack): code, message and pushback stay.
+    out = error_details(Garbled(b"\xff\xfe not a proto"))
+    assert (out["code"], out["message"], out["reason"], out["pushback_ms"]) == ("UNAVAILABLE", "busy", None, 250)
+    # A Status whose ErrorInfo detail is not one.
+    bad = any_pb2.Any(type_url="type.googleapis.com/google.rpc.ErrorInfo", value=b"\xff\xfe")
+    blob = status_pb2.Status(code=14, message="busy", details=[bad]).SerializeToString()
+    out = error_details(Garbled(blob))
+    assert (out["code"], out["reason"], out["pushback_ms"]) == ("UNAVAILABLE", None, 250)
