@@ -229,10 +229,10 @@ class Settings:
             max_pending_calls=int(_own_or_shared(e, service, "MAX_PENDING_CALLS", 0, int, minimum=0, maximum=MAX_PENDING_CALLS)),
             watches_per_user=int(_number(e, "MIANDAN_WATCHES_PER_USER", 5, int, minimum=1)),
             max_watches=int(_number(e, "MIANDAN_MAX_WATCHES", 10_000, int, minimum=1)),
-            user_rate=_number(e, "MIANDAN_USER_RATE", 5.0, float, minimum=0),
+            user_rate=_rate(e, "MIANDAN_USER_RATE", 5.0),
             user_burst=int(_number(e, "MIANDAN_USER_BURST", 20, int, minimum=1)),
             user_rates_tracked=int(_number(e, "MIANDAN_USER_RATE_TRACKED", 100_000, int, minimum=1)),
-            merchant_rate=_number(e, "MIANDAN_MERCHANT_RATE", 20.0, float, minimum=0),
+            merchant_rate=_rate(e, "MIANDAN_MERCHANT_RATE", 20.0),
             merchant_burst=_merchant_burst(e),
             merchant_rates_tracked=int(_number(e, "MIANDAN_MERCHANT_RATE_TRACKED", 100_000, int, minimum=1)),
             upstream_share_percent=int(_number(e, "MIANDAN_UPSTREAM_SHARE_PERCENT", 50, int, minimum=1, maximum=100)),
@@ -275,6 +275,20 @@ def env_number(
     if maximum is not None and value > maximum:
         raise ValueError(f"{var}={raw!r} must be <= {_plain(maximum)}")
     return value
+
+
+# The smallest pace a limiter takes: one call in about eleven days. Below it a rate's interval
+# (1 / rate) stops being a finite number of seconds (1e-320), and the limit would be off
+# without anyone having said 0.
+MIN_RATE = 1e-6
+
+
+def _rate(e: Mapping[str, str], var: str, default: float) -> float:
+    """Calls per second a limiter keeps up: 0 turns it off, else at least MIN_RATE."""
+    rate = _number(e, var, default, float, minimum=0)
+    if 0 < rate < MIN_RATE:
+        raise ValueError(f"{var}={e.get(var)!r} must be 0 (no limit) or at least {MIN_RATE:g} calls a second")
+    return rate
 
 
 def _plain(bound: float) -> str:

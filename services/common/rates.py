@@ -31,8 +31,10 @@ class KeyedRates:
     ) -> None:
         """rate: calls per second a caller keeps up (0 turns the limit off); burst: calls at once.
         reason, message: of the refusal (ErrorInfo reason; Chinese + English)."""
-        if rate < 0 or not math.isfinite(rate) or burst < 1 or tracked < 1:
-            raise ValueError("rate must be >= 0 and finite, burst and tracked >= 1")
+        # A rate so small its interval is no finite number of seconds (1e-320) would turn the
+        # limit off unannounced; refused like any other bad setting.
+        if rate < 0 or not math.isfinite(rate) or (rate and not math.isfinite(1.0 / rate)) or burst < 1 or tracked < 1:
+            raise ValueError("rate must be 0 or a positive number of calls per second whose interval is finite, burst and tracked >= 1")
         self.enabled = rate > 0
         self.interval = 1.0 / rate if rate else 0.0
         self.tolerance = (burst - 1) * self.interval

@@ -139,6 +139,8 @@ def test_idle_merchants_are_forgotten_and_memory_stays_bounded():
         ("MIANDAN_MERCHANT_RATE", "-1", "must be >= 0"),
         ("MIANDAN_MERCHANT_RATE", "fast", "is not a number"),
         ("MIANDAN_MERCHANT_RATE", "inf", "is not a finite number"),
+        ("MIANDAN_MERCHANT_RATE", "1e-320", "must be 0 (no limit) or at least"),
+        ("MIANDAN_USER_RATE", "1e-9", "must be 0 (no limit) or at least"),
         ("MIANDAN_MERCHANT_BURST", "0", "must be >= 1 (MIANDAN_MERCHANT_RATE=0 turns"),
         ("MIANDAN_MERCHANT_BURST", "-3", "must be >= 1"),
         ("MIANDAN_MERCHANT_BURST", "2.5", "is not an integer"),
