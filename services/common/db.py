@@ -487,6 +487,10 @@ def _run_read(conn: sqlite3.Connection, fn: Callable[..., Any], args: tuple[Any,
 
 def _run_batch(conn: sqlite3.Connection, batch: list[tuple[Callable[..., Any], tuple[Any, ...], Any]]) -> list[tuple[bool, Any]]:
     outcomes: list[tuple[bool, Any]] = []
+    if conn.in_transaction:
+        # A transaction an earlier batch could not roll back (its ROLLBACK failed too, a disk
+        # error): without this, every later BEGIN failed ("within a transaction") for good.
+        conn.execute("ROLLBACK")
     conn.execute("BEGIN IMMEDIATE")
     try:
         for fn, args, _ in batch:

@@ -97,3 +97,21 @@ async def test_a_writer_that_died_fails_queued_and_later_writes_at_once_instead_
             db.submit(insert, "c")
     finally:
         await asyncio.wait_for(db.close(), 5)
+
+
+def begin_and_leave_open(conn):
+    conn.execute("INSERT INTO items (name) VALUES ('half')")
+
+
+@pytest.mark.parametrize("on_loop", [False, True], ids=["threaded", "on_loop"])
+async def test_a_transaction_an_earlier_batch_left_open_is_rolled_back_not_blocking_every_write(tmp_path, on_loop):
+    # What a ROLLBACK that itself failed (a disk error) leaves: the writer's connection still
+    # inside a transaction. Every later BEGIN IMMEDIATE failed, so every write, for good.
+    db = await open_db(tmp_path, writes_on_loop=on_loop)
+    try:
+        conn = db._writer._conn  # the writing connection in both modes
+        await db._writer._execute(lambda c: (c.execute("BEGIN"), begin_and_leave_open(c)), conn)
+        assert await asyncio.wait_for(db.write(insert, "after"), 5) == "after"
+    finally:
+        await asyncio.wait_for(db.close(), 5)
+    assert names(tmp_path) == ["after"]
