@@ -124,14 +124,7 @@ class AccessPolicy:
         a normal outcome under attack and exceptions cost more."""
         if role is PUBLIC:
             return None
-        internal = admin = merchant = None
-        for key, value in metadata or ():
-            if key == INTERNAL_TOKEN_KEY:
-                internal = value
-            elif key == ADMIN_TOKEN_KEY:
-                admin = value
-            elif key == MERCHANT_TOKEN_KEY:
-                merchant = value
+        internal, admin, merchant = _credentials(metadata)
         if internal is not None:
             if not _eq(internal, self._internal):
                 return CREDENTIAL_INVALID
@@ -204,12 +197,7 @@ class AccessPolicy:
         """(every store, the merchant credential as sent): every store for the admin credential
         or the platform's merchant token; else the credential that may be one merchant's grant
         (None when none came)."""
-        admin = merchant = None
-        for key, value in metadata or ():
-            if key == ADMIN_TOKEN_KEY:
-                admin = value
-            elif key == MERCHANT_TOKEN_KEY:
-                merchant = value
+        _, admin, merchant = _credentials(metadata)
         if (admin is not None and _eq(admin, self._admin)) or (merchant is not None and _eq(merchant, self._merchant)):
             return True, None
         return False, merchant
@@ -234,9 +222,9 @@ class AccessPolicy:
         return scope
 
     def is_internal(self, metadata: Sequence[tuple[str, Any]] | None, context: Any = None) -> bool:
-        for key, value in metadata or ():
-            if key == INTERNAL_TOKEN_KEY:
-                return _eq(value, self._internal)
+        internal = _credentials(metadata)[0]
+        if internal is not None:
+            return _eq(internal, self._internal)
         return self._peer_verified(context)
 
     def _peer_verified(self, context: Any) -> bool:
@@ -284,6 +272,21 @@ def credential_refused(metadata: Mapping[str, str] | None = None) -> Unavailable
         CREDENTIAL_REFUSED_RETRY_AFTER_MS,
         metadata=metadata,
     )
+
+
+def _credentials(metadata: Sequence[tuple[str, Any]] | None) -> tuple[Any, Any, Any]:
+    """(internal token, admin token, merchant credential) as sent, None where absent; the first
+    of each key. One reading for every check: the role check read the last of a key sent twice
+    and is_internal the first, so a call could be judged as two different callers."""
+    internal = admin = merchant = None
+    for key, value in metadata or ():
+        if key == INTERNAL_TOKEN_KEY and internal is None:
+            internal = value
+        elif key == ADMIN_TOKEN_KEY and admin is None:
+            admin = value
+        elif key == MERCHANT_TOKEN_KEY and merchant is None:
+            merchant = value
+    return internal, admin, merchant
 
 
 def internal_metadata(settings: Any, admin: bool = False, merchant: bool = False) -> tuple[tuple[str, str], ...]:

@@ -32,6 +32,18 @@ def test_internal_admin_and_merchant_credentials():
     assert reason(MERCHANT, internal_metadata(SETTINGS, admin=True)) is None
 
 
+def test_a_credential_sent_twice_is_judged_by_its_first_value_by_every_check():
+    good, bad = SETTINGS.internal_token, "nope"
+    key = "x-miandan-internal-token"
+    # Before, the role check read the last value and is_internal the first: a call let in as
+    # internal was not internal to the checks that followed (and the other way round).
+    for md in (((key, good), (key, bad)), ((key, bad), (key, good))):
+        allowed = reason(INTERNAL, md) is None
+        assert allowed == POLICY.is_internal(md) == (md[0][1] == good), md
+    admin = internal_metadata(SETTINGS) + (("x-miandan-admin-token", SETTINGS.admin_token), ("x-miandan-admin-token", "nope"))
+    assert reason(ADMIN, admin) is None
+
+
 class Ctx:
     def __init__(self, left):
         self.left = left
