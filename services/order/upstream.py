@@ -9,6 +9,7 @@ refuses our own credential (a rotation half done) UNAVAILABLE UPSTREAM_UNAVAILAB
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from dataclasses import dataclass, replace
@@ -93,7 +94,9 @@ class CardClient(Protocol):
     async def confirm(self, key: str, *, timeout: float) -> Reservation: ...
 
     async def release(self, key: str, *, timeout: float) -> Reservation | None:
-        """None when the card service holds nothing for the key (never reserved)."""
+        """Ends the key's hold as it stands, also one made after an earlier release of the key
+        (the card service leaves such a hold alone for a replayed request id). None when the
+        card service holds nothing for the key (never reserved)."""
         ...
 
     async def refund(self, key: str, *, timeout: float) -> bool:
@@ -238,8 +241,22 @@ class GrpcCardClient:
         return _reservation(resp.reservation)
 
     async def release(self, key: str, *, timeout: float) -> Reservation | None:
+        """Ends the hold the key has now, whichever hold of the key that is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        released = await self._release(key, f"{key}:release", timeout)
+        if released is not None and released.state == HELD:
+            # Only a replay answers HELD: our release of an earlier hold of this key was
+            # answered, and the key was held again since (a retry of the placement after its
+            # undo, _hold_card_again), a hold the card service then leaves alone. Every release
+            # of ours means the hold as it stands, so it is asked again under an id of that
+            # hold; left held, the card stayed out of its owner's hands for the whole TTL.
+            released = await self._release(key, f"{key}:release@{released.create_ms}", max(deadline - loop.time(), 0.001))
+        return released
+
+    async def _release(self, key: str, request_id: str, timeout: float) -> Reservation | None:
         self.calls["ReleaseReservation"] += 1
-        req = card_service_pb2.ReleaseReservationRequest(request_id=f"{key}:release", order_id=key)
+        req = card_service_pb2.ReleaseReservationRequest(request_id=request_id, order_id=key)
         try:
             resp = await self._stub.ReleaseReservation(req, metadata=self._md, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
