@@ -36,7 +36,9 @@ class LotteryStatus(_message.Message):
     day: _builtins.str
     """Today in the campaign's time zone, YYYY-MM-DD."""
     invites: _builtins.int
-    """New users the caller invited."""
+    """New users the caller invited, all so far: after today's cut-off (entries closed) they count
+    toward the next draw.
+    """
     threshold: _builtins.int
     """Invites needed to enter."""
     qualified: _builtins.bool
