@@ -28,7 +28,7 @@ from miandan.gateway.v1 import gateway_pb2, gateway_service_pb2
 from miandan.lottery.v1 import lottery_pb2, lottery_service_pb2
 from miandan.order.v1 import order_pb2, order_service_pb2
 from services.common.auth import refuses_our_credential
-from services.common.clock import Clock, SystemClock
+from services.common.clock import Clock, SystemClock, to_ms
 from services.common.deadline import DEADLINE_PASSED
 from services.common.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, error_details
 
@@ -472,8 +472,17 @@ class Gateway:
             threshold=wallet.lottery_threshold,
             qualified=wallet.lottery_qualified,
             entered_today=entered,
+            entries_open=self._entries_open(draw),
         )
         return gateway_pb2.WalletView(wallet=wallet, cards=wallet_reply.available_cards, lottery=lottery)
+
+    def _entries_open(self, draw: lottery_pb2.Draw | None) -> bool:
+        """Whether today's draw takes entries now, by this gateway's clock: the draw is cached
+        a few seconds, and its status alone would still say OPEN just after the cut-off. So an
+        app can tell "enter now" from "your invites count toward tomorrow" after 20:00."""
+        if draw is None or draw.status != lottery_pb2.DRAW_STATUS_OPEN or not draw.HasField("cutoff_time"):
+            return False
+        return to_ms(self.clock.now()) < draw.cutoff_time.ToMilliseconds()
 
     async def _draw_today(self, o: CallOptions) -> lottery_pb2.Draw | None:
         """Today's draw (cached a few seconds). The lottery is the least important part of a

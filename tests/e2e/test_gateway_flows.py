@@ -329,7 +329,10 @@ def test_a_user_who_invited_three_new_users_can_enter_todays_draw(stub, as_user)
     join(stub, as_user, loner)
     for i in range(3):
         assert join(stub, as_user, uid(f"friend{i}"), phrase).invite_accepted
+    open_before = entries_open_now()
     wallet = stub.GetWallet(gw.GetWalletRequest(), metadata=as_user(host), timeout=10).wallet
+    if entries_open_now() == open_before:  # not read across the cut-off
+        assert wallet.lottery.entries_open == open_before
     assert wallet.lottery.invites == 3 and wallet.lottery.qualified and not wallet.lottery.entered_today
     if entries_open_now():
         entered = stub.EnterLottery(gw.EnterLotteryRequest(request_id=rid()), metadata=as_user(host), timeout=10)

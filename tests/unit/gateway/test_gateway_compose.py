@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import timedelta
 
 import grpc
 import pytest
@@ -68,6 +69,19 @@ async def test_the_wallet_says_whether_the_user_entered_today(fakes):
     fakes.lottery.entries.append(lottery_pb2.Entry(user_id="alice", day="2026-01-28"))
     view = await fakes.gateway.wallet_view("alice", fakes.options())
     assert view.lottery.entered_today and view.lottery.qualified
+
+
+async def test_the_wallet_says_whether_todays_entries_are_open_by_the_cutoff_not_a_cached_status(fakes):
+    fakes.card.invites["alice"] = 3
+    fakes.lottery.draw.cutoff_time.FromDatetime(fakes.clock.now() + timedelta(minutes=5))
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    assert (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entries_open
+    fakes.clock.advance(minutes=5)  # the draw read a moment ago still says OPEN (cached)
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert not view.lottery.entries_open and view.lottery.qualified and view.lottery.invites == 3
+    fakes.lottery.draw.status = lottery_pb2.DRAW_STATUS_NOT_HELD
+    fakes.clock.advance(minutes=5)  # past the cache
+    assert not (await fakes.gateway.wallet_view("alice", fakes.options())).lottery.entries_open
 
 
 def upstream_calls(fakes):

@@ -33,6 +33,7 @@ class LotteryStatus(_message.Message):
     THRESHOLD_FIELD_NUMBER: _builtins.int
     QUALIFIED_FIELD_NUMBER: _builtins.int
     ENTERED_TODAY_FIELD_NUMBER: _builtins.int
+    ENTRIES_OPEN_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """Today in the campaign's time zone, YYYY-MM-DD."""
     invites: _builtins.int
@@ -45,6 +46,10 @@ class LotteryStatus(_message.Message):
     """invites >= threshold."""
     entered_today: _builtins.bool
     """Whether the caller entered today's draw."""
+    entries_open: _builtins.bool
+    """Whether today's draw takes entries now: false after its cut-off (invites made since count
+    toward the next draw), on a day no draw is held, and when the lottery could not say.
+    """
     def __init__(
         self,
         *,
@@ -53,10 +58,11 @@ class LotteryStatus(_message.Message):
         threshold: _builtins.int = ...,
         qualified: _builtins.bool = ...,
         entered_today: _builtins.bool = ...,
+        entries_open: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "entered_today", b"entered_today", "invites", b"invites", "qualified", b"qualified", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "entered_today", b"entered_today", "entries_open", b"entries_open", "invites", b"invites", "qualified", b"qualified", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
