@@ -32,6 +32,7 @@ from services.common.errors import (
     DeadlineExceeded,
     DomainError,
     FailedPrecondition,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -762,10 +763,13 @@ class OrderService:
                     # Above the card's face value (refused before anything was held): a plain
                     # hold, confirmed after payment. Its answer teaches us the face value.
                     reservation = await self._reserve(order, key, budget, False)
-            except (Unavailable, DeadlineExceeded) as exc:
+            except (Unavailable, DeadlineExceeded, Internal) as exc:
                 # Whether the card got held is unknown: answer the caller now, then try to undo
                 # it (the flight stays registered meanwhile); if the card service is still
-                # unreachable the sweep will.
+                # unreachable the sweep will. An INTERNAL answer (a card service bug, a batch
+                # answered with the wrong number of results) says no more than a timeout does:
+                # taken as a refusal, a hold it had made stayed to its TTL, and a redeemed card
+                # stayed under the aborted order for good.
                 self._settle_early(order.order_id, exc)
                 await self._compensate_quietly(await self._placing_row(order, written))
                 raise
