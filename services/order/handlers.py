@@ -1524,15 +1524,13 @@ class OrderService:
             # Request ids older than a week (model.REQUEST_MEMORY_MS), in batches of `limit` (each
             # its own short transaction) up to FORGET_BATCHES_PER_PASS: one batch per 5 s pass
             # forgot 100 a second, fewer than a busy week of payments, cancels and cart lines
-            # records, so the table could grow for good.
-            for _ in range(FORGET_BATCHES_PER_PASS):
-                if await self.store.forget_requests(now - model.REQUEST_MEMORY_MS, limit) < limit:
-                    break
-            # Refused placements keep their row only to answer their request_id: as long as
-            # the request ids are remembered, not for the rest of the campaign.
-            for _ in range(FORGET_BATCHES_PER_PASS):
-                if await self.store.forget_aborted(now - model.REQUEST_MEMORY_MS, limit) < limit:
-                    break
+            # records, so the table could grow for good. Refused placements go the same way:
+            # they keep their row only to answer their request_id, as long as request ids are
+            # remembered, not for the rest of the campaign.
+            for forget in (self.store.forget_requests, self.store.forget_aborted):
+                for _ in range(FORGET_BATCHES_PER_PASS):
+                    if await forget(now - model.REQUEST_MEMORY_MS, limit) < limit:
+                        break
         except Exception as exc:  # they wait for the next pass
             log.warning("old request ids not forgotten", extra={"error": repr(exc)})
         await self._card_watermark_pass(startup, report)
