@@ -98,6 +98,7 @@ def _day_position(token: str, tag: str) -> str:
 def _check_request_id(request_id: str) -> None:
     if len(request_id) > MAX_REQUEST_ID_CHARS:
         raise InvalidArgument("request_id", f"at most {MAX_REQUEST_ID_CHARS} characters", reason="INVALID_REQUEST_ID")
+    model.check_no_control_character(request_id, "request_id")
 
 
 def _require_day(text: str) -> date:

@@ -308,3 +308,20 @@ async def test_a_day_committed_with_a_beacon_while_a_run_found_none_is_not_drawn
     else:
         raise AssertionError(f"drawn with {drawn.beacon_value!r} for {drawn.beacon_source} round {drawn.beacon_round}")
     assert not (await store.get_draw(CAMPAIGN, DAY)).drawn
+
+
+@pytest.mark.parametrize("request_id", ["r\n1", "r\x00", "r\x1f", "r\x85"])
+async def test_a_request_id_with_a_control_character_is_invalid_id_on_every_write(env, request_id):
+    lottery, cards, clock = env
+    cards.counts["u"] = 3
+    calls = {
+        "EnterDraw": lambda: lottery.enter_draw(request_id, CAMPAIGN, "u", DAY, timeout=1),
+        "CommitDraw": lambda: lottery.commit_draw(request_id, CAMPAIGN, DAY, timeout=1),
+        "RunDraw": lambda: lottery.run_draw(request_id, CAMPAIGN, DAY, ""),
+    }
+    for name, call in calls.items():
+        with pytest.raises(DomainError) as err:
+            await call()
+        assert err.value.reason == "INVALID_ID", name
+        assert [f for f, _ in err.value.violations] == ["request_id"], name
+    assert await lottery.store.get_draw(CAMPAIGN, DAY) is None

@@ -153,6 +153,15 @@ def test_ids_must_be_short_printable_and_present(value):
         model.check_id(value, "user_id")
 
 
+@pytest.mark.parametrize("value", ["nel\x85id", "\x80", "csi\x9bid"])
+def test_an_id_with_a_c1_control_character_is_refused_as_the_order_service_refuses_it(value):
+    # Unicode's control characters (category Cc) are C0, DEL and C1 alike (docs/conventions.md):
+    # U+0085 is a line break to many readers of a published entrant list.
+    with pytest.raises(InvalidArgument) as err:
+        model.check_id(value, "user_id")
+    assert err.value.reason == "INVALID_ID"
+
+
 def test_page_size_bounds():
     assert model.check_page_size(0, 30, 100) == 30
     assert model.check_page_size(100, 30, 100) == 100
