@@ -119,8 +119,10 @@ class GeoIndex:
         radius_m: float,
         keep: Callable[[StoreRecord], bool] | None = None,
         limit: int = 10,
+        after: tuple[float, str] | None = None,
     ) -> list[tuple[float, StoreRecord]]:
-        """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id."""
+        """Up to `limit` (distance_m, store) within radius_m, nearest first, ties by store_id;
+        only those ordered after `after` (distance_m, store_id): the last one of a previous page."""
         best: list[tuple[float, bytes, StoreRecord]] = []  # max-heap via negated distance, then greater id
         bound = radius_m  # no hit can be farther than this
         # The flat estimate measures longitude straight across: across the antimeridian it would
@@ -146,6 +148,8 @@ class GeoIndex:
                             continue
                     d = haversine_m(lat, lng, s.lat, s.lng)
                     if d > bound:
+                        continue
+                    if after is not None and (d < after[0] or (d == after[0] and s.store_id <= after[1])):
                         continue
                     if keep is not None and not keep(s):
                         continue
@@ -327,6 +331,7 @@ class BrandIndex(GeoIndex):
         clock: OpenClock,
         keep: Callable[[StoreRecord], bool] | None = None,
         limit: int = 1,
+        after: tuple[float, str] | None = None,
     ) -> list[tuple[float, StoreRecord]]:
         """nearest() over the stores open at the clock's instant that `keep` keeps: the same
         stores, in the same order, as nearest() with a filter of both."""
@@ -336,22 +341,23 @@ class BrandIndex(GeoIndex):
                 return []
             open_now = [t.index for t in timetables.values() if clock.hours_open(t.hours, t.time_zone)]
             if len(open_now) < len(timetables):
-                return _nearest_of(open_now, lat, lng, radius_m, keep, limit)
+                return _nearest_of(open_now, lat, lng, radius_m, keep, limit, after)
         # Daytime: open stores are everywhere, the whole index finds the nearest at once. And a
         # brand of too many timetables: one search per open timetable would cost more.
         if keep is None:
-            return self.nearest(lat, lng, radius_m, clock.is_open, limit)
-        return self.nearest(lat, lng, radius_m, lambda s: clock.is_open(s) and keep(s), limit)
+            return self.nearest(lat, lng, radius_m, clock.is_open, limit, after)
+        return self.nearest(lat, lng, radius_m, lambda s: clock.is_open(s) and keep(s), limit, after)
 
 
 def _nearest_of(
-    indexes: list[GeoIndex], lat: float, lng: float, radius_m: float, keep: Callable[[StoreRecord], bool] | None, limit: int
+    indexes: list[GeoIndex], lat: float, lng: float, radius_m: float, keep: Callable[[StoreRecord], bool] | None, limit: int,
+    after: tuple[float, str] | None = None,
 ) -> list[tuple[float, StoreRecord]]:
     """The `limit` nearest over several indexes, as one index holding them all would answer."""
     best: list[tuple[float, StoreRecord]] = []
     bound = radius_m
     for index in sorted(indexes, key=len, reverse=True):  # the biggest is likely the nearest: bound the rest
-        best.extend(index.nearest(lat, lng, bound, keep, limit))
+        best.extend(index.nearest(lat, lng, bound, keep, limit, after))
         if len(best) >= limit:
             # Of stores at the same distance nearest() keeps the smaller store_id: so does this.
             best.sort(key=lambda h: (h[0], h[1].store_id))

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import gc
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence, TypeVar
@@ -221,6 +222,27 @@ def _page_size(page_size: int, default: int, maximum: int) -> int:
     return default if page_size == 0 else min(page_size, maximum)
 
 
+def _search_position(token: str) -> tuple[int, tuple[float, str] | None]:
+    """(stores shown before this page, (distance_m, store_id) of the last one shown). The next
+    page starts after that store rather than after a count of stores: stores that close, open or
+    move between two pages (hours end, imports) shifted a count, and the page after skipped a
+    store never shown or repeated one. The count only caps how deep a list goes."""
+    shown_text, _, rest = _decode_token("stores", token).partition(":")
+    shown = ascii_int(shown_text, minimum=0, maximum=MAX_SEARCH_OFFSET)
+    if shown is None:
+        raise InvalidArgument("page_token", "无效的分页令牌 / bad page token", reason="INVALID_PAGE_TOKEN")
+    if not rest:
+        return shown, None
+    distance_text, _, store_id = rest.partition(":")
+    try:
+        distance = float(distance_text)
+    except ValueError:
+        distance = math.nan
+    if not store_id or not math.isfinite(distance) or distance < 0:
+        raise InvalidArgument("page_token", "无效的分页令牌 / bad page token", reason="INVALID_PAGE_TOKEN")
+    return shown, (distance, store_id)
+
+
 def _check_location(lat: float, lng: float, present: bool, field_name: str = "location") -> None:
     if not present:
         raise InvalidArgument(field_name, "需要位置 / location is required")
@@ -252,6 +274,8 @@ class Catalog:
         self.version = 0
         self._resolver: tuple[int, Resolver] | None = None
         self._build_lock = asyncio.Lock()
+        # Held by an import batch from its write to the end of its indexing (see _apply_rows).
+        self._rows_lock = asyncio.Lock()
         self._rebuild_task: asyncio.Task[None] | None = None
         # Every committed change that can alter a Quote is published here (WatchMenuChanges),
         # after it is applied to memory.
@@ -316,6 +340,14 @@ class Catalog:
         await asyncio.shield(self._store_and_index_rows(rows))
 
     async def _store_and_index_rows(self, rows: list[StoreRow]) -> None:
+        # One batch at a time, from its COMMIT to its last indexed row: the indexing yields to
+        # other calls, and a second import (an operator fixing a store while the big one runs)
+        # committed in between and was then overwritten in memory by the older batch's rows, so
+        # searches and quotes showed the store as the database no longer had it until a restart.
+        async with self._rows_lock:
+            await self._store_and_index_rows_alone(rows)
+
+    async def _store_and_index_rows_alone(self, rows: list[StoreRow]) -> None:
         dropped = await self.store.upsert_stores(rows, now_ms(self.clock))
         # Before the first yield below: a SetItemAvailability committed after this import is
         # applied after this line, so only the marks the import dropped are forgotten. The
@@ -419,28 +451,28 @@ class Catalog:
             raise InvalidArgument("radius_meters", f"须为 0..{MAX_SEARCH_RADIUS_M:.0f} 米 / must be 0..50,000 (0 means 3,000)")
         radius = radius_m or DEFAULT_SEARCH_RADIUS_M
         size = _page_size(page_size, 10, 100)
-        offset = 0
-        if page_token:
-            found_offset = ascii_int(_decode_token("stores", page_token), minimum=0, maximum=MAX_SEARCH_OFFSET)
-            if found_offset is None:
-                raise InvalidArgument("page_token", "无效的分页令牌 / bad page token", reason="INVALID_PAGE_TOKEN")
-            offset = found_offset
+        shown, after = _search_position(page_token) if page_token else (0, None)
+        # A token of the release before names no store: it counts the stores to skip.
+        skip = shown if after is None else 0
         if brand_id and brand_id not in self.brands:
             raise NotFound(BRAND_NOT_FOUND, f"品牌不存在 / no brand {brand_id!r}")
         clock = OpenClock(self.clock.now())
         if brand_id and open_now:
             # At night a brand's closed timetables are passed over whole (BrandIndex.nearest_open).
             keep = self._store_filter("", category, None)
-            found = self._brand_index(brand_id).nearest_open(lat, lng, radius, clock, keep, limit=offset + size + 1)
+            found = self._brand_index(brand_id).nearest_open(lat, lng, radius, clock, keep, limit=skip + size + 1, after=after)
         else:
             keep = self._store_filter("", category, clock if open_now else None)
             index = self._brand_index(brand_id) if brand_id else self.index
-            found = index.nearest(lat, lng, radius, keep, limit=offset + size + 1)
-        page = found[offset : offset + size]
-        more = len(found) > offset + size and offset + size <= MAX_SEARCH_OFFSET
+            found = index.nearest(lat, lng, radius, keep, limit=skip + size + 1, after=after)
+        page = found[skip : skip + size]
+        more = len(found) > skip + size and shown + size <= MAX_SEARCH_OFFSET
         details = await self.store.store_details([s.store_id for _, s in page])
         hits = [StoreHit(s, self.brands[s.brand_id], d, clock.is_open(s), details.get(s.store_id, StoreDetails())) for d, s in page]
-        return hits, _encode_token("stores", str(offset + size)) if more else ""
+        if not more:
+            return hits, ""
+        last_distance, last = page[-1]
+        return hits, _encode_token("stores", f"{shown + size}:{last_distance!r}:{last.store_id}")
 
     def _store_filter(self, brand_id: str, category: str, clock: OpenClock | None) -> Callable[[StoreRecord], bool] | None:
         brand_ok: set[str] | None = None

@@ -56,6 +56,14 @@ MAX_OPTIONS = 100  # of an item, all its groups together
 # CART_FULL alike), and RESOURCE_EXHAUSTED is the suite's answer to load, retried after a delay.
 MAX_MENU_ITEMS = 2_000
 MENU_FULL = "MENU_FULL"
+# What a brand's menu items may weigh together in a GetMenu answer (menu_entry_bytes). The count
+# above does not bound it: an item at every limit is ~1.3 MB, and four of them made GetMenu at
+# every store of the brand larger than a buyer's app reads (4 MiB through the gateway):
+# RESOURCE_EXHAUSTED for every buyer there. The 128 KiB left cover the rest of the answer (a
+# store and a brand at their limits are under 70 KB) and the gateway's envelope. 2,000 items as
+# rich as the demo's richest still fit (~2.6 MB). Refused as MENU_FULL is: FAILED_PRECONDITION.
+MAX_MENU_BYTES = 4 * 1024 * 1024 - 128 * 1024
+MENU_TOO_LARGE = "MENU_TOO_LARGE"
 ITEM_NOT_FOUND = "ITEM_NOT_FOUND"
 
 # Quote problem reasons (QuoteProblem.reason).
@@ -527,6 +535,55 @@ def menu_full(brand_id: str) -> FailedPrecondition:
         f"is full (at most {MAX_MENU_ITEMS:,} items): existing items can still be updated",
         metadata={"brand_id": brand_id, "max_items": str(MAX_MENU_ITEMS)},
     )
+
+
+def menu_too_large(brand_id: str, menu_bytes: int) -> FailedPrecondition:
+    return FailedPrecondition(
+        MENU_TOO_LARGE,
+        f"品牌 {brand_id} 的菜单过大（最多 {MAX_MENU_BYTES:,} 字节），请精简选项或别名 / the menu of brand {brand_id!r} "
+        f"would weigh {menu_bytes:,} bytes, more than a GetMenu answer may carry ({MAX_MENU_BYTES:,}): trim options or "
+        "aliases; changes that do not grow an item are still taken",
+        metadata={"brand_id": brand_id, "max_bytes": str(MAX_MENU_BYTES), "menu_bytes": str(menu_bytes)},
+    )
+
+
+def _varint_bytes(n: int) -> int:
+    if n < 0:
+        return 10  # a negative int64 is sign-extended to 64 bits
+    size = 1
+    while n >= 0x80:
+        n >>= 7
+        size += 1
+    return size
+
+
+def _text_bytes(text: str) -> int:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return 1 + _varint_bytes(size) + size if size else 0  # proto3 leaves an empty string out
+
+
+def _message_bytes(size: int) -> int:
+    return 1 + _varint_bytes(size) + size
+
+
+def menu_entry_bytes(item: MenuItem) -> int:
+    """The bytes `item` adds to a GetMenu answer: one entry of `entries`, as the servicer renders
+    it (the default option resolved, `available` set). Every field number here is below 16, so
+    each tag is one byte."""
+    groups = 0
+    for g in item.option_groups:
+        options = 0
+        for o in g.options:
+            options += _message_bytes(
+                _text_bytes(o.option_id) + _text_bytes(o.name) + (1 + _varint_bytes(o.price_delta_fen) if o.price_delta_fen else 0)
+                + sum(_text_bytes(a) or 2 for a in o.aliases)
+            )
+        groups += _message_bytes(_text_bytes(g.group_id) + _text_bytes(g.name) + options + _text_bytes(g.default.option_id))
+    fields = (
+        _text_bytes(item.item_id) + _text_bytes(item.brand_id) + _text_bytes(item.name) + _text_bytes(item.category)
+        + sum(_text_bytes(a) or 2 for a in item.aliases) + (1 + _varint_bytes(item.price_fen) if item.price_fen else 0) + groups
+    )
+    return _message_bytes(_message_bytes(fields) + 2)
 
 
 def item_not_on_menu(store_id: str, item_id: str) -> NotFound:

@@ -18,12 +18,13 @@ import logging
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from services.common.clock import Clock
 from services.common.db import Database
 
 from .model import (
+    MAX_MENU_BYTES,
     MAX_MENU_ITEMS,
     Brand,
     MenuItem,
@@ -38,7 +39,9 @@ from .model import (
     encode_hours,
     item_fingerprint,
     item_not_on_menu,
+    menu_entry_bytes,
     menu_full,
+    menu_too_large,
     request_id_reused,
 )
 
@@ -330,13 +333,16 @@ def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms
     seen = _replayed(conn, "item", "", request_id, fingerprint)
     if seen is not None:
         return bool(seen), True
-    exists = conn.execute("SELECT 1 FROM menu_items WHERE brand_id = ? AND item_id = ?", (it.brand_id, it.item_id)).fetchone()
+    exists = conn.execute(
+        f"SELECT {_ITEM_COLUMNS} FROM menu_items WHERE brand_id = ? AND item_id = ?", (it.brand_id, it.item_id)
+    ).fetchone()
     if exists is None:
         # Counted in the write transaction: the single writer runs concurrent upserts one after
         # the other, so the last places cannot be taken twice (memory lags the commits).
         (count,) = conn.execute("SELECT COUNT(*) FROM menu_items WHERE brand_id = ?", (it.brand_id,)).fetchone()
         if count >= MAX_MENU_ITEMS:
             raise menu_full(it.brand_id)
+    _check_menu_bytes(conn, it, None if exists is None else _item_of_row(exists))
     values = (it.name, json.dumps(list(it.aliases), ensure_ascii=False), it.category, it.price_fen, groups_to_json(it.option_groups), now_ms)
     created = exists is None
     if created:
@@ -353,6 +359,43 @@ def _upsert_item(conn: sqlite3.Connection, request_id: str, it: MenuItem, now_ms
         )
     _remember(conn, "item", "", request_id, fingerprint, created, now_ms)
     return created, False
+
+
+_ITEM_COLUMNS = "item_id, brand_id, name, aliases, category, price_fen, option_groups"
+# An upper bound of menu.menu_entry_bytes from the stored text, no JSON parsed: JSON spells out
+# every key and quote where the wire has a byte or two, and the option groups count twice since
+# a group's default option id is sent again even when the stored one is empty.
+_ROUGH_ITEM_BYTES = (
+    "64 + length(CAST(item_id AS BLOB)) + length(CAST(brand_id AS BLOB)) + length(CAST(name AS BLOB)) "
+    "+ length(CAST(aliases AS BLOB)) + length(CAST(category AS BLOB)) + 2 * length(CAST(option_groups AS BLOB))"
+)
+
+
+def _item_of_row(row: Any) -> MenuItem:
+    item_id, brand_id, name, aliases, category, price_fen, groups = row
+    return MenuItem(item_id, brand_id, name, price_fen, tuple(json.loads(aliases)), category, groups_from_json(groups))
+
+
+def _check_menu_bytes(conn: sqlite3.Connection, it: MenuItem, previous: MenuItem | None) -> None:
+    """Refuses MENU_TOO_LARGE a change that grows the brand's menu past MAX_MENU_BYTES. A change
+    that does not grow its item is always taken, so a menu over the budget can still be trimmed.
+    In the write transaction, as the count of items: concurrent upserts cannot both take the
+    last bytes. The other items are summed from their stored text first (cheap) and parsed only
+    when that rough sum does not settle it (a brand near its budget)."""
+    size = menu_entry_bytes(it)
+    if previous is not None and size <= menu_entry_bytes(previous):
+        return
+    (rough,) = conn.execute(
+        f"SELECT COALESCE(SUM({_ROUGH_ITEM_BYTES}), 0) FROM menu_items WHERE brand_id = ? AND item_id <> ?", (it.brand_id, it.item_id)
+    ).fetchone()
+    if rough + size <= MAX_MENU_BYTES:
+        return
+    others = sum(
+        menu_entry_bytes(_item_of_row(row))
+        for row in conn.execute(f"SELECT {_ITEM_COLUMNS} FROM menu_items WHERE brand_id = ? AND item_id <> ?", (it.brand_id, it.item_id))
+    )
+    if others + size > MAX_MENU_BYTES:
+        raise menu_too_large(it.brand_id, others + size)
 
 
 def _upsert_stores(conn: sqlite3.Connection, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]:

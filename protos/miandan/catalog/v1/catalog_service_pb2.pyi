@@ -317,7 +317,10 @@ class SearchStoresRequest(_message.Message):
     INVALID_ARGUMENT).
     """
     page_token: _builtins.str
-    """next_page_token of the previous page."""
+    """next_page_token of the previous page. The next page starts after the last store shown, so
+    stores that open, close or are imported between two pages are neither skipped nor shown
+    twice. A list goes at most 1,000 stores deep.
+    """
     @_builtins.property
     def location(self) -> _common_pb2.GeoPoint:
         """Search point."""

@@ -122,7 +122,10 @@ class CatalogServiceServicer:
         20 aliases per option; options whose cheapest choice takes the price below 0 are refused
         (INVALID_ARGUMENT naming the field). request_id at most 128 characters (FIELD_TOO_LONG).
         A brand's menu holds at most 2,000 items: a new item beyond is FAILED_PRECONDITION /
-        MENU_FULL; the items it has can still be replaced.
+        MENU_FULL; the items it has can still be replaced. Its items together are at most 3.875 MiB
+        as GetMenu sends them (one answer must stay readable under a client's 4 MiB limit): a change
+        that would take the menu past that is FAILED_PRECONDITION / MENU_TOO_LARGE; a change that
+        does not grow its item is always taken, so a menu can be trimmed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
