@@ -1064,7 +1064,7 @@ class OrderService:
         if order.status == model.PENDING_PAYMENT and self._now() >= order.payment.expire_ms:
             order = await self._expire(order, budget)
         if order.status == model.PENDING_PAYMENT:
-            await self._capture(order, reference)
+            order = await self._capture(order, reference)
             now = self._now()
 
             def mark_paid(cur: Order) -> Order:
@@ -1103,20 +1103,29 @@ class OrderService:
             raise FailedPrecondition("PAYMENT_NOT_REQUIRED", "此订单无需付款 / nothing to pay on this order")
         raise FailedPrecondition("ORDER_NOT_PAYABLE", f"订单状态 {order.status} 不能付款 / a {order.status} order cannot be paid")
 
-    async def _capture(self, order: Order, reference: str) -> None:
+    async def _capture(self, order: Order, reference: str) -> Order:
+        """Take the money; returns the order as this call left it. Until the capture is
+        answered and recorded the money may have left the payer's account: noted on the order
+        first (model.capture_unanswered), so that if the call never ends (the provider times
+        out, or the process is killed between the capture and the write that records it) and
+        the buyer never retries, the order's cancellation or lapse settles it (captured again
+        and refunded) instead of voiding a payment that went through. Only the reference
+        issued for the order can take its money."""
+        noted = False
+        if reference == order.payment.reference and order.payment.note != model.NOTE_CAPTURE_UNANSWERED:
+            now = self._now()
+            order = await self.store.update(order.order_id, lambda cur: model.capture_unanswered(cur, now), expect=order)
+            noted = order.payment.note == model.NOTE_CAPTURE_UNANSWERED
         try:
             await self.payments.capture(reference, order.order_id, order.payment.amount_fen)
         except PaymentDeclined as exc:
+            if noted:  # nothing was taken: nothing to settle
+                now = self._now()
+                await self.store.update(order.order_id, lambda cur: model.capture_declined(cur, now), expect=order)
             raise FailedPrecondition(exc.reason, "支付被拒绝 / the payment was declined") from None
         except PaymentTimeout:
-            if reference == order.payment.reference:
-                # The money may have been taken. Noted on the order, so that if the buyer never
-                # retries, the order's cancellation or lapse settles it (captured again and
-                # refunded) instead of voiding a payment that went through. Only the reference
-                # issued for the order can take its money.
-                now = self._now()
-                await self.store.update(order.order_id, lambda cur: model.capture_unanswered(cur, now))
             raise DeadlineExceeded("PAYMENT_PROVIDER_TIMEOUT", "支付渠道超时，请稍后重试 / the payment provider timed out, retry") from None
+        return order
 
     async def _late_payment(
         self, order: Order, reference: str, budget: Budget, *, captured: bool, key: model.RequestKey | None = None
@@ -1124,7 +1133,7 @@ class OrderService:
         """Money that arrived for an order that already lapsed: take it (it left the payer's
         account) and give it back at once, recorded on the order. The card stays returned."""
         if not captured:
-            await self._capture(order, reference)
+            order = await self._capture(order, reference)
 
         def record(cur: Order) -> Order:
             if cur.payment.status not in (model.PAY_VOIDED, model.PAY_PENDING):

@@ -646,7 +646,9 @@ def cancel(order: Order, now_ms: int, actor: str, reason: str, note: str = "") -
 
 
 def capture_unanswered(order: Order, now_ms: int) -> Order:
-    """The order once a capture of its payment went unanswered (NOTE_CAPTURE_UNANSWERED). A
+    """The order once a capture of its payment is asked and not yet answered
+    (NOTE_CAPTURE_UNANSWERED): written before the provider is asked, since a process killed
+    after the provider took the money and before the write that records it answers nobody. A
     payable order keeps waiting for payment, noted; a cancelled one (the capture of a late
     payment) is settled by the sweep. Any other state already accounts for the money."""
     p = order.payment
@@ -660,6 +662,18 @@ def capture_unanswered(order: Order, now_ms: int) -> Order:
             version=order.version + 1,
         )
     return order
+
+
+def capture_declined(order: Order, now_ms: int) -> Order:
+    """The order once the provider declined the capture that noted it (capture_unanswered is
+    written before asking): nothing was taken, so nothing is left to settle."""
+    p = order.payment
+    if p.note != NOTE_CAPTURE_UNANSWERED or p.status not in (PAY_PENDING, PAY_VOIDED):
+        return order
+    action = "" if order.payment_action == PAYMENT_SETTLE else order.payment_action
+    return revised(
+        order, payment=replace(p, note=""), payment_action=action, update_ms=now_ms, version=order.version + 1
+    )
 
 
 def captured(payment: Payment) -> Payment:

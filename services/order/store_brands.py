@@ -42,16 +42,19 @@ class StoreBrands:
         self.clock = clock or SystemClock()
         self.keep_seconds = keep_seconds
         self.max_stores = max_stores
-        self._known: OrderedDict[str, tuple[str, float]] = OrderedDict()  # store -> (brand, until)
+        # store -> (brand, asked, until)
+        self._known: OrderedDict[str, tuple[str, float, float]] = OrderedDict()
 
     async def of(self, store_id: str, *, timeout: float = ASK_TIMEOUT_SECONDS) -> str:
         now = self.clock.now().timestamp()
         known = self._known.get(store_id)
-        if known is not None and now < known[1]:
+        # Asked "after now": the wall clock stepped back, and the answer's age is unknown (kept
+        # otherwise for as long as the step, an hour for an hour's step, not a few seconds).
+        if known is not None and known[1] <= now < known[2]:
             self._known.move_to_end(store_id)
             return known[0]
         brand = await self.directory.store_brand(store_id, timeout=timeout)
-        self._known[store_id] = (brand, now + self.keep_seconds)
+        self._known[store_id] = (brand, now, now + self.keep_seconds)
         self._known.move_to_end(store_id)
         while len(self._known) > self.max_stores:
             self._known.popitem(last=False)

@@ -67,3 +67,13 @@ async def test_the_catalog_down_is_unavailable_not_an_empty_list(world):
     world.catalog.down = True
     with pytest.raises(Unavailable):
         await world.service.list_store_orders("s1", "", 10, "", merchant=rival())
+
+
+async def test_an_answer_kept_before_the_clock_stepped_back_is_asked_again(world):
+    directory = Directory({"s1": "tea"})
+    brands = StoreBrands(directory, clock=world.clock, keep_seconds=10)
+    assert await brands.of("s1") == "tea"
+    directory.brands["s1"] = "coffee"  # an import moved the store
+    world.clock.advance(-3600)  # NTP stepped the wall clock an hour back
+    # Kept "until 10 s after" a time an hour ahead: an answer of unknown age, not one kept 10 s.
+    assert await brands.of("s1") == "coffee" and directory.asked == 2

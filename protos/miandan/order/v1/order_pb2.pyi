@@ -255,8 +255,9 @@ class Payment(_message.Message):
     note: _builtins.str
     """Why the money moved unusually, e.g. LATE_PAYMENT_REFUNDED (paid after the order lapsed, or
     taken behind a provider timeout for an order that then did not stand), CAPTURE_UNANSWERED
-    (the provider left a capture unanswered: retry ConfirmPayment with the same reference; if
-    the order is cancelled or lapses first, any money taken is refunded).
+    (a capture is asked and not yet answered, or was left unanswered by the provider or by a
+    crash: retry ConfirmPayment with the same reference; if the order is cancelled or lapses
+    first, any money taken is refunded).
     """
     @_builtins.property
     def expire_time(self) -> _timestamp_pb2.Timestamp:
