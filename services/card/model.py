@@ -309,11 +309,15 @@ def grant_size(wanted: int, granted_so_far: int, cap: int) -> int:
 
 
 def offers_cards(campaign: Campaign, issued_fen: int, now_ms: int) -> bool:
-    """Whether a grant of one card could succeed now, the per-user cap aside: the campaign is
-    running and what is left of its budget pays for a card. issued_fen never goes down (a
-    refunded or expired card stays issued), so once this is False for the budget it stays so."""
+    """Whether a friend joining with a pass-phrase now would be granted a card, the per-user cap
+    aside: the campaign is running and what is left of its budget pays for the sign-up grant. A
+    Join claims that grant first, and a grant is given whole or not at all (the audit counts on
+    it), so with a grant of several cards one card's worth left gives the friend nothing; the
+    invite's joining grant is no smaller. issued_fen never goes down (a refunded or expired card
+    stays issued), so once this is False for the budget it stays so."""
     rules = campaign.rules
-    return campaign.is_active(now_ms) and rules.budget_fen - issued_fen >= rules.card_face_value_fen
+    first_grant_fen = rules.signup_grant * rules.card_face_value_fen
+    return campaign.is_active(now_ms) and rules.budget_fen - issued_fen >= first_grant_fen
 
 
 def cards_obtainable(campaign: Campaign, cards_granted: int, issued_fen: int, now_ms: int) -> int:

@@ -85,3 +85,20 @@ async def test_a_campaign_outside_its_window_offers_no_card_and_the_phrase_promi
     assert w.cards_obtainable == 0 and w.card_cap == 21
     assert w.pass_phrase_text == f"¥{w.invite_code}¥ {NO_PROMISE}"
     assert await shared_text(card, "alice") == w.pass_phrase_text
+
+
+async def test_a_sign_up_grant_of_two_cards_that_the_rest_of_the_budget_cannot_pay_promises_no_card(card):
+    # A grant is given whole or not at all: a friend's Join first claims the sign-up grant of two
+    # cards, which one card's worth of budget does not pay for, and the invite's top-up to the
+    # joining grant costs as much. Nothing the phrase could promise the friend would come.
+    await card.campaign(C, budget_fen=5 * FACE, signup_grant=2)
+    for user in ("alice", "bob"):
+        await card.ClaimSignupCard(campaign_id=C, user_id=user)
+    w = await wallet_of(card, "alice")
+    assert w.pass_phrase_text == f"¥{w.invite_code}¥ {NO_PROMISE}"
+    assert await shared_text(card, "alice") == w.pass_phrase_text
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await card.AcceptInvite(campaign_id=C, invitee_user_id="carol", text=w.invite_code, claim_signup=True)
+    assert error_details(err.value)["reason"] == "CAMPAIGN_BUDGET_EXHAUSTED"
+    alone = await card.AcceptInvite(campaign_id=C, invitee_user_id="carol", text=w.invite_code)
+    assert alone.newly_accepted and not alone.invite.invitee_rewarded and not alone.invitee_cards

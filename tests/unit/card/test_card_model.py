@@ -75,6 +75,12 @@ def test_a_wallet_offers_what_the_cap_leaves_the_budget_pays_for_and_nothing_out
         assert m.cards_obtainable(c, 1, 0, outside) == 0 and not m.offers_cards(c, 0, outside)
 
 
+def test_a_pass_phrase_promises_a_card_only_while_the_budget_pays_a_whole_sign_up_grant():
+    c = m.new_campaign("c", "n", 1000, 2000, m.Rules(budget_fen=10 * 2_500, signup_grant=2), 0, b"")
+    assert m.offers_cards(c, 8 * 2_500, 1500)
+    assert not m.offers_cards(c, 9 * 2_500, 1500)  # one card's worth left: a grant of two gives none
+
+
 def test_a_card_covers_at_most_its_face_value():
     assert m.covered_fen(1800, 2500) == 1800
     assert m.covered_fen(4000, 2500) == 2500
