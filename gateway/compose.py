@@ -65,8 +65,19 @@ def _lottery_degrades(err: grpc.aio.AioRpcError) -> bool:
     return err.code() in _LOTTERY_DEGRADE_CODES or refuses_our_credential(err)
 # Card failures after which a preview is still worth showing, without its card part: the lookup
 # only tells the user what a confirm would cost, and the confirm picks (or refuses) the card
-# itself. CANCELLED is the card service's gRPC core turning the call away.
-_CARD_PREVIEW_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.CANCELLED)
+# itself. CANCELLED is the card service's gRPC core turning the call away; DEADLINE_EXCEEDED is
+# the lookup's own short deadline (PREVIEW_CARD_WAIT_S) passing on a card service that answers
+# nothing in time.
+_CARD_PREVIEW_DEGRADE_CODES = (_Code.UNAVAILABLE, _Code.CANCELLED, _Code.DEADLINE_EXCEEDED)
+
+
+def _card_preview_degrades(err: grpc.aio.AioRpcError) -> bool:
+    """Whether a preview is still shown without its card part after this card failure: the card
+    service down, frozen or refusing our own credential (a token rotation half done, as for the
+    wallet's lottery part): it could not be asked, which the user can do nothing about."""
+    return err.code() in _CARD_PREVIEW_DEGRADE_CODES or refuses_our_credential(err)
+
+
 MAX_TEXT_CHARS = 500
 # Below this confidence the catalog's reading is a guess among several (拿铁: one latte of four,
 # 0.51); a phrase that names a category and gets its usual item (来杯咖啡 -> 标准美式) scores 0.70.
@@ -87,6 +98,11 @@ DRAW_TTL_S = 3.0
 # without lottery standing. An answering lottery takes milliseconds.
 LOTTERY_STANDING_WAIT_S = 1.0
 LOTTERY_STANDING_SHARE = 0.5
+# Likewise for a preview's card lookup, which runs beside the catalog's reading of the sentence:
+# a frozen or stalled card service held every preview for the caller's whole deadline and failed
+# it DEADLINE_EXCEEDED, where a card service that is down shows the preview without its card part.
+PREVIEW_CARD_WAIT_S = 1.0
+PREVIEW_CARD_SHARE = 0.5
 # The most a read shared by every caller who asks at once (the campaign) may take; each caller
 # waits for it at most until its own deadline, and it is given up once none waits any more.
 SHARED_READ_S = 5.0
@@ -253,14 +269,20 @@ def _preview_of_order(text: str, order: order_pb2.Order) -> gateway_pb2.OrderPre
     )
 
 
-def _lottery_standing(o: CallOptions) -> CallOptions:
-    """The options of a wallet's lottery calls: o with its deadline brought forward so that the
-    wallet can still be answered without lottery standing (LOTTERY_STANDING_WAIT_S)."""
+def _optional_part(o: CallOptions, wait_s: float, share: float) -> CallOptions:
+    """The options of calls for a part of an answer that may be left out: o with its deadline
+    brought forward to at most wait_s, and at most `share` of what the caller has left, so that
+    the answer can still be given without that part."""
     now = time.monotonic()
-    left = LOTTERY_STANDING_WAIT_S if o.deadline is None else (o.deadline - now) * LOTTERY_STANDING_SHARE
+    left = wait_s if o.deadline is None else (o.deadline - now) * share
     if left <= 0:
         return o  # the caller's deadline has passed: o.kw() says so
-    return CallOptions(now + min(left, LOTTERY_STANDING_WAIT_S), o.metadata)
+    return CallOptions(now + min(left, wait_s), o.metadata)
+
+
+def _lottery_standing(o: CallOptions) -> CallOptions:
+    """The options of a wallet's lottery calls (LOTTERY_STANDING_WAIT_S)."""
+    return _optional_part(o, LOTTERY_STANDING_WAIT_S, LOTTERY_STANDING_SHARE)
 
 
 def _shared_read(o: CallOptions, seconds: float) -> CallOptions:
@@ -699,17 +721,18 @@ class Gateway:
 
     async def _best_card(self, user: str, o: CallOptions) -> tuple[bool, card_pb2.Card | None]:
         """(known, the card a preview shows): (False, None) when the card service cannot be
-        reached. A preview spends nothing, so it is shown without its card part rather than
-        refused; a confirm asks for the card again (through the order service) and refuses then."""
+        reached or does not answer in time (PREVIEW_CARD_WAIT_S). A preview spends nothing, so it
+        is shown without its card part rather than refused; a confirm asks for the card again
+        (through the order service) and refuses then."""
         try:
             reply = await self.card.ListCards(
                 card_service_pb2.ListCardsRequest(
                     campaign_id=self.campaign_id, user_id=user, state=card_pb2.CARD_STATE_AVAILABLE, page_size=1
                 ),
-                **o.kw(),
+                **_optional_part(o, PREVIEW_CARD_WAIT_S, PREVIEW_CARD_SHARE).kw(),
             )
         except grpc.aio.AioRpcError as err:
-            if err.code() not in _CARD_PREVIEW_DEGRADE_CODES:
+            if not _card_preview_degrades(err):
                 raise
             log.warning("preview shown without its card part", extra={"code": err.code().name})
             return False, None

@@ -3,6 +3,8 @@ what a confirm would cost, so the preview is still shown, its card part marked u
 (gateway.proto OrderPreview.card_unknown); a confirm still refuses while the card service is down."""
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 import pytest
 
@@ -78,3 +80,36 @@ async def test_a_confirm_straight_from_text_does_not_ask_the_card_service(fakes,
         await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(request_id="o1", text="两杯生椰拿铁", confirm=True), fakes.options())
     assert info.value.code() == grpc.StatusCode.UNAVAILABLE
     assert fakes.card.requests("ListCards") == []
+
+
+async def test_a_card_service_that_answers_nothing_in_time_leaves_the_preview_shown_without_its_card_part(fakes):
+    """A frozen card service (kill -STOP, a stalled disk) answers nothing: its lookup used to get
+    the caller's whole deadline and fail the preview DEADLINE_EXCEEDED with it."""
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    given: list[float] = []
+
+    async def frozen(request, *, timeout=None, metadata=None):
+        given.append(timeout)
+        await asyncio.sleep(timeout)  # what the channel does for a call that gets no answer
+        raise grpc.aio.AioRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, grpc.aio.Metadata(), grpc.aio.Metadata(), "Deadline Exceeded")
+
+    fakes.card.ListCards = frozen
+    reply = await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options(0.4))
+
+    p = reply.preview
+    assert p.preview_id.startswith("pv_") and (p.total_fen, p.card_id, p.payable_fen) == (3200, "", 3200)
+    assert p.card_unknown
+    assert given and given[0] <= 0.2  # at most half of what the caller had left
+
+
+async def test_a_card_service_refusing_the_gateways_own_credential_leaves_the_preview_shown_without_its_card_part(fakes, make_rpc_error):
+    """MIANDAN_INTERNAL_TOKEN rotated on the card service before the gateway: the card service
+    cannot be asked, as when it is down (the wallet's lottery part is treated the same way)."""
+    from services.common.auth import CREDENTIAL_INVALID
+
+    await fakes.gateway.join("alice", "r1", "", fakes.options())
+    fakes.card.fail["ListCards"] = make_rpc_error(CREDENTIAL_INVALID)
+
+    p = (await fakes.gateway.order_by_text("alice", gw.OrderByTextRequest(text="两杯生椰拿铁"), fakes.options())).preview
+
+    assert p.preview_id.startswith("pv_") and (p.card_id, p.payable_fen) == ("", 3200) and p.card_unknown

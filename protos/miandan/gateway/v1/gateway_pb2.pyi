@@ -140,7 +140,7 @@ class OrderPreview(_message.Message):
     card_id: _builtins.str
     """Card that would be used; empty without one."""
     card_unknown: _builtins.bool
-    """True when the card service could not be asked: card_id is empty, card_covered_fen 0 and
+    """True when the card service could not be asked or did not answer within 1 s: card_id is empty, card_covered_fen 0 and
     payable_fen the whole total, and a confirm uses the caller's best card (or is refused
     UNAVAILABLE while the card service stays unreachable).
     """

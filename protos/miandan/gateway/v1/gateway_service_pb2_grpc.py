@@ -143,8 +143,9 @@ class GatewayServiceServicer:
         request_id (required with confirm). With an order, the preview shows the card the order used.
         A confirm whose request_id already placed an order is answered with that order even when the
         sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
-        When the card service is unreachable a preview is still returned without its card part
-        (OrderPreview.card_unknown); a confirm is refused (UNAVAILABLE) until it is back.
+        When the card service is unreachable, refuses the gateway's credential or does not answer
+        within 1 s, a preview is still returned without its card part (OrderPreview.card_unknown); a
+        confirm is refused (UNAVAILABLE) until it is back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

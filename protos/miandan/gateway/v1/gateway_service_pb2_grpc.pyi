@@ -72,8 +72,9 @@ class GatewayServiceStub:
     request_id (required with confirm). With an order, the preview shows the card the order used.
     A confirm whose request_id already placed an order is answered with that order even when the
     sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
-    When the card service is unreachable a preview is still returned without its card part
-    (OrderPreview.card_unknown); a confirm is refused (UNAVAILABLE) until it is back.
+    When the card service is unreachable, refuses the gateway's credential or does not answer
+    within 1 s, a preview is still returned without its card part (OrderPreview.card_unknown); a
+    confirm is refused (UNAVAILABLE) until it is back.
     """
     PlaceOrder: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -136,8 +137,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     request_id (required with confirm). With an order, the preview shows the card the order used.
     A confirm whose request_id already placed an order is answered with that order even when the
     sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
-    When the card service is unreachable a preview is still returned without its card part
-    (OrderPreview.card_unknown); a confirm is refused (UNAVAILABLE) until it is back.
+    When the card service is unreachable, refuses the gateway's credential or does not answer
+    within 1 s, a preview is still returned without its card part (OrderPreview.card_unknown); a
+    confirm is refused (UNAVAILABLE) until it is back.
     """
     PlaceOrder: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.PlaceOrderRequest, _gateway_service_pb2.PlaceOrderResponse]  # type: ignore[assignment]
     """Places a structured order with the caller's best card (CRITICAL)."""
@@ -215,8 +217,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request_id (required with confirm). With an order, the preview shows the card the order used.
         A confirm whose request_id already placed an order is answered with that order even when the
         sentence now reads otherwise (the gateway restarted or was upgraded, a store closed since).
-        When the card service is unreachable a preview is still returned without its card part
-        (OrderPreview.card_unknown); a confirm is refused (UNAVAILABLE) until it is back.
+        When the card service is unreachable, refuses the gateway's credential or does not answer
+        within 1 s, a preview is still returned without its card part (OrderPreview.card_unknown); a
+        confirm is refused (UNAVAILABLE) until it is back.
         """
 
     @_abc_1.abstractmethod
