@@ -118,6 +118,13 @@ GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "�
 # is left after them and after every known phrase is something we did not understand (全家桶).
 FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀嘛吗下想喝吃买整请麻烦谢谢好了在去附近家店外卖单"
                          "有什么推荐哪些啥样个款就再也还和跟今天现在马上先", )
+# Words that leave the choice to us ("蜜雪冰城随便来一杯"): no order of their own, like the fillers
+# above, so a brand said with them suggests from its menu instead of asking what 随便 is.
+ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行")
+# Words that ask for the cheapest pick ("瑞幸最便宜的咖啡"): a kind of thing or a brand said with
+# them is chosen for by price, not by the standard item first.
+CHEAPEST_WORDS = ("最便宜", "便宜点", "便宜一点", "便宜的", "最实惠", "最划算", "cheapest", "cheap")
+
 # An option said as one character right before the item: a size (大可乐, 中薯), or iced (冰美式,
 # 冰拿铁: the commonest way to ask for a cold coffee). Alone anywhere else "冰" is no option: it
 # is part of item and brand names (冰鲜柠檬水, 蜜雪冰城), which are read first and cover it.

@@ -42,12 +42,22 @@ DIRECTIONS: tuple[tuple[frozenset[str], frozenset[str]], ...] = (
     (frozenset({"冰的", "要冰的", "冷的", "冰镇", "冰镇的", "iced", "cold"}), frozenset({"正常冰", "少冰", "去冰"})),
     (frozenset({"不要太甜", "别太甜", "不太甜", "少甜", "less sweet", "not too sweet", "less sweetness", "low sugar"}),
      frozenset({"少糖", "半糖", "微糖", "不另外加糖"})),
+    # "No ice" is said of hot and room-temperature drinks too (美式不要冰要热的): it is 去冰 only
+    # when nothing warmer is asked for.
+    (frozenset(w + end for w in ("不要冰", "不加冰", "别加冰", "不要加冰", "不放冰", "不用冰", "不要冰块", "冰不要")
+               for end in ("", "的")) | {"no ice", "without ice", "hold the ice", "no ice please"},
+     frozenset({"去冰", "常温", "热"})),
 )
 
 
 def agree(word: str, option_name: str) -> bool:
     """Whether `word` (as said, normalised) only gives the direction `option_name` goes."""
     return any(word in words and option_name in options for words, options in DIRECTIONS)
+
+
+def is_direction(word: str) -> bool:
+    """Whether `word` gives a direction only, which an option of that direction makes exact."""
+    return any(word in words for words, _ in DIRECTIONS)
 
 
 @dataclass(frozen=True)

@@ -22,18 +22,18 @@ import logging
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Collection, Sequence
+from typing import Callable, Collection, Sequence
 
 from rapidfuzz import fuzz, process
 
 from .lexicon import (
     ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, OPTION_PREFIXES,
 )
-from .lexicon import NEGATION_AFTER, NEGATION_BEFORE
+from .lexicon import ANYTHING_WORDS, CHEAPEST_WORDS, NEGATION_AFTER, NEGATION_BEFORE
 from .lexicon import STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
 from .numbers import scan_quantities
-from .options import ItemOptions, agree, option_surfaces, option_table
+from .options import ItemOptions, agree, is_direction, option_surfaces, option_table
 from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
 
 _log = logging.getLogger(__name__)
@@ -65,11 +65,20 @@ _LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
 _PER_PERSON = re.compile(r"每个人|每人|每位|人手|一人(?=\s?(?:\d|[一两二三四五六七八九十俩]))"
                          r"|(?<![a-z])(?:each person|per person|each of us|everyone)(?![a-z])")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
+# "Anything" and "the cheapest" name nothing to order: a brand said with them suggests from its menu.
+_ANYTHING = re.compile("|".join((*ANYTHING_WORDS, *(w for w in CHEAPEST_WORDS if not w.isascii()))))
+_CHEAPEST = re.compile("|".join(rf"(?<![a-z]){w}(?![a-z])" if w.isascii() else w for w in CHEAPEST_WORDS))
 # Words that take back the option said before and put the next one in its place ("少冰，算了还是
 # 去冰", "热的拿铁，不对，冰的", "hot, actually iced"): the later option is meant. Without one, two
 # options of one group for one line ("冰的热拿铁", an iced hot latte) contradict each other.
-_CORRECTION = re.compile(r"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|"
+# A bare no as a clause of its own: 大杯，啊不，中杯 / 热的，不不，冰的.
+_BARE_NO = r"(?<![^\s,，、;；。.!！?？])(?:啊|哦|噢|呃|额|嗯)?不+(?=[\s,，、;；。.!！?？]|$)"
+_CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|{_BARE_NO}|"
                          r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
+
+# The same for an item, less 还是 (生椰拿铁还是厚乳拿铁: "which of the two", not a change of mind).
+_ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_BARE_NO}|"
+                              r"(?<![a-z])(?:actually|instead|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 
 @dataclass
@@ -112,7 +121,10 @@ class _Token:
     items: dict[str, float] = field(default_factory=dict)
     problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
     people: bool = False  # a number of people (5个人), not of cups
-    corrects: bool = False  # an option said after a correction (算了还是去冰): it replaces the one before
+    # An option, count or item said after a correction (算了还是去冰, 三个，不对，五个, 多肉葡萄，不对，
+    # 要多肉桃李): it replaces the one before.
+    corrects: bool = False
+    cheapest: bool = False  # a kind of thing said with 最便宜 (cheapest): chosen for by price
 
 
 @dataclass
@@ -301,12 +313,16 @@ class RuleBasedResolver:
         raw = text if isinstance(text, str) else str(text)
         norm = _without_list_numbers(normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
+        cheapest = _CHEAPEST.search(norm) is not None
+        for t in tokens:
+            t.cheapest = cheapest and t.kind == CAT
         tokens, refused = _negated(tokens)
         tokens, people = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
         if len(drafts) > MAX_MENTIONS:
             return self._clarify_too_many(len(drafts))
+        drafts = self._kinds_named_by_their_item(tokens, drafts)
         for d in drafts:
             _times(d, people)
         avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
@@ -321,12 +337,63 @@ class RuleBasedResolver:
             return self._clarify_quantity(unusable.surface)
         if not drafts:
             if known and not unexplained:
-                return self._brand_only(known, face)
+                return self._brand_only(known, face, cheapest=cheapest)
             if known:
                 return self._clarify_mismatch([], known, unexplained)
             return self._clarify_nothing()
         return self._candidates(drafts, global_opts, known, face, avoid=avoid, left_out=left_out,
                                 not_offered=not_offered)
+
+    def _kinds_named_by_their_item(self, tokens: list[_Token], drafts: list[_Draft]) -> list[_Draft]:
+        """"点杯喝的，要瑞幸的美式": a kind of thing (喝的, 咖啡, 奶茶) then, with no 和 / 再来
+        between, an item of that kind is the one thing said twice, the second time exactly; read
+        as two lines it put a second, unasked-for drink on the card. The item takes the kind's
+        count and options. A kind counted, then items of it counted (咖啡两杯，一杯美式一杯生椰拿铁),
+        is split by them: the items are its parts, and it keeps only the cups they leave unnamed
+        (it was four coffees)."""
+        at = {id(t): k for k, t in enumerate(tokens)}
+
+        def said_between(a: _Draft, b: _Draft, words: Collection[str]) -> bool:
+            return any(t.kind == SEP and t.surface in words for t in tokens[at[id(a.token)] + 1:at[id(b.token)]])
+
+        out: list[_Draft] = []
+        for k, d in enumerate(drafts):
+            kind = out[-1] if out else None
+            if (kind is not None and kind.token.kind == CAT and d.token.kind == ITEM
+                    and not (kind.segs and d.segs) and self._of_kind(d.token, kind.token)
+                    and not said_between(kind, d, SEPARATORS)):
+                d.shared[:0] = kind.shared
+                d.segs = d.segs or kind.segs
+                out[-1] = d
+                continue
+            if d.token.kind == CAT and d.segs:
+                parts = self._parts(d, drafts[k + 1:], said_between)
+                named = sum(q for p in parts for q, _ in p.portions([]))
+                for p in parts:
+                    # 咖啡两杯少冰，一杯美式一杯拿铁: what is said of the whole is said of each part.
+                    p.shared[:0] = d.shared + d.segs[0].opts
+                if parts and named == d.segs[0].quantity:
+                    continue
+                if parts and named < d.segs[0].quantity:
+                    d.segs[0] = dataclasses.replace(d.segs[0], quantity=d.segs[0].quantity - named)
+            out.append(d)
+        return out
+
+    def _parts(self, kind: _Draft, after: list[_Draft],
+               said_between: Callable[[_Draft, _Draft, Collection[str]], bool]) -> list[_Draft]:
+        """The counted items of `kind` said right after it, up to anything added on top (再来…)."""
+        parts: list[_Draft] = []
+        for d in after:
+            prev = parts[-1] if parts else kind
+            if (d.token.kind != ITEM or not d.segs or not self._of_kind(d.token, kind.token)
+                    or said_between(prev, d, SEPARATORS if not parts else ADDITIVE_SEPARATORS)):
+                break
+            parts.append(d)
+        return parts
+
+    def _of_kind(self, item: _Token, kind: _Token) -> bool:
+        cats = kind.meaning.cats if kind.meaning and kind.meaning.cats else frozenset()
+        return any(self._items[i].category in cats for i in item.items)
 
     # tokens ------------------------------------------------------------------------------------
     def _tokens(self, text: str) -> tuple[list[_Token], str]:
@@ -415,21 +482,55 @@ class RuleBasedResolver:
                 covered.add(p)
                 p -= 1
         tokens.sort(key=lambda t: t.start)
+        tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered))
         said_before = 0
         for t in tokens:
-            if t.kind == OPT and _CORRECTION.search(text, said_before, t.start):
+            if t.kind in (OPT, QTY) and _CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
-            if t.kind in (ITEM, CAT, OPT):
+            elif t.kind == ITEM and _ITEM_CORRECTION.search(text, said_before, t.start):
+                t.corrects = True
+            if t.kind in (ITEM, CAT, OPT, QTY):
                 said_before = t.end
         runs, run = [], ""
         for c in range(n + 1):
             if c < n and c not in covered and is_cjk(text[c]):
                 run += text[c]
             elif run:
-                runs.append(run.strip("".join(FILLER_CHARS)))
+                runs.append(_ANYTHING.sub("", run).strip("".join(FILLER_CHARS)))
                 run = ""
         unexplained = "、".join(r for r in runs if sum(ch not in FILLER_CHARS for ch in r) >= 2)
         return tokens, unexplained
+
+    def _without_parts_of_unknown_words(self, text: str, tokens: list[_Token], covered: set[int]) -> list[_Token]:
+        """Drop a one-character category word (茶) or a piece of an item's name (芒芒) written
+        against characters nothing explained: it is part of a word we do not know, not a mention
+        (下午茶 is no tea, 椰椰芒芒 another shop's drink). Read as one, it ordered ten milk teas for
+        an afternoon tea, and 轻芒芒甘露 for 椰椰芒芒. A piece keeps its item when the characters
+        around it are of that item's name too (椰子拿铁 is 生椰拿铁). The characters dropped become
+        unexplained, so the clarification names them."""
+        # A correction (换成奥尔良的) is no part of the word after it.
+        said = {c for m in _CORRECTION.finditer(text) for c in range(m.start(), m.end())}
+
+        def unexplained(edge: int, step: int) -> str:
+            """Up to three unexplained characters from `edge` on, as far as _token looks for context."""
+            out, c = "", edge
+            while len(out) < 3 and 0 <= c < len(text) and c not in covered and c not in said and is_cjk(text[c]) \
+                    and text[c] not in FILLER_CHARS:
+                out, c = out + text[c], c + step
+            return out
+
+        kept = []
+        for t in tokens:
+            glued = unexplained(t.start - 1, -1) + unexplained(t.end, 1)
+            if glued and t.kind == CAT and t.end - t.start == 1 and is_cjk(text[t.start]):
+                covered.difference_update(range(t.start, t.end))
+                continue
+            if glued and t.kind == ITEM and t.how == "piece" and all(is_cjk(c) for c in t.surface) and not any(
+                    ch in self._core[item_id] for ch in glued for item_id in t.items):
+                covered.difference_update(range(t.start, t.end))
+                continue
+            kept.append(t)
+        return kept
 
     def _token(self, text: str, i: int, j: int, meaning: _Meaning, how: str, scale: float) -> _Token:
         kind, q = meaning.best()
@@ -590,7 +691,7 @@ class RuleBasedResolver:
         brands sell (茶茶茶…) were 50,000 choices, seconds of the event loop."""
         kinds: dict[tuple, int] = {}
         # What _choices reads of a draft; its items depend on the words around it, so they count.
-        sigs = [kinds.setdefault((d.token.kind, d.token.surface, d.token.how, id(d.token.meaning),
+        sigs = [kinds.setdefault((d.token.kind, d.token.surface, d.token.how, id(d.token.meaning), d.token.cheapest,
                                   tuple(d.token.items.items()), max((s.quantity for s in d.segs), default=1)),
                                  len(kinds))
                 for d in drafts]
@@ -636,8 +737,8 @@ class RuleBasedResolver:
         words = tok.surface
 
         def key(item: ItemSpec) -> tuple:
-            return (item.price_fen * qty > face, item.price_fen > face, words not in item.name,
-                    not self._standard[item.item_id], self._menu_index[item.item_id])
+            return (item.price_fen * qty > face, item.price_fen > face, tok.cheapest and item.price_fen,
+                    words not in item.name, not self._standard[item.item_id], self._menu_index[item.item_id])
 
         pool.sort(key=key)
         if pool[0].price_fen <= face:
@@ -664,7 +765,7 @@ class RuleBasedResolver:
                     hit = table.lookup(o.meaning.option_keys if o.meaning else ())
                     if hit is None:
                         ignored.append(f"{o.surface} ({pick.item.name})")
-                    else:
+                    elif not _only_agrees(o.surface, chosen.get(hit[0]), hit[0], table):
                         chosen[hit[0]] = hit[1]
                 # One line per item and options, found by key: a scan of the lines for every
                 # part made a sentence of 250 different items 250 x 250 steps a reading.
@@ -717,11 +818,12 @@ class RuleBasedResolver:
                     chosen[hit[0]] = (hit[1], o)
         return ""
 
-    def _brand_only(self, known: list[str], face: int) -> Reading:
+    def _brand_only(self, known: list[str], face: int, *, cheapest: bool = False) -> Reading:
         out = []
         for brand_id in known:
             pool = sorted(self._items_by_brand.get(brand_id, ()),
-                          key=lambda i: (i.price_fen > face, not self._standard[i.item_id], self._menu_index[i.item_id]))
+                          key=lambda i: (i.price_fen > face, cheapest and i.price_fen, not self._standard[i.item_id],
+                                         self._menu_index[i.item_id]))
             if pool and pool[0].price_fen <= face:
                 pool = [i for i in pool if i.price_fen <= face]
             for rank, item in enumerate(pool[:3]):
@@ -842,6 +944,10 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 d.segs.append(_Seg(pending_qty, pre=True))
             d.shared.extend(pending_opts)
             pending_qty, pending_opts = None, []
+            if t.corrects and cur is not None and cur is drafts[-1]:
+                # 两杯多肉葡萄，不对，要多肉桃李: the item said before is not wanted, its count is.
+                d.segs = d.segs or cur.segs
+                drafts.pop()
             drafts.append(d)
             cur, seg_open, clause_break, more_next = d, None, False, False
         elif t.kind == QTY and global_next and drafts:
@@ -855,6 +961,10 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 pre = False  # 鸡腿堡两个薯条一份: the count follows its item here
             if pre or cur is None:
                 pending_qty = t.quantity
+            elif t.corrects and cur.segs:
+                # 三个蛋挞，不对，五个: five, not eight; what was said with the old count stays.
+                seg_open = _Seg(t.quantity, opts=[o for s in cur.segs for o in s.opts])
+                cur.segs = [seg_open]
             else:
                 if more_next and not cur.segs:
                     cur.segs.append(_Seg(1))  # 来杯生椰拿铁，再来一杯: the cup said first
@@ -873,6 +983,30 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     if pending_opts and cur is not None:
         cur.shared.extend(pending_opts)
     return _merge_references(drafts), global_opts
+
+
+def _only_agrees(word: str, earlier: str | None, group_id: str, table: ItemOptions) -> bool:
+    """Whether `word` only gives the direction of the option already chosen in its group ("热的，
+    不要冰": hot, which has no ice; "少冰，冰的"): the exact option stays, whichever came first."""
+    return earlier is not None and is_direction(word) and agree(word, table.names[(group_id, earlier)])
+
+
+def _joined_name_parts(text: str, tokens: list[_Token]) -> list[_Token]:
+    """An item word and, right against it, a piece of a name of the same item are one mention
+    (生椰latte, 黑糖波波牛乳 read as 黑糖波波 + 牛乳): two mentions ordered two cups, the options on
+    one of them. The mention names what both parts can name."""
+    out: list[_Token] = []
+    for t in tokens:
+        prev = out[-1] if out else None
+        if (prev is not None and prev.kind == ITEM and t.kind == ITEM and "piece" in (prev.how, t.how)
+                and not text[prev.end:t.start].strip() and prev.items.keys() & t.items.keys()):
+            whole = t if prev.how == "piece" else prev
+            items = {i: max(prev.items[i], t.items[i]) for i in prev.items.keys() & t.items.keys()}
+            out[-1] = dataclasses.replace(whole, start=prev.start, end=t.end, surface=text[prev.start:t.end],
+                                          items=items, quality=max(items.values()))
+            continue
+        out.append(t)
+    return out
 
 
 def _negated(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
@@ -967,6 +1101,8 @@ def _without_list_numbers(text: str) -> str:
     (生椰拿铁2、厚乳拿铁1), and so is a list that does not start at 1."""
     marks: list[re.Match[str]] = []
     for m in _LIST_NUMBER.finditer(text):
+        if text[max(0, m.start() - 2):m.start()].rstrip()[-1:] in ("x", "×", "*"):
+            continue  # 香辣鸡腿堡×1、薯条×2、: counts, which read as a list 1、2、 lost both
         if int(m.group(1)) == len(marks) + 1 and (marks or m.start() == 0 or not text[m.start() - 1].isalnum()):
             marks.append(m)
     if len(marks) < 2:
