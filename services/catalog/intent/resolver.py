@@ -77,6 +77,10 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
                          r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 # The same for an item, less 还是 (生椰拿铁还是厚乳拿铁: "which of the two", not a change of mind).
+# 还是 between two things: after a clause break a change of mind (拿铁，还是美式吧), else a
+# question (生椰拿铁还是厚乳拿铁).
+_EITHER = re.compile(r"还是|(?<![a-z])or(?![a-z])")
+_CLAUSE_BREAK = re.compile(r"[,，。.;；!！?？]")
 _ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_BARE_NO}|"
                               r"(?<![a-z])(?:actually|instead|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
@@ -125,6 +129,7 @@ class _Token:
     # 要多肉桃李): it replaces the one before.
     corrects: bool = False
     cheapest: bool = False  # a kind of thing said with 最便宜 (cheapest): chosen for by price
+    either: bool = False  # a thing offered as the other choice (生椰拿铁还是厚乳拿铁): which one is asked
 
 
 @dataclass
@@ -316,6 +321,9 @@ class RuleBasedResolver:
         cheapest = _CHEAPEST.search(norm) is not None
         for t in tokens:
             t.cheapest = cheapest and t.kind == CAT
+        either = next((k for k, t in enumerate(tokens) if t.either), None)
+        if either is not None:
+            return self._clarify_either(tokens, either)
         tokens, refused = _negated(tokens)
         tokens, people = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
@@ -483,14 +491,21 @@ class RuleBasedResolver:
                 p -= 1
         tokens.sort(key=lambda t: t.start)
         tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered))
-        said_before = 0
+        said_before, thing_before = 0, False
         for t in tokens:
             if t.kind in (OPT, QTY) and _CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
             elif t.kind == ITEM and _ITEM_CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
+            elif t.kind in (ITEM, CAT) and thing_before and (either := _EITHER.search(text, said_before, t.start)):
+                # 拿铁，还是美式吧: a change of mind; 生椰拿铁还是厚乳拿铁: "which of the two?", and
+                # ordering both put an unasked-for drink on the card.
+                if _CLAUSE_BREAK.search(text, said_before, either.start()):
+                    t.corrects = True
+                else:
+                    t.either = True
             if t.kind in (ITEM, CAT, OPT, QTY):
-                said_before = t.end
+                said_before, thing_before = t.end, t.kind in (ITEM, CAT)
         runs, run = [], ""
         for c in range(n + 1):
             if c < n and c not in covered and is_cjk(text[c]):
@@ -862,6 +877,12 @@ class RuleBasedResolver:
                        clarification=f"“{surface}”不是能下单的数量，请说要几份（整数），比如“来两杯生椰拿铁”。 / "
                                      f"\"{surface}\" is not a quantity we can order: please say a whole number, "
                                      f"e.g. \"2 coconut lattes\".")
+
+    def _clarify_either(self, tokens: list[_Token], k: int) -> Reading:
+        first = next(t for t in reversed(tokens[:k]) if t.kind in (ITEM, CAT))
+        return Reading(candidates=(),
+                       clarification=f"要“{first.surface}”还是“{tokens[k].surface}”？请说要哪一个。 / "
+                                     f"\"{first.surface}\" or \"{tokens[k].surface}\"? Please say which one.")
 
     def _clarify_too_many(self, mentions: int) -> Reading:
         return Reading(candidates=(),

@@ -133,6 +133,22 @@ def test_a_corrected_item_replaces_the_item_before(text, lines):
     assert _lines(text) == lines
 
 
+@pytest.mark.parametrize("text", ["生椰拿铁还是厚乳拿铁", "要生椰拿铁还是厚乳拿铁？", "美式还是拿铁你帮我选", "latte or americano"])
+def test_two_things_offered_as_a_choice_are_asked_about_not_both_ordered(text):
+    # "A还是B" asks which one: both were ordered, one of them on the card unasked.
+    assert _asks(text)
+    assert "还是" in RESOLVER.resolve(text).clarification
+
+
+@pytest.mark.parametrize("text,lines", [
+    ("来杯拿铁，还是美式吧", [("标准美式", 1, ())]),
+    ("两杯生椰拿铁，还是厚乳拿铁吧", [("厚乳拿铁", 2, ())]),
+    ("我还是要生椰拿铁", [("生椰拿铁", 1, ())]),
+])
+def test_a_choice_said_after_a_clause_break_is_a_change_of_mind(text, lines):
+    assert _lines(text) == lines
+
+
 def test_two_items_with_no_correction_between_them_are_both_ordered():
     assert _lines("多肉葡萄，多肉桃李") == [("多肉桃李", 1, ()), ("多肉葡萄", 1, ())]
 
