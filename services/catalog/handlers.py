@@ -419,7 +419,11 @@ class Catalog:
                 self.sold_out.setdefault(store_id, set()).add(item_id)
             self.changes.publish((store_id,))
 
-        by = {} if merchant is None else {"merchant_id": merchant.merchant_id}
+        by: dict[str, Any] = {} if merchant is None else {"merchant_id": merchant.merchant_id}
+        if merchant is not None and store_id not in merchant.stores:
+            # Covered by its brand alone: judged again as the write commits (an import may move
+            # the store to another brand before memory shows it).
+            by["brands"] = merchant.brands
         await _write_then_apply(self.store.set_availability(request_id, store_id, item_id, available, now_ms(self.clock), **by), apply)
         return available
 

@@ -22,6 +22,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from services.common.clock import Clock
 from services.common.db import Database
+from services.common.merchant_grant import store_not_yours
 
 from .model import (
     MAX_MENU_BYTES,
@@ -145,7 +146,8 @@ class CatalogStore(Protocol):
     async def upsert_item(self, request_id: str, item: MenuItem, now_ms: int) -> tuple[bool, bool]: ...
     async def upsert_stores(self, rows: Sequence[StoreRow], now_ms: int) -> list[tuple[str, str]]: ...
     async def set_availability(
-        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = ""
+        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = "",
+        brands: frozenset[str] | None = None,
     ) -> bool: ...
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]: ...
     async def forget_requests(self, before_ms: int, limit: int) -> int:
@@ -239,13 +241,16 @@ class SqliteCatalogStore:
         return await self.db.write(_upsert_stores, rows, now_ms)
 
     async def set_availability(
-        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = ""
+        self, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, *, merchant_id: str = "",
+        brands: frozenset[str] | None = None,
     ) -> bool:
         """True when this call changed nothing because request_id was already applied at this
         store to the same request. Raises AlreadyExists REQUEST_ID_REUSED when it was used at
         this store for a different request (another store's ids are another namespace, and so
-        are another merchant's: merchant_id, the caller's grant's merchant, "" for the platform)."""
-        return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms, merchant_id)
+        are another merchant's: merchant_id, the caller's grant's merchant, "" for the platform).
+        brands: a grant that covers the store by its brand only; the store must still be of one
+        of them when the write commits, else PermissionDenied STORE_NOT_YOURS."""
+        return await self.db.write(_set_availability, request_id, store_id, item_id, available, now_ms, merchant_id, brands)
 
     async def store_details(self, store_ids: Sequence[str]) -> dict[str, StoreDetails]:
         if not store_ids:
@@ -455,8 +460,16 @@ def _drop_stray_sold_out(conn: sqlite3.Connection) -> int:
 
 
 def _set_availability(
-    conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, merchant_id: str = ""
+    conn: sqlite3.Connection, request_id: str, store_id: str, item_id: str, available: bool, now_ms: int, merchant_id: str = "",
+    brands: frozenset[str] | None = None,
 ) -> bool:
+    if brands is not None:
+        # The caller judged the grant against memory, which shows an import's rows only once
+        # they are committed and indexed: a store moving to another brand meanwhile is no longer
+        # the grant's, and its new brand's item of the same id ("latte") was marked by the old one.
+        row = conn.execute("SELECT brand_id FROM stores WHERE store_id = ?", (store_id,)).fetchone()
+        if row is None or row[0] not in brands:
+            raise store_not_yours(store_id)
     # Scoped by store: merchants choose their own request ids ("so-1"), and one merchant's id
     # must never reach another merchant's store. And by a grant's merchant: a chain's
     # headquarters and the store's franchisee both mark its items, neither knowing the other's
