@@ -685,6 +685,12 @@ def _check_request(
     return False
 
 
+def _forget_request(conn: sqlite3.Connection, method: str, request_id: str) -> None:
+    """Undo the record _check_request just made (a call that must not count as answered)."""
+    if request_id:
+        conn.execute("DELETE FROM requests WHERE method = ? AND request_id = ?", (method, request_id))
+
+
 # Fingerprints that gained fields (ReserveCard's ttl, AcceptInvite's claim_signup) are written
 # as a JSON array led by this format version, so no value can make two requests print alike.
 # Records written before hold the old "a|b|c" text, which starts with a campaign_id (never "["):
@@ -959,6 +965,11 @@ def _accept_invite(
     if attempt is not None:
         wait_ms = attempts_blocked(attempt[1], attempt[0], now_ms, policy)
         if wait_ms:
+            if not replay:
+                # A blocked call judges no code and counts none. Kept as answered, its retry
+                # once the block lifts passed as a replay, which counts nothing: guesses queued
+                # while blocked were all judged later, free of the limit.
+                _forget_request(conn, "AcceptInvite", request_id)
             # The limit slows down guesses; the code of the invite this user already accepted
             # is no guess: a retry of the join that succeeded gets that join back, whatever
             # wrong codes came since. Answered here, before any other candidate is looked at,
@@ -988,12 +999,13 @@ def _accept_invite(
     # otherwise tell a real guess (INVITEE_NOT_NEW, ALREADY_ACCEPTED, an invite) from a wrong
     # one (SELF_INVITE, the replay) without limit. Codes that are all someone's cost nothing
     # (a chat log with one's own pass-phrase above the friend's).
-    wrong = len(owners) < len(candidates)
-    # A replay (same request_id, same codes) guesses nothing new: its wrong code was counted by
+    wrong_codes = len(candidates) - len(owners)
+    wrong = wrong_codes > 0
+    # A replay (same request_id, same codes) guesses nothing new: its wrong codes were counted by
     # the first attempt, and counting each retry of an app or of the gateway's reconnects would
     # lock a user out after ten retries of one typo. Its answer is still the refusal.
     if wrong and not replay:
-        _count_wrong_code(conn, cid, invitee, attempt, now_ms, policy)
+        _count_wrong_codes(conn, cid, invitee, attempt, now_ms, policy, wrong_codes)
     if code is None:
         # Committed on purpose: the failure must count even though the call fails.
         return invite_code_not_found()
@@ -1048,18 +1060,20 @@ def _accept_invite(
     return AcceptResult(invite, _joining_cards(conn, cid, invitee) if signup_cards else invitee_cards, True)
 
 
-def _count_wrong_code(
-    conn: sqlite3.Connection, cid: str, invitee: str, attempt: Any, now_ms: int, policy: AttemptPolicy
+def _count_wrong_codes(
+    conn: sqlite3.Connection, cid: str, invitee: str, attempt: Any, now_ms: int, policy: AttemptPolicy, n: int
 ) -> None:
-    """One more wrong invite code for the user, in its current window or a new one."""
+    """n more wrong invite codes for the user, in its current window or a new one. Each code
+    counts: a text carries up to MAX_CANDIDATES of them, and one count per call let five
+    guesses through for every wrong code the limit allows."""
     if attempt is None or now_ms >= attempt[0] + policy.window_ms:
         conn.execute(
-            "INSERT OR REPLACE INTO invite_attempts (campaign_id, user_id, window_start_ms, failures) VALUES (?, ?, ?, 1)",
-            (cid, invitee, now_ms),
+            "INSERT OR REPLACE INTO invite_attempts (campaign_id, user_id, window_start_ms, failures) VALUES (?, ?, ?, ?)",
+            (cid, invitee, now_ms, n),
         )
     else:
         conn.execute(
-            "UPDATE invite_attempts SET failures = failures + 1 WHERE campaign_id = ? AND user_id = ?", (cid, invitee)
+            "UPDATE invite_attempts SET failures = failures + ? WHERE campaign_id = ? AND user_id = ?", (n, cid, invitee)
         )
 
 

@@ -107,3 +107,44 @@ async def test_retries_of_one_wrong_code_request_count_one_attempt(card):
         assert error_details(err.value)["reason"] == "INVITE_CODE_NOT_FOUND"
     joined = await card.AcceptInvite(request_id="join-bob-2", campaign_id=C, invitee_user_id="bob", text=phrase)
     assert joined.newly_accepted
+
+
+async def test_guesses_sent_while_blocked_are_counted_when_retried_after_the_block(card, clock):
+    # A blocked call judges no code, so it counts none. Kept as an answered request, its retry
+    # once the block lifted was a "replay" and counted nothing either: a user could queue any
+    # number of guesses while blocked (each answered at once, for free) and have every one
+    # judged after the ten minutes without a single one counting.
+    await card.campaign(C)
+    real = (await card.GetInviteCode(campaign_id=C, user_id="zoe")).invite_code.code
+    for n in range(10):
+        with pytest.raises(grpc.aio.AioRpcError):
+            await card.AcceptInvite(campaign_id=C, invitee_user_id="mallory", text=codes.code_for(b"w", str(n)))
+    guesses = [(f"g-{n}", codes.code_for(b"g", str(n))) for n in range(10)] + [("g-real", real)]
+    for request_id, guess in guesses:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await card.AcceptInvite(request_id=request_id, campaign_id=C, invitee_user_id="mallory", text=guess)
+        assert error_details(err.value)["reason"] == "INVITE_ATTEMPTS_EXCEEDED"
+    clock.advance(minutes=10)
+    for request_id, guess in guesses[:10]:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await card.AcceptInvite(request_id=request_id, campaign_id=C, invitee_user_id="mallory", text=guess)
+        assert error_details(err.value)["reason"] == "INVITE_CODE_NOT_FOUND"
+    # Ten wrong codes in this window: the eleventh guess waits, even the one that would hit.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await card.AcceptInvite(request_id="g-real", campaign_id=C, invitee_user_id="mallory", text=real)
+    assert error_details(err.value)["reason"] == "INVITE_ATTEMPTS_EXCEEDED"
+
+
+async def test_each_wrong_code_of_a_pasted_text_counts_toward_the_limit(card):
+    # A text is searched for up to five codes: counted as one wrong code per call, five guesses
+    # in each text made the limit of 10 wrong codes per 10 minutes one of 50.
+    await card.campaign(C)
+    real = (await card.GetInviteCode(campaign_id=C, user_id="zoe")).invite_code.code
+    for batch in range(2):
+        text = " ".join(codes.code_for(b"g", f"{batch}-{n}") for n in range(5))
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await card.AcceptInvite(campaign_id=C, invitee_user_id="mallory", text=text)
+        assert error_details(err.value)["reason"] == "INVITE_CODE_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await card.AcceptInvite(campaign_id=C, invitee_user_id="mallory", text=real)
+    assert error_details(err.value)["reason"] == "INVITE_ATTEMPTS_EXCEEDED"

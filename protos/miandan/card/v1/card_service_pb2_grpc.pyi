@@ -66,11 +66,12 @@ class CardServiceStub:
     Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
     no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
     attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
-    per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+    per user per 10 minutes; each wrong code of a text counts); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
     Replaying the accepted code returns the same invite with newly_accepted = false. Retries
-    of one request (same request_id and text) count one wrong code however often they come.
+    of one request (same request_id and text) count its wrong codes once however often they
+    come; a call answered INVITE_ATTEMPTS_EXCEEDED judged nothing, and its retry is judged anew.
     Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
     its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
     grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -184,11 +185,12 @@ class CardServiceAsyncStub(CardServiceStub):
     Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
     no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
     attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
-    per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+    per user per 10 minutes; each wrong code of a text counts); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
     CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
     sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
     Replaying the accepted code returns the same invite with newly_accepted = false. Retries
-    of one request (same request_id and text) count one wrong code however often they come.
+    of one request (same request_id and text) count its wrong codes once however often they
+    come; a call answered INVITE_ATTEMPTS_EXCEEDED judged nothing, and its retry is judged anew.
     Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
     its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
     grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
@@ -329,11 +331,12 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         Codes: INVITE_CODE_NOT_FOUND is NOT_FOUND (same message for every wrong code); text with
         no well-formed code, or over 4 KB, is INVALID_ARGUMENT on field "text" (not counted as an
         attempt); INVITE_ATTEMPTS_EXCEEDED is RESOURCE_EXHAUSTED with a RetryInfo (10 wrong codes
-        per user per 10 minutes); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
+        per user per 10 minutes; each wrong code of a text counts); SELF_INVITE, INVITEE_NOT_NEW, INVITE_ALREADY_ACCEPTED and
         CAMPAIGN_NOT_ACTIVE are FAILED_PRECONDITION. New = no card in the campaign except its own
         sign-up card granted within the last 10 minutes (the same Join), no order, no invite made.
         Replaying the accepted code returns the same invite with newly_accepted = false. Retries
-        of one request (same request_id and text) count one wrong code however often they come.
+        of one request (same request_id and text) count its wrong codes once however often they
+        come; a call answered INVITE_ATTEMPTS_EXCEEDED judged nothing, and its retry is judged anew.
         Grants: the inviter gets inviter_grant (under its cap and the budget). The invitee's card IS
         its joining card: joining with a pass-phrase gives the invitee grant in place of the sign-up
         grant, so the invite tops the invitee up to max(signup_grant, invitee_grant) cards counting
