@@ -1235,6 +1235,8 @@ class OrderService:
         REQUEST_ID_REUSED."""
         budget = budget or _budget()
         model.check_id("order_id", order_id)
+        # Empty: the merchant's cancellation. A buyer's id is judged as every other call judges it.
+        model.check_id("user_id", user_id, required=False)
         model.check_id("request_id", request_id, required=False, limit=model.MAX_REQUEST_ID)
         model.check_text("reason", reason)
         self._refuse_unknown(order_id)
@@ -1317,11 +1319,13 @@ class OrderService:
 
     async def watch_store(
         self, store_id: str, *, merchant: MerchantScope | None = None, still_granted: Callable[[], None] | None = None,
+        opened: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[Order]:
         """Every visible change of the store's orders from now on (merchant: the caller's grant,
         None for every store). Ends with UNAVAILABLE WATCH_LAGGING if the caller fell behind.
         still_granted: raises once the caller's credential no longer holds; called before each
-        change is sent and after every watch_poll_seconds without one."""
+        change is sent and after every watch_poll_seconds without one. opened: awaited once the
+        stream follows the store (the caller may be told so: its cue to list what came before)."""
         model.check_id("store_id", store_id)
         # Subscribe before the check reads, so an order placed meanwhile is not missed.
         feed = self.events.stores
@@ -1330,9 +1334,14 @@ class OrderService:
             # A store without orders yet may be the grant's brand's: the feed then delivers only
             # orders the grant covers, so nothing of another merchant leaks.
             await self._store_open_to(store_id, merchant)
+            if opened is not None:
+                # Merchants open the stream, then list the store. Told nothing until the store's
+                # next change, a client could not know when the stream began to follow the
+                # store: an order paid after its list was read and before that was on neither.
+                await opened()
             while True:
                 if watcher.lagged and watcher.queue.empty():  # what was queued is delivered first
-                    raise Unavailable(WATCH_LAGGING, "订单变化太快没跟上，请重新列出后再关注 / fell behind the store's orders: list them again, then watch again", 100)
+                    raise Unavailable(WATCH_LAGGING, "订单变化太快没跟上，请重新关注，连接应答后再列出订单 / fell behind the store's orders: watch again, then list them once the stream has answered", 100)
                 if still_granted is None:
                     yield await watcher.queue.get()
                     continue

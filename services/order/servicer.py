@@ -253,8 +253,13 @@ class OrderServicer(order_service_pb2_grpc.OrderServiceServicer):
             if err is not None:
                 raise err
 
+        async def opened() -> None:
+            # The stream's headers, sent before any order: the client's cue that the stream
+            # follows the store, so a ListStoreOrders made after them misses nothing.
+            await context.send_initial_metadata(())
+
         async for order in self.service.watch_store(
-            request.store_id, merchant=merchant, still_granted=None if merchant is None else still_granted
+            request.store_id, merchant=merchant, still_granted=None if merchant is None else still_granted, opened=opened,
         ):
             yield order_service_pb2.WatchStoreOrdersResponse(order=_as_seen_by(merchant, order))
 

@@ -83,7 +83,9 @@ class OrderServiceStub:
     WatchStoreOrders: _grpc.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
     takes, each cancellation (merchant credential; a grant watches the stores it covers only).
-    Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+    Open it, wait for its headers (initial metadata, sent once it follows the store), then
+    ListStoreOrders for what came before: an order paid in between is then on one of the two.
+    A watcher that falls too far behind is
     ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
     at most 16 open streams on a store (and a quarter of a process's in all): beyond,
     RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
@@ -141,7 +143,9 @@ class OrderServiceAsyncStub(OrderServiceStub):
     WatchStoreOrders: _aio.UnaryStreamMultiCallable[_order_service_pb2.WatchStoreOrdersRequest, _order_service_pb2.WatchStoreOrdersResponse]  # type: ignore[assignment]
     """A store's orders as they change, from now on: each new paid order, each step the merchant
     takes, each cancellation (merchant credential; a grant watches the stores it covers only).
-    Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+    Open it, wait for its headers (initial metadata, sent once it follows the store), then
+    ListStoreOrders for what came before: an order paid in between is then on one of the two.
+    A watcher that falls too far behind is
     ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
     at most 16 open streams on a store (and a quarter of a process's in all): beyond,
     RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
@@ -274,7 +278,9 @@ class OrderServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_order_service_pb2.WatchStoreOrdersResponse], _abc.AsyncIterator[_order_service_pb2.WatchStoreOrdersResponse]]:
         """A store's orders as they change, from now on: each new paid order, each step the merchant
         takes, each cancellation (merchant credential; a grant watches the stores it covers only).
-        Open it, then ListStoreOrders for what came before. A watcher that falls too far behind is
+        Open it, wait for its headers (initial metadata, sent once it follows the store), then
+        ListStoreOrders for what came before: an order paid in between is then on one of the two.
+        A watcher that falls too far behind is
         ended with UNAVAILABLE WATCH_LAGGING: list again and watch again. One merchant grant holds
         at most 16 open streams on a store (and a quarter of a process's in all): beyond,
         RESOURCE_EXHAUSTED TOO_MANY_WATCHES. A grant's stream ends with UNAUTHENTICATED
