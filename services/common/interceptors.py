@@ -30,6 +30,7 @@ from .errors import (
     DomainError,
     Internal,
     InvalidArgument,
+    Unavailable,
     UpstreamBusy,
     error_details,
     to_rpc_status,
@@ -85,6 +86,30 @@ class _Plan:
         self.learn = learn
 
 
+class _OpenStream:
+    """One response stream in progress: its task, and whether it waits for its next item (only
+    then may a stop cancel it: sending is gRPC's own code, which would end it CANCELLED)."""
+
+    __slots__ = ("task", "waiting", "ended_by_stop")
+
+    def __init__(self, task: asyncio.Task[Any] | None) -> None:
+        self.task = task
+        self.waiting = False
+        self.ended_by_stop = False
+
+
+SHUTTING_DOWN = "SHUTTING_DOWN"
+# How soon a client whose stream a stop ended should come back: a restarted service serves again
+# within a second (make drill: 0.3-0.9 s after a kill).
+STOP_RETRY_AFTER_MS = 1_000
+
+
+def _stream_ended_by_stop() -> Unavailable:
+    return Unavailable(
+        SHUTTING_DOWN, "服务正在重启，请稍后重新连接 / the service is restarting: open the stream again", STOP_RETRY_AFTER_MS
+    )
+
+
 class _Status(grpc.Status):
     __slots__ = ("code", "details", "trailing_metadata")
 
@@ -115,6 +140,11 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         # log_calls=True: per-call lines at INFO; otherwise at DEBUG (visible only when debugging).
         self.call_log_level = logging.INFO if getattr(settings, "log_calls", True) else logging.DEBUG
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        # Open response streams (WatchOrder, WatchMenuChanges...), ended by end_streams() when the
+        # server stops: they never finish on their own, so each would hold the stop for the whole
+        # grace period (the old process keeping its port while it refuses every new call).
+        self._streams: set[_OpenStream] = set()
+        self._draining = False
         self._status_cache: dict[DomainError, grpc.Status] = {}
         self._overload = {level: _overload_statuses(admission, level) for level in CRITICALITIES}
         self._refused = 0
@@ -126,6 +156,17 @@ class CallPipeline(grpc.aio.ServerInterceptor):
             admission.on_limit_change = limit_gauge.set
         else:
             self._in_flight = None
+
+    def end_streams(self) -> int:
+        """End every open response stream with UNAVAILABLE SHUTTING_DOWN (and refuse new ones):
+        the first step of a stop, before the drain of unary calls. A stream waiting for its next
+        item ends now; one sending an item ends once it is sent. Returns how many were open."""
+        self._draining = True
+        for stream in self._streams:
+            stream.ended_by_stop = True
+            if stream.waiting and stream.task is not None:
+                stream.task.cancel()
+        return len(self._streams)
 
     async def intercept_service(
         self,
@@ -200,7 +241,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
         return unary_response
 
     def _stream_response(self, plan: _Plan, behavior: Callable[..., Any]) -> Callable[..., Any]:
-        enter, finish, fail = self._enter, self._finish, self._fail
+        enter, finish, fail, streams = self._enter, self._finish, self._fail, self._streams
 
         if inspect.isasyncgenfunction(behavior) or inspect.isgeneratorfunction(behavior):
             is_async = inspect.isasyncgenfunction(behavior)
@@ -209,16 +250,37 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 await enter(plan, context)
                 start = _perf()
                 code, ok, status = "OK", True, None
+                stream = _OpenStream(asyncio.current_task())
+                streams.add(stream)
                 try:
                     if type(request) is Malformed:
                         raise request.error
                     if is_async:
-                        async for item in behavior(request, context):
+                        items = behavior(request, context).__aiter__()
+                        while True:
+                            if self._draining:
+                                raise _stream_ended_by_stop()
+                            stream.waiting = True
+                            try:
+                                item = await items.__anext__()
+                            except StopAsyncIteration:
+                                break
+                            finally:
+                                stream.waiting = False
                             yield item
                     else:
                         for item in behavior(request, context):
                             yield item
-                except (asyncio.CancelledError, GeneratorExit):
+                except asyncio.CancelledError as exc:
+                    if not stream.ended_by_stop:
+                        code, ok = "CANCELLED", False
+                        raise
+                    # end_streams() cancelled the wait for the next item: the stream ends
+                    # UNAVAILABLE with retry advice, as a call refused for the stop would.
+                    asyncio.current_task().uncancel()  # type: ignore[union-attr]
+                    code, ok, status = fail(plan, _stream_ended_by_stop(), request, context)
+                    del exc
+                except GeneratorExit:
                     code, ok = "CANCELLED", False
                     raise
                 except _AbortError:
@@ -227,6 +289,7 @@ class CallPipeline(grpc.aio.ServerInterceptor):
                 except BaseException as exc:  # noqa: BLE001
                     code, ok, status = fail(plan, exc, request, context)
                 finally:
+                    streams.discard(stream)
                     finish(plan, start, code, ok, request, context)
                 if status is not None:
                     await context.abort_with_status(status)

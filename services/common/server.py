@@ -3,7 +3,8 @@
 Start order (BentoML / grpc examples): on_start -> create server with the CallPipeline ->
 register servicers -> health + reflection -> bind -> start -> mark SERVING.
 Stop order: mark NOT_SERVING (enter_graceful_shutdown, so load balancers and probes stop
-sending new work) -> server.stop(grace) drains in-flight calls -> the server's Resources close,
+sending new work) -> end open response streams (UNAVAILABLE SHUTTING_DOWN: they never finish by
+themselves) -> server.stop(grace) drains in-flight calls -> the server's Resources close,
 last opened first. They close AFTER the drain on purpose: the store / upstream channels are what
 in-flight calls still use.
 
@@ -167,6 +168,7 @@ class Server:
         self.port: int | None = None
         self._server: grpc.aio.Server | None = None
         self._unstarted: grpc.aio.Server | None = None  # made by start(), not yet serving
+        self._pipeline: CallPipeline | None = None
         self._stopping: asyncio.Task[None] | None = None
 
     @property
@@ -203,6 +205,7 @@ class Server:
             keepalive_s=self.keepalive[0], keepalive_timeout_s=self.keepalive[1],
         )
         server = grpc.aio.server(interceptors=[pipeline], options=options)
+        self._pipeline = pipeline
         self._unstarted = server
         self._register(server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -255,6 +258,10 @@ class Server:
 
     async def _stop(self, grace: float) -> None:
         await self.health.enter_graceful_shutdown()
+        if self._pipeline is not None:
+            # Streams never finish by themselves: left open they held every stop for the whole
+            # grace (a catalog's stop took 5 s for the order service's WatchMenuChanges).
+            self._pipeline.end_streams()
         if self._server is not None:
             await self._server.stop(grace)
         self.admission.stop_watching_loop_lag()
