@@ -25,12 +25,15 @@ import json
 import logging
 import os
 import re
+import socket
+import threading
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Mapping, Sequence
 
 from services.common.decimal_text import ascii_int
+from services.common.logging import BurstLog
 
 from . import model
 
@@ -41,7 +44,11 @@ log = logging.getLogger("miandan.lottery.beacon")
 DEFAULT_RELAYS = ("https://api.drand.sh", "https://api2.drand.sh", "https://api3.drand.sh", "https://drand.cloudflare.com")
 MAX_ANSWER_BYTES = 64 * 1024
 _HEX = re.compile(r"(?:[0-9a-f]{2}){0,256}")
-FETCH_TIMEOUT_S = 5.0
+FETCH_TIMEOUT_S = 5.0  # each wait for the relay's next bytes
+# The whole answer of one relay: a relay that sends a byte now and then, each within
+# FETCH_TIMEOUT_S, would otherwise hold the scheduler's tick (every campaign's commits and draws)
+# for as long as it likes.
+FETCH_DEADLINE_S = 15.0
 
 
 class BeaconRejected(ValueError):
@@ -85,18 +92,98 @@ DRAND = {
 }
 
 async def http_get(url: str) -> tuple[int, bytes]:
+    """GET `url` in a worker thread (urllib: proxies from the environment), giving up after
+    FETCH_DEADLINE_S: the connection is then shut down, which ends the thread's read too,
+    and the relay counts as failed (TimeoutError, an OSError)."""
+    connections = _Connections()
+    opener = urllib.request.build_opener(
+        _Recording(urllib.request.HTTPHandler, connections), _Recording(urllib.request.HTTPSHandler, connections)
+    )
+
     def get() -> tuple[int, bytes]:
         request = urllib.request.Request(url, headers={"Accept": "application/json", "User-Agent": "miandan-lottery"})
         try:
-            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:  # noqa: S310 (configured https relays)
+            with opener.open(request, timeout=FETCH_TIMEOUT_S) as answer:  # noqa: S310 (configured https relays)
                 return answer.status, answer.read(MAX_ANSWER_BYTES + 1)
         except urllib.error.HTTPError as exc:
             return exc.code, b""
 
-    return await asyncio.to_thread(get)
+    fetch = asyncio.ensure_future(asyncio.to_thread(get))
+    try:
+        return await asyncio.wait_for(asyncio.shield(fetch), FETCH_DEADLINE_S)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no whole answer within {FETCH_DEADLINE_S:g} s") from None
+    finally:
+        if not fetch.done():
+            fetch.add_done_callback(_drop_outcome)
+        connections.give_up()
+
+
+class _Connections:
+    """Duplicates of the TCP sockets one fetch opened. Giving up shuts them down, which ends a
+    read blocked in the worker thread (closing would not), and refuses any opened later (the
+    thread was still resolving the relay's name)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._given_up = False
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            if not self._given_up:
+                self._sockets.append(sock.dup())  # a duplicate: it outlives urllib's own close
+                return
+        sock.close()
+        raise TimeoutError("the fetch was given up")
+
+    def give_up(self) -> None:
+        with self._lock:
+            self._given_up = True
+            sockets, self._sockets = self._sockets, []
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed by the other side
+                pass
+            sock.close()
+
+
+def _Recording(handler: type, connections: _Connections) -> urllib.request.BaseHandler:  # noqa: N802 (a class factory)
+    """urllib's handler of one scheme, telling `connections` of each TCP connection it opens as
+    soon as it is connected (urllib keeps its own socket to itself, and drops it once the
+    headers are read)."""
+
+    class Recording(handler):  # type: ignore[misc, valid-type]
+        def do_open(self, http_class, req, **kwargs):  # type: ignore[no-untyped-def]
+            class Recorded(http_class):  # type: ignore[misc, valid-type]
+                def __init__(self, *args, **kw) -> None:  # type: ignore[no-untyped-def]
+                    super().__init__(*args, **kw)
+                    create = self._create_connection
+
+                    def create_and_record(*a, **k):  # type: ignore[no-untyped-def]
+                        sock = create(*a, **k)
+                        connections.opened(sock)
+                        return sock
+
+                    self._create_connection = create_and_record
+
+            return super().do_open(Recorded, req, **kwargs)
+
+    return Recording()
+
+
+def _drop_outcome(fetch: "asyncio.Future[tuple[int, bytes]]") -> None:
+    if not fetch.cancelled():
+        fetch.exception()  # the shut connection's error: the relay already counted as failed
 
 
 class DrandBeacon:
+    # The scheduler asks every tick (5 s) while a round cannot be had: relays out of reach for
+    # hours (egress blocked, a chain halted) would write a line per relay per tick, 17,000 a
+    # day each. One line per relay and kind of failure this often, with the count in between.
+    QUIET_S = 600.0
+
     def __init__(
         self,
         relays: Sequence[str],
@@ -108,6 +195,8 @@ class DrandBeacon:
         self.relays = tuple(r.rstrip("/") for r in relays)
         self.chains = dict(chains)
         self._get = get
+        self._failing: dict[tuple[str, str], BurstLog] = {}  # by (relay, message), while it fails
+        self._now_s = 0.0  # the time of the round asked last: the injected clock's, not the host's
 
     def knows(self, source: str) -> bool:
         return source in self.chains
@@ -119,6 +208,7 @@ class DrandBeacon:
         round_number = ascii_int(round_text, minimum=1)
         if chain is None or round_number is None or now_s < chain.round_time(round_number):
             return None
+        self._now_s = now_s
         for relay in self.relays:
             url = f"{relay}/{chain.chain_hash}/public/{round_number}"
             try:
@@ -128,19 +218,33 @@ class DrandBeacon:
             # http.client raises as neither of the other two. Any of them is this relay's fault:
             # the next one may well have the round.
             except (OSError, ValueError, http.client.HTTPException) as exc:
-                log.warning("beacon relay failed", extra={"url": url, "error": str(exc)[:200]})
+                self._noted(relay, logging.WARNING, "beacon relay failed", {"url": url, "error": str(exc)[:200]})
                 continue
             if status in (404, 425):
-                log.info("beacon round not out yet at this relay", extra={"url": url, "status": status})
+                self._noted(relay, logging.INFO, "beacon round not out yet at this relay", {"url": url, "status": status})
                 continue
             if status != 200:
-                log.warning("beacon relay answered", extra={"url": url, "status": status})
+                self._noted(relay, logging.WARNING, "beacon relay answered", {"url": url, "status": status})
                 continue
             try:
-                return signed_randomness(chain, round_number, body)
+                randomness = signed_randomness(chain, round_number, body)
             except BeaconRejected as exc:
-                log.warning("beacon answer rejected", extra={"url": url, "why": str(exc)})
+                self._noted(relay, logging.WARNING, "beacon answer rejected", {"url": url, "why": str(exc)})
+                continue
+            self._recovered(relay)
+            return randomness
         return None
+
+    def _noted(self, relay: str, level: int, msg: str, extra: dict[str, object]) -> None:
+        burst = self._failing.get((relay, msg))
+        if burst is None:
+            burst = self._failing[(relay, msg)] = BurstLog(log, level, self.QUIET_S, time_source=lambda: self._now_s)
+        burst.log(msg, extra)
+
+    def _recovered(self, relay: str) -> None:
+        """The relay answered: its next failure is news again."""
+        for key in [k for k in self._failing if k[0] == relay]:
+            del self._failing[key]
 
 
 def signed_randomness(chain: DrandChain, round_number: int, body: bytes) -> str:

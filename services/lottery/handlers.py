@@ -203,7 +203,7 @@ class Lottery:
             raise FailedPrecondition(
                 "ENTRIES_NOT_OPEN", f"{day.isoformat()} 的抽奖尚未开始报名 / entries for {day.isoformat()} open at the start of that day"
             )
-        cutoff_at = draw.cutoff_ms if draw is not None else model.cutoff_ms(day, campaign.zone, self.settings.cutoff)
+        cutoff_at = draw.cutoff_ms if draw is not None else model.campaign_cutoff_ms(day, campaign, self.settings.cutoff)
         if now_ms >= cutoff_at:
             raise FailedPrecondition(
                 "ENTRIES_CLOSED", f"{day.isoformat()} 的抽奖报名已截止 / entries for the {day.isoformat()} draw are closed"
@@ -471,7 +471,7 @@ class DrawScheduler:
         now = lottery.clock.now()
         now_ms = to_ms(now)
         day = model.today(now, campaign.zone)
-        if model.in_window(day, campaign) and now_ms < model.cutoff_ms(day, campaign.zone, lottery.settings.cutoff):
+        if model.in_window(day, campaign) and now_ms < model.campaign_cutoff_ms(day, campaign, lottery.settings.cutoff):
             draw = await lottery.store.ensure_draw(lottery.fresh_draw(campaign, day, now_ms))
             if draw.commit_ms == now_ms:
                 done["committed"].append(f"{campaign_id}/{draw.day}")

@@ -227,6 +227,13 @@ def cutoff_ms(day: date, zone: ZoneInfo, cutoff: time) -> int:
     return _ms(datetime.combine(day, cutoff, tzinfo=zone))
 
 
+def campaign_cutoff_ms(day: date, campaign: Campaign, cutoff: time) -> int:
+    """When entries for `day` close: at the cut-off, or when the campaign ends if that is
+    earlier (a campaign ending at noon takes no entries in the afternoon, and its last day is
+    drawn when it ends)."""
+    return min(cutoff_ms(day, campaign.zone, cutoff), campaign.end_ms)
+
+
 def _ms(dt: datetime) -> int:
     return int(dt.astimezone(timezone.utc).timestamp() * 1000)
 
@@ -401,9 +408,8 @@ def new_draw(
     beacon_round: str = "",
     seed: bytes | None = None,
 ) -> DrawRecord:
-    zone = campaign.zone
     seed = seed if seed is not None else new_seed()
-    cut = cutoff_ms(day, zone, cutoff)
+    cut = campaign_cutoff_ms(day, campaign, cutoff)
     if beacon_source and not beacon_round:
         beacon_round = beacon_round_for(beacon_source, cut)
     return DrawRecord(

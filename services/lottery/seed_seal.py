@@ -115,7 +115,11 @@ class SeedSeal:
         except ValueError:
             key = b""
         if len(key) != KEY_BYTES:
-            raise ValueError(f"seed key file {path} must hold {2 * KEY_BYTES} hex characters (MIANDAN_LOTTERY_SEED_KEY_FILE)")
+            # Damaged (a copy cut short, an edit): with days waiting, say which key to put back.
+            needed = f": put back the key file of key {', '.join(sealed_with)} ({lost_for_good})" if sealed_with else ""
+            raise ValueError(
+                f"seed key file {path} must hold {2 * KEY_BYTES} hex characters{needed} (MIANDAN_LOTTERY_SEED_KEY_FILE)"
+            )
         seal = cls(key)
         if sealed_with and seal.key_id.hex() not in sealed_with:
             # The wrong file (or a key written over the right one): the next days would be sealed

@@ -3,6 +3,7 @@ chains verify, anything else is refused, and nothing is asked before a round's t
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 
@@ -125,3 +126,30 @@ def test_relays_come_from_the_environment():
     assert beacon_from_env({"MIANDAN_DRAND_RELAYS": "https://r1/, http://127.0.0.1:9"}).relays == ("https://r1", "http://127.0.0.1:9")
     with pytest.raises(ValueError, match="MIANDAN_DRAND_RELAYS"):
         beacon_from_env({"MIANDAN_DRAND_RELAYS": "ftp://x"})
+
+
+async def test_relays_that_keep_failing_are_one_line_each_per_quiet_spell_not_one_per_tick(caplog):
+    # Relays out of reach for hours (egress blocked, a chain halted): the scheduler asks every
+    # tick (5 s), and a line per relay per tick buried the log, 17,000 a day each.
+    relays = Relays({"down": OSError("connection refused"), "late": (404, b""), "broken": (500, b"oops")})
+    beacon = DrandBeacon(["http://down", "http://late", "http://broken"], get=relays.get)
+    ticks = int(DrandBeacon.QUIET_S // 5) + 2  # past one quiet spell
+    with caplog.at_level(logging.INFO, logger="miandan.lottery.beacon"):
+        for tick in range(ticks):
+            assert await beacon.value("drand:quicknet", str(QUICKNET_ROUND), ROUND_TIME + 60 + 5 * tick) is None
+    assert len(relays.asked) == 3 * ticks  # every tick still asks every relay
+    lines = [r for r in caplog.records if r.name == "miandan.lottery.beacon"]
+    by_relay = {relay: [getattr(r, "untold", None) for r in lines if f"//{relay}/" in r.url] for relay in ("down", "late", "broken")}
+    assert by_relay == {relay: [0, int(DrandBeacon.QUIET_S // 5) - 1] for relay in by_relay}
+
+
+async def test_a_relay_failing_again_after_it_answered_is_news_at_once(caplog):
+    relays = Relays({"a": OSError("connection refused")})
+    beacon = DrandBeacon(["http://a"], get=relays.get)
+    with caplog.at_level(logging.WARNING, logger="miandan.lottery.beacon"):
+        await beacon.value("drand:quicknet", str(QUICKNET_ROUND), ROUND_TIME + 60)
+        relays.answers["a"] = (200, quicknet_answer())
+        assert await beacon.value("drand:quicknet", str(QUICKNET_ROUND), ROUND_TIME + 65) == QUICKNET_RANDOMNESS
+        relays.answers["a"] = OSError("connection refused")
+        await beacon.value("drand:quicknet", str(QUICKNET_ROUND), ROUND_TIME + 70)
+    assert [r.getMessage() for r in caplog.records] == ["beacon relay failed"] * 2

@@ -104,6 +104,16 @@ def test_a_key_file_that_holds_no_key_is_refused_naming_it(tmp_path, content):
     assert str(path) in str(err.value)
 
 
+@pytest.mark.parametrize("content", ["ab" * 31, "ab" * 32 + "c", "not a key"])
+def test_a_damaged_key_file_beside_days_waiting_names_the_key_they_need(tmp_path, content):
+    # A key file cut short by a copy, or edited: the operator has to know which key to put back.
+    path = tmp_path / "key"
+    path.write_text(content)
+    with pytest.raises(ValueError, match="64 hex characters") as err:
+        SeedSeal.from_key_file(path, sealed_with=["0a1b2c3d"], days_committed=True)
+    assert "0a1b2c3d" in str(err.value) and "MIANDAN_LOTTERY_ABANDONED_SEED_KEYS" in str(err.value)
+
+
 def test_the_key_file_defaults_beside_the_store_and_can_be_moved(tmp_path):
     store = tmp_path / "data" / "lottery.db"
     assert key_path_from_env(store, {}) == tmp_path / "data" / KEY_FILE_NAME
