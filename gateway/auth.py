@@ -27,6 +27,7 @@ __all__ = [
     "signing_key",
     "verification_key",
     "bearer_token",
+    "token_expired",
 ]
 
 AUTHORIZATION_KEY = "authorization"
@@ -67,7 +68,7 @@ def _invalid(why: str) -> Unauthenticated:
     return Unauthenticated("TOKEN_INVALID", f"登录凭证无效 / invalid token: {why}")
 
 
-def _expired() -> Unauthenticated:
+def token_expired() -> Unauthenticated:
     return Unauthenticated("TOKEN_EXPIRED", "登录已过期，请重新登录 / token expired, sign in again")
 
 
@@ -154,21 +155,29 @@ class TokenVerifier:
     def user_of(self, metadata: Sequence[tuple[str, Any]] | None) -> str:
         return self.verify(bearer_token(metadata))
 
+    def session_of(self, metadata: Sequence[tuple[str, Any]] | None) -> tuple[str, float]:
+        """(user, the clock timestamp from which its token is refused): for a call that outlives
+        its first check (a WatchOrder stream)."""
+        user, exp = self._verified(bearer_token(metadata))
+        return user, exp + LEEWAY_S
+
     def verify(self, token: str) -> str:
+        return self._verified(token)[0]
+
+    def _verified(self, token: str) -> tuple[str, float]:
         now = self.clock.now().timestamp()
         hit = self._cache.get(token)
         if hit is not None:
-            user, exp = hit
-            if now >= exp + LEEWAY_S:
+            if now >= hit[1] + LEEWAY_S:
                 del self._cache[token]
-                raise _expired()
+                raise token_expired()
             self._cache.move_to_end(token)
-            return user
+            return hit
         user, exp = self._decode(token, now)
         self._cache[token] = (user, exp)
         if len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
-        return user
+        return user, exp
 
     def _decode(self, token: str, now: float) -> tuple[str, float]:
         self.verifications += 1
@@ -201,7 +210,7 @@ class TokenVerifier:
         if not is_numeric_date(iat):
             raise _invalid("iat must be a number")
         if now >= exp + LEEWAY_S:
-            raise _expired()
+            raise token_expired()
         if iat > now + LEEWAY_S:
             raise _invalid("issued in the future")
         if exp - iat > self.max_lifetime_s:

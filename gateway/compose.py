@@ -114,6 +114,14 @@ SHARED_CHECK_S = 120.0
 # one account asking for twenty past days at once (its burst) ran twenty together. The rest wait
 # their turn, each caller within its own deadline.
 CONCURRENT_DRAW_CHECKS = 2
+# How much of the time a GetDrawResults caller has left it waits for the day's check. Why not all
+# of it: the draw (its winners, whether the caller won) is in hand after one GetDraw, and the
+# check of a popular day takes seconds (a million entrants paged, then the draw recomputed) at
+# 20:00, when the lottery is at its busiest; waited for to the end, "did I win?" was answered
+# DEADLINE_EXCEEDED. The results are shown unverified instead, and the check goes on.
+DRAW_CHECK_SHARE = 0.5
+CHECK_RUNNING_NOTE = "正在验证，请稍后再查 / being verified; ask again shortly to see the check"
+CHECK_UNAVAILABLE_NOTE = "暂时无法验证，请稍后再查 / could not be verified right now; ask again shortly"
 VERIFY_PAGE_SIZE = 10_000
 VERIFY_MAX_PAGES = 200  # 2,000,000 entrants: more than any day will have
 VERIFIED_TTL_S = 7 * 86_400.0  # a drawn day's verification does not change
@@ -296,6 +304,16 @@ def _shared_read(o: CallOptions, seconds: float) -> CallOptions:
     return CallOptions(time.monotonic() + seconds, o.metadata)
 
 
+def _check_wait(o: CallOptions) -> float | None:
+    """Until when (time.monotonic()) a GetDrawResults caller waits for the day's check: a share
+    of what it has left (DRAW_CHECK_SHARE), so that the results can still be answered without
+    it; None, as long as the check runs, for a caller without a deadline."""
+    if o.deadline is None:
+        return None
+    now = time.monotonic()
+    return now + max(0.0, o.deadline - now) * DRAW_CHECK_SHARE
+
+
 def scoped_request_id(kind: str, user_id: str, request_id: str) -> str:
     """An upstream idempotency key owned by this user: two users who pick the same client
     request_id never collide upstream, and the key stays short whatever the user id."""
@@ -331,6 +349,7 @@ class Gateway:
         # holds every entrant (up to millions) in memory.
         self._verified: TimedCache[tuple[Any, ...], DrawCheck] = TimedCache(VERIFIED_TTL_S, self.clock, max_entries=64)
         self._checking = asyncio.Semaphore(CONCURRENT_DRAW_CHECKS)
+        self._placed_checks: dict[tuple[Any, ...], "asyncio.Future[DrawCheck]"] = {}  # by key: _verify
 
     # --- Join / wallet ----------------------------------------------------------------------
 
@@ -914,34 +933,49 @@ class Gateway:
         )
         try:
             return await self._verified.get(
-                key, lambda: self._verify(key, draw, _shared_read(o, SHARED_CHECK_S)), until=o.deadline
+                key, lambda: self._verify(key, draw, _shared_read(o, SHARED_CHECK_S)), until=_check_wait(o)
             )
         except _NotVerified as failed:
             # Only a success is kept; a failure is re-checked next time (it may be our bug).
             return failed.check
+        except DeadlineExceeded:
+            # This caller's share of its time ran out (DRAW_CHECK_SHARE): the check goes on.
+            log.warning("draw results shown before their check", extra={"code": "DEADLINE_EXCEEDED"})
+            return DrawCheck(False, CHECK_RUNNING_NOTE)
+        except grpc.aio.AioRpcError as err:
+            # The lottery refused or dropped a page (busy at 20:00, restarting): the draw itself
+            # was read, and a failed check is not kept, so the next caller checks again.
+            log.warning("draw results shown without their check", extra={"code": err.code().name})
+            return DrawCheck(False, CHECK_UNAVAILABLE_NOTE)
 
     async def _verify(self, key: tuple[Any, ...], draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
-        # One of CONCURRENT_DRAW_CHECKS places (see there), held until the check's thread ends,
-        # even when every caller gave up before (_verify_now hands the place to the thread): a
-        # thread checking on for nobody still holds its entrants and its share of the GIL.
-        await self._checking.acquire()
-        place = [self._checking.release]
+        """The check, in one of CONCURRENT_DRAW_CHECKS places (see there). A check waits for its
+        place only while someone waits for it; once placed, it runs to its end (bounded by its
+        own deadline, SHARED_CHECK_S) even when every caller gave up meanwhile, and what it finds
+        is kept. Why: callers wait a share of their deadlines (DRAW_CHECK_SHARE), and a check
+        cancelled with them was started again by the next caller from the first page, so a day
+        whose paging outlasts a caller's share was paged whole for every caller and never shown
+        verified. The place is held until the check ends: a thread checking on for nobody still
+        holds its entrants and its share of the GIL. A caller arriving meanwhile joins it."""
+        checking = self._placed_checks.get(key)
+        if checking is None:
+            await self._checking.acquire()
+            checking = self._placed_checks[key] = asyncio.ensure_future(self._verify_now(draw, o))
+            checking.add_done_callback(lambda done: self._check_ended(key, done))
         try:
-            return await self._verify_now(key, draw, o, place)
-        finally:
-            if place:
-                place.pop()()
+            return await asyncio.shield(checking)
+        except asyncio.CancelledError:
+            checking.add_done_callback(lambda done: self._keep_verified(key, done))
+            raise
 
-    async def _verify_now(
-        self, key: tuple[Any, ...], draw: lottery_pb2.Draw, o: CallOptions, place: list[Callable[[], None]]
-    ) -> DrawCheck:
+    async def _verify_now(self, draw: lottery_pb2.Draw, o: CallOptions) -> DrawCheck:
         entrants: list[str] = []
         token = ""
         first: lottery_service_pb2.VerifyDrawResponse | None = None
         for _ in range(VERIFY_MAX_PAGES):
             page = await self.lottery.VerifyDraw(
                 lottery_service_pb2.VerifyDrawRequest(
-                    campaign_id=key[0], day=draw.day, page_size=VERIFY_PAGE_SIZE, page_token=token
+                    campaign_id=draw.campaign_id or self.campaign_id, day=draw.day, page_size=VERIFY_PAGE_SIZE, page_token=token
                 ),
                 **o.kw(),
             )
@@ -956,7 +990,7 @@ class Gateway:
         # In a worker thread: the check hashes and ranks every entrant, ~0.5 s of CPU per 100,000
         # (a popular day has a million), and on the event loop it stopped every call of this
         # gateway (orders, health checks) at 20:00, when everyone asks for the results.
-        checking = asyncio.ensure_future(asyncio.to_thread(
+        check = await asyncio.to_thread(
             check_draw,
             seed_hex=first.seed,
             commitment=draw.commitment or first.commitment,
@@ -972,20 +1006,15 @@ class Gateway:
             beacon_source=draw.beacon_source,
             algorithm=first.algorithm,
             algorithm_version=first.algorithm_version,
-        ))
-        try:
-            check = await asyncio.shield(checking)
-        except asyncio.CancelledError:
-            # Every caller gave up (their deadlines) while the thread, which cannot be stopped,
-            # checks on: keep what it finds. Thrown away, a day whose check outlasts a caller's
-            # deadline would be paged and checked again by every caller and never shown verified.
-            checking.add_done_callback(lambda done: self._keep_verified(key, done))
-            release = place.pop()
-            checking.add_done_callback(lambda _: release())
-            raise
+        )
         if not check.verified:
             raise _NotVerified(check)
         return check
+
+    def _check_ended(self, key: tuple[Any, ...], done: "asyncio.Future[DrawCheck]") -> None:
+        self._checking.release()
+        if self._placed_checks.get(key) is done:
+            del self._placed_checks[key]
 
     def _keep_verified(self, key: tuple[Any, ...], done: "asyncio.Future[DrawCheck]") -> None:
         if not done.cancelled() and done.exception() is None and done.result().verified:

@@ -21,7 +21,7 @@ from .auth import TokenVerifier
 from .clients import CallOptions, is_transport_failure
 from .compose import Gateway
 from .user_rates import UserRates
-from .watches import WatchSlots
+from .watches import TOKEN_CHECK_S, WatchSlots, while_token_lasts
 
 __all__ = ["CRITICALITY", "GatewayServicer", "UPSTREAM_UNAVAILABLE"]
 
@@ -82,6 +82,7 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         self._metadata = metadata
         self.watches = watches
         self.rates = rates if rates is not None else UserRates(0, 1)
+        self.token_check_s = TOKEN_CHECK_S  # how often a quiet WatchOrder looks at its token's expiry
 
     def _user(self, context: Any) -> str:
         user = self.verifier.user_of(context.invocation_metadata())
@@ -126,13 +127,18 @@ class GatewayServicer(gateway_service_pb2_grpc.GatewayServiceServicer):
         return await guarded(self.gateway.cancel_order(user, request, o))
 
     async def WatchOrder(self, request: pb.WatchOrderRequest, context: Any) -> AsyncIterator[pb.WatchOrderResponse]:
-        user = self._user(context)
-        # A stream lives as long as the client wants: bounded only by the client's own deadline.
+        user, refused_from = self.verifier.session_of(context.invocation_metadata())
+        self.rates.take(user)
+        # A stream lives as long as the client wants and its token lasts: bounded by the
+        # client's own deadline and the token's expiry (watches.while_token_lasts says why).
         left = context.time_remaining()
         o = CallOptions(None if left is None else time.monotonic() + left, self._metadata(DEFAULT))
+        clock = self.verifier.clock
         with self.watches.held(user):  # released when the client goes away, however it does
             try:
-                async for update in self.gateway.watch_order(user, request.order_id, o):
+                updates = self.gateway.watch_order(user, request.order_id, o)
+                expired = lambda: clock.now().timestamp() >= refused_from  # noqa: E731
+                async for update in while_token_lasts(updates, expired, self.token_check_s):
                     yield update
             except grpc.aio.AioRpcError as err:
                 raise restated(err) from None

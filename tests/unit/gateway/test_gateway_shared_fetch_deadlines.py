@@ -10,7 +10,6 @@ import asyncio
 import grpc
 
 from miandan.lottery.v1 import lottery_pb2
-from services.common.errors import DeadlineExceeded
 
 DEADLINE = grpc.StatusCode.DEADLINE_EXCEEDED
 
@@ -46,8 +45,9 @@ async def test_a_crowd_waiting_on_a_draw_check_is_not_failed_by_the_first_caller
     hurried = asyncio.ensure_future(fakes.gateway.draw_results("alice", "2026-01-28", fakes.options(0.08)))
     patient = asyncio.ensure_future(_later(0.01, fakes.gateway.draw_results("bob", "2026-01-28", fakes.options(5))))
     done = await asyncio.gather(hurried, patient, return_exceptions=True)
-    # The hurried caller's own deadline passed: it hears so.
-    assert isinstance(done[0], (DeadlineExceeded, grpc.aio.AioRpcError)), done[0]
+    # The hurried caller's share of its deadline passed: it is shown the results unverified.
+    assert not isinstance(done[0], BaseException), done[0]
+    assert not done[0].results.verified and done[0].results.verification_note
     # The patient one, who joined the same check, is answered: verified.
     assert not isinstance(done[1], BaseException), done[1]
     assert done[1].results.verified, done[1].results.verification_note

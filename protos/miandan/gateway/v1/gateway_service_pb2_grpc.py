@@ -189,6 +189,9 @@ class GatewayServiceServicer:
 
     def WatchOrder(self, request, context):
         """Streams the caller's order until it completes or is cancelled, its card returned and money refunded.
+        The stream ends UNAUTHENTICATED / TOKEN_EXPIRED once the caller's token expires (the app
+        reopens it with a fresh token and gets the order as it is at once), and UNAVAILABLE with a
+        RetryInfo when the gateway or the order service stops or restarts.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -217,7 +220,9 @@ class GatewayServiceServicer:
 
     def GetDrawResults(self, request, context):
         """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
-        recomputes the winners itself from the published algorithm.
+        recomputes the winners itself from the published algorithm. While that check is still
+        running (past half the caller's time) or the lottery refuses its pages, the results come
+        back with verified = false and a note saying so; the check goes on, ask again to see it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -89,7 +89,11 @@ class GatewayServiceStub:
     (Order.card_returned says which) and money paid is refunded (CRITICAL).
     """
     WatchOrder: _grpc.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]
-    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
+    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded.
+    The stream ends UNAUTHENTICATED / TOKEN_EXPIRED once the caller's token expires (the app
+    reopens it with a fresh token and gets the order as it is at once), and UNAVAILABLE with a
+    RetryInfo when the gateway or the order service stops or restarts.
+    """
     SearchStores: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]
     """Stores near a point (SHEDDABLE)."""
     GetMenu: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetMenuRequest, _gateway_service_pb2.GetMenuResponse]
@@ -98,7 +102,9 @@ class GatewayServiceStub:
     """Enters today's draw when the caller invited enough new users."""
     GetDrawResults: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.GetDrawResultsRequest, _gateway_service_pb2.GetDrawResultsResponse]
     """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
-    recomputes the winners itself from the published algorithm.
+    recomputes the winners itself from the published algorithm. While that check is still
+    running (past half the caller's time) or the lottery refuses its pages, the results come
+    back with verified = false and a note saying so; the check goes on, ask again to see it.
     """
     VerifyDraw: _grpc.UnaryUnaryMultiCallable[_gateway_service_pb2.VerifyDrawRequest, _gateway_service_pb2.VerifyDrawResponse]
     """Everything needed to recompute a drawn day without trusting the gateway's own check
@@ -154,7 +160,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     (Order.card_returned says which) and money paid is refunded (CRITICAL).
     """
     WatchOrder: _aio.UnaryStreamMultiCallable[_gateway_service_pb2.WatchOrderRequest, _gateway_service_pb2.WatchOrderResponse]  # type: ignore[assignment]
-    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
+    """Streams the caller's order until it completes or is cancelled, its card returned and money refunded.
+    The stream ends UNAUTHENTICATED / TOKEN_EXPIRED once the caller's token expires (the app
+    reopens it with a fresh token and gets the order as it is at once), and UNAVAILABLE with a
+    RetryInfo when the gateway or the order service stops or restarts.
+    """
     SearchStores: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.SearchStoresRequest, _gateway_service_pb2.SearchStoresResponse]  # type: ignore[assignment]
     """Stores near a point (SHEDDABLE)."""
     GetMenu: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetMenuRequest, _gateway_service_pb2.GetMenuResponse]  # type: ignore[assignment]
@@ -163,7 +173,9 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """Enters today's draw when the caller invited enough new users."""
     GetDrawResults: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.GetDrawResultsRequest, _gateway_service_pb2.GetDrawResultsResponse]  # type: ignore[assignment]
     """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
-    recomputes the winners itself from the published algorithm.
+    recomputes the winners itself from the published algorithm. While that check is still
+    running (past half the caller's time) or the lottery refuses its pages, the results come
+    back with verified = false and a note saying so; the check goes on, ask again to see it.
     """
     VerifyDraw: _aio.UnaryUnaryMultiCallable[_gateway_service_pb2.VerifyDrawRequest, _gateway_service_pb2.VerifyDrawResponse]  # type: ignore[assignment]
     """Everything needed to recompute a drawn day without trusting the gateway's own check
@@ -270,7 +282,11 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _gateway_service_pb2.WatchOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_service_pb2.WatchOrderResponse], _abc.AsyncIterator[_gateway_service_pb2.WatchOrderResponse]]:
-        """Streams the caller's order until it completes or is cancelled, its card returned and money refunded."""
+        """Streams the caller's order until it completes or is cancelled, its card returned and money refunded.
+        The stream ends UNAUTHENTICATED / TOKEN_EXPIRED once the caller's token expires (the app
+        reopens it with a fresh token and gets the order as it is at once), and UNAVAILABLE with a
+        RetryInfo when the gateway or the order service stops or restarts.
+        """
 
     @_abc_1.abstractmethod
     def SearchStores(
@@ -303,7 +319,9 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_service_pb2.GetDrawResultsResponse, _abc.Awaitable[_gateway_service_pb2.GetDrawResultsResponse]]:
         """A day's draw results, verified (SHEDDABLE): once drawn, the gateway pages VerifyDraw and
-        recomputes the winners itself from the published algorithm.
+        recomputes the winners itself from the published algorithm. While that check is still
+        running (past half the caller's time) or the lottery refuses its pages, the results come
+        back with verified = false and a note saying so; the check goes on, ask again to see it.
         """
 
     @_abc_1.abstractmethod
