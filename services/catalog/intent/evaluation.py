@@ -41,6 +41,11 @@ class Judge:
             return f"no candidate: {reading.clarification}"
         top = reading.candidates[0]
         if "category" in expect:
+            # Optional: how many things in all. Without it a kind ordered 22 times (不超过22块的汉堡)
+            # met the label.
+            said = sum(ln.quantity for ln in top.lines)
+            if "qty" in expect and said != expect["qty"]:
+                return f"{said} ordered != {expect['qty']}"
             brand = self.brands[top.brand_id]
             if brand.category != expect["category"]:
                 return f"brand category {brand.category} != {expect['category']}"

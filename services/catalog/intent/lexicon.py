@@ -93,14 +93,14 @@ GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各"
 # about") are offers, not refusals. Option phrases that hold a negation themselves (不要冰, no ice)
 # are whole phrases of the catalog and never reach this.
 NEGATION_BEFORE = re.compile(
-    r"(?:(?<!要)(?:不想要|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|不|别)"
+    r"(?:(?<!要)(?:不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|不|别)"
     r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
     r"\s*(?:那个|这个|那|这)?\s*$")
 # ... and words that take back what came right before them ("生椰拿铁不要了，换成厚乳"): only at the
 # end of a clause, so 香辣鸡腿堡不要辣 (no spice) does not drop the burger. Also as a clause of its
 # own after the phrase ("一杯生椰拿铁，不要了", "…，算了吧", "…，还是不要了"): a user who changed their
 # mind before sending; read as an order, OrderByText's confirm placed and paid it at once.
-_TAKE_BACK = r"(?:还是|就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了)"
+_TAKE_BACK = r"(?:还是|就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了|太贵|太甜|太腻)"
 NEGATION_AFTER = re.compile(
     rf"^[\s,，、]*{_TAKE_BACK}(?:[\s,，、]*{_TAKE_BACK})*(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
 # Words never worth a fuzzy match (fillers of an order sentence).
@@ -109,6 +109,11 @@ have take need some the a an of for to from at with and or please thanks thank c
 one two three four five six seven eight nine ten cup cups box boxes bottle bottles piece pieces
 large medium small hot cold iced ice sugar less no not without more extra also then it them this that
 size regular normal half light sweet make let's lets let is are be do does""".split())
+
+# Head nouns of products no brand here sells: an item word right before one (草莓蛋糕, 葡萄干, 鸡蛋饼)
+# names that product, and read as the item it ordered a box of strawberries for a strawberry cake.
+OTHER_PRODUCT_HEADS = ("蛋糕", "面包", "冰沙", "酸奶", "果酱", "饼干", "布丁", "大福", "千层", "慕斯", "冰棍", "沙拉",
+                       "罐头", "味", "干", "饼", "酱", "糖葫芦", "汤", "粥", "面", "饭", "套餐")
 
 # Two-character pieces of item names too generic to name an item by themselves.
 GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "年货", "中杯", "大杯", "满杯", "香辣",
@@ -120,10 +125,13 @@ FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀
                          "有什么推荐哪些啥样个款就再也还和跟今天现在马上先", )
 # Words that leave the choice to us ("蜜雪冰城随便来一杯"): no order of their own, like the fillers
 # above, so a brand said with them suggests from its menu instead of asking what 随便 is.
-ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行")
+# So do words that only say the free-order card pays ("盒马买点免单卡能全包的"): it is what every
+# suggestion is chosen by anyway, and read as unknown words the brand was refused.
+ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行",
+                  "免单卡能全包", "免单卡能用", "免单卡能覆盖", "免单卡", "能全包", "全包", "全免", "能覆盖", "能抵")
 # Words that ask for the cheapest pick ("瑞幸最便宜的咖啡"): a kind of thing or a brand said with
 # them is chosen for by price, not by the standard item first.
-CHEAPEST_WORDS = ("最便宜", "便宜点", "便宜一点", "便宜的", "最实惠", "最划算", "cheapest", "cheap")
+CHEAPEST_WORDS = ("最便宜", "便宜点", "便宜一点", "便宜的", "便宜", "最实惠", "最划算", "实惠", "cheapest", "cheap")
 
 # An option said as one character right before the item: a size (大可乐, 中薯), or iced (冰美式,
 # 冰拿铁: the commonest way to ask for a cold coffee). Alone anywhere else "冰" is no option: it

@@ -103,6 +103,26 @@ _NUMBER = (rf"(?:{_DIGIT_LEFT}(?P<sign>[-−]|负)?(?P<num>{_DIGITS})|{_CN_LEFT}
 # Magnitudes written after a number: 10k, 2w (万, as people type it), a thousand, two million.
 _MAGNITUDES = {"k": 1_000, "w": 10_000, "hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _EN_SMALL = "|".join(k for k, v in _EN_NUMBERS.items() if " " not in k and v <= 12)
+# 块 is money, not pieces, when money words follow it (25块钱, 30块以内, 4块的柠檬水, 29块太贵了, 9块9,
+# 29块一杯).
+_KUAI_MONEY = rf"块(?=钱|以内|以下|之内|内|左右|多|的|太|\d|一[{MEASURE_WORDS}]|每)"
+_MONEY_UNIT = r"(?:块钱|块|元|rmb|yuan|刀)"
+# Words that make the amount after them, or before them, a ceiling on the price: 预算 and 人均 are
+# money words themselves; 不超过 and 最多 are money only with a unit (最多两杯 is a count).
+_BUDGET_AFTER = r"(?:以内|以下|之内|内)"
+_EN_BUDGET = r"(?<![a-z])(?:under|below|less than|within|max|up to|budget)\s?"
+# Amounts of money: a price (¥29, 4块的, 9块9) or a budget (30块以内, under 20). They are never counts:
+# read as one, 不超过22块的汉堡 ordered 22 burgers and 生椰拿铁(¥29)x2 twenty-nine lattes.
+_MONEY_PATTERNS = [
+    (re.compile(rf"(?:预算|人均)\s?[¥$]?\s?{_NUMBER}\s?{_MONEY_UNIT}?\s?{_BUDGET_AFTER}?"), True),
+    (re.compile(rf"(?:不超过|不超|不到|低于|少于|最多|顶多)\s?(?P<cur>[¥$])?\s?{_NUMBER}\s?(?P<unit>{_MONEY_UNIT})?\s?{_BUDGET_AFTER}?"), True),
+    (re.compile(rf"{_EN_BUDGET}(?:[¥$]|rmb\s?)?{_NUMBER}(?:\s?(?:{_MONEY_UNIT}|dollars?|bucks?)|(?!\s?[a-z]))"), True),
+    (re.compile(rf"{_NUMBER}\s?{_MONEY_UNIT}?\s?{_BUDGET_AFTER}"), True),
+    (re.compile(rf"[¥$]\s?{_NUMBER}"), False),
+    # 29块一杯 is the price of one cup, not a cup more.
+    (re.compile(rf"{_NUMBER}\s?(?:{_KUAI_MONEY}\d?|块钱|元|rmb|yuan)(?:\s?一[{MEASURE_WORDS}])?"), False),
+]
+_MONEY_HINT = re.compile(r"[¥$块元钱刀以内预均超到于多]|(?<![a-z])(?:under|below|less|within|max|up|budget|yuan|rmb)")
 _PATTERNS = [
     # A number written as a power (10^9, 10**9, 1e9, 10的9次方) is a count this reader does not
     # work out: its last digits alone were read (10^9杯 ordered 9 cups). It is asked about.
@@ -119,16 +139,19 @@ _PATTERNS = [
     (re.compile(rf"{_NUMBER}\s?(?:个人|位|人)(?!份)"), "people"),
     (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
      "english-people"),
+    # 我们俩, 咱仨, 我们五个: the speakers, counted; a number of people like 5个人.
+    (re.compile(r"(?<=[们我咱])\s?[俩倆仨]"), "colloquial-people"),
+    (re.compile(rf"(?<=们)\s?{_NUMBER}\s?个(?=\s*(?:$|[,，。.!！;；]|一人|每))"), "people"),
     # x2, ×3, *2 and 2x (not inside a word); x1.5 and x-1 are read whole, to be refused.
     (re.compile(rf"(?<![a-z0-9])[x×*]\s?(?P<sign>[-−])?(?P<num>{_DIGITS})(?![0-9a-z]|[./]\d)"), "x"),
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})\s?[x×](?![a-z0-9])"), "x"),
     # 3杯, 12 个, 两杯, 十二杯, 一对, 1005杯, 一百万杯; 3.5杯, -2杯, 2-3杯 (to be refused)
     # (but 25块钱 / 30块以内 is money, not a count)
-    (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})(?<!块(?=钱|以内|以下|左右|内|多))"), "measured"),
+    (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})(?<!{_KUAI_MONEY})"), "measured"),
     # 半打 is half a dozen: six, a whole count (unlike 半杯).
     (re.compile(f"{_CN_LEFT}半\\s?打"), "half-dozen"),
     # 半杯 (half a cup) is not a count either.
-    (re.compile(f"{_CN_LEFT}半\\s?[{MEASURE_WORDS}](?<!块(?=钱|以内|以下|左右|内|多))"), "half"),
+    (re.compile(f"{_CN_LEFT}半\\s?[{MEASURE_WORDS}](?<!{_KUAI_MONEY})"), "half"),
     # 俩 (two), 仨 (three) stand alone
     (re.compile(r"[俩倆仨]"), "colloquial"),
     # English number words (longest first) before a noun.
@@ -136,16 +159,20 @@ _PATTERNS = [
                 + r")(?![a-z])"), "english"),
     # bare digits, not part of a size like 500g or 1kg, a list number (1.) or a price range (20-30元)
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})(?:{_RANGE_SEP}(?P<num2>{_DIGITS}))?"
-                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?(?:g|kg|ml|l|克|毫升|元|块|点|号|楼|分|岁|%|折)(?![a-z]))"), "bare"),
+                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?(?:g|kg|ml|l|km|克|毫升|元|块|点|号|楼|层|栋|室|分|岁|%|折|公里|千米|米|小时)(?![a-z]))"),
+     "bare"),
 ]
 
 
-def scan_quantities(text: str) -> list[QuantityMatch]:
+def scan_quantities(text: str, *, money_masked: bool = False) -> list[QuantityMatch]:
     """Every non-overlapping quantity phrase in `text` (lower-cased), leftmost first. A count that cannot
-    be ordered as said (3.5杯, -2杯, 两三杯) is found too, with its `problem` set."""
+    be ordered as said (3.5杯, -2杯, 两三杯) is found too, with its `problem` set. Amounts of money are
+    no counts (`money_masked`: the caller has blanked them already)."""
     text = text.translate(_TRADITIONAL)
     found: list[QuantityMatch] = []
     taken = [False] * len(text)
+    for start, end, _, _ in ([] if money_masked else scan_money(text)):
+        taken[start:end] = [True] * (end - start)
     for pattern, kind in _PATTERNS:
         for m in pattern.finditer(text):
             if any(taken[m.start():m.end()]):
@@ -159,10 +186,45 @@ def scan_quantities(text: str) -> list[QuantityMatch]:
             for i in range(m.start(), m.end()):
                 taken[i] = True
             found.append(QuantityMatch(m.start(), m.end(), 0 if problem else q, marked=kind != "bare",
-                                       people=kind in ("people", "english-people"),
+                                       people=kind in ("people", "english-people", "colloquial-people"),
                                        problem=problem))
     found.sort(key=lambda q: q.start)
     return found
+
+
+def scan_money(text: str) -> list[tuple[int, int, int, bool]]:
+    """(start, end, fen, is_budget) of every amount of money in `text` (lower-cased): prices (¥29,
+    4块的柠檬水) and budgets (30块以内, 不超过22块, under 20), leftmost first, none overlapping."""
+    if not _MONEY_HINT.search(text):
+        return []  # most stretches of a sentence (，一杯) hold no money: six searches saved
+    text = text.translate(_TRADITIONAL)
+    taken = [False] * len(text)
+    found = []
+    for pattern, budget in _MONEY_PATTERNS:
+        for m in pattern.finditer(text):
+            if any(taken[m.start():m.end()]) or m.group("num2"):
+                continue
+            if "cur" in pattern.groupindex and not (m.group("cur") or m.group("unit")):
+                continue  # 最多两杯: at most two cups, no money
+            raw = m.group("num") or m.group("cnum")
+            if "." in raw:
+                whole, _, frac = raw.partition(".")
+                fen = int(whole) * 100 + int((frac + "00")[:2])
+            else:
+                n, problem = _number(raw)
+                if problem:
+                    continue
+                fen = n * 100
+            taken[m.start():m.end()] = [True] * (m.end() - m.start())
+            found.append((m.start(), m.end(), fen, budget))
+    found.sort()
+    return found
+
+
+def budget_fen(text: str) -> int | None:
+    """The most the sentence says one thing may cost (30块以内的咖啡: 3,000 fen), None if it says none."""
+    caps = [fen for _, _, fen, budget in scan_money(text) if budget]
+    return min(caps) if caps else None
 
 
 def _number(s: str) -> tuple[int, str]:
@@ -181,8 +243,8 @@ def _number(s: str) -> tuple[int, str]:
 
 def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
     """(count, problem) of a match, None if it is no quantity after all."""
-    if kind == "colloquial":
-        return (3 if m.group(0) == "仨" else 2), ""
+    if kind in ("colloquial", "colloquial-people"):
+        return (3 if m.group(0).strip() == "仨" else 2), ""
     if kind == "english":
         return _EN_NUMBERS[m.group(1)], ""
     if kind == "english-people":

@@ -21,6 +21,7 @@ import dataclasses
 import logging
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Sequence
 
@@ -30,9 +31,9 @@ from .lexicon import (
     ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, OPTION_PREFIXES,
 )
 from .lexicon import ANYTHING_WORDS, CHEAPEST_WORDS, NEGATION_AFTER, NEGATION_BEFORE
-from .lexicon import STOPWORDS, UNKNOWN_BRANDS
+from .lexicon import OTHER_PRODUCT_HEADS, STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
-from .numbers import scan_quantities
+from .numbers import MEASURE_WORDS, budget_fen, scan_money, scan_quantities
 from .options import ItemOptions, agree, is_direction, option_surfaces, option_table
 from .specs import BrandSpec, Candidate, ItemSpec, Reading, WantedLine
 
@@ -62,9 +63,14 @@ _PUNCT = re.compile(r"[,，、;；。.!！?？/|~～\n]+")
 _SIZE_SUFFIX = re.compile(r"\s*(\([^)]*\)|\d+(\.\d+)?\s*(g|kg|ml|l|枚|个|只|斤|克|片)?)\s*$")
 _WORD = re.compile(r"[a-z][a-z'\-]*")
 _LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
+# The number that starts a line of a pasted list: 1 / 1. / 1、/ (1) / ① (NFKC would make ① a plain 1,
+# and "7 可乐 大杯" ordered seven colas).
+_CIRCLED = "\u2460-\u2473\u2776-\u2793"
+_LINE_NUMBER = re.compile(rf"^[ \t\u3000]*(?:[{_CIRCLED}]|[(（]?([0-9０-９]{{1,2}})(?:[.．、:：)）]|[ \t\u3000]+))")
 _PER_PERSON = re.compile(r"每个人|每人|每位|人手|一人(?=\s?(?:\d|[一两二三四五六七八九十俩]))"
                          r"|(?<![a-z])(?:each person|per person|each of us|everyone)(?![a-z])")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
+_OTHER_PRODUCT = re.compile("|".join(sorted(OTHER_PRODUCT_HEADS, key=len, reverse=True)))
 # "Anything" and "the cheapest" name nothing to order: a brand said with them suggests from its menu.
 _ANYTHING = re.compile("|".join((*ANYTHING_WORDS, *(w for w in CHEAPEST_WORDS if not w.isascii()))))
 _CHEAPEST = re.compile("|".join(rf"(?<![a-z]){w}(?![a-z])" if w.isascii() else w for w in CHEAPEST_WORDS))
@@ -73,7 +79,9 @@ _CHEAPEST = re.compile("|".join(rf"(?<![a-z]){w}(?![a-z])" if w.isascii() else w
 # options of one group for one line ("冰的热拿铁", an iced hot latte) contradict each other.
 # A bare no as a clause of its own: 大杯，啊不，中杯 / 热的，不不，冰的.
 _BARE_NO = r"(?<![^\s,，、;；。.!！?？])(?:啊|哦|噢|呃|额|嗯)?不+(?=[\s,，、;；。.!！?？]|$)"
-_CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|{_BARE_NO}|"
+# 一共 / 总共 (in all) states the whole count again: 两个蛋挞，再加一个，一共三个 is three, not six.
+_SAID_WRONG = r"说错了|打错了|写错了|搞错了|弄错了|错了"
+_CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|{_SAID_WRONG}|一共|总共|总计|合计|{_BARE_NO}|"
                          r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 # The same for an item, less 还是 (生椰拿铁还是厚乳拿铁: "which of the two", not a change of mind).
@@ -81,7 +89,7 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
 # question (生椰拿铁还是厚乳拿铁).
 _EITHER = re.compile(r"还是|(?<![a-z])or(?![a-z])")
 _CLAUSE_BREAK = re.compile(r"[,，。.;；!！?？]")
-_ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_BARE_NO}|"
+_ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_SAID_WRONG}|{_BARE_NO}|"
                               r"(?<![a-z])(?:actually|instead|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 
@@ -192,11 +200,15 @@ class RuleBasedResolver:
         for item in self._items.values():
             self._by_category.setdefault((item.brand_id, item.category), []).append(item)
         self._core = {i.item_id: _core_name(i.name) for i in self._items.values()}
+        self._pack = {i.item_id: pack for i in self._items.values() if (pack := _pack_size(i.name))}
         self._surfaces: dict[str, _Meaning] = {}
         self._index_catalog()
         self._by_first: dict[str, list[tuple[str, _Meaning, bool, bool]]] = {}
         self._by_word: dict[str, list[tuple[str, _Meaning, bool, bool]]] = {}
         self._by_reading: dict[str, list[tuple[str, tuple[frozenset[str], ...], _Meaning]]] = {}
+        # Options by reading, matched in traditional spelling only (熱的, 無糖), never by sound.
+        self._by_spelling: dict[str, list[tuple[str, tuple[frozenset[str], ...], _Meaning]]] = {}
+        self._longest_spelling = 0
         self._index_surfaces()
         self._fuzzy_choices = [s for s in self._surfaces if s.isascii() and len(s) >= 4
                                and s not in STOPWORDS and not self._surfaces[s].sep]
@@ -296,15 +308,20 @@ class RuleBasedResolver:
                 self._by_first.setdefault(surface[0], []).append((surface, meaning, left, right))
             # Homophones only for whole names and aliases (and brands we do not carry): pieces of
             # names are everywhere in ordinary speech. Two-character ones only in traditional
-            # spelling (可樂, 薯條): their homophones are everywhere too.
+            # spelling (可樂, 薯條): their homophones are everywhere too. Options only in traditional
+            # spelling (熱的, 無糖): a sound-alike of 少冰 is no option, but 熱的 read as nothing
+            # ordered the drink iced.
             if left or len(surface) < 2 or not all(is_cjk(c) for c in surface):
                 continue
-            if meaning.brand is not None or meaning.unknown or any(h != "piece" for h in meaning.item_how.values()):
+            named = meaning.brand is not None or meaning.unknown or any(h != "piece" for h in meaning.item_how.values())
+            if named or meaning.option_keys:
                 rd = tuple(readings(c) for c in surface)
+                index = self._by_reading if named else self._by_spelling
                 for r in rd[0]:
-                    self._by_reading.setdefault(r, []).append((surface, rd, meaning))
+                    index.setdefault(r, []).append((surface, rd, meaning))
         for bucket in (*self._by_first.values(), *self._by_word.values()):
             bucket.sort(key=lambda e: -len(e[0]))
+        self._longest_spelling = max((len(e[0]) for b in self._by_spelling.values() for e in b), default=0)
 
     # ----------------------------------------------------------------------------------- reading
     def resolve(self, text: str, *, card_face_value_fen: int = 2500) -> Reading:
@@ -316,23 +333,27 @@ class RuleBasedResolver:
 
     def _resolve(self, text: str, face: int) -> Reading:
         raw = text if isinstance(text, str) else str(text)
-        norm = _without_list_numbers(normalize(raw[:MAX_CHARS * 2])[:MAX_CHARS])
+        norm = _without_list_numbers(normalize(_lines_as_clauses(raw[:MAX_CHARS * 2]))[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
+        tokens = self._without_pack_sizes(tokens)
         cheapest = _CHEAPEST.search(norm) is not None
+        # 30块以内的咖啡: nothing dearer is offered, whatever the card covers.
+        cap = budget_fen(norm)
         for t in tokens:
             t.cheapest = cheapest and t.kind == CAT
         either = next((k for k, t in enumerate(tokens) if t.either), None)
         if either is not None:
             return self._clarify_either(tokens, either)
         tokens, refused = _negated(tokens)
-        tokens, people = _headcount(tokens)
+        tokens, people, per_person_until = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
         if len(drafts) > MAX_MENTIONS:
             return self._clarify_too_many(len(drafts))
         drafts = self._kinds_named_by_their_item(tokens, drafts)
         for d in drafts:
-            _times(d, people)
+            if d.token.start < per_person_until:
+                _times(d, people)
         avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
         known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
                                    if t.kind == BRAND and t.meaning and t.meaning.brand))
@@ -345,12 +366,33 @@ class RuleBasedResolver:
             return self._clarify_quantity(unusable.surface)
         if not drafts:
             if known and not unexplained:
-                return self._brand_only(known, face, cheapest=cheapest)
+                return self._brand_only(known, face, cheapest=cheapest, cap=cap)
             if known:
                 return self._clarify_mismatch([], known, unexplained)
             return self._clarify_nothing()
         return self._candidates(drafts, global_opts, known, face, avoid=avoid, left_out=left_out,
-                                not_offered=not_offered)
+                                not_offered=not_offered, cap=cap)
+
+    def _without_pack_sizes(self, tokens: list[_Token]) -> list[_Token]:
+        """"买10枚鸡蛋", "鸡蛋10枚": a count against an item that is the pack its name holds
+        (鲜鸡蛋10枚) names the item, it counts nothing: read as a count it ordered ten boxes. A
+        whole number of packs (20枚鸡蛋) is that many packs."""
+        if not self._pack:
+            return tokens
+        out = []
+        for k, t in enumerate(tokens):
+            if t.kind == QTY and not t.problem and t.surface[-1:] in MEASURE_WORDS:
+                said = (t.quantity, t.surface[-1])
+                near = [n for n in (tokens[k - 1] if k else None, tokens[k + 1] if k + 1 < len(tokens) else None)
+                        if n is not None and n.kind == ITEM and (n.end == t.start or t.end == n.start)]
+                packs = {self._pack[i][0] for n in near for i in n.items if self._pack.get(i, (0, ""))[1] == said[1]}
+                if said[0] in packs:
+                    continue
+                whole = [p for p in packs if said[0] % p == 0]
+                if len(whole) == 1:
+                    t = dataclasses.replace(t, quantity=said[0] // whole[0])  # 20枚鸡蛋: two boxes of ten
+            out.append(t)
+        return out
 
     def _kinds_named_by_their_item(self, tokens: list[_Token], drafts: list[_Draft]) -> list[_Draft]:
         """"点杯喝的，要瑞幸的美式": a kind of thing (喝的, 咖啡, 奶茶) then, with no 和 / 再来
@@ -408,6 +450,12 @@ class RuleBasedResolver:
         """The phrases of the sentence in order, and its Chinese characters nothing explained."""
         n = len(text)
         matches: list[list[tuple[int, float, _Meaning, str, float]]] = [[] for _ in range(n)]
+        # next_traditional[i]: where the first traditional character at or after i is (n if none).
+        # A sentence GB 2312 can spell (nearly all) has none: no character is looked at.
+        next_traditional = [n] * (n + 1)
+        if not _in_gb2312(text):
+            for i in range(n - 1, -1, -1):
+                next_traditional[i] = i if is_traditional(text[i]) else next_traditional[i + 1]
         for i, ch in enumerate(text):
             bucket = self._by_first.get(ch, ())
             if ch.isascii() and ch.isalnum():
@@ -427,8 +475,12 @@ class RuleBasedResolver:
                     matches[i].append((j, q, meaning, "exact", 1.0))
             if is_cjk(ch):
                 seen: set[str] = set()
-                for r in readings(ch):
-                    for surface, rd, meaning in self._by_reading.get(r, ()):
+                # Option spellings only where a traditional character is near: they match nothing else.
+                indexes = (self._by_reading, self._by_spelling) if next_traditional[i] < i + self._longest_spelling \
+                    else (self._by_reading,)
+                for index, r in ((index, r) for index in indexes for r in readings(ch)):
+                    spelling_only = index is self._by_spelling
+                    for surface, rd, meaning in index.get(r, ()):
                         if surface in seen:
                             continue
                         seen.add(surface)
@@ -445,7 +497,7 @@ class RuleBasedResolver:
                             elif is_traditional(c):
                                 variant += 1
                         else:
-                            sounds_alike = exact * 2 >= len(surface) if len(surface) >= 3 else False
+                            sounds_alike = exact * 2 >= len(surface) if len(surface) >= 3 and not spelling_only else False
                             if exact < len(surface) and (sounds_alike or exact + variant == len(surface)):
                                 kind, q = meaning.best()
                                 scale = 0.6 + 0.3 * exact / len(surface)
@@ -492,7 +544,7 @@ class RuleBasedResolver:
         tokens.sort(key=lambda t: t.start)
         tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered))
         said_before, thing_before = 0, False
-        for t in tokens:
+        for k, t in enumerate(tokens):
             if t.kind in (OPT, QTY) and _CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
             elif t.kind == ITEM and _ITEM_CORRECTION.search(text, said_before, t.start):
@@ -504,7 +556,11 @@ class RuleBasedResolver:
                     t.corrects = True
                 else:
                     t.either = True
-            if t.kind in (ITEM, CAT, OPT, QTY):
+            glued = t.kind == OPT and k + 1 < len(tokens) and tokens[k + 1].kind == ITEM \
+                and not text[t.end:tokens[k + 1].start].strip()
+            if t.kind in (ITEM, CAT, OPT, QTY) and not glued:
+                # An option against its item (冰美式, 热的美式) is said with it: a correction before
+                # the option (说错了，冰美式) is one of the item too, else both were ordered.
                 said_before, thing_before = t.end, t.kind in (ITEM, CAT)
         runs, run = [], ""
         for c in range(n + 1):
@@ -523,8 +579,9 @@ class RuleBasedResolver:
         an afternoon tea, and 轻芒芒甘露 for 椰椰芒芒. A piece keeps its item when the characters
         around it are of that item's name too (椰子拿铁 is 生椰拿铁). The characters dropped become
         unexplained, so the clarification names them."""
-        # A correction (换成奥尔良的) is no part of the word after it.
+        # A correction (换成奥尔良的) is no part of the word after it, nor 随便 or 便宜 of the kind after it.
         said = {c for m in _CORRECTION.finditer(text) for c in range(m.start(), m.end())}
+        said |= {c for m in _ANYTHING.finditer(text) for c in range(m.start(), m.end())}
 
         def unexplained(edge: int, step: int) -> str:
             """Up to three unexplained characters from `edge` on, as far as _token looks for context."""
@@ -534,10 +591,35 @@ class RuleBasedResolver:
                 out, c = out + text[c], c + step
             return out
 
+        def unknown_word_before(start: int) -> bool:
+            """An English word we do not know right before (oat latte, vanilla latte). Read backwards
+            from `start`: a search from the sentence's start for each mention is quadratic."""
+            end = start
+            while end > 0 and text[end - 1] == " ":
+                end -= 1
+            begin = end
+            while begin > 0 and (text[begin - 1].isascii() and text[begin - 1].isalpha() or text[begin - 1] in "'-"):
+                begin -= 1
+            word = text[begin:end]
+            return end < start and len(word) >= 2 and word not in STOPWORDS and word not in self._surfaces \
+                and not covered.intersection(range(begin, end))
+
         kept = []
         for t in tokens:
             glued = unexplained(t.start - 1, -1) + unexplained(t.end, 1)
             if glued and t.kind == CAT and t.end - t.start == 1 and is_cjk(text[t.start]):
+                covered.difference_update(range(t.start, t.end))
+                continue
+            if t.kind == CAT and len(unexplained(t.start - 1, -1)) >= 2:
+                # 芋泥波波奶茶, 港式奶茶, 挂耳咖啡: a kind of thing named by words we do not know is a
+                # product no brand here sells; read as the kind, it ordered a 珍珠奶茶.
+                covered.difference_update(range(t.start, t.end))
+                continue
+            if t.kind == ITEM and _OTHER_PRODUCT.match(text, t.end) and t.end not in covered:
+                covered.difference_update(range(t.start, t.end))
+                continue
+            if t.kind == ITEM and t.how == "piece" and t.surface.isascii() and unknown_word_before(t.start):
+                # The English head noun alone (latte) after a word we do not know (oat latte).
                 covered.difference_update(range(t.start, t.end))
                 continue
             if glued and t.kind == ITEM and t.how == "piece" and all(is_cjk(c) for c in t.surface) and not any(
@@ -586,6 +668,8 @@ class RuleBasedResolver:
                 # One slip in five letters (pepsy, fires) is 80; below 84 the first letter must agree.
                 if score < 84 and surface[0] != phrase[0]:
                     continue
+                if not _each_word_a_slip(phrase, surface):
+                    continue
                 meaning = self._surfaces[surface]
                 kind, q = meaning.best()
                 scale = 0.5 + 0.35 * (score - 80) / 20
@@ -599,7 +683,10 @@ class RuleBasedResolver:
         for m in _PER_PERSON.finditer(gap):
             out.append(_Token(kind=PER_PERSON, start=a + m.start(), end=a + m.end(), quality=1.0, surface=m.group()))
             masked[m.start():m.end()] = " " * (m.end() - m.start())
-        for q in scan_quantities("".join(masked)):
+        for start, end, _, _ in scan_money(gap):
+            # 生椰拿铁29块太贵了: a price is no count, nor anything between an item and what is said of it.
+            masked[start:end] = " " * (end - start)
+        for q in scan_quantities("".join(masked), money_masked=True):
             out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0, surface=gap[q.start:q.end],
                               quantity=q.quantity, problem=q.problem, people=q.people))
             for c in range(q.start, q.end):
@@ -622,28 +709,33 @@ class RuleBasedResolver:
     # choosing ----------------------------------------------------------------------------------
     def _candidates(self, drafts: list[_Draft], global_opts: list[_Token], known: list[str], face: int, *,
                     avoid: set[str] = frozenset(), left_out: Sequence[str] = (),
-                    not_offered: Sequence[str] = ()) -> Reading:
+                    not_offered: Sequence[str] = (), cap: int | None = None) -> Reading:
         brands = known or [b for b in self._brands_for(drafts) if b not in avoid]
         per_brand: list[tuple[float, str, list[list[_Pick]]]] = []
-        choices_at = self._choices_memo(drafts, face)
+        choices_at = self._choices_memo(drafts, face, cap)
         for brand_id in brands:
             choices = choices_at(brand_id)
             if choices is not None:
                 conf = min(c[0].confidence for c in choices)
                 per_brand.append((conf, brand_id, choices))
         dropped: list[_Draft] = []
-        if not per_brand and not known:
-            # A weak piece-of-a-name match from another brand should not sink a clear order.
-            strong = [d for d in drafts if d.token.kind == CAT or max(d.token.items.values()) >= 0.75]
+        if not per_brand:
+            # A weak piece-of-a-name match from another brand should not sink a clear order. At a
+            # named brand only a guess at an English word is that weak: a name in a pasted group
+            # order (Grace, close to grape) made the whole order at 瑞幸 a question.
+            strong = [d for d in drafts if d.token.kind == CAT or max(d.token.items.values()) >= 0.75
+                      or (known and d.token.how != "fuzzy")]
             if strong and len(strong) < len(drafts):
                 kept = {id(d) for d in strong}
                 dropped = [d for d in drafts if id(d) not in kept]
                 drafts = strong
-                choices_at = self._choices_memo(drafts, face)
-                for brand_id in (b for b in self._brands_for(drafts) if b not in avoid):
+                choices_at = self._choices_memo(drafts, face, cap)
+                for brand_id in (known or [b for b in self._brands_for(drafts) if b not in avoid]):
                     choices = choices_at(brand_id)
                     if choices is not None:
                         per_brand.append((min(c[0].confidence for c in choices) * 0.8, brand_id, choices))
+        if not per_brand and cap is not None:
+            return self._clarify_budget(drafts, cap)
         if not per_brand:
             return self._clarify_mismatch(drafts, known, avoid=avoid)
         if not known:
@@ -700,7 +792,7 @@ class RuleBasedResolver:
             return [b for b in self._brand_order if any((b, c) in self._by_category for c in cats)]
         return sorted(seen, key=lambda b: -seen[b])
 
-    def _choices_memo(self, drafts: list[_Draft], face: int):
+    def _choices_memo(self, drafts: list[_Draft], face: int, cap: int | None = None):
         """brand_id -> every draft's choices at that brand, or None when a draft has none there.
         A word said many times is chosen for once per brand: 500 mentions of an item a hundred
         brands sell (茶茶茶…) were 50,000 choices, seconds of the event loop."""
@@ -717,7 +809,7 @@ class RuleBasedResolver:
             for d, sig in zip(drafts, sigs):
                 got = memo.get((sig, brand_id))
                 if got is None:
-                    got = memo[(sig, brand_id)] = self._choices(d, brand_id, face)
+                    got = memo[(sig, brand_id)] = self._choices(d, brand_id, face, cap)
                 if not got:
                     return None
                 out.append(got)
@@ -725,11 +817,12 @@ class RuleBasedResolver:
 
         return choices_at
 
-    def _choices(self, draft: _Draft, brand_id: str, face: int) -> list[_Pick]:
+    def _choices(self, draft: _Draft, brand_id: str, face: int, cap: int | None = None) -> list[_Pick]:
         tok = draft.token
         qty = max(1, max((s.quantity for s in draft.segs), default=1))
         if tok.kind == ITEM:
-            mine = [(q, self._items[i]) for i, q in tok.items.items() if self._items[i].brand_id == brand_id]
+            mine = [(q, self._items[i]) for i, q in tok.items.items()
+                    if self._items[i].brand_id == brand_id and _within(self._items[i], cap)]
             if not mine:
                 return []
             mine.sort(key=lambda e: (-round(e[0], 3), e[1].price_fen > face, not self._standard[e[1].item_id],
@@ -746,7 +839,7 @@ class RuleBasedResolver:
                 picks.append(_Pick(item, conf if rank == 0 else conf * 0.8, note))
             return picks[:4]
         cats = tok.meaning.cats if tok.meaning and tok.meaning.cats else frozenset()
-        pool = [i for c in cats for i in self._by_category.get((brand_id, c), ())]
+        pool = [i for c in cats for i in self._by_category.get((brand_id, c), ()) if _within(i, cap)]
         if not pool:
             return []
         words = tok.surface
@@ -833,10 +926,10 @@ class RuleBasedResolver:
                     chosen[hit[0]] = (hit[1], o)
         return ""
 
-    def _brand_only(self, known: list[str], face: int, *, cheapest: bool = False) -> Reading:
+    def _brand_only(self, known: list[str], face: int, *, cheapest: bool = False, cap: int | None = None) -> Reading:
         out = []
         for brand_id in known:
-            pool = sorted(self._items_by_brand.get(brand_id, ()),
+            pool = sorted((i for i in self._items_by_brand.get(brand_id, ()) if _within(i, cap)),
                           key=lambda i: (i.price_fen > face, cheapest and i.price_fen, not self._standard[i.item_id],
                                          self._menu_index[i.item_id]))
             if pool and pool[0].price_fen <= face:
@@ -845,6 +938,8 @@ class RuleBasedResolver:
                 out.append(Candidate(brand_id=brand_id, lines=(WantedLine(item.item_id, 1, {}),),
                                      confidence=round(0.4 * 0.9 ** rank, 3), by_category=True,
                                      explanation=f"{self._brands[brand_id].name}: no item named; suggesting {item.name}"))
+        if not out and cap is not None:
+            return self._clarify_budget([], cap)
         return Reading(candidates=tuple(out[:MAX_CANDIDATES]))
 
     def _sold_by(self, draft: _Draft, brand_ids: Collection[str]) -> bool:
@@ -883,6 +978,14 @@ class RuleBasedResolver:
         return Reading(candidates=(),
                        clarification=f"要“{first.surface}”还是“{tokens[k].surface}”？请说要哪一个。 / "
                                      f"\"{first.surface}\" or \"{tokens[k].surface}\"? Please say which one.")
+
+    def _clarify_budget(self, drafts: list[_Draft], cap: int) -> Reading:
+        what = self._listing(drafts) if drafts else "东西"
+        yuan = f"{cap // 100}" + (f".{cap % 100:02d}" if cap % 100 else "")
+        return Reading(candidates=(),
+                       clarification=f"{yuan}元以内没有{what}。要放宽预算，或换一样吗？ / "
+                                     f"Nothing of that ({what}) costs {yuan} yuan or less. Raise the budget or "
+                                     f"pick something else?")
 
     def _clarify_too_many(self, mentions: int) -> Reading:
         return Reading(candidates=(),
@@ -1006,6 +1109,11 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     return _merge_references(drafts), global_opts
 
 
+def _within(item: ItemSpec, cap: int | None) -> bool:
+    """Whether the item's price keeps to the budget the sentence said (none said: any price)."""
+    return cap is None or item.price_fen <= cap
+
+
 def _only_agrees(word: str, earlier: str | None, group_id: str, table: ItemOptions) -> bool:
     """Whether `word` only gives the direction of the option already chosen in its group ("热的，
     不要冰": hot, which has no ice; "少冰，冰的"): the exact option stays, whichever came first."""
@@ -1052,14 +1160,20 @@ def _negated(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
     return [t for k, t in enumerate(tokens) if k not in gone], refused
 
 
-def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int]:
-    """The phrases to parse and how many people each count is for: with 每人 (each person), the
-    number of people said (5个人每人一杯生椰拿铁 is five cups, 每人一杯，一共5人 too) is no count of
-    its own. Without 每人 a number of people stays a count, as people say it (3个人的奶茶)."""
-    if not any(t.kind == PER_PERSON for t in tokens):
-        return tokens, 1
+def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int, int]:
+    """The phrases to parse, how many people each count is for, and where the counts per person
+    end: with 每人 (each person), the number of people said (5个人每人一杯生椰拿铁 is five cups,
+    每人一杯，一共5人 too) is no count of its own. Without 每人 a number of people stays a count, as
+    people say it (3个人的奶茶). What is added after it (…，再加一杯美式) is one more cup for the
+    table, not one each: read per person it put four unasked-for coffees on the order."""
+    each = next((t for t in tokens if t.kind == PER_PERSON), None)
+    if each is None:
+        return tokens, 1, 0
     people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), 1)
-    return [t for t in tokens if t.kind != PER_PERSON and not (t.kind == QTY and t.people and not t.problem)], people
+    until = next((t.start for t in tokens if t.kind == SEP and t.start > each.end and t.surface in ADDITIVE_SEPARATORS),
+                 math.inf)
+    return ([t for t in tokens if t.kind != PER_PERSON and not (t.kind == QTY and t.people and not t.problem)],
+            people, until)
 
 
 def _times(draft: _Draft, people: int) -> None:
@@ -1116,6 +1230,45 @@ def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
 
 
 # ------------------------------------------------------------------------------------- helpers
+def _lines_as_clauses(raw: str) -> str:
+    """A pasted list (a WeChat group's 接龙) as clauses: each line ends a clause, and the numbers 1, 2,
+    3 … or ①②③ that start its lines are no counts. Numbers that do not run from 1 stay (a line
+    "2杯" under its item is that item's count)."""
+    if "\n" not in raw:
+        return raw
+    lines = raw.split("\n")
+    marks = [_LINE_NUMBER.match(line) for line in lines]
+    numbered = [(k, m) for k, m in enumerate(marks) if m]
+    expected, ordered = 1, True
+    for _, m in numbered:
+        said = m.group(1)
+        if said is not None and int(unicodedata.normalize("NFKC", said)) != expected:
+            ordered = False
+            break
+        expected += 1
+    if len(numbered) >= 2 and ordered:
+        for k, m in numbered:
+            lines[k] = lines[k][m.end():]
+    return "，".join(lines)
+
+
+def _in_gb2312(text: str) -> bool:
+    try:
+        text.encode("gb2312")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _each_word_a_slip(phrase: str, surface: str) -> bool:
+    """Whether each word of a phrase of several words is a typo of its word in the surface: a shared
+    head noun made "matcha latte" close to "maotai latte" (酱香拿铁), another drink than asked for."""
+    said, named = phrase.split(), surface.split()
+    if len(said) < 2 or len(said) != len(named):
+        return True
+    return all(a == b or fuzz.ratio(a, b) >= 75 for a, b in zip(said, named))
+
+
 def _without_list_numbers(text: str) -> str:
     """"1、生椰拿铁 2、厚乳拿铁": the numbers of a list, 1, 2, 3 … in order, are separators, not
     counts (2、 read as two more 生椰拿铁). A lone "2、" after an item is still its count
@@ -1161,6 +1314,15 @@ def _readings(per_brand: list[tuple[float, str, list[list[_Pick]]]]):
                     return out
 
                 yield round(conf * 0.9, 3), brand_id, picks, 1
+
+
+_PACK = re.compile(r"(\d+)\s*([枚个只片斤])\s*$")
+
+
+def _pack_size(name: str) -> tuple[int, str] | None:
+    """鲜鸡蛋10枚 -> (10, 枚): how many the item holds, when its name says so in a measure word."""
+    m = _PACK.search(normalize(name))
+    return (int(m.group(1)), m.group(2)) if m else None
 
 
 def _core_name(name: str) -> str:
