@@ -75,6 +75,8 @@ for _canonical, _names in {
     "叮咚买菜": ["叮咚买菜", "叮咚"],
     "Peet's": ["peet's", "peets"],
     "茶颜悦色": ["茶颜悦色", "sexy tea"],
+    # A cola by name: KFC pours Pepsi, and 可口可乐 read as 可乐 ordered a Pepsi nobody asked for.
+    "可口可乐": ["可口可乐", "coca cola", "coca-cola", "cocacola"],
 }.items():
     for _n in _names:
         UNKNOWN_BRANDS[_n] = _canonical
@@ -89,11 +91,11 @@ ADDITIVE_SEPARATORS = frozenset(("再来", "再要", "再加", "再", "另外", 
 # Before a count it gives every line that count ("柠檬水和奶茶各两杯", "each").
 GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各", "各来", "各要", "all", "both", "each", "every")
 # Words that take back what comes right after them ("不要可乐，要一份薯条", "生椰拿铁不要大杯",
-# "no coke"): the item, category, brand or option they touch is not ordered. 要不 / 要不要 ("how
+# "no coke", "不是芝芝莓莓，是多肉葡萄"): the item, category, brand or option they touch is not ordered. 要不 / 要不要 ("how
 # about") are offers, not refusals. Option phrases that hold a negation themselves (不要冰, no ice)
 # are whole phrases of the catalog and never reach this.
 NEGATION_BEFORE = re.compile(
-    r"(?:(?<!要)(?:不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|不|别)"
+    r"(?:(?<!要)(?:不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|(?<!是)不是|不|别)"
     r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
     r"\s*(?:那个|这个|那|这)?\s*$")
 # ... and words that take back what came right before them ("生椰拿铁不要了，换成厚乳"): only at the
@@ -128,7 +130,7 @@ FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀
 # So do words that only say the free-order card pays ("盒马买点免单卡能全包的"): it is what every
 # suggestion is chosen by anyway, and read as unknown words the brand was refused.
 ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行",
-                  "免单卡能全包", "免单卡能用", "免单卡能覆盖", "免单卡", "能全包", "全包", "全免", "能覆盖", "能抵")
+                  "免单卡能全包", "免单卡能用", "免单卡能覆盖", "免单卡", "能全包", "全包", "全免", "能覆盖", "能抵", "能免")
 # Words that ask for the cheapest pick ("瑞幸最便宜的咖啡"): a kind of thing or a brand said with
 # them is chosen for by price, not by the standard item first.
 CHEAPEST_WORDS = ("最便宜", "便宜点", "便宜一点", "便宜的", "便宜", "最实惠", "最划算", "实惠", "cheapest", "cheap")
@@ -139,12 +141,14 @@ CHEAPEST_WORDS = ("最便宜", "便宜点", "便宜一点", "便宜的", "便宜
 OPTION_PREFIXES = {"大": "大杯", "中": "中杯", "冰": "冰的"}
 
 _SPACE = re.compile(r"\s+")
+# Cantonese 嘅 is 的 (熱嘅美式): read as an unknown character, 熱嘅 was no option and the drink came iced.
+_CANTONESE = str.maketrans("嘅", "的")
 _CONTROL = dict.fromkeys(c for c in range(0x20) if c not in (0x09, 0x0A, 0x0D))
 
 
 def normalize(text: str) -> str:
     """NFKC (full-width -> half-width), lower case, control characters dropped, runs of space as one."""
-    text = unicodedata.normalize("NFKC", text).translate(_CONTROL).lower()
+    text = unicodedata.normalize("NFKC", text).translate(_CONTROL).translate(_CANTONESE).lower()
     text = text.replace("’", "'").replace("`", "'")
     return _SPACE.sub(" ", text).strip()
 

@@ -136,7 +136,8 @@ _PATTERNS = [
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<num>\d+(?:\.\d+)?)(?P<mag>[kw])(?![a-z])(?:\s?(?P<measure>{_MEASURE_CLASS}))?"), "magnitude"),
     (re.compile(rf"(?<![a-z])(?P<num>\d+|{_EN_SMALL})\s(?P<mag>hundred|thousand|million|billion)(?![a-z])"), "magnitude"),
     # 5个人, 三位, 5人 (but 3人份 is three portions), 4 people, 3 of us: a number of people.
-    (re.compile(rf"{_NUMBER}\s?(?:个人|位|人)(?!份)"), "people"),
+    # 五口人: a family counts its members in 口.
+    (re.compile(rf"{_NUMBER}\s?(?:个人|口人|位|人)(?!份)"), "people"),
     (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
      "english-people"),
     # 我们俩, 咱仨, 我们五个: the speakers, counted; a number of people like 5个人.
@@ -157,11 +158,16 @@ _PATTERNS = [
     # English number words (longest first) before a noun.
     (re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _EN_NUMBERS), key=len, reverse=True))
                 + r")(?![a-z])"), "english"),
-    # bare digits, not part of a size like 500g or 1kg, a list number (1.) or a price range (20-30元)
+    # bare digits, not part of a size like 500g or 1kg, a list number (1.) or a price range (20-30元),
+    # nor a price said as "19的" (两杯19的多肉葡萄: the 19-yuan one, not 19 cups)
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})(?:{_RANGE_SEP}(?P<num2>{_DIGITS}))?"
-                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?(?:g|kg|ml|l|km|克|毫升|元|块|点|号|楼|层|栋|室|分|岁|%|折|公里|千米|米|小时)(?![a-z]))"),
+                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?的|\s?(?:g|kg|ml|l|km|克|毫升|元|块|点|号|楼|层|栋|室|分|岁|%|折|公里|千米|米|小时)(?![a-z]))"),
      "bare"),
 ]
+
+
+# Asking what one costs (蛋挞多少钱一个？) counts nothing: read as a count, 多少钱一个？来四个 was five.
+_UNIT_PRICE_QUESTION = re.compile(rf"(?:多少钱|几块钱|几块|几元|什么价|啥价)\s?一\s?[{MEASURE_WORDS}]")
 
 
 def scan_quantities(text: str, *, money_masked: bool = False) -> list[QuantityMatch]:
@@ -173,6 +179,8 @@ def scan_quantities(text: str, *, money_masked: bool = False) -> list[QuantityMa
     taken = [False] * len(text)
     for start, end, _, _ in ([] if money_masked else scan_money(text)):
         taken[start:end] = [True] * (end - start)
+    for m in _UNIT_PRICE_QUESTION.finditer(text):
+        taken[m.start():m.end()] = [True] * (m.end() - m.start())
     for pattern, kind in _PATTERNS:
         for m in pattern.finditer(text):
             if any(taken[m.start():m.end()]):

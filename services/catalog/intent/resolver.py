@@ -65,8 +65,10 @@ _WORD = re.compile(r"[a-z][a-z'\-]*")
 _LIST_NUMBER = re.compile(r"(\d{1,2})\s?[、)]")
 # The number that starts a line of a pasted list: 1 / 1. / 1、/ (1) / ① (NFKC would make ① a plain 1,
 # and "7 可乐 大杯" ordered seven colas).
-_CIRCLED = "\u2460-\u2473\u2776-\u2793"
-_LINE_NUMBER = re.compile(rf"^[ \t\u3000]*(?:[{_CIRCLED}]|[(（]?([0-9０-９]{{1,2}})(?:[.．、:：)）]|[ \t\u3000]+))")
+# Keycap digits (1️⃣ 2️⃣ … 🔟) number such lists too: each is a digit, U+FE0F and U+20E3, and NFKC keeps
+# the digit, so a group order pasted with them added each line's number to its count.
+_CIRCLED = "\u2460-\u2473\u2776-\u2793\U0001F51F"
+_LINE_NUMBER = re.compile(rf"^[ \t\u3000]*(?:[{_CIRCLED}]|([0-9])\ufe0f?\u20e3|[(（]?([0-9０-９]{{1,2}})(?:[.．、:：)）]|[ \t\u3000]+))")
 _PER_PERSON = re.compile(r"每个人|每人|每位|人手|一人(?=\s?(?:\d|[一两二三四五六七八九十俩]))"
                          r"|(?<![a-z])(?:each person|per person|each of us|everyone)(?![a-z])")
 _LEAD_WORD = re.compile(r"[a-z0-9']+")
@@ -91,6 +93,17 @@ _EITHER = re.compile(r"还是|(?<![a-z])or(?![a-z])")
 _CLAUSE_BREAK = re.compile(r"[,，。.;；!！?？]")
 _ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_SAID_WRONG}|{_BARE_NO}|"
                               r"(?<![a-z])(?:actually|instead|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
+# What to take if the thing asked for is sold out: 没有的话就芝芝莓莓, 没有大杯就中杯, 卖完了就换奥尔良的,
+# 不然厚乳也行. Read as one more line it put both drinks on the card. 要不然 is "how about" (an offer).
+_FALLBACK = re.compile(r"(?:(?:没有|没了|卖完了?|售罄|缺货)(?:的话)?[^,，。;；!！?？]{0,6}?就|(?<!要)不然|否则)"
+                       r"(?:的话)?(?:就)?(?:要|来|换成|换|点|拿)?\s*$")
+# A wish said before the thing (想喝生椰拿铁了，来两杯生椰拿铁): the order after it says it again.
+_WISH = re.compile(r"(?:想喝|想吃|想要|馋|好想)\s*$")
+# "X的" ending its clause (橙C的, 百事的就行): said of the thing before, to say which one it is.
+_SAID_AS_KIND = re.compile(r"的(?:就行|就好|就可以|也行|吧)?\s*(?:[,，。.!！;；?？~～]|$)")
+# Between an item and its kind or another of its names, nothing but 的 (奥尔良的汉堡, 百事的可乐,
+# 草莓的那个奶昔): one thing, said twice.
+_OF = re.compile(r"\s*的\s*(?:那个|这个|那种|那款)?\s*$")
 
 
 @dataclass
@@ -138,6 +151,14 @@ class _Token:
     corrects: bool = False
     cheapest: bool = False  # a kind of thing said with 最便宜 (cheapest): chosen for by price
     either: bool = False  # a thing offered as the other choice (生椰拿铁还是厚乳拿铁): which one is asked
+    # What to take if the thing before is sold out (没有的话就芝芝莓莓, 没有大杯就中杯): not ordered too.
+    fallback: bool = False
+    # An item said as "X的" closing its clause (来杯美式，橙C的): it may narrow the mention before.
+    said_as_kind: bool = False
+    # An item that replaces part of the count before (三杯生椰拿铁，其中一杯换成厚乳).
+    partial: bool = False
+    # An item said as a wish (想喝生椰拿铁了): the order that follows may name it again.
+    wished: bool = False
 
 
 @dataclass
@@ -200,6 +221,7 @@ class RuleBasedResolver:
         for item in self._items.values():
             self._by_category.setdefault((item.brand_id, item.category), []).append(item)
         self._core = {i.item_id: _core_name(i.name) for i in self._items.values()}
+        self._category = {i.item_id: i.category for i in self._items.values()}
         self._pack = {i.item_id: pack for i in self._items.values() if (pack := _pack_size(i.name))}
         self._surfaces: dict[str, _Meaning] = {}
         self._index_catalog()
@@ -344,6 +366,7 @@ class RuleBasedResolver:
         either = next((k for k, t in enumerate(tokens) if t.either), None)
         if either is not None:
             return self._clarify_either(tokens, either)
+        tokens = _without_fallbacks(tokens)
         tokens, refused = _negated(tokens)
         tokens, people, per_person_until = _headcount(tokens)
         drafts, global_opts = _parse(tokens)
@@ -542,13 +565,23 @@ class RuleBasedResolver:
                 covered.add(p)
                 p -= 1
         tokens.sort(key=lambda t: t.start)
-        tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered))
-        said_before, thing_before = 0, False
+        tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered), self._category)
+        said_before, thing_before, thing_end = 0, False, 0
         for k, t in enumerate(tokens):
+            lead = k
+            while lead and tokens[lead - 1].kind == QTY:
+                lead -= 1  # 卖完了就换两个奥尔良的: the words come before the count
+            said_at = tokens[lead].start
+            if t.kind in (ITEM, CAT, OPT) and thing_end and _FALLBACK.search(text, max(0, said_at - 12), said_at):
+                t.fallback = True
+            if t.kind == ITEM:
+                t.said_as_kind = _SAID_AS_KIND.match(text, t.end) is not None
+                t.wished = _WISH.search(text, max(0, t.start - 3), t.start) is not None
             if t.kind in (OPT, QTY) and _CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
             elif t.kind == ITEM and _ITEM_CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
+                t.partial = "其中" in text[thing_end:t.start]
             elif t.kind in (ITEM, CAT) and thing_before and (either := _EITHER.search(text, said_before, t.start)):
                 # 拿铁，还是美式吧: a change of mind; 生椰拿铁还是厚乳拿铁: "which of the two?", and
                 # ordering both put an unasked-for drink on the card.
@@ -558,6 +591,8 @@ class RuleBasedResolver:
                     t.either = True
             glued = t.kind == OPT and k + 1 < len(tokens) and tokens[k + 1].kind == ITEM \
                 and not text[t.end:tokens[k + 1].start].strip()
+            if t.kind in (ITEM, CAT):
+                thing_end = t.end
             if t.kind in (ITEM, CAT, OPT, QTY) and not glued:
                 # An option against its item (冰美式, 热的美式) is said with it: a correction before
                 # the option (说错了，冰美式) is one of the item too, else both were ordered.
@@ -1068,7 +1103,12 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 d.segs.append(_Seg(pending_qty, pre=True))
             d.shared.extend(pending_opts)
             pending_qty, pending_opts = None, []
-            if t.corrects and cur is not None and cur is drafts[-1]:
+            taken = sum(s.quantity for s in d.segs)
+            if (t.partial and cur is not None and cur is drafts[-1] and len(cur.segs) == 1
+                    and 0 < taken < cur.segs[0].quantity):
+                # 三杯生椰拿铁，其中一杯换成厚乳: one of the three is changed, the other two stay.
+                cur.segs[0] = dataclasses.replace(cur.segs[0], quantity=cur.segs[0].quantity - taken)
+            elif t.corrects and cur is not None and cur is drafts[-1]:
                 # 两杯多肉葡萄，不对，要多肉桃李: the item said before is not wanted, its count is.
                 d.segs = d.segs or cur.segs
                 drafts.pop()
@@ -1120,19 +1160,42 @@ def _only_agrees(word: str, earlier: str | None, group_id: str, table: ItemOptio
     return earlier is not None and is_direction(word) and agree(word, table.names[(group_id, earlier)])
 
 
-def _joined_name_parts(text: str, tokens: list[_Token]) -> list[_Token]:
+def _joined_name_parts(text: str, tokens: list[_Token], category: dict[str, str]) -> list[_Token]:
     """An item word and, right against it, a piece of a name of the same item are one mention
     (生椰latte, 黑糖波波牛乳 read as 黑糖波波 + 牛乳): two mentions ordered two cups, the options on
-    one of them. The mention names what both parts can name."""
+    one of them. The mention names what both parts can name. So are an item word and, after 的,
+    another name of it or its kind (百事的可乐, 草莓的那个摇摇, 奥尔良的汉堡): read as two, they
+    ordered two colas, or a second burger of the kind nobody asked for."""
     out: list[_Token] = []
     for t in tokens:
         prev = out[-1] if out else None
-        if (prev is not None and prev.kind == ITEM and t.kind == ITEM and "piece" in (prev.how, t.how)
-                and not text[prev.end:t.start].strip() and prev.items.keys() & t.items.keys()):
+        of = prev is not None and prev.kind == ITEM and _OF.match(text, prev.end, t.start) is not None
+        if of and t.kind == CAT and t.meaning and t.meaning.cats:
+            items = {i: q for i, q in prev.items.items() if category[i] in t.meaning.cats}
+            if items:
+                out[-1] = dataclasses.replace(prev, end=t.end, surface=text[prev.start:t.end], items=items,
+                                              quality=max(items.values()))
+                continue
+        if (prev is not None and prev.kind == ITEM and t.kind == ITEM
+                and ("piece" in (prev.how, t.how) and not text[prev.end:t.start].strip() or of)
+                and prev.items.keys() & t.items.keys()):
             whole = t if prev.how == "piece" else prev
             items = {i: max(prev.items[i], t.items[i]) for i in prev.items.keys() & t.items.keys()}
             out[-1] = dataclasses.replace(whole, start=prev.start, end=t.end, surface=text[prev.start:t.end],
                                           items=items, quality=max(items.values()))
+            continue
+        out.append(t)
+    return out
+
+
+def _without_fallbacks(tokens: list[_Token]) -> list[_Token]:
+    """The phrases without what to take if the first is sold out, nor the count said with it
+    (卖完了就换两个奥尔良的): the order is the first choice; the store says if it is sold out."""
+    out: list[_Token] = []
+    for t in tokens:
+        if t.fallback:
+            while out and out[-1].kind == QTY and t.kind != OPT:
+                out.pop()
             continue
         out.append(t)
     return out
@@ -1166,14 +1229,26 @@ def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int, int]:
     每人一杯，一共5人 too) is no count of its own. Without 每人 a number of people stays a count, as
     people say it (3个人的奶茶). What is added after it (…，再加一杯美式) is one more cup for the
     table, not one each: read per person it put four unasked-for coffees on the order."""
-    each = next((t for t in tokens if t.kind == PER_PERSON), None)
-    if each is None:
+    each = [t for t in tokens if t.kind == PER_PERSON or _each_of_the_speakers(tokens, t)]
+    if not each:
         return tokens, 1, 0
     people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), 1)
-    until = next((t.start for t in tokens if t.kind == SEP and t.start > each.end and t.surface in ADDITIVE_SEPARATORS),
+    # 每人 said again after 再 (…，再每人一个甜筒) is again one each: the span ends after the last one.
+    until = next((t.start for t in tokens if t.kind == SEP and t.start > each[-1].end and t.surface in ADDITIVE_SEPARATORS),
                  math.inf)
-    return ([t for t in tokens if t.kind != PER_PERSON and not (t.kind == QTY and t.people and not t.problem)],
+    gone = {id(t) for t in each}
+    return ([t for t in tokens if id(t) not in gone and not (t.kind == QTY and t.people and not t.problem)],
             people, until)
+
+
+def _each_of_the_speakers(tokens: list[_Token], t: _Token) -> bool:
+    """各 after the speakers are counted and before anything is named (我们俩各要一杯厚乳拿铁) is 每人:
+    read as "each of the lines" it ordered one cup for two people. After the items (柠檬水和奶茶各一杯)
+    it still gives each line the count."""
+    if t.kind != GLOBAL or not t.surface.startswith("各"):
+        return False
+    before = tokens[:tokens.index(t)]
+    return any(b.kind == QTY and b.people for b in before) and not any(b.kind in (ITEM, CAT) for b in before)
 
 
 def _times(draft: _Draft, people: int) -> None:
@@ -1213,12 +1288,27 @@ def _same_thing(a: _Token, b: _Token) -> bool:
 
 def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
     """"两杯芝芝莓莓，芝芝莓莓要去冰": a later mention with no count of its own and only options
-    refers back to the counted line of the same item, it is not one more cup."""
+    refers back to the counted line of the same item, it is not one more cup; nor is "X的" that
+    narrows the mention right before it (两杯拿铁，厚乳的)."""
     out: list[_Draft] = []
     # The first counted line of each item, by what the item's word may name: looked up, not
     # searched for (a sentence of 500 items compared every one with every other).
     counted: dict[frozenset[str], _Draft] = {}
+    wished: dict[frozenset[str], _Draft] = {}
     for d in drafts:
+        wish = wished.pop(frozenset(d.token.items), None) if d.token.kind == ITEM and d.segs else None
+        if wish is not None and any(x is wish for x in out):
+            # 想吃鸡蛋，买一盒鸡蛋: the wish and the order are one box; read as two lines it was two.
+            out = [x for x in out if x is not wish]
+            d.shared[:0] = wish.shared
+        prev = out[-1] if out else None
+        if (prev is not None and prev.token.kind == ITEM and d.token.kind == ITEM and d.token.said_as_kind
+                and not d.segs and d.token.items.keys() <= prev.token.items.keys()):
+            # 来杯美式，橙C的 / 来杯可乐，百事的就行: "X的" with no count of its own says which one
+            # the thing before is; read as one more line it ordered two drinks for one.
+            prev.token = d.token
+            prev.shared.extend(d.shared)
+            continue
         earlier = counted.get(frozenset(d.token.items)) if d.token.kind == ITEM else None
         if earlier is not None and not d.segs and d.shared:
             earlier.shared.extend(d.shared)
@@ -1226,6 +1316,8 @@ def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
         out.append(d)
         if d.token.kind == ITEM and d.segs:
             counted.setdefault(frozenset(d.token.items), d)
+        elif d.token.kind == ITEM and d.token.wished:
+            wished.setdefault(frozenset(d.token.items), d)
     return out
 
 
@@ -1241,7 +1333,7 @@ def _lines_as_clauses(raw: str) -> str:
     numbered = [(k, m) for k, m in enumerate(marks) if m]
     expected, ordered = 1, True
     for _, m in numbered:
-        said = m.group(1)
+        said = m.group(1) or m.group(2)
         if said is not None and int(unicodedata.normalize("NFKC", said)) != expected:
             ordered = False
             break
