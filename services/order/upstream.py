@@ -54,6 +54,9 @@ __all__ = [
 HELD, CONFIRMED, RELEASED, REFUNDED = "HELD", "CONFIRMED", "RELEASED", "REFUNDED"
 # Reservations per ListReservations page the recovery pass asks for.
 LIST_PAGE = 500
+# The wait advised after an upstream's core refused a call for load: admission's own 1 s for
+# CRITICAL and DEFAULT calls (the gateway advises the same for such refusals).
+CORE_REFUSAL_RETRY_MS = 1_000
 _STATE_NAMES = {
     card_pb2.RESERVATION_STATE_HELD: HELD,
     card_pb2.RESERVATION_STATE_CONFIRMED: CONFIRMED,
@@ -141,6 +144,17 @@ def translate(exc: grpc.aio.AioRpcError, upstream: str) -> DomainError:
             f"{upstream} 服务暂不可用，请稍后重试 / the {upstream} service is unavailable ({reason}), retry later",
             retry_after_ms=retry,
             metadata={"upstream": upstream, "upstream_reason": reason},
+        )
+    if code is grpc.StatusCode.CANCELLED and not info.get("reason"):
+        # No miandan status attached: the upstream's gRPC core turned the call away before its
+        # busy event loop took it in (MIANDAN_MAX_PENDING_CALLS), within milliseconds and with
+        # no work done. A refusal for load, as the gateway restates it, not a timeout: named
+        # "did not answer in time" it reached buyers without a retry delay.
+        return UpstreamBusy(
+            "UPSTREAM_UNAVAILABLE",
+            f"{upstream} 服务繁忙，请稍后重试 / the {upstream} service is busy, retry later",
+            retry_after_ms=CORE_REFUSAL_RETRY_MS,
+            metadata={"upstream": upstream, "upstream_reason": code.name},
         )
     if code in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED):
         return DeadlineExceeded(

@@ -433,3 +433,14 @@ async def test_a_release_waits_for_every_rpc_still_carrying_the_key_when_the_sag
     await asyncio.gather(*longer)
     await undo
     assert order == ["batch answered", "release o-short"]
+
+
+async def test_a_batch_the_card_services_core_turned_away_fails_as_busy_not_as_a_timeout(unary, stub):
+    # MIANDAN_CARD_MAX_PENDING_CALLS: the core refuses with a bare CANCELLED within milliseconds.
+    client = batching(unary, stub)
+    stub.batch_error = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "CANCELLED")
+    got = await asyncio.gather(*(reserve(client, f"u{i}") for i in range(3)), return_exceptions=True)
+    for err in got:
+        assert isinstance(err, UpstreamBusy) and err.reason == "UPSTREAM_UNAVAILABLE" and err.retry_after_ms
+    stub.batch_error = None
+    assert (await reserve(client, "again")).card_id == "card-of-o-again"
