@@ -78,29 +78,65 @@ _ORDER_STATUS = order_pb2.OrderStatus.DESCRIPTOR
 _DRAW_STATUS = lottery_pb2.DrawStatus.DESCRIPTOR
 
 
-def card_facts(card: Any) -> CardFacts:
+class Shared:
+    """One copy of each id and amount the listings repeat, for one fetch.
+
+    Every listing names users (a card's owner, an order's buyer, a member, both sides of an
+    invite), an order names its card and a card its order: read from protobuf, each mention is a
+    new string, so a user with two cards and an order was held five times. Amounts repeat too
+    (face values, common prices). Kept only while fetching: the facts keep the shared objects."""
+
+    _MAX_AMOUNTS = 1 << 16  # distinct amounts remembered; beyond, each is kept as read
+
+    def __init__(self) -> None:
+        self._ids: dict[str, str] = {}
+        self._amounts: dict[int, int] = {}
+
+    def id(self, value: str) -> str:
+        return self._ids.setdefault(value, value) if value else ""
+
+    def amount(self, value: int) -> int:
+        if len(self._amounts) < self._MAX_AMOUNTS:
+            return self._amounts.setdefault(value, value)
+        return self._amounts.get(value, value)
+
+
+class _Unshared(Shared):
+    """Each value as read: for a record converted on its own."""
+
+    def id(self, value: str) -> str:
+        return value
+
+    def amount(self, value: int) -> int:
+        return value
+
+
+_UNSHARED = _Unshared()
+
+
+def card_facts(card: Any, shared: Shared = _UNSHARED) -> CardFacts:
     return CardFacts(
-        card_id=card.card_id,
+        card_id=shared.id(card.card_id),
         campaign_id=sys.intern(card.campaign_id),  # one string per campaign, not per card
-        user_id=card.user_id,
+        user_id=shared.id(card.user_id),
         state=_suffix(_CARD_STATE, card.state, "CARD_STATE_"),
         source=_suffix(_CARD_SOURCE, card.source, "CARD_SOURCE_"),
-        face_value_fen=card.face_value_fen,
-        order_id=card.order_id,
+        face_value_fen=shared.amount(card.face_value_fen),
+        order_id=shared.id(card.order_id),
         reserved_until_ms=_ms(card.reserved_until_time) if card.HasField("reserved_until_time") else 0,
     )
 
 
-def order_facts(order: Any) -> OrderFacts:
+def order_facts(order: Any, shared: Shared = _UNSHARED) -> OrderFacts:
     return OrderFacts(
-        order_id=order.order_id,
-        user_id=order.user_id,
+        order_id=shared.id(order.order_id),
+        user_id=shared.id(order.user_id),
         status=_suffix(_ORDER_STATUS, order.status, "ORDER_STATUS_"),
-        card_id=order.card_id,
+        card_id=shared.id(order.card_id),
         campaign_id=sys.intern(order.campaign_id),  # one string per campaign, not per order
-        card_discount_fen=order.card_discount_fen,
-        subtotal_fen=order.subtotal_fen,
-        payable_fen=order.payable_fen,
+        card_discount_fen=shared.amount(order.card_discount_fen),
+        subtotal_fen=shared.amount(order.subtotal_fen),
+        payable_fen=shared.amount(order.payable_fen),
         payment_note=sys.intern(order.payment.note),  # "" or one of a few notes
     )
 
@@ -187,16 +223,28 @@ class _Tokens:
         return token
 
 
-async def _pages(reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Callable[[str], Any], items: str) -> list[Any]:
-    out: list[Any] = []
+async def _each(
+    reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Callable[[str], Any], items: str, keep: Callable[[Any], None]
+) -> None:
+    """Hands every listed item to `keep`, a page at a time: only one page of protobuf messages
+    is alive at once (a listing held whole until its last page cost more than the facts made
+    of it: a million cards peaked at about a gigabyte)."""
     token = ""
     tokens = _Tokens(fn)
     while True:
         reply = await reader.call(fn, make(token))
-        out.extend(getattr(reply, items))
+        for item in getattr(reply, items):
+            keep(item)
         token = tokens.next(reply.next_page_token)
+        del reply
         if not token:
-            return out
+            return
+
+
+async def _pages(reader: _Reader, fn: Callable[..., Awaitable[Any]], make: Callable[[str], Any], items: str) -> list[Any]:
+    out: list[Any] = []
+    await _each(reader, fn, make, items, out.append)
+    return out
 
 
 async def fetch_facts(
@@ -216,6 +264,7 @@ async def fetch_facts(
         orders = order_service_pb2_grpc.OrderServiceStub(order_ch)
         lottery = lottery_service_pb2_grpc.LotteryServiceStub(lottery_ch)
         facts = AuditFacts(now_ms=int(time.time() * 1000))
+        shared = Shared()
 
         if campaign_id:
             reply = await reader.call(cards.GetCampaign, card_service_pb2.GetCampaignRequest(campaign_id=campaign_id))
@@ -242,13 +291,13 @@ async def fetch_facts(
 
         async def one_campaign(cid: str) -> None:
             facts.budgets[cid] = await budget_of(cid)
-            listed = await _pages(
+            await _each(
                 reader,
                 cards.ListCampaignCards,
                 lambda t: card_service_pb2.ListCampaignCardsRequest(campaign_id=cid, page_size=1000, page_token=t),
                 "cards",
+                lambda c: facts.cards.append(card_facts(c, shared)),
             )
-            facts.cards.extend(card_facts(c) for c in listed)
             # Asked again once the cards are listed: under live traffic cards are issued while the
             # listing pages on, so the listed cards are held to the range of the two answers
             # (model.check_budget), not to the first answer alone.
@@ -262,63 +311,84 @@ async def fetch_facts(
         await asyncio.gather(*(one_campaign(cid) for cid in ids))
         await _flag_winners(reader, lottery, facts)
 
-        all_orders = await _pages(
-            reader, orders.ListAllOrders, lambda t: order_service_pb2.ListAllOrdersRequest(page_size=1000, page_token=t), "orders"
-        )
-        own_cards = {c.card_id for c in facts.cards}
         wanted = set(ids)
-        # Orders of other campaigns are out of scope when one campaign is audited; an order
-        # that names one of our cards is always in (whatever its campaign_id says).
-        facts.orders = [
-            order_facts(o) for o in all_orders if o.campaign_id in wanted or o.card_id in own_cards or (not o.campaign_id and not o.card_id)
-        ]
+        own_cards: set[str] | None = None
+
+        def in_scope(o: Any) -> bool:
+            # Orders of other campaigns are out of scope when one campaign is audited; an order
+            # that names one of our cards is always in (whatever its campaign_id says). The set
+            # of our card ids is made only when such an order shows up (a million ids cost tens
+            # of megabytes, and auditing every campaign never needs it).
+            nonlocal own_cards
+            if o.campaign_id in wanted or (not o.campaign_id and not o.card_id):
+                return True
+            if own_cards is None:
+                own_cards = {c.card_id for c in facts.cards}
+            return o.card_id in own_cards
+
+        def keep_order(o: Any) -> None:
+            if in_scope(o):
+                facts.orders.append(order_facts(o, shared))
+
+        await _each(
+            reader, orders.ListAllOrders, lambda t: order_service_pb2.ListAllOrdersRequest(page_size=1000, page_token=t), "orders", keep_order
+        )
+        own_cards = None
 
         for cid in ids:
-            await _people(reader, cards, cid, facts)
+            await _people(reader, cards, cid, facts, shared)
         return facts
 
 
-async def _people(reader: _Reader, cards: Any, cid: str, facts: AuditFacts) -> None:
+async def _people(reader: _Reader, cards: Any, cid: str, facts: AuditFacts, shared: Shared = _UNSHARED) -> None:
     """Members and invites of one campaign from its campaign-wide listings: a page per 1,000
     members or invites, not two calls per user (20,000 users took 16.8 s that way, 0.8 s now;
     a million would take a quarter of an hour). Every user the audit met elsewhere (a card, an order, a draw) is in too, with
     zero counters and no invites when the card service does not know it (itself a finding when
     the user holds cards). The drawn days' entrants are also asked per user (GetInviteStats, what
     the lottery asked at entry), so the count that let them enter is checked against its list."""
-    members = await _pages(
+    counters: dict[str, MemberFacts] = {}
+
+    def keep_member(m: Any) -> None:
+        user = shared.id(m.user_id)
+        counters[user] = MemberFacts(user_id=user, cards_granted=m.cards_granted, invites_made=m.invites_made)
+
+    await _each(
         reader, cards.ListCampaignMembers,
-        lambda t: card_service_pb2.ListCampaignMembersRequest(campaign_id=cid, page_size=1000, page_token=t), "members",
+        lambda t: card_service_pb2.ListCampaignMembersRequest(campaign_id=cid, page_size=1000, page_token=t), "members", keep_member,
     )
-    invites = await _pages(
+    made: dict[str, list[InviteFacts]] = {}
+    await _each(
         reader, cards.ListCampaignInvites,
         lambda t: card_service_pb2.ListCampaignInvitesRequest(campaign_id=cid, page_size=1000, page_token=t), "invites",
+        lambda i: made.setdefault(shared.id(i.inviter_user_id), []).append(_invite_facts(i, shared)),
     )
-    users = {m.user_id for m in members}
-    users |= {c.user_id for c in facts.cards if c.campaign_id == cid}
-    users |= {o.user_id for o in facts.orders if o.campaign_id == cid}
-    users |= {i.inviter_user_id for i in invites}
+    users = set(counters)
+    users.update(c.user_id for c in facts.cards if c.campaign_id == cid)
+    users.update(o.user_id for o in facts.orders if o.campaign_id == cid)
+    users.update(made)
     entrants = {u for d in facts.draws if d.campaign_id == cid for u in d.entrants}
     users |= entrants
-    made: dict[str, list[InviteFacts]] = {u: [] for u in users}
-    for i in invites:
-        made[i.inviter_user_id].append(_invite_facts(i))
     # As many workers as the reader lets calls through: more would only wait at its gate.
     stats = await map_bounded(lambda u: _invite_stats(reader, cards, cid, u), sorted(entrants), workers=reader.concurrency)
     asked = {s.user_id: s for s in stats}
+    ordered = sorted(users)
+    del users
     # Users with no invites stay in: an INVITER card without an invite is a finding too.
-    facts.inviters[cid] = [asked.get(u) or InviterFacts(user_id=u, invited_count=len(made[u]), invites=tuple(made[u])) for u in sorted(users)]
-    counters = {m.user_id: m for m in members}
-    facts.members[cid] = [
-        MemberFacts(user_id=u, cards_granted=counters[u].cards_granted, invites_made=counters[u].invites_made)
-        if u in counters else MemberFacts(user_id=u, cards_granted=0, invites_made=0)
-        for u in sorted(users)
-    ]
+    facts.inviters[cid] = [asked.get(u) or _inviter(u, made.pop(u, ())) for u in ordered]
+    del made
+    facts.members[cid] = [counters.get(u) or MemberFacts(user_id=u, cards_granted=0, invites_made=0) for u in ordered]
 
 
-def _invite_facts(i: Any) -> InviteFacts:
+def _inviter(user_id: str, invites: Any) -> InviterFacts:
+    listed = tuple(invites)  # () for most users: one shared empty tuple
+    return InviterFacts(user_id=user_id, invited_count=len(listed), invites=listed)
+
+
+def _invite_facts(i: Any, shared: Shared = _UNSHARED) -> InviteFacts:
     return InviteFacts(
-        inviter_user_id=i.inviter_user_id,
-        invitee_user_id=i.invitee_user_id,
+        inviter_user_id=shared.id(i.inviter_user_id),
+        invitee_user_id=shared.id(i.invitee_user_id),
         inviter_rewarded=i.inviter_rewarded,
         invitee_rewarded=i.invitee_rewarded,
         accept_time_ms=_ms(i.accept_time),

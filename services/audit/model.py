@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Any, Generic, Iterable, Mapping, Sequence, TypeVar
 
 __all__ = [
     "Finding",
@@ -124,7 +123,7 @@ class OrderFacts:
     payment_note: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InviteFacts:
     inviter_user_id: str
     invitee_user_id: str
@@ -133,7 +132,7 @@ class InviteFacts:
     accept_time_ms: int = 0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class InviterFacts:
     """The invites one user made: from the campaign-wide listing (ListCampaignInvites, the count
     being what it lists), or for a drawn day's entrant from GetInviteStats, the count it reports
@@ -144,7 +143,7 @@ class InviterFacts:
     invites: tuple[InviteFacts, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class MemberFacts:
     """One member's counters (ListCampaignMembers, what its wallet shows), kept by the card
     service beside the rows they count.
@@ -192,6 +191,71 @@ class AuditFacts:
     members: dict[str, list[MemberFacts]] = field(default_factory=dict)  # by campaign
     draws: list[DrawFacts] = field(default_factory=list)
     now_ms: int = 0
+
+
+_V = TypeVar("_V")
+
+
+class _Grouped(Generic[_V]):
+    """key -> the values added under it, in the order added. One dict entry per key, and a list
+    only for the keys that repeat: the checks group millions of cards and orders by id, nearly
+    every id once, and a list per card cost ~90 bytes more than the entry itself."""
+
+    __slots__ = ("_first", "_all")
+
+    def __init__(self) -> None:
+        self._first: dict[str, _V] = {}
+        self._all: dict[str, list[_V]] = {}  # only the keys added more than once
+
+    def add(self, key: str, value: _V) -> None:
+        if key in self._first:
+            self._all.setdefault(key, [self._first[key]]).append(value)
+        else:
+            self._first[key] = value
+
+    def get(self, key: str) -> Sequence[_V]:
+        more = self._all.get(key)
+        if more is not None:
+            return more
+        first = self._first.get(key, _ABSENT)
+        return () if first is _ABSENT else (first,)  # type: ignore[return-value]
+
+    def repeated(self) -> list[str]:
+        """The keys added more than once, in the order each was first added."""
+        return [key for key in self._first if key in self._all] if self._all else []
+
+
+_ABSENT: Any = object()
+
+
+class UserCards:
+    """Each user's cards of one campaign, counted once for the checks that count them
+    (check_user_cap, check_invites, check_member_counters): all of them, and those granted on
+    sign-up, as inviter and as invitee. The four counts of a user are one int of four 32-bit
+    fields in one dict entry; four Counters over millions of users cost about twice as much."""
+
+    __slots__ = ("_packed",)
+    _SHIFT = {SIGNUP: 32, INVITER: 64, INVITEE: 96}
+    _FIELD = (1 << 32) - 1
+
+    def __init__(self, campaign_id: str, cards: Iterable[CardFacts]) -> None:
+        packed: dict[str, int] = {}
+        shift = self._SHIFT
+        for c in cards:
+            if c.campaign_id == campaign_id:
+                at = shift.get(c.source)
+                packed[c.user_id] = packed.get(c.user_id, 0) + 1 + (0 if at is None else 1 << at)
+        self._packed = packed
+
+    def users(self) -> Iterable[str]:
+        """Every user holding at least one card."""
+        return self._packed.keys()
+
+    def all(self, user: str) -> int:
+        return self._packed.get(user, 0) & self._FIELD
+
+    def of(self, user: str, source: str) -> int:
+        return (self._packed.get(user, 0) >> self._SHIFT[source]) & self._FIELD
 
 
 # --- budget ------------------------------------------------------------------------------------
@@ -273,32 +337,28 @@ def check_budget(
     return out
 
 
-def check_user_cap(campaign: CampaignFacts, cards: Sequence[CardFacts]) -> list[Finding]:
-    """No user was ever granted more cards than the per-user cap, nor more than one sign-up grant."""
-    per_user: Counter[str] = Counter()
-    signup: Counter[str] = Counter()
-    for c in cards:
-        if c.campaign_id == campaign.campaign_id:
-            per_user[c.user_id] += 1
-            if c.source == SIGNUP:
-                signup[c.user_id] += 1
+def check_user_cap(campaign: CampaignFacts, cards: Sequence[CardFacts], *, tally: UserCards | None = None) -> list[Finding]:
+    """No user was ever granted more cards than the per-user cap, nor more than one sign-up grant.
+    `tally`: the cards already counted (UserCards of this campaign and these cards)."""
+    tally = tally or UserCards(campaign.campaign_id, cards)
+    users = sorted(tally.users())
     out = [
         Finding(
             "USER_CAP_EXCEEDED",
-            f"user holds {n} cards, the cap is {campaign.per_user_card_cap}",
+            f"user holds {tally.all(user)} cards, the cap is {campaign.per_user_card_cap}",
             {"campaign_id": campaign.campaign_id, "user_id": user},
         )
-        for user, n in sorted(per_user.items())
-        if n > campaign.per_user_card_cap
+        for user in users
+        if tally.all(user) > campaign.per_user_card_cap
     ]
     out += [
         Finding(
             "SIGNUP_GRANTED_TWICE",
-            f"user got {n} sign-up cards, the grant is {campaign.signup_grant}",
+            f"user got {tally.of(user, SIGNUP)} sign-up cards, the grant is {campaign.signup_grant}",
             {"campaign_id": campaign.campaign_id, "user_id": user},
         )
-        for user, n in sorted(signup.items())
-        if n > campaign.signup_grant
+        for user in users
+        if tally.of(user, SIGNUP) > max(campaign.signup_grant, 0)  # (a user without a sign-up card never got two)
     ]
     return out
 
@@ -312,12 +372,11 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
     REDEEMED card, owned by the order's user. An order kept standing with payment note
     CARD_HOLD_LAPSED holds none: it is reported as such, its card part to be settled by hand."""
     out: list[Finding] = []
-    cards_by_id: dict[str, list[CardFacts]] = defaultdict(list)
+    cards_by_id: _Grouped[CardFacts] = _Grouped()
     for c in cards:
-        cards_by_id[c.card_id].append(c)
-    for card_id, same in cards_by_id.items():
-        if len(same) > 1:
-            out.append(Finding("CARD_ID_DUPLICATED", f"{len(same)} cards share one id", {"card_id": card_id}))
+        cards_by_id.add(c.card_id, c)
+    for card_id in cards_by_id.repeated():
+        out.append(Finding("CARD_ID_DUPLICATED", f"{len(cards_by_id.get(card_id))} cards share one id", {"card_id": card_id}))
     orders_by_id = {o.order_id: o for o in orders}
 
     def order_of(key: str) -> str:
@@ -332,20 +391,20 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
         # Kept standing without its card, as its payment note says: it does not spend the card
         # (the order the card is REDEEMED for does), it is reported once as an order to settle.
         return o.payment_note == CARD_HOLD_LAPSED and not any(
-            c.state == REDEEMED and order_of(c.order_id) == o.order_id for c in cards_by_id.get(o.card_id, [])
+            c.state == REDEEMED and order_of(c.order_id) == o.order_id for c in cards_by_id.get(o.card_id)
         )
 
-    live_by_card: dict[str, list[OrderFacts]] = defaultdict(list)
+    live_by_card: _Grouped[OrderFacts] = _Grouped()
     for o in orders:
         if o.card_id and o.status in LIVE_PAID_STATUSES and not lapsed_elsewhere(o):
-            live_by_card[o.card_id].append(o)
+            live_by_card.add(o.card_id, o)
 
     for c in cards:
         if c.state != REDEEMED:
             continue
         ids = {"card_id": c.card_id, "user_id": c.user_id, "order_id": c.order_id}
         card_order = order_of(c.order_id)
-        spent_on = live_by_card.get(c.card_id, [])
+        spent_on = live_by_card.get(c.card_id)
         if not spent_on:
             owner = orders_by_id.get(card_order)
             if owner is None:
@@ -353,7 +412,7 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
             elif owner.status in LIVE_PAID_STATUSES:
                 # A paid order that names another card (or none): were that card spent on it
                 # too, the order used two cards.
-                own = cards_by_id.get(owner.card_id, [])
+                own = cards_by_id.get(owner.card_id)
                 if own and own[0].state == REDEEMED and order_of(own[0].order_id) == owner.order_id:
                     out.append(
                         Finding(
@@ -402,7 +461,7 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
             out.append(Finding("DISCOUNT_WITHOUT_CARD", f"order has a card discount of {o.card_discount_fen} fen but no card", ids))
         if not o.card_id or o.status not in LIVE_PAID_STATUSES:
             continue
-        found = cards_by_id.get(o.card_id, [])
+        found = cards_by_id.get(o.card_id)
         if not found:
             out.append(Finding("ORDER_CARD_MISSING", f"{o.status} order names a card the card service does not have", ids))
             continue
@@ -419,7 +478,7 @@ def check_redemptions(cards: Sequence[CardFacts], orders: Sequence[OrderFacts]) 
             )
         elif card.state != REDEEMED:
             out.append(Finding("ORDER_CARD_NOT_REDEEMED", f"{o.status} order's card is {card.state}", ids))
-        elif order_of(card.order_id) != o.order_id and len(live_by_card.get(o.card_id, [])) <= 1:
+        elif order_of(card.order_id) != o.order_id and len(live_by_card.get(o.card_id)) <= 1:
             # (the double-spend case was reported once per card above)
             out.append(
                 Finding("CARD_ORDER_LINK_MISMATCH", f"order names the card, the card names order {card.order_id or '(none)'}", ids)
@@ -493,13 +552,14 @@ def check_reservations(cards: Sequence[CardFacts], now_ms: int, grace_ms: int = 
 
 
 def check_invites(
-    campaign: CampaignFacts, inviters: Sequence[InviterFacts], cards: Sequence[CardFacts]
+    campaign: CampaignFacts, inviters: Sequence[InviterFacts], cards: Sequence[CardFacts], *, tally: UserCards | None = None
 ) -> list[Finding]:
     """Every invite counted once: each inviter's count equals the invites it lists, no invitee
-    was invited twice, nobody invited itself, and invite cards match the rewards recorded."""
+    was invited twice, nobody invited itself, and invite cards match the rewards recorded.
+    `tally`: the cards already counted (UserCards of this campaign and these cards)."""
     cid = campaign.campaign_id
     out: list[Finding] = []
-    invitee_of: dict[str, list[str]] = defaultdict(list)
+    invitee_of: _Grouped[str] = _Grouped()
     rewarded_as_invitee: set[str] = set()
     for stats in inviters:
         listed = len(stats.invites)
@@ -522,11 +582,12 @@ def check_invites(
                 )
             if inv.invitee_user_id == inv.inviter_user_id:
                 out.append(Finding("SELF_INVITE", "user accepted its own invite", {"campaign_id": cid, "user_id": stats.user_id}))
-            invitee_of[inv.invitee_user_id].append(inv.inviter_user_id)
+            invitee_of.add(inv.invitee_user_id, inv.inviter_user_id)
             if inv.invitee_rewarded:
                 rewarded_as_invitee.add(inv.invitee_user_id)
 
-    for invitee, by in sorted(invitee_of.items()):
+    for invitee in sorted(invitee_of.repeated()):
+        by = invitee_of.get(invitee)
         if len(by) > 1:
             out.append(
                 Finding(
@@ -536,46 +597,34 @@ def check_invites(
                 )
             )
 
-    inviter_cards: Counter[str] = Counter()
-    invitee_cards: Counter[str] = Counter()
-    signup_cards: Counter[str] = Counter()
-    all_cards: Counter[str] = Counter()
-    for c in cards:
-        if c.campaign_id != cid:
-            continue
-        all_cards[c.user_id] += 1
-        if c.source == SIGNUP:
-            signup_cards[c.user_id] += 1
-        elif c.source == INVITER:
-            inviter_cards[c.user_id] += 1
-        elif c.source == INVITEE:
-            invitee_cards[c.user_id] += 1
+    tally = tally or UserCards(cid, cards)
     for stats in inviters:
         rewarded = sum(1 for inv in stats.invites if inv.inviter_rewarded)
-        have = inviter_cards[stats.user_id]
-        if not _inviter_cards_fit(campaign, rewarded, have, all_cards[stats.user_id]):
+        have = tally.of(stats.user_id, INVITER)
+        if not _inviter_cards_fit(campaign, rewarded, have, tally.all(stats.user_id)):
             expected = rewarded * campaign.inviter_grant
             out.append(
                 Finding(
                     "INVITER_CARDS_MISMATCH",
                     f"{rewarded} rewarded invites should give {expected} inviter cards"
                     + (f" (fewer only if the last grant reached the cap of {campaign.per_user_card_cap})" if have < expected else "")
-                    + f", user has {have} (of {all_cards[stats.user_id]} cards in all)",
+                    + f", user has {have} (of {tally.all(stats.user_id)} cards in all)",
                     {"campaign_id": cid, "user_id": stats.user_id},
                 )
             )
-    for user, n in sorted(invitee_cards.items()):
-        if user not in invitee_of:
+    for user in sorted(u for u in tally.users() if tally.of(u, INVITEE)):
+        n = tally.of(user, INVITEE)
+        if not invitee_of.get(user):
             out.append(
                 Finding("INVITEE_CARD_WITHOUT_INVITE", f"user has {n} invitee cards but accepted no invite", {"campaign_id": cid, "user_id": user})
             )
-        elif user in rewarded_as_invitee and n != _invitee_top_up(campaign, signup_cards[user]):
+        elif user in rewarded_as_invitee and n != _invitee_top_up(campaign, tally.of(user, SIGNUP)):
             # Joining with a pass-phrase gives the invitee card in place of the sign-up card: the
             # joiner ends with max(signup_grant, invitee_grant) joining cards in all.
             out.append(
                 Finding(
                     "INVITEE_CARDS_MISMATCH",
-                    f"invitee has {n} invitee cards and {signup_cards[user]} sign-up cards; joining cards "
+                    f"invitee has {n} invitee cards and {tally.of(user, SIGNUP)} sign-up cards; joining cards "
                     f"should total {max(campaign.signup_grant, campaign.invitee_grant)}",
                     {"campaign_id": cid, "user_id": user},
                 )
@@ -585,13 +634,18 @@ def check_invites(
                 Finding("INVITEE_CARDS_MISMATCH", f"invite records no invitee reward but user has {n} invitee cards", {"campaign_id": cid, "user_id": user})
             )
     for user in sorted(rewarded_as_invitee):
-        if invitee_cards[user] == 0:
+        if tally.of(user, INVITEE) == 0:
             out.append(Finding("INVITEE_CARDS_MISMATCH", "invite records an invitee reward but user has no invitee card", {"campaign_id": cid, "user_id": user}))
     return out
 
 
 def check_member_counters(
-    campaign: CampaignFacts, members: Sequence[MemberFacts], inviters: Sequence[InviterFacts], cards: Sequence[CardFacts]
+    campaign: CampaignFacts,
+    members: Sequence[MemberFacts],
+    inviters: Sequence[InviterFacts],
+    cards: Sequence[CardFacts],
+    *,
+    tally: UserCards | None = None,
 ) -> list[Finding]:
     """Each user's kept counters equal what they count: cards_granted the user's cards (every
     card ever granted stays listed, whatever its state), invites_made the invites it made.
@@ -600,14 +654,14 @@ def check_member_counters(
     cards past the cap before any card count shows it; invites_made is what the wallet shows as
     lottery progress, so one invite counted twice shows a user qualified who is not."""
     cid = campaign.campaign_id
-    held: Counter[str] = Counter(c.user_id for c in cards if c.campaign_id == cid)
+    tally = tally or UserCards(cid, cards)
     invites = {s.user_id: len(s.invites) for s in inviters}
     out: list[Finding] = []
     for m in members:
         ids = {"campaign_id": cid, "user_id": m.user_id}
-        if m.cards_granted != held[m.user_id]:
+        if m.cards_granted != tally.all(m.user_id):
             out.append(
-                Finding("CARDS_GRANTED_MISMATCH", f"wallet counts {m.cards_granted} cards granted, the user has {held[m.user_id]}", ids)
+                Finding("CARDS_GRANTED_MISMATCH", f"wallet counts {m.cards_granted} cards granted, the user has {tally.all(m.user_id)}", ids)
             )
         if m.user_id in invites and m.invites_made != invites[m.user_id]:
             out.append(
@@ -753,9 +807,11 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
         cid = campaign.campaign_id
         cards = [c for c in facts.cards if c.campaign_id == cid]
         out += check_budget(campaign, facts.budgets.get(cid), cards, facts.budgets_after.get(cid))
-        out += check_user_cap(campaign, cards)
-        out += check_invites(campaign, facts.inviters.get(cid, []), cards)
-        out += check_member_counters(campaign, facts.members.get(cid, []), facts.inviters.get(cid, []), cards)
+        tally = UserCards(cid, cards)
+        out += check_user_cap(campaign, cards, tally=tally)
+        out += check_invites(campaign, facts.inviters.get(cid, []), cards, tally=tally)
+        out += check_member_counters(campaign, facts.members.get(cid, []), facts.inviters.get(cid, []), cards, tally=tally)
+        del tally
         out += check_entrants_qualified(campaign, facts.draws, facts.inviters.get(cid, []))
     out += check_redemptions(facts.cards, facts.orders)
     out += check_order_amounts(facts.orders)
