@@ -33,6 +33,9 @@ _HALF_COLUMNS = _COLUMNS // 2
 # dismisses a store whose true distance is inside the bound (checked up to 50 km below 60°N).
 _FLAT_SLACK = 1.05
 _FLAT_MAX_LAT = 60.0
+# A search box that reaches this latitude is searched across every column of its rows: nearer
+# the pole a column is under a metre wide, and a circle round the pole spans every meridian.
+_POLAR_LAT = 89.9
 # A brand with more timetables than this is searched for open stores in its whole index: one
 # search per open timetable would then cost more than the closed stores it skips.
 MAX_TIMETABLES = 16
@@ -168,11 +171,18 @@ class GeoIndex:
     def _cells_outward(self, lat: float, lng: float, radius_m: float) -> Iterator[tuple[float, list[int]]]:
         ci, cj = math.floor(lat / CELL_DEG), _column(math.floor(lng / CELL_DEG))
         lat_cell_m = CELL_DEG * _M_PER_DEG
+        max_i = math.ceil(radius_m / lat_cell_m) + 1
+        max_lat = abs(lat) + radius_m / _M_PER_DEG
+        half = 1 << (_J_BITS - 1)
+        if max_lat >= _POLAR_LAT:
+            # A store a few hundred metres from a user at the pole may be on any meridian, and
+            # no count of columns (under a metre wide there) bounds the walk: every column of
+            # the rows in reach is read.
+            yield 0.0, [k for k in self._cells if abs(((k + half) >> _J_BITS) - ci) <= max_i]
+            return
         # Longitude cells shrink towards the poles: use the narrowest width inside the search
         # box so the ring's lower bound on distance stays a true lower bound.
-        max_lat = min(89.9, abs(lat) + radius_m / _M_PER_DEG)
-        lng_cell_m = max(1.0, CELL_DEG * _M_PER_DEG * math.cos(math.radians(max_lat)))
-        max_i = math.ceil(radius_m / lat_cell_m) + 1
+        lng_cell_m = CELL_DEG * _M_PER_DEG * math.cos(math.radians(max_lat))
         # Columns are counted both ways round the globe, so half of them reach every column.
         max_j = min(math.ceil(radius_m / lng_cell_m) + 1, _HALF_COLUMNS)
         # A box that reaches past ±180° wraps round to the other side, where going round both
@@ -182,7 +192,6 @@ class GeoIndex:
         if (2 * max_i + 1) * (2 * max_j + 1) > 4 * len(self._cells) + 64:
             # A box with more cells than there are occupied cells (near the poles, or a sparse
             # index): walking the occupied cells is cheaper than walking the box.
-            half = 1 << (_J_BITS - 1)
             low = (1 << _J_BITS) - 1
             if wraps:
                 yield 0.0, [

@@ -454,8 +454,9 @@ class Catalog:
         if radius_m != radius_m or radius_m < 0 or radius_m > MAX_SEARCH_RADIUS_M:
             raise InvalidArgument("radius_meters", f"须为 0..{MAX_SEARCH_RADIUS_M:.0f} 米 / must be 0..50,000 (0 means 3,000)")
         radius = radius_m or DEFAULT_SEARCH_RADIUS_M
-        size = _page_size(page_size, 10, 100)
         shown, after = _search_position(page_token) if page_token else (0, None)
+        # The list ends MAX_SEARCH_OFFSET deep: the page that reaches it is cut there.
+        size = min(_page_size(page_size, 10, 100), MAX_SEARCH_OFFSET - shown)
         # A token of the release before names no store: it counts the stores to skip.
         skip = shown if after is None else 0
         if brand_id and brand_id not in self.brands:
@@ -470,7 +471,7 @@ class Catalog:
             index = self._brand_index(brand_id) if brand_id else self.index
             found = index.nearest(lat, lng, radius, keep, limit=skip + size + 1, after=after)
         page = found[skip : skip + size]
-        more = len(found) > skip + size and shown + size <= MAX_SEARCH_OFFSET
+        more = len(found) > skip + size and shown + size < MAX_SEARCH_OFFSET
         details = await self.store.store_details([s.store_id for _, s in page])
         hits = [StoreHit(s, self.brands[s.brand_id], d, clock.is_open(s), details.get(s.store_id, StoreDetails())) for d, s in page]
         if not more:

@@ -338,17 +338,19 @@ def next_open_change(store: StoreRecord, now: datetime) -> datetime | None:
         start = (p.weekday - 1) * 1440
         for boundary in (start + p.open_minute, start + p.close_minute):
             ahead = min(ahead, (boundary - here) % WEEK_MINUTES or WEEK_MINUTES)
-    minute = local.replace(second=0, microsecond=0)
-    # Wall-clock arithmetic, as open_at reads wall-clock minutes.
+    # Counted in real minutes from the current one: while the offset stays the same, wall
+    # minutes pass one for one with them. Wall-clock arithmetic read a wall time of the hour an
+    # autumn shift repeats as its first passing (an hour early, before the quote itself when it
+    # was made the second time round), and a time in the hour a spring shift skips with the
+    # old offset (half an hour after the store really opened).
+    minute = now.astimezone(timezone.utc).replace(second=0, microsecond=0)
     at = minute + timedelta(minutes=ahead)
-    # The offset of the instant itself, not of the wall time: a boundary in the hour a spring
-    # shift skips (02:30 that never comes) carries the old offset, and read so it fell half an
-    # hour after the store really opened.
-    if at.astimezone(timezone.utc).astimezone(at.tzinfo).utcoffset() != local.utcoffset():
+    if at.astimezone(local.tzinfo).utcoffset() != local.utcoffset():
         # A daylight-saving shift lies in between and wall minutes no longer map 1:1 to real
-        # ones: promise only the current minute.
+        # ones: promise only the current minute, which ends one real minute on (the next wall
+        # minute after 02:59 on an autumn night is 02:00, not 03:00).
         at = minute + timedelta(minutes=1)
-    return at.astimezone(timezone.utc)
+    return at
 
 
 class OpenClock:

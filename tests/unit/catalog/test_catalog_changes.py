@@ -113,6 +113,29 @@ def test_a_store_opening_in_the_hour_a_spring_shift_skips_is_not_promised_closed
     assert bound is not None and bound <= datetime(2026, 3, 8, 7, 0, tzinfo=timezone.utc)
 
 
+def test_in_the_last_minute_before_an_autumn_shift_a_quote_is_promised_that_minute_not_an_hour_more():
+    # Berlin turns 03:00 CEST back to 02:00 CET on Sunday 2026-10-25 (01:00 UTC). A store open
+    # 02:00..02:30 (the hour that comes twice) is closed at 02:59:30 CEST and open again one
+    # real minute later, at 02:00 CET: the bound read "the next wall minute" as 03:00 CET, an
+    # hour and a minute away, and a kept Quote said STORE_CLOSED for that hour.
+    sunday = 7
+    store = _store([(sunday, 120, 150)], tz="Europe/Berlin")
+    before_the_shift = datetime(2026, 10, 25, 0, 59, 30, tzinfo=timezone.utc)
+    assert next_open_change(store, before_the_shift) == datetime(2026, 10, 25, 1, 0, tzinfo=timezone.utc)
+
+
+def test_in_the_hour_an_autumn_shift_repeats_a_quote_is_not_promised_a_time_already_past():
+    # 02:10 CET, the second 02:10 of the night (01:10 UTC): the next boundary, 02:30, was read
+    # as the first 02:30 (00:30 UTC), and the promise fell before the quote was made.
+    sunday = 7
+    store = _store([(sunday, 120, 150)], tz="Europe/Berlin")
+    second_time_round = datetime(2026, 10, 25, 1, 10, 15, tzinfo=timezone.utc)
+    assert next_open_change(store, second_time_round) == datetime(2026, 10, 25, 1, 30, tzinfo=timezone.utc)
+    santiago = _store([(6, 20 * 60, 23 * 60 + 40)], tz="America/Santiago")  # back from 24:00 to 23:00
+    assert next_open_change(santiago, datetime(2026, 4, 5, 3, 19, 24, tzinfo=timezone.utc)) == datetime(
+        2026, 4, 5, 3, 40, tzinfo=timezone.utc)
+
+
 class _Store:
     async def load(self):
         return Snapshot([], [], [], [])

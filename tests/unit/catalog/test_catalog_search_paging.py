@@ -2,10 +2,15 @@
 stores close (their hours end, an import closes them) and open or move in between two pages of
 a buyer's list, and a count of stores to skip then skipped stores never shown or showed one twice."""
 import base64
+import random
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
 import tests.unit.catalog.test_catalog_handlers as base
+from services.catalog.handlers import MAX_SEARCH_OFFSET
+from services.catalog.model import OpenClock, haversine_m, validate_store_row
+from services.common.clock import FakeClock
 from services.common.errors import InvalidArgument
 
 STEP = 0.001  # ~110 m between stores
@@ -74,3 +79,62 @@ async def test_a_crafted_token_is_refused(value):
     with pytest.raises(InvalidArgument) as err:
         await page(catalog, token_of(value))
     assert err.value.reason == "INVALID_PAGE_TOKEN"
+
+
+async def test_a_list_ends_a_thousand_stores_deep_whatever_the_page_size():
+    # The proto's promise: "A list goes at most 1,000 stores deep". Pages of 100 went to 1,100,
+    # pages of 33 to 1,023: a page started at 990 stores still showed a whole page.
+    catalog, _ = await base.make_catalog()
+    session = catalog.begin_import()
+    await session.add([
+        validate_store_row(0, f"m{i:04d}", "luckin", "mall", "", "", base.HANGZHOU[0] + i * 1e-6, base.HANGZHOU[1], (), False, "",
+                           catalog.brands)
+        for i in range(1_150)
+    ])
+    await session.finish()
+    for size in (100, 33, 7, 1_000):
+        seen, token = [], ""
+        while True:
+            hits, token = await catalog.search_stores(*base.HANGZHOU, page_size=size, page_token=token)
+            seen += [h.store.store_id for h in hits]
+            if not token:
+                break
+        assert seen == [f"m{i:04d}" for i in range(MAX_SEARCH_OFFSET)], size
+
+
+async def test_every_page_chain_lists_each_matching_store_once_nearest_first_as_a_brute_force_sort():
+    rng = random.Random(27)
+    clock = FakeClock(datetime(2026, 10, 24, tzinfo=timezone.utc))
+    catalog, _ = await base.make_catalog(clock)
+    timetables = [(), [(d, 540, 1380) for d in range(1, 8)], [(d, 600, 1500) for d in range(1, 8)], [(7, 1320, 2880)]]
+    session = catalog.begin_import()
+    await session.add([
+        validate_store_row(
+            i, f"s{rng.randrange(10**6):06d}-{i}", rng.choice(["luckin", "heytea"]), "s", "", "",
+            base.HANGZHOU[0] + rng.choice([0.0, rng.uniform(-0.01, 0.01)]), base.HANGZHOU[1] + rng.uniform(-0.01, 0.01),
+            rng.choice(timetables), rng.random() < 0.05, rng.choice(["", "Europe/Berlin", "America/New_York"]), catalog.brands,
+        )
+        for i in range(1_500)
+    ])
+    await session.finish()
+    stores = list(catalog.stores.values())
+    for case in range(12):
+        clock.set(datetime(2026, 10, 24, tzinfo=timezone.utc) + timedelta(minutes=rng.randrange(3 * 1440)))
+        ask = dict(radius_m=rng.choice([0.0, 500.0, 2000.0]), brand_id=rng.choice(["", "luckin"]), category=rng.choice(["", "茶饮"]),
+                   open_now=rng.random() < 0.5, page_size=rng.choice([0, 7, 100]))
+        open_clock = OpenClock(clock.now())
+
+        def matches(s):
+            return ((not ask["brand_id"] or s.brand_id == ask["brand_id"])
+                    and (not ask["category"] or catalog.brands[s.brand_id].category == ask["category"])
+                    and (not ask["open_now"] or open_clock.is_open(s)))
+
+        seen, token = [], ""
+        while True:
+            hits, token = await catalog.search_stores(*base.HANGZHOU, page_token=token, **ask)
+            seen += [(h.distance_m, h.store.store_id) for h in hits]
+            if not token:
+                break
+        radius = ask["radius_m"] or 3_000.0
+        want = sorted((d, s.store_id) for d, s in ((haversine_m(*base.HANGZHOU, s.lat, s.lng), s) for s in stores) if d <= radius and matches(s))
+        assert seen == want[:MAX_SEARCH_OFFSET], (case, ask, clock.now())
