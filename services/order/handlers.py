@@ -1534,6 +1534,13 @@ class OrderService:
                 if isinstance(exc, (Unavailable, DeadlineExceeded)):
                     # An upstream is down or hanging: the rest of the pass would only wait on it.
                     break
+            except PaymentTimeout:
+                # The provider is slow (a refund or settle): the next pass asks again. Logged
+                # with a traceback as a failure of ours, it was an ERROR line per pass.
+                report.failed += 1
+                report.errors.append(f"{order.order_id}: PAYMENT_PROVIDER_TIMEOUT")
+                log.warning("sweep: payment provider timed out", extra={"order_id": order.order_id})
+                break
             except Exception as exc:  # one broken row must not stop the pass
                 report.failed += 1
                 report.errors.append(f"{order.order_id}: {exc!r}")

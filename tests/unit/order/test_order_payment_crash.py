@@ -102,3 +102,31 @@ async def test_a_declined_late_payment_leaves_the_lapsed_order_settled(world):
     assert info.value.reason == "PAYMENT_DECLINED"
     lapsed = await world.service.get_order(order.order_id, "u1")
     assert lapsed.settled and lapsed.payment.status == model.PAY_VOIDED and lapsed.payment.note == ""
+
+
+async def test_a_provider_timing_out_on_the_sweeps_refund_is_a_warning_and_the_next_pass_refunds(world, caplog):
+    # A slow provider is no bug of ours: it was an ERROR line with a traceback on every pass.
+    from services.order.payment import PaymentTimeout
+
+    order = await world.service.place_order(to_pay())
+    await world.service.confirm_payment(order.order_id, "u1", order.payment.reference)
+    refund = world.payments.refund
+    slow_answers = 2  # the cancel's own refund, then the sweep's first
+
+    async def refund_after_timeouts(*args, **kwargs):
+        nonlocal slow_answers
+        if slow_answers:
+            slow_answers -= 1
+            raise PaymentTimeout()
+        return await refund(*args, **kwargs)
+
+    world.payments.refund = refund_after_timeouts
+    await world.service.cancel_order(order.order_id, "u1", "")  # the refund is left to the sweep
+    caplog.clear()
+    report = await world.service.sweep()
+    assert report.failed == 1
+    assert [r.levelname for r in caplog.records if r.levelname == "ERROR"] == []
+    assert all(r.exc_info is None for r in caplog.records)
+    await world.service.sweep()
+    done = await world.service.get_order(order.order_id, "u1")
+    assert done.payment.status == model.PAY_REFUNDED and done.settled
