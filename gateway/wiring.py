@@ -10,7 +10,7 @@ from miandan.gateway.v1 import gateway_service_pb2, gateway_service_pb2_grpc
 from services.common.admission import admission_from_settings
 from services.common.auth import PUBLIC, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings, env_number
+from services.common.config import DEFAULT_CAMPAIGN_ID, Settings, env_number
 from services.common.server import Resources, Server, build_server, builds_server
 
 from .auth import TokenVerifier
@@ -24,11 +24,10 @@ from .watches import WatchSlots
 __all__ = ["build", "campaign_id_from_env", "options_from_env", "SERVICE_NAME", "DEFAULT_CAMPAIGN_ID"]
 
 SERVICE_NAME = gateway_service_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
-DEFAULT_CAMPAIGN_ID = "spring-2026"
 
 
 def campaign_id_from_env(settings: Settings) -> str:
-    return getattr(settings, "campaign_id", None) or os.environ.get("MIANDAN_CAMPAIGN_ID") or DEFAULT_CAMPAIGN_ID
+    return getattr(settings, "campaign_id", None) or (os.environ.get("MIANDAN_CAMPAIGN_ID") or "").strip() or DEFAULT_CAMPAIGN_ID
 
 
 def _preview_ttl(env: Mapping[str, str] | None = None) -> float:

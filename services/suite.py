@@ -26,7 +26,7 @@ from typing import Any, Coroutine
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.common.config import DEFAULT_PORTS, Settings, prepare_data_dir, refuse_published_secrets
+from services.common.config import DEFAULT_CAMPAIGN_ID, DEFAULT_PORTS, Settings, prepare_data_dir, refuse_published_secrets
 from services.common.server import SUPERVISOR_PID_VAR
 
 SERVICES = ("card", "catalog", "order", "lottery", "gateway")
@@ -49,7 +49,6 @@ PROTO_SERVICE = {
     "lottery": "miandan.lottery.v1.LotteryService",
     "gateway": "miandan.gateway.v1.GatewayService",
 }
-DEFAULT_CAMPAIGN_ID = "spring-2026"
 SHANGHAI = dt.timezone(dt.timedelta(hours=8))
 
 
@@ -75,10 +74,11 @@ def suite_env(base: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ if base is None else base)
     root = Path(__file__).resolve().parent.parent
     env["PYTHONPATH"] = os.pathsep.join([str(root / "protos"), str(root), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env["MIANDAN_DATA"] = str(Path(env.get("MIANDAN_DATA", "data")).resolve())
-    if not (env.get("MIANDAN_CAMPAIGN_ID") or "").strip():
-        # Blank is unset, as the services read it: seeding a campaign "" would fail the start.
-        env["MIANDAN_CAMPAIGN_ID"] = DEFAULT_CAMPAIGN_ID
+    # Blank is unset, as for the services and `make backup` (Path("") is the current directory).
+    env["MIANDAN_DATA"] = str(Path((env.get("MIANDAN_DATA") or "").strip() or "data").resolve())
+    # Blank is unset and spaces around the id are not part of it, as the services read it:
+    # seeding "" or "autumn-2026 " would fail the start.
+    env["MIANDAN_CAMPAIGN_ID"] = (env.get("MIANDAN_CAMPAIGN_ID") or "").strip() or DEFAULT_CAMPAIGN_ID
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Every secret the five processes trust, named at once rather than one service per attempt.
     refuse_published_secrets(env, None, env.get("MIANDAN_HOST", "127.0.0.1").strip())

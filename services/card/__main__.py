@@ -20,7 +20,9 @@ DAY_S = 86_400.0
 def options_from_env(env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """build()'s keyword arguments from the card's own variables; ValueError naming the variable
     (inf and nan included: the window becomes integer milliseconds, an interval a timer)."""
-    window_s = env_number(env, "MIANDAN_CARD_NEW_USER_WINDOW_SECONDS", 600.0, above=0, maximum=365 * DAY_S)
+    # At least a millisecond: the window is kept in whole ms, and 0.0001 s made it 0 (no
+    # invitee would ever count as new).
+    window_s = env_number(env, "MIANDAN_CARD_NEW_USER_WINDOW_SECONDS", 600.0, minimum=0.001, maximum=365 * DAY_S)
     return {
         "sweep_interval_s": env_number(env, "MIANDAN_CARD_SWEEP_SECONDS", 5.0, above=0, maximum=DAY_S),
         "gauge_interval_s": env_number(env, "MIANDAN_CARD_GAUGE_SECONDS", 15.0, above=0, maximum=DAY_S),

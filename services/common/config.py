@@ -21,12 +21,18 @@ SERVICES = tuple(DEFAULT_PORTS)
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "EdDSA")
 _TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off", "")
+_FALSE = ("0", "false", "no", "off")
 # MIANDAN_EVENT_LOOP: "" and "uvloop" = uvloop where installed, "asyncio" = the standard loop.
 EVENT_LOOPS = ("uvloop", "asyncio")
 # The campaign id rule of the card service (services/card/model.py), checked here too so a bad
 # MIANDAN_CAMPAIGN_ID stops a service at start rather than failing every order or draw later.
 _CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# The campaign when MIANDAN_CAMPAIGN_ID is unset or blank (as gateway.wiring and services.suite say).
+DEFAULT_CAMPAIGN_ID = "spring-2026"
+# What gRPC sends as an ASCII metadata value: printable ASCII, space included. Any other
+# character (the newline of a secret written with `echo`, a tab, a non-ASCII letter) makes gRPC's
+# core refuse every call that carries the token, before it is sent.
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
 # gRPC takes max_pending_calls, and twice it as the hard limit, as a C int.
 MAX_PENDING_CALLS = (2**31 - 1) // 2
 
@@ -53,6 +59,10 @@ class Settings:
     merchant_revoked_file: Path | None = None
     jwt_secret: str = "dev-jwt-secret-change-me-in-production-0000"
     jwt_issuer: str = "miandan"
+    # MIANDAN_CAMPAIGN_ID as checked at start (stripped; the default when blank), so the gateway
+    # serves the id that was checked and not the raw variable. None: a Settings made in code,
+    # whose reader falls back to the environment.
+    campaign_id: str | None = None
     jwt_algorithm: str = "HS256"
     jwt_public_key_file: Path | None = None
     jwt_private_key_file: Path | None = None
@@ -199,16 +209,18 @@ class Settings:
             host=listen_host,
             port=port,
             metrics_port=metrics_port,
-            data_dir=Path(e.get("MIANDAN_DATA") or "data"),
+            data_dir=Path(_unless_blank(e.get("MIANDAN_DATA")) or "data"),
             grace_seconds=_number(e, "MIANDAN_GRACE_SECONDS", 5.0, float, minimum=0),
-            internal_token=_secret(e, "MIANDAN_INTERNAL_TOKEN", "dev-internal-token"),
-            admin_token=_secret(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
-            merchant_token=_secret(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
+            internal_token=_metadata_token(e, "MIANDAN_INTERNAL_TOKEN", "dev-internal-token"),
+            admin_token=_metadata_token(e, "MIANDAN_ADMIN_TOKEN", "dev-admin-token"),
+            merchant_token=_metadata_token(e, "MIANDAN_MERCHANT_TOKEN", "dev-merchant-token"),
             merchant_signing_key=_secret(e, "MIANDAN_MERCHANT_SIGNING_KEY", "dev-merchant-signing-key-change-me-in-production"),
             merchant_revoked_file=_path(e, "MIANDAN_MERCHANT_REVOKED_FILE"),
             jwt_secret=_secret(e, "MIANDAN_JWT_SECRET", "dev-jwt-secret-change-me-in-production-0000"),
-            jwt_issuer=e.get("MIANDAN_JWT_ISSUER", "miandan"),
+            # Blank is unset: "" is an issuer no token names, so every user would be refused.
+            jwt_issuer=(e.get("MIANDAN_JWT_ISSUER") or "").strip() or "miandan",
             jwt_algorithm=algorithm,
+            campaign_id=campaign or DEFAULT_CAMPAIGN_ID,
             jwt_public_key_file=_path(e, "MIANDAN_JWT_PUBLIC_KEY_FILE"),
             jwt_private_key_file=_path(e, "MIANDAN_JWT_PRIVATE_KEY_FILE"),
             jwt_max_lifetime_s=_number(e, "MIANDAN_JWT_MAX_LIFETIME_S", 7 * 86_400, float, minimum=1),
@@ -349,10 +361,12 @@ def _port(e: Mapping[str, str], var: str, default: int, *, allow_zero: bool) -> 
 
 
 def _bool(e: Mapping[str, str], var: str, default: bool) -> bool:
-    raw = e.get(var)
-    if raw is None:
-        return default
+    """Blank is unset, as for every number: a `MIANDAN_LOG_CALLS=` left in an env file turned the
+    per-call log off."""
+    raw = e.get(var) or ""
     v = raw.strip().lower()
+    if not v:
+        return default
     if v in _TRUE:
         return True
     if v in _FALSE:
@@ -360,9 +374,14 @@ def _bool(e: Mapping[str, str], var: str, default: bool) -> bool:
     raise ValueError(f"{var}={raw!r} is not a boolean (use 1/0, true/false, yes/no, on/off)")
 
 
+def _unless_blank(raw: str | None) -> str | None:
+    """`raw`, or None when unset or only spaces: blank is unset, as for every number."""
+    return raw if raw and raw.strip() else None
+
+
 def _path(e: Mapping[str, str], var: str) -> Path | None:
-    raw = e.get(var)
-    return Path(raw) if raw and raw.strip() else None
+    raw = _unless_blank(e.get(var))
+    return Path(raw) if raw else None
 
 
 # The development secrets every copy of this repository carries: fine on loopback, where only
@@ -429,10 +448,28 @@ def refuse_published_secrets(e: Mapping[str, str], service: str | None, host: st
 
 def _secret(e: Mapping[str, str], var: str, default: str) -> str:
     value = e.get(var, default)
-    if not value:
-        # An empty token would let any caller that sends an empty header through.
-        raise ValueError(f"{var} must not be empty")
+    if not value.strip():
+        # An empty token would let any caller that sends an empty header through, and one of
+        # spaces is a credential anyone can guess.
+        raise ValueError(f"{var} must not be empty or blank")
     return value
+
+
+def _metadata_token(e: Mapping[str, str], var: str, default: str) -> str:
+    """A token that travels in call metadata: printable ASCII only. The value is never echoed:
+    the line goes to logs that more people read than hold the secret."""
+    value = _secret(e, var, default)
+    if not _METADATA_VALUE.fullmatch(value):
+        at = next(i for i, c in enumerate(value) if not _METADATA_VALUE.fullmatch(c))
+        raise ValueError(
+            f"{var} has a character gRPC cannot send in metadata ({_char_name(value[at])} at position {at + 1} of "
+            f"{len(value)}; a token is printable ASCII, and a secret written with echo ends with a newline)"
+        )
+    return value
+
+
+def _char_name(c: str) -> str:
+    return {"\n": "a newline", "\r": "a carriage return", "\t": "a tab"}.get(c, f"U+{ord(c):04X}")
 
 
 def address_host(host: str) -> str | None:
@@ -455,7 +492,7 @@ def _ipv6(text: str) -> bool:
 
 
 def _addr(e: Mapping[str, str], var: str, service: str) -> str:
-    raw = (e.get(var) or _local_addr(e, service)).strip()
+    raw = (_unless_blank(e.get(var)) or _local_addr(e, service)).strip()
     if raw.startswith(("unix:", "unix-abstract:")):
         return raw
     host, sep, port = raw.rpartition(":")

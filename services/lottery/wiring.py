@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from miandan.lottery.v1 import lottery_service_pb2, lottery_service_pb2_grpc
 from services.common.auth import ADMIN, INTERNAL, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings, check_campaign_id, env_number
+from services.common.config import DEFAULT_CAMPAIGN_ID, Settings, check_campaign_id, env_number
 from services.common.server import Resources, Server, build_server, builds_server
 
 from . import model
@@ -59,9 +59,13 @@ def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings
     beacon = (e.get("MIANDAN_LOTTERY_BEACON_SOURCE") or "").strip() or None
     if beacon is not None and not model.is_beacon_source(beacon):
         raise ValueError(f"MIANDAN_LOTTERY_BEACON_SOURCE={beacon!r} must be 1..64 printable ASCII characters without spaces")
-    var = "MIANDAN_LOTTERY_CAMPAIGNS" if e.get("MIANDAN_LOTTERY_CAMPAIGNS") else "MIANDAN_CAMPAIGN_ID"
-    raw = e.get("MIANDAN_LOTTERY_CAMPAIGNS") or e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026"
+    # Blank is unset, as everywhere: a blank list covered no campaign, silently.
+    listed = (e.get("MIANDAN_LOTTERY_CAMPAIGNS") or "").strip()
+    var = "MIANDAN_LOTTERY_CAMPAIGNS" if listed else "MIANDAN_CAMPAIGN_ID"
+    raw = listed or (e.get("MIANDAN_CAMPAIGN_ID") or "").strip() or DEFAULT_CAMPAIGN_ID
     campaigns = tuple(check_campaign_id(c.strip(), var) for c in raw.split(",") if c.strip())
+    if not campaigns:
+        raise ValueError(f"{var}={raw!r} names no campaign")
     # Finite and at most a day: inf would overflow the scheduler's timer.
     tick = env_number(e, "MIANDAN_LOTTERY_TICK_SECONDS", 5.0, above=0, maximum=86_400.0)
     return DrawSettings(cutoff=cutoff, beacon_source=beacon, campaigns=campaigns, tick_seconds=tick)

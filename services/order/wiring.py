@@ -9,7 +9,7 @@ import grpc
 from miandan.order.v1 import order_service_pb2, order_service_pb2_grpc
 from services.common.auth import ADMIN, INTERNAL_OR_MERCHANT, MERCHANT, AccessPolicy
 from services.common.clock import Clock, SystemClock
-from services.common.config import Settings, check_campaign_id, env_number
+from services.common.config import DEFAULT_CAMPAIGN_ID, Settings, check_campaign_id, env_number
 from services.common.server import Resources, Server, build_server, builds_server
 
 from .card_batch import batching_enabled, card_client
@@ -43,9 +43,10 @@ def config_from_env(env: Any = None) -> OrderConfig:
         # day at most, so a longer window let the card go back to its owner (and be spent on
         # another order) while the order still waited for its money.
         payment_ttl_seconds=int(env_number(e, "MIANDAN_PAYMENT_TTL_SECONDS", 900, minimum=1, maximum=MAX_PAYMENT_TTL_SECONDS)),
-        placing_grace_seconds=int(number("MIANDAN_ORDER_PLACING_GRACE_SECONDS", 30, 365 * _DAY_S)),
+        # Whole seconds, at least one (0.5 became 0).
+        placing_grace_seconds=int(env_number(e, "MIANDAN_ORDER_PLACING_GRACE_SECONDS", 30, minimum=1, maximum=365 * _DAY_S)),
         sweep_interval_seconds=number("MIANDAN_ORDER_SWEEP_SECONDS", 5.0, _DAY_S),
-        default_campaign_id=check_campaign_id((e.get("MIANDAN_CAMPAIGN_ID") or "spring-2026").strip(), "MIANDAN_CAMPAIGN_ID"),
+        default_campaign_id=check_campaign_id((e.get("MIANDAN_CAMPAIGN_ID") or "").strip() or DEFAULT_CAMPAIGN_ID, "MIANDAN_CAMPAIGN_ID"),
     )
 
 
