@@ -18,6 +18,7 @@ prints a grant signed with the configured key (and its id on stderr, for the ope
 from __future__ import annotations
 
 import argparse
+import codecs
 import logging
 import math
 import secrets
@@ -48,6 +49,7 @@ LEEWAY_S = 30
 MAX_SCOPE_IDS = 200
 MAX_ID_CHARS = 128  # as the catalog's store and brand ids
 _ALGORITHM = "HS256"
+_GRANT_LINE = "grant:"  # a revocation line naming one grant by its id, not a merchant
 
 
 @dataclass(frozen=True)
@@ -180,7 +182,7 @@ class RevokedGrants:
         if stamp == self._stamp and not self.unreadable:
             return
         try:
-            text = self.path.read_text(encoding="utf-8", errors="replace")  # type: ignore[union-attr]
+            text = _revocation_text(self.path.read_bytes())  # type: ignore[union-attr]
         except OSError as exc:  # IsADirectoryError, PermissionError, EIO
             self._cannot_read(exc)
             return
@@ -190,8 +192,8 @@ class RevokedGrants:
             fields = line.split("#", 1)[0].split()
             if not fields:
                 continue
-            if fields[0].startswith("grant:"):
-                grants.add(fields[0].removeprefix("grant:"))
+            if fields[0].startswith(_GRANT_LINE):
+                grants.add(fields[0].removeprefix(_GRANT_LINE))
                 continue
             try:
                 before[fields[0]] = float(fields[1]) if len(fields) > 1 else math.inf
@@ -206,9 +208,25 @@ class RevokedGrants:
         self._stamp, self.unreadable = None, True
 
 
+def _revocation_text(data: bytes) -> str:
+    """The file as text, whatever editor saved it: Notepad's UTF-8 starts with a byte order mark,
+    Windows PowerShell's Out-File writes UTF-16. Read as plain UTF-8, the mark stuck to the first
+    merchant id (or every line was garbage) and those merchants were silently not revoked."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return data.decode("utf-16", errors="replace")
+    return data.decode("utf-8-sig", errors="replace")
+
+
+def _nameable(merchant_id: str) -> bool:
+    """Whether a line of the revocation file can name this merchant: RevokedGrants splits lines
+    at spaces, drops what follows a `#` and reads `grant:` as a grant id. An id it cannot name
+    made a grant no merchant line revoked ("Luckin Coffee" revoked a merchant "Luckin" instead)."""
+    return not (any(c.isspace() or c == "#" for c in merchant_id) or merchant_id.startswith(_GRANT_LINE))
+
+
 def _check_scope(merchant_id: Any, brands: list[Any], stores: list[Any]) -> None:
-    if not isinstance(merchant_id, str) or not 0 < len(merchant_id) <= 128 or not merchant_id.isprintable():
-        raise ValueError("the merchant id (sub) must be 1..128 printable characters")
+    if not (isinstance(merchant_id, str) and 0 < len(merchant_id) <= 128 and merchant_id.isprintable() and _nameable(merchant_id)):
+        raise ValueError("the merchant id (sub) must be 1..128 printable characters without spaces or '#', not starting with 'grant:'")
     if not brands and not stores:
         raise ValueError("a grant names at least one brand or store")
     if len(brands) + len(stores) > MAX_SCOPE_IDS:
@@ -231,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     from .config import Settings
 
     parser = argparse.ArgumentParser(prog="python -m services.common.merchant_grant", description=__doc__.splitlines()[0])
-    parser.add_argument("merchant", help="merchant account id (the grant's subject)")
+    parser.add_argument("merchant", help="merchant account id (the grant's subject; no spaces or #: the revocation file names it)")
     parser.add_argument("--brand", action="append", default=[], help="a brand the merchant may act on (repeatable)")
     parser.add_argument("--store", action="append", default=[], help="a store the merchant may act on (repeatable)")
     parser.add_argument("--ttl", type=int, default=86_400, help=f"seconds the grant stays valid (default 86400, at most {MAX_LIFETIME_S})")
