@@ -93,7 +93,9 @@ class LotteryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDraw(self, request, context):
-        """A day's draw: status, commitment, entrant count, winners once drawn.
+        """A day's draw: status, commitment, entrant count, winners once drawn. Errors: INVALID_DAY,
+        CAMPAIGN_NOT_FOUND, DRAW_NOT_FOUND (outside the campaign window), UPSTREAM_UNAVAILABLE (the
+        card service, which holds the campaign, is down).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -104,7 +106,8 @@ class LotteryServiceServicer:
         automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
         it may still set the prize, winner count and (once) the beacon; after it only a retry
         asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
-        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
+        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window), CAMPAIGN_NOT_FOUND,
+        UPSTREAM_UNAVAILABLE (the card service is down).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -116,7 +119,8 @@ class LotteryServiceServicer:
         signature, or by this call with the value). Never before the cut-off; running again returns
         the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
         BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_NOT_PUBLISHED (the drand round is not
-        out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs),
+        out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs;
+        metadata beacon_value is that value),
         UNAVAILABLE BEACON_UNVERIFIED (the service fetches rounds and could not get a verified one: a
         given value is never used instead), SEED_UNREADABLE (the seed key cannot open the day's seed).
         """

@@ -43,13 +43,17 @@ class LotteryServiceStub:
     CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
     """
     GetDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.GetDrawRequest, _lottery_service_pb2.GetDrawResponse]
-    """A day's draw: status, commitment, entrant count, winners once drawn."""
+    """A day's draw: status, commitment, entrant count, winners once drawn. Errors: INVALID_DAY,
+    CAMPAIGN_NOT_FOUND, DRAW_NOT_FOUND (outside the campaign window), UPSTREAM_UNAVAILABLE (the
+    card service, which holds the campaign, is down).
+    """
     CommitDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.CommitDrawRequest, _lottery_service_pb2.CommitDrawResponse]
     """Generates and stores the day's secret seed and publishes its commitment (admin; also
     automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
     it may still set the prize, winner count and (once) the beacon; after it only a retry
     asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
-    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
+    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window), CAMPAIGN_NOT_FOUND,
+    UPSTREAM_UNAVAILABLE (the card service is down).
     """
     RunDraw: _grpc.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]
     """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
@@ -57,7 +61,8 @@ class LotteryServiceStub:
     signature, or by this call with the value). Never before the cut-off; running again returns
     the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
     BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_NOT_PUBLISHED (the drand round is not
-    out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs),
+    out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs;
+    metadata beacon_value is that value),
     UNAVAILABLE BEACON_UNVERIFIED (the service fetches rounds and could not get a verified one: a
     given value is never used instead), SEED_UNREADABLE (the seed key cannot open the day's seed).
     """
@@ -89,13 +94,17 @@ class LotteryServiceAsyncStub(LotteryServiceStub):
     CAMPAIGN_NOT_FOUND, UPSTREAM_UNAVAILABLE (card service down), INVALID_DAY.
     """
     GetDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.GetDrawRequest, _lottery_service_pb2.GetDrawResponse]  # type: ignore[assignment]
-    """A day's draw: status, commitment, entrant count, winners once drawn."""
+    """A day's draw: status, commitment, entrant count, winners once drawn. Errors: INVALID_DAY,
+    CAMPAIGN_NOT_FOUND, DRAW_NOT_FOUND (outside the campaign window), UPSTREAM_UNAVAILABLE (the
+    card service, which holds the campaign, is down).
+    """
     CommitDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.CommitDrawRequest, _lottery_service_pb2.CommitDrawResponse]  # type: ignore[assignment]
     """Generates and stores the day's secret seed and publishes its commitment (admin; also
     automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
     it may still set the prize, winner count and (once) the beacon; after it only a retry
     asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
-    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
+    BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window), CAMPAIGN_NOT_FOUND,
+    UPSTREAM_UNAVAILABLE (the card service is down).
     """
     RunDraw: _aio.UnaryUnaryMultiCallable[_lottery_service_pb2.RunDrawRequest, _lottery_service_pb2.RunDrawResponse]  # type: ignore[assignment]
     """Reveals the seed and draws the winners (admin; also automatic after the cut-off; a day bound
@@ -103,7 +112,8 @@ class LotteryServiceAsyncStub(LotteryServiceStub):
     signature, or by this call with the value). Never before the cut-off; running again returns
     the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
     BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_NOT_PUBLISHED (the drand round is not
-    out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs),
+    out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs;
+    metadata beacon_value is that value),
     UNAVAILABLE BEACON_UNVERIFIED (the service fetches rounds and could not get a verified one: a
     given value is never used instead), SEED_UNREADABLE (the seed key cannot open the day's seed).
     """
@@ -144,7 +154,10 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _lottery_service_pb2.GetDrawRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_lottery_service_pb2.GetDrawResponse, _abc.Awaitable[_lottery_service_pb2.GetDrawResponse]]:
-        """A day's draw: status, commitment, entrant count, winners once drawn."""
+        """A day's draw: status, commitment, entrant count, winners once drawn. Errors: INVALID_DAY,
+        CAMPAIGN_NOT_FOUND, DRAW_NOT_FOUND (outside the campaign window), UPSTREAM_UNAVAILABLE (the
+        card service, which holds the campaign, is down).
+        """
 
     @_abc_1.abstractmethod
     def CommitDraw(
@@ -156,7 +169,8 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         automatic at the start of the day). Idempotent: never replaces a seed. Before the cut-off
         it may still set the prize, winner count and (once) the beacon; after it only a retry
         asking for what is stored succeeds. Errors: ENTRIES_CLOSED, BEACON_ALREADY_BOUND,
-        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window).
+        BEACON_ROUND_TOO_EARLY, DRAW_NOT_FOUND (outside the campaign window), CAMPAIGN_NOT_FOUND,
+        UPSTREAM_UNAVAILABLE (the card service is down).
         """
 
     @_abc_1.abstractmethod
@@ -170,7 +184,8 @@ class LotteryServiceServicer(metaclass=_abc_1.ABCMeta):
         signature, or by this call with the value). Never before the cut-off; running again returns
         the stored result. Errors: DRAW_NOT_CLOSED, DRAW_NOT_FOUND (never committed),
         BEACON_VALUE_REQUIRED, BEACON_NOT_COMMITTED, BEACON_NOT_PUBLISHED (the drand round is not
-        out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs),
+        out yet), BEACON_VALUE_MISMATCH (the service fetched the round's signed value and it differs;
+        metadata beacon_value is that value),
         UNAVAILABLE BEACON_UNVERIFIED (the service fetches rounds and could not get a verified one: a
         given value is never used instead), SEED_UNREADABLE (the seed key cannot open the day's seed).
         """
