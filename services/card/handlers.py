@@ -339,7 +339,7 @@ class CardHandlers:
         check_id(order_id, "order_id")
         now = self.now()
         r = await self.store.refund(order_id, request_id, now)
-        return replace(r, card=r.card.at(now))
+        return replace(r, reservation=r.reservation.at(now), card=r.card.at(now))
 
     async def list_reservations(
         self, created_after_ms: int | None, size: int, token: str
@@ -451,11 +451,15 @@ SWEEP_BATCHES_PER_PASS = 20
 
 
 def _hold_at(hold: Hold, now: int) -> Hold:
-    """A store answer with its card as it is at `now`, as every read shows cards (Card.at): a
-    replay, or the card of an order released or refunded earlier, is read back as stored, which
-    lags the clock for a card past its validity or under another order's lapsed hold."""
-    card = hold.card.at(now)
-    return hold if card is hold.card else replace(hold, card=card)
+    """A store answer with its card and reservation as they are at `now`, as every read shows
+    them (Card.at, Reservation.at): a replay, or the card of an order released or refunded
+    earlier, is read back as stored, which lags the clock for a card past its validity or under
+    a lapsed hold, and for a hold whose TTL passed (a late Release or Refund duplicate answered
+    it HELD, its card AVAILABLE in the same answer)."""
+    card, reservation = hold.card.at(now), hold.reservation.at(now)
+    if card is hold.card and reservation is hold.reservation:
+        return hold
+    return Hold(reservation, card)
 
 
 # Placeholder in reserve_batch's outcome list until the entry's outcome is known.
