@@ -98,14 +98,16 @@ _MEASURE_CLASS = f"[{MEASURE_WORDS}对双打]"
 _DIGIT_LEFT = r"(?<![\d.\-−第负])(?<!\d/)"
 _CN_LEFT = f"(?<![{_CN_NUM_CHARS}第负])"
 _RANGE_SEP = r"\s?[-−~～到至]\s?"
+# Where an address goes on after a building, unit, floor or road, a number is the next part of it.
+_ADDRESS_LEFT = r"(?<!单元)(?<![号楼栋层座室路街巷弄])"
 _NUMBER = (rf"(?:{_DIGIT_LEFT}(?P<sign>[-−]|负)?(?P<num>{_DIGITS})|{_CN_LEFT}(?P<csign>负)?(?P<cnum>{_CN_NUM}))"
            rf"(?:{_RANGE_SEP}(?P<num2>{_DIGITS}|{_CN_NUM}))?")
 # Magnitudes written after a number: 10k, 2w (万, as people type it), a thousand, two million.
 _MAGNITUDES = {"k": 1_000, "w": 10_000, "hundred": 100, "thousand": 1_000, "million": 1_000_000, "billion": 1_000_000_000}
 _EN_SMALL = "|".join(k for k, v in _EN_NUMBERS.items() if " " not in k and v <= 12)
 # 块 is money, not pieces, when money words follow it (25块钱, 30块以内, 4块的柠檬水, 29块太贵了, 9块9,
-# 29块一杯).
-_KUAI_MONEY = rf"块(?=钱|以内|以下|之内|内|左右|多|的|太|\d|一[{MEASURE_WORDS}]|每)"
+# 29块一杯), or when it points at the one that costs so much (29块那个: read as pieces, 29 lattes).
+_KUAI_MONEY = rf"块(?=钱|以内|以下|之内|内|左右|多|的|太|那|这|\d|一[{MEASURE_WORDS}]|每)"
 _MONEY_UNIT = r"(?:块钱|块|元|rmb|yuan|刀)"
 # Words that make the amount after them, or before them, a ceiling on the price: 预算 and 人均 are
 # money words themselves; 不超过 and 最多 are money only with a unit (最多两杯 is a count).
@@ -153,15 +155,17 @@ _PATTERNS = [
     (re.compile(f"{_CN_LEFT}半\\s?打"), "half-dozen"),
     # 半杯 (half a cup) is not a count either.
     (re.compile(f"{_CN_LEFT}半\\s?[{MEASURE_WORDS}](?<!{_KUAI_MONEY})"), "half"),
-    # 俩 (two), 仨 (three) stand alone
+    # 俩 (two), 仨 (three) stand alone; 双份 / 双杯 (a double) is two portions
     (re.compile(r"[俩倆仨]"), "colloquial"),
+    (re.compile(f"{_CN_LEFT}双\\s?[份杯]"), "colloquial"),
     # English number words (longest first) before a noun.
     (re.compile(r"(?<![a-z])(" + "|".join(sorted((re.escape(k) for k in _EN_NUMBERS), key=len, reverse=True))
                 + r")(?![a-z])"), "english"),
     # bare digits, not part of a size like 500g or 1kg, a list number (1.) or a price range (20-30元),
-    # nor a price said as "19的" (两杯19的多肉葡萄: the 19-yuan one, not 19 cups)
-    (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})(?:{_RANGE_SEP}(?P<num2>{_DIGITS}))?"
-                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?的|\s?(?:g|kg|ml|l|km|克|毫升|元|块|点|号|楼|层|栋|室|分|岁|%|折|公里|千米|米|小时)(?![a-z]))"),
+    # nor a price said as "19的" or "21.5那个" (两杯19的多肉葡萄: the 19-yuan one, not 19 cups), nor
+    # the parts of an address (5号楼2单元1102, 建国路88: read as counts, 1,108 egg tarts were ordered)
+    (re.compile(rf"(?<![a-z]){_ADDRESS_LEFT}{_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})(?:{_RANGE_SEP}(?P<num2>{_DIGITS}))?"
+                r"(?![0-9.]|/\d|\s?[-−~～到至]\s?\d|\s?的|\s?[那这][个款种杯份]|\s?(?:g|kg|ml|l|km|克|毫升|元|块|点|号|楼|层|栋|单元|室|分|岁|%|折|公里|千米|米|小时)(?![a-z]))"),
      "bare"),
 ]
 

@@ -17,8 +17,10 @@ from .specs import ItemSpec
 # "糖" alone are parts of item names (冰鲜柠檬水, 黑糖) and never an option by themselves.
 COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "大杯": ("大一点", "加大", "大份的", "大杯的", "超大杯的", "large cup", "big cup", "upsize",
-             "venti", "grande", "xl"),
-    "中杯": ("中杯的", "中份的", "medium cup", "regular cup", "tall"),
+             "venti", "grande", "xl",
+             # sizes said as clothes are sized
+             "大号", "大号的", "l号", "l杯", "l码"),
+    "中杯": ("中杯的", "中份的", "medium cup", "regular cup", "tall", "中号", "中号的", "m号", "m杯", "m码"),
     # Sweetness is said as 甜 as often as 糖 (七分甜, 三分甜), and Cantonese takes things out with 走
     # (走冰, 走甜): read as nothing, 走甜 ordered the standard sugar.
     "标准糖": ("正常甜", "正常糖的", "全糖的", "十分甜", "全甜", "normal sugar", "normal sweet", "regular sweet"),
