@@ -87,6 +87,24 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
                          r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 # The same for an item, less 还是 (生椰拿铁还是厚乳拿铁: "which of the two", not a change of mind).
+# A sentence about an order one has (取消刚才那杯, 还没到) or a question (生椰拿铁多少钱, 还有吗,
+# 好喝吗, 哪个近) names items without ordering them: read as an order it proposed, or with confirm
+# placed, an order nobody asked for, on the user's card. A question followed by an order word
+# (蛋挞多少钱一个？给我来四个, 有没有低糖的？有的话来一杯) is an order.
+_ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|还没送|怎么还没|投诉|催单|催一下|"
+                             r"(?<![a-z])(?:cancel|refund|where is my)(?![a-z])")
+_QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个近|哪个好|"
+                       r"哪家|怎么样|是什么|什么味|(?<![a-z])(?:how much|what'?s on|what is on|do you have|is there)(?![a-z])")
+_ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|那就|就行|(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
+
+
+def _not_an_order(text: str) -> bool:
+    if _ABOUT_AN_ORDER.search(text):
+        return True
+    question = _QUESTION.search(text)
+    return question is not None and not _ORDER_WORD.search(text, question.end())
+
+
 # 还是 between two things: after a clause break a change of mind (拿铁，还是美式吧), else a
 # question (生椰拿铁还是厚乳拿铁).
 _EITHER = re.compile(r"还是|(?<![a-z])or(?![a-z])")
@@ -357,6 +375,8 @@ class RuleBasedResolver:
         raw = text if isinstance(text, str) else str(text)
         norm = _without_list_numbers(normalize(_lines_as_clauses(raw[:MAX_CHARS * 2]))[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
+        if _not_an_order(norm) and any(t.kind in (ITEM, CAT, BRAND) for t in tokens):
+            return self._clarify_not_an_order()
         tokens = self._without_pack_sizes(tokens)
         cheapest = _CHEAPEST.search(norm) is not None
         # 30块以内的咖啡: nothing dearer is offered, whatever the card covers.
@@ -994,6 +1014,14 @@ class RuleBasedResolver:
         return Reading(candidates=(), mentioned_unknown_brand=unknown,
                        clarification=f"抱歉，暂不支持{unknown}。可以选：{zh}，想点哪家？ / "
                                      f"Sorry, we don't carry {unknown}. We have {en}: which would you like?")
+
+    def _clarify_not_an_order(self) -> Reading:
+        zh, en = self._carried()
+        return Reading(candidates=(),
+                       clarification=f"这像是在问问题或说已有的订单。想点单请直接说，比如“来一杯生椰拿铁”（可以选：{zh}）；"
+                                     f"查看或取消订单请到“我的订单”。 / That sounds like a question or a word about an order "
+                                     f"you have. To order, say e.g. \"a coconut latte\" (we have {en}); to check or cancel "
+                                     f"an order, see your orders.")
 
     def _clarify_nothing(self) -> Reading:
         zh, en = self._carried()

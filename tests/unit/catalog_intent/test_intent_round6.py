@@ -120,8 +120,8 @@ def test_a_wish_then_the_order_of_the_same_thing_is_one_thing(text, lines):
 
 # --- the held-out round -------------------------------------------------------------------------
 
-# Left as they are (rounds.KNOWN_MISSES) (see the round's report): a question about taste (好喝吗) and one about the menu
-# at a named brand are read as orders to confirm; 再来一份：原味鸡 2块 says the count twice; 蛋塔 and
+# Left as they are (rounds.KNOWN_MISSES, see the round's report):
+# 再来一份：原味鸡 2块 says the count twice; 蛋塔 and
 # 美试 are typos no homophone rule covers (塔 and 试 sound unlike 挞 and 式 in the reader's pinyin);
 # a flavour before an item's name (芒果冰淇淋) is not known as a different product; a total budget
 # for several (预算一共40，两杯) is not divided among them.
