@@ -138,8 +138,8 @@ _PATTERNS = [
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<num>\d+(?:\.\d+)?)(?P<mag>[kw])(?![a-z])(?:\s?(?P<measure>{_MEASURE_CLASS}))?"), "magnitude"),
     (re.compile(rf"(?<![a-z])(?P<num>\d+|{_EN_SMALL})\s(?P<mag>hundred|thousand|million|billion)(?![a-z])"), "magnitude"),
     # 5个人, 三位, 5人 (but 3人份 is three portions), 4 people, 3 of us: a number of people.
-    # 五口人: a family counts its members in 口.
-    (re.compile(rf"{_NUMBER}\s?(?:个人|口人|位|人)(?!份)"), "people"),
+    # 五口人, 一家四口: a family counts its members in 口.
+    (re.compile(rf"{_NUMBER}\s?(?:个人|口人|位|人|口(?=\s*(?:$|[,，。.!！;；])))(?!份)"), "people"),
     (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
      "english-people"),
     # 我们俩, 咱仨, 我们五个: the speakers, counted; a number of people like 5个人.

@@ -19,7 +19,7 @@ COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "大杯": ("大一点", "加大", "大份的", "大杯的", "超大杯的", "large cup", "big cup", "upsize",
              "venti", "grande", "xl",
              # sizes said as clothes are sized
-             "大号", "大号的", "l号", "l杯", "l码"),
+             "大号", "大号的", "l号", "l杯", "l码", "l"),
     "中杯": ("中杯的", "中份的", "medium cup", "regular cup", "tall", "中号", "中号的", "m号", "m杯", "m码"),
     # Sweetness is said as 甜 as often as 糖 (七分甜, 三分甜), and Cantonese takes things out with 走
     # (走冰, 走甜): read as nothing, 走甜 ordered the standard sugar.
@@ -37,6 +37,27 @@ COLLOQUIAL_OPTIONS: dict[str, tuple[str, ...]] = {
     "常温": ("常温的", "室温", "不冰不热", "不要冰的也不要热的", "room-temperature"),
     "热": ("热饮的", "热一点", "烫的", "温热", "热乎的", "heated"),
 }
+
+# How much ice or sugar, said as the thing and how much of it, in either order (冰块少放点, 少放点冰,
+# 冰块不要太多, 糖减半, 唔好落冰): each pairing, so one nobody listed is not read as nothing and the
+# drink made with full ice and sugar.
+_ICE, _SUGAR = ("冰", "冰块"), ("糖", "甜度")
+_LESS_BEFORE = ("少放", "少放点", "少放一点", "少加", "少加点", "少加一点", "少点", "少一点")
+_LESS_AFTER = ("少放点", "少放一点", "少放些", "放少点", "放少一点", "少一点", "少点", "少一些", "少些",
+               "不要太多", "别太多", "别放太多", "不要放太多")
+_NONE_BEFORE = ("不要", "不加", "不放", "别放", "别加", "不要放", "不要加", "唔好落", "唔好加", "唔落", "唔要", "走")
+
+
+def _pairings(things: tuple[str, ...], before: tuple[str, ...], after: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(sorted({b + t for b in before for t in things} | {t + a for t in things for a in after}))
+
+
+for _canonical, _phrases in {"少冰": _pairings(_ICE, _LESS_BEFORE, _LESS_AFTER),
+                             "少糖": _pairings(_SUGAR, _LESS_BEFORE, _LESS_AFTER),
+                             "去冰": _pairings(_ICE, _NONE_BEFORE, ("不要", "不用")),
+                             "不另外加糖": _pairings(("糖",), _NONE_BEFORE, ("不要", "不用")),
+                             "半糖": _pairings(_SUGAR, ("减半",), ("减半", "减一半"))}.items():
+    COLLOQUIAL_OPTIONS[_canonical] += tuple(p for p in _phrases if p not in COLLOQUIAL_OPTIONS[_canonical])
 
 # Words that give a direction, not a level, and the options (canonical names) that go that way:
 # said with such an option for one line ("冰的，少冰": cold, with less ice; "别太甜，半糖") they

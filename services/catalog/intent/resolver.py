@@ -92,17 +92,27 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
 # placed, an order nobody asked for, on the user's card. A question followed by an order word
 # (蛋挞多少钱一个？给我来四个, 有没有低糖的？有的话来一杯) is an order.
 _ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|还没送|怎么还没|投诉|催单|催一下|"
-                             r"(?<![a-z])(?:cancel|refund|where is my)(?![a-z])")
-_QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个近|哪个好|"
-                       r"哪家|怎么样|是什么|什么味|(?<![a-z])(?:how much|what'?s on|what is on|do you have|is there)(?![a-z])")
-_ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|那就|就行|(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
+                             r"(?<![a-z])(?:cancel|refund|where is my|didn'?t get|did not get|never got|never arrived)(?![a-z])")
+# Asking words (是不是, 会不会, 哪个, 为什么, 几号) and the English question that starts with its verb
+# (is the bubble tea sweet?) ask about the item; so does a complaint about one received (太咸了, 难喝).
+_QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个|"
+                       r"哪家|怎么样|是什么|什么味|是不是|会不会|为什么|为啥|怎么这么|怎么那么|几号|"
+                       r"太咸|太淡|难喝|难吃|不好喝|不好吃|洒了|撒了|有头发|有虫|变质|"
+                       r"(?<![a-z])(?:how much|what'?s on|what is on|what'?s in|what is in|do you have|is there)(?![a-z])|"
+                       r"^(?:is|are|does|did|was|were|why|which)(?![a-z])")
+_ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|那就|就行|换|(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
+# A clause that ends in 吗 and names a thing asks about it (柠檬水是现做的吗, 生椰拿铁能做热的吗) unless
+# it asks for it (能帮我来一杯生椰拿铁吗); one that names nothing (两杯柠檬水，能用免单卡吗) leaves the order.
+_YES_NO = re.compile(r"[^,，。.;；!！?？]*吗(?=\s*(?:[,，。.;；!！?？]|$))")
 
 
-def _not_an_order(text: str) -> bool:
+def _not_an_order(text: str, tokens: list[_Token]) -> bool:
     if _ABOUT_AN_ORDER.search(text):
         return True
-    question = _QUESTION.search(text)
-    return question is not None and not _ORDER_WORD.search(text, question.end())
+    asked = [m for m in (_QUESTION.search(text),) if m]
+    asked += [m for m in _YES_NO.finditer(text) if not _ORDER_WORD.search(m.group())
+              and any(t.kind in (ITEM, CAT) and m.start() <= t.start < m.end() for t in tokens)]
+    return any(not _ORDER_WORD.search(text, m.end()) for m in asked)
 
 
 # 还是 between two things: after a clause break a change of mind (拿铁，还是美式吧), else a
@@ -303,7 +313,9 @@ class RuleBasedResolver:
             # Pieces of the Chinese name and aliases: 柠檬水 -> 冰鲜柠檬水, 草莓奶昔 -> 草莓摇摇奶昔.
             for word in {core, *(normalize(a) for a in item.aliases if any(is_cjk(c) for c in a))}:
                 for piece, share in _pieces(word):
-                    if piece in generic or piece == word:
+                    # 杯百香果 (of 满杯百香果) took the 杯 of 两杯百香果, and 两 alone counted nothing:
+                    # a measure word starting a piece is the count's.
+                    if piece in generic or piece == word or piece[0] in MEASURE_WORDS:
                         continue
                     self._add_item(piece, item.item_id, 0.5 + 0.35 * share, "piece", normalized=True)
         for surface, keys in option_surfaces(self._items.values()).items():
@@ -375,7 +387,7 @@ class RuleBasedResolver:
         raw = text if isinstance(text, str) else str(text)
         norm = _without_list_numbers(normalize(_lines_as_clauses(raw[:MAX_CHARS * 2]))[:MAX_CHARS])
         tokens, unexplained = self._tokens(norm)
-        if _not_an_order(norm) and any(t.kind in (ITEM, CAT, BRAND) for t in tokens):
+        if _not_an_order(norm, tokens) and any(t.kind in (ITEM, CAT, BRAND) for t in tokens):
             return self._clarify_not_an_order()
         tokens = self._without_pack_sizes(tokens)
         cheapest = _CHEAPEST.search(norm) is not None
@@ -388,7 +400,7 @@ class RuleBasedResolver:
             return self._clarify_either(tokens, either)
         tokens = _without_fallbacks(tokens)
         tokens, refused = _negated(tokens)
-        tokens, people, per_person_until = _headcount(tokens)
+        tokens, people, per_person_until = _headcount(tokens, norm)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
         if len(drafts) > MAX_MENTIONS:
@@ -1251,16 +1263,18 @@ def _negated(tokens: list[_Token]) -> tuple[list[_Token], list[_Token]]:
     return [t for k, t in enumerate(tokens) if k not in gone], refused
 
 
-def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int, int]:
+def _headcount(tokens: list[_Token], text: str) -> tuple[list[_Token], int, int]:
     """The phrases to parse, how many people each count is for, and where the counts per person
     end: with 每人 (each person), the number of people said (5个人每人一杯生椰拿铁 is five cups,
     每人一杯，一共5人 too) is no count of its own. Without 每人 a number of people stays a count, as
     people say it (3个人的奶茶). What is added after it (…，再加一杯美式) is one more cup for the
     table, not one each: read per person it put four unasked-for coffees on the order."""
-    each = [t for t in tokens if t.kind == PER_PERSON or _each_of_the_speakers(tokens, t)]
+    each = [t for t in tokens if t.kind == PER_PERSON or _each_of_the_speakers(tokens, t, text)]
     if not each:
         return tokens, 1, 0
-    people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), 1)
+    people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), None)
+    if people is None:
+        people = _named_people(tokens, each[0], text)
     # 每人 said again after 再 (…，再每人一个甜筒) is again one each: the span ends after the last one.
     until = next((t.start for t in tokens if t.kind == SEP and t.start > each[-1].end and t.surface in ADDITIVE_SEPARATORS),
                  math.inf)
@@ -1269,14 +1283,31 @@ def _headcount(tokens: list[_Token]) -> tuple[list[_Token], int, int]:
             people, until)
 
 
-def _each_of_the_speakers(tokens: list[_Token], t: _Token) -> bool:
+def _each_of_the_speakers(tokens: list[_Token], t: _Token, text: str) -> bool:
     """各 after the speakers are counted and before anything is named (我们俩各要一杯厚乳拿铁) is 每人:
     read as "each of the lines" it ordered one cup for two people. After the items (柠檬水和奶茶各一杯)
     it still gives each line the count."""
     if t.kind != GLOBAL or not t.surface.startswith("各"):
         return False
     before = tokens[:tokens.index(t)]
-    return any(b.kind == QTY and b.people for b in before) and not any(b.kind in (ITEM, CAT) for b in before)
+    if any(b.kind in (ITEM, CAT) for b in before):
+        return False
+    return any(b.kind == QTY and b.people for b in before) or _named_people(tokens, t, text) > 1
+
+
+# Between the people named for 一人一杯 / 各一个: 我和我老公, 我、小王、小李, 给我和我老婆.
+_BETWEEN_PEOPLE = re.compile(r"\s*(?:和|跟|与|及|还有|、|,|，|&)\s*")
+_A_PERSON = re.compile(r"[^\W\d_]{1,5}")
+
+
+def _named_people(tokens: list[_Token], marker: _Token, text: str) -> int:
+    """How many people are named right before 一人 / 每人 / 各 (我和室友各一个): without it 一人一杯
+    multiplied by nobody and two people got one cup. 1 when they are not named one by one."""
+    start = max((t.end for t in tokens if t.end <= marker.start and t.kind in (ITEM, CAT, BRAND, QTY)), default=0)
+    names = [n for n in _BETWEEN_PEOPLE.split(text[start:marker.start].strip(" ,，、;；。")) if n]
+    if len(names) < 2 or not all(_A_PERSON.fullmatch(n) for n in names):
+        return 1
+    return len(names)
 
 
 def _times(draft: _Draft, people: int) -> None:

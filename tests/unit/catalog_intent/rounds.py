@@ -12,16 +12,17 @@ ITEM = {i.item_id: i for i in ITEMS}
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
 ROUND_FILES = ("heldout.jsonl", "heldout_round2.jsonl", "heldout_round3.jsonl", "heldout_round4.jsonl",
-               "heldout_round5.jsonl", "heldout_round6.jsonl", "heldout_round7.jsonl")
+               "heldout_round5.jsonl", "heldout_round6.jsonl", "heldout_round7.jsonl", "heldout_round8.jsonl")
 EVERY_SET = [c for name in ROUND_FILES for c in load_cases(HERE / name)] + load_cases(ROOT / "tests/data/nl_dev_set.jsonl")
 # Left as they are, each for the reason its round's test file gives.
 KNOWN_MISSES = {
-    5: {"一个鸡腿堡", "一点点的波霸奶茶少冰", "给我和我老婆各点一杯多肉葡萄"},
+    5: {"一个鸡腿堡", "一点点的波霸奶茶少冰"},
     6: {"订单号 2026021512345 再来一份：原味鸡 2块", "蛋塔3个", "芒果冰淇淋",
         "预算一共40，两杯咖啡", "美试两杯"},
-    7: {"two lattes please", "一杯热的厚乳拿铁，啊不是，要冰的", "生椰拿铁 大 少冰 少糖", "薯条2可乐2汉堡2", "9块9的咖啡来一杯", "我跟我妈一人一个蛋挞",
-        "10块钱以内的，蜜雪随便来两杯", "来点水果", "给我弄杯热乎的柠檬水，老人家不能喝冰的", "来杯拿铁", "给我整一杯生椰，要冰的，冰块少放点", "两杯生椰拿铁，一杯给我一杯给同事，同事那杯要热的",
-        "唔好落冰嘅柠檬水两杯", "一杯珍奶，冰塊少一點", "孩子他爸要一个奥尔良的，我要香辣的", "两杯生椰拿铁，其中一杯不要了", "luckin的latte来一杯"},
+    7: {"two lattes please", "一杯热的厚乳拿铁，啊不是，要冰的", "生椰拿铁 大 少冰 少糖", "薯条2可乐2汉堡2", "9块9的咖啡来一杯",
+        "10块钱以内的，蜜雪随便来两杯", "来点水果", "给我弄杯热乎的柠檬水，老人家不能喝冰的", "来杯拿铁", "两杯生椰拿铁，一杯给我一杯给同事，同事那杯要热的",
+        "孩子他爸要一个奥尔良的，我要香辣的", "两杯生椰拿铁，其中一杯不要了", "luckin的latte来一杯"},
+    8: {"别再给我推荐奶茶了", "要一个新奥尔良烤鸡腿堡，不要了换成香辣的"},
 }
 
 
