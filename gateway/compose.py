@@ -506,14 +506,18 @@ class Gateway:
         # EnterDraw admits only qualified users and invites are never taken back: a user who is
         # not qualified now has no entry today, so its entries need not be read. Nor when the
         # lottery just failed to say what today's draw is: asking it again would wait as long.
-        entered = draw is not None and wallet.lottery_qualified and await self._entered(user, day, o)
+        entered: bool | None = False
+        if draw is not None and wallet.lottery_qualified:
+            entered = await self._entered(user, day, o)
         lottery = gateway_pb2.LotteryStatus(
             day=day,
             invites=wallet.lottery_progress or wallet.invites_made,
             threshold=wallet.lottery_threshold,
             qualified=wallet.lottery_qualified,
-            entered_today=entered,
+            entered_today=bool(entered),
             entries_open=self._entries_open(draw),
+            # A user told "not entered, entries closed" at 10:00 because the lottery restarted.
+            standing_unknown=draw is None or entered is None,
         )
         return gateway_pb2.WalletView(wallet=wallet, cards=wallet_reply.available_cards, lottery=lottery)
 
@@ -551,7 +555,8 @@ class Gateway:
         )
         return reply.draw
 
-    async def _entered(self, user: str, day: str, o: CallOptions) -> bool:
+    async def _entered(self, user: str, day: str, o: CallOptions) -> bool | None:
+        """Whether the user entered today's draw; None when the lottery could not say."""
         try:
             reply = await self.lottery.ListMyEntries(
                 lottery_service_pb2.ListMyEntriesRequest(campaign_id=self.campaign_id, user_id=user, page_size=3),
@@ -561,7 +566,7 @@ class Gateway:
             if not _lottery_degrades(err):
                 raise
             log.warning("wallet shown without today's entry", extra={"code": err.code().name})
-            return False
+            return None
         return any(e.day == day for e in reply.entries)
 
     async def _today(self, o: CallOptions) -> str:

@@ -159,6 +159,20 @@ async def test_the_wallet_is_still_shown_when_the_lottery_is_down(fakes, make_rp
     assert view.lottery.day == "2026-01-28"  # computed from the clock in Asia/Shanghai
 
 
+async def test_a_wallet_the_lottery_could_not_answer_says_its_standing_is_unknown(fakes, make_rpc_error):
+    # Said so, rather than "not entered, entries closed" at noon to a user who entered.
+    fakes.card.invites["alice"] = 3
+    fakes.lottery.fail["GetDraw"] = make_rpc_error(Unavailable("OVERLOADED", "busy", 1000))
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert view.lottery.standing_unknown and not view.lottery.entries_open
+
+
+async def test_a_wallet_whose_lottery_answered_says_its_standing_is_known(fakes):
+    fakes.card.invites["alice"] = 3  # qualified: its entry is read too
+    view = await fakes.gateway.wallet_view("alice", fakes.options())
+    assert not view.lottery.standing_unknown
+
+
 async def test_the_wallet_is_still_shown_when_the_lottery_s_core_refuses_its_calls(fakes):
     # CANCELLED without details: a busy lottery's gRPC core turning calls away (max_pending_calls).
     refused = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(), "")

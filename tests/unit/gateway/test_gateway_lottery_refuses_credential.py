@@ -16,6 +16,7 @@ async def test_a_wallet_is_shown_without_lottery_standing_when_the_lottery_refus
     fakes.lottery.fail[method] = make_rpc_error(CREDENTIAL_INVALID)
     view = await fakes.gateway.wallet_view("alice", fakes.options())
     assert view.lottery.day == "2026-01-28" and not view.lottery.entered_today
+    assert view.lottery.standing_unknown  # for the entries read (ListMyEntries) as for the draw
 
 
 async def test_the_lottery_refusing_the_users_request_itself_still_fails_the_wallet(fakes, make_rpc_error):

@@ -28,7 +28,7 @@ from miandan.catalog.v1 import catalog_pb2 as miandan_dot_catalog_dot_v1_dot_cat
 from miandan.lottery.v1 import lottery_pb2 as miandan_dot_lottery_dot_v1_dot_lottery__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n miandan/gateway/v1/gateway.proto\x12\x12miandan.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amiandan/card/v1/card.proto\x1a miandan/catalog/v1/catalog.proto\x1a miandan/lottery/v1/lottery.proto\"\x80\x01\n\rLotteryStatus\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0f\n\x07invites\x18\x02 \x01(\x05\x12\x11\n\tthreshold\x18\x03 \x01(\x05\x12\x11\n\tqualified\x18\x04 \x01(\x08\x12\x15\n\rentered_today\x18\x05 \x01(\x08\x12\x14\n\x0c\x65ntries_open\x18\x06 \x01(\x08\"\x8f\x01\n\nWalletView\x12\'\n\x06wallet\x18\x01 \x01(\x0b\x32\x17.miandan.card.v1.Wallet\x12$\n\x05\x63\x61rds\x18\x02 \x03(\x0b\x32\x15.miandan.card.v1.Card\x12\x32\n\x07lottery\x18\x03 \x01(\x0b\x32!.miandan.gateway.v1.LotteryStatus\"\xcf\x02\n\x0cOrderPreview\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x33\n\x08proposal\x18\x03 \x01(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x37\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x11\n\ttotal_fen\x18\x05 \x01(\x03\x12\x18\n\x10\x63\x61rd_covered_fen\x18\x06 \x01(\x03\x12\x13\n\x0bpayable_fen\x18\x07 \x01(\x03\x12\x15\n\rclarification\x18\x08 \x01(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63\x61rd_id\x18\n \x01(\t\x12\x14\n\x0c\x63\x61rd_unknown\x18\x0b \x01(\x08\"v\n\x0b\x44rawResults\x12&\n\x04\x64raw\x18\x01 \x01(\x0b\x32\x18.miandan.lottery.v1.Draw\x12\x12\n\ncaller_won\x18\x02 \x01(\x08\x12\x10\n\x08verified\x18\x03 \x01(\x08\x12\x19\n\x11verification_note\x18\x04 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n miandan/gateway/v1/gateway.proto\x12\x12miandan.gateway.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1amiandan/card/v1/card.proto\x1a miandan/catalog/v1/catalog.proto\x1a miandan/lottery/v1/lottery.proto\"\x9a\x01\n\rLotteryStatus\x12\x0b\n\x03\x64\x61y\x18\x01 \x01(\t\x12\x0f\n\x07invites\x18\x02 \x01(\x05\x12\x11\n\tthreshold\x18\x03 \x01(\x05\x12\x11\n\tqualified\x18\x04 \x01(\x08\x12\x15\n\rentered_today\x18\x05 \x01(\x08\x12\x14\n\x0c\x65ntries_open\x18\x06 \x01(\x08\x12\x18\n\x10standing_unknown\x18\x07 \x01(\x08\"\x8f\x01\n\nWalletView\x12\'\n\x06wallet\x18\x01 \x01(\x0b\x32\x17.miandan.card.v1.Wallet\x12$\n\x05\x63\x61rds\x18\x02 \x03(\x0b\x32\x15.miandan.card.v1.Card\x12\x32\n\x07lottery\x18\x03 \x01(\x0b\x32!.miandan.gateway.v1.LotteryStatus\"\xcf\x02\n\x0cOrderPreview\x12\x12\n\npreview_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\x12\x33\n\x08proposal\x18\x03 \x01(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x37\n\x0c\x61lternatives\x18\x04 \x03(\x0b\x32!.miandan.catalog.v1.OrderProposal\x12\x11\n\ttotal_fen\x18\x05 \x01(\x03\x12\x18\n\x10\x63\x61rd_covered_fen\x18\x06 \x01(\x03\x12\x13\n\x0bpayable_fen\x18\x07 \x01(\x03\x12\x15\n\rclarification\x18\x08 \x01(\t\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63\x61rd_id\x18\n \x01(\t\x12\x14\n\x0c\x63\x61rd_unknown\x18\x0b \x01(\x08\"v\n\x0b\x44rawResults\x12&\n\x04\x64raw\x18\x01 \x01(\x0b\x32\x18.miandan.lottery.v1.Draw\x12\x12\n\ncaller_won\x18\x02 \x01(\x08\x12\x10\n\x08verified\x18\x03 \x01(\x08\x12\x19\n\x11verification_note\x18\x04 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,11 +36,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'miandan.gateway.v1.gateway_
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOTTERYSTATUS']._serialized_start=186
-  _globals['_LOTTERYSTATUS']._serialized_end=314
-  _globals['_WALLETVIEW']._serialized_start=317
-  _globals['_WALLETVIEW']._serialized_end=460
-  _globals['_ORDERPREVIEW']._serialized_start=463
-  _globals['_ORDERPREVIEW']._serialized_end=798
-  _globals['_DRAWRESULTS']._serialized_start=800
-  _globals['_DRAWRESULTS']._serialized_end=918
+  _globals['_LOTTERYSTATUS']._serialized_end=340
+  _globals['_WALLETVIEW']._serialized_start=343
+  _globals['_WALLETVIEW']._serialized_end=486
+  _globals['_ORDERPREVIEW']._serialized_start=489
+  _globals['_ORDERPREVIEW']._serialized_end=824
+  _globals['_DRAWRESULTS']._serialized_start=826
+  _globals['_DRAWRESULTS']._serialized_end=944
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,7 @@ class LotteryStatus(_message.Message):
     QUALIFIED_FIELD_NUMBER: _builtins.int
     ENTERED_TODAY_FIELD_NUMBER: _builtins.int
     ENTRIES_OPEN_FIELD_NUMBER: _builtins.int
+    STANDING_UNKNOWN_FIELD_NUMBER: _builtins.int
     day: _builtins.str
     """Today in the campaign's time zone, YYYY-MM-DD."""
     invites: _builtins.int
@@ -50,6 +51,11 @@ class LotteryStatus(_message.Message):
     """Whether today's draw takes entries now: false after its cut-off (invites made since count
     toward the next draw), on a day no draw is held, and when the lottery could not say.
     """
+    standing_unknown: _builtins.bool
+    """True when the lottery service could not be asked in time (down, restarting, slow):
+    entered_today and entries_open then say nothing (an app shows "checking" and asks again
+    shortly, rather than "not entered, entries closed").
+    """
     def __init__(
         self,
         *,
@@ -59,10 +65,11 @@ class LotteryStatus(_message.Message):
         qualified: _builtins.bool = ...,
         entered_today: _builtins.bool = ...,
         entries_open: _builtins.bool = ...,
+        standing_unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "entered_today", b"entered_today", "entries_open", b"entries_open", "invites", b"invites", "qualified", b"qualified", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["day", b"day", "entered_today", b"entered_today", "entries_open", b"entries_open", "invites", b"invites", "qualified", b"qualified", "standing_unknown", b"standing_unknown", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
