@@ -183,6 +183,7 @@ class TimedCache(Generic[K, V]):
             # Also when the task is cancelled before its first step (its own finally never runs):
             # a cancelled fetch left here would answer every later caller with CancelledError.
             task.add_done_callback(lambda done: self._forget(key, done))
+            task.add_done_callback(_observed)
         shared[1] += 1
         try:
             if until is None:
@@ -222,6 +223,13 @@ class TimedCache(Generic[K, V]):
         shared = self._inflight.get(key)
         if shared is not None and shared[0] is task:
             del self._inflight[key]
+
+
+def _observed(done: "asyncio.Future[Any]") -> None:
+    # A fetch that failed just as its last waiter gave up has no one to read its error: asyncio
+    # would log "Task exception was never retrieved" at ERROR for an upstream that was merely down.
+    if not done.cancelled():
+        done.exception()
 
 
 class _NotVerified(Exception):

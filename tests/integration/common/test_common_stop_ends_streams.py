@@ -107,3 +107,18 @@ async def test_a_unary_call_in_flight_still_finishes_during_the_drain():
         release.set()
         assert await asyncio.wait_for(call, 10) == b"done"
         await asyncio.wait_for(stopping, 10)
+
+
+async def test_a_stop_without_grace_still_tells_a_stream_why_it_ended():
+    async def watch(request, context):
+        yield b"subscribed"
+        await asyncio.Event().wait()
+
+    server, port = await _serve({"Watch": grpc.unary_stream_rpc_method_handler(watch)})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stream = channel.unary_stream(f"/{SERVICE}/Watch")(b"", metadata=internal_metadata(kit_settings()))
+        assert await asyncio.wait_for(stream.read(), 5) == b"subscribed"
+        stopping = asyncio.ensure_future(server.stop(0))
+        err = await asyncio.wait_for(_ended_by(stream), 10)
+        assert (error_details(err)["code"], error_details(err)["reason"]) == ("UNAVAILABLE", "SHUTTING_DOWN")
+        await asyncio.wait_for(stopping, 10)

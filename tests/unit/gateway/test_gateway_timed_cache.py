@@ -82,3 +82,34 @@ async def test_a_value_kept_before_the_wall_clock_stepped_back_is_not_kept_longe
     assert await cache.get("k", fetch) == 1
     clock.advance(0.2)
     assert await cache.get("k", fetch) == 2
+
+
+async def test_a_fetch_that_fails_once_its_last_waiter_left_leaves_no_unretrieved_error():
+    # A fetch cancelled by its last waiter may still end with an error of its own (an upstream
+    # call turning its cancellation into a failure): nobody reads it, and asyncio logged "Task
+    # exception was never retrieved" at ERROR whenever an upstream was merely slow or down.
+    import gc
+    import time
+
+    from services.common.errors import DomainError
+
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict] = []
+    loop.set_exception_handler(lambda _loop, context: unhandled.append(context))
+    cache: TimedCache[str, int] = TimedCache(10, FakeClock())
+
+    async def fetch() -> int:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise RuntimeError("the upstream call failed as it was cancelled") from None
+        return 7
+
+    with pytest.raises(DomainError):
+        await cache.get("k", fetch, until=time.monotonic() + 0.01)
+    for _ in range(3):
+        await asyncio.sleep(0)
+    gc.collect()
+    await asyncio.sleep(0)
+    loop.set_exception_handler(None)
+    assert [c for c in unhandled if "never retrieved" in c.get("message", "")] == []
