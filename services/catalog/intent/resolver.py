@@ -92,12 +92,14 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
 # placed, an order nobody asked for, on the user's card. A question followed by an order word
 # (蛋挞多少钱一个？给我来四个, 有没有低糖的？有的话来一杯) is an order.
 _ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|还没送|怎么还没|投诉|催单|催一下|"
+                             r"到哪了|到哪里了|只到了|少送|漏送|送错|停售|下架了|"
                              r"(?<![a-z])(?:cancel|refund|where is my|didn'?t get|did not get|never got|never arrived)(?![a-z])")
 # Asking words (是不是, 会不会, 哪个, 为什么, 几号) and the English question that starts with its verb
 # (is the bubble tea sweet?) ask about the item; so does a complaint about one received (太咸了, 难喝).
 _QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个|"
                        r"哪家|怎么样|是什么|什么味|是不是|会不会|为什么|为啥|怎么这么|怎么那么|几号|"
-                       r"太咸|太淡|难喝|难吃|不好喝|不好吃|洒了|撒了|有头发|有虫|变质|"
+                       r"太咸|太淡|难喝|难吃|不好喝|不好吃|洒了|撒了|有头发|有虫|变质|差评|太油了|太甜了|太腻了|"
+                       r"卡路里|热量|保质期|过敏|几块(?=\s*(?:[?？]|$))|几[jJ]|([^\W\d_])不\1(?!要)|"
                        r"(?<![a-z])(?:how much|what'?s on|what is on|what'?s in|what is in|do you have|is there)(?![a-z])|"
                        r"^(?:is|are|does|did|was|were|why|which)(?![a-z])")
 _ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|那就|就行|换|(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
@@ -106,13 +108,39 @@ _ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|�
 _YES_NO = re.compile(r"[^,，。.;；!！?？]*吗(?=\s*(?:[,，。.;；!！?？]|$))")
 
 
+# 能换成雪碧吗 asks whether a swap is possible; 换 asks for nothing inside a yes-no question.
+_ORDER_IN_YES_NO = re.compile(_ORDER_WORD.pattern.replace("|换|", "|"))
+
+
+def _asked(text: str, tokens: list[_Token]) -> list[re.Match]:
+    asked = [m for m in (_QUESTION.search(text),) if m]
+    asked += [m for m in _YES_NO.finditer(text) if not _ORDER_IN_YES_NO.search(m.group())
+              and any(t.kind in (ITEM, CAT) and m.start() <= t.start < m.end() for t in tokens)]
+    return asked
+
+
 def _not_an_order(text: str, tokens: list[_Token]) -> bool:
     if _ABOUT_AN_ORDER.search(text):
         return True
-    asked = [m for m in (_QUESTION.search(text),) if m]
-    asked += [m for m in _YES_NO.finditer(text) if not _ORDER_WORD.search(m.group())
-              and any(t.kind in (ITEM, CAT) and m.start() <= t.start < m.end() for t in tokens)]
-    return any(not _ORDER_WORD.search(text, m.end()) for m in asked)
+    return any(not _ORDER_WORD.search(text, m.end()) for m in _asked(text, tokens))
+
+
+# 还有吗？没有的话就柠檬水: what follows is a fallback for the item asked about, which is still wanted.
+_IF_SO = re.compile(r"的话|(?:没有|没了|卖完了?)就|不然|否则")
+
+
+def _without_what_was_asked_about(text: str, tokens: list[_Token]) -> list[_Token]:
+    """A question or complaint followed by an order of another item (昨天的香辣鸡腿堡太咸了，今天换个原味鸡,
+    生椰拿铁有吗？没有的话来两杯厚乳拿铁): the item asked about is not ordered. When the order names no
+    item (蛋挞多少钱一个？给我来四个) it is of the item asked about, so that stays."""
+    ends = [o.start() for m in _asked(text, tokens) if (o := _ORDER_WORD.search(text, m.end()))]
+    if not ends or _IF_SO.search(text):
+        return tokens
+    order_from = max(ends)
+    named = [t.start >= order_from for t in tokens if t.kind in (ITEM, CAT)]
+    if not (any(named) and not all(named)):
+        return tokens
+    return [t for t in tokens if t.start >= order_from or t.kind == BRAND]
 
 
 # 还是 between two things: after a clause break a change of mind (拿铁，还是美式吧), else a
@@ -389,6 +417,7 @@ class RuleBasedResolver:
         tokens, unexplained = self._tokens(norm)
         if _not_an_order(norm, tokens) and any(t.kind in (ITEM, CAT, BRAND) for t in tokens):
             return self._clarify_not_an_order()
+        tokens = _without_what_was_asked_about(norm, tokens)
         tokens = self._without_pack_sizes(tokens)
         cheapest = _CHEAPEST.search(norm) is not None
         # 30块以内的咖啡: nothing dearer is offered, whatever the card covers.
