@@ -87,6 +87,8 @@ class QuantityMatch:
     problem: str = ""
     # True for a number of people (5个人, 三位, 4 people): a count of cups only with 每人 (each).
     people: bool = False
+    # True for the size of a pack (10个装): the caller counts it only when nothing counts the packs.
+    pack: bool = False
 
 
 _CN_NUM = f"[{_CN_NUM_CHARS}]+"
@@ -110,14 +112,18 @@ _EN_SMALL = "|".join(k for k, v in _EN_NUMBERS.items() if " " not in k and v <= 
 _KUAI_MONEY = rf"块(?=钱|以内|以下|之内|内|左右|多|的|太|那|这|\d|一[{MEASURE_WORDS}]|每)"
 _MONEY_UNIT = r"(?:块钱|块|元|rmb|yuan|刀)"
 # Words that make the amount after them, or before them, a ceiling on the price: 预算 and 人均 are
-# money words themselves; 不超过 and 最多 are money only with a unit (最多两杯 is a count).
+# money words themselves; 不超过 and 最多 are money only with a unit (最多两杯 is a count), or after a
+# word for the price (价格别超过25: read as a count, it ordered twenty-five coffees).
 _BUDGET_AFTER = r"(?:以内|以下|之内|内)"
+_CEILING = r"(?:不超过|不超|别超过|别超|不要超过|不能超过|不到|低于|少于|最多|顶多)"
+_PRICE_WORD = r"(?:价格|价钱|价位|单价|售价)"
 _EN_BUDGET = r"(?<![a-z])(?:under|below|less than|within|max|up to|budget)\s?"
 # Amounts of money: a price (¥29, 4块的, 9块9) or a budget (30块以内, under 20). They are never counts:
 # read as one, 不超过22块的汉堡 ordered 22 burgers and 生椰拿铁(¥29)x2 twenty-nine lattes.
 _MONEY_PATTERNS = [
     (re.compile(rf"(?:预算|人均)\s?[¥$]?\s?{_NUMBER}\s?{_MONEY_UNIT}?\s?{_BUDGET_AFTER}?"), True),
-    (re.compile(rf"(?:不超过|不超|不到|低于|少于|最多|顶多)\s?(?P<cur>[¥$])?\s?{_NUMBER}\s?(?P<unit>{_MONEY_UNIT})?\s?{_BUDGET_AFTER}?"), True),
+    (re.compile(rf"{_PRICE_WORD}\s?(?:在|要|得)?\s?{_CEILING}\s?[¥$]?\s?{_NUMBER}\s?{_MONEY_UNIT}?\s?{_BUDGET_AFTER}?"), True),
+    (re.compile(rf"{_CEILING}\s?(?P<cur>[¥$])?\s?{_NUMBER}\s?(?P<unit>{_MONEY_UNIT})?\s?{_BUDGET_AFTER}?"), True),
     (re.compile(rf"{_EN_BUDGET}(?:[¥$]|rmb\s?)?{_NUMBER}(?:\s?(?:{_MONEY_UNIT}|dollars?|bucks?)|(?!\s?[a-z]))"), True),
     (re.compile(rf"{_NUMBER}\s?{_MONEY_UNIT}?\s?{_BUDGET_AFTER}"), True),
     (re.compile(rf"[¥$]\s?{_NUMBER}"), False),
@@ -148,6 +154,8 @@ _PATTERNS = [
     # x2, ×3, *2 and 2x (not inside a word); x1.5 and x-1 are read whole, to be refused.
     (re.compile(rf"(?<![a-z0-9])[x×*]\s?(?P<sign>[-−])?(?P<num>{_DIGITS})(?![0-9a-z]|[./]\d)"), "x"),
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})\s?[x×](?![a-z0-9])"), "x"),
+    # 10个装, 三块装: the size of a pack (see QuantityMatch.pack).
+    (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})\s?装(?<!{_KUAI_MONEY}装)"), "pack"),
     # 3杯, 12 个, 两杯, 十二杯, 一对, 1005杯, 一百万杯; 3.5杯, -2杯, 2-3杯 (to be refused)
     # (but 25块钱 / 30块以内 is money, not a count)
     (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})(?<!{_KUAI_MONEY})"), "measured"),
@@ -199,7 +207,7 @@ def scan_quantities(text: str, *, money_masked: bool = False) -> list[QuantityMa
                 taken[i] = True
             found.append(QuantityMatch(m.start(), m.end(), 0 if problem else q, marked=kind != "bare",
                                        people=kind in ("people", "english-people", "colloquial-people"),
-                                       problem=problem))
+                                       problem=problem, pack=kind == "pack"))
     found.sort(key=lambda q: q.start)
     return found
 

@@ -99,6 +99,8 @@ _ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|�
 _QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个|"
                        r"哪家|怎么样|是什么|什么味|是不是|会不会|为什么|为啥|怎么这么|怎么那么|几号|"
                        r"太咸|太淡|难喝|难吃|不好喝|不好吃|洒了|撒了|有头发|有虫|变质|差评|太油了|太甜了|太腻了|"
+                       r"(?<![天变转])凉了|拉肚子|喝腻了|吃腻了|有破的|破了|碎了|哪些|怎么回事|怎么办|"
+                       r"几\s?[个只块枚片颗]\s?一\s?[盒份包袋箱桶]|"
                        r"卡路里|热量|保质期|过敏|几块(?=\s*(?:[?？]|$))|几[jJ]|([^\W\d_])不\1(?!要)|"
                        r"(?<![a-z])(?:how much|what'?s on|what is on|what'?s in|what is in|do you have|is there)(?![a-z])|"
                        r"^(?:is|are|does|did|was|were|why|which)(?![a-z])")
@@ -123,6 +125,14 @@ def _not_an_order(text: str, tokens: list[_Token]) -> bool:
     if _ABOUT_AN_ORDER.search(text):
         return True
     return any(not _ORDER_WORD.search(text, m.end()) for m in _asked(text, tokens))
+
+
+def _without_pack_sizes_when_packs_are_counted(tokens: list[_Token]) -> list[_Token]:
+    """10个装鸡蛋来2份: the pack size describes the thing and 2份 counts it (read as a count, ten boxes of
+    eggs were ordered). Alone (原味鸡来个三块装) the pack size is the count."""
+    if not any(t.kind == QTY and not t.pack and not t.people for t in tokens):
+        return tokens
+    return [t for t in tokens if not t.pack]
 
 
 # 还有吗？没有的话就柠檬水: what follows is a fallback for the item asked about, which is still wanted.
@@ -202,6 +212,7 @@ class _Token:
     items: dict[str, float] = field(default_factory=dict)
     problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
     people: bool = False  # a number of people (5个人), not of cups
+    pack: bool = False  # the size of a pack (10个装), not a count of packs
     # An option, count or item said after a correction (算了还是去冰, 三个，不对，五个, 多肉葡萄，不对，
     # 要多肉桃李): it replaces the one before.
     corrects: bool = False
@@ -613,6 +624,7 @@ class RuleBasedResolver:
             gaps.append((gap_start, n))
         for a, b in gaps:
             tokens.extend(self._gap_tokens(text, a, b, clause_ends=b == n))
+        tokens = _without_pack_sizes_when_packs_are_counted(tokens)
         tokens.sort(key=lambda t: t.start)
         covered = {c for t in tokens for c in range(t.start, t.end)}
         for t in list(tokens):
@@ -784,7 +796,7 @@ class RuleBasedResolver:
             masked[start:end] = " " * (end - start)
         for q in scan_quantities("".join(masked), money_masked=True):
             out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0, surface=gap[q.start:q.end],
-                              quantity=q.quantity, problem=q.problem, people=q.people))
+                              quantity=q.quantity, problem=q.problem, people=q.people, pack=q.pack))
             for c in range(q.start, q.end):
                 masked[c] = " "
         plain = "".join(masked)
