@@ -117,16 +117,17 @@ def main(argv: list[str]) -> int:
     held8 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round8.jsonl")
     held9 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round9.jsonl")
     held10 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round10.jsonl")
+    held11 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round11.jsonl")
     print(f"load demo specs: {(t1 - t0) * 1e3:.1f} ms, build resolver: {(t2 - t1) * 1e3:.1f} ms "
           f"({len(brands)} brands, {len(items)} items)")
     for name, cases in (("dev set", dev), ("held-out", held), ("held-out round 2", held2), ("held-out round 3", held3),
                         ("held-out round 4", held4), ("held-out round 5", held5),
                         ("held-out round 6", held6), ("held-out round 7", held7),
                         ("held-out round 8", held8), ("held-out round 9", held9),
-                        ("held-out round 10", held10)):
+                        ("held-out round 10", held10), ("held-out round 11", held11)):
         ok, n = _accuracy(resolver, judge, cases, verbose)
         print(f"{name} accuracy: {ok}/{n} = {ok / n:.1%}")
-    texts = [c["text"] for c in dev + held + held2 + held3 + held4 + held5 + held6 + held7 + held8 + held9 + held10 if c["text"]]
+    texts = [c["text"] for c in dev + held + held2 + held3 + held4 + held5 + held6 + held7 + held8 + held9 + held10 + held11 if c["text"]]
     wall, cpu = [], []
     for _ in range(rounds):
         for text in texts:

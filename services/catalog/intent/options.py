@@ -48,15 +48,21 @@ _LESS_AFTER = ("少放点", "少放一点", "少放些", "放少点", "放少一
 _NONE_BEFORE = ("不要", "不加", "不放", "别放", "别加", "不要放", "不要加", "唔好落", "唔好加", "唔落", "唔要", "走")
 
 
+# Said between the thing and how much of it (糖也少点, 冰块一律不要, 冰都不要): they change nothing, and
+# without them the option was dropped and the drink made with full ice and sugar.
+_BETWEEN = ("", "也", "都", "一律", "全都", "也都")
+
+
 def _pairings(things: tuple[str, ...], before: tuple[str, ...], after: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(sorted({b + t for b in before for t in things} | {t + a for t in things for a in after}))
+    return tuple(sorted({b + t for b in before for t in things}
+                        | {t + m + a for t in things for m in _BETWEEN for a in after}))
 
 
 for _canonical, _phrases in {"少冰": _pairings(_ICE, _LESS_BEFORE, _LESS_AFTER),
                              "少糖": _pairings(_SUGAR, _LESS_BEFORE, _LESS_AFTER),
-                             "去冰": _pairings(_ICE, _NONE_BEFORE, ("不要", "不用")),
-                             "不另外加糖": _pairings(("糖",), _NONE_BEFORE, ("不要", "不用")),
-                             "半糖": _pairings(_SUGAR, ("减半",), ("减半", "减一半"))}.items():
+                             "去冰": _pairings(_ICE, _NONE_BEFORE, ("不要", "不用", "别放", "不放", "别加", "不加")),
+                             "不另外加糖": _pairings(("糖",), _NONE_BEFORE, ("不要", "不用", "别放", "不放", "别加", "不加")),
+                             "半糖": _pairings(_SUGAR, ("减半",), ("减半", "减一半", "一半"))}.items():
     COLLOQUIAL_OPTIONS[_canonical] += tuple(p for p in _phrases if p not in COLLOQUIAL_OPTIONS[_canonical])
 
 # Words that give a direction, not a level, and the options (canonical names) that go that way:
