@@ -638,6 +638,7 @@ class RuleBasedResolver:
                 covered.add(p)
                 p -= 1
         tokens.sort(key=lambda t: t.start)
+        tokens = _without_conditions(text, tokens, covered)
         tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered), self._category)
         said_before, thing_before, thing_end = 0, False, 0
         for k, t in enumerate(tokens):
@@ -1460,6 +1461,18 @@ def _each_word_a_slip(phrase: str, surface: str) -> bool:
         return True
     return all(a == b or fuzz.ratio(a, b) >= 75 for a, b in zip(said, named))
 
+
+
+def _without_conditions(text: str, tokens: list[_Token], covered: set[int]) -> list[_Token]:
+    """Drop a kind of thing that starts a condition: 好吃的话 ("if it is good") read as 吃的
+    ("something to eat") and added fries to 原味鸡好吃吗？好吃的话来两块."""
+    kept = []
+    for t in tokens:
+        if t.kind == CAT and t.surface.endswith("的") and text.startswith("话", t.end):
+            covered.difference_update(range(t.start, t.end))
+            continue
+        kept.append(t)
+    return kept
 
 def _without_list_numbers(text: str) -> str:
     """"1、生椰拿铁 2、厚乳拿铁": the numbers of a list, 1, 2, 3 … in order, are separators, not

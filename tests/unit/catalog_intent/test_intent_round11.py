@@ -43,3 +43,12 @@ def test_round_eleven_held_out_sentences_are_understood_at_least_as_well_as_when
     assert len(ROUND11) >= 130
     assert sum(1 for c in ROUND11 if c["expect"].get("clarify")) >= 25
     assert set(misses(ROUND11)) <= KNOWN_MISSES[11], misses(ROUND11)
+
+
+@pytest.mark.parametrize("text, lines", [
+    ("原味鸡好吃吗？好吃的话来两块", [("吮指原味鸡", 2, ())]),
+    ("好喝的话来两杯生椰拿铁", [("生椰拿铁", 2, ())]),
+])
+def test_a_condition_on_taste_is_no_kind_of_thing_to_order(text, lines):
+    # 好吃的话 ("if it is good") was read as 吃的 ("something to eat"): two fries were added.
+    assert _lines(text) == lines
