@@ -475,11 +475,10 @@ def validate_item(item: MenuItem) -> None:
         for o in g.options:
             if not -MAX_PRICE_FEN <= o.price_delta_fen <= MAX_PRICE_FEN:
                 problems.append((f"{where}.options", f"price_delta_fen of {o.option_id!r} out of range"))
-            if item.price_fen + o.price_delta_fen < 0:
-                problems.append((f"{where}.options", f"option {o.option_id!r} would make the price negative"))
-    # A line takes one option of every group, so the cheapest choice of each adds up: two
-    # groups of -80 on a 100-fen item each passed the check above alone and quoted -60 together
-    # (a negative subtotal, a negative payment). Checked only once no single option fails.
+    # A line takes one option of every group, so what bounds its price is the cheapest choice of
+    # each group added up: two groups of -80 on a 100-fen item quoted -60 together, while a set
+    # meal of 10 yuan whose main course adds at least 15 may well take 12 off for "no drink"
+    # (an option judged alone against the base price refused that menu).
     cheapest = item.price_fen + sum(min((o.price_delta_fen for o in g.options), default=0) for g in item.option_groups)
     if not problems and cheapest < 0:
         problems.append(("item.option_groups", f"options chosen together would make the price negative ({cheapest} fen)"))

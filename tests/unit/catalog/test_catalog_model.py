@@ -176,3 +176,20 @@ def test_names_with_control_characters_are_refused_and_other_scripts_and_emoji_a
         with pytest.raises(InvalidArgument):
             model.validate_item(bad_item)
     model.validate_item(MenuItem("i", "b", "生椰拿铁🥥", 100, aliases=("coconut latte",)))
+
+
+def test_a_negative_option_is_taken_when_a_group_every_line_must_choose_from_keeps_the_price_above_zero():
+    # A set meal priced from 10 yuan: its main course adds at least 15, "no drink" takes 12 off.
+    # No line can cost less than 13 yuan, so the item is valid, though 10 - 12 alone is below 0.
+    main = OptionGroup("main", "主食", (Option("burger", "汉堡", 1500), Option("wrap", "卷", 2000)))
+    drink = OptionGroup("drink", "饮料", (Option("cola", "可乐", 0), Option("none", "不要饮料", -1200)))
+    meal = MenuItem("meal", "kfc", "超值套餐", 1000, option_groups=(main, drink))
+    model.validate_item(meal)
+    line = quote(store(), {"meal": meal}, set(), [WantedLine("meal", 1, {"drink": "none"})], NOW, is_open=True)
+    assert line.total_fen == 1300
+
+
+def test_options_whose_cheapest_choice_goes_below_zero_are_still_refused():
+    drink = OptionGroup("drink", "饮料", (Option("cola", "可乐", 0), Option("none", "不要饮料", -1200)))
+    with pytest.raises(InvalidArgument):
+        model.validate_item(MenuItem("meal", "kfc", "超值套餐", 1000, option_groups=(drink,)))
