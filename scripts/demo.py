@@ -15,8 +15,8 @@ Which suite:
   less than two minutes away (it waits then).
 - otherwise, or with --own-suite, the demo starts its own suite exactly as `make run` does
   (`python -m services.suite`, a temporary MIANDAN_DATA, free ports) with the lottery cut-off at
-  the first whole minute at least --cutoff-in seconds ahead (MIANDAN_LOTTERY_CUTOFF, campaign-local
-  HH:MM; skipped with a note if that minute is past local midnight), plays the story, waits for
+  the first whole second at least --cutoff-in seconds ahead (MIANDAN_LOTTERY_CUTOFF, campaign-local
+  HH:MM:SS; skipped with a note if that second is past local midnight), plays the story, waits for
   the cut-off, has the operator run the draw, verifies it twice independently (the gateway's
   check and the services.lottery.verify checker) and stops the suite, also on Ctrl-C.
 
@@ -116,7 +116,7 @@ def local_hm(moment: datetime) -> str:
 @dataclass(frozen=True)
 class CutoffPlan:
     """When the own suite's lottery closes entries. `cutoff` is None when no same-day cut-off
-    fits (the minute would be on the next local day); `reason` then says why."""
+    fits (the second would be on the next local day); `reason` then says why."""
 
     at: datetime  # the instant (aware); for a skipped plan, where it would have fallen
     cutoff: clock_time | None
@@ -124,25 +124,26 @@ class CutoffPlan:
 
     @property
     def env_value(self) -> str:
-        return self.cutoff.strftime("%H:%M") if self.cutoff else ""
+        return self.cutoff.strftime("%H:%M:%S") if self.cutoff else ""
 
 
 def plan_cutoff(now: datetime, lead_seconds: float, zone: ZoneInfo = SHANGHAI) -> CutoffPlan:
-    """The first whole minute (the setting is HH:MM) at least `lead_seconds` after `now`, in
-    campaign-local time. A cut-off belongs to its local day: one that would land on the next day
-    (00:00 included, which closes that day at its very start) cannot serve today's draw."""
+    """The first whole second (the setting is HH:MM:SS) at least `lead_seconds` after `now`, in
+    campaign-local time: the lead alone is the wait, with no rounding up to a minute on top. A
+    cut-off belongs to its local day: one that would land on the next day (00:00:00 included,
+    which closes that day at its very start) cannot serve today's draw."""
     local = now.astimezone(zone)
     target = local + timedelta(seconds=lead_seconds)
-    minute = target.replace(second=0, microsecond=0)
-    if minute < target:
-        minute += timedelta(minutes=1)
-    if minute.date() != local.date():
+    second = target.replace(microsecond=0)
+    if second < target:
+        second += timedelta(seconds=1)
+    if second.date() != local.date():
         return CutoffPlan(
-            minute, None,
+            second, None,
             f"现在是 {local:%H:%M} (Asia/Shanghai)，截止时间会跨过午夜 / it is {local:%H:%M} in Asia/Shanghai: a cut-off "
             f"{lead_seconds:.0f} s ahead would fall after local midnight, on the next day's draw",
         )
-    return CutoffPlan(minute, minute.timetz().replace(tzinfo=None))
+    return CutoffPlan(second, second.timetz().replace(tzinfo=None))
 
 
 # --- the own suite ---------------------------------------------------------------------------
@@ -546,7 +547,8 @@ class Demo:
                 f"Asia/Shanghai, in {left}.")
             say("  The lottery never draws before the cut-off (by design), and this suite's cut-off is too far off to wait for.")
             say("  To watch a whole day in one run: `python -m scripts.demo --own-suite` (make demo DEMO_ARGS=--own-suite)")
-            say("  starts a throw-away suite whose entries close a minute from now. Meanwhile, the latest drawn day here:")
+            say("  starts a throw-away suite whose entries close --cutoff-in seconds (45 by default) from now.")
+            say("  Meanwhile, the latest drawn day here:")
             self.limits.append(f"running and verifying {day}'s draw: its cut-off is {left} away")
             await self.show_latest()
             return
@@ -790,9 +792,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.demo", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
     parser.add_argument("--own-suite", action="store_true", help="start a throw-away suite even if one is running")
-    # The setting is a whole minute, so the wait is this lead plus 0-60 s: 45-105 s by default.
+    # The setting takes whole seconds, so the wait is this lead (plus under a second). It must
+    # cover the suite's start and the story up to its entry (STORY_SECONDS); a start that eats
+    # too much of it costs a second start with a later cut-off.
     parser.add_argument("--cutoff-in", type=float, default=45.0, metavar="SECONDS",
-                        help="own suite: entries close at the first whole minute at least this far ahead (default 45)")
+                        help="own suite: entries close at the first whole second at least this far ahead (default 45)")
     parser.add_argument("--gateway", help="gateway of a running suite (default MIANDAN_GATEWAY_ADDR or 127.0.0.1:50050)")
     parser.add_argument("--lottery", help="lottery of a running suite, for the operator steps (default MIANDAN_LOTTERY_ADDR)")
     args = parser.parse_args(argv)

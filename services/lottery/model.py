@@ -257,17 +257,24 @@ def require_in_window(day: date, campaign: Campaign) -> None:
         )
 
 
+# HH:MM or HH:MM:SS in ASCII digits (`\d` would also take full-width and Arabic-Indic ones).
+# Seconds let the demo and the end-to-end tests close a day moments ahead instead of waiting for
+# the next whole minute; everything after the setting works on the cut-off instant in ms.
+_CUTOFF_RE = re.compile(r"([0-9]{1,2}):([0-9]{2})(?::([0-9]{2}))?")
+
+
 def parse_cutoff(text: str) -> time:
-    m = re.fullmatch(r"(\d{1,2}):(\d{2})", text.strip())
-    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59:
-        raise ValueError(f"MIANDAN_LOTTERY_CUTOFF={text!r} is not HH:MM (00:01..23:59)")
-    cutoff = time(int(m.group(1)), int(m.group(2)))
+    """MIANDAN_LOTTERY_CUTOFF, campaign-local: HH:MM or HH:MM:SS, 00:00:01..23:59:59."""
+    m = _CUTOFF_RE.fullmatch(text.strip())
+    if not m or int(m.group(1)) > 23 or int(m.group(2)) > 59 or int(m.group(3) or 0) > 59:
+        raise ValueError(f"MIANDAN_LOTTERY_CUTOFF={text!r} is not HH:MM or HH:MM:SS (00:00:01..23:59:59)")
+    cutoff = time(int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
     if cutoff == time(0, 0):
         # A cut-off belongs to its own day: 00:00 closes each day at the instant it opens, so no
         # day would ever be committed or entered, and nothing would say why.
         raise ValueError(
             f"MIANDAN_LOTTERY_CUTOFF={text!r} closes each day's entries when that day begins, so nobody could "
-            "ever enter; the latest cut-off is 23:59"
+            "ever enter; the latest cut-off is 23:59:59"
         )
     return cutoff
 

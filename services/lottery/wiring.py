@@ -49,9 +49,10 @@ CRITICALITY = {
 
 
 def draw_settings_from_env(env: Mapping[str, str] | None = None) -> DrawSettings:
-    """MIANDAN_LOTTERY_CUTOFF ("HH:MM", default 20:00, campaign-local), MIANDAN_LOTTERY_BEACON_SOURCE
-    (e.g. "drand:quicknet"; unset = no beacon), MIANDAN_LOTTERY_CAMPAIGNS (comma list of
-    campaigns the scheduler commits and runs; default MIANDAN_CAMPAIGN_ID or spring-2026),
+    """MIANDAN_LOTTERY_CUTOFF ("HH:MM" or "HH:MM:SS", 00:00:01..23:59:59, default 20:00,
+    campaign-local), MIANDAN_LOTTERY_BEACON_SOURCE (e.g. "drand:quicknet"; unset = no beacon),
+    MIANDAN_LOTTERY_CAMPAIGNS (comma list of campaigns the scheduler commits and runs; default
+    MIANDAN_CAMPAIGN_ID or spring-2026),
     MIANDAN_LOTTERY_TICK_SECONDS (default 5). Raises ValueError naming the variable."""
     e = os.environ if env is None else env
     cutoff_text = (e.get("MIANDAN_LOTTERY_CUTOFF") or "").strip()
