@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import re
 import statistics
 import sys
 import tempfile
@@ -37,6 +38,17 @@ def _accuracy(resolver, judge, cases, show_failures: bool) -> tuple[int, int]:
         elif show_failures:
             print(f"  MISS {case['text']!r}: {why}")
     return ok, len(cases)
+
+
+def _held_out_rounds() -> list[tuple[str, list[dict]]]:
+    """Every held-out round in tests/unit/catalog_intent, in round order (heldout.jsonl is round 1): a
+    round added there is measured without a line here."""
+    def number(path: Path) -> int:
+        m = re.fullmatch(r"heldout(?:_round(\d+))?", path.stem)
+        return int(m.group(1) or 1) if m else 0
+
+    paths = sorted((p for p in (ROOT / "tests/unit/catalog_intent").glob("heldout*.jsonl") if number(p)), key=number)
+    return [("held-out" if number(p) == 1 else f"held-out round {number(p)}", load_cases(p)) for p in paths]
 
 
 def _stores_arg(argv: list[str], default: int) -> int:
@@ -107,27 +119,13 @@ def main(argv: list[str]) -> int:
     t2 = time.perf_counter()
     judge = Judge(brands, items)
     dev = load_cases(ROOT / "tests/data/nl_dev_set.jsonl")
-    held = load_cases(ROOT / "tests/unit/catalog_intent/heldout.jsonl")
-    held2 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round2.jsonl")
-    held3 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round3.jsonl")
-    held4 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round4.jsonl")
-    held5 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round5.jsonl")
-    held6 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round6.jsonl")
-    held7 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round7.jsonl")
-    held8 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round8.jsonl")
-    held9 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round9.jsonl")
-    held10 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round10.jsonl")
-    held11 = load_cases(ROOT / "tests/unit/catalog_intent/heldout_round11.jsonl")
+    rounds_held = _held_out_rounds()
     print(f"load demo specs: {(t1 - t0) * 1e3:.1f} ms, build resolver: {(t2 - t1) * 1e3:.1f} ms "
           f"({len(brands)} brands, {len(items)} items)")
-    for name, cases in (("dev set", dev), ("held-out", held), ("held-out round 2", held2), ("held-out round 3", held3),
-                        ("held-out round 4", held4), ("held-out round 5", held5),
-                        ("held-out round 6", held6), ("held-out round 7", held7),
-                        ("held-out round 8", held8), ("held-out round 9", held9),
-                        ("held-out round 10", held10), ("held-out round 11", held11)):
+    for name, cases in (("dev set", dev), *rounds_held):
         ok, n = _accuracy(resolver, judge, cases, verbose)
         print(f"{name} accuracy: {ok}/{n} = {ok / n:.1%}")
-    texts = [c["text"] for c in dev + held + held2 + held3 + held4 + held5 + held6 + held7 + held8 + held9 + held10 + held11 if c["text"]]
+    texts = [c["text"] for c in dev + [c for _, cases in rounds_held for c in cases] if c["text"]]
     wall, cpu = [], []
     for _ in range(rounds):
         for text in texts:

@@ -77,12 +77,19 @@ for _canonical, _names in {
     "茶颜悦色": ["茶颜悦色", "sexy tea"],
     # A cola by name: KFC pours Pepsi, and 可口可乐 read as 可乐 ordered a Pepsi nobody asked for.
     "可口可乐": ["可口可乐", "coca cola", "coca-cola", "cocacola"],
+    # Sodas KFC here does not pour: read as nothing, 一杯可乐一杯雪碧 ordered one cola and dropped the other cup.
+    "雪碧": ["雪碧", "sprite"],
+    "芬达": ["芬达", "fanta"],
+    "美年达": ["美年达", "mirinda"],
+    "七喜": ["七喜", "7up", "7-up"],
+    # A tea shop, said with 的 or a digit (一点点的波霸奶茶): 一点点 alone is "a little" (冰一点点).
+    "一点点": ["一点点的", "1点点", "一點點的"],
 }.items():
     for _n in _names:
         UNKNOWN_BRANDS[_n] = _canonical
 
 # Words that join two order lines ("两杯拿铁和一杯美式", "a zinger and a pepsi").
-SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要", "再加", "另外", "外加", "加上", "加", "再",
+SEPARATORS = ("和", "跟", "与", "及", "以及", "还有", "再来", "再要", "再加", "另外", "外加", "加上", "加", "再", "然后",
               "and", "plus", "also", "then", "&", "+")
 # Separators that add to what came before: a count after them is more cups of the same item
 # ("一杯生椰拿铁，再来一杯" is two), never a part of the count before ("两杯，一杯少冰").
@@ -95,7 +102,11 @@ GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各"
 # about") are offers, not refusals. Option phrases that hold a negation themselves (不要冰, no ice)
 # are whole phrases of the catalog and never reach this.
 NEGATION_BEFORE = re.compile(
-    r"(?:(?<!要)(?:不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|(?<!是)不是|不|别)"
+    # 别给我点 / 别又给我做成 / 不要再给我推荐: a refusal said to whoever makes the order (read as nothing,
+    # 别给我点酱香拿铁了 ordered the 酱香拿铁).
+    r"(?:(?<!要)(?:(?:别|不要)(?:再|又)?(?:给|帮)(?:我们|我)?(?:点|来|上|做成|弄成|做|弄|拿|加|推荐)了?|"
+    r"喝不了|吃不了|不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|"
+    r"(?<![啊哦噢呃额嗯是])不是|(?<![啊哦噢呃额嗯])不|别)"
     r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
     r"\s*(?:那个|这个|那|这)?\s*$")
 # ... and words that take back what came right before them ("生椰拿铁不要了，换成厚乳"): only at the
@@ -110,12 +121,17 @@ STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would 
 have take need some the a an of for to from at with and or please thanks thank can could may just
 one two three four five six seven eight nine ten cup cups box boxes bottle bottles piece pieces
 large medium small hot cold iced ice sugar less no not without more extra also then it them this that
-size regular normal half light sweet make let's lets let is are be do does""".split())
+size regular normal half light sweet make let's lets let is are be do does anything something whatever""".split())
 
 # Head nouns of products no brand here sells: an item word right before one (草莓蛋糕, 葡萄干, 鸡蛋饼)
 # names that product, and read as the item it ordered a box of strawberries for a strawberry cake.
 OTHER_PRODUCT_HEADS = ("蛋糕", "面包", "冰沙", "酸奶", "果酱", "饼干", "布丁", "大福", "千层", "慕斯", "冰棍", "沙拉",
                        "罐头", "味", "干", "饼", "酱", "糖葫芦", "汤", "粥", "面", "饭", "套餐")
+
+# Ways of making a drink no menu here offers (低因, 燕麦奶): said with an order, they are asked about. Read as
+# nothing, 来一杯低因生椰拿铁 ordered the usual latte, caffeine and all, and 生椰拿铁换燕麦奶 made it with milk.
+NOT_OFFERED = ("低因", "脱因", "无咖啡因", "咖啡因", "decaf", "caffeine", "燕麦奶", "oat milk", "豆奶", "soy milk",
+               "杏仁奶", "almond milk", "脱脂奶", "脱脂", "skim milk", "零卡糖", "代糖", "sweetener", "浓缩加份", "extra shot")
 
 # Two-character pieces of item names too generic to name an item by themselves.
 GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "年货", "中杯", "大杯", "满杯", "香辣",
@@ -130,6 +146,7 @@ FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀
 # So do words that only say the free-order card pays ("盒马买点免单卡能全包的"): it is what every
 # suggestion is chosen by anyway, and read as unknown words the brand was refused.
 ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行",
+                  "不用我补钱", "不用补钱", "不用补差价", "不补差价", "不用加钱", "不用我加钱",
                   "免单卡能全包", "免单卡能用", "免单卡能覆盖", "免单卡", "能全包", "全包", "全免", "能覆盖", "能抵", "能免")
 # Words that ask for the cheapest pick ("瑞幸最便宜的咖啡"): a kind of thing or a brand said with
 # them is chosen for by price, not by the standard item first.

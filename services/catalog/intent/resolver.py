@@ -31,7 +31,7 @@ from .lexicon import (
     ADDITIVE_SEPARATORS, CATEGORY_TERMS, FILLER_CHARS, GENERIC_PIECES, GLOBAL_MARKERS, SEPARATORS, OPTION_PREFIXES,
 )
 from .lexicon import ANYTHING_WORDS, CHEAPEST_WORDS, NEGATION_AFTER, NEGATION_BEFORE
-from .lexicon import OTHER_PRODUCT_HEADS, STOPWORDS, UNKNOWN_BRANDS
+from .lexicon import NOT_OFFERED, OTHER_PRODUCT_HEADS, STOPWORDS, UNKNOWN_BRANDS
 from .lexicon import is_cjk, is_traditional, normalize, pinyin_words, readings
 from .numbers import MEASURE_WORDS, budget_fen, scan_money, scan_quantities
 from .options import ItemOptions, agree, is_direction, option_surfaces, option_table
@@ -81,9 +81,12 @@ _CHEAPEST = re.compile("|".join(rf"(?<![a-z]){w}(?![a-z])" if w.isascii() else w
 # options of one group for one line ("冰的热拿铁", an iced hot latte) contradict each other.
 # A bare no as a clause of its own: 大杯，啊不，中杯 / 热的，不不，冰的.
 _BARE_NO = r"(?<![^\s,，、;；。.!！?？])(?:啊|哦|噢|呃|额|嗯)?不+(?=[\s,，、;；。.!！?？]|$)"
+# An interjection and a no said inside the clause (两杯嗯不是一杯, 大杯哦不中杯): "I mean", never a refusal of
+# what follows (read as one, 嗯不是一杯多肉葡萄 dropped the grape tea the user was correcting to).
+_UM_NO = r"(?:啊|哦|噢|呃|额|嗯)(?:不是|不对|不)"
 # 一共 / 总共 (in all) states the whole count again: 两个蛋挞，再加一个，一共三个 is three, not six.
 _SAID_WRONG = r"说错了|打错了|写错了|搞错了|弄错了|错了"
-_CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|{_SAID_WRONG}|一共|总共|总计|合计|{_BARE_NO}|"
+_CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|不对|其实|应该|{_SAID_WRONG}|一共|总共|总计|合计|{_BARE_NO}|{_UM_NO}|"
                          r"(?<![a-z])(?:actually|instead|rather|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 
 # The same for an item, less 还是 (生椰拿铁还是厚乳拿铁: "which of the two", not a change of mind).
@@ -91,12 +94,12 @@ _CORRECTION = re.compile(rf"算了|还是|改成|改为|改|换成|换为|换|�
 # 好喝吗, 哪个近) names items without ordering them: read as an order it proposed, or with confirm
 # placed, an order nobody asked for, on the user's card. A question followed by an order word
 # (蛋挞多少钱一个？给我来四个, 有没有低糖的？有的话来一杯) is an order.
-_ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|还没送|怎么还没|投诉|催单|催一下|"
+_ABOUT_AN_ORDER = re.compile(r"取消|退款|退单|退钱|还没到|没送到|还没送|怎么还没|投诉|催单|催一下|少给|漏给|"
                              r"到哪了|到哪里了|只到了|少送|漏送|送错|停售|下架了|"
                              r"(?<![a-z])(?:cancel|refund|where is my|didn'?t get|did not get|never got|never arrived)(?![a-z])")
 # Asking words (是不是, 会不会, 哪个, 为什么, 几号) and the English question that starts with its verb
 # (is the bubble tea sweet?) ask about the item; so does a complaint about one received (太咸了, 难喝).
-_QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个|"
+_QUESTION = re.compile(r"(?:喝|吃)(?:什么|啥)(?!都)|推荐一下|多少钱|几块钱|什么价|价格是|还有吗|还有没有|有没有|有吗|卖完了吗|好喝吗|好吃吗|哪个|"
                        r"哪家|怎么样|是什么|什么味|是不是|会不会|为什么|为啥|怎么这么|怎么那么|几号|"
                        r"太咸|太淡|难喝|难吃|不好喝|不好吃|洒了|撒了|有头发|有虫|变质|差评|太油了|太甜了|太腻了|"
                        r"(?<![天变转])凉了|拉肚子|喝腻了|吃腻了|有破的|破了|碎了|哪些|怎么回事|怎么办|"
@@ -104,7 +107,9 @@ _QUESTION = re.compile(r"多少钱|几块钱|什么价|价格是|还有吗|还�
                        r"卡路里|热量|保质期|过敏|几块(?=\s*(?:[?？]|$))|几[jJ]|([^\W\d_])不\1(?!要)|"
                        r"(?<![a-z])(?:how much|what'?s on|what is on|what'?s in|what is in|do you have|is there)(?![a-z])|"
                        r"^(?:is|are|does|did|was|were|why|which)(?![a-z])")
-_ORDER_WORD = re.compile(r"来|要|点|买|给我|帮我|整|下单|的话就|那就|就行|换|(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
+# 要 after 不 or 别 refuses (有的话我不要): it orders nothing. 订 orders (可以帮忙订一杯…吗), 订单 is an order one has.
+_ORDER_WORD = re.compile(r"来|(?<![不别])要|点|买|给我|帮我|帮忙|订(?!单)|整|下单|的话就|那就|就行|换|"
+                         r"(?<![a-z])(?:order|want|get me|i'?ll have|give me)(?![a-z])")
 # A clause that ends in 吗 and names a thing asks about it (柠檬水是现做的吗, 生椰拿铁能做热的吗) unless
 # it asks for it (能帮我来一杯生椰拿铁吗); one that names nothing (两杯柠檬水，能用免单卡吗) leaves the order.
 _YES_NO = re.compile(r"[^,，。.;；!！?？]*吗(?=\s*(?:[,，。.;；!！?？]|$))")
@@ -124,7 +129,18 @@ def _asked(text: str, tokens: list[_Token]) -> list[re.Match]:
 def _not_an_order(text: str, tokens: list[_Token]) -> bool:
     if _ABOUT_AN_ORDER.search(text):
         return True
-    return any(not _ORDER_WORD.search(text, m.end()) for m in _asked(text, tokens))
+    return any(not _ORDER_WORD.search(text, m.end()) and not _counted_after(tokens, m.end()) for m in _asked(text, tokens))
+
+
+def _counted_after(tokens: list[_Token], at: int) -> bool:
+    """A thing and its count said in a clause after a question (能不能别放冰啊，…，这次厚乳拿铁两杯): an order
+    follows it."""
+    brk = next((t.end for t in tokens if t.start >= at and t.kind == SEP and t.surface not in SEPARATORS), None)
+    if brk is None:
+        return False
+    after = [t for t in tokens if t.start >= brk]
+    return any(t.kind in (ITEM, CAT) for t in after) and any(
+        t.kind == QTY and not t.people and not t.problem and not t.bare for t in after)
 
 
 def _without_pack_sizes_when_packs_are_counted(tokens: list[_Token]) -> list[_Token]:
@@ -153,11 +169,17 @@ def _without_what_was_asked_about(text: str, tokens: list[_Token]) -> list[_Toke
     return [t for t in tokens if t.start >= order_from or t.kind == BRAND]
 
 
+# Asking for the cheaper or the dearer of the things named (A和B哪个便宜, 谁便宜买谁, 选便宜的那个, 要贵的那个,
+# the cheaper one). 太贵 and 不便宜 say no such thing.
+_COMPARED = re.compile(r"(?P<cheap>(?:哪个|哪样|哪杯|哪份|谁)(?:更|最)?(?:便宜|实惠)|(?<![太不别])(?:便宜|实惠)(?:点|一点|些)?的"
+                       r"|(?<![a-z])(?:cheaper|less expensive)(?![a-z]))"
+                       r"|(?P<dear>(?:哪个|哪样|哪杯|哪份|谁)(?:更|最)?贵|(?<![太不别])贵(?:点|一点|些)?的(?:那|一)"
+                       r"|(?<![a-z])(?:dearer|pricier|more expensive)(?![a-z]))")
 # 还是 between two things: after a clause break a change of mind (拿铁，还是美式吧), else a
 # question (生椰拿铁还是厚乳拿铁).
 _EITHER = re.compile(r"还是|(?<![a-z])or(?![a-z])")
 _CLAUSE_BREAK = re.compile(r"[,，。.;；!！?？]")
-_ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_SAID_WRONG}|{_BARE_NO}|"
+_ITEM_CORRECTION = re.compile(rf"算了|改成|改为|换成|换为|不对|{_SAID_WRONG}|{_BARE_NO}|{_UM_NO}|"
                               r"(?<![a-z])(?:actually|instead|make it|change|switch|i mean|no wait|sorry)(?![a-z])")
 # What to take if the thing asked for is sold out: 没有的话就芝芝莓莓, 没有大杯就中杯, 卖完了就换奥尔良的,
 # 不然厚乳也行. Read as one more line it put both drinks on the card. 要不然 is "how about" (an offer).
@@ -165,6 +187,10 @@ _FALLBACK = re.compile(r"(?:(?:没有|没了|卖完了?|售罄|缺货)(?:的话)
                        r"(?:的话)?(?:就)?(?:要|来|换成|换|点|拿)?\s*$")
 # A wish said before the thing (想喝生椰拿铁了，来两杯生椰拿铁): the order after it says it again.
 _WISH = re.compile(r"(?:想喝|想吃|想要|馋|好想)\s*$")
+# A thing said to have run out at home (家里鸡蛋没了，…送两盒鸡蛋过来): why the order after it names it, like a wish.
+_RAN_OUT = re.compile(r"\s*(?:也|都)?(?:没了|没有了|用完了|吃完了|喝完了)")
+# What someone had or ordered (小李点了大杯生椰少冰): what a later "the same" (我也要一杯一样的) is like.
+_HAD = re.compile(r"(?:点了|买了|喝了|点的是|喝的是|要的是)[^,，。;；!！?？]{0,4}$")
 # "X的" ending its clause (橙C的, 百事的就行): said of the thing before, to say which one it is.
 _SAID_AS_KIND = re.compile(r"的(?:就行|就好|就可以|也行|吧)?\s*(?:[,，。.!！;；?？~～]|$)")
 # Between an item and its kind or another of its names, nothing but 的 (奥尔良的汉堡, 百事的可乐,
@@ -213,6 +239,17 @@ class _Token:
     problem: str = ""  # a count that cannot be ordered as said (3.5杯, -2杯): see numbers.QuantityMatch
     people: bool = False  # a number of people (5个人), not of cups
     pack: bool = False  # the size of a pack (10个装), not a count of packs
+    bare: bool = False  # digits with no measure word (25): a count only against its item
+    half: bool = False  # 一半 (half of them): a count once the whole is known
+    # One of the cups counted before, named by whose it is (我的那杯, 前台那杯): its options are that cup's.
+    part: bool = False
+    # Whom a count is for (一杯给我 -> 我), or whose cup a part is (我的那杯 -> 我).
+    who: str = ""
+    # The thing said before, again (一杯一样的, 他也一样): its options, unless this one says others.
+    same: bool = False
+    # A count multiplied by the people named before 各 / 一人 (前台和财务各一杯): theirs, one each.
+    each: bool = False
+    theirs: bool = False  # said as what someone had (小李点了大杯生椰): ordered only by "the same"
     # An option, count or item said after a correction (算了还是去冰, 三个，不对，五个, 多肉葡萄，不对，
     # 要多肉桃李): it replaces the one before.
     corrects: bool = False
@@ -235,6 +272,9 @@ class _Seg:
     pre: bool = False
     # Said after 再来 / 再加 (one more): cups on top of the ones before, never a part of them.
     more: bool = False
+    who: str = ""  # whom the cups are for (一杯给我)
+    each: bool = False  # one each for the people named (see _Token.each)
+    part: bool = False  # one of the cups before (我的那杯要热的)
 
 
 @dataclass
@@ -243,6 +283,7 @@ class _Draft:
     token: _Token
     shared: list[_Token] = field(default_factory=list)
     segs: list[_Seg] = field(default_factory=list)
+    inherited: int = 0  # options taken from the line before ("the same"), first in `shared`
 
     def portions(self, global_opts: list[_Token]) -> list[tuple[int, list[_Token]]]:
         """(quantity, option words) per order line this draft becomes."""
@@ -251,8 +292,12 @@ class _Draft:
             return [(1, base)]
         if len(self.segs) == 1:
             return [(self.segs[0].quantity, base + self.segs[0].opts)]
-        head, rest = self.segs[0], [s for s in self.segs[1:] if not s.more]
-        more = [(s.quantity, base + s.opts) for s in self.segs[1:] if s.more]
+        head = self.segs[0]
+        # Cups for the people counted with 各 are theirs: a count said after them is someone else's
+        # (二老各一个热的，我要一个大杯的), unless it names one of those cups (前台那杯要热的).
+        added = [s for s in self.segs[1:] if s.more or (head.each and not s.part)]
+        rest = [s for s in self.segs[1:] if not any(s is x for x in added)]
+        more = [(s.quantity, base + s.opts) for s in added]
         rest_total = sum(s.quantity for s in rest)
         if not head.opts and head.quantity >= rest_total:
             # 两杯，一杯少冰一杯去冰: the first count is the total, the others split it. But
@@ -301,6 +346,10 @@ class RuleBasedResolver:
         self._index_surfaces()
         self._fuzzy_choices = [s for s in self._surfaces if s.isascii() and len(s) >= 4
                                and s not in STOPWORDS and not self._surfaces[s].sep]
+        # What no menu here offers; a catalog that offers one of them (a 燕麦奶 option) takes it off this list.
+        unoffered = [w for w in NOT_OFFERED if w not in self._surfaces]
+        self._not_offered = re.compile("|".join(rf"(?<![a-z]){re.escape(w)}(?![a-z])" if w.isascii() else re.escape(w)
+                                                for w in sorted(unoffered, key=len, reverse=True)) or r"(?!)")
 
     # ----------------------------------------------------------------------------------- indexing
     def _meaning(self, surface: str, *, normalized: bool = False) -> _Meaning | None:
@@ -435,11 +484,13 @@ class RuleBasedResolver:
         cap = budget_fen(norm)
         for t in tokens:
             t.cheapest = cheapest and t.kind == CAT
+        compared = _COMPARED.search(norm)
         either = next((k for k, t in enumerate(tokens) if t.either), None)
-        if either is not None:
+        if either is not None and compared is None:
             return self._clarify_either(tokens, either)
         tokens = _without_fallbacks(tokens)
         tokens, refused = _negated(tokens)
+        tokens = _halves(_one_each_for_the_named(tokens, norm))
         tokens, people, per_person_until = _headcount(tokens, norm)
         drafts, global_opts = _parse(tokens)
         drafts, left_out, not_offered = _without(drafts, refused)
@@ -452,21 +503,55 @@ class RuleBasedResolver:
         avoid = {t.meaning.brand[0] for t in refused if t.kind == BRAND and t.meaning and t.meaning.brand}
         known = list(dict.fromkeys(t.meaning.brand[0] for t in tokens
                                    if t.kind == BRAND and t.meaning and t.meaning.brand))
+        if compared is not None and len(drafts) >= 2 and all(d.token.kind == ITEM for d in drafts):
+            drafts, tie = self._the_one_compared(drafts, compared, known)
+            if tie:
+                return Reading(candidates=(), clarification=tie)
+            known = [b for b in known if self._sold_by(drafts[0], [b])] or known
         unknown = next((t.meaning.unknown for t in tokens if t.kind == UNKNOWN and t.meaning), "")
         if unknown and not known:
             return self._clarify_unknown(unknown)
+        asked_for = self._not_offered.search(norm)
+        if asked_for is not None and (drafts or known):
+            return self._clarify_not_offered(asked_for.group())
         unusable = next((t for t in tokens if t.kind == QTY and t.problem), None)
         if unusable is not None:
             # 3.5杯, -2杯, 2-3杯: ask for the count rather than order some other one.
             return self._clarify_quantity(unusable.surface)
         if not drafts:
             if known and not unexplained:
-                return self._brand_only(known, face, cheapest=cheapest, cap=cap)
+                counts = [t.quantity for t in tokens if t.kind == QTY and not t.people and not t.problem]
+                # 蜜雪随便来两杯: two of the suggestion (it was one).
+                return self._brand_only(known, face, cheapest=cheapest, cap=cap, quantity=counts[0] if len(counts) == 1 else 1)
             if known:
                 return self._clarify_mismatch([], known, unexplained)
             return self._clarify_nothing()
         return self._candidates(drafts, global_opts, known, face, avoid=avoid, left_out=left_out,
                                 not_offered=not_offered, cap=cap)
+
+    def _the_one_compared(self, drafts: list[_Draft], compared: re.Match[str],
+                          known: list[str]) -> tuple[list[_Draft], str]:
+        """A comparison (A和B哪个便宜, 谁便宜买谁, 要贵的那个) orders one of the things compared, by the
+        catalog's prices: read as a list it ordered every one. The one chosen takes the count and
+        options said for "the one" (便宜的那个来两份); equal prices are asked about."""
+        def best(d: _Draft) -> ItemSpec:
+            mine = [(q, self._items[i]) for i, q in d.token.items.items() if not known or self._items[i].brand_id in known]
+            mine = mine or [(q, self._items[i]) for i, q in d.token.items.items()]
+            return min(mine, key=lambda e: (-round(e[0], 3), not self._standard[e[1].item_id],
+                                            self._menu_index[e[1].item_id]))[1]
+
+        dearest = compared.group("dear") is not None
+        priced = sorted(((best(d).price_fen, n) for n, d in enumerate(drafts)), reverse=dearest)
+        if priced[0][0] == priced[1][0]:
+            a, b = (best(drafts[n]) for _, n in priced[:2])
+            yuan = f"{priced[0][0] / 100:g}"
+            return drafts, (f"{a.name}和{b.name}一样价（{yuan}元），要哪一个？ / {a.name} and {b.name} cost the same "
+                            f"({yuan} yuan): which one?")
+        chosen = drafts[priced[0][1]]
+        if not chosen.segs:
+            chosen.segs = next((d.segs for d in reversed(drafts) if d.segs), [])
+        chosen.shared += [o for d in drafts if d is not chosen for o in d.shared if o.start > compared.start()]
+        return [chosen], ""
 
     def _without_pack_sizes(self, tokens: list[_Token]) -> list[_Token]:
         """"买10枚鸡蛋", "鸡蛋10枚": a count against an item that is the pack its name holds
@@ -476,8 +561,8 @@ class RuleBasedResolver:
             return tokens
         out = []
         for k, t in enumerate(tokens):
-            if t.kind == QTY and not t.problem and t.surface[-1:] in MEASURE_WORDS:
-                said = (t.quantity, t.surface[-1])
+            said = _in_pack_units(t) if t.kind == QTY and not t.problem else None
+            if said is not None:
                 near = [n for n in (tokens[k - 1] if k else None, tokens[k + 1] if k + 1 < len(tokens) else None)
                         if n is not None and n.kind == ITEM and (n.end == t.start or t.end == n.start)]
                 packs = {self._pack[i][0] for n in near for i in n.items if self._pack.get(i, (0, ""))[1] == said[1]}
@@ -486,6 +571,10 @@ class RuleBasedResolver:
                 whole = [p for p in packs if said[0] % p == 0]
                 if len(whole) == 1:
                     t = dataclasses.replace(t, quantity=said[0] // whole[0])  # 20枚鸡蛋: two boxes of ten
+                elif packs and said[1] == "g":
+                    # 车厘子一斤 of a 1 kg box: half a box cannot be ordered (read as one box, twice the
+                    # fruit; as 1 斤 counted, one box).
+                    t = dataclasses.replace(t, quantity=0, problem="fraction")
             out.append(t)
         return out
 
@@ -551,6 +640,8 @@ class RuleBasedResolver:
         if not _in_gb2312(text):
             for i in range(n - 1, -1, -1):
                 next_traditional[i] = i if is_traditional(text[i]) else next_traditional[i + 1]
+        # No sound-alike starts inside a word of correction: 换成美式 is no 成美式 (橙C美式).
+        inside_a_correction = {c for m in _CORRECTION.finditer(text) for c in range(m.start() + 1, m.end())}
         for i, ch in enumerate(text):
             bucket = self._by_first.get(ch, ())
             if ch.isascii() and ch.isalnum():
@@ -568,7 +659,7 @@ class RuleBasedResolver:
                 kind, q = meaning.best()
                 if kind:
                     matches[i].append((j, q, meaning, "exact", 1.0))
-            if is_cjk(ch):
+            if is_cjk(ch) and i not in inside_a_correction:
                 seen: set[str] = set()
                 # Option spellings only where a traditional character is near: they match nothing else.
                 indexes = (self._by_reading, self._by_spelling) if next_traditional[i] < i + self._longest_spelling \
@@ -640,7 +731,7 @@ class RuleBasedResolver:
         tokens.sort(key=lambda t: t.start)
         tokens = _without_conditions(text, tokens, covered)
         tokens = _joined_name_parts(text, self._without_parts_of_unknown_words(text, tokens, covered), self._category)
-        said_before, thing_before, thing_end = 0, False, 0
+        said_before, thing_before, thing_end, brand_end = 0, False, 0, 0
         for k, t in enumerate(tokens):
             lead = k
             while lead and tokens[lead - 1].kind == QTY:
@@ -650,10 +741,12 @@ class RuleBasedResolver:
                 t.fallback = True
             if t.kind == ITEM:
                 t.said_as_kind = _SAID_AS_KIND.match(text, t.end) is not None
-                t.wished = _WISH.search(text, max(0, t.start - 3), t.start) is not None
+                t.wished = (_WISH.search(text, max(0, t.start - 3), t.start) is not None
+                            or _RAN_OUT.match(text, t.end) is not None)
+                t.theirs = _HAD.search(text, max(0, t.start - 6), t.start) is not None
             if t.kind in (OPT, QTY) and _CORRECTION.search(text, said_before, t.start):
                 t.corrects = True
-            elif t.kind == ITEM and _ITEM_CORRECTION.search(text, said_before, t.start):
+            elif t.kind == ITEM and (_ITEM_CORRECTION.search(text, said_before, t.start) or _counted_by_a_correction(tokens, k, text)):
                 t.corrects = True
                 t.partial = "其中" in text[thing_end:t.start]
             elif t.kind in (ITEM, CAT) and thing_before and (either := _EITHER.search(text, said_before, t.start)):
@@ -663,6 +756,10 @@ class RuleBasedResolver:
                     t.corrects = True
                 else:
                     t.either = True
+            if t.kind == BRAND and brand_end and _EITHER.fullmatch(text[brand_end:t.start].strip()):
+                t.either = True  # 肯德基还是瑞幸: which shop is asked, not the first one's suggestion ordered
+            if t.kind == BRAND:
+                brand_end = t.end
             glued = t.kind == OPT and k + 1 < len(tokens) and tokens[k + 1].kind == ITEM \
                 and not text[t.end:tokens[k + 1].start].strip()
             if t.kind in (ITEM, CAT):
@@ -672,12 +769,19 @@ class RuleBasedResolver:
                 # the option (说错了，冰美式) is one of the item too, else both were ordered.
                 said_before, thing_before = t.end, t.kind in (ITEM, CAT)
         runs, run = [], ""
+        # An amount of money (25以内, 免单卡25块) is understood, though no catalog phrase: read as unknown
+        # words, a budget said with a brand alone was refused.
+        money = {c for start, end, _, _ in scan_money(text) for c in range(start, end)}
         for c in range(n + 1):
-            if c < n and c not in covered and is_cjk(text[c]):
+            if c < n and c not in covered and c not in money and is_cjk(text[c]):
                 run += text[c]
             elif run:
                 runs.append(_ANYTHING.sub("", run).strip("".join(FILLER_CHARS)))
                 run = ""
+        # English words we do not know (kfc dan ta liang ge: pinyin) are unknown words too: with a brand
+        # alone they were ignored, and a suggestion of the brand's was ordered for them.
+        runs += [m.group() for m in _WORD.finditer(text) if len(m.group()) >= 2 and m.group() not in STOPWORDS
+                 and m.group() not in self._surfaces and m.start() not in covered and m.start() not in money]
         unexplained = "、".join(r for r in runs if sum(ch not in FILLER_CHARS for ch in r) >= 2)
         return tokens, unexplained
 
@@ -795,9 +899,23 @@ class RuleBasedResolver:
         for start, end, _, _ in scan_money(gap):
             # 生椰拿铁29块太贵了: a price is no count, nor anything between an item and what is said of it.
             masked[start:end] = " " * (end - start)
+        for pattern, kind in ((_HALF, "half"), (_WHOSE_CUP, "part"), (_SAME, "same")):
+            for m in pattern.finditer("".join(masked)):
+                if kind == "same" and _ALIKE.search(text, max(0, a + m.start() - 6), a + m.start()):
+                    continue  # 四杯，都一样 (all of them alike), 和上次一样 (like before): no cup more
+                tok = _Token(kind=QTY, start=a + m.start(), end=a + m.end(), quality=1.0, surface=m.group(), quantity=1)
+                if kind == "same":
+                    tok.kind, tok.same = ITEM, True
+                else:
+                    setattr(tok, kind, True)
+                    tok.who = m.groupdict().get("who") or ""
+                out.append(tok)
+                masked[m.start():m.end()] = " " * (m.end() - m.start())
         for q in scan_quantities("".join(masked), money_masked=True):
+            who = _FOR_WHOM.match("".join(masked), q.end)
             out.append(_Token(kind=QTY, start=a + q.start, end=a + q.end, quality=1.0, surface=gap[q.start:q.end],
-                              quantity=q.quantity, problem=q.problem, people=q.people, pack=q.pack))
+                              quantity=q.quantity, problem=q.problem, people=q.people, pack=q.pack, bare=not q.marked,
+                              who=who.group("who") if who else ""))
             for c in range(q.start, q.end):
                 masked[c] = " "
         plain = "".join(masked)
@@ -1035,7 +1153,8 @@ class RuleBasedResolver:
                     chosen[hit[0]] = (hit[1], o)
         return ""
 
-    def _brand_only(self, known: list[str], face: int, *, cheapest: bool = False, cap: int | None = None) -> Reading:
+    def _brand_only(self, known: list[str], face: int, *, cheapest: bool = False, cap: int | None = None,
+                    quantity: int = 1) -> Reading:
         out = []
         for brand_id in known:
             pool = sorted((i for i in self._items_by_brand.get(brand_id, ()) if _within(i, cap)),
@@ -1044,7 +1163,7 @@ class RuleBasedResolver:
             if pool and pool[0].price_fen <= face:
                 pool = [i for i in pool if i.price_fen <= face]
             for rank, item in enumerate(pool[:3]):
-                out.append(Candidate(brand_id=brand_id, lines=(WantedLine(item.item_id, 1, {}),),
+                out.append(Candidate(brand_id=brand_id, lines=(WantedLine(item.item_id, quantity, {}),),
                                      confidence=round(0.4 * 0.9 ** rank, 3), by_category=True,
                                      explanation=f"{self._brands[brand_id].name}: no item named; suggesting {item.name}"))
         if not out and cap is not None:
@@ -1077,6 +1196,11 @@ class RuleBasedResolver:
                                      f"you have. To order, say e.g. \"a coconut latte\" (we have {en}); to check or cancel "
                                      f"an order, see your orders.")
 
+    def _clarify_not_offered(self, what: str) -> Reading:
+        return Reading(candidates=(),
+                       clarification=f"菜单上没有「{what}」可选。要按菜单上的做法点吗？ / \"{what}\" is not offered "
+                                     f"on the menu. Order it as the menu makes it?")
+
     def _clarify_nothing(self) -> Reading:
         zh, en = self._carried()
         return Reading(candidates=(),
@@ -1091,7 +1215,7 @@ class RuleBasedResolver:
                                      f"e.g. \"2 coconut lattes\".")
 
     def _clarify_either(self, tokens: list[_Token], k: int) -> Reading:
-        first = next(t for t in reversed(tokens[:k]) if t.kind in (ITEM, CAT))
+        first = next(t for t in reversed(tokens[:k]) if t.kind in ((BRAND,) if tokens[k].kind == BRAND else (ITEM, CAT)))
         return Reading(candidates=(),
                        clarification=f"要“{first.surface}”还是“{tokens[k].surface}”？请说要哪一个。 / "
                                      f"\"{first.surface}\" or \"{tokens[k].surface}\"? Please say which one.")
@@ -1146,6 +1270,8 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
     drafts: list[_Draft] = []
     global_opts: list[_Token] = []
     pending_qty: int | None = None
+    pending_bare = False
+    pending_tok: _Token | None = None  # the count pending_qty was said as
     pending_opts: list[_Token] = []
     cur: _Draft | None = None
     seg_open: _Seg | None = None
@@ -1175,16 +1301,36 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
 
     for k, t in enumerate(tokens):
         if t.kind == SEP:
+            if (pending_bare or pending_tok is not None and pending_tok.people) and t.surface not in SEPARATORS:
+                # 免单卡只有25，生椰拿铁…: bare digits a clause before any item are no count of it (an
+                # amount, a time); read as one, 25 lattes were ordered. Nor is a number of people said
+                # alone (一家四口，爸爸热美式: not four coffees). 两杯，生椰拿铁 still counts.
+                pending_qty, pending_bare, pending_tok = None, False, None
             clause_break, seg_open, global_next = True, None, False
             more_next = more_next or t.surface in ADDITIVE_SEPARATORS
         elif t.kind == GLOBAL:
-            global_next = True
+            # 4杯四季春、3杯百香果，四季春都要去冰: 都 after an item counted before is all of its cups, not
+            # every line (the passion fruit teas came without ice too).
+            global_next = not (k and tokens[k - 1].kind == ITEM and tokens[k - 1].end == t.start and any(
+                d is not cur and d.segs and d.token.kind == ITEM and d.token.items.keys() == tokens[k - 1].items.keys()
+                for d in drafts))
+        elif t.kind == ITEM and t.same:
+            d = _the_same_again(t, drafts)
+            if d is None:
+                continue
+            if pending_qty is not None:
+                d.segs = [_Seg(pending_qty, pre=True)]
+            d.shared.extend(pending_opts)
+            pending_qty, pending_opts, pending_tok = None, [], None
+            drafts.append(d)
+            cur, seg_open, clause_break, more_next = d, None, False, False
         elif t.kind in (ITEM, CAT):
             d = _Draft(t)
             if pending_qty is not None:
-                d.segs.append(_Seg(pending_qty, pre=True))
+                d.segs.append(_Seg(pending_qty, pre=True, who=pending_tok.who if pending_tok else "",
+                                   each=pending_tok is not None and pending_tok.each))
             d.shared.extend(pending_opts)
-            pending_qty, pending_opts = None, []
+            pending_qty, pending_opts, pending_tok = None, [], None
             taken = sum(s.quantity for s in d.segs)
             if (t.partial and cur is not None and cur is drafts[-1] and len(cur.segs) == 1
                     and 0 < taken < cur.segs[0].quantity):
@@ -1195,26 +1341,34 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 d.segs = d.segs or cur.segs
                 drafts.pop()
             drafts.append(d)
-            cur, seg_open, clause_break, more_next = d, None, False, False
+            # 都少冰 丝绒的要半糖: what 都 said was for every line; what is said after a thing is its own.
+            cur, seg_open, clause_break, more_next, global_next = d, None, False, False, False
         elif t.kind == QTY and global_next and drafts:
             for d in drafts:
                 if not d.segs:
                     d.segs.append(_Seg(t.quantity))
+        elif t.kind == QTY and t.part and cur is not None:
+            # 我的那杯要热的: the cup said to be for 我, if one was; else one of the cups said.
+            mine = next((s for s in cur.segs if t.who and s.who == t.who), None)
+            if mine is None and sum(s.quantity for s in cur.segs) > 1:
+                mine = _Seg(1, part=True)
+                cur.segs.append(mine)
+            seg_open = mine
         elif t.kind == QTY:
             nxt = ahead(k)
             pre = nxt is not None
             if pre and cur is not None and not cur.segs and not clause_break and has_post_count(nxt):
                 pre = False  # 鸡腿堡两个薯条一份: the count follows its item here
             if pre or cur is None:
-                pending_qty = t.quantity
+                pending_qty, pending_bare, pending_tok = t.quantity, t.bare, t
             elif t.corrects and cur.segs:
                 # 三个蛋挞，不对，五个: five, not eight; what was said with the old count stays.
                 seg_open = _Seg(t.quantity, opts=[o for s in cur.segs for o in s.opts])
                 cur.segs = [seg_open]
             else:
-                if more_next and not cur.segs:
+                if more_next and not cur.segs and not cur.token.same:
                     cur.segs.append(_Seg(1))  # 来杯生椰拿铁，再来一杯: the cup said first
-                seg_open = _Seg(t.quantity, more=more_next)
+                seg_open = _Seg(t.quantity, more=more_next, who=t.who, each=t.each)
                 cur.segs.append(seg_open)
             more_next = False
         elif t.kind == OPT:
@@ -1228,7 +1382,25 @@ def _parse(tokens: list[_Token]) -> tuple[list[_Draft], list[_Token]]:
                 cur.shared.append(t)
     if pending_opts and cur is not None:
         cur.shared.extend(pending_opts)
+    for d in drafts:
+        if d.inherited:
+            # 一样的但要热的: what this cup says replaces what it took from the one before.
+            for o in d.shared[d.inherited:] + [o for s in d.segs for o in s.opts]:
+                o.corrects = True
     return _merge_references(drafts), global_opts
+
+
+def _the_same_again(t: _Token, drafts: list[_Draft]) -> _Draft | None:
+    """A line for "the same" (一杯一样的, 他也一样): the item of the last line and its options."""
+    before = next((d for d in reversed(drafts) if d.token.kind == ITEM), None)
+    if before is None:
+        return None
+    said = before.shared + (before.segs[0].opts if before.segs else [])
+    token = dataclasses.replace(before.token, start=t.start, end=t.end, surface=t.surface, same=True,
+                                corrects=False, partial=False, wished=False, theirs=False)
+    if before.token.theirs:
+        drafts.remove(before)  # 小李点了大杯生椰少冰，我也要一杯一样的: one cup, the one like 小李's
+    return _Draft(token, shared=list(said), inherited=len(said))
 
 
 def _within(item: ItemSpec, cap: int | None) -> bool:
@@ -1268,6 +1440,13 @@ def _joined_name_parts(text: str, tokens: list[_Token], category: dict[str, str]
             continue
         out.append(t)
     return out
+
+
+def _counted_by_a_correction(tokens: list[_Token], k: int, text: str) -> bool:
+    """The item right after a count that corrects (两杯，嗯不是，一杯多肉葡萄一杯多肉桃李): the correction is of
+    the thing too. Read as one more line, the two cups said first were kept beside the corrected order."""
+    q = tokens[k - 1] if k else None
+    return q is not None and q.kind == QTY and q.corrects and not text[q.end:tokens[k].start].strip()
 
 
 def _without_fallbacks(tokens: list[_Token]) -> list[_Token]:
@@ -1313,7 +1492,7 @@ def _headcount(tokens: list[_Token], text: str) -> tuple[list[_Token], int, int]
     table, not one each: read per person it put four unasked-for coffees on the order."""
     each = [t for t in tokens if t.kind == PER_PERSON or _each_of_the_speakers(tokens, t, text)]
     if not each:
-        return tokens, 1, 0
+        return _without_people_beside_a_count(tokens), 1, 0
     people = next((t.quantity for t in tokens if t.kind == QTY and t.people and not t.problem), None)
     if people is None:
         people = _named_people(tokens, each[0], text)
@@ -1323,6 +1502,66 @@ def _headcount(tokens: list[_Token], text: str) -> tuple[list[_Token], int, int]
     gone = {id(t) for t in each}
     return ([t for t in tokens if id(t) not in gone and not (t.kind == QTY and t.people and not t.problem)],
             people, until)
+
+
+def _one_each_for_the_named(tokens: list[_Token], text: str) -> list[_Token]:
+    """各 / 一人 after people named one by one (小李和我各一杯丝绒拿铁, 给爸妈各买一杯, 我跟我弟一人两个蛋挞): the
+    count after it is per person, for that line alone. Read as "each of the lines" it gave its count to
+    the lines before and its options to every line; read for the whole sentence, the next person's
+    burger (…，我妈要个香辣鸡腿堡) was one each too. A number of people said (我们俩各要一杯) is _headcount's."""
+    if any(t.kind == QTY and t.people for t in tokens):
+        return tokens
+    out = list(tokens)
+    for t in tokens:
+        if not (t.kind == PER_PERSON or t.kind == GLOBAL and t.surface.startswith("各")):
+            continue
+        people = _named_people(out, t, text)
+        if people < 2:
+            continue
+        at = out.index(t)
+        count = next((x for x in out[at + 1:] if x.kind in (QTY, SEP, ITEM, CAT)), None)
+        if count is not None and count.kind == QTY and not count.problem:
+            out[out.index(count)] = dataclasses.replace(count, quantity=count.quantity * people, each=True)
+            del out[at]
+        else:
+            out[at] = dataclasses.replace(t, kind=QTY, quantity=people, each=True, meaning=None)
+    return out
+
+
+def _halves(tokens: list[_Token]) -> list[_Token]:
+    """一半…一半 (八个人，一半要厚乳拿铁一半要生椰拿铁; 12杯酱香拿铁，一半热一半冰): two halves of the number
+    of people or of the count said before them. Without a whole that splits evenly it is asked about."""
+    halves = [t for t in tokens if t.kind == QTY and t.half]
+    if not halves:
+        return tokens
+    first = tokens.index(halves[0])
+    whole = next((t for t in reversed(tokens[:first]) if t.kind == QTY and not t.problem and not t.half), None)
+    n = whole.quantity if whole is not None else 0
+    out = []
+    for t in tokens:
+        if t.half:
+            ok = len(halves) == 2 and n and n % 2 == 0
+            t = dataclasses.replace(t, quantity=n // 2 if ok else 0, problem="" if ok else "fraction", half=False)
+        elif t is whole and t.people:
+            continue  # the people are the whole, not a count of their own
+        out.append(t)
+    return out
+
+
+def _without_people_beside_a_count(tokens: list[_Token]) -> list[_Token]:
+    """A number of people in a clause that counts its thing too (我们俩再合吃一份薯条) says who shares it:
+    read as a count, the burger before was two. Alone (3个人的奶茶) it still counts."""
+    out, clause = [], []
+    for t in tokens + [_Token(kind=SEP, start=-1, end=-1, quality=0.0, surface="。")]:
+        if t.kind == SEP and t.surface not in SEPARATORS:
+            counted = any(c.kind == QTY and not c.people for c in clause)
+            out += [c for c in clause if not (counted and c.kind == QTY and c.people and not c.problem)]
+            clause = []
+            if t.start >= 0:
+                out.append(t)
+        else:
+            clause.append(t)
+    return out
 
 
 def _each_of_the_speakers(tokens: list[_Token], t: _Token, text: str) -> bool:
@@ -1337,6 +1576,19 @@ def _each_of_the_speakers(tokens: list[_Token], t: _Token, text: str) -> bool:
     return any(b.kind == QTY and b.people for b in before) or _named_people(tokens, t, text) > 1
 
 
+# 一半…一半 (half of them …, the other half …): counts once the whole is known (see _halves).
+_HALF = re.compile(r"(?<![减化吃喝剩了])(?:另)?一半(?!糖|甜)")
+# Whose cup (我的那杯, 前台那杯): one of the cups counted before, the one said to be for them.
+_WHOSE_CUP = re.compile(r"(?P<who>[^\W\d_的给要来点和跟与]{1,4}?)的?那一?[杯份]")
+# Whom a count is for (一杯给我, 两杯给楼下的).
+_FOR_WHOM = re.compile(r"\s*给(?P<who>[^\W\d_的给要来点和跟与]{1,4}?)(?=的|\s|[,，。;；]|$|[一两二三四五六七八九十\d])")
+# The thing said before, again (再来一杯一样的, 他也一样): "the same" is no thing we do not know.
+_SAME = re.compile(r"(?<![不])(?:一样的|同样的|一样)")
+# Before 一样, what makes it "like that" rather than "one more of the same": 都一样, 和上次一样, 跟他一样的.
+_ALIKE = re.compile(r"(?:都|全|都是|不|(?:跟|和|同|像)(?:上次|之前|以前|平时|他|她|我|你|它)?的?)\s*$|上次|之前|以前|平时|老样子")
+# Words that name two people at once (给爸妈各买一杯, 二老各一个).
+_TWO_PEOPLE = ("爸妈", "父母", "二老", "两老", "老两口", "两口子", "夫妻", "爸爸妈妈", "他俩", "她俩", "你俩")
+
 # Between the people named for 一人一杯 / 各一个: 我和我老公, 我、小王、小李, 给我和我老婆.
 _BETWEEN_PEOPLE = re.compile(r"\s*(?:和|跟|与|及|还有|、|,|，|&)\s*")
 _A_PERSON = re.compile(r"[^\W\d_]{1,5}")
@@ -1345,11 +1597,16 @@ _A_PERSON = re.compile(r"[^\W\d_]{1,5}")
 def _named_people(tokens: list[_Token], marker: _Token, text: str) -> int:
     """How many people are named right before 一人 / 每人 / 各 (我和室友各一个): without it 一人一杯
     multiplied by nobody and two people got one cup. 1 when they are not named one by one."""
-    start = max((t.end for t in tokens if t.end <= marker.start and t.kind in (ITEM, CAT, BRAND, QTY)), default=0)
-    names = [n for n in _BETWEEN_PEOPLE.split(text[start:marker.start].strip(" ,，、;；。")) if n]
-    if len(names) < 2 or not all(_A_PERSON.fullmatch(n) for n in names):
+    start = max((t.end for t in tokens if t.end <= marker.start and (
+        t.kind in (ITEM, CAT, BRAND, QTY)
+        # A clause before the people is not of them (爸妈年纪大了…，二老各一个); the names may end one (我、小王，一人一个).
+        or t.kind == SEP and t.surface not in SEPARATORS and "、" not in t.surface and text[t.end:marker.start].strip())),
+        default=0)
+    names = [n for n in _BETWEEN_PEOPLE.split(text[start:marker.start].strip(" ,，、;；。:：")) if n]
+    if not all(_A_PERSON.fullmatch(n) for n in names):
         return 1
-    return len(names)
+    count = sum(2 if n.endswith(_TWO_PEOPLE) else 1 for n in names)
+    return count if count >= 2 else 1
 
 
 def _times(draft: _Draft, people: int) -> None:
@@ -1411,7 +1668,7 @@ def _merge_references(drafts: list[_Draft]) -> list[_Draft]:
             prev.shared.extend(d.shared)
             continue
         earlier = counted.get(frozenset(d.token.items)) if d.token.kind == ITEM else None
-        if earlier is not None and not d.segs and d.shared:
+        if earlier is not None and not d.segs and d.shared and not d.inherited:
             earlier.shared.extend(d.shared)
             continue
         out.append(d)
@@ -1521,13 +1778,27 @@ def _readings(per_brand: list[tuple[float, str, list[list[_Pick]]]]):
                 yield round(conf * 0.9, 3), brand_id, picks, 1
 
 
-_PACK = re.compile(r"(\d+)\s*([枚个只片斤])\s*$")
+_PACK = re.compile(r"(\d+)\s*(枚|个|只|片|kg|千克|公斤|g|克|斤)\s*$")
+# A measure -> (the unit packs are compared in, how many of it one is): 个, 枚 and 只 all count pieces
+# (鸡蛋20个 is two boxes of 鲜鸡蛋10枚: read as its own measure, twenty boxes), weights are in grams.
+_PACK_UNITS = {"枚": ("piece", 1), "个": ("piece", 1), "只": ("piece", 1), "片": ("片", 1),
+               "g": ("g", 1), "克": ("g", 1), "kg": ("g", 1000), "千克": ("g", 1000), "公斤": ("g", 1000),
+               "斤": ("g", 500)}
 
 
 def _pack_size(name: str) -> tuple[int, str] | None:
-    """鲜鸡蛋10枚 -> (10, 枚): how many the item holds, when its name says so in a measure word."""
+    """鲜鸡蛋10枚 -> (10, piece), 智利车厘子1kg -> (1000, g): how much the item holds, when its name says so."""
     m = _PACK.search(normalize(name))
-    return (int(m.group(1)), m.group(2)) if m else None
+    if not m:
+        return None
+    unit, times = _PACK_UNITS[m.group(2)]
+    return int(m.group(1)) * times, unit
+
+
+def _in_pack_units(t: _Token) -> tuple[int, str] | None:
+    """A count said in a measure packs are sized in (20个, 2斤), in that unit: (20, piece), (1000, g)."""
+    unit = _PACK_UNITS.get(t.surface.strip()[-1:])
+    return (t.quantity * unit[1], unit[0]) if unit else None
 
 
 def _core_name(name: str) -> str:
