@@ -5,7 +5,9 @@ Why: the campaign in the story burned its budget in front of everyone; an operat
 burn on the same dashboard as the latency, not from an admin RPC run by hand. The figures are
 GetBudget's (per-campaign totals kept by the store's triggers, so a refresh costs a few small
 reads however many cards there are), refreshed every `interval_s` by a task on the event loop;
-a scrape only reads the last snapshot, since Prometheus scrapes from its own thread.
+a scrape only reads the last snapshot, since Prometheus scrapes from its own thread. A budget set
+by SetCampaignBudget is shown from its answer on (budget_set), not up to `interval_s` later: the
+operator pulled that lever because of what the dashboard showed.
 """
 from __future__ import annotations
 
@@ -33,7 +35,15 @@ class CampaignGauges:
         self.store = store
         self.clock = clock
         self.snapshot: dict[str, BudgetData] = {}
+        # Set by budget_set: a refresh under way may have read the campaign before the change,
+        # so another one follows it at once instead of after the interval.
+        self._stale = asyncio.Event()
         registry.register(self)
+
+    def budget_set(self, campaign_id: str, data: BudgetData) -> None:
+        """A budget just set, with the campaign's figures as of the change."""
+        self.snapshot = {**self.snapshot, campaign_id: data}
+        self._stale.set()
 
     async def refresh(self) -> None:
         now = now_ms(self.clock)
@@ -50,13 +60,26 @@ class CampaignGauges:
 
     async def refresh_forever(self, interval_s: float) -> None:
         while True:
+            self._stale.clear()  # before reading: a budget set from here on is read again
             try:
                 await self.refresh()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed refresh keeps the last figures; the next one may work
                 _log.exception("campaign gauges not refreshed")
-            await asyncio.sleep(interval_s)
+            await self._pause(interval_s)
+
+    async def _pause(self, interval_s: float) -> None:
+        """Until the next refresh is due: interval_s, or a budget set since the last began.
+        asyncio.wait, not wait_for: on Python 3.11 wait_for swallows a cancellation that comes
+        as the event is set (a stop right after a budget set), and the stop then waited forever."""
+        due = asyncio.ensure_future(asyncio.sleep(interval_s))
+        stale = asyncio.ensure_future(self._stale.wait())
+        try:
+            await asyncio.wait({due, stale}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            due.cancel()
+            stale.cancel()
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshot = self.snapshot

@@ -23,6 +23,7 @@ from .model import (
     card_not_found,
     check_amount,
     check_batch_size,
+    check_budget_fen,
     check_campaign_id,
     check_id,
     check_ttl,
@@ -31,10 +32,12 @@ from .model import (
     offers_cards,
     page_size,
     redeem_not_covered,
+    with_budget,
 )
 from .store import (
     AcceptResult,
     BudgetData,
+    BudgetSet,
     CardStore,
     Hold,
     Invite,
@@ -150,9 +153,14 @@ def _token_ms(text: str, negative: bool = True) -> int:
 
 
 class CardHandlers:
-    def __init__(self, store: CardStore, clock: Clock) -> None:
+    def __init__(
+        self, store: CardStore, clock: Clock, *, on_budget_set: Callable[[str, BudgetData], None] | None = None
+    ) -> None:
         self.store = store
         self.clock = clock
+        # Told each budget this process set, with the campaign's figures as of the change: what
+        # keeps its own copy of a budget (the campaign gauges) shows the new one from the answer on.
+        self.on_budget_set = on_budget_set
 
     def now(self) -> int:
         return now_ms(self.clock)
@@ -172,6 +180,15 @@ class CardHandlers:
         check_id(request_id, "request_id", required=False)
         campaign = new_campaign(campaign_id, name, start_ms, end_ms, rules, self.now(), secrets.token_bytes(32))
         return await self.store.create_campaign(campaign, request_id)
+
+    async def set_budget(self, request_id: str, campaign_id: str, budget_fen: int) -> BudgetSet:
+        check_id(request_id, "request_id", required=False)
+        check_budget_fen(budget_fen)
+        c = await self.campaign(campaign_id)
+        result = await self.store.set_budget(c.campaign_id, budget_fen, request_id, self.now())
+        if self.on_budget_set is not None:
+            self.on_budget_set(c.campaign_id, result.budget)
+        return result
 
     async def list_campaigns(self, size: int, token: str) -> tuple[list[Campaign], str]:
         limit = page_size(size, 50, 100)
@@ -197,8 +214,12 @@ class CardHandlers:
         c = await self.campaign(campaign_id)
         code = await self.store.invite_code(c, user_id)
         now = self.now()
-        # Outside the window nothing is offered whatever the budget: no need to read it.
-        offers = c.is_active(now) and offers_cards(c, await self.store.issued_fen(c.campaign_id), now)
+        # Outside the window nothing is offered whatever the budget: no need to read it. Inside,
+        # the budget is read with what was issued (it may have been set since c was cached).
+        offers = False
+        if c.is_active(now):
+            budget, issued = await self.store.budget_and_issued(c.campaign_id)
+            offers = offers_cards(with_budget(c, budget), issued, now)
         return c, code, offers
 
     async def accept_invite(self, request_id: str, campaign_id: str, invitee: str, text: str) -> AcceptResult:
@@ -255,6 +276,7 @@ class CardHandlers:
         c = await self.campaign(campaign_id)
         now = self.now()
         data = await self.store.wallet(c, user_id)
+        c = with_budget(c, data.budget_fen)  # as read with the wallet: a cached one may be older
         return WalletView(
             c, user_id, [card.at(now) for card in data.cards], data.cards_granted, data.invites_made,
             data.invite_code or "", data.invited_by,

@@ -79,6 +79,18 @@ REDEEM_NOT_COVERED = "REDEEM_NOT_COVERED"
 # same join already is its joining card (the invite adds no invitee card).
 SIGNUP_CARD_COUNTED = "SIGNUP_CARD_COUNTED"
 REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
+BUDGET_BELOW_ISSUED = "BUDGET_BELOW_ISSUED"
+
+
+def budget_below_issued(issued_fen: int, asked_fen: int) -> FailedPrecondition:
+    # The figure in the metadata too: an operator's script stopping a busy campaign retries with
+    # it (grants committed between its read and its cut moved it on), without parsing text.
+    return FailedPrecondition(
+        BUDGET_BELOW_ISSUED,
+        f"预算不能低于已发放的 {issued_fen} 分 / the budget cannot go below the {issued_fen} fen already issued"
+        f" (asked {asked_fen} fen; set it to {issued_fen} to stop issuing)",
+        metadata={"issued_fen": str(issued_fen)},
+    )
 
 
 def campaign_not_found(campaign_id: str) -> NotFound:
@@ -163,6 +175,57 @@ class Campaign:
         return (self.campaign_id, self.name, self.start_ms, self.end_ms, self.rules) == (
             other.campaign_id, other.name, other.start_ms, other.end_ms, other.rules,
         )
+
+
+def with_budget(campaign: Campaign, budget_fen: int) -> Campaign:
+    """The campaign with another budget in force (the only rule that changes after creation)."""
+    if campaign.rules.budget_fen == budget_fen:
+        return campaign
+    return replace(campaign, rules=replace(campaign.rules, budget_fen=budget_fen))
+
+
+# --- budget changes --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetChange:
+    """One SetCampaignBudget that changed the budget, as kept for the operator's history. The
+    service has a single admin token, so the request_id stands for who asked."""
+
+    change_ms: int
+    old_budget_fen: int
+    new_budget_fen: int
+    issued_fen: int  # face value issued when the change was committed
+    request_id: str
+
+
+# Changes a budget answer (GetBudget, SetCampaignBudget) shows, newest first: a campaign's budget
+# is changed a handful of times, and dashboards and audits read GetBudget.
+BUDGET_CHANGES_SHOWN = 20
+
+
+def check_budget_fen(budget_fen: int) -> int:
+    """A budget set on a running campaign: any positive fen up to MAX_BUDGET_FEN. Not held to one
+    card's face value as at creation: cutting to what was issued (maybe 0) is how an operator
+    stops issuing, and a raise by any amount is a raise."""
+    if not 1 <= budget_fen <= MAX_BUDGET_FEN:
+        raise InvalidArgument("budget_fen", f"须为 1..{MAX_BUDGET_FEN} 分 / must be 1..{MAX_BUDGET_FEN} fen")
+    return budget_fen
+
+
+def budget_change(
+    *, old_budget_fen: int, issued_fen: int, new_budget_fen: int, request_id: str, now_ms: int
+) -> BudgetChange | None:
+    """Decide a budget set against the campaign's figures as read in the write transaction
+    (the grants' transaction order, so issued_fen cannot move under it). Never below what was
+    issued: cards granted stay granted, and the budget bounds what was ever issued. Equal to it,
+    every further grant is refused as a spent budget's. None: the budget in force, nothing to
+    change or keep."""
+    if new_budget_fen < issued_fen:
+        raise budget_below_issued(issued_fen, new_budget_fen)
+    if new_budget_fen == old_budget_fen:
+        return None
+    return BudgetChange(now_ms, old_budget_fen, new_budget_fen, issued_fen, request_id)
 
 
 _CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -15,8 +15,8 @@ from . import invite_code as codes
 from services.common.errors import DeadlineExceeded, DomainError, Internal, InvalidArgument, status_proto
 
 from .handlers import CardHandlers, ReserveEntry
-from .model import Campaign, Card, CardState, Reservation, Rules
-from .store import Hold, Invite
+from .model import BudgetChange, Campaign, Card, CardState, Reservation, Rules
+from .store import BudgetData, Hold, Invite
 
 log = logging.getLogger("miandan.card")
 # Entries per batch is this over miandan_rpc_calls_total{method="ReserveCards"}: how much of the
@@ -95,6 +95,22 @@ def invite_pb(i: Invite) -> card_pb2.Invite:
     )
 
 
+def budget_pb(campaign_id: str, b: BudgetData) -> card_pb2.Budget:
+    return card_pb2.Budget(
+        campaign_id=campaign_id, budget_fen=b.budget_fen, issued_fen=b.issued_fen,
+        reserved_fen=b.by_state.get(CardState.RESERVED, 0), redeemed_fen=b.by_state.get(CardState.REDEEMED, 0),
+        remaining_fen=b.budget_fen - b.issued_fen, cards_issued=b.cards_issued,
+        expired_fen=b.by_state.get(CardState.EXPIRED, 0),
+    )
+
+
+def budget_change_pb(change: BudgetChange) -> card_pb2.BudgetChange:
+    return card_pb2.BudgetChange(
+        change_time=_ts(change.change_ms), old_budget_fen=change.old_budget_fen, new_budget_fen=change.new_budget_fen,
+        issued_fen=change.issued_fen, request_id=change.request_id,
+    )
+
+
 def error_status(exc: BaseException) -> status_pb2.Status:
     """The google.rpc.Status a unary call would have failed with: built by the kit's own
     status_proto, so a batched entry's error carries the very code, message and details
@@ -131,6 +147,14 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
             rules,
         )
         return pb.CreateCampaignResponse(campaign=campaign_pb(c))
+
+    async def SetCampaignBudget(self, request: pb.SetCampaignBudgetRequest, context: Any) -> pb.SetCampaignBudgetResponse:
+        done = await self.h.set_budget(request.request_id, request.campaign_id, request.budget_fen)
+        b = done.budget
+        return pb.SetCampaignBudgetResponse(
+            campaign=campaign_pb(done.campaign), budget=budget_pb(done.campaign.campaign_id, b),
+            budget_changes=[budget_change_pb(c) for c in b.changes], budget_change_count=b.change_count,
+        )
 
     async def GetCampaign(self, request: pb.GetCampaignRequest, context: Any) -> pb.GetCampaignResponse:
         return pb.GetCampaignResponse(campaign=campaign_pb(await self.h.campaign(request.campaign_id)))
@@ -280,12 +304,8 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
     async def GetBudget(self, request: pb.GetBudgetRequest, context: Any) -> pb.GetBudgetResponse:
         c, b = await self.h.budget(request.campaign_id)
         return pb.GetBudgetResponse(
-            budget=card_pb2.Budget(
-                campaign_id=c.campaign_id, budget_fen=b.budget_fen, issued_fen=b.issued_fen,
-                reserved_fen=b.by_state.get(CardState.RESERVED, 0), redeemed_fen=b.by_state.get(CardState.REDEEMED, 0),
-                remaining_fen=b.budget_fen - b.issued_fen, cards_issued=b.cards_issued,
-                expired_fen=b.by_state.get(CardState.EXPIRED, 0),
-            )
+            budget=budget_pb(c.campaign_id, b),
+            budget_changes=[budget_change_pb(change) for change in b.changes], budget_change_count=b.change_count,
         )
 
     async def ListCampaignCards(self, request: pb.ListCampaignCardsRequest, context: Any) -> pb.ListCampaignCardsResponse:

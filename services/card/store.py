@@ -22,6 +22,11 @@ ConfirmReservation 3 (look up, move, mark), ReserveCard(redeem) 4 as well (the c
 AVAILABLE -> REDEEMED in one UPDATE whose trigger writes the RESERVE and CONFIRM ledger rows,
 migration 2; the reservation is inserted CONFIRMED) in one transaction instead of two calls.
 
+A campaign's budget is the one rule that changes after creation (SetCampaignBudget): the grants'
+conditional UPDATE reads it from the campaign row in their own transaction, and a change is
+checked against issued_fen and written in one transaction too, so a cut and a grant are ordered by
+the writer and issued_fen never passes the budget at any commit (the CHECK holds it as well).
+
 A fn that must persist side effects while failing (a wrong invite code counts an attempt; a
 confirm of a lapsed hold releases the card) *returns* the DomainError instead of raising it (a
 raise rolls its savepoint back); the store raises it after COMMIT.
@@ -52,7 +57,9 @@ from .model import (
     RELEASE,
     RESERVATION_TIMEOUT,
     RESERVE,
+    BUDGET_CHANGES_SHOWN,
     AttemptPolicy,
+    BudgetChange,
     Campaign,
     Card,
     CardSource,
@@ -65,8 +72,10 @@ from .model import (
     already_accepted,
     attempts_blocked,
     attempts_exceeded,
+    budget_change,
     budget_exhausted,
     campaign_not_active,
+    campaign_not_found,
     cap_reached,
     card_not_available,
     card_not_found,
@@ -86,6 +95,7 @@ from .model import (
     request_id_reused,
     reservation_not_found,
     self_invite,
+    with_budget,
 )
 
 SYNCHRONOUS = "FULL"
@@ -286,6 +296,27 @@ INDEXES = [
     # starts a new window whether or not its row is there). Each was kept for good: one row per
     # user who ever typed a wrong code, read by nobody once its ten minutes were up.
     "CREATE INDEX IF NOT EXISTS invite_attempts_window ON invite_attempts(window_start_ms)",
+    # Every change of a campaign's budget (SetCampaignBudget), kept for the operator's history.
+    # Made here for the same reason: a release without the RPC that opens the store again (a
+    # rollback) reads and writes everything it knows as before, the budget it finds in force
+    # included; the history waits for the upgrade back. Append-only, as the ledger is.
+    """
+    CREATE TABLE IF NOT EXISTS budget_changes (
+      seq INTEGER PRIMARY KEY,
+      campaign_id TEXT NOT NULL,
+      change_ms INTEGER NOT NULL,
+      old_budget_fen INTEGER NOT NULL,
+      new_budget_fen INTEGER NOT NULL,
+      issued_fen INTEGER NOT NULL,
+      request_id TEXT NOT NULL,
+      CHECK (issued_fen <= new_budget_fen)
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS budget_changes_campaign ON budget_changes(campaign_id, seq)",
+    "CREATE TRIGGER IF NOT EXISTS budget_changes_no_update BEFORE UPDATE ON budget_changes"
+    " BEGIN SELECT RAISE(ABORT, 'budget_changes is append-only'); END",
+    "CREATE TRIGGER IF NOT EXISTS budget_changes_no_delete BEFORE DELETE ON budget_changes"
+    " BEGIN SELECT RAISE(ABORT, 'budget_changes is append-only'); END",
 ]
 
 
@@ -341,9 +372,11 @@ class WalletData:
     invites_made: int
     invite_code: str | None
     invited_by: str
-    # The campaign's issued face value as of the same read: whether the wallet may still
-    # promise cards (model.cards_obtainable, model.offers_cards).
+    # The campaign's budget and issued face value as of the same read: whether the wallet may
+    # still promise cards (model.cards_obtainable, model.offers_cards). The budget is read here,
+    # not taken from a cached campaign: it changes while the campaign runs.
     issued_fen: int
+    budget_fen: int
 
 
 @dataclass(frozen=True)
@@ -352,6 +385,17 @@ class BudgetData:
     issued_fen: int
     cards_issued: int
     by_state: dict[CardState, int]
+    # The latest budget changes, newest first (at most BUDGET_CHANGES_SHOWN), and how many in all.
+    changes: tuple[BudgetChange, ...] = ()
+    change_count: int = 0
+
+
+@dataclass(frozen=True)
+class BudgetSet:
+    """SetCampaignBudget's answer: the campaign and its accounting as of the change."""
+
+    campaign: Campaign
+    budget: BudgetData
 
 
 @dataclass(frozen=True)
@@ -400,6 +444,7 @@ class CardStore(Protocol):
     """What the handlers need; SqliteCardStore is the implementation (PostgreSQL could be another)."""
 
     async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign: ...
+    async def set_budget(self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet: ...
     async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
     async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]: ...
     async def list_reservations(
@@ -416,7 +461,7 @@ class CardStore(Protocol):
     ) -> JoinResult: ...
     async def user_cards(self, campaign_id: str, user_id: str) -> list[Card]: ...
     async def wallet(self, campaign: Campaign, user_id: str) -> WalletData: ...
-    async def issued_fen(self, campaign_id: str) -> int: ...
+    async def budget_and_issued(self, campaign_id: str) -> tuple[int, int]: ...
     async def reserve(
         self, campaign: Campaign, user_id: str, order_id: str, amount_fen: int, card_id: str, ttl_s: int,
         request_id: str, now_ms: int, redeem: bool = False,
@@ -451,8 +496,12 @@ class SqliteCardStore:
         self.db = db
         self.attempts = attempts
         self.new_user_window_ms = new_user_window_ms
-        # Campaigns never change after creation (only their counters, which are not cached).
+        # Campaigns change after creation only in their budget (and counters, not cached): a
+        # budget set drops the campaign from the cache, so the next read loads the committed one.
         self._campaigns: dict[str, Campaign] = {}
+        # Bumped by every drop: a load begun before it (read_now may wait on a busy database,
+        # a create_campaign's write on the writer) must not put back the campaign it read then.
+        self._campaigns_epoch = 0
         # Point reads (primary-key / owner-index lookups of one user's few cards) use
         # db.read_now: inline on the loop thread they cost ~15 µs of CPU instead of ~100-180 µs
         # for the hop to a reader thread. Scans and aggregates (budget, campaign_cards,
@@ -480,18 +529,34 @@ class SqliteCardStore:
     # --- campaigns ---------------------------------------------------------------------------
 
     async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign:
+        epoch = self._campaigns_epoch
         stored = await self._write(_create_campaign, campaign, request_id)
-        self._campaigns[stored.campaign_id] = stored
+        self._cache_campaign(stored, epoch)
         return stored
+
+    async def set_budget(self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet:
+        try:
+            return await self._write(_set_budget, campaign_id, budget_fen, request_id, now_ms)
+        finally:
+            # Also when the call failed: it may have been committed all the same (an answer
+            # lost to a deadline), and a reload costs one point read.
+            self._campaigns.pop(campaign_id, None)
+            self._campaigns_epoch += 1
 
     async def get_campaign(self, campaign_id: str) -> Campaign | None:
         cached = self._campaigns.get(campaign_id)
         if cached is not None:
             return cached
+        epoch = self._campaigns_epoch
         found = await self.db.read_now(_load_campaign, campaign_id)
         if found is not None:
-            self._campaigns[campaign_id] = found
+            self._cache_campaign(found, epoch)
         return found
+
+    def _cache_campaign(self, campaign: Campaign, epoch: int) -> None:
+        """Cache a campaign read when the epoch was `epoch`, unless a budget set came since."""
+        if epoch == self._campaigns_epoch:
+            self._campaigns[campaign.campaign_id] = campaign
 
     async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]:
         return await self.db.read(_list_campaigns, after_id, limit)
@@ -533,8 +598,9 @@ class SqliteCardStore:
             data = replace(data, invite_code=code)
         return data
 
-    async def issued_fen(self, campaign_id: str) -> int:
-        return await self.db.read_now(_issued_fen, campaign_id)
+    async def budget_and_issued(self, campaign_id: str) -> tuple[int, int]:
+        """The campaign's budget in force and its issued face value, from one read."""
+        return await self.db.read_now(_budget_and_issued, campaign_id)
 
     # --- reservations ------------------------------------------------------------------------
 
@@ -791,13 +857,24 @@ def _check_campaign_request(conn: sqlite3.Connection, c: Campaign, existing: Cam
     )
 
 
+def _as_created(conn: sqlite3.Connection, campaign: Campaign) -> Campaign:
+    """The campaign as CreateCampaign defined it: its first budget change's old budget, if any,
+    in place of the budget in force. A retry of the creation (or a seed script repeating it)
+    still names the first budget, and is the same request however the budget moved since."""
+    row = conn.execute(
+        "SELECT old_budget_fen FROM budget_changes WHERE campaign_id = ? ORDER BY seq LIMIT 1", (campaign.campaign_id,)
+    ).fetchone()
+    return with_budget(campaign, row[0]) if row else campaign
+
+
 def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> Campaign:
     existing = _load_campaign(conn, c.campaign_id)
+    created = _as_created(conn, existing) if existing is not None else None
     if request_id:
-        _check_campaign_request(conn, c, existing, request_id)
-    if existing is not None:
-        if existing.same_definition(c):
-            return existing
+        _check_campaign_request(conn, c, created, request_id)
+    if existing is not None and created is not None:
+        if created.same_definition(c):
+            return existing  # as it is now: with the budget in force
         raise AlreadyExists("CAMPAIGN_EXISTS", f"活动已存在 / campaign {c.campaign_id!r} already exists")
     r = c.rules
     conn.execute(
@@ -809,6 +886,49 @@ def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> 
         ),
     )
     return c
+
+
+def _set_budget(conn: sqlite3.Connection, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet:
+    """SetCampaignBudget in the writer's transaction, ordered with every grant: the figures the
+    model decides on cannot move before the write. A replay changes nothing (a late duplicate
+    must not undo a later change) and answers the campaign as it is now; a refusal rolls its
+    request record back with it (judged anew on retry)."""
+    replay = _check_request(conn, request_id, "SetCampaignBudget|" + _fingerprint_v2(campaign_id, budget_fen), now_ms)
+    row = conn.execute("SELECT budget_fen, issued_fen FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
+    if row is None:
+        raise campaign_not_found(campaign_id)
+    change = None if replay else budget_change(
+        old_budget_fen=row[0], issued_fen=row[1], new_budget_fen=budget_fen, request_id=request_id, now_ms=now_ms
+    )
+    if change is not None:
+        # Guarded as the grants are: the row itself refuses a budget under what it issued.
+        moved = conn.execute(
+            "UPDATE campaigns SET budget_fen = ? WHERE campaign_id = ? AND issued_fen <= ?",
+            (change.new_budget_fen, campaign_id, change.new_budget_fen),
+        ).rowcount
+        if moved != 1:
+            raise RuntimeError("budget check disagrees with the campaign row")
+        conn.execute(
+            "INSERT INTO budget_changes (campaign_id, change_ms, old_budget_fen, new_budget_fen, issued_fen, request_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (campaign_id, change.change_ms, change.old_budget_fen, change.new_budget_fen, change.issued_fen, request_id),
+        )
+    campaign = _load_campaign(conn, campaign_id)
+    assert campaign is not None
+    return BudgetSet(campaign, _budget(conn, campaign_id, now_ms))
+
+
+def _budget_changes(conn: sqlite3.Connection, campaign_id: str) -> tuple[tuple[BudgetChange, ...], int]:
+    """The latest changes, newest first, and how many there are: two seeks of budget_changes_campaign."""
+    rows = conn.execute(
+        "SELECT change_ms, old_budget_fen, new_budget_fen, issued_fen, request_id FROM budget_changes"
+        " WHERE campaign_id = ? ORDER BY seq DESC LIMIT ?",
+        (campaign_id, BUDGET_CHANGES_SHOWN),
+    ).fetchall()
+    count = len(rows)
+    if count == BUDGET_CHANGES_SHOWN:
+        count = conn.execute("SELECT COUNT(*) FROM budget_changes WHERE campaign_id = ?", (campaign_id,)).fetchone()[0]
+    return tuple(BudgetChange(*r) for r in rows), count
 
 
 # --- card moves and grants -------------------------------------------------------------------
@@ -1150,17 +1270,17 @@ def _wallet(conn: sqlite3.Connection, campaign_id: str, user_id: str) -> WalletD
         "SELECT inviter_user_id FROM invites WHERE campaign_id = ? AND invitee_user_id = ?", (campaign_id, user_id)
     ).fetchone()
     cards = _user_cards(conn, campaign_id, user_id)
-    issued = _issued_fen(conn, campaign_id)
+    budget, issued = _budget_and_issued(conn, campaign_id)
     if member is None:
-        return WalletData(cards, 0, 0, None, invited_by[0] if invited_by else "", issued)
-    return WalletData(cards, member[0], member[1], member[2], invited_by[0] if invited_by else "", issued)
+        return WalletData(cards, 0, 0, None, invited_by[0] if invited_by else "", issued, budget)
+    return WalletData(cards, member[0], member[1], member[2], invited_by[0] if invited_by else "", issued, budget)
 
 
-def _issued_fen(conn: sqlite3.Connection, campaign_id: str) -> int:
+def _budget_and_issued(conn: sqlite3.Connection, campaign_id: str) -> tuple[int, int]:
     # The running total _grant keeps on the campaign row: a primary-key read, where summing
     # card_totals would read a row per state and counting cards would scan the campaign.
-    row = conn.execute("SELECT issued_fen FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
-    return row[0] if row else 0
+    row = conn.execute("SELECT budget_fen, issued_fen FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
+    return (row[0], row[1]) if row else (0, 0)
 
 
 # --- reservations ----------------------------------------------------------------------------
@@ -1471,7 +1591,10 @@ def _budget(conn: sqlite3.Connection, campaign_id: str, now_ms: int) -> BudgetDa
     ).fetchall():
         by_state[stored] -= fen
         by_state[effective] += fen
-    return BudgetData(budget_fen, issued, count, {CardState(s): v for s, v in by_state.items() if v})
+    changes, change_count = _budget_changes(conn, campaign_id)
+    return BudgetData(
+        budget_fen, issued, count, {CardState(s): v for s, v in by_state.items() if v}, changes, change_count
+    )
 
 
 def _campaign_cards(conn: sqlite3.Connection, campaign_id: str, state: int, after_id: str, limit: int, now_ms: int) -> list[Card]:

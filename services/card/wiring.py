@@ -21,14 +21,18 @@ SERVICE_NAME = card_service_pb2.DESCRIPTOR.services_by_name["CardService"].full_
 _M = f"/{SERVICE_NAME}/"
 
 ROLES = {_M + name: ADMIN for name in (
-    "CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers", "ListCampaignInvites",
+    "CreateCampaign", "SetCampaignBudget", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers",
+    "ListCampaignInvites",
 )}
 # The order path (a card held and spent for a paid order) is the last thing to shed; wallet
-# headroom and lottery counters are the first.
+# headroom and lottery counters are the first. SetCampaignBudget too is kept to the last: it is
+# the operator's lever to stop issuing (or add budget) at the peak, when the service sheds most.
 CRITICALITY = {
     **{
         _M + name: CRITICAL
-        for name in ("ReserveCard", "ReserveCards", "ConfirmReservation", "ReleaseReservation", "RefundCard")
+        for name in (
+            "ReserveCard", "ReserveCards", "ConfirmReservation", "ReleaseReservation", "RefundCard", "SetCampaignBudget",
+        )
     },
     **{_M + name: SHEDDABLE for name in ("GetBudget", "GetInviteStats")},
     **{
@@ -61,10 +65,10 @@ async def build(
             settings.db_path, clock=clock, attempts=attempts, new_user_window_ms=new_user_window_ms
         )
     )
-    handlers = CardHandlers(store, clock)
-    servicer = CardServicer(handlers)
     gauges = CampaignGauges(store, clock, registry)
     resources.on_close(registry.unregister, gauges, name="campaign-gauges")
+    handlers = CardHandlers(store, clock, on_budget_set=gauges.budget_set)
+    servicer = CardServicer(handlers)
 
     def register(server) -> None:  # type: ignore[no-untyped-def]
         card_service_pb2_grpc.add_CardServiceServicer_to_server(servicer, server)

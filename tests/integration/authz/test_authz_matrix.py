@@ -68,7 +68,8 @@ DOCUMENTED_ROLES: dict[str, dict[str, str]] = {
             INTERNAL,
         ),
         **dict.fromkeys(
-            ("CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers", "ListCampaignInvites"),
+            ("CreateCampaign", "SetCampaignBudget", "ListCampaigns", "ListCampaignCards", "GetCardHistory",
+             "ListCampaignMembers", "ListCampaignInvites"),
             ADMIN,
         ),
     },

@@ -159,7 +159,8 @@ class CampaignRules(_message.Message):
     """Days a card stays valid after its grant, 0..3,650; 0 means until the campaign ends."""
     budget_fen: _builtins.int
     """Total face value that may ever be issued, in fen. Never exceeded. Required: at least one
-    card's face value, at most 10^17.
+    card's face value, at most 10^17. SetCampaignBudget changes it later (raised, or cut down to
+    what was issued); a Campaign shows the budget in force.
     """
     lottery_invite_threshold: _builtins.int
     """New users a user must invite to enter the daily lottery, 0 (default 3) or 1..10,000."""
@@ -374,7 +375,7 @@ class Budget(_message.Message):
     campaign_id: _builtins.str
     """Campaign."""
     budget_fen: _builtins.int
-    """The campaign's total budget."""
+    """The campaign's total budget, as last set (CreateCampaign, then SetCampaignBudget)."""
     issued_fen: _builtins.int
     """Face value of every card ever granted (never above budget_fen)."""
     reserved_fen: _builtins.int
@@ -406,6 +407,49 @@ class Budget(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Budget: _TypeAlias = Budget  # noqa: Y015
+
+@_typing.final
+class BudgetChange(_message.Message):
+    """One change of a campaign's budget by SetCampaignBudget, kept for good. The card service has
+    one admin token, so who made it is whoever holds that token: the request_id ties the change
+    to the operator's call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    OLD_BUDGET_FEN_FIELD_NUMBER: _builtins.int
+    NEW_BUDGET_FEN_FIELD_NUMBER: _builtins.int
+    ISSUED_FEN_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    old_budget_fen: _builtins.int
+    """The budget before, in fen."""
+    new_budget_fen: _builtins.int
+    """The budget after, in fen."""
+    issued_fen: _builtins.int
+    """Face value issued when the change was committed, in fen (never above new_budget_fen)."""
+    request_id: _builtins.str
+    """The call's request_id; empty when it carried none."""
+    @_builtins.property
+    def change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the change was committed."""
+
+    def __init__(
+        self,
+        *,
+        change_time: _timestamp_pb2.Timestamp | None = ...,
+        old_budget_fen: _builtins.int = ...,
+        new_budget_fen: _builtins.int = ...,
+        issued_fen: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_time", b"change_time", "issued_fen", b"issued_fen", "new_budget_fen", b"new_budget_fen", "old_budget_fen", b"old_budget_fen", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BudgetChange: _TypeAlias = BudgetChange  # noqa: Y015
 
 @_typing.final
 class StateTotal(_message.Message):

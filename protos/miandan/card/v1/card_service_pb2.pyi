@@ -96,6 +96,78 @@ class CreateCampaignResponse(_message.Message):
 Global___CreateCampaignResponse: _TypeAlias = CreateCampaignResponse  # noqa: Y015
 
 @_typing.final
+class SetCampaignBudgetRequest(_message.Message):
+    """Request of SetCampaignBudget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
+    BUDGET_FEN_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    """Idempotency key: a retry with the same key and content changes nothing more."""
+    campaign_id: _builtins.str
+    """Campaign whose budget to set."""
+    budget_fen: _builtins.int
+    """The new total budget in fen (not an amount to add): 1..10^17, and at least the face value
+    the campaign already issued. Equal to it: nothing more is issued.
+    """
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        campaign_id: _builtins.str = ...,
+        budget_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_fen", b"budget_fen", "campaign_id", b"campaign_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCampaignBudgetRequest: _TypeAlias = SetCampaignBudgetRequest  # noqa: Y015
+
+@_typing.final
+class SetCampaignBudgetResponse(_message.Message):
+    """Response of SetCampaignBudget."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CAMPAIGN_FIELD_NUMBER: _builtins.int
+    BUDGET_FIELD_NUMBER: _builtins.int
+    BUDGET_CHANGES_FIELD_NUMBER: _builtins.int
+    BUDGET_CHANGE_COUNT_FIELD_NUMBER: _builtins.int
+    budget_change_count: _builtins.int
+    """How many budget changes the campaign has had in all, as GetBudgetResponse.budget_change_count."""
+    @_builtins.property
+    def campaign(self) -> _card_pb2.Campaign:
+        """The campaign as it is now, rules.budget_fen the budget in force."""
+
+    @_builtins.property
+    def budget(self) -> _card_pb2.Budget:
+        """The campaign's accounting as of the change (read in its transaction; on a replay, now)."""
+
+    @_builtins.property
+    def budget_changes(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.BudgetChange]:
+        """The latest budget changes, newest first, as GetBudgetResponse.budget_changes."""
+
+    def __init__(
+        self,
+        *,
+        campaign: _card_pb2.Campaign | None = ...,
+        budget: _card_pb2.Budget | None = ...,
+        budget_changes: _abc.Iterable[_card_pb2.BudgetChange] | None = ...,
+        budget_change_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "campaign", b"campaign"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_change_count", b"budget_change_count", "budget_changes", b"budget_changes", "campaign", b"campaign"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCampaignBudgetResponse: _TypeAlias = SetCampaignBudgetResponse  # noqa: Y015
+
+@_typing.final
 class GetCampaignRequest(_message.Message):
     """Request of GetCampaign."""
 
@@ -1002,18 +1074,35 @@ class GetBudgetResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     BUDGET_FIELD_NUMBER: _builtins.int
+    BUDGET_CHANGES_FIELD_NUMBER: _builtins.int
+    BUDGET_CHANGE_COUNT_FIELD_NUMBER: _builtins.int
+    budget_change_count: _builtins.int
+    """How many budget changes the campaign has had in all (more than budget_changes holds when
+    above 20).
+    """
     @_builtins.property
     def budget(self) -> _card_pb2.Budget:
         """The accounting."""
+
+    @_builtins.property
+    def budget_changes(self) -> _containers.RepeatedCompositeFieldContainer[_card_pb2.BudgetChange]:
+        """The campaign's latest budget changes (SetCampaignBudget), newest first, at most 20: the
+        operator's history of its levers (when, from what to what, under which request_id; the
+        service has one admin token, so who is whoever holds it). Kept to a few: GetBudget is read
+        by dashboards and audits, and a campaign's budget is changed a handful of times; every
+        change stays in the store for good.
+        """
 
     def __init__(
         self,
         *,
         budget: _card_pb2.Budget | None = ...,
+        budget_changes: _abc.Iterable[_card_pb2.BudgetChange] | None = ...,
+        budget_change_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget", b"budget", "budget_change_count", b"budget_change_count", "budget_changes", b"budget_changes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

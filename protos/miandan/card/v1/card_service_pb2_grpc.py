@@ -46,6 +46,11 @@ class CardServiceStub:
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignRequest.SerializeToString,
                 response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignResponse.FromString,
                 _registered_method=True)
+        self.SetCampaignBudget = channel.unary_unary(
+                '/miandan.card.v1.CardService/SetCampaignBudget',
+                request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetRequest.SerializeToString,
+                response_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetResponse.FromString,
+                _registered_method=True)
         self.GetCampaign = channel.unary_unary(
                 '/miandan.card.v1.CardService/GetCampaign',
                 request_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.GetCampaignRequest.SerializeToString,
@@ -156,7 +161,31 @@ class CardServiceServicer:
     def CreateCampaign(self, request, context):
         """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
         with another definition is REQUEST_ID_REUSED; another request_id defining an existing
-        campaign differently is CAMPAIGN_EXISTS.
+        campaign differently is CAMPAIGN_EXISTS. The definition compared is the one the campaign
+        was created with: after a SetCampaignBudget a retry (or a seed script) still replays, and
+        answers the campaign as it is now (with the budget in force).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetCampaignBudget(self, request, context):
+        """Sets a campaign's total budget (admin): the operator's two levers at the lunch peak, adding
+        budget while the crowd is still there (追加预算), and cutting it to stop issuing at once
+        (fraud seen, a budget mistake) without restarting anything. budget_fen is the new total,
+        any fen in 1..10^17 but never below what the campaign already issued (face value of every
+        card granted): FAILED_PRECONDITION BUDGET_BELOW_ISSUED, the issued figure in the message and
+        in the ErrorInfo metadata "issued_fen" (grants racing a cut move it on: retry with it).
+        Set equal to issued, every further grant (ClaimSignupCard, AcceptInvite) fails exactly as a
+        spent budget does (CAMPAIGN_BUDGET_EXHAUSTED). The check and the write are one store
+        transaction, serialised with the grants: issued_fen is never above budget_fen at any commit.
+        Idempotent on request_id: a replay changes nothing and answers the campaign as it is now (a
+        late duplicate never undoes a later change); the same request_id with another campaign or
+        budget_fen is REQUEST_ID_REUSED; a refused call is not kept. Setting the budget in force
+        changes nothing and records no change. Every change is kept (GetBudgetResponse.budget_changes).
+        The new budget holds from the answer on: for the grants, GetCampaign, GetBudget, wallets'
+        cards_obtainable and pass-phrase promise, and the campaign gauges.
+        Errors: INVALID_ARGUMENT on budget_fen, campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -302,7 +331,8 @@ class CardServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBudget(self, request, context):
-        """Issued, reserved, redeemed and remaining face value of a campaign.
+        """Issued, reserved, redeemed and remaining face value of a campaign, and its latest budget
+        changes (SetCampaignBudget).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -355,6 +385,11 @@ def add_CardServiceServicer_to_server(servicer, server):
                     servicer.CreateCampaign,
                     request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignRequest.FromString,
                     response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignResponse.SerializeToString,
+            ),
+            'SetCampaignBudget': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCampaignBudget,
+                    request_deserializer=miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetRequest.FromString,
+                    response_serializer=miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetResponse.SerializeToString,
             ),
             'GetCampaign': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCampaign,
@@ -486,6 +521,33 @@ class CardService:
             '/miandan.card.v1.CardService/CreateCampaign',
             miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignRequest.SerializeToString,
             miandan_dot_card_dot_v1_dot_card__service__pb2.CreateCampaignResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCampaignBudget(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/miandan.card.v1.CardService/SetCampaignBudget',
+            miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetRequest.SerializeToString,
+            miandan_dot_card_dot_v1_dot_card__service__pb2.SetCampaignBudgetResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,7 +45,27 @@ class CardServiceStub:
     CreateCampaign: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.CreateCampaignRequest, _card_service_pb2.CreateCampaignResponse]
     """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
     with another definition is REQUEST_ID_REUSED; another request_id defining an existing
-    campaign differently is CAMPAIGN_EXISTS.
+    campaign differently is CAMPAIGN_EXISTS. The definition compared is the one the campaign
+    was created with: after a SetCampaignBudget a retry (or a seed script) still replays, and
+    answers the campaign as it is now (with the budget in force).
+    """
+    SetCampaignBudget: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.SetCampaignBudgetRequest, _card_service_pb2.SetCampaignBudgetResponse]
+    """Sets a campaign's total budget (admin): the operator's two levers at the lunch peak, adding
+    budget while the crowd is still there (追加预算), and cutting it to stop issuing at once
+    (fraud seen, a budget mistake) without restarting anything. budget_fen is the new total,
+    any fen in 1..10^17 but never below what the campaign already issued (face value of every
+    card granted): FAILED_PRECONDITION BUDGET_BELOW_ISSUED, the issued figure in the message and
+    in the ErrorInfo metadata "issued_fen" (grants racing a cut move it on: retry with it).
+    Set equal to issued, every further grant (ClaimSignupCard, AcceptInvite) fails exactly as a
+    spent budget does (CAMPAIGN_BUDGET_EXHAUSTED). The check and the write are one store
+    transaction, serialised with the grants: issued_fen is never above budget_fen at any commit.
+    Idempotent on request_id: a replay changes nothing and answers the campaign as it is now (a
+    late duplicate never undoes a later change); the same request_id with another campaign or
+    budget_fen is REQUEST_ID_REUSED; a refused call is not kept. Setting the budget in force
+    changes nothing and records no change. Every change is kept (GetBudgetResponse.budget_changes).
+    The new budget holds from the answer on: for the grants, GetCampaign, GetBudget, wallets'
+    cards_obtainable and pass-phrase promise, and the campaign gauges.
+    Errors: INVALID_ARGUMENT on budget_fen, campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
     """
     GetCampaign: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetCampaignRequest, _card_service_pb2.GetCampaignResponse]
     """Reads a campaign with its rules."""
@@ -130,7 +150,9 @@ class CardServiceStub:
     GetInviteStats: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]
     """The new users a user invited (for the lottery)."""
     GetBudget: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.GetBudgetRequest, _card_service_pb2.GetBudgetResponse]
-    """Issued, reserved, redeemed and remaining face value of a campaign."""
+    """Issued, reserved, redeemed and remaining face value of a campaign, and its latest budget
+    changes (SetCampaignBudget).
+    """
     ListCampaigns: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignsRequest, _card_service_pb2.ListCampaignsResponse]
     """Lists every campaign (admin)."""
     ListCampaignCards: _grpc.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignCardsRequest, _card_service_pb2.ListCampaignCardsResponse]
@@ -164,7 +186,27 @@ class CardServiceAsyncStub(CardServiceStub):
     CreateCampaign: _aio.UnaryUnaryMultiCallable[_card_service_pb2.CreateCampaignRequest, _card_service_pb2.CreateCampaignResponse]  # type: ignore[assignment]
     """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
     with another definition is REQUEST_ID_REUSED; another request_id defining an existing
-    campaign differently is CAMPAIGN_EXISTS.
+    campaign differently is CAMPAIGN_EXISTS. The definition compared is the one the campaign
+    was created with: after a SetCampaignBudget a retry (or a seed script) still replays, and
+    answers the campaign as it is now (with the budget in force).
+    """
+    SetCampaignBudget: _aio.UnaryUnaryMultiCallable[_card_service_pb2.SetCampaignBudgetRequest, _card_service_pb2.SetCampaignBudgetResponse]  # type: ignore[assignment]
+    """Sets a campaign's total budget (admin): the operator's two levers at the lunch peak, adding
+    budget while the crowd is still there (追加预算), and cutting it to stop issuing at once
+    (fraud seen, a budget mistake) without restarting anything. budget_fen is the new total,
+    any fen in 1..10^17 but never below what the campaign already issued (face value of every
+    card granted): FAILED_PRECONDITION BUDGET_BELOW_ISSUED, the issued figure in the message and
+    in the ErrorInfo metadata "issued_fen" (grants racing a cut move it on: retry with it).
+    Set equal to issued, every further grant (ClaimSignupCard, AcceptInvite) fails exactly as a
+    spent budget does (CAMPAIGN_BUDGET_EXHAUSTED). The check and the write are one store
+    transaction, serialised with the grants: issued_fen is never above budget_fen at any commit.
+    Idempotent on request_id: a replay changes nothing and answers the campaign as it is now (a
+    late duplicate never undoes a later change); the same request_id with another campaign or
+    budget_fen is REQUEST_ID_REUSED; a refused call is not kept. Setting the budget in force
+    changes nothing and records no change. Every change is kept (GetBudgetResponse.budget_changes).
+    The new budget holds from the answer on: for the grants, GetCampaign, GetBudget, wallets'
+    cards_obtainable and pass-phrase promise, and the campaign gauges.
+    Errors: INVALID_ARGUMENT on budget_fen, campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
     """
     GetCampaign: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetCampaignRequest, _card_service_pb2.GetCampaignResponse]  # type: ignore[assignment]
     """Reads a campaign with its rules."""
@@ -249,7 +291,9 @@ class CardServiceAsyncStub(CardServiceStub):
     GetInviteStats: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetInviteStatsRequest, _card_service_pb2.GetInviteStatsResponse]  # type: ignore[assignment]
     """The new users a user invited (for the lottery)."""
     GetBudget: _aio.UnaryUnaryMultiCallable[_card_service_pb2.GetBudgetRequest, _card_service_pb2.GetBudgetResponse]  # type: ignore[assignment]
-    """Issued, reserved, redeemed and remaining face value of a campaign."""
+    """Issued, reserved, redeemed and remaining face value of a campaign, and its latest budget
+    changes (SetCampaignBudget).
+    """
     ListCampaigns: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignsRequest, _card_service_pb2.ListCampaignsResponse]  # type: ignore[assignment]
     """Lists every campaign (admin)."""
     ListCampaignCards: _aio.UnaryUnaryMultiCallable[_card_service_pb2.ListCampaignCardsRequest, _card_service_pb2.ListCampaignCardsResponse]  # type: ignore[assignment]
@@ -286,7 +330,33 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_card_service_pb2.CreateCampaignResponse, _abc.Awaitable[_card_service_pb2.CreateCampaignResponse]]:
         """Creates a campaign (admin). Idempotent on request_id / campaign_id: the same request_id
         with another definition is REQUEST_ID_REUSED; another request_id defining an existing
-        campaign differently is CAMPAIGN_EXISTS.
+        campaign differently is CAMPAIGN_EXISTS. The definition compared is the one the campaign
+        was created with: after a SetCampaignBudget a retry (or a seed script) still replays, and
+        answers the campaign as it is now (with the budget in force).
+        """
+
+    @_abc_1.abstractmethod
+    def SetCampaignBudget(
+        self,
+        request: _card_service_pb2.SetCampaignBudgetRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_card_service_pb2.SetCampaignBudgetResponse, _abc.Awaitable[_card_service_pb2.SetCampaignBudgetResponse]]:
+        """Sets a campaign's total budget (admin): the operator's two levers at the lunch peak, adding
+        budget while the crowd is still there (追加预算), and cutting it to stop issuing at once
+        (fraud seen, a budget mistake) without restarting anything. budget_fen is the new total,
+        any fen in 1..10^17 but never below what the campaign already issued (face value of every
+        card granted): FAILED_PRECONDITION BUDGET_BELOW_ISSUED, the issued figure in the message and
+        in the ErrorInfo metadata "issued_fen" (grants racing a cut move it on: retry with it).
+        Set equal to issued, every further grant (ClaimSignupCard, AcceptInvite) fails exactly as a
+        spent budget does (CAMPAIGN_BUDGET_EXHAUSTED). The check and the write are one store
+        transaction, serialised with the grants: issued_fen is never above budget_fen at any commit.
+        Idempotent on request_id: a replay changes nothing and answers the campaign as it is now (a
+        late duplicate never undoes a later change); the same request_id with another campaign or
+        budget_fen is REQUEST_ID_REUSED; a refused call is not kept. Setting the budget in force
+        changes nothing and records no change. Every change is kept (GetBudgetResponse.budget_changes).
+        The new budget holds from the answer on: for the grants, GetCampaign, GetBudget, wallets'
+        cards_obtainable and pass-phrase promise, and the campaign gauges.
+        Errors: INVALID_ARGUMENT on budget_fen, campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
         """
 
     @_abc_1.abstractmethod
@@ -455,7 +525,9 @@ class CardServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _card_service_pb2.GetBudgetRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_card_service_pb2.GetBudgetResponse, _abc.Awaitable[_card_service_pb2.GetBudgetResponse]]:
-        """Issued, reserved, redeemed and remaining face value of a campaign."""
+        """Issued, reserved, redeemed and remaining face value of a campaign, and its latest budget
+        changes (SetCampaignBudget).
+        """
 
     @_abc_1.abstractmethod
     def ListCampaigns(
