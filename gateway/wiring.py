@@ -74,10 +74,9 @@ async def build(
         previews=previews,
         clock=clock,
     )
-    servicer = GatewayServicer(
-        gateway, verifier, upstreams.metadata, WatchSlots(settings.watches_per_user, settings.max_watches),
-        UserRates(settings.user_rate, settings.user_burst, settings.user_rates_tracked, clock=clock),
-    )
+    watches = WatchSlots(settings.watches_per_user, settings.max_watches)
+    user_rates = UserRates(settings.user_rate, settings.user_burst, settings.user_rates_tracked, clock=clock)
+    servicer = GatewayServicer(gateway, verifier, upstreams.metadata, watches, user_rates)
 
     def register(server) -> None:
         gateway_service_pb2_grpc.add_GatewayServiceServicer_to_server(servicer, server)
@@ -104,4 +103,6 @@ async def build(
     server.gateway = gateway  # type: ignore[attr-defined]
     server.verifier = verifier  # type: ignore[attr-defined]
     server.upstreams = upstreams  # type: ignore[attr-defined]
+    server.watches = watches  # type: ignore[attr-defined]
+    server.user_rates = user_rates  # type: ignore[attr-defined]
     return server
