@@ -38,6 +38,8 @@ from .pool import map_bounded
 __all__ = ["ServiceUnreadable", "Targets", "fetch_facts"]
 
 T = TypeVar("T")
+# Reads of a campaign's rules and budget back to back when the first two disagreed (fetch_facts).
+_BUDGET_RECHECKS = 3
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 
 
@@ -275,6 +277,7 @@ async def fetch_facts(
             )
         facts.campaigns = [campaign_facts(c) for c in campaigns]
         ids = [c.campaign_id for c in facts.campaigns]
+        rules = {c.campaign_id: c for c in facts.campaigns}
 
         async def budget_of(cid: str) -> BudgetFacts:
             budget = (await reader.call(cards.GetBudget, card_service_pb2.GetBudgetRequest(campaign_id=cid))).budget
@@ -289,6 +292,17 @@ async def fetch_facts(
                 expired_fen=budget.expired_fen,
             )
 
+        async def recheck_rules(cid: str) -> None:
+            """The budget moved between the rules and GetBudget (SetCampaignBudget), or the rules
+            are a stale copy: the rules and GetBudget read again back to back tell which
+            (model.check_budget). A few tries: an operator may change it again in between."""
+            for _ in range(_BUDGET_RECHECKS):
+                reply = await reader.call(cards.GetCampaign, card_service_pb2.GetCampaignRequest(campaign_id=cid))
+                again, beside = campaign_facts(reply.campaign), await budget_of(cid)
+                facts.campaigns_after[cid], facts.budgets_beside[cid] = again, beside
+                if again.budget_fen == beside.budget_fen:
+                    return
+
         async def one_campaign(cid: str) -> None:
             facts.budgets[cid] = await budget_of(cid)
             await _each(
@@ -302,6 +316,8 @@ async def fetch_facts(
             # listing pages on, so the listed cards are held to the range of the two answers
             # (model.check_budget), not to the first answer alone.
             facts.budgets_after[cid] = await budget_of(cid)
+            if facts.budgets[cid].budget_fen != rules[cid].budget_fen:
+                await recheck_rules(cid)
             draws = await _pages(
                 reader, lottery.ListDraws, lambda t: lottery_service_pb2.ListDrawsRequest(campaign_id=cid, page_size=100, page_token=t), "draws"
             )

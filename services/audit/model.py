@@ -8,8 +8,9 @@ return Findings instead of raising: an operator wants every problem in one run, 
 
 The facts of one pass are read listing after listing, not at one instant: under live traffic a
 card can legitimately be REDEEMED a moment before its order is written PAID. check_budget holds
-the cards to the range of two GetBudget answers taken around their listing, and the audit reports
-a finding only when a second pass finds it again (services.audit.audit_confirmed).
+the cards to the range of two GetBudget answers taken around their listing (and to the largest
+budget read, as an operator may change it meanwhile), and the audit reports a finding only when
+a second pass finds it again (services.audit.audit_confirmed).
 """
 from __future__ import annotations
 
@@ -185,6 +186,10 @@ class AuditFacts:
     budgets: dict[str, BudgetFacts] = field(default_factory=dict)
     # GetBudget asked again once the campaign's cards were listed (missing: the same as budgets).
     budgets_after: dict[str, BudgetFacts] = field(default_factory=dict)
+    # The campaign's rules read again after that, and GetBudget right after them, when the first
+    # rules and GetBudget disagreed on the budget (missing: not read again): see check_budget.
+    campaigns_after: dict[str, CampaignFacts] = field(default_factory=dict)
+    budgets_beside: dict[str, BudgetFacts] = field(default_factory=dict)
     cards: list[CardFacts] = field(default_factory=list)
     orders: list[OrderFacts] = field(default_factory=list)
     inviters: dict[str, list[InviterFacts]] = field(default_factory=dict)  # by campaign
@@ -262,7 +267,13 @@ class UserCards:
 
 
 def check_budget(
-    campaign: CampaignFacts, budget: BudgetFacts | None, cards: Sequence[CardFacts], after: BudgetFacts | None = None
+    campaign: CampaignFacts,
+    budget: BudgetFacts | None,
+    cards: Sequence[CardFacts],
+    after: BudgetFacts | None = None,
+    *,
+    campaign_after: CampaignFacts | None = None,
+    beside: BudgetFacts | None = None,
 ) -> list[Finding]:
     """Issued face value never above the budget, and equal to the sum of the cards that exist.
 
@@ -271,29 +282,45 @@ def check_budget(
     issued while the listing pages on, so the listed cards are held to the range of the two
     answers: issued_fen and cards_issued only grow (cards are never deleted), every card issued
     before the first answer is listed, and none listed was issued after the second. The RESERVED
-    and REDEEMED totals move both ways, so they are compared only when the two answers agree."""
+    and REDEEMED totals move both ways, so they are compared only when the two answers agree.
+
+    The budget itself moves too (SetCampaignBudget: raised, or cut to what was issued, never
+    below it), between any two reads: `campaign` is the rules read just before the first answer;
+    when they disagree, the fetch reads the rules again (`campaign_after`) and GetBudget right
+    after them (`beside`; None: compare with `after`). So the cards are held to the largest
+    budget read (a budget never went below the cards issued under it), each answer's issued_fen
+    to the budget in that same answer (one read of one row), and the rules must agree with the
+    answer read right after them in one of the two pairs. A change between any two reads then
+    reads as none; rules that disagree both times (a stale copy of the campaign) are a finding."""
     ids = {"campaign_id": campaign.campaign_id}
     out: list[Finding] = []
     own = [c for c in cards if c.campaign_id == campaign.campaign_id]
     issued = sum(c.face_value_fen for c in own)
-    if issued > campaign.budget_fen:
-        out.append(Finding("BUDGET_EXCEEDED", f"cards worth {issued} fen exist, budget is {campaign.budget_fen} fen", ids))
+    campaign_after = campaign_after or campaign
+    replies = [r for r in (budget, after, beside) if r is not None]
+    largest = max(campaign.budget_fen, campaign_after.budget_fen, *(r.budget_fen for r in replies))
+    if issued > largest:
+        out.append(Finding("BUDGET_EXCEEDED", f"cards worth {issued} fen exist, budget is {largest} fen", ids))
     if budget is None:
         out.append(Finding("BUDGET_MISSING", "the card service reported no budget for the campaign", ids))
         return out
     after = after or budget
+    beside = beside or after
+    if budget.budget_fen != campaign.budget_fen and beside.budget_fen != campaign_after.budget_fen:
+        out.append(
+            Finding(
+                "BUDGET_MISMATCH",
+                f"GetBudget says budget {_reported(budget.budget_fen, beside.budget_fen, 'the rules were read again')} fen, "
+                f"the campaign rules say {_reported(campaign.budget_fen, campaign_after.budget_fen, 'the cards were listed')}",
+                ids,
+            )
+        )
+    if beside not in (budget, after) and beside.issued_fen > beside.budget_fen:
+        out.append(Finding("BUDGET_EXCEEDED", f"issued_fen {beside.issued_fen} is above budget_fen {beside.budget_fen}", ids))
     for reply in (budget, after) if after != budget else (budget,):
-        if reply.issued_fen > reply.budget_fen or reply.issued_fen > campaign.budget_fen:
+        if reply.issued_fen > reply.budget_fen:
             out.append(
                 Finding("BUDGET_EXCEEDED", f"issued_fen {reply.issued_fen} is above budget_fen {reply.budget_fen}", ids)
-            )
-        if reply.budget_fen != campaign.budget_fen:
-            out.append(
-                Finding(
-                    "BUDGET_MISMATCH",
-                    f"GetBudget says budget {reply.budget_fen} fen, the campaign rules say {campaign.budget_fen}",
-                    ids,
-                )
             )
         if reply.remaining_fen != reply.budget_fen - reply.issued_fen:
             out.append(
@@ -304,14 +331,11 @@ def check_budget(
                 )
             )
 
-    def reported(before: int, later: int) -> str:
-        return str(before) if before == later else f"{before} before the cards were listed and {later} after"
-
     if not budget.issued_fen <= issued <= after.issued_fen:
         out.append(
             Finding(
                 "ISSUED_MISMATCH",
-                f"issued_fen {reported(budget.issued_fen, after.issued_fen)} but the {len(own)} cards sum to {issued} fen",
+                f"issued_fen {_reported(budget.issued_fen, after.issued_fen)} but the {len(own)} cards sum to {issued} fen",
                 ids,
             )
         )
@@ -319,7 +343,7 @@ def check_budget(
         out.append(
             Finding(
                 "ISSUED_COUNT_MISMATCH",
-                f"cards_issued {reported(budget.cards_issued, after.cards_issued)} but {len(own)} cards exist",
+                f"cards_issued {_reported(budget.cards_issued, after.cards_issued)} but {len(own)} cards exist",
                 ids,
             )
         )
@@ -335,6 +359,10 @@ def check_budget(
                     )
                 )
     return out
+
+
+def _reported(before: int, later: int, between: str = "the cards were listed") -> str:
+    return str(before) if before == later else f"{before} before {between} and {later} after"
 
 
 def check_user_cap(campaign: CampaignFacts, cards: Sequence[CardFacts], *, tally: UserCards | None = None) -> list[Finding]:
@@ -806,7 +834,10 @@ def audit(facts: AuditFacts, *, reservation_grace_ms: int = 0) -> list[Finding]:
     for campaign in facts.campaigns:
         cid = campaign.campaign_id
         cards = [c for c in facts.cards if c.campaign_id == cid]
-        out += check_budget(campaign, facts.budgets.get(cid), cards, facts.budgets_after.get(cid))
+        out += check_budget(
+            campaign, facts.budgets.get(cid), cards, facts.budgets_after.get(cid),
+            campaign_after=facts.campaigns_after.get(cid), beside=facts.budgets_beside.get(cid),
+        )
         tally = UserCards(cid, cards)
         out += check_user_cap(campaign, cards, tally=tally)
         out += check_invites(campaign, facts.inviters.get(cid, []), cards, tally=tally)

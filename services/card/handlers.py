@@ -181,11 +181,11 @@ class CardHandlers:
         campaign = new_campaign(campaign_id, name, start_ms, end_ms, rules, self.now(), secrets.token_bytes(32))
         return await self.store.create_campaign(campaign, request_id)
 
-    async def set_budget(self, request_id: str, campaign_id: str, budget_fen: int) -> BudgetSet:
+    async def set_budget(self, request_id: str, campaign_id: str, budget_fen: int, stop_issuing: bool = False) -> BudgetSet:
         check_id(request_id, "request_id", required=False)
-        check_budget_fen(budget_fen)
+        check_budget_fen(budget_fen, stop_issuing)
         c = await self.campaign(campaign_id)
-        result = await self.store.set_budget(c.campaign_id, budget_fen, request_id, self.now())
+        result = await self.store.set_budget(c.campaign_id, budget_fen, request_id, self.now(), stop_issuing)
         if self.on_budget_set is not None:
             self.on_budget_set(c.campaign_id, result.budget)
         return result

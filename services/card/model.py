@@ -204,10 +204,18 @@ class BudgetChange:
 BUDGET_CHANGES_SHOWN = 20
 
 
-def check_budget_fen(budget_fen: int) -> int:
+def check_budget_fen(budget_fen: int, stop_issuing: bool = False) -> int:
     """A budget set on a running campaign: any positive fen up to MAX_BUDGET_FEN. Not held to one
-    card's face value as at creation: cutting to what was issued (maybe 0) is how an operator
-    stops issuing, and a raise by any amount is a raise."""
+    card's face value as at creation: cutting to what was issued is how an operator stops
+    issuing, and a raise by any amount is a raise. With stop_issuing the figure is the store's
+    to take (what is issued at the commit), so none may be given: a figure beside the flag would
+    leave the operator unsure which one was applied."""
+    if stop_issuing:
+        if budget_fen != 0:
+            raise InvalidArgument(
+                "budget_fen", "stop_issuing 时须为 0 / must be 0 with stop_issuing (the budget becomes what was issued)"
+            )
+        return budget_fen
     if not 1 <= budget_fen <= MAX_BUDGET_FEN:
         raise InvalidArgument("budget_fen", f"须为 1..{MAX_BUDGET_FEN} 分 / must be 1..{MAX_BUDGET_FEN} fen")
     return budget_fen
@@ -226,6 +234,18 @@ def budget_change(
     if new_budget_fen == old_budget_fen:
         return None
     return BudgetChange(now_ms, old_budget_fen, new_budget_fen, issued_fen, request_id)
+
+
+def stop_issuing_change(*, old_budget_fen: int, issued_fen: int, request_id: str, now_ms: int) -> BudgetChange | None:
+    """SetCampaignBudget's stop_issuing, decided on the figures of the write transaction: the
+    budget becomes what is issued at that commit, so grants racing the call can never make it
+    refused (a figure the operator read is overtaken by them). 0 on a campaign that issued
+    nothing: no budget at all, which every grant and reader takes as spent. None: already
+    stopped."""
+    return budget_change(
+        old_budget_fen=old_budget_fen, issued_fen=issued_fen, new_budget_fen=issued_fen, request_id=request_id,
+        now_ms=now_ms,
+    )
 
 
 _CAMPAIGN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")

@@ -149,7 +149,7 @@ class CardServicer(card_service_pb2_grpc.CardServiceServicer):
         return pb.CreateCampaignResponse(campaign=campaign_pb(c))
 
     async def SetCampaignBudget(self, request: pb.SetCampaignBudgetRequest, context: Any) -> pb.SetCampaignBudgetResponse:
-        done = await self.h.set_budget(request.request_id, request.campaign_id, request.budget_fen)
+        done = await self.h.set_budget(request.request_id, request.campaign_id, request.budget_fen, request.stop_issuing)
         b = done.budget
         return pb.SetCampaignBudgetResponse(
             campaign=campaign_pb(done.campaign), budget=budget_pb(done.campaign.campaign_id, b),

@@ -95,6 +95,7 @@ from .model import (
     request_id_reused,
     reservation_not_found,
     self_invite,
+    stop_issuing_change,
     with_budget,
 )
 
@@ -444,7 +445,9 @@ class CardStore(Protocol):
     """What the handlers need; SqliteCardStore is the implementation (PostgreSQL could be another)."""
 
     async def create_campaign(self, campaign: Campaign, request_id: str) -> Campaign: ...
-    async def set_budget(self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet: ...
+    async def set_budget(
+        self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int, stop_issuing: bool = False
+    ) -> BudgetSet: ...
     async def get_campaign(self, campaign_id: str) -> Campaign | None: ...
     async def list_campaigns(self, after_id: str, limit: int) -> list[Campaign]: ...
     async def list_reservations(
@@ -534,9 +537,11 @@ class SqliteCardStore:
         self._cache_campaign(stored, epoch)
         return stored
 
-    async def set_budget(self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet:
+    async def set_budget(
+        self, campaign_id: str, budget_fen: int, request_id: str, now_ms: int, stop_issuing: bool = False
+    ) -> BudgetSet:
         try:
-            return await self._write(_set_budget, campaign_id, budget_fen, request_id, now_ms)
+            return await self._write(_set_budget, campaign_id, budget_fen, stop_issuing, request_id, now_ms)
         finally:
             # Also when the call failed: it may have been committed all the same (an answer
             # lost to a deadline), and a reload costs one point read.
@@ -888,18 +893,26 @@ def _create_campaign(conn: sqlite3.Connection, c: Campaign, request_id: str) -> 
     return c
 
 
-def _set_budget(conn: sqlite3.Connection, campaign_id: str, budget_fen: int, request_id: str, now_ms: int) -> BudgetSet:
+def _budget_fingerprint(campaign_id: str, budget_fen: int, stop_issuing: bool) -> str:
+    # A figure keeps the content it was recorded with before stop_issuing existed; a stop names
+    # no figure (the store takes it), so it is recorded as a word no figure can equal.
+    return _fingerprint_v2(campaign_id, "stop_issuing" if stop_issuing else budget_fen)
+
+
+def _set_budget(
+    conn: sqlite3.Connection, campaign_id: str, budget_fen: int, stop_issuing: bool, request_id: str, now_ms: int
+) -> BudgetSet:
     """SetCampaignBudget in the writer's transaction, ordered with every grant: the figures the
-    model decides on cannot move before the write. A replay changes nothing (a late duplicate
-    must not undo a later change) and answers the campaign as it is now; a refusal rolls its
-    request record back with it (judged anew on retry)."""
-    replay = _check_request(conn, request_id, "SetCampaignBudget|" + _fingerprint_v2(campaign_id, budget_fen), now_ms)
+    model decides on cannot move before the write (stop_issuing takes issued_fen as read here,
+    so no grant can commit between the figure and the cut). A replay changes nothing (a late
+    duplicate must not undo a later change) and answers the campaign as it is now; a refusal
+    rolls its request record back with it (judged anew on retry)."""
+    fingerprint = _budget_fingerprint(campaign_id, budget_fen, stop_issuing)
+    replay = _check_request(conn, request_id, "SetCampaignBudget|" + fingerprint, now_ms)
     row = conn.execute("SELECT budget_fen, issued_fen FROM campaigns WHERE campaign_id = ?", (campaign_id,)).fetchone()
     if row is None:
         raise campaign_not_found(campaign_id)
-    change = None if replay else budget_change(
-        old_budget_fen=row[0], issued_fen=row[1], new_budget_fen=budget_fen, request_id=request_id, now_ms=now_ms
-    )
+    change = None if replay else _budget_decided(row[0], row[1], budget_fen, stop_issuing, request_id, now_ms)
     if change is not None:
         # Guarded as the grants are: the row itself refuses a budget under what it issued.
         moved = conn.execute(
@@ -916,6 +929,16 @@ def _set_budget(conn: sqlite3.Connection, campaign_id: str, budget_fen: int, req
     campaign = _load_campaign(conn, campaign_id)
     assert campaign is not None
     return BudgetSet(campaign, _budget(conn, campaign_id, now_ms))
+
+
+def _budget_decided(
+    old_budget_fen: int, issued_fen: int, budget_fen: int, stop_issuing: bool, request_id: str, now_ms: int
+) -> BudgetChange | None:
+    if stop_issuing:
+        return stop_issuing_change(old_budget_fen=old_budget_fen, issued_fen=issued_fen, request_id=request_id, now_ms=now_ms)
+    return budget_change(
+        old_budget_fen=old_budget_fen, issued_fen=issued_fen, new_budget_fen=budget_fen, request_id=request_id, now_ms=now_ms
+    )
 
 
 def _budget_changes(conn: sqlite3.Connection, campaign_id: str) -> tuple[tuple[BudgetChange, ...], int]:

@@ -32,7 +32,8 @@ class CardClient:
     def __getattr__(self, name):
         method = getattr(self.stub, name)
         admin = name in (
-            "CreateCampaign", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers", "ListCampaignInvites",
+            "CreateCampaign", "SetCampaignBudget", "ListCampaigns", "ListCampaignCards", "GetCardHistory", "ListCampaignMembers",
+            "ListCampaignInvites",
         )
         md = self.admin_md if admin else self.md
 

@@ -1,7 +1,8 @@
 """The card service against an independent reference model.
 
 `Ref` below is a plain-Python model of what DESIGN.md and the card protos promise (grants, caps,
-budget, invites and their guess limit, reservations with TTLs, request-id replays). Long seeded
+budget and the operator's changes of it, invites and their guess limit, reservations with TTLs,
+request-id replays). Long seeded
 random sequences of calls go to the real card server (wiring.build on port 0, SQLite on
 tmp_path, a FakeClock); after every step each answer (status code and reason, or the response)
 and the whole visible state (every user's cards and wallet, the budget, every reservation) must
@@ -41,6 +42,8 @@ MINUTE_MS = 60_000
 WEEK_MS = 7 * DAY_MS
 GUESS_LIMIT, GUESS_WINDOW_MS, NEW_USER_WINDOW_MS = 10, 10 * MINUTE_MS, 10 * MINUTE_MS
 USERS = [f"u{n}" for n in range(8)]
+MAX_BUDGET_FEN = 10**17
+BUDGET_CHANGES_SHOWN = 20
 
 # Card and reservation states as the protos number them.
 AVAILABLE, RESERVED, REDEEMED, EXPIRED = 1, 2, 3, 4
@@ -131,16 +134,20 @@ class Record:
 
 
 class Err(Exception):
-    def __init__(self, code: str, reason: str, retry_after_ms: int | None = None, keep: bool = False):
+    def __init__(self, code: str, reason: str, retry_after_ms: int | None = None, keep: bool = False,
+                 issued_fen: int | None = None):
         super().__init__(code, reason)
         self.code, self.reason, self.retry_after_ms = code, reason, retry_after_ms
         # keep: the call failed but committed something (its request record stays).
         self.keep = keep
+        self.issued_fen = issued_fen  # BUDGET_BELOW_ISSUED: the figure an operator retries with
 
     def answer(self) -> dict:
         out = {"error": self.code, "reason": self.reason}
         if self.retry_after_ms is not None:
             out["retry_after_ms"] = self.retry_after_ms
+        if self.issued_fen is not None:
+            out["issued_fen"] = self.issued_fen
         return out
 
 
@@ -157,6 +164,8 @@ class Ref:
         self.attempts: dict[str, tuple[int, int]] = {}  # user -> (window start, wrong codes)
         self.records: dict[tuple[str, str], Record] = {}
         self.ever_reserved: set[str] = set()
+        # SetCampaignBudget's history, oldest first: (time, old budget, new budget, issued, request_id).
+        self.budget_changes: list[tuple[int, int, int, int, str]] = []
         self._placeholders = 0
 
     # --- helpers ------------------------------------------------------------------------------
@@ -508,6 +517,30 @@ class Ref:
             reason = "" if returned else ("CARD_EXPIRED" if now_state == EXPIRED else "CARD_IN_USE")
         return {**answer, "returned": returned, "reason": reason}
 
+    # --- the operator's budget lever ----------------------------------------------------------
+
+    def set_budget(self, rid: str, budget_fen: int, stop: bool, now: int) -> dict:
+        # Checked before the request is looked up: a malformed call is never recorded nor replayed.
+        if stop and budget_fen != 0 or not stop and not 1 <= budget_fen <= MAX_BUDGET_FEN:
+            raise Err("INVALID_ARGUMENT", "INVALID_ARGUMENT")
+        content = ("stop",) if stop else (budget_fen,)
+        return self.call("SetCampaignBudget", rid, content, now, lambda replay: self._set_budget(budget_fen, stop, now, rid, replay))
+
+    def _set_budget(self, budget_fen: int, stop: bool, now: int, rid: str, replay: bool) -> dict:
+        if not replay:  # a replay answers the campaign as it is now, whatever came since
+            new = self.issued if stop else budget_fen
+            if new < self.issued:
+                raise Err("FAILED_PRECONDITION", "BUDGET_BELOW_ISSUED", issued_fen=self.issued)
+            if new != self.rules.budget:
+                self.budget_changes.append((now, self.rules.budget, new, self.issued, rid))
+                self.rules.budget = new
+        return {"campaign_budget": self.rules.budget, **self.budget_answer(now)}
+
+    def budget_answer(self, now: int) -> dict:
+        """GetBudget's (and SetCampaignBudget's) answer: the accounting and the latest changes."""
+        latest = self.budget_changes[::-1][:BUDGET_CHANGES_SHOWN]
+        return {"budget": self.budget(now), "changes": [list(c) for c in latest], "change_count": len(self.budget_changes)}
+
     # --- time ---------------------------------------------------------------------------------
 
     def swept(self, now: int) -> None:
@@ -614,7 +647,27 @@ def error_of(exc: grpc.aio.AioRpcError, method: str) -> dict:
     out = {"error": exc.code().name, "reason": details["reason"]}
     if details["reason"] == "INVITE_ATTEMPTS_EXCEEDED":
         out["retry_after_ms"] = details["retry_after_ms"]
+    if details["reason"] == "BUDGET_BELOW_ISSUED":
+        out["issued_fen"] = int(details["metadata"]["issued_fen"])
     return out
+
+
+def budget_of(b) -> dict:
+    return {
+        "budget": b.budget_fen, "issued": b.issued_fen, "cards_issued": b.cards_issued, "remaining": b.remaining_fen,
+        "reserved": b.reserved_fen, "redeemed": b.redeemed_fen, "expired": b.expired_fen,
+    }
+
+
+def budget_answer_of(resp) -> dict:
+    """GetBudgetResponse or SetCampaignBudgetResponse: the accounting and the latest changes."""
+    return {
+        "budget": budget_of(resp.budget),
+        "changes": [
+            [ms(c.change_time), c.old_budget_fen, c.new_budget_fen, c.issued_fen, c.request_id] for c in resp.budget_changes
+        ],
+        "change_count": resp.budget_change_count,
+    }
 
 
 # --- operations ------------------------------------------------------------------------------
@@ -651,6 +704,8 @@ async def send(card: CardClient, op: Op) -> dict:
         return invite_answer_of(resp)
     if op.method == "RefundCard":
         return {**hold_of(resp), "returned": resp.returned, "reason": resp.not_returned_reason}
+    if op.method == "SetCampaignBudget":
+        return {"campaign_budget": resp.campaign.rules.budget_fen, **budget_answer_of(resp)}
     return hold_of(resp)
 
 
@@ -689,6 +744,8 @@ def model_answer(ref: Ref, op: Op, now: int, actual: dict) -> dict:
             return ref.release(f.get("request_id", ""), f["order_id"], now)
         if op.method == "RefundCard":
             return ref.refund(f.get("request_id", ""), f["order_id"], now)
+        if op.method == "SetCampaignBudget":
+            return ref.set_budget(f.get("request_id", ""), f.get("budget_fen", 0), f.get("stop_issuing", False), now)
     except Err as e:
         return e.answer()
     raise AssertionError(op.method)
@@ -885,6 +942,26 @@ class Run:
                 return rng.choice(mine)
         return f"{user}-o{rng.randint(0, 5)}"
 
+    def budget_op(self) -> Op:
+        """The operator's lever: a raise (追加预算), a cut to the issued figure read beforehand,
+        stop_issuing, a cut below issued (refused), or a malformed call. Replays and reused
+        request ids come from write_op's replay and reuse like every other request's."""
+        rng, ref = self.rng, self.ref
+        face, issued = ref.rules.face, ref.issued
+        kind = rng.choices(["raise", "cut", "stop", "below", "bad"], [4, 2, 3, 1.5, 0.5])[0]
+        fields: dict = {"request_id": self.rid(), "campaign_id": C}
+        if kind == "raise":
+            fields["budget_fen"] = ref.rules.budget + face * rng.randint(1, 8) + rng.choice([0, 0, 1])
+        elif kind == "cut":
+            fields["budget_fen"] = max(issued, 1)  # 0 issued: the smallest figure that is a budget
+        elif kind == "stop":
+            fields["stop_issuing"] = True
+        elif kind == "below":
+            fields["budget_fen"] = max(issued - rng.choice([1, face]), 1)  # below issued once anything was
+        else:
+            fields.update(rng.choice([{"budget_fen": 0}, {"budget_fen": face, "stop_issuing": True}, {"budget_fen": -1}]))
+        return Op("SetCampaignBudget", fields)
+
     def order_op(self, method: str) -> Op:
         rng, orders = self.rng, list(self.ref.reservations)
         order = rng.choice(orders) if orders and rng.random() < 0.85 else self.order_id()
@@ -893,9 +970,11 @@ class Run:
     def write_op(self) -> Op | None:
         rng = self.rng
         kind = rng.choices(
-            ["claim", "accept", "reserve", "batch", "confirm", "release", "refund", "replay", "reuse"],
-            [3, 4, 6, 1, 3, 2, 2, 3, 1],
+            ["claim", "accept", "reserve", "batch", "confirm", "release", "refund", "replay", "reuse", "budget"],
+            [3, 4, 6, 1, 3, 2, 2, 3, 1, 1.5],
         )[0]
+        if kind == "budget":
+            return self.budget_op()
         if kind == "claim":
             return Op("ClaimSignupCard", {"request_id": self.rid(), "campaign_id": C, "user_id": rng.choice(USERS)})
         if kind == "accept":
@@ -924,6 +1003,7 @@ class Run:
                 "ClaimSignupCard": lambda: Op("ClaimSignupCard", {"campaign_id": C, "user_id": rng.choice(USERS)}),
                 "AcceptInvite": lambda: self.accept_op(rng.choice(USERS)),
                 "ReserveCard": lambda: Op("ReserveCard", self.reserve_fields()),
+                "SetCampaignBudget": self.budget_op,
             }.get(earlier.method, lambda: self.order_op(earlier.method))()
             if other is None:
                 return None
@@ -1047,14 +1127,12 @@ class Run:
             adopt(ref, bind)
             if user in ref.members or ref.user_cards(user):
                 await self.compare_wallet(user)
-        got = (await self.card.GetBudget(campaign_id=C)).budget
-        actual = {
-            "budget": got.budget_fen, "issued": got.issued_fen, "cards_issued": got.cards_issued,
-            "remaining": got.remaining_fen, "reserved": got.reserved_fen, "redeemed": got.redeemed_fen,
-            "expired": got.expired_fen,
-        }
-        if actual != ref.budget(now):
-            raise Disagreement(self.report("GetBudget", ref.budget(now), actual))
+        actual = budget_answer_of(await self.card.GetBudget(campaign_id=C))
+        if actual != ref.budget_answer(now):
+            raise Disagreement(self.report("GetBudget", ref.budget_answer(now), actual))
+        rules = (await self.card.GetCampaign(campaign_id=C)).campaign.rules
+        if rules.budget_fen != ref.rules.budget:
+            raise Disagreement(self.report("GetCampaign budget", ref.rules.budget, rules.budget_fen))
         listed = [reservation_of(r) for r in (await self.card.ListReservations(page_size=1000)).reservations]
         expected = sorted((ref.reservation_view(r, now) for r in ref.reservations.values()),
                           key=lambda r: (r["create"], r["order"]))

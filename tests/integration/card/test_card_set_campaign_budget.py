@@ -17,11 +17,17 @@ C = "budget-lever"
 FACE = 2_500
 
 
-def set_budget(card, budget_fen, *, request_id="", campaign_id=C, metadata=None):
+def set_budget(card, budget_fen, *, request_id="", campaign_id=C, metadata=None, stop_issuing=False):
     return card.stub.SetCampaignBudget(
-        pb.SetCampaignBudgetRequest(request_id=request_id, campaign_id=campaign_id, budget_fen=budget_fen),
+        pb.SetCampaignBudgetRequest(
+            request_id=request_id, campaign_id=campaign_id, budget_fen=budget_fen, stop_issuing=stop_issuing
+        ),
         metadata=card.admin_md if metadata is None else metadata, timeout=20,
     )
+
+
+def stop_issuing(card, *, request_id="", campaign_id=C):
+    return set_budget(card, 0, request_id=request_id, campaign_id=campaign_id, stop_issuing=True)
 
 
 async def fails(call, code, reason):
@@ -309,3 +315,117 @@ async def test_grants_racing_cuts_to_issued_and_raises_never_pass_the_budget_nor
     assert len(history) == 3 and all(issued <= new for _, new, issued in history)
     assert [old for old, _, _ in history[1:]] == [new for _, new, _ in history[:-1]]
     assert history[0][0] == 20 * FACE and history[-1][1] == final.budget_fen
+
+
+# --- stop_issuing: the budget becomes what is issued when the change commits ------------------
+
+
+async def test_stop_issuing_sets_the_budget_to_what_was_issued_and_keeps_it_in_the_history(card, clock):
+    await campaign_of(card, 100)
+    for user in ("u1", "u2", "u3"):
+        await claim(card, user)
+
+    answer = await stop_issuing(card, request_id="stop")
+
+    assert answer.campaign.rules.budget_fen == 3 * FACE
+    assert (answer.budget.budget_fen, answer.budget.issued_fen, answer.budget.remaining_fen) == (3 * FACE, 3 * FACE, 0)
+    change = answer.budget_changes[0]
+    assert (change.change_time.ToMilliseconds(), change.old_budget_fen, change.new_budget_fen, change.issued_fen,
+            change.request_id) == (to_ms(clock.now()), 100 * FACE, 3 * FACE, 3 * FACE, "stop")
+    await fails(claim(card, "late"), grpc.StatusCode.RESOURCE_EXHAUSTED, "CAMPAIGN_BUDGET_EXHAUSTED")
+    assert (await card.GetCampaign(campaign_id=C)).campaign.rules.budget_fen == 3 * FACE
+
+
+async def test_stop_issuing_a_campaign_that_issued_nothing_leaves_a_budget_of_zero_every_reader_takes(card_server):
+    server, card, _ = card_server
+    await campaign_of(card, 100)
+    await card.GetInviteCode(campaign_id=C, user_id="early")  # a member with a code, no card
+
+    answer = await stop_issuing(card, request_id="stop-empty")
+
+    assert answer.campaign.rules.budget_fen == 0 == answer.budget.budget_fen == answer.budget.remaining_fen
+    budget = (await card.GetBudget(campaign_id=C)).budget
+    assert (budget.budget_fen, budget.issued_fen, budget.remaining_fen) == (0, 0, 0)
+    wallet = (await card.GetWallet(campaign_id=C, user_id="early")).wallet
+    assert wallet.cards_obtainable == 0 and "领25元免单卡" not in wallet.pass_phrase_text
+    assert "领25元免单卡" not in (await card.GetInviteCode(campaign_id=C, user_id="early")).invite_code.pass_phrase_text
+    assert server.campaign_gauges.snapshot[C].budget_fen == 0
+    await server.campaign_gauges.refresh()
+    assert server.campaign_gauges.snapshot[C].budget_fen == 0
+    await fails(claim(card, "u1"), grpc.StatusCode.RESOURCE_EXHAUSTED, "CAMPAIGN_BUDGET_EXHAUSTED")
+    # The campaign's creation, retried, still replays (it names the budget it was created with).
+    created = await card.campaign(C, budget_fen=100 * FACE)
+    assert created.rules.budget_fen == 0
+    # A raise reopens issuing.
+    await set_budget(card, 2 * FACE, request_id="reopen")
+    assert (await claim(card, "u1")).newly_granted
+
+
+@pytest.mark.parametrize("budget_fen", [1, FACE, -1, 10**17])
+async def test_stop_issuing_with_a_budget_figure_is_invalid_argument_on_the_field(card, budget_fen):
+    await campaign_of(card, 10)
+    d = await fails(set_budget(card, budget_fen, stop_issuing=True), grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT")
+    assert [f for f, _ in d["violations"]] == ["budget_fen"]
+    assert (await card.GetBudget(campaign_id=C)).budget.budget_fen == 10 * FACE
+
+
+async def test_a_replayed_stop_answers_the_campaign_as_it_is_now_and_its_key_names_only_that_stop(card):
+    await campaign_of(card, 10)
+    await claim(card, "u1")
+    await stop_issuing(card, request_id="stop")
+    await set_budget(card, 5 * FACE, request_id="reopen")
+    await claim(card, "u2")
+
+    again = await stop_issuing(card, request_id="stop")
+
+    assert again.campaign.rules.budget_fen == 5 * FACE and again.budget.issued_fen == 2 * FACE
+    assert again.budget_change_count == 2
+    await fails(set_budget(card, 5 * FACE, request_id="stop"), grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    await fails(stop_issuing(card, request_id="reopen"), grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    await card.campaign("other", budget_fen=10 * FACE)
+    await fails(stop_issuing(card, request_id="stop", campaign_id="other"), grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    # Stopping a stopped campaign changes nothing and records nothing.
+    await stop_issuing(card, request_id="stop-2")
+    assert (await stop_issuing(card, request_id="stop-3")).budget_change_count == 3
+
+
+async def test_one_stop_issuing_call_stops_a_campaign_with_thirty_two_grants_in_flight(card_server):
+    server, card, settings = card_server
+    await card.campaign(C, budget_fen=100_000 * FACE, per_user_card_cap=1_000)
+    users = iter(range(10**6))
+    granted: list[str] = []
+    after_stop: list[object] = []
+    stopped = asyncio.Event()
+    stop_answered = asyncio.Event()
+
+    async def joiner() -> None:
+        # Grants back to back: 32 of these keep 32 grants in flight for as long as the test runs.
+        while not (stop_answered.is_set() and len(after_stop) >= 64):
+            began_after_stop = stop_answered.is_set()
+            try:
+                cards = (await claim(card, f"j{next(users)}")).cards
+                granted.extend(c.card_id for c in cards)
+                outcome: object = "granted"
+            except grpc.aio.AioRpcError as err:
+                outcome = (err.code(), error_details(err)["reason"])
+            if began_after_stop:
+                after_stop.append(outcome)
+
+    crowd = [asyncio.ensure_future(joiner()) for _ in range(32)]
+    try:
+        while len(granted) < 64:  # the crowd is at full speed
+            await asyncio.sleep(0.001)
+        answer = await stop_issuing(card, request_id="stop-now")
+        stop_answered.set()
+        await asyncio.wait_for(asyncio.gather(*crowd), timeout=30)
+    finally:
+        for task in crowd:
+            task.cancel()
+
+    budget = (await card.GetBudget(campaign_id=C)).budget
+    assert answer.campaign.rules.budget_fen == answer.budget.issued_fen == budget.budget_fen == budget.issued_fen
+    assert budget.issued_fen == len(granted) * FACE < 100_000 * FACE
+    assert set(after_stop) == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "CAMPAIGN_BUDGET_EXHAUSTED")}
+    with sqlite3.connect(settings.db_path) as conn:
+        total = conn.execute("SELECT SUM(face_value_fen) FROM cards WHERE campaign_id = ?", (C,)).fetchone()[0]
+    assert total == budget.issued_fen

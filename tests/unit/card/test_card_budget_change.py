@@ -64,3 +64,33 @@ def test_a_campaign_is_compared_with_the_budget_it_was_created_with():
     raised = m.with_budget(created, 300 * FACE)
     assert not raised.same_definition(created)
     assert m.with_budget(raised, 100 * FACE).same_definition(created)
+
+
+# --- stop_issuing: the budget becomes what was issued when the change commits ---------------
+
+
+def test_stop_issuing_takes_no_figure():
+    assert m.check_budget_fen(0, stop_issuing=True) == 0
+
+
+@pytest.mark.parametrize("budget_fen", [1, FACE, -1, m.MAX_BUDGET_FEN])
+def test_stop_issuing_with_a_figure_names_the_budget_field(budget_fen):
+    with pytest.raises(InvalidArgument) as err:
+        m.check_budget_fen(budget_fen, stop_issuing=True)
+    assert [f for f, _ in err.value.violations] == ["budget_fen"]
+
+
+def test_stop_issuing_sets_the_budget_to_what_was_issued_at_the_change():
+    change = m.stop_issuing_change(old_budget_fen=100_000, issued_fen=12_500, request_id="stop", now_ms=7)
+    assert change == m.BudgetChange(7, 100_000, 12_500, 12_500, "stop")
+
+
+def test_stop_issuing_a_campaign_that_issued_nothing_sets_a_budget_of_zero():
+    change = m.stop_issuing_change(old_budget_fen=100_000, issued_fen=0, request_id="", now_ms=7)
+    assert change is not None and change.new_budget_fen == 0
+    stopped = m.with_budget(campaign(100 * FACE), 0)
+    assert not m.offers_cards(stopped, 0, 1) and m.cards_obtainable(stopped, 0, 0, 1) == 0
+
+
+def test_stopping_a_campaign_already_stopped_changes_nothing():
+    assert m.stop_issuing_change(old_budget_fen=12_500, issued_fen=12_500, request_id="again", now_ms=9) is None

@@ -104,13 +104,19 @@ class SetCampaignBudgetRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     CAMPAIGN_ID_FIELD_NUMBER: _builtins.int
     BUDGET_FEN_FIELD_NUMBER: _builtins.int
+    STOP_ISSUING_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Idempotency key: a retry with the same key and content changes nothing more."""
     campaign_id: _builtins.str
     """Campaign whose budget to set."""
     budget_fen: _builtins.int
     """The new total budget in fen (not an amount to add): 1..10^17, and at least the face value
-    the campaign already issued. Equal to it: nothing more is issued.
+    the campaign already issued. Equal to it: nothing more is issued. 0 with stop_issuing.
+    """
+    stop_issuing: _builtins.bool
+    """Stop issuing now: the budget becomes the face value issued when the change commits, whatever
+    grants commit before it (budget_fen must be 0). One call stops a busy campaign, where a
+    figure read from GetBudget can keep being refused BUDGET_BELOW_ISSUED.
     """
     def __init__(
         self,
@@ -118,10 +124,11 @@ class SetCampaignBudgetRequest(_message.Message):
         request_id: _builtins.str = ...,
         campaign_id: _builtins.str = ...,
         budget_fen: _builtins.int = ...,
+        stop_issuing: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_fen", b"budget_fen", "campaign_id", b"campaign_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_fen", b"budget_fen", "campaign_id", b"campaign_id", "request_id", b"request_id", "stop_issuing", b"stop_issuing"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

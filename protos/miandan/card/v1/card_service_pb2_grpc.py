@@ -179,13 +179,20 @@ class CardServiceServicer:
         Set equal to issued, every further grant (ClaimSignupCard, AcceptInvite) fails exactly as a
         spent budget does (CAMPAIGN_BUDGET_EXHAUSTED). The check and the write are one store
         transaction, serialised with the grants: issued_fen is never above budget_fen at any commit.
+        To stop issuing a busy campaign, send stop_issuing (with budget_fen 0) instead of a figure:
+        the budget becomes whatever is issued when the change commits, so it succeeds in one call
+        however many grants are in flight (a figure read from GetBudget is overtaken by them), also
+        on a campaign that issued nothing yet (its budget is then 0). A later SetCampaignBudget with
+        a figure above issued reopens issuing.
         Idempotent on request_id: a replay changes nothing and answers the campaign as it is now (a
-        late duplicate never undoes a later change); the same request_id with another campaign or
-        budget_fen is REQUEST_ID_REUSED; a refused call is not kept. Setting the budget in force
-        changes nothing and records no change. Every change is kept (GetBudgetResponse.budget_changes).
+        late duplicate never undoes a later change); the same request_id with another campaign,
+        budget_fen or stop_issuing is REQUEST_ID_REUSED; a refused call is not kept. Setting the
+        budget in force (or stopping a campaign already stopped) changes nothing and records no
+        change. Every change is kept (GetBudgetResponse.budget_changes, with the budget it set).
         The new budget holds from the answer on: for the grants, GetCampaign, GetBudget, wallets'
         cards_obtainable and pass-phrase promise, and the campaign gauges.
-        Errors: INVALID_ARGUMENT on budget_fen, campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
+        Errors: INVALID_ARGUMENT on budget_fen (outside 1..10^17 without stop_issuing, not 0 with
+        it), campaign_id or request_id; NOT_FOUND CAMPAIGN_NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
