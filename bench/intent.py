@@ -25,8 +25,9 @@ SHANGHAI = (31.2304, 121.4737)
 # A Wednesday in Shanghai: 12:30, every generated store open; 03:30, only some KFC (24 h).
 DAY = datetime(2026, 1, 28, 4, 30, tzinfo=timezone.utc)
 NIGHT = datetime(2026, 1, 27, 19, 30, tzinfo=timezone.utc)
-# The broad and ambiguous sentences: many candidates, each looked for near the user.
-WIDE_TEXTS = ("喝的", "拿铁", "来杯咖啡", "奶茶")
+# The broad and ambiguous sentences: many candidates, each looked for near the user. The choice is handed over
+# (随便): a bare 拿铁 or 咖啡 is asked about without looking for a store.
+WIDE_TEXTS = ("随便来点喝的", "随便来杯拿铁", "随便来杯咖啡", "奶茶")
 
 
 def _accuracy(resolver, judge, cases, show_failures: bool) -> tuple[int, int]:

@@ -21,6 +21,8 @@ from pypinyin import Style, lazy_pinyin, pinyin  # noqa: E402
 # Category words -> item categories they ask for (item categories are the catalog's own; brand
 # categories such as 茶饮 and the item categories themselves are added from the data at build time).
 DRINK_CATEGORIES = frozenset({"奶茶", "果茶", "纯茶", "奶昔", "咖啡", "汽水"})
+# Item categories counted in 块 (原味鸡3块): after anything else a number of 块 is yuan (总共58块).
+COUNTED_IN_KUAI = frozenset({"炸鸡"})
 CATEGORY_TERMS: dict[str, frozenset[str]] = {
     "奶茶": frozenset({"奶茶"}), "milk tea": frozenset({"奶茶"}), "milktea": frozenset({"奶茶"}),
     "boba": frozenset({"奶茶"}), "珍奶": frozenset({"奶茶"}),
@@ -104,8 +106,11 @@ GLOBAL_MARKERS = ("都要", "都是", "都", "全部", "全都", "统一", "各"
 NEGATION_BEFORE = re.compile(
     # 别给我点 / 别又给我做成 / 不要再给我推荐: a refusal said to whoever makes the order (read as nothing,
     # 别给我点酱香拿铁了 ordered the 酱香拿铁).
-    r"(?:(?<!要)(?:(?:别|不要)(?:再|又)?(?:给|帮)(?:我们|我)?(?:点|来|上|做成|弄成|做|弄|拿|加|推荐)了?|"
-    r"喝不了|吃不了|不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|"
+    # 别给我去冰 (don't make it without ice) refuses the option after it, verb or not.
+    r"(?:(?<!要)(?:(?:别|不要)(?:再|又)?(?:给|帮)(?:我们|我)?(?:(?:点|来|上|做成|弄成|做|弄|拿|加|推荐)了?)?|"
+    # 除了X (all but X): X is not ordered; read as nothing, it was the one thing ordered.
+    r"除了|除开|"
+    r"喝不了|吃不了|不能喝|不能吃|不想要|不想喝|不想吃|不想点|不想买|不需要|不要|不用|不想|不喝|不吃|不来|不点|不加|别要|别给|别来|别点|别加|"
     r"(?<![啊哦噢呃额嗯是])不是|(?<![啊哦噢呃额嗯])不|别)"
     r"|去掉|取消|删掉|拿掉|(?<![a-z])(?:no|not|without|don't want|dont want|do not want|hold the|skip the|skip|minus))"
     r"\s*(?:那个|这个|那|这)?\s*$")
@@ -113,9 +118,10 @@ NEGATION_BEFORE = re.compile(
 # end of a clause, so 香辣鸡腿堡不要辣 (no spice) does not drop the burger. Also as a clause of its
 # own after the phrase ("一杯生椰拿铁，不要了", "…，算了吧", "…，还是不要了"): a user who changed their
 # mind before sending; read as an order, OrderByText's confirm placed and paid it at once.
-_TAKE_BACK = r"(?:还是|就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了|太贵|太甜|太腻)"
+# 算了不喝了 (I won't drink it after all) takes the drink back like 不要了; X除外 leaves X out.
+_TAKE_BACK = r"(?:还是|就|也|都|先)?(?:不要|不用|不需要|取消|去掉|删掉|拿掉|算了|太贵|太甜|太腻|不喝|不吃|不买|不点|除外)"
 NEGATION_AFTER = re.compile(
-    rf"^[\s,，、]*{_TAKE_BACK}(?:[\s,，、]*{_TAKE_BACK})*(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
+    rf"^[\s,，、.。…]*{_TAKE_BACK}(?:[\s,，、]*{_TAKE_BACK})*(?:(?:了|吧|啦|啊)+|\s*(?=[,，、;；。.!！?？]|$))")
 # Words never worth a fuzzy match (fillers of an order sentence).
 STOPWORDS = frozenset("""i me my we us you your please pls plz want wanna would like love get give order buy
 have take need some the a an of for to from at with and or please thanks thank can could may just
@@ -131,7 +137,11 @@ OTHER_PRODUCT_HEADS = ("蛋糕", "面包", "冰沙", "酸奶", "果酱", "饼干
 # Ways of making a drink no menu here offers (低因, 燕麦奶): said with an order, they are asked about. Read as
 # nothing, 来一杯低因生椰拿铁 ordered the usual latte, caffeine and all, and 生椰拿铁换燕麦奶 made it with milk.
 NOT_OFFERED = ("低因", "脱因", "无咖啡因", "咖啡因", "decaf", "caffeine", "燕麦奶", "oat milk", "豆奶", "soy milk",
-               "杏仁奶", "almond milk", "脱脂奶", "脱脂", "skim milk", "零卡糖", "代糖", "sweetener", "浓缩加份", "extra shot")
+               "杏仁奶", "almond milk", "脱脂奶", "脱脂", "skim milk", "零卡糖", "代糖", "sweetener", "浓缩加份", "extra shot",
+               # An extra shot (双份浓缩, 加一份浓缩, 加浓): read as a count, 双份浓缩的生椰拿铁 ordered two lattes.
+               "浓缩", "加浓", "double shot",
+               # A size smaller than any here (小杯, 小份): read as nothing, 一杯美式，要小杯 ordered the medium cup.
+               "小杯", "小份", "小号", "small cup")
 
 # Two-character pieces of item names too generic to name an item by themselves.
 GENERIC_PIECES = frozenset({"新鲜", "标准", "经典", "招牌", "原味", "年货", "中杯", "大杯", "满杯", "香辣",
@@ -145,7 +155,7 @@ FILLER_CHARS = frozenset("来杯个份帮我你他她点给要一的吧呢啊呀
 # above, so a brand said with them suggests from its menu instead of asking what 随便 is.
 # So do words that only say the free-order card pays ("盒马买点免单卡能全包的"): it is what every
 # suggestion is chosen by anyway, and read as unknown words the brand was refused.
-ANYTHING_WORDS = ("随便", "随意", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行",
+ANYTHING_WORDS = ("随便", "随意", "一样东西", "都行", "都可以", "无所谓", "看着办", "什么都行", "啥都行",
                   "不用我补钱", "不用补钱", "不用补差价", "不补差价", "不用加钱", "不用我加钱",
                   "免单卡能全包", "免单卡能用", "免单卡能覆盖", "免单卡", "能全包", "全包", "全免", "能覆盖", "能抵", "能免")
 # Words that ask for the cheapest pick ("瑞幸最便宜的咖啡"): a kind of thing or a brand said with

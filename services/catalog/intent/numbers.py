@@ -92,6 +92,8 @@ class QuantityMatch:
 
 
 _CN_NUM = f"[{_CN_NUM_CHARS}]+"
+# Who a number of people are (两个小朋友, 三个孩子): see the "people" patterns.
+_PEOPLE_NOUNS = "小朋友|朋友|孩子|小孩|宝宝|同事|同学|大人|老人|男生|女生|室友|人"
 _DIGITS = r"\d+(?:\.\d+|/\d+)?"  # 3, 3.5, 1/2
 _MEASURE_CLASS = f"[{MEASURE_WORDS}对双打]"
 # A number starts where nothing before it could be part of it: no digit, decimal point or minus sign
@@ -146,6 +148,9 @@ _PATTERNS = [
     # 5个人, 三位, 5人 (but 3人份 is three portions), 4 people, 3 of us: a number of people.
     # 五口人, 一家四口: a family counts its members in 口.
     (re.compile(rf"{_NUMBER}\s?(?:个人|口人|位|人|口(?=\s*(?:$|[,，。.!！;；])))(?!份)"), "people"),
+    # 两个小朋友, 三个孩子, 四位同事: people named by who they are. Read as a count of the thing, 三个孩子每人一个甜筒
+    # ordered one ice cream, the 每人 multiplying nobody.
+    (re.compile(rf"{_NUMBER}\s?[个位名]\s?(?:{_PEOPLE_NOUNS})"), "people"),
     (re.compile(r"(?<![a-z])(?P<num>\d+|two|three|four|five|six|seven|eight|nine|ten)\s(?:people|persons|of us)(?![a-z])"),
      "english-people"),
     # 我们俩, 咱仨, 我们五个: the speakers, counted; a number of people like 5个人.
@@ -154,6 +159,10 @@ _PATTERNS = [
     # x2, ×3, *2 and 2x (not inside a word); x1.5 and x-1 are read whole, to be refused.
     (re.compile(rf"(?<![a-z0-9])[x×*]\s?(?P<sign>[-−])?(?P<num>{_DIGITS})(?![0-9a-z]|[./]\d)"), "x"),
     (re.compile(rf"(?<![a-z]){_DIGIT_LEFT}(?P<sign>[-−])?(?P<num>{_DIGITS})\s?[x×](?![a-z0-9])"), "x"),
+    # 几杯, 十几个, 好几份: how many is not said. Read as nothing, 来几杯生椰拿铁 ordered one.
+    (re.compile(rf"(?:好|十|[{_CN_NUM_CHARS}]?[十百])?几[十百]?\s?{_MEASURE_CLASS}(?!钱)"), "vague"),
+    # 一杯半 (one and a half cups) is no whole count; 一杯半糖 is one cup at half sugar.
+    (re.compile(rf"{_NUMBER}\s?{_MEASURE_CLASS}半(?![糖甜价打冰])"), "vague-half"),
     # 10个装, 三块装: the size of a pack (see QuantityMatch.pack).
     (re.compile(rf"{_NUMBER}\s?(?P<measure>{_MEASURE_CLASS})\s?装(?<!{_KUAI_MONEY}装)"), "pack"),
     # 3杯, 12 个, 两杯, 十二杯, 一对, 1005杯, 一百万杯; 3.5杯, -2杯, 2-3杯 (to be refused)
@@ -272,8 +281,10 @@ def _value(m: re.Match[str], kind: str) -> tuple[int, str] | None:
         return (int(num) if num.isdigit() else _EN_NUMBERS[num]), ""
     if kind == "half-dozen":
         return 6, ""
-    if kind == "half":
+    if kind in ("half", "vague-half"):
         return 0, "fraction"
+    if kind == "vague":
+        return 0, "range"
     if kind == "power":
         return 0, "power"
     if kind == "grouped":

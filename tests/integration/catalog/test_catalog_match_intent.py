@@ -76,7 +76,7 @@ async def test_an_iced_hot_latte_is_a_question_not_a_hot_latte(demo):
     r = await match(demo, "来杯冰的热拿铁")
     assert r.status == catalog_pb2.INTENT_STATUS_NEEDS_CLARIFICATION and not r.HasField("proposal")
     assert "正常冰还是热" in r.clarification and "瑞幸咖啡" in r.available_brands
-    r = await match(demo, "来杯热的拿铁")
+    r = await match(demo, "来杯热的生椰拿铁")
     assert r.status == catalog_pb2.INTENT_STATUS_MATCHED
     assert [[(o.group_id, o.option_id) for o in ln.options if o.group_id == "temperature"] for ln in r.proposal.lines] == [
         [("temperature", "hot")]]

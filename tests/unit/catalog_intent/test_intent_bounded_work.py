@@ -20,7 +20,8 @@ def _counting(monkeypatch, name):
 def test_an_ambiguous_word_said_hundreds_of_times_builds_only_the_readings_offered(monkeypatch):
     resolver = build_resolver(*load_demo_specs())
     built = _counting(monkeypatch, "_candidate")
-    reading = resolver.resolve("拿铁，" * MAX_MENTIONS)
+    # 随便: the choice is left to us, so the readings are built (a bare 拿铁 is asked about).
+    reading = resolver.resolve("随便" + "拿铁，" * MAX_MENTIONS)
     # 拿铁 is several lattes: each mention had two alternatives, and all 101 readings were
     # built (each reading the whole sentence) to keep 8.
     assert reading.candidates and len(reading.candidates) <= MAX_CANDIDATES
@@ -33,7 +34,7 @@ def test_a_word_many_brands_sell_is_chosen_for_once_per_brand(monkeypatch):
              for n in range(20) for k in range(3)]
     resolver = build_resolver(brands, items)
     chosen = _counting(monkeypatch, "_choices")
-    reading = resolver.resolve("茶" * MAX_MENTIONS)
+    reading = resolver.resolve("随便" + "茶" * MAX_MENTIONS)
     assert reading.candidates
     # 50 mentions at 20 brands were 1,000 choices; the mentions are all alike.
     assert len(chosen) <= 20 * 2
@@ -46,4 +47,4 @@ def test_a_sentence_asking_for_more_than_an_order_holds_is_asked_to_be_split_bef
     reading = resolver.resolve("奶茶" * 250)  # 500 characters, 250 mentions
     assert not reading.candidates and "250" in reading.clarification and f"{MAX_MENTIONS}" in reading.clarification
     assert not chosen
-    assert resolver.resolve("拿铁，" * MAX_MENTIONS).candidates  # as many as an order holds is read
+    assert resolver.resolve("随便" + "拿铁，" * MAX_MENTIONS).candidates  # as many as an order holds is read

@@ -87,14 +87,14 @@ def test_two_temperatures_for_one_line_are_asked_about_not_guessed(text, first, 
 @pytest.mark.parametrize("text, want", [
     # 冰 right before the item asks for it iced (said, not left to the menu's default, which at
     # another shop may be hot); elsewhere it is part of names (冰鲜柠檬水, 蜜雪冰城).
-    ("来杯冰拿铁", [("luckin-moutai-latte", {"temperature": "regular_ice"})]),
+    ("来杯冰酱香拿铁", [("luckin-moutai-latte", {"temperature": "regular_ice"})]),
     ("大冰美式", [("luckin-americano", {"size": "large", "temperature": "regular_ice"})]),
     ("冰大美式", [("luckin-americano", {"temperature": "regular_ice", "size": "large"})]),
     ("冰鲜柠檬水", [("mixue-lemonade", {})]),
     ("蜜雪冰城柠檬水", [("mixue-lemonade", {})]),
-    ("热的拿铁", [("luckin-moutai-latte", {"temperature": "hot"})]),
-    ("一杯冰美式一杯热拿铁", [("luckin-americano", {"temperature": "regular_ice"}), ("luckin-moutai-latte", {"temperature": "hot"})]),
-    ("两杯拿铁，一杯热的一杯冰的", [("luckin-moutai-latte", {"temperature": "hot"}),
+    ("热的酱香拿铁", [("luckin-moutai-latte", {"temperature": "hot"})]),
+    ("一杯冰美式一杯热酱香拿铁", [("luckin-americano", {"temperature": "regular_ice"}), ("luckin-moutai-latte", {"temperature": "hot"})]),
+    ("两杯酱香拿铁，一杯热的一杯冰的", [("luckin-moutai-latte", {"temperature": "hot"}),
                                   ("luckin-moutai-latte", {"temperature": "regular_ice"})]),
 ])
 def test_one_temperature_a_line_is_taken_as_said(text, want):
@@ -103,8 +103,8 @@ def test_one_temperature_a_line_is_taken_as_said(text, want):
 
 
 @pytest.mark.parametrize("text, option", [
-    ("热的拿铁，不对，冰的", "regular_ice"), ("生椰拿铁热的，算了还是少冰", "less_ice"), ("热拿铁，改成去冰", "no_ice"),
-    ("a hot latte, actually iced", "regular_ice"),
+    ("热的酱香拿铁，不对，冰的", "regular_ice"), ("生椰拿铁热的，算了还是少冰", "less_ice"), ("热酱香拿铁，改成去冰", "no_ice"),
+    ("a hot maotai latte, actually iced", "regular_ice"),
 ])
 def test_an_option_said_as_a_correction_replaces_the_one_before(text, option):
     top = RESOLVER.resolve(text).candidates[0]

@@ -124,12 +124,12 @@ def test_a_category_gives_several_picks_the_card_covers_across_brands():
 
 
 def test_a_category_pick_respects_the_card_face_value():
-    reading = RESOLVER.resolve("a coffee", card_face_value_fen=2000)
+    reading = RESOLVER.resolve("whatever coffee", card_face_value_fen=2000)
     assert [ITEM[ln.item_id].name for ln in reading.candidates[0].lines] == ["酱香拿铁"]
 
 
-def test_a_brand_alone_suggests_its_items_the_card_covers():
-    reading = RESOLVER.resolve("来杯瑞幸")
+def test_a_brand_left_to_choose_from_suggests_its_items_the_card_covers():
+    reading = RESOLVER.resolve("瑞幸随便来一杯")
     assert reading.candidates and all(c.brand_id == "luckin" and c.by_category for c in reading.candidates)
     assert all(ITEM[c.lines[0].item_id].price_fen <= 2500 for c in reading.candidates)
 
@@ -137,7 +137,7 @@ def test_a_brand_alone_suggests_its_items_the_card_covers():
 def test_an_ambiguous_name_prefers_the_standard_item_with_lower_confidence_and_offers_the_others():
     plain = RESOLVER.resolve("来杯美式").candidates
     assert ITEM[plain[0].lines[0].item_id].name == "标准美式"
-    latte = RESOLVER.resolve("来杯拿铁").candidates
+    latte = RESOLVER.resolve("随便来杯拿铁").candidates
     assert len(latte) >= 3 and latte[0].confidence < plain[0].confidence
     assert {ITEM[c.lines[0].item_id].name for c in latte} >= {"酱香拿铁", "生椰拿铁"}
 

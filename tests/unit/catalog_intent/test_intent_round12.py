@@ -3,24 +3,9 @@ sodas and ways of making a drink the menu lacks, pack units, options said for on
 with a brand, pinyin) and the rules its misses showed were wrong or missing."""
 import pytest
 
-from .rounds import ITEM, KNOWN_MISSES, RESOLVER, asks as _asks, lines as _lines, misses, round_cases
+from .rounds import ITEM, RESOLVER, KNOWN_MISSES, asks as _asks, said as _said, lines as _lines, misses, round_cases
 
 ROUND12 = round_cases(12)
-
-
-def _option_name(item, group_id, option_id):
-    group = next(g for g in item.groups if g.group_id == group_id)
-    return next(o.name for o in group.options if o.option_id == option_id)
-
-
-def _said(text):
-    """The top candidate's lines as (item name, quantity, {group: option name} the sentence chose), in a
-    fixed order."""
-    top = RESOLVER.resolve(text).candidates[0]
-    out = [(ITEM[ln.item_id].name, ln.quantity,
-            {g: _option_name(ITEM[ln.item_id], g, o) for g, o in sorted(ln.options.items())}) for ln in top.lines]
-    return sorted(out, key=repr)
-
 
 # --- rules the round's misses showed wrong or missing ---------------------------------------------
 
@@ -105,8 +90,7 @@ def test_english_words_nothing_explains_with_a_brand_are_asked_about():
     assert _asks("kfc dan ta liang ge")
 
 
-# Left as they are (rounds.KNOWN_MISSES): what earlier rounds established (a bare brand suggests from its menu:
-# 瑞幸, 喜茶来一杯; a bare 拿铁 offers the lattes; 来个汉堡 orders a burger, labelled so in round 6), 五分 for 五分糖
+# Left as they are (rounds.KNOWN_MISSES): 五分 for 五分糖
 # after a correction, 香辣的 (a generic piece) after 还是, 椰云拿铁 (云 glued to a piece of 生椰拿铁: the rule that
 # would ask dropped the typo 奥尔良考鸡腿堡), and the cheap refusals: 深夜拿铁 (front and back nasals), 肯得鸡 with
 # 蛋塔, 美食 for 美式, 🍦, and pinyin.

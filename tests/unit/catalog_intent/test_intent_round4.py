@@ -36,7 +36,7 @@ def test_a_tea_no_brand_sells_is_asked_about_not_swapped_for_another_tea(text):
 
 
 def test_a_category_character_on_its_own_is_still_a_category():
-    reading = RESOLVER.resolve("来杯茶")
+    reading = RESOLVER.resolve("随便来杯茶")
     assert reading.candidates and reading.candidates[0].by_category
 
 
@@ -81,12 +81,12 @@ def test_what_is_said_of_a_split_kind_goes_to_its_parts():
 
 
 def test_a_counted_kind_only_partly_named_keeps_the_rest_unnamed():
-    lines = _lines("三杯咖啡，其中一杯生椰拿铁")
+    lines = _lines("三杯咖啡随便，其中一杯生椰拿铁")
     assert sum(q for _, q, _ in lines) == 3 and ("生椰拿铁", 1, ()) in lines
 
 
 def test_a_kind_counted_apart_from_its_item_stays_its_own_line():
-    assert _lines("两杯咖啡，再来一杯美式") != [("标准美式", 1, ())]
+    assert _lines("两杯咖啡随便哪种，再来一杯美式") != [("标准美式", 1, ())]
 
 
 # --- corrections mid-sentence -------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_the_cheapest_of_a_kind_or_of_a_brand_is_chosen_by_price(text, item):
 
 
 def test_without_asking_for_the_cheapest_the_standard_item_still_comes_first():
-    assert [name for name, _, _ in _lines("瑞幸的咖啡来一杯")] == ["标准美式"]
+    assert [name for name, _, _ in _lines("瑞幸的咖啡随便来一杯")] == ["标准美式"]
 
 
 # --- "anything" at a named brand ----------------------------------------------------------------

@@ -149,9 +149,7 @@ def test_the_card_said_with_a_brand_suggests_what_the_card_covers():
 
 # --- the held-out round -------------------------------------------------------------------------
 
-# Left as they are (rounds.KNOWN_MISSES) (see the round's report): 鸡腿堡 names two burgers and is answered, as every
-# ambiguous piece of a name is (拿铁), with the standard one first and the other as an alternative;
-# 一点点 is a tea shop we do not carry but also "a little", said of ice and sugar; 我和我老婆各 counts
+# Left as they are (rounds.KNOWN_MISSES) (see the round's report): 一点点 is a tea shop we do not carry but also "a little", said of ice and sugar; 我和我老婆各 counts
 # people without a number.
 
 def test_round_five_held_out_sentences_are_understood_at_least_as_well_as_when_tuned():

@@ -38,8 +38,7 @@ def test_a_size_said_as_a_clothing_size_is_the_large_cup(text):
 
 # --- the held-out round -------------------------------------------------------------------------
 
-# Left as they are (rounds.KNOWN_MISSES, see the round's report): a bare 拿铁/latte takes the
-# card-covered latte instead of asking which; questions, cancellations and complaints that name an item
+# Left as they are (rounds.KNOWN_MISSES, see the round's report): questions, cancellations and complaints that name an item
 # (多少钱, 还有吗, 取消, 还没到, 哪个近) are read as orders; an option said as a phrase the option table
 # lacks (冰块少放点, 冰塊少一點, 唔好落冰, a lone 大) is dropped; a correction of an option (热的，啊不是，要冰的)
 # or a reason (不能喝冰的) is asked about; per-person counts with 一人 after two named people, a

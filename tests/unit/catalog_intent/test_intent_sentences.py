@@ -17,7 +17,14 @@ RESOLVER = build_resolver(BRANDS, ITEMS)
 JUDGE = Judge(BRANDS, ITEMS)
 
 
-@pytest.mark.parametrize("case", DEV, ids=[c["text"] or "<empty>" for c in DEV])
+# The lead's policy (a bare word of several items is asked about) makes these dev labels wrong; the dev set is
+# not this area's file, so they wait for its relabel (-> {"clarify": true}).
+DEV_RELABEL_PENDING: set[str] = set()
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="dev label predates the ask-which policy"))
+    if c["text"] in DEV_RELABEL_PENDING else c for c in DEV], ids=[c["text"] or "<empty>" for c in DEV])
 def test_dev_sentence_is_understood(case):
     assert JUDGE.check(case["expect"], RESOLVER.resolve(case["text"])) == ""
 
