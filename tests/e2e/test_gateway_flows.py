@@ -246,9 +246,10 @@ def test_a_guessed_reading_is_shown_back_and_bought_only_once_confirmed_by_id(st
     join(stub, as_user, user)
     md = as_user(user)
     request_id = rid()
-    # 一杯拿铁: one of four lattes, a guess the catalog scores about 0.5.
+    # 瑞幸来一杯: no item named, a suggestion the catalog scores 0.4 (一杯拿铁, one of four lattes, is
+    # now asked about instead).
     with pytest.raises(grpc.RpcError) as info:
-        stub.OrderByText(gw.OrderByTextRequest(request_id=request_id, text="一杯拿铁", location=E2E_POINT, confirm=True),
+        stub.OrderByText(gw.OrderByTextRequest(request_id=request_id, text="瑞幸来一杯", location=E2E_POINT, confirm=True),
                          metadata=md, timeout=10)
     details = error_details(info.value)
     assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION and details["reason"] == "INTENT_UNCERTAIN"
@@ -256,7 +257,7 @@ def test_a_guessed_reading_is_shown_back_and_bought_only_once_confirmed_by_id(st
     placed = stub.OrderByText(
         gw.OrderByTextRequest(request_id=request_id, preview_id=details["metadata"]["preview_id"], confirm=True), metadata=md, timeout=10
     )
-    assert placed.order.order_id and placed.order.lines[0].item_name.endswith("拿铁")
+    assert placed.order.order_id and placed.order.lines[0].item_name == "标准美式"
 
 
 def test_place_get_list_watch_and_cancel_an_order_and_the_card_comes_back(stub, as_user, stores):
