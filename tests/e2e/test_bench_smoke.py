@@ -14,7 +14,8 @@ import pytest
 from bench.loadgen import realtime_permitted
 
 ROOT = Path(__file__).resolve().parents[2]
-BENCHES = ["capacity", "overload", "drill", "card", "order", "catalog", "intent", "card_store", "intake"]
+# overload runs once, below, with the load generator placed where this machine allows.
+BENCHES = ["capacity", "drill", "card", "order", "catalog", "intent", "card_store", "intake"]
 
 
 @pytest.mark.timeout(300)
@@ -48,10 +49,10 @@ def load_generator_flags() -> dict[tuple[str, ...], str]:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(not load_generator_flags(), reason="--pin-client needs two CPUs, real-time scheduling root or CAP_SYS_NICE")
-def test_the_overload_curve_with_the_load_generator_pinned_and_real_time_where_permitted_finishes_cleanly(tmp_path):
-    # One smoke run for both placements, passed together: each run costs a whole suite and ~35 s
-    # of the test budget, and the plain run above already covers the unplaced generator.
+def test_the_overload_curve_finishes_cleanly_with_the_load_generator_pinned_and_real_time_where_permitted(tmp_path):
+    # One smoke run of the overload curve: each costs a whole suite and ~35 s of the test budget.
+    # Pinning and real-time scheduling are passed where this machine allows them; where it allows
+    # neither, the run is the plain one `make bench-overload` makes.
     flags = load_generator_flags()
     run = _smoke(tmp_path, "overload", *(arg for flag in flags for arg in flag), "--out", str(tmp_path))
     for flag, line in flags.items():
