@@ -227,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="a few seconds in total, for CI")
     args = p.parse_args(argv)
     if args.smoke:
-        args.seconds, args.empty_seconds, args.procs, args.concurrency = 2.0, 1.0, 2, "4,8"
+        args.seconds, args.empty_seconds, args.procs, args.concurrency = 1.5, 1.0, 2, "8"
     try:
         concurrencies = sorted({int(c) for c in str(args.concurrency).split(",") if c.strip()})
     except ValueError:

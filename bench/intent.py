@@ -109,7 +109,7 @@ def _print_day_and_night(stores: int, figures: dict[str, list[float]]) -> None:
 
 def main(argv: list[str]) -> int:
     verbose = "-v" in argv
-    rounds = 5 if "--smoke" in argv else 200
+    rounds = 2 if "--smoke" in argv else 200
     t = time.perf_counter()
     import services.catalog.intent.resolver  # noqa: F401  (pypinyin loads its dictionaries once per process)
     print(f"import resolver (pypinyin dictionaries, once per process): {(time.perf_counter() - t) * 1e3:.1f} ms")
